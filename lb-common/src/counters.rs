@@ -1,0 +1,112 @@
+//! Counter layouts: one per XDP verdict and one per reason a packet got its verdict.
+
+/// Packets and bytes seen by one CPU for one slot. Summed across CPUs in userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    /// Bytes of the frame as received (Ethernet header included).
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data, two u64 fields, no padding.
+unsafe impl aya::Pod for Counter {}
+
+/// XDP verdicts, numbered as the kernel's `enum xdp_action`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Aborted,
+        Verdict::Drop,
+        Verdict::Pass,
+        Verdict::Tx,
+        Verdict::Redirect,
+    ];
+    /// Slots in the verdict counter map.
+    pub const SLOTS: u32 = Self::ALL.len() as u32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Aborted => "aborted",
+            Verdict::Drop => "drop",
+            Verdict::Pass => "pass",
+            Verdict::Tx => "tx",
+            Verdict::Redirect => "redirect",
+        }
+    }
+
+    /// The verdict for a raw XDP return code, if it is one.
+    pub const fn from_code(code: u32) -> Option<Verdict> {
+        match code {
+            0 => Some(Verdict::Aborted),
+            1 => Some(Verdict::Drop),
+            2 => Some(Verdict::Pass),
+            3 => Some(Verdict::Tx),
+            4 => Some(Verdict::Redirect),
+            _ => None,
+        }
+    }
+}
+
+/// Why a packet got its verdict. Exactly one reason is counted per packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed to the stack untouched.
+    NotIp = 0,
+    /// A well-formed IP packet that is not addressed to a service: passed untouched.
+    NotVip = 1,
+    /// A frame that ends inside a header it announces: dropped.
+    Truncated = 2,
+    /// An IP header that is inconsistent (IHL < 5, version mismatch, total length shorter
+    /// than the header): dropped.
+    BadHeader = 3,
+    /// An IP fragment: passed to the stack, never steered (only the first carries ports).
+    Fragment = 4,
+    /// A transport other than TCP or UDP: passed untouched.
+    OtherL4 = 5,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::NotIp,
+        Reason::NotVip,
+        Reason::Truncated,
+        Reason::BadHeader,
+        Reason::Fragment,
+        Reason::OtherL4,
+    ];
+    /// Slots in the reason counter map; room to add reasons without resizing the map.
+    pub const SLOTS: u32 = 32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NotIp => "not_ip",
+            Reason::NotVip => "not_vip",
+            Reason::Truncated => "truncated",
+            Reason::BadHeader => "bad_header",
+            Reason::Fragment => "fragment",
+            Reason::OtherL4 => "other_l4",
+        }
+    }
+
+    /// The verdict the data plane gives every packet counted under this reason.
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Reason::Truncated | Reason::BadHeader => Verdict::Drop,
+            Reason::NotIp | Reason::NotVip | Reason::Fragment | Reason::OtherL4 => Verdict::Pass,
+        }
+    }
+}
+const _: () = assert!(Reason::ALL.len() as u32 <= Reason::SLOTS);

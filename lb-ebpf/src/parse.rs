@@ -1,0 +1,92 @@
+//! Header parsing: Ethernet, IPv4 (with options), IPv6, TCP and UDP, with the explicit bounds
+//! checks the verifier needs. A packet either parses as well-formed TCP or UDP or stops with a reason.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::Reason;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+    udp::UdpHdr,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_FRAGMENT: u8 = 44;
+/// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+
+/// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return Err(Reason::Truncated);
+    }
+    Ok((start + offset) as *const T)
+}
+
+#[inline(always)]
+pub fn packet(ctx: &XdpContext) -> Result<(), Reason> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    match u16::from_be(unsafe { (*eth).ether_type }) {
+        ETH_P_IP => ipv4(ctx, EthHdr::LEN),
+        ETH_P_IPV6 => ipv6(ctx, EthHdr::LEN),
+        _ => Err(Reason::NotIp),
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, offset: usize) -> Result<(), Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked the fixed header lies inside the frame.
+    let ip = unsafe { &*ip };
+    let header_len = usize::from(ip.vihl & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
+        return Err(Reason::BadHeader);
+    }
+    if offset + total_len > ctx.data_end() - ctx.data() {
+        return Err(Reason::Truncated);
+    }
+    if u16::from_be_bytes(ip.frags) & (IP_MF | IP_OFFSET) != 0 {
+        return Err(Reason::Fragment);
+    }
+    transport(ctx, ip.proto, offset + header_len)
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, offset: usize) -> Result<(), Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked the fixed header lies inside the frame.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(Reason::BadHeader);
+    }
+    let payload_len = usize::from(u16::from_be_bytes(ip.payload_len));
+    if offset + Ipv6Hdr::LEN + payload_len > ctx.data_end() - ctx.data() {
+        return Err(Reason::Truncated);
+    }
+    if ip.next_hdr == IPPROTO_FRAGMENT {
+        return Err(Reason::Fragment);
+    }
+    transport(ctx, ip.next_hdr, offset + Ipv6Hdr::LEN)
+}
+
+#[inline(always)]
+fn transport(ctx: &XdpContext, proto: u8, offset: usize) -> Result<(), Reason> {
+    match proto {
+        IPPROTO_TCP => {
+            let _tcp: *const TcpHdr = ptr_at(ctx, offset)?;
+        }
+        IPPROTO_UDP => {
+            let _udp: *const UdpHdr = ptr_at(ctx, offset)?;
+        }
+        _ => return Err(Reason::OtherL4),
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Attaching the XDP program to an interface, with errors that say what to try next.
+
+use std::ffi::CString;
+
+use anyhow::{Context as _, bail};
+use aya::programs::{Xdp, XdpMode};
+
+use crate::args::XdpModeArg;
+
+/// The mode the program ended up attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+}
+
+/// Attaches `program` to `interface` in the current network namespace.
+pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::Result<Attached> {
+    let name = CString::new(interface)
+        .with_context(|| format!("interface name {interface:?} contains a NUL byte"))?;
+    // SAFETY: if_nametoindex reads a valid NUL-terminated string.
+    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+        bail!(
+            "no interface named `{interface}` in this network namespace: check the name with \
+             `ip link` (inside a namespace: `ip -n NAME link`)"
+        );
+    }
+    let native_hint = || {
+        format!(
+            "attaching in native mode to `{interface}` failed: its driver may not support \
+             native XDP; use --xdp-mode generic (or auto)"
+        )
+    };
+    match mode {
+        XdpModeArg::Native => program_attach(program, &name, XdpMode::Driver, Attached::Native)
+            .with_context(native_hint),
+        XdpModeArg::Generic => program_attach(program, &name, XdpMode::Skb, Attached::Generic)
+            .with_context(|| format!("attaching in generic mode to `{interface}` failed")),
+        XdpModeArg::Auto => {
+            match program_attach(program, &name, XdpMode::Driver, Attached::Native) {
+                Ok(attached) => Ok(attached),
+                Err(native_err) => {
+                    eprintln!(
+                        "xlb: native XDP on `{interface}` failed ({native_err:#}); using generic"
+                    );
+                    program_attach(program, &name, XdpMode::Skb, Attached::Generic).with_context(
+                        || {
+                            format!(
+                                "attaching to `{interface}` failed in native and in generic mode"
+                            )
+                        },
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn program_attach(
+    program: &mut Xdp,
+    name: &CString,
+    mode: XdpMode,
+    attached: Attached,
+) -> anyhow::Result<Attached> {
+    program.attach(name.as_c_str(), mode)?;
+    Ok(attached)
+}

@@ -1,0 +1,83 @@
+//! Reading the per-CPU verdict and reason counters, summed over CPUs.
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuArray},
+};
+use lb_common::{Counter, Reason, Verdict, map_names};
+
+/// Counters summed over every CPU, one entry per verdict and per reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub verdicts: Vec<(Verdict, Counter)>,
+    pub reasons: Vec<(Reason, Counter)>,
+}
+
+impl Totals {
+    pub fn read(ebpf: &Ebpf) -> anyhow::Result<Totals> {
+        let verdicts = sum_slots(ebpf, map_names::VERDICTS, &Verdict::ALL, |v| *v as u32)?;
+        let reasons = sum_slots(ebpf, map_names::REASONS, &Reason::ALL, |r| *r as u32)?;
+        Ok(Totals { verdicts, reasons })
+    }
+
+    pub fn verdict(&self, verdict: Verdict) -> Counter {
+        lookup(&self.verdicts, &verdict)
+    }
+
+    pub fn reason(&self, reason: Reason) -> Counter {
+        lookup(&self.reasons, &reason)
+    }
+
+    /// A human-readable table of the non-zero counters.
+    pub fn render(&self) -> String {
+        let mut out = format!("{:<16} {:>12} {:>14}\n", "counter", "packets", "bytes");
+        let verdicts = self
+            .verdicts
+            .iter()
+            .map(|(v, c)| (format!("verdict.{}", v.name()), c));
+        let reasons = self
+            .reasons
+            .iter()
+            .map(|(r, c)| (format!("reason.{}", r.name()), c));
+        for (name, counter) in verdicts.chain(reasons) {
+            if counter.packets > 0 {
+                out += &format!("{name:<16} {:>12} {:>14}\n", counter.packets, counter.bytes);
+            }
+        }
+        out
+    }
+}
+
+fn lookup<K: PartialEq>(entries: &[(K, Counter)], key: &K) -> Counter {
+    entries
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, c)| *c)
+        .unwrap_or_default()
+}
+
+fn sum_slots<K: Copy>(
+    ebpf: &Ebpf,
+    name: &str,
+    keys: &[K],
+    index: impl Fn(&K) -> u32,
+) -> anyhow::Result<Vec<(K, Counter)>> {
+    let map = ebpf
+        .map(name)
+        .with_context(|| format!("the XDP object has no map named {name}"))?;
+    let array: PerCpuArray<&MapData, Counter> =
+        PerCpuArray::try_from(map).with_context(|| format!("map {name} is not a per-CPU array"))?;
+    keys.iter()
+        .map(|key| {
+            let per_cpu = array
+                .get(&index(key), 0)
+                .with_context(|| format!("reading slot {} of map {name}", index(key)))?;
+            let total = per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+            });
+            Ok((*key, total))
+        })
+        .collect()
+}

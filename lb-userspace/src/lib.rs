@@ -1,0 +1,8 @@
+//! The xlb control plane: loading and attaching the XDP program, reading its counters, running
+//! it on test packets. The `xlb` binary is a thin dispatcher over these modules.
+pub mod args;
+pub mod attach;
+pub mod counters;
+pub mod object;
+pub mod run;
+pub mod testrun;

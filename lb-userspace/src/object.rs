@@ -1,0 +1,31 @@
+//! The compiled XDP objects, embedded in every binary that links this library, and loading them.
+
+use anyhow::Context as _;
+use aya::{Ebpf, programs::Xdp};
+
+/// The ELF bytes of the xlb XDP program built by build.rs, aligned for the ELF parser.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
+
+/// Bare XDP_DROP and XDP_TX programs (`bare_drop`, `bare_tx`): benchmark baselines.
+pub static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-baseline"));
+
+/// Loads an object's maps and the XDP program `name` into the kernel, unattached.
+pub fn load(object: &[u8], name: &str) -> anyhow::Result<Ebpf> {
+    let mut ebpf = Ebpf::load(object).context(
+        "loading the XDP object into the kernel failed: xlb needs root (or CAP_BPF and \
+         CAP_NET_ADMIN) and a kernel with BPF enabled",
+    )?;
+    xdp_program(&mut ebpf, name)?
+        .load()
+        .with_context(|| format!("the kernel verifier rejected XDP program `{name}`"))?;
+    Ok(ebpf)
+}
+
+/// The XDP program `name` of a loaded object.
+pub fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
+        .with_context(|| format!("the XDP object has no program named `{name}`"))?
+        .try_into()
+        .with_context(|| format!("program `{name}` is not an XDP program"))
+}

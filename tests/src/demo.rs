@@ -1,0 +1,128 @@
+//! The demo lab behind README's first command: a client and a load-balancer namespace joined
+//! by a veth pair, the real `xlb run` attached in native mode on the load balancer's side, and
+//! a bounded burst of UDP datagrams that xlb must count and pass to the stack.
+
+use std::{
+    net::UdpSocket,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::netns::{Lab, Netns};
+
+const CLIENT_ADDR: &str = "198.18.0.1";
+const LB_ADDR: &str = "198.18.0.2";
+const PORT: u16 = 9000;
+
+/// What the demo sent, what arrived, and what xlb printed.
+#[derive(Debug)]
+pub struct Report {
+    pub sent: u32,
+    pub received: u32,
+    /// Everything `xlb run` printed, its final counters last.
+    pub xlb_output: String,
+}
+
+impl Report {
+    /// Packets of the last `name` line (e.g. `reason.not_vip`) xlb printed, 0 if none.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.xlb_output
+            .lines()
+            .rev()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next()? == name).then(|| fields.next()?.parse().ok())?
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The `xlb` binary to run: `$XLB_BIN`, else `xlb` beside the running executable's directory
+/// (target/debug/deps/.. for tests).
+pub fn xlb_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("XLB_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join("xlb"));
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!("the xlb binary was not found: build it (`cargo build -p lb-userspace`) or set XLB_BIN")
+}
+
+/// Runs the demo with `datagrams` UDP datagrams (at most 10,000).
+pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
+    let datagrams = datagrams.min(10_000);
+    let mut lab = Lab::new("demo")?;
+    let client = lab.netns("client")?;
+    let lb = lab.netns("lb")?;
+    lab.veth((&client, "eth0"), (&lb, "eth0"))?;
+    lab.addr(&client, "eth0", &format!("{CLIENT_ADDR}/24"))?;
+    lab.addr(&lb, "eth0", &format!("{LB_ADDR}/24"))?;
+
+    let log = std::env::temp_dir().join(format!("{}-xlb.log", lb.name));
+    let log_file = std::fs::File::create(&log)?;
+    let mut command = lb.command(xlb);
+    command
+        .args([
+            "run",
+            "--interface",
+            "eth0",
+            "--xdp-mode",
+            "native",
+            "--stats-interval",
+            "0",
+        ])
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    let pid = lab.spawn(command)?;
+    wait_for_xdp(&lb, "eth0", Duration::from_secs(10))?;
+
+    let receiver = lb.run(|| UdpSocket::bind((LB_ADDR, PORT)))??;
+    receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let sender = client.run(|| UdpSocket::bind((CLIENT_ADDR, 0)))??;
+    let mut received = 0;
+    let mut buf = [0u8; 64];
+    for seq in 0..datagrams {
+        sender.send_to(&seq.to_be_bytes(), (LB_ADDR, PORT))?;
+        // Receive as we go so no socket buffer overflows.
+        if receiver.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+    }
+    let status = lab.terminate(pid)?;
+    let xlb_output = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    if !status.success() {
+        bail!("xlb run exited with {status}:\n{xlb_output}");
+    }
+    Ok(Report {
+        sent: datagrams,
+        received,
+        xlb_output,
+    })
+}
+
+/// Waits until an XDP program is attached to `dev` in `ns`.
+fn wait_for_xdp(ns: &Netns, dev: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "link", "show", dev])
+            .output()
+            .context("running ip link")?;
+        if String::from_utf8_lossy(&out.stdout).contains("prog/xdp") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "no XDP program appeared on {dev} in {} within {timeout:?}",
+        ns.name
+    )
+}

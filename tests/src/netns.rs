@@ -1,0 +1,372 @@
+//! Network-namespace labs: named namespaces, veth pairs, bridges, addresses from 198.18.0.0/15,
+//! processes started inside a namespace, and bpffs pin directories.
+//!
+//! Everything a [`Lab`] creates is removed when it is dropped (also while a test panics), and on
+//! Ctrl-C or SIGTERM. Names carry the process id and a sequence number so labs can run in
+//! parallel, and leftovers of a process that died without cleaning up are swept away by the
+//! next lab.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Mutex, Once,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Prefix of every namespace and pin directory a lab creates.
+pub const PREFIX: &str = "xlbt";
+/// Where bpffs is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// What one lab must remove, kept in a process-wide registry so the signal handler can find it.
+#[derive(Default)]
+struct Resources {
+    namespaces: Vec<String>,
+    pids: Vec<u32>,
+    pin_dirs: Vec<PathBuf>,
+}
+
+static LIVE: Mutex<BTreeMap<u64, Resources>> = Mutex::new(BTreeMap::new());
+static NEXT_LAB: AtomicU64 = AtomicU64::new(0);
+static INIT: Once = Once::new();
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Held by the signal handler from the moment it sets INTERRUPTED until it exits the process.
+static HANDLER: Mutex<()> = Mutex::new(());
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// If Ctrl-C or SIGTERM arrived, waits while the handler removes every lab and exits the
+/// process with 130. Call it before reporting an error: after an interruption the error is a
+/// consequence of the labs being removed, and exiting first would cut the removal short.
+pub fn exit_if_interrupted() {
+    if interrupted() {
+        let _held = HANDLER.lock();
+        unreachable!("the signal handler exits the process while holding its lock");
+    }
+}
+
+/// A named network namespace of a lab.
+#[derive(Clone, Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A command that runs `program` inside this namespace. Uses `nsenter --net` rather than
+    /// `ip netns exec`, which remounts /sys and would hide the bpffs pins.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// Runs `f` on a thread that has entered this namespace; sockets and XDP attachments made
+    /// by `f` belong to the namespace.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).with_context(|| format!("opening {path}"))?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns on a valid namespace fd affects only this thread.
+                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        let err = std::io::Error::last_os_error();
+                        return Err(anyhow::anyhow!("setns into {path}: {err}"));
+                    }
+                    Ok(f())
+                })
+                .join()
+                .map_err(|panic| anyhow::anyhow!("thread in {path} panicked: {panic:?}"))?
+        })
+    }
+
+    /// Runs `ip ARGS` in this namespace and fails with its stderr if it fails.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run_checked(Command::new("ip").args(&full))
+    }
+}
+
+/// A set of namespaces, links, processes and pins that disappears with it.
+pub struct Lab {
+    id: u64,
+    prefix: String,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// Starts an empty lab; `label` makes its names recognisable (keep it short).
+    pub fn new(label: &str) -> anyhow::Result<Lab> {
+        INIT.call_once(|| {
+            sweep_stale();
+            // A second handler cannot be installed (for instance by the binary that uses the
+            // lab): then that binary is responsible for dropping its labs.
+            let _ = ctrlc::set_handler(|| {
+                let _held = HANDLER.lock();
+                INTERRUPTED.store(true, Ordering::SeqCst);
+                cleanup_all();
+                std::process::exit(130);
+            });
+        });
+        let id = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{PREFIX}-{}-{id}-{label}", std::process::id());
+        lock().insert(id, Resources::default());
+        Ok(Lab {
+            id,
+            prefix,
+            children: Vec::new(),
+        })
+    }
+
+    /// Creates namespace `name` of this lab, with its loopback up.
+    pub fn netns(&mut self, name: &str) -> anyhow::Result<Netns> {
+        let full = format!("{}-{name}", self.prefix);
+        self.create(|r| {
+            run_checked(Command::new("ip").args(["netns", "add", &full]))?;
+            r.namespaces.push(full.clone());
+            Ok(())
+        })?;
+        let ns = Netns { name: full };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Creates a veth pair with one end in each namespace and brings both ends up.
+    pub fn veth(&mut self, a: (&Netns, &str), b: (&Netns, &str)) -> anyhow::Result<()> {
+        // Created in the first namespace so the names never meet in the caller's namespace.
+        a.0.ip(&[
+            "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", &b.0.name,
+        ])?;
+        a.0.ip(&["link", "set", a.1, "up"])?;
+        b.0.ip(&["link", "set", b.1, "up"])
+    }
+
+    /// Creates bridge `name` in `ns`, enslaves `ports` (already in `ns`) and brings it up.
+    pub fn bridge(&mut self, ns: &Netns, name: &str, ports: &[&str]) -> anyhow::Result<()> {
+        ns.ip(&["link", "add", name, "type", "bridge"])?;
+        for port in ports {
+            ns.ip(&["link", "set", port, "master", name])?;
+        }
+        ns.ip(&["link", "set", name, "up"])
+    }
+
+    /// Adds `cidr` to `dev` in `ns`. Only the benchmarking range 198.18.0.0/15 (and IPv6
+    /// documentation space) may be used: lab traffic must never leave the machine.
+    pub fn addr(&mut self, ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
+        check_lab_address(cidr)?;
+        // nodad: IPv6 addresses are usable at once instead of after duplicate detection.
+        let mut args = vec!["addr", "add", cidr, "dev", dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        ns.ip(&args)
+    }
+
+    /// Starts `command` (built with [`Netns::command`]) and stops it when the lab goes.
+    pub fn spawn(&mut self, mut command: Command) -> anyhow::Result<u32> {
+        let child = self.create(|r| {
+            let child = command
+                .stdin(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {command:?}"))?;
+            r.pids.push(child.id());
+            Ok(child)
+        })?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Stops a process started with [`Lab::spawn`] (SIGTERM, then SIGKILL after 3 s) and
+    /// returns how it ended.
+    pub fn terminate(&mut self, pid: u32) -> anyhow::Result<std::process::ExitStatus> {
+        let index = self
+            .children
+            .iter()
+            .position(|child| child.id() == pid)
+            .with_context(|| format!("process {pid} was not started by this lab"))?;
+        let mut child = self.children.swap_remove(index);
+        self.register(|r| r.pids.retain(|p| *p != pid));
+        Ok(stop(&mut child))
+    }
+
+    /// Creates a fresh bpffs directory for pins, removed with the lab.
+    pub fn pin_dir(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = Path::new(BPFFS).join(format!("{}-{name}", self.prefix));
+        self.create(|r| {
+            std::fs::create_dir_all(&dir).with_context(|| {
+                format!("creating {}: is bpffs mounted at {BPFFS}?", dir.display())
+            })?;
+            r.pin_dirs.push(dir.clone());
+            Ok(())
+        })?;
+        Ok(dir)
+    }
+
+    /// Creates a resource and records it under the registry lock, so the signal handler
+    /// either sees it or runs before it exists; nothing is created once interrupted.
+    fn create<T>(&self, f: impl FnOnce(&mut Resources) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut live = lock();
+        match live.get_mut(&self.id) {
+            Some(resources) if !interrupted() => f(resources),
+            _ => bail!("interrupted: the lab is being removed"),
+        }
+    }
+
+    fn register(&self, f: impl FnOnce(&mut Resources)) {
+        if let Some(resources) = lock().get_mut(&self.id) {
+            f(resources);
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = stop(child);
+        }
+        if let Some(resources) = lock().remove(&self.id) {
+            remove(resources);
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, BTreeMap<u64, Resources>> {
+    // A panic while holding the lock must not stop the cleanup of other labs.
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// SIGTERM, then SIGKILL if the process is still there after a grace period.
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id() as i32;
+    // SAFETY: signalling a child we spawned and have not reaped yet.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().unwrap_or_default()
+}
+
+fn remove(resources: Resources) {
+    for pid in resources.pids {
+        // SAFETY: best-effort kill of a process this lab started; harmless if already gone.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    for dir in resources.pin_dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    for ns in resources.namespaces {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn cleanup_all() {
+    let all = std::mem::take(&mut *lock());
+    for resources in all.into_values() {
+        remove(resources);
+    }
+}
+
+/// Removes namespaces and pin directories left by lab processes that are no longer alive.
+pub fn sweep_stale() {
+    let alive = |name: &str| {
+        let pid = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        pid.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let mut stale = Resources::default();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name.starts_with(PREFIX) && !alive(name) {
+                stale.namespaces.push(name.to_owned());
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(BPFFS) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PREFIX) && !alive(&name) {
+                stale.pin_dirs.push(entry.path());
+            }
+        }
+    }
+    remove(stale);
+}
+
+/// Accepts only addresses in 198.18.0.0/15 or the IPv6 documentation prefix 2001:db8::/32.
+fn check_lab_address(cidr: &str) -> anyhow::Result<()> {
+    let addr = cidr.split('/').next().unwrap_or_default();
+    let ok = match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
+        Ok(std::net::IpAddr::V6(v6)) => v6.segments()[0] == 0x2001 && v6.segments()[1] == 0xdb8,
+        Err(_) => false,
+    };
+    if !ok {
+        bail!("lab address {cidr} is outside 198.18.0.0/15 and 2001:db8::/32; use one inside them");
+    }
+    Ok(())
+}
+
+fn run_checked(command: &mut Command) -> anyhow::Result<()> {
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?} (is iproute2 installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_lab_address;
+
+    /// Test that labs refuse addresses outside the benchmarking and documentation ranges.
+    #[test]
+    fn lab_addresses_stay_in_test_ranges() {
+        assert!(check_lab_address("198.18.0.1/24").is_ok());
+        assert!(check_lab_address("198.19.255.1/24").is_ok());
+        assert!(check_lab_address("2001:db8::1/64").is_ok());
+        for outside in [
+            "10.0.0.1/8",
+            "198.20.0.1/24",
+            "192.168.1.1/24",
+            "fd00::1/64",
+            "x",
+        ] {
+            assert!(
+                check_lab_address(outside).is_err(),
+                "{outside} was accepted"
+            );
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! `cargo xtask bench`: data-plane benchmarks through BPF_PROG_TEST_RUN, each figure beside a
+//! baseline program measured in the same run. Writes target/bench/dataplane.json.
+
+use crate::{cmd, setup};
+
+#[derive(clap::Args)]
+pub struct Options {}
+
+pub fn run(_options: &Options) -> anyhow::Result<()> {
+    setup::run(&setup::Options {})?;
+    cmd::run(&mut cmd::cargo(&[
+        "build",
+        "--release",
+        "--bin",
+        "xlb-bench",
+    ])?)?;
+    let root = cmd::workspace_root();
+    cmd::run(
+        std::process::Command::new(root.join("target/release/xlb-bench"))
+            .arg(root.join("target/bench/dataplane.json")),
+    )
+}

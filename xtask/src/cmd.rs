@@ -1,0 +1,68 @@
+//! Running commands visibly: every step prints what it runs, and a failure names the command.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_path_buf()
+}
+
+/// `$CARGO_HOME`, defaulting to ~/.cargo as rustup does.
+pub fn cargo_home() -> anyhow::Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    let home = std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cargo"))
+}
+
+/// A `cargo` command in the workspace root, with `$CARGO_HOME/bin` (bpf-linker) on PATH.
+pub fn cargo(args: &[&str]) -> anyhow::Result<Command> {
+    let bin = cargo_home()?.join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin];
+    dirs.extend(std::env::split_paths(&path));
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command
+        .args(args)
+        .current_dir(workspace_root())
+        .env("PATH", std::env::join_paths(dirs)?);
+    Ok(command)
+}
+
+/// Prints the command, runs it with inherited output, and fails if it fails.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    println!("xtask: $ {}", describe(command));
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{}`", describe(command)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(command));
+    }
+    Ok(())
+}
+
+/// Runs the command quietly and returns its stdout, or None if it could not run or failed.
+pub fn output(command: &mut Command) -> Option<String> {
+    let out = command.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}

@@ -1,0 +1,53 @@
+//! `cargo xtask`: the one entry point for setting up a machine, building, testing,
+//! benchmarking and running the lab. Each task is one module with `Options` and `run`.
+
+mod bench;
+mod build;
+mod cmd;
+mod lab;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tasks for developing xlb. Each one runs `setup` first, so a fresh machine needs nothing else.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing xlb needs (toolchain, bpf-linker, Debian packages,
+    /// bpffs); idempotent, says what it did and what it skipped.
+    Setup(setup::Options),
+    /// Build every crate in release mode, the XDP object included.
+    Build(build::Options),
+    /// Run the whole test suite: formatting, clippy (host and eBPF), unit and kernel-backed tests.
+    Test(test::Options),
+    /// Run the data-plane benchmarks; writes target/bench/dataplane.json.
+    Bench(bench::Options),
+    /// Run the demo lab: xlb attached in a network namespace, real traffic, its counters.
+    Lab(lab::Options),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Setup(options) => setup::run(&options),
+        Task::Build(options) => build::run(&options),
+        Task::Test(options) => test::run(&options),
+        Task::Bench(options) => bench::run(&options),
+        Task::Lab(options) => lab::run(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
