@@ -1,8 +1,9 @@
 //! Running commands visibly: every step prints what it runs, and a failure names the command.
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -48,6 +49,49 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
         bail!("`{}` failed ({status})", describe(command));
     }
     Ok(())
+}
+
+/// Like [`run`] for `cargo test`: passes its output through and returns the passed and failed
+/// counts summed over every `test result:` line.
+pub fn run_counting_tests(command: &mut Command) -> anyhow::Result<(u64, u64)> {
+    println!("xtask: $ {}", describe(command));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{}`", describe(command)))?;
+    let (mut passed, mut failed) = (0, 0);
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            passed += count_before(summary, " passed");
+            failed += count_before(summary, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "`{}` failed ({status}): {failed} tests failed",
+            describe(command)
+        );
+    }
+    Ok((passed, failed))
+}
+
+/// The number just before `label` in a summary like `ok. 4 passed; 0 failed; ...`.
+fn count_before(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .strip_suffix(label)?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Runs the command quietly and returns its stdout, or None if it could not run or failed.

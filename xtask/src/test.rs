@@ -55,7 +55,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     test.args(&options.cargo_test_args)
         .env("XLB_PRIVILEGED_LOG", &log)
         .env("XLB_BIN", target.join("debug/xlb"));
-    let result = cmd::run(&mut test);
+    let result = cmd::run_counting_tests(&mut test);
 
     let records = std::fs::read_to_string(&log).unwrap_or_default();
     let ran = records.lines().filter(|l| l.starts_with("ran ")).count();
@@ -64,7 +64,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .filter(|l| l.starts_with("skipped "))
         .count();
     println!("xtask: privileged (kernel-backed) tests: {ran} ran, {skipped} skipped");
-    result?;
+    let (passed, failed) = result?;
+    println!("tests: {passed} passed, {failed} failed");
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let filtered = !options.cargo_test_args.is_empty();
     if ci && (skipped > 0 || (ran == 0 && !filtered)) {
