@@ -76,16 +76,22 @@ pub enum Reason {
     Fragment = 4,
     /// A transport other than TCP or UDP: passed untouched.
     OtherL4 = 5,
+    /// Addressed to a VIP and sent to a backend by rewriting the MAC addresses (`dsr`).
+    ForwardedDsr = 6,
+    /// Addressed to a VIP whose table holds no active backend for this flow: dropped.
+    NoBackend = 7,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 8] = [
         Reason::NotIp,
         Reason::NotVip,
         Reason::Truncated,
         Reason::BadHeader,
         Reason::Fragment,
         Reason::OtherL4,
+        Reason::ForwardedDsr,
+        Reason::NoBackend,
     ];
     /// Slots in the reason counter map; room to add reasons without resizing the map.
     pub const SLOTS: u32 = 32;
@@ -98,13 +104,16 @@ impl Reason {
             Reason::BadHeader => "bad_header",
             Reason::Fragment => "fragment",
             Reason::OtherL4 => "other_l4",
+            Reason::ForwardedDsr => "forwarded_dsr",
+            Reason::NoBackend => "no_backend",
         }
     }
 
     /// The verdict the data plane gives every packet counted under this reason.
     pub const fn verdict(self) -> Verdict {
         match self {
-            Reason::Truncated | Reason::BadHeader => Verdict::Drop,
+            Reason::Truncated | Reason::BadHeader | Reason::NoBackend => Verdict::Drop,
+            Reason::ForwardedDsr => Verdict::Tx,
             Reason::NotIp | Reason::NotVip | Reason::Fragment | Reason::OtherL4 => Verdict::Pass,
         }
     }

@@ -5,8 +5,12 @@
 #![no_std]
 
 pub mod counters;
+pub mod flow;
+pub mod service;
 
 pub use counters::{Counter, Reason, Verdict};
+pub use flow::{FlowEntry, FlowKey, flow_hash};
+pub use service::{Backend, BackendCounter, Vip, VipKey};
 
 /// Names of the maps in the XDP object, as userspace looks them up and pins them.
 pub mod map_names {
@@ -14,6 +18,18 @@ pub mod map_names {
     pub const VERDICTS: &str = "XLB_VERDICTS";
     /// Per-CPU packets and bytes per reason, indexed by [`crate::Reason`].
     pub const REASONS: &str = "XLB_REASONS";
+    /// Services: [`crate::VipKey`] to [`crate::Vip`].
+    pub const VIPS: &str = "XLB_VIPS";
+    /// Backends by id: [`crate::Backend`].
+    pub const BACKENDS: &str = "XLB_BACKENDS";
+    /// Maglev slots: backend ids, two table copies per VIP at [`crate::Vip::tables`].
+    pub const MAGLEV: &str = "XLB_MAGLEV";
+    /// Established flows: [`crate::FlowKey`] to [`crate::FlowEntry`] (LRU).
+    pub const FLOWS: &str = "XLB_FLOWS";
+    /// Per-CPU [`crate::BackendCounter`] by backend id.
+    pub const BACKEND_STATS: &str = "XLB_BACKEND_STATS";
+    /// Per-CPU [`crate::Counter`] by VIP id.
+    pub const VIP_STATS: &str = "XLB_VIP_STATS";
 }
 
 /// Name of the XDP entry point in the object.

@@ -1,29 +1,73 @@
-//! The xlb XDP program: map statics and the entry point. Each stage lives in its own module.
+//! The xlb XDP program: map statics and the entry point. Each stage (parse, classify, select,
+//! rewrite, count) lives in its own module.
 #![no_std]
 #![no_main]
 
+mod classify;
 mod counters;
 mod parse;
+mod rewrite;
+mod select;
 
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map, macros::xdp, programs::XdpContext};
-use lb_common::{Counter, Reason, Verdict};
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    macros::{btf_map, xdp},
+    programs::XdpContext,
+};
+use lb_common::{
+    Backend, BackendCounter, Counter, FlowEntry, FlowKey, Reason, Verdict, Vip, VipKey,
+    service::{DEFAULT_MAGLEV_SLOTS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS},
+};
+
+const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
+const MAX_BACKENDS: usize = DEFAULT_MAX_BACKENDS as usize;
+/// Flows remembered; the least recently used is evicted when full.
+const MAX_FLOWS: usize = 65_536;
 
 #[btf_map]
 static XLB_VERDICTS: PerCpuArray<Counter, { Verdict::SLOTS as usize }> = PerCpuArray::new();
-
 #[btf_map]
 static XLB_REASONS: PerCpuArray<Counter, { Reason::SLOTS as usize }> = PerCpuArray::new();
+#[btf_map]
+static XLB_VIPS: HashMap<VipKey, Vip, MAX_VIPS> = HashMap::new();
+#[btf_map]
+static XLB_BACKENDS: Array<Backend, MAX_BACKENDS> = Array::new();
+#[btf_map]
+static XLB_MAGLEV: Array<u32, { DEFAULT_MAGLEV_SLOTS as usize }> = Array::new();
+#[btf_map]
+static XLB_FLOWS: LruHashMap<FlowKey, FlowEntry, MAX_FLOWS> = LruHashMap::new();
+#[btf_map]
+static XLB_BACKEND_STATS: PerCpuArray<BackendCounter, MAX_BACKENDS> = PerCpuArray::new();
+#[btf_map]
+static XLB_VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
-    let reason = match parse::packet(&ctx) {
-        // No services are configured yet: every well-formed packet goes to the stack.
-        Ok(()) => Reason::NotVip,
-        Err(reason) => reason,
-    };
+    let reason = steer(&ctx);
     let verdict = reason.verdict();
     counters::count(&ctx, reason, verdict);
     verdict as u32
+}
+
+#[inline(always)]
+fn steer(ctx: &XdpContext) -> Reason {
+    let packet = match parse::packet(ctx) {
+        Ok(packet) => packet,
+        Err(reason) => return reason,
+    };
+    let Some(vip) = classify::vip(&packet) else {
+        return Reason::NotVip;
+    };
+    counters::vip(ctx, vip.id);
+    let choice = match select::backend(&packet, &vip) {
+        Ok(choice) => choice,
+        Err(reason) => return reason,
+    };
+    if !rewrite::dsr(ctx, &choice.backend) {
+        return Reason::Truncated;
+    }
+    counters::backend(ctx, choice.id, choice.new_flow);
+    Reason::ForwardedDsr
 }
 
 #[cfg(not(test))]

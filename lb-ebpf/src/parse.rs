@@ -1,8 +1,8 @@
 //! Header parsing: Ethernet, IPv4 (with options), IPv6, TCP and UDP, with the explicit bounds
-//! checks the verifier needs. A packet either parses as well-formed TCP or UDP or stops with a reason.
+//! checks the verifier needs. A packet either parses into a [`Packet`] or stops with a reason.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::Reason;
+use lb_common::{FlowKey, Reason, service::FAMILY_IPV4, service::FAMILY_IPV6};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -18,6 +18,17 @@ const IPPROTO_FRAGMENT: u8 = 44;
 /// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
+/// TCP flags byte (offset 13 of the header): SYN and ACK.
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// What the later stages need of a well-formed TCP or UDP packet.
+pub struct Packet {
+    pub flow: FlowKey,
+    pub family: u8,
+    /// A TCP SYN without ACK: the first packet of a connection, always steered by the table.
+    pub syn: bool,
+}
 
 /// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
@@ -30,7 +41,7 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
 }
 
 #[inline(always)]
-pub fn packet(ctx: &XdpContext) -> Result<(), Reason> {
+pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
     // SAFETY: ptr_at checked the header lies inside the frame.
     match u16::from_be(unsafe { (*eth).ether_type }) {
@@ -41,7 +52,7 @@ pub fn packet(ctx: &XdpContext) -> Result<(), Reason> {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, offset: usize) -> Result<(), Reason> {
+fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, Reason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
     // SAFETY: ptr_at checked the fixed header lies inside the frame.
     let ip = unsafe { &*ip };
@@ -56,11 +67,17 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<(), Reason> {
     if u16::from_be_bytes(ip.frags) & (IP_MF | IP_OFFSET) != 0 {
         return Err(Reason::Fragment);
     }
-    transport(ctx, ip.proto, offset + header_len)
+    let mut flow = FlowKey {
+        proto: ip.proto,
+        ..FlowKey::default()
+    };
+    flow.src[..4].copy_from_slice(&ip.src_addr);
+    flow.dst[..4].copy_from_slice(&ip.dst_addr);
+    transport(ctx, flow, FAMILY_IPV4, offset + header_len)
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, offset: usize) -> Result<(), Reason> {
+fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, Reason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, offset)?;
     // SAFETY: ptr_at checked the fixed header lies inside the frame.
     let ip = unsafe { &*ip };
@@ -74,19 +91,41 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Result<(), Reason> {
     if ip.next_hdr == IPPROTO_FRAGMENT {
         return Err(Reason::Fragment);
     }
-    transport(ctx, ip.next_hdr, offset + Ipv6Hdr::LEN)
+    let flow = FlowKey {
+        src: ip.src_addr,
+        dst: ip.dst_addr,
+        proto: ip.next_hdr,
+        ..FlowKey::default()
+    };
+    transport(ctx, flow, FAMILY_IPV6, offset + Ipv6Hdr::LEN)
 }
 
 #[inline(always)]
-fn transport(ctx: &XdpContext, proto: u8, offset: usize) -> Result<(), Reason> {
-    match proto {
+fn transport(
+    ctx: &XdpContext,
+    mut flow: FlowKey,
+    family: u8,
+    offset: usize,
+) -> Result<Packet, Reason> {
+    let mut syn = false;
+    match flow.proto {
         IPPROTO_TCP => {
-            let _tcp: *const TcpHdr = ptr_at(ctx, offset)?;
+            let tcp: *const TcpHdr = ptr_at(ctx, offset)?;
+            // SAFETY: ptr_at checked the header lies inside the frame.
+            let (header, bytes) = unsafe { (&*tcp, &*tcp.cast::<[u8; TcpHdr::LEN]>()) };
+            flow.sport = u16::from_ne_bytes(header.source);
+            flow.dport = u16::from_ne_bytes(header.dest);
+            // The flags byte, read through the checked pointer so the verifier sees the bound.
+            syn = bytes[13] & (TCP_SYN | TCP_ACK) == TCP_SYN;
         }
         IPPROTO_UDP => {
-            let _udp: *const UdpHdr = ptr_at(ctx, offset)?;
+            let udp: *const UdpHdr = ptr_at(ctx, offset)?;
+            // SAFETY: ptr_at checked the header lies inside the frame.
+            let udp = unsafe { &*udp };
+            flow.sport = u16::from_ne_bytes(udp.src);
+            flow.dport = u16::from_ne_bytes(udp.dst);
         }
         _ => return Err(Reason::OtherL4),
     }
-    Ok(())
+    Ok(Packet { flow, family, syn })
 }

@@ -3,6 +3,8 @@
 pub mod args;
 pub mod attach;
 pub mod counters;
+pub mod maglev;
 pub mod object;
 pub mod run;
+pub mod steering;
 pub mod testrun;

@@ -1,0 +1,87 @@
+//! Services (VIPs), backends and Maglev tables as the XDP program reads them.
+
+/// `VipKey::family` and `Backend::family` values.
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// Key of the service map: one VIP is an address, a port and a protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Network byte order; an IPv4 address fills the first 4 bytes, the rest are zero.
+    pub addr: [u8; 16],
+    /// Network byte order; 0 means every port of this address and protocol.
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+/// `Vip::flags`: hash on the source address only (stickiness) instead of the 5-tuple.
+pub const VIP_HASH_SOURCE_ONLY: u32 = 1 << 0;
+
+/// Value of the service map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Vip {
+    /// Index of this VIP's counters in the per-VIP counter map.
+    pub id: u32,
+    /// `VIP_*` flags.
+    pub flags: u32,
+    /// Maglev table size M (prime).
+    pub table_size: u32,
+    /// Which of `tables` is live (0 or 1). The control plane fills the other one and then
+    /// rewrites this entry, so a packet never sees a half-written table.
+    pub active: u32,
+    /// Start of each of the two table copies in the Maglev slot map.
+    pub tables: [u32; 2],
+}
+const _: () = assert!(core::mem::size_of::<Vip>() == 24);
+
+/// `Backend::flags`: the backend takes traffic.
+pub const BACKEND_ACTIVE: u8 = 1 << 0;
+
+/// Value of the backend map, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    /// Network byte order, as in [`VipKey::addr`].
+    pub addr: [u8; 16],
+    /// Destination MAC for `dsr` forwarding (the backend's, or its next hop's).
+    pub mac: [u8; 6],
+    pub family: u8,
+    /// `BACKEND_*` flags; a backend without [`BACKEND_ACTIVE`] gets no packets.
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<Backend>() == 24);
+
+/// Per-backend counters (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows this backend was chosen for by the Maglev table (flow-table misses).
+    pub new_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<BackendCounter>() == 24);
+
+/// Largest Maglev table a VIP may have.
+pub const MAX_TABLE_SIZE: u32 = 1 << 24;
+/// Default capacities; the control plane may size the maps differently at load time.
+pub const DEFAULT_MAX_VIPS: u32 = 1024;
+pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
+/// Two copies of a 65,537-slot table for 16 VIPs.
+pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 16 * 65_537;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] plain data with explicit padding and no invalid bit
+    // patterns.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::Vip {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::BackendCounter {}
+}
