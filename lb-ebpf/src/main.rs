@@ -23,6 +23,8 @@ const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
 const MAX_BACKENDS: usize = DEFAULT_MAX_BACKENDS as usize;
 /// Flows remembered; the least recently used is evicted when full.
 const MAX_FLOWS: usize = 65_536;
+/// BPF_F_NO_COMMON_LRU: one LRU list per CPU, so inserting a new flow takes no global lock.
+const NO_COMMON_LRU: usize = 1 << 1;
 
 #[btf_map]
 static XLB_VERDICTS: PerCpuArray<Counter, { Verdict::SLOTS as usize }> = PerCpuArray::new();
@@ -35,7 +37,7 @@ static XLB_BACKENDS: Array<Backend, MAX_BACKENDS> = Array::new();
 #[btf_map]
 static XLB_MAGLEV: Array<u32, { DEFAULT_MAGLEV_SLOTS as usize }> = Array::new();
 #[btf_map]
-static XLB_FLOWS: LruHashMap<FlowKey, FlowEntry, MAX_FLOWS> = LruHashMap::new();
+static XLB_FLOWS: LruHashMap<FlowKey, FlowEntry, MAX_FLOWS, NO_COMMON_LRU> = LruHashMap::new();
 #[btf_map]
 static XLB_BACKEND_STATS: PerCpuArray<BackendCounter, MAX_BACKENDS> = PerCpuArray::new();
 #[btf_map]

@@ -4,3 +4,4 @@ pub mod demo;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod steering;

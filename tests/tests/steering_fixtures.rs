@@ -3,102 +3,20 @@
 //! Maglev lookup, the flow table keeps established flows in place, and packets that cannot be
 //! steered get a defined verdict and counter.
 
-use std::net::IpAddr;
-
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, FlowKey, PROGRAM_NAME, Reason, Verdict, Vip, VipKey,
-    map_names,
-    service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, VIP_HASH_SOURCE_ONLY},
+    Backend, BackendCounter, Counter, PROGRAM_NAME, Reason, Verdict, Vip, map_names,
+    service::VIP_HASH_SOURCE_ONLY,
 };
-use lb_userspace::{counters::Totals, maglev, object, steering, testrun};
+use lb_userspace::{counters::Totals, object, steering, testrun};
 use xlb_tests::{
     packets::{self, Flow, LB_MAC},
     require_privileges,
+    steering::{BACKENDS, TABLE_B, backend_mac, flow_key, load, table, vip_key},
 };
-
-const BACKENDS: u32 = 3;
-/// Table copies live at these offsets of the slot map.
-const TABLE_A: u32 = 0;
-const TABLE_B: u32 = 100_000;
-
-fn backend_mac(id: u32) -> [u8; 6] {
-    [0x02, 0, 0, 0, 0x01, id as u8]
-}
-
-fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
-    let mut bytes = [0u8; 16];
-    match addr {
-        IpAddr::V4(v4) => {
-            bytes[..4].copy_from_slice(&v4.octets());
-            (bytes, FAMILY_IPV4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6),
-    }
-}
-
-fn vip_key(addr: &str, port: u16, proto: u8) -> VipKey {
-    let (addr, family) = addr_bytes(addr.parse().expect("VIP address"));
-    VipKey {
-        addr,
-        port: port.to_be(),
-        proto,
-        family,
-    }
-}
-
-fn flow_key(flow: &Flow, proto: u8) -> FlowKey {
-    FlowKey {
-        src: addr_bytes(flow.src).0,
-        dst: addr_bytes(flow.dst).0,
-        sport: flow.sport.to_be(),
-        dport: flow.dport.to_be(),
-        proto,
-        pad: [0; 3],
-    }
-}
-
-/// A Maglev table of `size` slots over backends `ids`, as the control plane builds it.
-fn table(ids: &[u32], size: u32) -> Vec<u32> {
-    let keys: Vec<[u8; 4]> = ids.iter().map(|id| id.to_be_bytes()).collect();
-    let backends: Vec<maglev::Backend> = keys
-        .iter()
-        .map(|key| maglev::Backend { key, weight: 1 })
-        .collect();
-    let slots = maglev::build(&backends, size).expect("Maglev table");
-    slots.into_iter().map(|index| ids[index as usize]).collect()
-}
-
-/// The program loaded with `BACKENDS` active backends and `vips` pointing at table A.
-fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
-    let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME).expect("load xlb");
-    let ids: Vec<u32> = (0..BACKENDS).collect();
-    for &id in &ids {
-        let backend = Backend {
-            mac: backend_mac(id),
-            family: FAMILY_IPV4,
-            flags: BACKEND_ACTIVE,
-            ..Backend::default()
-        };
-        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
-    }
-    steering::write_table(&mut ebpf, TABLE_A, &table(&ids, size)).expect("table");
-    let mut last = Vip::default();
-    for &(key, flags) in vips {
-        last = Vip {
-            id: 7,
-            flags,
-            table_size: size,
-            active: 0,
-            tables: [TABLE_A, TABLE_B],
-        };
-        steering::set_vip(&mut ebpf, &key, &last).expect("vip");
-    }
-    (ebpf, last)
-}
 
 /// Runs one packet and returns its verdict and output.
 fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {

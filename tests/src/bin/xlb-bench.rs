@@ -8,7 +8,10 @@ use anyhow::{Context as _, ensure};
 use lb_common::{PROGRAM_NAME, Reason};
 use lb_userspace::{counters::Totals, object, testrun};
 use serde_json::json;
-use xlb_tests::packets::{self, Flow};
+use xlb_tests::{
+    packets::{self, Flow},
+    steering::{load, vip_key},
+};
 
 /// Runs per case; the first one or two of a series are often high, hence min and median.
 const RUNS: usize = 7;
@@ -45,20 +48,55 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         rows.push((name.to_owned(), stats, String::new()));
     }
 
+    let v4 = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
+    let v6 = Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 80);
+    let vips = [
+        (vip_key("198.18.1.10", 80, 6), 0),
+        (vip_key("2001:db8:1::10", 80, 6), 0),
+    ];
+    // (case, packet, whether the VIPs exist, the reason every repetition must be counted under).
+    // A SYN always takes the new-flow path (Maglev lookup and flow-table insert); an ACK takes
+    // it once and then hits the flow table. dsr rewrites only MACs, so repeats see the same flow.
     let cases = [
-        ("non_vip_ipv4_tcp_syn", syn.clone(), Reason::NotVip),
+        ("non_vip_ipv4_tcp_syn", syn.clone(), false, Reason::NotVip),
         (
             "non_vip_ipv6_udp",
-            packets::udp(
-                &Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 53),
-                b"query",
-            ),
+            packets::udp(&v6, b"query"),
+            false,
             Reason::NotVip,
         ),
-        ("non_ip_arp", packets::arp_request(), Reason::NotIp),
+        ("non_ip_arp", packets::arp_request(), false, Reason::NotIp),
+        (
+            "dsr_new_flow_ipv4_syn",
+            packets::tcp_syn(&v4),
+            true,
+            Reason::ForwardedDsr,
+        ),
+        (
+            "dsr_established_ipv4_ack",
+            packets::tcp_ack(&v4, b"GET /"),
+            true,
+            Reason::ForwardedDsr,
+        ),
+        (
+            "dsr_new_flow_ipv6_syn",
+            packets::tcp_syn(&v6),
+            true,
+            Reason::ForwardedDsr,
+        ),
+        (
+            "dsr_established_ipv6_ack",
+            packets::tcp_ack(&v6, b"GET /"),
+            true,
+            Reason::ForwardedDsr,
+        ),
     ];
-    for (name, packet, reason) in cases {
-        let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME)?;
+    for (name, packet, with_vips, reason) in cases {
+        let mut ebpf = if with_vips {
+            load(&vips, 65_537).0
+        } else {
+            object::load(object::XDP_OBJECT, PROGRAM_NAME)?
+        };
         let stats = measure(object::xdp_program(&mut ebpf, PROGRAM_NAME)?, &packet)?;
         // Prove which path ran: every repetition counted under the expected reason.
         let counted = Totals::read(&ebpf)?.reason(reason).packets;

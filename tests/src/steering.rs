@@ -1,0 +1,93 @@
+//! Steering set-ups shared by the steering fixtures and the benchmarks: a loaded program with
+//! a few active backends, VIPs pointing at a Maglev table, and the keys the kernel computes.
+
+use std::net::IpAddr;
+
+use aya::Ebpf;
+use lb_common::{
+    Backend, FlowKey, PROGRAM_NAME, Vip, VipKey,
+    service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6},
+};
+use lb_userspace::{maglev, object, steering};
+
+use crate::packets::Flow;
+
+pub const BACKENDS: u32 = 3;
+/// Table copies live at these offsets of the slot map.
+pub const TABLE_A: u32 = 0;
+pub const TABLE_B: u32 = 100_000;
+
+pub fn backend_mac(id: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x01, id as u8]
+}
+
+pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
+    let mut bytes = [0u8; 16];
+    match addr {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            (bytes, FAMILY_IPV4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6),
+    }
+}
+
+pub fn vip_key(addr: &str, port: u16, proto: u8) -> VipKey {
+    let (addr, family) = addr_bytes(addr.parse().expect("VIP address"));
+    VipKey {
+        addr,
+        port: port.to_be(),
+        proto,
+        family,
+    }
+}
+
+pub fn flow_key(flow: &Flow, proto: u8) -> FlowKey {
+    FlowKey {
+        src: addr_bytes(flow.src).0,
+        dst: addr_bytes(flow.dst).0,
+        sport: flow.sport.to_be(),
+        dport: flow.dport.to_be(),
+        proto,
+        pad: [0; 3],
+    }
+}
+
+/// A Maglev table of `size` slots over backends `ids`, as the control plane builds it.
+pub fn table(ids: &[u32], size: u32) -> Vec<u32> {
+    let keys: Vec<[u8; 4]> = ids.iter().map(|id| id.to_be_bytes()).collect();
+    let backends: Vec<maglev::Backend> = keys
+        .iter()
+        .map(|key| maglev::Backend { key, weight: 1 })
+        .collect();
+    let slots = maglev::build(&backends, size).expect("Maglev table");
+    slots.into_iter().map(|index| ids[index as usize]).collect()
+}
+
+/// The program loaded with `BACKENDS` active backends and `vips` pointing at table A.
+pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
+    let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME).expect("load xlb");
+    let ids: Vec<u32> = (0..BACKENDS).collect();
+    for &id in &ids {
+        let backend = Backend {
+            mac: backend_mac(id),
+            family: FAMILY_IPV4,
+            flags: BACKEND_ACTIVE,
+            ..Backend::default()
+        };
+        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
+    }
+    steering::write_table(&mut ebpf, TABLE_A, &table(&ids, size)).expect("table");
+    let mut last = Vip::default();
+    for &(key, flags) in vips {
+        last = Vip {
+            id: 7,
+            flags,
+            table_size: size,
+            active: 0,
+            tables: [TABLE_A, TABLE_B],
+        };
+        steering::set_vip(&mut ebpf, &key, &last).expect("vip");
+    }
+    (ebpf, last)
+}
