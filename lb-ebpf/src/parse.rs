@@ -1,4 +1,4 @@
-//! Header parsing: Ethernet, IPv4 (with options), IPv6, TCP and UDP, with the explicit bounds
+//! Header parsing: Ethernet with at most one 802.1Q tag, IPv4 (with options), IPv6, TCP and UDP, with the explicit bounds
 //! checks the verifier needs. A packet either parses into a [`Packet`] or stops with a reason.
 
 use aya_ebpf::programs::XdpContext;
@@ -12,6 +12,8 @@ use network_types::{
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const VLAN_TAG_LEN: usize = 4;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_FRAGMENT: u8 = 44;
@@ -44,9 +46,18 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
 pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
     // SAFETY: ptr_at checked the header lies inside the frame.
-    match u16::from_be(unsafe { (*eth).ether_type }) {
-        ETH_P_IP => ipv4(ctx, EthHdr::LEN),
-        ETH_P_IPV6 => ipv6(ctx, EthHdr::LEN),
+    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut l3 = EthHdr::LEN;
+    if ether_type == ETH_P_8021Q {
+        // One 802.1Q tag: TCI, then the real EtherType. A second tag (QinQ) is not IP to us.
+        let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
+        // SAFETY: ptr_at checked the two bytes lie inside the frame.
+        ether_type = u16::from_be_bytes(unsafe { *inner });
+        l3 += VLAN_TAG_LEN;
+    }
+    match ether_type {
+        ETH_P_IP => ipv4(ctx, l3),
+        ETH_P_IPV6 => ipv6(ctx, l3),
         _ => Err(Reason::NotIp),
     }
 }

@@ -42,6 +42,20 @@ impl Flow {
     }
 }
 
+/// A TCP SYN carried in an 802.1Q-tagged frame with VLAN id `vlan`.
+pub fn tagged_tcp_syn(flow: &Flow, vlan: u16) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (flow.src, flow.dst) else {
+        panic!("tagged fixtures are IPv4, got {flow:?}");
+    };
+    let vlan = etherparse::VlanId::try_new(vlan).expect("VLAN id below 4095");
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .single_vlan(vlan)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(flow.sport, flow.dport, 1000, 64240)
+        .syn();
+    finish(builder.size(0), |out| builder.write(out, &[]))
+}
+
 /// A TCP SYN (the first packet of a new connection).
 pub fn tcp_syn(flow: &Flow) -> Vec<u8> {
     let builder = flow.ip().tcp(flow.sport, flow.dport, 1000, 64240).syn();

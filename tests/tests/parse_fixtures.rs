@@ -72,6 +72,16 @@ fn corpus() -> Vec<Fixture> {
             reason: Reason::NotVip,
         },
         Fixture {
+            name: "vlan-tagged ipv4 tcp syn",
+            packet: packets::tagged_tcp_syn(&v4(), 42),
+            reason: Reason::NotVip,
+        },
+        Fixture {
+            name: "vlan tag cut short",
+            packet: truncated(packets::tagged_tcp_syn(&v4(), 42), 16),
+            reason: Reason::Truncated,
+        },
+        Fixture {
             name: "arp",
             packet: packets::arp_request(),
             reason: Reason::NotIp,

@@ -228,3 +228,18 @@ fn kernel_choice_matches_userspace_prediction_for_random_flows() {
         );
     }
 }
+
+/// Test that a VLAN-tagged SYN to a VIP is steered like an untagged one and leaves with its tag
+/// intact and only the MAC addresses rewritten.
+#[test]
+fn vlan_tagged_syn_to_vip_keeps_its_tag() {
+    require_privileges!();
+    let (mut ebpf, vip) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
+    let tagged = packets::tagged_tcp_syn(&flow, 42);
+    let expected = table(&[0, 1, 2], 13)[steering::slot(&vip, &flow_key(&flow, 6)) as usize];
+    assert_eq!(
+        run(&mut ebpf, &tagged),
+        (Some(Verdict::Tx), dsr_output(&tagged, expected))
+    );
+}
