@@ -127,3 +127,38 @@ fn lab_is_removed_on_ctrl_c() {
         namespaces()
     );
 }
+
+/// Test that two hosts joined through a bridge in a third namespace exchange real traffic.
+#[test]
+fn lab_bridge_joins_hosts() {
+    require_privileges!();
+    let mut lab = Lab::new("bridge").expect("lab");
+    let switch = lab.netns("sw").expect("netns");
+    let a = lab.netns("a").expect("netns");
+    let b = lab.netns("b").expect("netns");
+    lab.veth((&a, "eth0"), (&switch, "pa")).expect("veth a");
+    lab.veth((&b, "eth0"), (&switch, "pb")).expect("veth b");
+    lab.bridge(&switch, "br0", &["pa", "pb"]).expect("bridge");
+    lab.addr(&a, "eth0", "198.18.5.1/24").expect("addr a");
+    lab.addr(&b, "eth0", "198.18.5.2/24").expect("addr b");
+    let receiver = b
+        .run(|| std::net::UdpSocket::bind("198.18.5.2:7000"))
+        .expect("enter b")
+        .expect("bind");
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let sender = a
+        .run(|| std::net::UdpSocket::bind("198.18.5.1:0"))
+        .expect("enter a")
+        .expect("bind");
+    sender
+        .send_to(b"across the bridge", "198.18.5.2:7000")
+        .expect("send");
+    let mut buf = [0u8; 64];
+    let (len, from) = receiver
+        .recv_from(&mut buf)
+        .expect("datagram through the bridge");
+    assert_eq!(&buf[..len], b"across the bridge");
+    assert_eq!(from.ip().to_string(), "198.18.5.1");
+}
