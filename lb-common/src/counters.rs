@@ -80,10 +80,19 @@ pub enum Reason {
     ForwardedDsr = 6,
     /// Addressed to a VIP whose table holds no active backend for this flow: dropped.
     NoBackend = 7,
+    /// Addressed to a VIP and sent to a backend inside an IPIP or IPv6 tunnel header (`ipip`).
+    ForwardedIpip = 8,
+    /// `ipip` would make the packet larger than the configured MTU: dropped and counted.
+    EncapTooBig = 9,
+    /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" about a VIP's flow, sent to the
+    /// backend that owns the flow (dsr or ipip, as the VIP forwards).
+    IcmpSteered = 10,
+    /// Decapsulation program: a tunnelled packet for this host, stripped and passed up.
+    Decapsulated = 11,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 12] = [
         Reason::NotIp,
         Reason::NotVip,
         Reason::Truncated,
@@ -92,6 +101,10 @@ impl Reason {
         Reason::OtherL4,
         Reason::ForwardedDsr,
         Reason::NoBackend,
+        Reason::ForwardedIpip,
+        Reason::EncapTooBig,
+        Reason::IcmpSteered,
+        Reason::Decapsulated,
     ];
     /// Slots in the reason counter map; room to add reasons without resizing the map.
     pub const SLOTS: u32 = 32;
@@ -106,16 +119,53 @@ impl Reason {
             Reason::OtherL4 => "other_l4",
             Reason::ForwardedDsr => "forwarded_dsr",
             Reason::NoBackend => "no_backend",
+            Reason::ForwardedIpip => "forwarded_ipip",
+            Reason::EncapTooBig => "encap_too_big",
+            Reason::IcmpSteered => "icmp_steered",
+            Reason::Decapsulated => "decapsulated",
         }
     }
 
     /// The verdict the data plane gives every packet counted under this reason.
     pub const fn verdict(self) -> Verdict {
         match self {
-            Reason::Truncated | Reason::BadHeader | Reason::NoBackend => Verdict::Drop,
-            Reason::ForwardedDsr => Verdict::Tx,
-            Reason::NotIp | Reason::NotVip | Reason::Fragment | Reason::OtherL4 => Verdict::Pass,
+            Reason::Truncated | Reason::BadHeader | Reason::NoBackend | Reason::EncapTooBig => {
+                Verdict::Drop
+            }
+            Reason::ForwardedDsr | Reason::ForwardedIpip | Reason::IcmpSteered => Verdict::Tx,
+            Reason::NotIp
+            | Reason::NotVip
+            | Reason::Fragment
+            | Reason::OtherL4
+            | Reason::Decapsulated => Verdict::Pass,
         }
     }
 }
 const _: () = assert!(Reason::ALL.len() as u32 <= Reason::SLOTS);
+
+/// Things that happen to some packets on their way, counted beside (not instead of) reasons.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The flow table knew the flow and its backend is active.
+    FlowHit = 0,
+    /// The flow was hashed into the Maglev table (new flow or unknown to the flow table).
+    FlowMiss = 1,
+    /// The flow table pointed at a backend that is no longer active: re-hashed.
+    FlowStale = 2,
+}
+
+impl Event {
+    pub const ALL: [Event; 3] = [Event::FlowHit, Event::FlowMiss, Event::FlowStale];
+    /// Slots in the event counter map; room to add events without resizing the map.
+    pub const SLOTS: u32 = 16;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Event::FlowHit => "flow_hit",
+            Event::FlowMiss => "flow_miss",
+            Event::FlowStale => "flow_stale",
+        }
+    }
+}
+const _: () = assert!(Event::ALL.len() as u32 <= Event::SLOTS);

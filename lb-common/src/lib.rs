@@ -4,11 +4,14 @@
 //! with padding written out, carry no `Option` or `bool`, and have a compile-time size check.
 #![no_std]
 
+pub mod config;
 pub mod counters;
+pub mod decap;
 pub mod flow;
 pub mod service;
 
-pub use counters::{Counter, Reason, Verdict};
+pub use config::Config;
+pub use counters::{Counter, Event, Reason, Verdict};
 pub use flow::{FlowEntry, FlowKey, flow_hash};
 pub use service::{Backend, BackendCounter, Vip, VipKey};
 
@@ -30,7 +33,15 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "XLB_BACKEND_STATS";
     /// Per-CPU [`crate::Counter`] by VIP id.
     pub const VIP_STATS: &str = "XLB_VIP_STATS";
+    /// Per-CPU packets and bytes per [`crate::Event`] (not exclusive, unlike reasons).
+    pub const EVENTS: &str = "XLB_EVENTS";
+    /// One [`crate::Config`] at index 0.
+    pub const CONFIG: &str = "XLB_CONFIG";
+    /// Decapsulation program: the host's own outer addresses, [`crate::decap::DecapKey`].
+    pub const DECAP_ADDRS: &str = "XLB_DECAP_ADDRS";
 }
 
 /// Name of the XDP entry point in the object.
 pub const PROGRAM_NAME: &str = "xlb";
+/// Name of the backend-side decapsulation program in the `xlb-decap` object.
+pub const DECAP_PROGRAM_NAME: &str = "xlb_decap";

@@ -21,6 +21,10 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
 /// `Vip::flags`: hash on the source address only (stickiness) instead of the 5-tuple.
 pub const VIP_HASH_SOURCE_ONLY: u32 = 1 << 0;
+/// `Vip::flags`: forward in an IP tunnel (`ipip`) instead of rewriting MACs (`dsr`). The outer
+/// family is the backend's: IPv4 outer headers carry protocol 4 (IPv4 inside) or 41 (IPv6
+/// inside), IPv6 outer headers next header 4 or 41 likewise.
+pub const VIP_FORWARD_IPIP: u32 = 1 << 1;
 
 /// Value of the service map.
 #[repr(C)]
@@ -49,7 +53,8 @@ pub const BACKEND_ACTIVE: u8 = 1 << 0;
 pub struct Backend {
     /// Network byte order, as in [`VipKey::addr`].
     pub addr: [u8; 16],
-    /// Destination MAC for `dsr` forwarding (the backend's, or its next hop's).
+    /// Destination MAC of the frame sent towards the backend: the backend's own for `dsr`, the
+    /// next hop's towards `addr` for `ipip`.
     pub mac: [u8; 6],
     pub family: u8,
     /// `BACKEND_*` flags; a backend without [`BACKEND_ACTIVE`] gets no packets.

@@ -2,9 +2,9 @@
 //! their VIP and backend.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{Counter, Reason, Verdict};
+use lb_common::{Counter, Event, Reason, Verdict};
 
-use crate::{XLB_BACKEND_STATS, XLB_REASONS, XLB_VERDICTS, XLB_VIP_STATS};
+use crate::{XLB_BACKEND_STATS, XLB_EVENTS, XLB_REASONS, XLB_VERDICTS, XLB_VIP_STATS};
 
 #[inline(always)]
 fn frame_len(ctx: &XdpContext) -> u64 {
@@ -16,6 +16,11 @@ pub fn count(ctx: &XdpContext, reason: Reason, verdict: Verdict) {
     let bytes = frame_len(ctx);
     add(XLB_VERDICTS.get_ptr_mut(verdict as u32), bytes);
     add(XLB_REASONS.get_ptr_mut(reason as u32), bytes);
+}
+
+#[inline(always)]
+pub fn event(ctx: &XdpContext, event: Event) {
+    add(XLB_EVENTS.get_ptr_mut(event as u32), frame_len(ctx));
 }
 
 #[inline(always)]

@@ -15,7 +15,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, FlowEntry, FlowKey, Reason, Verdict, Vip, VipKey,
+    Backend, BackendCounter, Config, Counter, Event, FlowEntry, FlowKey, Reason, Verdict, Vip,
+    VipKey,
     service::{DEFAULT_MAGLEV_SLOTS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS},
 };
 
@@ -42,6 +43,10 @@ static XLB_FLOWS: LruHashMap<FlowKey, FlowEntry, MAX_FLOWS, NO_COMMON_LRU> = Lru
 static XLB_BACKEND_STATS: PerCpuArray<BackendCounter, MAX_BACKENDS> = PerCpuArray::new();
 #[btf_map]
 static XLB_VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
+#[btf_map]
+static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray::new();
+#[btf_map]
+static XLB_CONFIG: Array<Config, 1> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
@@ -68,7 +73,8 @@ fn steer(ctx: &XdpContext) -> Reason {
     if !rewrite::dsr(ctx, &choice.backend) {
         return Reason::Truncated;
     }
-    counters::backend(ctx, choice.id, choice.new_flow);
+    counters::event(ctx, choice.event);
+    counters::backend(ctx, choice.id, choice.event != Event::FlowHit);
     Reason::ForwardedDsr
 }
 

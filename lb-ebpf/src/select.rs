@@ -3,17 +3,18 @@
 //! backend went away) is hashed into the VIP's live Maglev table and remembered.
 
 use lb_common::{
-    Backend, FlowEntry, Reason, Vip, flow_hash,
+    Backend, Event, FlowEntry, Reason, Vip, flow_hash,
     service::{BACKEND_ACTIVE, VIP_HASH_SOURCE_ONLY},
 };
 
 use crate::{XLB_BACKENDS, XLB_FLOWS, XLB_MAGLEV, parse::Packet};
 
-/// The chosen backend, its id, and whether the flow table already knew the flow.
+/// The chosen backend, its id, and how the flow table took part.
 pub struct Choice {
     pub id: u32,
     pub backend: Backend,
-    pub new_flow: bool,
+    /// [`Event::FlowHit`], [`Event::FlowMiss`] or [`Event::FlowStale`].
+    pub event: Event,
 }
 
 #[inline(always)]
@@ -25,18 +26,17 @@ fn active(id: u32) -> Option<Backend> {
 
 #[inline(always)]
 pub fn backend(packet: &Packet, vip: &Vip) -> Result<Choice, Reason> {
+    let mut event = Event::FlowMiss;
     if !packet.syn
         && let Some(entry) = XLB_FLOWS.get_ptr(&packet.flow)
     {
         // SAFETY: the pointer from a map lookup is valid for this program run.
         let id = unsafe { (*entry).backend };
         if let Some(backend) = active(id) {
-            return Ok(Choice {
-                id,
-                backend,
-                new_flow: false,
-            });
+            let event = Event::FlowHit;
+            return Ok(Choice { id, backend, event });
         }
+        event = Event::FlowStale;
     }
     if vip.table_size == 0 || vip.active > 1 {
         return Err(Reason::NoBackend);
@@ -52,17 +52,10 @@ pub fn backend(packet: &Packet, vip: &Vip) -> Result<Choice, Reason> {
     let id = unsafe { *XLB_MAGLEV.get_ptr(slot).ok_or(Reason::NoBackend)? };
     let backend = active(id).ok_or(Reason::NoBackend)?;
     // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next time.
-    let _ = XLB_FLOWS.insert(
-        &packet.flow,
-        &FlowEntry {
-            backend: id,
-            pad: 0,
-        },
-        0,
-    );
-    Ok(Choice {
-        id,
-        backend,
-        new_flow: true,
-    })
+    let entry = FlowEntry {
+        backend: id,
+        pad: 0,
+    };
+    let _ = XLB_FLOWS.insert(&packet.flow, &entry, 0);
+    Ok(Choice { id, backend, event })
 }

@@ -5,20 +5,26 @@ use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use lb_common::{Counter, Reason, Verdict, map_names};
+use lb_common::{Counter, Event, Reason, Verdict, map_names};
 
-/// Counters summed over every CPU, one entry per verdict and per reason.
+/// Counters summed over every CPU, one entry per verdict, reason and event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub verdicts: Vec<(Verdict, Counter)>,
     pub reasons: Vec<(Reason, Counter)>,
+    pub events: Vec<(Event, Counter)>,
 }
 
 impl Totals {
     pub fn read(ebpf: &Ebpf) -> anyhow::Result<Totals> {
         let verdicts = sum_slots(ebpf, map_names::VERDICTS, &Verdict::ALL, |v| *v as u32)?;
         let reasons = sum_slots(ebpf, map_names::REASONS, &Reason::ALL, |r| *r as u32)?;
-        Ok(Totals { verdicts, reasons })
+        let events = sum_slots(ebpf, map_names::EVENTS, &Event::ALL, |e| *e as u32)?;
+        Ok(Totals {
+            verdicts,
+            reasons,
+            events,
+        })
     }
 
     pub fn verdict(&self, verdict: Verdict) -> Counter {
@@ -29,9 +35,13 @@ impl Totals {
         lookup(&self.reasons, &reason)
     }
 
+    pub fn event(&self, event: Event) -> Counter {
+        lookup(&self.events, &event)
+    }
+
     /// A human-readable table of the non-zero counters.
     pub fn render(&self) -> String {
-        let mut out = format!("{:<16} {:>12} {:>14}\n", "counter", "packets", "bytes");
+        let mut out = format!("{:<24} {:>12} {:>14}\n", "counter", "packets", "bytes");
         let verdicts = self
             .verdicts
             .iter()
@@ -42,7 +52,7 @@ impl Totals {
             .map(|(r, c)| (format!("reason.{}", r.name()), c));
         for (name, counter) in verdicts.chain(reasons) {
             if counter.packets > 0 {
-                out += &format!("{name:<16} {:>12} {:>14}\n", counter.packets, counter.bytes);
+                out += &format!("{name:<24} {:>12} {:>14}\n", counter.packets, counter.bytes);
             }
         }
         out

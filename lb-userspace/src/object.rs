@@ -6,7 +6,8 @@ use aya::{Ebpf, programs::Xdp};
 /// The ELF bytes of the xlb XDP program built by build.rs, aligned for the ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
 
-/// Bare XDP_DROP and XDP_TX programs (`bare_drop`, `bare_tx`): benchmark baselines.
+/// Bare XDP_DROP, XDP_PASS and XDP_TX programs (`bare_drop`, `bare_pass`, `bare_tx`):
+/// benchmark baselines, and `bare_pass` for veth peers that must receive native XDP_TX frames.
 pub static BASELINE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-baseline"));
 

@@ -1,5 +1,5 @@
-//! Bare XDP programs that benchmarks measure beside xlb in the same run, as the baselines
-//! every figure is a ratio to.
+//! Bare XDP programs: the baselines benchmarks measure beside xlb in the same run, and the
+//! XDP_PASS program a veth peer needs so that native XDP_TX frames sent to it are delivered.
 #![no_std]
 #![no_main]
 
@@ -8,6 +8,11 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 #[xdp]
 pub fn bare_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
+}
+
+#[xdp]
+pub fn bare_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[xdp]
