@@ -4,9 +4,10 @@
 /// when off it costs one branch.
 pub const CONFIG_DEBUG_LOG: u32 = 1 << 0;
 
-/// The single entry of the config map.
+/// The single entry of the config map. All zeros (the map's initial state) means: no debug
+/// log, MTU 1500, unspecified tunnel sources.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// `CONFIG_*` flags.
     pub flags: u32,

@@ -25,7 +25,8 @@ pub mod map_names {
     pub const VIPS: &str = "XLB_VIPS";
     /// Backends by id: [`crate::Backend`].
     pub const BACKENDS: &str = "XLB_BACKENDS";
-    /// Maglev slots: backend ids, two table copies per VIP at [`crate::Vip::tables`].
+    /// Maglev slots: backend ids, 16 per entry ([`crate::service::MaglevChunk`]), two table
+    /// copies per VIP starting at the slots in [`crate::Vip::tables`].
     pub const MAGLEV: &str = "XLB_MAGLEV";
     /// Established flows: [`crate::FlowKey`] to [`crate::FlowEntry`] (LRU).
     pub const FLOWS: &str = "XLB_FLOWS";

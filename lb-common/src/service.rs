@@ -78,8 +78,14 @@ pub const MAX_TABLE_SIZE: u32 = 1 << 24;
 /// Default capacities; the control plane may size the maps differently at load time.
 pub const DEFAULT_MAX_VIPS: u32 = 1024;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
-/// Two copies of a 65,537-slot table for 16 VIPs.
-pub const DEFAULT_MAGLEV_SLOTS: u32 = 2 * 16 * 65_537;
+/// Maglev slots per entry of the slot map. The kernel pads every array value to 8 bytes, so a
+/// map of single u32 slots would waste half its memory and not be a plain u32 array when
+/// memory-mapped; 16 slots (one cache line) per value is both.
+pub const MAGLEV_CHUNK_SLOTS: u32 = 16;
+/// A value of the slot map: slot `s` is lane `s % 16` of entry `s / 16`.
+pub type MaglevChunk = [u32; MAGLEV_CHUNK_SLOTS as usize];
+/// Entries of the slot map by default: two copies of a 65,537-slot table for 16 VIPs.
+pub const DEFAULT_MAGLEV_CHUNKS: u32 = (2 * 16 * 65_537u32).div_ceil(MAGLEV_CHUNK_SLOTS);
 
 #[cfg(feature = "user")]
 mod pod {

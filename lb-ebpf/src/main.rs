@@ -14,16 +14,23 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use lb_common::{
     Backend, BackendCounter, Config, Counter, Event, FlowEntry, FlowKey, Reason, Verdict, Vip,
     VipKey,
-    service::{DEFAULT_MAGLEV_SLOTS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS},
+    config::CONFIG_DEBUG_LOG,
+    service::{
+        DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
+        VIP_FORWARD_IPIP,
+    },
 };
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
 const MAX_BACKENDS: usize = DEFAULT_MAX_BACKENDS as usize;
 /// Flows remembered; the least recently used is evicted when full.
 const MAX_FLOWS: usize = 65_536;
+/// BPF_F_MMAPABLE: the control plane writes Maglev tables straight into the map's memory.
+const MMAPABLE: usize = 1 << 10;
 /// BPF_F_NO_COMMON_LRU: one LRU list per CPU, so inserting a new flow takes no global lock.
 const NO_COMMON_LRU: usize = 1 << 1;
 
@@ -36,7 +43,7 @@ static XLB_VIPS: HashMap<VipKey, Vip, MAX_VIPS> = HashMap::new();
 #[btf_map]
 static XLB_BACKENDS: Array<Backend, MAX_BACKENDS> = Array::new();
 #[btf_map]
-static XLB_MAGLEV: Array<u32, { DEFAULT_MAGLEV_SLOTS as usize }> = Array::new();
+static XLB_MAGLEV: Array<MaglevChunk, { DEFAULT_MAGLEV_CHUNKS as usize }, MMAPABLE> = Array::new();
 #[btf_map]
 static XLB_FLOWS: LruHashMap<FlowKey, FlowEntry, MAX_FLOWS, NO_COMMON_LRU> = LruHashMap::new();
 #[btf_map]
@@ -50,14 +57,15 @@ static XLB_CONFIG: Array<Config, 1> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
-    let reason = steer(&ctx);
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let reason = steer(&ctx, bytes);
     let verdict = reason.verdict();
-    counters::count(&ctx, reason, verdict);
+    counters::count(bytes, reason, verdict);
     verdict as u32
 }
 
 #[inline(always)]
-fn steer(ctx: &XdpContext) -> Reason {
+fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
     let packet = match parse::packet(ctx) {
         Ok(packet) => packet,
         Err(reason) => return reason,
@@ -65,17 +73,40 @@ fn steer(ctx: &XdpContext) -> Reason {
     let Some(vip) = classify::vip(&packet) else {
         return Reason::NotVip;
     };
-    counters::vip(ctx, vip.id);
+    counters::vip(bytes, vip.id);
     let choice = match select::backend(&packet, &vip) {
         Ok(choice) => choice,
         Err(reason) => return reason,
     };
-    if !rewrite::dsr(ctx, &choice.backend) {
-        return Reason::Truncated;
+    let config = match XLB_CONFIG.get_ptr(0) {
+        // SAFETY: the pointer from a map lookup is valid for this program run.
+        Some(config) => unsafe { *config },
+        None => return Reason::NoBackend,
+    };
+    let (rewritten, forwarded) = if vip.flags & VIP_FORWARD_IPIP != 0 {
+        (
+            rewrite::ipip(ctx, &packet, &choice.backend, &config),
+            Reason::ForwardedIpip,
+        )
+    } else {
+        (rewrite::dsr(ctx, &choice.backend), Reason::ForwardedDsr)
+    };
+    if let Err(reason) = rewritten {
+        return reason;
     }
-    counters::event(ctx, choice.event);
-    counters::backend(ctx, choice.id, choice.event != Event::FlowHit);
-    Reason::ForwardedDsr
+    counters::event(bytes, choice.event);
+    counters::backend(bytes, choice.id, choice.event != Event::FlowHit);
+    if config.flags & CONFIG_DEBUG_LOG != 0 {
+        debug!(
+            ctx,
+            "xlb: vip {} backend {} event {}", vip.id, choice.id, choice.event as u32
+        );
+    }
+    if packet.icmp {
+        Reason::IcmpSteered
+    } else {
+        forwarded
+    }
 }
 
 #[cfg(not(test))]

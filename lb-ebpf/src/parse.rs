@@ -1,5 +1,7 @@
-//! Header parsing: Ethernet with at most one 802.1Q tag, IPv4 (with options), IPv6, TCP and UDP, with the explicit bounds
-//! checks the verifier needs. A packet either parses into a [`Packet`] or stops with a reason.
+//! Header parsing: Ethernet with at most one 802.1Q tag, IPv4 (with options), IPv6, TCP, UDP,
+//! and the original packet quoted in an ICMP "fragmentation needed" / ICMPv6 "packet too big",
+//! with the explicit bounds checks the verifier needs. A packet either parses into a
+//! [`Packet`] or stops with a reason.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, Reason, service::FAMILY_IPV4, service::FAMILY_IPV6};
@@ -10,31 +12,48 @@ use network_types::{
     udp::UdpHdr,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const VLAN_TAG_LEN: usize = 4;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const VLAN_TAG_LEN: usize = 4;
+const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_ICMPV6: u8 = 58;
 /// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
 /// TCP flags byte (offset 13 of the header): SYN and ACK.
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+/// ICMP "destination unreachable, fragmentation needed" and ICMPv6 "packet too big".
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMP_HEADER_LEN: usize = 8;
 
-/// What the later stages need of a well-formed TCP or UDP packet.
+/// What the later stages need of a well-formed TCP or UDP packet, or of an ICMP error about
+/// one.
 pub struct Packet {
+    /// The flow as the client sent it (for an ICMP error: the quoted packet, reversed).
     pub flow: FlowKey,
     pub family: u8,
     /// A TCP SYN without ACK: the first packet of a connection, always steered by the table.
     pub syn: bool,
+    /// An ICMP error about `flow`, to go to the backend that owns the flow.
+    pub icmp: bool,
+    /// Length of the Ethernet header, VLAN tag included (14 or 18).
+    pub l2_len: usize,
+    /// Length of the IP packet from its header (IPv4 total length, IPv6 40 + payload length).
+    pub ip_len: usize,
+    /// IPv4 type of service (0 for IPv6), copied into an outer IPv4 tunnel header.
+    pub tos: u8,
 }
 
 /// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
     let start = ctx.data();
     if start + offset + size_of::<T>() > ctx.data_end() {
         return Err(Reason::Truncated);
@@ -47,24 +66,24 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
     // SAFETY: ptr_at checked the header lies inside the frame.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l3 = EthHdr::LEN;
+    let mut l2_len = EthHdr::LEN;
     if ether_type == ETH_P_8021Q {
         // One 802.1Q tag: TCI, then the real EtherType. A second tag (QinQ) is not IP to us.
         let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
         // SAFETY: ptr_at checked the two bytes lie inside the frame.
         ether_type = u16::from_be_bytes(unsafe { *inner });
-        l3 += VLAN_TAG_LEN;
+        l2_len += VLAN_TAG_LEN;
     }
     match ether_type {
-        ETH_P_IP => ipv4(ctx, l3),
-        ETH_P_IPV6 => ipv6(ctx, l3),
+        ETH_P_IP => ipv4(ctx, l2_len),
+        ETH_P_IPV6 => ipv6(ctx, l2_len),
         _ => Err(Reason::NotIp),
     }
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, Reason> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
+fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, l2_len)?;
     // SAFETY: ptr_at checked the fixed header lies inside the frame.
     let ip = unsafe { &*ip };
     let header_len = usize::from(ip.vihl & 0x0f) * 4;
@@ -72,71 +91,151 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Packet, Reason> {
     if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
         return Err(Reason::BadHeader);
     }
-    if offset + total_len > ctx.data_end() - ctx.data() {
+    if l2_len + total_len > ctx.data_end() - ctx.data() {
         return Err(Reason::Truncated);
     }
     if u16::from_be_bytes(ip.frags) & (IP_MF | IP_OFFSET) != 0 {
         return Err(Reason::Fragment);
     }
-    let mut flow = FlowKey {
-        proto: ip.proto,
-        ..FlowKey::default()
+    let mut packet = Packet {
+        flow: FlowKey {
+            proto: ip.proto,
+            ..FlowKey::default()
+        },
+        family: FAMILY_IPV4,
+        syn: false,
+        icmp: false,
+        l2_len,
+        ip_len: total_len,
+        tos: ip.tos,
     };
-    flow.src[..4].copy_from_slice(&ip.src_addr);
-    flow.dst[..4].copy_from_slice(&ip.dst_addr);
-    transport(ctx, flow, FAMILY_IPV4, offset + header_len)
+    packet.flow.src[..4].copy_from_slice(&ip.src_addr);
+    packet.flow.dst[..4].copy_from_slice(&ip.dst_addr);
+    let l4 = l2_len + header_len;
+    if ip.proto == IPPROTO_ICMP {
+        // An ICMP message we cannot read as an error about a flow is the host's business.
+        return icmpv4(ctx, packet, l4).map_err(|_| Reason::OtherL4);
+    }
+    transport(ctx, packet, l4)
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Packet, Reason> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, offset)?;
+fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, l2_len)?;
     // SAFETY: ptr_at checked the fixed header lies inside the frame.
     let ip = unsafe { &*ip };
     if ip.vcf[0] >> 4 != 6 {
         return Err(Reason::BadHeader);
     }
-    let payload_len = usize::from(u16::from_be_bytes(ip.payload_len));
-    if offset + Ipv6Hdr::LEN + payload_len > ctx.data_end() - ctx.data() {
+    let ip_len = Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(ip.payload_len));
+    if l2_len + ip_len > ctx.data_end() - ctx.data() {
         return Err(Reason::Truncated);
     }
     if ip.next_hdr == IPPROTO_FRAGMENT {
         return Err(Reason::Fragment);
     }
-    let flow = FlowKey {
-        src: ip.src_addr,
-        dst: ip.dst_addr,
-        proto: ip.next_hdr,
-        ..FlowKey::default()
+    let packet = Packet {
+        flow: FlowKey {
+            src: ip.src_addr,
+            dst: ip.dst_addr,
+            proto: ip.next_hdr,
+            ..FlowKey::default()
+        },
+        family: FAMILY_IPV6,
+        syn: false,
+        icmp: false,
+        l2_len,
+        ip_len,
+        tos: 0,
     };
-    transport(ctx, flow, FAMILY_IPV6, offset + Ipv6Hdr::LEN)
+    let l4 = l2_len + Ipv6Hdr::LEN;
+    if ip.next_hdr == IPPROTO_ICMPV6 {
+        // As for ICMPv4: neighbour discovery and the rest belong to the host.
+        return icmpv6(ctx, packet, l4).map_err(|_| Reason::OtherL4);
+    }
+    transport(ctx, packet, l4)
 }
 
 #[inline(always)]
-fn transport(
-    ctx: &XdpContext,
-    mut flow: FlowKey,
-    family: u8,
-    offset: usize,
-) -> Result<Packet, Reason> {
-    let mut syn = false;
-    match flow.proto {
+fn transport(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Packet, Reason> {
+    match packet.flow.proto {
         IPPROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, offset)?;
             // SAFETY: ptr_at checked the header lies inside the frame.
             let (header, bytes) = unsafe { (&*tcp, &*tcp.cast::<[u8; TcpHdr::LEN]>()) };
-            flow.sport = u16::from_ne_bytes(header.source);
-            flow.dport = u16::from_ne_bytes(header.dest);
+            packet.flow.sport = u16::from_ne_bytes(header.source);
+            packet.flow.dport = u16::from_ne_bytes(header.dest);
             // The flags byte, read through the checked pointer so the verifier sees the bound.
-            syn = bytes[13] & (TCP_SYN | TCP_ACK) == TCP_SYN;
+            packet.syn = bytes[13] & (TCP_SYN | TCP_ACK) == TCP_SYN;
         }
         IPPROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, offset)?;
             // SAFETY: ptr_at checked the header lies inside the frame.
             let udp = unsafe { &*udp };
-            flow.sport = u16::from_ne_bytes(udp.src);
-            flow.dport = u16::from_ne_bytes(udp.dst);
+            packet.flow.sport = u16::from_ne_bytes(udp.src);
+            packet.flow.dport = u16::from_ne_bytes(udp.dst);
         }
         _ => return Err(Reason::OtherL4),
     }
-    Ok(Packet { flow, family, syn })
+    Ok(packet)
+}
+
+/// The quoted packet's ports: the first four bytes of its TCP or UDP header.
+#[inline(always)]
+fn quoted_ports(ctx: &XdpContext, packet: &mut Packet, offset: usize) -> Result<(), Reason> {
+    if packet.flow.proto != IPPROTO_TCP && packet.flow.proto != IPPROTO_UDP {
+        return Err(Reason::OtherL4);
+    }
+    let ports: *const [u8; 4] = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked the four bytes lie inside the frame.
+    let ports = unsafe { &*ports };
+    // The quoted packet went from the VIP to the client: reverse it into the client's flow.
+    packet.flow.sport = u16::from_ne_bytes([ports[2], ports[3]]);
+    packet.flow.dport = u16::from_ne_bytes([ports[0], ports[1]]);
+    packet.icmp = true;
+    Ok(())
+}
+
+#[inline(always)]
+fn icmpv4(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Packet, Reason> {
+    let icmp: *const [u8; ICMP_HEADER_LEN] = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    let icmp = unsafe { &*icmp };
+    if icmp[0] != ICMP_DEST_UNREACH || icmp[1] != ICMP_FRAG_NEEDED {
+        return Err(Reason::OtherL4);
+    }
+    let quoted: *const Ipv4Hdr = ptr_at(ctx, offset + ICMP_HEADER_LEN)?;
+    // SAFETY: ptr_at checked the quoted header lies inside the frame.
+    let quoted = unsafe { &*quoted };
+    let header_len = usize::from(quoted.vihl & 0x0f) * 4;
+    if quoted.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+        return Err(Reason::BadHeader);
+    }
+    packet.flow.src = [0; 16];
+    packet.flow.dst = [0; 16];
+    packet.flow.src[..4].copy_from_slice(&quoted.dst_addr);
+    packet.flow.dst[..4].copy_from_slice(&quoted.src_addr);
+    packet.flow.proto = quoted.proto;
+    quoted_ports(ctx, &mut packet, offset + ICMP_HEADER_LEN + header_len)?;
+    Ok(packet)
+}
+
+#[inline(always)]
+fn icmpv6(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Packet, Reason> {
+    let icmp: *const [u8; ICMP_HEADER_LEN] = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    if unsafe { (*icmp)[0] } != ICMPV6_PKT_TOOBIG {
+        return Err(Reason::OtherL4);
+    }
+    let quoted: *const Ipv6Hdr = ptr_at(ctx, offset + ICMP_HEADER_LEN)?;
+    // SAFETY: ptr_at checked the quoted header lies inside the frame.
+    let quoted = unsafe { &*quoted };
+    if quoted.vcf[0] >> 4 != 6 {
+        return Err(Reason::BadHeader);
+    }
+    packet.flow.src = quoted.dst_addr;
+    packet.flow.dst = quoted.src_addr;
+    packet.flow.proto = quoted.next_hdr;
+    quoted_ports(ctx, &mut packet, offset + ICMP_HEADER_LEN + Ipv6Hdr::LEN)?;
+    Ok(packet)
 }

@@ -1,21 +1,143 @@
-//! Forwarding rewrites. `dsr`: the backend's (or next hop's) MAC becomes the destination and
-//! ours (the frame's old destination) the source; the IP packet is untouched, so the backend
-//! answers the client directly from the VIP.
+//! Forwarding rewrites.
+//!
+//! `dsr`: the backend's MAC becomes the destination and ours (the frame's old destination) the
+//! source; the IP packet is untouched, so the backend answers the client directly from the VIP.
+//!
+//! `ipip`: an outer IPv4 or IPv6 header (the backend's family) goes in front of the IP packet,
+//! addressed from the configured tunnel source to the backend, and the frame goes to the next
+//! hop's MAC. Outer IPv4: IHL 5, TOS copied from an inner IPv4 packet, id 0, no flags, TTL 64,
+//! protocol 4 (IPv4 inside) or 41 (IPv6 inside). Outer IPv6: traffic class and flow label 0,
+//! hop limit 64, next header 4 or 41. A VLAN tag stays in front of the outer header.
 
-use aya_ebpf::programs::XdpContext;
-use lb_common::Backend;
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{Backend, Config, Reason, service::FAMILY_IPV4};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+use crate::parse::{ETH_P_IP, ETH_P_IPV6, Packet, VLAN_TAG_LEN, ptr_at};
+
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
 
 #[inline(always)]
-pub fn dsr(ctx: &XdpContext, backend: &Backend) -> bool {
-    let start = ctx.data();
-    if start + 12 > ctx.data_end() {
-        return false;
-    }
-    let macs = start as *mut [u8; 6];
-    // SAFETY: the 12 bytes of the two MAC addresses are inside the frame (checked above).
+pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
+    let macs: *const [[u8; 6]; 2] = ptr_at(ctx, 0)?;
+    let macs = macs as *mut [[u8; 6]; 2];
+    // SAFETY: ptr_at checked both MAC addresses lie inside the frame.
     unsafe {
-        *macs.add(1) = *macs;
-        *macs = backend.mac;
+        (*macs)[1] = (*macs)[0];
+        (*macs)[0] = backend.mac;
     }
-    true
+    Ok(())
 }
+
+/// The first bytes of the frame up to the VLAN tag's EtherType: what `ipip` keeps.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct L2Prefix {
+    macs: [[u8; 6]; 2],
+    /// 0x8100 and the TCI when tagged; unused otherwise.
+    tag: [u8; 4],
+}
+
+#[inline(always)]
+pub fn ipip(
+    ctx: &XdpContext,
+    packet: &Packet,
+    backend: &Backend,
+    config: &Config,
+) -> Result<(), Reason> {
+    let v4 = backend.family == FAMILY_IPV4;
+    let outer_len = if v4 { Ipv4Hdr::LEN } else { Ipv6Hdr::LEN };
+    let mtu = if config.mtu == 0 {
+        Config::DEFAULT_MTU
+    } else {
+        config.mtu
+    } as usize;
+    if packet.ip_len + outer_len > mtu {
+        return Err(Reason::EncapTooBig);
+    }
+    let tagged = packet.l2_len != EthHdr::LEN;
+    let old: *const L2Prefix = ptr_at(ctx, 0)?;
+    // SAFETY: ptr_at checked the prefix lies inside the frame (a frame that reached here holds
+    // at least an Ethernet and an IP header, more than the prefix).
+    let old = unsafe { *old };
+    // SAFETY: ctx.ctx is the live xdp_md of this run; growing the head by outer_len is undone
+    // by nothing, so every pointer below is re-derived and re-checked.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(outer_len as i32)) } != 0 {
+        // No headroom left for the outer header: cannot encapsulate.
+        return Err(Reason::EncapTooBig);
+    }
+    let inner_v4 = packet.family == FAMILY_IPV4;
+    let proto = if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 };
+    let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
+    let l2 = ptr_at::<L2Prefix>(ctx, 0)? as *mut L2Prefix;
+    // SAFETY: ptr_at checked the prefix lies inside the (grown) frame.
+    unsafe {
+        (*l2).macs = [backend.mac, old.macs[0]];
+        if tagged {
+            (*l2).tag = old.tag;
+        }
+    }
+    let type_offset = packet.l2_len - 2;
+    let ether_type = ptr_at::<[u8; 2]>(ctx, type_offset)? as *mut [u8; 2];
+    // SAFETY: ptr_at checked the two bytes lie inside the frame.
+    unsafe { *ether_type = outer_type.to_be_bytes() };
+    let outer_total = packet.ip_len + outer_len;
+    if v4 {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, packet.l2_len)? as *mut Ipv4Hdr;
+        let mut header = Ipv4Hdr {
+            vihl: 0x45,
+            tos: if inner_v4 { packet.tos } else { 0 },
+            tot_len: (outer_total as u16).to_be_bytes(),
+            id: [0; 2],
+            frags: [0; 2],
+            ttl: 64,
+            proto,
+            check: [0; 2],
+            src_addr: config.ipip_src_v4,
+            dst_addr: [
+                backend.addr[0],
+                backend.addr[1],
+                backend.addr[2],
+                backend.addr[3],
+            ],
+        };
+        header.check = checksum(&header).to_be_bytes();
+        // SAFETY: ptr_at checked the header lies inside the frame.
+        unsafe { *ip = header };
+    } else {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, packet.l2_len)? as *mut Ipv6Hdr;
+        let header = Ipv6Hdr {
+            vcf: [0x60, 0, 0, 0],
+            payload_len: (packet.ip_len as u16).to_be_bytes(),
+            next_hdr: proto,
+            hop_limit: 64,
+            src_addr: config.ipip_src_v6,
+            dst_addr: backend.addr,
+        };
+        // SAFETY: ptr_at checked the header lies inside the frame.
+        unsafe { *ip = header };
+    }
+    Ok(())
+}
+
+/// The IPv4 header checksum (RFC 1071) of a header whose checksum field is zero.
+#[inline(always)]
+fn checksum(header: &Ipv4Hdr) -> u16 {
+    // SAFETY: Ipv4Hdr is 20 bytes of plain data.
+    let bytes = unsafe { &*(header as *const Ipv4Hdr).cast::<[u8; Ipv4Hdr::LEN]>() };
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i < Ipv4Hdr::LEN {
+        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+const _: () = assert!(size_of::<L2Prefix>() == 12 + VLAN_TAG_LEN);

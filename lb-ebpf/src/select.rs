@@ -4,7 +4,7 @@
 
 use lb_common::{
     Backend, Event, FlowEntry, Reason, Vip, flow_hash,
-    service::{BACKEND_ACTIVE, VIP_HASH_SOURCE_ONLY},
+    service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
 };
 
 use crate::{XLB_BACKENDS, XLB_FLOWS, XLB_MAGLEV, parse::Packet};
@@ -48,8 +48,12 @@ pub fn backend(packet: &Packet, vip: &Vip) -> Result<Choice, Reason> {
         vip.tables[1]
     };
     let slot = base.wrapping_add(hash % vip.table_size);
-    // SAFETY: the pointer from a map lookup is valid for this program run.
-    let id = unsafe { *XLB_MAGLEV.get_ptr(slot).ok_or(Reason::NoBackend)? };
+    let chunk = XLB_MAGLEV
+        .get_ptr(slot / MAGLEV_CHUNK_SLOTS)
+        .ok_or(Reason::NoBackend)?;
+    // SAFETY: the pointer from a map lookup is valid for this program run; the lane index is
+    // masked below the chunk length.
+    let id = unsafe { (*chunk)[(slot % MAGLEV_CHUNK_SLOTS) as usize] };
     let backend = active(id).ok_or(Reason::NoBackend)?;
     // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next time.
     let entry = FlowEntry {

@@ -3,6 +3,7 @@
 pub mod args;
 pub mod attach;
 pub mod counters;
+pub mod decap;
 pub mod maglev;
 pub mod object;
 pub mod run;

@@ -1,7 +1,7 @@
 //! The compiled XDP objects, embedded in every binary that links this library, and loading them.
 
 use anyhow::Context as _;
-use aya::{Ebpf, programs::Xdp};
+use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
 /// The ELF bytes of the xlb XDP program built by build.rs, aligned for the ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
@@ -11,9 +11,24 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 pub static BASELINE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-baseline"));
 
+/// The backend-side decapsulation program (`xlb_decap`, [`lb_common::DECAP_PROGRAM_NAME`]):
+/// strips the outer header `ipip` mode adds, for packets to the addresses in its
+/// `XLB_DECAP_ADDRS` map (see [`crate::decap::accept`]).
+pub static DECAP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb-decap"));
+
 /// Loads an object's maps and the XDP program `name` into the kernel, unattached.
 pub fn load(object: &[u8], name: &str) -> anyhow::Result<Ebpf> {
-    let mut ebpf = Ebpf::load(object).context(
+    load_sized(object, name, &[])
+}
+
+/// Like [`load`], with the capacity (max entries) of some maps changed from the object's.
+pub fn load_sized(object: &[u8], name: &str, capacities: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    for &(map, entries) in capacities {
+        loader.map_max_entries(map, entries);
+    }
+    let mut ebpf = loader.load(object).context(
         "loading the XDP object into the kernel failed: xlb needs root (or CAP_BPF and \
          CAP_NET_ADMIN) and a kernel with BPF enabled",
     )?;

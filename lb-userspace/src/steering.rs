@@ -1,13 +1,16 @@
 //! Writing services, backends and Maglev tables into the XDP program's maps, and reproducing
 //! in userspace the choice the kernel makes for a flow.
 
-use anyhow::Context as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use anyhow::{Context as _, bail, ensure};
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, Map, MapData},
 };
 use lb_common::{
-    Backend, FlowKey, Vip, VipKey, flow_hash, map_names, service::VIP_HASH_SOURCE_ONLY,
+    Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
+    service::{MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
 };
 
 fn array<'a, V: aya::Pod>(
@@ -28,12 +31,59 @@ pub fn set_backend(ebpf: &mut Ebpf, id: u32, backend: &Backend) -> anyhow::Resul
 }
 
 /// Writes a Maglev table (backend ids) into the slot map starting at `base`.
+///
+/// The slot map is memory-mapped (BPF_F_MMAPABLE; its 16-slot values make it a plain u32
+/// array in memory), so a 65,537-slot table is one copy rather
+/// than 65,537 system calls. Write only a copy no live VIP points at: packets read the map
+/// while it is written.
 pub fn write_table(ebpf: &mut Ebpf, base: u32, table: &[u32]) -> anyhow::Result<()> {
-    let mut slots = array::<u32>(ebpf, map_names::MAGLEV)?;
-    for (offset, id) in (base..).zip(table) {
-        slots
-            .set(offset, id, 0)
-            .with_context(|| format!("writing Maglev slot {offset}"))?;
+    write_tables(ebpf, &[(base, table)])
+}
+
+/// Writes several tables, each at its starting slot, with one mapping of the slot map.
+pub fn write_tables(ebpf: &mut Ebpf, tables: &[(u32, &[u32])]) -> anyhow::Result<()> {
+    let name = map_names::MAGLEV;
+    let Some(Map::Array(data)) = ebpf.map(name) else {
+        bail!("the XDP object has no array map named {name}");
+    };
+    let chunks = data
+        .info()
+        .context("reading the slot map's size")?
+        .max_entries() as usize;
+    let slots = chunks * MAGLEV_CHUNK_SLOTS as usize;
+    for &(base, table) in tables {
+        ensure!(
+            base as usize + table.len() <= slots,
+            "a table of {} slots at slot {base} does not fit in {name} ({slots} slots): load \
+             the program with a larger slot map",
+            table.len()
+        );
+    }
+    let page = 4096;
+    let len = (slots * size_of::<u32>()).div_ceil(page) * page;
+    // SAFETY: mapping a BPF_F_MMAPABLE array map's fd shared and writable is how the kernel
+    // exposes its memory; `len` covers exactly the map's pages.
+    let memory = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            data.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    if memory == libc::MAP_FAILED {
+        let err = std::io::Error::last_os_error();
+        bail!("memory-mapping {name} failed: {err} (is it BPF_F_MMAPABLE?)");
+    }
+    // SAFETY: the mapping holds `slots` u32 values and every table lies inside it (checked).
+    unsafe {
+        let slots = std::slice::from_raw_parts_mut(memory.cast::<u32>(), slots);
+        for &(base, table) in tables {
+            slots[base as usize..base as usize + table.len()].copy_from_slice(table);
+        }
+        libc::munmap(memory, len);
     }
     Ok(())
 }
@@ -52,4 +102,11 @@ pub fn set_vip(ebpf: &mut Ebpf, key: &VipKey, vip: &Vip) -> anyhow::Result<()> {
 /// The slot of `vip`'s live table the kernel uses for a new `flow`.
 pub fn slot(vip: &Vip, flow: &FlowKey) -> u32 {
     flow_hash(flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0) % vip.table_size
+}
+
+/// Replaces the program's run-time settings (tunnel sources, MTU, debug logging).
+pub fn set_config(ebpf: &mut Ebpf, config: &Config) -> anyhow::Result<()> {
+    array(ebpf, map_names::CONFIG)?
+        .set(0, config, 0)
+        .context("writing the config map")
 }

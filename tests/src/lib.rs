@@ -5,3 +5,4 @@ pub mod netns;
 pub mod packets;
 pub mod privilege;
 pub mod steering;
+pub mod topology;

@@ -99,6 +99,15 @@ impl Netns {
         full.extend_from_slice(args);
         run_checked(Command::new("ip").args(&full))
     }
+
+    /// Sets the sysctl `key` (dotted, e.g. `net.ipv4.conf.all.rp_filter`) to `value` in this
+    /// namespace. Written from a thread inside it: /proc/sys/net follows the writer's network
+    /// namespace, so no `ip netns exec` (and no procps) is needed.
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.run(|| std::fs::write(&path, value))?
+            .with_context(|| format!("setting {key}={value} in {}", self.name))
+    }
 }
 
 /// A set of namespaces, links, processes and pins that disappears with it.

@@ -111,6 +111,87 @@ pub fn arp_request() -> Vec<u8> {
     frame
 }
 
+/// Destination MAC of the tunnel frames [`encapsulated`] builds: backend 0's
+/// (`steering::backend_mac(0)`), the next hop a load balancer sends them to.
+const TUNNEL_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x00];
+
+/// The frame a load balancer in `ipip` mode sends for the untagged IPv4 or IPv6 frame `inner`
+/// (as the other builders make it): the inner IP packet behind a new Ethernet header and an
+/// outer IP header of the family of `outer_src` and `outer_dst`. Byte for byte:
+///
+/// - Ethernet (14 bytes): destination `02:00:00:00:01:00` (the backend's MAC), source
+///   [`LB_MAC`], EtherType of the outer family (`0x0800` or `0x86dd`).
+/// - Outer IPv4 (20 bytes, no options): version/IHL `0x45`; TOS copied from an inner IPv4
+///   header, 0 for inner IPv6; total length 20 + inner IP packet length; identification 0;
+///   flags and fragment offset 0 (DF clear); TTL 64; protocol 4 (inner IPv4) or 41 (inner
+///   IPv6); header checksum ([`ipv4_checksum`]); source `outer_src`; destination `outer_dst`.
+/// - Outer IPv6 (40 bytes): version 6, traffic class 0, flow label 0 (bytes `60 00 00 00`);
+///   payload length = inner IP packet length; next header 4 or 41 as above; hop limit 64;
+///   source `outer_src`; destination `outer_dst`.
+/// - The inner IP packet unchanged: `inner` without its 14-byte Ethernet header (its TTL or
+///   hop limit is not decremented).
+pub fn encapsulated(outer_src: IpAddr, outer_dst: IpAddr, inner: &[u8]) -> Vec<u8> {
+    const IPPROTO_IPIP: u8 = 4;
+    const IPPROTO_IPV6: u8 = 41;
+    const TTL: u8 = 64;
+    let packet = &inner[ETH_LEN..];
+    let (proto, tos) = match [inner[12], inner[13]] {
+        [0x08, 0x00] => (IPPROTO_IPIP, packet[1]),
+        [0x86, 0xdd] => (IPPROTO_IPV6, 0),
+        other => panic!(
+            "encapsulated: inner frame is not untagged IPv4 or IPv6 (EtherType {other:02x?})"
+        ),
+    };
+    let mut frame = Vec::with_capacity(ETH_LEN + 40 + packet.len());
+    frame.extend_from_slice(&TUNNEL_DST_MAC);
+    frame.extend_from_slice(&LB_MAC);
+    match (outer_src, outer_dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let total_len = u16::try_from(20 + packet.len()).expect("outer IPv4 total length");
+            let mut header = [0u8; 20];
+            header[0] = 0x45;
+            header[1] = tos;
+            header[2..4].copy_from_slice(&total_len.to_be_bytes());
+            header[8] = TTL;
+            header[9] = proto;
+            header[12..16].copy_from_slice(&src.octets());
+            header[16..20].copy_from_slice(&dst.octets());
+            let checksum = ipv4_checksum(&header);
+            header[10..12].copy_from_slice(&checksum.to_be_bytes());
+            frame.extend_from_slice(&[0x08, 0x00]);
+            frame.extend_from_slice(&header);
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let payload_len = u16::try_from(packet.len()).expect("outer IPv6 payload length");
+            let mut header = [0u8; 40];
+            header[0] = 0x60;
+            header[4..6].copy_from_slice(&payload_len.to_be_bytes());
+            header[6] = proto;
+            header[7] = TTL;
+            header[8..24].copy_from_slice(&src.octets());
+            header[24..40].copy_from_slice(&dst.octets());
+            frame.extend_from_slice(&[0x86, 0xdd]);
+            frame.extend_from_slice(&header);
+        }
+        _ => panic!("encapsulated: outer addresses {outer_src} and {outer_dst} mix families"),
+    }
+    frame.extend_from_slice(packet);
+    frame
+}
+
+/// The IPv4 header checksum (RFC 1071) of `header`, whose checksum field must be zero: the
+/// value to store there, big-endian.
+pub fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// Sets the IPv4 header length field (in 32-bit words) of an untagged IPv4 frame.
 pub fn set_ipv4_ihl(frame: &mut [u8], words: u8) {
     frame[ETH_LEN] = (frame[ETH_LEN] & 0xf0) | (words & 0x0f);
@@ -136,6 +217,44 @@ pub fn add_ipv6_fragment_header(frame: &mut Vec<u8>) {
     frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload_len.to_be_bytes());
     let fragment = [next, 0, 0x00, 0x01, 0, 0, 0, 7];
     frame.splice(ETH_LEN + FIXED..ETH_LEN + FIXED, fragment);
+}
+
+/// An ICMP error about `quoted` (a packet the VIP sent, here a TCP segment from `flow.dst` back
+/// to `flow.src`) sent by router `router` to the VIP: ICMPv4 "fragmentation needed" or ICMPv6
+/// "packet too big", quoting the packet's IP header and first 8 bytes of TCP.
+pub fn icmp_too_big(router: &str, flow: &Flow) -> Vec<u8> {
+    let reply = Flow {
+        src: flow.dst,
+        dst: flow.src,
+        sport: flow.dport,
+        dport: flow.sport,
+    };
+    let quoted_frame = tcp_ack(&reply, &[0u8; 64]);
+    let ip_header_len = match reply.src {
+        IpAddr::V4(_) => 20,
+        IpAddr::V6(_) => 40,
+    };
+    let quoted = &quoted_frame[ETH_LEN..ETH_LEN + ip_header_len + 8];
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let router: IpAddr = router.parse().expect("router address");
+    match (router, flow.dst) {
+        (IpAddr::V4(r), IpAddr::V4(vip)) => {
+            let too_big = etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                next_hop_mtu: 1400,
+            };
+            let builder = eth
+                .ipv4(r.octets(), vip.octets(), 64)
+                .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(too_big));
+            finish(builder.size(quoted.len()), |out| builder.write(out, quoted))
+        }
+        (IpAddr::V6(r), IpAddr::V6(vip)) => {
+            let builder = eth
+                .ipv6(r.octets(), vip.octets(), 64)
+                .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 });
+            finish(builder.size(quoted.len()), |out| builder.write(out, quoted))
+        }
+        _ => panic!("router {router} and flow {flow:?} mix address families"),
+    }
 }
 
 fn finish(

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use aya::Ebpf;
 use lb_common::{
-    Backend, FlowKey, PROGRAM_NAME, Vip, VipKey,
-    service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6},
+    Backend, FlowKey, PROGRAM_NAME, Vip, VipKey, map_names,
+    service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, MAGLEV_CHUNK_SLOTS},
 };
 use lb_userspace::{maglev, object, steering};
 
@@ -90,4 +90,46 @@ pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
         steering::set_vip(&mut ebpf, &key, &last).expect("vip");
     }
     (ebpf, last)
+}
+
+/// The program with `vips` dsr VIPs (198.18.100.0 onwards, port 80/TCP) over the same
+/// `backends` active backends, each VIP with its own `size`-slot table copy: the scale at which
+/// lookup cost must not grow. 1,000 x 65,537 slots is about 260 MB of tables.
+pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
+    let chunks = (u64::from(vips) * u64::from(size)).div_ceil(u64::from(MAGLEV_CHUNK_SLOTS));
+    let capacities = [
+        (
+            map_names::MAGLEV,
+            u32::try_from(chunks).expect("slot map size"),
+        ),
+        (map_names::BACKENDS, backends.max(1)),
+    ];
+    let mut ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &capacities)
+        .expect("load xlb with large maps");
+    let ids: Vec<u32> = (0..backends).collect();
+    for &id in &ids {
+        let backend = Backend {
+            mac: backend_mac(id),
+            family: FAMILY_IPV4,
+            flags: BACKEND_ACTIVE,
+            ..Backend::default()
+        };
+        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
+    }
+    // Every VIP has the same backends, so the same table; each still gets its own copy.
+    let shared = table(&ids, size);
+    let copies: Vec<(u32, &[u32])> = (0..vips).map(|i| (i * size, shared.as_slice())).collect();
+    steering::write_tables(&mut ebpf, &copies).expect("tables");
+    for i in 0..vips {
+        let addr = format!("198.18.{}.{}", 100 + i / 256, i % 256);
+        let vip = Vip {
+            id: i,
+            flags: 0,
+            table_size: size,
+            active: 0,
+            tables: [i * size, i * size],
+        };
+        steering::set_vip(&mut ebpf, &vip_key(&addr, 80, 6), &vip).expect("vip");
+    }
+    ebpf
 }

@@ -8,8 +8,8 @@ use aya::{
     maps::{MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendCounter, Counter, PROGRAM_NAME, Reason, Verdict, Vip, map_names,
-    service::VIP_HASH_SOURCE_ONLY,
+    Backend, BackendCounter, Config, Counter, PROGRAM_NAME, Reason, Verdict, Vip,
+    config::CONFIG_DEBUG_LOG, map_names, service::VIP_HASH_SOURCE_ONLY,
 };
 use lb_userspace::{counters::Totals, object, steering, testrun};
 use xlb_tests::{
@@ -242,4 +242,49 @@ fn vlan_tagged_syn_to_vip_keeps_its_tag() {
         run(&mut ebpf, &tagged),
         (Some(Verdict::Tx), dsr_output(&tagged, expected))
     );
+}
+
+/// Collects aya-log records as text.
+#[derive(Clone, Default)]
+struct Records(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Records {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+/// Test that the per-packet debug log is off by default and switches on and off at run time
+/// through the config map, without reloading the program.
+#[test]
+fn debug_log_switches_at_run_time() {
+    require_privileges!();
+    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let records = Records::default();
+    let mut logger =
+        aya_log::EbpfLogger::init_with_logger(&mut ebpf, records.clone()).expect("logger");
+    let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80));
+    let mut logged_with = |ebpf: &mut Ebpf, flags| {
+        let config = Config {
+            flags,
+            ..Config::default()
+        };
+        steering::set_config(ebpf, &config).expect("config");
+        records.0.lock().unwrap().clear();
+        run(ebpf, &syn);
+        logger.flush();
+        records.0.lock().unwrap().clone()
+    };
+    assert!(
+        logged_with(&mut ebpf, 0).is_empty(),
+        "logging is off by default"
+    );
+    let on = logged_with(&mut ebpf, CONFIG_DEBUG_LOG);
+    assert_eq!(on.len(), 1, "{on:?}");
+    assert!(on[0].contains("backend"), "{on:?}");
+    assert!(logged_with(&mut ebpf, 0).is_empty(), "switched off again");
 }

@@ -1,0 +1,153 @@
+//! Fixture tests of `ipip` forwarding through BPF_PROG_TEST_RUN: exact tunnel frames for every
+//! combination of inner and outer family, VLAN tags kept, and the MTU limit.
+
+use std::net::IpAddr;
+
+use lb_common::{
+    Backend, Config, PROGRAM_NAME, Reason, Verdict,
+    service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP},
+};
+use lb_userspace::{counters::Totals, object, steering, testrun};
+use xlb_tests::{
+    packets::{self, Flow},
+    require_privileges,
+    steering::{BACKENDS, addr_bytes, backend_mac, flow_key, load, table, vip_key},
+};
+
+const TUNNEL_SRC_V4: &str = "198.18.0.2";
+const TUNNEL_SRC_V6: &str = "2001:db8::2";
+
+fn backend_addr(id: u32, v6: bool) -> IpAddr {
+    let text = if v6 {
+        format!("2001:db8:2::{}", 10 + id)
+    } else {
+        format!("198.18.2.{}", 10 + id)
+    };
+    text.parse().expect("backend address")
+}
+
+/// The program with an ipip VIP at `vip`:80/TCP, backends of the family `v6_backends` picks,
+/// and `mtu`.
+fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common::Vip) {
+    let (mut ebpf, config) = load(&[(vip_key(vip, 80, 6), VIP_FORWARD_IPIP)], 13);
+    for id in 0..BACKENDS {
+        let backend = Backend {
+            addr: addr_bytes(backend_addr(id, v6_backends)).0,
+            mac: backend_mac(id),
+            family: if v6_backends {
+                FAMILY_IPV6
+            } else {
+                FAMILY_IPV4
+            },
+            flags: BACKEND_ACTIVE,
+        };
+        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
+    }
+    let settings = Config {
+        flags: 0,
+        mtu,
+        ipip_src_v4: [198, 18, 0, 2],
+        ipip_src_v6: addr_bytes(TUNNEL_SRC_V6.parse().unwrap()).0,
+    };
+    steering::set_config(&mut ebpf, &settings).expect("config");
+    (ebpf, config)
+}
+
+fn run(ebpf: &mut aya::Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
+    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
+    let outcome = testrun::run(program, packet).expect("test run");
+    (Verdict::from_code(outcome.code), outcome.output)
+}
+
+/// The tunnel frame the program must emit for `inner` towards backend `id`.
+fn tunnelled(inner: &[u8], id: u32, v6_backends: bool) -> Vec<u8> {
+    let src = if v6_backends {
+        TUNNEL_SRC_V6
+    } else {
+        TUNNEL_SRC_V4
+    };
+    let mut frame =
+        packets::encapsulated(src.parse().unwrap(), backend_addr(id, v6_backends), inner);
+    frame[..6].copy_from_slice(&backend_mac(id));
+    frame
+}
+
+/// Test that a SYN to an ipip VIP leaves as exactly the expected tunnel frame towards the
+/// predicted backend, for IPv4 in IPv4, IPv6 in IPv6, IPv6 in IPv4 and IPv4 in IPv6.
+#[test]
+fn syn_is_tunnelled_to_the_predicted_backend_in_every_family_pair() {
+    require_privileges!();
+    for (vip, client, v6_backends) in [
+        ("198.18.1.10", "198.18.0.1", false),
+        ("2001:db8:1::10", "2001:db8::1", true),
+        ("2001:db8:1::10", "2001:db8::1", false),
+        ("198.18.1.10", "198.18.0.1", true),
+    ] {
+        let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
+        let flow = Flow::new(client, vip, 40000, 80);
+        let syn = packets::tcp_syn(&flow);
+        let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let what = format!(
+            "{vip} via {} backends",
+            if v6_backends { "IPv6" } else { "IPv4" }
+        );
+        assert_eq!(
+            run(&mut ebpf, &syn),
+            (Some(Verdict::Tx), tunnelled(&syn, id, v6_backends)),
+            "{what}"
+        );
+        let totals = Totals::read(&ebpf).unwrap();
+        assert_eq!(totals.reason(Reason::ForwardedIpip).packets, 1, "{what}");
+        assert_eq!(
+            totals.reason(Reason::ForwardedIpip).bytes,
+            syn.len() as u64,
+            "{what}: bytes as received"
+        );
+    }
+}
+
+/// Test that a VLAN-tagged packet is tunnelled with its tag kept in front of the outer header.
+#[test]
+fn vlan_tag_stays_in_front_of_the_tunnel() {
+    require_privileges!();
+    let (mut ebpf, config) = ipip_program("198.18.1.10", false, 1500);
+    let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
+    let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+    let mut expected = tunnelled(&packets::tcp_syn(&flow), id, false);
+    expected.splice(12..12, [0x81, 0x00, 0x00, 42]);
+    assert_eq!(
+        run(&mut ebpf, &packets::tagged_tcp_syn(&flow, 42)),
+        (Some(Verdict::Tx), expected)
+    );
+}
+
+/// Test that a packet that would exceed the MTU once tunnelled is dropped and counted as
+/// encap_too_big, while one that fits exactly is sent.
+#[test]
+fn packet_too_big_for_the_tunnel_is_dropped_and_counted() {
+    require_privileges!();
+    for (v6_backends, outer) in [(false, 20), (true, 40)] {
+        let (mut ebpf, _) = ipip_program("198.18.1.10", v6_backends, 1500);
+        let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
+        // IPv4 (20) + TCP (20) + payload: the inner packet fills the MTU minus the outer header.
+        let fits = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - 40]);
+        let too_big = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - 40 + 1]);
+        assert_eq!(
+            run(&mut ebpf, &fits).0,
+            Some(Verdict::Tx),
+            "outer {outer}: fits"
+        );
+        assert_eq!(
+            run(&mut ebpf, &too_big),
+            (Some(Verdict::Drop), too_big.clone()),
+            "outer {outer}"
+        );
+        assert_eq!(
+            Totals::read(&ebpf)
+                .unwrap()
+                .reason(Reason::EncapTooBig)
+                .packets,
+            1
+        );
+    }
+}
