@@ -1,7 +1,8 @@
 //! Per-CPU counting: each packet under its verdict and its reason, and steered packets under
 //! their VIP, backend and flow-table event. Bytes are the frame as received.
 
-use lb_common::{Counter, Event, Reason, Verdict};
+use lb_common::{Event, Reason, Verdict};
+use lb_ebpf::count::add;
 
 use crate::{XLB_BACKEND_STATS, XLB_EVENTS, XLB_REASONS, XLB_VERDICTS, XLB_VIP_STATS};
 
@@ -29,17 +30,6 @@ pub fn backend(bytes: u64, id: u32, new_flow: bool) {
             (*slot).packets += 1;
             (*slot).bytes += bytes;
             (*slot).new_flows += u64::from(new_flow);
-        }
-    }
-}
-
-#[inline(always)]
-fn add(slot: Option<*mut Counter>, bytes: u64) {
-    if let Some(slot) = slot {
-        // SAFETY: a per-CPU array slot belongs to this CPU for the whole program run.
-        unsafe {
-            (*slot).packets += 1;
-            (*slot).bytes += bytes;
         }
     }
 }

@@ -57,7 +57,7 @@ static XLB_CONFIG: Array<Config, 1> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let bytes = lb_ebpf::headers::frame_len(&ctx) as u64;
     let reason = steer(&ctx, bytes);
     let verdict = reason.verdict();
     counters::count(bytes, reason, verdict);

@@ -5,25 +5,18 @@
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, Reason, service::FAMILY_IPV4, service::FAMILY_IPV6};
+use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, ptr_at};
 use network_types::{
-    eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
 };
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const VLAN_TAG_LEN: usize = 4;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_FRAGMENT: u8 = 44;
 const IPPROTO_ICMPV6: u8 = 58;
-/// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
 /// TCP flags byte (offset 13 of the header): SYN and ACK.
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
@@ -51,29 +44,9 @@ pub struct Packet {
     pub tos: u8,
 }
 
-/// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Reason> {
-    let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
-        return Err(Reason::Truncated);
-    }
-    Ok((start + offset) as *const T)
-}
-
 #[inline(always)]
 pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
-    // SAFETY: ptr_at checked the header lies inside the frame.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l2_len = EthHdr::LEN;
-    if ether_type == ETH_P_8021Q {
-        // One 802.1Q tag: TCI, then the real EtherType. A second tag (QinQ) is not IP to us.
-        let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
-        // SAFETY: ptr_at checked the two bytes lie inside the frame.
-        ether_type = u16::from_be_bytes(unsafe { *inner });
-        l2_len += VLAN_TAG_LEN;
-    }
+    let (ether_type, l2_len) = headers::ethernet(ctx)?;
     match ether_type {
         ETH_P_IP => ipv4(ctx, l2_len),
         ETH_P_IPV6 => ipv6(ctx, l2_len),
@@ -83,20 +56,11 @@ pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, l2_len)?;
-    // SAFETY: ptr_at checked the fixed header lies inside the frame.
-    let ip = unsafe { &*ip };
-    let header_len = usize::from(ip.vihl & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
-    if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
-        return Err(Reason::BadHeader);
-    }
-    if l2_len + total_len > ctx.data_end() - ctx.data() {
-        return Err(Reason::Truncated);
-    }
-    if u16::from_be_bytes(ip.frags) & (IP_MF | IP_OFFSET) != 0 {
+    let v4 = headers::ipv4(ctx, l2_len)?;
+    if v4.fragment() {
         return Err(Reason::Fragment);
     }
+    let (ip, header_len, total_len) = (v4.header, v4.header_len, v4.total_len);
     let mut packet = Packet {
         flow: FlowKey {
             proto: ip.proto,
@@ -121,16 +85,7 @@ fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
 
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, l2_len)?;
-    // SAFETY: ptr_at checked the fixed header lies inside the frame.
-    let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 {
-        return Err(Reason::BadHeader);
-    }
-    let ip_len = Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(ip.payload_len));
-    if l2_len + ip_len > ctx.data_end() - ctx.data() {
-        return Err(Reason::Truncated);
-    }
+    let (ip, ip_len) = headers::ipv6(ctx, l2_len)?;
     if ip.next_hdr == IPPROTO_FRAGMENT {
         return Err(Reason::Fragment);
     }

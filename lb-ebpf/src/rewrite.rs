@@ -16,15 +16,13 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use crate::parse::{ETH_P_IP, ETH_P_IPV6, Packet, VLAN_TAG_LEN, ptr_at};
+use lb_ebpf::headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, VLAN_TAG_LEN, ptr_at};
 
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
+use crate::parse::Packet;
 
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
-    let macs: *const [[u8; 6]; 2] = ptr_at(ctx, 0)?;
-    let macs = macs as *mut [[u8; 6]; 2];
+    let macs: *mut [[u8; 6]; 2] = ptr_at(ctx, 0)?;
     // SAFETY: ptr_at checked both MAC addresses lie inside the frame.
     unsafe {
         (*macs)[1] = (*macs)[0];
@@ -73,7 +71,7 @@ pub fn ipip(
     let inner_v4 = packet.family == FAMILY_IPV4;
     let proto = if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 };
     let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    let l2 = ptr_at::<L2Prefix>(ctx, 0)? as *mut L2Prefix;
+    let l2: *mut L2Prefix = ptr_at(ctx, 0)?;
     // SAFETY: ptr_at checked the prefix lies inside the (grown) frame.
     unsafe {
         (*l2).macs = [backend.mac, old.macs[0]];
@@ -82,12 +80,12 @@ pub fn ipip(
         }
     }
     let type_offset = packet.l2_len - 2;
-    let ether_type = ptr_at::<[u8; 2]>(ctx, type_offset)? as *mut [u8; 2];
+    let ether_type: *mut [u8; 2] = ptr_at(ctx, type_offset)?;
     // SAFETY: ptr_at checked the two bytes lie inside the frame.
     unsafe { *ether_type = outer_type.to_be_bytes() };
     let outer_total = packet.ip_len + outer_len;
     if v4 {
-        let ip = ptr_at::<Ipv4Hdr>(ctx, packet.l2_len)? as *mut Ipv4Hdr;
+        let ip: *mut Ipv4Hdr = ptr_at(ctx, packet.l2_len)?;
         let mut header = Ipv4Hdr {
             vihl: 0x45,
             tos: if inner_v4 { packet.tos } else { 0 },
@@ -109,7 +107,7 @@ pub fn ipip(
         // SAFETY: ptr_at checked the header lies inside the frame.
         unsafe { *ip = header };
     } else {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, packet.l2_len)? as *mut Ipv6Hdr;
+        let ip: *mut Ipv6Hdr = ptr_at(ctx, packet.l2_len)?;
         let header = Ipv6Hdr {
             vcf: [0x60, 0, 0, 0],
             payload_len: (packet.ip_len as u16).to_be_bytes(),

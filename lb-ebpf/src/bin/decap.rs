@@ -38,7 +38,7 @@ static XLB_DECAP_ADDRS: HashMap<DecapKey, u32, MAX_DECAP_ADDRS> = HashMap::new()
 #[xdp]
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
     // Counted as received: stripping shortens the frame.
-    let received = counters::frame_len(&ctx);
+    let received = lb_ebpf::headers::frame_len(&ctx) as u64;
     let reason = decap(&ctx);
     let verdict = reason.verdict();
     counters::count(reason, verdict, received);

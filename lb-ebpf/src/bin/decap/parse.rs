@@ -9,21 +9,8 @@ use lb_common::{
     decap::DecapKey,
     service::{FAMILY_IPV4, FAMILY_IPV6},
 };
-use network_types::{
-    eth::EthHdr,
-    ip::{Ipv4Hdr, Ipv6Hdr},
-};
-
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-pub const VLAN_TAG_LEN: usize = 4;
-/// IP protocol numbers of an encapsulated IPv4 (RFC 2003) and IPv6 (RFC 2473, 4213) packet.
-const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_IPV6: u8 = 41;
-/// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
-const IP_MF: u16 = 0x2000;
-const IP_OFFSET: u16 = 0x1fff;
+use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
+use network_types::ip::Ipv6Hdr;
 
 /// A well-formed outer header announcing an IPv4 or IPv6 packet inside.
 pub struct Tunnel {
@@ -42,31 +29,9 @@ pub struct Tunnel {
     pub fragment: bool,
 }
 
-/// A bounds-checked pointer to a `T` at `offset` bytes into the frame. Every packet access
-/// goes through one: the verifier accepts a read or write only through the pointer whose bound
-/// it saw checked.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
-    let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
-        return Err(Reason::Truncated);
-    }
-    Ok((start + offset) as *mut T)
-}
-
 #[inline(always)]
 pub fn tunnel(ctx: &XdpContext) -> Result<Tunnel, Reason> {
-    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
-    // SAFETY: ptr_at checked the header lies inside the frame.
-    let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
-    let mut l2_len = EthHdr::LEN;
-    if ether_type == ETH_P_8021Q {
-        // One 802.1Q tag: TCI, then the real EtherType. A second tag (QinQ) is not IP to us.
-        let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
-        // SAFETY: ptr_at checked the two bytes lie inside the frame.
-        ether_type = u16::from_be_bytes(unsafe { *inner });
-        l2_len += VLAN_TAG_LEN;
-    }
+    let (ether_type, l2_len) = headers::ethernet(ctx)?;
     match ether_type {
         ETH_P_IP => ipv4(ctx, l2_len),
         ETH_P_IPV6 => ipv6(ctx, l2_len),
@@ -86,18 +51,8 @@ fn inner_ether_type(proto: u8) -> Result<u16, Reason> {
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Tunnel, Reason> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
-    // SAFETY: ptr_at checked the fixed header lies inside the frame.
-    let ip = unsafe { &*ip };
-    let header_len = usize::from(ip.vihl & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
-    if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
-        return Err(Reason::BadHeader);
-    }
-    // Also covers options: the header is part of the total length.
-    if offset + total_len > ctx.data_end() - ctx.data() {
-        return Err(Reason::Truncated);
-    }
+    let v4 = headers::ipv4(ctx, offset)?;
+    let (ip, header_len, total_len) = (v4.header, v4.header_len, v4.total_len);
     let inner_ether_type = inner_ether_type(ip.proto)?;
     let mut dst = DecapKey {
         family: FAMILY_IPV4,
@@ -110,22 +65,14 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Tunnel, Reason> {
         outer_len: header_len,
         payload_len: total_len - header_len,
         inner_ether_type,
-        fragment: u16::from_be_bytes(ip.frags) & (IP_MF | IP_OFFSET) != 0,
+        fragment: v4.fragment(),
     })
 }
 
 #[inline(always)]
 fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Tunnel, Reason> {
-    let ip: *const Ipv6Hdr = ptr_at(ctx, offset)?;
-    // SAFETY: ptr_at checked the fixed header lies inside the frame.
-    let ip = unsafe { &*ip };
-    if ip.vcf[0] >> 4 != 6 {
-        return Err(Reason::BadHeader);
-    }
-    let payload_len = usize::from(u16::from_be_bytes(ip.payload_len));
-    if offset + Ipv6Hdr::LEN + payload_len > ctx.data_end() - ctx.data() {
-        return Err(Reason::Truncated);
-    }
+    let (ip, ip_len) = headers::ipv6(ctx, offset)?;
+    let payload_len = ip_len - Ipv6Hdr::LEN;
     // Extension headers before the inner packet are not something xlb sends: not for us.
     let inner_ether_type = inner_ether_type(ip.next_hdr)?;
     Ok(Tunnel {

@@ -11,7 +11,9 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use crate::parse::{ETH_P_IP, Tunnel, VLAN_TAG_LEN, ptr_at};
+use lb_ebpf::headers::{ETH_P_IP, VLAN_TAG_LEN, ptr_at};
+
+use crate::parse::Tunnel;
 
 /// The destination and source MAC addresses.
 const MACS_LEN: usize = 12;

@@ -1,0 +1,110 @@
+//! Ethernet and IP header checks with the explicit bounds checks the verifier needs. Every
+//! packet access goes through [`ptr_at`]: the verifier accepts a read or write only through the
+//! pointer whose bound it saw checked.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::Reason;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const VLAN_TAG_LEN: usize = 4;
+/// IP protocol numbers of an IPv4 (RFC 2003) and an IPv6 (RFC 2473, 4213) packet inside IP.
+pub const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPV6: u8 = 41;
+/// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+
+/// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return Err(Reason::Truncated);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// The length of the frame.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+/// The EtherType after at most one 802.1Q tag, and the length of the Ethernet header with the
+/// tag (14 or 18). A second tag (QinQ) leaves 0x8100, which is not IP to us.
+#[inline(always)]
+pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).map_err(|_| Reason::NotIp)?;
+    // SAFETY: ptr_at checked the header lies inside the frame.
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    if ether_type != ETH_P_8021Q {
+        return Ok((ether_type, EthHdr::LEN));
+    }
+    let inner: *const [u8; 2] = ptr_at(ctx, EthHdr::LEN + 2)?;
+    // SAFETY: ptr_at checked the two bytes lie inside the frame.
+    Ok((
+        u16::from_be_bytes(unsafe { *inner }),
+        EthHdr::LEN + VLAN_TAG_LEN,
+    ))
+}
+
+/// A consistent IPv4 header at `offset` whose whole packet lies inside the frame.
+pub struct V4<'a> {
+    pub header: &'a Ipv4Hdr,
+    /// IHL in bytes: 20 to 60.
+    pub header_len: usize,
+    pub total_len: usize,
+}
+
+impl V4<'_> {
+    /// MF set or a non-zero offset: only the first fragment carries ports.
+    #[inline(always)]
+    pub fn fragment(&self) -> bool {
+        u16::from_be_bytes(self.header.frags) & (IP_MF | IP_OFFSET) != 0
+    }
+}
+
+#[inline(always)]
+pub fn ipv4(ctx: &XdpContext, offset: usize) -> Result<V4<'_>, Reason> {
+    let ip: *const Ipv4Hdr = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked the fixed header lies inside the frame, which outlives `ctx`'s
+    // borrow for this program run.
+    let header = unsafe { &*ip };
+    let header_len = usize::from(header.vihl & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes(header.tot_len));
+    if header.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
+        return Err(Reason::BadHeader);
+    }
+    // Covers options too: the header is part of the total length.
+    if offset + total_len > frame_len(ctx) {
+        return Err(Reason::Truncated);
+    }
+    Ok(V4 {
+        header,
+        header_len,
+        total_len,
+    })
+}
+
+/// An IPv6 fixed header at `offset` whose whole packet lies inside the frame, and the
+/// packet's length (40 + payload length).
+#[inline(always)]
+pub fn ipv6(ctx: &XdpContext, offset: usize) -> Result<(&Ipv6Hdr, usize), Reason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, offset)?;
+    // SAFETY: as in `ipv4`.
+    let header = unsafe { &*ip };
+    if header.vcf[0] >> 4 != 6 {
+        return Err(Reason::BadHeader);
+    }
+    let ip_len = Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(header.payload_len));
+    if offset + ip_len > frame_len(ctx) {
+        return Err(Reason::Truncated);
+    }
+    Ok((header, ip_len))
+}
