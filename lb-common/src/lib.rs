@@ -36,6 +36,8 @@ pub mod map_names {
     pub const VIP_STATS: &str = "XLB_VIP_STATS";
     /// Per-CPU packets and bytes per [`crate::Event`] (not exclusive, unlike reasons).
     pub const EVENTS: &str = "XLB_EVENTS";
+    /// One [`crate::service::VipFilter`] at index 0.
+    pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
     /// One [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// Decapsulation program: the host's own outer addresses, [`crate::decap::DecapKey`].

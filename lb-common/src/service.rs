@@ -19,6 +19,22 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
+/// A bitmap over destination addresses with a bit set for every VIP address (and, rarely,
+/// others that share its bit). A packet whose bit is clear is not for a VIP and costs no
+/// service lookup: most traffic of a host is not.
+pub type VipFilter = [u64; 64];
+/// Bits in [`VipFilter`].
+pub const VIP_FILTER_BITS: u32 = 64 * 64;
+
+/// The [`VipFilter`] bit of an address (network byte order, as in [`VipKey::addr`]).
+#[inline(always)]
+pub fn vip_filter_bit(addr: &[u8; 16]) -> u32 {
+    let word = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    // Fibonacci hashing: the top bits of the product depend on every input bit.
+    (word(0) ^ word(4) ^ word(8) ^ word(12)).wrapping_mul(0x9e37_79b1) >> (32 - 12)
+}
+const _: () = assert!(VIP_FILTER_BITS == 1 << 12);
+
 /// `Vip::flags`: hash on the source address only (stickiness) instead of the 5-tuple.
 pub const VIP_HASH_SOURCE_ONLY: u32 = 1 << 0;
 /// `Vip::flags`: forward in an IP tunnel (`ipip`) instead of rewriting MACs (`dsr`). The outer

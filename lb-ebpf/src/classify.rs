@@ -1,12 +1,27 @@
-//! Service lookup: is this packet addressed to a VIP? An exact (address, port, protocol) entry
-//! wins over the VIP's all-ports entry (port 0).
+//! Service lookup: is this packet addressed to a VIP? The address filter answers "no" for most
+//! packets without a hash lookup; then an exact (address, port, protocol) entry wins over the
+//! VIP's all-ports entry (port 0).
 
-use lb_common::{Vip, VipKey};
+use lb_common::{Vip, VipKey, service::vip_filter_bit};
 
-use crate::{XLB_VIPS, parse::Packet};
+use crate::{XLB_VIP_FILTER, XLB_VIPS, parse::Packet};
+
+#[inline(always)]
+fn may_be_vip(addr: &[u8; 16]) -> bool {
+    let bit = vip_filter_bit(addr);
+    match XLB_VIP_FILTER.get_ptr(0) {
+        // SAFETY: the pointer from a map lookup is valid for this program run; the word index
+        // is below 64 (a 12-bit value shifted right by 6).
+        Some(filter) => unsafe { (*filter)[(bit >> 6) as usize & 63] & (1 << (bit & 63)) != 0 },
+        None => true,
+    }
+}
 
 #[inline(always)]
 pub fn vip(packet: &Packet) -> Option<Vip> {
+    if !may_be_vip(&packet.flow.dst) {
+        return None;
+    }
     let mut key = VipKey {
         addr: packet.flow.dst,
         port: packet.flow.dport,

@@ -21,7 +21,7 @@ use lb_common::{
     config::CONFIG_DEBUG_LOG,
     service::{
         DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
-        VIP_FORWARD_IPIP,
+        VIP_FORWARD_IPIP, VipFilter,
     },
 };
 
@@ -54,6 +54,8 @@ static XLB_VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
 static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
 static XLB_CONFIG: Array<Config, 1> = Array::new();
+#[btf_map]
+static XLB_VIP_FILTER: Array<VipFilter, 1> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {

@@ -10,7 +10,7 @@ use aya::{
 };
 use lb_common::{
     Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
-    service::{MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
+    service::{MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY, VipFilter, vip_filter_bit},
 };
 
 fn array<'a, V: aya::Pod>(
@@ -89,8 +89,18 @@ pub fn write_tables(ebpf: &mut Ebpf, tables: &[(u32, &[u32])]) -> anyhow::Result
 }
 
 /// Creates or replaces the VIP `key`. Replacing is atomic for packets: this is how a table
-/// flip (a new `Vip::active`) takes effect.
+/// flip (a new `Vip::active`) takes effect. The address's filter bit is set first, so no packet
+/// for a new VIP is turned away by the filter.
 pub fn set_vip(ebpf: &mut Ebpf, key: &VipKey, vip: &Vip) -> anyhow::Result<()> {
+    let mut filters = array::<VipFilter>(ebpf, map_names::VIP_FILTER)?;
+    let mut filter = filters
+        .get(&0, 0)
+        .context("reading the VIP address filter")?;
+    let bit = vip_filter_bit(&key.addr);
+    filter[(bit / 64) as usize] |= 1 << (bit % 64);
+    filters
+        .set(0, &filter, 0)
+        .context("writing the VIP address filter")?;
     let map = ebpf
         .map_mut(map_names::VIPS)
         .with_context(|| format!("the XDP object has no map named {}", map_names::VIPS))?;

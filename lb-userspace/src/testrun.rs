@@ -3,7 +3,7 @@
 //! (later) `xlb plan`.
 
 use anyhow::Context as _;
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{TestRun as _, TestRunOptions, TestRunResult, Xdp};
 
 /// Room for the program to grow a packet (encapsulation) beyond its input size.
 const OUTPUT_HEADROOM: usize = 256;
@@ -16,16 +16,27 @@ pub struct Outcome {
     pub output: Vec<u8>,
 }
 
+/// One BPF_PROG_TEST_RUN call of `repeat` repetitions, its output written to `output`.
+fn test_run(
+    program: &Xdp,
+    packet: &[u8],
+    repeat: u32,
+    output: &mut [u8],
+) -> anyhow::Result<TestRunResult> {
+    program
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(output),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN failed")
+}
+
 /// Runs `packet` through `program` once and returns what it did.
 pub fn run(program: &Xdp, packet: &[u8]) -> anyhow::Result<Outcome> {
     let mut output = vec![0u8; packet.len() + OUTPUT_HEADROOM];
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut output),
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN failed")?;
+    let result = test_run(program, packet, 1, &mut output)?;
     output.truncate(result.data_size_out as usize);
     Ok(Outcome {
         code: result.return_value,
@@ -36,38 +47,27 @@ pub fn run(program: &Xdp, packet: &[u8]) -> anyhow::Result<Outcome> {
 /// Mean kernel-measured nanoseconds per packet over `repeat` runs of `packet` in one call.
 ///
 /// The kernel does not reset the packet between repetitions: from the second on, the program
-/// sees its own output. Use this only for packets the program leaves unchanged, or with
-/// `repeat = 1` in a loop.
+/// sees its own output. Use this only for packets the program leaves unchanged or whose output
+/// takes the same path again; see [`ns_per_fresh_packet`] otherwise.
 pub fn ns_per_packet(program: &Xdp, packet: &[u8], repeat: u32) -> anyhow::Result<f64> {
     let mut output = vec![0u8; packet.len() + OUTPUT_HEADROOM];
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut output),
-            repeat,
-            ..TestRunOptions::new()
-        })
-        .context("BPF_PROG_TEST_RUN (repeat) failed")?;
     // The kernel reports the mean duration per repetition.
-    Ok(result.duration.as_nanos() as f64)
+    Ok(test_run(program, packet, repeat, &mut output)?
+        .duration
+        .as_nanos() as f64)
 }
 
 /// Mean kernel-measured nanoseconds per packet over `calls` separate runs of `packet`, each
 /// starting from the original bytes: for paths that change the packet (encapsulation). Each
-/// run's duration is a whole number of nanoseconds; compare only with a baseline program
-/// measured the same way.
+/// run's duration is a whole number of nanoseconds and includes per-call set-up; compare only
+/// with a baseline program measured the same way.
 pub fn ns_per_fresh_packet(program: &Xdp, packet: &[u8], calls: u32) -> anyhow::Result<f64> {
     let mut output = vec![0u8; packet.len() + OUTPUT_HEADROOM];
     let mut total = 0u128;
     for _ in 0..calls {
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut output),
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN failed")?;
-        total += result.duration.as_nanos();
+        total += test_run(program, packet, 1, &mut output)?
+            .duration
+            .as_nanos();
     }
     Ok(total as f64 / f64::from(calls.max(1)))
 }

@@ -67,16 +67,7 @@ pub fn table(ids: &[u32], size: u32) -> Vec<u32> {
 /// The program loaded with `BACKENDS` active backends and `vips` pointing at table A.
 pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
     let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME).expect("load xlb");
-    let ids: Vec<u32> = (0..BACKENDS).collect();
-    for &id in &ids {
-        let backend = Backend {
-            mac: backend_mac(id),
-            family: FAMILY_IPV4,
-            flags: BACKEND_ACTIVE,
-            ..Backend::default()
-        };
-        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
-    }
+    let ids = add_backends(&mut ebpf, BACKENDS);
     steering::write_table(&mut ebpf, TABLE_A, &table(&ids, size)).expect("table");
     let mut last = Vip::default();
     for &(key, flags) in vips {
@@ -106,16 +97,7 @@ pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
     ];
     let mut ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &capacities)
         .expect("load xlb with large maps");
-    let ids: Vec<u32> = (0..backends).collect();
-    for &id in &ids {
-        let backend = Backend {
-            mac: backend_mac(id),
-            family: FAMILY_IPV4,
-            flags: BACKEND_ACTIVE,
-            ..Backend::default()
-        };
-        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
-    }
+    let ids = add_backends(&mut ebpf, backends);
     // Every VIP has the same backends, so the same table; each still gets its own copy.
     let shared = table(&ids, size);
     let copies: Vec<(u32, &[u32])> = (0..vips).map(|i| (i * size, shared.as_slice())).collect();
@@ -132,4 +114,19 @@ pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
         steering::set_vip(&mut ebpf, &vip_key(&addr, 80, 6), &vip).expect("vip");
     }
     ebpf
+}
+
+/// Backends `0..count`, active, with [`backend_mac`] MACs; returns their ids.
+fn add_backends(ebpf: &mut Ebpf, count: u32) -> Vec<u32> {
+    let ids: Vec<u32> = (0..count).collect();
+    for &id in &ids {
+        let backend = Backend {
+            mac: backend_mac(id),
+            family: FAMILY_IPV4,
+            flags: BACKEND_ACTIVE,
+            ..Backend::default()
+        };
+        steering::set_backend(ebpf, id, &backend).expect("backend");
+    }
+    ids
 }

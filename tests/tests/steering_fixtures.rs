@@ -288,3 +288,32 @@ fn debug_log_switches_at_run_time() {
     assert!(on[0].contains("backend"), "{on:?}");
     assert!(logged_with(&mut ebpf, 0).is_empty(), "switched off again");
 }
+
+/// Test that the VIP address filter is consulted: a VIP written into the service map without
+/// its filter bit is not steered, and steering starts once `set_vip` sets the bit.
+#[test]
+fn vip_filter_gates_the_service_lookup() {
+    require_privileges!();
+    let (mut ebpf, vip) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let key = vip_key("198.18.1.11", 80, 6);
+    let bit = lb_common::service::vip_filter_bit(&key.addr);
+    assert_ne!(
+        bit,
+        lb_common::service::vip_filter_bit(&vip_key("198.18.1.10", 80, 6).addr)
+    );
+    {
+        let map = ebpf.map_mut(map_names::VIPS).expect("VIP map");
+        let mut vips: aya::maps::HashMap<&mut MapData, lb_common::VipKey, Vip> =
+            aya::maps::HashMap::try_from(map).expect("type");
+        vips.insert(&key, &vip, 0)
+            .expect("insert behind set_vip's back");
+    }
+    let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.11", 40000, 80));
+    assert_eq!(
+        run(&mut ebpf, &syn).0,
+        Some(Verdict::Pass),
+        "filter bit clear"
+    );
+    steering::set_vip(&mut ebpf, &key, &vip).expect("set_vip");
+    assert_eq!(run(&mut ebpf, &syn).0, Some(Verdict::Tx), "filter bit set");
+}
