@@ -317,3 +317,113 @@ fn vip_filter_gates_the_service_lookup() {
     steering::set_vip(&mut ebpf, &key, &vip).expect("set_vip");
     assert_eq!(run(&mut ebpf, &syn).0, Some(Verdict::Tx), "filter bit set");
 }
+
+/// Test that UDP to a UDP VIP and a TCP SYN whose IPv4 header carries options are steered to
+/// the predicted backend with exactly the MACs rewritten (ports are read after the options).
+#[test]
+fn udp_and_ipv4_options_are_steered_exactly() {
+    require_privileges!();
+    let (mut ebpf, vip) = load(
+        &[
+            (vip_key("198.18.1.10", 53, 17), 0),
+            (vip_key("198.18.1.10", 80, 6), 0),
+        ],
+        13,
+    );
+    let maglev = table(&[0, 1, 2], 13);
+    let dns = Flow::new("198.18.0.1", "198.18.1.10", 40000, 53);
+    let udp = packets::udp(&dns, b"query");
+    let id = maglev[steering::slot(&vip, &flow_key(&dns, 17)) as usize];
+    assert_eq!(
+        run(&mut ebpf, &udp),
+        (Some(Verdict::Tx), dsr_output(&udp, id)),
+        "udp"
+    );
+    for sport in 40000..40016 {
+        let web = Flow::new("198.18.0.1", "198.18.1.10", sport, 80);
+        let syn = packets::ipv4_tcp_syn_with_options(&web, &[1, 1, 1, 0, 1, 1, 1, 0]);
+        let id = maglev[steering::slot(&vip, &flow_key(&web, 6)) as usize];
+        assert_eq!(
+            run(&mut ebpf, &syn),
+            (Some(Verdict::Tx), dsr_output(&syn, id)),
+            "port {sport}"
+        );
+    }
+}
+
+/// Test that malformed packets addressed to a VIP are never forwarded: every truncation of a
+/// SYN, bad IHL, bad total lengths and fragments get their drop or pass verdict and reason,
+/// and nothing is counted as forwarded.
+#[test]
+fn malformed_packets_to_a_vip_are_never_forwarded() {
+    require_privileges!();
+    let (mut ebpf, _) = load(
+        &[
+            (vip_key("198.18.1.10", 0, 6), 0),
+            (vip_key("2001:db8:1::10", 0, 6), 0),
+        ],
+        13,
+    );
+    let mut expect = |packet: Vec<u8>, verdict: Verdict, what: &str| {
+        assert_eq!(run(&mut ebpf, &packet).0, Some(verdict), "{what}");
+    };
+    for whole in [
+        packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80)),
+        packets::tcp_syn(&Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 80)),
+        packets::tagged_tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80), 7),
+    ] {
+        for len in packets::ETH_LEN..whole.len() {
+            expect(
+                whole[..len].to_vec(),
+                Verdict::Drop,
+                &format!("cut to {len} of {}", whole.len()),
+            );
+        }
+    }
+    let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80));
+    let edited = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut packet = syn.clone();
+        edit(&mut packet);
+        packet
+    };
+    expect(
+        edited(&|p| packets::set_ipv4_ihl(p, 4)),
+        Verdict::Drop,
+        "ihl 4",
+    );
+    expect(
+        edited(&|p| packets::set_ipv4_ihl(p, 15)),
+        Verdict::Drop,
+        "ihl 15",
+    );
+    expect(
+        edited(&|p| packets::set_ipv4_total_len(p, 19)),
+        Verdict::Drop,
+        "total length 19",
+    );
+    expect(
+        edited(&|p| packets::set_ipv4_total_len(p, 1400)),
+        Verdict::Drop,
+        "total length 1400",
+    );
+    expect(
+        edited(&|p| packets::set_ipv4_frag(p, 0x2000)),
+        Verdict::Pass,
+        "first fragment",
+    );
+    expect(
+        edited(&|p| packets::set_ipv4_frag(p, 0x0010)),
+        Verdict::Pass,
+        "later fragment",
+    );
+    let mut v6 = packets::udp(&Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 80), b"x");
+    packets::add_ipv6_fragment_header(&mut v6);
+    expect(v6, Verdict::Pass, "ipv6 fragment");
+    let totals = Totals::read(&ebpf).unwrap();
+    assert_eq!(
+        totals.reason(Reason::ForwardedDsr),
+        Counter::default(),
+        "nothing forwarded"
+    );
+    assert_eq!(totals.reason(Reason::Fragment).packets, 3);
+}
