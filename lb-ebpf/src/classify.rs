@@ -1,13 +1,14 @@
-//! Service lookup: is this packet addressed to a VIP? The address filter answers "no" for most
-//! packets without a hash lookup; then an exact (address, port, protocol) entry wins over the
-//! VIP's all-ports entry (port 0).
+//! Service lookup: is this packet addressed to a VIP? The address filter (checked by the parser
+//! as soon as the destination is known) answers "no" for most packets; then an exact (address,
+//! port, protocol) entry wins over the VIP's all-ports entry (port 0).
 
 use lb_common::{Vip, VipKey, service::vip_filter_bit};
 
 use crate::{XLB_VIP_FILTER, XLB_VIPS, parse::Packet};
 
+/// Whether `addr` may be a VIP address; false means certainly not.
 #[inline(always)]
-fn may_be_vip(addr: &[u8; 16]) -> bool {
+pub fn may_be_vip(addr: &[u8; 16]) -> bool {
     let bit = vip_filter_bit(addr);
     match XLB_VIP_FILTER.get_ptr(0) {
         // SAFETY: the pointer from a map lookup is valid for this program run; the word index
@@ -19,9 +20,6 @@ fn may_be_vip(addr: &[u8; 16]) -> bool {
 
 #[inline(always)]
 pub fn vip(packet: &Packet) -> Option<Vip> {
-    if !may_be_vip(&packet.flow.dst) {
-        return None;
-    }
     let mut key = VipKey {
         addr: packet.flow.dst,
         port: packet.flow.dport,

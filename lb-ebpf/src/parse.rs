@@ -3,6 +3,7 @@
 //! with the explicit bounds checks the verifier needs. A packet either parses into a
 //! [`Packet`] or stops with a reason.
 
+use crate::classify;
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FlowKey, Reason, service::FAMILY_IPV4, service::FAMILY_IPV6};
 use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, ptr_at};
@@ -75,6 +76,10 @@ fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
     };
     packet.flow.src[..4].copy_from_slice(&ip.src_addr);
     packet.flow.dst[..4].copy_from_slice(&ip.dst_addr);
+    // Most packets are for the host, not a VIP: stop before the transport header for them.
+    if !classify::may_be_vip(&packet.flow.dst) {
+        return Err(Reason::NotVip);
+    }
     let l4 = l2_len + header_len;
     if ip.proto == IPPROTO_ICMP {
         // An ICMP message we cannot read as an error about a flow is the host's business.
@@ -103,6 +108,9 @@ fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
         ip_len,
         tos: 0,
     };
+    if !classify::may_be_vip(&packet.flow.dst) {
+        return Err(Reason::NotVip);
+    }
     let l4 = l2_len + Ipv6Hdr::LEN;
     if ip.next_hdr == IPPROTO_ICMPV6 {
         // As for ICMPv4: neighbour discovery and the rest belong to the host.

@@ -61,6 +61,11 @@ pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
     let mut lab = Lab::new("demo")?;
     let client = lab.netns("client")?;
     let lb = lab.netns("lb")?;
+    // Only the demo's datagrams should reach xlb: no IPv6 neighbour or router chatter.
+    for ns in [&client, &lb] {
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+    }
     lab.veth((&client, "eth0"), (&lb, "eth0"))?;
     lab.addr(&client, "eth0", &format!("{CLIENT_ADDR}/24"))?;
     lab.addr(&lb, "eth0", &format!("{LB_ADDR}/24"))?;
