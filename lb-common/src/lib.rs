@@ -8,6 +8,7 @@ pub mod config;
 pub mod counters;
 pub mod decap;
 pub mod flow;
+pub mod meta;
 pub mod service;
 
 pub use config::Config;
@@ -42,6 +43,24 @@ pub mod map_names {
     pub const CONFIG: &str = "XLB_CONFIG";
     /// Decapsulation program: the host's own outer addresses, [`crate::decap::DecapKey`].
     pub const DECAP_ADDRS: &str = "XLB_DECAP_ADDRS";
+
+    /// Every map of the `xlb` program, as pinned under the pin directory.
+    pub const XLB: [&str; 12] = [
+        VERDICTS,
+        REASONS,
+        VIPS,
+        BACKENDS,
+        MAGLEV,
+        FLOWS,
+        BACKEND_STATS,
+        VIP_STATS,
+        EVENTS,
+        CONFIG,
+        VIP_FILTER,
+        META,
+    ];
+    /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.
+    pub const META: &str = "XLB_META";
 }
 
 /// Name of the XDP entry point in the object.

@@ -19,6 +19,7 @@ use lb_common::{
     Backend, BackendCounter, Config, Counter, Event, FlowEntry, FlowKey, Reason, Verdict, Vip,
     VipKey,
     config::CONFIG_DEBUG_LOG,
+    meta::Meta,
     service::{
         DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
         VIP_FORWARD_IPIP, VipFilter,
@@ -56,6 +57,9 @@ static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray
 static XLB_CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 static XLB_VIP_FILTER: Array<VipFilter, 1> = Array::new();
+/// Written and read only by the control plane; here so it lives and is pinned with the program.
+#[btf_map]
+static XLB_META: Array<Meta, 1> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {

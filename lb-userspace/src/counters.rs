@@ -1,10 +1,9 @@
 //! Reading the per-CPU verdict and reason counters, summed over CPUs.
 
 use anyhow::Context as _;
-use aya::{
-    Ebpf,
-    maps::{MapData, PerCpuArray},
-};
+use aya::maps::{MapData, PerCpuArray};
+
+use crate::maps::Maps;
 use lb_common::{Counter, Event, Reason, Verdict, map_names};
 
 /// Counters summed over every CPU, one entry per verdict, reason and event.
@@ -16,7 +15,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub fn read(ebpf: &Ebpf) -> anyhow::Result<Totals> {
+    pub fn read(ebpf: &(impl Maps + ?Sized)) -> anyhow::Result<Totals> {
         let verdicts = sum_slots(ebpf, map_names::VERDICTS, &Verdict::ALL, |v| *v as u32)?;
         let reasons = sum_slots(ebpf, map_names::REASONS, &Reason::ALL, |r| *r as u32)?;
         let events = sum_slots(ebpf, map_names::EVENTS, &Event::ALL, |e| *e as u32)?;
@@ -68,14 +67,12 @@ fn lookup<K: PartialEq>(entries: &[(K, Counter)], key: &K) -> Counter {
 }
 
 fn sum_slots<K: Copy>(
-    ebpf: &Ebpf,
+    ebpf: &(impl Maps + ?Sized),
     name: &str,
     keys: &[K],
     index: impl Fn(&K) -> u32,
 ) -> anyhow::Result<Vec<(K, Counter)>> {
-    let map = ebpf
-        .map(name)
-        .with_context(|| format!("the XDP object has no map named {name}"))?;
+    let map = ebpf.map(name)?;
     let array: PerCpuArray<&MapData, Counter> =
         PerCpuArray::try_from(map).with_context(|| format!("map {name} is not a per-CPU array"))?;
     keys.iter()

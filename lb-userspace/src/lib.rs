@@ -5,6 +5,7 @@ pub mod attach;
 pub mod counters;
 pub mod decap;
 pub mod maglev;
+pub mod maps;
 pub mod object;
 pub mod run;
 pub mod steering;

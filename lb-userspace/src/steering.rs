@@ -3,28 +3,20 @@
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
+use crate::maps::{Maps, array};
 use anyhow::{Context as _, bail, ensure};
-use aya::{
-    Ebpf,
-    maps::{Array, HashMap, Map, MapData},
-};
+use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
     Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
     service::{MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY, VipFilter, vip_filter_bit},
 };
 
-fn array<'a, V: aya::Pod>(
-    ebpf: &'a mut Ebpf,
-    name: &str,
-) -> anyhow::Result<Array<&'a mut MapData, V>> {
-    let map = ebpf
-        .map_mut(name)
-        .with_context(|| format!("the XDP object has no map named {name}"))?;
-    Array::try_from(map).with_context(|| format!("map {name} is not an array of the expected type"))
-}
-
 /// Stores backend `id`.
-pub fn set_backend(ebpf: &mut Ebpf, id: u32, backend: &Backend) -> anyhow::Result<()> {
+pub fn set_backend(
+    ebpf: &mut (impl Maps + ?Sized),
+    id: u32,
+    backend: &Backend,
+) -> anyhow::Result<()> {
     array(ebpf, map_names::BACKENDS)?
         .set(id, backend, 0)
         .with_context(|| format!("writing backend {id}"))
@@ -36,15 +28,22 @@ pub fn set_backend(ebpf: &mut Ebpf, id: u32, backend: &Backend) -> anyhow::Resul
 /// array in memory), so a 65,537-slot table is one copy rather
 /// than 65,537 system calls. Write only a copy no live VIP points at: packets read the map
 /// while it is written.
-pub fn write_table(ebpf: &mut Ebpf, base: u32, table: &[u32]) -> anyhow::Result<()> {
+pub fn write_table(
+    ebpf: &mut (impl Maps + ?Sized),
+    base: u32,
+    table: &[u32],
+) -> anyhow::Result<()> {
     write_tables(ebpf, &[(base, table)])
 }
 
 /// Writes several tables, each at its starting slot, with one mapping of the slot map.
-pub fn write_tables(ebpf: &mut Ebpf, tables: &[(u32, &[u32])]) -> anyhow::Result<()> {
+pub fn write_tables(
+    ebpf: &mut (impl Maps + ?Sized),
+    tables: &[(u32, &[u32])],
+) -> anyhow::Result<()> {
     let name = map_names::MAGLEV;
-    let Some(Map::Array(data)) = ebpf.map(name) else {
-        bail!("the XDP object has no array map named {name}");
+    let Map::Array(data) = ebpf.map(name)? else {
+        bail!("map {name} is not an array");
     };
     let chunks = data
         .info()
@@ -91,7 +90,7 @@ pub fn write_tables(ebpf: &mut Ebpf, tables: &[(u32, &[u32])]) -> anyhow::Result
 /// Creates or replaces the VIP `key`. Replacing is atomic for packets: this is how a table
 /// flip (a new `Vip::active`) takes effect. The address's filter bit is set first, so no packet
 /// for a new VIP is turned away by the filter.
-pub fn set_vip(ebpf: &mut Ebpf, key: &VipKey, vip: &Vip) -> anyhow::Result<()> {
+pub fn set_vip(ebpf: &mut (impl Maps + ?Sized), key: &VipKey, vip: &Vip) -> anyhow::Result<()> {
     let mut filters = array::<VipFilter>(ebpf, map_names::VIP_FILTER)?;
     let mut filter = filters
         .get(&0, 0)
@@ -101,9 +100,7 @@ pub fn set_vip(ebpf: &mut Ebpf, key: &VipKey, vip: &Vip) -> anyhow::Result<()> {
     filters
         .set(0, &filter, 0)
         .context("writing the VIP address filter")?;
-    let map = ebpf
-        .map_mut(map_names::VIPS)
-        .with_context(|| format!("the XDP object has no map named {}", map_names::VIPS))?;
+    let map = ebpf.map_mut(map_names::VIPS)?;
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
     vips.insert(key, vip, 0).context("writing the VIP")
@@ -115,7 +112,7 @@ pub fn slot(vip: &Vip, flow: &FlowKey) -> u32 {
 }
 
 /// Replaces the program's run-time settings (tunnel sources, MTU, debug logging).
-pub fn set_config(ebpf: &mut Ebpf, config: &Config) -> anyhow::Result<()> {
+pub fn set_config(ebpf: &mut (impl Maps + ?Sized), config: &Config) -> anyhow::Result<()> {
     array(ebpf, map_names::CONFIG)?
         .set(0, config, 0)
         .context("writing the config map")

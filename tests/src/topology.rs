@@ -1,18 +1,25 @@
 //! A load-balancer topology on a [`Lab`]: a client, the xlb program attached in native XDP mode
 //! on a load-balancer namespace, and N backends that hold the VIPs on their loopback and answer
-//! the client directly (`dsr`), all joined by a bridge; plus real TCP servers on the backends
-//! and a client that asks a VIP which backend served it.
+//! the client directly, all joined by a bridge; plus real TCP servers on the backends and a
+//! client that asks a VIP which backend served it, or uploads a body and hears how much
+//! arrived.
+//!
+//! The VIPs forward in `dsr` mode (the frame is re-addressed to the backend's MAC) or, with
+//! [`Forwarding::IpipV4`] / [`Forwarding::IpipV6`], in `ipip` mode: the client's packet goes
+//! to the backend inside an outer IPv4 or IPv6 header from the lb's address, and the backend's
+//! `xlb_decap` XDP program strips it (this kernel has no ipip or ip6tnl devices).
 //!
 //! ```text
 //!   client (eth0: .1, ::1) ──┐
 //!   lb     (eth0: .2, ::2) ──┼── br0 in sw ── XDP bare_pass on p-lb, so XDP_TX is delivered
-//!   b{i}   (eth0: .10+i)   ──┘   (every b{i} holds the VIPs on lo and replies to the client)
+//!   b{i}   (eth0: .10+i)   ──┘   (every b{i} holds the VIPs on lo and replies to the client;
+//!                                 with ipip, xlb_decap on its eth0)
 //! ```
 
 use std::{
     io::{Read as _, Write as _},
     mem,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     process::Command,
     sync::{
@@ -20,7 +27,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
@@ -29,10 +36,10 @@ use aya::{
     maps::{MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendCounter, PROGRAM_NAME, Vip, VipKey, map_names,
-    service::{BACKEND_ACTIVE, FAMILY_IPV4},
+    Backend, BackendCounter, Config, DECAP_PROGRAM_NAME, PROGRAM_NAME, Vip, VipKey, map_names,
+    service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
-use lb_userspace::{args::XdpModeArg, attach, maglev, object, steering};
+use lb_userspace::{args::XdpModeArg, attach, decap, maglev, object, steering};
 
 use crate::{
     netns::{Lab, Netns},
@@ -48,6 +55,21 @@ pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
 /// The TCP port of both VIPs, where every backend's server listens.
 pub const VIP_PORT: u16 = 80;
+/// The TCP port of the upload VIPs (same addresses, same backends): every backend's server
+/// there reads the whole request and answers with its name and the number of bytes read.
+pub const UPLOAD_PORT: u16 = 81;
+/// MTU of the client's link: an ordinary Ethernet host.
+pub const CLIENT_MTU: u32 = 1500;
+/// MTU of every link between the lb and the backends in `ipip` mode (the lb's eth0, the
+/// bridge ports other than the client's, the backends' eth0), and xlb's `Config::mtu`.
+///
+/// A full-size packet from the client is 1500 bytes and 1520 (IPv4 outer) or 1540 (IPv6
+/// outer) once tunnelled. Like a real data centre fabric behind an L4 balancer, the path from
+/// the lb to the backends therefore carries a larger MTU than the clients', and xlb is told
+/// that MTU, so it never has to drop a client's packet as `encap_too_big` (xlb sends no ICMP
+/// for those: a client would see a black hole, not a smaller path MTU). Leaving
+/// `Config::mtu` at 1500 would drop every full-size segment.
+pub const FABRIC_MTU: u32 = 1600;
 const TCP: u8 = 6;
 /// Where the VIPs' live tables start in the Maglev slot map (the second copy of each, unused
 /// here, would start 100,000 slots later as in [`crate::steering`]).
@@ -58,6 +80,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a server thread looks at its stop flag while no client connects.
 const ACCEPT_POLL_MS: i32 = 50;
+/// How long either side of an upload waits for the other before giving up.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the VIPs reach their backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Forwarding {
+    /// `dsr`: the frame goes to the backend's MAC, the IP packet unchanged.
+    #[default]
+    Dsr,
+    /// `ipip` with IPv4 outer headers: backends are known by their IPv4 address (IPv4 in
+    /// IPv4 for the IPv4 VIP, IPv6 in IPv4 for the IPv6 VIP).
+    IpipV4,
+    /// `ipip` with IPv6 outer headers: backends are known by their IPv6 address (IPv6 in IPv6
+    /// for the IPv6 VIP, IPv4 in IPv6 for the IPv4 VIP).
+    IpipV6,
+}
+
+impl Forwarding {
+    pub fn is_ipip(self) -> bool {
+        self != Forwarding::Dsr
+    }
+}
 
 /// The shape of a topology.
 #[derive(Clone, Debug)]
@@ -68,15 +112,18 @@ pub struct Options {
     pub weights: Vec<u32>,
     /// Maglev table size of both VIPs: a prime of at most 100,000.
     pub table_size: u32,
+    /// How every VIP forwards.
+    pub forwarding: Forwarding,
 }
 
 impl Options {
-    /// `backends` backends of equal weight and the usual 65,537-slot table.
+    /// `backends` backends of equal weight, the usual 65,537-slot table and `dsr`.
     pub fn equal(backends: u32) -> Options {
         Options {
             backends,
             weights: Vec::new(),
             table_size: 65_537,
+            forwarding: Forwarding::Dsr,
         }
     }
 }
@@ -98,6 +145,7 @@ pub struct BackendHost {
 #[derive(Clone, Debug)]
 pub struct Service {
     pub addr: IpAddr,
+    pub port: u16,
     pub key: VipKey,
     pub vip: Vip,
     /// The live Maglev table: the backend id of every slot.
@@ -111,7 +159,7 @@ impl Service {
             src,
             dst: self.addr,
             sport,
-            dport: VIP_PORT,
+            dport: self.port,
         };
         self.table[steering::slot(&self.vip, &flow_key(&flow, TCP)) as usize]
     }
@@ -125,6 +173,9 @@ pub struct Topology {
     _servers: Servers,
     /// The xlb program attached to the lb's eth0, with its maps.
     pub ebpf: Ebpf,
+    /// With `ipip`: the `xlb_decap` program attached to each backend's eth0, indexed by
+    /// backend id (empty with `dsr`).
+    pub decap: Vec<Ebpf>,
     _bridge_pass: Ebpf,
     pub client: Netns,
     pub lb: Netns,
@@ -133,7 +184,23 @@ pub struct Topology {
     /// The IPv4 VIP 198.18.1.10:80 and the IPv6 VIP [2001:db8:1::10]:80 (TCP).
     pub v4: Service,
     pub v6: Service,
+    /// The upload VIPs: the same addresses on [`UPLOAD_PORT`].
+    pub upload_v4: Service,
+    pub upload_v6: Service,
+    pub forwarding: Forwarding,
     _lab: Lab,
+}
+
+/// What an upload through [`Topology::upload`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct Upload {
+    /// The backend that answered.
+    pub backend: u32,
+    /// How many bytes it says it read.
+    pub received: u64,
+    /// The client's path MTU towards the VIP while the body was being sent (the route's MTU
+    /// unless an ICMP "too big" lowered it).
+    pub path_mtu: u32,
 }
 
 impl Topology {
@@ -190,6 +257,23 @@ impl Topology {
             ports.push(port);
         }
         let port_refs: Vec<&str> = ports.iter().map(String::as_str).collect();
+        let forwarding = options.forwarding;
+        if forwarding.is_ipip() {
+            // Tunnelled frames (see FABRIC_MTU) leave the lb's eth0 by XDP_TX, which a veth
+            // drops silently when the frame exceeds its peer's (p-lb's) MTU; the bridge drops
+            // frames above the MTU of the port they leave by (p-b{i}); a veth drops frames
+            // above its peer's (the backend's eth0) MTU. Set before any XDP program is
+            // attached: veth caps the MTU of a link whose peer runs XDP. The client's link
+            // stays at CLIENT_MTU.
+            let mtu = FABRIC_MTU.to_string();
+            for port in port_refs.iter().filter(|&&port| port != "p-client") {
+                switch.ip(&["link", "set", port, "mtu", &mtu])?;
+            }
+            for (_, ns) in &hosts {
+                ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+            }
+            lb.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+        }
         lab.bridge(&switch, "br0", &port_refs)?;
         // Frames XDP forwards keep whatever checksum they arrived with: let every sender
         // compute full checksums instead of leaving them to an offload that never happens.
@@ -249,20 +333,54 @@ impl Topology {
             });
         }
 
+        // The backends strip tunnels before xlb sends any.
+        let mut decaps = Vec::new();
+        if forwarding.is_ipip() {
+            for host in &backends {
+                decaps.push(attach_decap(host)?);
+            }
+        }
+
         let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME)?;
         for host in &backends {
-            let (addr, _) = crate::steering::addr_bytes(IpAddr::V4(host.v4));
+            // dsr uses only the MAC; ipip addresses the outer header to the backend itself,
+            // which is also the next hop on this L2.
+            let addr = match forwarding {
+                Forwarding::Dsr | Forwarding::IpipV4 => IpAddr::V4(host.v4),
+                Forwarding::IpipV6 => IpAddr::V6(host.v6),
+            };
+            let (addr, family) = crate::steering::addr_bytes(addr);
             let backend = Backend {
                 addr,
                 mac: host.mac,
-                family: FAMILY_IPV4,
+                family,
                 flags: BACKEND_ACTIVE,
             };
             steering::set_backend(&mut ebpf, host.id, &backend)?;
         }
+        let flags = if forwarding.is_ipip() {
+            steering::set_config(
+                &mut ebpf,
+                &Config {
+                    flags: 0,
+                    mtu: FABRIC_MTU,
+                    ipip_src_v4: LB_V4.octets(),
+                    ipip_src_v6: LB_V6.octets(),
+                },
+            )?;
+            VIP_FORWARD_IPIP
+        } else {
+            0
+        };
         let table = maglev_table(&weights, options.table_size)?;
-        let v4 = service(&mut ebpf, IpAddr::V4(VIP_V4), 0, V4_TABLES, &table)?;
-        let v6 = service(&mut ebpf, IpAddr::V6(VIP_V6), 1, V6_TABLES, &table)?;
+        let mut vip = |addr: IpAddr, port, id, tables| {
+            service(&mut ebpf, addr, port, id, flags, tables, &table)
+        };
+        let v4 = vip(IpAddr::V4(VIP_V4), VIP_PORT, 0, V4_TABLES)?;
+        let v6 = vip(IpAddr::V6(VIP_V6), VIP_PORT, 1, V6_TABLES)?;
+        // Same backends, so the upload VIPs share the live tables of their address's VIP.
+        let upload_v4 = vip(IpAddr::V4(VIP_V4), UPLOAD_PORT, 2, V4_TABLES)?;
+        let upload_v6 = vip(IpAddr::V6(VIP_V6), UPLOAD_PORT, 3, V6_TABLES)?;
         let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
         lb.run(|| attach::attach(program, "eth0", XdpModeArg::Native))??;
 
@@ -278,6 +396,7 @@ impl Topology {
         Ok(Topology {
             _servers: servers,
             ebpf,
+            decap: decaps,
             _bridge_pass: bridge_pass,
             client,
             lb,
@@ -285,6 +404,9 @@ impl Topology {
             backends,
             v4,
             v6,
+            upload_v4,
+            upload_v6,
+            forwarding,
             _lab: lab,
         })
     }
@@ -320,6 +442,44 @@ impl Topology {
         let name = answer.trim();
         match self.backends.iter().find(|host| host.name == name) {
             Some(host) => Ok(host.id),
+            None => bail!("{local} -> {remote}: unexpected answer {answer:?}"),
+        }
+    }
+
+    /// Opens one TCP connection from the client to `vip`:[`UPLOAD_PORT`] from source port
+    /// `sport` (0: any), sends `body` bytes, closes its sending side and returns what the
+    /// backend answered.
+    pub fn upload(&self, vip: IpAddr, sport: u16, body: usize) -> anyhow::Result<Upload> {
+        let local = SocketAddr::new(Topology::client_addr(vip), sport);
+        let remote = SocketAddr::new(vip, UPLOAD_PORT);
+        let (answer, path_mtu) = self
+            .client
+            .run(|| -> std::io::Result<(String, u32)> {
+                let mut stream = connect_from(local, remote, CONNECT_TIMEOUT)?;
+                stream.set_write_timeout(Some(UPLOAD_TIMEOUT))?;
+                stream.set_read_timeout(Some(UPLOAD_TIMEOUT))?;
+                stream.write_all(&vec![b'x'; body])?;
+                // Read while the connection is established: a closed socket has no route.
+                let path_mtu = path_mtu(&stream)?;
+                stream.shutdown(Shutdown::Write)?;
+                let mut answer = String::new();
+                stream.take(64).read_to_string(&mut answer)?;
+                Ok((answer, path_mtu))
+            })?
+            .with_context(|| format!("uploading {body} bytes from {local} to {remote}"))?;
+        let (name, received) = answer
+            .trim()
+            .split_once(' ')
+            .with_context(|| format!("{local} -> {remote}: unexpected answer {answer:?}"))?;
+        let received = received
+            .parse()
+            .with_context(|| format!("{local} -> {remote}: unexpected answer {answer:?}"))?;
+        match self.backends.iter().find(|host| host.name == name) {
+            Some(host) => Ok(Upload {
+                backend: host.id,
+                received,
+                path_mtu,
+            }),
             None => bail!("{local} -> {remote}: unexpected answer {answer:?}"),
         }
     }
@@ -362,19 +522,21 @@ fn maglev_table(weights: &[u32], size: u32) -> anyhow::Result<Vec<u32>> {
     Ok(maglev::build(&backends, size)?)
 }
 
-/// Writes `table` at `tables[0]` and a TCP VIP on `addr`:80 pointing at it.
+/// Writes `table` at `tables[0]` and a TCP VIP on `addr`:`port` with `flags` pointing at it.
 fn service(
     ebpf: &mut Ebpf,
     addr: IpAddr,
+    port: u16,
     id: u32,
+    flags: u32,
     tables: [u32; 2],
     table: &[u32],
 ) -> anyhow::Result<Service> {
     steering::write_table(ebpf, tables[0], table)?;
-    let key = vip_key(&addr.to_string(), VIP_PORT, TCP);
+    let key = vip_key(&addr.to_string(), port, TCP);
     let vip = Vip {
         id,
-        flags: 0,
+        flags,
         table_size: table.len() as u32,
         active: 0,
         tables,
@@ -382,10 +544,24 @@ fn service(
     steering::set_vip(ebpf, &key, &vip)?;
     Ok(Service {
         addr,
+        port,
         key,
         vip,
         table: table.to_vec(),
     })
+}
+
+/// Loads `xlb_decap` for `host`'s own addresses and attaches it natively to its eth0 (from a
+/// thread inside its namespace); the returned object keeps it attached.
+fn attach_decap(host: &BackendHost) -> anyhow::Result<Ebpf> {
+    let mut ebpf = object::load(object::DECAP_OBJECT, DECAP_PROGRAM_NAME)?;
+    decap::accept(&mut ebpf, IpAddr::V4(host.v4))?;
+    decap::accept(&mut ebpf, IpAddr::V6(host.v6))?;
+    let program = object::xdp_program(&mut ebpf, DECAP_PROGRAM_NAME)?;
+    host.ns
+        .run(|| attach::attach(program, "eth0", XdpModeArg::Native))?
+        .with_context(|| format!("attaching {DECAP_PROGRAM_NAME} in {}", host.ns.name))?;
+    Ok(ebpf)
 }
 
 fn tx_checksum_off(ns: &Netns, dev: &str) -> anyhow::Result<()> {
@@ -436,19 +612,27 @@ struct Servers {
 }
 
 impl Servers {
-    /// Listens on [::]:80 (both families) in `host`'s namespace and answers every connection
-    /// with the host's name.
+    /// Listens on [::]:80 and [::]:81 (both families) in `host`'s namespace: answers every
+    /// connection to port 80 with the host's name, and every connection to port 81, once the
+    /// client has sent all it will, with the host's name and the number of bytes it read.
     fn start(&mut self, host: &BackendHost) -> anyhow::Result<()> {
-        let listener = host
-            .ns
-            .run(|| TcpListener::bind((Ipv6Addr::UNSPECIFIED, VIP_PORT)))?
-            .with_context(|| format!("listening on [::]:{VIP_PORT} in {}", host.ns.name))?;
-        // Non-blocking, so a connection reset between poll and accept cannot block the thread.
-        listener.set_nonblocking(true)?;
-        let reply = format!("{}\n", host.name);
+        let listen = |port: u16| -> anyhow::Result<TcpListener> {
+            let listener = host
+                .ns
+                .run(|| TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)))?
+                .with_context(|| format!("listening on [::]:{port} in {}", host.ns.name))?;
+            // Non-blocking, so a connection reset between poll and accept cannot block the
+            // thread.
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        };
+        let name_listener = listen(VIP_PORT)?;
+        let upload_listener = listen(UPLOAD_PORT)?;
+        let name = host.name.clone();
         let stop = Arc::clone(&self.stop);
-        self.threads
-            .push(std::thread::spawn(move || serve(&listener, &reply, &stop)));
+        self.threads.push(std::thread::spawn(move || {
+            serve(&name_listener, &upload_listener, &name, &stop)
+        }));
         Ok(())
     }
 }
@@ -462,24 +646,75 @@ impl Drop for Servers {
     }
 }
 
-fn serve(listener: &TcpListener, reply: &str, stop: &AtomicBool) {
+fn serve(names: &TcpListener, uploads: &TcpListener, name: &str, stop: &AtomicBool) {
+    let reply = format!("{name}\n");
     while !stop.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd {
+        let mut polls = [names, uploads].map(|listener| libc::pollfd {
             fd: listener.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
-        };
-        // SAFETY: one valid pollfd for a socket this function borrows.
-        if unsafe { libc::poll(&mut poll, 1, ACCEPT_POLL_MS) } <= 0 {
+        });
+        // SAFETY: two valid pollfds for sockets this function borrows.
+        if unsafe { libc::poll(polls.as_mut_ptr(), 2, ACCEPT_POLL_MS) } <= 0 {
             continue;
         }
-        while let Ok((mut stream, _)) = listener.accept() {
+        while let Ok((mut stream, _)) = names.accept() {
             // A client that stops reading must not hold up the others.
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
             let _ = stream.write_all(reply.as_bytes());
         }
+        while let Ok((stream, _)) = uploads.accept() {
+            count_upload(stream, name);
+        }
     }
+}
+
+/// Reads until the client closes its sending side, then answers `name count`. Bounded by
+/// UPLOAD_TIMEOUT, so a client that stalls holds up the other connections only that long.
+fn count_upload(mut stream: TcpStream, name: &str) {
+    let deadline = Instant::now() + UPLOAD_TIMEOUT;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(UPLOAD_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut received = 0u64;
+    loop {
+        if Instant::now() >= deadline {
+            return;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            // Timed out or reset: no answer, the client reports the failure.
+            Err(_) => return,
+        }
+    }
+    let _ = stream.write_all(format!("{name} {received}\n").as_bytes());
+}
+
+/// The path MTU the kernel holds for a connected socket's destination (IP_MTU / IPV6_MTU).
+fn path_mtu(stream: &TcpStream) -> std::io::Result<u32> {
+    let (level, option) = if stream.peer_addr()?.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut size = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: mtu and size point to a c_int and its size.
+    let got = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            level,
+            option,
+            (&raw mut mtu).cast(),
+            &mut size,
+        )
+    };
+    check(got)?;
+    Ok(mtu as u32)
 }
 
 /// A TCP connection from `local` (bound before connecting, so the caller picks the source
