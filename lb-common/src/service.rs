@@ -6,7 +6,7 @@ pub const FAMILY_IPV6: u8 = 6;
 
 /// Key of the service map: one VIP is an address, a port and a protocol.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VipKey {
     /// Network byte order; an IPv4 address fills the first 4 bytes, the rest are zero.
     pub addr: [u8; 16],
@@ -62,6 +62,12 @@ const _: () = assert!(core::mem::size_of::<Vip>() == 24);
 
 /// `Backend::flags`: the backend takes traffic.
 pub const BACKEND_ACTIVE: u8 = 1 << 0;
+/// `Backend::flags`, kept by the control plane (the kernel ignores it): an operator drained the
+/// backend; it stays out of the Maglev table (no new flows) but keeps its established flows.
+pub const BACKEND_DRAINED: u8 = 1 << 1;
+/// `Backend::flags`, kept by the control plane: an operator disabled the backend; it is out
+/// of the table and inactive, so its established flows move too.
+pub const BACKEND_DISABLED: u8 = 1 << 2;
 
 /// Value of the backend map, indexed by backend id.
 #[repr(C)]

@@ -1,5 +1,7 @@
 //! The `xlb` command line. Doc comments here are the `--help` text.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// xlb: a layer-4 load balancer in XDP, steering packets in the NIC driver with Maglev hashing.
@@ -15,6 +17,10 @@ pub enum Command {
     /// Load the XDP program, attach it to an interface and print its counters until stopped
     /// (Ctrl-C, SIGTERM or --duration); detaches on exit.
     Run(RunArgs),
+    /// Check a config file without touching the kernel: print every error and warning with its
+    /// file, line, field and fix. Exits 0 if valid, 1 if not (errors, or warnings with
+    /// --strict), 2 if the file cannot be read.
+    Validate(ValidateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -39,4 +45,23 @@ pub enum XdpModeArg {
     Native,
     Generic,
     Auto,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The config file (TOML; see examples/xlb.toml).
+    pub file: PathBuf,
+    /// Treat warnings as errors: exit 1 if there are any.
+    #[arg(long)]
+    pub strict: bool,
+    /// `text`: one compiler-style message per finding, then a summary line. `json`: one
+    /// document with `ok`, the counts and every finding's fields.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }

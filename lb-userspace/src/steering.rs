@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use crate::maps::{Maps, array};
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
     Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
@@ -41,8 +41,45 @@ pub fn write_tables(
     ebpf: &mut (impl Maps + ?Sized),
     tables: &[(u32, &[u32])],
 ) -> anyhow::Result<()> {
+    with_slots(ebpf, |slots| {
+        for &(base, table) in tables {
+            let range = base as usize..base as usize + table.len();
+            let Some(dst) = slots.get_mut(range) else {
+                bail!(
+                    "a table of {} slots at slot {base} does not fit in {} ({} slots): load \
+                     the program with a larger capacity",
+                    table.len(),
+                    map_names::MAGLEV,
+                    slots.len()
+                );
+            };
+            dst.copy_from_slice(table);
+        }
+        Ok(())
+    })?
+}
+
+/// Reads `len` slots starting at `base` (a table copy) from the slot map.
+pub fn read_table(ebpf: &(impl Maps + ?Sized), base: u32, len: u32) -> anyhow::Result<Vec<u32>> {
+    with_slots(ebpf, |slots| {
+        let range = base as usize..base as usize + len as usize;
+        slots.get(range).map(<[u32]>::to_vec).with_context(|| {
+            format!(
+                "slots {base}..+{len} lie outside {} ({} slots)",
+                map_names::MAGLEV,
+                slots.len()
+            )
+        })
+    })?
+}
+
+/// Runs `f` on the slot map's memory, every slot as one u32.
+fn with_slots<R>(
+    maps: &(impl Maps + ?Sized),
+    f: impl FnOnce(&mut [u32]) -> R,
+) -> anyhow::Result<R> {
     let name = map_names::MAGLEV;
-    let Map::Array(data) = ebpf.map(name)? else {
+    let Map::Array(data) = maps.map(name)? else {
         bail!("map {name} is not an array");
     };
     let chunks = data
@@ -50,14 +87,6 @@ pub fn write_tables(
         .context("reading the slot map's size")?
         .max_entries() as usize;
     let slots = chunks * MAGLEV_CHUNK_SLOTS as usize;
-    for &(base, table) in tables {
-        ensure!(
-            base as usize + table.len() <= slots,
-            "a table of {} slots at slot {base} does not fit in {name} ({slots} slots): load \
-             the program with a larger slot map",
-            table.len()
-        );
-    }
     let page = 4096;
     let len = (slots * size_of::<u32>()).div_ceil(page) * page;
     // SAFETY: mapping a BPF_F_MMAPABLE array map's fd shared and writable is how the kernel
@@ -76,15 +105,11 @@ pub fn write_tables(
         let err = std::io::Error::last_os_error();
         bail!("memory-mapping {name} failed: {err} (is it BPF_F_MMAPABLE?)");
     }
-    // SAFETY: the mapping holds `slots` u32 values and every table lies inside it (checked).
-    unsafe {
-        let slots = std::slice::from_raw_parts_mut(memory.cast::<u32>(), slots);
-        for &(base, table) in tables {
-            slots[base as usize..base as usize + table.len()].copy_from_slice(table);
-        }
-        libc::munmap(memory, len);
-    }
-    Ok(())
+    // SAFETY: the mapping holds `slots` u32 values and stays mapped until munmap below.
+    let result = f(unsafe { std::slice::from_raw_parts_mut(memory.cast::<u32>(), slots) });
+    // SAFETY: unmapping exactly what was mapped; no reference into it outlives `f`.
+    unsafe { libc::munmap(memory, len) };
+    Ok(result)
 }
 
 /// Creates or replaces the VIP `key`. Replacing is atomic for packets: this is how a table

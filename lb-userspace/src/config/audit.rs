@@ -1,0 +1,770 @@
+//! The checks a well-formed config must pass (XLB001..): values in range, VIPs and backends
+//! consistent with each other and with the host, and weights that do not put a VIP's traffic
+//! on one server.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Component, Path};
+
+use lb_common::service::MAX_TABLE_SIZE;
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, Rule, Source};
+use super::environment::Environment;
+use super::file::{BackendFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile};
+use super::model::{
+    self, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS, DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS,
+    DEFAULT_WEIGHT, FLOW_TABLE_SIZE_RANGE, Forwarding, MTU_RANGE, Protocol, SLOTS_PER_BACKEND,
+    value,
+};
+use super::rules::*;
+use crate::maglev::is_prime;
+
+/// Every finding about a config that parsed.
+pub(crate) fn audit(
+    file: &ConfigFile,
+    source: &Source<'_>,
+    env: &dyn Environment,
+) -> Vec<Diagnostic> {
+    let mut audit = Audit {
+        source,
+        findings: Vec::new(),
+        missing_sources: Vec::new(),
+    };
+    audit.global(file.global.get_ref(), env);
+    audit.thresholds(file);
+    let thresholds = model::audit_thresholds(file);
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
+    let vip_addresses: Vec<(IpAddr, &str)> = file
+        .vip
+        .iter()
+        .map(|vip| {
+            (
+                vip.get_ref().address.get_ref().0,
+                vip.get_ref().name.get_ref().0.as_str(),
+            )
+        })
+        .collect();
+    for (i, spanned) in file.vip.iter().enumerate() {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        if let Some(&first) = names.get(name) {
+            audit.report(
+                &DUPLICATE_VIP,
+                vip.name.span(),
+                format!("vip[{i}].name"),
+                format!("vip name \"{name}\" is used twice (first by vip[{first}])"),
+                "give every VIP a unique name: counters, logs and other verbs refer to VIPs by \
+                 name",
+            );
+        } else {
+            names.insert(name, i);
+        }
+        let key = (
+            vip.address.get_ref().0,
+            *vip.port.get_ref(),
+            *vip.protocol.get_ref(),
+        );
+        if let Some(&first) = keys.get(&key) {
+            let other = file.vip[first].get_ref().name.get_ref().0.as_str();
+            audit.report(
+                &DUPLICATE_VIP,
+                vip.address.span(),
+                format!("vip[{i}].address"),
+                format!(
+                    "vip \"{name}\" has the same address, port and protocol as vip \"{other}\" \
+                     ({})",
+                    endpoint(key.0, key.1, key.2)
+                ),
+                "change the address, port or protocol of one of them, or merge their backends \
+                 into one VIP",
+            );
+        } else {
+            keys.insert(key, i);
+        }
+        audit.vip(
+            i,
+            spanned,
+            &vip_addresses,
+            file.global.get_ref(),
+            &thresholds,
+        );
+    }
+    audit.findings
+}
+
+/// A VIP endpoint as messages show it: `198.18.1.10 port 80/tcp`.
+fn endpoint(address: IpAddr, port: u16, protocol: Protocol) -> String {
+    let protocol = match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    if port == 0 {
+        format!("{address} every port/{protocol}")
+    } else {
+        format!("{address} port {port}/{protocol}")
+    }
+}
+
+/// The span of an optional field, or of the table it would be in.
+fn span_or<T>(field: &Option<Spanned<T>>, table: Range<usize>) -> Range<usize> {
+    field.as_ref().map_or(table, Spanned::span)
+}
+
+/// "IPv4" or "IPv6".
+fn family(address: IpAddr) -> &'static str {
+    if address.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Why an address cannot be a VIP, a backend or a tunnel source, if it cannot.
+fn unusable(address: IpAddr) -> Option<&'static str> {
+    if address.is_unspecified() {
+        Some("the unspecified address")
+    } else if address.is_loopback() {
+        Some("a loopback address")
+    } else if address.is_multicast() {
+        Some("a multicast address")
+    } else if address == IpAddr::from([255, 255, 255, 255]) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// The smallest prime at least `n` (for `n` up to the data plane's maximum table size, below
+/// which there is always one).
+fn prime_at_least(n: u32) -> u32 {
+    (n.max(2)..=u32::MAX)
+        .find(|&candidate| is_prime(candidate))
+        .unwrap_or(n)
+}
+
+struct Audit<'a> {
+    source: &'a Source<'a>,
+    findings: Vec<Diagnostic>,
+    /// Tunnel sources already reported missing: one finding per source is enough, as one line
+    /// of [global] fixes them all.
+    missing_sources: Vec<&'static str>,
+}
+
+impl Audit<'_> {
+    fn report(
+        &mut self,
+        rule: &Rule,
+        span: Range<usize>,
+        field: String,
+        message: String,
+        fix: impl Into<String>,
+    ) {
+        self.findings
+            .push(self.source.diagnostic(rule, span, field, message, fix));
+    }
+
+    fn global(&mut self, global: &GlobalFile, env: &dyn Environment) {
+        let interface = global.interface.get_ref();
+        if !env.interface_exists(interface) {
+            let known = env.interfaces();
+            let fix = if known.is_empty() {
+                "set global.interface to an interface of this host (see `ip link`)".to_owned()
+            } else {
+                format!(
+                    "set global.interface to an interface of this host: {} (see `ip link`)",
+                    known.join(", ")
+                )
+            };
+            self.report(
+                &UNKNOWN_INTERFACE,
+                global.interface.span(),
+                "global.interface".into(),
+                format!("interface \"{interface}\" does not exist on this host"),
+                fix + "; or validate on the host that will run xlb",
+            );
+        }
+        if let Some(size) = &global.flow_table_size
+            && !FLOW_TABLE_SIZE_RANGE.contains(size.get_ref())
+        {
+            self.report(
+                &BAD_GLOBAL,
+                size.span(),
+                "global.flow_table_size".into(),
+                format!("flow_table_size {} is out of range", size.get_ref()),
+                format!(
+                    "use a value in {}..={} (the number of flows remembered; default {})",
+                    FLOW_TABLE_SIZE_RANGE.start(),
+                    FLOW_TABLE_SIZE_RANGE.end(),
+                    model::DEFAULT_FLOW_TABLE_SIZE
+                ),
+            );
+        }
+        if let Some(mtu) = &global.mtu
+            && !MTU_RANGE.contains(mtu.get_ref())
+        {
+            self.report(
+                &BAD_GLOBAL,
+                mtu.span(),
+                "global.mtu".into(),
+                format!("mtu {} is out of range", mtu.get_ref()),
+                format!(
+                    "use a value in {}..={}: the MTU of the path to the backends (default {})",
+                    MTU_RANGE.start(),
+                    MTU_RANGE.end(),
+                    model::DEFAULT_MTU
+                ),
+            );
+        }
+        if let Some(pin_path) = &global.pin_path {
+            let path = Path::new(pin_path.get_ref());
+            let under_bpffs = path.is_absolute()
+                && path.starts_with(BPFFS_ROOT)
+                && path != Path::new(BPFFS_ROOT)
+                && !path.components().any(|c| c == Component::ParentDir);
+            if !under_bpffs {
+                self.report(
+                    &BAD_GLOBAL,
+                    pin_path.span(),
+                    "global.pin_path".into(),
+                    format!(
+                        "pin_path \"{}\" is not a directory under {BPFFS_ROOT}",
+                        pin_path.get_ref()
+                    ),
+                    format!(
+                        "use an absolute path below the bpffs mount, e.g. \"{}\" (pins only live \
+                         on a bpffs)",
+                        model::DEFAULT_PIN_PATH
+                    ),
+                );
+            }
+        }
+        if let Some(address) = &global.metrics_address
+            && address.get_ref().parse::<SocketAddr>().is_err()
+        {
+            self.report(
+                &BAD_GLOBAL,
+                address.span(),
+                "global.metrics_address".into(),
+                format!(
+                    "metrics_address \"{}\" is not an IP address and port",
+                    address.get_ref()
+                ),
+                "write an IP address and a port, e.g. \"127.0.0.1:9100\" or \"[::1]:9100\" \
+                 (host names are not resolved)",
+            );
+        }
+        let sources = [
+            (
+                "ipip_source_v4",
+                global
+                    .ipip_source_v4
+                    .as_ref()
+                    .map(|s| (IpAddr::V4(s.get_ref().0), s.span())),
+            ),
+            (
+                "ipip_source_v6",
+                global
+                    .ipip_source_v6
+                    .as_ref()
+                    .map(|s| (IpAddr::V6(s.get_ref().0), s.span())),
+            ),
+        ];
+        for (name, source) in sources {
+            if let Some((address, span)) = source
+                && let Some(why) = unusable(address)
+            {
+                self.report(
+                    &UNUSABLE_ADDRESS,
+                    span,
+                    format!("global.{name}"),
+                    format!("{name} {address} is {why}: backends cannot answer it"),
+                    format!("set {name} to a unicast address of this host the backends can reach"),
+                );
+            }
+        }
+    }
+
+    fn thresholds(&mut self, file: &ConfigFile) {
+        let Some(audit) = &file.audit else { return };
+        if let Some(share) = &audit.get_ref().max_backend_share {
+            let value = *share.get_ref();
+            // Written so that NaN fails too.
+            if !(value > 0.0 && value <= 1.0) {
+                self.report(
+                    &BAD_GLOBAL,
+                    share.span(),
+                    "audit.max_backend_share".into(),
+                    format!("max_backend_share {value} is out of range"),
+                    "use a share above 0 and at most 1, e.g. 0.5 (1 turns the warning off)",
+                );
+            }
+        }
+    }
+
+    fn vip(
+        &mut self,
+        i: usize,
+        spanned: &Spanned<VipFile>,
+        vip_addresses: &[(IpAddr, &str)],
+        global: &GlobalFile,
+        thresholds: &AuditThresholds,
+    ) {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        let address = vip.address.get_ref().0;
+        if let Some(why) = unusable(address) {
+            self.report(
+                &UNUSABLE_ADDRESS,
+                vip.address.span(),
+                format!("vip[{i}].address"),
+                format!("vip \"{name}\" address {address} is {why}: no client can reach it"),
+                "use a unicast address that routes to this host",
+            );
+        }
+        self.table_size(i, spanned);
+        let forwarding = value(&vip.forwarding).unwrap_or_default();
+        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        for (j, backend) in vip.backend.iter().enumerate() {
+            let field = |name: &str| format!("vip[{i}].backend[{j}].{name}");
+            let table = backend.span();
+            let backend = backend.get_ref();
+            let at = backend.address.span();
+            let addr = backend.address.get_ref().0;
+            if let Some(why) = unusable(addr) {
+                self.report(
+                    &UNUSABLE_ADDRESS,
+                    at.clone(),
+                    field("address"),
+                    format!("backend {addr} of vip \"{name}\" is {why}"),
+                    "use the backend's own unicast address",
+                );
+            }
+            if let Some(first) = seen.get(&addr) {
+                self.report(
+                    &DUPLICATE_BACKEND,
+                    at.clone(),
+                    field("address"),
+                    format!(
+                        "backend {addr} appears twice in vip \"{name}\" (first as backend[{first}])"
+                    ),
+                    "remove one of the entries or merge their weights",
+                );
+            } else {
+                seen.insert(addr, j);
+            }
+            if let Some((_, other)) = vip_addresses.iter().find(|(vip, _)| *vip == addr) {
+                self.report(
+                    &BACKEND_IS_VIP,
+                    at.clone(),
+                    field("address"),
+                    format!("backend {addr} of vip \"{name}\" is the address of vip \"{other}\""),
+                    "use the backend's own address: packets sent to a VIP address come back to \
+                     xlb instead of reaching a server",
+                );
+            }
+            self.family(i, j, name, address, forwarding, backend, global);
+            match &backend.mac {
+                None => {
+                    let next_hop = match forwarding {
+                        Forwarding::Dsr => format!(
+                            "the backend's own MAC (on the backend: `ip link`; from here: `ip \
+                             neigh show {addr}`)"
+                        ),
+                        Forwarding::Ipip => format!(
+                            "the MAC of the next hop towards {addr} (`ip route get {addr}`, then \
+                             `ip neigh`)"
+                        ),
+                    };
+                    self.report(
+                        &MISSING_MAC,
+                        table,
+                        field("mac"),
+                        format!("backend {addr} of vip \"{name}\" has no mac"),
+                        format!("add mac = \"xx:xx:xx:xx:xx:xx\": {next_hop}"),
+                    );
+                }
+                Some(mac) => {
+                    let bytes = mac.get_ref().0;
+                    let why = if bytes == [0; 6] {
+                        Some("the all-zero MAC")
+                    } else if bytes[0] & 1 == 1 {
+                        Some("a multicast or broadcast MAC")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        self.report(
+                            &UNUSABLE_ADDRESS,
+                            mac.span(),
+                            field("mac"),
+                            format!("mac of backend {addr} of vip \"{name}\" is {why}"),
+                            "use the unicast MAC the frames must go to (`ip neigh`)",
+                        );
+                    }
+                }
+            }
+            if let Some(health) = &backend.health {
+                self.health(i, j, *vip.port.get_ref(), health);
+            }
+        }
+        self.weights(i, spanned, thresholds);
+    }
+
+    fn table_size(&mut self, i: usize, spanned: &Spanned<VipFile>) {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        let size = value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE);
+        let span = span_or(&vip.table_size, spanned.span());
+        let field = format!("vip[{i}].table_size");
+        let backends = vip.backend.len();
+        if size > MAX_TABLE_SIZE {
+            self.report(
+                &TABLE_SIZE_OUT_OF_RANGE,
+                span,
+                field,
+                format!(
+                    "table_size {size} of vip \"{name}\" is above the data plane's maximum of \
+                     {MAX_TABLE_SIZE}"
+                ),
+                format!(
+                    "use a prime of at most {MAX_TABLE_SIZE}, e.g. {DEFAULT_TABLE_SIZE} (room \
+                     for {} backends)",
+                    DEFAULT_TABLE_SIZE / SLOTS_PER_BACKEND
+                ),
+            );
+            return;
+        }
+        if !is_prime(size) {
+            self.report(
+                &TABLE_SIZE_NOT_PRIME,
+                span.clone(),
+                field.clone(),
+                format!("table_size {size} of vip \"{name}\" is not prime"),
+                format!(
+                    "use {}, the next prime: Maglev needs a prime size so that every backend's \
+                     walk covers the whole table",
+                    prime_at_least(size.saturating_add(1))
+                ),
+            );
+        }
+        let wanted = u32::try_from(backends)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(SLOTS_PER_BACKEND);
+        if backends > size as usize {
+            self.report(
+                &TABLE_SIZE_OUT_OF_RANGE,
+                span,
+                field,
+                format!(
+                    "table_size {size} of vip \"{name}\" has fewer slots than its {backends} \
+                     backends"
+                ),
+                format!(
+                    "use a prime of at least {wanted} (100 slots per backend), e.g. {}",
+                    prime_at_least(wanted)
+                ),
+            );
+        } else if size < wanted {
+            self.report(
+                &TABLE_TOO_SMALL,
+                span,
+                field,
+                format!(
+                    "table_size {size} of vip \"{name}\" is below 100 slots for each of its \
+                     {backends} backends: their shares of the traffic will drift from their \
+                     weights"
+                ),
+                format!(
+                    "use a prime of at least {wanted}, e.g. {}",
+                    prime_at_least(wanted)
+                ),
+            );
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one backend's context, used once"
+    )]
+    fn family(
+        &mut self,
+        i: usize,
+        j: usize,
+        name: &str,
+        vip_address: IpAddr,
+        forwarding: Forwarding,
+        backend: &BackendFile,
+        global: &GlobalFile,
+    ) {
+        let addr = backend.address.get_ref().0;
+        let field = format!("vip[{i}].backend[{j}].address");
+        match forwarding {
+            Forwarding::Dsr if addr.is_ipv4() != vip_address.is_ipv4() => {
+                let other = if addr.is_ipv4() {
+                    "ipip_source_v4"
+                } else {
+                    "ipip_source_v6"
+                };
+                self.report(
+                    &FAMILY_MISMATCH,
+                    backend.address.span(),
+                    field,
+                    format!(
+                        "backend {addr} of vip \"{name}\" is {} but the VIP is {}: dsr cannot \
+                         change address families",
+                        family(addr),
+                        family(vip_address)
+                    ),
+                    format!(
+                        "use an {} backend, or set forwarding = \"ipip\" on the VIP (with \
+                         global.{other})",
+                        family(vip_address)
+                    ),
+                );
+            }
+            Forwarding::Ipip => {
+                let (configured, source, example) = match addr {
+                    IpAddr::V4(_) => (
+                        global.ipip_source_v4.is_some(),
+                        "ipip_source_v4",
+                        "198.18.0.2",
+                    ),
+                    IpAddr::V6(_) => (
+                        global.ipip_source_v6.is_some(),
+                        "ipip_source_v6",
+                        "2001:db8::2",
+                    ),
+                };
+                if !configured && !self.missing_sources.contains(&source) {
+                    self.missing_sources.push(source);
+                    self.report(
+                        &FAMILY_MISMATCH,
+                        backend.address.span(),
+                        field,
+                        format!(
+                            "vip \"{name}\" tunnels to {} backend {addr}, but global.{source} is \
+                             not set",
+                            family(addr)
+                        ),
+                        format!(
+                            "set global.{source} (e.g. \"{example}\") to an address of this host \
+                             that {addr} can reach: it is the tunnel's outer source"
+                        ),
+                    );
+                }
+            }
+            Forwarding::Dsr => {}
+        }
+    }
+
+    fn health(&mut self, i: usize, j: usize, vip_port: u16, spanned: &Spanned<HealthFile>) {
+        let health = spanned.get_ref();
+        let field = |name: &str| format!("vip[{i}].backend[{j}].health.{name}");
+        let check = *health.check.get_ref();
+        match &health.port {
+            Some(port) if *port.get_ref() == 0 => self.report(
+                &BAD_HEALTH_CHECK,
+                port.span(),
+                field("port"),
+                "health check port 0 cannot be probed".into(),
+                "set port to the port the backend's service listens on, e.g. port = 80",
+            ),
+            None if vip_port == 0 => self.report(
+                &BAD_HEALTH_CHECK,
+                spanned.span(),
+                field("port"),
+                "health check has no port, and its VIP (port 0, every port) has none to lend it"
+                    .into(),
+                "add port = <the port the backend's service listens on>, e.g. port = 80",
+            ),
+            _ => {}
+        }
+        if check == Check::Tcp {
+            if let Some(path) = &health.path {
+                self.report(
+                    &BAD_HEALTH_CHECK,
+                    path.span(),
+                    field("path"),
+                    "path only applies to http checks, and this one is tcp".into(),
+                    "remove path, or set check = \"http\"",
+                );
+            }
+            if let Some(status) = &health.expect_status {
+                self.report(
+                    &BAD_HEALTH_CHECK,
+                    status.span(),
+                    field("expect_status"),
+                    "expect_status only applies to http checks, and this one is tcp".into(),
+                    "remove expect_status, or set check = \"http\"",
+                );
+            }
+        } else {
+            if let Some(path) = &health.path {
+                let text = path.get_ref();
+                if !text.starts_with('/')
+                    || text.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    self.report(
+                        &BAD_HEALTH_CHECK,
+                        path.span(),
+                        field("path"),
+                        format!("health check path {text:?} is not an HTTP path"),
+                        "write an absolute path without spaces, e.g. path = \"/healthz\"",
+                    );
+                }
+            }
+            if let Some(status) = &health.expect_status
+                && !(100..=599).contains(status.get_ref())
+            {
+                self.report(
+                    &BAD_HEALTH_CHECK,
+                    status.span(),
+                    field("expect_status"),
+                    format!("expect_status {} is not an HTTP status", status.get_ref()),
+                    "use a status in 100..=599, e.g. expect_status = 200",
+                );
+            }
+        }
+        let interval = value(&health.interval_ms).unwrap_or(DEFAULT_INTERVAL_MS);
+        let timeout = value(&health.timeout_ms).unwrap_or(DEFAULT_TIMEOUT_MS);
+        if timeout >= interval {
+            let (span, name) = match (&health.timeout_ms, &health.interval_ms) {
+                (Some(t), _) => (t.span(), "timeout_ms"),
+                (None, Some(i)) => (i.span(), "interval_ms"),
+                (None, None) => (spanned.span(), "timeout_ms"),
+            };
+            self.report(
+                &BAD_HEALTH_CHECK,
+                span,
+                field(name),
+                format!(
+                    "health check timeout_ms ({timeout}) is not below interval_ms ({interval})"
+                ),
+                "make timeout_ms smaller than interval_ms, e.g. timeout_ms = 500 with \
+                 interval_ms = 1000, so each probe ends before the next one starts",
+            );
+        }
+        for (name, count) in [("rise", &health.rise), ("fall", &health.fall)] {
+            if let Some(count) = count
+                && *count.get_ref() == 0
+            {
+                let meaning = if name == "rise" { "up" } else { "down" };
+                self.report(
+                    &BAD_HEALTH_CHECK,
+                    count.span(),
+                    field(name),
+                    format!(
+                        "health check {name} is 0: the backend would be marked {meaning} without \
+                         a single probe"
+                    ),
+                    format!(
+                        "use at least 1, e.g. {name} = {}",
+                        if name == "rise" { 2 } else { 3 }
+                    ),
+                );
+            }
+        }
+    }
+
+    /// XLB001..XLB004: how a VIP's weight is spread over its backends.
+    fn weights(&mut self, i: usize, spanned: &Spanned<VipFile>, thresholds: &AuditThresholds) {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        let backends = &vip.backend;
+        let weight =
+            |b: &Spanned<BackendFile>| value(&b.get_ref().weight).unwrap_or(DEFAULT_WEIGHT);
+        // The weight's span, or the backend table's when the weight is the default.
+        let weight_span = |b: &Spanned<BackendFile>| span_or(&b.get_ref().weight, b.span());
+        let total: u64 = backends.iter().map(|b| u64::from(weight(b))).sum();
+        let taking: Vec<(usize, &Spanned<BackendFile>)> = backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| weight(b) > 0)
+            .collect();
+        if backends.is_empty() {
+            self.report(
+                &ZERO_TOTAL_WEIGHT,
+                vip.name.span(),
+                format!("vip[{i}].backend"),
+                format!("vip \"{name}\" has no backends: every packet for it would be dropped"),
+                "add [[vip.backend]] entries (address, mac) under the VIP, or remove the VIP",
+            );
+            return;
+        }
+        if total == 0 {
+            self.report(
+                &ZERO_TOTAL_WEIGHT,
+                weight_span(&backends[0]),
+                format!("vip[{i}].backend[0].weight"),
+                format!(
+                    "every backend of vip \"{name}\" weighs 0: every packet for it would be \
+                     dropped"
+                ),
+                "give the backends that should take traffic a positive weight, e.g. weight = 1",
+            );
+            return;
+        }
+        if let [(j, only)] = taking[..]
+            && backends.len() >= 2
+        {
+            let drained = backends.len() - 1;
+            self.report(
+                &ALL_WEIGHT_ON_ONE,
+                weight_span(only),
+                format!("vip[{i}].backend[{j}].weight"),
+                format!(
+                    "all the weight of vip \"{name}\" is on one backend: every new flow of vip \
+                     \"{name}\" would go to {} (the other {drained} backend{} weigh{} 0)",
+                    only.get_ref().address.get_ref().0,
+                    if drained == 1 { "" } else { "s" },
+                    if drained == 1 { "s" } else { "" },
+                ),
+                "give the other backends a positive weight (e.g. weight = 1 each); if one server \
+                 really is meant to take everything, remove the drained entries so the config \
+                 says so",
+            );
+            return;
+        }
+        if taking.len() >= 2 {
+            for &(j, backend) in &taking {
+                let share = f64::from(weight(backend)) / total as f64;
+                if share > thresholds.max_backend_share {
+                    self.report(
+                        &DOMINANT_BACKEND,
+                        weight_span(backend),
+                        format!("vip[{i}].backend[{j}].weight"),
+                        format!(
+                            "backend {} holds {:.0}% of the weight of vip \"{name}\" ({} of \
+                             {total}), more than audit.max_backend_share ({:.0}%)",
+                            backend.get_ref().address.get_ref().0,
+                            share * 100.0,
+                            weight(backend),
+                            thresholds.max_backend_share * 100.0
+                        ),
+                        "spread the weight more evenly (e.g. equal weights), or raise \
+                         audit.max_backend_share if this backend is meant to carry that much",
+                    );
+                }
+            }
+        }
+        let min = thresholds.min_backends as usize;
+        if taking.len() < min {
+            let count = taking.len();
+            self.report(
+                &SINGLE_BACKEND,
+                vip.name.span(),
+                format!("vip[{i}].backend"),
+                format!(
+                    "vip \"{name}\" has {count} backend{} taking traffic, fewer than \
+                     audit.min_backends ({min}): {}",
+                    if count == 1 { "" } else { "s" },
+                    if count == 1 {
+                        "if it fails, the VIP is down".to_owned()
+                    } else {
+                        format!("one failure takes {}% of its capacity", 100 / count)
+                    },
+                ),
+                format!("add backends, or set audit.min_backends = {count} if so few are intended"),
+            );
+        }
+    }
+}

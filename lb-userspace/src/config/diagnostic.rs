@@ -1,0 +1,165 @@
+//! Findings about a config file, where they are, and how they are shown.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Whether a finding rejects the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The config is rejected: nothing of it reaches the kernel.
+    Error,
+    /// The config is accepted, but probably not what was meant (`--strict` rejects it).
+    Warning,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        })
+    }
+}
+
+/// One check xlb makes: its stable id, its name and how serious a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// `XLB000`..: stable, for documentation, scripts and `explain`.
+    pub id: &'static str,
+    /// Short kebab-case name, e.g. `single-backend`.
+    pub name: &'static str,
+    pub severity: Severity,
+    /// One sentence on what the rule catches and why it matters.
+    pub summary: &'static str,
+}
+
+/// One finding: which rule, where (file, 1-based line and column, field path), what is wrong
+/// and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    #[serde(serialize_with = "serialize_path")]
+    pub file: PathBuf,
+    /// 1-based; 0 when the finding is about the file as a whole (it could not be read).
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    /// Path of the field in the config, e.g. `vip[0].backend[2].weight`.
+    pub field: String,
+    pub message: String,
+    pub fix: String,
+}
+
+fn serialize_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+impl Diagnostic {
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// Rendered like a compiler's message, with the fix on an indented second line:
+///
+/// ```text
+/// xlb.toml:14:11: error[XLB005 duplicate-backend]: backend 198.18.0.10 appears twice in vip "web" (vip[0].backend[2].address)
+///   fix: remove one of the entries or merge their weights
+/// ```
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        write!(
+            f,
+            ": {}[{} {}]: {}",
+            self.severity, self.rule, self.name, self.message
+        )?;
+        if !self.field.is_empty() {
+            write!(f, " ({})", self.field)?;
+        }
+        write!(f, "\n  fix: {}", self.fix)
+    }
+}
+
+/// The text of a config file and its name, to turn byte spans into diagnostics.
+pub(crate) struct Source<'a> {
+    pub text: &'a str,
+    pub file: &'a Path,
+    /// Byte offset of the start of every line.
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str, file: &'a Path) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        Source {
+            text,
+            file,
+            line_starts,
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
+        let start = self.line_starts[line];
+        // A span never starts inside a character, but be safe on odd offsets.
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |prefix| prefix.chars().count());
+        (line + 1, column + 1)
+    }
+
+    /// A finding of `rule` at `span`.
+    pub fn diagnostic(
+        &self,
+        rule: &Rule,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Diagnostic {
+        let (line, column) = self.position(span.start);
+        Diagnostic {
+            rule: rule.id,
+            name: rule.name,
+            severity: rule.severity,
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_and_count_characters() {
+        // Test that lines and columns start at 1 and that a multi-byte character is one column.
+        let source = Source::new("a = 1\n# é\nb = 2\n", Path::new("x.toml"));
+        assert_eq!(source.position(0), (1, 1));
+        assert_eq!(source.position(4), (1, 5));
+        assert_eq!(source.position(6), (2, 1));
+        // "# é" is 4 bytes; 'b' of line 3 starts after its newline.
+        assert_eq!(source.position(11), (3, 1));
+        assert_eq!(source.position(10), (2, 4));
+    }
+}

@@ -1,0 +1,213 @@
+//! The config file as written: serde types that keep every value's position (`Spanned`), so
+//! each finding can point at the line and column of the value it is about.
+//!
+//! Only the shape is checked here (field names, types, enum values, address and MAC syntax);
+//! whether the values make sense together is `audit`'s job. An absent optional field is `None`,
+//! and its default is applied by the model.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Deserializer, de::Error as _};
+use toml::Spanned;
+
+use super::model::{Forwarding, HashMode, Protocol};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub global: Spanned<GlobalFile>,
+    pub audit: Option<Spanned<AuditFile>>,
+    #[serde(default)]
+    pub vip: Vec<Spanned<VipFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalFile {
+    pub interface: Spanned<String>,
+    pub xdp_mode: Option<Spanned<XdpMode>>,
+    pub flow_table_size: Option<Spanned<u32>>,
+    pub pin_path: Option<Spanned<String>>,
+    /// A string, parsed by the audit: a bad metrics address is XLB014 bad-global, not XLB000.
+    pub metrics_address: Option<Spanned<String>>,
+    pub mtu: Option<Spanned<u32>>,
+    pub ipip_source_v4: Option<Spanned<Ipv4>>,
+    pub ipip_source_v6: Option<Spanned<Ipv6>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    Native,
+    Generic,
+    Auto,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub max_backend_share: Option<Spanned<f64>>,
+    pub min_backends: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipFile {
+    pub name: Spanned<Name>,
+    pub address: Spanned<Ip>,
+    pub port: Spanned<u16>,
+    pub protocol: Spanned<Protocol>,
+    pub forwarding: Option<Spanned<Forwarding>>,
+    pub hash: Option<Spanned<HashMode>>,
+    pub table_size: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub backend: Vec<Spanned<BackendFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendFile {
+    pub address: Spanned<Ip>,
+    pub weight: Option<Spanned<u32>>,
+    pub mac: Option<Spanned<Mac>>,
+    pub health: Option<Spanned<HealthFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub check: Spanned<Check>,
+    pub port: Option<Spanned<u16>>,
+    pub path: Option<Spanned<String>>,
+    pub expect_status: Option<Spanned<u16>>,
+    pub interval_ms: Option<Spanned<u32>>,
+    pub timeout_ms: Option<Spanned<u32>>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Tcp,
+    Http,
+}
+
+/// Deserializes a string with `parse`, or fails with "`"value"` is not `what`".
+fn parse_string<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse(&text).ok_or_else(|| D::Error::custom(format!("{text:?} is not {what}")))
+}
+
+/// A VIP name: what counters, logs and other verbs call the VIP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Name(pub String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Names appear in metric labels, pin paths and command lines: keep them to a set that
+        // needs no quoting anywhere.
+        parse_string(
+            deserializer,
+            "a valid name (lowercase letters, digits and '-')",
+            |text| {
+                let valid = !text.is_empty()
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                valid.then(|| Name(text.to_owned()))
+            },
+        )
+    }
+}
+
+/// An IPv4 or IPv6 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ip(pub IpAddr);
+
+impl<'de> Deserialize<'de> for Ip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_string(deserializer, "an IPv4 or IPv6 address", |text| {
+            text.parse().ok().map(Ip)
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4(pub Ipv4Addr);
+
+impl<'de> Deserialize<'de> for Ipv4 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_string(deserializer, "an IPv4 address", |text| {
+            text.parse().ok().map(Ipv4)
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6(pub Ipv6Addr);
+
+impl<'de> Deserialize<'de> for Ipv6 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_string(deserializer, "an IPv6 address", |text| {
+            text.parse().ok().map(Ipv6)
+        })
+    }
+}
+
+/// An Ethernet address written as six hex bytes separated by colons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_string(deserializer, "a MAC address", parse_mac)
+    }
+}
+
+/// `02:00:00:00:01:00` (either case; `-` also separates, as some tools print it).
+pub fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0; 6];
+    let mut parts = text.split([':', '-']);
+    for byte in &mut mac {
+        let part = parts.next()?;
+        // from_str_radix alone would take "+2".
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(Mac(mac))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_need_six_two_digit_hex_bytes() {
+        // Test that a MAC parses with colons or dashes and nothing short, long or odd does.
+        assert_eq!(
+            parse_mac("02:00:00:00:01:0a"),
+            Some(Mac([2, 0, 0, 0, 1, 10]))
+        );
+        assert_eq!(
+            parse_mac("02-00-00-00-01-0A"),
+            Some(Mac([2, 0, 0, 0, 1, 10]))
+        );
+        for bad in [
+            "",
+            "02:00:00:00:01",
+            "02:00:00:00:01:00:00",
+            "2:00:00:00:01:00",
+            "02:00:00:00:01:0g",
+            "+2:00:00:00:01:00",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+}

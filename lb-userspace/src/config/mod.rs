@@ -1,0 +1,91 @@
+//! The xlb config file: reading it, finding every mistake in it (each with its file, line,
+//! field and fix), and the typed model the rest of xlb programs the kernel from.
+//!
+//! A config goes through three steps: `syntax` parses the TOML into the spanned `file` types
+//! (any failure is XLB000 and stops there); `audit` checks the values against each other and
+//! the host (XLB001..); only a config without errors becomes a `Model`.
+
+mod audit;
+mod diagnostic;
+mod environment;
+mod file;
+mod model;
+pub mod rules;
+mod syntax;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use diagnostic::{Diagnostic, Rule, Severity};
+pub use environment::{Environment, FixedEnvironment, HostEnvironment};
+pub use model::{
+    AuditThresholds, BackendModel, CheckKind, Forwarding, Global, HashMode, HealthCheck, Model,
+    Protocol, VipModel, kernel_address,
+};
+
+use diagnostic::Source;
+
+/// Ok: the model and any warnings. Err: at least one error, and any warnings; errors first,
+/// each group in file order.
+pub type Checked = Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>>;
+
+/// Reads and validates the config at `path`. A file that cannot be read is one
+/// [`rules::UNREADABLE_FILE`] error.
+pub fn load(path: &Path, env: &dyn Environment) -> Checked {
+    let text = read(path)?;
+    check_text(&text, path, env)
+}
+
+/// Validates config text; `file` is the name diagnostics give it.
+pub fn check_text(text: &str, file: &Path, env: &dyn Environment) -> Checked {
+    let source = Source::new(text, file);
+    let parsed = syntax::parse(&source)?;
+    let mut diagnostics = audit::audit(&parsed, &source, env);
+    diagnostics.sort_by_key(|d| (d.severity, d.line, d.column));
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(diagnostics);
+    }
+    match model::build(&parsed) {
+        Some(model) => Ok((model, diagnostics)),
+        // The audit reports every value `build` cannot convert, so this is a bug in xlb; still,
+        // refuse the config rather than guess.
+        None => Err(vec![source.diagnostic(
+            &rules::SYNTAX,
+            0..0,
+            "",
+            "the config passed the audit but could not be converted: this is a bug in xlb",
+            "please report it with this config file",
+        )]),
+    }
+}
+
+/// The text of the config file, or one [`rules::UNREADABLE_FILE`] error naming the path and the
+/// OS error (in a `Vec`, as `load` reports it).
+pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
+    std::fs::read_to_string(path).map_err(|err| {
+        let fix = match err.kind() {
+            std::io::ErrorKind::NotFound => {
+                "check the path (a relative path starts from the \
+                                             current directory)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "run as a user who may read the file, or change its permissions"
+            }
+            std::io::ErrorKind::InvalidData => "save the file as UTF-8 text",
+            std::io::ErrorKind::IsADirectory => "name the config file, not its directory",
+            _ => "check that the path names a readable file",
+        };
+        vec![Diagnostic {
+            rule: rules::UNREADABLE_FILE.id,
+            name: rules::UNREADABLE_FILE.name,
+            severity: rules::UNREADABLE_FILE.severity,
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read {}: {err}", path.display()),
+            fix: fix.to_owned(),
+        }]
+    })
+}

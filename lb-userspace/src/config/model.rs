@@ -1,0 +1,331 @@
+//! The validated config: plain typed values with every default applied, in file order. Only a
+//! config without errors becomes a `Model`, so code that programs the kernel can trust it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lb_common::{
+    Config, VipKey,
+    service::{FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
+};
+use serde::Deserialize;
+
+use super::file::{self, ConfigFile};
+use crate::args::XdpModeArg;
+
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
+/// `global.flow_table_size` bounds: at least one flow, at most 2^24 (about 1.3 GB of flow
+/// entries on a 64-CPU host's per-CPU LRU lists).
+pub const FLOW_TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=16_777_216;
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
+/// Pins must live in a bpffs mount; this is where xtask setup mounts one.
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+pub const DEFAULT_METRICS_ADDRESS: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9100);
+pub const DEFAULT_MTU: u32 = Config::DEFAULT_MTU;
+/// `global.mtu` bounds: 576 is the smallest datagram every IPv4 host must accept (RFC 791);
+/// 9216 is the largest jumbo frame common NICs take.
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=9216;
+pub const DEFAULT_MAX_BACKEND_SHARE: f64 = 0.5;
+pub const DEFAULT_MIN_BACKENDS: u32 = 2;
+/// The Maglev paper's production size: a prime with room for 655 backends at 100 slots each.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+/// Maglev shares stay within about 1% of the weights with this many slots per backend.
+pub const SLOTS_PER_BACKEND: u32 = 100;
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const DEFAULT_HTTP_PATH: &str = "/";
+pub const DEFAULT_EXPECT_STATUS: u16 = 200;
+pub const DEFAULT_INTERVAL_MS: u32 = 1000;
+pub const DEFAULT_TIMEOUT_MS: u32 = 500;
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
+
+/// A whole config that passed validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub global: Global,
+    pub audit: AuditThresholds,
+    /// In file order.
+    pub vips: Vec<VipModel>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Global {
+    pub interface: String,
+    pub xdp_mode: XdpModeArg,
+    pub flow_table_size: u32,
+    pub pin_path: PathBuf,
+    pub metrics_address: SocketAddr,
+    /// Largest IP packet `ipip` may emit.
+    pub mtu: u32,
+    /// Outer source of IPv4 tunnel headers; set whenever an `ipip` VIP has an IPv4 backend.
+    pub ipip_source_v4: Option<Ipv4Addr>,
+    /// Outer source of IPv6 tunnel headers; set whenever an `ipip` VIP has an IPv6 backend.
+    pub ipip_source_v6: Option<Ipv6Addr>,
+}
+
+/// Thresholds of the warnings (`[audit]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AuditThresholds {
+    /// Warn (XLB002) when one backend holds more than this share of a VIP's weight.
+    pub max_backend_share: f64,
+    /// Warn (XLB001) when fewer backends than this take a VIP's traffic.
+    pub min_backends: u32,
+}
+
+impl Default for AuditThresholds {
+    fn default() -> Self {
+        AuditThresholds {
+            max_backend_share: DEFAULT_MAX_BACKEND_SHARE,
+            min_backends: DEFAULT_MIN_BACKENDS,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipModel {
+    /// Unique, `[a-z0-9-]+`.
+    pub name: String,
+    pub address: IpAddr,
+    /// 0: every port of `address` and `protocol` not claimed by a more specific VIP.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub forwarding: Forwarding,
+    pub hash: HashMode,
+    /// Maglev table size: a prime.
+    pub table_size: u32,
+    /// In file order; at least one has a positive weight.
+    pub backends: Vec<BackendModel>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Rewrite the destination MAC; the backend answers the client directly.
+    #[default]
+    Dsr,
+    /// Encapsulate in an IP tunnel to the backend.
+    Ipip,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum HashMode {
+    /// Source and destination address and port and the protocol.
+    #[default]
+    #[serde(rename = "5-tuple")]
+    FiveTuple,
+    /// The source address only: a client sticks to one backend across connections.
+    #[serde(rename = "source")]
+    Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendModel {
+    pub address: IpAddr,
+    /// Relative share of the VIP's table; 0 drains the backend from the table.
+    pub weight: u32,
+    /// Destination MAC: the backend's own (`dsr`) or the next hop's towards it (`ipip`).
+    pub mac: [u8; 6],
+    pub health: Option<HealthCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub check: CheckKind,
+    /// The VIP's port unless given (always given for a port-0 VIP).
+    pub port: u16,
+    pub interval: Duration,
+    /// Below `interval`.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend up.
+    pub rise: u32,
+    /// Consecutive failures that take a backend down.
+    pub fall: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// A GET of `path` answers `expect_status`.
+    Http { path: String, expect_status: u16 },
+}
+
+/// The kernel's form of an address: 16 bytes in network order (IPv4 in the first 4) and the
+/// family.
+pub fn kernel_address(address: IpAddr) -> ([u8; 16], u8) {
+    let mut bytes = [0; 16];
+    match address {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            (bytes, FAMILY_IPV4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6),
+    }
+}
+
+impl VipModel {
+    /// The key of this VIP in the service map.
+    pub fn key(&self) -> VipKey {
+        let (addr, family) = kernel_address(self.address);
+        VipKey {
+            addr,
+            port: self.port.to_be(),
+            proto: self.protocol.number(),
+            family,
+        }
+    }
+
+    /// The `VIP_*` flags of this VIP.
+    pub fn flags(&self) -> u32 {
+        let mut flags = 0;
+        if self.hash == HashMode::Source {
+            flags |= VIP_HASH_SOURCE_ONLY;
+        }
+        if self.forwarding == Forwarding::Ipip {
+            flags |= VIP_FORWARD_IPIP;
+        }
+        flags
+    }
+}
+
+impl Global {
+    /// The data plane's run-time settings (debug logging off).
+    pub fn kernel_config(&self) -> Config {
+        Config {
+            flags: 0,
+            mtu: self.mtu,
+            ipip_src_v4: self.ipip_source_v4.map_or([0; 4], |a| a.octets()),
+            ipip_src_v6: self.ipip_source_v6.map_or([0; 16], |a| a.octets()),
+        }
+    }
+}
+
+/// The model of a file the audit found no error in. `None` only if something the audit
+/// reports as an error is there (a metrics address that does not parse, a backend without a
+/// MAC), so never after a clean audit.
+pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
+    let global = file.global.get_ref();
+    let metrics_address = match &global.metrics_address {
+        Some(text) => text.get_ref().parse().ok()?,
+        None => DEFAULT_METRICS_ADDRESS,
+    };
+    let global = Global {
+        interface: global.interface.get_ref().clone(),
+        xdp_mode: match global.xdp_mode.as_ref().map(|m| *m.get_ref()) {
+            None | Some(file::XdpMode::Native) => XdpModeArg::Native,
+            Some(file::XdpMode::Generic) => XdpModeArg::Generic,
+            Some(file::XdpMode::Auto) => XdpModeArg::Auto,
+        },
+        flow_table_size: value(&global.flow_table_size).unwrap_or(DEFAULT_FLOW_TABLE_SIZE),
+        pin_path: global
+            .pin_path
+            .as_ref()
+            .map_or_else(|| DEFAULT_PIN_PATH.into(), |p| p.get_ref().into()),
+        metrics_address,
+        mtu: value(&global.mtu).unwrap_or(DEFAULT_MTU),
+        ipip_source_v4: value(&global.ipip_source_v4).map(|a| a.0),
+        ipip_source_v6: value(&global.ipip_source_v6).map(|a| a.0),
+    };
+    let vips = file
+        .vip
+        .iter()
+        .map(|vip| {
+            let vip = vip.get_ref();
+            Some(VipModel {
+                name: vip.name.get_ref().0.clone(),
+                address: vip.address.get_ref().0,
+                port: *vip.port.get_ref(),
+                protocol: *vip.protocol.get_ref(),
+                forwarding: value(&vip.forwarding).unwrap_or_default(),
+                hash: value(&vip.hash).unwrap_or_default(),
+                table_size: value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE),
+                backends: vip
+                    .backend
+                    .iter()
+                    .map(|backend| {
+                        let backend = backend.get_ref();
+                        Some(BackendModel {
+                            address: backend.address.get_ref().0,
+                            weight: value(&backend.weight).unwrap_or(DEFAULT_WEIGHT),
+                            mac: value(&backend.mac)?.0,
+                            health: backend
+                                .health
+                                .as_ref()
+                                .map(|h| health(h.get_ref(), *vip.port.get_ref())),
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            })
+        })
+        .collect::<Option<_>>()?;
+    Some(Model {
+        global,
+        audit: audit_thresholds(file),
+        vips,
+    })
+}
+
+/// The thresholds in force, defaults filled in.
+pub(crate) fn audit_thresholds(file: &ConfigFile) -> AuditThresholds {
+    let defaults = AuditThresholds::default();
+    let Some(audit) = &file.audit else {
+        return defaults;
+    };
+    let audit = audit.get_ref();
+    AuditThresholds {
+        max_backend_share: value(&audit.max_backend_share).unwrap_or(defaults.max_backend_share),
+        min_backends: value(&audit.min_backends).unwrap_or(defaults.min_backends),
+    }
+}
+
+fn health(health: &file::HealthFile, vip_port: u16) -> HealthCheck {
+    HealthCheck {
+        check: match health.check.get_ref() {
+            file::Check::Tcp => CheckKind::Tcp,
+            file::Check::Http => CheckKind::Http {
+                path: health
+                    .path
+                    .as_ref()
+                    .map_or_else(|| DEFAULT_HTTP_PATH.to_owned(), |p| p.get_ref().clone()),
+                expect_status: value(&health.expect_status).unwrap_or(DEFAULT_EXPECT_STATUS),
+            },
+        },
+        port: value(&health.port).unwrap_or(vip_port),
+        interval: Duration::from_millis(
+            value(&health.interval_ms)
+                .unwrap_or(DEFAULT_INTERVAL_MS)
+                .into(),
+        ),
+        timeout: Duration::from_millis(
+            value(&health.timeout_ms)
+                .unwrap_or(DEFAULT_TIMEOUT_MS)
+                .into(),
+        ),
+        rise: value(&health.rise).unwrap_or(DEFAULT_RISE),
+        fall: value(&health.fall).unwrap_or(DEFAULT_FALL),
+    }
+}
+
+/// The value of an optional field, if given.
+pub(crate) fn value<T: Copy>(field: &Option<toml::Spanned<T>>) -> Option<T> {
+    field.as_ref().map(|spanned| *spanned.get_ref())
+}

@@ -1,0 +1,186 @@
+//! The catalogue of checks: every rule's stable id, name, severity and purpose.
+//!
+//! Ids never change meaning, so scripts and documentation can rely on them. XLB015..XLB020 are
+//! kept free for rules added elsewhere; the further rules here start at XLB021.
+
+use super::diagnostic::{Rule, Severity};
+
+const fn error(id: &'static str, name: &'static str, summary: &'static str) -> Rule {
+    Rule {
+        id,
+        name,
+        severity: Severity::Error,
+        summary,
+    }
+}
+
+const fn warning(id: &'static str, name: &'static str, summary: &'static str) -> Rule {
+    Rule {
+        id,
+        name,
+        severity: Severity::Warning,
+        summary,
+    }
+}
+
+pub const SYNTAX: Rule = error(
+    "XLB000",
+    "syntax",
+    "The file is not valid TOML, or a field is unknown, missing, of the wrong type or has a \
+     value that is not allowed (an enum value, an address, a MAC, a name).",
+);
+pub const SINGLE_BACKEND: Rule = warning(
+    "XLB001",
+    "single-backend",
+    "A VIP has fewer backends taking traffic than audit.min_backends: one failure takes it down.",
+);
+pub const DOMINANT_BACKEND: Rule = warning(
+    "XLB002",
+    "dominant-backend",
+    "One backend holds more than audit.max_backend_share of a VIP's weight while others exist: \
+     it takes most of the load and most of the damage when it fails.",
+);
+pub const ALL_WEIGHT_ON_ONE: Rule = error(
+    "XLB003",
+    "all-weight-on-one",
+    "A VIP has two or more backends but only one weighs more than 0, so it gets every new flow: \
+     the outage xlb was born from.",
+);
+pub const ZERO_TOTAL_WEIGHT: Rule = error(
+    "XLB004",
+    "zero-total-weight",
+    "A VIP has no backends, or all of them weigh 0: every packet for it would be dropped.",
+);
+pub const DUPLICATE_BACKEND: Rule = error(
+    "XLB005",
+    "duplicate-backend",
+    "The same backend address appears twice in one VIP.",
+);
+pub const BACKEND_IS_VIP: Rule = error(
+    "XLB006",
+    "backend-is-vip",
+    "A backend address is also a VIP address: packets would loop through the load balancer.",
+);
+pub const TABLE_SIZE_NOT_PRIME: Rule = error(
+    "XLB007",
+    "table-size-not-prime",
+    "A VIP's Maglev table size is not prime, so backends' permutations would not cover the table.",
+);
+pub const TABLE_TOO_SMALL: Rule = warning(
+    "XLB008",
+    "table-too-small",
+    "A VIP's table has fewer than 100 slots per backend, so shares drift from the weights and \
+     more flows move when a backend changes.",
+);
+pub const UNKNOWN_INTERFACE: Rule = error(
+    "XLB009",
+    "unknown-interface",
+    "global.interface does not exist on this host.",
+);
+pub const FAMILY_MISMATCH: Rule = error(
+    "XLB010",
+    "family-mismatch",
+    "A dsr VIP has a backend of the other address family (dsr cannot change families), or an \
+     ipip VIP has a backend whose family has no tunnel source (global.ipip_source_v4/v6).",
+);
+pub const DUPLICATE_VIP: Rule = error(
+    "XLB011",
+    "duplicate-vip",
+    "Two VIPs share a name, or the same address, port and protocol (a port-0 VIP beside \
+     specific ports is fine: port 0 is the fallback).",
+);
+pub const MISSING_MAC: Rule = error(
+    "XLB012",
+    "missing-mac",
+    "A backend has no mac: xlb rewrites the destination MAC and cannot learn it.",
+);
+pub const BAD_HEALTH_CHECK: Rule = error(
+    "XLB013",
+    "bad-health-check",
+    "A health check cannot work: timeout not below interval, rise or fall 0, http settings on a \
+     tcp check, a bad path or status, or no port to probe.",
+);
+pub const BAD_GLOBAL: Rule = error(
+    "XLB014",
+    "bad-global",
+    "A [global] or [audit] setting is out of range: flow_table_size, mtu, pin_path, \
+     metrics_address, max_backend_share.",
+);
+pub const UNREADABLE_FILE: Rule = error(
+    "XLB021",
+    "unreadable-file",
+    "The config file cannot be read (it does not exist, no permission, not UTF-8).",
+);
+pub const TABLE_SIZE_OUT_OF_RANGE: Rule = error(
+    "XLB022",
+    "table-size-out-of-range",
+    "A VIP's table size is above the data plane's maximum (2^24) or below its backend count, so \
+     no Maglev table can be built.",
+);
+pub const UNUSABLE_ADDRESS: Rule = error(
+    "XLB023",
+    "unusable-address",
+    "An address or MAC that cannot carry traffic: unspecified, loopback, multicast or broadcast.",
+);
+
+/// Every rule, in id order.
+pub const RULES: &[Rule] = &[
+    SYNTAX,
+    SINGLE_BACKEND,
+    DOMINANT_BACKEND,
+    ALL_WEIGHT_ON_ONE,
+    ZERO_TOTAL_WEIGHT,
+    DUPLICATE_BACKEND,
+    BACKEND_IS_VIP,
+    TABLE_SIZE_NOT_PRIME,
+    TABLE_TOO_SMALL,
+    UNKNOWN_INTERFACE,
+    FAMILY_MISMATCH,
+    DUPLICATE_VIP,
+    MISSING_MAC,
+    BAD_HEALTH_CHECK,
+    BAD_GLOBAL,
+    UNREADABLE_FILE,
+    TABLE_SIZE_OUT_OF_RANGE,
+    UNUSABLE_ADDRESS,
+];
+
+/// The rule with this id (`XLB003`, case-insensitive) or name (`all-weight-on-one`).
+pub fn find(id_or_name: &str) -> Option<&'static Rule> {
+    RULES
+        .iter()
+        .find(|rule| rule.id.eq_ignore_ascii_case(id_or_name) || rule.name == id_or_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_and_names_are_unique_and_ordered() {
+        // Test that no two rules share an id or a name, and that RULES lists them by id.
+        for pair in RULES.windows(2) {
+            assert!(
+                pair[0].id < pair[1].id,
+                "{} before {}",
+                pair[0].id,
+                pair[1].id
+            );
+        }
+        for (i, rule) in RULES.iter().enumerate() {
+            assert!(
+                RULES[i + 1..].iter().all(|other| other.name != rule.name),
+                "{} is used twice",
+                rule.name
+            );
+        }
+    }
+
+    #[test]
+    fn rules_are_found_by_id_or_name() {
+        // Test that `find` accepts either form.
+        assert_eq!(find("xlb003"), Some(&ALL_WEIGHT_ON_ONE));
+        assert_eq!(find("all-weight-on-one"), Some(&ALL_WEIGHT_ON_ONE));
+        assert_eq!(find("XLB999"), None);
+    }
+}

@@ -1,0 +1,414 @@
+//! Tests of the config layer against the corpus in tests/configs: every bad file yields the
+//! diagnostic its first line names, every good file and the example yield none.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use lb_common::service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY};
+
+use super::*;
+use crate::args::XdpModeArg;
+
+fn configs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/configs")
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/xlb.toml")
+}
+
+/// A host with the interfaces the corpus uses.
+fn env() -> FixedEnvironment {
+    FixedEnvironment::new(&["lo", "eth0"])
+}
+
+/// Every diagnostic of a load, whether it succeeded or not.
+fn diagnostics(checked: &Checked) -> &[Diagnostic] {
+    match checked {
+        Ok((_, warnings)) => warnings,
+        Err(diagnostics) => diagnostics,
+    }
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// What a bad file's header promises: `# expect: XLB005` and optionally
+/// `# at: LINE:COLUMN FIELD` for the first diagnostic of that rule.
+struct Expectation {
+    rule: &'static Rule,
+    at: Option<(usize, usize, String)>,
+}
+
+fn expectation(path: &Path) -> Expectation {
+    // Bytes, not a string: one bad file is deliberately not UTF-8.
+    let bytes = std::fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    let id = lines
+        .next()
+        .and_then(|line| line.strip_prefix("# expect: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: the first line must be `# expect: XLBnnn`",
+                path.display()
+            )
+        });
+    let rule = rules::find(id.trim()).unwrap_or_else(|| panic!("{}: no rule {id}", path.display()));
+    let at = lines
+        .next()
+        .and_then(|line| line.strip_prefix("# at: "))
+        .filter(|at| *at != "?")
+        .map(|at| {
+            let (position, field) = at.split_once(' ').unwrap_or((at, ""));
+            let (line, column) = position.split_once(':').expect("LINE:COLUMN");
+            (
+                line.parse().expect("line"),
+                column.parse().expect("column"),
+                field.to_owned(),
+            )
+        });
+    Expectation { rule, at }
+}
+
+#[test]
+fn every_bad_config_yields_its_named_diagnostic() {
+    // Test that each file in tests/configs/bad yields the rule its first line names, with that
+    // rule's severity, nothing else (one mistake per file), and at the promised position.
+    let files = toml_files(&configs().join("bad"));
+    let mut failures = Vec::new();
+    for path in &files {
+        let expected = expectation(path);
+        let checked = load(path, &env());
+        let found = diagnostics(&checked);
+        let rendered: Vec<String> = found.iter().map(ToString::to_string).collect();
+        let rendered = rendered.join("\n");
+        let mut fail =
+            |why: String| failures.push(format!("{}: {why}\n{rendered}", path.display()));
+        let Some(hit) = found.iter().find(|d| d.rule == expected.rule.id) else {
+            fail(format!("no {} diagnostic", expected.rule.id));
+            continue;
+        };
+        if hit.severity != expected.rule.severity || hit.name != expected.rule.name {
+            fail(format!(
+                "{} has the wrong severity or name",
+                expected.rule.id
+            ));
+        }
+        if found.iter().any(|d| d.rule != expected.rule.id) {
+            fail("diagnostics of other rules: the file should hold one mistake".into());
+        }
+        match (&checked, expected.rule.severity) {
+            (Ok(_), Severity::Error) => fail("accepted despite an error".into()),
+            (Err(_), Severity::Warning) => fail("rejected for a warning".into()),
+            _ => {}
+        }
+        if let Some((line, column, field)) = &expected.at
+            && (hit.line, hit.column, &hit.field) != (*line, *column, field)
+        {
+            fail(format!(
+                "expected at {line}:{column} {field}, found {}:{} {}",
+                hit.line, hit.column, hit.field
+            ));
+        }
+        if hit.message.is_empty() || hit.fix.is_empty() {
+            fail("a diagnostic without message or fix".into());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_rule_has_a_bad_config() {
+    // Test that the corpus covers the whole catalogue.
+    let covered: Vec<&str> = toml_files(&configs().join("bad"))
+        .iter()
+        .map(|path| expectation(path).rule.id)
+        .collect();
+    for rule in rules::RULES {
+        assert!(
+            covered.contains(&rule.id),
+            "no bad config expects {}",
+            rule.id
+        );
+    }
+}
+
+#[test]
+fn good_configs_have_no_findings() {
+    // Test that each file in tests/configs/good loads without an error or a warning.
+    let files = toml_files(&configs().join("good"));
+    assert!(files.len() >= 2);
+    for path in files {
+        match load(&path, &env()) {
+            Ok((_, warnings)) => {
+                assert!(warnings.is_empty(), "{}: {}", path.display(), warnings[0])
+            }
+            Err(errors) => panic!("{}: {}", path.display(), errors[0]),
+        }
+    }
+}
+
+#[test]
+fn example_config_is_valid_without_warnings() {
+    // Test that examples/xlb.toml, the documented config, passes cleanly.
+    let (model, warnings) = load(&example(), &env()).unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    assert!(warnings.is_empty(), "{}", warnings[0]);
+    assert_eq!(model.vips.len(), 2);
+}
+
+#[test]
+fn example_and_its_compact_copy_give_the_same_model() {
+    // Test that tests/configs/good/example.toml stays the example's equivalent.
+    let (example, _) = load(&example(), &env()).expect("example");
+    let (copy, _) = load(&configs().join("good/example.toml"), &env()).expect("copy");
+    assert_eq!(example, copy);
+}
+
+#[test]
+fn model_holds_typed_values_defaults_and_file_order() {
+    // Test the model of the example: typed values, defaults filled in, VIPs and backends in
+    // file order, and the kernel forms derived from it.
+    let (model, _) = load(&example(), &env()).expect("example");
+    assert_eq!(model.global.interface, "eth0");
+    assert_eq!(model.global.xdp_mode, XdpModeArg::Native);
+    assert_eq!(model.global.flow_table_size, 65_536);
+    assert_eq!(model.global.pin_path, Path::new("/sys/fs/bpf/xlb"));
+    assert_eq!(model.global.metrics_address.to_string(), "127.0.0.1:9100");
+    assert_eq!(model.global.mtu, 1500);
+    assert_eq!(
+        model.global.ipip_source_v4,
+        Some(Ipv4Addr::new(198, 18, 0, 2))
+    );
+    assert_eq!(
+        model.global.ipip_source_v6,
+        Some("2001:db8::2".parse::<Ipv6Addr>().unwrap())
+    );
+    assert_eq!(model.audit.max_backend_share, 0.5);
+    assert_eq!(model.audit.min_backends, 2);
+
+    let web = &model.vips[0];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.address, IpAddr::from([198, 18, 1, 10]));
+    assert_eq!(
+        (web.port, web.protocol, web.protocol.number()),
+        (80, Protocol::Tcp, 6)
+    );
+    assert_eq!(
+        (web.forwarding, web.hash, web.table_size),
+        (Forwarding::Dsr, HashMode::FiveTuple, 65_537)
+    );
+    let addresses: Vec<String> = web.backends.iter().map(|b| b.address.to_string()).collect();
+    assert_eq!(addresses, ["198.18.0.10", "198.18.0.11", "198.18.0.12"]);
+    let weights: Vec<u32> = web.backends.iter().map(|b| b.weight).collect();
+    assert_eq!(weights, [2, 2, 1]);
+    assert_eq!(web.backends[0].mac, [2, 0, 0, 0, 1, 0]);
+    // The second backend's check gives only `check` and `path`: the rest are defaults, and
+    // the port is the VIP's.
+    let health = web.backends[1].health.as_ref().expect("health");
+    assert_eq!(
+        *health,
+        HealthCheck {
+            check: CheckKind::Http {
+                path: "/healthz".into(),
+                expect_status: 200
+            },
+            port: 80,
+            interval: std::time::Duration::from_millis(1000),
+            timeout: std::time::Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+        }
+    );
+    assert_eq!(web.flags(), 0);
+    let key = web.key();
+    assert_eq!(
+        (key.addr[..4].to_vec(), key.port, key.proto, key.family),
+        (vec![198, 18, 1, 10], 80u16.to_be(), 6, 4)
+    );
+
+    let api = &model.vips[1];
+    assert_eq!(api.name, "api-v6");
+    assert_eq!(api.flags(), VIP_FORWARD_IPIP | VIP_HASH_SOURCE_ONLY);
+    assert_eq!(
+        api.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        [1, 1, 1]
+    );
+    assert_eq!(api.key().family, 6);
+    let config = model.global.kernel_config();
+    assert_eq!(config.ipip_src_v4, [198, 18, 0, 2]);
+    assert_eq!(config.mtu, 1500);
+}
+
+/// A config with a healthy `[global]` and the given VIP section, for position tests.
+fn check(vips: &str) -> Checked {
+    let text = format!("[global]\ninterface = \"eth0\"\n{vips}");
+    check_text(&text, Path::new("xlb.toml"), &env())
+}
+
+/// The only diagnostic of a check.
+fn only(checked: &Checked) -> &Diagnostic {
+    let found = diagnostics(checked);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    &found[0]
+}
+
+const TWO_BACKENDS: &str = r#"
+[[vip]]
+name = "web"
+address = "198.18.1.10"
+port = 80
+protocol = "tcp"
+  [[vip.backend]]
+  address = "198.18.0.10"
+  mac = "02:00:00:00:01:00"
+  [[vip.backend]]
+  address = "198.18.0.11"
+  mac = "02:00:00:00:01:01"
+"#;
+
+#[test]
+fn duplicate_backend_points_at_the_second_address() {
+    // Test the position of an audit finding: line 16 is the third backend's address, whose
+    // value starts at column 13.
+    let vips = format!(
+        "{TWO_BACKENDS}  [[vip.backend]]\n  address = \"198.18.0.10\"\n  \
+         mac = \"02:00:00:00:01:02\"\n"
+    );
+    let checked = check(&vips);
+    let d = only(&checked);
+    assert_eq!((d.rule, d.line, d.column), ("XLB005", 16, 13));
+    assert_eq!(d.field, "vip[0].backend[2].address");
+    assert_eq!(
+        d.to_string(),
+        "xlb.toml:16:13: error[XLB005 duplicate-backend]: backend 198.18.0.10 appears twice in \
+         vip \"web\" (first as backend[0]) (vip[0].backend[2].address)\n  fix: remove one of the \
+         entries or merge their weights"
+    );
+}
+
+#[test]
+fn unknown_field_points_at_the_key_and_suggests_the_right_name() {
+    // Test the position and fix of a serde error: the misspelt key on line 10, column 3.
+    let vips = TWO_BACKENDS.replacen(
+        "  mac = \"02:00:00:00:01:00\"",
+        "  mca = \"02:00:00:00:01:00\"",
+        1,
+    );
+    let checked = check(&vips);
+    let d = only(&checked);
+    assert_eq!((d.rule, d.line, d.column), ("XLB000", 11, 3));
+    assert_eq!(d.field, "vip[0].backend[0].mca");
+    assert!(d.message.contains("unknown field `mca`"), "{}", d.message);
+    assert!(d.fix.contains("did you mean `mac`?"), "{}", d.fix);
+    assert!(d.fix.contains("address, weight, mac, health"), "{}", d.fix);
+}
+
+#[test]
+fn bad_enum_value_names_the_field_and_the_allowed_values() {
+    // Test the position of a value error (column of the opening quote) and its message.
+    let vips = TWO_BACKENDS.replace("protocol = \"tcp\"", "protocol = \"tpc\"");
+    let checked = check(&vips);
+    let d = only(&checked);
+    assert_eq!((d.rule, d.line, d.column), ("XLB000", 8, 12));
+    assert_eq!(d.field, "vip[0].protocol");
+    assert_eq!(d.message, "protocol = \"tpc\" is not allowed");
+    assert_eq!(d.fix, "use one of: tcp, udp (did you mean tcp?)");
+}
+
+#[test]
+fn missing_mac_points_at_the_backend_table() {
+    // Test that a finding about an absent field points at the table it belongs in.
+    let vips = TWO_BACKENDS.replacen("  mac = \"02:00:00:00:01:01\"\n", "", 1);
+    let checked = check(&vips);
+    let d = only(&checked);
+    assert_eq!((d.rule, d.line, d.column), ("XLB012", 12, 3));
+    assert_eq!(d.field, "vip[0].backend[1].mac");
+}
+
+#[test]
+fn all_weight_on_one_says_where_every_flow_would_go() {
+    // Test that the outage xlb was born from is an error that says so plainly.
+    let vips = TWO_BACKENDS.replacen(
+        "  mac = \"02:00:00:00:01:01\"\n",
+        "  mac = \"02:00:00:00:01:01\"\n  weight = 0\n",
+        1,
+    );
+    let checked = check(&vips);
+    assert!(checked.is_err());
+    let d = only(&checked);
+    assert_eq!(d.rule, "XLB003");
+    assert!(
+        d.message
+            .contains("every new flow of vip \"web\" would go to 198.18.0.10"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn audit_thresholds_change_the_warnings() {
+    // Test that [audit] moves the thresholds: a single backend is fine with min_backends = 1.
+    let single = TWO_BACKENDS.replacen(
+        "  [[vip.backend]]\n  address = \"198.18.0.11\"\n  mac = \"02:00:00:00:01:01\"\n",
+        "",
+        1,
+    );
+    assert_eq!(only(&check(&single)).rule, "XLB001");
+    let (model, warnings) = check(&format!("[audit]\nmin_backends = 1\n{single}")).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(model.audit.min_backends, 1);
+}
+
+#[test]
+fn every_syntax_error_is_reported() {
+    // Test that broken TOML yields a diagnostic per error, not just the first.
+    let checked = check_text(
+        "[global]\ninterface = \"eth0\nmtu = = 3\n[[vip]\n",
+        Path::new("x.toml"),
+        &env(),
+    );
+    let errors = checked.expect_err("broken TOML");
+    assert!(errors.len() >= 2, "{errors:#?}");
+    assert!(errors.iter().all(|d| d.rule == "XLB000" && d.line > 0));
+}
+
+#[test]
+fn unreadable_file_is_one_error_naming_the_path() {
+    // Test that load reports a missing file as XLB021 with the path and the OS error.
+    let path = configs().join("bad/does-not-exist.toml");
+    let errors = load(&path, &env()).expect_err("missing file");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].rule, "XLB021");
+    assert!(errors[0].message.contains(&path.display().to_string()));
+    assert!(errors[0].message.contains("No such file or directory"));
+}
+
+#[test]
+fn errors_come_before_warnings() {
+    // Test the order of findings: errors first, then warnings, each in file order.
+    let vips = format!(
+        "{TWO_BACKENDS}\n[[vip]]\nname = \"dns\"\naddress = \"198.18.1.20\"\nport = 53\n\
+         protocol = \"udp\"\ntable_size = 100\n  [[vip.backend]]\n  address = \"198.18.0.20\"\n  \
+         mac = \"02:00:00:00:02:00\"\n"
+    );
+    let found = check(&vips).expect_err("not prime");
+    let rules: Vec<&str> = found.iter().map(|d| d.rule).collect();
+    assert_eq!(rules, ["XLB007", "XLB001"]);
+}

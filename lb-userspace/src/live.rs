@@ -1,0 +1,102 @@
+//! The state a loaded xlb holds in its maps, read back in one piece: what `apply` starts from
+//! and restores on failure, and what `status`, `stats`, `audit`, `explain` and `plan` report.
+
+use anyhow::Context as _;
+use aya::maps::{HashMap, MapData};
+use lb_common::{Backend, Config, Vip, VipKey, map_names, meta::Meta, service::VipFilter};
+
+use crate::{
+    maps::{Maps, array},
+    steering,
+};
+
+/// Every VIP entry, every backend slot, the run-time config, the VIP filter and the meta entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Sorted by key.
+    pub vips: Vec<(VipKey, Vip)>,
+    /// Indexed by backend id; unused ids are all zeros.
+    pub backends: Vec<Backend>,
+    pub config: Config,
+    pub filter: VipFilter,
+    pub meta: Meta,
+}
+
+fn vip_map(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<HashMap<&mut MapData, VipKey, Vip>> {
+    HashMap::try_from(maps.map_mut(map_names::VIPS)?).context("the VIP map has an unexpected type")
+}
+
+impl Snapshot {
+    pub fn read(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Snapshot> {
+        let mut vips = vip_map(maps)?
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the VIP map")?;
+        vips.sort_by_key(|(key, _)| *key);
+        let backends = array::<Backend>(maps, map_names::BACKENDS)?
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the backend map")?;
+        let config = array::<Config>(maps, map_names::CONFIG)?
+            .get(&0, 0)
+            .context("reading the config map")?;
+        let filter = array::<VipFilter>(maps, map_names::VIP_FILTER)?
+            .get(&0, 0)
+            .context("reading the VIP filter")?;
+        let meta = array::<Meta>(maps, map_names::META)?
+            .get(&0, 0)
+            .context("reading the meta map")?;
+        Ok(Snapshot {
+            vips,
+            backends,
+            config,
+            filter,
+            meta,
+        })
+    }
+
+    /// Writes this snapshot back: VIP entries (removing any added since), backends, config,
+    /// filter and meta. Table copies are not touched: the restored VIP entries point at the
+    /// copies that were live when the snapshot was taken, and nothing writes a live copy.
+    pub fn restore(&self, maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<()> {
+        let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
+        for (id, backend) in (0..).zip(&self.backends) {
+            backends
+                .set(id, backend, 0)
+                .with_context(|| format!("restoring backend {id}"))?;
+        }
+        let mut vips = vip_map(maps)?;
+        let present: Vec<VipKey> = vips.keys().collect::<Result<_, _>>()?;
+        for key in present {
+            if self.vips.binary_search_by_key(&key, |(k, _)| *k).is_err() {
+                vips.remove(&key)
+                    .context("removing a VIP added since the snapshot")?;
+            }
+        }
+        for (key, vip) in &self.vips {
+            vips.insert(key, vip, 0).context("restoring a VIP")?;
+        }
+        array::<Config>(maps, map_names::CONFIG)?.set(0, &self.config, 0)?;
+        array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &self.filter, 0)?;
+        array::<Meta>(maps, map_names::META)?.set(0, &self.meta, 0)?;
+        Ok(())
+    }
+
+    /// The VIP entry for `key`, if it exists.
+    pub fn vip(&self, key: &VipKey) -> Option<&Vip> {
+        self.vips
+            .binary_search_by_key(key, |(k, _)| *k)
+            .ok()
+            .map(|i| &self.vips[i].1)
+    }
+
+    /// The live (active) table of `vip`.
+    pub fn active_table(&self, maps: &(impl Maps + ?Sized), vip: &Vip) -> anyhow::Result<Vec<u32>> {
+        let base = if vip.active == 0 {
+            vip.tables[0]
+        } else {
+            vip.tables[1]
+        };
+        steering::read_table(maps, base, vip.table_size)
+    }
+}

@@ -1,0 +1,241 @@
+//! `xlb validate`: check a config file and print every finding, errors first.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::args::{OutputFormat, ValidateArgs};
+use crate::config::{self, Diagnostic, Environment, HostEnvironment, rules};
+use crate::exit;
+
+pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
+    let report = check(&args.file, &HostEnvironment, args.strict, args.output);
+    // A file that cannot be read is a failure of the command, not a finding about a config.
+    if report.code == exit::UNREADABLE && args.output == OutputFormat::Text {
+        std::io::stderr().write_all(report.output.as_bytes())?;
+    } else {
+        std::io::stdout().write_all(report.output.as_bytes())?;
+    }
+    Ok(report.code)
+}
+
+/// What `xlb validate` prints and the code it exits with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub code: u8,
+    pub output: String,
+}
+
+/// Validates the config at `path` against `env` and renders the result.
+pub fn check(path: &Path, env: &dyn Environment, strict: bool, format: OutputFormat) -> Report {
+    let diagnostics = match config::load(path, env) {
+        Ok((_, warnings)) => warnings,
+        Err(diagnostics) => diagnostics,
+    };
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    let code = if diagnostics
+        .iter()
+        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
+    {
+        exit::UNREADABLE
+    } else if errors > 0 || (strict && warnings > 0) {
+        exit::INVALID
+    } else {
+        exit::OK
+    };
+    let output = match format {
+        OutputFormat::Text => text(path, &diagnostics, errors, warnings, strict, code),
+        OutputFormat::Json => json(path, &diagnostics, errors, warnings, strict, code),
+    };
+    Report { code, output }
+}
+
+/// Each diagnostic as a compiler renders it (`config` sorts errors first), then a summary line.
+fn text(
+    path: &Path,
+    diagnostics: &[Diagnostic],
+    errors: usize,
+    warnings: usize,
+    strict: bool,
+    code: u8,
+) -> String {
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        out.push_str(&format!("{diagnostic}\n"));
+    }
+    if code == exit::UNREADABLE {
+        return out;
+    }
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    out.push_str(&format!(
+        "{}: {}, {}",
+        path.display(),
+        plural(errors, "error"),
+        plural(warnings, "warning")
+    ));
+    if errors == 0 && warnings > 0 && strict {
+        out.push_str(" (rejected: --strict treats warnings as errors)");
+    }
+    out.push('\n');
+    out
+}
+
+/// `{"ok", "file", "strict", "errors", "warnings", "diagnostics": [...]}`, each diagnostic
+/// with all its fields.
+fn json(
+    path: &Path,
+    diagnostics: &[Diagnostic],
+    errors: usize,
+    warnings: usize,
+    strict: bool,
+    code: u8,
+) -> String {
+    let document = serde_json::json!({
+        "ok": code == exit::OK,
+        "file": path.to_string_lossy(),
+        "strict": strict,
+        "errors": errors,
+        "warnings": warnings,
+        "diagnostics": diagnostics,
+    });
+    format!("{document:#}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::FixedEnvironment;
+
+    fn corpus(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/configs")
+            .join(name)
+    }
+
+    fn env() -> FixedEnvironment {
+        FixedEnvironment::new(&["lo", "eth0"])
+    }
+
+    #[test]
+    fn json_output_has_ok_counts_and_every_diagnostic_field() {
+        // Test the shape of `--output json` for a config with an error.
+        let path = corpus("bad/all-weight-on-one.toml");
+        let report = check(&path, &env(), false, OutputFormat::Json);
+        assert_eq!(report.code, exit::INVALID);
+        let document: serde_json::Value = serde_json::from_str(&report.output).expect("JSON");
+        assert_eq!(document["ok"], false);
+        assert_eq!(document["errors"], 1);
+        assert_eq!(document["file"], path.to_string_lossy().as_ref());
+        let diagnostics = document["diagnostics"].as_array().expect("array");
+        let first = &diagnostics[0];
+        for key in [
+            "rule", "name", "severity", "file", "line", "column", "field", "message", "fix",
+        ] {
+            assert!(first.get(key).is_some(), "diagnostic lacks {key}: {first}");
+        }
+        assert_eq!(first["rule"], "XLB003");
+        assert_eq!(first["name"], "all-weight-on-one");
+        assert_eq!(first["severity"], "error");
+        assert!(first["line"].as_u64().expect("line") > 0);
+    }
+
+    #[test]
+    fn json_output_of_a_valid_config_is_ok_with_no_diagnostics() {
+        // Test that a clean config is `ok: true` with an empty list and exit code 0.
+        let report = check(
+            &corpus("good/minimal.toml"),
+            &env(),
+            true,
+            OutputFormat::Json,
+        );
+        assert_eq!(report.code, exit::OK);
+        let document: serde_json::Value = serde_json::from_str(&report.output).expect("JSON");
+        assert_eq!(document["ok"], true);
+        assert_eq!(document["diagnostics"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn strict_rejects_warnings() {
+        // Test that warnings pass by default and fail under --strict, in both outputs.
+        let path = corpus("bad/single-backend.toml");
+        let lenient = check(&path, &env(), false, OutputFormat::Text);
+        assert_eq!(lenient.code, exit::OK, "{}", lenient.output);
+        let strict = check(&path, &env(), true, OutputFormat::Json);
+        assert_eq!(strict.code, exit::INVALID);
+        let document: serde_json::Value = serde_json::from_str(&strict.output).expect("JSON");
+        assert_eq!(document["ok"], false);
+        assert_eq!(document["warnings"], 1);
+    }
+
+    #[test]
+    fn text_output_puts_errors_first_and_ends_with_a_summary() {
+        // Test the text rendering: errors before warnings, each with a fix line, then counts.
+        // The corpus holds one mistake per file, so this config (a warning on the first VIP,
+        // an error on the second) is written here.
+        let text = r#"
+[global]
+interface = "eth0"
+
+[[vip]]
+name = "web"
+address = "198.18.1.10"
+port = 80
+protocol = "tcp"
+  [[vip.backend]]
+  address = "198.18.0.10"
+  mac = "02:00:00:00:01:00"
+
+[[vip]]
+name = "api"
+address = "198.18.1.10"
+port = 443
+protocol = "tcp"
+table_size = 1000
+  [[vip.backend]]
+  address = "198.18.0.10"
+  mac = "02:00:00:00:01:00"
+  [[vip.backend]]
+  address = "198.18.0.11"
+  mac = "02:00:00:00:01:01"
+"#;
+        let path = std::env::temp_dir().join(format!("xlb-validate-{}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("temporary config");
+        let report = check(&path, &env(), false, OutputFormat::Text);
+        std::fs::remove_file(&path).expect("removing the temporary config");
+        assert_eq!(report.code, exit::INVALID);
+        let lines: Vec<&str> = report.output.lines().collect();
+        let first_warning = lines.iter().position(|l| l.contains(": warning["));
+        let last_error = lines.iter().rposition(|l| l.contains(": error["));
+        assert!(first_warning.expect("a warning") > last_error.expect("an error"));
+        assert!(lines.iter().any(|l| l.starts_with("  fix: ")));
+        let summary = lines.last().expect("summary");
+        assert!(
+            summary.starts_with(&format!("{}: ", path.display())),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("error") && summary.contains("warning"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_exits_2_naming_path_and_os_error() {
+        // Test that a missing file is exit code 2 with the path and the OS error in the message.
+        let path = corpus("no-such-file.toml");
+        let report = check(&path, &env(), false, OutputFormat::Text);
+        assert_eq!(report.code, exit::UNREADABLE);
+        assert!(
+            report.output.contains(&path.display().to_string()),
+            "{}",
+            report.output
+        );
+        assert!(
+            report.output.contains("No such file or directory"),
+            "{}",
+            report.output
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! Kernel-backed tests of `apply`: a desired state lands in the maps of a loaded program,
+//! tables flip from one copy to the other, ids stay stable, and a failure at any step leaves
+//! the previous state byte for byte.
+
+use aya::Ebpf;
+use lb_common::{
+    Config, PROGRAM_NAME, Verdict,
+    service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
+};
+use lb_userspace::{
+    apply::{self, Desired, DesiredBackend, DesiredVip},
+    capacity::Capacity,
+    live::Snapshot,
+    object, steering, testrun,
+};
+use xlb_tests::{
+    packets::{self, Flow},
+    require_privileges,
+    steering::{flow_key, vip_key},
+};
+
+const CAPACITY: Capacity = Capacity {
+    vips: 4,
+    backends_per_vip: 8,
+    table_slots: 1031,
+};
+
+fn program() -> Ebpf {
+    object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &CAPACITY.map_sizes()).expect("load xlb")
+}
+
+fn backend(address: &str, weight: u32, last_mac_byte: u8) -> DesiredBackend {
+    DesiredBackend {
+        address: address.parse().expect("backend address"),
+        weight,
+        mac: [0x02, 0, 0, 0, 0x02, last_mac_byte],
+    }
+}
+
+fn desired(weights: [u32; 3]) -> Desired {
+    Desired {
+        vips: vec![
+            DesiredVip {
+                key: vip_key("198.18.1.10", 80, 6),
+                flags: 0,
+                table_size: 1031,
+                backends: vec![
+                    backend("198.18.0.10", weights[0], 10),
+                    backend("198.18.0.11", weights[1], 11),
+                    backend("198.18.0.12", weights[2], 12),
+                ],
+            },
+            DesiredVip {
+                key: vip_key("2001:db8:1::10", 443, 6),
+                flags: VIP_FORWARD_IPIP,
+                table_size: 13,
+                backends: vec![
+                    backend("2001:db8::10", 1, 20),
+                    backend("2001:db8::11", 1, 21),
+                ],
+            },
+        ],
+        config: Config {
+            mtu: 1500,
+            ipip_src_v6: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            ..Config::default()
+        },
+        config_hash: 42,
+    }
+}
+
+/// The MAC the kernel sent a SYN of `flow` to.
+fn kernel_choice(ebpf: &mut Ebpf, flow: &Flow) -> [u8; 6] {
+    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
+    let outcome = testrun::run(program, &packets::tcp_syn(flow)).expect("test run");
+    assert_eq!(
+        Verdict::from_code(outcome.code),
+        Some(Verdict::Tx),
+        "{flow:?}"
+    );
+    outcome.output[..6].try_into().expect("MAC")
+}
+
+/// Test that an apply installs every VIP, backend and table, that the kernel then steers by
+/// those tables, and that a second apply flips each VIP to its other table copy, keeping ids
+/// and leaving the previous copy intact.
+#[test]
+fn apply_installs_tables_and_flips_copies() {
+    require_privileges!();
+    let mut ebpf = program();
+    let first = apply::apply(&mut ebpf, &desired([1, 1, 1])).expect("first apply");
+    assert_eq!(first.generation, 1);
+    let snapshot = Snapshot::read(&mut ebpf).expect("snapshot");
+    assert_eq!(snapshot.meta.generation, 1);
+    assert_eq!(snapshot.meta.config_hash, 42);
+    for applied in &first.vips {
+        let live = snapshot.vip(&applied.key).expect("VIP entry");
+        assert_eq!(live, &applied.vip);
+        assert_eq!(
+            snapshot.active_table(&ebpf, live).expect("table"),
+            applied.table
+        );
+        for id in &applied.backend_ids {
+            assert_eq!(snapshot.backends[*id as usize].flags, BACKEND_ACTIVE);
+        }
+    }
+    let v4 = &first.vips[0];
+    for sport in 1000..1100 {
+        let flow = Flow::new("198.18.0.1", "198.18.1.10", sport, 80);
+        let slot = steering::slot(&v4.vip, &flow_key(&flow, 6)) as usize;
+        let id = v4.table[slot];
+        let mac = snapshot.backends[id as usize].mac;
+        assert_eq!(kernel_choice(&mut ebpf, &flow), mac, "{flow:?}");
+    }
+
+    let second = apply::apply(&mut ebpf, &desired([1, 0, 3])).expect("second apply");
+    assert_eq!(second.generation, 2);
+    let after = Snapshot::read(&mut ebpf).expect("snapshot");
+    let (old, new) = (&first.vips[0], &second.vips[0]);
+    assert_eq!(new.vip.id, old.vip.id, "VIP id kept");
+    assert_eq!(new.backend_ids, old.backend_ids, "backend ids kept");
+    assert_eq!(new.vip.active, 1 - old.vip.active, "flipped");
+    assert_eq!(after.active_table(&ebpf, &new.vip).unwrap(), new.table);
+    assert_eq!(
+        after.active_table(&ebpf, &old.vip).unwrap(),
+        old.table,
+        "old copy intact"
+    );
+    assert!(
+        !new.table.contains(&new.backend_ids[1]),
+        "weight 0 is out of the table"
+    );
+}
+
+/// Test that removing a VIP and a backend clears them from the maps, and that the kernel stops
+/// steering the removed VIP.
+#[test]
+fn apply_removes_what_the_config_no_longer_has() {
+    require_privileges!();
+    let mut ebpf = program();
+    let first = apply::apply(&mut ebpf, &desired([1, 1, 1])).expect("first apply");
+    let mut smaller = desired([1, 1, 1]);
+    smaller.vips.truncate(1);
+    smaller.vips[0].backends.pop();
+    apply::apply(&mut ebpf, &smaller).expect("second apply");
+    let after = Snapshot::read(&mut ebpf).expect("snapshot");
+    assert_eq!(after.vips.len(), 1);
+    let removed = first.vips[0].backend_ids[2];
+    assert_eq!(
+        after.backends[removed as usize],
+        lb_common::Backend::default()
+    );
+    for id in &first.vips[1].backend_ids {
+        assert_eq!(after.backends[*id as usize], lb_common::Backend::default());
+    }
+    let program = object::xdp_program(&mut ebpf, PROGRAM_NAME).expect("program");
+    let syn = packets::tcp_syn(&Flow::new("2001:db8::1", "2001:db8:1::10", 1, 443));
+    let outcome = testrun::run(program, &syn).expect("test run");
+    assert_eq!(
+        Verdict::from_code(outcome.code),
+        Some(Verdict::Pass),
+        "removed VIP is not steered"
+    );
+}
+
+/// Test that an apply failing at any of its write steps leaves every map as it was: VIP
+/// entries, backends, config, filter, meta and the live tables, byte for byte.
+#[test]
+fn failed_apply_leaves_the_old_state_byte_for_byte() {
+    require_privileges!();
+    let mut ebpf = program();
+    apply::apply(&mut ebpf, &desired([1, 1, 1])).expect("first apply");
+    let before = Snapshot::read(&mut ebpf).expect("snapshot");
+    let tables_before: Vec<Vec<u32>> = before
+        .vips
+        .iter()
+        .map(|(_, vip)| before.active_table(&ebpf, vip).unwrap())
+        .collect();
+    let mut change = desired([5, 1, 0]);
+    change.vips[1].backends.push(backend("2001:db8::12", 1, 22));
+    change.vips.remove(0);
+    for step in 0..12 {
+        let result = apply::apply_with_fault_injection(&mut ebpf, &change, Some(step));
+        let after = Snapshot::read(&mut ebpf).expect("snapshot");
+        if result.is_ok() {
+            assert!(
+                step >= 9,
+                "apply has {step} steps? it should fail before each of them"
+            );
+            break;
+        }
+        assert_eq!(
+            after, before,
+            "state changed by an apply failing before step {step}"
+        );
+        let tables_after: Vec<Vec<u32>> = after
+            .vips
+            .iter()
+            .map(|(_, vip)| after.active_table(&ebpf, vip).unwrap())
+            .collect();
+        assert_eq!(
+            tables_after, tables_before,
+            "live tables changed (step {step})"
+        );
+    }
+}
+
+/// Test that a desired state the running program cannot hold is refused before anything is
+/// written, with an error that names the limit.
+#[test]
+fn apply_refuses_what_does_not_fit() {
+    require_privileges!();
+    let mut ebpf = program();
+    apply::apply(&mut ebpf, &desired([1, 1, 1])).expect("first apply");
+    let before = Snapshot::read(&mut ebpf).expect("snapshot");
+    let mut too_big = desired([1, 1, 1]);
+    too_big.vips[0].table_size = 65_537;
+    let err = apply::apply(&mut ebpf, &too_big).expect_err("table larger than the capacity");
+    assert!(format!("{err:#}").contains("capacity"), "{err:#}");
+    let mut too_many = desired([1, 1, 1]);
+    for port in 1..=4 {
+        let mut extra = too_many.vips[0].clone();
+        extra.key = vip_key("198.18.1.10", port, 6);
+        too_many.vips.push(extra);
+    }
+    let err = apply::apply(&mut ebpf, &too_many).expect_err("more VIPs than the capacity");
+    assert!(format!("{err:#}").contains("VIPs do not fit"), "{err:#}");
+    assert_eq!(Snapshot::read(&mut ebpf).expect("snapshot"), before);
+}
