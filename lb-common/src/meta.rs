@@ -5,15 +5,27 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
-    /// Increases by one with every successful apply; 0: nothing applied yet.
+    /// Increases by one with every change the control plane makes to the live state (an apply,
+    /// a backend drain, disable or enable); 0: nothing applied yet.
     pub generation: u64,
     /// When the generation was applied, seconds since the Unix epoch.
     pub applied_at: u64,
     /// FNV-1a hash of the applied configuration file's bytes.
     pub config_hash: u64,
+    /// Interface index the program is attached to (0: not attached by `xlb run`).
+    pub ifindex: u32,
+    /// [`ATTACH_NATIVE`] or [`ATTACH_GENERIC`] (0: not attached).
+    pub attach_mode: u32,
+    /// The interface's name, NUL-padded: an index means nothing outside the network namespace
+    /// `xlb run` attached in.
+    pub interface: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<Meta>() == 24);
+const _: () = assert!(core::mem::size_of::<Meta>() == 48);
+
+/// `Meta::attach_mode` values.
+pub const ATTACH_NATIVE: u32 = 1;
+pub const ATTACH_GENERIC: u32 = 2;
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)] plain data, three u64 fields, no padding.
+// SAFETY: #[repr(C)] plain data (three u64, two u32, 16 bytes), no padding.
 unsafe impl aya::Pod for Meta {}

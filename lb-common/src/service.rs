@@ -81,8 +81,12 @@ pub struct Backend {
     pub family: u8,
     /// `BACKEND_*` flags; a backend without [`BACKEND_ACTIVE`] gets no packets.
     pub flags: u8,
+    /// The configured weight. The kernel ignores it; the control plane keeps it here so the
+    /// live state alone is enough to rebuild a table (drain, enable) or audit one.
+    pub weight: u32,
+    pub pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Backend>() == 24);
+const _: () = assert!(core::mem::size_of::<Backend>() == 32);
 
 /// Per-backend counters (per CPU).
 #[repr(C)]

@@ -1,6 +1,9 @@
 //! The `xlb` command line. Doc comments here are the `--help` text.
 
-use std::path::PathBuf;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -21,15 +24,178 @@ pub enum Command {
     /// file, line, field and fix. Exits 0 if valid, 1 if not (errors, or warnings with
     /// --strict), 2 if the file cannot be read.
     Validate(ValidateArgs),
+    /// Show what applying a config would change against the running xlb (VIPs and backends
+    /// added or removed, each backend's share before and after, the share of flows that would
+    /// move) and push sample flows through the real XDP program with the new tables staged in
+    /// scratch maps, reporting the distribution the kernel produced. Changes nothing.
+    Plan(PlanArgs),
+    /// Validate a config and make it live: every VIP's new table is written into its inactive
+    /// copy, then one update per VIP flips to it. All or nothing: on any error the running
+    /// state stays exactly as it was.
+    Apply(ApplyArgs),
+    /// What is loaded, where it is attached and in which mode, the config generation and when
+    /// it was applied.
+    Status(LiveArgs),
+    /// Packets, bytes and new flows per VIP and backend, with each backend's observed share of
+    /// new flows next to its expected share (from the live table); skew is flagged.
+    Stats(StatsArgs),
+    /// Where a flow goes and why: the VIP it matches, the flow hash, the table slot, the
+    /// backend, and any flow-table entry that overrides the table.
+    Explain(ExplainArgs),
+    /// Compare the live kernel maps with a config file (or check them for internal
+    /// consistency without one) and report every drift. Exits 1 if there is any.
+    Audit(AuditArgs),
+    /// Change one backend of a running VIP: `drain` (no new flows, established ones stay),
+    /// `disable` (out now, its flows move), `enable` (back to its weight).
+    Backend(BackendArgs),
+}
+
+/// Where the running xlb is, and how to print.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// The pin directory of the running xlb. Default: the config file's `global.pin_path`
+    /// for verbs that take one, else /sys/fs/bpf/xlb.
+    #[arg(long)]
+    pub pin_path: Option<PathBuf>,
+    /// `text` for people, `json` for scripts (one document on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 the config is valid (warnings allowed) and the kernel \
+    agreed with the prediction on every sample flow; 1 the config has errors (nothing is \
+    planned); 2 the file cannot be read; 3 the running xlb's pins cannot be opened (needs \
+    root); 4 the kernel disagreed with the prediction (a bug in xlb) or the plan could not \
+    run. With no xlb running, the plan is against an empty state. Nothing in the running xlb \
+    changes either way."
+)]
+pub struct PlanArgs {
+    /// The config file to plan.
+    pub file: PathBuf,
+    /// How many synthetic new flows per VIP (TCP SYNs or UDP datagrams from random clients in
+    /// 198.18.128.0/17 or 2001:db8:ffff::/48) to push through the XDP program.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flows: u32,
+    /// Seed of the synthetic flows' addresses and ports: the same seed, the same sample.
+    #[arg(long, default_value_t = crate::plan::DEFAULT_SEED)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The config file to apply.
+    pub file: PathBuf,
+    /// Apply even with warnings (errors always refuse).
+    #[arg(long)]
+    pub allow_warnings: bool,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Sample the counters twice this many seconds apart to report rates (packets/s, bytes/s,
+    /// new flows/s). Counts and shares are the totals since the program was loaded.
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
+    /// Flag a backend whose observed share of new flows exceeds its expected share by this
+    /// factor (or falls below it by the same factor), once its VIP has at least 100 new flows;
+    /// new flows to a backend the table gives no slot are always flagged. Skew is reported, not
+    /// an error: the exit status is 0.
+    #[arg(long, default_value_t = 1.5)]
+    pub skew_factor: f64,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The client's address and port, e.g. 198.18.0.1:40000 or [2001:db8::1]:40000.
+    pub source: SocketAddr,
+    /// The destination (a VIP) address and port.
+    pub destination: SocketAddr,
+    /// The transport protocol.
+    #[arg(value_enum)]
+    pub protocol: ProtocolArg,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The config the running xlb should match; without it only the live maps' own
+    /// consistency is checked.
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    #[arg(value_enum)]
+    pub action: BackendAction,
+    /// The VIP as ADDRESS:PORT/PROTOCOL, e.g. 198.18.1.10:80/tcp or [2001:db8:1::10]:443/tcp.
+    pub vip: String,
+    /// The backend's address.
+    pub backend: IpAddr,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+impl LiveArgs {
+    /// The pin directory: `--pin-path`, else `config_pin_path`, else the default.
+    pub fn pin_path(&self, config_pin_path: Option<&std::path::Path>) -> PathBuf {
+        self.pin_path
+            .clone()
+            .or_else(|| config_pin_path.map(std::path::Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(crate::pins::DEFAULT_PIN_PATH))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendAction {
+    /// No new flows; established flows stay until they end.
+    Drain,
+    /// Out of the table and inactive: its established flows move to other backends.
+    Disable,
+    /// Back in the table with its configured weight.
+    Enable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    Tcp,
+    Udp,
+}
+
+impl ProtocolArg {
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            ProtocolArg::Tcp => 6,
+            ProtocolArg::Udp => 17,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["config", "interface"]))]
 pub struct RunArgs {
-    /// Interface to attach to, in the current network namespace (see `ip link`).
+    /// Run the config in FILE: attach to its interface, pin the program, link and maps under
+    /// its pin path (forwarding survives this process), apply it, and report counters.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Without a config: attach to this interface with no services (every packet passes and
+    /// is counted), pinning nothing.
     #[arg(long, short)]
-    pub interface: String,
-    /// Where the XDP program runs: `native` in the driver (fastest), `generic` in the kernel
-    /// stack (works on any interface), `auto` native with a fallback to generic.
+    pub interface: Option<String>,
+    /// Without a config: where the XDP program runs: `native` in the driver (fastest),
+    /// `generic` in the kernel stack (works on any interface), `auto` native with a fallback
+    /// to generic. With a config, `global.xdp_mode` decides.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
     pub xdp_mode: XdpModeArg,
     /// Stop after this many seconds instead of waiting for Ctrl-C or SIGTERM.
@@ -60,8 +226,9 @@ pub struct ValidateArgs {
     pub output: OutputFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    #[default]
     Text,
     Json,
 }

@@ -3,7 +3,7 @@
 use std::ffi::CString;
 
 use anyhow::{Context as _, bail};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 
 use crate::args::XdpModeArg;
 
@@ -14,12 +14,22 @@ pub enum Attached {
     Generic,
 }
 
+/// Where and how the program was attached.
+#[derive(Debug)]
+pub struct Attachment {
+    pub mode: Attached,
+    pub ifindex: u32,
+    /// The program's link, to take and pin.
+    pub link: XdpLinkId,
+}
+
 /// Attaches `program` to `interface` in the current network namespace.
-pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::Result<Attached> {
+pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::Result<Attachment> {
     let name = CString::new(interface)
         .with_context(|| format!("interface name {interface:?} contains a NUL byte"))?;
     // SAFETY: if_nametoindex reads a valid NUL-terminated string.
-    if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
         bail!(
             "no interface named `{interface}` in this network namespace: check the name with \
              `ip link` (inside a namespace: `ip -n NAME link`)"
@@ -31,7 +41,7 @@ pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::R
              native XDP; use --xdp-mode generic (or auto)"
         )
     };
-    match mode {
+    let (mode, link) = match mode {
         XdpModeArg::Native => program_attach(program, &name, XdpMode::Driver, Attached::Native)
             .with_context(native_hint),
         XdpModeArg::Generic => program_attach(program, &name, XdpMode::Skb, Attached::Generic)
@@ -53,7 +63,12 @@ pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::R
                 }
             }
         }
-    }
+    }?;
+    Ok(Attachment {
+        mode,
+        ifindex,
+        link,
+    })
 }
 
 fn program_attach(
@@ -61,7 +76,6 @@ fn program_attach(
     name: &CString,
     mode: XdpMode,
     attached: Attached,
-) -> anyhow::Result<Attached> {
-    program.attach(name.as_c_str(), mode)?;
-    Ok(attached)
+) -> anyhow::Result<(Attached, XdpLinkId)> {
+    Ok((attached, program.attach(name.as_c_str(), mode)?))
 }

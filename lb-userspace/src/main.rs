@@ -3,20 +3,29 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use lb_userspace::{args, exit, run, validate};
+use lb_userspace::{
+    apply, args, audit, backend, exit, explain, plan, run, stats, status, validate,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
-        args::Command::Run(run_args) => run::run(run_args).await.map(|()| exit::OK),
-        args::Command::Validate(validate_args) => validate::run(validate_args),
+        args::Command::Run(args) => run::run(args).await,
+        args::Command::Validate(args) => validate::run(args),
+        args::Command::Plan(args) => plan::run(args),
+        args::Command::Apply(args) => apply::run(args),
+        args::Command::Status(args) => status::run(args),
+        args::Command::Stats(args) => stats::run(args),
+        args::Command::Explain(args) => explain::run(args),
+        args::Command::Audit(args) => audit::run(args),
+        args::Command::Backend(args) => backend::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("xlb: error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&err))
         }
     }
 }

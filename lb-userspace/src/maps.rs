@@ -3,11 +3,13 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use aya::{
     Ebpf,
     maps::{Array, Map, MapData},
 };
+
+use crate::exit::NotLoaded;
 
 /// A set of the program's maps by name.
 pub trait Maps {
@@ -34,21 +36,22 @@ impl Pinned {
     /// Opens the pinned maps `names` under `dir`.
     pub fn open(dir: &Path, names: &[&str]) -> anyhow::Result<Pinned> {
         if !dir.is_dir() {
-            bail!(
+            return Err(NotLoaded(format!(
                 "nothing is loaded: {} does not exist; start xlb with `xlb run --config FILE` \
                  (or pass the --pin-path it uses)",
                 dir.display()
-            );
+            ))
+            .into());
         }
         let mut maps = BTreeMap::new();
         for &name in names {
             let path = dir.join(name);
-            let data = MapData::from_pin(&path).with_context(|| {
-                format!(
-                    "opening pinned map {}: is it from this version of xlb, and are you root \
-                     (or CAP_BPF)?",
+            let data = MapData::from_pin(&path).map_err(|err| {
+                NotLoaded(format!(
+                    "cannot open pinned map {} ({err}): xlb needs root (or CAP_BPF and \
+                     CAP_NET_ADMIN), and the pins must come from this version of xlb",
                     path.display()
-                )
+                ))
             })?;
             let map = Map::from_map_data(data)
                 .with_context(|| format!("pinned map {} has an unknown type", path.display()))?;

@@ -1,18 +1,134 @@
-//! `xlb run`: load, attach, report counters until stopped, detach.
+//! `xlb run`: load and attach the XDP program, apply a config, and report counters until
+//! stopped. With a config, the program, its link and its maps are pinned, so forwarding does
+//! not depend on this process and the other verbs can reach the live state.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
-use lb_common::PROGRAM_NAME;
+use anyhow::{Context as _, bail};
+use aya::{Ebpf, programs::links::FdLink};
+use lb_common::{
+    PROGRAM_NAME, map_names,
+    meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
+};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{args::RunArgs, attach, counters::Totals, object};
+use crate::{
+    args::RunArgs,
+    attach::{self, Attached},
+    capacity::Capacity,
+    config::{self, HostEnvironment},
+    counters::Totals,
+    exit,
+    maps::{Maps, array},
+    object, pins,
+    rollout::{self, Desired},
+};
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME)?;
+pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    match (&args.config, &args.interface) {
+        (Some(file), _) => run_config(file, &args).await,
+        (None, Some(interface)) => {
+            let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME)?;
+            let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
+            let attached = attach::attach(program, interface, args.xdp_mode)?;
+            println!("xlb: attached to {interface} ({:?} XDP)", attached.mode);
+            report_until_stopped(&ebpf, &args).await?;
+            // Dropping the object detaches the program and frees its maps.
+            drop(ebpf);
+            println!("xlb: detached from {interface}");
+            Ok(exit::OK)
+        }
+        (None, None) => bail!("give --config FILE, or --interface NAME to run without services"),
+    }
+}
+
+async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
+    let (model, warnings) = match config::load(file, &HostEnvironment) {
+        Ok(loaded) => loaded,
+        Err(diagnostics) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            eprintln!("xlb: {} is invalid; nothing was loaded", file.display());
+            return Ok(exit::INVALID);
+        }
+    };
+    for warning in &warnings {
+        eprintln!("{warning}");
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let pin_path = &model.global.pin_path;
+    if pins::exist(pin_path) {
+        bail!(
+            "an xlb is already running with pins under {}: change its config with `xlb apply`, \
+             or stop it first",
+            pin_path.display()
+        );
+    }
+    let mut sizes = Capacity::default().map_sizes();
+    sizes.push((map_names::FLOWS, model.global.flow_table_size));
+    let mut ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &sizes)?;
+    // Configure before attaching, so the first packet already sees the services.
+    rollout::apply(&mut ebpf, &Desired::from_model(&model, &bytes))?;
+    let interface = &model.global.interface;
     let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
-    let mode = attach::attach(program, &args.interface, args.xdp_mode)?;
-    println!("xlb: attached to {} ({mode:?} XDP)", args.interface);
+    let attached = attach::attach(program, interface, model.global.xdp_mode)?;
+    let mode = attached.mode;
+    let link = FdLink::try_from(program.take_link(attached.link)?)
+        .context("the kernel attached the program without a bpf_link (kernel older than 5.9?)")?;
+    // The link pin goes last: its presence means xlb is configured and attached.
+    if let Err(err) = record_attachment(&mut ebpf, mode, attached.ifindex, interface)
+        .and_then(|()| pins::pin(&mut ebpf, PROGRAM_NAME, link, pin_path).map(|_| ()))
+    {
+        // Nothing half-done stays behind: without its pins the program detaches on exit.
+        let _ = pins::remove(pin_path);
+        return Err(err);
+    }
+    println!(
+        "xlb: attached to {interface} ({mode:?} XDP), {} VIPs applied, pinned under {}",
+        model.vips.len(),
+        pin_path.display()
+    );
+    report_until_stopped(&ebpf, args).await?;
+    pins::remove(pin_path)?;
+    drop(ebpf);
+    println!(
+        "xlb: detached from {interface} and removed {}",
+        pin_path.display()
+    );
+    Ok(exit::OK)
+}
 
+/// Records where and how the program is attached in the meta map.
+fn record_attachment(
+    ebpf: &mut Ebpf,
+    mode: Attached,
+    ifindex: u32,
+    interface: &str,
+) -> anyhow::Result<()> {
+    let attach_mode = match mode {
+        Attached::Native => ATTACH_NATIVE,
+        Attached::Generic => ATTACH_GENERIC,
+    };
+    let mut name = [0u8; 16];
+    let len = interface.len().min(15);
+    name[..len].copy_from_slice(&interface.as_bytes()[..len]);
+    let mut metas = array::<Meta>(ebpf, map_names::META)?;
+    let meta = metas.get(&0, 0)?;
+    metas.set(
+        0,
+        &Meta {
+            ifindex,
+            attach_mode,
+            interface: name,
+            ..meta
+        },
+        0,
+    )?;
+    Ok(())
+}
+
+async fn report_until_stopped(maps: &(impl Maps + ?Sized), args: &RunArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = async {
         match args.duration {
@@ -29,13 +145,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
             _ = ticker.tick(), if args.stats_interval > 0 => {
-                print!("{}", Totals::read(&ebpf)?.render());
+                print!("{}", Totals::read(maps)?.render());
             }
         }
     }
-    print!("{}", Totals::read(&ebpf)?.render());
-    // Dropping the object detaches the program and frees its maps.
-    drop(ebpf);
-    println!("xlb: detached from {}", args.interface);
+    print!("{}", Totals::read(maps)?.render());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! xlb's test harness: the privilege gate for kernel-backed tests, network-namespace labs, and
 //! packet fixtures. Used by the integration tests in tests/tests, the lab and the benchmarks.
 pub mod demo;
+pub mod live;
 pub mod netns;
 pub mod packets;
 pub mod privilege;

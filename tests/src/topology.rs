@@ -355,6 +355,7 @@ impl Topology {
                 mac: host.mac,
                 family,
                 flags: BACKEND_ACTIVE,
+                ..Backend::default()
             };
             steering::set_backend(&mut ebpf, host.id, &backend)?;
         }

@@ -8,10 +8,11 @@ use lb_common::{
     service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
 use lb_userspace::{
-    apply::{self, Desired, DesiredBackend, DesiredVip},
     capacity::Capacity,
     live::Snapshot,
-    object, steering, testrun,
+    object,
+    rollout::{self as apply, Desired, DesiredBackend, DesiredVip},
+    steering, testrun,
 };
 use xlb_tests::{
     packets::{self, Flow},
@@ -34,6 +35,7 @@ fn backend(address: &str, weight: u32, last_mac_byte: u8) -> DesiredBackend {
         address: address.parse().expect("backend address"),
         weight,
         mac: [0x02, 0, 0, 0, 0x02, last_mac_byte],
+        operator: None,
     }
 }
 
@@ -102,6 +104,7 @@ fn apply_installs_tables_and_flips_copies() {
         );
         for id in &applied.backend_ids {
             assert_eq!(snapshot.backends[*id as usize].flags, BACKEND_ACTIVE);
+            assert_eq!(snapshot.backends[*id as usize].weight, 1);
         }
     }
     let v4 = &first.vips[0];

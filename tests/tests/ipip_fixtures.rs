@@ -40,6 +40,7 @@ fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common
                 FAMILY_IPV4
             },
             flags: BACKEND_ACTIVE,
+            ..Backend::default()
         };
         steering::set_backend(&mut ebpf, id, &backend).expect("backend");
     }

@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: data-plane benchmarks through BPF_PROG_TEST_RUN, each figure beside a
-//! baseline program measured in the same run. Writes target/bench/dataplane.json.
+//! `cargo xtask bench`: data-plane benchmarks through BPF_PROG_TEST_RUN and control-plane
+//! timings, each figure beside a baseline measured in the same run. Writes
+//! target/bench/dataplane.json and target/bench/controlplane.json.
 
 use crate::{cmd, setup};
 

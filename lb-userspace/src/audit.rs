@@ -1,0 +1,888 @@
+//! `xlb audit`: compare the live kernel maps with a config file (or, without one, with
+//! themselves) and report every drift: what the maps should hold, what they hold, and the fix.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use lb_common::{
+    Backend, Config, Vip, VipKey,
+    service::{
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY,
+        vip_filter_bit,
+    },
+};
+use serde::{Serialize, Serializer};
+
+use crate::{
+    args::{AuditArgs, OutputFormat},
+    capacity::Capacity,
+    config::{self, Diagnostic, Environment, HostEnvironment, Model, kernel_address, rules},
+    exit,
+    explain::format_mac,
+    live::Snapshot,
+    maglev,
+    maps::Maps,
+    pins, report,
+    rollout::{self, Desired, NO_BACKEND, describe_vip, live_address},
+};
+
+pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
+    let report = audit(
+        args.file.as_deref(),
+        args.live.pin_path.as_deref(),
+        &HostEnvironment,
+    )?;
+    if !report.diagnostics.is_empty() && args.live.output == OutputFormat::Text {
+        // The config is broken, not the kernel: say so on stderr, as `validate` does.
+        for diagnostic in &report.diagnostics {
+            eprintln!("{diagnostic}");
+        }
+        let file = report.file.as_deref().unwrap_or("the config");
+        if report.code == exit::UNREADABLE {
+            eprintln!("xlb: {file} cannot be read, so the kernel was not audited");
+        } else {
+            eprintln!(
+                "xlb: {file} is invalid, so the kernel was not audited: fix it (`xlb validate \
+                 {file}` lists every problem) and audit again"
+            );
+        }
+        return Ok(report.code);
+    }
+    report::emit(args.live.output, &report, text)?;
+    Ok(report.code)
+}
+
+/// The result of an audit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// No drift (notes allowed) and a valid config.
+    pub ok: bool,
+    /// The config file audited against; none: the live maps were checked against themselves.
+    pub file: Option<String>,
+    /// The pin directory of the audited xlb; none when an invalid config stopped the audit.
+    pub pin_path: Option<String>,
+    /// Errors in the config file; when there are any the kernel was not read.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Findings that are drift, and findings that are notes.
+    pub drift: usize,
+    pub notes: usize,
+    pub findings: Vec<Finding>,
+    /// The exit code: [`exit::OK`], [`exit::INVALID`] (drift, or an invalid config) or
+    /// [`exit::UNREADABLE`] (the config cannot be read).
+    #[serde(skip)]
+    pub code: u8,
+}
+
+/// One difference between the maps and what they should hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    pub severity: Severity,
+    /// `address:port/protocol`; none for program-wide findings (run-time config, meta).
+    pub vip: Option<String>,
+    /// The backend's address, or `id N` for an id that holds none.
+    pub backend: Option<String>,
+    pub expected: String,
+    pub actual: String,
+    pub fix: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The maps differ from what they should hold: the audit fails.
+    Drift,
+    /// Worth knowing, not wrong: an operator's drain or disable, an older config file.
+    Note,
+}
+
+/// What kind of difference a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// A VIP of the config is not in the kernel.
+    VipMissing,
+    /// A VIP in the kernel is not in the config.
+    VipExtra,
+    /// Forwarding or hash mode differ.
+    VipFlags,
+    VipTableSize,
+    /// The VIP entry itself is unusable: id, table copies or live-copy index out of place.
+    VipEntry,
+    BackendMissing,
+    BackendExtra,
+    BackendMac,
+    BackendWeight,
+    BackendFamily,
+    /// Backend flags no xlb verb writes (inactive without a disable, or both).
+    BackendState,
+    /// A backend drained or disabled by an operator (a note).
+    BackendOperator,
+    /// The live table differs from the one xlb would build.
+    Table,
+    /// Table slots pointing at no usable backend of the VIP.
+    Slot,
+    /// A VIP address's bit is clear in the VIP filter.
+    Filter,
+    Mtu,
+    TunnelSource,
+    /// The config cannot be applied to the running program (capacity).
+    Capacity,
+    /// The live state came from another version of the file (a note).
+    ConfigHash,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::VipMissing => "vip_missing",
+            Kind::VipExtra => "vip_extra",
+            Kind::VipFlags => "vip_flags",
+            Kind::VipTableSize => "vip_table_size",
+            Kind::VipEntry => "vip_entry",
+            Kind::BackendMissing => "backend_missing",
+            Kind::BackendExtra => "backend_extra",
+            Kind::BackendMac => "backend_mac",
+            Kind::BackendWeight => "backend_weight",
+            Kind::BackendFamily => "backend_family",
+            Kind::BackendState => "backend_state",
+            Kind::BackendOperator => "backend_operator",
+            Kind::Table => "table",
+            Kind::Slot => "slot",
+            Kind::Filter => "filter",
+            Kind::Mtu => "mtu",
+            Kind::TunnelSource => "tunnel_source",
+            Kind::Capacity => "capacity",
+            Kind::ConfigHash => "config_hash",
+        }
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// Audits the xlb pinned at `pin_path` (default: the config's `global.pin_path`, else
+/// [`pins::DEFAULT_PIN_PATH`]) against the config `file`, or against itself without one. A
+/// config that does not validate stops the audit before the kernel is read.
+pub fn audit(
+    file: Option<&Path>,
+    pin_path: Option<&Path>,
+    env: &dyn Environment,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        ok: false,
+        file: file.map(|f| f.display().to_string()),
+        pin_path: None,
+        diagnostics: Vec::new(),
+        drift: 0,
+        notes: 0,
+        findings: Vec::new(),
+        code: exit::INVALID,
+    };
+    let loaded = match file {
+        None => None,
+        Some(file) => {
+            match config::read(file)
+                .and_then(|text| Ok((config::check_text(&text, file, env)?, text)))
+            {
+                Ok(((model, _warnings), text)) => Some((model, text, file)),
+                Err(diagnostics) => {
+                    if diagnostics
+                        .iter()
+                        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
+                    {
+                        report.code = exit::UNREADABLE;
+                    }
+                    report.diagnostics = diagnostics;
+                    return Ok(report);
+                }
+            }
+        }
+    };
+    let pin_path: PathBuf = pin_path
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            loaded
+                .as_ref()
+                .map(|(model, ..)| model.global.pin_path.clone())
+        })
+        .unwrap_or_else(|| PathBuf::from(pins::DEFAULT_PIN_PATH));
+    let mut maps = pins::open(&pin_path)?;
+    report.pin_path = Some(pin_path.display().to_string());
+    report.findings = match &loaded {
+        Some((model, text, file)) => against_config(&mut maps, model, text.as_bytes(), file)?,
+        None => consistency(&mut maps)?,
+    };
+    report.drift = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Drift)
+        .count();
+    report.notes = report.findings.len() - report.drift;
+    report.ok = report.drift == 0;
+    report.code = if report.ok { exit::OK } else { exit::INVALID };
+    Ok(report)
+}
+
+/// Every drift between the maps and the config `model` read from `bytes` in `file`.
+pub fn against_config(
+    maps: &mut (impl Maps + ?Sized),
+    model: &Model,
+    bytes: &[u8],
+    file: &Path,
+) -> anyhow::Result<Vec<Finding>> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let reapply = format!("re-apply the config: `xlb apply {}`", file.display());
+    let mut audit = Audit {
+        snapshot: &snapshot,
+        capacity,
+        reapply: &reapply,
+        findings: Vec::new(),
+    };
+    audit.entries_and_backend_states();
+    let desired = Desired::from_model(model, bytes);
+    for want in &desired.vips {
+        let Some(live) = snapshot.vip(&want.key) else {
+            audit.drift(
+                Kind::VipMissing,
+                &want.key,
+                None,
+                format!("in the kernel with {} backends", want.backends.len()),
+                "absent: its packets go to the host's stack unsteered".to_owned(),
+            );
+            continue;
+        };
+        if live.flags != want.flags {
+            audit.drift(
+                Kind::VipFlags,
+                &want.key,
+                None,
+                describe_flags(want.flags),
+                describe_flags(live.flags),
+            );
+        }
+        if live.table_size != want.table_size {
+            audit.drift(
+                Kind::VipTableSize,
+                &want.key,
+                None,
+                format!("{} slots", want.table_size),
+                format!("{} slots", live.table_size),
+            );
+        }
+        let mut unmatched = audit.backends_of(live);
+        for backend in &want.backends {
+            let (addr, family) = kernel_address(backend.address);
+            let Some(at) = unmatched.iter().position(|(_, b)| b.addr == addr) else {
+                audit.drift(
+                    Kind::BackendMissing,
+                    &want.key,
+                    Some(backend.address.to_string()),
+                    format!("in the VIP with weight {}", backend.weight),
+                    "absent: it gets no traffic".to_owned(),
+                );
+                continue;
+            };
+            let (_, found) = unmatched.remove(at);
+            let name = Some(backend.address.to_string());
+            if found.mac != backend.mac {
+                audit.drift(
+                    Kind::BackendMac,
+                    &want.key,
+                    name.clone(),
+                    format_mac(&backend.mac),
+                    format_mac(&found.mac),
+                );
+            }
+            if found.weight != backend.weight {
+                audit.drift(
+                    Kind::BackendWeight,
+                    &want.key,
+                    name.clone(),
+                    format!("weight {}", backend.weight),
+                    format!("weight {}", found.weight),
+                );
+            }
+            if found.family != family {
+                audit.drift(
+                    Kind::BackendFamily,
+                    &want.key,
+                    name,
+                    format!("family {family}"),
+                    format!("family {}", found.family),
+                );
+            }
+        }
+        for (id, extra) in unmatched {
+            audit.drift(
+                Kind::BackendExtra,
+                &want.key,
+                Some(live_address(&extra).to_string()),
+                "not in the VIP (the config does not list it)".to_owned(),
+                format!("backend id {id}, {}", state_of(&extra)),
+            );
+        }
+    }
+    for (key, _) in &snapshot.vips {
+        if !desired.vips.iter().any(|want| want.key == *key) {
+            let fix = format!("{reapply} to remove it, or add it to the config");
+            audit.push(
+                Kind::VipExtra,
+                Severity::Drift,
+                Some(key),
+                None,
+                "absent (the config does not list it)".to_owned(),
+                "in the kernel, steering packets".to_owned(),
+                fix,
+            );
+        }
+    }
+    audit.tables(maps, &desired, "the config's backends and weights")?;
+    audit.run_time_config(&model.global.kernel_config());
+    let hash = rollout::config_hash(bytes);
+    if snapshot.meta.config_hash != hash {
+        audit.push(
+            Kind::ConfigHash,
+            Severity::Note,
+            None,
+            None,
+            format!("{hash:#018x} (this file)"),
+            format!(
+                "{:#018x} (applied as generation {})",
+                snapshot.meta.config_hash, snapshot.meta.generation
+            ),
+            format!(
+                "the live state was applied from another version of the file; `xlb plan {}` \
+                 shows what applying this one would change",
+                file.display()
+            ),
+        );
+    }
+    Ok(audit.findings)
+}
+
+/// Every inconsistency of the maps with themselves: tables pointing at backends that are not
+/// there, not the VIP's or not active; tables that differ from the Maglev table the live
+/// backends and weights give; VIP addresses missing from the filter.
+pub fn consistency(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<Finding>> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let reapply = "re-apply the config xlb runs (`xlb apply FILE`): it rewrites every entry and \
+                   table";
+    let mut audit = Audit {
+        snapshot: &snapshot,
+        capacity,
+        reapply,
+        findings: Vec::new(),
+    };
+    audit.entries_and_backend_states();
+    for (key, vip) in &snapshot.vips {
+        if audit.usable(vip) {
+            audit.slots(maps, key, vip)?;
+        }
+    }
+    let mut desired = Desired::from_live(&snapshot, &capacity);
+    // An unusable entry is reported already; its table cannot be rebuilt.
+    desired
+        .vips
+        .retain(|want| snapshot.vip(&want.key).is_some_and(|vip| audit.usable(vip)));
+    audit.tables(maps, &desired, "the live backends' weights")?;
+    Ok(audit.findings)
+}
+
+struct Audit<'a> {
+    snapshot: &'a Snapshot,
+    capacity: Capacity,
+    /// The fix for most drift.
+    reapply: &'a str,
+    findings: Vec<Finding>,
+}
+
+impl Audit<'_> {
+    #[expect(clippy::too_many_arguments, reason = "one finding's fields, all named")]
+    fn push(
+        &mut self,
+        kind: Kind,
+        severity: Severity,
+        vip: Option<&VipKey>,
+        backend: Option<String>,
+        expected: String,
+        actual: String,
+        fix: String,
+    ) {
+        self.findings.push(Finding {
+            kind,
+            severity,
+            vip: vip.map(describe_vip),
+            backend,
+            expected,
+            actual,
+            fix,
+        });
+    }
+
+    /// A drift fixed by re-applying.
+    fn drift(
+        &mut self,
+        kind: Kind,
+        vip: &VipKey,
+        backend: Option<String>,
+        expected: String,
+        actual: String,
+    ) {
+        let fix = self.reapply.to_owned();
+        self.push(
+            kind,
+            Severity::Drift,
+            Some(vip),
+            backend,
+            expected,
+            actual,
+            fix,
+        );
+    }
+
+    /// Whether the kernel can use `vip`'s entry as rollout writes it.
+    fn usable(&self, vip: &Vip) -> bool {
+        vip.id < self.capacity.vips
+            && vip.active <= 1
+            && vip.table_size <= self.capacity.table_slots
+            && maglev::is_prime(vip.table_size)
+            && vip.tables
+                == [
+                    self.capacity.table_base(vip.id, 0),
+                    self.capacity.table_base(vip.id, 1),
+                ]
+    }
+
+    /// The live, non-empty backend entries in `vip`'s id range.
+    fn backends_of(&self, vip: &Vip) -> Vec<(u32, Backend)> {
+        self.capacity
+            .backend_ids(vip.id)
+            .filter_map(|id| Some((id, *self.snapshot.backends.get(id as usize)?)))
+            .filter(|(_, b)| *b != Backend::default())
+            .collect()
+    }
+
+    /// VIP entries, filter bits and backend flags: checked with or without a config.
+    fn entries_and_backend_states(&mut self) {
+        for (key, vip) in &self.snapshot.vips {
+            if !self.usable(vip) {
+                let expected = format!(
+                    "id below {}, a prime table size up to {}, live copy 0 or 1, copies at \
+                     slots {} and {}",
+                    self.capacity.vips,
+                    self.capacity.table_slots,
+                    self.capacity.table_base(vip.id, 0),
+                    self.capacity.table_base(vip.id, 1)
+                );
+                let actual = format!(
+                    "id {}, table size {}, live copy {}, copies at slots {} and {}",
+                    vip.id, vip.table_size, vip.active, vip.tables[0], vip.tables[1]
+                );
+                self.drift(Kind::VipEntry, key, None, expected, actual);
+            }
+            let bit = vip_filter_bit(&key.addr);
+            if self.snapshot.filter[(bit / 64) as usize] & (1 << (bit % 64)) == 0 {
+                self.drift(
+                    Kind::Filter,
+                    key,
+                    None,
+                    format!("filter bit {bit} set"),
+                    format!("bit {bit} clear: every packet to this address passes unsteered"),
+                );
+            }
+            for (_, backend) in self.backends_of(vip) {
+                self.backend_state(key, &backend);
+            }
+        }
+    }
+
+    fn backend_state(&mut self, key: &VipKey, backend: &Backend) {
+        let name = Some(live_address(backend).to_string());
+        let active = backend.flags & BACKEND_ACTIVE != 0;
+        let (drained, disabled) = (
+            backend.flags & BACKEND_DRAINED != 0,
+            backend.flags & BACKEND_DISABLED != 0,
+        );
+        let vip = describe_vip(key);
+        let enable = format!(
+            "`xlb backend enable {vip} {}` returns it to its weight; nothing to do if this is \
+             intended",
+            live_address(backend)
+        );
+        match (active, disabled) {
+            (true, true) => self.drift(
+                Kind::BackendState,
+                key,
+                name,
+                "a disabled backend is inactive".to_owned(),
+                "marked disabled but active: the kernel still sends it flows".to_owned(),
+            ),
+            (false, false) => self.drift(
+                Kind::BackendState,
+                key,
+                name,
+                "active (no operator disabled it)".to_owned(),
+                "inactive: the kernel sends it nothing and moves its flows".to_owned(),
+            ),
+            (false, true) => self.push(
+                Kind::BackendOperator,
+                Severity::Note,
+                Some(key),
+                name,
+                format!("active with weight {}", backend.weight),
+                "disabled with `xlb backend disable`: out of the table, its flows moved".to_owned(),
+                enable,
+            ),
+            (true, false) if drained => self.push(
+                Kind::BackendOperator,
+                Severity::Note,
+                Some(key),
+                name,
+                format!("in the table with weight {}", backend.weight),
+                "drained with `xlb backend drain`: no new flows, established flows stay".to_owned(),
+                enable,
+            ),
+            (true, false) => {}
+        }
+    }
+
+    /// Slots of `vip`'s live table that point at no usable backend of the VIP, one finding per
+    /// offending backend id.
+    fn slots(
+        &mut self,
+        maps: &(impl Maps + ?Sized),
+        key: &VipKey,
+        vip: &Vip,
+    ) -> anyhow::Result<()> {
+        let table = self.snapshot.active_table(maps, vip)?;
+        let owned = self.capacity.backend_ids(vip.id);
+        let eligible = self.backends_of(vip).iter().any(|(_, b)| {
+            b.flags & (BACKEND_ACTIVE | BACKEND_DRAINED | BACKEND_DISABLED) == BACKEND_ACTIVE
+                && b.weight > 0
+        });
+        // Offending slots by backend id, in slot order.
+        let mut bad: BTreeMap<u32, (String, Vec<u32>)> = BTreeMap::new();
+        for (slot, &id) in (0..).zip(&table) {
+            let problem = if id == NO_BACKEND {
+                if !eligible {
+                    continue;
+                }
+                "no backend, though the VIP has eligible backends".to_owned()
+            } else if !owned.contains(&id) {
+                format!(
+                    "backend id {id}, not one of this VIP's (ids {} to {})",
+                    owned.start,
+                    owned.end - 1
+                )
+            } else {
+                match self.snapshot.backends.get(id as usize) {
+                    Some(b) if *b == Backend::default() => {
+                        format!("backend id {id}, which holds no backend")
+                    }
+                    Some(b) if b.flags & BACKEND_ACTIVE == 0 => {
+                        format!("backend id {id} ({}), which is inactive", live_address(b))
+                    }
+                    _ => continue,
+                }
+            };
+            bad.entry(id).or_insert((problem, Vec::new())).1.push(slot);
+        }
+        for (id, (problem, slots)) in bad {
+            let backend = match self.snapshot.backends.get(id as usize) {
+                Some(b) if *b != Backend::default() => live_address(b).to_string(),
+                _ if id == NO_BACKEND => "none".to_owned(),
+                _ => format!("id {id}"),
+            };
+            self.drift(
+                Kind::Slot,
+                key,
+                Some(backend),
+                "every slot holds an active backend of this VIP".to_owned(),
+                format!(
+                    "{} {} {problem}",
+                    list_slots(&slots),
+                    if slots.len() == 1 { "holds" } else { "hold" }
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Each VIP's live table against the one rollout builds for `desired` (`source` says from
+    /// what), for VIPs in the kernel with the desired table size.
+    fn tables(
+        &mut self,
+        maps: &(impl Maps + ?Sized),
+        desired: &Desired,
+        source: &str,
+    ) -> anyhow::Result<()> {
+        let expected = match rollout::expected_tables(self.snapshot, &self.capacity, desired) {
+            Ok(expected) => expected,
+            Err(err) => {
+                self.push(
+                    Kind::Capacity,
+                    Severity::Drift,
+                    None,
+                    None,
+                    "the config fits the running program".to_owned(),
+                    format!("{err:#}"),
+                    "shrink the config, or restart xlb with a larger capacity".to_owned(),
+                );
+                return Ok(());
+            }
+        };
+        for want in expected {
+            let Some(live) = self.snapshot.vip(&want.key) else {
+                continue;
+            };
+            if live.table_size != want.vip.table_size || !self.usable(live) {
+                continue;
+            }
+            let table = self.snapshot.active_table(maps, live)?;
+            let differ: Vec<u32> = (0..)
+                .zip(table.iter().zip(&want.table))
+                .filter(|(_, (a, b))| a != b)
+                .map(|(slot, _)| slot)
+                .collect();
+            if let Some(&first) = differ.first() {
+                let name = |id: u32| {
+                    if id == NO_BACKEND {
+                        "none".to_owned()
+                    } else {
+                        id.to_string()
+                    }
+                };
+                self.drift(
+                    Kind::Table,
+                    &want.key,
+                    None,
+                    format!("the Maglev table built from {source}"),
+                    format!(
+                        "{} of {} slots differ (slot {first} holds backend {}, expected {})",
+                        differ.len(),
+                        table.len(),
+                        name(table[first as usize]),
+                        name(want.table[first as usize])
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn run_time_config(&mut self, want: &Config) {
+        let live = &self.snapshot.config;
+        let mtu = |c: &Config| {
+            if c.mtu == 0 {
+                Config::DEFAULT_MTU
+            } else {
+                c.mtu
+            }
+        };
+        let fix = self.reapply.to_owned();
+        if mtu(live) != mtu(want) {
+            self.push(
+                Kind::Mtu,
+                Severity::Drift,
+                None,
+                None,
+                format!("mtu {}", mtu(want)),
+                format!("mtu {}", mtu(live)),
+                fix.clone(),
+            );
+        }
+        let sources = [
+            (
+                IpAddr::from(want.ipip_src_v4),
+                IpAddr::from(live.ipip_src_v4),
+            ),
+            (
+                IpAddr::from(want.ipip_src_v6),
+                IpAddr::from(live.ipip_src_v6),
+            ),
+        ];
+        for (want, live) in sources {
+            if want != live {
+                self.push(
+                    Kind::TunnelSource,
+                    Severity::Drift,
+                    None,
+                    None,
+                    want.to_string(),
+                    live.to_string(),
+                    fix.clone(),
+                );
+            }
+        }
+    }
+}
+
+fn describe_flags(flags: u32) -> String {
+    format!(
+        "{} forwarding, {} hash",
+        if flags & VIP_FORWARD_IPIP != 0 {
+            "ipip"
+        } else {
+            "dsr"
+        },
+        if flags & VIP_HASH_SOURCE_ONLY != 0 {
+            "source"
+        } else {
+            "5-tuple"
+        }
+    )
+}
+
+fn state_of(backend: &Backend) -> &'static str {
+    crate::explain::BackendState::of(backend).name()
+}
+
+/// `slot 7` or `slots 7, 9, 12 and 40 more`.
+fn list_slots(slots: &[u32]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<String> = slots.iter().take(SHOWN).map(u32::to_string).collect();
+    match slots.len() {
+        1 => format!("slot {}", shown[0]),
+        n if n <= SHOWN => format!("slots {}", shown.join(", ")),
+        n => format!("slots {} and {} more", shown.join(", "), n - SHOWN),
+    }
+}
+
+/// A header line, then one aligned row per finding with its fix below it.
+pub fn text(report: &Report) -> String {
+    let against = report
+        .file
+        .as_deref()
+        .map_or_else(|| "itself".to_owned(), |f| f.to_owned());
+    let mut out = format!(
+        "audit of the xlb at {} against {}: {}, {}\n",
+        report.pin_path.as_deref().unwrap_or("?"),
+        against,
+        plural(report.drift, "drift"),
+        plural(report.notes, "note")
+    );
+    if report.findings.is_empty() {
+        return out;
+    }
+    let rows: Vec<[String; 6]> = report
+        .findings
+        .iter()
+        .map(|f| {
+            [
+                match f.severity {
+                    Severity::Drift => "drift".to_owned(),
+                    Severity::Note => "note".to_owned(),
+                },
+                f.kind.name().to_owned(),
+                f.vip.clone().unwrap_or_else(|| "-".to_owned()),
+                f.backend.clone().unwrap_or_else(|| "-".to_owned()),
+                f.expected.clone(),
+                f.actual.clone(),
+            ]
+        })
+        .collect();
+    let header = ["", "KIND", "VIP", "BACKEND", "EXPECTED", "ACTUAL"].map(str::to_owned);
+    let mut widths = [0; 5];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String; 6]| {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            line += &format!("{cell:<width$}  ");
+        }
+        line += &row[5];
+        line + "\n"
+    };
+    out += &line(&header);
+    for (row, finding) in rows.iter().zip(&report.findings) {
+        out += &line(row);
+        out += &format!("{:w$}  fix: {}\n", "", finding.fix, w = widths[0]);
+    }
+    out
+}
+
+fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test that an invalid or unreadable config stops the audit before the kernel is read: the
+    /// pin directory does not exist, yet the result is the config's diagnostics, not NotLoaded.
+    #[test]
+    fn a_bad_config_stops_before_the_kernel() {
+        let env = crate::config::FixedEnvironment::new(&["lo"]);
+        let pins = Path::new("/nonexistent/xlb-pins");
+        let path = std::env::temp_dir().join(format!("xlb-audit-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[global]\ninterface = \"lo\"\n[[vip]]\nname = \"x\"\n",
+        )
+        .expect("temporary config");
+        let invalid = audit(Some(&path), Some(pins), &env).expect("a report");
+        std::fs::remove_file(&path).expect("removing the temporary config");
+        assert_eq!(invalid.code, exit::INVALID);
+        assert!(!invalid.ok && invalid.pin_path.is_none());
+        assert!(invalid.diagnostics.iter().any(Diagnostic::is_error));
+        let unreadable = audit(Some(&path), Some(pins), &env).expect("a report");
+        assert_eq!(unreadable.code, exit::UNREADABLE);
+        assert_eq!(unreadable.diagnostics[0].rule, rules::UNREADABLE_FILE.id);
+    }
+
+    /// Test that long slot lists are cut short with a count.
+    #[test]
+    fn slot_lists_are_short() {
+        assert_eq!(list_slots(&[7]), "slot 7");
+        assert_eq!(list_slots(&[7, 9]), "slots 7, 9");
+        assert_eq!(list_slots(&[1, 2, 3, 4, 5]), "slots 1, 2, 3 and 2 more");
+    }
+
+    /// Test that the text rendering has a header line and a fix under every finding.
+    #[test]
+    fn text_has_header_rows_and_fixes() {
+        let report = Report {
+            ok: false,
+            file: Some("web.toml".to_owned()),
+            pin_path: Some("/sys/fs/bpf/xlb".to_owned()),
+            diagnostics: Vec::new(),
+            drift: 1,
+            notes: 0,
+            findings: vec![Finding {
+                kind: Kind::BackendMac,
+                severity: Severity::Drift,
+                vip: Some("198.18.1.10:80/tcp".to_owned()),
+                backend: Some("198.18.0.10".to_owned()),
+                expected: "02:00:00:00:03:00".to_owned(),
+                actual: "02:00:00:00:00:99".to_owned(),
+                fix: "re-apply the config: `xlb apply web.toml`".to_owned(),
+            }],
+            code: exit::INVALID,
+        };
+        let out = text(&report);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].contains("1 drift, 0 notes"), "{out}");
+        assert!(
+            lines[1].contains("KIND") && lines[1].contains("ACTUAL"),
+            "{out}"
+        );
+        assert!(lines[2].starts_with("drift  backend_mac"), "{out}");
+        assert!(lines[3].trim_start().starts_with("fix: re-apply"), "{out}");
+        assert_eq!(
+            lines[1].find("EXPECTED"),
+            lines[2].find("02:00:00:00:03:00")
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! `xlb backend drain|disable|enable VIP BACKEND`: change one backend of a running VIP. The
+//! VIP's table is rebuilt from the live state (weights are kept in the backend map) and
+//! flipped like an apply, all or nothing; the operator state survives later applies.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context as _, bail};
+use lb_common::{
+    VipKey,
+    service::{BACKEND_DISABLED, BACKEND_DRAINED},
+};
+use serde::Serialize;
+
+use crate::{
+    args::{BackendAction, BackendArgs},
+    capacity::Capacity,
+    config::kernel_address,
+    exit,
+    live::Snapshot,
+    maps::Maps,
+    pins, report,
+    rollout::{self, Desired, describe_vip},
+};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendReport {
+    pub vip: String,
+    pub backend: IpAddr,
+    /// "drained", "disabled" or "enabled".
+    pub state: String,
+    pub generation: u64,
+}
+
+pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
+    let vip = parse_vip(&args.vip)?;
+    let mut maps = pins::open(&args.live.pin_path(None))?;
+    let report = change(&mut maps, &vip, args.backend, args.action)?;
+    report::emit(args.live.output, &report, |r| {
+        format!(
+            "xlb: backend {} of {} {} (generation {})\n",
+            r.backend, r.vip, r.state, r.generation
+        )
+    })?;
+    Ok(exit::OK)
+}
+
+/// Parses `ADDRESS:PORT/PROTOCOL` (`198.18.1.10:80/tcp`, `[2001:db8:1::10]:443/udp`).
+pub fn parse_vip(text: &str) -> anyhow::Result<VipKey> {
+    let usage = || {
+        format!(
+            "VIP `{text}` is not ADDRESS:PORT/PROTOCOL, e.g. 198.18.1.10:80/tcp or \
+             [2001:db8:1::10]:443/udp"
+        )
+    };
+    let (socket, protocol) = text.rsplit_once('/').with_context(usage)?;
+    let socket: SocketAddr = socket.parse().ok().with_context(usage)?;
+    let proto = match protocol {
+        "tcp" => 6,
+        "udp" => 17,
+        _ => bail!("{}: the protocol must be tcp or udp", usage()),
+    };
+    let (addr, family) = kernel_address(socket.ip());
+    Ok(VipKey {
+        addr,
+        port: socket.port().to_be(),
+        proto,
+        family,
+    })
+}
+
+/// Applies `action` to `backend` of `vip` on the live state behind `maps`.
+pub fn change(
+    maps: &mut (impl Maps + ?Sized),
+    vip: &VipKey,
+    backend: IpAddr,
+    action: BackendAction,
+) -> anyhow::Result<BackendReport> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let name = describe_vip(vip);
+    if snapshot.vip(vip).is_none() {
+        bail!("no VIP {name} is live; `xlb status` lists the live VIPs");
+    }
+    let mut desired = Desired::from_live(&snapshot, &capacity);
+    let Some(target) = desired.vips.iter_mut().find(|v| v.key == *vip) else {
+        bail!("no VIP {name} is live; `xlb status` lists the live VIPs");
+    };
+    let known: Vec<String> = target
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect();
+    let Some(entry) = target.backends.iter_mut().find(|b| b.address == backend) else {
+        bail!(
+            "VIP {name} has no backend {backend}; its backends are: {}",
+            known.join(", ")
+        );
+    };
+    let (operator, state) = match action {
+        BackendAction::Drain => (BACKEND_DRAINED, "drained"),
+        BackendAction::Disable => (BACKEND_DISABLED, "disabled"),
+        BackendAction::Enable => (0, "enabled"),
+    };
+    entry.operator = Some(operator);
+    let applied = rollout::apply(maps, &desired)?;
+    Ok(BackendReport {
+        vip: name,
+        backend,
+        state: state.into(),
+        generation: applied.generation,
+    })
+}

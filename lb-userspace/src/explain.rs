@@ -1,0 +1,660 @@
+//! `xlb explain`: where a flow goes and why, decided from the live maps by the kernel's own
+//! steps (filter, VIP lookup, flow hash, table slot, flow table, rewrite), one line per step.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{HashMap, MapData, MapError};
+use lb_common::{
+    Backend, Config, Event, FlowEntry, FlowKey, Reason, Vip, VipKey, flow_hash, map_names,
+    service::{
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, FAMILY_IPV4, VIP_FORWARD_IPIP,
+        VIP_HASH_SOURCE_ONLY, vip_filter_bit,
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    args::{ExplainArgs, ProtocolArg},
+    config::kernel_address,
+    exit,
+    live::Snapshot,
+    maps::Maps,
+    pins, report,
+    rollout::{NO_BACKEND, describe_vip, live_address},
+    steering,
+};
+
+pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
+    let pin_path = args.live.pin_path(None);
+    let mut maps = pins::open(&pin_path)?;
+    let query = Query {
+        source: args.source,
+        destination: args.destination,
+        protocol: args.protocol,
+    };
+    let explanation = explain(&mut maps, &query)?;
+    report::emit(args.live.output, &explanation, text)?;
+    Ok(exit::OK)
+}
+
+/// The flow to explain, as the client sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Query {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub protocol: ProtocolArg,
+}
+
+impl Query {
+    /// The 5-tuple as the kernel's parser builds it: addresses as map bytes, ports in network
+    /// byte order (read from the header with a native load).
+    pub fn flow_key(&self) -> FlowKey {
+        FlowKey {
+            src: kernel_address(self.source.ip()).0,
+            dst: kernel_address(self.destination.ip()).0,
+            sport: self.source.port().to_be(),
+            dport: self.destination.port().to_be(),
+            proto: self.protocol.number(),
+            pad: [0; 3],
+        }
+    }
+}
+
+/// Everything `explain` found, in the kernel's order. `steps` is the text explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// The destination's bit in the VIP address filter, and whether it is set.
+    pub filter_bit: u32,
+    pub filter_set: bool,
+    pub is_vip: bool,
+    /// When not a VIP: `filter` (the bit is clear) or `lookup` (no VIP entry).
+    pub ruled_out_by: Option<&'static str>,
+    pub vip: Option<VipMatch>,
+    /// The table's choice (what new flows get); absent when not a VIP or the VIP has no table.
+    pub table: Option<TableChoice>,
+    /// The backend the flow table remembers for this flow, if any.
+    pub flow_entry: Option<BackendInfo>,
+    /// What a TCP SYN (a new connection) gets: always the table's choice. Absent for UDP.
+    pub syn: Option<Decision>,
+    /// What every other packet (TCP without SYN, every UDP datagram) gets.
+    pub established: Option<Decision>,
+    /// The explanation, one line per step.
+    pub steps: Vec<String>,
+}
+
+/// The VIP entry the flow matched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipMatch {
+    /// `address:port/protocol` of the entry (port 0 for an all-ports VIP).
+    pub vip: String,
+    pub id: u32,
+    /// Whether the exact port matched (else the all-ports entry did).
+    pub exact_port: bool,
+    /// `dsr` or `ipip`.
+    pub forwarding: &'static str,
+    /// `5-tuple` or `source`.
+    pub hash: &'static str,
+    pub table_size: u32,
+    /// The live table copy (0 or 1) and its first slot in the slot map.
+    pub active_copy: u32,
+    pub table_base: u32,
+}
+
+/// The flow's slot in the live table and the backend there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TableChoice {
+    pub flow_hash: u32,
+    /// `hash % table_size`, relative to the copy's first slot.
+    pub slot: u32,
+    /// None: the slot holds no backend.
+    pub backend: Option<BackendInfo>,
+}
+
+/// A backend entry as the kernel sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendInfo {
+    pub id: u32,
+    /// None when the id is unused or beyond the backend map.
+    pub address: Option<IpAddr>,
+    pub mac: String,
+    pub weight: u32,
+    pub state: BackendState,
+    /// Whether the kernel sends it packets (`BACKEND_ACTIVE`).
+    pub active: bool,
+}
+
+/// What a backend entry's flags mean.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Takes new and established flows.
+    Active,
+    /// Out of the table, keeps its established flows (`xlb backend drain`).
+    Drained,
+    /// Out of the table and inactive (`xlb backend disable`).
+    Disabled,
+    /// Inactive without an operator's disable: something else wrote the entry.
+    Inactive,
+    /// The id holds no backend.
+    Unused,
+    /// The id is beyond the backend map.
+    Missing,
+}
+
+impl BackendState {
+    pub fn of(backend: &Backend) -> BackendState {
+        let active = backend.flags & BACKEND_ACTIVE != 0;
+        if *backend == Backend::default() {
+            BackendState::Unused
+        } else if !active && backend.flags & BACKEND_DISABLED != 0 {
+            BackendState::Disabled
+        } else if !active {
+            BackendState::Inactive
+        } else if backend.flags & BACKEND_DRAINED != 0 {
+            BackendState::Drained
+        } else {
+            BackendState::Active
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Drained => "drained",
+            BackendState::Disabled => "disabled",
+            BackendState::Inactive => "inactive",
+            BackendState::Unused => "unused",
+            BackendState::Missing => "missing",
+        }
+    }
+}
+
+/// Where one kind of packet goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// `flow_table` (the remembered backend) or `table` (hashed into the Maglev table).
+    pub via: &'static str,
+    /// The flow-table event the kernel counts: `flow_hit`, `flow_miss` or `flow_stale`.
+    pub event: &'static str,
+    /// The reason the kernel counts: `forwarded_dsr`, `forwarded_ipip` or `no_backend`.
+    pub reason: &'static str,
+    /// `tx` or `drop`.
+    pub verdict: &'static str,
+    pub backend: Option<BackendInfo>,
+    /// The frame that leaves, when forwarded.
+    pub frame: Option<Frame>,
+}
+
+/// The frame sent to the backend: the destination MAC is the backend's (`dsr`) or the next
+/// hop's (`ipip`); the source MAC is the received frame's destination (this host's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    pub dst_mac: String,
+    /// The outer header of `ipip`; none for `dsr` (the IP packet is unchanged).
+    pub tunnel: Option<Tunnel>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    pub outer_src: IpAddr,
+    pub outer_dst: IpAddr,
+    /// IP protocol (IPv4 outer) or next header (IPv6 outer): 4 for IPv4 inside, 41 for IPv6.
+    pub protocol: u8,
+    /// Largest tunnelled packet; larger ones are dropped as `encap_too_big`.
+    pub mtu: u32,
+    /// Largest client packet that fits (`mtu` minus the outer header).
+    pub max_inner: u32,
+}
+
+/// The lowercase colon-separated form of a MAC address.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.map(|byte| format!("{byte:02x}")).join(":")
+}
+
+/// Explains `query` from the maps of a loaded xlb.
+pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result<Explanation> {
+    if query.source.is_ipv4() != query.destination.is_ipv4() {
+        bail!(
+            "source {} and destination {} are of different address families: give both as \
+             IPv4 or both as IPv6 (a packet carries one family)",
+            query.source,
+            query.destination
+        );
+    }
+    let snapshot = Snapshot::read(maps)?;
+    let key = query.flow_key();
+    let family = kernel_address(query.destination.ip()).1;
+    let protocol = match query.protocol {
+        ProtocolArg::Tcp => "tcp",
+        ProtocolArg::Udp => "udp",
+    };
+    let filter_bit = vip_filter_bit(&key.dst);
+    let filter_set = snapshot.filter[(filter_bit / 64) as usize] & (1 << (filter_bit % 64)) != 0;
+    let mut explanation = Explanation {
+        source: query.source,
+        destination: query.destination,
+        protocol,
+        filter_bit,
+        filter_set,
+        is_vip: false,
+        ruled_out_by: None,
+        vip: None,
+        table: None,
+        flow_entry: None,
+        syn: None,
+        established: None,
+        steps: Vec::new(),
+    };
+    let dst = query.destination.ip();
+    let steps = &mut explanation.steps;
+    if !filter_set {
+        explanation.ruled_out_by = Some("filter");
+        steps.push(format!(
+            "VIP filter: bit {filter_bit} of {dst} is clear, so no VIP has this address: the \
+             packet goes to the host's stack untouched (not_vip)"
+        ));
+        return Ok(explanation);
+    }
+    steps.push(format!("VIP filter: bit {filter_bit} of {dst} is set"));
+    let mut vip_key = VipKey {
+        addr: key.dst,
+        port: key.dport,
+        proto: key.proto,
+        family,
+    };
+    let exact = snapshot.vip(&vip_key).copied();
+    let exact_port = exact.is_some();
+    let found = exact.or_else(|| {
+        vip_key.port = 0;
+        snapshot.vip(&vip_key).copied()
+    });
+    let Some(vip) = found else {
+        explanation.ruled_out_by = Some("lookup");
+        let all_ports = VipKey { port: 0, ..vip_key };
+        steps.push(format!(
+            "no VIP {} and no all-ports VIP {}: not a VIP (the filter bit is shared with another \
+             VIP address, or this address is a VIP for another port or protocol), so the packet \
+             goes to the host's stack untouched (not_vip)",
+            describe_vip(&VipKey {
+                port: key.dport,
+                ..vip_key
+            }),
+            describe_vip(&all_ports)
+        ));
+        return Ok(explanation);
+    };
+    explanation.is_vip = true;
+    let ipip = vip.flags & VIP_FORWARD_IPIP != 0;
+    let source_only = vip.flags & VIP_HASH_SOURCE_ONLY != 0;
+    let matched = VipMatch {
+        vip: describe_vip(&vip_key),
+        id: vip.id,
+        exact_port,
+        forwarding: if ipip { "ipip" } else { "dsr" },
+        hash: if source_only { "source" } else { "5-tuple" },
+        table_size: vip.table_size,
+        active_copy: vip.active,
+        table_base: if vip.active == 0 {
+            vip.tables[0]
+        } else {
+            vip.tables[1]
+        },
+    };
+    steps.push(format!(
+        "VIP {} (id {}) matches {}: {} forwarding, {} hash, {}-slot table, copy {} live",
+        matched.vip,
+        matched.id,
+        if exact_port {
+            "the exact port"
+        } else {
+            "on all ports (its port-0 entry)"
+        },
+        matched.forwarding,
+        matched.hash,
+        matched.table_size,
+        matched.active_copy
+    ));
+
+    let table = table_choice(maps, &snapshot, &vip, &key)?;
+    match &table {
+        None => steps.push(format!(
+            "the VIP entry is unusable (table size {}, live copy {}): the kernel finds no \
+             backend for new flows; re-apply the config with `xlb apply FILE`",
+            vip.table_size, vip.active
+        )),
+        Some(choice) => {
+            steps.push(format!(
+                "flow hash {:#010x} over the {} -> slot {} of {}",
+                choice.flow_hash,
+                if source_only {
+                    "source address"
+                } else {
+                    "5-tuple"
+                },
+                choice.slot,
+                vip.table_size
+            ));
+            steps.push(match &choice.backend {
+                None => format!(
+                    "slot {} holds no backend: new flows are dropped (no_backend)",
+                    choice.slot
+                ),
+                Some(backend) => format!(
+                    "slot {} holds backend {}{}",
+                    choice.slot,
+                    backend.id,
+                    describe_backend(backend)
+                ),
+            });
+        }
+    }
+
+    let flows = HashMap::<&MapData, FlowKey, FlowEntry>::try_from(maps.map(map_names::FLOWS)?)
+        .context("the flow table map has an unexpected type")?;
+    let entry = match flows.get(&key, 0) {
+        Ok(entry) => Some(entry),
+        Err(MapError::KeyNotFound) => None,
+        Err(err) => return Err(err).context("looking the flow up in the flow table"),
+    };
+    let entry_backend = entry.map(|entry| backend_info(&snapshot, entry.backend));
+    let rewrite = Rewrite {
+        ipip,
+        inner_v4: family == FAMILY_IPV4,
+        config: snapshot.config,
+    };
+    let from_table = |event: Event| decide(&table, "table", event, &rewrite);
+    let syn = (query.protocol == ProtocolArg::Tcp).then(|| from_table(Event::FlowMiss));
+    let table_id = table
+        .as_ref()
+        .and_then(|t| t.backend.as_ref())
+        .map(|b| b.id);
+    let others = if query.protocol == ProtocolArg::Tcp {
+        "other packets follow the flow-table entry"
+    } else {
+        "every datagram follows the flow-table entry"
+    };
+    let established = match &entry_backend {
+        None => {
+            steps.push(
+                "flow table: no entry for this flow: packets take the table's choice, and the \
+                 first one forwarded is remembered"
+                    .to_owned(),
+            );
+            from_table(Event::FlowMiss)
+        }
+        Some(remembered) if remembered.active => {
+            steps.push(if Some(remembered.id) == table_id {
+                format!(
+                    "flow table: entry -> backend {}, the table's choice too",
+                    remembered.id
+                )
+            } else if query.protocol == ProtocolArg::Tcp {
+                format!(
+                    "flow table: entry -> backend {}{}: a new TCP SYN re-hashes (to the table's \
+                     choice); {others}",
+                    remembered.id,
+                    describe_backend(remembered)
+                )
+            } else {
+                format!(
+                    "flow table: entry -> backend {}{}: {others}",
+                    remembered.id,
+                    describe_backend(remembered)
+                )
+            });
+            forward("flow_table", Event::FlowHit, remembered.clone(), &rewrite)
+        }
+        Some(remembered) => {
+            steps.push(format!(
+                "flow table: entry -> backend {}{}: not active, so the next packet will be \
+                 re-hashed to the table's choice and the entry replaced",
+                remembered.id,
+                describe_backend(remembered)
+            ));
+            from_table(Event::FlowStale)
+        }
+    };
+    match &syn {
+        Some(syn) if syn.backend != established.backend => {
+            steps.push(format!("a new TCP SYN: {}", describe_decision(syn)));
+            steps.push(format!(
+                "every other packet: {}",
+                describe_decision(&established)
+            ));
+        }
+        _ => steps.push(format!("result: {}", describe_decision(&established))),
+    }
+    explanation.vip = Some(matched);
+    explanation.table = table;
+    explanation.flow_entry = entry_backend;
+    explanation.syn = syn;
+    explanation.established = Some(established);
+    Ok(explanation)
+}
+
+/// The flow's slot of the live table, as `select::backend` computes it; None when the kernel
+/// would not read a table (size 0 or a copy index beyond 1).
+fn table_choice(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    vip: &Vip,
+    key: &FlowKey,
+) -> anyhow::Result<Option<TableChoice>> {
+    if vip.table_size == 0 || vip.active > 1 {
+        return Ok(None);
+    }
+    let slot = steering::slot(vip, key);
+    let base = vip.tables[vip.active as usize];
+    let id = steering::read_table(maps, base.wrapping_add(slot), 1)?[0];
+    Ok(Some(TableChoice {
+        flow_hash: flow_hash(key, vip.flags & VIP_HASH_SOURCE_ONLY != 0),
+        slot,
+        backend: (id != NO_BACKEND).then(|| backend_info(snapshot, id)),
+    }))
+}
+
+fn backend_info(snapshot: &Snapshot, id: u32) -> BackendInfo {
+    match snapshot.backends.get(id as usize) {
+        None => BackendInfo {
+            id,
+            address: None,
+            mac: format_mac(&[0; 6]),
+            weight: 0,
+            state: BackendState::Missing,
+            active: false,
+        },
+        Some(backend) => {
+            let state = BackendState::of(backend);
+            BackendInfo {
+                id,
+                address: (state != BackendState::Unused).then(|| live_address(backend)),
+                mac: format_mac(&backend.mac),
+                weight: backend.weight,
+                state,
+                active: backend.flags & BACKEND_ACTIVE != 0,
+            }
+        }
+    }
+}
+
+/// How the VIP rewrites a forwarded packet.
+struct Rewrite {
+    ipip: bool,
+    /// The client's packet is IPv4 (the tunnel's inner protocol).
+    inner_v4: bool,
+    config: Config,
+}
+
+/// What the table's choice does with a packet: forward to an active backend, else drop.
+fn decide(
+    table: &Option<TableChoice>,
+    via: &'static str,
+    event: Event,
+    rewrite: &Rewrite,
+) -> Decision {
+    match table.as_ref().and_then(|t| t.backend.as_ref()) {
+        Some(backend) if backend.active => forward(via, event, backend.clone(), rewrite),
+        backend => Decision {
+            via,
+            event: event.name(),
+            reason: Reason::NoBackend.name(),
+            verdict: Reason::NoBackend.verdict().name(),
+            backend: backend.cloned(),
+            frame: None,
+        },
+    }
+}
+
+fn forward(via: &'static str, event: Event, backend: BackendInfo, rewrite: &Rewrite) -> Decision {
+    let config = &rewrite.config;
+    let reason = if rewrite.ipip {
+        Reason::ForwardedIpip
+    } else {
+        Reason::ForwardedDsr
+    };
+    let tunnel = match (rewrite.ipip, backend.address) {
+        (true, Some(outer_dst)) => {
+            let mtu = if config.mtu == 0 {
+                Config::DEFAULT_MTU
+            } else {
+                config.mtu
+            };
+            let (outer_src, header) = match outer_dst {
+                IpAddr::V4(_) => (IpAddr::from(config.ipip_src_v4), 20),
+                IpAddr::V6(_) => (IpAddr::from(config.ipip_src_v6), 40),
+            };
+            Some(Tunnel {
+                outer_src,
+                outer_dst,
+                protocol: if rewrite.inner_v4 { 4 } else { 41 },
+                mtu,
+                max_inner: mtu.saturating_sub(header),
+            })
+        }
+        _ => None,
+    };
+    Decision {
+        via,
+        event: event.name(),
+        reason: reason.name(),
+        verdict: reason.verdict().name(),
+        frame: Some(Frame {
+            dst_mac: backend.mac.clone(),
+            tunnel,
+        }),
+        backend: Some(backend),
+    }
+}
+
+/// ` (ADDRESS, mac MAC, STATE, weight W)` of a backend.
+fn describe_backend(backend: &BackendInfo) -> String {
+    match backend.address {
+        Some(address) => format!(
+            " ({address}, mac {}, {}, weight {})",
+            backend.mac,
+            backend.state.name(),
+            backend.weight
+        ),
+        None => format!(" ({})", backend.state.name()),
+    }
+}
+
+fn describe_decision(decision: &Decision) -> String {
+    let (Some(backend), Some(frame)) = (&decision.backend, &decision.frame) else {
+        return format!("dropped ({})", decision.reason);
+    };
+    let address = backend
+        .address
+        .map_or_else(String::new, |a| format!(" {a}"));
+    match &frame.tunnel {
+        None => format!(
+            "XDP_TX to backend {}{address}: destination MAC {}, source MAC this host's, IP packet \
+             unchanged ({})",
+            backend.id, frame.dst_mac, decision.reason
+        ),
+        Some(tunnel) => {
+            let unset = tunnel.outer_src.is_unspecified();
+            format!(
+                "XDP_TX to backend {}{address} in a tunnel: destination MAC {} (next hop), outer \
+                 {} -> {} protocol {}{}; client packets over {} bytes are dropped as \
+                 encap_too_big ({})",
+                backend.id,
+                frame.dst_mac,
+                tunnel.outer_src,
+                tunnel.outer_dst,
+                tunnel.protocol,
+                if unset {
+                    " (tunnel source unset: set global.ipip_source_v4/v6 and re-apply)"
+                } else {
+                    ""
+                },
+                tunnel.max_inner,
+                decision.reason
+            )
+        }
+    }
+}
+
+/// The explanation as numbered lines under a header.
+pub fn text(explanation: &Explanation) -> String {
+    let mut out = format!(
+        "flow {} -> {}/{}\n",
+        explanation.source, explanation.destination, explanation.protocol
+    );
+    for (i, step) in explanation.steps.iter().enumerate() {
+        out += &format!("{:>2}. {step}\n", i + 1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test that the flow key matches the kernel parser's: ports in network byte order and an
+    /// IPv4 address in the first four bytes.
+    #[test]
+    fn flow_key_is_the_kernels() {
+        let query = Query {
+            source: "198.18.0.1:40000".parse().unwrap(),
+            destination: "198.18.1.10:80".parse().unwrap(),
+            protocol: ProtocolArg::Udp,
+        };
+        let key = query.flow_key();
+        assert_eq!(key.src[..4], [198, 18, 0, 1]);
+        assert_eq!(key.src[4..], [0; 12]);
+        assert_eq!(key.sport.to_ne_bytes(), 40000u16.to_be_bytes());
+        assert_eq!(key.dport.to_ne_bytes(), 80u16.to_be_bytes());
+        assert_eq!(key.proto, 17);
+    }
+
+    /// Test that a backend's flags read as the operator states they encode.
+    #[test]
+    fn backend_states_follow_the_flags() {
+        let with = |flags| Backend {
+            flags,
+            family: FAMILY_IPV4,
+            ..Backend::default()
+        };
+        assert_eq!(
+            BackendState::of(&with(BACKEND_ACTIVE)),
+            BackendState::Active
+        );
+        assert_eq!(
+            BackendState::of(&with(BACKEND_ACTIVE | BACKEND_DRAINED)),
+            BackendState::Drained
+        );
+        assert_eq!(
+            BackendState::of(&with(BACKEND_DISABLED)),
+            BackendState::Disabled
+        );
+        assert_eq!(BackendState::of(&with(0)), BackendState::Inactive);
+        assert_eq!(BackendState::of(&Backend::default()), BackendState::Unused);
+        assert_eq!(format_mac(&[2, 0, 0, 0, 3, 0xab]), "02:00:00:00:03:ab");
+    }
+}

@@ -1,0 +1,405 @@
+//! The two sides of a plan (the live state and the state the config would install) and what
+//! differs between them: VIP settings, backends, each backend's share of the table, and the
+//! share of new flows that would move.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use lb_common::{
+    Backend, Config, Vip, VipKey,
+    service::{BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
+};
+
+use super::{BackendPlan, Change, FieldChange, VipPlan, kernel, mac_text, sample::Probe};
+use crate::{
+    capacity::Capacity,
+    config::{Model, VipModel},
+    live::Snapshot,
+    pins,
+    rollout::{AppliedVip, DesiredVip, describe_vip, live_address},
+    steering,
+};
+
+/// What a running xlb holds, read once.
+pub(super) struct Live {
+    pub snapshot: Snapshot,
+    pub capacity: Capacity,
+    pub vips: BTreeMap<VipKey, Side>,
+}
+
+/// One VIP on one side of the plan: its entry, its backends and who owns each table slot.
+pub(super) struct Side {
+    pub key: VipKey,
+    pub vip: Vip,
+    pub backends: Vec<SideBackend>,
+    /// Per slot, the index in `backends` of its owner; `None` for an empty slot.
+    pub owners: Vec<Option<usize>>,
+    /// Per backend, the slots it owns.
+    pub slots: Vec<u32>,
+}
+
+pub(super) struct SideBackend {
+    pub address: IpAddr,
+    pub weight: u32,
+    pub mac: [u8; 6],
+    /// `BACKEND_*` operator flags (drained, disabled).
+    pub flags: u8,
+}
+
+/// The live state under `pin_path`, or `None` if no xlb has pinned one there.
+pub(super) fn read_live(pin_path: &Path) -> anyhow::Result<Option<Live>> {
+    if !pins::exist(pin_path) {
+        return Ok(None);
+    }
+    let mut maps = pins::open(pin_path)?;
+    let snapshot = Snapshot::read(&mut maps)?;
+    let capacity = Capacity::read(&maps)?;
+    let mut vips = BTreeMap::new();
+    for (key, vip) in &snapshot.vips {
+        let table = snapshot
+            .active_table(&maps, vip)
+            .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
+        let (ids, backends): (Vec<u32>, Vec<SideBackend>) = capacity
+            .backend_ids(vip.id)
+            .filter_map(|id| {
+                let backend = snapshot.backends.get(id as usize)?;
+                (*backend != Backend::default()).then(|| {
+                    (
+                        id,
+                        SideBackend {
+                            address: live_address(backend),
+                            weight: backend.weight,
+                            mac: backend.mac,
+                            flags: backend.flags,
+                        },
+                    )
+                })
+            })
+            .unzip();
+        vips.insert(*key, Side::new(*key, *vip, &ids, backends, &table));
+    }
+    Ok(Some(Live {
+        snapshot,
+        capacity,
+        vips,
+    }))
+}
+
+impl Side {
+    /// `ids[i]` is the backend id of `backends[i]`; `table` holds backend ids.
+    fn new(key: VipKey, vip: Vip, ids: &[u32], backends: Vec<SideBackend>, table: &[u32]) -> Side {
+        let index: HashMap<u32, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let owners: Vec<Option<usize>> = table.iter().map(|id| index.get(id).copied()).collect();
+        let mut slots = vec![0; backends.len()];
+        for owner in owners.iter().flatten() {
+            slots[*owner] += 1;
+        }
+        Side {
+            key,
+            vip,
+            backends,
+            owners,
+            slots,
+        }
+    }
+
+    /// The side a (scratch) apply of `want` installed: backends in config order.
+    pub fn applied(done: &AppliedVip, want: &DesiredVip) -> Side {
+        let backends = want
+            .backends
+            .iter()
+            .map(|b| SideBackend {
+                address: b.address,
+                weight: b.weight,
+                mac: b.mac,
+                flags: b.operator.unwrap_or(0),
+            })
+            .collect();
+        Side::new(done.key, done.vip, &done.backend_ids, backends, &done.table)
+    }
+
+    #[cfg(test)]
+    pub fn for_test(vip: Vip, backends: Vec<SideBackend>, owners: Vec<Option<usize>>) -> Side {
+        let mut slots = vec![0; backends.len()];
+        for owner in owners.iter().flatten() {
+            slots[*owner] += 1;
+        }
+        Side {
+            key: VipKey::default(),
+            vip,
+            backends,
+            owners,
+            slots,
+        }
+    }
+
+    /// The expected share of new flows of backend `i`.
+    pub fn share(&self, i: usize) -> f64 {
+        f64::from(self.slots[i]) / f64::from(self.vip.table_size.max(1))
+    }
+
+    /// The address owning `slot`.
+    fn owner(&self, slot: usize) -> Option<IpAddr> {
+        self.owners
+            .get(slot)
+            .copied()
+            .flatten()
+            .map(|i| self.backends[i].address)
+    }
+
+    fn find(&self, address: IpAddr) -> Option<usize> {
+        self.backends.iter().position(|b| b.address == address)
+    }
+}
+
+fn forwarding(flags: u32) -> &'static str {
+    if flags & VIP_FORWARD_IPIP != 0 {
+        "ipip"
+    } else {
+        "dsr"
+    }
+}
+
+fn hash(flags: u32) -> &'static str {
+    if flags & VIP_HASH_SOURCE_ONLY != 0 {
+        "source"
+    } else {
+        "5-tuple"
+    }
+}
+
+fn state(flags: u8) -> Option<&'static str> {
+    if flags & BACKEND_DISABLED != 0 {
+        Some("disabled")
+    } else if flags & BACKEND_DRAINED != 0 {
+        Some("drained")
+    } else {
+        None
+    }
+}
+
+fn change(field: &'static str, before: String, after: String) -> Option<FieldChange> {
+    (before != after).then_some(FieldChange {
+        field,
+        before,
+        after,
+    })
+}
+
+/// The plan of one VIP: in the config (`model`, `after`, and the kernel's `outcome` unless
+/// the sample is empty), live (`before`), or both. `probes` are the sample flows (for a moved share that cannot be
+/// counted by slots); `warnings` the config warnings about it (backend index, rule id).
+pub(super) fn vip_plan(
+    model: Option<&VipModel>,
+    before: Option<&Side>,
+    after: Option<&Side>,
+    outcome: Option<kernel::Outcome>,
+    probes: &[Probe],
+    warnings: &[(Option<usize>, &'static str)],
+) -> VipPlan {
+    let reference = after.or(before).expect("a VIP on at least one side");
+    let mut changes = Vec::new();
+    if let (Some(b), Some(a)) = (before, after) {
+        changes.extend(change(
+            "forwarding",
+            forwarding(b.vip.flags).into(),
+            forwarding(a.vip.flags).into(),
+        ));
+        changes.extend(change(
+            "hash",
+            hash(b.vip.flags).into(),
+            hash(a.vip.flags).into(),
+        ));
+        changes.extend(change(
+            "table_size",
+            b.vip.table_size.to_string(),
+            a.vip.table_size.to_string(),
+        ));
+    }
+
+    let mut backends = Vec::new();
+    if let Some(a) = after {
+        for (i, backend) in a.backends.iter().enumerate() {
+            let live = before.and_then(|b| b.find(backend.address).map(|j| (b, j)));
+            let mut field_changes = Vec::new();
+            if let Some((b, j)) = live {
+                let old = &b.backends[j];
+                field_changes.extend(change(
+                    "weight",
+                    old.weight.to_string(),
+                    backend.weight.to_string(),
+                ));
+                field_changes.extend(change("mac", mac_text(&old.mac), mac_text(&backend.mac)));
+            }
+            let kernel_flows = outcome.as_ref().map(|o| o.counts[i]);
+            backends.push(BackendPlan {
+                address: backend.address,
+                change: match (live, field_changes.is_empty()) {
+                    (None, _) => Change::Added,
+                    (Some(_), true) => Change::Unchanged,
+                    (Some(_), false) => Change::Changed,
+                },
+                changes: field_changes,
+                weight: backend.weight,
+                mac: mac_text(&backend.mac),
+                state: state(backend.flags),
+                share_before: live.map_or(0.0, |(b, j)| b.share(j)),
+                share_after: a.share(i),
+                kernel_flows,
+                kernel_share: outcome
+                    .as_ref()
+                    .map(|o| f64::from(o.counts[i]) / f64::from(o.check.flows.max(1))),
+                warnings: warnings
+                    .iter()
+                    .filter(|(backend, _)| *backend == Some(i))
+                    .map(|(_, rule)| *rule)
+                    .collect(),
+            });
+        }
+    }
+    if let Some(b) = before {
+        for (j, backend) in b.backends.iter().enumerate() {
+            if after.is_some_and(|a| a.find(backend.address).is_some()) {
+                continue;
+            }
+            backends.push(BackendPlan {
+                address: backend.address,
+                change: Change::Removed,
+                changes: Vec::new(),
+                weight: backend.weight,
+                mac: mac_text(&backend.mac),
+                state: state(backend.flags),
+                share_before: b.share(j),
+                share_after: 0.0,
+                kernel_flows: outcome.as_ref().map(|_| 0),
+                kernel_share: outcome.as_ref().map(|_| 0.0),
+                warnings: Vec::new(),
+            });
+        }
+    }
+
+    let mut notes = Vec::new();
+    let (moved_share, moved_estimated) = match (before, after) {
+        (Some(b), Some(a)) => moved(b, a, probes),
+        (Some(_), None) => {
+            notes.push(
+                "removed: every flow of this VIP, established ones too, stops being balanced \
+                 (its packets go to the host's stack)"
+                    .to_owned(),
+            );
+            (Some(1.0), false)
+        }
+        _ => (None, false),
+    };
+    if changes
+        .iter()
+        .any(|c| c.field == "table_size" || c.field == "hash")
+    {
+        notes.push(
+            "a new table size or hash mode gives every flow a new slot: most new flows move to \
+             another backend, whatever the backends"
+                .to_owned(),
+        );
+    }
+    let unchanged_settings =
+        changes.is_empty() && backends.iter().all(|b| b.change == Change::Unchanged);
+    let change = match (before, after) {
+        (None, _) => Change::Added,
+        (_, None) => Change::Removed,
+        _ if unchanged_settings && moved_share.is_none_or(|m| m == 0.0) => Change::Unchanged,
+        _ => Change::Changed,
+    };
+    if before.is_some() && after.is_some() && unchanged_settings && change == Change::Changed {
+        notes.push(
+            "the live table differs from the one this config builds (changed outside this \
+             config?): applying it rebuilds the table"
+                .to_owned(),
+        );
+    }
+    VipPlan {
+        name: model.map(|m| m.name.clone()),
+        vip: describe_vip(&reference.key),
+        change,
+        changes,
+        forwarding: forwarding(reference.vip.flags),
+        hash: hash(reference.vip.flags),
+        table_size: reference.vip.table_size,
+        moved_share,
+        moved_estimated,
+        warnings: warnings
+            .iter()
+            .filter(|(backend, _)| backend.is_none())
+            .map(|(_, rule)| *rule)
+            .collect(),
+        notes,
+        backends,
+        kernel: outcome.map(|o| o.check),
+    }
+}
+
+/// The share of new flows whose backend changes, and whether it is an estimate. With the same
+/// table size and hash mode a flow keeps its slot, so counting slots whose owner changes is
+/// exact; otherwise each sample flow is looked up on both sides.
+fn moved(before: &Side, after: &Side, probes: &[Probe]) -> (Option<f64>, bool) {
+    let same_slots = before.vip.table_size == after.vip.table_size
+        && before.vip.flags & VIP_HASH_SOURCE_ONLY == after.vip.flags & VIP_HASH_SOURCE_ONLY;
+    if same_slots {
+        let size = before.owners.len();
+        let moved = (0..size)
+            .filter(|&slot| before.owner(slot) != after.owner(slot))
+            .count();
+        return (Some(moved as f64 / size.max(1) as f64), false);
+    }
+    if probes.is_empty() {
+        return (None, true);
+    }
+    let moved = probes
+        .iter()
+        .filter(|probe| {
+            let old = steering::slot(&before.vip, &probe.key) as usize;
+            let new = steering::slot(&after.vip, &probe.key) as usize;
+            before.owner(old) != after.owner(new)
+        })
+        .count();
+    (Some(moved as f64 / probes.len() as f64), true)
+}
+
+/// The run-time settings (MTU, tunnel sources) the config changes.
+pub(super) fn global_changes(live: &Config, model: &Model) -> Vec<FieldChange> {
+    let new = model.global.kernel_config();
+    // The kernel reads an MTU of 0 as the default.
+    let mtu = |c: &Config| {
+        if c.mtu == 0 {
+            Config::DEFAULT_MTU
+        } else {
+            c.mtu
+        }
+        .to_string()
+    };
+    let v4 = |c: &Config| {
+        if c.ipip_src_v4 == [0; 4] {
+            "unset".to_owned()
+        } else {
+            Ipv4Addr::from(c.ipip_src_v4).to_string()
+        }
+    };
+    let v6 = |c: &Config| {
+        if c.ipip_src_v6 == [0; 16] {
+            "unset".to_owned()
+        } else {
+            Ipv6Addr::from(c.ipip_src_v6).to_string()
+        }
+    };
+    [
+        change("mtu", mtu(live), mtu(&new)),
+        change("ipip_source_v4", v4(live), v4(&new)),
+        change("ipip_source_v6", v6(live), v6(&new)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}

@@ -1,0 +1,486 @@
+//! `xlb status`: what is pinned, where it is attached, which config generation is live, and
+//! each VIP's table with a fingerprint that is equal on every node running the same config.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use lb_common::{
+    Backend,
+    meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
+    service::{
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY,
+    },
+};
+use serde::Serialize;
+
+use crate::{
+    args::LiveArgs,
+    capacity::Capacity,
+    exit,
+    live::Snapshot,
+    maps::Maps,
+    pins, report,
+    rollout::{config_hash, describe_vip},
+};
+
+/// Name of the program pin under the pin directory (as `pins::pin` writes it).
+const PROGRAM_PIN: &str = "prog";
+
+pub fn run(args: LiveArgs) -> anyhow::Result<u8> {
+    let status = read(&args.pin_path(None))?;
+    report::emit(args.output, &status, render)?;
+    Ok(exit::OK)
+}
+
+/// The state of the xlb pinned under one directory.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    pub pin_path: String,
+    /// The XDP program is pinned (`xlb run --config` pins it).
+    pub program_pinned: bool,
+    /// The XDP link is pinned: the program stays attached without a process.
+    pub link_pinned: bool,
+    /// Interface index the program was attached to by `xlb run`; 0: not attached by it.
+    pub ifindex: u32,
+    /// The interface's name as `xlb run` recorded it; `None` when not attached.
+    pub interface: Option<String>,
+    /// `native`, `generic`, or `None` when not attached by `xlb run`.
+    pub attach_mode: Option<&'static str>,
+    /// 0: nothing applied yet.
+    pub generation: u64,
+    /// When the generation was applied, RFC 3339 UTC; `None` for generation 0.
+    pub applied_at: Option<String>,
+    /// The same instant, seconds since the Unix epoch (0 for generation 0).
+    pub applied_at_unix: u64,
+    /// FNV-1a 64 of the applied config file, 16 hex digits.
+    pub config_hash: String,
+    pub capacity: CapacityStatus,
+    /// Sorted by VIP key.
+    pub vips: Vec<VipStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CapacityStatus {
+    pub vips: u32,
+    pub backends_per_vip: u32,
+    pub table_slots: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipStatus {
+    /// `address:port/protocol`.
+    pub vip: String,
+    pub id: u32,
+    /// `dsr` or `ipip`.
+    pub forwarding: &'static str,
+    /// `5-tuple` or `source`, as in the config file.
+    pub hash: &'static str,
+    pub table_size: u32,
+    /// Which of the two table copies is live (0 or 1).
+    pub active_copy: u32,
+    pub backends: BackendCounts,
+    /// [`fingerprint`] of the live table, 16 hex digits.
+    pub fingerprint: String,
+}
+
+/// A VIP's backends by operator state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BackendCounts {
+    pub total: u32,
+    pub active: u32,
+    pub drained: u32,
+    pub disabled: u32,
+}
+
+/// A backend's state as the operator set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// In the table (by its weight) and taking its flows.
+    Active,
+    /// Out of the table; its established flows stay.
+    Drained,
+    /// Out of the table and inactive; its flows moved.
+    Disabled,
+}
+
+impl BackendState {
+    pub fn of(backend: &Backend) -> BackendState {
+        // Without BACKEND_ACTIVE the kernel sends it nothing, whatever else is set.
+        if backend.flags & BACKEND_DISABLED != 0 || backend.flags & BACKEND_ACTIVE == 0 {
+            BackendState::Disabled
+        } else if backend.flags & BACKEND_DRAINED != 0 {
+            BackendState::Drained
+        } else {
+            BackendState::Active
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Drained => "drained",
+            BackendState::Disabled => "disabled",
+        }
+    }
+}
+
+/// The status of the xlb pinned under `pin_path`; a [`exit::NotLoaded`] error if none is.
+pub fn read(pin_path: &Path) -> anyhow::Result<Status> {
+    let mut maps = pins::open(pin_path)?;
+    collect(&mut maps, pin_path)
+}
+
+/// The status of the program behind `maps`, pinned under `pin_path`.
+pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Result<Status> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let meta = snapshot.meta;
+    let mut vips = Vec::new();
+    for (key, vip) in &snapshot.vips {
+        let table = snapshot
+            .active_table(maps, vip)
+            .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
+        let mut backends = BackendCounts::default();
+        for backend in live_backends(&snapshot, &capacity, vip.id).map(|(_, b)| b) {
+            backends.total += 1;
+            match BackendState::of(backend) {
+                BackendState::Active => backends.active += 1,
+                BackendState::Drained => backends.drained += 1,
+                BackendState::Disabled => backends.disabled += 1,
+            }
+        }
+        vips.push(VipStatus {
+            vip: describe_vip(key),
+            id: vip.id,
+            forwarding: forwarding_name(vip.flags),
+            hash: hash_name(vip.flags),
+            table_size: vip.table_size,
+            active_copy: vip.active,
+            backends,
+            fingerprint: format!("{:016x}", fingerprint(&table)),
+        });
+    }
+    let attach_mode = match meta.attach_mode {
+        ATTACH_NATIVE => Some("native"),
+        ATTACH_GENERIC => Some("generic"),
+        _ => None,
+    };
+    Ok(Status {
+        pin_path: pin_path.display().to_string(),
+        program_pinned: pin_path.join(PROGRAM_PIN).exists(),
+        link_pinned: pins::link_path(pin_path).exists(),
+        ifindex: meta.ifindex,
+        interface: interface_name(&meta),
+        attach_mode,
+        generation: meta.generation,
+        applied_at: (meta.generation > 0).then(|| rfc3339(meta.applied_at)),
+        applied_at_unix: meta.applied_at,
+        config_hash: format!("{:016x}", meta.config_hash),
+        capacity: CapacityStatus {
+            vips: capacity.vips,
+            backends_per_vip: capacity.backends_per_vip,
+            table_slots: capacity.table_slots,
+        },
+        vips,
+    })
+}
+
+/// The backends VIP `id` has (non-empty entries of its id range), with their ids.
+pub fn live_backends<'a>(
+    snapshot: &'a Snapshot,
+    capacity: &Capacity,
+    id: u32,
+) -> impl Iterator<Item = (u32, &'a Backend)> + 'a {
+    capacity
+        .backend_ids(id)
+        .filter_map(|id| Some((id, snapshot.backends.get(id as usize)?)))
+        .filter(|(_, backend)| **backend != Backend::default())
+}
+
+/// `dsr` or `ipip`, from `Vip::flags`.
+pub fn forwarding_name(flags: u32) -> &'static str {
+    if flags & VIP_FORWARD_IPIP != 0 {
+        "ipip"
+    } else {
+        "dsr"
+    }
+}
+
+/// `5-tuple` or `source`, from `Vip::flags`.
+pub fn hash_name(flags: u32) -> &'static str {
+    if flags & VIP_HASH_SOURCE_ONLY != 0 {
+        "source"
+    } else {
+        "5-tuple"
+    }
+}
+
+/// FNV-1a 64 (the config hash's function) over a table's slots as little-endian u32s. It
+/// depends only on the slots, so nodes that applied the same config print the same value,
+/// and comparing it across nodes shows at a glance whether they steer alike.
+pub fn fingerprint(table: &[u32]) -> u64 {
+    let bytes: Vec<u8> = table.iter().flat_map(|slot| slot.to_le_bytes()).collect();
+    config_hash(&bytes)
+}
+
+/// `secs` since the Unix epoch as RFC 3339 UTC, e.g. `2023-11-14T22:13:20Z`.
+pub fn rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`, restricted
+/// to dates from 1970 on, which is all a u64 of seconds since the epoch can hold).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of a 400-year era.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The interface name `xlb run` recorded when it attached (an index means nothing outside
+/// the network namespace it attached in).
+fn interface_name(meta: &Meta) -> Option<String> {
+    let len = meta
+        .interface
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(meta.interface.len());
+    (meta.ifindex != 0 && len > 0)
+        .then(|| String::from_utf8_lossy(&meta.interface[..len]).into_owned())
+}
+
+/// `status` for people: the facts, one per line, then a table of VIPs.
+pub fn render(status: &Status) -> String {
+    let pinned = |yes: bool| if yes { "pinned" } else { "not pinned" };
+    let attached = match (status.ifindex, &status.interface) {
+        (0, _) => "not attached by xlb run".to_owned(),
+        (index, Some(name)) => format!(
+            "{name} (ifindex {index}), {} mode",
+            status.attach_mode.unwrap_or("unknown")
+        ),
+        (index, None) => format!("ifindex {index} (name not recorded)"),
+    };
+    let generation = match &status.applied_at {
+        None => "0 (no config applied yet: run `xlb apply FILE`)".to_owned(),
+        Some(at) => format!("{}, applied {at}", status.generation),
+    };
+    let capacity = &status.capacity;
+    let facts = [
+        ("pin path", status.pin_path.clone()),
+        ("program", pinned(status.program_pinned).to_owned()),
+        ("link", pinned(status.link_pinned).to_owned()),
+        ("attached", attached),
+        ("generation", generation),
+        ("config hash", status.config_hash.clone()),
+        (
+            "capacity",
+            format!(
+                "{} VIPs, {} backends per VIP, tables up to {} slots",
+                capacity.vips, capacity.backends_per_vip, capacity.table_slots
+            ),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, value) in facts {
+        out += &format!("{name:<12} {value}\n");
+    }
+    if status.vips.is_empty() {
+        out += "no VIPs\n";
+        return out;
+    }
+    out.push('\n');
+    let rows: Vec<Vec<String>> = status
+        .vips
+        .iter()
+        .map(|vip| {
+            let b = &vip.backends;
+            vec![
+                vip.vip.clone(),
+                vip.forwarding.to_owned(),
+                vip.hash.to_owned(),
+                vip.table_size.to_string(),
+                vip.active_copy.to_string(),
+                b.total.to_string(),
+                format!("{}/{}/{}", b.active, b.drained, b.disabled),
+                vip.fingerprint.clone(),
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            ("vip", false),
+            ("forwarding", false),
+            ("hash", false),
+            ("table", true),
+            ("copy", true),
+            ("backends", true),
+            ("act/drn/dis", true),
+            ("fingerprint", false),
+        ],
+        &rows,
+    );
+    out
+}
+
+/// Rows under a header, each column as wide as its widest cell; `(title, right_aligned)`.
+pub(crate) fn table(columns: &[(&str, bool)], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (title, _))| {
+            rows.iter()
+                .filter_map(|row| row.get(i))
+                .map(String::len)
+                .chain([title.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                text.push_str("  ");
+            }
+            let width = widths.get(i).copied().unwrap_or(0);
+            if columns.get(i).is_some_and(|(_, right)| *right) {
+                text += &format!("{cell:>width$}");
+            } else {
+                text += &format!("{cell:<width$}");
+            }
+        }
+        text.truncate(text.trim_end().len());
+        text.push('\n');
+        text
+    };
+    let mut out = line(&mut columns.iter().map(|(title, _)| *title));
+    for row in rows {
+        out += &line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test that timestamps render as RFC 3339 UTC, across a leap day and a year boundary.
+    #[test]
+    fn rfc3339_renders_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+    }
+
+    /// Test that the fingerprint is FNV-1a 64 over the slots' little-endian bytes, and that
+    /// it changes when one slot does.
+    #[test]
+    fn fingerprint_is_fnv1a_of_little_endian_slots() {
+        assert_eq!(fingerprint(&[]), 0xcbf2_9ce4_8422_2325);
+        // FNV-1a 64 of the bytes 01 00 00 00 02 00 00 00, computed by hand from the spec.
+        let mut expected: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in [1u8, 0, 0, 0, 2, 0, 0, 0] {
+            expected = (expected ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(fingerprint(&[1, 2]), expected);
+        assert_ne!(fingerprint(&[1, 2]), fingerprint(&[2, 1]));
+    }
+
+    /// Test that the operator state follows the flags, disabled winning over drained.
+    #[test]
+    fn backend_state_follows_flags() {
+        let with = |flags| Backend {
+            flags,
+            ..Backend::default()
+        };
+        assert_eq!(
+            BackendState::of(&with(BACKEND_ACTIVE)),
+            BackendState::Active
+        );
+        assert_eq!(
+            BackendState::of(&with(BACKEND_ACTIVE | BACKEND_DRAINED)),
+            BackendState::Drained
+        );
+        assert_eq!(
+            BackendState::of(&with(BACKEND_DRAINED | BACKEND_DISABLED)),
+            BackendState::Disabled
+        );
+        assert_eq!(BackendState::of(&with(0)), BackendState::Disabled);
+    }
+
+    /// Test that the text view aligns the VIP table under its header and says when nothing
+    /// was applied.
+    #[test]
+    fn render_aligns_columns() {
+        let status = Status {
+            pin_path: "/sys/fs/bpf/xlb".into(),
+            program_pinned: true,
+            link_pinned: false,
+            ifindex: 0,
+            interface: None,
+            attach_mode: None,
+            generation: 2,
+            applied_at: Some(rfc3339(1_700_000_000)),
+            applied_at_unix: 1_700_000_000,
+            config_hash: format!("{:016x}", 42),
+            capacity: CapacityStatus {
+                vips: 64,
+                backends_per_vip: 256,
+                table_slots: 65_537,
+            },
+            vips: vec![VipStatus {
+                vip: "198.18.1.10:80/tcp".into(),
+                id: 0,
+                forwarding: "dsr",
+                hash: "5-tuple",
+                table_size: 65_537,
+                active_copy: 1,
+                backends: BackendCounts {
+                    total: 3,
+                    active: 2,
+                    drained: 1,
+                    disabled: 0,
+                },
+                fingerprint: format!("{:016x}", 7),
+            }],
+        };
+        let text = render(&status);
+        assert!(
+            text.contains("attached     not attached by xlb run\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("generation   2, applied 2023-11-14T22:13:20Z\n"),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines[lines.len() - 2];
+        let row = lines[lines.len() - 1];
+        assert!(header.starts_with("vip "), "{text}");
+        assert_eq!(
+            header.find("fingerprint"),
+            row.find("0000000000000007"),
+            "{text}"
+        );
+        assert!(row.contains("  65537  "), "{text}");
+        assert!(row.contains("2/1/0"), "{text}");
+    }
+}

@@ -1,0 +1,76 @@
+//! A loaded xlb with its maps pinned in a lab's bpffs directory, as `xlb run --config` leaves
+//! one: what the verbs that read or change the live state (`apply`, `status`, `stats`,
+//! `explain`, `audit`, `plan`, `backend`) are tested against. Removed with its lab.
+
+use std::path::{Path, PathBuf};
+
+use aya::Ebpf;
+use lb_common::{PROGRAM_NAME, map_names};
+use lb_userspace::{capacity::Capacity, maps, object};
+
+use crate::netns::Lab;
+
+/// Small enough to load fast, large enough for the tests' configs.
+pub const TEST_CAPACITY: Capacity = Capacity {
+    vips: 8,
+    backends_per_vip: 16,
+    table_slots: 65_537,
+};
+
+/// The program, unattached, with every map pinned under `pin_path`.
+pub struct LiveXlb {
+    pub ebpf: Ebpf,
+    pub pin_path: PathBuf,
+    /// Holds the pin directory; dropped last.
+    pub lab: Lab,
+}
+
+impl LiveXlb {
+    pub fn new(label: &str) -> LiveXlb {
+        let mut lab = Lab::new(label).expect("lab");
+        let pin_path = lab.pin_dir("pins").expect("pin directory");
+        let ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &TEST_CAPACITY.map_sizes())
+            .expect("load xlb");
+        maps::pin(&ebpf, &pin_path, &map_names::XLB).expect("pin maps");
+        LiveXlb {
+            ebpf,
+            pin_path,
+            lab,
+        }
+    }
+
+    /// Writes `text` as a config file in a fresh temporary directory and returns its path.
+    pub fn config_file(&self, name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(self.pin_path.file_name().expect("pin dir name"));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+}
+
+impl Drop for LiveXlb {
+    fn drop(&mut self) {
+        let dir = std::env::temp_dir().join(self.pin_path.file_name().unwrap_or_default());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A config with one dsr TCP VIP 198.18.1.10:80 over `backends` (address, weight) on `lo`
+/// (which every namespace has), MACs 02:00:00:00:03:NN.
+pub fn config_text(backends: &[(&str, u32)]) -> String {
+    let mut text = String::from(
+        "[global]\ninterface = \"lo\"\n\n[audit]\nmax_backend_share = 1.0\nmin_backends = 1\n\n\
+         [[vip]]\nname = \"web\"\naddress = \"198.18.1.10\"\nport = 80\nprotocol = \"tcp\"\n",
+    );
+    for (i, (address, weight)) in backends.iter().enumerate() {
+        text += &format!(
+            "\n[[vip.backend]]\naddress = \"{address}\"\nweight = {weight}\nmac = \"02:00:00:00:03:{i:02x}\"\n"
+        );
+    }
+    text
+}

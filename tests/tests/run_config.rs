@@ -1,0 +1,92 @@
+//! Namespace test of `xlb run --config`: the real binary attaches, pins and applies; the other
+//! verbs reach it through the pins; stopping it detaches and removes the pins.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use xlb_tests::{demo, netns::Lab, require_privileges};
+
+fn config(pin_path: &std::path::Path) -> String {
+    format!(
+        "[global]\ninterface = \"eth0\"\nxdp_mode = \"generic\"\npin_path = \"{}\"\n\n\
+         [[vip]]\nname = \"web\"\naddress = \"198.18.1.10\"\nport = 80\nprotocol = \"tcp\"\n\n\
+         [[vip.backend]]\naddress = \"198.18.0.10\"\nmac = \"02:00:00:00:03:00\"\n\n\
+         [[vip.backend]]\naddress = \"198.18.0.11\"\nmac = \"02:00:00:00:03:01\"\n",
+        pin_path.display()
+    )
+}
+
+/// Test that `xlb run --config` attaches, pins its state and applies the config; that
+/// `status`, `apply` and `audit` work against it from another process; and that SIGTERM
+/// detaches and removes every pin.
+#[test]
+fn run_with_config_pins_applies_and_cleans_up() {
+    require_privileges!();
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let mut lab = Lab::new("runcfg").expect("lab");
+    let lb = lab.netns("lb").expect("netns");
+    let peer = lab.netns("peer").expect("netns");
+    lab.veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
+    // A pin path of our own, removed with the lab; xlb creates it.
+    let pin_path = lab.pin_dir("xlb").expect("pin dir");
+    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
+    let file = std::env::temp_dir().join(format!("{}.toml", lb.name));
+    std::fs::write(&file, config(&pin_path)).expect("config");
+
+    let mut run = lb.command(&xlb);
+    run.args(["run", "--config"])
+        .arg(&file)
+        .args(["--stats-interval", "0"]);
+    run.stdout(Stdio::piped());
+    let pid = lab.spawn(run).expect("xlb run");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pin_path.join("link").exists() {
+        assert!(Instant::now() < deadline, "xlb run never pinned its link");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verb = |args: &[&str]| {
+        let out = Command::new(&xlb)
+            .args(args)
+            .arg("--pin-path")
+            .arg(&pin_path)
+            .output()
+            .expect("run xlb");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, status) = verb(&["status", "--output", "json"]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(status.contains("198.18.1.10"), "{status}");
+    let (code, audit) = verb(&["audit", file.to_str().unwrap()]);
+    assert_eq!(
+        code,
+        Some(0),
+        "a freshly applied config audits clean: {audit}"
+    );
+    let (code, applied) = verb(&["apply", file.to_str().unwrap(), "--allow-warnings"]);
+    assert_eq!(code, Some(0), "{applied}");
+    assert!(applied.contains("generation 2"), "{applied}");
+
+    let status = lab.terminate(pid).expect("stop xlb run");
+    assert!(status.success(), "xlb run exited with {status}");
+    assert!(
+        !pin_path.exists(),
+        "pins left behind at {}",
+        pin_path.display()
+    );
+    let link = Command::new("ip")
+        .args(["-n", &lb.name, "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "still attached"
+    );
+    let (code, _) = verb(&["status"]);
+    assert_eq!(code, Some(3), "nothing loaded exits 3");
+    let _ = std::fs::remove_file(&file);
+}

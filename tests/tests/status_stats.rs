@@ -1,0 +1,479 @@
+//! Kernel-backed tests of `status` and `stats`: a config applied to a loaded xlb, SYNs pushed
+//! through the real XDP program, and the reports read back from the pinned maps.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use lb_common::{PROGRAM_NAME, Verdict};
+use lb_userspace::{
+    config::{self, FixedEnvironment},
+    exit, object, pins,
+    rollout::{self, Applied, AppliedVip, Desired},
+    stats::{self, Skew},
+    status::{self, BackendState},
+    steering, testrun,
+};
+use xlb_tests::{
+    live::{LiveXlb, TEST_CAPACITY, config_text},
+    netns::Lab,
+    packets::{self, Flow},
+    require_privileges,
+    steering::flow_key,
+};
+
+const VIP: &str = "198.18.1.10";
+const CLIENT: &str = "198.18.0.1";
+const EQUAL: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
+
+/// Validates `config_text(backends)` as on a host with `lo` and applies it to `live`.
+fn apply(live: &mut LiveXlb, backends: &[(&str, u32)]) -> Applied {
+    let text = config_text(backends);
+    let (model, _warnings) = config::check_text(
+        &text,
+        Path::new("status-stats.toml"),
+        &FixedEnvironment::new(&["lo"]),
+    )
+    .unwrap_or_else(|diagnostics| panic!("test config invalid: {diagnostics:?}"));
+    rollout::apply(
+        &mut live.ebpf,
+        &Desired::from_model(&model, text.as_bytes()),
+    )
+    .expect("apply")
+}
+
+fn flow(sport: u16) -> Flow {
+    Flow::new(CLIENT, VIP, sport, 80)
+}
+
+/// The backend id the live table gives a new flow from `sport`.
+fn predicted(vip: &AppliedVip, sport: u16) -> u32 {
+    vip.table[steering::slot(&vip.vip, &flow_key(&flow(sport), 6)) as usize]
+}
+
+/// Sends a SYN from each of `sports` through the real program; each must be forwarded.
+fn send_syns(live: &mut LiveXlb, sports: impl IntoIterator<Item = u16>) {
+    let program = object::xdp_program(&mut live.ebpf, PROGRAM_NAME).expect("program");
+    for sport in sports {
+        let outcome = testrun::run(program, &packets::tcp_syn(&flow(sport))).expect("test run");
+        assert_eq!(
+            Verdict::from_code(outcome.code),
+            Some(Verdict::Tx),
+            "SYN from port {sport}"
+        );
+    }
+}
+
+/// FNV-1a 64 over the table's slots as little-endian u32s, written out independently of xlb.
+fn fnv1a(table: &[u32]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in table.iter().flat_map(|slot| slot.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Test that status reports the generation, when and what was applied, the VIP with its
+/// backends and a fingerprint of the table apply installed, and that re-applying the same
+/// config (a new generation, the other table copy) keeps the fingerprint.
+#[test]
+fn status_reports_generation_vip_and_table_fingerprint() {
+    require_privileges!();
+    let mut live = LiveXlb::new("status");
+    let first = apply(&mut live, &EQUAL);
+    let status = status::read(&live.pin_path).expect("status");
+    assert_eq!(status.generation, 1);
+    assert_eq!(status.pin_path, live.pin_path.display().to_string());
+    let applied_at = status.applied_at.as_deref().expect("applied_at");
+    assert_eq!(applied_at, status::rfc3339(status.applied_at_unix));
+    assert!(
+        applied_at.ends_with('Z') && applied_at.len() == 20,
+        "{applied_at}"
+    );
+    assert_eq!(
+        status.config_hash,
+        format!(
+            "{:016x}",
+            rollout::config_hash(config_text(&EQUAL).as_bytes())
+        )
+    );
+    // LiveXlb pins maps only, unattached: as after a load without `xlb run`.
+    assert!(!status.program_pinned && !status.link_pinned);
+    assert_eq!((status.ifindex, &status.interface), (0, &None));
+    assert_eq!(status.attach_mode, None);
+    assert_eq!(status.capacity.vips, TEST_CAPACITY.vips);
+    assert_eq!(
+        status.capacity.backends_per_vip,
+        TEST_CAPACITY.backends_per_vip
+    );
+    assert_eq!(status.capacity.table_slots, TEST_CAPACITY.table_slots);
+
+    let [vip] = status.vips.as_slice() else {
+        panic!("one VIP expected: {:?}", status.vips);
+    };
+    let applied = &first.vips[0];
+    assert_eq!(vip.vip, "198.18.1.10:80/tcp");
+    assert_eq!((vip.forwarding, vip.hash), ("dsr", "5-tuple"));
+    assert_eq!(vip.table_size, applied.vip.table_size);
+    assert_eq!(vip.active_copy, applied.vip.active);
+    assert_eq!((vip.backends.total, vip.backends.active), (3, 3), "{vip:?}");
+    assert_eq!((vip.backends.drained, vip.backends.disabled), (0, 0));
+    assert_eq!(vip.fingerprint, fnv1a(&applied.table));
+    let text = status::render(&status);
+    assert!(text.contains(&vip.fingerprint), "{text}");
+
+    let second = apply(&mut live, &EQUAL);
+    let again = status::read(&live.pin_path).expect("status");
+    assert_eq!(again.generation, 2);
+    assert_eq!(
+        again.vips[0].active_copy,
+        1 - vip.active_copy,
+        "the other copy"
+    );
+    assert_eq!(again.vips[0].fingerprint, vip.fingerprint);
+    assert_eq!(again.vips[0].fingerprint, fnv1a(&second.vips[0].table));
+    assert_eq!(again.config_hash, status.config_hash);
+
+    let heavier = apply(
+        &mut live,
+        &[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 2)],
+    );
+    let changed = status::read(&live.pin_path).expect("status");
+    assert_ne!(changed.vips[0].fingerprint, vip.fingerprint);
+    assert_eq!(changed.vips[0].fingerprint, fnv1a(&heavier.vips[0].table));
+    assert_ne!(changed.config_hash, status.config_hash);
+}
+
+/// Test that status and stats with nothing pinned (no directory, or an empty one) fail with a
+/// NotLoaded error, exit code NOT_LOADED.
+#[test]
+fn status_and_stats_without_pins_are_not_loaded() {
+    require_privileges!();
+    let mut lab = Lab::new("nopins").expect("lab");
+    let empty = lab.pin_dir("empty").expect("pin directory");
+    let absent = empty.join("absent");
+    for path in [&absent, &empty] {
+        let err = status::read(path).expect_err("status of nothing");
+        assert_eq!(exit::code_of(&err), exit::NOT_LOADED, "{err:#}");
+        assert!(
+            format!("{err:#}").contains(&path.display().to_string()),
+            "{err:#}"
+        );
+        let err = stats::read(path, None, 1.5).expect_err("stats of nothing");
+        assert_eq!(exit::code_of(&err), exit::NOT_LOADED, "{err:#}");
+    }
+}
+
+/// Test that each backend's new flows, packets and bytes are exactly the SYNs the live table
+/// sends it, and that with equal weights the observed shares of a spread sample stay within
+/// 2 points of the expected shares and nothing is flagged.
+#[test]
+fn stats_count_new_flows_per_backend_as_the_table_steers() {
+    require_privileges!();
+    let mut live = LiveXlb::new("stats");
+    let applied = apply(&mut live, &EQUAL);
+    let vip = &applied.vips[0];
+    let sports = 10_000..13_000u16;
+    let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
+    for sport in sports.clone() {
+        *expected.entry(predicted(vip, sport)).or_default() += 1;
+    }
+    send_syns(&mut live, sports);
+    let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
+
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let [report] = stats.vips.as_slice() else {
+        panic!("one VIP expected: {:?}", stats.vips);
+    };
+    assert_eq!(report.vip, "198.18.1.10:80/tcp");
+    assert_eq!(
+        (report.packets, report.bytes, report.new_flows),
+        (3000, 3000 * frame, 3000)
+    );
+    assert_eq!(report.rates, None);
+    let ids: Vec<u32> = report.backends.iter().map(|b| b.id).collect();
+    assert_eq!(ids, vip.backend_ids);
+    for backend in &report.backends {
+        let want = expected.get(&backend.id).copied().unwrap_or(0);
+        assert_eq!(backend.new_flows, want, "{backend:?}");
+        assert_eq!(
+            (backend.packets, backend.bytes),
+            (want, want * frame),
+            "{backend:?}"
+        );
+        assert_eq!(backend.state, BackendState::Active);
+        assert_eq!(backend.weight, 1);
+        let slots = vip.table.iter().filter(|id| **id == backend.id).count();
+        assert_eq!(
+            backend.expected_share,
+            slots as f64 / vip.table.len() as f64
+        );
+        assert!(
+            (backend.expected_share - 1.0 / 3.0).abs() < 0.01,
+            "{backend:?}"
+        );
+        assert!(
+            (backend.observed_share - backend.expected_share).abs() < 0.02,
+            "{backend:?}"
+        );
+        assert_eq!(backend.skew, None, "{backend:?}");
+    }
+    assert_eq!(stats.skewed_backends, 0);
+    assert_eq!(stats.reasons["forwarded_dsr"].packets, 3000);
+    assert_eq!(stats.events["flow_miss"].packets, 3000);
+    let text = stats::render(&stats);
+    assert!(text.contains("no skew"), "{text}");
+}
+
+/// Test that the expected share follows the weights: with 1:1:8 the heavy backend holds about
+/// 80% of the table, and a spread sample's observed shares follow it without a flag.
+#[test]
+fn stats_expected_share_follows_weights() {
+    require_privileges!();
+    let mut live = LiveXlb::new("weights");
+    apply(
+        &mut live,
+        &[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 8)],
+    );
+    send_syns(&mut live, 20_000..23_000);
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let backends = &stats.vips[0].backends;
+    let shares: Vec<f64> = backends.iter().map(|b| b.expected_share).collect();
+    assert!((shares[2] - 0.8).abs() < 0.01, "{shares:?}");
+    assert!((shares[0] - 0.1).abs() < 0.01, "{shares:?}");
+    assert_eq!(backends[2].weight, 8);
+    for backend in backends {
+        assert!(
+            (backend.observed_share - backend.expected_share).abs() < 0.02,
+            "{backend:?}"
+        );
+    }
+    assert_eq!(stats.skewed_backends, 0);
+}
+
+/// Test that 300 new flows picked to land on one backend flag it `over` and the others
+/// `under`, and that new flows to a backend the table no longer gives a slot (weight set to 0
+/// after it got them) flag it `unexpected`.
+#[test]
+fn stats_flag_skewed_and_unexpected_backends() {
+    require_privileges!();
+    let mut live = LiveXlb::new("skew");
+    let applied = apply(&mut live, &EQUAL);
+    let vip = &applied.vips[0];
+    let target = vip.backend_ids[0];
+    let chosen: Vec<u16> = (30_000..u16::MAX)
+        .filter(|sport| predicted(vip, *sport) == target)
+        .take(300)
+        .collect();
+    assert_eq!(chosen.len(), 300);
+    send_syns(&mut live, chosen);
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let report = &stats.vips[0];
+    let skews: Vec<(u32, u64, Option<Skew>)> = report
+        .backends
+        .iter()
+        .map(|b| (b.id, b.new_flows, b.skew))
+        .collect();
+    assert_eq!(
+        skews,
+        [
+            (target, 300, Some(Skew::Over)),
+            (vip.backend_ids[1], 0, Some(Skew::Under)),
+            (vip.backend_ids[2], 0, Some(Skew::Under)),
+        ]
+    );
+    assert_eq!(report.backends[0].observed_share, 1.0);
+    assert_eq!(stats.skewed_backends, 3);
+    assert!(
+        stats::render(&stats).contains("3 backend(s) skewed"),
+        "{}",
+        stats::render(&stats)
+    );
+
+    // The first backend keeps its 300 new flows but leaves the table.
+    let out = apply(
+        &mut live,
+        &[("198.18.0.10", 0), ("198.18.0.11", 1), ("198.18.0.12", 1)],
+    );
+    assert!(!out.vips[0].table.contains(&target));
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let first = &stats.vips[0].backends[0];
+    assert_eq!(first.expected_share, 0.0);
+    assert_eq!(first.skew, Some(Skew::Unexpected), "{first:?}");
+}
+
+/// Test that with an interval the rates are the traffic between the two samples: above zero
+/// while another thread sends SYNs, exactly zero when nothing is sent.
+#[test]
+fn stats_interval_rates_follow_traffic_between_samples() {
+    require_privileges!();
+    let mut live = LiveXlb::new("rates");
+    apply(&mut live, &EQUAL);
+    let mut pinned = pins::open(&live.pin_path).expect("pins");
+    let interval = Duration::from_millis(200);
+    let stop = AtomicBool::new(false);
+    let (busy, sent) = std::thread::scope(|scope| {
+        let ebpf = &mut live.ebpf;
+        let stop = &stop;
+        let sender = scope.spawn(move || {
+            let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
+            let mut sent = 0u64;
+            // From before the first sample until after the second: some SYNs fall between.
+            while !stop.load(Ordering::Relaxed) {
+                let sport = 40_000 + (sent % 20_000) as u16;
+                let outcome =
+                    testrun::run(program, &packets::tcp_syn(&flow(sport))).expect("test run");
+                assert_eq!(Verdict::from_code(outcome.code), Some(Verdict::Tx));
+                sent += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            sent
+        });
+        let stats = stats::collect(&mut pinned, Some(interval), 1.5);
+        stop.store(true, Ordering::Relaxed);
+        (stats.expect("stats"), sender.join().expect("sender"))
+    });
+    let seconds = busy.interval_seconds.expect("interval");
+    assert!(seconds >= 0.2, "{seconds}");
+    let vip = &busy.vips[0];
+    let rates = vip.rates.expect("VIP rates");
+    assert!(rates.packets_per_second > 0.0, "{rates:?}");
+    assert!(rates.new_flows_per_second > 0.0, "{rates:?}");
+    assert!(rates.bytes_per_second > 0.0, "{rates:?}");
+    assert!(
+        rates.packets_per_second * seconds <= sent as f64 + 0.5,
+        "{rates:?}, {sent} sent"
+    );
+    let backend_flows: f64 = vip
+        .backends
+        .iter()
+        .map(|b| b.rates.expect("backend rates").new_flows_per_second)
+        .sum();
+    assert!(
+        (backend_flows - rates.new_flows_per_second).abs() < 1e-6,
+        "{vip:?}"
+    );
+    assert!(
+        stats::render(&busy).contains("packets/s"),
+        "{}",
+        stats::render(&busy)
+    );
+
+    let idle = stats::collect(&mut pinned, Some(interval), 1.5).expect("stats");
+    let vip = &idle.vips[0];
+    let zero = |r: stats::Rates| {
+        r.packets_per_second == 0.0 && r.bytes_per_second == 0.0 && r.new_flows_per_second == 0.0
+    };
+    assert!(zero(vip.rates.expect("VIP rates")), "{vip:?}");
+    for backend in &vip.backends {
+        assert!(zero(backend.rates.expect("backend rates")), "{backend:?}");
+    }
+    assert!(vip.packets > 0, "totals still count the earlier traffic");
+}
+
+/// Test that `--output json` of both verbs is one JSON document with the documented fields.
+#[test]
+fn status_and_stats_json_have_the_documented_fields() {
+    require_privileges!();
+    let mut live = LiveXlb::new("json");
+    apply(&mut live, &EQUAL);
+    send_syns(&mut live, 50_000..50_200);
+    // What `report::emit` prints for `--output json`, parsed back.
+    let parse = |text: String| -> serde_json::Value {
+        serde_json::from_str(&text).expect("one JSON document")
+    };
+    let status = status::read(&live.pin_path).expect("status");
+    let status = parse(serde_json::to_string_pretty(&status).expect("serialize"));
+    for key in [
+        "pin_path",
+        "program_pinned",
+        "link_pinned",
+        "ifindex",
+        "interface",
+        "attach_mode",
+        "generation",
+        "applied_at",
+        "applied_at_unix",
+        "config_hash",
+        "capacity",
+        "vips",
+    ] {
+        assert!(status.get(key).is_some(), "status lacks {key}: {status}");
+    }
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["interface"], serde_json::Value::Null);
+    assert_eq!(status["capacity"]["table_slots"], TEST_CAPACITY.table_slots);
+    let vip = &status["vips"][0];
+    for key in [
+        "vip",
+        "id",
+        "forwarding",
+        "hash",
+        "table_size",
+        "active_copy",
+        "backends",
+        "fingerprint",
+    ] {
+        assert!(vip.get(key).is_some(), "status VIP lacks {key}: {vip}");
+    }
+    assert_eq!(vip["vip"], "198.18.1.10:80/tcp");
+    assert_eq!(vip["hash"], "5-tuple");
+    assert_eq!(vip["backends"]["active"], 3);
+    assert_eq!(vip["fingerprint"].as_str().map(str::len), Some(16));
+
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let stats = parse(serde_json::to_string_pretty(&stats).expect("serialize"));
+    for key in [
+        "interval_seconds",
+        "skew_factor",
+        "skew_min_new_flows",
+        "skewed_backends",
+        "vips",
+        "reasons",
+        "events",
+    ] {
+        assert!(stats.get(key).is_some(), "stats lacks {key}: {stats}");
+    }
+    assert_eq!(stats["reasons"]["forwarded_dsr"]["packets"], 200);
+    assert_eq!(stats["events"]["flow_miss"]["packets"], 200);
+    let vip = &stats["vips"][0];
+    for key in [
+        "vip",
+        "id",
+        "forwarding",
+        "table_size",
+        "packets",
+        "bytes",
+        "new_flows",
+        "rates",
+        "backends",
+    ] {
+        assert!(vip.get(key).is_some(), "stats VIP lacks {key}: {vip}");
+    }
+    assert_eq!(vip["new_flows"], 200);
+    let backend = &vip["backends"][0];
+    for key in [
+        "id",
+        "address",
+        "state",
+        "weight",
+        "packets",
+        "bytes",
+        "new_flows",
+        "observed_share",
+        "expected_share",
+        "skew",
+        "rates",
+    ] {
+        assert!(
+            backend.get(key).is_some(),
+            "stats backend lacks {key}: {backend}"
+        );
+    }
+    assert_eq!(backend["address"], "198.18.0.10");
+    assert_eq!(backend["state"], "active");
+    assert!(backend["expected_share"].as_f64().is_some());
+}
