@@ -17,8 +17,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load the XDP program, attach it to an interface and print its counters until stopped
-    /// (Ctrl-C, SIGTERM or --duration); detaches on exit.
+    /// Run the load balancer. With --config: attach (or adopt a data plane already pinned
+    /// under the config's pin path, replacing its program through its link without a gap),
+    /// apply the config and report counters until Ctrl-C or SIGTERM; forwarding continues
+    /// after it stops (`xlb down` detaches). With --interface: attach with no services until
+    /// stopped, then detach.
     Run(RunArgs),
     /// Check a config file without touching the kernel: print every error and warning with its
     /// file, line, field and fix. Exits 0 if valid, 1 if not (errors, or warnings with
@@ -45,6 +48,9 @@ pub enum Command {
     /// Compare the live kernel maps with a config file (or check them for internal
     /// consistency without one) and report every drift. Exits 1 if there is any.
     Audit(AuditArgs),
+    /// Detach the data plane and remove its pins (forwarding stops). Stop `xlb run` first:
+    /// a running one keeps the program attached until it exits.
+    Down(LiveArgs),
     /// Change one backend of a running VIP: `drain` (no new flows, established ones stay),
     /// `disable` (out now, its flows move), `enable` (back to its weight).
     Backend(BackendArgs),

@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod config;
 pub mod counters;
 pub mod decap;
+pub mod down;
 pub mod exit;
 pub mod explain;
 pub mod live;

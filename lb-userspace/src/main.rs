@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, exit, explain, plan, run, stats, status, validate,
+    apply, args, audit, backend, down, exit, explain, plan, run, stats, status, validate,
 };
 
 #[tokio::main]
@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         args::Command::Explain(args) => explain::run(args),
         args::Command::Audit(args) => audit::run(args),
         args::Command::Backend(args) => backend::run(args),
+        args::Command::Down(args) => down::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,5 +1,7 @@
 //! The compiled XDP objects, embedded in every binary that links this library, and loading them.
 
+use std::path::Path;
+
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, programs::Xdp};
 
@@ -32,6 +34,38 @@ pub fn load_sized(object: &[u8], name: &str, capacities: &[(&str, u32)]) -> anyh
         "loading the XDP object into the kernel failed: xlb needs root (or CAP_BPF and \
          CAP_NET_ADMIN) and a kernel with BPF enabled",
     )?;
+    xdp_program(&mut ebpf, name)?
+        .load()
+        .with_context(|| format!("the kernel verifier rejected XDP program `{name}`"))?;
+    Ok(ebpf)
+}
+
+/// Like [`load_sized`], with every map of `names` pinned by name under `pin_path`: a map
+/// already pinned there is reused as it is (its entries, and its size, survive), a missing one
+/// is created and pinned. This is how a restarted xlb adopts the live state.
+pub fn load_pinned(
+    object: &[u8],
+    name: &str,
+    capacities: &[(&str, u32)],
+    names: &[&'static str],
+    pin_path: &Path,
+) -> anyhow::Result<Ebpf> {
+    std::fs::create_dir_all(pin_path)
+        .with_context(|| format!("creating {}: is bpffs mounted?", pin_path.display()))?;
+    let mut loader = EbpfLoader::new();
+    for &(map, entries) in capacities {
+        loader.map_max_entries(map, entries);
+    }
+    for &map in names {
+        loader.map_pin_path(map, pin_path.join(map));
+    }
+    let mut ebpf = loader.load(object).with_context(|| {
+        format!(
+            "loading the XDP object with the maps pinned under {} failed: are they from an \
+             incompatible version of xlb? (`xlb down` removes them)",
+            pin_path.display()
+        )
+    })?;
     xdp_program(&mut ebpf, name)?
         .load()
         .with_context(|| format!("the kernel verifier rejected XDP program `{name}`"))?;

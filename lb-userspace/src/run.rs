@@ -58,45 +58,79 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let pin_path = &model.global.pin_path;
-    if pins::exist(pin_path) {
-        bail!(
-            "an xlb is already running with pins under {}: change its config with `xlb apply`, \
-             or stop it first",
+    let interface = &model.global.interface;
+    // A pinned link means a data plane is running (its daemon may have died): adopt it.
+    let adopting = pins::link_path(pin_path).exists();
+    let mut sizes = Capacity::default().map_sizes();
+    sizes.push((map_names::FLOWS, model.global.flow_table_size));
+    let mut ebpf = object::load_pinned(
+        object::XDP_OBJECT,
+        PROGRAM_NAME,
+        &sizes,
+        &map_names::XLB,
+        pin_path,
+    )?;
+    if adopting {
+        let meta = array::<Meta>(&mut ebpf, map_names::META)?.get(&0, 0)?;
+        let running = meta_interface(&meta);
+        if running != *interface {
+            bail!(
+                "the xlb pinned under {} is attached to `{running}`, the config says \
+                 `{interface}`: run `xlb down --pin-path {}` first to move it",
+                pin_path.display(),
+                pin_path.display()
+            );
+        }
+    }
+    // Configure before attaching (or before the new program takes over the link), so every
+    // packet sees the config; counters and the flow table live on in the adopted maps.
+    rollout::apply(&mut ebpf, &Desired::from_model(&model, &bytes))?;
+    if adopting {
+        pins::upgrade(&mut ebpf, PROGRAM_NAME, pin_path)?;
+        println!(
+            "xlb: adopted the data plane pinned under {} on {interface}: program replaced \
+             through its link, {} VIPs applied",
+            pin_path.display(),
+            model.vips.len()
+        );
+    } else {
+        let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
+        let attached = attach::attach(program, interface, model.global.xdp_mode)?;
+        let mode = attached.mode;
+        let link = FdLink::try_from(program.take_link(attached.link)?).context(
+            "the kernel attached the program without a bpf_link (kernel older than 5.9?)",
+        )?;
+        // The link pin goes last: its presence means xlb is configured and attached.
+        if let Err(err) = record_attachment(&mut ebpf, mode, attached.ifindex, interface)
+            .and_then(|()| pins::pin_program_and_link(&mut ebpf, PROGRAM_NAME, link, pin_path))
+        {
+            // Nothing half-done stays behind: without its pins the program detaches on exit.
+            let _ = pins::remove(pin_path);
+            return Err(err);
+        }
+        println!(
+            "xlb: attached to {interface} ({mode:?} XDP), {} VIPs applied, pinned under {}",
+            model.vips.len(),
             pin_path.display()
         );
     }
-    let mut sizes = Capacity::default().map_sizes();
-    sizes.push((map_names::FLOWS, model.global.flow_table_size));
-    let mut ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &sizes)?;
-    // Configure before attaching, so the first packet already sees the services.
-    rollout::apply(&mut ebpf, &Desired::from_model(&model, &bytes))?;
-    let interface = &model.global.interface;
-    let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
-    let attached = attach::attach(program, interface, model.global.xdp_mode)?;
-    let mode = attached.mode;
-    let link = FdLink::try_from(program.take_link(attached.link)?)
-        .context("the kernel attached the program without a bpf_link (kernel older than 5.9?)")?;
-    // The link pin goes last: its presence means xlb is configured and attached.
-    if let Err(err) = record_attachment(&mut ebpf, mode, attached.ifindex, interface)
-        .and_then(|()| pins::pin(&mut ebpf, PROGRAM_NAME, link, pin_path).map(|_| ()))
-    {
-        // Nothing half-done stays behind: without its pins the program detaches on exit.
-        let _ = pins::remove(pin_path);
-        return Err(err);
-    }
-    println!(
-        "xlb: attached to {interface} ({mode:?} XDP), {} VIPs applied, pinned under {}",
-        model.vips.len(),
-        pin_path.display()
-    );
     report_until_stopped(&ebpf, args).await?;
-    pins::remove(pin_path)?;
-    drop(ebpf);
     println!(
-        "xlb: detached from {interface} and removed {}",
+        "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
+         detaches it, `xlb run` adopts it)",
         pin_path.display()
     );
     Ok(exit::OK)
+}
+
+/// The interface name recorded in the meta map.
+fn meta_interface(meta: &Meta) -> String {
+    let len = meta
+        .interface
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(meta.interface.len());
+    String::from_utf8_lossy(&meta.interface[..len]).into_owned()
 }
 
 /// Records where and how the program is attached in the meta map.

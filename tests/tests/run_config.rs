@@ -19,10 +19,11 @@ fn config(pin_path: &std::path::Path) -> String {
 }
 
 /// Test that `xlb run --config` attaches, pins its state and applies the config; that
-/// `status`, `apply` and `audit` work against it from another process; and that SIGTERM
-/// detaches and removes every pin.
+/// `status`, `apply` and `audit` work against it from another process; that forwarding
+/// outlives the daemon and a new one adopts it; and that `xlb down` detaches and removes
+/// every pin.
 #[test]
-fn run_with_config_pins_applies_and_cleans_up() {
+fn run_with_config_pins_applies_adopts_and_goes_down() {
     require_privileges!();
     let xlb = demo::xlb_binary().expect("xlb binary");
     let mut lab = Lab::new("runcfg").expect("lab");
@@ -73,19 +74,50 @@ fn run_with_config_pins_applies_and_cleans_up() {
 
     let status = lab.terminate(pid).expect("stop xlb run");
     assert!(status.success(), "xlb run exited with {status}");
+    let attached = || {
+        let link = Command::new("ip")
+            .args(["-n", &lb.name, "link", "show", "eth0"])
+            .output();
+        String::from_utf8_lossy(&link.expect("ip link").stdout).contains("xdp")
+    };
+    assert!(attached(), "forwarding stops with the daemon");
+    assert!(
+        pin_path.join("link").exists(),
+        "pins removed by a plain stop"
+    );
+
+    // A new daemon adopts the pinned data plane: same maps (generation goes on), new program.
+    let mut again = lb.command(&xlb);
+    again
+        .args(["run", "--config"])
+        .arg(&file)
+        .args(["--stats-interval", "0"]);
+    again.stdout(Stdio::piped());
+    let pid = lab.spawn(again).expect("xlb run again");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, status) = verb(&["status", "--output", "json"]);
+        if status.contains("\"generation\": 3") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new daemon never applied: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(attached());
+    let status = lab.terminate(pid).expect("stop xlb run");
+    assert!(status.success(), "xlb run exited with {status}");
+
+    let (code, _) = verb(&["down"]);
+    assert_eq!(code, Some(0));
     assert!(
         !pin_path.exists(),
         "pins left behind at {}",
         pin_path.display()
     );
-    let link = Command::new("ip")
-        .args(["-n", &lb.name, "link", "show", "eth0"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
-        "still attached"
-    );
+    assert!(!attached(), "still attached after xlb down");
     let (code, _) = verb(&["status"]);
     assert_eq!(code, Some(3), "nothing loaded exits 3");
     let _ = std::fs::remove_file(&file);
