@@ -68,6 +68,9 @@ pub const BACKEND_DRAINED: u8 = 1 << 1;
 /// `Backend::flags`, kept by the control plane: an operator disabled the backend; it is out
 /// of the table and inactive, so its established flows move too.
 pub const BACKEND_DISABLED: u8 = 1 << 2;
+/// `Backend::flags`, kept by the daemon: the backend failed its health checks; it is out of
+/// the table and inactive until it passes them again.
+pub const BACKEND_UNHEALTHY: u8 = 1 << 3;
 
 /// Value of the backend map, indexed by backend id.
 #[repr(C)]

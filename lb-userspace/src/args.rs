@@ -207,7 +207,8 @@ pub struct RunArgs {
     /// Stop after this many seconds instead of waiting for Ctrl-C or SIGTERM.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
-    /// Print the counters every this many seconds while running (0: only at exit).
+    /// Without a config: print the counters every this many seconds while running (0: only
+    /// at exit). With a config the daemon logs changes instead; see `xlb stats`.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub stats_interval: u64,
 }

@@ -10,6 +10,14 @@ use lb_userspace::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // Structured logs on stderr; RUST_LOG=debug (or xlb=debug) for more.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let result = match cli.command {
         args::Command::Run(args) => run::run(args).await,
         args::Command::Validate(args) => validate::run(args),

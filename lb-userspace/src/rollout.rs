@@ -14,7 +14,8 @@ use lb_common::{
     Backend, Config, Vip, VipKey, map_names,
     meta::Meta,
     service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, FAMILY_IPV4, VipFilter, vip_filter_bit,
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, FAMILY_IPV4,
+        VipFilter, vip_filter_bit,
     },
 };
 
@@ -41,6 +42,9 @@ pub struct DesiredBackend {
     /// Operator state to set (`BACKEND_DRAINED`, `BACKEND_DISABLED` or 0); `None` keeps what
     /// the live backend has, so a config apply does not undo a drain.
     pub operator: Option<u8>,
+    /// Whether the backend failed its health checks; `None` keeps what the live backend has,
+    /// so an apply from the command line does not undo the daemon's verdict.
+    pub unhealthy: Option<bool>,
 }
 
 /// A VIP as the configuration wants it.
@@ -105,6 +109,7 @@ impl Desired {
                         weight: b.weight,
                         mac: b.mac,
                         operator: None,
+                        unhealthy: None,
                     })
                     .collect(),
             })
@@ -137,6 +142,7 @@ impl Desired {
                         weight: b.weight,
                         mac: b.mac,
                         operator: None,
+                        unhealthy: None,
                     })
                     .collect(),
             })
@@ -289,26 +295,29 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                     free
                 }
             };
-            // Operator state (drained, disabled) survives an apply unless it is the change.
-            let operator = backend.operator.unwrap_or(owned(backend_id).flags)
-                & (BACKEND_DRAINED | BACKEND_DISABLED);
-            let active = if operator & BACKEND_DISABLED != 0 {
-                0
-            } else {
-                BACKEND_ACTIVE
+            // Operator and health state survive an apply unless they are the change.
+            let live_flags = owned(backend_id).flags;
+            let operator =
+                backend.operator.unwrap_or(live_flags) & (BACKEND_DRAINED | BACKEND_DISABLED);
+            let unhealthy = match backend.unhealthy {
+                Some(true) => BACKEND_UNHEALTHY,
+                Some(false) => 0,
+                None => live_flags & BACKEND_UNHEALTHY,
             };
+            let out = operator & BACKEND_DISABLED != 0 || unhealthy != 0;
+            let active = if out { 0 } else { BACKEND_ACTIVE };
             let entry = Backend {
                 addr,
                 mac: backend.mac,
                 family,
-                flags: operator | active,
+                flags: operator | unhealthy | active,
                 weight: backend.weight,
                 pad: 0,
             };
             backends.push((backend_id, entry));
             kept.insert(backend_id);
             backend_ids.push(backend_id);
-            if operator == 0 && backend.weight > 0 {
+            if operator == 0 && unhealthy == 0 && backend.weight > 0 {
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }

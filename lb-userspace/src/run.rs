@@ -18,6 +18,7 @@ use crate::{
     capacity::Capacity,
     config::{self, HostEnvironment},
     counters::Totals,
+    daemon::Daemon,
     exit,
     maps::{Maps, array},
     object, pins,
@@ -57,8 +58,8 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         eprintln!("{warning}");
     }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let pin_path = &model.global.pin_path;
-    let interface = &model.global.interface;
+    let pin_path = &model.global.pin_path.clone();
+    let interface = &model.global.interface.clone();
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
     let mut sizes = Capacity::default().map_sizes();
@@ -114,7 +115,10 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
             pin_path.display()
         );
     }
-    report_until_stopped(&ebpf, args).await?;
+    let daemon = Daemon::start(file, model, bytes).await?;
+    daemon
+        .run(&mut ebpf, args.duration.map(Duration::from_secs))
+        .await?;
     println!(
         "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
          detaches it, `xlb run` adopts it)",

@@ -36,6 +36,7 @@ fn backend(address: &str, weight: u32, last_mac_byte: u8) -> DesiredBackend {
         weight,
         mac: [0x02, 0, 0, 0, 0x02, last_mac_byte],
         operator: None,
+        unhealthy: None,
     }
 }
 

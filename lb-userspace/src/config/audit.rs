@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Component, Path};
 
 use lb_common::service::MAX_TABLE_SIZE;
@@ -12,11 +12,12 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, Rule, Source};
 use super::environment::Environment;
-use super::file::{BackendFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile};
+use super::file::{AlertsFile, BackendFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile};
 use super::model::{
-    self, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS, DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS,
-    DEFAULT_WEIGHT, FLOW_TABLE_SIZE_RANGE, Forwarding, MTU_RANGE, Protocol, SLOTS_PER_BACKEND,
-    value,
+    self, ALERT_WINDOW_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS,
+    DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
+    FLOW_TABLE_SIZE_RANGE, Forwarding, MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol,
+    SLOTS_PER_BACKEND, value,
 };
 use super::rules::*;
 use crate::maglev::is_prime;
@@ -34,6 +35,9 @@ pub(crate) fn audit(
     };
     audit.global(file.global.get_ref(), env);
     audit.thresholds(file);
+    if let Some(alerts) = &file.alerts {
+        audit.alerts(alerts.get_ref());
+    }
     let thresholds = model::audit_thresholds(file);
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
@@ -252,6 +256,20 @@ impl Audit<'_> {
                  (host names are not resolved)",
             );
         }
+        self.integer(
+            &BAD_GLOBAL,
+            &global.drain_timeout_seconds,
+            "global.drain_timeout_seconds",
+            DRAIN_TIMEOUT_SECONDS_RANGE,
+            format!(
+                "write drain_timeout_seconds = {} (the default) or another number of seconds in \
+                 {}..={}: how long a drained backend keeps its established flows before the \
+                 daemon disables it",
+                model::DEFAULT_DRAIN_TIMEOUT_SECONDS,
+                DRAIN_TIMEOUT_SECONDS_RANGE.start(),
+                DRAIN_TIMEOUT_SECONDS_RANGE.end()
+            ),
+        );
         let sources = [
             (
                 "ipip_source_v4",
@@ -295,6 +313,141 @@ impl Audit<'_> {
                     "audit.max_backend_share".into(),
                     format!("max_backend_share {value} is out of range"),
                     "use a share above 0 and at most 1, e.g. 0.5 (1 turns the warning off)",
+                );
+            }
+        }
+    }
+
+    /// A finding of `rule` if an integer field is given and outside `range`: the message names
+    /// the field, the value and the range; `fix` says what to write instead.
+    fn integer(
+        &mut self,
+        rule: &Rule,
+        field: &Option<Spanned<i64>>,
+        path: &str,
+        range: RangeInclusive<i64>,
+        fix: String,
+    ) {
+        let Some(spanned) = field else { return };
+        let value = *spanned.get_ref();
+        if range.contains(&value) {
+            return;
+        }
+        // An upper bound that only the model's type sets is noise next to a value too small.
+        let allowed = if *range.end() == i64::MAX
+            || (value < *range.start() && *range.end() >= i64::from(u32::MAX))
+        {
+            format!("at least {}", range.start())
+        } else {
+            format!("in {}..={}", range.start(), range.end())
+        };
+        self.report(
+            rule,
+            spanned.span(),
+            path.to_owned(),
+            format!("{path} = {value} is out of range: it must be {allowed}"),
+            fix,
+        );
+    }
+
+    /// XLB015: settings of the daemon's alerts that would alert on noise or never alert.
+    fn alerts(&mut self, alerts: &AlertsFile) {
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.window_seconds,
+            "alerts.window_seconds",
+            ALERT_WINDOW_SECONDS_RANGE,
+            format!(
+                "write window_seconds = {} (the default) or another number of seconds in \
+                 {}..={}: the sliding window over which new flows are counted",
+                model::DEFAULT_ALERT_WINDOW_SECONDS,
+                ALERT_WINDOW_SECONDS_RANGE.start(),
+                ALERT_WINDOW_SECONDS_RANGE.end()
+            ),
+        );
+        if let Some(factor) = &alerts.skew_factor {
+            let value = *factor.get_ref();
+            // Written so that NaN fails too; infinity would never alert.
+            if !(value > 1.0 && value.is_finite()) {
+                self.report(
+                    &BAD_ALERTS,
+                    factor.span(),
+                    "alerts.skew_factor".into(),
+                    format!(
+                        "alerts.skew_factor = {value} is out of range: it must be a finite number \
+                         above 1"
+                    ),
+                    format!(
+                        "write skew_factor = {} (the default) or another number above 1: a backend \
+                         alerts when its share of new flows is more than skew_factor times its \
+                         expected share, so 1 or less would flag backends that get their fair \
+                         share",
+                        model::DEFAULT_SKEW_FACTOR
+                    ),
+                );
+            }
+        }
+        if let Some(share) = &alerts.max_share {
+            let value = *share.get_ref();
+            // Written so that NaN fails too.
+            if !(value > 0.0 && value <= 1.0) {
+                self.report(
+                    &BAD_ALERTS,
+                    share.span(),
+                    "alerts.max_share".into(),
+                    format!(
+                        "alerts.max_share = {value} is out of range: it must be above 0 and at \
+                         most 1"
+                    ),
+                    format!(
+                        "write max_share = {} (the default) or another share above 0 and at most \
+                         1 (1 turns this alert off)",
+                        model::DEFAULT_MAX_SHARE
+                    ),
+                );
+            }
+        }
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.min_healthy,
+            "alerts.min_healthy",
+            MIN_HEALTHY_RANGE,
+            format!(
+                "write min_healthy = {} (the default) or a larger count: a VIP alerts when fewer \
+                 of its backends are healthy, so 0 would never alert",
+                model::DEFAULT_MIN_HEALTHY
+            ),
+        );
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.min_new_flows,
+            "alerts.min_new_flows",
+            MIN_NEW_FLOWS_RANGE,
+            format!(
+                "write min_new_flows = {} (the default) or another count of at least 0 (0 lets \
+                 share alerts fire on any traffic)",
+                model::DEFAULT_MIN_NEW_FLOWS
+            ),
+        );
+        if let Some(command) = &alerts.command {
+            let text = command.get_ref();
+            let problem = if text.trim().is_empty() {
+                Some("is empty: there is nothing to run")
+            } else if text.contains('\0') {
+                // No argument of execve can hold a NUL: `sh -c` would never see the command.
+                Some("contains a NUL character, which no command line can hold")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.report(
+                    &BAD_ALERTS,
+                    command.span(),
+                    "alerts.command".into(),
+                    format!("alerts.command = {text:?} {problem}"),
+                    "write the shell command to run when an alert starts or stops firing, e.g. \
+                     command = 'logger -t xlb \"$XLB_ALERT_MESSAGE\"', or remove command to run \
+                     nothing",
                 );
             }
         }

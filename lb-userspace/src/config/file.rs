@@ -17,6 +17,7 @@ use super::model::{Forwarding, HashMode, Protocol};
 pub struct ConfigFile {
     pub global: Spanned<GlobalFile>,
     pub audit: Option<Spanned<AuditFile>>,
+    pub alerts: Option<Spanned<AlertsFile>>,
     #[serde(default)]
     pub vip: Vec<Spanned<VipFile>>,
 }
@@ -33,6 +34,9 @@ pub struct GlobalFile {
     pub mtu: Option<Spanned<u32>>,
     pub ipip_source_v4: Option<Spanned<Ipv4>>,
     pub ipip_source_v6: Option<Spanned<Ipv6>>,
+    /// Signed, so a negative value is reported by the audit with the range (XLB014) rather than
+    /// as a type error.
+    pub drain_timeout_seconds: Option<Spanned<i64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -48,6 +52,19 @@ pub enum XdpMode {
 pub struct AuditFile {
     pub max_backend_share: Option<Spanned<f64>>,
     pub min_backends: Option<Spanned<u32>>,
+}
+
+/// `[alerts]`: the daemon's skew and health alerts. The integers are `i64` (any TOML integer) so
+/// that every out-of-range value, negative ones included, is XLB015 with the allowed range.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    pub window_seconds: Option<Spanned<i64>>,
+    pub skew_factor: Option<Spanned<f64>>,
+    pub max_share: Option<Spanned<f64>>,
+    pub min_healthy: Option<Spanned<i64>>,
+    pub min_new_flows: Option<Spanned<i64>>,
+    pub command: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! config without errors becomes a `Model`, so code that programs the kernel can trust it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::args::XdpModeArg;
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
 /// `global.flow_table_size` bounds: at least one flow, at most 2^24 (about 1.3 GB of flow
 /// entries on a 64-CPU host's per-CPU LRU lists).
-pub const FLOW_TABLE_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1..=16_777_216;
+pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1..=16_777_216;
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
 /// Pins must live in a bpffs mount; this is where xtask setup mounts one.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
@@ -26,7 +27,12 @@ pub const DEFAULT_METRICS_ADDRESS: SocketAddr =
 pub const DEFAULT_MTU: u32 = Config::DEFAULT_MTU;
 /// `global.mtu` bounds: 576 is the smallest datagram every IPv4 host must accept (RFC 791);
 /// 9216 is the largest jumbo frame common NICs take.
-pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 576..=9216;
+pub const MTU_RANGE: RangeInclusive<u32> = 576..=9216;
+/// How long a drained backend keeps its established flows before the daemon disables it: long
+/// enough for most requests and keep-alive connections to finish.
+pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: u64 = 300;
+/// `global.drain_timeout_seconds` bounds: at least a second, at most a day.
+pub const DRAIN_TIMEOUT_SECONDS_RANGE: RangeInclusive<i64> = 1..=86_400;
 pub const DEFAULT_MAX_BACKEND_SHARE: f64 = 0.5;
 pub const DEFAULT_MIN_BACKENDS: u32 = 2;
 /// The Maglev paper's production size: a prime with room for 655 backends at 100 slots each.
@@ -40,12 +46,29 @@ pub const DEFAULT_INTERVAL_MS: u32 = 1000;
 pub const DEFAULT_TIMEOUT_MS: u32 = 500;
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
+/// `[alerts]` defaults. A 10 s window sees enough flows on a busy VIP to judge shares, yet
+/// notices a skew within seconds.
+pub const DEFAULT_ALERT_WINDOW_SECONDS: u64 = 10;
+/// `alerts.window_seconds` bounds: at least a second, at most an hour.
+pub const ALERT_WINDOW_SECONDS_RANGE: RangeInclusive<i64> = 1..=3600;
+pub const DEFAULT_SKEW_FACTOR: f64 = 1.5;
+pub const DEFAULT_MAX_SHARE: f64 = 0.9;
+pub const DEFAULT_MIN_HEALTHY: u32 = 1;
+/// `alerts.min_healthy` bounds: 0 would never fire; the model holds a `u32`.
+pub const MIN_HEALTHY_RANGE: RangeInclusive<i64> = 1..=u32::MAX as i64;
+/// Fewer new flows than this in a window say little about shares (a handful of flows is
+/// skewed by chance).
+pub const DEFAULT_MIN_NEW_FLOWS: u64 = 100;
+/// `alerts.min_new_flows` bounds: 0 lets share alerts fire on any traffic.
+pub const MIN_NEW_FLOWS_RANGE: RangeInclusive<i64> = 0..=i64::MAX;
 
 /// A whole config that passed validation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     pub global: Global,
     pub audit: AuditThresholds,
+    /// `[alerts]`, defaults when the table is absent.
+    pub alerts: Alerts,
     /// In file order.
     pub vips: Vec<VipModel>,
 }
@@ -63,6 +86,9 @@ pub struct Global {
     pub ipip_source_v4: Option<Ipv4Addr>,
     /// Outer source of IPv6 tunnel headers; set whenever an `ipip` VIP has an IPv6 backend.
     pub ipip_source_v6: Option<Ipv6Addr>,
+    /// How long a drained backend (`xlb backend drain`) keeps its established flows before the
+    /// daemon disables it.
+    pub drain_timeout: Duration,
 }
 
 /// Thresholds of the warnings (`[audit]`).
@@ -79,6 +105,38 @@ impl Default for AuditThresholds {
         AuditThresholds {
             max_backend_share: DEFAULT_MAX_BACKEND_SHARE,
             min_backends: DEFAULT_MIN_BACKENDS,
+        }
+    }
+}
+
+/// When the daemon raises an alert (`[alerts]`). Share alerts compare each backend's share of a
+/// VIP's new flows over `window` with its expected share (its slots in the live table).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alerts {
+    /// The sliding window of the skew detector.
+    pub window: Duration,
+    /// Alert when a backend's observed share exceeds its expected share by this factor; above 1.
+    pub skew_factor: f64,
+    /// Alert when one backend takes more than this share of a VIP's new flows while other
+    /// backends are healthy; in (0, 1].
+    pub max_share: f64,
+    /// Alert when a VIP has fewer healthy backends than this; at least 1.
+    pub min_healthy: u32,
+    /// Below this many new flows of a VIP in a window, its share alerts stay quiet.
+    pub min_new_flows: u64,
+    /// Run with `sh -c` when an alert starts or stops firing; never empty.
+    pub command: Option<String>,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            window: Duration::from_secs(DEFAULT_ALERT_WINDOW_SECONDS),
+            skew_factor: DEFAULT_SKEW_FACTOR,
+            max_share: DEFAULT_MAX_SHARE,
+            min_healthy: DEFAULT_MIN_HEALTHY,
+            min_new_flows: DEFAULT_MIN_NEW_FLOWS,
+            command: None,
         }
     }
 }
@@ -244,6 +302,10 @@ pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
         mtu: value(&global.mtu).unwrap_or(DEFAULT_MTU),
         ipip_source_v4: value(&global.ipip_source_v4).map(|a| a.0),
         ipip_source_v6: value(&global.ipip_source_v6).map(|a| a.0),
+        drain_timeout: Duration::from_secs(match value(&global.drain_timeout_seconds) {
+            Some(seconds) => seconds.try_into().ok()?,
+            None => DEFAULT_DRAIN_TIMEOUT_SECONDS,
+        }),
     };
     let vips = file
         .vip
@@ -280,6 +342,7 @@ pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
     Some(Model {
         global,
         audit: audit_thresholds(file),
+        alerts: alerts(file)?,
         vips,
     })
 }
@@ -295,6 +358,33 @@ pub(crate) fn audit_thresholds(file: &ConfigFile) -> AuditThresholds {
         max_backend_share: value(&audit.max_backend_share).unwrap_or(defaults.max_backend_share),
         min_backends: value(&audit.min_backends).unwrap_or(defaults.min_backends),
     }
+}
+
+/// The alert settings in force, defaults filled in; `None` if a value is out of its type's
+/// range (the audit reports it as XLB015).
+fn alerts(file: &ConfigFile) -> Option<Alerts> {
+    let defaults = Alerts::default();
+    let Some(alerts) = &file.alerts else {
+        return Some(defaults);
+    };
+    let alerts = alerts.get_ref();
+    Some(Alerts {
+        window: match value(&alerts.window_seconds) {
+            Some(seconds) => Duration::from_secs(seconds.try_into().ok()?),
+            None => defaults.window,
+        },
+        skew_factor: value(&alerts.skew_factor).unwrap_or(defaults.skew_factor),
+        max_share: value(&alerts.max_share).unwrap_or(defaults.max_share),
+        min_healthy: match value(&alerts.min_healthy) {
+            Some(count) => count.try_into().ok()?,
+            None => defaults.min_healthy,
+        },
+        min_new_flows: match value(&alerts.min_new_flows) {
+            Some(count) => count.try_into().ok()?,
+            None => defaults.min_new_flows,
+        },
+        command: alerts.command.as_ref().map(|c| c.get_ref().clone()),
+    })
 }
 
 fn health(health: &file::HealthFile, vip_port: u16) -> HealthCheck {

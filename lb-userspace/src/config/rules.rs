@@ -1,6 +1,6 @@
 //! The catalogue of checks: every rule's stable id, name, severity and purpose.
 //!
-//! Ids never change meaning, so scripts and documentation can rely on them. XLB015..XLB020 are
+//! Ids never change meaning, so scripts and documentation can rely on them. XLB016..XLB020 are
 //! kept free for rules added elsewhere; the further rules here start at XLB021.
 
 use super::diagnostic::{Rule, Severity};
@@ -104,7 +104,14 @@ pub const BAD_GLOBAL: Rule = error(
     "XLB014",
     "bad-global",
     "A [global] or [audit] setting is out of range: flow_table_size, mtu, pin_path, \
-     metrics_address, max_backend_share.",
+     metrics_address, drain_timeout_seconds, max_backend_share.",
+);
+pub const BAD_ALERTS: Rule = error(
+    "XLB015",
+    "bad-alerts",
+    "An [alerts] setting is out of range (window_seconds, skew_factor, max_share, min_healthy, \
+     min_new_flows) or its command cannot run (empty, or holding a NUL): the daemon would alert \
+     on noise, never alert, or fail to notify.",
 );
 pub const UNREADABLE_FILE: Rule = error(
     "XLB021",
@@ -140,6 +147,7 @@ pub const RULES: &[Rule] = &[
     MISSING_MAC,
     BAD_HEALTH_CHECK,
     BAD_GLOBAL,
+    BAD_ALERTS,
     UNREADABLE_FILE,
     TABLE_SIZE_OUT_OF_RANGE,
     UNUSABLE_ADDRESS,

@@ -312,9 +312,23 @@ pub(crate) fn hint(leaf: &str) -> Option<Hint> {
             "an IPv6 address of this host",
             "ipip_source_v6 = \"2001:db8::2\"",
         ),
+        "drain_timeout_seconds" => (
+            "seconds in 1..=86400 that a drained backend keeps its flows",
+            "drain_timeout_seconds = 300",
+        ),
         "audit" => ("a table", "[audit] with max_backend_share = 0.5"),
         "max_backend_share" => ("a number above 0 and at most 1", "max_backend_share = 0.5"),
         "min_backends" => ("a non-negative integer", "min_backends = 2"),
+        "alerts" => ("a table", "[alerts] with window_seconds = 10"),
+        "window_seconds" => ("seconds in 1..=3600", "window_seconds = 10"),
+        "skew_factor" => ("a number above 1", "skew_factor = 1.5"),
+        "max_share" => ("a number above 0 and at most 1", "max_share = 0.9"),
+        "min_healthy" => ("a count of at least 1", "min_healthy = 1"),
+        "min_new_flows" => ("a non-negative count of flows", "min_new_flows = 100"),
+        "command" => (
+            "a shell command as a string, run with sh -c",
+            r#"command = 'logger -t xlb "$XLB_ALERT_MESSAGE"'"#,
+        ),
         "vip" => (
             "one [[vip]] table per VIP",
             "[[vip]] with name, address, port, protocol",

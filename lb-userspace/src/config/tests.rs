@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lb_common::service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY};
 
@@ -78,50 +79,57 @@ fn expectation(path: &Path) -> Expectation {
     Expectation { rule, at }
 }
 
+/// What is wrong with a bad file's diagnostics against its header: empty when it yields the
+/// rule it names, with that rule's severity, nothing else (one mistake per file), at the
+/// promised position, with a message and a fix.
+fn bad_config_failures(path: &Path) -> Vec<String> {
+    let expected = expectation(path);
+    let checked = load(path, &env());
+    let found = diagnostics(&checked);
+    let rendered: Vec<String> = found.iter().map(ToString::to_string).collect();
+    let rendered = rendered.join("\n");
+    let mut failures = Vec::new();
+    let mut fail = |why: String| failures.push(format!("{}: {why}\n{rendered}", path.display()));
+    let Some(hit) = found.iter().find(|d| d.rule == expected.rule.id) else {
+        fail(format!("no {} diagnostic", expected.rule.id));
+        return failures;
+    };
+    if hit.severity != expected.rule.severity || hit.name != expected.rule.name {
+        fail(format!(
+            "{} has the wrong severity or name",
+            expected.rule.id
+        ));
+    }
+    if found.iter().any(|d| d.rule != expected.rule.id) {
+        fail("diagnostics of other rules: the file should hold one mistake".into());
+    }
+    match (&checked, expected.rule.severity) {
+        (Ok(_), Severity::Error) => fail("accepted despite an error".into()),
+        (Err(_), Severity::Warning) => fail("rejected for a warning".into()),
+        _ => {}
+    }
+    if let Some((line, column, field)) = &expected.at
+        && (hit.line, hit.column, &hit.field) != (*line, *column, field)
+    {
+        fail(format!(
+            "expected at {line}:{column} {field}, found {}:{} {}",
+            hit.line, hit.column, hit.field
+        ));
+    }
+    if hit.message.is_empty() || hit.fix.is_empty() {
+        fail("a diagnostic without message or fix".into());
+    }
+    failures
+}
+
 #[test]
 fn every_bad_config_yields_its_named_diagnostic() {
     // Test that each file in tests/configs/bad yields the rule its first line names, with that
     // rule's severity, nothing else (one mistake per file), and at the promised position.
-    let files = toml_files(&configs().join("bad"));
-    let mut failures = Vec::new();
-    for path in &files {
-        let expected = expectation(path);
-        let checked = load(path, &env());
-        let found = diagnostics(&checked);
-        let rendered: Vec<String> = found.iter().map(ToString::to_string).collect();
-        let rendered = rendered.join("\n");
-        let mut fail =
-            |why: String| failures.push(format!("{}: {why}\n{rendered}", path.display()));
-        let Some(hit) = found.iter().find(|d| d.rule == expected.rule.id) else {
-            fail(format!("no {} diagnostic", expected.rule.id));
-            continue;
-        };
-        if hit.severity != expected.rule.severity || hit.name != expected.rule.name {
-            fail(format!(
-                "{} has the wrong severity or name",
-                expected.rule.id
-            ));
-        }
-        if found.iter().any(|d| d.rule != expected.rule.id) {
-            fail("diagnostics of other rules: the file should hold one mistake".into());
-        }
-        match (&checked, expected.rule.severity) {
-            (Ok(_), Severity::Error) => fail("accepted despite an error".into()),
-            (Err(_), Severity::Warning) => fail("rejected for a warning".into()),
-            _ => {}
-        }
-        if let Some((line, column, field)) = &expected.at
-            && (hit.line, hit.column, &hit.field) != (*line, *column, field)
-        {
-            fail(format!(
-                "expected at {line}:{column} {field}, found {}:{} {}",
-                hit.line, hit.column, hit.field
-            ));
-        }
-        if hit.message.is_empty() || hit.fix.is_empty() {
-            fail("a diagnostic without message or fix".into());
-        }
-    }
+    let failures: Vec<String> = toml_files(&configs().join("bad"))
+        .iter()
+        .flat_map(|path| bad_config_failures(path))
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -411,4 +419,225 @@ fn errors_come_before_warnings() {
     let found = check(&vips).expect_err("not prime");
     let rules: Vec<&str> = found.iter().map(|d| d.rule).collect();
     assert_eq!(rules, ["XLB007", "XLB001"]);
+}
+
+#[test]
+fn daemon_settings_default_when_absent() {
+    // Test that a config without drain_timeout_seconds or [alerts] gets the documented
+    // defaults: a 300 s drain, a 10 s window, factor 1.5, share 0.9, 1 healthy, 100 flows and
+    // no command.
+    let (model, warnings) = load(&configs().join("good/minimal.toml"), &env()).expect("minimal");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(model.global.drain_timeout, Duration::from_secs(300));
+    assert_eq!(
+        model.alerts,
+        Alerts {
+            window: Duration::from_secs(10),
+            skew_factor: 1.5,
+            max_share: 0.9,
+            min_healthy: 1,
+            min_new_flows: 100,
+            command: None,
+        }
+    );
+    assert_eq!(model.alerts, Alerts::default());
+}
+
+#[test]
+fn empty_alerts_table_means_defaults() {
+    // Test that `[alerts]` with no fields is the same as no table.
+    let (model, _) = check(&format!("[alerts]\n{TWO_BACKENDS}")).expect("valid");
+    assert_eq!(model.alerts, Alerts::default());
+}
+
+#[test]
+fn daemon_settings_are_parsed() {
+    // Test that every new field of tests/configs/good/alerts.toml reaches the model, an
+    // integer skew_factor included.
+    let (model, warnings) = load(&configs().join("good/alerts.toml"), &env()).expect("alerts");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(model.global.drain_timeout, Duration::from_secs(900));
+    assert_eq!(
+        model.alerts,
+        Alerts {
+            window: Duration::from_secs(30),
+            skew_factor: 2.0,
+            max_share: 0.75,
+            min_healthy: 2,
+            min_new_flows: 0,
+            command: Some(
+                "echo \"$XLB_ALERT_FIRING $XLB_ALERT_KIND $XLB_ALERT_VIP $XLB_ALERT_BACKEND\" >> \
+                 /run/xlb-alerts"
+                    .into()
+            ),
+        }
+    );
+}
+
+#[test]
+fn example_documents_the_daemon_settings() {
+    // Test that examples/xlb.toml sets the daemon's settings to their defaults and names every
+    // variable the alert command sees.
+    let (model, _) = load(&example(), &env()).expect("example");
+    assert_eq!(model.global.drain_timeout, Duration::from_secs(300));
+    assert_eq!(
+        Alerts {
+            command: None,
+            ..model.alerts.clone()
+        },
+        Alerts::default()
+    );
+    assert!(model.alerts.command.is_some());
+    let text = std::fs::read_to_string(example()).expect("example");
+    for variable in [
+        "XLB_ALERT_KIND",
+        "XLB_ALERT_VIP",
+        "XLB_ALERT_BACKEND",
+        "XLB_ALERT_FIRING",
+        "XLB_ALERT_MESSAGE",
+    ] {
+        assert!(
+            text.contains(variable),
+            "examples/xlb.toml does not name {variable}"
+        );
+    }
+}
+
+#[test]
+fn bad_daemon_settings_point_at_their_field() {
+    // Test that each new bad file is in the corpus, expects the right rule and an exact
+    // position, and passes the corpus check (rule, severity, position, nothing else).
+    let cases = [
+        ("drain-timeout-out-of-range", "XLB014"),
+        ("alerts-window-out-of-range", "XLB015"),
+        ("alerts-skew-factor-not-above-one", "XLB015"),
+        ("alerts-max-share-out-of-range", "XLB015"),
+        ("alerts-min-healthy-zero", "XLB015"),
+        ("alerts-min-new-flows-negative", "XLB015"),
+        ("alerts-empty-command", "XLB015"),
+        ("alerts-unknown-field", "XLB000"),
+    ];
+    let corpus = toml_files(&configs().join("bad"));
+    for (name, rule) in cases {
+        let path = configs().join(format!("bad/{name}.toml"));
+        assert!(
+            corpus.contains(&path),
+            "{} is not in the corpus",
+            path.display()
+        );
+        let expected = expectation(&path);
+        assert_eq!(expected.rule.id, rule, "{name}");
+        assert!(expected.at.is_some(), "{name}: no `# at:` line");
+        let failures = bad_config_failures(&path);
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    }
+}
+
+#[test]
+fn out_of_range_alerts_name_the_field_value_and_range() {
+    // Test the words of XLB015 and XLB014: the field, the value, the allowed range, and a fix
+    // that says what to write.
+    let cases = [
+        (
+            "[global]\ndrain_timeout_seconds = 86401",
+            "global.drain_timeout_seconds = 86401",
+            "1..=86400",
+            "drain_timeout_seconds = 300",
+        ),
+        (
+            "[alerts]\nwindow_seconds = 0",
+            "alerts.window_seconds = 0",
+            "1..=3600",
+            "window_seconds = 10",
+        ),
+        (
+            "[alerts]\nskew_factor = 0.5",
+            "alerts.skew_factor = 0.5",
+            "above 1",
+            "skew_factor = 1.5",
+        ),
+        (
+            "[alerts]\nskew_factor = nan",
+            "alerts.skew_factor = NaN",
+            "above 1",
+            "skew_factor = 1.5",
+        ),
+        (
+            "[alerts]\nmax_share = 0",
+            "alerts.max_share = 0",
+            "above 0 and at most 1",
+            "max_share = 0.9",
+        ),
+        (
+            "[alerts]\nmin_healthy = -1",
+            "alerts.min_healthy = -1",
+            "at least 1",
+            "min_healthy = 1",
+        ),
+        (
+            "[alerts]\nmin_new_flows = -1",
+            "alerts.min_new_flows = -1",
+            "at least 0",
+            "min_new_flows = 100",
+        ),
+        (
+            "[alerts]\ncommand = \"  \"",
+            "alerts.command = \"  \" is empty",
+            "",
+            "command = ",
+        ),
+        (
+            "[alerts]\ncommand = \"echo\\u0000\"",
+            "alerts.command",
+            "NUL",
+            "command = ",
+        ),
+    ];
+    for (table, message, range, fix) in cases {
+        // `check` writes [global] with its interface (lines 1-2): a [global] field goes on line
+        // 3, an [alerts] table on line 3 with its field on line 4.
+        let (checked, rule, line) = match table.strip_prefix("[global]\n") {
+            Some(field) => (check(&format!("{field}\n{TWO_BACKENDS}")), "XLB014", 3),
+            None => (check(&format!("{table}\n{TWO_BACKENDS}")), "XLB015", 4),
+        };
+        let d = only(&checked);
+        assert_eq!((d.rule, d.line), (rule, line), "{table}: {d}");
+        assert!(d.message.contains(message), "{table}: {}", d.message);
+        assert!(d.message.contains(range), "{table}: {}", d.message);
+        assert!(d.fix.starts_with("write "), "{table}: {}", d.fix);
+        assert!(d.fix.contains(fix), "{table}: {}", d.fix);
+    }
+}
+
+#[test]
+fn unknown_alerts_field_lists_the_fields() {
+    // Test that a misspelt [alerts] field is XLB000 with a suggestion and every allowed name.
+    let checked = check(&format!("[alerts]\nskew_factr = 2\n{TWO_BACKENDS}"));
+    let d = only(&checked);
+    assert_eq!((d.rule, d.line, d.column), ("XLB000", 4, 1));
+    assert_eq!(d.field, "alerts.skew_factr");
+    assert_eq!(d.message, "unknown field `skew_factr` in `alerts`");
+    assert!(d.fix.contains("did you mean `skew_factor`?"), "{}", d.fix);
+    assert!(
+        d.fix.contains(
+            "window_seconds, skew_factor, max_share, min_healthy, min_new_flows, command"
+        ),
+        "{}",
+        d.fix
+    );
+}
+
+#[test]
+fn alerts_field_of_the_wrong_type_gets_its_hint() {
+    // Test that a wrong type in [alerts] says what the field holds, with an example.
+    let checked = check(&format!(
+        "[alerts]\nwindow_seconds = \"10s\"\n{TWO_BACKENDS}"
+    ));
+    let d = only(&checked);
+    assert_eq!((d.rule, d.line, d.column), ("XLB000", 4, 18));
+    assert_eq!(
+        d.message,
+        "window_seconds must be an integer, not the string \"10s\""
+    );
+    assert_eq!(d.fix, "write seconds in 1..=3600, e.g. window_seconds = 10");
 }

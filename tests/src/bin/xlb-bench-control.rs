@@ -86,6 +86,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
                     weight: 1,
                     mac: [0x02, 0, 0, 0, (i >> 8) as u8, b as u8],
                     operator: None,
+                    unhealthy: None,
                 })
                 .collect(),
         })

@@ -1,0 +1,359 @@
+//! The daemon behind `xlb run --config`: keeps the live state in line with the config file and
+//! with the backends' health, serves metrics, and raises skew alerts.
+//!
+//! One task owns the maps; everything that changes them (a health transition, a reload, a
+//! drain that timed out) goes through [`rollout::apply`], so each change is all or nothing.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use aya::Ebpf;
+use lb_common::{
+    VipKey,
+    service::{BACKEND_ACTIVE, BACKEND_DRAINED},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    args::BackendAction,
+    backend,
+    capacity::Capacity,
+    config::{self, HostEnvironment, Model},
+    health::{self, Checker, Health, Probe, Target, Tracker},
+    live::Snapshot,
+    metrics, pins,
+    rollout::{self, Desired, describe_vip, live_address},
+    skew::{self, Detector},
+    stats,
+    status::BackendState,
+};
+
+/// How often the config file is checked for changes and alerts and drains are evaluated.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the metrics endpoint shows beyond the maps, updated by the daemon.
+type Shared = Arc<Mutex<metrics::Extra>>;
+
+pub struct Daemon {
+    file: PathBuf,
+    pin_path: PathBuf,
+    model: Model,
+    /// The config file's bytes as last applied.
+    bytes: Vec<u8>,
+    targets: Vec<Target>,
+    tracker: Tracker,
+    checker: Checker,
+    probes: mpsc::Receiver<Probe>,
+    probe_sender: mpsc::Sender<Probe>,
+    detector: Detector,
+    /// Drained backends and when the daemon first saw them drained.
+    drained_since: BTreeMap<(VipKey, IpAddr), Instant>,
+    shared: Shared,
+}
+
+impl Daemon {
+    /// Starts health checks and the metrics endpoint for `model`, already applied.
+    pub async fn start(file: &Path, model: Model, bytes: Vec<u8>) -> anyhow::Result<Daemon> {
+        let (probe_sender, probes) = mpsc::channel(1024);
+        let targets = health::targets(&model);
+        let shared: Shared = Arc::default();
+        let listener = tokio::net::TcpListener::bind(model.global.metrics_address)
+            .await
+            .with_context(|| {
+                format!(
+                    "serving metrics on {} (global.metrics_address) failed: pick a free address",
+                    model.global.metrics_address
+                )
+            })?;
+        let pin_path = model.global.pin_path.clone();
+        shared
+            .lock()
+            .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?
+            .set_vip_names(&model);
+        let render: metrics::RenderFn = {
+            let (pin_path, shared) = (pin_path.clone(), Arc::clone(&shared));
+            Arc::new(move || {
+                let mut maps = pins::open(&pin_path)?;
+                let extra = shared
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?;
+                metrics::render(&mut maps, &extra)
+            })
+        };
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(listener, render).await {
+                error!("metrics endpoint stopped: {err:#}");
+            }
+        });
+        info!(address = %model.global.metrics_address, "serving metrics at /metrics");
+        Ok(Daemon {
+            file: file.to_path_buf(),
+            pin_path,
+            tracker: Tracker::new(&targets),
+            checker: Checker::start(targets.clone(), probe_sender.clone()),
+            targets,
+            detector: Detector::new(alert_settings(&model)),
+            model,
+            bytes,
+            probes,
+            probe_sender,
+            drained_since: BTreeMap::new(),
+            shared,
+        })
+    }
+
+    /// Runs until Ctrl-C or SIGTERM (or `deadline`). Every error is logged; none stops it.
+    pub async fn run(mut self, ebpf: &mut Ebpf, deadline: Option<Duration>) -> anyhow::Result<()> {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut ticker = tokio::time::interval(TICK);
+        let stop = async {
+            match deadline {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = hangup.recv() => {
+                    info!(file = %self.file.display(), "SIGHUP: reloading");
+                    self.reload(ebpf);
+                }
+                Some(probe) = self.probes.recv() => self.probed(ebpf, &probe),
+                _ = ticker.tick() => self.tick(ebpf),
+            }
+        }
+        self.checker.stop();
+        Ok(())
+    }
+
+    fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
+        let Some(target) = self.targets.get(probe.target_index) else {
+            return;
+        };
+        let check = &target.check;
+        let transition = self.tracker.record(probe, check.rise, check.fall);
+        if let Ok(mut extra) = self.shared.lock() {
+            extra.record_check(&target.vip, target.backend, probe.duration);
+            let up = self.tracker.health(probe.target_index) == Health::Up;
+            extra.set_health(&target.vip, target.backend, up);
+        }
+        let Some(transition) = transition else { return };
+        match transition.health {
+            Health::Down => warn!(vip = %target.vip, backend = %target.backend,
+                reason = %transition.reason, "backend down: taking it out of the table"),
+            Health::Up => info!(vip = %target.vip, backend = %target.backend,
+                reason = %transition.reason, "backend up: putting it back"),
+        }
+        self.reconcile(ebpf, "health change");
+    }
+
+    fn tick(&mut self, ebpf: &mut Ebpf) {
+        if let Ok(bytes) = std::fs::read(&self.file)
+            && bytes != self.bytes
+        {
+            info!(file = %self.file.display(), "config file changed: reloading");
+            self.reload(ebpf);
+        }
+        self.expire_drains(ebpf);
+        self.check_alerts(ebpf);
+    }
+
+    /// Validates the file and, if it is valid, makes it live; an invalid file is logged and
+    /// the running config stays in force.
+    fn reload(&mut self, ebpf: &mut Ebpf) {
+        let bytes = match std::fs::read(&self.file) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                error!(file = %self.file.display(), "cannot read the config ({err}); keeping the running one");
+                return;
+            }
+        };
+        match config::load(&self.file, &HostEnvironment) {
+            Err(diagnostics) => {
+                for diagnostic in &diagnostics {
+                    error!("{diagnostic}");
+                }
+                error!(file = %self.file.display(), "the new config is invalid; keeping the running one");
+                // Remember it so the same bad file is not re-read every second.
+                self.bytes = bytes;
+            }
+            Ok((model, warnings)) => {
+                for warning in &warnings {
+                    warn!("{warning}");
+                }
+                if model.global.pin_path != self.pin_path
+                    || model.global.interface != self.model.global.interface
+                {
+                    error!(
+                        "the pin path and the interface cannot change while running; restart xlb to change them"
+                    );
+                    self.bytes = bytes;
+                    return;
+                }
+                let targets = health::targets(&model);
+                if targets != self.targets {
+                    // New checks start from "up", as at start-up.
+                    let idle = Checker::start(Vec::new(), self.probe_sender.clone());
+                    std::mem::replace(&mut self.checker, idle).stop();
+                    // Probes the old checker queued carry the old target indices.
+                    while self.probes.try_recv().is_ok() {}
+                    self.checker = Checker::start(targets.clone(), self.probe_sender.clone());
+                    self.tracker = Tracker::new(&targets);
+                    self.targets = targets;
+                }
+                self.detector = Detector::new(alert_settings(&model));
+                if let Ok(mut extra) = self.shared.lock() {
+                    extra.set_vip_names(&model);
+                }
+                self.model = model;
+                self.bytes = bytes;
+                self.reconcile(ebpf, "reload");
+            }
+        }
+    }
+
+    /// Applies the config with the backends' health. When every checked backend of a VIP is
+    /// down, the VIP fails open: all its backends stay in the table (a health-check outage
+    /// must not take the service down), and the few_healthy alert says so.
+    fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) {
+        let mut desired = Desired::from_model(&self.model, &self.bytes);
+        for (vip, wanted) in self.model.vips.iter().zip(&mut desired.vips) {
+            let down: Vec<bool> = vip
+                .backends
+                .iter()
+                .map(|b| {
+                    self.targets
+                        .iter()
+                        .position(|t| t.vip == vip.name && t.backend == b.address)
+                        .is_some_and(|i| self.tracker.health(i) == Health::Down)
+                })
+                .collect();
+            let all_down = down.iter().all(|d| *d);
+            if all_down {
+                warn!(vip = %vip.name, "every backend is failing its health checks: failing open (all stay in the table)");
+            }
+            for (backend, down) in wanted.backends.iter_mut().zip(down) {
+                backend.unhealthy = Some(down && !all_down);
+            }
+        }
+        let started = Instant::now();
+        match rollout::apply(ebpf, &desired) {
+            Ok(applied) => {
+                let seconds = started.elapsed().as_secs_f64();
+                if let Ok(mut extra) = self.shared.lock() {
+                    extra.last_apply_seconds = seconds;
+                }
+                info!(generation = applied.generation, seconds, "applied ({why})");
+            }
+            Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
+        }
+    }
+
+    /// Disables drained backends whose drain timeout passed: their established flows move.
+    fn expire_drains(&mut self, ebpf: &mut Ebpf) {
+        let (snapshot, capacity) = match (Snapshot::read(ebpf), Capacity::read(ebpf)) {
+            (Ok(snapshot), Ok(capacity)) => (snapshot, capacity),
+            (Err(err), _) | (_, Err(err)) => return error!("reading the live state: {err:#}"),
+        };
+        let now = Instant::now();
+        let mut draining = BTreeMap::new();
+        for (key, vip) in &snapshot.vips {
+            for id in capacity.backend_ids(vip.id) {
+                let Some(b) = snapshot.backends.get(id as usize) else {
+                    continue;
+                };
+                if b.flags & (BACKEND_DRAINED | BACKEND_ACTIVE) == BACKEND_DRAINED | BACKEND_ACTIVE
+                {
+                    let since = self.drained_since.get(&(*key, live_address(b))).copied();
+                    draining.insert((*key, live_address(b)), since.unwrap_or(now));
+                }
+            }
+        }
+        self.drained_since = draining;
+        let timeout = self.model.global.drain_timeout;
+        let expired: Vec<(VipKey, IpAddr)> = self
+            .drained_since
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= timeout)
+            .map(|(key, _)| *key)
+            .collect();
+        for (key, address) in expired {
+            match backend::change(ebpf, &key, address, BackendAction::Disable) {
+                Ok(_) => warn!(vip = %describe_vip(&key), backend = %address,
+                    "drain timeout ({timeout:?}) passed: disabled, its remaining flows move"),
+                Err(err) => error!("disabling drained backend {address}: {err:#}"),
+            }
+            self.drained_since.remove(&(key, address));
+        }
+    }
+
+    fn check_alerts(&mut self, ebpf: &mut Ebpf) {
+        let stats = match stats::collect(ebpf, None, self.detector.settings().factor) {
+            Ok(stats) => stats,
+            Err(err) => return error!("reading counters for alerts: {err:#}"),
+        };
+        let samples = skew::samples(&stats, |_, backend| backend.state == BackendState::Active);
+        for alert in self.detector.observe(Instant::now(), &samples) {
+            if alert.firing {
+                warn!(kind = alert.kind.name(), vip = %alert.vip, "ALERT: {}", alert.message);
+            } else {
+                info!(kind = alert.kind.name(), vip = %alert.vip, "alert cleared: {}", alert.message);
+            }
+            if let Some(command) = &self.model.alerts.command {
+                run_alert_command(command, &alert);
+            }
+        }
+        if let Ok(mut extra) = self.shared.lock() {
+            extra.alerts = self.detector.firing();
+        }
+    }
+}
+
+fn alert_settings(model: &Model) -> skew::Settings {
+    let alerts = &model.alerts;
+    skew::Settings {
+        window: alerts.window,
+        factor: alerts.skew_factor,
+        max_share: alerts.max_share,
+        min_healthy: alerts.min_healthy,
+        min_new_flows: alerts.min_new_flows,
+    }
+}
+
+/// Runs the configured alert command with the alert in its environment, without waiting.
+fn run_alert_command(command: &str, alert: &skew::Alert) {
+    let spawned = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .env("XLB_ALERT_KIND", alert.kind.name())
+        .env("XLB_ALERT_VIP", &alert.vip)
+        .env(
+            "XLB_ALERT_BACKEND",
+            alert.backend.map(|b| b.to_string()).unwrap_or_default(),
+        )
+        .env("XLB_ALERT_FIRING", if alert.firing { "1" } else { "0" })
+        .env("XLB_ALERT_MESSAGE", &alert.message)
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+        Err(err) => error!("running the alert command failed: {err}"),
+    }
+}

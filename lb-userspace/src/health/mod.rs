@@ -1,0 +1,441 @@
+//! Health checks of backends: what to probe (`targets`), one probe (`probe`), the tasks that
+//! probe on a timer (`Checker`) and the rise/fall state machine that turns probes into health
+//! changes (`Tracker`). Nothing here touches the maps: the daemon applies the transitions.
+
+mod probe;
+mod tracker;
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use probe::probe;
+pub use tracker::Tracker;
+
+use crate::config::{CheckKind, HealthCheck, Model};
+
+/// What to check: one backend of one VIP (a backend in two VIPs is checked once per VIP).
+///
+/// `Hash` and `Ord` are written out because the config's `HealthCheck` derives neither; they
+/// follow every field, so they agree with the derived `Eq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The VIP's name.
+    pub vip: String,
+    pub backend: IpAddr,
+    pub check: HealthCheck,
+}
+
+impl Target {
+    /// Every field, in a form that has `Hash` and `Ord`.
+    fn key(&self) -> TargetKey<'_> {
+        let kind = match &self.check.check {
+            CheckKind::Tcp => (0, "", 0),
+            CheckKind::Http {
+                path,
+                expect_status,
+            } => (1, path.as_str(), *expect_status),
+        };
+        let check = &self.check;
+        (
+            &self.vip,
+            self.backend,
+            kind,
+            check.port,
+            check.interval,
+            check.timeout,
+            check.rise,
+            check.fall,
+        )
+    }
+}
+
+/// VIP, backend, (check kind, path, expected status), port, interval, timeout, rise, fall.
+type TargetKey<'a> = (
+    &'a str,
+    IpAddr,
+    (u8, &'a str, u16),
+    u16,
+    Duration,
+    Duration,
+    u32,
+    u32,
+);
+
+impl Hash for Target {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for Target {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Target {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+/// `vip web backend 198.18.0.10 (http GET /healthz on port 80)`, for logs.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vip {} backend {} (", self.vip, self.backend)?;
+        match &self.check.check {
+            CheckKind::Tcp => write!(f, "tcp")?,
+            CheckKind::Http { path, .. } => write!(f, "http GET {path}")?,
+        }
+        write!(f, " on port {})", self.check.port)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Health {
+    Up,
+    Down,
+}
+
+/// One probe's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Index into the targets the `Checker` was started with.
+    pub target_index: usize,
+    pub ok: bool,
+    /// From the start of the probe to its outcome (at most about the check's timeout).
+    pub duration: Duration,
+    /// What failed, when `ok` is false.
+    pub error: Option<String>,
+}
+
+/// A change of a target's health after `rise` successes / `fall` failures in a row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub target_index: usize,
+    pub health: Health,
+    /// Why, for logs: the run of probes and, going down, the last error.
+    pub reason: String,
+}
+
+/// Every backend with a health section, in file order (VIP by VIP).
+pub fn targets(model: &Model) -> Vec<Target> {
+    model
+        .vips
+        .iter()
+        .flat_map(|vip| {
+            vip.backends.iter().filter_map(|backend| {
+                let check = backend.health.clone()?;
+                Some(Target {
+                    vip: vip.name.clone(),
+                    backend: backend.address,
+                    check,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Owns one tokio task per target; dropping it (or `stop`) ends them all.
+pub struct Checker {
+    tasks: JoinSet<()>,
+    /// Set (under the write lock) when stopping. A task sends a probe only while holding the
+    /// read lock and seeing it clear: aborting alone would let a task that is mid-poll on
+    /// another worker thread still deliver one probe after `stop` returned.
+    stopped: Arc<RwLock<bool>>,
+}
+
+impl Checker {
+    /// Starts probing every target every `interval` (first probe at once), each probe bounded
+    /// by `timeout`; every probe's outcome goes to `probes`. A task ends when `probes` is
+    /// closed. Must be called inside a tokio runtime.
+    pub fn start(targets: Vec<Target>, probes: mpsc::Sender<Probe>) -> Checker {
+        let stopped = Arc::new(RwLock::new(false));
+        let mut tasks = JoinSet::new();
+        for (index, target) in targets.into_iter().enumerate() {
+            tasks.spawn(run(index, target, probes.clone(), Arc::clone(&stopped)));
+        }
+        Checker { tasks, stopped }
+    }
+
+    /// Ends every task; no probe is sent once this returns.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        *self.stopped.write().unwrap_or_else(PoisonError::into_inner) = true;
+        self.tasks.abort_all();
+    }
+}
+
+/// The loop of one target's task.
+async fn run(
+    index: usize,
+    target: Target,
+    probes: mpsc::Sender<Probe>,
+    stopped: Arc<RwLock<bool>>,
+) {
+    // tokio's interval panics on zero; the config never gives one, but a hand-built target
+    // could.
+    let mut ticker = tokio::time::interval(target.check.interval.max(Duration::from_millis(1)));
+    // A receiver that falls behind delays the next probe rather than getting a burst of them.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let started = Instant::now();
+        let result = probe(target.backend, &target.check).await;
+        let outcome = Probe {
+            target_index: index,
+            ok: result.is_ok(),
+            duration: started.elapsed(),
+            error: result.err(),
+        };
+        let Ok(permit) = probes.reserve().await else {
+            return; // Nobody listens any more.
+        };
+        let stopped = stopped.read().unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return;
+        }
+        permit.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashSet};
+    use std::net::Ipv4Addr;
+    use std::path::Path;
+
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    use super::*;
+    use crate::config::{FixedEnvironment, check_text};
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    const CONFIG: &str = r#"
+[global]
+interface = "eth0"
+
+[[vip]]
+name = "web"
+address = "198.18.1.10"
+port = 80
+protocol = "tcp"
+  [[vip.backend]]
+  address = "198.18.0.10"
+  mac = "02:00:00:00:01:00"
+    [vip.backend.health]
+    check = "http"
+    path = "/healthz"
+  [[vip.backend]]
+  address = "198.18.0.11"
+  mac = "02:00:00:00:01:01"
+  [[vip.backend]]
+  address = "198.18.0.12"
+  mac = "02:00:00:00:01:02"
+    [vip.backend.health]
+    check = "tcp"
+
+[[vip]]
+name = "tls"
+address = "198.18.1.10"
+port = 443
+protocol = "tcp"
+  [[vip.backend]]
+  address = "198.18.0.10"
+  mac = "02:00:00:00:01:00"
+    [vip.backend.health]
+    check = "tcp"
+    interval_ms = 2000
+    timeout_ms = 1000
+"#;
+
+    fn tcp_target(port: u16, interval: Duration) -> Target {
+        Target {
+            vip: "web".into(),
+            backend: LOOPBACK,
+            check: HealthCheck {
+                check: CheckKind::Tcp,
+                port,
+                interval,
+                timeout: interval / 2,
+                rise: 2,
+                fall: 3,
+            },
+        }
+    }
+
+    /// A loopback port that accepts connections and closes them.
+    async fn accepting_port() -> u16 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("local address").port();
+        tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+        port
+    }
+
+    #[test]
+    fn targets_are_the_checked_backends_in_file_order() {
+        // Test that every backend with a health section is a target, once per VIP, in file
+        // order, with the check's defaults applied; a backend without one is not probed.
+        let env = FixedEnvironment::new(&["eth0"]);
+        let (model, _warnings) = check_text(CONFIG, Path::new("xlb.toml"), &env)
+            .unwrap_or_else(|errors| panic!("the test config is invalid: {errors:#?}"));
+        let found: Vec<(String, String, String)> = targets(&model)
+            .iter()
+            .map(|t| {
+                let timing = format!("{:?}/{:?}", t.check.interval, t.check.timeout);
+                (t.vip.clone(), t.to_string(), timing)
+            })
+            .collect();
+        let expected = [
+            (
+                "web",
+                "vip web backend 198.18.0.10 (http GET /healthz on port 80)",
+                "1s/500ms",
+            ),
+            (
+                "web",
+                "vip web backend 198.18.0.12 (tcp on port 80)",
+                "1s/500ms",
+            ),
+            (
+                "tls",
+                "vip tls backend 198.18.0.10 (tcp on port 443)",
+                "2s/1s",
+            ),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn targets_hash_and_order_by_every_field() {
+        // Test that Hash and Ord, written by hand, tell apart targets that differ in any field
+        // and agree with Eq.
+        let base = tcp_target(80, Duration::from_secs(1));
+        let mut http = base.clone();
+        http.check.check = CheckKind::Http {
+            path: "/".into(),
+            expect_status: 200,
+        };
+        let mut other_status = http.clone();
+        other_status.check.check = CheckKind::Http {
+            path: "/".into(),
+            expect_status: 204,
+        };
+        let mut other_vip = base.clone();
+        other_vip.vip = "api".into();
+        let mut other_fall = base.clone();
+        other_fall.check.fall = 5;
+        let all = [
+            base.clone(),
+            http,
+            other_status,
+            other_vip.clone(),
+            other_fall,
+            base.clone(),
+        ];
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 5);
+        assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 5);
+        assert_eq!(base.cmp(&base.clone()), Ordering::Equal);
+        // The VIP name sorts first.
+        assert!(other_vip < base);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checker_probes_every_interval_until_stopped() {
+        // Test that each target is probed at once and then every interval (about 10 probes in
+        // a second at 100 ms), and that after stop() no probe arrives and the tasks are gone.
+        let port = accepting_port().await;
+        let interval = Duration::from_millis(100);
+        let targets = vec![tcp_target(port, interval), tcp_target(port, interval)];
+        let (sender, mut probes) = mpsc::channel(64);
+        let started = Instant::now();
+        let checker = Checker::start(targets, sender);
+
+        let first = tokio::time::timeout(Duration::from_millis(80), probes.recv())
+            .await
+            .expect("no probe at once")
+            .expect("a probe");
+        assert!(first.ok, "{first:?}");
+
+        let mut counts = [0, 0];
+        counts[first.target_index] += 1;
+        let window = started + Duration::from_millis(1000);
+        while let Ok(Some(probe)) = tokio::time::timeout_at(window, probes.recv()).await {
+            assert!(probe.ok, "{probe:?}");
+            assert!(probe.duration < interval, "{probe:?}");
+            counts[probe.target_index] += 1;
+        }
+        // 11 ticks fall in [0, 1000] ms; allow a slow host to miss a few.
+        for count in counts {
+            assert!(
+                (8..=11).contains(&count),
+                "probes per target in 1 s: {counts:?}"
+            );
+        }
+
+        checker.stop();
+        // Probes sent before stop() returned may still be queued.
+        while probes.try_recv().is_ok() {}
+        let after = tokio::time::timeout(Duration::from_millis(300), probes.recv()).await;
+        assert_eq!(
+            after,
+            Ok(None),
+            "expected no probe after stop and the channel closed by the ended tasks"
+        );
+    }
+
+    #[tokio::test]
+    async fn checker_reports_failures_with_their_error() {
+        // Test that a failed probe arrives with ok false and the probe's error.
+        let port = {
+            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+            listener.local_addr().expect("local address").port()
+        };
+        let (sender, mut probes) = mpsc::channel(8);
+        let _checker = Checker::start(vec![tcp_target(port, Duration::from_secs(1))], sender);
+        let probe = tokio::time::timeout(Duration::from_millis(500), probes.recv())
+            .await
+            .expect("no probe at once")
+            .expect("a probe");
+        assert_eq!(
+            (probe.target_index, probe.ok, probe.error),
+            (
+                0,
+                false,
+                Some(format!("connect to 127.0.0.1:{port}: connection refused"))
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_checker_ends_its_tasks() {
+        // Test that dropping a Checker, like stop(), ends its tasks: their senders go away.
+        let port = accepting_port().await;
+        let (sender, mut probes) = mpsc::channel(8);
+        let checker = Checker::start(vec![tcp_target(port, Duration::from_millis(50))], sender);
+        probes.recv().await.expect("a first probe");
+        drop(checker);
+        while probes.try_recv().is_ok() {}
+        let after = tokio::time::timeout(Duration::from_millis(300), probes.recv()).await;
+        assert_eq!(after, Ok(None));
+        assert_eq!(probes.try_recv(), Err(TryRecvError::Disconnected));
+    }
+}

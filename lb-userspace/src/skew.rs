@@ -1,0 +1,697 @@
+//! The skew alarm: watches each backend's new-flow counter over a sliding window and raises an
+//! alert when one backend gets far more new flows than its table share (`skew`), takes most of a
+//! VIP's new flows while others could serve (`dominant`), or a VIP is left with too few healthy
+//! backends (`few_healthy`). xlb exists because a balancer once sent everything to one server
+//! and nobody noticed; this is the part that notices.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::ensure;
+use serde::Serialize;
+
+use crate::stats::{self, BackendStats, Stats, VipStats};
+
+/// What the detector alerts on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    /// New-flow shares are judged over this much time (the counters' growth between the oldest
+    /// sample still inside the window and the newest).
+    pub window: Duration,
+    /// `skew`: a backend's observed share of new flows is above its expected share × this.
+    pub factor: f64,
+    /// `dominant`: one backend takes more than this share (0 to 1) of a VIP's new flows while
+    /// another backend with table slots is healthy. Set it above the largest expected share
+    /// with some margin: with two equal backends, 0.5 is crossed by chance half the time.
+    pub max_share: f64,
+    /// `few_healthy`: a VIP has fewer healthy backends than this.
+    pub min_healthy: u32,
+    /// Below this many new flows of a VIP in the window its shares are noise: `skew` and
+    /// `dominant` stay quiet (and clear).
+    pub min_new_flows: u64,
+}
+
+impl Default for Settings {
+    /// A minute's window; `xlb stats`'s factor and flow minimum; nearly everything to one
+    /// backend; a VIP that one more failure would take down.
+    fn default() -> Self {
+        Settings {
+            window: Duration::from_secs(60),
+            factor: 1.5,
+            max_share: 0.9,
+            min_healthy: 2,
+            min_new_flows: stats::SKEW_MIN_FLOWS,
+        }
+    }
+}
+
+impl Settings {
+    /// Whether the settings make sense; the error names the field and a value that works.
+    pub fn check(&self) -> anyhow::Result<()> {
+        ensure!(
+            !self.window.is_zero(),
+            "skew window is 0: shares need time to be judged over; use e.g. 60 s"
+        );
+        ensure!(
+            self.factor.is_finite() && self.factor > 1.0,
+            "skew factor {} must be a number above 1: it is how many times its expected share \
+             a backend may get before `skew` fires (e.g. 1.5)",
+            self.factor
+        );
+        ensure!(
+            self.max_share > 0.0 && self.max_share <= 1.0,
+            "skew max_share {} must be above 0 and at most 1: it is the share of a VIP's new \
+             flows one backend may take while others are healthy (e.g. 0.9)",
+            self.max_share
+        );
+        Ok(())
+    }
+}
+
+/// One VIP's backends at one instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VipSample {
+    /// How alerts name the VIP (`describe_vip`, e.g. `198.18.1.10:80/tcp`).
+    pub vip: String,
+    pub backends: Vec<BackendSample>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackendSample {
+    pub backend: IpAddr,
+    /// The backend's new-flow counter (it only grows while the program stays loaded).
+    pub new_flows_total: u64,
+    /// Its part of the VIP's live table (0 to 1).
+    pub expected_share: f64,
+    /// As the daemon judges it (health check up; whether drained backends count is its call).
+    pub healthy: bool,
+}
+
+/// The detector's input from a stats report: every VIP with its backends' new-flow counters
+/// and expected shares; `healthy` judges each backend.
+pub fn samples(
+    stats: &Stats,
+    healthy: impl Fn(&VipStats, &BackendStats) -> bool,
+) -> Vec<VipSample> {
+    stats
+        .vips
+        .iter()
+        .map(|vip| VipSample {
+            vip: vip.vip.clone(),
+            backends: vip
+                .backends
+                .iter()
+                .map(|backend| BackendSample {
+                    backend: backend.address,
+                    new_flows_total: backend.new_flows,
+                    expected_share: backend.expected_share,
+                    healthy: healthy(vip, backend),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A backend's observed share of new flows is above expected × factor.
+    Skew,
+    /// One backend takes more than `max_share` of new flows while others are healthy.
+    Dominant,
+    /// A VIP has fewer than `min_healthy` healthy backends.
+    FewHealthy,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 3] = [AlertKind::Skew, AlertKind::Dominant, AlertKind::FewHealthy];
+
+    /// The `kind` label of `xlb_alert`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::Skew => "skew",
+            AlertKind::Dominant => "dominant",
+            AlertKind::FewHealthy => "few_healthy",
+        }
+    }
+}
+
+/// An alert, or a change of one: it started firing or stopped.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub vip: String,
+    /// The backend it is about (`skew`, `dominant`); `None` for the VIP as a whole.
+    pub backend: Option<IpAddr>,
+    /// For people: what is wrong and where to look; or, when it stops, why.
+    pub message: String,
+    pub firing: bool,
+}
+
+/// Identifies an alert across samples.
+type AlertKey = (String, AlertKind, Option<IpAddr>);
+
+/// New-flow counters of one sample: VIP → backend → counter.
+type Counters = BTreeMap<String, BTreeMap<IpAddr, u64>>;
+
+/// Watches samples of new-flow counters and reports alerts as they start and stop.
+#[derive(Clone, Debug)]
+pub struct Detector {
+    settings: Settings,
+    /// Oldest first; none older than the window before the newest.
+    samples: VecDeque<(Instant, Counters)>,
+    firing: BTreeMap<AlertKey, Alert>,
+}
+
+/// One VIP over the window, as the newest sample and the counters' growth show it.
+struct Window<'a> {
+    span: Duration,
+    /// New flows of all its backends in the window.
+    total: u64,
+    /// Each backend with its new flows in the window.
+    backends: Vec<(&'a BackendSample, u64)>,
+}
+
+impl Window<'_> {
+    fn share(&self, new_flows: u64) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            new_flows as f64 / self.total as f64
+        }
+    }
+
+    fn backend(&self, address: IpAddr) -> Option<(&BackendSample, u64)> {
+        self.backends
+            .iter()
+            .find(|(b, _)| b.backend == address)
+            .map(|(b, flows)| (*b, *flows))
+    }
+
+    fn healthy(&self) -> usize {
+        self.backends.iter().filter(|(b, _)| b.healthy).count()
+    }
+}
+
+impl Detector {
+    pub fn new(settings: Settings) -> Detector {
+        Detector {
+            settings,
+            samples: VecDeque::new(),
+            firing: BTreeMap::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Adds the sample taken at `now` and returns the alerts that started (`firing: true`) or
+    /// stopped (`firing: false`) with it, sorted by VIP, kind and backend.
+    pub fn observe(&mut self, now: Instant, sample: &[VipSample]) -> Vec<Alert> {
+        let counters: Counters = sample
+            .iter()
+            .map(|vip| {
+                let backends = vip
+                    .backends
+                    .iter()
+                    .map(|b| (b.backend, b.new_flows_total))
+                    .collect();
+                (vip.vip.clone(), backends)
+            })
+            .collect();
+        self.samples.push_back((now, counters));
+        while let Some((taken, _)) = self.samples.front()
+            && now.saturating_duration_since(*taken) > self.settings.window
+        {
+            self.samples.pop_front();
+        }
+
+        let windows: BTreeMap<&str, Window> = sample
+            .iter()
+            .map(|vip| (vip.vip.as_str(), self.window(now, vip)))
+            .collect();
+        let mut current = BTreeMap::new();
+        for vip in sample {
+            for alert in self.judge(&vip.vip, &windows[vip.vip.as_str()]) {
+                current.insert((alert.vip.clone(), alert.kind, alert.backend), alert);
+            }
+        }
+
+        let mut changes: Vec<Alert> = current
+            .iter()
+            .filter(|(key, _)| !self.firing.contains_key(*key))
+            .map(|(_, alert)| alert.clone())
+            .collect();
+        for (key, alert) in &self.firing {
+            if !current.contains_key(key) {
+                changes.push(Alert {
+                    message: self.cleared(alert, windows.get(alert.vip.as_str())),
+                    firing: false,
+                    ..alert.clone()
+                });
+            }
+        }
+        changes.sort_by(|a, b| (&a.vip, a.kind, a.backend).cmp(&(&b.vip, b.kind, b.backend)));
+        // Firing alerts keep their latest message (the shares move while they fire).
+        self.firing = current;
+        changes
+    }
+
+    /// The alerts firing after the latest sample, sorted by VIP, kind and backend.
+    pub fn firing(&self) -> Vec<Alert> {
+        self.firing.values().cloned().collect()
+    }
+
+    /// `vip` over the window: each backend's counter growth since the oldest sample in the
+    /// window that has it (a backend added within the window starts from its first sample).
+    fn window<'a>(&self, now: Instant, vip: &'a VipSample) -> Window<'a> {
+        let mut span = Duration::ZERO;
+        let mut backends = Vec::new();
+        for backend in &vip.backends {
+            let first = self.samples.iter().find_map(|(taken, counters)| {
+                let old = counters.get(&vip.vip)?.get(&backend.backend)?;
+                Some((*taken, *old))
+            });
+            let flows = match first {
+                Some((taken, old)) => {
+                    span = span.max(now.saturating_duration_since(taken));
+                    // A counter below its old value was reset (the program was reloaded):
+                    // everything it counted since is new.
+                    backend
+                        .new_flows_total
+                        .checked_sub(old)
+                        .unwrap_or(backend.new_flows_total)
+                }
+                None => 0,
+            };
+            backends.push((backend, flows));
+        }
+        Window {
+            span,
+            total: backends.iter().map(|(_, flows)| flows).sum(),
+            backends,
+        }
+    }
+
+    /// The alerts `window` of `vip` calls for.
+    fn judge(&self, vip: &str, window: &Window) -> Vec<Alert> {
+        let settings = &self.settings;
+        let mut alerts = Vec::new();
+        let healthy = window.healthy();
+        if (healthy as u64) < u64::from(settings.min_healthy) {
+            let down: Vec<String> = window
+                .backends
+                .iter()
+                .filter(|(b, _)| !b.healthy)
+                .map(|(b, _)| b.backend.to_string())
+                .collect();
+            let message = if window.backends.is_empty() {
+                format!(
+                    "vip {vip}: has no backends (at least {} healthy wanted): add backends to \
+                     its config and apply it",
+                    settings.min_healthy
+                )
+            } else {
+                format!(
+                    "vip {vip}: only {healthy} of {} backends healthy (at least {} wanted), \
+                     down: {}: check the backends and their health-check errors in the xlb log",
+                    window.backends.len(),
+                    settings.min_healthy,
+                    down.join(", ")
+                )
+            };
+            alerts.push(alert(AlertKind::FewHealthy, vip, None, message));
+        }
+        if window.total < settings.min_new_flows {
+            return alerts;
+        }
+        let last = span_text(window.span);
+        for &(backend, flows) in &window.backends {
+            let observed = window.share(flows);
+            let address = backend.backend;
+            if observed > backend.expected_share * settings.factor {
+                alerts.push(alert(
+                    AlertKind::Skew,
+                    vip,
+                    Some(address),
+                    format!(
+                        "vip {vip}: backend {address} took {} of new flows in the last {last} \
+                         (expected {}): check the weights (xlb audit) and the table (xlb stats)",
+                        percent(observed),
+                        percent(backend.expected_share)
+                    ),
+                ));
+            }
+            // Others that could take flows: healthy and with table slots.
+            let others: Vec<String> = window
+                .backends
+                .iter()
+                .filter(|(b, _)| b.backend != address && b.healthy && b.expected_share > 0.0)
+                .map(|(b, _)| b.backend.to_string())
+                .collect();
+            if observed > settings.max_share && !others.is_empty() {
+                alerts.push(alert(
+                    AlertKind::Dominant,
+                    vip,
+                    Some(address),
+                    format!(
+                        "vip {vip}: backend {address} took {} of new flows in the last {last}, \
+                         more than the {} one backend may take while others are healthy ({}): \
+                         check the weights (xlb audit) and the table (xlb stats)",
+                        percent(observed),
+                        percent(settings.max_share),
+                        others.join(", ")
+                    ),
+                ));
+            }
+        }
+        alerts
+    }
+
+    /// Why `alert` stopped firing, given its VIP's window (`None`: the VIP is gone).
+    fn cleared(&self, alert: &Alert, window: Option<&Window>) -> String {
+        let vip = &alert.vip;
+        let kind = alert.kind.name();
+        let Some(window) = window else {
+            return format!("vip {vip} is no longer in the live config: {kind} alert cleared");
+        };
+        let last = span_text(window.span);
+        let min = self.settings.min_new_flows;
+        let Some(address) = alert.backend else {
+            return format!(
+                "vip {vip}: {} of {} backends healthy again (at least {} wanted)",
+                window.healthy(),
+                window.backends.len(),
+                self.settings.min_healthy
+            );
+        };
+        let Some((backend, flows)) = window.backend(address) else {
+            return format!("vip {vip}: backend {address} left the VIP: {kind} alert cleared");
+        };
+        if window.total < min {
+            return format!(
+                "vip {vip}: {} new flows in the last {last}, fewer than the {min} needed to \
+                 judge shares: {kind} alert on backend {address} cleared",
+                window.total
+            );
+        }
+        let observed = percent(window.share(flows));
+        match alert.kind {
+            AlertKind::Skew => format!(
+                "vip {vip}: backend {address} is back in line: {observed} of new flows in the \
+                 last {last} (expected {})",
+                percent(backend.expected_share)
+            ),
+            AlertKind::Dominant if window.share(flows) > self.settings.max_share => format!(
+                "vip {vip}: backend {address} took {observed} of new flows in the last {last}, \
+                 but no other backend with table slots is healthy: dominant alert cleared"
+            ),
+            _ => format!(
+                "vip {vip}: backend {address} no longer dominates: {observed} of new flows in \
+                 the last {last} (at most {} wanted)",
+                percent(self.settings.max_share)
+            ),
+        }
+    }
+}
+
+fn alert(kind: AlertKind, vip: &str, backend: Option<IpAddr>, message: String) -> Alert {
+    Alert {
+        kind,
+        vip: vip.to_owned(),
+        backend,
+        message,
+        firing: true,
+    }
+}
+
+/// `97%`.
+fn percent(share: f64) -> String {
+    format!("{:.0}%", share * 100.0)
+}
+
+/// `10s`, or `2.5s` when not close to whole seconds.
+fn span_text(span: Duration) -> String {
+    let seconds = span.as_secs_f64();
+    if (seconds - seconds.round()).abs() < 0.05 {
+        format!("{}s", seconds.round())
+    } else {
+        format!("{seconds:.1}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIP: &str = "198.18.1.10:80/tcp";
+
+    fn settings() -> Settings {
+        Settings {
+            window: Duration::from_secs(10),
+            factor: 1.5,
+            max_share: 0.8,
+            min_healthy: 2,
+            min_new_flows: 100,
+        }
+    }
+
+    fn address(last: u8) -> IpAddr {
+        IpAddr::from([198, 18, 0, last])
+    }
+
+    /// One VIP over three equal backends 198.18.0.10-12 with these counters and health.
+    fn sample(counters: [u64; 3], healthy: [bool; 3]) -> Vec<VipSample> {
+        vec![VipSample {
+            vip: VIP.to_owned(),
+            backends: (0..3)
+                .map(|i| BackendSample {
+                    backend: address(10 + i as u8),
+                    new_flows_total: counters[i],
+                    expected_share: 1.0 / 3.0,
+                    healthy: healthy[i],
+                })
+                .collect(),
+        }]
+    }
+
+    fn all_up(counters: [u64; 3]) -> Vec<VipSample> {
+        sample(counters, [true; 3])
+    }
+
+    fn kinds(alerts: &[Alert]) -> Vec<(AlertKind, Option<IpAddr>, bool)> {
+        alerts
+            .iter()
+            .map(|a| (a.kind, a.backend, a.firing))
+            .collect()
+    }
+
+    /// Test that an even spread of new flows over equal, healthy backends raises nothing.
+    #[test]
+    fn even_sample_raises_nothing() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        assert_eq!(detector.observe(start, &all_up([0, 0, 0])), []);
+        let second = start + Duration::from_secs(5);
+        assert_eq!(detector.observe(second, &all_up([340, 330, 330])), []);
+        assert_eq!(detector.firing(), []);
+    }
+
+    /// Test that all new flows going to one of three equal backends fires skew and dominant
+    /// for it within one window, with a message naming the VIP, backend, shares and next step.
+    #[test]
+    fn one_backend_taking_everything_fires_skew_and_dominant() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        detector.observe(start, &all_up([1000, 1000, 1000]));
+        let alerts = detector.observe(start + Duration::from_secs(10), &all_up([1300, 1000, 1000]));
+        assert_eq!(
+            kinds(&alerts),
+            [
+                (AlertKind::Skew, Some(address(10)), true),
+                (AlertKind::Dominant, Some(address(10)), true),
+            ]
+        );
+        assert_eq!(
+            alerts[0].message,
+            "vip 198.18.1.10:80/tcp: backend 198.18.0.10 took 100% of new flows in the last 10s \
+             (expected 33%): check the weights (xlb audit) and the table (xlb stats)"
+        );
+        assert!(
+            alerts[1].message.contains("198.18.0.11, 198.18.0.12"),
+            "{}",
+            alerts[1].message
+        );
+        assert_eq!(detector.firing(), alerts);
+
+        // Still skewed: no new transition, still firing.
+        let later = detector.observe(start + Duration::from_secs(12), &all_up([1400, 1000, 1000]));
+        assert_eq!(later, []);
+        assert_eq!(detector.firing().len(), 2);
+    }
+
+    /// Test that skew and dominant clear once the distribution evens out in a later window,
+    /// the old lopsided samples having left it.
+    #[test]
+    fn skew_clears_when_the_distribution_evens_out() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut detector = Detector::new(settings());
+        detector.observe(at(0), &all_up([0, 0, 0]));
+        assert_eq!(detector.observe(at(5), &all_up([300, 0, 0])).len(), 2);
+        assert_eq!(detector.observe(at(10), &all_up([600, 0, 0])), []);
+        // From here on each backend gets 100 new flows every 5 s; the window (10 s) keeps
+        // the lopsided growth until the samples from before 10 s leave it.
+        let mut cleared = detector.observe(at(15), &all_up([700, 100, 100]));
+        let last = detector.observe(at(20), &all_up([800, 200, 200]));
+        assert!(
+            last[0]
+                .message
+                .contains("back in line: 33% of new flows in the last 10s"),
+            "{}",
+            last[0].message
+        );
+        cleared.extend(last);
+        cleared.sort_by_key(|a| a.kind);
+        assert_eq!(
+            kinds(&cleared),
+            [
+                (AlertKind::Skew, Some(address(10)), false),
+                (AlertKind::Dominant, Some(address(10)), false),
+            ]
+        );
+        assert_eq!(detector.firing(), []);
+    }
+
+    /// Test that fewer healthy backends than min_healthy fires few_healthy (without traffic)
+    /// naming the ones down, and that it clears when they recover.
+    #[test]
+    fn few_healthy_fires_below_min_healthy_and_clears() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        assert_eq!(
+            detector.observe(start, &sample([0; 3], [true, true, false])),
+            []
+        );
+        let alerts = detector.observe(
+            start + Duration::from_secs(1),
+            &sample([0; 3], [true, false, false]),
+        );
+        assert_eq!(kinds(&alerts), [(AlertKind::FewHealthy, None, true)]);
+        assert!(
+            alerts[0].message.contains(
+                "only 1 of 3 backends healthy (at least 2 wanted), down: 198.18.0.11, 198.18.0.12"
+            ),
+            "{}",
+            alerts[0].message
+        );
+        let cleared = detector.observe(start + Duration::from_secs(2), &all_up([0; 3]));
+        assert_eq!(kinds(&cleared), [(AlertKind::FewHealthy, None, false)]);
+    }
+
+    /// Test that below min_new_flows in the window a lopsided split raises no share alert,
+    /// and that a firing one clears when traffic falls below it.
+    #[test]
+    fn below_min_new_flows_no_share_alert() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut detector = Detector::new(settings());
+        detector.observe(at(0), &all_up([0, 0, 0]));
+        assert_eq!(detector.observe(at(1), &all_up([99, 0, 0])), []);
+
+        assert_eq!(detector.observe(at(2), &all_up([200, 0, 0])).len(), 2);
+        // From 15 s on only the samples at 5 s and later count: 50 new flows.
+        detector.observe(at(5), &all_up([200, 0, 0]));
+        let cleared = detector.observe(at(15), &all_up([250, 0, 0]));
+        assert_eq!(cleared.len(), 2);
+        assert!(cleared.iter().all(|a| !a.firing));
+        assert!(
+            cleared[0]
+                .message
+                .contains("50 new flows in the last 10s, fewer than the 100"),
+            "{}",
+            cleared[0].message
+        );
+    }
+
+    /// Test that dominant needs another healthy backend with table slots: everything to the
+    /// one backend the others (down, or weight 0) leave is not dominance.
+    #[test]
+    fn dominant_needs_another_healthy_backend() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        detector.observe(start, &sample([0; 3], [true, false, false]));
+        let alerts = detector.observe(
+            start + Duration::from_secs(1),
+            &sample([300, 0, 0], [true, false, false]),
+        );
+        assert!(
+            alerts.iter().all(|a| a.kind != AlertKind::Dominant),
+            "{alerts:?}"
+        );
+
+        let mut weighted = all_up([0, 0, 0]);
+        for (b, share) in weighted[0].backends.iter_mut().zip([1.0, 0.0, 0.0]) {
+            b.expected_share = share;
+        }
+        let mut detector = Detector::new(settings());
+        detector.observe(start, &weighted);
+        weighted[0].backends[0].new_flows_total = 300;
+        assert_eq!(
+            detector.observe(start + Duration::from_secs(1), &weighted),
+            []
+        );
+    }
+
+    /// Test that a VIP leaving the samples clears its alerts, and that a counter reset (the
+    /// program reloaded) counts from zero instead of wrapping.
+    #[test]
+    fn vanished_vip_clears_and_reset_counters_restart() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        detector.observe(start, &all_up([5000, 5000, 5000]));
+        let alerts = detector.observe(start + Duration::from_secs(1), &all_up([300, 0, 0]));
+        assert_eq!(
+            alerts.len(),
+            2,
+            "reset counters count from zero: {alerts:?}"
+        );
+        let cleared = detector.observe(start + Duration::from_secs(2), &[]);
+        assert_eq!(cleared.len(), 2);
+        assert!(
+            cleared[0].message.contains("no longer in the live config"),
+            "{}",
+            cleared[0].message
+        );
+    }
+
+    /// Test that settings out of range are refused with the field named.
+    #[test]
+    fn settings_check_names_the_field() {
+        assert!(Settings::default().check().is_ok());
+        let bad = Settings {
+            factor: 1.0,
+            ..Settings::default()
+        };
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("skew factor 1")
+        );
+        let bad = Settings {
+            max_share: 1.5,
+            ..Settings::default()
+        };
+        assert!(
+            bad.check()
+                .unwrap_err()
+                .to_string()
+                .contains("max_share 1.5")
+        );
+    }
+}
