@@ -38,12 +38,18 @@ pub struct AppliedVipReport {
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
-    let report = apply_file(
-        &args.file,
-        &HostEnvironment,
-        &args.live,
-        args.allow_warnings,
-    )?;
+    for rule in &args.overrides {
+        anyhow::ensure!(
+            config::OVERRIDABLE.contains(&rule.as_str()),
+            "--override {rule}: only {} can be overridden",
+            config::OVERRIDABLE.join(", ")
+        );
+    }
+    let options = Options {
+        allow_warnings: args.allow_warnings,
+        overrides: args.overrides.clone(),
+    };
+    let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
     let code = if report.applied {
         exit::OK
     } else {
@@ -53,13 +59,22 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
+/// How strict an apply is.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Apply despite warnings.
+    pub allow_warnings: bool,
+    /// Audit rules whose findings count as accepted warnings (see [`config::OVERRIDABLE`]).
+    pub overrides: Vec<String>,
+}
+
 /// Validates `file` and applies it to the xlb pinned where `live` (or the config) says.
-/// Refuses (changing nothing) on errors, and on warnings unless `allow_warnings`.
+/// Refuses (changing nothing) on errors, and on warnings unless allowed or overridden.
 pub fn apply_file(
     file: &Path,
     env: &dyn Environment,
     live: &LiveArgs,
-    allow_warnings: bool,
+    options: &Options,
 ) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport {
         file: file.display().to_string(),
@@ -70,7 +85,7 @@ pub fn apply_file(
         generation: None,
         vips: Vec::new(),
     };
-    let (model, warnings) = match config::load(file, env) {
+    let (model, warnings) = match config::load_overriding(file, env, &options.overrides) {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             report.diagnostics = diagnostics.iter().map(ToString::to_string).collect();
@@ -79,7 +94,8 @@ pub fn apply_file(
         }
     };
     report.diagnostics = warnings.iter().map(ToString::to_string).collect();
-    if !warnings.is_empty() && !allow_warnings {
+    let overridden = |d: &config::Diagnostic| options.overrides.iter().any(|o| o == d.rule);
+    if warnings.iter().any(|d| !overridden(d)) && !options.allow_warnings {
         report.refused = Some(
             "the config has warnings; nothing was changed (fix them, or pass --allow-warnings)"
                 .into(),

@@ -5,7 +5,7 @@
 use aya::Ebpf;
 use lb_common::{PROGRAM_NAME, Verdict, service::BACKEND_DRAINED};
 use lb_userspace::{
-    apply::apply_file,
+    apply::{Options, apply_file},
     args::{BackendAction, LiveArgs},
     backend::{change, parse_vip},
     config::HostEnvironment,
@@ -43,10 +43,22 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
     require_privileges!();
     let mut live = LiveXlb::new("apply");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    let report = apply_file(&good, &HostEnvironment, &live_args(&live), false).expect("apply");
+    let report = apply_file(
+        &good,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("apply");
     assert!(report.applied, "{report:?}");
     assert_eq!(report.generation, Some(1));
-    let again = apply_file(&good, &HostEnvironment, &live_args(&live), false).expect("apply");
+    let again = apply_file(
+        &good,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("apply");
     assert_eq!(again.generation, Some(2));
     let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
 
@@ -54,17 +66,55 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         "outage.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
     );
-    let refused = apply_file(&outage, &HostEnvironment, &live_args(&live), false).expect("apply");
+    let refused = apply_file(
+        &outage,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("apply");
     assert!(!refused.applied);
     assert!(
         refused.diagnostics.iter().any(|d| d.contains("XLB003")),
         "{refused:?}"
     );
+    let forced = apply_file(
+        &outage,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options {
+            allow_warnings: false,
+            overrides: vec!["XLB003".into()],
+        },
+    )
+    .expect("apply");
+    assert!(
+        forced.applied,
+        "--override XLB003 forces the outage config live: {forced:?}"
+    );
+    assert!(
+        forced.diagnostics.iter().any(|d| d.contains("overridden")),
+        "{forced:?}"
+    );
+    apply_file(
+        &good,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("apply");
+    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
     let warned = live.config_file(
         "single.toml",
         &config_text(&[("198.18.0.10", 1)]).replace("min_backends = 1", "min_backends = 2"),
     );
-    let refused = apply_file(&warned, &HostEnvironment, &live_args(&live), false).expect("apply");
+    let refused = apply_file(
+        &warned,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("apply");
     assert!(
         !refused.applied,
         "a warning refuses without --allow-warnings"
@@ -74,7 +124,16 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         before,
         "nothing changed"
     );
-    let allowed = apply_file(&warned, &HostEnvironment, &live_args(&live), true).expect("apply");
+    let allowed = apply_file(
+        &warned,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options {
+            allow_warnings: true,
+            overrides: Vec::new(),
+        },
+    )
+    .expect("apply");
     assert!(allowed.applied);
 }
 
@@ -88,7 +147,8 @@ fn apply_verb_without_a_running_xlb_is_not_loaded() {
         pin_path: Some(live.pin_path.join("nothing")),
         output: Default::default(),
     };
-    let err = apply_file(&good, &HostEnvironment, &missing, false).expect_err("nothing runs");
+    let err = apply_file(&good, &HostEnvironment, &missing, &Options::default())
+        .expect_err("nothing runs");
     assert_eq!(exit::code_of(&err), exit::NOT_LOADED, "{err:#}");
 }
 
@@ -100,7 +160,13 @@ fn backend_drain_disable_enable() {
     require_privileges!();
     let mut live = LiveXlb::new("backend");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    apply_file(&good, &HostEnvironment, &live_args(&live), false).expect("apply");
+    apply_file(
+        &good,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("apply");
     let vip = parse_vip("198.18.1.10:80/tcp").expect("vip");
     // Establish one flow on each backend.
     let mut established = std::collections::BTreeMap::new();
@@ -135,7 +201,13 @@ fn backend_drain_disable_enable() {
         );
     }
     // A re-apply of the same config keeps the operator's drain.
-    apply_file(&good, &HostEnvironment, &live_args(&live), false).expect("re-apply");
+    apply_file(
+        &good,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options::default(),
+    )
+    .expect("re-apply");
     let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
     assert!(
         snapshot

@@ -39,9 +39,39 @@ pub fn load(path: &Path, env: &dyn Environment) -> Checked {
 
 /// Validates config text; `file` is the name diagnostics give it.
 pub fn check_text(text: &str, file: &Path, env: &dyn Environment) -> Checked {
+    check_text_overriding(text, file, env, &[])
+}
+
+/// Audit rules an operator may override (`xlb apply --override RULE`): they judge the
+/// balance of a config, not whether it can be loaded, so a drill can force such a config live.
+pub const OVERRIDABLE: [&str; 4] = ["XLB001", "XLB002", "XLB003", "XLB008"];
+
+/// Like [`load`], with the findings of the `overrides` rules (only [`OVERRIDABLE`] ones)
+/// turned into warnings that say they were overridden.
+pub fn load_overriding(path: &Path, env: &dyn Environment, overrides: &[String]) -> Checked {
+    let text = read(path)?;
+    check_text_overriding(&text, path, env, overrides)
+}
+
+fn check_text_overriding(
+    text: &str,
+    file: &Path,
+    env: &dyn Environment,
+    overrides: &[String],
+) -> Checked {
     let source = Source::new(text, file);
     let parsed = syntax::parse(&source)?;
     let mut diagnostics = audit::audit(&parsed, &source, env);
+    for diagnostic in &mut diagnostics {
+        if OVERRIDABLE.contains(&diagnostic.rule) && overrides.iter().any(|o| o == diagnostic.rule)
+        {
+            diagnostic.severity = Severity::Warning;
+            diagnostic.message = format!(
+                "{} (overridden with --override {})",
+                diagnostic.message, diagnostic.rule
+            );
+        }
+    }
     diagnostics.sort_by_key(|d| (d.severity, d.line, d.column));
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);
