@@ -78,6 +78,11 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         refused.diagnostics.iter().any(|d| d.contains("XLB003")),
         "{refused:?}"
     );
+    assert_eq!(
+        Snapshot::read(&mut live.ebpf).expect("snapshot"),
+        before,
+        "refused: unchanged"
+    );
     let forced = apply_file(
         &outage,
         &HostEnvironment,
