@@ -54,6 +54,9 @@ pub enum Command {
     /// Change one backend of a running VIP: `drain` (no new flows, established ones stay),
     /// `disable` (out now, its flows move), `enable` (back to its weight).
     Backend(BackendArgs),
+    /// Print a shell completion script for xlb on stdout, e.g.
+    /// `xlb completions bash > /etc/bash_completion.d/xlb`.
+    Completions(CompletionsArgs),
 }
 
 /// Where the running xlb is, and how to print.
@@ -155,6 +158,17 @@ pub struct BackendArgs {
     pub backend: IpAddr,
     #[command(flatten)]
     pub live: LiveArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Install (as root), then start a new shell:\n  \
+    bash:  xlb completions bash > /etc/bash_completion.d/xlb\n  \
+    zsh:   xlb completions zsh > /usr/local/share/zsh/site-functions/_xlb\n  \
+    fish:  xlb completions fish > /etc/fish/completions/xlb.fish")]
+pub struct CompletionsArgs {
+    /// The shell the script is for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 impl LiveArgs {

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod audit;
 pub mod backend;
 pub mod capacity;
+pub mod completions;
 pub mod config;
 pub mod counters;
 pub mod daemon;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, down, exit, explain, plan, run, stats, status, validate,
+    apply, args, audit, backend, completions, down, exit, explain, plan, run, stats, status,
+    validate,
 };
 
 #[tokio::main]
@@ -29,6 +30,7 @@ async fn main() -> ExitCode {
         args::Command::Audit(args) => audit::run(args),
         args::Command::Backend(args) => backend::run(args),
         args::Command::Down(args) => down::run(args),
+        args::Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

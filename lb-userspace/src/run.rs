@@ -85,7 +85,17 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     }
     // Configure before attaching (or before the new program takes over the link), so every
     // packet sees the config; counters and the flow table live on in the adopted maps.
-    rollout::apply(&mut ebpf, &Desired::from_model(&model, &bytes))?;
+    // Health is judged afresh: every backend starts healthy, as the daemon's checks assume
+    // (an adopted map may still carry the previous daemon's verdicts).
+    let mut desired = Desired::from_model(&model, &bytes);
+    for backend in desired
+        .vips
+        .iter_mut()
+        .flat_map(|vip| vip.backends.iter_mut())
+    {
+        backend.unhealthy = Some(false);
+    }
+    rollout::apply(&mut ebpf, &desired)?;
     if adopting {
         pins::upgrade(&mut ebpf, PROGRAM_NAME, pin_path)?;
         println!(

@@ -24,7 +24,8 @@ pub struct Settings {
     /// `skew`: a backend's observed share of new flows is above its expected share × this.
     pub factor: f64,
     /// `dominant`: one backend takes more than this share (0 to 1) of a VIP's new flows while
-    /// another backend with table slots is healthy. Set it above the largest expected share
+    /// another backend is healthy, whatever its weight: healthy servers left idle while one
+    /// takes everything is the outage xlb was born from. Set it above the largest expected share
     /// with some margin: with two equal backends, 0.5 is crossed by chance half the time.
     pub max_share: f64,
     /// `few_healthy`: a VIP has fewer healthy backends than this.
@@ -346,11 +347,12 @@ impl Detector {
                     ),
                 ));
             }
-            // Others that could take flows: healthy and with table slots.
+            // Others that could take flows: healthy, even with no table slots (weight 0 is how
+            // a config sends everything to one server).
             let others: Vec<String> = window
                 .backends
                 .iter()
-                .filter(|(b, _)| b.backend != address && b.healthy && b.expected_share > 0.0)
+                .filter(|(b, _)| b.backend != address && b.healthy)
                 .map(|(b, _)| b.backend.to_string())
                 .collect();
             if observed > settings.max_share && !others.is_empty() {
@@ -408,7 +410,7 @@ impl Detector {
             ),
             AlertKind::Dominant if window.share(flows) > self.settings.max_share => format!(
                 "vip {vip}: backend {address} took {observed} of new flows in the last {last}, \
-                 but no other backend with table slots is healthy: dominant alert cleared"
+                 but no other backend is healthy: dominant alert cleared"
             ),
             _ => format!(
                 "vip {vip}: backend {address} no longer dominates: {observed} of new flows in \
@@ -618,8 +620,9 @@ mod tests {
         );
     }
 
-    /// Test that dominant needs another healthy backend with table slots: everything to the
-    /// one backend the others (down, or weight 0) leave is not dominance.
+    /// Test that dominant needs another healthy backend: everything to the one backend the
+    /// others (down) leave is not dominance; but healthy backends left idle because a config
+    /// gives them weight 0 are (the outage xlb was born from).
     #[test]
     fn dominant_needs_another_healthy_backend() {
         let start = Instant::now();
@@ -641,9 +644,12 @@ mod tests {
         let mut detector = Detector::new(settings());
         detector.observe(start, &weighted);
         weighted[0].backends[0].new_flows_total = 300;
-        assert_eq!(
-            detector.observe(start + Duration::from_secs(1), &weighted),
-            []
+        let alerts = detector.observe(start + Duration::from_secs(1), &weighted);
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.kind == AlertKind::Dominant && a.firing),
+            "all weight on one of three healthy backends is dominance: {alerts:?}"
         );
     }
 

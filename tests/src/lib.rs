@@ -1,5 +1,6 @@
 //! xlb's test harness: the privilege gate for kernel-backed tests, network-namespace labs, and
 //! packet fixtures. Used by the integration tests in tests/tests, the lab and the benchmarks.
+pub mod daemon_lab;
 pub mod demo;
 pub mod live;
 pub mod netns;

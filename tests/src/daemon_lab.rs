@@ -1,0 +1,778 @@
+//! A load-balancer lab run by the real daemon: the client, lb, switch and backend namespaces of
+//! [`crate::topology`], but xlb is the `xlb run --config FILE` process in the lb namespace
+//! (health checks, reloads, metrics, alerts), driven as an operator would: by its config file,
+//! signals, the `xlb` verbs and HTTP scrapes of its metrics endpoint.
+//!
+//! ```text
+//!   client (eth0: 198.18.0.1) ──┐
+//!   lb     (eth0: 198.18.0.2) ──┼── br0 in sw ── XDP bare_pass on p-lb, so native XDP_TX from
+//!   b{i}   (eth0: .10+i)      ──┘   the lb is delivered; every b{i} holds the VIP on lo
+//! ```
+//!
+//! Every backend runs a controllable TCP server on port 80: it answers each connection with
+//! its name and a newline, then echoes whatever the client sends until the client closes, so
+//! the same server serves one-shot "who answered?" connections and long-lived streams.
+//! [`DaemonLab::stop_backend`] closes its listener (new connections are refused, established
+//! ones live on), [`DaemonLab::start_backend`] listens again.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{ErrorKind, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::Ebpf;
+use lb_userspace::{args::XdpModeArg, attach, object};
+
+use crate::{
+    demo,
+    netns::{Lab, Netns},
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+pub const VIP_PORT: u16 = 80;
+/// The VIP as the `xlb backend` verb and the metrics' `vip` label spell it.
+pub const VIP_SPEC: &str = "198.18.1.10:80/tcp";
+/// The VIP's config name.
+pub const VIP_NAME: &str = "web";
+/// Where the daemon serves metrics, on the lb namespace's own loopback.
+pub const METRICS_PORT: u16 = 9100;
+/// Health checks of every backend: a TCP connect to port 80.
+pub const HEALTH_INTERVAL: Duration = Duration::from_millis(200);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(100);
+pub const RISE: u32 = 2;
+pub const FALL: u32 = 2;
+/// How long a client waits for the handshake and for each answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often server threads look at their stop flags.
+const POLL: Duration = Duration::from_millis(50);
+/// The longest a server keeps one connection: every stream of a test ends well before.
+const MAX_CONNECTION: Duration = Duration::from_secs(60);
+/// How long the daemon may take to attach (or adopt) and serve metrics.
+const DAEMON_READY: Duration = Duration::from_secs(15);
+
+/// One backend host.
+#[derive(Clone, Debug)]
+pub struct BackendHost {
+    /// `b{index}`: what its server answers.
+    pub name: String,
+    pub ns: Netns,
+    pub address: Ipv4Addr,
+    /// Its eth0's MAC, as `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+}
+
+/// What one `xlb` verb printed and how it exited.
+#[derive(Clone, Debug)]
+pub struct VerbOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl VerbOutput {
+    /// Fails with everything the verb printed unless it exited 0.
+    pub fn ok(self) -> anyhow::Result<VerbOutput> {
+        ensure!(
+            self.code == Some(0),
+            "xlb exited with {:?}:\n{}{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+        Ok(self)
+    }
+
+    /// stdout as JSON (for `--output json`).
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.stdout)
+            .with_context(|| format!("xlb printed no JSON document:\n{}", self.stdout))
+    }
+}
+
+/// The lab; dropping it stops the daemon and the servers and removes every namespace and pin.
+pub struct DaemonLab {
+    // Fields drop in order: servers first (their sockets pin the namespaces), then the bridge
+    // program, the lab (the daemon, the pins, the namespaces) last.
+    servers: Vec<Server>,
+    shared: Arc<Shared>,
+    _bridge_pass: Ebpf,
+    pub client: Netns,
+    pub lb: Netns,
+    pub switch: Netns,
+    pub backends: Vec<BackendHost>,
+    /// The daemon's pin directory (xlb creates it).
+    pub pin_path: PathBuf,
+    /// The daemon's config file.
+    pub config_path: PathBuf,
+    /// A directory of the lab's own under /tmp (config, log, anything a test writes there),
+    /// removed with the lab.
+    pub dir: PathBuf,
+    pub xlb: PathBuf,
+    daemon: Option<u32>,
+    lab: Lab,
+}
+
+impl DaemonLab {
+    /// Builds the namespaces, links and `backends` servers (1 to 20), and writes the config
+    /// with equal weights. Starts no daemon: see [`DaemonLab::start_daemon`].
+    pub fn new(label: &str, backends: usize) -> anyhow::Result<DaemonLab> {
+        ensure!(
+            (1..=20).contains(&backends),
+            "{backends} backends: use 1 to 20"
+        );
+        let xlb = demo::xlb_binary()?;
+        let mut lab = Lab::new(label)?;
+        let switch = lab.netns("sw")?;
+        let client = lab.netns("client")?;
+        let lb = lab.netns("lb")?;
+        let mut hosts = Vec::new();
+        for index in 0..backends {
+            hosts.push(lab.netns(&format!("b{index}"))?);
+        }
+        // IPv4 only: no IPv6 neighbour or router chatter through xlb, no duplicate address
+        // detection holding links back. Set before the links exist, so the defaults apply.
+        for ns in [&switch, &client, &lb].into_iter().chain(&hosts) {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        let mut ports = vec!["p-client".to_owned(), "p-lb".to_owned()];
+        lab.veth((&client, "eth0"), (&switch, "p-client"))?;
+        lab.veth((&lb, "eth0"), (&switch, "p-lb"))?;
+        for (index, ns) in hosts.iter().enumerate() {
+            let port = format!("p-b{index}");
+            lab.veth((ns, "eth0"), (&switch, &port))?;
+            ports.push(port);
+        }
+        let port_refs: Vec<&str> = ports.iter().map(String::as_str).collect();
+        lab.bridge(&switch, "br0", &port_refs)?;
+        // Frames XDP forwards keep the checksum they arrived with: every sender computes full
+        // checksums rather than leaving them to an offload that never happens.
+        for port in &port_refs {
+            tx_checksum_off(&switch, port)?;
+        }
+        for ns in [&client, &lb].into_iter().chain(&hosts) {
+            tx_checksum_off(ns, "eth0")?;
+        }
+        lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
+        lab.addr(&lb, "eth0", &format!("{LB}/24"))?;
+        client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;
+
+        let mut hosts_out = Vec::new();
+        for (index, ns) in hosts.into_iter().enumerate() {
+            let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
+            lab.addr(&ns, "eth0", &format!("{address}/24"))?;
+            lab.addr(&ns, "lo", &format!("{VIP}/32"))?;
+            // The VIP is on lo: never answer ARP for it on eth0, never use it as the source of
+            // our own ARP requests, and accept packets whose reply leaves by another route.
+            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            for dev in ["all", "default", "lo", "eth0"] {
+                ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+            }
+            let mac = mac_of(&ns, "eth0")?;
+            hosts_out.push(BackendHost {
+                name: format!("b{index}"),
+                ns,
+                address,
+                mac,
+            });
+        }
+
+        // Native XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
+        let mut bridge_pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
+        let pass = object::xdp_program(&mut bridge_pass, "bare_pass")?;
+        switch
+            .run(|| attach::attach(pass, "p-lb", XdpModeArg::Native))?
+            .context("attaching bare_pass to p-lb")?;
+
+        let pin_path = lab.pin_dir("xlb")?;
+        // The lab removes the directory on drop; xlb creates it itself.
+        std::fs::remove_dir(&pin_path)
+            .with_context(|| format!("removing the empty {}", pin_path.display()))?;
+        let dir = std::env::temp_dir().join(&lb.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config_path = dir.join("xlb.toml");
+
+        let shared = Arc::new(Shared::default());
+        let servers = hosts_out
+            .iter()
+            .map(|host| Server {
+                host: host.clone(),
+                listening: None,
+            })
+            .collect();
+        let mut daemon_lab = DaemonLab {
+            servers,
+            shared,
+            _bridge_pass: bridge_pass,
+            client,
+            lb,
+            switch,
+            backends: hosts_out,
+            pin_path,
+            config_path,
+            dir,
+            xlb,
+            daemon: None,
+            lab,
+        };
+        for index in 0..backends {
+            daemon_lab.start_backend(index)?;
+        }
+        let weights = vec![1; backends];
+        daemon_lab.write_config(&daemon_lab.config_text(&weights, None))?;
+        Ok(daemon_lab)
+    }
+
+    /// A config for this lab: the dsr VIP [`VIP_SPEC`] over every backend with `weights`
+    /// (one per backend) and TCP health checks, native XDP on the lb's eth0, the lab's pin
+    /// path and metrics on 127.0.0.1:[`METRICS_PORT`]; `alerts` is the body of an `[alerts]`
+    /// table, if any.
+    pub fn config_text(&self, weights: &[u32], alerts: Option<&str>) -> String {
+        let mut text = format!(
+            "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
+             metrics_address = \"127.0.0.1:{METRICS_PORT}\"\n\n",
+            self.pin_path.display()
+        );
+        if let Some(alerts) = alerts {
+            text += &format!("[alerts]\n{alerts}\n\n");
+        }
+        text += &format!(
+            "[[vip]]\nname = \"{VIP_NAME}\"\naddress = \"{VIP}\"\nport = {VIP_PORT}\n\
+             protocol = \"tcp\"\nforwarding = \"dsr\"\n"
+        );
+        for (host, weight) in self.backends.iter().zip(weights) {
+            text += &format!(
+                "\n  [[vip.backend]]\n  address = \"{}\"\n  weight = {weight}\n  mac = \"{}\"\n\
+                 \x20   [vip.backend.health]\n    check = \"tcp\"\n    interval_ms = {}\n\
+                 \x20   timeout_ms = {}\n    rise = {RISE}\n    fall = {FALL}\n",
+                host.address,
+                host.mac,
+                HEALTH_INTERVAL.as_millis(),
+                HEALTH_TIMEOUT.as_millis(),
+            );
+        }
+        text
+    }
+
+    /// Replaces the daemon's config file with `text` in one step (a rename), so the daemon
+    /// never reads half a file.
+    pub fn write_config(&self, text: &str) -> anyhow::Result<()> {
+        write_atomically(&self.config_path, text)
+    }
+
+    /// Writes `text` as `name` in the lab's directory and returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.join(name);
+        write_atomically(&path, text)?;
+        Ok(path)
+    }
+
+    /// Index of the backend whose address is `address`.
+    pub fn backend_index(&self, address: &str) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|host| host.address.to_string() == address)
+    }
+
+    // ---- the daemon ----
+
+    /// Starts `xlb run --config` in the lb namespace and waits until its link is pinned and
+    /// its metrics endpoint answers; returns its pid (nsenter execs xlb: the pid is xlb's).
+    pub fn start_daemon(&mut self) -> anyhow::Result<u32> {
+        ensure!(self.daemon.is_none(), "the daemon already runs");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .context("opening the daemon log")?;
+        let mut command = self.lb.command(&self.xlb);
+        command
+            .args(["run", "--config"])
+            .arg(&self.config_path)
+            // Plain log lines, for the test's failure messages.
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let pid = self.lab.spawn(command)?;
+        self.daemon = Some(pid);
+        let deadline = Instant::now() + DAEMON_READY;
+        loop {
+            if self.pin_path.join("link").exists() && self.scrape().is_ok() {
+                return Ok(pid);
+            }
+            if exited(pid) || Instant::now() >= deadline {
+                bail!(
+                    "xlb run (pid {pid}) did not become ready within {DAEMON_READY:?}; its \
+                     log:\n{}",
+                    self.daemon_log()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The running daemon's pid.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal_daemon(&self, signal: libc::c_int) -> anyhow::Result<()> {
+        let pid = self.daemon.context("no daemon runs")?;
+        // SAFETY: signalling a child this lab spawned and has not reaped.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `kill -9` the daemon and reap it: no chance to clean anything up.
+    pub fn kill_daemon(&mut self) -> anyhow::Result<()> {
+        self.signal_daemon(libc::SIGKILL)?;
+        let pid = self.daemon.take().context("no daemon runs")?;
+        let status = self.lab.terminate(pid)?;
+        ensure!(
+            !status.success(),
+            "xlb run exited successfully after SIGKILL"
+        );
+        Ok(())
+    }
+
+    /// Everything the daemons of this lab logged so far.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("xlb.log")
+    }
+
+    /// Runs `xlb ARGS --pin-path PIN` in the lb namespace.
+    pub fn xlb(&self, args: &[&str]) -> anyhow::Result<VerbOutput> {
+        let mut command = self.lb.command(&self.xlb);
+        command
+            .args(args)
+            .arg("--pin-path")
+            .arg(&self.pin_path)
+            .stdin(Stdio::null());
+        let out = command
+            .output()
+            .with_context(|| format!("running {command:?}"))?;
+        Ok(VerbOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// `xlb status --output json`.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        self.xlb(&["status", "--output", "json"])?.ok()?.json()
+    }
+
+    /// The live config generation.
+    pub fn generation(&self) -> anyhow::Result<u64> {
+        let status = self.status()?;
+        status["generation"]
+            .as_u64()
+            .with_context(|| format!("no generation in {status}"))
+    }
+
+    /// `xlb stats --output json`: the VIP's row of backend `index`.
+    pub fn backend_stats(&self, index: usize) -> anyhow::Result<serde_json::Value> {
+        let stats = self.xlb(&["stats", "--output", "json"])?.ok()?.json()?;
+        let address = self.backends[index].address.to_string();
+        stats["vips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|vip| vip["backends"].as_array().into_iter().flatten())
+            .find(|b| b["address"] == address.as_str())
+            .cloned()
+            .with_context(|| format!("no backend {address} in xlb stats: {stats}"))
+    }
+
+    /// Whether backend `index` takes new flows: `active` with a part of the table.
+    pub fn in_table(&self, index: usize) -> anyhow::Result<bool> {
+        let row = self.backend_stats(index)?;
+        let share = row["expected_share"].as_f64().unwrap_or(0.0);
+        Ok(row["state"] == "active" && share > 0.0)
+    }
+
+    /// GET /metrics over HTTP from inside the lb namespace; the body of a 200 answer.
+    pub fn scrape(&self) -> anyhow::Result<String> {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, METRICS_PORT));
+        let answer = self
+            .lb
+            .run(|| -> std::io::Result<String> {
+                let mut stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+                stream.write_all(
+                    format!(
+                        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )?;
+                let mut answer = String::new();
+                // The endpoint closes each connection after its answer; the cap bounds it.
+                stream.take(16 << 20).read_to_string(&mut answer)?;
+                Ok(answer)
+            })?
+            .with_context(|| format!("scraping http://{address}/metrics in {}", self.lb.name))?;
+        let (head, body) = answer
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("no HTTP head in {answer:?}"))?;
+        let status = head.lines().next().unwrap_or_default();
+        ensure!(
+            status.starts_with("HTTP/1.") && status.split(' ').nth(1) == Some("200"),
+            "GET /metrics answered {status:?}"
+        );
+        Ok(body.to_owned())
+    }
+
+    // ---- the backends' servers ----
+
+    /// Closes backend `index`'s listener: new connections to it are refused, established ones
+    /// go on.
+    pub fn stop_backend(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = self.servers.get_mut(index).context("no such backend")?;
+        let listening = server
+            .listening
+            .take()
+            .with_context(|| format!("{} is not listening", server.host.name))?;
+        listening.stop();
+        Ok(())
+    }
+
+    /// Listens again on backend `index`'s port 80.
+    pub fn start_backend(&mut self, index: usize) -> anyhow::Result<()> {
+        let server = self.servers.get_mut(index).context("no such backend")?;
+        ensure!(
+            server.listening.is_none(),
+            "{} already listens",
+            server.host.name
+        );
+        server.listening = Some(Listening::start(&server.host, &self.shared)?);
+        Ok(())
+    }
+
+    // ---- the client ----
+
+    /// A handle that opens connections from the client namespace; it can move to another
+    /// thread while the lab is changed.
+    pub fn connector(&self) -> Connector {
+        Connector {
+            client: self.client.clone(),
+            names: self.backends.iter().map(|host| host.name.clone()).collect(),
+        }
+    }
+
+    /// Opens `count` connections to the VIP and returns how many each backend answered;
+    /// fails at the first connection that fails, or when they take longer than `budget`.
+    pub fn ask_many(&self, count: usize, budget: Duration) -> anyhow::Result<Vec<u64>> {
+        self.connector().session(|session| {
+            let deadline = Instant::now() + budget;
+            let mut answered = vec![0u64; session.names.len()];
+            for n in 0..count {
+                ensure!(
+                    Instant::now() < deadline,
+                    "{n} of {count} connections in {budget:?}: too slow"
+                );
+                let backend = session
+                    .ask()
+                    .with_context(|| format!("connection {n} of {count}"))?;
+                answered[backend] += 1;
+            }
+            Ok(answered)
+        })?
+    }
+
+    /// Opens `count` long-lived connections to the VIP.
+    pub fn open_streams(&self, count: usize) -> anyhow::Result<Vec<Stream>> {
+        self.connector()
+            .session(|session| (0..count).map(|_| session.open_stream()).collect())?
+    }
+}
+
+impl Drop for DaemonLab {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        for server in &mut self.servers {
+            if let Some(listening) = server.listening.take() {
+                listening.stop();
+            }
+        }
+        let handlers = std::mem::take(
+            &mut *self
+                .shared
+                .handlers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for handler in handlers {
+            let _ = handler.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Opens connections from the client namespace.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    client: Netns,
+    names: Vec<String>,
+}
+
+impl Connector {
+    /// Runs `f` on a thread inside the client namespace, where [`Session`] connects.
+    pub fn session<R: Send>(&self, f: impl FnOnce(&Session) -> R + Send) -> anyhow::Result<R> {
+        let session = Session { names: &self.names };
+        self.client.run(|| f(&session))
+    }
+}
+
+/// Connections from a thread inside the client namespace.
+pub struct Session<'a> {
+    names: &'a [String],
+}
+
+impl Session<'_> {
+    /// One connection to the VIP: returns the index of the backend that answered.
+    pub fn ask(&self) -> anyhow::Result<usize> {
+        let (_stream, backend) = self.connect()?;
+        Ok(backend)
+    }
+
+    /// A connection to the VIP that stays open; its backend echoes what it is sent.
+    pub fn open_stream(&self) -> anyhow::Result<Stream> {
+        let (stream, backend) = self.connect()?;
+        Ok(Stream { stream, backend })
+    }
+
+    fn connect(&self) -> anyhow::Result<(TcpStream, usize)> {
+        let vip = SocketAddr::from((VIP, VIP_PORT));
+        let mut stream = TcpStream::connect_timeout(&vip, CONNECT_TIMEOUT)
+            .with_context(|| format!("connecting to {vip}"))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        let local = stream.local_addr()?;
+        let name = read_line(&mut stream).with_context(|| format!("{local} -> {vip}"))?;
+        let backend = self
+            .names
+            .iter()
+            .position(|n| *n == name)
+            .with_context(|| format!("{local} -> {vip}: unexpected answer {name:?}"))?;
+        Ok((stream, backend))
+    }
+}
+
+/// A long-lived connection to the VIP.
+#[derive(Debug)]
+pub struct Stream {
+    stream: TcpStream,
+    /// Index of the backend serving it.
+    pub backend: usize,
+}
+
+impl Stream {
+    /// Sends one byte and reads its echo back (within the read timeout).
+    pub fn echo(&mut self, byte: u8) -> anyhow::Result<()> {
+        let local = self.stream.local_addr()?;
+        self.stream
+            .write_all(&[byte])
+            .with_context(|| format!("stream from {local}: sending"))?;
+        let mut back = [0u8; 1];
+        self.stream
+            .read_exact(&mut back)
+            .with_context(|| format!("stream from {local}: reading the echo"))?;
+        ensure!(
+            back[0] == byte,
+            "stream from {local}: sent {byte}, echoed {}",
+            back[0]
+        );
+        Ok(())
+    }
+}
+
+/// Reads one line (without its newline) of at most 64 bytes.
+fn read_line(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match stream.read(&mut byte) {
+            Ok(0) => bail!("closed after {:?}", String::from_utf8_lossy(&line)),
+            Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+            Ok(_) => line.push(byte[0]),
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err).context("reading the backend's name"),
+        }
+    }
+    bail!("no line end in {:?}", String::from_utf8_lossy(&line))
+}
+
+/// State shared by every server of a lab.
+#[derive(Default)]
+struct Shared {
+    /// Set when the lab goes: every connection handler ends.
+    shutdown: AtomicBool,
+    /// Connection handlers, joined when the lab goes.
+    handlers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Server {
+    host: BackendHost,
+    listening: Option<Listening>,
+}
+
+/// A listener on port 80 and the thread accepting on it.
+struct Listening {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Listening {
+    fn start(host: &BackendHost, shared: &Arc<Shared>) -> anyhow::Result<Listening> {
+        let listener = host
+            .ns
+            .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?
+            .with_context(|| format!("listening on port {VIP_PORT} in {}", host.ns.name))?;
+        // Non-blocking, so a connection reset between poll and accept cannot block the thread.
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, shared, name) = (Arc::clone(&stop), Arc::clone(shared), host.name.clone());
+            std::thread::spawn(move || accept(&listener, &name, &stop, &shared))
+        };
+        Ok(Listening { stop, thread })
+    }
+
+    /// Stops accepting and closes the listener (the thread owns it).
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+fn accept(listener: &TcpListener, name: &str, stop: &AtomicBool, shared: &Arc<Shared>) {
+    while !stop.load(Ordering::Relaxed) && !shared.shutdown.load(Ordering::Relaxed) {
+        let mut poll = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a socket this function borrows.
+        if unsafe { libc::poll(&mut poll, 1, POLL.as_millis() as i32) } <= 0 {
+            continue;
+        }
+        while let Ok((stream, _)) = listener.accept() {
+            let reply = format!("{name}\n");
+            let handler_shared = Arc::clone(shared);
+            let handler = std::thread::spawn(move || serve(stream, &reply, &handler_shared));
+            let mut handlers = shared
+                .handlers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            handlers.retain(|h| !h.is_finished());
+            handlers.push(handler);
+        }
+    }
+}
+
+/// Answers the backend's name, then echoes until the client closes, the lab goes, or
+/// MAX_CONNECTION passes.
+fn serve(mut stream: TcpStream, reply: &str, shared: &Shared) {
+    let deadline = Instant::now() + MAX_CONNECTION;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(POLL));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(reply.as_bytes()).is_err() {
+        return;
+    }
+    let mut buffer = [0u8; 512];
+    while !shared.shutdown.load(Ordering::Relaxed) && Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                if stream.write_all(&buffer[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether process `pid` has exited (gone, or a zombie waiting to be reaped).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `pid (comm) S ...`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let staging = path.with_extension("staging");
+    let mut file =
+        File::create(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+fn tx_checksum_off(ns: &Netns, dev: &str) -> anyhow::Result<()> {
+    let mut command = ns.command("ethtool");
+    command.args(["-K", dev, "tx", "off"]);
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?} (is ethtool installed?)"))?;
+    ensure!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The MAC address of `dev` in `ns`, as `ip` prints it. Read with `ip -j`: /sys/class/net
+/// shows the namespace sysfs was mounted in, whatever namespace the reading thread is in.
+fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<String> {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-j", "link", "show", dev])
+        .output()
+        .context("running ip -j link show")?;
+    ensure!(
+        out.status.success(),
+        "ip -n {} link show {dev} failed: {}",
+        ns.name,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    links[0]["address"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no address for {dev} in {}: {links}", ns.name))
+}

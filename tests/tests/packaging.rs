@@ -1,0 +1,291 @@
+//! Tests of the operator packaging (`packaging/`: the systemd unit and the Grafana dashboard)
+//! and of `xlb completions`. No kernel is needed, so there is no privilege gate.
+
+use std::collections::BTreeSet;
+
+use lb_userspace::completions::{self, Shell};
+use serde_json::Value;
+
+const DASHBOARD: &str = include_str!("../../packaging/grafana-dashboard.json");
+const UNIT: &str = include_str!("../../packaging/xlb.service");
+/// The exporter's source: the metric names it renders are its `"xlb_..."` string literals.
+const METRICS_SOURCE: &str = include_str!("../../lb-userspace/src/metrics.rs");
+
+/// Every top-level verb of `xlb`.
+const VERBS: [&str; 11] = [
+    "run",
+    "validate",
+    "plan",
+    "apply",
+    "status",
+    "stats",
+    "explain",
+    "audit",
+    "backend",
+    "down",
+    "completions",
+];
+
+/// Whether `c` may continue a metric name.
+fn name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+}
+
+/// Every `xlb_...` metric name token in `text` (at a word start, so `myxlb_x` is not one).
+fn metric_tokens(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    for (at, _) in text.match_indices("xlb_") {
+        let before = text[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let len = text[at..]
+            .find(|c: char| !name_char(c))
+            .unwrap_or(text.len() - at);
+        tokens.push(&text[at..at + len]);
+    }
+    tokens
+}
+
+/// The metric names `lb_userspace::metrics` renders: the `"xlb_...` string literals of its
+/// source outside the unit tests.
+fn exported_metrics() -> BTreeSet<&'static str> {
+    let code = METRICS_SOURCE
+        .split("#[cfg(test)]")
+        .next()
+        .expect("split yields at least one part");
+    code.match_indices("\"xlb_")
+        .map(|(at, _)| {
+            let name = &code[at + 1..];
+            &name[..name.find(|c: char| !name_char(c)).unwrap_or(name.len())]
+        })
+        .collect()
+}
+
+/// Every string under a key named `key`, anywhere in `value`.
+fn strings_under<'a>(value: &'a Value, key: &str, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == key
+                    && let Some(text) = v.as_str()
+                {
+                    out.push(text);
+                }
+                strings_under(v, key, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| strings_under(v, key, out)),
+        _ => {}
+    }
+}
+
+fn dashboard() -> Value {
+    serde_json::from_str(DASHBOARD).expect("packaging/grafana-dashboard.json is not valid JSON")
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    let mut stack: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has a `panels` list")
+        .iter()
+        .collect();
+    while let Some(panel) = stack.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            stack.extend(nested);
+        }
+        all.push(panel);
+    }
+    all
+}
+
+/// Test that the scan of the exporter's source finds its metric families (a guard for the
+/// dashboard test below, which trusts this list).
+#[test]
+fn metric_names_are_found_in_the_exporter_source() {
+    let names = exported_metrics();
+    for name in [
+        "xlb_vip_packets_total",
+        "xlb_backend_expected_share",
+        "xlb_packets_total",
+        "xlb_alert",
+        "xlb_health_check_duration_seconds",
+    ] {
+        assert!(names.contains(name), "{name} not found among {names:?}");
+    }
+    assert_eq!(metric_tokens("rate(xlb_a[1m]) / myxlb_b"), ["xlb_a"]);
+}
+
+/// Test that the dashboard is JSON with a Prometheus datasource input that every panel and
+/// query uses, in a schema version Grafana 10 imports.
+#[test]
+fn dashboard_parses_and_uses_the_prometheus_input() {
+    let dashboard = dashboard();
+    let inputs = dashboard["__inputs"].as_array().expect("`__inputs` list");
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i["name"] == "DS_PROMETHEUS" && i["pluginId"] == "prometheus"),
+        "no DS_PROMETHEUS input for the prometheus plugin: {inputs:?}"
+    );
+    let schema = dashboard["schemaVersion"].as_u64().expect("schemaVersion");
+    assert!((36..=41).contains(&schema), "schemaVersion {schema}");
+    for panel in panels(&dashboard) {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = &panel["title"];
+        assert_eq!(
+            panel["datasource"]["uid"], "${DS_PROMETHEUS}",
+            "panel {title}"
+        );
+        let targets = panel["targets"].as_array().expect("panel targets");
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(
+                !metric_tokens(expr).is_empty(),
+                "panel {title}: query {expr:?} reads no xlb metric"
+            );
+        }
+    }
+}
+
+/// Test that every query of the dashboard (panels, annotations, variables) names only metrics
+/// the exporter renders, and that the panels the operator needs are there.
+#[test]
+fn dashboard_queries_only_exported_metrics() {
+    let dashboard = dashboard();
+    let exported = exported_metrics();
+    let mut queries = Vec::new();
+    strings_under(&dashboard, "expr", &mut queries);
+    strings_under(&dashboard, "query", &mut queries);
+    strings_under(&dashboard, "definition", &mut queries);
+    assert!(queries.len() >= 10, "only {} queries found", queries.len());
+    let mut used = BTreeSet::new();
+    for query in &queries {
+        for token in metric_tokens(query) {
+            assert!(
+                exported.contains(token),
+                "query {query:?} uses {token}, which lb_userspace::metrics does not render \
+                 (it renders {exported:?})"
+            );
+            used.insert(token);
+        }
+    }
+    for wanted in [
+        "xlb_vip_packets_total",
+        "xlb_vip_bytes_total",
+        "xlb_backend_new_flows_total",
+        "xlb_backend_observed_share",
+        "xlb_backend_expected_share",
+        "xlb_backend_up",
+        "xlb_alert",
+        "xlb_packets_total",
+        "xlb_config_generation",
+        "xlb_apply_duration_seconds",
+        "xlb_health_check_duration_seconds",
+    ] {
+        assert!(used.contains(wanted), "no panel shows {wanted}");
+    }
+}
+
+/// The `key=value` settings of `section` in a unit file, comments skipped.
+fn unit_settings<'a>(unit: &'a str, section: &str) -> Vec<(&'a str, &'a str)> {
+    let mut current = "";
+    let mut settings = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+            continue;
+        }
+        if line.starts_with('[') {
+            current = line;
+        } else if current == section
+            && let Some((key, value)) = line.split_once('=')
+        {
+            settings.push((key.trim(), value.trim()));
+        }
+    }
+    settings
+}
+
+/// Test that the systemd unit has its three sections, runs `xlb run --config`, reloads with
+/// SIGHUP, restarts on failure, and leaves `xlb down` on stop commented out (stopping keeps
+/// forwarding).
+#[test]
+fn systemd_unit_runs_reloads_and_keeps_forwarding_on_stop() {
+    let sections: Vec<&str> = UNIT
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    assert_eq!(sections, ["[Unit]", "[Service]", "[Install]"]);
+    let service = unit_settings(UNIT, "[Service]");
+    let get = |key: &str| {
+        service
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("[Service] has no {key}="))
+    };
+    assert_eq!(get("Type"), "simple");
+    let start: Vec<&str> = get("ExecStart").split_whitespace().collect();
+    assert!(
+        start[0].ends_with("/xlb") && start[1..3] == ["run", "--config"] && start.len() == 4,
+        "ExecStart={start:?}"
+    );
+    let reload = get("ExecReload");
+    assert!(
+        reload.contains("kill") && reload.contains("-HUP") && reload.contains("$MAINPID"),
+        "ExecReload={reload}"
+    );
+    assert_eq!(get("Restart"), "on-failure");
+    for capability in ["CAP_BPF", "CAP_NET_ADMIN"] {
+        assert!(
+            get("CapabilityBoundingSet").contains(capability),
+            "{capability}"
+        );
+    }
+    assert!(
+        service.iter().all(|(k, _)| *k != "ExecStopPost"),
+        "ExecStopPost is active: stopping would detach"
+    );
+    assert!(
+        UNIT.lines()
+            .any(|l| l.starts_with("#ExecStopPost=") && l.ends_with("xlb down")),
+        "the commented `ExecStopPost=... xlb down` line is missing"
+    );
+    assert!(
+        unit_settings(UNIT, "[Unit]").contains(&("After", "network-online.target")),
+        "After=network-online.target"
+    );
+    assert!(
+        unit_settings(UNIT, "[Install]")
+            .iter()
+            .any(|(k, _)| *k == "WantedBy"),
+        "[Install] has no WantedBy="
+    );
+}
+
+/// Test that the bash completion script completes every top-level verb, and that every shell
+/// gets a script.
+#[test]
+fn completion_scripts_name_every_verb() {
+    let bash = completions::script(Shell::Bash);
+    for verb in VERBS {
+        assert!(
+            bash.contains(&format!("xlb,{verb})")),
+            "bash completion does not complete `xlb {verb}`"
+        );
+    }
+    for shell in [Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
+        let script = completions::script(shell);
+        assert!(
+            VERBS.iter().all(|verb| script.contains(verb)),
+            "{shell}: a verb is missing"
+        );
+    }
+}
