@@ -21,7 +21,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -162,10 +162,10 @@ impl DaemonLab {
         // Frames XDP forwards keep the checksum they arrived with: every sender computes full
         // checksums rather than leaving them to an offload that never happens.
         for port in &port_refs {
-            tx_checksum_off(&switch, port)?;
+            switch.tx_checksum_off(port)?;
         }
         for ns in [&client, &lb].into_iter().chain(&hosts) {
-            tx_checksum_off(ns, "eth0")?;
+            ns.tx_checksum_off("eth0")?;
         }
         lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
         lab.addr(&lb, "eth0", &format!("{LB}/24"))?;
@@ -183,7 +183,7 @@ impl DaemonLab {
             for dev in ["all", "default", "lo", "eth0"] {
                 ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
             }
-            let mac = mac_of(&ns, "eth0")?;
+            let mac = ns.mac("eth0")?;
             hosts_out.push(BackendHost {
                 name: format!("b{index}"),
                 ns,
@@ -741,38 +741,4 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&staging, path).with_context(|| format!("replacing {}", path.display()))
-}
-
-fn tx_checksum_off(ns: &Netns, dev: &str) -> anyhow::Result<()> {
-    let mut command = ns.command("ethtool");
-    command.args(["-K", dev, "tx", "off"]);
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?} (is ethtool installed?)"))?;
-    ensure!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-/// The MAC address of `dev` in `ns`, as `ip` prints it. Read with `ip -j`: /sys/class/net
-/// shows the namespace sysfs was mounted in, whatever namespace the reading thread is in.
-fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<String> {
-    let out = Command::new("ip")
-        .args(["-n", &ns.name, "-j", "link", "show", dev])
-        .output()
-        .context("running ip -j link show")?;
-    ensure!(
-        out.status.success(),
-        "ip -n {} link show {dev} failed: {}",
-        ns.name,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    links[0]["address"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no address for {dev} in {}: {links}", ns.name))
 }

@@ -93,6 +93,34 @@ impl Netns {
         })
     }
 
+    /// Turns off tx checksum offload on `dev`: frames XDP rewrites and forwards from a veth
+    /// otherwise reach their receiver with checksums it drops as bad.
+    pub fn tx_checksum_off(&self, dev: &str) -> anyhow::Result<()> {
+        let mut command = self.command("ethtool");
+        run_checked(command.args(["-K", dev, "tx", "off"]))
+    }
+
+    /// The MAC address of `dev`, as `ip` prints it. Read with `ip -j`: /sys/class/net shows the
+    /// namespace sysfs was mounted in, whatever namespace the reading thread is in.
+    pub fn mac(&self, dev: &str) -> anyhow::Result<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j", "link", "show", dev])
+            .output()
+            .context("running ip -j link show")?;
+        if !out.status.success() {
+            bail!(
+                "ip -n {} link show {dev} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        links[0]["address"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no address for {dev} in {}: {links}", self.name))
+    }
+
     /// Runs `ip ARGS` in this namespace and fails with its stderr if it fails.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
         let mut full = vec!["-n", &self.name];

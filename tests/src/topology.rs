@@ -21,7 +21,6 @@ use std::{
     mem,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -278,10 +277,10 @@ impl Topology {
         // Frames XDP forwards keep whatever checksum they arrived with: let every sender
         // compute full checksums instead of leaving them to an offload that never happens.
         for port in &port_refs {
-            tx_checksum_off(&switch, port)?;
+            switch.tx_checksum_off(port)?;
         }
         for ns in [&client, &lb].into_iter().chain(hosts.iter().map(|h| &h.1)) {
-            tx_checksum_off(ns, "eth0")?;
+            ns.tx_checksum_off("eth0")?;
         }
 
         lab.addr(&client, "eth0", &format!("{CLIENT_V4}/24"))?;
@@ -565,37 +564,10 @@ fn attach_decap(host: &BackendHost) -> anyhow::Result<Ebpf> {
     Ok(ebpf)
 }
 
-fn tx_checksum_off(ns: &Netns, dev: &str) -> anyhow::Result<()> {
-    let mut command = ns.command("ethtool");
-    command.args(["-K", dev, "tx", "off"]);
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?} (is ethtool installed?)"))?;
-    ensure!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-/// The MAC address of `dev` in `ns`. Read with `ip -j`: /sys/class/net shows the namespace
-/// sysfs was mounted in, whatever namespace the reading thread is in.
+/// The MAC address of `dev` in `ns`, as bytes.
 fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
-    let out = Command::new("ip")
-        .args(["-n", &ns.name, "-j", "link", "show", dev])
-        .output()
-        .context("running ip -j link show")?;
-    ensure!(
-        out.status.success(),
-        "ip -n {} link show {dev} failed: {}",
-        ns.name,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let text = links[0]["address"]
-        .as_str()
-        .with_context(|| format!("no address for {dev} in {}: {links}", ns.name))?;
+    let text = ns.mac(dev)?;
+    let text = text.as_str();
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for byte in &mut mac {
