@@ -14,10 +14,18 @@ pub fn run(_options: &Options) -> anyhow::Result<()> {
         "--release",
         "--bin",
         "xlb-bench",
+        "--bin",
+        "xlb-bench-control",
     ])?)?;
     let root = cmd::workspace_root();
-    cmd::run(
-        std::process::Command::new(root.join("target/release/xlb-bench"))
-            .arg(root.join("target/bench/dataplane.json")),
-    )
+    for (binary, report) in [
+        ("xlb-bench", "dataplane.json"),
+        ("xlb-bench-control", "controlplane.json"),
+    ] {
+        cmd::run(
+            std::process::Command::new(root.join("target/release").join(binary))
+                .arg(root.join("target/bench").join(report)),
+        )?;
+    }
+    Ok(())
 }
