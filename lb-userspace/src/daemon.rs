@@ -40,6 +40,8 @@ use crate::{
 
 /// How often the config file is checked for changes and alerts and drains are evaluated.
 const TICK: Duration = Duration::from_secs(1);
+/// How far apart two ticks may be from exactly [`TICK`].
+const TICK_JITTER: Duration = Duration::from_millis(50);
 
 /// What the metrics endpoint shows beyond the maps, updated by the daemon.
 type Shared = Arc<Mutex<metrics::Extra>>;
@@ -289,7 +291,9 @@ impl Daemon {
         let expired: Vec<(VipKey, IpAddr)> = self
             .drained_since
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= timeout)
+            // Ticks are 1 s ± a few ms apart: without the slack a drain noticed on one tick
+            // could miss its deadline by a hair and wait a whole extra tick.
+            .filter(|(_, since)| now.duration_since(**since) + TICK_JITTER >= timeout)
             .map(|(key, _)| *key)
             .collect();
         for (key, address) in expired {

@@ -364,20 +364,7 @@ impl DaemonLab {
 
     /// Runs `xlb ARGS --pin-path PIN` in the lb namespace.
     pub fn xlb(&self, args: &[&str]) -> anyhow::Result<VerbOutput> {
-        let mut command = self.lb.command(&self.xlb);
-        command
-            .args(args)
-            .arg("--pin-path")
-            .arg(&self.pin_path)
-            .stdin(Stdio::null());
-        let out = command
-            .output()
-            .with_context(|| format!("running {command:?}"))?;
-        Ok(VerbOutput {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        xlb_verb(&self.lb, &self.xlb, &self.pin_path, args)
     }
 
     /// `xlb status --output json`.
@@ -723,8 +710,32 @@ fn serve(mut stream: TcpStream, reply: &str, shared: &Shared) {
     }
 }
 
+/// Runs the verb `xlb ARGS --pin-path PIN` (the binary `xlb`) in namespace `ns`, as an
+/// operator would from a shell there, and returns what it printed and how it exited.
+pub fn xlb_verb(
+    ns: &Netns,
+    xlb: &Path,
+    pin_path: &Path,
+    args: &[&str],
+) -> anyhow::Result<VerbOutput> {
+    let mut command = ns.command(xlb);
+    command
+        .args(args)
+        .arg("--pin-path")
+        .arg(pin_path)
+        .stdin(Stdio::null());
+    let out = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    Ok(VerbOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// Whether process `pid` has exited (gone, or a zombie waiting to be reaped).
-fn exited(pid: u32) -> bool {
+pub fn exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name in parentheses: `pid (comm) S ...`.
         Ok(stat) => stat

@@ -1,6 +1,8 @@
-//! The demo lab behind README's first command: a client and a load-balancer namespace joined
-//! by a veth pair, the real `xlb run` attached in native mode on the load balancer's side, and
-//! a bounded burst of UDP datagrams that xlb must count and pass to the stack.
+//! The smallest lab: a client and a load-balancer namespace joined by a veth pair, the real
+//! `xlb run --interface` (no services) attached in native mode on the load balancer's side,
+//! and a bounded burst of UDP datagrams that xlb must count and pass to the stack. README's
+//! first command runs the full lab instead ([`crate::lab`]). Also where tests and labs find
+//! the `xlb` binary ([`xlb_binary`]).
 
 use std::{
     net::UdpSocket,

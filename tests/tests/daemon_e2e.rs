@@ -1,8 +1,9 @@
 //! End-to-end tests of the daemon: the real `xlb run --config` process in a load-balancer
 //! namespace, steering real TCP connections from a client namespace to backend namespaces in
-//! native XDP, while the tests fail and restore backends, drain one, reload the config with
-//! SIGHUP, `kill -9` and restart the daemon, scrape its metrics and force skew alerts. The lab
-//! is [`xlb_tests::daemon_lab`]; timings are printed with `--nocapture`.
+//! native XDP, while the tests fail and restore backends, drain one (and let a drain time
+//! out), reload the config with SIGHUP and by only changing the file, `kill -9` and restart the
+//! daemon, scrape its metrics and force skew alerts. The lab is [`xlb_tests::daemon_lab`];
+//! timings are printed with `--nocapture`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -188,6 +189,125 @@ fn drain_keeps_established_streams() {
     }
 }
 
+/// Test that with `drain_timeout_seconds = 1` a drained backend is drained right after
+/// `xlb backend drain` (its established streams still carry bytes), that the daemon disables
+/// it no earlier than the timeout and within the timeout plus slack, and that then 100 new
+/// connections all succeed and none reaches it.
+#[test]
+fn drain_times_out_into_disable() {
+    require_privileges!();
+    const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+    let mut lab = DaemonLab::new("draintmo", 3).expect("lab");
+    let text = lab.config_text(&[1, 1, 1], None).replacen(
+        "[global]\n",
+        &format!(
+            "[global]\ndrain_timeout_seconds = {}\n",
+            DRAIN_TIMEOUT.as_secs()
+        ),
+        1,
+    );
+    assert!(text.contains("drain_timeout_seconds = 1\n"), "{text}");
+    lab.write_config(&text).expect("config");
+    lab.start_daemon().expect("xlb run");
+
+    let mut streams = lab.open_streams(20).expect("20 streams");
+    let mut per_backend = vec![0u64; lab.backends.len()];
+    for stream in &streams {
+        per_backend[stream.backend] += 1;
+    }
+    eprintln!("streams per backend: {per_backend:?}");
+    let drained = busiest(&per_backend);
+    let address = lab.backends[drained].address.to_string();
+    let draining = Instant::now();
+    let out = lab
+        .xlb(&["backend", "drain", VIP_SPEC, &address])
+        .and_then(|out| out.ok())
+        .unwrap_or_else(|err| panic!("xlb backend drain: {err:#}"));
+    let drained_at = Instant::now();
+    eprint!("{}", out.stdout);
+
+    // Right after the drain: drained, out of the table, and its streams still work.
+    let row = lab.backend_stats(drained).expect("stats");
+    assert_eq!(row["state"], "drained", "{row}");
+    assert_eq!(row["expected_share"].as_f64(), Some(0.0), "{row}");
+    let status = lab.status().expect("status");
+    assert_eq!(status["vips"][0]["backends"]["drained"], 1, "{status}");
+    assert_eq!(status["vips"][0]["backends"]["disabled"], 0, "{status}");
+    for (n, stream) in streams.iter_mut().enumerate() {
+        stream.echo(1).unwrap_or_else(|err| {
+            panic!(
+                "stream {n} (b{}) right after the drain of b{drained}: {err:#}",
+                stream.backend
+            )
+        });
+    }
+    let checked = draining.elapsed();
+    eprintln!("b{drained} drained, every stream echoed, {checked:?} after the drain");
+    assert!(
+        checked < DRAIN_TIMEOUT,
+        "the checks right after the drain took {checked:?}, longer than the drain timeout"
+    );
+
+    // The daemon disables it once the timeout has passed: no earlier, and no later than the
+    // timeout plus slack after the verb returned.
+    let within = (DRAIN_TIMEOUT + SLACK).saturating_sub(drained_at.elapsed());
+    let mut last = None;
+    let disabled = try_wait_until(within, || {
+        let row = lab.backend_stats(drained)?;
+        let yes = row["state"] == "disabled";
+        last = Some(row);
+        Ok(yes)
+    });
+    let took = draining.elapsed();
+    assert!(
+        disabled.is_some(),
+        "b{drained} was not disabled {:?} after `xlb backend drain` returned, with \
+         drain_timeout_seconds = {}; last stats row: {last:?}; daemon log:\n{}",
+        drained_at.elapsed(),
+        DRAIN_TIMEOUT.as_secs(),
+        lab.daemon_log()
+    );
+    eprintln!("b{drained} was disabled {took:?} after the drain");
+    assert!(
+        took >= DRAIN_TIMEOUT,
+        "b{drained} was disabled {took:?} after the drain, before the {DRAIN_TIMEOUT:?} \
+         timeout; daemon log:\n{}",
+        lab.daemon_log()
+    );
+    let row = lab.backend_stats(drained).expect("stats");
+    assert_eq!(row["expected_share"].as_f64(), Some(0.0), "{row}");
+    let status = lab.status().expect("status");
+    assert_eq!(status["vips"][0]["backends"]["drained"], 0, "{status}");
+    assert_eq!(status["vips"][0]["backends"]["disabled"], 1, "{status}");
+    assert!(
+        lab.daemon_log().contains("drain timeout"),
+        "the daemon did not log the drain timeout:\n{}",
+        lab.daemon_log()
+    );
+
+    let answered = lab
+        .ask_many(100, BATCH)
+        .unwrap_or_else(|err| panic!("with b{drained} disabled: {err:#}"));
+    eprintln!("new connections after the drain timeout: {answered:?}");
+    assert_eq!(answered.iter().sum::<u64>(), 100);
+    assert_eq!(
+        answered[drained], 0,
+        "the disabled b{drained} got new connections"
+    );
+    // The other backends' streams are not the timeout's business: they go on. (The disabled
+    // backend's own streams may have broken; that is what the timeout is for.)
+    for (n, stream) in streams.iter_mut().enumerate() {
+        if stream.backend != drained {
+            stream.echo(2).unwrap_or_else(|err| {
+                panic!(
+                    "stream {n} (b{}) after b{drained} was disabled: {err:#}",
+                    stream.backend
+                )
+            });
+        }
+    }
+}
+
 /// Test that SIGHUP with an invalid config file (all weight on one backend, XLB003; then a
 /// TOML syntax error) keeps the running config: the generation stays and connections still
 /// spread over every backend; and that SIGHUP with a valid changed file (one backend's weight
@@ -234,6 +354,79 @@ fn sighup_with_a_bad_file_keeps_the_config() {
     assert!(!lab.in_table(zeroed).expect("stats"));
     let answered = lab.ask_many(100, BATCH).expect("connections");
     eprintln!("after the valid reload: {answered:?}");
+    assert_eq!(answered.iter().sum::<u64>(), 100);
+    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
+    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+}
+
+/// Test that the daemon notices a changed config file by itself, without a signal: a valid
+/// changed file (one backend's weight 0) is live within 3 s (the generation goes up and that
+/// backend gets none of 100 new connections), and an invalid one (a TOML syntax error) changes
+/// nothing for 3 s (the generation stays, connections still work and still avoid it).
+#[test]
+fn config_file_change_reloads_without_a_signal() {
+    require_privileges!();
+    /// How long the daemon may take to notice a change: its 1 s tick plus slack.
+    const NOTICE: Duration = Duration::from_secs(3);
+    let lab = started("filereload");
+    let generation = lab.generation().expect("generation");
+
+    let zeroed = 2;
+    let changed = lab.config_text(&[1, 1, 0], None);
+    lab.write_config(&changed)
+        .expect("write the changed config");
+    let took = wait_until("the changed config file is applied", NOTICE, || {
+        Ok(lab.generation()? > generation)
+    });
+    eprintln!("the changed file was live {took:?} after it was written");
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("config file changed: reloading") && !log.contains("SIGHUP"),
+        "the daemon did not reload for the file change:\n{log}"
+    );
+    let reloaded = lab.status().expect("status");
+    let live = reloaded["generation"].as_u64().expect("generation");
+    assert!(!lab.in_table(zeroed).expect("stats"));
+    let answered = lab.ask_many(100, BATCH).expect("connections");
+    eprintln!("after the file changed: {answered:?}");
+    assert_eq!(answered.iter().sum::<u64>(), 100);
+    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
+    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+
+    let invalid = "the new config is invalid; keeping the running one";
+    let refusals = lab.daemon_log().matches(invalid).count();
+    lab.write_config(&format!("{changed}\n[[vip\n"))
+        .expect("write the invalid config");
+    let start = Instant::now();
+    let mut refused = None;
+    while start.elapsed() < NOTICE {
+        let now = lab.status().expect("status");
+        assert_eq!(
+            now["generation"].as_u64(),
+            Some(live),
+            "an invalid config file changed the live state {:?} after it was written; daemon \
+             log:\n{}",
+            start.elapsed(),
+            lab.daemon_log()
+        );
+        assert_eq!(now["config_hash"], reloaded["config_hash"], "{now}");
+        if refused.is_none() && lab.daemon_log().matches(invalid).count() > refusals {
+            refused = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = refused.unwrap_or_else(|| {
+        panic!(
+            "the daemon did not say it refused the invalid file within {NOTICE:?}:\n{}",
+            lab.daemon_log()
+        )
+    });
+    eprintln!("the invalid file was refused {refused:?} after it was written");
+    assert!(!lab.in_table(zeroed).expect("stats"));
+    let answered = lab
+        .ask_many(100, BATCH)
+        .unwrap_or_else(|err| panic!("after the invalid file: {err:#}"));
+    eprintln!("after the invalid file: {answered:?}");
     assert_eq!(answered.iter().sum::<u64>(), 100);
     assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
     assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");

@@ -1,12 +1,22 @@
-//! Namespace-backed tests: the demo lab with the real `xlb run` in native XDP mode, and the
-//! lab harness's cleanup on drop, on panic and on Ctrl-C.
+//! Namespace-backed tests: the lab behind `cargo xtask lab` (the `xlb-lab` binary: nginx
+//! backends, the real `xlb run --config` daemon, HTTP through four VIPs), the minimal demo
+//! lab with `xlb run --interface` in native XDP mode, and the lab harness's cleanup on drop,
+//! on panic and on Ctrl-C.
 
 use std::{
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use xlb_tests::{demo, netns::Lab, require_privileges};
+
+/// Requests per VIP in the end-to-end run: enough that a share within ±10 points of the
+/// expected one is a test of xlb, not of luck (one standard deviation is 2.5 points for the
+/// backend expected to take half; ±10 points is 4 of them).
+const LAB_REQUESTS: u32 = 400;
+/// How long the lab's processes get to vanish after it exits (a zombie waits for init).
+const GONE_WITHIN: Duration = Duration::from_secs(5);
 
 fn namespaces() -> String {
     let out = Command::new("ip")
@@ -92,20 +102,166 @@ fn lab_is_removed_when_a_test_panics() {
     );
 }
 
-/// Test that Ctrl-C (SIGINT) on a running lab leaves no namespace and no xlb process behind.
+/// Everything of the lab binary with pid `pid` still there: every name it gives (namespaces,
+/// pin directories, its directory under /tmp) starts `xlbt-PID-`, and so does a path on the
+/// command line or among the open files of each process it starts (nginx masters and
+/// workers, the daemon).
+fn lab_leftovers(pid: u32) -> Vec<String> {
+    let marker = format!("xlbt-{pid}-");
+    let mut left: Vec<String> = namespaces()
+        .lines()
+        .filter(|line| line.contains(&marker))
+        .map(|line| format!("namespace {line}"))
+        .collect();
+    for dir in [Path::new("/sys/fs/bpf").to_path_buf(), std::env::temp_dir()] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&marker) {
+                left.push(format!("{}", entry.path().display()));
+            }
+        }
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+            .unwrap_or_default();
+        let open_file = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target.to_string_lossy().contains(&marker));
+        if cmdline.contains(&marker) || open_file {
+            left.push(format!("process {:?}: {cmdline}", entry.file_name()));
+        }
+    }
+    left
+}
+
+/// Waits up to [`GONE_WITHIN`] for [`lab_leftovers`] to be empty; what is left then.
+fn wait_for_no_leftovers(pid: u32) -> Vec<String> {
+    let deadline = Instant::now() + GONE_WITHIN;
+    loop {
+        let left = lab_leftovers(pid);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Test that the lab of `cargo xtask lab` works end to end: every HTTP request to each of its
+/// four VIPs (IPv4 and IPv6, dsr and ipip) is answered by a backend's nginx, each backend's
+/// share is within 10 points of what its weight gives it, the binary exits 0, and no
+/// namespace, pin, file or process of the lab is left.
+#[test]
+fn lab_balances_http_by_weight_and_leaves_nothing() {
+    require_privileges!();
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let report_path =
+        std::env::temp_dir().join(format!("xlb-lab-report-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb-lab"))
+        .args(["--requests", &LAB_REQUESTS.to_string(), "--report"])
+        .arg(&report_path)
+        .env("XLB_BIN", &xlb)
+        .output()
+        .expect("run xlb-lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "xlb-lab failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(&report_path).expect("the lab's report");
+    let _ = std::fs::remove_file(&report_path);
+    let report: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+
+    let vips = report["vips"].as_array().expect("vips");
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for vip in vips {
+        let name = vip["vip"].as_str().unwrap_or_default();
+        seen.push((
+            vip["address"].as_str().unwrap_or_default().to_owned(),
+            vip["forwarding"].as_str().unwrap_or_default().to_owned(),
+        ));
+        assert_eq!(
+            vip["answered"].as_u64(),
+            Some(u64::from(LAB_REQUESTS)),
+            "{name}: not every request was answered: {vip}\n{stdout}"
+        );
+        let backends = vip["backends"].as_array().expect("backends");
+        assert_eq!(backends.len(), 3, "{vip}");
+        for backend in backends {
+            let share = backend["answered"].as_f64().unwrap_or(0.0) / f64::from(LAB_REQUESTS);
+            let expected = backend["expected_share"].as_f64().unwrap_or(-1.0);
+            assert!(
+                (share - expected).abs() <= 0.10,
+                "{name}: backend {} took {:.1}% of the requests, {:.1}% expected:\n{stdout}",
+                backend["name"],
+                share * 100.0,
+                expected * 100.0
+            );
+        }
+    }
+    for (address, forwarding) in [
+        ("198.18.1.10", "dsr"),
+        ("2001:db8:1::10", "dsr"),
+        ("198.18.1.20", "ipip"),
+        ("2001:db8:1::20", "ipip"),
+    ] {
+        assert!(
+            seen.contains(&(address.to_owned(), forwarding.to_owned())),
+            "no {forwarding} VIP {address} in {seen:?}"
+        );
+    }
+    let stats = report["stats"].as_str().unwrap_or_default();
+    assert!(
+        stats.contains("forwarded_dsr") && stats.contains("forwarded_ipip"),
+        "{stats}"
+    );
+    assert!(stdout.contains("xlb down"), "{stdout}");
+
+    // The binary's pid is gone with it; its names carry it.
+    let pid = Path::new(report["dir"].as_str().unwrap_or_default())
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_prefix("xlbt-"))
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .expect("the lab's directory names its pid");
+    let left = wait_for_no_leftovers(pid);
+    assert!(left.is_empty(), "left behind by the lab: {left:#?}");
+    assert!(!Path::new(report["pin_path"].as_str().unwrap_or("/")).exists());
+}
+
+/// Test that Ctrl-C (SIGINT) on the lab, once its nginx servers and the xlb daemon run,
+/// makes it exit with 130 leaving no namespace, pin, file or process (nginx workers included)
+/// behind.
 #[test]
 fn lab_is_removed_on_ctrl_c() {
     require_privileges!();
+    let xlb = demo::xlb_binary().expect("xlb binary");
     let mut lab = Command::new(env!("CARGO_BIN_EXE_xlb-lab"))
+        .env("XLB_BIN", &xlb)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start xlb-lab");
-    let marker = format!("xlbt-{}-", lab.id());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !namespaces().contains(&marker) {
+    let pid = lab.id();
+    let daemon = format!(
+        "xlb run --config {}/",
+        std::env::temp_dir()
+            .join(format!("xlbt-{pid}-lab"))
+            .display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lab_leftovers(pid).iter().any(|line| line.contains(&daemon)) {
         assert!(
             Instant::now() < deadline,
-            "the lab never created its namespaces"
+            "the lab never started its daemon: {:#?}",
+            lab_leftovers(pid)
         );
         assert!(
             lab.try_wait().expect("poll").is_none(),
@@ -113,19 +269,23 @@ fn lab_is_removed_on_ctrl_c() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        lab_leftovers(pid)
+            .iter()
+            .any(|line| line.contains("nginx: worker")),
+        "no nginx worker before Ctrl-C: {:#?}",
+        lab_leftovers(pid)
+    );
     // SAFETY: signalling the child we just spawned.
-    unsafe { libc::kill(lab.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let status = lab.wait().expect("wait for xlb-lab");
     assert_eq!(
         status.code(),
         Some(130),
         "xlb-lab should exit with 130 after Ctrl-C"
     );
-    assert!(
-        !namespaces().contains(&marker),
-        "namespaces left after Ctrl-C:\n{}",
-        namespaces()
-    );
+    let left = wait_for_no_leftovers(pid);
+    assert!(left.is_empty(), "left behind after Ctrl-C: {left:#?}");
 }
 
 /// Test that two hosts joined through a bridge in a third namespace exchange real traffic.

@@ -1,12 +1,30 @@
-//! `cargo xtask lab`: builds xlb and runs the demo lab (network namespaces, real traffic,
-//! xlb's counters). Everything it creates is removed on exit, on error and on Ctrl-C.
+//! `cargo xtask lab`: builds xlb and the lab binary (`xlb-lab`, tests/src/lab.rs) and runs the
+//! lab: namespaces with a client, the load balancer and three nginx backends, the real `xlb run
+//! --config` daemon, bursts of HTTP requests through four VIPs, the distribution and `xlb
+//! stats`. Everything it creates is removed on exit, on error and on Ctrl-C, unless `--keep`
+//! leaves it up for `--down` to remove later.
+
+use std::process::{Command, ExitStatus};
+
+use anyhow::{Context as _, bail};
 
 use crate::{cmd, setup};
 
 #[derive(clap::Args)]
-pub struct Options {}
+pub struct Options {
+    /// Leave the lab running (namespaces xlblab-*, nginx, the xlb daemon) and print commands
+    /// to poke at it; `--down` removes it.
+    #[arg(long, conflicts_with = "down")]
+    keep: bool,
+    /// Remove a lab left running by `--keep` (says so if there is none).
+    #[arg(long)]
+    down: bool,
+    /// HTTP requests per VIP (1 to 2,000; default 300).
+    #[arg(long, value_name = "N", conflicts_with = "down")]
+    requests: Option<u32>,
+}
 
-pub fn run(_options: &Options) -> anyhow::Result<()> {
+pub fn run(options: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options {})?;
     cmd::run(&mut cmd::cargo(&[
         "build",
@@ -17,7 +35,53 @@ pub fn run(_options: &Options) -> anyhow::Result<()> {
         "xlb-lab",
     ])?)?;
     let release = cmd::workspace_root().join("target/release");
-    cmd::run(
-        std::process::Command::new(release.join("xlb-lab")).env("XLB_BIN", release.join("xlb")),
-    )
+    let mut lab = Command::new(release.join("xlb-lab"));
+    lab.env("XLB_BIN", release.join("xlb"));
+    if options.keep {
+        lab.arg("--keep");
+    }
+    if options.down {
+        lab.arg("--down");
+    }
+    if let Some(requests) = options.requests {
+        lab.args(["--requests", &requests.to_string()]);
+    }
+    let status = run_through_ctrl_c(&mut lab)?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // Ctrl-C: the lab has removed what it built and said so; exit as it did.
+        Some(130) => std::process::exit(130),
+        _ => bail!("`{}` failed ({status})", describe(&lab)),
+    }
+}
+
+/// Runs `command` while Ctrl-C reaches only it (the whole foreground process group gets the
+/// signal): xtask waits for the lab to remove what it built instead of returning the prompt
+/// in the middle of it.
+fn run_through_ctrl_c(command: &mut Command) -> anyhow::Result<ExitStatus> {
+    extern "C" fn ignore(_signal: libc::c_int) {}
+    println!("xtask: $ {}", describe(command));
+    // A handler rather than SIG_IGN: exec resets handlers, so the lab still gets the default.
+    // SAFETY: `ignore` is async-signal-safe (it does nothing).
+    let previous = unsafe {
+        libc::signal(
+            libc::SIGINT,
+            ignore as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
+        )
+    };
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{}`", describe(command)));
+    // SAFETY: restores the disposition saved above.
+    unsafe { libc::signal(libc::SIGINT, previous) };
+    status
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
 }

@@ -31,7 +31,8 @@ enum Task {
     Test(test::Options),
     /// Run the data-plane benchmarks; writes target/bench/dataplane.json.
     Bench(bench::Options),
-    /// Run the demo lab: xlb attached in a network namespace, real traffic, its counters.
+    /// Run the lab: real nginx backends behind the xlb daemon in network namespaces, HTTP
+    /// through dsr and ipip VIPs (IPv4 and IPv6), the distribution next to the weights.
     Lab(lab::Options),
 }
 

@@ -22,6 +22,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iputils-ping",
     "curl",
     "util-linux",
+    "nginx-light",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 

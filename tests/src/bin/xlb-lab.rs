@@ -1,27 +1,104 @@
-//! The demo lab (README's first command, through `cargo xtask lab`): runs [`xlb_tests::demo`]
-//! and prints what happened.
+//! The lab (README's first command, through `cargo xtask lab`): runs [`xlb_tests::lab`], or
+//! removes a kept one.
+//!
+//! `xlb-lab [--requests N] [--keep] [--report FILE]` runs it (`--keep` leaves it up);
+//! `xlb-lab --down` removes a kept lab. The `xlb` binary is `$XLB_BIN`, else the one beside
+//! this one. Exits 0 on success, 1 on failure, 2 on a bad argument, 130 after Ctrl-C (with
+//! everything removed).
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use xlb_tests::{demo, lab, lab_site};
+
+const USAGE: &str = "usage: xlb-lab [--requests N] [--keep] [--report FILE] | xlb-lab --down";
+
+struct Args {
+    requests: u32,
+    keep: bool,
+    down: bool,
+    report: Option<PathBuf>,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let mut parsed = Args {
+        requests: lab::DEFAULT_REQUESTS,
+        keep: false,
+        down: false,
+        report: None,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--keep" => parsed.keep = true,
+            "--down" => parsed.down = true,
+            "--requests" => {
+                let value = args.next().context("--requests needs a number")?;
+                parsed.requests = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=lab::MAX_REQUESTS).contains(n))
+                    .with_context(|| {
+                        format!("--requests {value}: give 1 to {}", lab::MAX_REQUESTS)
+                    })?;
+            }
+            "--report" => {
+                parsed.report = Some(args.next().context("--report needs a file")?.into())
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    if parsed.keep && parsed.down {
+        bail!("--keep and --down exclude each other");
+    }
+    Ok(parsed)
+}
 
 fn main() -> ExitCode {
-    let result = xlb_tests::demo::xlb_binary().and_then(|xlb| xlb_tests::demo::run(&xlb, 1000));
-    match result {
-        Ok(report) => {
-            println!("xlb output:\n{}", report.xlb_output);
-            println!(
-                "client sent {} UDP datagrams to 198.18.0.2:9000 through xlb; {} arrived",
-                report.sent, report.received
-            );
-            println!(
-                "xlb counted {} as not-a-VIP and passed them",
-                report.counter("reason.not_vip")
-            );
-            ExitCode::SUCCESS
-        }
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
         Err(err) => {
-            xlb_tests::netns::exit_if_interrupted();
+            eprintln!("xlb-lab: {err:#}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            lab_site::exit_if_interrupted();
             eprintln!("xlb-lab: error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    if args.down {
+        // `xlb down` for the pins if the binary is there; the pins go either way.
+        let xlb = demo::xlb_binary().ok();
+        if !lab_site::down(xlb.as_deref())? {
+            println!(
+                "lab: no kept lab to remove (no {}, no {}- namespaces or pins)",
+                lab_site::state_path().display(),
+                lab_site::KEPT_PREFIX
+            );
+        }
+        return Ok(());
+    }
+    let xlb = demo::xlb_binary()?;
+    let report = lab::run(
+        &xlb,
+        &lab::Options {
+            requests: args.requests,
+            keep: args.keep,
+        },
+    )?;
+    if let Some(path) = &args.report {
+        let text = serde_json::to_string_pretty(&report.to_json())?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,928 @@
+//! The lab behind README's first command (`cargo xtask lab`, the `xlb-lab` binary): a client,
+//! the load balancer and three backends in network namespaces on a bridge; nginx in every
+//! backend answering with its name; the real `xlb run --config` daemon in the lb namespace
+//! with four VIPs (IPv4 and IPv6, `dsr` and `ipip`, backends weighted 1:1:2); a bounded burst
+//! of HTTP requests from the client with curl, one new connection each; per VIP, how many
+//! requests each backend answered beside the share its weight gives it; and `xlb stats`.
+//! Then everything is removed (also on error and on Ctrl-C), unless the lab is kept
+//! ([`Options::keep`]): see [`crate::lab_site`] for both.
+//!
+//! ```text
+//!   client (eth0: 198.18.0.1, 2001:db8::1)  ──┐
+//!   lb     (eth0: 198.18.0.2, 2001:db8::2)  ──┼── br0 in sw; XDP bare_pass on p-lb, so
+//!   b{i}   (eth0: 198.18.0.1{i}, ::1{i})    ──┘   native XDP_TX from the lb is delivered
+//! ```
+//!
+//! Every backend holds the four VIPs on its loopback and answers the client directly; on its
+//! eth0 the `xlb_decap` program strips the tunnels of the `ipip` VIPs. As in
+//! [`crate::topology`], the links behind the lb carry an MTU of [`FABRIC_MTU`] and xlb's
+//! config says so, so a full-size tunnelled packet is never dropped; the client's link stays
+//! at 1500.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::{Ebpf, programs::links::FdLink};
+use lb_common::DECAP_PROGRAM_NAME;
+use lb_userspace::{args::XdpModeArg, attach, decap, object};
+
+use crate::{
+    daemon_lab::{exited, xlb_verb},
+    lab_site::{self, Site},
+    netns::Netns,
+    topology::{CLIENT_V4, CLIENT_V6, FABRIC_MTU, LB_V4, LB_V6, VIP_V4, VIP_V6},
+};
+
+/// The backends' weights, in every VIP: b2 should answer half of the requests.
+pub const WEIGHTS: [u32; 3] = [1, 1, 2];
+/// HTTP requests per VIP unless told otherwise, and the most allowed.
+pub const DEFAULT_REQUESTS: u32 = 300;
+pub const MAX_REQUESTS: u32 = 2_000;
+/// The `ipip` VIPs (the `dsr` ones are [`VIP_V4`] and [`VIP_V6`]).
+pub const IPIP_VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
+pub const IPIP_VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20);
+const HTTP_PORT: u16 = 80;
+/// Where the daemon serves metrics, on the lb namespace's loopback.
+const METRICS_ADDRESS: &str = "127.0.0.1:9100";
+/// curl processes running at once during a burst.
+const CONCURRENCY: usize = 8;
+/// What each curl may take (`--max-time`), in seconds.
+const CURL_MAX_TIME: &str = "2";
+/// How long nginx and the daemon may take to be ready.
+const NGINX_READY: Duration = Duration::from_secs(10);
+const DAEMON_READY: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(50);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// HTTP requests per VIP (1 to [`MAX_REQUESTS`]).
+    pub requests: u32,
+    /// Leave the lab running under fixed `xlblab-` names instead of removing it.
+    pub keep: bool,
+}
+
+/// One VIP of the lab.
+#[derive(Clone, Copy, Debug)]
+pub struct LabVip {
+    pub name: &'static str,
+    pub address: IpAddr,
+    pub forwarding: &'static str,
+}
+
+/// The four VIPs: IPv4 and IPv6, `dsr` and `ipip`, all TCP port 80.
+pub const VIPS: [LabVip; 4] = [
+    LabVip {
+        name: "web-v4",
+        address: IpAddr::V4(VIP_V4),
+        forwarding: "dsr",
+    },
+    LabVip {
+        name: "web-v6",
+        address: IpAddr::V6(VIP_V6),
+        forwarding: "dsr",
+    },
+    LabVip {
+        name: "tunnel-v4",
+        address: IpAddr::V4(IPIP_VIP_V4),
+        forwarding: "ipip",
+    },
+    LabVip {
+        name: "tunnel-v6",
+        address: IpAddr::V6(IPIP_VIP_V6),
+        forwarding: "ipip",
+    },
+];
+
+/// How one backend did in one VIP's burst.
+#[derive(Clone, Debug)]
+pub struct BackendShare {
+    pub name: String,
+    /// Its address in this VIP's config (the VIP's family).
+    pub address: IpAddr,
+    pub weight: u32,
+    pub answered: u64,
+    /// The share of requests its weight gives it, 0 to 1.
+    pub expected: f64,
+}
+
+/// One VIP's burst.
+#[derive(Clone, Debug)]
+pub struct VipBurst {
+    pub vip: LabVip,
+    pub requests: u32,
+    /// Requests answered by a backend's nginx.
+    pub answered: u64,
+    pub backends: Vec<BackendShare>,
+    /// The first few failures, as curl reported them.
+    pub errors: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// What a run of the lab found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub bursts: Vec<VipBurst>,
+    /// What `xlb stats` printed after the bursts.
+    pub stats: String,
+    pub namespaces: Vec<String>,
+    pub pin_path: PathBuf,
+    pub dir: PathBuf,
+    pub kept: bool,
+}
+
+impl Report {
+    /// The report as JSON (`xlb-lab --report FILE`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let bursts: Vec<serde_json::Value> = self
+            .bursts
+            .iter()
+            .map(|burst| {
+                let backends: Vec<serde_json::Value> = burst
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        serde_json::json!({
+                            "name": b.name,
+                            "address": b.address.to_string(),
+                            "weight": b.weight,
+                            "answered": b.answered,
+                            "expected_share": b.expected,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "vip": burst.vip.name,
+                    "address": burst.vip.address.to_string(),
+                    "forwarding": burst.vip.forwarding,
+                    "requests": burst.requests,
+                    "answered": burst.answered,
+                    "errors": burst.errors,
+                    "seconds": burst.elapsed.as_secs_f64(),
+                    "backends": backends,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "vips": bursts,
+            "stats": self.stats,
+            "namespaces": self.namespaces,
+            "pin_path": self.pin_path.display().to_string(),
+            "dir": self.dir.display().to_string(),
+            "kept": self.kept,
+        })
+    }
+}
+
+/// One backend host.
+#[derive(Clone, Debug)]
+struct Host {
+    /// `b{index}`: what its nginx answers.
+    name: String,
+    ns: Netns,
+    v4: Ipv4Addr,
+    v6: Ipv6Addr,
+    /// Its eth0's MAC, as `aa:bb:cc:dd:ee:ff`.
+    mac: String,
+}
+
+impl Host {
+    /// Its address of `vip`'s family: what xlb's config names it by in that VIP.
+    fn address_for(&self, vip: IpAddr) -> IpAddr {
+        match vip {
+            IpAddr::V4(_) => IpAddr::V4(self.v4),
+            IpAddr::V6(_) => IpAddr::V6(self.v6),
+        }
+    }
+}
+
+/// The namespaces and links of the lab.
+struct Topology {
+    switch: Netns,
+    client: Netns,
+    lb: Netns,
+    backends: Vec<Host>,
+}
+
+impl Topology {
+    fn namespaces(&self) -> Vec<String> {
+        [&self.switch, &self.client, &self.lb]
+            .into_iter()
+            .chain(self.backends.iter().map(|host| &host.ns))
+            .map(|ns| ns.name.clone())
+            .collect()
+    }
+}
+
+/// Runs the lab with the `xlb` binary `xlb`; prints what it does and finds as it goes.
+pub fn run(xlb: &Path, options: &Options) -> anyhow::Result<Report> {
+    ensure!(
+        (1..=MAX_REQUESTS).contains(&options.requests),
+        "{} requests per VIP: use 1 to {MAX_REQUESTS}",
+        options.requests
+    );
+    let xlb = std::fs::canonicalize(xlb)
+        .with_context(|| format!("the xlb binary {} is not there", xlb.display()))?;
+    let start = Instant::now();
+    let mut site = if options.keep {
+        Site::kept(&xlb)?
+    } else {
+        Site::removable()?
+    };
+    let result = run_on(&mut site, &xlb, options);
+    if options.keep {
+        if let Err(err) = result {
+            lab_site::exit_if_interrupted();
+            eprintln!("lab: failed ({err:#}); removing the kept lab built so far");
+            drop(site);
+            lab_site::down(Some(&xlb))?;
+            return Err(err);
+        }
+        return result.map(|(report, _)| report);
+    }
+    let (report, teardown) = result?;
+    drop(site);
+    let left: Vec<&String> = report
+        .namespaces
+        .iter()
+        .filter(|name| Path::new("/run/netns").join(name).exists())
+        .collect();
+    ensure!(left.is_empty(), "namespaces left after the lab: {left:?}");
+    ensure!(
+        !report.pin_path.exists(),
+        "pins left after the lab under {}",
+        report.pin_path.display()
+    );
+    println!(
+        "lab: removed {} namespaces with their links, the pins and every process in {:.1} s; \
+         the whole lab took {:.1} s",
+        report.namespaces.len(),
+        teardown.elapsed().as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+    let failed = failures(&report);
+    ensure!(failed.is_empty(), "requests failed: {}", failed.join("; "));
+    Ok(report)
+}
+
+/// `VIP: N of M requests unanswered` for every VIP that lost requests.
+fn failures(report: &Report) -> Vec<String> {
+    report
+        .bursts
+        .iter()
+        .filter(|burst| burst.answered < u64::from(burst.requests))
+        .map(|burst| {
+            format!(
+                "{}: {} of {} requests unanswered",
+                burst.vip.name,
+                u64::from(burst.requests) - burst.answered,
+                burst.requests
+            )
+        })
+        .collect()
+}
+
+/// Builds the lab and runs the bursts; a removable lab is then taken down as far as the site
+/// leaves to its owner (daemon, pins, servers), and the instant that began is returned too.
+fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Report, Instant)> {
+    let step = Instant::now();
+    let topology = build(site)?;
+    attach_programs(site, &topology)?;
+    println!(
+        "lab: namespaces {} on a bridge; xlb_decap on every backend's eth0 ({:.1} s)",
+        topology.namespaces().join(", "),
+        step.elapsed().as_secs_f64()
+    );
+
+    let step = Instant::now();
+    let mut servers = Vec::new();
+    for host in &topology.backends {
+        servers.push(start_nginx(site, host)?);
+    }
+    for (host, &pid) in topology.backends.iter().zip(&servers) {
+        wait_for_nginx(site, host, pid)?;
+    }
+    println!(
+        "lab: nginx in {} answers its name on every VIP ({:.1} s)",
+        names(&topology.backends),
+        step.elapsed().as_secs_f64()
+    );
+
+    let step = Instant::now();
+    let pin_path = site.pin_dir("xlb")?;
+    // xlb creates the directory itself; the site removes it with the lab.
+    std::fs::remove_dir(&pin_path)
+        .with_context(|| format!("removing the empty {}", pin_path.display()))?;
+    let config_path = site.dir.join("xlb.toml");
+    std::fs::write(&config_path, config_text(&pin_path, &topology.backends))
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let daemon = start_daemon(site, &topology.lb, xlb, &config_path, &pin_path)?;
+    println!(
+        "lab: xlb run --config {} in {} (pid {daemon}), pinned under {} ({:.1} s)",
+        config_path.display(),
+        topology.lb.name,
+        pin_path.display(),
+        step.elapsed().as_secs_f64()
+    );
+
+    let mut bursts = Vec::new();
+    for vip in VIPS {
+        let burst = burst(&topology, vip, options.requests);
+        print!("{}", render_burst(&burst));
+        bursts.push(burst);
+    }
+    let stats = xlb_verb(&topology.lb, xlb, &pin_path, &["stats"])?
+        .ok()?
+        .stdout;
+    println!(
+        "\n$ xlb stats --pin-path {}\n{}",
+        pin_path.display(),
+        stats.trim_end()
+    );
+
+    let report = Report {
+        bursts,
+        stats,
+        namespaces: topology.namespaces(),
+        pin_path: pin_path.clone(),
+        dir: site.dir.clone(),
+        kept: site.is_kept(),
+    };
+    if site.is_kept() {
+        let failed = failures(&report);
+        if !failed.is_empty() {
+            println!(
+                "\nlab: requests failed ({}); the lab is kept to look into it",
+                failed.join("; ")
+            );
+        }
+        print!("{}", poke_at(&topology, xlb, &pin_path, &site.dir));
+        return Ok((report, Instant::now()));
+    }
+    let teardown = Instant::now();
+
+    // The operator's way down: stop the daemon (forwarding continues on the pins), `xlb
+    // down` (detach, remove the pins), then the servers.
+    let status = site.stop(daemon)?;
+    ensure!(
+        status.success(),
+        "xlb run exited with {status} when stopped; its log:\n{}",
+        daemon_log(&site.dir)
+    );
+    let down = xlb_verb(&topology.lb, xlb, &pin_path, &["down"])?.ok()?;
+    print!(
+        "\n$ xlb down --pin-path {}\n{}",
+        pin_path.display(),
+        down.stdout
+    );
+    for pid in servers {
+        site.stop_nginx(pid)?;
+    }
+    Ok((report, teardown))
+}
+
+/// Creates the namespaces, links and addresses of the diagram in the module doc.
+fn build(site: &mut Site) -> anyhow::Result<Topology> {
+    let switch = site.netns("sw")?;
+    let client = site.netns("client")?;
+    let lb = site.netns("lb")?;
+    let mut hosts = Vec::new();
+    for index in 0..WEIGHTS.len() {
+        hosts.push(site.netns(&format!("b{index}"))?);
+    }
+    // Duplicate address detection would hold every IPv6 address back for a second or two:
+    // off before any link exists, so the defaults apply to the new veths.
+    for ns in [&switch, &client, &lb].into_iter().chain(&hosts) {
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+    }
+    let mut ports = vec!["p-client".to_owned(), "p-lb".to_owned()];
+    veth((&client, "eth0"), (&switch, "p-client"))?;
+    veth((&lb, "eth0"), (&switch, "p-lb"))?;
+    for (index, ns) in hosts.iter().enumerate() {
+        let port = format!("p-b{index}");
+        veth((ns, "eth0"), (&switch, &port))?;
+        ports.push(port);
+    }
+    // Tunnelled frames are larger than the client's (see topology::FABRIC_MTU): raise the MTU
+    // of every link they cross, before any XDP program is attached (veth caps the MTU of a
+    // link whose peer runs XDP). The client's link stays at 1500.
+    let mtu = FABRIC_MTU.to_string();
+    for port in ports.iter().filter(|port| *port != "p-client") {
+        switch.ip(&["link", "set", port, "mtu", &mtu])?;
+    }
+    for ns in std::iter::once(&lb).chain(&hosts) {
+        ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+    }
+    switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+    for port in &ports {
+        switch.ip(&["link", "set", port, "master", "br0"])?;
+    }
+    switch.ip(&["link", "set", "br0", "up"])?;
+    // Frames XDP forwards keep the checksum they arrived with: every sender computes full
+    // checksums rather than leaving them to an offload that never happens.
+    for port in &ports {
+        switch.tx_checksum_off(port)?;
+    }
+    for ns in [&client, &lb].into_iter().chain(&hosts) {
+        ns.tx_checksum_off("eth0")?;
+    }
+
+    addr(&client, "eth0", &format!("{CLIENT_V4}/24"))?;
+    addr(&client, "eth0", &format!("{CLIENT_V6}/64"))?;
+    addr(&lb, "eth0", &format!("{LB_V4}/24"))?;
+    addr(&lb, "eth0", &format!("{LB_V6}/64"))?;
+    // The client reaches every VIP through the load balancer.
+    for vip in VIPS {
+        let (family, prefix) = if vip.address.is_ipv4() {
+            ("-4", 32)
+        } else {
+            ("-6", 128)
+        };
+        let via = if vip.address.is_ipv4() {
+            LB_V4.to_string()
+        } else {
+            LB_V6.to_string()
+        };
+        client.ip(&[
+            family,
+            "route",
+            "add",
+            &format!("{}/{prefix}", vip.address),
+            "via",
+            &via,
+        ])?;
+    }
+
+    let mut backends = Vec::new();
+    for (index, ns) in hosts.into_iter().enumerate() {
+        let v4 = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
+        let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + index as u16);
+        addr(&ns, "eth0", &format!("{v4}/24"))?;
+        addr(&ns, "eth0", &format!("{v6}/64"))?;
+        for vip in VIPS {
+            let prefix = if vip.address.is_ipv4() { 32 } else { 128 };
+            addr(&ns, "lo", &format!("{}/{prefix}", vip.address))?;
+        }
+        // The VIPs are on lo: never answer ARP for them on eth0, never use them as the source
+        // of our own ARP requests, and accept packets whose reply leaves by another route.
+        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        for dev in ["all", "default", "lo", "eth0"] {
+            ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        }
+        let mac = ns.mac("eth0")?;
+        backends.push(Host {
+            name: format!("b{index}"),
+            ns,
+            v4,
+            v6,
+            mac,
+        });
+    }
+    Ok(Topology {
+        switch,
+        client,
+        lb,
+        backends,
+    })
+}
+
+/// Attaches `xlb_decap` to every backend's eth0 and `bare_pass` to the bridge's port of the
+/// lb (native XDP_TX on a veth reaches the peer only if the peer runs an XDP program). Their
+/// links are pinned in the lab's `links` pin directory, so they stay attached without this
+/// process (a kept lab) and go with the directory.
+fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<()> {
+    let links = site.pin_dir("links")?;
+    for host in &topology.backends {
+        let mut ebpf = object::load(object::DECAP_OBJECT, DECAP_PROGRAM_NAME)?;
+        decap::accept(&mut ebpf, IpAddr::V4(host.v4))?;
+        decap::accept(&mut ebpf, IpAddr::V6(host.v6))?;
+        let pin = links.join(format!("decap-{}", host.name));
+        attach_pinned(ebpf, DECAP_PROGRAM_NAME, &host.ns, "eth0", &pin)?;
+    }
+    let pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
+    attach_pinned(
+        pass,
+        "bare_pass",
+        &topology.switch,
+        "p-lb",
+        &links.join("pass-p-lb"),
+    )
+}
+
+/// Attaches program `name` of `ebpf` natively to `dev` in `ns` and pins its link at `pin`.
+fn attach_pinned(
+    mut ebpf: Ebpf,
+    name: &str,
+    ns: &Netns,
+    dev: &str,
+    pin: &Path,
+) -> anyhow::Result<()> {
+    let program = object::xdp_program(&mut ebpf, name)?;
+    let attached = ns
+        .run(|| attach::attach(program, dev, XdpModeArg::Native))?
+        .with_context(|| format!("attaching {name} to {dev} in {}", ns.name))?;
+    let link = FdLink::try_from(program.take_link(attached.link)?)
+        .context("the kernel attached the program without a bpf_link (kernel older than 5.9?)")?;
+    link.pin(pin)
+        .with_context(|| format!("pinning the link of {name} at {}", pin.display()))?;
+    // Dropping the object now is fine: the pinned link holds the program.
+    Ok(())
+}
+
+/// Writes `host`'s nginx config and starts nginx; returns the pid to stop.
+fn start_nginx(site: &mut Site, host: &Host) -> anyhow::Result<u32> {
+    let prefix = site.dir.join(&host.name);
+    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    let conf = site.dir.join(format!("{}.conf", host.name));
+    std::fs::write(&conf, nginx_config(host, &site.dir, &prefix))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let error_log = error_log(&site.dir, host);
+    let (conf, prefix, error_log) = (
+        conf.display().to_string(),
+        prefix.display().to_string(),
+        error_log.display().to_string(),
+    );
+    site.spawn_nginx(
+        &host.ns,
+        &["-c", &conf, "-p", &format!("{prefix}/"), "-e", &error_log],
+    )
+}
+
+fn error_log(dir: &Path, host: &Host) -> PathBuf {
+    dir.join(format!("{}-error.log", host.name))
+}
+
+/// nginx for `host`: one master and one worker, answering every request with the host's
+/// name, on the four VIPs and (for xlb's health checks) on its own addresses.
+fn nginx_config(host: &Host, dir: &Path, prefix: &Path) -> String {
+    let dir = dir.display();
+    let prefix = prefix.display();
+    let name = &host.name;
+    let mut listen = String::new();
+    for address in VIPS
+        .iter()
+        .map(|vip| vip.address)
+        .chain([IpAddr::V4(host.v4), IpAddr::V6(host.v6)])
+    {
+        let _ = writeln!(
+            listen,
+            "        listen {};",
+            SocketAddr::new(address, HTTP_PORT)
+        );
+    }
+    format!(
+        "# nginx of backend {name} in the xlb lab: its name for every request.\n\
+         daemon off;\n\
+         worker_processes 1;\n\
+         pid {dir}/{name}.pid;\n\
+         error_log {dir}/{name}-error.log warn;\n\
+         events {{ worker_connections 512; }}\n\
+         http {{\n\
+         \x20   access_log {dir}/{name}-access.log;\n\
+         \x20   client_body_temp_path {prefix}/body;\n\
+         \x20   proxy_temp_path {prefix}/proxy;\n\
+         \x20   fastcgi_temp_path {prefix}/fastcgi;\n\
+         \x20   uwsgi_temp_path {prefix}/uwsgi;\n\
+         \x20   scgi_temp_path {prefix}/scgi;\n\
+         \x20   server {{\n\
+         {listen}\
+         \x20       location / {{\n\
+         \x20           default_type text/plain;\n\
+         \x20           return 200 \"{name}\\n\";\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         }}\n"
+    )
+}
+
+/// Waits until `host`'s nginx accepts connections on its own IPv4 address.
+fn wait_for_nginx(site: &Site, host: &Host, pid: u32) -> anyhow::Result<()> {
+    let address = SocketAddr::new(IpAddr::V4(host.v4), HTTP_PORT);
+    let deadline = Instant::now() + NGINX_READY;
+    loop {
+        let connected = host
+            .ns
+            .run(|| TcpStream::connect_timeout(&address, Duration::from_millis(200)))?;
+        if connected.is_ok() {
+            return Ok(());
+        }
+        let gone = exited(pid);
+        if gone || Instant::now() >= deadline {
+            let log = std::fs::read_to_string(error_log(&site.dir, host)).unwrap_or_default();
+            let what = if gone {
+                "exited".to_owned()
+            } else {
+                format!("did not answer on {address} within {NGINX_READY:?}")
+            };
+            bail!(
+                "nginx in {} (pid {pid}) {what}; its error log:\n{log}",
+                host.ns.name
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The daemon's config: the four VIPs over the three backends, weighted [`WEIGHTS`], with
+/// HTTP health checks.
+fn config_text(pin_path: &Path, backends: &[Host]) -> String {
+    let mut text = format!(
+        "# The xlb lab's config, written by `cargo xtask lab`.\n\
+         [global]\n\
+         interface = \"eth0\"\n\
+         xdp_mode = \"native\"\n\
+         pin_path = \"{}\"\n\
+         metrics_address = \"{METRICS_ADDRESS}\"\n\
+         # The links behind the lb carry {FABRIC_MTU} bytes: room for the tunnel headers.\n\
+         mtu = {FABRIC_MTU}\n\
+         ipip_source_v4 = \"{LB_V4}\"\n\
+         ipip_source_v6 = \"{LB_V6}\"\n",
+        pin_path.display()
+    );
+    for vip in VIPS {
+        let _ = write!(
+            text,
+            "\n[[vip]]\nname = \"{}\"\naddress = \"{}\"\nport = {HTTP_PORT}\n\
+             protocol = \"tcp\"\nforwarding = \"{}\"\n",
+            vip.name, vip.address, vip.forwarding
+        );
+        for (host, weight) in backends.iter().zip(WEIGHTS) {
+            let _ = write!(
+                text,
+                "\n  [[vip.backend]]\n  address = \"{}\"\n  weight = {weight}\n  mac = \"{}\"\n\
+                 \x20   [vip.backend.health]\n    check = \"http\"\n    path = \"/\"\n\
+                 \x20   interval_ms = 1000\n    timeout_ms = 500\n",
+                host.address_for(vip.address),
+                host.mac
+            );
+        }
+    }
+    text
+}
+
+/// Starts `xlb run --config` in `lb` and waits until it has pinned its link.
+fn start_daemon(
+    site: &mut Site,
+    lb: &Netns,
+    xlb: &Path,
+    config_path: &Path,
+    pin_path: &Path,
+) -> anyhow::Result<u32> {
+    let log_path = site.dir.join("xlb.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut command = lb.command(xlb);
+    command
+        .args(["run", "--config"])
+        .arg(config_path)
+        // Plain log lines in the log file.
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let pid = site.spawn(command)?;
+    let deadline = Instant::now() + DAEMON_READY;
+    while !pin_path.join("link").exists() {
+        let gone = exited(pid);
+        if gone || Instant::now() >= deadline {
+            let what = if gone {
+                "exited before attaching".to_owned()
+            } else {
+                format!("did not attach within {DAEMON_READY:?}")
+            };
+            bail!(
+                "xlb run (pid {pid}) {what}; its log:\n{}",
+                daemon_log(&site.dir)
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+    Ok(pid)
+}
+
+fn daemon_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("xlb.log")).unwrap_or_default()
+}
+
+/// `requests` HTTP requests to `vip` from the client, [`CONCURRENCY`] curl processes at a
+/// time, each one a new connection.
+fn burst(topology: &Topology, vip: LabVip, requests: u32) -> VipBurst {
+    let url = url(vip.address);
+    let names: Vec<&str> = topology.backends.iter().map(|h| h.name.as_str()).collect();
+    let next = AtomicU32::new(0);
+    let tally = Mutex::new((BTreeMap::<String, u64>::new(), Vec::<String>::new()));
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..CONCURRENCY {
+            scope.spawn(|| {
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let answer = curl(&topology.client, &url);
+                    let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    match answer {
+                        Ok(name) if names.contains(&name.as_str()) => {
+                            *tally.0.entry(name).or_default() += 1;
+                        }
+                        Ok(other) => tally.1.push(format!("unexpected answer {other:?}")),
+                        Err(err) => tally.1.push(format!("{err:#}")),
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    let (counts, mut errors) = tally.into_inner().unwrap_or_else(|p| p.into_inner());
+    let failed = errors.len();
+    errors.truncate(5);
+    if failed > errors.len() {
+        errors.push(format!("... {} failures in all", failed));
+    }
+    let total: u32 = WEIGHTS.iter().sum();
+    let backends = topology
+        .backends
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(host, weight)| BackendShare {
+            name: host.name.clone(),
+            address: host.address_for(vip.address),
+            weight,
+            answered: counts.get(&host.name).copied().unwrap_or(0),
+            expected: f64::from(weight) / f64::from(total),
+        })
+        .collect();
+    VipBurst {
+        vip,
+        requests,
+        answered: counts.values().sum(),
+        backends,
+        errors,
+        elapsed,
+    }
+}
+
+/// One `curl -s --max-time 2 URL` from `client`: the body, trimmed.
+fn curl(client: &Netns, url: &str) -> anyhow::Result<String> {
+    let mut command = client.command("curl");
+    // -S: say why a request failed; -g: the brackets of an IPv6 URL are no glob.
+    command
+        .args(["-sS", "-g", "--max-time", CURL_MAX_TIME, url])
+        .stdin(Stdio::null());
+    lab_site::die_with_parent(&mut command, libc::SIGKILL);
+    let out = command
+        .output()
+        .context("running curl (is it installed? `cargo xtask setup` installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "curl {url}: {} ({})",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A burst as a table: per backend, requests answered and their share beside the expected.
+pub fn render_burst(burst: &VipBurst) -> String {
+    let vip = burst.vip;
+    let family = if vip.address.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    let mut text = format!(
+        "\n{} {} ({}, {family}): {} of {} requests answered in {:.1} s\n",
+        vip.name,
+        SocketAddr::new(vip.address, HTTP_PORT),
+        vip.forwarding,
+        burst.answered,
+        burst.requests,
+        burst.elapsed.as_secs_f64()
+    );
+    let _ = writeln!(
+        text,
+        "  {:<8} {:<16} {:>6} {:>9} {:>7} {:>9}",
+        "backend", "address", "weight", "answered", "share", "expected"
+    );
+    for b in &burst.backends {
+        let share = if burst.answered == 0 {
+            0.0
+        } else {
+            b.answered as f64 / burst.answered as f64
+        };
+        let _ = writeln!(
+            text,
+            "  {:<8} {:<16} {:>6} {:>9} {:>6.1}% {:>8.1}%",
+            b.name,
+            b.address.to_string(),
+            b.weight,
+            b.answered,
+            share * 100.0,
+            b.expected * 100.0
+        );
+    }
+    for error in &burst.errors {
+        let _ = writeln!(text, "  failed: {error}");
+    }
+    text
+}
+
+/// What to type to poke at a kept lab.
+fn poke_at(topology: &Topology, xlb: &Path, pin_path: &Path, dir: &Path) -> String {
+    let xlb = xlb.display();
+    let pins = pin_path.display();
+    let client = &topology.client.name;
+    let mut text = format!(
+        "\nlab: kept. It runs until `cargo xtask lab --down`: namespaces {}; nginx and the \
+         daemon's config and logs in {}.\nPoke at it:\n\
+         \x20 {xlb} stats --pin-path {pins}\n\
+         \x20 {xlb} status --pin-path {pins}\n\
+         \x20 {xlb} explain {}:40000 {}:80 tcp --pin-path {pins}\n\
+         \x20 {xlb} explain '[{}]:40000' '[{}]:80' tcp --pin-path {pins}\n\
+         \x20 bpftool map dump pinned {pins}/XLB_REASONS\n",
+        topology.namespaces().join(", "),
+        dir.display(),
+        CLIENT_V4,
+        VIPS[0].address,
+        CLIENT_V6,
+        VIPS[3].address,
+    );
+    for vip in VIPS {
+        let _ = writeln!(
+            text,
+            "  ip netns exec {client} curl -g '{}'",
+            url(vip.address)
+        );
+    }
+    let _ = write!(
+        text,
+        "  ip netns exec {} curl -s http://{METRICS_ADDRESS}/metrics | grep ^xlb_backend_new_flows\n\
+         \x20 tail -f {}/xlb.log {}/b0-access.log\n\
+         Remove it: cargo xtask lab --down\n",
+        topology.lb.name,
+        dir.display(),
+        dir.display()
+    );
+    text
+}
+
+/// `http://ADDRESS/`, the brackets around an IPv6 address included.
+fn url(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => format!("http://{v4}/"),
+        IpAddr::V6(v6) => format!("http://[{v6}]/"),
+    }
+}
+
+fn names(hosts: &[Host]) -> String {
+    hosts
+        .iter()
+        .map(|host| host.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A veth pair with one end in each namespace, both up.
+fn veth(a: (&Netns, &str), b: (&Netns, &str)) -> anyhow::Result<()> {
+    // Created in the first namespace so the names never meet in the caller's namespace.
+    a.0.ip(&[
+        "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", &b.0.name,
+    ])?;
+    a.0.ip(&["link", "set", a.1, "up"])?;
+    b.0.ip(&["link", "set", b.1, "up"])
+}
+
+/// Adds `cidr` to `dev` in `ns`: only from 198.18.0.0/15 and 2001:db8::/32, so lab traffic
+/// never leaves the machine.
+fn addr(ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
+    let address: IpAddr = cidr
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .with_context(|| format!("bad lab address {cidr}"))?;
+    let inside = match address {
+        IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
+        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0xdb8],
+    };
+    ensure!(
+        inside,
+        "lab address {cidr} is outside 198.18.0.0/15 and 2001:db8::/32"
+    );
+    // nodad: usable at once, without duplicate address detection.
+    let mut args = vec!["addr", "add", cidr, "dev", dev];
+    if address.is_ipv6() {
+        args.push("nodad");
+    }
+    ns.ip(&args)
+}
