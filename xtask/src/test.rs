@@ -51,7 +51,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let target = cmd::workspace_root().join("target");
     let log = target.join("privileged-tests.log");
     let _ = std::fs::remove_file(&log);
-    let mut test = cmd::cargo(&["test", "--workspace", "--exclude", "lb-ebpf"])?;
+    let mut test = cmd::cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--no-fail-fast",
+    ])?;
     test.args(&options.cargo_test_args)
         .env("XLB_PRIVILEGED_LOG", &log)
         .env("XLB_BIN", target.join("debug/xlb"));
