@@ -29,7 +29,8 @@ enum Task {
     Build(build::Options),
     /// Run the whole test suite: formatting, clippy (host and eBPF), unit and kernel-backed tests.
     Test(test::Options),
-    /// Run the data-plane benchmarks; writes target/bench/dataplane.json.
+    /// Run the benchmarks: data plane and control plane (target/bench/dataplane.json,
+    /// controlplane.json), or with --e2e HTTP through xlb, HAProxy and direct (e2e.json).
     Bench(bench::Options),
     /// Run the lab: real nginx backends behind the xlb daemon in network namespaces, HTTP
     /// through dsr and ipip VIPs (IPv4 and IPv6), the distribution next to the weights.
