@@ -52,7 +52,8 @@ pub const MAX_REQUESTS: u32 = 2_000;
 /// The `ipip` VIPs (the `dsr` ones are [`VIP_V4`] and [`VIP_V6`]).
 pub const IPIP_VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
 pub const IPIP_VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20);
-const HTTP_PORT: u16 = 80;
+/// The port of every VIP and of every backend's nginx.
+pub const HTTP_PORT: u16 = 80;
 /// Where the daemon serves metrics, on the lb namespace's loopback.
 const METRICS_ADDRESS: &str = "127.0.0.1:9100";
 /// curl processes running at once during a burst.
@@ -187,19 +188,20 @@ impl Report {
 
 /// One backend host.
 #[derive(Clone, Debug)]
-struct Host {
+pub struct Host {
     /// `b{index}`: what its nginx answers.
-    name: String,
-    ns: Netns,
-    v4: Ipv4Addr,
-    v6: Ipv6Addr,
+    pub name: String,
+    pub ns: Netns,
+    /// Its own addresses on eth0, where its nginx listens too (besides the VIPs).
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
     /// Its eth0's MAC, as `aa:bb:cc:dd:ee:ff`.
-    mac: String,
+    pub mac: String,
 }
 
 impl Host {
     /// Its address of `vip`'s family: what xlb's config names it by in that VIP.
-    fn address_for(&self, vip: IpAddr) -> IpAddr {
+    pub fn address_for(&self, vip: IpAddr) -> IpAddr {
         match vip {
             IpAddr::V4(_) => IpAddr::V4(self.v4),
             IpAddr::V6(_) => IpAddr::V6(self.v6),
@@ -208,15 +210,16 @@ impl Host {
 }
 
 /// The namespaces and links of the lab.
-struct Topology {
-    switch: Netns,
-    client: Netns,
-    lb: Netns,
-    backends: Vec<Host>,
+pub struct Topology {
+    pub switch: Netns,
+    pub client: Netns,
+    pub lb: Netns,
+    pub backends: Vec<Host>,
 }
 
 impl Topology {
-    fn namespaces(&self) -> Vec<String> {
+    /// The names of all its namespaces.
+    pub fn namespaces(&self) -> Vec<String> {
         [&self.switch, &self.client, &self.lb]
             .into_iter()
             .chain(self.backends.iter().map(|host| &host.ns))
@@ -293,9 +296,21 @@ fn failures(report: &Report) -> Vec<String> {
         .collect()
 }
 
-/// Builds the lab and runs the bursts; a removable lab is then taken down as far as the site
-/// leaves to its owner (daemon, pins, servers), and the instant that began is returned too.
-fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Report, Instant)> {
+/// A lab up and serving: the topology, nginx in every backend, the daemon in the lb namespace.
+pub struct Running {
+    pub topology: Topology,
+    /// The pids of the backends' nginx, in the order of `topology.backends`.
+    pub servers: Vec<u32>,
+    /// The pid of `xlb run --config`.
+    pub daemon: u32,
+    /// Where the daemon pinned its program, link and maps.
+    pub pin_path: PathBuf,
+}
+
+/// Builds the lab on `site` and starts its servers: the namespaces and links, the XDP
+/// programs of the backends and the bridge, nginx in every backend and `xlb run --config` in
+/// the lb namespace, serving the four [`VIPS`]. Prints each step as it goes.
+pub fn start(site: &mut Site, xlb: &Path) -> anyhow::Result<Running> {
     let step = Instant::now();
     let topology = build(site)?;
     attach_programs(site, &topology)?;
@@ -335,14 +350,44 @@ fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Rep
         pin_path.display(),
         step.elapsed().as_secs_f64()
     );
+    Ok(Running {
+        topology,
+        servers,
+        daemon,
+        pin_path,
+    })
+}
+
+/// Takes a removable lab's servers down the operator's way: stops the daemon (forwarding
+/// continues on the pins), `xlb down` (detach, remove the pins), then the backends' nginx.
+/// Returns what `xlb down` printed. The namespaces go with the site.
+pub fn stop(site: &mut Site, xlb: &Path, running: &Running) -> anyhow::Result<String> {
+    let status = site.stop(running.daemon)?;
+    ensure!(
+        status.success(),
+        "xlb run exited with {status} when stopped; its log:\n{}",
+        daemon_log(&site.dir)
+    );
+    let down = xlb_verb(&running.topology.lb, xlb, &running.pin_path, &["down"])?.ok()?;
+    for &pid in &running.servers {
+        site.stop_nginx(pid)?;
+    }
+    Ok(down.stdout)
+}
+
+/// Builds the lab and runs the bursts; a removable lab is then taken down as far as the site
+/// leaves to its owner (daemon, pins, servers), and the instant that began is returned too.
+fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Report, Instant)> {
+    let running = start(site, xlb)?;
+    let (topology, pin_path) = (&running.topology, &running.pin_path);
 
     let mut bursts = Vec::new();
     for vip in VIPS {
-        let burst = burst(&topology, vip, options.requests);
+        let burst = burst(topology, vip, options.requests);
         print!("{}", render_burst(&burst));
         bursts.push(burst);
     }
-    let stats = xlb_verb(&topology.lb, xlb, &pin_path, &["stats"])?
+    let stats = xlb_verb(&topology.lb, xlb, pin_path, &["stats"])?
         .ok()?
         .stdout;
     println!(
@@ -367,28 +412,12 @@ fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Rep
                 failed.join("; ")
             );
         }
-        print!("{}", poke_at(&topology, xlb, &pin_path, &site.dir));
+        print!("{}", poke_at(topology, xlb, pin_path, &site.dir));
         return Ok((report, Instant::now()));
     }
     let teardown = Instant::now();
-
-    // The operator's way down: stop the daemon (forwarding continues on the pins), `xlb
-    // down` (detach, remove the pins), then the servers.
-    let status = site.stop(daemon)?;
-    ensure!(
-        status.success(),
-        "xlb run exited with {status} when stopped; its log:\n{}",
-        daemon_log(&site.dir)
-    );
-    let down = xlb_verb(&topology.lb, xlb, &pin_path, &["down"])?.ok()?;
-    print!(
-        "\n$ xlb down --pin-path {}\n{}",
-        pin_path.display(),
-        down.stdout
-    );
-    for pid in servers {
-        site.stop_nginx(pid)?;
-    }
+    let down = stop(site, xlb, &running)?;
+    print!("\n$ xlb down --pin-path {}\n{}", pin_path.display(), down);
     Ok((report, teardown))
 }
 
@@ -543,7 +572,7 @@ fn attach_pinned(
 }
 
 /// Writes `host`'s nginx config and starts nginx; returns the pid to stop.
-fn start_nginx(site: &mut Site, host: &Host) -> anyhow::Result<u32> {
+pub fn start_nginx(site: &mut Site, host: &Host) -> anyhow::Result<u32> {
     let prefix = site.dir.join(&host.name);
     std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
     let conf = site.dir.join(format!("{}.conf", host.name));
@@ -603,13 +632,20 @@ fn nginx_config(host: &Host, dir: &Path, prefix: &Path) -> String {
          \x20           default_type text/plain;\n\
          \x20           return 200 \"{name}\\n\";\n\
          \x20       }}\n\
+         \x20       # The drills' long downloads (files they write there, sent at 300 KB/s);\n\
+         \x20       # the header names the backend that serves one.\n\
+         \x20       location /files/ {{\n\
+         \x20           alias {dir}/files/;\n\
+         \x20           add_header X-Backend {name} always;\n\
+         \x20           limit_rate 300k;\n\
+         \x20       }}\n\
          \x20   }}\n\
          }}\n"
     )
 }
 
 /// Waits until `host`'s nginx accepts connections on its own IPv4 address.
-fn wait_for_nginx(site: &Site, host: &Host, pid: u32) -> anyhow::Result<()> {
+pub fn wait_for_nginx(site: &Site, host: &Host, pid: u32) -> anyhow::Result<()> {
     let address = SocketAddr::new(IpAddr::V4(host.v4), HTTP_PORT);
     let deadline = Instant::now() + NGINX_READY;
     loop {
@@ -712,7 +748,7 @@ fn start_daemon(
     Ok(pid)
 }
 
-fn daemon_log(dir: &Path) -> String {
+pub fn daemon_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("xlb.log")).unwrap_or_default()
 }
 
@@ -877,7 +913,7 @@ fn poke_at(topology: &Topology, xlb: &Path, pin_path: &Path, dir: &Path) -> Stri
 }
 
 /// `http://ADDRESS/`, the brackets around an IPv6 address included.
-fn url(address: IpAddr) -> String {
+pub fn url(address: IpAddr) -> String {
     match address {
         IpAddr::V4(v4) => format!("http://{v4}/"),
         IpAddr::V6(v6) => format!("http://[{v6}]/"),
@@ -904,7 +940,7 @@ fn veth(a: (&Netns, &str), b: (&Netns, &str)) -> anyhow::Result<()> {
 
 /// Adds `cidr` to `dev` in `ns`: only from 198.18.0.0/15 and 2001:db8::/32, so lab traffic
 /// never leaves the machine.
-fn addr(ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
+pub fn addr(ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
     let address: IpAddr = cidr
         .split('/')
         .next()

@@ -2,6 +2,7 @@
 //! packet fixtures. Used by the integration tests in tests/tests, the lab and the benchmarks.
 pub mod daemon_lab;
 pub mod demo;
+pub mod drills;
 pub mod lab;
 pub mod lab_site;
 pub mod live;

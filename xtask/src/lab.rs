@@ -2,7 +2,8 @@
 //! lab: namespaces with a client, the load balancer and three nginx backends, the real `xlb run
 //! --config` daemon, bursts of HTTP requests through four VIPs, the distribution and `xlb
 //! stats`. Everything it creates is removed on exit, on error and on Ctrl-C, unless `--keep`
-//! leaves it up for `--down` to remove later.
+//! leaves it up for `--down` to remove later. `--drill NAME` runs a training drill instead
+//! (tests/src/drills.rs): a scripted failure on a lab of its own, ending in PASS or FAIL.
 
 use std::process::{Command, ExitStatus};
 
@@ -22,6 +23,16 @@ pub struct Options {
     /// HTTP requests per VIP (1 to 2,000; default 300).
     #[arg(long, value_name = "N", conflicts_with = "down")]
     requests: Option<u32>,
+    /// Run a training drill on a lab of its own instead of the bursts: one-backend (all traffic
+    /// forced onto one server, the alert), backend-dies, drain, bad-config, or all. Exits
+    /// non-zero if a drill fails.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with_all = ["keep", "down", "requests"],
+        value_parser = ["one-backend", "backend-dies", "drain", "bad-config", "all"]
+    )]
+    drill: Option<String>,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -45,6 +56,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     if let Some(requests) = options.requests {
         lab.args(["--requests", &requests.to_string()]);
+    }
+    if let Some(drill) = &options.drill {
+        lab.args(["--drill", drill]);
     }
     let status = run_through_ctrl_c(&mut lab)?;
     match status.code() {

@@ -23,6 +23,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "util-linux",
     "nginx-light",
+    "wrk",
+    "haproxy",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 

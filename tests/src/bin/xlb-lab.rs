@@ -2,22 +2,26 @@
 //! removes a kept one.
 //!
 //! `xlb-lab [--requests N] [--keep] [--report FILE]` runs it (`--keep` leaves it up);
-//! `xlb-lab --down` removes a kept lab. The `xlb` binary is `$XLB_BIN`, else the one beside
+//! `xlb-lab --down` removes a kept lab; `xlb-lab --drill NAME` runs a training drill of
+//! [`xlb_tests::drills`] on a lab of its own (`--drill all`: every drill), exiting 1 if it
+//! fails. The `xlb` binary is `$XLB_BIN`, else the one beside
 //! this one. Exits 0 on success, 1 on failure, 2 on a bad argument, 130 after Ctrl-C (with
 //! everything removed).
 
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, bail};
-use xlb_tests::{demo, lab, lab_site};
+use xlb_tests::{demo, drills, lab, lab_site};
 
-const USAGE: &str = "usage: xlb-lab [--requests N] [--keep] [--report FILE] | xlb-lab --down";
+const USAGE: &str = "usage: xlb-lab [--requests N] [--keep] [--report FILE] | xlb-lab --down | \
+     xlb-lab --drill one-backend|backend-dies|drain|bad-config|all";
 
 struct Args {
     requests: u32,
     keep: bool,
     down: bool,
     report: Option<PathBuf>,
+    drill: Option<String>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
@@ -26,6 +30,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
         keep: false,
         down: false,
         report: None,
+        drill: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -41,6 +46,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
                         format!("--requests {value}: give 1 to {}", lab::MAX_REQUESTS)
                     })?;
             }
+            "--drill" => {
+                let name = args.next().context("--drill needs a name")?;
+                if name != "all" && !drills::NAMES.contains(&name.as_str()) {
+                    bail!(
+                        "--drill {name}: give one of {} or all",
+                        drills::NAMES.join(", ")
+                    );
+                }
+                parsed.drill = Some(name);
+            }
             "--report" => {
                 parsed.report = Some(args.next().context("--report needs a file")?.into())
             }
@@ -53,6 +68,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     }
     if parsed.keep && parsed.down {
         bail!("--keep and --down exclude each other");
+    }
+    if parsed.drill.is_some() && (parsed.keep || parsed.down || parsed.report.is_some()) {
+        bail!("--drill goes alone (a drill's lab is always removed)");
     }
     Ok(parsed)
 }
@@ -89,6 +107,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let xlb = demo::xlb_binary()?;
+    if let Some(name) = &args.drill {
+        if drills::run(&xlb, name)? {
+            return Ok(());
+        }
+        // Each drill said why it failed.
+        std::process::exit(1);
+    }
     let report = lab::run(
         &xlb,
         &lab::Options {
