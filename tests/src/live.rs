@@ -5,10 +5,25 @@
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use lb_common::{PROGRAM_NAME, map_names};
-use lb_userspace::{capacity::Capacity, maps, object};
+use lb_common::{PROGRAM_NAME, Verdict, map_names};
+use lb_userspace::{
+    capacity::Capacity,
+    config::{self, FixedEnvironment},
+    maps, object,
+    rollout::{self, Applied, AppliedVip, Desired},
+    steering, testrun,
+};
 
-use crate::netns::Lab;
+use crate::{
+    netns::Lab,
+    packets::{self, Flow},
+};
+
+/// The VIP of [`config_text`] configs, and the client the tests send from.
+pub const VIP: &str = "198.18.1.10";
+pub const CLIENT: &str = "198.18.0.1";
+/// Three equal backends.
+pub const EQUAL: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
 
 /// Small enough to load fast, large enough for the tests' configs.
 pub const TEST_CAPACITY: Capacity = Capacity {
@@ -51,6 +66,46 @@ impl LiveXlb {
     pub fn pin_path(&self) -> &Path {
         &self.pin_path
     }
+
+    /// Validates `config_text(backends)` as on a host with `lo` and applies it.
+    pub fn apply(&mut self, backends: &[(&str, u32)]) -> Applied {
+        let text = config_text(backends);
+        let (model, _warnings) = config::check_text(
+            &text,
+            Path::new("test.toml"),
+            &FixedEnvironment::new(&["lo"]),
+        )
+        .unwrap_or_else(|diagnostics| panic!("test config invalid: {diagnostics:?}"));
+        rollout::apply(
+            &mut self.ebpf,
+            &Desired::from_model(&model, text.as_bytes()),
+        )
+        .expect("apply")
+    }
+
+    /// Sends a SYN from each of `sports` to the VIP through the real program; each must be
+    /// forwarded.
+    pub fn send_syns(&mut self, sports: impl IntoIterator<Item = u16>) {
+        let program = object::xdp_program(&mut self.ebpf, PROGRAM_NAME).expect("program");
+        for sport in sports {
+            let outcome = testrun::run(program, &packets::tcp_syn(&flow(sport))).expect("test run");
+            assert_eq!(
+                Verdict::from_code(outcome.code),
+                Some(Verdict::Tx),
+                "SYN from port {sport}"
+            );
+        }
+    }
+}
+
+/// A TCP flow from the client's `sport` to the VIP's port 80.
+pub fn flow(sport: u16) -> Flow {
+    Flow::new(CLIENT, VIP, sport, 80)
+}
+
+/// The backend id the live table gives a new flow from `sport`.
+pub fn predicted(vip: &AppliedVip, sport: u16) -> u32 {
+    vip.table[steering::slot(&vip.vip, &crate::steering::flow_key(&flow(sport), 6)) as usize]
 }
 
 impl Drop for LiveXlb {

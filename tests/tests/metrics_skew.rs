@@ -5,68 +5,22 @@
 use std::{
     collections::BTreeMap,
     net::IpAddr,
-    path::Path,
     time::{Duration, Instant},
 };
 
-use lb_common::{PROGRAM_NAME, Verdict};
 use lb_userspace::{
-    config::{self, FixedEnvironment},
     metrics::{self, Extra},
-    object, pins,
-    rollout::{self, Applied, AppliedVip, Desired},
+    pins,
     skew::{self, AlertKind, Detector, Settings},
-    stats, status, steering, testrun,
+    stats, status,
 };
 use xlb_tests::{
-    live::{LiveXlb, config_text},
-    packets::{self, Flow},
+    live::{EQUAL, LiveXlb, flow, predicted},
+    packets::{self},
     require_privileges,
-    steering::flow_key,
 };
 
-const VIP: &str = "198.18.1.10";
 const VIP_LABEL: &str = "198.18.1.10:80/tcp";
-const CLIENT: &str = "198.18.0.1";
-const EQUAL: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
-
-/// Validates `config_text(backends)` as on a host with `lo` and applies it to `live`.
-fn apply(live: &mut LiveXlb, backends: &[(&str, u32)]) -> Applied {
-    let text = config_text(backends);
-    let (model, _warnings) = config::check_text(
-        &text,
-        Path::new("metrics-skew.toml"),
-        &FixedEnvironment::new(&["lo"]),
-    )
-    .unwrap_or_else(|diagnostics| panic!("test config invalid: {diagnostics:?}"));
-    rollout::apply(
-        &mut live.ebpf,
-        &Desired::from_model(&model, text.as_bytes()),
-    )
-    .expect("apply")
-}
-
-fn flow(sport: u16) -> Flow {
-    Flow::new(CLIENT, VIP, sport, 80)
-}
-
-/// The backend id the live table gives a new flow from `sport`.
-fn predicted(vip: &AppliedVip, sport: u16) -> u32 {
-    vip.table[steering::slot(&vip.vip, &flow_key(&flow(sport), 6)) as usize]
-}
-
-/// Sends a SYN from each of `sports` through the real program; each must be forwarded.
-fn send_syns(live: &mut LiveXlb, sports: impl IntoIterator<Item = u16>) {
-    let program = object::xdp_program(&mut live.ebpf, PROGRAM_NAME).expect("program");
-    for sport in sports {
-        let outcome = testrun::run(program, &packets::tcp_syn(&flow(sport))).expect("test run");
-        assert_eq!(
-            Verdict::from_code(outcome.code),
-            Some(Verdict::Tx),
-            "SYN from port {sport}"
-        );
-    }
-}
 
 /// One sample line of a Prometheus text exposition.
 #[derive(Debug)]
@@ -276,14 +230,14 @@ fn exposition_parser_refuses_malformed_text() {
 fn metrics_render_what_the_kernel_counted() {
     require_privileges!();
     let mut live = LiveXlb::new("metrics");
-    let applied = apply(&mut live, &EQUAL);
+    let applied = live.apply(&EQUAL);
     let vip = &applied.vips[0];
     let sports = 10_000..10_600u16;
     let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
     for sport in sports.clone() {
         *expected.entry(predicted(vip, sport)).or_default() += 1;
     }
-    send_syns(&mut live, sports);
+    live.send_syns(sports);
     let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
     let down: IpAddr = "198.18.0.11".parse().unwrap();
     let extra = Extra {
@@ -378,7 +332,7 @@ fn metrics_render_what_the_kernel_counted() {
 fn skew_alarm_fires_on_kernel_counters_and_clears() {
     require_privileges!();
     let mut live = LiveXlb::new("skewalarm");
-    let applied = apply(&mut live, &EQUAL);
+    let applied = live.apply(&EQUAL);
     let vip = &applied.vips[0];
     let mut detector = Detector::new(Settings {
         window: Duration::from_secs(60),
@@ -400,7 +354,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
         .filter(|sport| predicted(vip, *sport) == target)
         .take(300)
         .collect();
-    send_syns(&mut live, chosen);
+    live.send_syns(chosen);
     let fired = observe(&mut detector, &mut live, 10);
     let kinds: Vec<(AlertKind, bool)> = fired.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(
@@ -432,7 +386,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
     );
 
     // 3000 flows spread by the table: over the window the target has about 1300 of 3300.
-    send_syns(&mut live, 20_000..23_000);
+    live.send_syns(20_000..23_000);
     let cleared = observe(&mut detector, &mut live, 30);
     let kinds: Vec<(AlertKind, bool)> = cleared.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(

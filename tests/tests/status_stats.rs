@@ -3,69 +3,24 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use lb_common::{PROGRAM_NAME, Verdict};
 use lb_userspace::{
-    config::{self, FixedEnvironment},
     exit, object, pins,
-    rollout::{self, Applied, AppliedVip, Desired},
+    rollout::{self},
     stats::{self, Skew},
     status::{self, BackendState},
-    steering, testrun,
+    testrun,
 };
 use xlb_tests::{
-    live::{LiveXlb, TEST_CAPACITY, config_text},
+    live::{EQUAL, LiveXlb, TEST_CAPACITY, config_text, flow, predicted},
     netns::Lab,
-    packets::{self, Flow},
+    packets::{self},
     require_privileges,
-    steering::flow_key,
 };
-
-const VIP: &str = "198.18.1.10";
-const CLIENT: &str = "198.18.0.1";
-const EQUAL: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
-
-/// Validates `config_text(backends)` as on a host with `lo` and applies it to `live`.
-fn apply(live: &mut LiveXlb, backends: &[(&str, u32)]) -> Applied {
-    let text = config_text(backends);
-    let (model, _warnings) = config::check_text(
-        &text,
-        Path::new("status-stats.toml"),
-        &FixedEnvironment::new(&["lo"]),
-    )
-    .unwrap_or_else(|diagnostics| panic!("test config invalid: {diagnostics:?}"));
-    rollout::apply(
-        &mut live.ebpf,
-        &Desired::from_model(&model, text.as_bytes()),
-    )
-    .expect("apply")
-}
-
-fn flow(sport: u16) -> Flow {
-    Flow::new(CLIENT, VIP, sport, 80)
-}
-
-/// The backend id the live table gives a new flow from `sport`.
-fn predicted(vip: &AppliedVip, sport: u16) -> u32 {
-    vip.table[steering::slot(&vip.vip, &flow_key(&flow(sport), 6)) as usize]
-}
-
-/// Sends a SYN from each of `sports` through the real program; each must be forwarded.
-fn send_syns(live: &mut LiveXlb, sports: impl IntoIterator<Item = u16>) {
-    let program = object::xdp_program(&mut live.ebpf, PROGRAM_NAME).expect("program");
-    for sport in sports {
-        let outcome = testrun::run(program, &packets::tcp_syn(&flow(sport))).expect("test run");
-        assert_eq!(
-            Verdict::from_code(outcome.code),
-            Some(Verdict::Tx),
-            "SYN from port {sport}"
-        );
-    }
-}
 
 /// FNV-1a 64 over the table's slots as little-endian u32s, written out independently of xlb.
 fn fnv1a(table: &[u32]) -> String {
@@ -83,7 +38,7 @@ fn fnv1a(table: &[u32]) -> String {
 fn status_reports_generation_vip_and_table_fingerprint() {
     require_privileges!();
     let mut live = LiveXlb::new("status");
-    let first = apply(&mut live, &EQUAL);
+    let first = live.apply(&EQUAL);
     let status = status::read(&live.pin_path).expect("status");
     assert_eq!(status.generation, 1);
     assert_eq!(status.pin_path, live.pin_path.display().to_string());
@@ -125,7 +80,7 @@ fn status_reports_generation_vip_and_table_fingerprint() {
     let text = status::render(&status);
     assert!(text.contains(&vip.fingerprint), "{text}");
 
-    let second = apply(&mut live, &EQUAL);
+    let second = live.apply(&EQUAL);
     let again = status::read(&live.pin_path).expect("status");
     assert_eq!(again.generation, 2);
     assert_eq!(
@@ -137,10 +92,7 @@ fn status_reports_generation_vip_and_table_fingerprint() {
     assert_eq!(again.vips[0].fingerprint, fnv1a(&second.vips[0].table));
     assert_eq!(again.config_hash, status.config_hash);
 
-    let heavier = apply(
-        &mut live,
-        &[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 2)],
-    );
+    let heavier = live.apply(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 2)]);
     let changed = status::read(&live.pin_path).expect("status");
     assert_ne!(changed.vips[0].fingerprint, vip.fingerprint);
     assert_eq!(changed.vips[0].fingerprint, fnv1a(&heavier.vips[0].table));
@@ -174,14 +126,14 @@ fn status_and_stats_without_pins_are_not_loaded() {
 fn stats_count_new_flows_per_backend_as_the_table_steers() {
     require_privileges!();
     let mut live = LiveXlb::new("stats");
-    let applied = apply(&mut live, &EQUAL);
+    let applied = live.apply(&EQUAL);
     let vip = &applied.vips[0];
     let sports = 10_000..13_000u16;
     let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
     for sport in sports.clone() {
         *expected.entry(predicted(vip, sport)).or_default() += 1;
     }
-    send_syns(&mut live, sports);
+    live.send_syns(sports);
     let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
 
     let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
@@ -234,11 +186,8 @@ fn stats_count_new_flows_per_backend_as_the_table_steers() {
 fn stats_expected_share_follows_weights() {
     require_privileges!();
     let mut live = LiveXlb::new("weights");
-    apply(
-        &mut live,
-        &[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 8)],
-    );
-    send_syns(&mut live, 20_000..23_000);
+    live.apply(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 8)]);
+    live.send_syns(20_000..23_000);
     let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
     let backends = &stats.vips[0].backends;
     let shares: Vec<f64> = backends.iter().map(|b| b.expected_share).collect();
@@ -261,7 +210,7 @@ fn stats_expected_share_follows_weights() {
 fn stats_flag_skewed_and_unexpected_backends() {
     require_privileges!();
     let mut live = LiveXlb::new("skew");
-    let applied = apply(&mut live, &EQUAL);
+    let applied = live.apply(&EQUAL);
     let vip = &applied.vips[0];
     let target = vip.backend_ids[0];
     let chosen: Vec<u16> = (30_000..u16::MAX)
@@ -269,7 +218,7 @@ fn stats_flag_skewed_and_unexpected_backends() {
         .take(300)
         .collect();
     assert_eq!(chosen.len(), 300);
-    send_syns(&mut live, chosen);
+    live.send_syns(chosen);
     let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
     let report = &stats.vips[0];
     let skews: Vec<(u32, u64, Option<Skew>)> = report
@@ -294,10 +243,7 @@ fn stats_flag_skewed_and_unexpected_backends() {
     );
 
     // The first backend keeps its 300 new flows but leaves the table.
-    let out = apply(
-        &mut live,
-        &[("198.18.0.10", 0), ("198.18.0.11", 1), ("198.18.0.12", 1)],
-    );
+    let out = live.apply(&[("198.18.0.10", 0), ("198.18.0.11", 1), ("198.18.0.12", 1)]);
     assert!(!out.vips[0].table.contains(&target));
     let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
     let first = &stats.vips[0].backends[0];
@@ -311,7 +257,7 @@ fn stats_flag_skewed_and_unexpected_backends() {
 fn stats_interval_rates_follow_traffic_between_samples() {
     require_privileges!();
     let mut live = LiveXlb::new("rates");
-    apply(&mut live, &EQUAL);
+    live.apply(&EQUAL);
     let mut pinned = pins::open(&live.pin_path).expect("pins");
     let interval = Duration::from_millis(200);
     let stop = AtomicBool::new(false);
@@ -379,8 +325,8 @@ fn stats_interval_rates_follow_traffic_between_samples() {
 fn status_and_stats_json_have_the_documented_fields() {
     require_privileges!();
     let mut live = LiveXlb::new("json");
-    apply(&mut live, &EQUAL);
-    send_syns(&mut live, 50_000..50_200);
+    live.apply(&EQUAL);
+    live.send_syns(50_000..50_200);
     // What `report::emit` prints for `--output json`, parsed back.
     let parse = |text: String| -> serde_json::Value {
         serde_json::from_str(&text).expect("one JSON document")
