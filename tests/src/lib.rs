@@ -9,5 +9,6 @@ pub mod live;
 pub mod netns;
 pub mod packets;
 pub mod privilege;
+pub mod prometheus;
 pub mod steering;
 pub mod topology;

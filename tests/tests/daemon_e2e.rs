@@ -6,7 +6,6 @@
 //! timings are printed with `--nocapture`.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -16,6 +15,7 @@ use std::{
 
 use xlb_tests::{
     daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP, VIP_NAME, VIP_SPEC},
+    prometheus::{Sample, try_parse},
     require_privileges,
 };
 
@@ -515,132 +515,6 @@ fn kill_9_keeps_forwarding_and_restart_adopts() {
     );
 }
 
-/// One sample of the Prometheus text format.
-#[derive(Clone, Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// Parses the text exposition format 0.0.4 strictly enough to catch a malformed line: every
-/// line is `# HELP name text`, `# TYPE name kind` or `name{label="value",...} value` (labels
-/// optional), and every sample's family has its HELP and TYPE before it.
-fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
-    let mut helped = BTreeSet::new();
-    let mut typed = BTreeSet::new();
-    let mut samples = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let at = |why: &str| format!("line {}: {why}: {line:?}", n + 1);
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.trim_start().splitn(3, ' ');
-            match (words.next(), words.next(), words.next()) {
-                (Some("HELP"), Some(name), Some(_)) => {
-                    check_name(name).map_err(|why| at(&why))?;
-                    helped.insert(name.to_owned());
-                }
-                (Some("TYPE"), Some(name), Some(kind)) => {
-                    check_name(name).map_err(|why| at(&why))?;
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
-                        return Err(at("unknown type"));
-                    }
-                    typed.insert(name.to_owned());
-                }
-                _ => return Err(at("a comment that is neither HELP nor TYPE")),
-            }
-            continue;
-        }
-        let sample = parse_sample(line).map_err(|why| at(&why))?;
-        if !helped.contains(&sample.name) || !typed.contains(&sample.name) {
-            return Err(at("a sample without HELP and TYPE before it"));
-        }
-        samples.push(sample);
-    }
-    Ok(samples)
-}
-
-fn check_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
-    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-        Ok(())
-    } else {
-        Err(format!("bad metric name {name:?}"))
-    }
-}
-
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line.find(['{', ' ']).ok_or("no value after the name")?;
-    let name = &line[..name_end];
-    check_name(name)?;
-    let (labels, rest) = match line[name_end..].strip_prefix('{') {
-        Some(inner) => parse_labels(inner)?,
-        None => (BTreeMap::new(), &line[name_end..]),
-    };
-    let value = rest.strip_prefix(' ').ok_or("no space before the value")?;
-    if value.contains(' ') {
-        return Err("more than a value after the labels (timestamps are not expected)".into());
-    }
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        number => number
-            .parse()
-            .map_err(|_| format!("value {number:?} is not a number"))?,
-    };
-    Ok(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
-}
-
-/// `label="value",...}` (what follows the `{`): the labels, unescaped, and the rest of the
-/// line after the `}`.
-fn parse_labels(mut text: &str) -> Result<(BTreeMap<String, String>, &str), String> {
-    let mut labels = BTreeMap::new();
-    loop {
-        if let Some(rest) = text.strip_prefix('}') {
-            return Ok((labels, rest));
-        }
-        let eq = text.find('=').ok_or("a label without '='")?;
-        let label = &text[..eq];
-        check_name(label)?;
-        let quoted = text[eq + 1..]
-            .strip_prefix('"')
-            .ok_or_else(|| format!("label {label} has no quoted value"))?;
-        let mut value = String::new();
-        let mut chars = quoted.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err(format!("label {label}'s value is unterminated")),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c @ ('\\' | '"'))) => value.push(c),
-                    _ => return Err(format!("bad escape in label {label}")),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if labels.insert(label.to_owned(), value).is_some() {
-            return Err(format!("label {label} twice"));
-        }
-        text = &quoted[end + 1..];
-        if let Some(rest) = text.strip_prefix(',') {
-            text = rest;
-        } else if !text.starts_with('}') {
-            return Err(format!("expected ',' or '}}' after label {label}"));
-        }
-    }
-}
-
 /// The value of the sample `name` with exactly `labels` among its labels.
 fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
@@ -665,7 +539,7 @@ fn metrics_are_served_and_parse() {
     let connections = 90;
     let answered = lab.ask_many(connections, BATCH).expect("connections");
     let text = lab.scrape().expect("scrape");
-    let samples = parse_exposition(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    let samples = try_parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     eprintln!("{} samples in {} bytes", samples.len(), text.len());
     let new_flows: f64 = samples
         .iter()
@@ -711,7 +585,7 @@ fn metrics_are_served_and_parse() {
         "xlb_backend_up of the stopped backend goes to 0",
         HEALTH_INTERVAL * FALL + SLACK,
         || {
-            let samples = parse_exposition(&lab.scrape()?).map_err(anyhow::Error::msg)?;
+            let samples = try_parse(&lab.scrape()?).map_err(anyhow::Error::msg)?;
             let up = |address: &str| {
                 metric(
                     &samples,
@@ -724,7 +598,7 @@ fn metrics_are_served_and_parse() {
     );
     eprintln!("xlb_backend_up of b{stopped} was 0 {took:?} after its server stopped");
     let text = lab.scrape().expect("scrape");
-    let samples = parse_exposition(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
+    let samples = try_parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     for host in &lab.backends {
         let address = host.address.to_string();
         let want = if host.address == lab.backends[stopped].address {
@@ -770,7 +644,7 @@ fn alert_lab(label: &str, edit: impl Fn(String) -> String) -> AlertLab {
     lab.write_config(&edit(lab.config_text(&[1, 1, 1], Some(&alerts))))
         .expect("config");
     lab.start_daemon().expect("xlb run");
-    let samples = parse_exposition(&lab.scrape().expect("scrape")).expect("metrics");
+    let samples = try_parse(&lab.scrape().expect("scrape")).expect("metrics");
     for kind in ["skew", "dominant", "few_healthy"] {
         assert_eq!(
             alert_value(&samples, kind),
@@ -808,7 +682,7 @@ impl AlertLab {
                 "all must go to b{target}: {answered:?}"
             );
             made += 20;
-            let samples = parse_exposition(&lab.scrape().expect("scrape")).expect("metrics");
+            let samples = try_parse(&lab.scrape().expect("scrape")).expect("metrics");
             let firing: Vec<&str> = ["skew", "dominant"]
                 .into_iter()
                 .filter(|kind| alert_value(&samples, kind) == Some(1.0))
@@ -946,7 +820,7 @@ fn restart_readmits_a_backend_that_recovered_meanwhile() {
     let within = HEALTH_INTERVAL * RISE + SLACK;
     let back = try_wait_until(within, || lab.in_table(victim));
     let answered = lab.ask_many(100, BATCH).expect("connections");
-    let samples = parse_exposition(&lab.scrape().expect("scrape")).expect("metrics");
+    let samples = try_parse(&lab.scrape().expect("scrape")).expect("metrics");
     let address = lab.backends[victim].address.to_string();
     let up = metric(
         &samples,
