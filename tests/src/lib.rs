@@ -10,5 +10,6 @@ pub mod netns;
 pub mod packets;
 pub mod privilege;
 pub mod prometheus;
+pub mod report;
 pub mod steering;
 pub mod topology;

@@ -10,7 +10,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use lb_common::{Config, PROGRAM_NAME};
 use lb_userspace::{
     capacity::Capacity,
@@ -136,24 +135,5 @@ fn bench() -> anyhow::Result<serde_json::Value> {
 }
 
 fn main() -> ExitCode {
-    let out = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/bench/controlplane.json".into());
-    let result = bench().and_then(|report| {
-        let path = std::path::Path::new(&out);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {out}"))?;
-        println!("wrote {out}");
-        Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("xlb-bench-control: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    xlb_tests::report::main("xlb-bench-control", "target/bench/controlplane.json", bench)
 }

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use aya::{Ebpf, programs::Xdp};
 use lb_common::{PROGRAM_NAME, Reason, service::VIP_FORWARD_IPIP};
 use lb_userspace::{counters::Totals, object, testrun};
@@ -281,24 +281,5 @@ fn bench() -> anyhow::Result<serde_json::Value> {
 }
 
 fn main() -> ExitCode {
-    let out = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/bench/dataplane.json".into());
-    let result = bench().and_then(|report| {
-        let path = std::path::Path::new(&out);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {out}"))?;
-        println!("wrote {out}");
-        Ok(())
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("xlb-bench: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    xlb_tests::report::main("xlb-bench", "target/bench/dataplane.json", bench)
 }
