@@ -742,7 +742,7 @@ fn describe_flags(flags: u32) -> String {
 }
 
 fn state_of(backend: &Backend) -> &'static str {
-    crate::explain::BackendState::of(backend).name()
+    crate::live::BackendState::of(backend).name()
 }
 
 /// `slot 7` or `slots 7, 9, 12 and 40 more`.

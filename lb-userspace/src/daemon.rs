@@ -30,12 +30,11 @@ use crate::{
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
     health::{self, Checker, Health, Probe, Target, Tracker},
-    live::Snapshot,
+    live::{BackendState, Snapshot},
     metrics, pins,
     rollout::{self, Desired, describe_vip, live_address},
     skew::{self, Detector},
     stats,
-    status::BackendState,
 };
 
 /// How often the config file is checked for changes and alerts and drains are evaluated.

@@ -6,10 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, MapData, MapError};
 use lb_common::{
-    Backend, Config, Event, FlowEntry, FlowKey, Reason, Vip, VipKey, flow_hash, map_names,
+    Config, Event, FlowEntry, FlowKey, Reason, Vip, VipKey, flow_hash, map_names,
     service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, FAMILY_IPV4, VIP_FORWARD_IPIP,
-        VIP_HASH_SOURCE_ONLY, vip_filter_bit,
+        BACKEND_ACTIVE, FAMILY_IPV4, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY, vip_filter_bit,
     },
 };
 use serde::Serialize;
@@ -18,7 +17,7 @@ use crate::{
     args::{ExplainArgs, ProtocolArg},
     config::kernel_address,
     exit,
-    live::Snapshot,
+    live::{BackendState, Snapshot},
     maps::Maps,
     pins, report,
     rollout::{NO_BACKEND, describe_vip, live_address},
@@ -126,52 +125,6 @@ pub struct BackendInfo {
     pub state: BackendState,
     /// Whether the kernel sends it packets (`BACKEND_ACTIVE`).
     pub active: bool,
-}
-
-/// What a backend entry's flags mean.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendState {
-    /// Takes new and established flows.
-    Active,
-    /// Out of the table, keeps its established flows (`xlb backend drain`).
-    Drained,
-    /// Out of the table and inactive (`xlb backend disable`).
-    Disabled,
-    /// Inactive without an operator's disable: something else wrote the entry.
-    Inactive,
-    /// The id holds no backend.
-    Unused,
-    /// The id is beyond the backend map.
-    Missing,
-}
-
-impl BackendState {
-    pub fn of(backend: &Backend) -> BackendState {
-        let active = backend.flags & BACKEND_ACTIVE != 0;
-        if *backend == Backend::default() {
-            BackendState::Unused
-        } else if !active && backend.flags & BACKEND_DISABLED != 0 {
-            BackendState::Disabled
-        } else if !active {
-            BackendState::Inactive
-        } else if backend.flags & BACKEND_DRAINED != 0 {
-            BackendState::Drained
-        } else {
-            BackendState::Active
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendState::Active => "active",
-            BackendState::Drained => "drained",
-            BackendState::Disabled => "disabled",
-            BackendState::Inactive => "inactive",
-            BackendState::Unused => "unused",
-            BackendState::Missing => "missing",
-        }
-    }
 }
 
 /// Where one kind of packet goes.
@@ -465,7 +418,7 @@ fn backend_info(snapshot: &Snapshot, id: u32) -> BackendInfo {
             address: None,
             mac: format_mac(&[0; 6]),
             weight: 0,
-            state: BackendState::Missing,
+            state: BackendState::Unused,
             active: false,
         },
         Some(backend) => {
@@ -633,28 +586,9 @@ mod tests {
         assert_eq!(key.proto, 17);
     }
 
-    /// Test that a backend's flags read as the operator states they encode.
+    /// Test that MACs print as `ip` prints them.
     #[test]
-    fn backend_states_follow_the_flags() {
-        let with = |flags| Backend {
-            flags,
-            family: FAMILY_IPV4,
-            ..Backend::default()
-        };
-        assert_eq!(
-            BackendState::of(&with(BACKEND_ACTIVE)),
-            BackendState::Active
-        );
-        assert_eq!(
-            BackendState::of(&with(BACKEND_ACTIVE | BACKEND_DRAINED)),
-            BackendState::Drained
-        );
-        assert_eq!(
-            BackendState::of(&with(BACKEND_DISABLED)),
-            BackendState::Disabled
-        );
-        assert_eq!(BackendState::of(&with(0)), BackendState::Inactive);
-        assert_eq!(BackendState::of(&Backend::default()), BackendState::Unused);
+    fn macs_print_as_ip_prints_them() {
         assert_eq!(format_mac(&[2, 0, 0, 0, 3, 0xab]), "02:00:00:00:03:ab");
     }
 }

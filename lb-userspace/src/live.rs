@@ -3,7 +3,12 @@
 
 use anyhow::Context as _;
 use aya::maps::{HashMap, MapData};
-use lb_common::{Backend, Config, Vip, VipKey, map_names, meta::Meta, service::VipFilter};
+use lb_common::{
+    Backend, Config, Vip, VipKey, map_names,
+    meta::Meta,
+    service::{BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VipFilter},
+};
+use serde::Serialize;
 
 use crate::{
     maps::{Maps, array},
@@ -98,5 +103,91 @@ impl Snapshot {
             vip.tables[1]
         };
         steering::read_table(maps, base, vip.table_size)
+    }
+}
+
+/// What a backend entry's flags mean, for people and for the alarms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// In the table (by its weight) and taking its flows.
+    Active,
+    /// Out of the table, keeps its established flows (`xlb backend drain`).
+    Drained,
+    /// Out of the table and inactive (`xlb backend disable`, or a drain that timed out).
+    Disabled,
+    /// Out of the table and inactive: it failed its health checks.
+    Unhealthy,
+    /// Inactive without any of the reasons above: something else wrote the entry.
+    Inactive,
+    /// The id holds no backend.
+    Unused,
+}
+
+impl BackendState {
+    pub fn of(backend: &Backend) -> BackendState {
+        let flags = backend.flags;
+        if *backend == Backend::default() {
+            BackendState::Unused
+        } else if flags & BACKEND_DISABLED != 0 {
+            BackendState::Disabled
+        } else if flags & BACKEND_UNHEALTHY != 0 {
+            BackendState::Unhealthy
+        } else if flags & BACKEND_ACTIVE == 0 {
+            BackendState::Inactive
+        } else if flags & BACKEND_DRAINED != 0 {
+            BackendState::Drained
+        } else {
+            BackendState::Active
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendState::Active => "active",
+            BackendState::Drained => "drained",
+            BackendState::Disabled => "disabled",
+            BackendState::Unhealthy => "unhealthy",
+            BackendState::Inactive => "inactive",
+            BackendState::Unused => "unused",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::service::FAMILY_IPV4;
+
+    use super::*;
+
+    /// Test that a backend's flags read as the states they encode: an operator's disable wins
+    /// over health, health over a drain.
+    #[test]
+    fn backend_states_follow_the_flags() {
+        let with = |flags| Backend {
+            flags,
+            family: FAMILY_IPV4,
+            ..Backend::default()
+        };
+        let state = |flags| BackendState::of(&with(flags));
+        assert_eq!(state(BACKEND_ACTIVE), BackendState::Active);
+        assert_eq!(
+            state(BACKEND_ACTIVE | BACKEND_DRAINED),
+            BackendState::Drained
+        );
+        assert_eq!(
+            state(BACKEND_DRAINED | BACKEND_DISABLED),
+            BackendState::Disabled
+        );
+        assert_eq!(
+            state(BACKEND_UNHEALTHY | BACKEND_DISABLED),
+            BackendState::Disabled
+        );
+        assert_eq!(
+            state(BACKEND_UNHEALTHY | BACKEND_DRAINED),
+            BackendState::Unhealthy
+        );
+        assert_eq!(state(0), BackendState::Inactive);
+        assert_eq!(BackendState::of(&Backend::default()), BackendState::Unused);
     }
 }

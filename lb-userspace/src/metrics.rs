@@ -547,8 +547,8 @@ mod tests {
 
     use super::*;
     use crate::{
+        live::BackendState,
         stats::{BackendStats, Count, VipStats},
-        status::BackendState,
     };
 
     fn web_key() -> VipKey {

@@ -14,11 +14,12 @@ use crate::{
     capacity::Capacity,
     counters::Totals,
     exit,
+    live::BackendState,
     live::Snapshot,
     maps::Maps,
     pins, report,
     rollout::{describe_vip, live_address},
-    status::{self, BackendState},
+    status,
 };
 
 /// Below this many new flows a VIP's shares are noise: no over/under flag.

@@ -7,9 +7,7 @@ use anyhow::Context as _;
 use lb_common::{
     Backend,
     meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
-    service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY,
-    },
+    service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
 use serde::Serialize;
 
@@ -17,7 +15,7 @@ use crate::{
     args::LiveArgs,
     capacity::Capacity,
     exit,
-    live::Snapshot,
+    live::{BackendState, Snapshot},
     maps::Maps,
     pins, report,
     rollout::{config_hash, describe_vip},
@@ -89,40 +87,10 @@ pub struct BackendCounts {
     pub total: u32,
     pub active: u32,
     pub drained: u32,
+    /// Disabled by an operator or a drain timeout (or inactive for no recorded reason).
     pub disabled: u32,
-}
-
-/// A backend's state as the operator set it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendState {
-    /// In the table (by its weight) and taking its flows.
-    Active,
-    /// Out of the table; its established flows stay.
-    Drained,
-    /// Out of the table and inactive; its flows moved.
-    Disabled,
-}
-
-impl BackendState {
-    pub fn of(backend: &Backend) -> BackendState {
-        // Without BACKEND_ACTIVE the kernel sends it nothing, whatever else is set.
-        if backend.flags & BACKEND_DISABLED != 0 || backend.flags & BACKEND_ACTIVE == 0 {
-            BackendState::Disabled
-        } else if backend.flags & BACKEND_DRAINED != 0 {
-            BackendState::Drained
-        } else {
-            BackendState::Active
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendState::Active => "active",
-            BackendState::Drained => "drained",
-            BackendState::Disabled => "disabled",
-        }
-    }
+    /// Out after failing health checks.
+    pub unhealthy: u32,
 }
 
 /// The status of the xlb pinned under `pin_path`; a [`exit::NotLoaded`] error if none is.
@@ -147,7 +115,10 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
             match BackendState::of(backend) {
                 BackendState::Active => backends.active += 1,
                 BackendState::Drained => backends.drained += 1,
-                BackendState::Disabled => backends.disabled += 1,
+                BackendState::Unhealthy => backends.unhealthy += 1,
+                BackendState::Disabled | BackendState::Inactive | BackendState::Unused => {
+                    backends.disabled += 1
+                }
             }
         }
         vips.push(VipStatus {
@@ -317,7 +288,7 @@ pub fn render(status: &Status) -> String {
                 vip.table_size.to_string(),
                 vip.active_copy.to_string(),
                 b.total.to_string(),
-                format!("{}/{}/{}", b.active, b.drained, b.disabled),
+                format!("{}/{}/{}/{}", b.active, b.drained, b.disabled, b.unhealthy),
                 vip.fingerprint.clone(),
             ]
         })
@@ -330,7 +301,7 @@ pub fn render(status: &Status) -> String {
             ("table", true),
             ("copy", true),
             ("backends", true),
-            ("act/drn/dis", true),
+            ("act/drn/dis/unh", true),
             ("fingerprint", false),
         ],
         &rows,
@@ -404,28 +375,6 @@ mod tests {
         assert_ne!(fingerprint(&[1, 2]), fingerprint(&[2, 1]));
     }
 
-    /// Test that the operator state follows the flags, disabled winning over drained.
-    #[test]
-    fn backend_state_follows_flags() {
-        let with = |flags| Backend {
-            flags,
-            ..Backend::default()
-        };
-        assert_eq!(
-            BackendState::of(&with(BACKEND_ACTIVE)),
-            BackendState::Active
-        );
-        assert_eq!(
-            BackendState::of(&with(BACKEND_ACTIVE | BACKEND_DRAINED)),
-            BackendState::Drained
-        );
-        assert_eq!(
-            BackendState::of(&with(BACKEND_DRAINED | BACKEND_DISABLED)),
-            BackendState::Disabled
-        );
-        assert_eq!(BackendState::of(&with(0)), BackendState::Disabled);
-    }
-
     /// Test that the text view aligns the VIP table under its header and says when nothing
     /// was applied.
     #[test]
@@ -458,6 +407,7 @@ mod tests {
                     active: 2,
                     drained: 1,
                     disabled: 0,
+                    unhealthy: 0,
                 },
                 fingerprint: format!("{:016x}", 7),
             }],

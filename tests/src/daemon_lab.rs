@@ -19,7 +19,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{ErrorKind, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
+    os::fd::{AsRawFd as _, FromRawFd as _},
     path::{Path, PathBuf},
     process::Stdio,
     sync::{
@@ -552,6 +552,44 @@ impl Session<'_> {
         Ok(Stream { stream, backend })
     }
 
+    /// One connection to the VIP from the fixed source `CLIENT:port`: returns the index of the
+    /// backend that answered. The socket binds with SO_REUSEADDR and closes with a reset
+    /// (SO_LINGER 0), so no TIME_WAIT is left on either end and the same four-tuple can
+    /// connect again at once. Pick ports outside the client's ephemeral range
+    /// (32768-60999), so no other connection of the lab takes them.
+    pub fn ask_from(&self, port: u16) -> anyhow::Result<usize> {
+        let vip = SocketAddr::from((VIP, VIP_PORT));
+        let source = SocketAddr::from((CLIENT, port));
+        let mut stream = connect_from(port).with_context(|| format!("{source} -> {vip}"))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        let name = read_line(&mut stream).with_context(|| format!("{source} -> {vip}"))?;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket this function owns, with a valid linger struct.
+        let set = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        ensure!(
+            set == 0,
+            "SO_LINGER on {source}: {}",
+            std::io::Error::last_os_error()
+        );
+        drop(stream);
+        self.names
+            .iter()
+            .position(|n| *n == name)
+            .with_context(|| format!("{source} -> {vip}: unexpected answer {name:?}"))
+    }
+
     fn connect(&self) -> anyhow::Result<(TcpStream, usize)> {
         let vip = SocketAddr::from((VIP, VIP_PORT));
         let mut stream = TcpStream::connect_timeout(&vip, CONNECT_TIMEOUT)
@@ -595,6 +633,62 @@ impl Stream {
         );
         Ok(())
     }
+}
+
+/// A blocking TCP connection from `CLIENT:port` to the VIP, bound with SO_REUSEADDR; the
+/// handshake is bounded by CONNECT_TIMEOUT (SO_SNDTIMEO bounds a blocking connect).
+fn connect_from(port: u16) -> anyhow::Result<TcpStream> {
+    // SAFETY: a new socket; its fd is owned by the TcpStream below or closed on error.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: fd is a fresh socket nobody else owns; the stream closes it when dropped.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let timeout = libc::timeval {
+        tv_sec: CONNECT_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: CONNECT_TIMEOUT.subsec_micros() as libc::suseconds_t,
+    };
+    let sockaddr = |address: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(address).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let local = sockaddr(CLIENT, port);
+    let remote = sockaddr(VIP, VIP_PORT);
+    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: option and address pointers are to live values of the sizes passed.
+    unsafe {
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const one).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+        {
+            bail!("SO_REUSEADDR: {}", std::io::Error::last_os_error());
+        }
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        ) != 0
+        {
+            bail!("SO_SNDTIMEO: {}", std::io::Error::last_os_error());
+        }
+        if libc::bind(fd, (&raw const local).cast(), len) != 0 {
+            bail!("binding: {}", std::io::Error::last_os_error());
+        }
+        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
+            bail!("connecting: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(stream)
 }
 
 /// Reads one line (without its newline) of at most 64 bytes.

@@ -9,11 +9,12 @@ use std::{
 
 use lb_common::{PROGRAM_NAME, Verdict};
 use lb_userspace::{
-    exit, object, pins,
+    exit,
+    live::BackendState,
+    object, pins,
     rollout::{self},
     stats::{self, Skew},
-    status::{self, BackendState},
-    testrun,
+    status, testrun,
 };
 use xlb_tests::{
     live::{EQUAL, LiveXlb, TEST_CAPACITY, config_text, flow, predicted},
