@@ -144,6 +144,11 @@ pub struct AuditArgs {
     /// The config the running xlb should match; without it only the live maps' own
     /// consistency is checked.
     pub file: Option<PathBuf>,
+    /// Also compare each VIP's table fingerprint with the xlb pinned under PIN_PATH (another
+    /// node on this host; repeatable). Across hosts, compare the fingerprints of
+    /// `xlb status --output json`.
+    #[arg(long = "peer", value_name = "PIN_PATH")]
+    pub peers: Vec<PathBuf>,
     #[command(flatten)]
     pub live: LiveArgs,
 }

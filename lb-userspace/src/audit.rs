@@ -30,11 +30,30 @@ use crate::{
 };
 
 pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
-    let report = audit(
+    let mut report = audit(
         args.file.as_deref(),
         args.live.pin_path.as_deref(),
         &HostEnvironment,
     )?;
+    if report.diagnostics.is_empty() && !args.peers.is_empty() {
+        let own = PathBuf::from(report.pin_path.clone().unwrap_or_default());
+        let ours = crate::status::read(&own)?;
+        for peer in &args.peers {
+            let theirs = crate::status::read(peer)?;
+            report
+                .findings
+                .extend(compare_peer(&ours.vips, &theirs.vips, peer));
+            report.peers.push(peer.display().to_string());
+        }
+        report.drift = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Drift)
+            .count();
+        report.notes = report.findings.len() - report.drift;
+        report.ok = report.drift == 0;
+        report.code = if report.ok { exit::OK } else { exit::INVALID };
+    }
     if !report.diagnostics.is_empty() && args.live.output == OutputFormat::Text {
         // The config is broken, not the kernel: say so on stderr, as `validate` does.
         for diagnostic in &report.diagnostics {
@@ -64,6 +83,9 @@ pub struct Report {
     pub file: Option<String>,
     /// The pin directory of the audited xlb; none when an invalid config stopped the audit.
     pub pin_path: Option<String>,
+    /// Pin paths of other nodes whose tables were compared with this one's (`--peer`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
     /// Errors in the config file; when there are any the kernel was not read.
     pub diagnostics: Vec<Diagnostic>,
     /// Findings that are drift, and findings that are notes.
@@ -132,6 +154,8 @@ pub enum Kind {
     Capacity,
     /// The live state came from another version of the file (a note).
     ConfigHash,
+    /// Another node (`--peer`) steers a VIP with a different table, or lacks it.
+    Peer,
 }
 
 impl Kind {
@@ -156,6 +180,7 @@ impl Kind {
             Kind::TunnelSource => "tunnel_source",
             Kind::Capacity => "capacity",
             Kind::ConfigHash => "config_hash",
+            Kind::Peer => "peer",
         }
     }
 }
@@ -178,6 +203,7 @@ pub fn audit(
         ok: false,
         file: file.map(|f| f.display().to_string()),
         pin_path: None,
+        peers: Vec::new(),
         diagnostics: Vec::new(),
         drift: 0,
         notes: 0,
@@ -227,6 +253,57 @@ pub fn audit(
     report.ok = report.drift == 0;
     report.code = if report.ok { exit::OK } else { exit::INVALID };
     Ok(report)
+}
+
+/// Every VIP whose live table differs between this node (`ours`) and the peer pinned at
+/// `peer` (`theirs`): a flow that moves between them must get the same backend on both, so
+/// each difference is drift.
+pub fn compare_peer(
+    ours: &[crate::status::VipStatus],
+    theirs: &[crate::status::VipStatus],
+    peer: &Path,
+) -> Vec<Finding> {
+    let fix = format!(
+        "apply the same config file to both nodes (`xlb apply FILE` here and with `--pin-path {}`)",
+        peer.display()
+    );
+    let mut findings = Vec::new();
+    let mut finding = |vip: &str, expected: String, actual: String| {
+        findings.push(Finding {
+            kind: Kind::Peer,
+            severity: Severity::Drift,
+            vip: Some(vip.to_owned()),
+            backend: None,
+            expected,
+            actual,
+            fix: fix.clone(),
+        })
+    };
+    for vip in ours {
+        match theirs.iter().find(|v| v.vip == vip.vip) {
+            None => finding(
+                &vip.vip,
+                format!("table {} here and at {}", vip.fingerprint, peer.display()),
+                format!("absent at {}", peer.display()),
+            ),
+            Some(other) if other.fingerprint != vip.fingerprint => finding(
+                &vip.vip,
+                format!("table {} (this node)", vip.fingerprint),
+                format!("table {} at {}", other.fingerprint, peer.display()),
+            ),
+            Some(_) => {}
+        }
+    }
+    for other in theirs {
+        if !ours.iter().any(|v| v.vip == other.vip) {
+            finding(
+                &other.vip,
+                "absent here and at the peer".to_owned(),
+                format!("table {} at {}", other.fingerprint, peer.display()),
+            );
+        }
+    }
+    findings
 }
 
 /// Every drift between the maps and the config `model` read from `bytes` in `file`.
@@ -762,8 +839,13 @@ pub fn text(report: &Report) -> String {
         .file
         .as_deref()
         .map_or_else(|| "itself".to_owned(), |f| f.to_owned());
+    let peers = if report.peers.is_empty() {
+        String::new()
+    } else {
+        format!(" and the tables of {}", report.peers.join(", "))
+    };
     let mut out = format!(
-        "audit of the xlb at {} against {}: {}, {}\n",
+        "audit of the xlb at {} against {}{peers}: {}, {}\n",
         report.pin_path.as_deref().unwrap_or("?"),
         against,
         plural(report.drift, "drift"),
@@ -857,6 +939,7 @@ mod tests {
             ok: false,
             file: Some("web.toml".to_owned()),
             pin_path: Some("/sys/fs/bpf/xlb".to_owned()),
+            peers: Vec::new(),
             diagnostics: Vec::new(),
             drift: 1,
             notes: 0,
@@ -884,5 +967,42 @@ mod tests {
             lines[1].find("EXPECTED"),
             lines[2].find("02:00:00:00:03:00")
         );
+    }
+
+    #[test]
+    fn peers_with_other_tables_or_vips_are_drift() {
+        // Test that `--peer` finds a VIP whose fingerprint differs, a VIP only here and a VIP
+        // only at the peer, and nothing when the tables are the same.
+        let vip = |name: &str, print: &str| crate::status::VipStatus {
+            vip: name.to_owned(),
+            id: 0,
+            forwarding: "dsr",
+            hash: "5-tuple",
+            table_size: 7,
+            active_copy: 0,
+            backends: Default::default(),
+            fingerprint: print.to_owned(),
+        };
+        let peer = Path::new("/sys/fs/bpf/xlb-b");
+        let ours = [
+            vip("a:80/tcp", "1"),
+            vip("b:80/tcp", "2"),
+            vip("c:80/tcp", "3"),
+        ];
+        assert!(compare_peer(&ours, &ours, peer).is_empty());
+        let theirs = [
+            vip("a:80/tcp", "1"),
+            vip("b:80/tcp", "9"),
+            vip("d:80/tcp", "4"),
+        ];
+        let found = compare_peer(&ours, &theirs, peer);
+        let vips: Vec<&str> = found.iter().filter_map(|f| f.vip.as_deref()).collect();
+        assert_eq!(vips, ["b:80/tcp", "c:80/tcp", "d:80/tcp"]);
+        assert!(
+            found
+                .iter()
+                .all(|f| f.kind == Kind::Peer && f.severity == Severity::Drift)
+        );
+        assert!(found[0].actual.contains("table 9 at /sys/fs/bpf/xlb-b"));
     }
 }

@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::{
     args::BackendAction,
     backend,
+    bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
     health::{self, Checker, Health, Probe, Target, Tracker},
@@ -60,6 +61,8 @@ pub struct Daemon {
     /// Drained backends and when the daemon first saw them drained.
     drained_since: BTreeMap<(VipKey, IpAddr), Instant>,
     shared: Shared,
+    /// `[bgp]`: announces the VIPs that have a healthy backend.
+    announcer: Option<Announcer>,
 }
 
 impl Daemon {
@@ -97,6 +100,7 @@ impl Daemon {
             }
         });
         info!(address = %model.global.metrics_address, "serving metrics at /metrics");
+        let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
         Ok(Daemon {
             file: file.to_path_buf(),
             pin_path,
@@ -110,6 +114,7 @@ impl Daemon {
             probe_sender,
             drained_since: BTreeMap::new(),
             shared,
+            announcer: model_announcer(&model_bgp, &pin_path_for_bgp),
         })
     }
 
@@ -139,6 +144,12 @@ impl Daemon {
             }
         }
         self.checker.stop();
+        if let Some(announcer) = &mut self.announcer {
+            match announcer.withdraw_all() {
+                Ok(()) => info!("stopping: every VIP withdrawn from BGP"),
+                Err(err) => error!("withdrawing the VIPs from BGP failed: {err:#}"),
+            }
+        }
         Ok(())
     }
 
@@ -172,6 +183,46 @@ impl Daemon {
         }
         self.expire_drains(ebpf);
         self.check_alerts(ebpf);
+        self.announce();
+    }
+
+    /// The VIP addresses to announce: those with at least one backend that takes traffic
+    /// (weight above 0) and is not down by its health checks. A VIP failing open (every
+    /// checked backend down) is withdrawn, so the routers send its flows to other nodes.
+    pub fn announced_vips(&self) -> std::collections::BTreeSet<IpAddr> {
+        self.model
+            .vips
+            .iter()
+            .filter(|vip| {
+                vip.backends.iter().any(|b| {
+                    b.weight > 0
+                        && !self
+                            .targets
+                            .iter()
+                            .position(|t| t.vip == vip.name && t.backend == b.address)
+                            .is_some_and(|i| self.tracker.health(i) == Health::Down)
+                })
+            })
+            .map(|vip| vip.address)
+            .collect()
+    }
+
+    /// Brings BGP in line with [`Daemon::announced_vips`] (a failure is retried next tick).
+    fn announce(&mut self) {
+        let vips = self.announced_vips();
+        let Some(announcer) = &mut self.announcer else {
+            return;
+        };
+        match announcer.update(&vips) {
+            Ok(true) => info!(
+                vips = ?vips,
+                routes_file = %announcer.settings().routes_file.display(),
+                "BGP: announcing {} VIP addresses",
+                vips.len()
+            ),
+            Ok(false) => {}
+            Err(err) => error!("updating the BGP announcements failed (retrying): {err:#}"),
+        }
     }
 
     /// Validates the file and, if it is valid, makes it live; an invalid file is logged and
@@ -221,6 +272,20 @@ impl Daemon {
                 if let Ok(mut extra) = self.shared.lock() {
                     extra.set_vip_names(&model);
                 }
+                if model.bgp != self.model.bgp {
+                    if let Some(old) = &mut self.announcer
+                        && model
+                            .bgp
+                            .as_ref()
+                            .is_none_or(|b| b.routes_file != old.settings().routes_file)
+                        && let Err(err) = old.withdraw_all()
+                    {
+                        error!(
+                            "withdrawing the VIPs from the old [bgp] routes file failed: {err:#}"
+                        );
+                    }
+                    self.announcer = model_announcer(&model.bgp, &self.pin_path);
+                }
                 self.model = model;
                 self.bytes = bytes;
                 self.reconcile(ebpf, "reload");
@@ -263,6 +328,7 @@ impl Daemon {
             }
             Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
         }
+        self.announce();
     }
 
     /// Disables drained backends whose drain timeout passed: their established flows move.
@@ -325,6 +391,10 @@ impl Daemon {
             extra.alerts = self.detector.firing();
         }
     }
+}
+
+fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {
+    bgp.clone().map(|bgp| Announcer::new(bgp, pin_path))
 }
 
 fn alert_settings(model: &Model) -> skew::Settings {

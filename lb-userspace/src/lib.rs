@@ -5,6 +5,7 @@ pub mod args;
 pub mod attach;
 pub mod audit;
 pub mod backend;
+pub mod bgp;
 pub mod capacity;
 pub mod completions;
 pub mod config;

@@ -11,5 +11,6 @@ pub mod packets;
 pub mod privilege;
 pub mod prometheus;
 pub mod report;
+pub mod scale_out;
 pub mod steering;
 pub mod topology;

@@ -4,6 +4,8 @@
 //! stats`. Everything it creates is removed on exit, on error and on Ctrl-C, unless `--keep`
 //! leaves it up for `--down` to remove later. `--drill NAME` runs a training drill instead
 //! (tests/src/drills.rs): a scripted failure on a lab of its own, ending in PASS or FAIL.
+//! `--nodes N` runs the scale-out lab instead (`xlb-scale-lab`, tests/src/scale_out.rs): N xlb
+//! nodes announcing the VIP over BGP (BIRD 2) to a router spreading flows with ECMP.
 
 use std::process::{Command, ExitStatus};
 
@@ -33,10 +35,38 @@ pub struct Options {
         value_parser = ["one-backend", "backend-dies", "drain", "bad-config", "all"]
     )]
     drill: Option<String>,
+    /// Run the scale-out lab instead: N xlb nodes (1 to 8), each with BIRD announcing the VIP
+    /// over BGP to a router (BIRD) that spreads connections over them with ECMP; prints which
+    /// node and backend served the connections (`--requests`: how many, default 600).
+    #[arg(long, value_name = "N", conflicts_with_all = ["keep", "down", "drill"])]
+    nodes: Option<u32>,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options {})?;
+    if let Some(nodes) = options.nodes {
+        cmd::run(&mut cmd::cargo(&[
+            "build",
+            "--release",
+            "--bin",
+            "xlb",
+            "--bin",
+            "xlb-scale-lab",
+        ])?)?;
+        let release = cmd::workspace_root().join("target/release");
+        let mut lab = Command::new(release.join("xlb-scale-lab"));
+        lab.env("XLB_BIN", release.join("xlb"))
+            .args(["--nodes", &nodes.to_string()]);
+        if let Some(requests) = options.requests {
+            lab.args(["--requests", &requests.to_string()]);
+        }
+        let status = run_through_ctrl_c(&mut lab)?;
+        return match status.code() {
+            Some(0) => Ok(()),
+            Some(130) => std::process::exit(130),
+            _ => bail!("`{}` failed ({status})", describe(&lab)),
+        };
+    }
     cmd::run(&mut cmd::cargo(&[
         "build",
         "--release",

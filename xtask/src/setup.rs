@@ -25,6 +25,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx-light",
     "wrk",
     "haproxy",
+    // BIRD 2: the BGP speaker of the scale-out lab and tests (`cargo xtask lab --nodes N`).
+    "bird2",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 

@@ -12,7 +12,9 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, Rule, Source};
 use super::environment::Environment;
-use super::file::{AlertsFile, BackendFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile};
+use super::file::{
+    AlertsFile, BackendFile, BgpFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile,
+};
 use super::model::{
     self, ALERT_WINDOW_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS,
     DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
@@ -37,6 +39,9 @@ pub(crate) fn audit(
     audit.thresholds(file);
     if let Some(alerts) = &file.alerts {
         audit.alerts(alerts.get_ref());
+    }
+    if let Some(bgp) = &file.bgp {
+        audit.bgp(bgp);
     }
     let thresholds = model::audit_thresholds(file);
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -448,6 +453,78 @@ impl Audit<'_> {
                     "write the shell command to run when an alert starts or stops firing, e.g. \
                      command = 'logger -t xlb \"$XLB_ALERT_MESSAGE\"', or remove command to run \
                      nothing",
+                );
+            }
+        }
+    }
+
+    /// XLB016: `[bgp]` settings the daemon could not use to announce or withdraw.
+    fn bgp(&mut self, spanned: &Spanned<BgpFile>) {
+        let bgp = spanned.get_ref();
+        let path_problem = |text: &str| {
+            if text.is_empty() {
+                Some("is empty")
+            } else if !text.starts_with('/') {
+                Some("is not an absolute path")
+            } else if text.ends_with('/') {
+                Some("names a directory, not a file")
+            } else if text
+                .chars()
+                .any(|c| c == '"' || c == '\0' || c.is_control() || c.is_whitespace())
+            {
+                Some("holds a quote, blank, NUL or control character")
+            } else {
+                None
+            }
+        };
+        if let Some(problem) = path_problem(bgp.routes_file.get_ref()) {
+            self.report(
+                &BAD_BGP,
+                bgp.routes_file.span(),
+                "bgp.routes_file".into(),
+                format!(
+                    "bgp.routes_file = {:?} {problem}",
+                    bgp.routes_file.get_ref()
+                ),
+                "write the absolute path of the file the daemon writes and bird.conf includes, \
+                 e.g. routes_file = \"/run/xlb/bird-vips.conf\"",
+            );
+        }
+        if let Some(socket) = &bgp.socket
+            && let Some(problem) = path_problem(socket.get_ref())
+        {
+            self.report(
+                &BAD_BGP,
+                socket.span(),
+                "bgp.socket".into(),
+                format!("bgp.socket = {:?} {problem}", socket.get_ref()),
+                format!(
+                    "write the absolute path of BIRD's control socket (bird -s), e.g. socket = \
+                     \"{}\", or remove socket for that default",
+                    model::DEFAULT_BIRD_SOCKET
+                ),
+            );
+        }
+        if let Some(command) = &bgp.reload_command {
+            let text = command.get_ref();
+            let problem = if text.trim().is_empty() {
+                Some("is empty: BIRD would never reload the routes")
+            } else if text.contains('\0') {
+                Some("contains a NUL character, which no command line can hold")
+            } else if bgp.socket.is_some() {
+                Some("is given with socket: only one of them can say how BIRD reloads")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.report(
+                    &BAD_BGP,
+                    command.span(),
+                    "bgp.reload_command".into(),
+                    format!("bgp.reload_command = {text:?} {problem}"),
+                    "write the shell command that makes BIRD re-read its config, e.g. \
+                     reload_command = \"birdc -s /run/bird/bird.ctl configure\", or remove it \
+                     (and keep socket) for that default",
                 );
             }
         }

@@ -18,8 +18,21 @@ pub struct ConfigFile {
     pub global: Spanned<GlobalFile>,
     pub audit: Option<Spanned<AuditFile>>,
     pub alerts: Option<Spanned<AlertsFile>>,
+    pub bgp: Option<Spanned<BgpFile>>,
     #[serde(default)]
     pub vip: Vec<Spanned<VipFile>>,
+}
+
+/// `[bgp]`: announce VIPs through BIRD 2. The daemon writes `routes_file` (a BIRD include file)
+/// and runs the reload command whenever the set of announced VIPs changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpFile {
+    pub routes_file: Spanned<String>,
+    /// BIRD's control socket, for the default reload command `birdc -s SOCKET configure`.
+    pub socket: Option<Spanned<String>>,
+    /// Run with `sh -c` instead of the default; excludes `socket`.
+    pub reload_command: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -69,6 +69,8 @@ pub struct Model {
     pub audit: AuditThresholds,
     /// `[alerts]`, defaults when the table is absent.
     pub alerts: Alerts,
+    /// `[bgp]`: none when the table is absent (no announcements).
+    pub bgp: Option<Bgp>,
     /// In file order.
     pub vips: Vec<VipModel>,
 }
@@ -139,6 +141,19 @@ impl Default for Alerts {
             command: None,
         }
     }
+}
+
+/// BIRD's control socket when `[bgp]` names none (Debian's bird2 package uses it).
+pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+
+/// How the daemon announces its VIPs (`[bgp]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bgp {
+    /// The BIRD include file the daemon writes (atomically): the static protocols
+    /// `xlb_vips4` and `xlb_vips6`, a `blackhole` route for each announced VIP address.
+    pub routes_file: PathBuf,
+    /// Run with `sh -c` after each rewrite: `birdc -s SOCKET configure` unless given.
+    pub reload_command: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -343,6 +358,7 @@ pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
         global,
         audit: audit_thresholds(file),
         alerts: alerts(file)?,
+        bgp: file.bgp.as_ref().map(|bgp| bgp_settings(bgp.get_ref())),
         vips,
     })
 }
@@ -385,6 +401,21 @@ fn alerts(file: &ConfigFile) -> Option<Alerts> {
         },
         command: alerts.command.as_ref().map(|c| c.get_ref().clone()),
     })
+}
+
+fn bgp_settings(bgp: &file::BgpFile) -> Bgp {
+    Bgp {
+        routes_file: bgp.routes_file.get_ref().into(),
+        reload_command: match (&bgp.reload_command, &bgp.socket) {
+            (Some(command), _) => command.get_ref().clone(),
+            (None, socket) => format!(
+                "birdc -s {} configure",
+                socket
+                    .as_ref()
+                    .map_or(DEFAULT_BIRD_SOCKET, |s| s.get_ref().as_str())
+            ),
+        },
+    }
 }
 
 fn health(health: &file::HealthFile, vip_port: u16) -> HealthCheck {

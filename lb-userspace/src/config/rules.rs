@@ -1,6 +1,6 @@
 //! The catalogue of checks: every rule's stable id, name, severity and purpose.
 //!
-//! Ids never change meaning, so scripts and documentation can rely on them. XLB016..XLB020 are
+//! Ids never change meaning, so scripts and documentation can rely on them. XLB017..XLB020 are
 //! kept free for rules added elsewhere; the further rules here start at XLB021.
 
 use super::diagnostic::{Rule, Severity};
@@ -113,6 +113,13 @@ pub const BAD_ALERTS: Rule = error(
      min_new_flows) or its command cannot run (empty, or holding a NUL): the daemon would alert \
      on noise, never alert, or fail to notify.",
 );
+pub const BAD_BGP: Rule = error(
+    "XLB016",
+    "bad-bgp",
+    "A [bgp] setting cannot work: routes_file or socket not an absolute file path (or holding \
+     characters BIRD or a shell cannot take), an empty reload_command, or both socket and \
+     reload_command given.",
+);
 pub const UNREADABLE_FILE: Rule = error(
     "XLB021",
     "unreadable-file",
@@ -148,6 +155,7 @@ pub const RULES: &[Rule] = &[
     BAD_HEALTH_CHECK,
     BAD_GLOBAL,
     BAD_ALERTS,
+    BAD_BGP,
     UNREADABLE_FILE,
     TABLE_SIZE_OUT_OF_RANGE,
     UNUSABLE_ADDRESS,

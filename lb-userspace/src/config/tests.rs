@@ -641,3 +641,32 @@ fn alerts_field_of_the_wrong_type_gets_its_hint() {
     );
     assert_eq!(d.fix, "write seconds in 1..=3600, e.g. window_seconds = 10");
 }
+
+#[test]
+fn bgp_settings_reach_the_model_with_the_default_reload_command() {
+    // Test that tests/configs/good/bgp.toml gives a routes file and a reload command built
+    // from its socket, that no [bgp] means no announcements, and that a reload_command is
+    // taken as written.
+    let (model, _) = load(&configs().join("good/bgp.toml"), &env()).expect("bgp");
+    let bgp = model.bgp.expect("[bgp]");
+    assert_eq!(bgp.routes_file, Path::new("/run/xlb/bird-vips.conf"));
+    assert_eq!(
+        bgp.reload_command,
+        "birdc -s /run/bird/xlb-node.ctl configure"
+    );
+    let (model, _) = check(TWO_BACKENDS).expect("valid");
+    assert_eq!(model.bgp, None);
+    let (model, _) = check(&format!(
+        "[bgp]\nroutes_file = \"/run/v.conf\"\n{TWO_BACKENDS}"
+    ))
+    .expect("default socket");
+    assert_eq!(
+        model.bgp.expect("[bgp]").reload_command,
+        "birdc -s /run/bird/bird.ctl configure"
+    );
+    let (model, _) = check(&format!(
+        "[bgp]\nroutes_file = \"/run/v.conf\"\nreload_command = \"birdc configure\"\n{TWO_BACKENDS}"
+    ))
+    .expect("own command");
+    assert_eq!(model.bgp.expect("[bgp]").reload_command, "birdc configure");
+}

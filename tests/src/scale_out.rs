@@ -1,0 +1,769 @@
+//! Scale-out: several xlb nodes behind a router that spreads flows over them with ECMP, the
+//! routes learnt over BGP from BIRD 2 on every node (`[bgp]` in each node's config).
+//!
+//! ```text
+//!   client (eth0: 198.18.2.1) ── router (eth1: 198.18.2.254; eth0: 198.18.0.254, BIRD:
+//!                                  │      BGP AS 65000, kernel protocol with `merge paths`,
+//!                                  │      fib_multipath_hash_policy=1: L4 hashing)
+//!                                  └── br0 in sw ──┬── n{i} (eth0: 198.18.0.{2+i}): xlb run
+//!                                                  │   --config + BIRD (AS 65001)
+//!                                                  └── b{i} (eth0: 198.18.0.{10+i}): VIP on lo
+//! ```
+//!
+//! Every node runs the same config (so the same Maglev tables), `dsr` VIP 198.18.1.10:80 over
+//! the backends weighted 1:1:2; backends answer the client directly through the router. Each
+//! backend runs a TCP server that answers each connection with its name and a newline, then
+//! echoes what it is sent, so one server serves "who answered?" connections and long streams.
+
+use std::{
+    collections::BTreeSet,
+    fs::OpenOptions,
+    io::{ErrorKind, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use aya::Ebpf;
+use lb_userspace::{args::XdpModeArg, attach, object};
+
+use crate::{
+    daemon_lab::{VerbOutput, exited, xlb_verb},
+    demo,
+    netns::{Lab, Netns},
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+pub const ROUTER_FRONT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+pub const VIP_PORT: u16 = 80;
+/// The backends' weights: b2 should answer half of the new connections.
+pub const WEIGHTS: [u32; 3] = [1, 1, 2];
+pub const ROUTER_AS: u32 = 65000;
+pub const NODE_AS: u32 = 65001;
+/// A port nothing listens on: a node whose config checks it sees every backend down.
+pub const DEAD_HEALTH_PORT: u16 = 81;
+const HEALTH_INTERVAL_MS: u32 = 200;
+const HEALTH_TIMEOUT_MS: u32 = 100;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(50);
+const READY: Duration = Duration::from_secs(20);
+const MAX_CONNECTION: Duration = Duration::from_secs(90);
+
+/// One xlb node: its namespace, address, files and processes.
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub address: Ipv4Addr,
+    pub pin_path: PathBuf,
+    pub dir: PathBuf,
+    pub xlb_pid: Option<u32>,
+    pub bird_pid: Option<u32>,
+}
+
+impl Node {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("xlb.toml")
+    }
+    pub fn routes_file(&self) -> PathBuf {
+        self.dir.join("bird-vips.conf")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("bird.ctl")
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("xlb.log")).unwrap_or_default()
+    }
+}
+
+pub struct Backend {
+    pub name: String,
+    pub ns: Netns,
+    pub address: Ipv4Addr,
+    pub mac: String,
+}
+
+/// The scale-out lab; dropping it stops every process and removes every namespace and pin.
+pub struct ScaleOut {
+    shared: Arc<Shared>,
+    listeners: Vec<JoinHandle<()>>,
+    _passes: Vec<Ebpf>,
+    pub client: Netns,
+    pub router: Netns,
+    pub switch: Netns,
+    pub nodes: Vec<Node>,
+    pub backends: Vec<Backend>,
+    pub dir: PathBuf,
+    pub xlb: PathBuf,
+    router_bird: Option<u32>,
+    lab: Lab,
+}
+
+impl ScaleOut {
+    /// Builds the lab with `nodes` xlb nodes (1 to 8) and three backends; starts the backends'
+    /// servers and the router's BIRD, not the nodes (see [`ScaleOut::start_node`]).
+    pub fn new(label: &str, nodes: usize) -> anyhow::Result<ScaleOut> {
+        ensure!((1..=8).contains(&nodes), "{nodes} nodes: use 1 to 8");
+        let xlb = demo::xlb_binary()?;
+        let mut lab = Lab::new(label)?;
+        let switch = lab.netns("sw")?;
+        let client = lab.netns("client")?;
+        let router = lab.netns("router")?;
+        let node_ns: Vec<Netns> = (0..nodes)
+            .map(|i| lab.netns(&format!("n{i}")))
+            .collect::<anyhow::Result<_>>()?;
+        let backend_ns: Vec<Netns> = (0..WEIGHTS.len())
+            .map(|i| lab.netns(&format!("b{i}")))
+            .collect::<anyhow::Result<_>>()?;
+        let all: Vec<&Netns> = [&switch, &client, &router]
+            .into_iter()
+            .chain(&node_ns)
+            .chain(&backend_ns)
+            .collect();
+        for ns in &all {
+            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        }
+        lab.veth((&client, "eth0"), (&router, "eth1"))?;
+        let mut ports = vec!["p-r".to_owned()];
+        lab.veth((&router, "eth0"), (&switch, "p-r"))?;
+        for (i, ns) in node_ns.iter().enumerate() {
+            let port = format!("p-n{i}");
+            lab.veth((ns, "eth0"), (&switch, &port))?;
+            ports.push(port);
+        }
+        for (i, ns) in backend_ns.iter().enumerate() {
+            let port = format!("p-b{i}");
+            lab.veth((ns, "eth0"), (&switch, &port))?;
+            ports.push(port);
+        }
+        let refs: Vec<&str> = ports.iter().map(String::as_str).collect();
+        lab.bridge(&switch, "br0", &refs)?;
+        for port in &refs {
+            switch.tx_checksum_off(port)?;
+        }
+        for ns in [&client, &router]
+            .into_iter()
+            .chain(&node_ns)
+            .chain(&backend_ns)
+        {
+            ns.tx_checksum_off("eth0")?;
+        }
+        router.tx_checksum_off("eth1")?;
+        lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
+        client.ip(&["route", "add", "default", "via", &ROUTER_FRONT.to_string()])?;
+        lab.addr(&router, "eth1", &format!("{ROUTER_FRONT}/24"))?;
+        lab.addr(&router, "eth0", &format!("{ROUTER}/24"))?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        // Hash multipath routes on the 5-tuple (L4), so each connection picks its own node.
+        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+        for dev in ["all", "default", "eth0", "eth1"] {
+            router.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        }
+
+        let dir = std::env::temp_dir().join(&router.name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+        let mut node_list = Vec::new();
+        for (i, ns) in node_ns.into_iter().enumerate() {
+            let address = Ipv4Addr::new(198, 18, 0, 2 + i as u8);
+            lab.addr(&ns, "eth0", &format!("{address}/24"))?;
+            let pin_path = lab.pin_dir(&format!("n{i}"))?;
+            std::fs::remove_dir(&pin_path)?;
+            let node_dir = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            node_list.push(Node {
+                name: format!("n{i}"),
+                ns,
+                address,
+                pin_path,
+                dir: node_dir,
+                xlb_pid: None,
+                bird_pid: None,
+            });
+        }
+        let mut backends = Vec::new();
+        for (i, ns) in backend_ns.into_iter().enumerate() {
+            let address = Ipv4Addr::new(198, 18, 0, 10 + i as u8);
+            lab.addr(&ns, "eth0", &format!("{address}/24"))?;
+            lab.addr(&ns, "lo", &format!("{VIP}/32"))?;
+            ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
+            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            for dev in ["all", "default", "lo", "eth0"] {
+                ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+            }
+            let mac = ns.mac("eth0")?;
+            backends.push(Backend {
+                name: format!("b{i}"),
+                ns,
+                address,
+                mac,
+            });
+        }
+        // Native XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
+        let mut passes = Vec::new();
+        for i in 0..nodes {
+            let mut pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
+            let program = object::xdp_program(&mut pass, "bare_pass")?;
+            let port = format!("p-n{i}");
+            switch
+                .run(|| attach::attach(program, &port, XdpModeArg::Native))?
+                .with_context(|| format!("attaching bare_pass to {port}"))?;
+            passes.push(pass);
+        }
+        let shared = Arc::new(Shared::default());
+        let mut listeners = Vec::new();
+        for backend in &backends {
+            listeners.push(listen(backend, &shared)?);
+        }
+        let mut scale_out = ScaleOut {
+            shared,
+            listeners,
+            _passes: passes,
+            client,
+            router,
+            switch,
+            nodes: node_list,
+            backends,
+            dir,
+            xlb,
+            router_bird: None,
+            lab,
+        };
+        scale_out.start_router_bird()?;
+        for i in 0..nodes {
+            let text = scale_out.config_text(i, VIP_PORT);
+            scale_out.write_config(i, &text)?;
+        }
+        Ok(scale_out)
+    }
+
+    fn start_router_bird(&mut self) -> anyhow::Result<()> {
+        let mut conf = format!(
+            "router id {ROUTER};\nprotocol device {{ scan time 1; }}\n\
+             protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
+             template bgp xlbnode {{ local {ROUTER} as {ROUTER_AS}; hold time 3; \
+             keepalive time 1; connect retry time 1; error wait time 1, 2; \
+             ipv4 {{ import all; export none; }}; }}\n"
+        );
+        for node in &self.nodes {
+            conf += &format!(
+                "protocol bgp {} from xlbnode {{ neighbor {} as {NODE_AS}; }}\n",
+                node.name, node.address
+            );
+        }
+        let dir = self.dir.join("router");
+        std::fs::create_dir_all(&dir)?;
+        let pid = self.spawn_bird(&self.router.clone(), &dir, &conf)?;
+        self.router_bird = Some(pid);
+        Ok(())
+    }
+
+    fn spawn_bird(&mut self, ns: &Netns, dir: &std::path::Path, conf: &str) -> anyhow::Result<u32> {
+        let path = dir.join("bird.conf");
+        std::fs::write(&path, conf)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("bird.log"))?;
+        let mut command = ns.command("bird");
+        command
+            .arg("-f")
+            .arg("-c")
+            .arg(&path)
+            .arg("-s")
+            .arg(dir.join("bird.ctl"))
+            .arg("-P")
+            .arg(dir.join("bird.pid"))
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.lab.spawn(command)
+    }
+
+    /// Node `i`'s config: the same VIP and backends on every node; health checks on
+    /// `health_port` (the VIP's port for a healthy node); `[bgp]` with its routes file and
+    /// its BIRD's socket.
+    pub fn config_text(&self, i: usize, health_port: u16) -> String {
+        let node = &self.nodes[i];
+        let mut text = format!(
+            "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
+             metrics_address = \"127.0.0.1:9100\"\n\n[bgp]\nroutes_file = \"{}\"\n\
+             socket = \"{}\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = {VIP_PORT}\n\
+             protocol = \"tcp\"\nforwarding = \"dsr\"\n",
+            node.pin_path.display(),
+            node.routes_file().display(),
+            node.socket().display()
+        );
+        for (backend, weight) in self.backends.iter().zip(WEIGHTS) {
+            text += &format!(
+                "\n  [[vip.backend]]\n  address = \"{}\"\n  weight = {weight}\n  mac = \"{}\"\n\
+                 \x20   [vip.backend.health]\n    check = \"tcp\"\n    port = {health_port}\n\
+                 \x20   interval_ms = {HEALTH_INTERVAL_MS}\n    timeout_ms = {HEALTH_TIMEOUT_MS}\n\
+                 \x20   rise = 2\n    fall = 2\n",
+                backend.address, backend.mac
+            );
+        }
+        text
+    }
+
+    pub fn write_config(&self, i: usize, text: &str) -> anyhow::Result<()> {
+        let path = self.nodes[i].config_path();
+        let staging = path.with_extension("staging");
+        std::fs::write(&staging, text)?;
+        std::fs::rename(&staging, &path)?;
+        Ok(())
+    }
+
+    /// Starts node `i`: its BIRD (with an empty routes file), then `xlb run --config`; waits
+    /// until the link is pinned.
+    pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        ensure!(node.xlb_pid.is_none(), "{} already runs", node.name);
+        if !node.routes_file().exists() {
+            std::fs::write(
+                node.routes_file(),
+                lb_userspace::bgp::render(&BTreeSet::new(), &node.pin_path),
+            )?;
+        }
+        let conf = format!(
+            "router id {};\ninclude \"{}\";\nprotocol device {{ scan time 1; }}\n\
+             protocol bgp uplink {{ local {} as {NODE_AS}; neighbor {ROUTER} as {ROUTER_AS}; \
+             hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 2; \
+             ipv4 {{ import none; export where proto = \"xlb_vips4\"; }}; }}\n",
+            node.address,
+            node.routes_file().display(),
+            node.address
+        );
+        let (ns, dir) = (node.ns.clone(), node.dir.clone());
+        if self.nodes[i].bird_pid.is_none() {
+            let pid = self.spawn_bird(&ns, &dir, &conf)?;
+            self.nodes[i].bird_pid = Some(pid);
+            // birdc needs the control socket before the daemon's first reload.
+            let socket = self.nodes[i].socket();
+            let deadline = Instant::now() + READY;
+            while !socket.exists() {
+                ensure!(
+                    Instant::now() < deadline && !exited(pid),
+                    "BIRD in {} did not start: {}",
+                    ns.name,
+                    std::fs::read_to_string(dir.join("bird.log")).unwrap_or_default()
+                );
+                std::thread::sleep(POLL);
+            }
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("xlb.log"))?;
+        let mut command = ns.command(&self.xlb);
+        command
+            .args(["run", "--config"])
+            .arg(self.nodes[i].config_path())
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let pid = self.lab.spawn(command)?;
+        self.nodes[i].xlb_pid = Some(pid);
+        let deadline = Instant::now() + READY;
+        while !self.nodes[i].pin_path.join("link").exists() {
+            ensure!(
+                Instant::now() < deadline && !exited(pid),
+                "xlb run in {} did not become ready: {}",
+                ns.name,
+                self.nodes[i].log()
+            );
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Kills node `i` hard: `kill -9` its daemon, `xlb down` its pins (which withdraws its
+    /// VIPs through its BIRD), then stops its BIRD.
+    pub fn kill_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let pid = self.nodes[i]
+            .xlb_pid
+            .take()
+            .context("the node does not run")?;
+        // SAFETY: signalling a child this lab spawned and has not reaped.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        self.lab.terminate(pid)?;
+        self.xlb(i, &["down"])?.ok()?;
+        if let Some(bird) = self.nodes[i].bird_pid.take() {
+            self.lab.terminate(bird)?;
+        }
+        let _ = std::fs::remove_file(self.nodes[i].routes_file());
+        Ok(())
+    }
+
+    /// `xlb ARGS --pin-path PIN` in node `i`'s namespace.
+    pub fn xlb(&self, i: usize, args: &[&str]) -> anyhow::Result<VerbOutput> {
+        let node = &self.nodes[i];
+        xlb_verb(&node.ns, &self.xlb, &node.pin_path, args)
+    }
+
+    /// New flows node `i` steered for the VIP, per backend (its `xlb stats`).
+    pub fn node_new_flows(&self, i: usize) -> anyhow::Result<Vec<u64>> {
+        let stats = self.xlb(i, &["stats", "--output", "json"])?.ok()?.json()?;
+        let mut flows = vec![0; self.backends.len()];
+        for vip in stats["vips"].as_array().into_iter().flatten() {
+            for row in vip["backends"].as_array().into_iter().flatten() {
+                let address = row["address"].as_str().unwrap_or_default();
+                if let Some(b) = self
+                    .backends
+                    .iter()
+                    .position(|b| b.address.to_string() == address)
+                {
+                    flows[b] += row["new_flows"].as_u64().unwrap_or(0);
+                }
+            }
+        }
+        Ok(flows)
+    }
+
+    /// The router's next hops for the VIP (`ip route show VIP`).
+    pub fn next_hops(&self) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
+        let out = self
+            .router
+            .command("ip")
+            .args(["-4", "route", "show", &format!("{VIP}/32")])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        Ok(words
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect())
+    }
+
+    /// Waits until the router's next hops for the VIP are exactly `nodes`; returns how long.
+    pub fn wait_next_hops(&self, nodes: &[usize], within: Duration) -> anyhow::Result<Duration> {
+        let want: BTreeSet<Ipv4Addr> = nodes.iter().map(|i| self.nodes[*i].address).collect();
+        let started = Instant::now();
+        loop {
+            let hops = self.next_hops()?;
+            if hops == want {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > within {
+                bail!(
+                    "after {within:?} the router's next hops for {VIP} are {hops:?}, not \
+                     {want:?}; router BIRD log:\n{}",
+                    std::fs::read_to_string(self.dir.join("router/bird.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Runs `f` on a thread inside the client namespace.
+    pub fn client<R: Send>(&self, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
+        self.client.run(f)
+    }
+
+    /// Backend index by name.
+    pub fn backend_named(&self, name: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.name == name)
+    }
+}
+
+impl Drop for ScaleOut {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        for listener in self.listeners.drain(..) {
+            let _ = listener.join();
+        }
+        let handlers = std::mem::take(
+            &mut *self
+                .shared
+                .handlers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for handler in handlers {
+            let _ = handler.join();
+        }
+        for node in &self.nodes {
+            let _ = std::fs::remove_file(lb_userspace::bgp::state_path(&node.pin_path));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One connection to the VIP from the client namespace (call inside [`ScaleOut::client`]):
+/// the stream and the name of the backend that answered.
+pub fn connect() -> anyhow::Result<(TcpStream, String)> {
+    let vip = SocketAddr::from((VIP, VIP_PORT));
+    let mut stream = TcpStream::connect_timeout(&vip, CONNECT_TIMEOUT)
+        .with_context(|| format!("connecting to {vip}"))?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+    let name = read_line(&mut stream)?;
+    Ok((stream, name))
+}
+
+/// Sends one byte on `stream` and reads its echo back.
+pub fn echo(stream: &mut TcpStream, byte: u8) -> anyhow::Result<()> {
+    stream.write_all(&[byte]).context("sending")?;
+    let mut back = [0u8; 1];
+    stream.read_exact(&mut back).context("reading the echo")?;
+    ensure!(back[0] == byte, "sent {byte}, echoed {}", back[0]);
+    Ok(())
+}
+
+fn read_line(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match stream.read(&mut byte) {
+            Ok(0) => bail!("closed after {:?}", String::from_utf8_lossy(&line)),
+            Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+            Ok(_) => line.push(byte[0]),
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err).context("reading the backend's name"),
+        }
+    }
+    bail!("no line end")
+}
+
+#[derive(Default)]
+struct Shared {
+    shutdown: AtomicBool,
+    handlers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn listen(backend: &Backend, shared: &Arc<Shared>) -> anyhow::Result<JoinHandle<()>> {
+    let listener = backend
+        .ns
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?
+        .with_context(|| format!("listening in {}", backend.ns.name))?;
+    listener.set_nonblocking(true)?;
+    let (shared, name) = (Arc::clone(shared), backend.name.clone());
+    Ok(std::thread::spawn(move || {
+        while !shared.shutdown.load(Ordering::Relaxed) {
+            let mut poll = libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for a socket this thread owns.
+            if unsafe { libc::poll(&mut poll, 1, POLL.as_millis() as i32) } <= 0 {
+                continue;
+            }
+            while let Ok((stream, _)) = listener.accept() {
+                let reply = format!("{name}\n");
+                let inner = Arc::clone(&shared);
+                let handler = std::thread::spawn(move || serve(stream, &reply, &inner));
+                let mut handlers = shared
+                    .handlers
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                handlers.retain(|h| !h.is_finished());
+                handlers.push(handler);
+            }
+        }
+    }))
+}
+
+fn serve(mut stream: TcpStream, reply: &str, shared: &Shared) {
+    let deadline = Instant::now() + MAX_CONNECTION;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(POLL));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(reply.as_bytes()).is_err() {
+        return;
+    }
+    let mut buffer = [0u8; 512];
+    while !shared.shutdown.load(Ordering::Relaxed) && Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                if stream.write_all(&buffer[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// `cargo xtask lab --nodes N`: builds the lab with `nodes` nodes, starts them, waits for the
+/// router's multipath route, sends `requests` new connections from the client and prints
+/// which node (the router's choice, `ip route get` with the connection's ports) and which
+/// backend (its answer) served the first ones, then the totals per node (each node's own
+/// counters) and per backend beside the weights, and the table fingerprints of every node.
+/// Everything is removed when it returns (and on Ctrl-C).
+pub fn run_lab(nodes: usize, requests: usize) -> anyhow::Result<()> {
+    const SHOWN: usize = 12;
+    let started = Instant::now();
+    let mut lab = ScaleOut::new("scale", nodes)?;
+    println!(
+        "lab: client {CLIENT} -> router {ROUTER} (BIRD, AS {ROUTER_AS}, ECMP with L4 hashing) \
+         -> {nodes} xlb nodes (BIRD, AS {NODE_AS}) -> backends {} weighted {WEIGHTS:?}",
+        lab.backends
+            .iter()
+            .map(|b| format!("{} {}", b.name, b.address))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for i in 0..nodes {
+        lab.start_node(i)?;
+        println!(
+            "lab: node {} ({}) up: xlb run --config, BIRD announcing {VIP}/32",
+            lab.nodes[i].name, lab.nodes[i].address
+        );
+    }
+    let all: Vec<usize> = (0..nodes).collect();
+    let took = lab.wait_next_hops(&all, Duration::from_secs(30))?;
+    let route = lab
+        .router
+        .command("ip")
+        .args(["route", "show", &format!("{VIP}/32")])
+        .output()?;
+    println!(
+        "lab: BGP converged in {took:?}; the router's route:\n{}",
+        String::from_utf8_lossy(&route.stdout).trim_end()
+    );
+    let before: Vec<Vec<u64>> = (0..nodes)
+        .map(|i| lab.node_new_flows(i))
+        .collect::<anyhow::Result<_>>()?;
+    let served: Vec<(u16, String)> = lab.client(|| -> anyhow::Result<Vec<(u16, String)>> {
+        (0..requests)
+            .map(|_| {
+                let (stream, name) = connect()?;
+                Ok((stream.local_addr()?.port(), name))
+            })
+            .collect()
+    })??;
+    println!("\nthe first {SHOWN} connections:\n  client port  node  backend");
+    for (port, backend) in served.iter().take(SHOWN) {
+        let node = lab.router_choice(*port)?;
+        println!("  {port:>11}  {node:>4}  {backend}");
+    }
+    let mut per_backend = vec![0u64; lab.backends.len()];
+    for (_, name) in &served {
+        if let Some(i) = lab.backend_named(name) {
+            per_backend[i] += 1;
+        }
+    }
+    println!("\n{requests} connections, per node (its own counters, `xlb stats`):");
+    for (i, old) in before.iter().enumerate() {
+        let now: u64 = lab.node_new_flows(i)?.iter().sum();
+        let flows = now - old.iter().sum::<u64>();
+        println!(
+            "  {} {:>5} ({:.1}%)",
+            lab.nodes[i].name,
+            flows,
+            flows as f64 * 100.0 / requests as f64
+        );
+    }
+    let weight: u32 = WEIGHTS.iter().sum();
+    println!("per backend (who answered), beside the share its weight gives it:");
+    for (i, count) in per_backend.iter().enumerate() {
+        println!(
+            "  {} {:>5} ({:.1}%, weight {:.1}%)",
+            lab.backends[i].name,
+            count,
+            *count as f64 * 100.0 / requests as f64,
+            f64::from(WEIGHTS[i]) * 100.0 / f64::from(weight)
+        );
+    }
+    println!("table fingerprints (same config, same tables):");
+    for i in 0..nodes {
+        let status = lab.xlb(i, &["status", "--output", "json"])?.ok()?.json()?;
+        let prints: Vec<String> = status["vips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| format!("{} {}", v["vip"], v["fingerprint"]))
+            .collect();
+        println!("  {} {}", lab.nodes[i].name, prints.join(", "));
+    }
+    if nodes > 1 {
+        let mut args = vec!["audit".to_owned()];
+        for node in &lab.nodes[1..] {
+            args.push("--peer".into());
+            args.push(node.pin_path.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let audit = lab.xlb(0, &args)?;
+        print!("$ xlb audit --peer ... (on n0)\n{}", audit.stdout);
+        ensure!(audit.code == Some(0), "the nodes' tables differ");
+    }
+    for i in 0..nodes {
+        lab.stop_node(i)?;
+    }
+    lab.wait_next_hops(&[], Duration::from_secs(10))?;
+    println!(
+        "lab: every node stopped (SIGTERM: VIP withdrawn, `xlb down`); the router has no route \
+         left; removing the lab ({:.1?} in all)",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+impl ScaleOut {
+    /// The node the router picks for a connection from `CLIENT:port` to the VIP.
+    pub fn router_choice(&self, port: u16) -> anyhow::Result<String> {
+        let out = self
+            .router
+            .command("ip")
+            .args([
+                "-4",
+                "route",
+                "get",
+                &VIP.to_string(),
+                "from",
+                &CLIENT.to_string(),
+                "iif",
+                "eth1",
+                "ipproto",
+                "tcp",
+                "sport",
+                &port.to_string(),
+                "dport",
+                &VIP_PORT.to_string(),
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let via = text
+            .split_whitespace()
+            .skip_while(|w| *w != "via")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        Ok(self
+            .nodes
+            .iter()
+            .find(|n| n.address.to_string() == via)
+            .map_or(via, |n| n.name.clone()))
+    }
+
+    /// Stops node `i` as an operator would: SIGTERM to its daemon (which withdraws the VIP),
+    /// `xlb down`, then its BIRD.
+    pub fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(pid) = self.nodes[i].xlb_pid.take() {
+            self.lab.terminate(pid)?;
+            self.xlb(i, &["down"])?.ok()?;
+        }
+        if let Some(bird) = self.nodes[i].bird_pid.take() {
+            self.lab.terminate(bird)?;
+        }
+        Ok(())
+    }
+}
