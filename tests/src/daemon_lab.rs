@@ -17,13 +17,13 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{ErrorKind, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd as _, FromRawFd as _},
     path::{Path, PathBuf},
     process::Stdio,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -35,7 +35,7 @@ use aya::Ebpf;
 use lb_userspace::{args::XdpModeArg, attach, object};
 
 use crate::{
-    demo,
+    demo, echo,
     netns::{Lab, Netns},
 };
 
@@ -59,8 +59,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often server threads look at their stop flags.
 const POLL: Duration = Duration::from_millis(50);
-/// The longest a server keeps one connection: every stream of a test ends well before.
-const MAX_CONNECTION: Duration = Duration::from_secs(60);
 /// How long the daemon may take to attach (or adopt) and serve metrics.
 const DAEMON_READY: Duration = Duration::from_secs(15);
 
@@ -108,7 +106,7 @@ pub struct DaemonLab {
     // Fields drop in order: servers first (their sockets pin the namespaces), then the bridge
     // program, the lab (the daemon, the pins, the namespaces) last.
     servers: Vec<Server>,
-    shared: Arc<Shared>,
+    shared: Arc<echo::Shared>,
     _bridge_pass: Ebpf,
     pub client: Netns,
     pub lb: Netns,
@@ -207,7 +205,7 @@ impl DaemonLab {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let config_path = dir.join("xlb.toml");
 
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(echo::Shared::default());
         let servers = hosts_out
             .iter()
             .map(|host| Server {
@@ -563,7 +561,7 @@ impl Session<'_> {
         let mut stream = connect_from(port).with_context(|| format!("{source} -> {vip}"))?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
-        let name = read_line(&mut stream).with_context(|| format!("{source} -> {vip}"))?;
+        let name = echo::read_line(&mut stream).with_context(|| format!("{source} -> {vip}"))?;
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -597,7 +595,7 @@ impl Session<'_> {
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         let local = stream.local_addr()?;
-        let name = read_line(&mut stream).with_context(|| format!("{local} -> {vip}"))?;
+        let name = echo::read_line(&mut stream).with_context(|| format!("{local} -> {vip}"))?;
         let backend = self
             .names
             .iter()
@@ -691,31 +689,6 @@ fn connect_from(port: u16) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Reads one line (without its newline) of at most 64 bytes.
-fn read_line(stream: &mut TcpStream) -> anyhow::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 64 {
-        match stream.read(&mut byte) {
-            Ok(0) => bail!("closed after {:?}", String::from_utf8_lossy(&line)),
-            Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
-            Ok(_) => line.push(byte[0]),
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(err).context("reading the backend's name"),
-        }
-    }
-    bail!("no line end in {:?}", String::from_utf8_lossy(&line))
-}
-
-/// State shared by every server of a lab.
-#[derive(Default)]
-struct Shared {
-    /// Set when the lab goes: every connection handler ends.
-    shutdown: AtomicBool,
-    /// Connection handlers, joined when the lab goes.
-    handlers: Mutex<Vec<JoinHandle<()>>>,
-}
-
 struct Server {
     host: BackendHost,
     listening: Option<Listening>,
@@ -728,7 +701,7 @@ struct Listening {
 }
 
 impl Listening {
-    fn start(host: &BackendHost, shared: &Arc<Shared>) -> anyhow::Result<Listening> {
+    fn start(host: &BackendHost, shared: &Arc<echo::Shared>) -> anyhow::Result<Listening> {
         let listener = host
             .ns
             .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?
@@ -738,7 +711,7 @@ impl Listening {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stop, shared, name) = (Arc::clone(&stop), Arc::clone(shared), host.name.clone());
-            std::thread::spawn(move || accept(&listener, &name, &stop, &shared))
+            std::thread::spawn(move || echo::accept(&listener, &name, &stop, &shared))
         };
         Ok(Listening { stop, thread })
     }
@@ -747,60 +720,6 @@ impl Listening {
     fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
-    }
-}
-
-fn accept(listener: &TcpListener, name: &str, stop: &AtomicBool, shared: &Arc<Shared>) {
-    while !stop.load(Ordering::Relaxed) && !shared.shutdown.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for a socket this function borrows.
-        if unsafe { libc::poll(&mut poll, 1, POLL.as_millis() as i32) } <= 0 {
-            continue;
-        }
-        while let Ok((stream, _)) = listener.accept() {
-            let reply = format!("{name}\n");
-            let handler_shared = Arc::clone(shared);
-            let handler = std::thread::spawn(move || serve(stream, &reply, &handler_shared));
-            let mut handlers = shared
-                .handlers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            handlers.retain(|h| !h.is_finished());
-            handlers.push(handler);
-        }
-    }
-}
-
-/// Answers the backend's name, then echoes until the client closes, the lab goes, or
-/// MAX_CONNECTION passes.
-fn serve(mut stream: TcpStream, reply: &str, shared: &Shared) {
-    let deadline = Instant::now() + MAX_CONNECTION;
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(POLL));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(reply.as_bytes()).is_err() {
-        return;
-    }
-    let mut buffer = [0u8; 512];
-    while !shared.shutdown.load(Ordering::Relaxed) && Instant::now() < deadline {
-        match stream.read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => {
-                if stream.write_all(&buffer[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return,
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod daemon_lab;
 pub mod demo;
 pub mod drills;
+pub mod echo;
 pub mod lab;
 pub mod lab_site;
 pub mod live;

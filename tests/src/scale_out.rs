@@ -18,12 +18,11 @@
 use std::{
     collections::BTreeSet,
     fs::OpenOptions,
-    io::{ErrorKind, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::fd::AsRawFd as _,
     path::PathBuf,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -36,7 +35,7 @@ use lb_userspace::{args::XdpModeArg, attach, object};
 
 use crate::{
     daemon_lab::{VerbOutput, exited, xlb_verb},
-    demo,
+    demo, echo,
     netns::{Lab, Netns},
 };
 
@@ -57,7 +56,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(50);
 const READY: Duration = Duration::from_secs(20);
-const MAX_CONNECTION: Duration = Duration::from_secs(90);
 
 /// One xlb node: its namespace, address, files and processes.
 pub struct Node {
@@ -94,7 +92,7 @@ pub struct Backend {
 
 /// The scale-out lab; dropping it stops every process and removes every namespace and pin.
 pub struct ScaleOut {
-    shared: Arc<Shared>,
+    shared: Arc<echo::Shared>,
     listeners: Vec<JoinHandle<()>>,
     _passes: Vec<Ebpf>,
     pub client: Netns,
@@ -221,7 +219,7 @@ impl ScaleOut {
                 .with_context(|| format!("attaching bare_pass to {port}"))?;
             passes.push(pass);
         }
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(echo::Shared::default());
         let mut listeners = Vec::new();
         for backend in &backends {
             listeners.push(listen(backend, &shared)?);
@@ -508,7 +506,7 @@ pub fn connect() -> anyhow::Result<(TcpStream, String)> {
         .with_context(|| format!("connecting to {vip}"))?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let name = read_line(&mut stream)?;
+    let name = echo::read_line(&mut stream)?;
     Ok((stream, name))
 }
 
@@ -521,85 +519,18 @@ pub fn echo(stream: &mut TcpStream, byte: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_line(stream: &mut TcpStream) -> anyhow::Result<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while line.len() < 64 {
-        match stream.read(&mut byte) {
-            Ok(0) => bail!("closed after {:?}", String::from_utf8_lossy(&line)),
-            Ok(_) if byte[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
-            Ok(_) => line.push(byte[0]),
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(err).context("reading the backend's name"),
-        }
-    }
-    bail!("no line end")
-}
-
-#[derive(Default)]
-struct Shared {
-    shutdown: AtomicBool,
-    handlers: Mutex<Vec<JoinHandle<()>>>,
-}
-
-fn listen(backend: &Backend, shared: &Arc<Shared>) -> anyhow::Result<JoinHandle<()>> {
+fn listen(backend: &Backend, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
     let listener = backend
         .ns
         .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?
         .with_context(|| format!("listening in {}", backend.ns.name))?;
     listener.set_nonblocking(true)?;
     let (shared, name) = (Arc::clone(shared), backend.name.clone());
+    // Only the lab's shutdown stops these servers.
+    let never = AtomicBool::new(false);
     Ok(std::thread::spawn(move || {
-        while !shared.shutdown.load(Ordering::Relaxed) {
-            let mut poll = libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for a socket this thread owns.
-            if unsafe { libc::poll(&mut poll, 1, POLL.as_millis() as i32) } <= 0 {
-                continue;
-            }
-            while let Ok((stream, _)) = listener.accept() {
-                let reply = format!("{name}\n");
-                let inner = Arc::clone(&shared);
-                let handler = std::thread::spawn(move || serve(stream, &reply, &inner));
-                let mut handlers = shared
-                    .handlers
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                handlers.retain(|h| !h.is_finished());
-                handlers.push(handler);
-            }
-        }
+        echo::accept(&listener, &name, &never, &shared)
     }))
-}
-
-fn serve(mut stream: TcpStream, reply: &str, shared: &Shared) {
-    let deadline = Instant::now() + MAX_CONNECTION;
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(POLL));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(reply.as_bytes()).is_err() {
-        return;
-    }
-    let mut buffer = [0u8; 512];
-    while !shared.shutdown.load(Ordering::Relaxed) && Instant::now() < deadline {
-        match stream.read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => {
-                if stream.write_all(&buffer[..n]).is_err() {
-                    return;
-                }
-            }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return,
-        }
-    }
 }
 
 /// `cargo xtask lab --nodes N`: builds the lab with `nodes` nodes, starts them, waits for the
