@@ -129,7 +129,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
             table_size: vip.table_size,
             active_copy: vip.active,
             backends,
-            fingerprint: format!("{:016x}", fingerprint(&table)),
+            fingerprint: format!("{:016x}", fingerprint(&table, &snapshot.backends)),
         });
     }
     let attach_mode = match meta.attach_mode {
@@ -187,11 +187,18 @@ pub fn hash_name(flags: u32) -> &'static str {
     }
 }
 
-/// FNV-1a 64 (the config hash's function) over a table's slots as little-endian u32s. It
-/// depends only on the slots, so nodes that applied the same config print the same value,
-/// and comparing it across nodes shows at a glance whether they steer alike.
-pub fn fingerprint(table: &[u32]) -> u64 {
-    let bytes: Vec<u8> = table.iter().flat_map(|slot| slot.to_le_bytes()).collect();
+/// FNV-1a 64 over each slot's owner: the backend's address bytes and family (17 zero bytes
+/// for a slot with no backend). Backend ids are local allocations (two nodes may number the
+/// same backend differently); the owner per slot is what decides where a flow goes, so nodes
+/// steering alike have equal fingerprints.
+pub fn fingerprint(table: &[u32], backends: &[Backend]) -> u64 {
+    let bytes: Vec<u8> = table
+        .iter()
+        .flat_map(|id| {
+            let owner = backends.get(*id as usize).copied().unwrap_or_default();
+            owner.addr.into_iter().chain([owner.family])
+        })
+        .collect();
     config_hash(&bytes)
 }
 
@@ -361,18 +368,28 @@ mod tests {
         assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 
-    /// Test that the fingerprint is FNV-1a 64 over the slots' little-endian bytes, and that
-    /// it changes when one slot does.
+    /// Test that the fingerprint follows the backends that own the slots, not their ids.
     #[test]
-    fn fingerprint_is_fnv1a_of_little_endian_slots() {
-        assert_eq!(fingerprint(&[]), 0xcbf2_9ce4_8422_2325);
-        // FNV-1a 64 of the bytes 01 00 00 00 02 00 00 00, computed by hand from the spec.
-        let mut expected: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in [1u8, 0, 0, 0, 2, 0, 0, 0] {
-            expected = (expected ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        assert_eq!(fingerprint(&[1, 2]), expected);
-        assert_ne!(fingerprint(&[1, 2]), fingerprint(&[2, 1]));
+    fn fingerprint_follows_owners_not_ids() {
+        let backend = |last: u8| Backend {
+            addr: [198, 18, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: 4,
+            ..Backend::default()
+        };
+        let numbered = [backend(10), backend(11)];
+        let renumbered = [backend(11), backend(10)];
+        assert_eq!(
+            fingerprint(&[0, 1, 0], &numbered),
+            fingerprint(&[1, 0, 1], &renumbered)
+        );
+        assert_ne!(
+            fingerprint(&[0, 1, 0], &numbered),
+            fingerprint(&[1, 0, 1], &numbered)
+        );
+        assert_ne!(
+            fingerprint(&[0, 1], &numbered),
+            fingerprint(&[0, 1, 1], &numbered)
+        );
     }
 
     /// Test that the text view aligns the VIP table under its header and says when nothing

@@ -23,11 +23,18 @@ use xlb_tests::{
     require_privileges,
 };
 
-/// FNV-1a 64 over the table's slots as little-endian u32s, written out independently of xlb.
-fn fnv1a(table: &[u32]) -> String {
+/// FNV-1a 64 over each slot's owner (its address bytes and family, from the backend map),
+/// written out independently of xlb.
+fn fnv1a(table: &[u32], live: &mut LiveXlb) -> String {
+    let backends = lb_userspace::live::Snapshot::read(&mut live.ebpf)
+        .expect("snapshot")
+        .backends;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in table.iter().flat_map(|slot| slot.to_le_bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    for id in table {
+        let owner = backends[*id as usize];
+        for byte in owner.addr.into_iter().chain([owner.family]) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
     }
     format!("{hash:016x}")
 }
@@ -77,7 +84,7 @@ fn status_reports_generation_vip_and_table_fingerprint() {
     assert_eq!(vip.active_copy, applied.vip.active);
     assert_eq!((vip.backends.total, vip.backends.active), (3, 3), "{vip:?}");
     assert_eq!((vip.backends.drained, vip.backends.disabled), (0, 0));
-    assert_eq!(vip.fingerprint, fnv1a(&applied.table));
+    assert_eq!(vip.fingerprint, fnv1a(&applied.table, &mut live));
     let text = status::render(&status);
     assert!(text.contains(&vip.fingerprint), "{text}");
 
@@ -90,13 +97,19 @@ fn status_reports_generation_vip_and_table_fingerprint() {
         "the other copy"
     );
     assert_eq!(again.vips[0].fingerprint, vip.fingerprint);
-    assert_eq!(again.vips[0].fingerprint, fnv1a(&second.vips[0].table));
+    assert_eq!(
+        again.vips[0].fingerprint,
+        fnv1a(&second.vips[0].table, &mut live)
+    );
     assert_eq!(again.config_hash, status.config_hash);
 
     let heavier = live.apply(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 2)]);
     let changed = status::read(&live.pin_path).expect("status");
     assert_ne!(changed.vips[0].fingerprint, vip.fingerprint);
-    assert_eq!(changed.vips[0].fingerprint, fnv1a(&heavier.vips[0].table));
+    assert_eq!(
+        changed.vips[0].fingerprint,
+        fnv1a(&heavier.vips[0].table, &mut live)
+    );
     assert_ne!(changed.config_hash, status.config_hash);
 }
 
