@@ -15,3 +15,4 @@ pub mod report;
 pub mod scale_out;
 pub mod steering;
 pub mod topology;
+pub mod wait;

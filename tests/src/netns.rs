@@ -356,6 +356,46 @@ pub fn sweep_stale() {
     remove(stale);
 }
 
+/// Everything named with `marker` still on the machine: namespaces, pin directories and /tmp
+/// entries starting with it, and processes with it on their command line or among their open
+/// files. Tests use it to prove a lab left nothing behind.
+pub fn leftovers(marker: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let mut left: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(marker))
+        .map(|line| format!("namespace {line}"))
+        .collect();
+    for dir in [Path::new("/sys/fs/bpf").to_path_buf(), std::env::temp_dir()] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(marker) {
+                left.push(entry.path().display().to_string());
+            }
+        }
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+            .unwrap_or_default();
+        let open_file = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target.to_string_lossy().contains(marker));
+        if cmdline.contains(marker) || open_file {
+            left.push(format!("process {:?}: {cmdline}", entry.file_name()));
+        }
+    }
+    left
+}
+
 /// Accepts only addresses in 198.18.0.0/15 or the IPv6 documentation prefix 2001:db8::/32.
 fn check_lab_address(cidr: &str) -> anyhow::Result<()> {
     let addr = cidr.split('/').next().unwrap_or_default();

@@ -17,6 +17,7 @@ use xlb_tests::{
     daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP, VIP_NAME, VIP_SPEC},
     prometheus::{Sample, try_parse},
     require_privileges,
+    wait::{try_wait_until, wait_until},
 };
 
 /// Extra time on top of what the health-check arithmetic allows: a probe in flight, the
@@ -24,40 +25,6 @@ use xlb_tests::{
 const SLACK: Duration = Duration::from_secs(2);
 /// How long a batch of 100 connections may take (a few hundred milliseconds here).
 const BATCH: Duration = Duration::from_secs(10);
-
-/// Polls `done` every 50 ms until it says yes and returns how long that took; panics with
-/// `what` after `timeout`.
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut() -> anyhow::Result<bool>,
-) -> Duration {
-    let mut last = None;
-    try_wait_until(timeout, || {
-        let result = done();
-        let yes = matches!(result, Ok(true));
-        last = Some(result);
-        Ok(yes)
-    })
-    .unwrap_or_else(|| panic!("{what}: not within {timeout:?} (last check: {last:?})"))
-}
-
-/// Polls `done` every 50 ms until it says yes (how long that took) or `timeout` passes (None).
-fn try_wait_until(
-    timeout: Duration,
-    mut done: impl FnMut() -> anyhow::Result<bool>,
-) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if let Ok(true) = done() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= timeout {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A running lab of three equal backends with its daemon started.
 fn started(label: &str) -> DaemonLab {

@@ -5,13 +5,12 @@
 
 use std::{
     io::Read as _,
-    path::Path,
     process::{Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use xlb_tests::{demo, require_privileges};
+use xlb_tests::{demo, netns, require_privileges};
 
 /// What one drill may take, lab included: about 5 to 10 s alone, far more on a loaded host.
 const DRILL_DEADLINE: Duration = Duration::from_secs(120);
@@ -21,45 +20,9 @@ const GONE_WITHIN: Duration = Duration::from_secs(5);
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Everything of the lab binary with pid `pid` still there: namespaces and pin directories
-/// named `xlbt-PID-...`, its directory under /tmp, any process with that prefix on its command
-/// line or among its open files.
+/// Everything of the lab binary with pid `pid` still there (see [`netns::leftovers`]).
 fn leftovers(pid: u32) -> Vec<String> {
-    let marker = format!("xlbt-{pid}-");
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    let mut left: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.contains(&marker))
-        .map(|line| format!("namespace {line}"))
-        .collect();
-    for dir in [Path::new("/sys/fs/bpf").to_path_buf(), std::env::temp_dir()] {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&marker) {
-                left.push(entry.path().display().to_string());
-            }
-        }
-    }
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline"))
-            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-            .unwrap_or_default();
-        let open_file = std::fs::read_dir(entry.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .any(|target| target.to_string_lossy().contains(&marker));
-        if cmdline.contains(&marker) || open_file {
-            left.push(format!("process {:?}: {cmdline}", entry.file_name()));
-        }
-    }
-    left
+    netns::leftovers(&format!("xlbt-{pid}-"))
 }
 
 /// Runs `xlb-lab --drill NAME` within [`DRILL_DEADLINE`] and checks that it passed and left

@@ -39,6 +39,20 @@ fn connect_all(
     answered
 }
 
+/// Asserts backend `id`'s `count` of `total` connections is a third, ± 5 points.
+fn assert_third(id: usize, count: u64, total: u16, answered: &[u64]) {
+    let share = count as f64 / f64::from(total);
+    eprintln!(
+        "b{id}: {count} of {total} connections ({:.1}%)",
+        share * 100.0
+    );
+    assert!(
+        (share - 1.0 / 3.0).abs() <= 0.05,
+        "b{id} answered {count} of {total} connections ({:.1}%), not 33.3% ± 5: {answered:?}",
+        share * 100.0
+    );
+}
+
 /// Test that 600 real TCP connections to an IPv4 VIP over three equal backends are all
 /// answered, each backend serving a third of them (±5 points), and that each backend's
 /// new-flow counter covers the connections it answered.
@@ -55,16 +69,7 @@ fn dsr_spreads_real_tcp_connections_by_weight() {
     );
     assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
-        let share = count as f64 / f64::from(total);
-        eprintln!(
-            "b{id}: {count} of {total} connections ({:.1}%)",
-            share * 100.0
-        );
-        assert!(
-            (share - 1.0 / 3.0).abs() <= 0.05,
-            "b{id} answered {count} of {total} connections ({:.1}%), not 33.3% ± 5: {answered:?}",
-            share * 100.0
-        );
+        assert_third(id, count, total, &answered);
         let stats = topology.backend_stats(id as u32).expect("backend stats");
         eprintln!("b{id}: {} new flows counted", stats.new_flows);
         // One new flow per SYN: a retransmitted SYN counts again, so only a lower bound.
@@ -191,16 +196,7 @@ fn ipip_spreads_real_tcp_connections_by_weight() {
     );
     assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
-        let share = count as f64 / f64::from(total);
-        eprintln!(
-            "b{id}: {count} of {total} connections ({:.1}%)",
-            share * 100.0
-        );
-        assert!(
-            (share - 1.0 / 3.0).abs() <= 0.05,
-            "b{id} answered {count} of {total} connections ({:.1}%), not 33.3% ± 5: {answered:?}",
-            share * 100.0
-        );
+        assert_third(id, count, total, &answered);
         let stats = topology.backend_stats(id as u32).expect("backend stats");
         assert!(
             stats.new_flows >= count,

@@ -104,40 +104,9 @@ fn lab_is_removed_when_a_test_panics() {
 
 /// Everything of the lab binary with pid `pid` still there: every name it gives (namespaces,
 /// pin directories, its directory under /tmp) starts `xlbt-PID-`, and so does a path on the
-/// command line or among the open files of each process it starts (nginx masters and
-/// workers, the daemon).
+/// command line or among the open files of each process it starts (nginx, the daemon).
 fn lab_leftovers(pid: u32) -> Vec<String> {
-    let marker = format!("xlbt-{pid}-");
-    let mut left: Vec<String> = namespaces()
-        .lines()
-        .filter(|line| line.contains(&marker))
-        .map(|line| format!("namespace {line}"))
-        .collect();
-    for dir in [Path::new("/sys/fs/bpf").to_path_buf(), std::env::temp_dir()] {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&marker) {
-                left.push(format!("{}", entry.path().display()));
-            }
-        }
-    }
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline"))
-            .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
-            .unwrap_or_default();
-        let open_file = std::fs::read_dir(entry.path().join("fd"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .any(|target| target.to_string_lossy().contains(&marker));
-        if cmdline.contains(&marker) || open_file {
-            left.push(format!("process {:?}: {cmdline}", entry.file_name()));
-        }
-    }
-    left
+    xlb_tests::netns::leftovers(&format!("xlbt-{pid}-"))
 }
 
 /// Waits up to [`GONE_WITHIN`] for [`lab_leftovers`] to be empty; what is left then.

@@ -14,33 +14,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xlb_tests::{daemon_lab::DaemonLab, require_privileges};
+use xlb_tests::{daemon_lab::DaemonLab, require_privileges, wait::wait_until};
 
 /// How long the daemon may take to notice a changed config file and apply it: its 1 s tick
 /// plus slack for a loaded host.
 const NOTICE: Duration = Duration::from_secs(5);
 /// How long a batch of 100 connections may take (a few hundred milliseconds here).
 const BATCH: Duration = Duration::from_secs(10);
-
-/// Polls `done` every 50 ms until it says yes and returns how long that took; panics with
-/// `what` after `timeout`.
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut done: impl FnMut() -> anyhow::Result<bool>,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let last = done();
-        if matches!(last, Ok(true)) {
-            return start.elapsed();
-        }
-        if start.elapsed() >= timeout {
-            panic!("{what}: not within {timeout:?} (last check: {last:?})");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Writes `text` as the daemon's config and waits until the daemon made it live: the
 /// generation goes past `generation`. Returns the new generation and how long it took.
