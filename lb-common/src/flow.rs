@@ -1,8 +1,16 @@
-//! The flow key and the flow hash, compiled into both the XDP program and the control plane
-//! so userspace can reproduce every steering decision the kernel makes.
+//! The flow key, the flow hash and the flow table's layout, compiled into both the XDP
+//! program and the control plane so userspace can reproduce every steering decision the kernel
+//! makes.
+//!
+//! The flow table is a set-associative cache in a plain array map: the 5-tuple hash picks a
+//! set of [`FLOW_WAYS`] slots, so finding a flow costs one array access and a few compares
+//! instead of a hash-map helper call. Entries are replaced second-chance (a slot used since
+//! the last scan survives one more); every slot carries a check over its fields, so a slot torn
+//! by two CPUs writing it at once reads as stale, never as another flow's backend.
 
-/// The 5-tuple of a packet, addresses and ports in network byte order.
-#[repr(C)]
+/// The 5-tuple of a packet, addresses and ports in network byte order. Aligned to 8 so the
+/// kernel compares keys a word at a time.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -14,72 +22,255 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+impl FlowKey {
+    /// The key of an IPv4 packet (ports 0 until [`FlowKey::set_ports`]), built a word at a
+    /// time: the kernel then reads it back a word at a time without stalling.
+    #[inline(always)]
+    pub fn v4(src: &[u8; 4], dst: &[u8; 4], proto: u8) -> FlowKey {
+        let address = |a: &[u8; 4]| u64::from_ne_bytes([a[0], a[1], a[2], a[3], 0, 0, 0, 0]);
+        FlowKey::from_words([address(src), 0, address(dst), 0, ports_word(0, 0, proto)])
+    }
+
+    /// The key of an IPv6 packet (ports 0 until [`FlowKey::set_ports`]).
+    #[inline(always)]
+    pub fn v6(src: &[u8; 16], dst: &[u8; 16], proto: u8) -> FlowKey {
+        let half = |a: &[u8; 16], i: usize| {
+            u64::from_ne_bytes([
+                a[i],
+                a[i + 1],
+                a[i + 2],
+                a[i + 3],
+                a[i + 4],
+                a[i + 5],
+                a[i + 6],
+                a[i + 7],
+            ])
+        };
+        FlowKey::from_words([
+            half(src, 0),
+            half(src, 8),
+            half(dst, 0),
+            half(dst, 8),
+            ports_word(0, 0, proto),
+        ])
+    }
+
+    /// Sets both ports (network byte order, as on the wire) in one word write.
+    #[inline(always)]
+    pub fn set_ports(&mut self, sport: [u8; 2], dport: [u8; 2]) {
+        let proto = self.proto;
+        self.words_mut()[4] =
+            ports_word(u16::from_ne_bytes(sport), u16::from_ne_bytes(dport), proto);
+    }
+
+    #[inline(always)]
+    fn from_words(words: [u64; 5]) -> FlowKey {
+        // SAFETY: FlowKey is 40 bytes of plain data, 8-aligned, and every bit pattern is valid.
+        unsafe { core::mem::transmute::<[u64; 5], FlowKey>(words) }
+    }
+
+    /// The key as five words; two keys are equal exactly when their words are.
+    #[inline(always)]
+    pub fn words(&self) -> &[u64; 5] {
+        // SAFETY: FlowKey is 40 bytes of plain data, 8-aligned, with explicit padding.
+        unsafe { &*(self as *const FlowKey).cast::<[u64; 5]>() }
+    }
+
+    #[inline(always)]
+    fn words_mut(&mut self) -> &mut [u64; 5] {
+        // SAFETY: as in `words`, and every bit pattern is a valid FlowKey.
+        unsafe { &mut *(self as *mut FlowKey).cast::<[u64; 5]>() }
+    }
+
+    /// Key equality in five word compares (the derived `==` compares byte arrays).
+    #[inline(always)]
+    pub fn same(&self, other: &FlowKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+    }
+}
+
+/// The last word of a key: `sport`, `dport` (as stored in the fields), `proto`, zero padding.
+#[inline(always)]
+fn ports_word(sport: u16, dport: u16, proto: u8) -> u64 {
+    let [s0, s1] = sport.to_ne_bytes();
+    let [d0, d1] = dport.to_ne_bytes();
+    u64::from_ne_bytes([s0, s1, d0, d1, proto, 0, 0, 0])
+}
+
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] plain data with explicit padding.
 unsafe impl aya::Pod for FlowKey {}
 
-/// Value of the flow table: the backend an established flow sticks to.
+/// Slots per set of the flow table.
+pub const FLOW_WAYS: usize = 4;
+
+/// One remembered flow: the backend an established flow sticks to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowEntry {
+pub struct FlowSlot {
+    pub key: FlowKey,
+    /// Backend id.
     pub backend: u32,
-    pub pad: u32,
+    /// The backend's [`crate::Backend::cookie`] when the flow was remembered: a backend id
+    /// given to another backend (or another VIP mode) no longer matches, and the flow is
+    /// re-hashed.
+    pub cookie: u32,
+    /// The VIP's id (its counters) and `VIP_*` flags (how to forward), so a known flow needs
+    /// no service lookup.
+    pub vip: u32,
+    pub vip_flags: u32,
+    /// [`flow_check`] over the fields above; 0 marks an empty slot.
+    pub check: u32,
+    /// Set when a packet used the slot; cleared when an insert passes over it.
+    pub used: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 64);
+
+impl FlowSlot {
+    /// A filled slot; `hash` is the 5-tuple [`flow_hash`] of `key`.
+    #[inline(always)]
+    pub fn new(
+        key: FlowKey,
+        hash: u32,
+        backend: u32,
+        cookie: u32,
+        vip: u32,
+        vip_flags: u32,
+    ) -> Self {
+        FlowSlot {
+            key,
+            backend,
+            cookie,
+            vip,
+            vip_flags,
+            check: flow_check(hash, backend, cookie, vip, vip_flags),
+            used: 0,
+        }
+    }
+
+    /// Whether the slot holds `key` and its fields are whole (not torn by concurrent writers).
+    #[inline(always)]
+    pub fn holds(&self, key: &FlowKey, hash: u32) -> bool {
+        self.key.same(key)
+            && self.check == flow_check(hash, self.backend, self.cookie, self.vip, self.vip_flags)
+    }
+}
+
+/// A value of the flow-table map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSet {
+    pub slots: [FlowSlot; FLOW_WAYS],
+}
+
+/// The set of a flow in a table of `sets` sets (a power of two).
+#[inline(always)]
+pub const fn flow_set(hash: u32, sets: u32) -> u32 {
+    hash & (sets - 1)
+}
+
+/// Sets for a flow table of at least `flows` flows (a power of two).
+pub const fn flow_sets(flows: u32) -> u32 {
+    let sets = flows.div_ceil(FLOW_WAYS as u32);
+    if sets <= 1 {
+        1
+    } else {
+        sets.next_power_of_two()
+    }
+}
+
+/// The first way an insert looks at: differs between flows of a set, so evictions spread.
+#[inline(always)]
+pub const fn first_way(hash: u32) -> usize {
+    (hash >> 30) as usize % FLOW_WAYS
+}
+
+/// The check of a slot: never 0, so 0 can mark an empty slot. Each field goes through its own
+/// odd multiplier (independent multiplies, cheap per packet), so a slot whose fields come from
+/// two writers almost surely fails it.
+#[inline(always)]
+pub const fn flow_check(hash: u32, backend: u32, cookie: u32, vip: u32, vip_flags: u32) -> u32 {
+    let h = (hash as u64).wrapping_mul(CHECK[0])
+        ^ (backend as u64).wrapping_mul(CHECK[1])
+        ^ (cookie as u64).wrapping_mul(CHECK[2])
+        ^ ((vip as u64) << 32 | vip_flags as u64).wrapping_mul(CHECK[3]);
+    (h >> 32) as u32 | 1
+}
+
+const CHECK: [u64; 4] = [
+    0x71e2_73a8_7984_a8ab,
+    0x9fb9_3534_081c_5253,
+    0xf93f_e42e_abd2_d9f3,
+    0xdb14_9e47_14be_09ab,
+];
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)] plain data with explicit padding.
-unsafe impl aya::Pod for FlowEntry {}
-
-const SEED: u32 = 0x9e37_79b9;
-
-/// murmur3's 32-bit block mix: cheap, and every input bit reaches every output bit.
-#[inline(always)]
-const fn mix(h: u32, word: u32) -> u32 {
-    let k = word
-        .wrapping_mul(0xcc9e_2d51)
-        .rotate_left(15)
-        .wrapping_mul(0x1b87_3593);
-    (h ^ k)
-        .rotate_left(13)
-        .wrapping_mul(5)
-        .wrapping_add(0xe654_6b64)
+mod pod {
+    // SAFETY: #[repr(C)] plain data without implicit padding (sizes asserted above).
+    unsafe impl aya::Pod for super::FlowSlot {}
+    unsafe impl aya::Pod for super::FlowSet {}
 }
 
+/// Random odd multipliers of the flow hash: one for the constant term and one per 32-bit word
+/// of the key (source, destination, ports, protocol).
+const MULTIPLIERS: [u64; 11] = [
+    0x71e2_73a8_7984_a8ab,
+    0x9fb9_3534_081c_5253,
+    0xf93f_e42e_abd2_d9f3,
+    0xdb14_9e47_14be_09ab,
+    0x5323_451b_4a95_902b,
+    0x3994_693e_a3ae_6e69,
+    0xa061_ae14_a1db_f721,
+    0x1aa6_15a9_4b6a_5551,
+    0x5856_c32a_687b_253b,
+    0x8b3a_1535_3f13_7b71,
+    0x20dd_5386_c9cf_0801,
+];
+
+/// The sum of an address's 32-bit words (read little-endian from its two key words) times
+/// their multipliers; an IPv4 address (the last 12 bytes zero) costs one product, not four.
 #[inline(always)]
-const fn finish(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
+fn sum_addr(first: u64, second: u64, multipliers: &[u64]) -> u64 {
+    let (first, second) = (u64::from_le(first), u64::from_le(second));
+    let product = (first & 0xffff_ffff).wrapping_mul(multipliers[0]);
+    if first >> 32 | second == 0 {
+        return product;
+    }
+    product
+        .wrapping_add((first >> 32).wrapping_mul(multipliers[1]))
+        .wrapping_add((second & 0xffff_ffff).wrapping_mul(multipliers[2]))
+        .wrapping_add((second >> 32).wrapping_mul(multipliers[3]))
 }
 
-#[inline(always)]
-fn mix_addr(mut h: u32, addr: &[u8; 16]) -> u32 {
-    h = mix(h, u32::from_le_bytes([addr[0], addr[1], addr[2], addr[3]]));
-    h = mix(h, u32::from_le_bytes([addr[4], addr[5], addr[6], addr[7]]));
-    h = mix(
-        h,
-        u32::from_le_bytes([addr[8], addr[9], addr[10], addr[11]]),
-    );
-    mix(
-        h,
-        u32::from_le_bytes([addr[12], addr[13], addr[14], addr[15]]),
-    )
-}
-
-/// The hash that picks a flow's Maglev slot (`hash % table_size`). With `source_only`, only
-/// the source address counts, so every connection of one client lands on one backend.
+/// The hash that picks a flow's Maglev slot ([`maglev_slot`]) and its flow-table set. With
+/// `source_only`, only the source address counts, so every connection of one client lands on
+/// one backend.
+///
+/// Multilinear hashing (Lemire and Kaser): a constant plus each 32-bit word of the key (read
+/// little-endian from its bytes, so every host agrees) times its own random 64-bit multiplier,
+/// modulo 2^64; the high 32 bits are the hash. The products are independent, so the CPU
+/// computes them side by side: a few ns per packet, where a word-by-word mixing chain costs
+/// tens.
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey, source_only: bool) -> u32 {
-    let mut h = mix_addr(SEED, &key.src);
+    let w = key.words();
+    let mut h = MULTIPLIERS[0].wrapping_add(sum_addr(w[0], w[1], &MULTIPLIERS[1..5]));
     if !source_only {
-        h = mix_addr(h, &key.dst);
-        h = mix(h, u32::from(key.sport) << 16 | u32::from(key.dport));
-        h = mix(h, u32::from(key.proto));
+        let last = u64::from_le(w[4]);
+        h = h
+            .wrapping_add(sum_addr(w[2], w[3], &MULTIPLIERS[5..9]))
+            .wrapping_add((last & 0xffff_ffff).wrapping_mul(MULTIPLIERS[9]))
+            .wrapping_add((last >> 32).wrapping_mul(MULTIPLIERS[10]));
     }
-    finish(h)
+    (h >> 32) as u32
+}
+
+/// The slot of a `hash` in a Maglev table of `size` slots: the high bits of `hash * size`
+/// (a multiply, where `%` costs a division on every packet), even over the slots.
+#[inline(always)]
+pub const fn maglev_slot(hash: u32, size: u32) -> u32 {
+    ((hash as u64 * size as u64) >> 32) as u32
 }
 
 #[cfg(test)]
@@ -105,6 +296,87 @@ mod tests {
         assert_eq!(a, flow_hash(&key(40000), false));
         assert_ne!(a, flow_hash(&key(40001), false));
         assert_eq!(flow_hash(&key(1), true), flow_hash(&key(2), true));
+    }
+
+    /// Test that the kernel's word-at-a-time key builders give exactly the key userspace builds
+    /// field by field (the two sides must agree byte for byte).
+    #[test]
+    fn keys_built_by_words_match_keys_built_by_fields() {
+        let mut v4 = FlowKey::v4(&[198, 18, 0, 1], &[198, 18, 1, 10], 6);
+        v4.set_ports(40000u16.to_be_bytes(), 80u16.to_be_bytes());
+        let fields = FlowKey {
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            ..key(0)
+        };
+        assert_eq!(v4, fields);
+        let (src, dst) = ([0x20; 16], [0x30; 16]);
+        let mut v6 = FlowKey::v6(&src, &dst, 17);
+        v6.set_ports([1, 2], [3, 4]);
+        let fields = FlowKey {
+            src,
+            dst,
+            sport: u16::from_ne_bytes([1, 2]),
+            dport: u16::from_ne_bytes([3, 4]),
+            proto: 17,
+            pad: [0; 3],
+        };
+        assert_eq!(v6, fields);
+        assert!(v6.same(&fields) && !v6.same(&v4));
+    }
+
+    /// Test that table sizes round up to whole sets, a power of two of them.
+    #[test]
+    fn flow_sets_round_up_to_a_power_of_two() {
+        assert_eq!(flow_sets(1), 1);
+        assert_eq!(flow_sets(4), 1);
+        assert_eq!(flow_sets(5), 2);
+        assert_eq!(flow_sets(65_536), 16_384);
+        assert_eq!(flow_sets(100_000), 32_768);
+        assert_eq!(flow_sets(16_777_216), 4_194_304);
+    }
+
+    /// Test that the Maglev slot of any hash is inside the table and the slots are hit evenly.
+    #[test]
+    fn maglev_slot_stays_in_the_table_and_spreads() {
+        let size = 13;
+        let mut hits = [0u32; 13];
+        for port in 0..65_000u16 {
+            let slot = maglev_slot(flow_hash(&key(port), false), size);
+            hits[slot as usize] += 1;
+        }
+        assert_eq!(maglev_slot(u32::MAX, size), size - 1);
+        assert_eq!(maglev_slot(0, size), 0);
+        for count in hits {
+            assert!(
+                (4_750..5_250).contains(&count),
+                "slot hit {count} of 5,000 times"
+            );
+        }
+    }
+
+    /// Test that a slot's check is never 0 (the empty mark) and changes with every field, so a
+    /// slot mixing two writers' fields fails it.
+    #[test]
+    fn slot_check_covers_every_field() {
+        let base = flow_check(1, 2, 3, 4, 5);
+        assert_ne!(flow_check(0, 0, 0, 0, 0), 0);
+        for other in [
+            flow_check(9, 2, 3, 4, 5),
+            flow_check(1, 9, 3, 4, 5),
+            flow_check(1, 2, 9, 4, 5),
+            flow_check(1, 2, 3, 9, 5),
+            flow_check(1, 2, 3, 4, 9),
+        ] {
+            assert_ne!(other, base);
+        }
+        let k = key(1);
+        let hash = flow_hash(&k, false);
+        let mut slot = FlowSlot::new(k, hash, 2, 3, 4, 5);
+        assert!(slot.holds(&k, hash));
+        assert!(!slot.holds(&key(2), hash));
+        slot.backend = 7;
+        assert!(!slot.holds(&k, hash), "a torn slot");
     }
 
     /// Test that consecutive source ports spread evenly over a small table.

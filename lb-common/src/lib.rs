@@ -13,7 +13,7 @@ pub mod service;
 
 pub use config::Config;
 pub use counters::{Counter, Event, Reason, Verdict};
-pub use flow::{FlowEntry, FlowKey, flow_hash};
+pub use flow::{FlowKey, FlowSet, FlowSlot, flow_hash, maglev_slot};
 pub use service::{Backend, BackendCounter, Vip, VipKey};
 
 /// Names of the maps in the XDP object, as userspace looks them up and pins them.
@@ -29,7 +29,7 @@ pub mod map_names {
     /// Maglev slots: backend ids, 16 per entry ([`crate::service::MaglevChunk`]), two table
     /// copies per VIP starting at the slots in [`crate::Vip::tables`].
     pub const MAGLEV: &str = "XLB_MAGLEV";
-    /// Established flows: [`crate::FlowKey`] to [`crate::FlowEntry`] (LRU).
+    /// Established flows: [`crate::FlowSet`]s indexed by [`crate::flow::flow_set`].
     pub const FLOWS: &str = "XLB_FLOWS";
     /// Per-CPU [`crate::BackendCounter`] by backend id.
     pub const BACKEND_STATS: &str = "XLB_BACKEND_STATS";
@@ -62,6 +62,10 @@ pub mod map_names {
     /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.
     pub const META: &str = "XLB_META";
 }
+
+/// The XDP program's read-only global holding the number of sets of [`map_names::FLOWS`],
+/// set at load time to the map's size.
+pub const FLOW_SETS_GLOBAL: &str = "XLB_FLOW_SETS";
 
 /// Name of the XDP entry point in the object.
 pub const PROGRAM_NAME: &str = "xlb";

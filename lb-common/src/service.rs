@@ -30,8 +30,19 @@ pub const VIP_FILTER_BITS: u32 = 64 * 64;
 #[inline(always)]
 pub fn vip_filter_bit(addr: &[u8; 16]) -> u32 {
     let word = |i: usize| u32::from_le_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
-    // Fibonacci hashing: the top bits of the product depend on every input bit.
-    (word(0) ^ word(4) ^ word(8) ^ word(12)).wrapping_mul(0x9e37_79b1) >> (32 - 12)
+    filter_bit(word(0) ^ word(4) ^ word(8) ^ word(12))
+}
+
+/// [`vip_filter_bit`] of an IPv4 address in its 16-byte form, from the 4 bytes alone.
+#[inline(always)]
+pub fn vip_filter_bit_v4(addr: &[u8; 4]) -> u32 {
+    filter_bit(u32::from_le_bytes(*addr))
+}
+
+/// Fibonacci hashing: the top bits of the product depend on every input bit.
+#[inline(always)]
+const fn filter_bit(folded: u32) -> u32 {
+    folded.wrapping_mul(0x9e37_79b1) >> (32 - 12)
 }
 const _: () = assert!(VIP_FILTER_BITS == 1 << 12);
 
@@ -87,7 +98,9 @@ pub struct Backend {
     /// The configured weight. The kernel ignores it; the control plane keeps it here so the
     /// live state alone is enough to rebuild a table (drain, enable) or audit one.
     pub weight: u32,
-    pub pad: u32,
+    /// Changes whenever the id is given to a different backend or its VIP changes how it
+    /// forwards: a remembered flow whose [`crate::FlowSlot::cookie`] differs is re-hashed.
+    pub cookie: u32,
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 32);
 

@@ -2,14 +2,14 @@
 //! as soon as the destination is known) answers "no" for most packets; then an exact (address,
 //! port, protocol) entry wins over the VIP's all-ports entry (port 0).
 
-use lb_common::{Vip, VipKey, service::vip_filter_bit};
+use lb_common::{Vip, VipKey};
 
 use crate::{XLB_VIP_FILTER, XLB_VIPS, parse::Packet};
 
-/// Whether `addr` may be a VIP address; false means certainly not.
+/// Whether an address whose filter bit is `bit` may be a VIP address; false means certainly
+/// not. Checked on the header itself, before the flow key is built.
 #[inline(always)]
-pub fn may_be_vip(addr: &[u8; 16]) -> bool {
-    let bit = vip_filter_bit(addr);
+pub fn may_be_vip(bit: u32) -> bool {
     match XLB_VIP_FILTER.get_ptr(0) {
         // SAFETY: the pointer from a map lookup is valid for this program run; the word index
         // is below 64 (a 12-bit value shifted right by 6).

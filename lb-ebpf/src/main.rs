@@ -5,20 +5,22 @@
 
 mod classify;
 mod counters;
+mod flows;
 mod parse;
 mod rewrite;
 mod select;
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, Event, FlowEntry, FlowKey, Reason, Verdict, Vip,
-    VipKey,
+    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Verdict, Vip, VipKey,
     config::CONFIG_DEBUG_LOG,
+    flow::flow_sets,
+    flow_hash,
     meta::Meta,
     service::{
         DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
@@ -28,12 +30,15 @@ use lb_common::{
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
 const MAX_BACKENDS: usize = DEFAULT_MAX_BACKENDS as usize;
-/// Flows remembered; the least recently used is evicted when full.
-const MAX_FLOWS: usize = 65_536;
+/// Sets of the flow table in the object (65,536 flows); the control plane sizes the map from
+/// `global.flow_table_size` and sets [`XLB_FLOW_SETS`] to match.
+const FLOW_SETS: usize = flow_sets(65_536) as usize;
 /// BPF_F_MMAPABLE: the control plane writes Maglev tables straight into the map's memory.
 const MMAPABLE: usize = 1 << 10;
-/// BPF_F_NO_COMMON_LRU: one LRU list per CPU, so inserting a new flow takes no global lock.
-const NO_COMMON_LRU: usize = 1 << 1;
+
+/// Sets in [`XLB_FLOWS`] (a power of two): read-only, so the verifier and JIT see a constant.
+#[unsafe(no_mangle)]
+static XLB_FLOW_SETS: u32 = FLOW_SETS as u32;
 
 #[btf_map]
 static XLB_VERDICTS: PerCpuArray<Counter, { Verdict::SLOTS as usize }> = PerCpuArray::new();
@@ -46,7 +51,7 @@ static XLB_BACKENDS: Array<Backend, MAX_BACKENDS> = Array::new();
 #[btf_map]
 static XLB_MAGLEV: Array<MaglevChunk, { DEFAULT_MAGLEV_CHUNKS as usize }, MMAPABLE> = Array::new();
 #[btf_map]
-static XLB_FLOWS: LruHashMap<FlowKey, FlowEntry, MAX_FLOWS, NO_COMMON_LRU> = LruHashMap::new();
+static XLB_FLOWS: Array<FlowSet, FLOW_SETS> = Array::new();
 #[btf_map]
 static XLB_BACKEND_STATS: PerCpuArray<BackendCounter, MAX_BACKENDS> = PerCpuArray::new();
 #[btf_map]
@@ -76,26 +81,39 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         Ok(packet) => packet,
         Err(reason) => return reason,
     };
-    let Some(vip) = classify::vip(&packet) else {
-        return Reason::NotVip;
+    let hash = flow_hash(&packet.flow, false);
+    // A known flow needs no service lookup: its slot names the VIP and the backend.
+    let known = if packet.syn {
+        Err(Event::FlowMiss)
+    } else {
+        select::known_flow(&packet, hash)
     };
-    counters::vip(bytes, vip.id);
-    let choice = match select::backend(&packet, &vip) {
+    let choice = match known {
         Ok(choice) => choice,
-        Err(reason) => return reason,
+        Err(event) => {
+            let Some(vip) = classify::vip(&packet) else {
+                return Reason::NotVip;
+            };
+            match select::new_flow(&packet, &vip, hash, event) {
+                Ok(choice) => choice,
+                Err(reason) => {
+                    counters::vip(bytes, vip.id);
+                    return reason;
+                }
+            }
+        }
     };
-    let config = match XLB_CONFIG.get_ptr(0) {
-        // SAFETY: the pointer from a map lookup is valid for this program run.
-        Some(config) => unsafe { *config },
-        None => return Reason::NoBackend,
+    counters::vip(bytes, choice.vip);
+    let Some(config) = XLB_CONFIG.get(0) else {
+        return Reason::NoBackend;
     };
-    let (rewritten, forwarded) = if vip.flags & VIP_FORWARD_IPIP != 0 {
+    let (rewritten, forwarded) = if choice.vip_flags & VIP_FORWARD_IPIP != 0 {
         (
-            rewrite::ipip(ctx, &packet, &choice.backend, &config),
+            rewrite::ipip(ctx, &packet, choice.backend, config),
             Reason::ForwardedIpip,
         )
     } else {
-        (rewrite::dsr(ctx, &choice.backend), Reason::ForwardedDsr)
+        (rewrite::dsr(ctx, choice.backend), Reason::ForwardedDsr)
     };
     if let Err(reason) = rewritten {
         return reason;
@@ -105,7 +123,7 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
     if config.flags & CONFIG_DEBUG_LOG != 0 {
         debug!(
             ctx,
-            "xlb: vip {} backend {} event {}", vip.id, choice.id, choice.event as u32
+            "xlb: vip {} backend {} event {}", choice.vip, choice.id, choice.event as u32
         );
     }
     if packet.icmp {

@@ -5,7 +5,10 @@
 
 use crate::classify;
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, Reason, service::FAMILY_IPV4, service::FAMILY_IPV6};
+use lb_common::{
+    FlowKey, Reason,
+    service::{FAMILY_IPV4, FAMILY_IPV6, vip_filter_bit, vip_filter_bit_v4},
+};
 use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, ptr_at};
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -62,11 +65,12 @@ fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
         return Err(Reason::Fragment);
     }
     let (ip, header_len, total_len) = (v4.header, v4.header_len, v4.total_len);
-    let mut packet = Packet {
-        flow: FlowKey {
-            proto: ip.proto,
-            ..FlowKey::default()
-        },
+    // Most packets are for the host, not a VIP: stop before the transport header for them.
+    if !classify::may_be_vip(vip_filter_bit_v4(&ip.dst_addr)) {
+        return Err(Reason::NotVip);
+    }
+    let packet = Packet {
+        flow: FlowKey::v4(&ip.src_addr, &ip.dst_addr, ip.proto),
         family: FAMILY_IPV4,
         syn: false,
         icmp: false,
@@ -74,12 +78,6 @@ fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
         ip_len: total_len,
         tos: ip.tos,
     };
-    packet.flow.src[..4].copy_from_slice(&ip.src_addr);
-    packet.flow.dst[..4].copy_from_slice(&ip.dst_addr);
-    // Most packets are for the host, not a VIP: stop before the transport header for them.
-    if !classify::may_be_vip(&packet.flow.dst) {
-        return Err(Reason::NotVip);
-    }
     let l4 = l2_len + header_len;
     if ip.proto == IPPROTO_ICMP {
         // An ICMP message we cannot read as an error about a flow is the host's business.
@@ -94,13 +92,11 @@ fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
     if ip.next_hdr == IPPROTO_FRAGMENT {
         return Err(Reason::Fragment);
     }
+    if !classify::may_be_vip(vip_filter_bit(&ip.dst_addr)) {
+        return Err(Reason::NotVip);
+    }
     let packet = Packet {
-        flow: FlowKey {
-            src: ip.src_addr,
-            dst: ip.dst_addr,
-            proto: ip.next_hdr,
-            ..FlowKey::default()
-        },
+        flow: FlowKey::v6(&ip.src_addr, &ip.dst_addr, ip.next_hdr),
         family: FAMILY_IPV6,
         syn: false,
         icmp: false,
@@ -108,9 +104,6 @@ fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
         ip_len,
         tos: 0,
     };
-    if !classify::may_be_vip(&packet.flow.dst) {
-        return Err(Reason::NotVip);
-    }
     let l4 = l2_len + Ipv6Hdr::LEN;
     if ip.next_hdr == IPPROTO_ICMPV6 {
         // As for ICMPv4: neighbour discovery and the rest belong to the host.
@@ -126,8 +119,7 @@ fn transport(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Pack
             let tcp: *const TcpHdr = ptr_at(ctx, offset)?;
             // SAFETY: ptr_at checked the header lies inside the frame.
             let (header, bytes) = unsafe { (&*tcp, &*tcp.cast::<[u8; TcpHdr::LEN]>()) };
-            packet.flow.sport = u16::from_ne_bytes(header.source);
-            packet.flow.dport = u16::from_ne_bytes(header.dest);
+            packet.flow.set_ports(header.source, header.dest);
             // The flags byte, read through the checked pointer so the verifier sees the bound.
             packet.syn = bytes[13] & (TCP_SYN | TCP_ACK) == TCP_SYN;
         }
@@ -135,8 +127,7 @@ fn transport(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Pack
             let udp: *const UdpHdr = ptr_at(ctx, offset)?;
             // SAFETY: ptr_at checked the header lies inside the frame.
             let udp = unsafe { &*udp };
-            packet.flow.sport = u16::from_ne_bytes(udp.src);
-            packet.flow.dport = u16::from_ne_bytes(udp.dst);
+            packet.flow.set_ports(udp.src, udp.dst);
         }
         _ => return Err(Reason::OtherL4),
     }
@@ -153,8 +144,9 @@ fn quoted_ports(ctx: &XdpContext, packet: &mut Packet, offset: usize) -> Result<
     // SAFETY: ptr_at checked the four bytes lie inside the frame.
     let ports = unsafe { &*ports };
     // The quoted packet went from the VIP to the client: reverse it into the client's flow.
-    packet.flow.sport = u16::from_ne_bytes([ports[2], ports[3]]);
-    packet.flow.dport = u16::from_ne_bytes([ports[0], ports[1]]);
+    packet
+        .flow
+        .set_ports([ports[2], ports[3]], [ports[0], ports[1]]);
     packet.icmp = true;
     Ok(())
 }
@@ -174,11 +166,7 @@ fn icmpv4(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Packet,
     if quoted.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
         return Err(Reason::BadHeader);
     }
-    packet.flow.src = [0; 16];
-    packet.flow.dst = [0; 16];
-    packet.flow.src[..4].copy_from_slice(&quoted.dst_addr);
-    packet.flow.dst[..4].copy_from_slice(&quoted.src_addr);
-    packet.flow.proto = quoted.proto;
+    packet.flow = FlowKey::v4(&quoted.dst_addr, &quoted.src_addr, quoted.proto);
     quoted_ports(ctx, &mut packet, offset + ICMP_HEADER_LEN + header_len)?;
     Ok(packet)
 }
@@ -196,9 +184,7 @@ fn icmpv6(ctx: &XdpContext, mut packet: Packet, offset: usize) -> Result<Packet,
     if quoted.vcf[0] >> 4 != 6 {
         return Err(Reason::BadHeader);
     }
-    packet.flow.src = quoted.dst_addr;
-    packet.flow.dst = quoted.src_addr;
-    packet.flow.proto = quoted.next_hdr;
+    packet.flow = FlowKey::v6(&quoted.dst_addr, &quoted.src_addr, quoted.next_hdr);
     quoted_ports(ctx, &mut packet, offset + ICMP_HEADER_LEN + Ipv6Hdr::LEN)?;
     Ok(packet)
 }

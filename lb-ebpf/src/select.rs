@@ -1,53 +1,75 @@
-//! Backend selection: an established flow keeps the backend in the flow table while that
-//! backend is active; anything else (a TCP SYN, a UDP flow not seen before, a flow whose
-//! backend went away) is hashed into the VIP's live Maglev table and remembered.
+//! Backend selection: a known flow keeps the backend the flow table remembers while that
+//! backend is active and still the one it was; anything else (a TCP SYN, a UDP flow not seen
+//! before, a flow whose backend went away) is hashed into the VIP's live Maglev table and
+//! remembered.
 
 use lb_common::{
-    Backend, Event, FlowEntry, Reason, Vip, flow_hash,
+    Backend, Event, FlowSlot, Reason, Vip, flow_hash, maglev_slot,
     service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
 };
 
-use crate::{XLB_BACKENDS, XLB_FLOWS, XLB_MAGLEV, parse::Packet};
+use crate::{
+    XLB_BACKENDS, XLB_MAGLEV,
+    flows::{self, Known},
+    parse::Packet,
+};
 
-/// The chosen backend, its id, and how the flow table took part.
+/// The chosen backend, its id, its VIP, and how the flow table took part.
 pub struct Choice {
     pub id: u32,
-    pub backend: Backend,
+    /// The backend's entry, in the map.
+    pub backend: &'static Backend,
+    pub vip: u32,
+    pub vip_flags: u32,
     /// [`Event::FlowHit`], [`Event::FlowMiss`] or [`Event::FlowStale`].
     pub event: Event,
 }
 
 #[inline(always)]
-fn active(id: u32) -> Option<Backend> {
-    // SAFETY: the pointer from a map lookup is valid for this program run.
-    let backend = unsafe { *XLB_BACKENDS.get_ptr(id)? };
+fn active(id: u32) -> Option<&'static Backend> {
+    let backend = XLB_BACKENDS.get(id)?;
     (backend.flags & BACKEND_ACTIVE != 0).then_some(backend)
 }
 
+/// The flow table's choice for a packet that is not a SYN, or the event that sends it to
+/// [`new_flow`]: [`Event::FlowMiss`] or [`Event::FlowStale`].
 #[inline(always)]
-pub fn backend(packet: &Packet, vip: &Vip) -> Result<Choice, Reason> {
-    let mut event = Event::FlowMiss;
-    if !packet.syn
-        && let Some(entry) = XLB_FLOWS.get_ptr(&packet.flow)
-    {
-        // SAFETY: the pointer from a map lookup is valid for this program run.
-        let id = unsafe { (*entry).backend };
-        if let Some(backend) = active(id) {
-            let event = Event::FlowHit;
-            return Ok(Choice { id, backend, event });
-        }
-        event = Event::FlowStale;
+pub fn known_flow(packet: &Packet, hash: u32) -> Result<Choice, Event> {
+    let slot = match flows::find(&packet.flow, hash) {
+        Known::Slot(slot) => slot,
+        Known::Torn => return Err(Event::FlowStale),
+        Known::Unknown => return Err(Event::FlowMiss),
+    };
+    match active(slot.backend) {
+        Some(backend) if backend.cookie == slot.cookie => Ok(Choice {
+            id: slot.backend,
+            backend,
+            vip: slot.vip,
+            vip_flags: slot.vip_flags,
+            event: Event::FlowHit,
+        }),
+        _ => Err(Event::FlowStale),
     }
+}
+
+/// The VIP's live Maglev table's choice, remembered in the flow table; `hash` is the 5-tuple
+/// hash.
+#[inline(always)]
+pub fn new_flow(packet: &Packet, vip: &Vip, hash: u32, event: Event) -> Result<Choice, Reason> {
     if vip.table_size == 0 || vip.active > 1 {
         return Err(Reason::NoBackend);
     }
-    let hash = flow_hash(&packet.flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0);
+    let table_hash = if vip.flags & VIP_HASH_SOURCE_ONLY != 0 {
+        flow_hash(&packet.flow, true)
+    } else {
+        hash
+    };
     let base = if vip.active == 0 {
         vip.tables[0]
     } else {
         vip.tables[1]
     };
-    let slot = base.wrapping_add(hash % vip.table_size);
+    let slot = base.wrapping_add(maglev_slot(table_hash, vip.table_size));
     let chunk = XLB_MAGLEV
         .get_ptr(slot / MAGLEV_CHUNK_SLOTS)
         .ok_or(Reason::NoBackend)?;
@@ -55,11 +77,13 @@ pub fn backend(packet: &Packet, vip: &Vip) -> Result<Choice, Reason> {
     // masked below the chunk length.
     let id = unsafe { (*chunk)[(slot % MAGLEV_CHUNK_SLOTS) as usize] };
     let backend = active(id).ok_or(Reason::NoBackend)?;
-    // A full LRU evicts the oldest flow; a failed insert only costs a re-hash next time.
-    let entry = FlowEntry {
-        backend: id,
-        pad: 0,
-    };
-    let _ = XLB_FLOWS.insert(&packet.flow, &entry, 0);
-    Ok(Choice { id, backend, event })
+    let remembered = FlowSlot::new(packet.flow, hash, id, backend.cookie, vip.id, vip.flags);
+    flows::remember(&remembered, hash);
+    Ok(Choice {
+        id,
+        backend,
+        vip: vip.id,
+        vip_flags: vip.flags,
+        event,
+    })
 }

@@ -3,10 +3,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use anyhow::{Context as _, bail};
-use aya::maps::{HashMap, MapData, MapError};
+use anyhow::bail;
 use lb_common::{
-    Config, Event, FlowEntry, FlowKey, Reason, Vip, VipKey, flow_hash, map_names,
+    Config, Event, FlowKey, Reason, Vip, VipKey, flow_hash,
     service::{
         BACKEND_ACTIVE, FAMILY_IPV4, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY, vip_filter_bit,
     },
@@ -16,7 +15,7 @@ use serde::Serialize;
 use crate::{
     args::{ExplainArgs, ProtocolArg},
     config::kernel_address,
-    exit,
+    exit, flow_table,
     live::{BackendState, Snapshot},
     maps::Maps,
     pins, report,
@@ -307,14 +306,15 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         }
     }
 
-    let flows = HashMap::<&MapData, FlowKey, FlowEntry>::try_from(maps.map(map_names::FLOWS)?)
-        .context("the flow table map has an unexpected type")?;
-    let entry = match flows.get(&key, 0) {
-        Ok(entry) => Some(entry),
-        Err(MapError::KeyNotFound) => None,
-        Err(err) => return Err(err).context("looking the flow up in the flow table"),
-    };
-    let entry_backend = entry.map(|entry| backend_info(&snapshot, entry.backend));
+    let entry_backend = flow_table::lookup(maps, &key)?.map(|slot| {
+        let mut remembered = backend_info(&snapshot, slot.backend);
+        // An id given to another backend since: the kernel re-hashes the flow.
+        remembered.active &= snapshot
+            .backends
+            .get(slot.backend as usize)
+            .is_some_and(|backend| backend.cookie == slot.cookie);
+        remembered
+    });
     let rewrite = Rewrite {
         ipip,
         inner_v4: family == FAMILY_IPV4,

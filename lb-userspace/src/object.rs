@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use aya::{Ebpf, EbpfLoader, programs::Xdp};
+use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::Xdp};
+use lb_common::{FLOW_SETS_GLOBAL, map_names};
 
 /// The ELF bytes of the xlb XDP program built by build.rs, aligned for the ELF parser.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xlb"));
@@ -24,11 +25,48 @@ pub fn load(object: &[u8], name: &str) -> anyhow::Result<Ebpf> {
     load_sized(object, name, &[])
 }
 
+/// The number of flow-table sets the program must be told when `capacities` size the flow
+/// table ([`map_names::FLOWS`], in sets); `None` keeps the object's own.
+fn flow_sets(capacities: &[(&str, u32)]) -> Option<u32> {
+    capacities
+        .iter()
+        .find(|(map, _)| *map == map_names::FLOWS)
+        .map(|&(_, sets)| sets)
+}
+
+/// `capacities`, with each map of `names` already pinned under `pin_path` at its pinned size:
+/// an adopted map keeps its size (the kernel cannot resize a map).
+fn adopted_sizes<'a>(
+    capacities: &[(&'a str, u32)],
+    names: &[&'a str],
+    pin_path: &Path,
+) -> anyhow::Result<Vec<(&'a str, u32)>> {
+    let mut sizes = capacities.to_vec();
+    for &name in names {
+        let path = pin_path.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let entries = MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the size of the pinned {}", path.display()))?
+            .max_entries();
+        match sizes.iter_mut().find(|(map, _)| *map == name) {
+            Some(size) => size.1 = entries,
+            None => sizes.push((name, entries)),
+        }
+    }
+    Ok(sizes)
+}
+
 /// Like [`load`], with the capacity (max entries) of some maps changed from the object's.
 pub fn load_sized(object: &[u8], name: &str, capacities: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
+    let sets = flow_sets(capacities);
     let mut loader = EbpfLoader::new();
     for &(map, entries) in capacities {
         loader.map_max_entries(map, entries);
+    }
+    if let Some(sets) = &sets {
+        loader.override_global(FLOW_SETS_GLOBAL, sets, true);
     }
     let mut ebpf = loader.load(object).context(
         "loading the XDP object into the kernel failed: xlb needs root (or CAP_BPF and \
@@ -52,9 +90,14 @@ pub fn load_pinned(
 ) -> anyhow::Result<Ebpf> {
     std::fs::create_dir_all(pin_path)
         .with_context(|| format!("creating {}: is bpffs mounted?", pin_path.display()))?;
+    let capacities = adopted_sizes(capacities, names, pin_path)?;
+    let sets = flow_sets(&capacities);
     let mut loader = EbpfLoader::new();
-    for &(map, entries) in capacities {
+    for &(map, entries) in &capacities {
         loader.map_max_entries(map, entries);
+    }
+    if let Some(sets) = &sets {
+        loader.override_global(FLOW_SETS_GLOBAL, sets, true);
     }
     for &map in names {
         loader.map_pin_path(map, pin_path.join(map));

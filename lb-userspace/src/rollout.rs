@@ -260,6 +260,10 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             "VIP {}: id {id} is beyond the program's capacity",
             describe()
         );
+        // A backend bound anew, or whose VIP changes how it forwards, gets this apply's cookie,
+        // so flows remembered under the old binding are re-hashed rather than misdelivered.
+        let fresh_cookie = (snapshot.meta.generation.wrapping_add(1) as u32).max(1);
+        let rebind_all = live.is_some_and(|vip| vip.flags != want.flags);
         let range = capacity.backend_ids(id);
         let owned = |id: u32| {
             snapshot
@@ -280,6 +284,10 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                 let live = owned(b);
                 live != Backend::default() && live.addr == addr && live.family == family
             });
+            let cookie = match existing {
+                Some(b) if !rebind_all => owned(b).cookie,
+                _ => fresh_cookie,
+            };
             let backend_id = match existing {
                 Some(b) => b,
                 None => {
@@ -312,7 +320,7 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                 family,
                 flags: operator | unhealthy | active,
                 weight: backend.weight,
-                pad: 0,
+                cookie,
             };
             backends.push((backend_id, entry));
             kept.insert(backend_id);

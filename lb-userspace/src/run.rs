@@ -5,9 +5,11 @@
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
-use aya::{Ebpf, programs::links::FdLink};
+use aya::{Ebpf, maps::Array, programs::links::FdLink};
 use lb_common::{
-    PROGRAM_NAME, map_names,
+    FlowSet, PROGRAM_NAME,
+    flow::{FLOW_WAYS, flow_sets},
+    map_names,
     meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -63,7 +65,8 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
     let mut sizes = Capacity::default().map_sizes();
-    sizes.push((map_names::FLOWS, model.global.flow_table_size));
+    let flow_sets = flow_sets(model.global.flow_table_size);
+    sizes.push((map_names::FLOWS, flow_sets));
     let mut ebpf = object::load_pinned(
         object::XDP_OBJECT,
         PROGRAM_NAME,
@@ -71,6 +74,18 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         &map_names::XLB,
         pin_path,
     )?;
+    let adopted_sets = Array::<_, FlowSet>::try_from(Maps::map(&ebpf, map_names::FLOWS)?)
+        .context("the flow table map has an unexpected type")?
+        .len();
+    if adopted_sets != flow_sets {
+        eprintln!(
+            "xlb: the flow table pinned under {} holds {} flows and keeps them; \
+             flow_table_size = {} takes effect after `xlb down` and a fresh `xlb run`",
+            pin_path.display(),
+            adopted_sets as usize * FLOW_WAYS,
+            model.global.flow_table_size
+        );
+    }
     if adopting {
         let meta = array::<Meta>(&mut ebpf, map_names::META)?.get(&0, 0)?;
         let running = meta_interface(&meta);

@@ -509,7 +509,7 @@ mod tests {
             family: FAMILY_IPV4,
             flags,
             weight,
-            pad: 0,
+            cookie: 0,
         }
     }
 

@@ -7,7 +7,7 @@ use crate::maps::{Maps, array};
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
-    Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
+    Backend, Config, FlowKey, Vip, VipKey, flow_hash, maglev_slot, map_names,
     service::{MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY, VipFilter, vip_filter_bit},
 };
 
@@ -133,7 +133,10 @@ pub fn set_vip(ebpf: &mut (impl Maps + ?Sized), key: &VipKey, vip: &Vip) -> anyh
 
 /// The slot of `vip`'s live table the kernel uses for a new `flow`.
 pub fn slot(vip: &Vip, flow: &FlowKey) -> u32 {
-    flow_hash(flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0) % vip.table_size
+    maglev_slot(
+        flow_hash(flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0),
+        vip.table_size,
+    )
 }
 
 /// Replaces the program's run-time settings (tunnel sources, MTU, debug logging).

@@ -66,9 +66,22 @@ pub fn table(ids: &[u32], size: u32) -> Vec<u32> {
 
 /// The program loaded with `BACKENDS` active backends and `vips` pointing at table A.
 pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
-    let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME).expect("load xlb");
-    let ids = add_backends(&mut ebpf, BACKENDS);
-    steering::write_table(&mut ebpf, TABLE_A, &table(&ids, size)).expect("table");
+    load_sized(&[], vips, size)
+}
+
+/// [`load`] with the map capacities `capacities`.
+pub fn load_sized(capacities: &[(&str, u32)], vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
+    let mut ebpf =
+        object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, capacities).expect("load xlb");
+    let vip = configure(&mut ebpf, vips, size);
+    (ebpf, vip)
+}
+
+/// Gives a loaded program `BACKENDS` active backends and `vips` (with `flags`) pointing at
+/// table A; returns the last VIP entry.
+pub fn configure(ebpf: &mut Ebpf, vips: &[(VipKey, u32)], size: u32) -> Vip {
+    let ids = add_backends(ebpf, BACKENDS);
+    steering::write_table(ebpf, TABLE_A, &table(&ids, size)).expect("table");
     let mut last = Vip::default();
     for &(key, flags) in vips {
         last = Vip {
@@ -78,9 +91,9 @@ pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
             active: 0,
             tables: [TABLE_A, TABLE_B],
         };
-        steering::set_vip(&mut ebpf, &key, &last).expect("vip");
+        steering::set_vip(ebpf, &key, &last).expect("vip");
     }
-    (ebpf, last)
+    last
 }
 
 /// The program with `vips` dsr VIPs (198.18.100.0 onwards, port 80/TCP) over the same

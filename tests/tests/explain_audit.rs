@@ -4,9 +4,9 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::HashMap;
 use lb_common::{
-    Backend, FlowEntry, FlowKey, PROGRAM_NAME, Verdict, Vip, VipKey, map_names,
+    Backend, FlowSlot, PROGRAM_NAME, Verdict, Vip, VipKey, flow_hash, map_names,
     service::{BACKEND_DRAINED, vip_filter_bit},
 };
 use lb_userspace::{
@@ -16,6 +16,7 @@ use lb_userspace::{
     config::{self, HostEnvironment},
     exit,
     explain::{self, Explanation, Query, format_mac},
+    flow_table,
     live::Snapshot,
     object, pins,
     rollout::{self, Desired},
@@ -110,8 +111,21 @@ fn live_vip(live: &mut LiveXlb, key: &VipKey) -> Vip {
         .expect("VIP entry")
 }
 
-fn flows(live: &mut LiveXlb) -> HashMap<&mut MapData, FlowKey, FlowEntry> {
-    HashMap::try_from(live.ebpf.map_mut(map_names::FLOWS).expect("flow map")).expect("flow map")
+/// Makes the flow table remember `flow` (to VIP `vip`) on backend `backend`, as the kernel
+/// would have.
+fn remember(live: &mut LiveXlb, flow: &Flow, vip: &VipKey, backend: u32) {
+    let vip = live_vip(live, vip);
+    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let key = flow_key(flow, 6);
+    let slot = FlowSlot::new(
+        key,
+        flow_hash(&key, false),
+        backend,
+        snapshot.backends[backend as usize].cookie,
+        vip.id,
+        vip.flags,
+    );
+    flow_table::remember(&mut live.ebpf, &slot).expect("remember a flow");
 }
 
 /// xorshift64: a fixed sequence of pseudo-random flows.
@@ -198,16 +212,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
         .map(|address| backend_id(&mut live, address))
         .find(|id| *id != table_choice.id)
         .expect("another backend");
-    flows(&mut live)
-        .insert(
-            &flow_key(&flow, 6),
-            &FlowEntry {
-                backend: other,
-                pad: 0,
-            },
-            0,
-        )
-        .expect("insert a flow entry");
+    remember(&mut live, &flow, &vip_key("198.18.1.10", 80, 6), other);
 
     let report = explain_flow(&live, &flow, ProtocolArg::Tcp);
     let established = report.established.as_ref().expect("established");

@@ -1,0 +1,41 @@
+//! The kernel's flow table as userspace reads it (`explain`) and stages entries in it (tests of
+//! remembered flows), by the set and slot rules of lb_common::flow.
+
+use anyhow::Context as _;
+use aya::maps::{Array, MapData};
+use lb_common::{
+    FlowKey, FlowSet, FlowSlot,
+    flow::{FLOW_WAYS, first_way, flow_set},
+    flow_hash, map_names,
+};
+
+use crate::maps::Maps;
+
+/// The whole slot the kernel would find for `key`, if any.
+pub fn lookup(maps: &(impl Maps + ?Sized), key: &FlowKey) -> anyhow::Result<Option<FlowSlot>> {
+    let map = Array::<&MapData, FlowSet>::try_from(maps.map(map_names::FLOWS)?)
+        .context("the flow table map has an unexpected type")?;
+    let hash = flow_hash(key, false);
+    let set = map
+        .get(&flow_set(hash, map.len()), 0)
+        .context("reading the flow table")?;
+    Ok(set.slots.into_iter().find(|slot| slot.holds(key, hash)))
+}
+
+/// Stores `slot` where the kernel would look for its key: over the key's old slot, else in an
+/// empty one, else over the first the kernel's inserts would take.
+pub fn remember(maps: &mut (impl Maps + ?Sized), slot: &FlowSlot) -> anyhow::Result<()> {
+    let mut map = Array::<&mut MapData, FlowSet>::try_from(maps.map_mut(map_names::FLOWS)?)
+        .context("the flow table map has an unexpected type")?;
+    let hash = flow_hash(&slot.key, false);
+    let index = flow_set(hash, map.len());
+    let mut set = map.get(&index, 0).context("reading the flow table")?;
+    let way = set
+        .slots
+        .iter()
+        .position(|old| old.key.same(&slot.key))
+        .or_else(|| set.slots.iter().position(|old| old.check == 0))
+        .unwrap_or(first_way(hash) % FLOW_WAYS);
+    set.slots[way] = *slot;
+    map.set(index, &set, 0).context("writing the flow table")
+}
