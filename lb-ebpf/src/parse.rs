@@ -7,7 +7,7 @@ use crate::classify;
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     FlowKey, Reason,
-    service::{FAMILY_IPV4, FAMILY_IPV6, vip_filter_bit, vip_filter_bit_v4},
+    service::{FAMILY_IPV4, FAMILY_IPV6, vip_filter_bit_v4, vip_filter_bit_v6},
 };
 use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, ptr_at};
 use network_types::{
@@ -92,7 +92,7 @@ fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
     if ip.next_hdr == IPPROTO_FRAGMENT {
         return Err(Reason::Fragment);
     }
-    if !classify::may_be_vip(vip_filter_bit(&ip.dst_addr)) {
+    if !classify::may_be_vip(vip_filter_bit_v6(&ip.dst_addr)) {
         return Err(Reason::NotVip);
     }
     let packet = Packet {

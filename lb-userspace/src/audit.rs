@@ -565,7 +565,7 @@ impl Audit<'_> {
                 );
                 self.drift(Kind::VipEntry, key, None, expected, actual);
             }
-            let bit = vip_filter_bit(&key.addr);
+            let bit = vip_filter_bit(&key.addr, key.family);
             if self.snapshot.filter[(bit / 64) as usize] & (1 << (bit % 64)) == 0 {
                 self.drift(
                     Kind::Filter,

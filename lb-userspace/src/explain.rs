@@ -185,7 +185,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         ProtocolArg::Tcp => "tcp",
         ProtocolArg::Udp => "udp",
     };
-    let filter_bit = vip_filter_bit(&key.dst);
+    let filter_bit = vip_filter_bit(&key.dst, family);
     let filter_set = snapshot.filter[(filter_bit / 64) as usize] & (1 << (filter_bit % 64)) != 0;
     let mut explanation = Explanation {
         source: query.source,

@@ -480,7 +480,7 @@ fn write(
 }
 
 fn set_bit(filter: &mut VipFilter, key: &VipKey) {
-    let bit = vip_filter_bit(&key.addr);
+    let bit = vip_filter_bit(&key.addr, key.family);
     filter[(bit / 64) as usize] |= 1 << (bit % 64);
 }
 

@@ -120,7 +120,7 @@ pub fn set_vip(ebpf: &mut (impl Maps + ?Sized), key: &VipKey, vip: &Vip) -> anyh
     let mut filter = filters
         .get(&0, 0)
         .context("reading the VIP address filter")?;
-    let bit = vip_filter_bit(&key.addr);
+    let bit = vip_filter_bit(&key.addr, key.family);
     filter[(bit / 64) as usize] |= 1 << (bit % 64);
     filters
         .set(0, &filter, 0)

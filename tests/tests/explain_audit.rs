@@ -281,7 +281,8 @@ fn explain_of_a_non_vip_destination_says_so() {
     let clear = (1..=254)
         .map(|i| format!("198.18.3.{i}"))
         .find(|address| {
-            let bit = vip_filter_bit(&xlb_tests::steering::addr_bytes(address.parse().unwrap()).0);
+            let (addr, family) = xlb_tests::steering::addr_bytes(address.parse().unwrap());
+            let bit = vip_filter_bit(&addr, family);
             filter[(bit / 64) as usize] & (1 << (bit % 64)) == 0
         })
         .expect("an address whose filter bit is clear");

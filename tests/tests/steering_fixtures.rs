@@ -296,11 +296,8 @@ fn vip_filter_gates_the_service_lookup() {
     require_privileges!();
     let (mut ebpf, vip) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
     let key = vip_key("198.18.1.11", 80, 6);
-    let bit = lb_common::service::vip_filter_bit(&key.addr);
-    assert_ne!(
-        bit,
-        lb_common::service::vip_filter_bit(&vip_key("198.18.1.10", 80, 6).addr)
-    );
+    let bit = |key: lb_common::VipKey| lb_common::service::vip_filter_bit(&key.addr, key.family);
+    assert_ne!(bit(key), bit(vip_key("198.18.1.10", 80, 6)));
     {
         let map = ebpf.map_mut(map_names::VIPS).expect("VIP map");
         let mut vips: aya::maps::HashMap<&mut MapData, lb_common::VipKey, Vip> =
