@@ -364,8 +364,9 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         }
         Some(remembered) => {
             steps.push(format!(
-                "flow table: entry -> backend {}{}: not active, so the next packet will be \
-                 re-hashed to the table's choice and the entry replaced",
+                "flow table: entry -> backend {}{}: not active (or its id was given to \
+                 another backend since), so the next packet will be re-hashed to the table's \
+                 choice and the entry replaced",
                 remembered.id,
                 describe_backend(remembered)
             ));
