@@ -1,5 +1,5 @@
-//! The xlb XDP program: map statics and the entry point. Each stage (parse, classify, select,
-//! rewrite, count) lives in its own module.
+//! The xlb XDP program: map statics and the entry point. Each stage (parse, flows, classify,
+//! select, rewrite, count) lives in its own module.
 #![no_std]
 #![no_main]
 
