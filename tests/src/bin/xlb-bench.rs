@@ -395,13 +395,60 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             "proof": row.proof,
         }));
     }
+    let scale = scale_rows(&rows);
     Ok(json!({
         "runs": RUNS,
         "repeat": REPEAT,
         "fresh_calls": CALLS,
         "cpu": cpu,
         "cases": json_rows,
+        "scale": scale,
     }))
+}
+
+/// The large set-up's cost over the small one's, per path and method: the lookup must not
+/// grow with the number of VIPs and backends.
+fn scale_rows(rows: &[Row]) -> Vec<serde_json::Value> {
+    let find = |name: &str, method: Method| {
+        rows.iter()
+            .find(|row| row.name == name && row.method == method)
+    };
+    let mut scale = Vec::new();
+    for (path, small, large) in [
+        (
+            "new flow",
+            "dsr_new_flow_1vip_3backends",
+            "dsr_new_flow_1000vips_100backends",
+        ),
+        (
+            "established",
+            "dsr_established_ipv4",
+            "dsr_established_1000vips_100backends",
+        ),
+    ] {
+        for method in [Method::Repeat, Method::Fresh] {
+            let (Some(small), Some(large)) = (find(small, method), find(large, method)) else {
+                continue;
+            };
+            let (s, l) = (&small.paired.case, &large.paired.case);
+            println!(
+                "scale, {path} ({}): 1,000 VIPs x 100 backends / 1 VIP x 3 backends = {:.2} \
+                 (medians), {:.2} (minimums)",
+                method.name(),
+                l.median / s.median,
+                l.min / s.min
+            );
+            scale.push(json!({
+                "path": path,
+                "method": method.name(),
+                "small": small.name,
+                "large": large.name,
+                "ratio_median": l.median / s.median,
+                "ratio_min": l.min / s.min,
+            }));
+        }
+    }
+    scale
 }
 
 fn main() -> ExitCode {
