@@ -3,10 +3,12 @@
 //! makes.
 //!
 //! The flow table is a set-associative cache in a plain array map: the 5-tuple hash picks a
-//! set of [`FLOW_WAYS`] slots, so finding a flow costs one array access and a few compares
-//! instead of a hash-map helper call. Entries are replaced second-chance (a slot used since
-//! the last scan survives one more); every slot carries a check over its fields, so a slot torn
-//! by two CPUs writing it at once reads as stale, never as another flow's backend.
+//! set of [`FLOW_WAYS`] slots, and a tag line tells which slot may hold the flow, so finding
+//! it costs one array access, a few compares and two cache lines instead of a hash-map helper
+//! call. Entries are replaced second-chance (a slot used since an insert last passed over it
+//! survives), an approximation of least recently used; every slot carries a check over its
+//! fields, so a slot torn by two CPUs writing it at once reads as stale, never as another
+//! flow's backend.
 
 /// The 5-tuple of a packet, addresses and ports in network byte order. Aligned to 8 so the
 /// kernel compares keys a word at a time.
@@ -103,7 +105,7 @@ fn ports_word(sport: u16, dport: u16, proto: u8) -> u64 {
 unsafe impl aya::Pod for FlowKey {}
 
 /// Slots per set of the flow table.
-pub const FLOW_WAYS: usize = 4;
+pub const FLOW_WAYS: usize = 8;
 
 /// One remembered flow: the backend an established flow sticks to.
 #[repr(C)]
@@ -120,10 +122,9 @@ pub struct FlowSlot {
     /// no service lookup.
     pub vip: u32,
     pub vip_flags: u32,
-    /// [`flow_check`] over the fields above; 0 marks an empty slot.
+    /// [`flow_check`] over the fields above.
     pub check: u32,
-    /// Set when a packet used the slot; cleared when an insert passes over it.
-    pub used: u32,
+    pub pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowSlot>() == 64);
 
@@ -145,7 +146,7 @@ impl FlowSlot {
             vip,
             vip_flags,
             check: flow_check(hash, backend, cookie, vip, vip_flags),
-            used: 0,
+            pad: 0,
         }
     }
 
@@ -157,11 +158,24 @@ impl FlowSlot {
     }
 }
 
-/// A value of the flow-table map.
+/// A value of the flow-table map: a cache line of tags and marks, then the slots, so a lookup
+/// reads the tag line and only the slot whose tag matches.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSet {
+    /// Each slot's [`flow_tag`]; 0 marks an empty slot.
+    pub tags: [u32; FLOW_WAYS],
+    /// 1 when a packet used the slot since an insert last passed over it (second chance).
+    pub used: [u8; FLOW_WAYS],
+    pub pad: [u8; 24],
     pub slots: [FlowSlot; FLOW_WAYS],
+}
+const _: () = assert!(core::mem::size_of::<FlowSet>() == 64 + 64 * FLOW_WAYS);
+
+/// The tag of a flow in its set's tag line: its 5-tuple hash, never 0.
+#[inline(always)]
+pub const fn flow_tag(hash: u32) -> u32 {
+    hash | 1
 }
 
 /// The set of a flow in a table of `sets` sets (a power of two).
@@ -183,11 +197,10 @@ pub const fn flow_sets(flows: u32) -> u32 {
 /// The first way an insert looks at: differs between flows of a set, so evictions spread.
 #[inline(always)]
 pub const fn first_way(hash: u32) -> usize {
-    (hash >> 30) as usize % FLOW_WAYS
+    (hash >> 29) as usize % FLOW_WAYS
 }
 
-/// The check of a slot: never 0, so 0 can mark an empty slot. Each field goes through its own
-/// odd multiplier (independent multiplies, cheap per packet), so a slot whose fields come from
+/// The check of a slot. Each field goes through its own odd multiplier (independent multiplies, cheap per packet), so a slot whose fields come from
 /// two writers almost surely fails it.
 #[inline(always)]
 pub const fn flow_check(hash: u32, backend: u32, cookie: u32, vip: u32, vip_flags: u32) -> u32 {
@@ -195,7 +208,7 @@ pub const fn flow_check(hash: u32, backend: u32, cookie: u32, vip: u32, vip_flag
         ^ (backend as u64).wrapping_mul(CHECK[1])
         ^ (cookie as u64).wrapping_mul(CHECK[2])
         ^ ((vip as u64) << 32 | vip_flags as u64).wrapping_mul(CHECK[3]);
-    (h >> 32) as u32 | 1
+    (h >> 32) as u32
 }
 
 const CHECK: [u64; 4] = [
@@ -328,12 +341,13 @@ mod tests {
     /// Test that table sizes round up to whole sets, a power of two of them.
     #[test]
     fn flow_sets_round_up_to_a_power_of_two() {
+        let ways = FLOW_WAYS as u32;
         assert_eq!(flow_sets(1), 1);
-        assert_eq!(flow_sets(4), 1);
-        assert_eq!(flow_sets(5), 2);
-        assert_eq!(flow_sets(65_536), 16_384);
-        assert_eq!(flow_sets(100_000), 32_768);
-        assert_eq!(flow_sets(16_777_216), 4_194_304);
+        assert_eq!(flow_sets(ways), 1);
+        assert_eq!(flow_sets(ways + 1), 2);
+        assert_eq!(flow_sets(65_536), 65_536 / ways);
+        assert_eq!(flow_sets(100_000), 131_072 / ways);
+        assert_eq!(flow_sets(16_777_216), 16_777_216 / ways);
     }
 
     /// Test that the Maglev slot of any hash is inside the table and the slots are hit evenly.
@@ -355,12 +369,12 @@ mod tests {
         }
     }
 
-    /// Test that a slot's check is never 0 (the empty mark) and changes with every field, so a
-    /// slot mixing two writers' fields fails it.
+    /// Test that a slot's check changes with every field, so a slot mixing two writers' fields
+    /// fails it, and that no flow's tag is the empty mark.
     #[test]
     fn slot_check_covers_every_field() {
         let base = flow_check(1, 2, 3, 4, 5);
-        assert_ne!(flow_check(0, 0, 0, 0, 0), 0);
+        assert_ne!(flow_tag(0), 0);
         for other in [
             flow_check(9, 2, 3, 4, 5),
             flow_check(1, 9, 3, 4, 5),

@@ -3,7 +3,7 @@
 
 use lb_common::{
     FlowKey, FlowSet, FlowSlot,
-    flow::{FLOW_WAYS, first_way, flow_set},
+    flow::{FLOW_WAYS, first_way, flow_set, flow_tag},
 };
 
 use crate::XLB_FLOWS;
@@ -18,10 +18,13 @@ pub enum Known {
 }
 
 #[inline(always)]
-fn set(hash: u32) -> Option<*mut FlowSet> {
+fn set(hash: u32) -> Option<&'static mut FlowSet> {
     // SAFETY: a read-only global, fixed at load time to the map's number of sets.
     let sets = unsafe { core::ptr::read_volatile(&crate::XLB_FLOW_SETS) };
-    XLB_FLOWS.get_ptr_mut(flow_set(hash, sets))
+    let set = XLB_FLOWS.get_ptr_mut(flow_set(hash, sets))?;
+    // SAFETY: the pointer from a map lookup is valid for this program run; concurrent writers
+    // are detected by each slot's check, not excluded.
+    Some(unsafe { &mut *set })
 }
 
 /// The slot of `key` (whose 5-tuple hash is `hash`), marked used.
@@ -30,48 +33,49 @@ pub fn find(key: &FlowKey, hash: u32) -> Known {
     let Some(set) = set(hash) else {
         return Known::Unknown;
     };
+    let tag = flow_tag(hash);
     for way in 0..FLOW_WAYS {
-        // SAFETY: the pointer from a map lookup is valid for this program run; `way` is below
-        // the number of slots.
-        let slot: &'static mut FlowSlot = unsafe { &mut (*set).slots[way] };
-        if slot.key.same(key) {
-            if !slot.holds(key, hash) {
-                return Known::Torn;
-            }
-            if slot.used == 0 {
-                slot.used = 1;
-            }
-            return Known::Slot(slot);
+        if set.tags[way] != tag || !set.slots[way].key.same(key) {
+            continue;
         }
+        if !set.slots[way].holds(key, hash) {
+            return Known::Torn;
+        }
+        if set.used[way] == 0 {
+            set.used[way] = 1;
+        }
+        return Known::Slot(&set.slots[way]);
     }
     Known::Unknown
 }
 
 /// Remembers `slot` (for the flow whose 5-tuple hash is `hash`): over the flow's old slot if it
-/// has one, else in an empty slot or the first not used since the last insert passed over it.
+/// has one, else in an empty slot or the first not used since an insert last passed over it.
 #[inline(always)]
 pub fn remember(slot: &FlowSlot, hash: u32) {
     let Some(set) = set(hash) else {
         return;
     };
-    // SAFETY (both loops): the pointer from a map lookup is valid for this program run; way
-    // indexes are reduced below the number of slots.
+    let tag = flow_tag(hash);
     for way in 0..FLOW_WAYS {
-        let old = unsafe { &mut (*set).slots[way] };
-        if old.key.same(&slot.key) {
-            *old = *slot;
+        if set.tags[way] == tag && set.slots[way].key.same(&slot.key) {
+            set.slots[way] = *slot;
             return;
         }
     }
     let first = first_way(hash);
+    let mut victim = first;
     for step in 0..FLOW_WAYS {
-        let old = unsafe { &mut (*set).slots[(first + step) % FLOW_WAYS] };
-        if old.check == 0 || old.used == 0 {
-            *old = *slot;
-            return;
+        let way = (first + step) % FLOW_WAYS;
+        if set.tags[way] == 0 || set.used[way] == 0 {
+            victim = way;
+            break;
         }
-        old.used = 0;
+        set.used[way] = 0;
     }
-    // Every slot was in use: the first has just lost its mark and goes.
-    unsafe { (*set).slots[first % FLOW_WAYS] = *slot };
+    // Every slot was in use: the first has just lost its mark and goes. The slot is written
+    // before its tag, so a reader that sees the new tag finds a slot to check.
+    set.slots[victim] = *slot;
+    set.tags[victim] = tag;
+    set.used[victim] = 0;
 }

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use aya::maps::{Array, MapData};
 use lb_common::{
     FlowKey, FlowSet, FlowSlot,
-    flow::{FLOW_WAYS, first_way, flow_set},
+    flow::{first_way, flow_set, flow_tag},
     flow_hash, map_names,
 };
 
@@ -19,7 +19,13 @@ pub fn lookup(maps: &(impl Maps + ?Sized), key: &FlowKey) -> anyhow::Result<Opti
     let set = map
         .get(&flow_set(hash, map.len()), 0)
         .context("reading the flow table")?;
-    Ok(set.slots.into_iter().find(|slot| slot.holds(key, hash)))
+    let tag = flow_tag(hash);
+    Ok(set
+        .tags
+        .iter()
+        .zip(set.slots)
+        .find(|(slot_tag, slot)| **slot_tag == tag && slot.holds(key, hash))
+        .map(|(_, slot)| slot))
 }
 
 /// Stores `slot` where the kernel would look for its key: over the key's old slot, else in an
@@ -30,12 +36,13 @@ pub fn remember(maps: &mut (impl Maps + ?Sized), slot: &FlowSlot) -> anyhow::Res
     let hash = flow_hash(&slot.key, false);
     let index = flow_set(hash, map.len());
     let mut set = map.get(&index, 0).context("reading the flow table")?;
-    let way = set
-        .slots
-        .iter()
-        .position(|old| old.key.same(&slot.key))
-        .or_else(|| set.slots.iter().position(|old| old.check == 0))
-        .unwrap_or(first_way(hash) % FLOW_WAYS);
+    let tag = flow_tag(hash);
+    let way = (0..set.slots.len())
+        .find(|&way| set.tags[way] == tag && set.slots[way].key.same(&slot.key))
+        .or_else(|| set.tags.iter().position(|&t| t == 0))
+        .unwrap_or(first_way(hash));
     set.slots[way] = *slot;
+    set.tags[way] = tag;
+    set.used[way] = 0;
     map.set(index, &set, 0).context("writing the flow table")
 }

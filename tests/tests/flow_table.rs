@@ -5,7 +5,9 @@
 
 use aya::Ebpf;
 use lb_common::{
-    Backend, Event, FlowSlot, PROGRAM_NAME, Reason, Verdict, flow_hash, map_names,
+    Backend, Event, FlowSlot, PROGRAM_NAME, Reason, Verdict,
+    flow::FLOW_WAYS,
+    flow_hash, map_names,
     service::{BACKEND_ACTIVE, FAMILY_IPV4},
 };
 use lb_userspace::{counters::Totals, flow_table, object, steering, testrun};
@@ -46,9 +48,11 @@ fn remembered(ebpf: &Ebpf, sport: u16) -> Option<FlowSlot> {
 #[test]
 fn full_set_keeps_the_flow_used_since_the_last_insert() {
     require_privileges!();
-    // One set of four slots: every flow shares it.
+    // One set: every flow shares it.
     let (mut ebpf, _) = load_sized(&[(map_names::FLOWS, 1)], &[(vip_key(VIP, 80, 6), 0)], 13);
-    for sport in 40_001..=40_004 {
+    let ways = FLOW_WAYS as u16;
+    let (used, unused) = (40_000, 40_001..40_000 + ways);
+    for sport in 40_000..40_000 + ways {
         assert_eq!(
             run(&mut ebpf, &packets::tcp_syn(&flow(sport))).0,
             Some(Verdict::Tx)
@@ -58,20 +62,25 @@ fn full_set_keeps_the_flow_used_since_the_last_insert() {
             "flow {sport} remembered"
         );
     }
-    let (verdict, _) = run(&mut ebpf, &packets::tcp_ack(&flow(40_001), b"x"));
+    let (verdict, _) = run(&mut ebpf, &packets::tcp_ack(&flow(used), b"x"));
     assert_eq!(verdict, Some(Verdict::Tx));
     assert_eq!(event(&ebpf, Event::FlowHit), 1, "the ACK hit the table");
 
+    let newcomer = 40_000 + ways;
     assert_eq!(
-        run(&mut ebpf, &packets::tcp_syn(&flow(40_005))).0,
+        run(&mut ebpf, &packets::tcp_syn(&flow(newcomer))).0,
         Some(Verdict::Tx)
     );
-    assert!(remembered(&ebpf, 40_005).is_some(), "the new flow is in");
-    assert!(remembered(&ebpf, 40_001).is_some(), "the used flow stayed");
-    let unused_left = (40_002..=40_004)
+    assert!(remembered(&ebpf, newcomer).is_some(), "the new flow is in");
+    assert!(remembered(&ebpf, used).is_some(), "the used flow stayed");
+    let unused_left = unused
         .filter(|sport| remembered(&ebpf, *sport).is_some())
         .count();
-    assert_eq!(unused_left, 2, "exactly one unused flow was evicted");
+    assert_eq!(
+        unused_left,
+        FLOW_WAYS - 2,
+        "exactly one unused flow was evicted"
+    );
 }
 
 /// Test that a remembered flow follows its backend only while the backend's cookie is the one

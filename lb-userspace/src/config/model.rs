@@ -16,8 +16,8 @@ use super::file::{self, ConfigFile};
 use crate::args::XdpModeArg;
 
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
-/// `global.flow_table_size` bounds: at least one flow, at most 2^24 (1 GiB of 64-byte flow
-/// slots). The table holds sets of 4 flows, a power of two of them.
+/// `global.flow_table_size` bounds: at least one flow, at most 2^24 (1.1 GiB at 72 bytes per
+/// flow). The table holds sets of 8 flows, a power of two of them.
 pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1..=16_777_216;
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
 /// Pins must live in a bpffs mount; this is where xtask setup mounts one.
