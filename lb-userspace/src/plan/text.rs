@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{BackendPlan, Change, PlanReport, VipPlan};
+use super::{BackendPlan, Change, FieldChange, PlanReport, VipPlan};
 use crate::{config::rules, exit};
 
 pub(super) fn render(report: &PlanReport) -> String {
@@ -56,19 +56,7 @@ pub(super) fn render(report: &PlanReport) -> String {
     }
     if !report.global.is_empty() {
         out.push_str("\n~ global\n");
-        let rows: Vec<Vec<String>> = report
-            .global
-            .iter()
-            .map(|c| {
-                vec![
-                    format!("~ {}", c.field),
-                    format!("{} -> {}", c.before, c.after),
-                ]
-            })
-            .collect();
-        for line in columns(&rows, &[]) {
-            let _ = writeln!(out, "    {line}");
-        }
+        field_changes(&mut out, &report.global);
     }
     for vip in &report.vips {
         out.push('\n');
@@ -137,6 +125,22 @@ fn refused(report: &PlanReport) -> String {
     out
 }
 
+/// One aligned `~ field  before -> after` line per changed field.
+fn field_changes(out: &mut String, changes: &[FieldChange]) {
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|c| {
+            vec![
+                format!("~ {}", c.field),
+                format!("{} -> {}", c.before, c.after),
+            ]
+        })
+        .collect();
+    for line in columns(&rows, &[]) {
+        let _ = writeln!(out, "    {line}");
+    }
+}
+
 fn vip_section(out: &mut String, vip: &VipPlan) {
     let name = vip
         .name
@@ -151,19 +155,7 @@ fn vip_section(out: &mut String, vip: &VipPlan) {
         vip.hash,
         vip.table_size
     );
-    let rows: Vec<Vec<String>> = vip
-        .changes
-        .iter()
-        .map(|c| {
-            vec![
-                format!("~ {}", c.field),
-                format!("{} -> {}", c.before, c.after),
-            ]
-        })
-        .collect();
-    for line in columns(&rows, &[]) {
-        let _ = writeln!(out, "    {line}");
-    }
+    field_changes(out, &vip.changes);
     for rule in &vip.warnings {
         let _ = writeln!(out, "    !! warning {rule} (see above)");
     }
