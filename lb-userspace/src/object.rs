@@ -25,13 +25,17 @@ pub fn load(object: &[u8], name: &str) -> anyhow::Result<Ebpf> {
     load_sized(object, name, &[])
 }
 
-/// The number of flow-table sets the program must be told when `capacities` size the flow
-/// table ([`map_names::FLOWS`], in sets); `None` keeps the object's own.
-fn flow_sets(capacities: &[(&str, u32)]) -> Option<u32> {
-    capacities
-        .iter()
-        .find(|(map, _)| *map == map_names::FLOWS)
-        .map(|&(_, sets)| sets)
+/// A loader with `capacities` applied. Resizing the flow table ([`map_names::FLOWS`], in
+/// sets) also tells the program its number of sets.
+fn sized_loader<'a>(capacities: &'a [(&'a str, u32)]) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    for (map, entries) in capacities {
+        loader.map_max_entries(map, *entries);
+        if *map == map_names::FLOWS {
+            loader.override_global(FLOW_SETS_GLOBAL, entries, true);
+        }
+    }
+    loader
 }
 
 /// `capacities`, with each map of `names` already pinned under `pin_path` at its pinned size:
@@ -60,15 +64,7 @@ fn adopted_sizes<'a>(
 
 /// Like [`load`], with the capacity (max entries) of some maps changed from the object's.
 pub fn load_sized(object: &[u8], name: &str, capacities: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
-    let sets = flow_sets(capacities);
-    let mut loader = EbpfLoader::new();
-    for &(map, entries) in capacities {
-        loader.map_max_entries(map, entries);
-    }
-    if let Some(sets) = &sets {
-        loader.override_global(FLOW_SETS_GLOBAL, sets, true);
-    }
-    let mut ebpf = loader.load(object).context(
+    let mut ebpf = sized_loader(capacities).load(object).context(
         "loading the XDP object into the kernel failed: xlb needs root (or CAP_BPF and \
          CAP_NET_ADMIN) and a kernel with BPF enabled",
     )?;
@@ -91,14 +87,7 @@ pub fn load_pinned(
     std::fs::create_dir_all(pin_path)
         .with_context(|| format!("creating {}: is bpffs mounted?", pin_path.display()))?;
     let capacities = adopted_sizes(capacities, names, pin_path)?;
-    let sets = flow_sets(&capacities);
-    let mut loader = EbpfLoader::new();
-    for &(map, entries) in &capacities {
-        loader.map_max_entries(map, entries);
-    }
-    if let Some(sets) = &sets {
-        loader.override_global(FLOW_SETS_GLOBAL, sets, true);
-    }
+    let mut loader = sized_loader(&capacities);
     for &map in names {
         loader.map_pin_path(map, pin_path.join(map));
     }

@@ -87,12 +87,18 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     );
 
     // A new daemon adopts the pinned data plane: same maps (generation goes on), new program.
+    // Its config asks for another flow-table size: the pinned table keeps its own, and says so.
+    let resized = std::env::temp_dir().join(format!("{}-resized.toml", lb.name));
+    let text = config(&pin_path).replace("[[vip]]", "flow_table_size = 1024\n\n[[vip]]");
+    std::fs::write(&resized, text).expect("config");
+    let stderr = std::env::temp_dir().join(format!("{}.stderr", lb.name));
     let mut again = lb.command(&xlb);
     again
         .args(["run", "--config"])
-        .arg(&file)
+        .arg(&resized)
         .args(["--stats-interval", "0"]);
     again.stdout(Stdio::piped());
+    again.stderr(std::fs::File::create(&stderr).expect("stderr file"));
     let pid = lab.spawn(again).expect("xlb run again");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -109,6 +115,12 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     assert!(attached());
     let status = lab.terminate(pid).expect("stop xlb run");
     assert!(status.success(), "xlb run exited with {status}");
+    let said = std::fs::read_to_string(&stderr).expect("stderr");
+    assert!(
+        said.contains("holds 65536 flows and keeps them")
+            && said.contains("flow_table_size = 1024 takes effect after `xlb down`"),
+        "{said}"
+    );
 
     let (code, _) = verb(&["down"]);
     assert_eq!(code, Some(0));
@@ -120,5 +132,7 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     assert!(!attached(), "still attached after xlb down");
     let (code, _) = verb(&["status"]);
     assert_eq!(code, Some(3), "nothing loaded exits 3");
-    let _ = std::fs::remove_file(&file);
+    for path in [&file, &resized, &stderr] {
+        let _ = std::fs::remove_file(path);
+    }
 }
