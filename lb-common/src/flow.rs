@@ -150,11 +150,17 @@ impl FlowSlot {
         }
     }
 
-    /// Whether the slot holds `key` and its fields are whole (not torn by concurrent writers).
+    /// Whether the slot holds `key` and its fields are whole.
     #[inline(always)]
     pub fn holds(&self, key: &FlowKey, hash: u32) -> bool {
-        self.key.same(key)
-            && self.check == flow_check(hash, self.backend, self.cookie, self.vip, self.vip_flags)
+        self.key.same(key) && self.whole(hash)
+    }
+
+    /// Whether the fields match the check for a key of 5-tuple hash `hash`: false for a slot
+    /// torn by concurrent writers.
+    #[inline(always)]
+    pub fn whole(&self, hash: u32) -> bool {
+        self.check == flow_check(hash, self.backend, self.cookie, self.vip, self.vip_flags)
     }
 }
 

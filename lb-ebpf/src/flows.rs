@@ -2,20 +2,11 @@
 //! remembering a new one.
 
 use lb_common::{
-    FlowKey, FlowSet, FlowSlot,
+    Event, FlowKey, FlowSet, FlowSlot,
     flow::{FLOW_WAYS, first_way, flow_set, flow_tag},
 };
 
 use crate::XLB_FLOWS;
-
-/// What the flow table knows of a flow.
-pub enum Known {
-    /// A whole slot for the flow, in the map.
-    Slot(&'static FlowSlot),
-    /// A slot with the flow's key whose check fails: torn by concurrent writers.
-    Torn,
-    Unknown,
-}
 
 #[inline(always)]
 fn set(hash: u32) -> Option<&'static mut FlowSet> {
@@ -27,26 +18,25 @@ fn set(hash: u32) -> Option<&'static mut FlowSet> {
     Some(unsafe { &mut *set })
 }
 
-/// The slot of `key` (whose 5-tuple hash is `hash`), marked used.
+/// The slot of `key` (whose 5-tuple hash is `hash`), marked used; else [`Event::FlowMiss`], or
+/// [`Event::FlowStale`] for a slot with the key whose check fails (torn by concurrent writers).
 #[inline(always)]
-pub fn find(key: &FlowKey, hash: u32) -> Known {
-    let Some(set) = set(hash) else {
-        return Known::Unknown;
-    };
+pub fn find(key: &FlowKey, hash: u32) -> Result<&'static FlowSlot, Event> {
+    let set = set(hash).ok_or(Event::FlowMiss)?;
     let tag = flow_tag(hash);
     for way in 0..FLOW_WAYS {
         if set.tags[way] != tag || !set.slots[way].key.same(key) {
             continue;
         }
-        if !set.slots[way].holds(key, hash) {
-            return Known::Torn;
+        if !set.slots[way].whole(hash) {
+            return Err(Event::FlowStale);
         }
         if set.used[way] == 0 {
             set.used[way] = 1;
         }
-        return Known::Slot(&set.slots[way]);
+        return Ok(&set.slots[way]);
     }
-    Known::Unknown
+    Err(Event::FlowMiss)
 }
 
 /// Remembers `slot` (for the flow whose 5-tuple hash is `hash`): over the flow's old slot if it

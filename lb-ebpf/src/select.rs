@@ -8,11 +8,7 @@ use lb_common::{
     service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
 };
 
-use crate::{
-    XLB_BACKENDS, XLB_MAGLEV,
-    flows::{self, Known},
-    parse::Packet,
-};
+use crate::{XLB_BACKENDS, XLB_MAGLEV, flows, parse::Packet};
 
 /// The chosen backend, its id, its VIP, and how the flow table took part.
 pub struct Choice {
@@ -35,11 +31,7 @@ fn active(id: u32) -> Option<&'static Backend> {
 /// [`new_flow`]: [`Event::FlowMiss`] or [`Event::FlowStale`].
 #[inline(always)]
 pub fn known_flow(packet: &Packet, hash: u32) -> Result<Choice, Event> {
-    let slot = match flows::find(&packet.flow, hash) {
-        Known::Slot(slot) => slot,
-        Known::Torn => return Err(Event::FlowStale),
-        Known::Unknown => return Err(Event::FlowMiss),
-    };
+    let slot = flows::find(&packet.flow, hash)?;
     match active(slot.backend) {
         Some(backend) if backend.cookie == slot.cookie => Ok(Choice {
             id: slot.backend,
