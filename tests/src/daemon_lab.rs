@@ -147,24 +147,14 @@ impl DaemonLab {
             ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         }
-        let mut ports = vec!["p-client".to_owned(), "p-lb".to_owned()];
-        lab.veth((&client, "eth0"), (&switch, "p-client"))?;
-        lab.veth((&lb, "eth0"), (&switch, "p-lb"))?;
-        for (index, ns) in hosts.iter().enumerate() {
-            let port = format!("p-b{index}");
-            lab.veth((ns, "eth0"), (&switch, &port))?;
-            ports.push(port);
-        }
-        let port_refs: Vec<&str> = ports.iter().map(String::as_str).collect();
-        lab.bridge(&switch, "br0", &port_refs)?;
-        // Frames XDP forwards keep the checksum they arrived with: every sender computes full
-        // checksums rather than leaving them to an offload that never happens.
-        for port in &port_refs {
-            switch.tx_checksum_off(port)?;
-        }
-        for ns in [&client, &lb].into_iter().chain(&hosts) {
-            ns.tx_checksum_off("eth0")?;
-        }
+        let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
+        members.extend(
+            hosts
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| (ns, format!("p-b{i}"))),
+        );
+        lab.switch(&switch, &members)?;
         lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
         lab.addr(&lb, "eth0", &format!("{LB}/24"))?;
         client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;

@@ -192,6 +192,23 @@ impl Lab {
         b.0.ip(&["link", "set", b.1, "up"])
     }
 
+    /// Joins each member namespace's `eth0` to a port of bridge `br0` in `switch` through a
+    /// veth (`members`: namespace and port name), with transmit checksum offload off at both
+    /// ends: frames XDP forwards keep the checksum they arrived with, so every sender must
+    /// compute full checksums rather than leave them to an offload that never happens.
+    pub fn switch(&mut self, switch: &Netns, members: &[(&Netns, String)]) -> anyhow::Result<()> {
+        for (ns, port) in members {
+            self.veth((ns, "eth0"), (switch, port))?;
+        }
+        let ports: Vec<&str> = members.iter().map(|(_, port)| port.as_str()).collect();
+        self.bridge(switch, "br0", &ports)?;
+        for (ns, port) in members {
+            switch.tx_checksum_off(port)?;
+            ns.tx_checksum_off("eth0")?;
+        }
+        Ok(())
+    }
+
     /// Creates bridge `name` in `ns`, enslaves `ports` (already in `ns`) and brings it up.
     pub fn bridge(&mut self, ns: &Netns, name: &str, ports: &[&str]) -> anyhow::Result<()> {
         ns.ip(&["link", "add", name, "type", "bridge"])?;

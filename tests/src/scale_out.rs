@@ -132,30 +132,21 @@ impl ScaleOut {
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         }
         lab.veth((&client, "eth0"), (&router, "eth1"))?;
-        let mut ports = vec!["p-r".to_owned()];
-        lab.veth((&router, "eth0"), (&switch, "p-r"))?;
-        for (i, ns) in node_ns.iter().enumerate() {
-            let port = format!("p-n{i}");
-            lab.veth((ns, "eth0"), (&switch, &port))?;
-            ports.push(port);
-        }
-        for (i, ns) in backend_ns.iter().enumerate() {
-            let port = format!("p-b{i}");
-            lab.veth((ns, "eth0"), (&switch, &port))?;
-            ports.push(port);
-        }
-        let refs: Vec<&str> = ports.iter().map(String::as_str).collect();
-        lab.bridge(&switch, "br0", &refs)?;
-        for port in &refs {
-            switch.tx_checksum_off(port)?;
-        }
-        for ns in [&client, &router]
-            .into_iter()
-            .chain(&node_ns)
-            .chain(&backend_ns)
-        {
-            ns.tx_checksum_off("eth0")?;
-        }
+        let mut members = vec![(&router, "p-r".to_owned())];
+        members.extend(
+            node_ns
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| (ns, format!("p-n{i}"))),
+        );
+        members.extend(
+            backend_ns
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| (ns, format!("p-b{i}"))),
+        );
+        lab.switch(&switch, &members)?;
+        client.tx_checksum_off("eth0")?;
         router.tx_checksum_off("eth1")?;
         lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
         client.ip(&["route", "add", "default", "via", &ROUTER_FRONT.to_string()])?;

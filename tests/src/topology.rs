@@ -247,15 +247,9 @@ impl Topology {
             ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         }
 
-        let mut ports = vec!["p-client".to_owned(), "p-lb".to_owned()];
-        lab.veth((&client, "eth0"), (&switch, "p-client"))?;
-        lab.veth((&lb, "eth0"), (&switch, "p-lb"))?;
-        for (id, ns) in &hosts {
-            let port = format!("p-b{id}");
-            lab.veth((ns, "eth0"), (&switch, &port))?;
-            ports.push(port);
-        }
-        let port_refs: Vec<&str> = ports.iter().map(String::as_str).collect();
+        let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
+        members.extend(hosts.iter().map(|(id, ns)| (ns, format!("p-b{id}"))));
+        lab.switch(&switch, &members)?;
         let forwarding = options.forwarding;
         if forwarding.is_ipip() {
             // Tunnelled frames (see FABRIC_MTU) leave the lb's eth0 by XDP_TX, which a veth
@@ -265,22 +259,10 @@ impl Topology {
             // attached: veth caps the MTU of a link whose peer runs XDP. The client's link
             // stays at CLIENT_MTU.
             let mtu = FABRIC_MTU.to_string();
-            for port in port_refs.iter().filter(|&&port| port != "p-client") {
+            for (ns, port) in members.iter().filter(|(_, port)| port != "p-client") {
                 switch.ip(&["link", "set", port, "mtu", &mtu])?;
-            }
-            for (_, ns) in &hosts {
                 ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
             }
-            lb.ip(&["link", "set", "eth0", "mtu", &mtu])?;
-        }
-        lab.bridge(&switch, "br0", &port_refs)?;
-        // Frames XDP forwards keep whatever checksum they arrived with: let every sender
-        // compute full checksums instead of leaving them to an offload that never happens.
-        for port in &port_refs {
-            switch.tx_checksum_off(port)?;
-        }
-        for ns in [&client, &lb].into_iter().chain(hosts.iter().map(|h| &h.1)) {
-            ns.tx_checksum_off("eth0")?;
         }
 
         lab.addr(&client, "eth0", &format!("{CLIENT_V4}/24"))?;
