@@ -154,23 +154,16 @@ impl DaemonLab {
                 .enumerate()
                 .map(|(i, ns)| (ns, format!("p-b{i}"))),
         );
-        lab.switch(&switch, &members)?;
-        lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
-        lab.addr(&lb, "eth0", &format!("{LB}/24"))?;
+        switch.switch(&members)?;
+        client.addr("eth0", &format!("{CLIENT}/24"))?;
+        lb.addr("eth0", &format!("{LB}/24"))?;
         client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;
 
         let mut hosts_out = Vec::new();
         for (index, ns) in hosts.into_iter().enumerate() {
             let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
-            lab.addr(&ns, "eth0", &format!("{address}/24"))?;
-            lab.addr(&ns, "lo", &format!("{VIP}/32"))?;
-            // The VIP is on lo: never answer ARP for it on eth0, never use it as the source of
-            // our own ARP requests, and accept packets whose reply leaves by another route.
-            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-            for dev in ["all", "default", "lo", "eth0"] {
-                ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
-            }
+            ns.addr("eth0", &format!("{address}/24"))?;
+            ns.hold_vips_on_lo(&[VIP.into()])?;
             let mac = ns.mac("eth0")?;
             hosts_out.push(BackendHost {
                 name: format!("b{index}"),

@@ -68,9 +68,9 @@ pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
         ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
     }
-    lab.veth((&client, "eth0"), (&lb, "eth0"))?;
-    lab.addr(&client, "eth0", &format!("{CLIENT_ADDR}/24"))?;
-    lab.addr(&lb, "eth0", &format!("{LB_ADDR}/24"))?;
+    crate::netns::veth((&client, "eth0"), (&lb, "eth0"))?;
+    client.addr("eth0", &format!("{CLIENT_ADDR}/24"))?;
+    lb.addr("eth0", &format!("{LB_ADDR}/24"))?;
 
     let log = std::env::temp_dir().join(format!("{}-xlb.log", lb.name));
     let log_file = std::fs::File::create(&log)?;

@@ -436,42 +436,26 @@ fn build(site: &mut Site) -> anyhow::Result<Topology> {
         ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
     }
-    let mut ports = vec!["p-client".to_owned(), "p-lb".to_owned()];
-    veth((&client, "eth0"), (&switch, "p-client"))?;
-    veth((&lb, "eth0"), (&switch, "p-lb"))?;
-    for (index, ns) in hosts.iter().enumerate() {
-        let port = format!("p-b{index}");
-        veth((ns, "eth0"), (&switch, &port))?;
-        ports.push(port);
-    }
+    let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
+    members.extend(
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| (ns, format!("p-b{i}"))),
+    );
+    switch.switch(&members)?;
     // Tunnelled frames are larger than the client's (see topology::FABRIC_MTU): raise the MTU
     // of every link they cross, before any XDP program is attached (veth caps the MTU of a
     // link whose peer runs XDP). The client's link stays at 1500.
     let mtu = FABRIC_MTU.to_string();
-    for port in ports.iter().filter(|port| *port != "p-client") {
+    for (ns, port) in members.iter().filter(|(_, port)| port != "p-client") {
         switch.ip(&["link", "set", port, "mtu", &mtu])?;
-    }
-    for ns in std::iter::once(&lb).chain(&hosts) {
         ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
     }
-    switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-    for port in &ports {
-        switch.ip(&["link", "set", port, "master", "br0"])?;
-    }
-    switch.ip(&["link", "set", "br0", "up"])?;
-    // Frames XDP forwards keep the checksum they arrived with: every sender computes full
-    // checksums rather than leaving them to an offload that never happens.
-    for port in &ports {
-        switch.tx_checksum_off(port)?;
-    }
-    for ns in [&client, &lb].into_iter().chain(&hosts) {
-        ns.tx_checksum_off("eth0")?;
-    }
-
-    addr(&client, "eth0", &format!("{CLIENT_V4}/24"))?;
-    addr(&client, "eth0", &format!("{CLIENT_V6}/64"))?;
-    addr(&lb, "eth0", &format!("{LB_V4}/24"))?;
-    addr(&lb, "eth0", &format!("{LB_V6}/64"))?;
+    client.addr("eth0", &format!("{CLIENT_V4}/24"))?;
+    client.addr("eth0", &format!("{CLIENT_V6}/64"))?;
+    lb.addr("eth0", &format!("{LB_V4}/24"))?;
+    lb.addr("eth0", &format!("{LB_V6}/64"))?;
     // The client reaches every VIP through the load balancer.
     for vip in VIPS {
         let (family, prefix) = if vip.address.is_ipv4() {
@@ -498,19 +482,10 @@ fn build(site: &mut Site) -> anyhow::Result<Topology> {
     for (index, ns) in hosts.into_iter().enumerate() {
         let v4 = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
         let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + index as u16);
-        addr(&ns, "eth0", &format!("{v4}/24"))?;
-        addr(&ns, "eth0", &format!("{v6}/64"))?;
-        for vip in VIPS {
-            let prefix = if vip.address.is_ipv4() { 32 } else { 128 };
-            addr(&ns, "lo", &format!("{}/{prefix}", vip.address))?;
-        }
-        // The VIPs are on lo: never answer ARP for them on eth0, never use them as the source
-        // of our own ARP requests, and accept packets whose reply leaves by another route.
-        ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-        ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-        for dev in ["all", "default", "lo", "eth0"] {
-            ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
-        }
+        ns.addr("eth0", &format!("{v4}/24"))?;
+        ns.addr("eth0", &format!("{v6}/64"))?;
+        let vips: Vec<IpAddr> = VIPS.iter().map(|vip| vip.address).collect();
+        ns.hold_vips_on_lo(&vips)?;
         let mac = ns.mac("eth0")?;
         backends.push(Host {
             name: format!("b{index}"),
@@ -926,39 +901,4 @@ fn names(hosts: &[Host]) -> String {
         .map(|host| host.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A veth pair with one end in each namespace, both up.
-fn veth(a: (&Netns, &str), b: (&Netns, &str)) -> anyhow::Result<()> {
-    // Created in the first namespace so the names never meet in the caller's namespace.
-    a.0.ip(&[
-        "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", &b.0.name,
-    ])?;
-    a.0.ip(&["link", "set", a.1, "up"])?;
-    b.0.ip(&["link", "set", b.1, "up"])
-}
-
-/// Adds `cidr` to `dev` in `ns`: only from 198.18.0.0/15 and 2001:db8::/32, so lab traffic
-/// never leaves the machine.
-pub fn addr(ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
-    let address: IpAddr = cidr
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .with_context(|| format!("bad lab address {cidr}"))?;
-    let inside = match address {
-        IpAddr::V4(v4) => v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18,
-        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0xdb8],
-    };
-    ensure!(
-        inside,
-        "lab address {cidr} is outside 198.18.0.0/15 and 2001:db8::/32"
-    );
-    // nodad: usable at once, without duplicate address detection.
-    let mut args = vec!["addr", "add", cidr, "dev", dev];
-    if address.is_ipv6() {
-        args.push("nodad");
-    }
-    ns.ip(&args)
 }

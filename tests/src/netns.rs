@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeMap,
     fs::File,
+    net::IpAddr,
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -61,7 +62,72 @@ pub struct Netns {
     pub name: String,
 }
 
+/// Creates a veth pair with one end in each namespace and brings both ends up.
+pub fn veth(a: (&Netns, &str), b: (&Netns, &str)) -> anyhow::Result<()> {
+    // Created in the first namespace so the names never meet in the caller's namespace.
+    a.0.ip(&[
+        "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", &b.0.name,
+    ])?;
+    a.0.ip(&["link", "set", a.1, "up"])?;
+    b.0.ip(&["link", "set", b.1, "up"])
+}
+
 impl Netns {
+    /// Adds `cidr` to `dev`. Only the benchmarking range 198.18.0.0/15 (and IPv6 documentation
+    /// space) may be used: lab traffic must never leave the machine.
+    pub fn addr(&self, dev: &str, cidr: &str) -> anyhow::Result<()> {
+        check_lab_address(cidr)?;
+        // nodad: IPv6 addresses are usable at once instead of after duplicate detection.
+        let mut args = vec!["addr", "add", cidr, "dev", dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        self.ip(&args)
+    }
+
+    /// Creates bridge `name`, enslaves `ports` (already here) and brings it up.
+    pub fn bridge(&self, name: &str, ports: &[&str]) -> anyhow::Result<()> {
+        self.ip(&["link", "add", name, "type", "bridge"])?;
+        for port in ports {
+            self.ip(&["link", "set", port, "master", name])?;
+        }
+        self.ip(&["link", "set", name, "up"])
+    }
+
+    /// Joins each member namespace's `eth0` to a port of bridge `br0` here through a veth
+    /// (`members`: namespace and port name), with transmit checksum offload off at both ends:
+    /// frames XDP forwards keep the checksum they arrived with, so every sender must compute
+    /// full checksums rather than leave them to an offload that never happens.
+    pub fn switch(&self, members: &[(&Netns, String)]) -> anyhow::Result<()> {
+        for (ns, port) in members {
+            veth((ns, "eth0"), (self, port))?;
+        }
+        let ports: Vec<&str> = members.iter().map(|(_, port)| port.as_str()).collect();
+        self.bridge("br0", &ports)?;
+        for (ns, port) in members {
+            self.tx_checksum_off(port)?;
+            ns.tx_checksum_off("eth0")?;
+        }
+        Ok(())
+    }
+
+    /// Makes this namespace a direct-server-return backend of `vips`: they go on `lo`; ARP
+    /// never answers for them on eth0 (arp_ignore) nor uses them as the source of our own
+    /// requests (arp_announce); and packets are accepted whose reply leaves by another route
+    /// than the request came in (rp_filter).
+    pub fn hold_vips_on_lo(&self, vips: &[IpAddr]) -> anyhow::Result<()> {
+        for vip in vips {
+            let prefix = if vip.is_ipv4() { 32 } else { 128 };
+            self.addr("lo", &format!("{vip}/{prefix}"))?;
+        }
+        self.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        self.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        for dev in ["all", "default", "lo", "eth0"] {
+            self.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        }
+        Ok(())
+    }
+
     /// A command that runs `program` inside this namespace. Uses `nsenter --net` rather than
     /// `ip netns exec`, which remounts /sys and would hide the bpffs pins.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -180,54 +246,6 @@ impl Lab {
         let ns = Netns { name: full };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
-    }
-
-    /// Creates a veth pair with one end in each namespace and brings both ends up.
-    pub fn veth(&mut self, a: (&Netns, &str), b: (&Netns, &str)) -> anyhow::Result<()> {
-        // Created in the first namespace so the names never meet in the caller's namespace.
-        a.0.ip(&[
-            "link", "add", a.1, "type", "veth", "peer", "name", b.1, "netns", &b.0.name,
-        ])?;
-        a.0.ip(&["link", "set", a.1, "up"])?;
-        b.0.ip(&["link", "set", b.1, "up"])
-    }
-
-    /// Joins each member namespace's `eth0` to a port of bridge `br0` in `switch` through a
-    /// veth (`members`: namespace and port name), with transmit checksum offload off at both
-    /// ends: frames XDP forwards keep the checksum they arrived with, so every sender must
-    /// compute full checksums rather than leave them to an offload that never happens.
-    pub fn switch(&mut self, switch: &Netns, members: &[(&Netns, String)]) -> anyhow::Result<()> {
-        for (ns, port) in members {
-            self.veth((ns, "eth0"), (switch, port))?;
-        }
-        let ports: Vec<&str> = members.iter().map(|(_, port)| port.as_str()).collect();
-        self.bridge(switch, "br0", &ports)?;
-        for (ns, port) in members {
-            switch.tx_checksum_off(port)?;
-            ns.tx_checksum_off("eth0")?;
-        }
-        Ok(())
-    }
-
-    /// Creates bridge `name` in `ns`, enslaves `ports` (already in `ns`) and brings it up.
-    pub fn bridge(&mut self, ns: &Netns, name: &str, ports: &[&str]) -> anyhow::Result<()> {
-        ns.ip(&["link", "add", name, "type", "bridge"])?;
-        for port in ports {
-            ns.ip(&["link", "set", port, "master", name])?;
-        }
-        ns.ip(&["link", "set", name, "up"])
-    }
-
-    /// Adds `cidr` to `dev` in `ns`. Only the benchmarking range 198.18.0.0/15 (and IPv6
-    /// documentation space) may be used: lab traffic must never leave the machine.
-    pub fn addr(&mut self, ns: &Netns, dev: &str, cidr: &str) -> anyhow::Result<()> {
-        check_lab_address(cidr)?;
-        // nodad: IPv6 addresses are usable at once instead of after duplicate detection.
-        let mut args = vec!["addr", "add", cidr, "dev", dev];
-        if cidr.contains(':') {
-            args.push("nodad");
-        }
-        ns.ip(&args)
     }
 
     /// Starts `command` (built with [`Netns::command`]) and stops it when the lab goes.

@@ -131,7 +131,7 @@ impl ScaleOut {
             ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         }
-        lab.veth((&client, "eth0"), (&router, "eth1"))?;
+        crate::netns::veth((&client, "eth0"), (&router, "eth1"))?;
         let mut members = vec![(&router, "p-r".to_owned())];
         members.extend(
             node_ns
@@ -145,13 +145,13 @@ impl ScaleOut {
                 .enumerate()
                 .map(|(i, ns)| (ns, format!("p-b{i}"))),
         );
-        lab.switch(&switch, &members)?;
+        switch.switch(&members)?;
         client.tx_checksum_off("eth0")?;
         router.tx_checksum_off("eth1")?;
-        lab.addr(&client, "eth0", &format!("{CLIENT}/24"))?;
+        client.addr("eth0", &format!("{CLIENT}/24"))?;
         client.ip(&["route", "add", "default", "via", &ROUTER_FRONT.to_string()])?;
-        lab.addr(&router, "eth1", &format!("{ROUTER_FRONT}/24"))?;
-        lab.addr(&router, "eth0", &format!("{ROUTER}/24"))?;
+        router.addr("eth1", &format!("{ROUTER_FRONT}/24"))?;
+        router.addr("eth0", &format!("{ROUTER}/24"))?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
         // Hash multipath routes on the 5-tuple (L4), so each connection picks its own node.
         router.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
@@ -165,7 +165,7 @@ impl ScaleOut {
         let mut node_list = Vec::new();
         for (i, ns) in node_ns.into_iter().enumerate() {
             let address = Ipv4Addr::new(198, 18, 0, 2 + i as u8);
-            lab.addr(&ns, "eth0", &format!("{address}/24"))?;
+            ns.addr("eth0", &format!("{address}/24"))?;
             let pin_path = lab.pin_dir(&format!("n{i}"))?;
             std::fs::remove_dir(&pin_path)?;
             let node_dir = dir.join(format!("n{i}"));
@@ -183,14 +183,9 @@ impl ScaleOut {
         let mut backends = Vec::new();
         for (i, ns) in backend_ns.into_iter().enumerate() {
             let address = Ipv4Addr::new(198, 18, 0, 10 + i as u8);
-            lab.addr(&ns, "eth0", &format!("{address}/24"))?;
-            lab.addr(&ns, "lo", &format!("{VIP}/32"))?;
+            ns.addr("eth0", &format!("{address}/24"))?;
+            ns.hold_vips_on_lo(&[VIP.into()])?;
             ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
-            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-            for dev in ["all", "default", "lo", "eth0"] {
-                ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
-            }
             let mac = ns.mac("eth0")?;
             backends.push(Backend {
                 name: format!("b{i}"),

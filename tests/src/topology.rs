@@ -249,7 +249,7 @@ impl Topology {
 
         let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
         members.extend(hosts.iter().map(|(id, ns)| (ns, format!("p-b{id}"))));
-        lab.switch(&switch, &members)?;
+        switch.switch(&members)?;
         let forwarding = options.forwarding;
         if forwarding.is_ipip() {
             // Tunnelled frames (see FABRIC_MTU) leave the lb's eth0 by XDP_TX, which a veth
@@ -265,10 +265,10 @@ impl Topology {
             }
         }
 
-        lab.addr(&client, "eth0", &format!("{CLIENT_V4}/24"))?;
-        lab.addr(&client, "eth0", &format!("{CLIENT_V6}/64"))?;
-        lab.addr(&lb, "eth0", &format!("{LB_V4}/24"))?;
-        lab.addr(&lb, "eth0", &format!("{LB_V6}/64"))?;
+        client.addr("eth0", &format!("{CLIENT_V4}/24"))?;
+        client.addr("eth0", &format!("{CLIENT_V6}/64"))?;
+        lb.addr("eth0", &format!("{LB_V4}/24"))?;
+        lb.addr("eth0", &format!("{LB_V6}/64"))?;
         client.ip(&[
             "route",
             "add",
@@ -289,18 +289,9 @@ impl Topology {
         for (id, ns) in hosts {
             let v4 = Ipv4Addr::new(198, 18, 0, 10 + id as u8);
             let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + id as u16);
-            lab.addr(&ns, "eth0", &format!("{v4}/24"))?;
-            lab.addr(&ns, "eth0", &format!("{v6}/64"))?;
-            lab.addr(&ns, "lo", &format!("{VIP_V4}/32"))?;
-            lab.addr(&ns, "lo", &format!("{VIP_V6}/128"))?;
-            // The VIP is on lo, so: never answer ARP for it on eth0 (arp_ignore), never use it
-            // as the source of our own ARP requests (arp_announce), and accept packets whose
-            // reply leaves by another route than the request came in (rp_filter).
-            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-            for dev in ["all", "default", "lo", "eth0"] {
-                ns.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
-            }
+            ns.addr("eth0", &format!("{v4}/24"))?;
+            ns.addr("eth0", &format!("{v6}/64"))?;
+            ns.hold_vips_on_lo(&[VIP_V4.into(), VIP_V6.into()])?;
             // One [::]:80 socket serves both families.
             ns.sysctl("net.ipv6.bindv6only", "0")?;
             let mac = mac_of(&ns, "eth0")?;

@@ -265,11 +265,11 @@ fn lab_bridge_joins_hosts() {
     let switch = lab.netns("sw").expect("netns");
     let a = lab.netns("a").expect("netns");
     let b = lab.netns("b").expect("netns");
-    lab.veth((&a, "eth0"), (&switch, "pa")).expect("veth a");
-    lab.veth((&b, "eth0"), (&switch, "pb")).expect("veth b");
-    lab.bridge(&switch, "br0", &["pa", "pb"]).expect("bridge");
-    lab.addr(&a, "eth0", "198.18.5.1/24").expect("addr a");
-    lab.addr(&b, "eth0", "198.18.5.2/24").expect("addr b");
+    xlb_tests::netns::veth((&a, "eth0"), (&switch, "pa")).expect("veth a");
+    xlb_tests::netns::veth((&b, "eth0"), (&switch, "pb")).expect("veth b");
+    switch.bridge("br0", &["pa", "pb"]).expect("bridge");
+    a.addr("eth0", "198.18.5.1/24").expect("addr a");
+    b.addr("eth0", "198.18.5.2/24").expect("addr b");
     let receiver = b
         .run(|| std::net::UdpSocket::bind("198.18.5.2:7000"))
         .expect("enter b")

@@ -29,7 +29,7 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     let mut lab = Lab::new("runcfg").expect("lab");
     let lb = lab.netns("lb").expect("netns");
     let peer = lab.netns("peer").expect("netns");
-    lab.veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
+    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
     // A pin path of our own, removed with the lab; xlb creates it.
     let pin_path = lab.pin_dir("xlb").expect("pin dir");
     std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");

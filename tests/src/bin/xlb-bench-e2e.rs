@@ -151,7 +151,7 @@ fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
 
     let step = Instant::now();
-    lab::addr(lb, "lo", &format!("{HAPROXY_VIP}/32"))?;
+    lb.addr("lo", &format!("{HAPROXY_VIP}/32"))?;
     client.ip(&[
         "-4",
         "route",
