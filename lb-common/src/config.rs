@@ -3,9 +3,18 @@
 /// `Config::flags`: emit a debug log line (aya-log) for every steered packet. Off by default;
 /// when off it costs one branch.
 pub const CONFIG_DEBUG_LOG: u32 = 1 << 0;
+/// `Config::flags`: the flow table's admission policy ([`crate::flow::admission`]). Neither bit
+/// (the default, `protect`): a SYN only takes a slot no flow that sent more than a SYN holds.
+/// `CONFIG_FLOWS_FIRST_ACK`: a SYN takes no slot at all; its first non-SYN packet does.
+pub const CONFIG_FLOWS_FIRST_ACK: u32 = 1 << 1;
+/// `CONFIG_FLOWS_AT_SYN`: every new flow takes a slot at its first packet, second chance over
+/// the whole set (the policy before SYN-flood protection; not flood-resistant).
+pub const CONFIG_FLOWS_AT_SYN: u32 = 1 << 2;
+/// The bits of `Config::flags` that name the admission policy.
+pub const CONFIG_FLOW_ADMISSION: u32 = CONFIG_FLOWS_FIRST_ACK | CONFIG_FLOWS_AT_SYN;
 
 /// The single entry of the config map. All zeros (the map's initial state) means: no debug
-/// log, MTU 1500, unspecified tunnel sources.
+/// log, the `protect` flow admission, MTU 1500, unspecified tunnel sources.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {

@@ -153,10 +153,27 @@ pub enum Event {
     FlowMiss = 1,
     /// The flow table pointed at a backend that is no longer active: re-hashed.
     FlowStale = 2,
+    /// A flow that missed the table was remembered (it took a slot).
+    FlowRemembered = 3,
+    /// A flow that missed the table was steered by the Maglev table without being remembered:
+    /// a SYN under `first_ack`, or under `protect` a SYN whose set holds only proven flows (an
+    /// ICMP error about an unknown flow, too).
+    FlowNotRemembered = 4,
+    /// Remembering a flow evicted a flow that had proved itself (sent more than a SYN): under a
+    /// SYN flood with the `protect` or `first_ack` admission this stays at what legitimate
+    /// churn causes; otherwise the table is too small.
+    FlowEvictedProven = 5,
 }
 
 impl Event {
-    pub const ALL: [Event; 3] = [Event::FlowHit, Event::FlowMiss, Event::FlowStale];
+    pub const ALL: [Event; 6] = [
+        Event::FlowHit,
+        Event::FlowMiss,
+        Event::FlowStale,
+        Event::FlowRemembered,
+        Event::FlowNotRemembered,
+        Event::FlowEvictedProven,
+    ];
     /// Slots in the event counter map; room to add events without resizing the map.
     pub const SLOTS: u32 = 16;
 
@@ -165,6 +182,9 @@ impl Event {
             Event::FlowHit => "flow_hit",
             Event::FlowMiss => "flow_miss",
             Event::FlowStale => "flow_stale",
+            Event::FlowRemembered => "flow_remembered",
+            Event::FlowNotRemembered => "flow_not_remembered",
+            Event::FlowEvictedProven => "flow_evicted_proven",
         }
     }
 }

@@ -8,7 +8,10 @@
 //! call. Entries are replaced second-chance (a slot used since an insert last passed over it
 //! survives), an approximation of least recently used; every slot carries a check over its
 //! fields, so a slot torn by two CPUs writing it at once reads as stale, never as another
-//! flow's backend.
+//! flow's backend. Flows that proved they are real ([`MARK_PROVEN`]) are kept apart from SYNs
+//! that may be spoofed: under the default admission a SYN flood only churns unproven slots.
+
+use crate::config::{CONFIG_FLOWS_AT_SYN, CONFIG_FLOWS_FIRST_ACK};
 
 /// The 5-tuple of a packet, addresses and ports in network byte order. Aligned to 8 so the
 /// kernel compares keys a word at a time.
@@ -171,12 +174,138 @@ impl FlowSlot {
 pub struct FlowSet {
     /// Each slot's [`flow_tag`]; 0 marks an empty slot.
     pub tags: [u32; FLOW_WAYS],
-    /// 1 when a packet used the slot since an insert last passed over it (second chance).
-    pub used: [u8; FLOW_WAYS],
+    /// Each slot's [`MARK_USED`] and [`MARK_PROVEN`] bits.
+    pub marks: [u8; FLOW_WAYS],
     pub pad: [u8; 24],
     pub slots: [FlowSlot; FLOW_WAYS],
 }
 const _: () = assert!(core::mem::size_of::<FlowSet>() == 64 + 64 * FLOW_WAYS);
+
+/// A packet used the slot since an insert last passed over it (second chance).
+pub const MARK_USED: u8 = 1 << 0;
+/// The flow proved it is real: it sent a packet that found its slot, or a TCP segment that is
+/// not a SYN. Spoofed SYNs never do, so under the `protect` and `first_ack` admissions no SYN
+/// evicts such a flow.
+pub const MARK_PROVEN: u8 = 1 << 1;
+/// The marks a slot gets when a packet finds it: both bits, written only when they change, so
+/// an established flow's packets leave the tag line clean.
+pub const MARKS_HIT: u8 = MARK_USED | MARK_PROVEN;
+
+/// Which slots of its set a flow that missed the table may take (`CONFIG_FLOWS_*` policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Its own old slot, an empty one, or second chance over the whole set: policy `syn`.
+    Any,
+    /// Its own, an empty or an unproven slot, else second chance over the proven ones: a flow
+    /// that proved itself (a TCP segment other than a SYN, a UDP datagram).
+    Proven,
+    /// Its own, an empty or an unproven slot, else none: a SYN under `protect`.
+    Unproven,
+    /// Its own old slot only (so it never keeps an old backend), else none: a SYN under
+    /// `first_ack`, and an ICMP error (spoofable, not part of the flow) under both policies.
+    OwnSlot,
+}
+
+/// The admission of a packet that missed the flow table under config `flags`: `syn` a TCP SYN
+/// without ACK, `icmp` an ICMP error about the flow.
+#[inline(always)]
+pub const fn admission(flags: u32, syn: bool, icmp: bool) -> Admission {
+    if flags & CONFIG_FLOWS_AT_SYN != 0 {
+        Admission::Any
+    } else if icmp || (syn && flags & CONFIG_FLOWS_FIRST_ACK != 0) {
+        Admission::OwnSlot
+    } else if syn {
+        Admission::Unproven
+    } else {
+        Admission::Proven
+    }
+}
+
+/// The marks of a slot a packet that missed the table fills: proven for anything but a SYN or
+/// an ICMP error, whatever the policy (so evictions of proven flows are counted under `syn`
+/// too).
+#[inline(always)]
+pub const fn first_marks(syn: bool, icmp: bool) -> u8 {
+    if syn || icmp { 0 } else { MARK_PROVEN }
+}
+
+/// The way an insert takes and whether a proven flow held it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Victim {
+    pub way: usize,
+    pub evicts_proven: bool,
+}
+
+impl FlowSet {
+    /// The way of `key` (5-tuple hash `hash`), if the set holds it.
+    #[inline(always)]
+    pub fn own_way(&self, key: &FlowKey, hash: u32) -> Option<usize> {
+        let tag = flow_tag(hash);
+        for way in 0..FLOW_WAYS {
+            if self.tags[way] == tag && self.slots[way].key.same(key) {
+                return Some(way);
+            }
+        }
+        None
+    }
+
+    /// The way a new flow (not in the set) takes under `admission`, or `None`. Unless `Any`,
+    /// the first empty way from [`first_way`] goes first, then the first unproven one; then
+    /// second chance:
+    /// the first way not used since an insert last passed over it, clearing the use marks it
+    /// passes; if every way was used, the first (which has just lost its mark).
+    #[inline(always)]
+    pub fn victim(&mut self, hash: u32, admission: Admission) -> Option<Victim> {
+        let first = first_way(hash);
+        if admission == Admission::OwnSlot {
+            return None;
+        }
+        if admission != Admission::Any {
+            let mut unproven = None;
+            for step in 0..FLOW_WAYS {
+                let way = (first + step) % FLOW_WAYS;
+                if self.tags[way] == 0 {
+                    unproven = Some(way);
+                    break;
+                }
+                if unproven.is_none() && self.marks[way] & MARK_PROVEN == 0 {
+                    unproven = Some(way);
+                }
+            }
+            if let Some(way) = unproven {
+                return Some(Victim {
+                    way,
+                    evicts_proven: false,
+                });
+            }
+            if admission == Admission::Unproven {
+                return None;
+            }
+        }
+        let mut victim = first;
+        for step in 0..FLOW_WAYS {
+            let way = (first + step) % FLOW_WAYS;
+            if self.tags[way] == 0 || self.marks[way] & MARK_USED == 0 {
+                victim = way;
+                break;
+            }
+            self.marks[way] &= !MARK_USED;
+        }
+        Some(Victim {
+            way: victim,
+            evicts_proven: self.tags[victim] != 0 && self.marks[victim] & MARK_PROVEN != 0,
+        })
+    }
+
+    /// Fills `way` with `slot` (tag `tag`) and `marks`. The slot is written before its tag, so
+    /// a reader that sees the new tag finds a slot to check.
+    #[inline(always)]
+    pub fn put(&mut self, way: usize, slot: &FlowSlot, tag: u32, marks: u8) {
+        self.slots[way] = *slot;
+        self.tags[way] = tag;
+        self.marks[way] = marks;
+    }
+}
 
 /// The tag of a flow in its set's tag line: its 5-tuple hash, never 0.
 #[inline(always)]

@@ -1,9 +1,9 @@
-//! The flow table (layout and replacement rules in lb_common::flow): finding a known flow and
-//! remembering a new one.
+//! The flow table (layout, admission and replacement rules in lb_common::flow): finding a known
+//! flow and remembering a new one.
 
 use lb_common::{
     Event, FlowKey, FlowSet, FlowSlot,
-    flow::{FLOW_WAYS, first_way, flow_set, flow_tag},
+    flow::{Admission, FLOW_WAYS, MARKS_HIT, flow_set, flow_tag},
 };
 
 use crate::XLB_FLOWS;
@@ -18,8 +18,9 @@ fn set(hash: u32) -> Option<&'static mut FlowSet> {
     Some(unsafe { &mut *set })
 }
 
-/// The slot of `key` (whose 5-tuple hash is `hash`), marked used; else [`Event::FlowMiss`], or
-/// [`Event::FlowStale`] for a slot with the key whose check fails (torn by concurrent writers).
+/// The slot of `key` (whose 5-tuple hash is `hash`), marked used and proven; else
+/// [`Event::FlowMiss`], or [`Event::FlowStale`] for a slot with the key whose check fails (torn
+/// by concurrent writers).
 #[inline(always)]
 pub fn find(key: &FlowKey, hash: u32) -> Result<&'static FlowSlot, Event> {
     let set = set(hash).ok_or(Event::FlowMiss)?;
@@ -31,41 +32,35 @@ pub fn find(key: &FlowKey, hash: u32) -> Result<&'static FlowSlot, Event> {
         if !set.slots[way].whole(hash) {
             return Err(Event::FlowStale);
         }
-        if set.used[way] == 0 {
-            set.used[way] = 1;
+        if set.marks[way] != MARKS_HIT {
+            set.marks[way] = MARKS_HIT;
         }
         return Ok(&set.slots[way]);
     }
     Err(Event::FlowMiss)
 }
 
-/// Remembers `slot` (for the flow whose 5-tuple hash is `hash`): over the flow's old slot if it
-/// has one, else in an empty slot or the first not used since an insert last passed over it.
+/// Remembers `slot` (for the flow whose 5-tuple hash is `hash`) with `marks`: over the flow's
+/// old slot if it has one, else where `admission` lets it go. Returns what happened:
+/// [`Event::FlowRemembered`], [`Event::FlowEvictedProven`] (remembered over a proven flow) or
+/// [`Event::FlowNotRemembered`].
 #[inline(always)]
-pub fn remember(slot: &FlowSlot, hash: u32) {
+pub fn remember(slot: &FlowSlot, hash: u32, admission: Admission, marks: u8) -> Event {
     let Some(set) = set(hash) else {
-        return;
+        return Event::FlowNotRemembered;
     };
     let tag = flow_tag(hash);
-    for way in 0..FLOW_WAYS {
-        if set.tags[way] == tag && set.slots[way].key.same(&slot.key) {
-            set.slots[way] = *slot;
-            return;
-        }
+    if let Some(way) = set.own_way(&slot.key, hash) {
+        set.put(way, slot, tag, marks);
+        return Event::FlowRemembered;
     }
-    let first = first_way(hash);
-    let mut victim = first;
-    for step in 0..FLOW_WAYS {
-        let way = (first + step) % FLOW_WAYS;
-        if set.tags[way] == 0 || set.used[way] == 0 {
-            victim = way;
-            break;
-        }
-        set.used[way] = 0;
+    let Some(victim) = set.victim(hash, admission) else {
+        return Event::FlowNotRemembered;
+    };
+    set.put(victim.way, slot, tag, marks);
+    if victim.evicts_proven {
+        Event::FlowEvictedProven
+    } else {
+        Event::FlowRemembered
     }
-    // Every slot was in use: the first has just lost its mark and goes. The slot is written
-    // before its tag, so a reader that sees the new tag finds a slot to check.
-    set.slots[victim] = *slot;
-    set.tags[victim] = tag;
-    set.used[victim] = 0;
 }

@@ -94,7 +94,7 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
             let Some(vip) = classify::vip(&packet) else {
                 return Reason::NotVip;
             };
-            match select::new_flow(&packet, &vip, hash, event) {
+            match select::new_flow(&packet, &vip, hash, event, bytes) {
                 Ok(choice) => choice,
                 Err(reason) => {
                     counters::vip(bytes, vip.id);

@@ -1,14 +1,16 @@
 //! Backend selection: a known flow keeps the backend the flow table remembers while that
 //! backend is active and still the one it was; anything else (a TCP SYN, a UDP flow not seen
 //! before, a flow whose backend went away) is hashed into the VIP's live Maglev table and
-//! remembered.
+//! remembered as the configured admission allows.
 
 use lb_common::{
-    Backend, Event, FlowSlot, Reason, Vip, flow_hash, maglev_slot,
+    Backend, Event, FlowSlot, Reason, Vip,
+    flow::{admission, first_marks},
+    flow_hash, maglev_slot,
     service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
 };
 
-use crate::{XLB_BACKENDS, XLB_MAGLEV, flows, parse::Packet};
+use crate::{XLB_BACKENDS, XLB_CONFIG, XLB_MAGLEV, counters, flows, parse::Packet};
 
 /// The chosen backend, its id, its VIP, and how the flow table took part.
 pub struct Choice {
@@ -44,10 +46,16 @@ pub fn known_flow(packet: &Packet, hash: u32) -> Result<Choice, Event> {
     }
 }
 
-/// The VIP's live Maglev table's choice, remembered in the flow table; `hash` is the 5-tuple
-/// hash.
+/// The VIP's live Maglev table's choice, remembered in the flow table as the admission allows
+/// (counted as an event of the packet's `bytes`); `hash` is the 5-tuple hash.
 #[inline(always)]
-pub fn new_flow(packet: &Packet, vip: &Vip, hash: u32, event: Event) -> Result<Choice, Reason> {
+pub fn new_flow(
+    packet: &Packet,
+    vip: &Vip,
+    hash: u32,
+    event: Event,
+    bytes: u64,
+) -> Result<Choice, Reason> {
     if vip.table_size == 0 || vip.active > 1 {
         return Err(Reason::NoBackend);
     }
@@ -70,7 +78,17 @@ pub fn new_flow(packet: &Packet, vip: &Vip, hash: u32, event: Event) -> Result<C
     let id = unsafe { (*chunk)[(slot % MAGLEV_CHUNK_SLOTS) as usize] };
     let backend = active(id).ok_or(Reason::NoBackend)?;
     let remembered = FlowSlot::new(packet.flow, hash, id, backend.cookie, vip.id, vip.flags);
-    flows::remember(&remembered, hash);
+    let flags = XLB_CONFIG.get(0).map_or(0, |config| config.flags);
+    let outcome = flows::remember(
+        &remembered,
+        hash,
+        admission(flags, packet.syn, packet.icmp),
+        first_marks(packet.syn, packet.icmp),
+    );
+    if outcome == Event::FlowEvictedProven {
+        counters::event(bytes, Event::FlowRemembered);
+    }
+    counters::event(bytes, outcome);
     Ok(Choice {
         id,
         backend,

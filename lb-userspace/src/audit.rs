@@ -19,7 +19,9 @@ use serde::{Serialize, Serializer};
 use crate::{
     args::{AuditArgs, OutputFormat},
     capacity::Capacity,
-    config::{self, Diagnostic, Environment, HostEnvironment, Model, kernel_address, rules},
+    config::{
+        self, Diagnostic, Environment, FlowAdmission, HostEnvironment, Model, kernel_address, rules,
+    },
     exit,
     explain::format_mac,
     live::Snapshot,
@@ -150,6 +152,8 @@ pub enum Kind {
     Filter,
     Mtu,
     TunnelSource,
+    /// The flow table's admission policy differs (`global.flow_admission`).
+    FlowAdmission,
     /// The config cannot be applied to the running program (capacity).
     Capacity,
     /// The live state came from another version of the file (a note).
@@ -178,6 +182,7 @@ impl Kind {
             Kind::Filter => "filter",
             Kind::Mtu => "mtu",
             Kind::TunnelSource => "tunnel_source",
+            Kind::FlowAdmission => "flow_admission",
             Kind::Capacity => "capacity",
             Kind::ConfigHash => "config_hash",
             Kind::Peer => "peer",
@@ -765,6 +770,18 @@ impl Audit<'_> {
             }
         };
         let fix = self.reapply.to_owned();
+        let admission = |c: &Config| FlowAdmission::from_flags(c.flags);
+        if admission(live) != admission(want) {
+            self.push(
+                Kind::FlowAdmission,
+                Severity::Drift,
+                None,
+                None,
+                format!("flow_admission {}", admission(want).name()),
+                format!("flow_admission {}", admission(live).name()),
+                fix.clone(),
+            );
+        }
         if mtu(live) != mtu(want) {
             self.push(
                 Kind::Mtu,

@@ -30,6 +30,7 @@ use crate::{
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
+    flood,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::{BackendState, Snapshot},
     metrics, pins,
@@ -58,6 +59,8 @@ pub struct Daemon {
     probes: mpsc::Receiver<Probe>,
     probe_sender: mpsc::Sender<Probe>,
     detector: Detector,
+    /// `flood` and `evictions` alerts.
+    flood: flood::Detector,
     /// Drained backends and when the daemon first saw them drained.
     drained_since: BTreeMap<(VipKey, IpAddr), Instant>,
     shared: Shared,
@@ -108,6 +111,7 @@ impl Daemon {
             checker: Checker::start(targets.clone(), probe_sender.clone()),
             targets,
             detector: Detector::new(alert_settings(&model)),
+            flood: flood::Detector::new(flood_settings(&model)),
             model,
             bytes,
             probes,
@@ -269,6 +273,7 @@ impl Daemon {
                     self.targets = targets;
                 }
                 self.detector = Detector::new(alert_settings(&model));
+                self.flood = flood::Detector::new(flood_settings(&model));
                 if let Ok(mut extra) = self.shared.lock() {
                     extra.set_vip_names(&model);
                 }
@@ -377,7 +382,10 @@ impl Daemon {
             Err(err) => return error!("reading counters for alerts: {err:#}"),
         };
         let samples = skew::samples(&stats, |_, backend| backend.state == BackendState::Active);
-        for alert in self.detector.observe(Instant::now(), &samples) {
+        let now = Instant::now();
+        let mut changes = self.detector.observe(now, &samples);
+        changes.extend(self.flood.observe(now, flood::Sample::from_stats(&stats)));
+        for alert in changes {
             if alert.firing {
                 warn!(kind = alert.kind.name(), vip = %alert.vip, "ALERT: {}", alert.message);
             } else {
@@ -389,6 +397,7 @@ impl Daemon {
         }
         if let Ok(mut extra) = self.shared.lock() {
             extra.alerts = self.detector.firing();
+            extra.alerts.extend(self.flood.firing());
         }
     }
 }
@@ -405,6 +414,16 @@ fn alert_settings(model: &Model) -> skew::Settings {
         max_share: alerts.max_share,
         min_healthy: alerts.min_healthy,
         min_new_flows: alerts.min_new_flows,
+    }
+}
+
+fn flood_settings(model: &Model) -> flood::Settings {
+    let alerts = &model.alerts;
+    flood::Settings {
+        window: alerts.window,
+        factor: alerts.flood_factor,
+        min_rate: alerts.flood_min_rate,
+        max_evicted_proven: alerts.max_evicted_proven,
     }
 }
 

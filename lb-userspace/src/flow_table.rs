@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use aya::maps::{Array, MapData};
 use lb_common::{
     FlowKey, FlowSet, FlowSlot,
-    flow::{first_way, flow_set, flow_tag},
+    flow::{Admission, MARK_PROVEN, flow_set, flow_tag},
     flow_hash, map_names,
 };
 
@@ -28,21 +28,23 @@ pub fn lookup(maps: &(impl Maps + ?Sized), key: &FlowKey) -> anyhow::Result<Opti
         .map(|(_, slot)| slot))
 }
 
-/// Stores `slot` where the kernel would look for its key: over the key's old slot, else in an
-/// empty one, else over the first the kernel's inserts would take.
+/// Stores `slot` where the kernel would remember it for a flow that proved itself (a TCP
+/// segment other than a SYN): over the key's old slot, else where
+/// [`FlowSet::victim`] puts it under [`Admission::Proven`].
 pub fn remember(maps: &mut (impl Maps + ?Sized), slot: &FlowSlot) -> anyhow::Result<()> {
     let mut map = Array::<&mut MapData, FlowSet>::try_from(maps.map_mut(map_names::FLOWS)?)
         .context("the flow table map has an unexpected type")?;
     let hash = flow_hash(&slot.key, false);
     let index = flow_set(hash, map.len());
     let mut set = map.get(&index, 0).context("reading the flow table")?;
-    let tag = flow_tag(hash);
-    let way = (0..set.slots.len())
-        .find(|&way| set.tags[way] == tag && set.slots[way].key.same(&slot.key))
-        .or_else(|| set.tags.iter().position(|&t| t == 0))
-        .unwrap_or(first_way(hash));
-    set.slots[way] = *slot;
-    set.tags[way] = tag;
-    set.used[way] = 0;
+    let way = match set.own_way(&slot.key, hash) {
+        Some(way) => way,
+        None => {
+            set.victim(hash, Admission::Proven)
+                .context("a proven flow always finds a slot")?
+                .way
+        }
+    };
+    set.put(way, slot, flow_tag(hash), MARK_PROVEN);
     map.set(index, &set, 0).context("writing the flow table")
 }

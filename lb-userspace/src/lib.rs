@@ -15,6 +15,7 @@ pub mod decap;
 pub mod down;
 pub mod exit;
 pub mod explain;
+pub mod flood;
 pub mod flow_table;
 pub mod health;
 pub mod live;

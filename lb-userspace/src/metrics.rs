@@ -323,7 +323,9 @@ fn exposition(
         "xlb_flow_events_total",
         "counter",
         "Packets by flow-table event: flow_hit (known flow), flow_miss (hashed into the table), \
-         flow_stale (known flow whose backend left: re-hashed).",
+         flow_stale (known flow whose backend left: re-hashed), flow_remembered (a missed flow \
+         took a slot), flow_not_remembered (a SYN steered by the table without being \
+         remembered), flow_evicted_proven (a flow that had sent more than a SYN was evicted).",
         stats
             .events
             .iter()
@@ -370,11 +372,20 @@ fn exposition(
             }),
     );
 
-    // Every live VIP shows every kind, so a dashboard sees 0 rather than no data.
+    // Every live VIP shows every kind about a VIP, and the table-wide kinds show once with an
+    // empty VIP, so a dashboard sees 0 rather than no data.
     let mut alerts: BTreeMap<(String, String), u8> = stats
         .vips
         .iter()
-        .flat_map(|vip| AlertKind::ALL.map(|kind| ((vip.vip.clone(), kind.name().to_owned()), 0)))
+        .map(|vip| vip.vip.clone())
+        .chain([String::new()])
+        .flat_map(|vip| {
+            let about_vip = !vip.is_empty();
+            AlertKind::ALL
+                .into_iter()
+                .filter(move |kind| kind.about_vip() == about_vip)
+                .map(move |kind| ((vip.clone(), kind.name().to_owned()), 0))
+        })
         .collect();
     for alert in &extra.alerts {
         let slot = alerts
@@ -386,7 +397,8 @@ fn exposition(
         &mut out,
         "xlb_alert",
         "gauge",
-        "1 while an alert of this kind fires for the VIP (skew, dominant, few_healthy), else 0.",
+        "1 while an alert of this kind fires for the VIP (skew, dominant, few_healthy, flood) or \
+         for the flow table (evictions, vip=\"\"), else 0.",
         alerts.into_iter().map(|((vip, kind), firing)| {
             (
                 vec![("kind", kind), ("vip", vip)],

@@ -11,7 +11,9 @@ use std::{collections::BTreeSet, net::IpAddr};
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{HashMap, MapData};
 use lb_common::{
-    Backend, Config, Vip, VipKey, map_names,
+    Backend, Config, Vip, VipKey,
+    config::CONFIG_FLOW_ADMISSION,
+    map_names,
     meta::Meta,
     service::{
         BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, FAMILY_IPV4,
@@ -461,8 +463,10 @@ fn write(
     }
     array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
     step()?;
+    // Debug logging is switched at run time and stays; the flow admission is the config's.
     let config = Config {
-        flags: snapshot.config.flags,
+        flags: snapshot.config.flags & !CONFIG_FLOW_ADMISSION
+            | desired.config.flags & CONFIG_FLOW_ADMISSION,
         ..desired.config
     };
     array::<Config>(maps, map_names::CONFIG)?.set(0, &config, 0)?;

@@ -125,10 +125,20 @@ pub enum AlertKind {
     Dominant,
     /// A VIP has fewer than `min_healthy` healthy backends.
     FewHealthy,
+    /// A VIP's new flows per second are far above its normal rate ([`crate::flood`]).
+    Flood,
+    /// The flow table evicted flows that had sent more than a SYN; about no VIP in particular.
+    Evictions,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 3] = [AlertKind::Skew, AlertKind::Dominant, AlertKind::FewHealthy];
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::Skew,
+        AlertKind::Dominant,
+        AlertKind::FewHealthy,
+        AlertKind::Flood,
+        AlertKind::Evictions,
+    ];
 
     /// The `kind` label of `xlb_alert`.
     pub fn name(self) -> &'static str {
@@ -136,7 +146,14 @@ impl AlertKind {
             AlertKind::Skew => "skew",
             AlertKind::Dominant => "dominant",
             AlertKind::FewHealthy => "few_healthy",
+            AlertKind::Flood => "flood",
+            AlertKind::Evictions => "evictions",
         }
+    }
+
+    /// Whether alerts of this kind name a VIP (`evictions` is about the whole flow table).
+    pub fn about_vip(self) -> bool {
+        self != AlertKind::Evictions
     }
 }
 

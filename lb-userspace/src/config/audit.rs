@@ -18,8 +18,8 @@ use super::file::{
 use super::model::{
     self, ALERT_WINDOW_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS,
     DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
-    FLOW_TABLE_SIZE_RANGE, Forwarding, MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol,
-    SLOTS_PER_BACKEND, value,
+    FLOOD_MIN_RATE_RANGE, FLOW_TABLE_SIZE_RANGE, Forwarding, MAX_EVICTED_PROVEN_RANGE,
+    MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol, SLOTS_PER_BACKEND, value,
 };
 use super::rules::*;
 use crate::maglev::is_prime;
@@ -355,6 +355,27 @@ impl Audit<'_> {
         );
     }
 
+    /// A finding of XLB015 if factor `alerts.NAME` is given and not a finite number above 1;
+    /// `meaning` says why.
+    fn factor(&mut self, field: &Option<Spanned<f64>>, name: &str, default: f64, meaning: &str) {
+        let Some(factor) = field else { return };
+        let value = *factor.get_ref();
+        // Written so that NaN fails too; infinity would never alert.
+        if !(value > 1.0 && value.is_finite()) {
+            self.report(
+                &BAD_ALERTS,
+                factor.span(),
+                format!("alerts.{name}"),
+                format!(
+                    "alerts.{name} = {value} is out of range: it must be a finite number above 1"
+                ),
+                format!(
+                    "write {name} = {default} (the default) or another number above 1: {meaning}"
+                ),
+            );
+        }
+    }
+
     /// XLB015: settings of the daemon's alerts that would alert on noise or never alert.
     fn alerts(&mut self, alerts: &AlertsFile) {
         self.integer(
@@ -370,28 +391,20 @@ impl Audit<'_> {
                 ALERT_WINDOW_SECONDS_RANGE.end()
             ),
         );
-        if let Some(factor) = &alerts.skew_factor {
-            let value = *factor.get_ref();
-            // Written so that NaN fails too; infinity would never alert.
-            if !(value > 1.0 && value.is_finite()) {
-                self.report(
-                    &BAD_ALERTS,
-                    factor.span(),
-                    "alerts.skew_factor".into(),
-                    format!(
-                        "alerts.skew_factor = {value} is out of range: it must be a finite number \
-                         above 1"
-                    ),
-                    format!(
-                        "write skew_factor = {} (the default) or another number above 1: a backend \
-                         alerts when its share of new flows is more than skew_factor times its \
-                         expected share, so 1 or less would flag backends that get their fair \
-                         share",
-                        model::DEFAULT_SKEW_FACTOR
-                    ),
-                );
-            }
-        }
+        self.factor(
+            &alerts.skew_factor,
+            "skew_factor",
+            model::DEFAULT_SKEW_FACTOR,
+            "a backend alerts when its share of new flows is more than skew_factor times its \
+             expected share, so 1 or less would flag backends that get their fair share",
+        );
+        self.factor(
+            &alerts.flood_factor,
+            "flood_factor",
+            model::DEFAULT_FLOOD_FACTOR,
+            "a VIP alerts when its new flows per second are more than flood_factor times its \
+             normal rate, so 1 or less would flag ordinary traffic",
+        );
         if let Some(share) = &alerts.max_share {
             let value = *share.get_ref();
             // Written so that NaN fails too.
@@ -432,6 +445,29 @@ impl Audit<'_> {
                 "write min_new_flows = {} (the default) or another count of at least 0 (0 lets \
                  share alerts fire on any traffic)",
                 model::DEFAULT_MIN_NEW_FLOWS
+            ),
+        );
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.flood_min_rate,
+            "alerts.flood_min_rate",
+            FLOOD_MIN_RATE_RANGE,
+            format!(
+                "write flood_min_rate = {} (the default) or another number of new flows per \
+                 second of at least 0: below it no rate is a flood",
+                model::DEFAULT_FLOOD_MIN_RATE
+            ),
+        );
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.max_evicted_proven,
+            "alerts.max_evicted_proven",
+            MAX_EVICTED_PROVEN_RANGE,
+            format!(
+                "write max_evicted_proven = {} (the default) or another count of at least 0: \
+                 the established flows the flow table may evict in a window before `evictions` \
+                 fires",
+                model::DEFAULT_MAX_EVICTED_PROVEN
             ),
         );
         if let Some(command) = &alerts.command {

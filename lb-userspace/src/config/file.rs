@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use toml::Spanned;
 
-use super::model::{Forwarding, HashMode, Protocol};
+use super::model::{FlowAdmission, Forwarding, HashMode, Protocol};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +41,7 @@ pub struct GlobalFile {
     pub interface: Spanned<String>,
     pub xdp_mode: Option<Spanned<XdpMode>>,
     pub flow_table_size: Option<Spanned<u32>>,
+    pub flow_admission: Option<Spanned<FlowAdmission>>,
     pub pin_path: Option<Spanned<String>>,
     /// A string, parsed by the audit: a bad metrics address is XLB014 bad-global, not XLB000.
     pub metrics_address: Option<Spanned<String>>,
@@ -77,6 +78,9 @@ pub struct AlertsFile {
     pub max_share: Option<Spanned<f64>>,
     pub min_healthy: Option<Spanned<i64>>,
     pub min_new_flows: Option<Spanned<i64>>,
+    pub flood_factor: Option<Spanned<f64>>,
+    pub flood_min_rate: Option<Spanned<i64>>,
+    pub max_evicted_proven: Option<Spanned<i64>>,
     pub command: Option<Spanned<String>>,
 }
 

@@ -20,8 +20,8 @@ use std::path::Path;
 pub use diagnostic::{Diagnostic, Rule, Severity};
 pub use environment::{Environment, FixedEnvironment, HostEnvironment};
 pub use model::{
-    Alerts, AuditThresholds, BackendModel, Bgp, CheckKind, Forwarding, Global, HashMode,
-    HealthCheck, Model, Protocol, VipModel, kernel_address,
+    Alerts, AuditThresholds, BackendModel, Bgp, CheckKind, FlowAdmission, Forwarding, Global,
+    HashMode, HealthCheck, Model, Protocol, VipModel, kernel_address,
 };
 
 use diagnostic::Source;

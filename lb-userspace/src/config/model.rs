@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lb_common::{
     Config, VipKey,
+    config::{CONFIG_FLOWS_AT_SYN, CONFIG_FLOWS_FIRST_ACK},
     service::{FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
 use serde::Deserialize;
@@ -61,6 +62,17 @@ pub const MIN_HEALTHY_RANGE: RangeInclusive<i64> = 1..=u32::MAX as i64;
 pub const DEFAULT_MIN_NEW_FLOWS: u64 = 100;
 /// `alerts.min_new_flows` bounds: 0 lets share alerts fire on any traffic.
 pub const MIN_NEW_FLOWS_RANGE: RangeInclusive<i64> = 0..=i64::MAX;
+/// A SYN flood multiplies a VIP's new flows many times over; ordinary peaks rarely reach 10x
+/// the rate learned over the last minutes.
+pub const DEFAULT_FLOOD_FACTOR: f64 = 10.0;
+/// Below this many new flows per second a VIP's rate is no flood, whatever its normal rate.
+pub const DEFAULT_FLOOD_MIN_RATE: u64 = 1000;
+/// `alerts.flood_min_rate` bounds: 0 judges any rate against the normal one.
+pub const FLOOD_MIN_RATE_RANGE: RangeInclusive<i64> = 0..=i64::MAX;
+/// Any proven flow evicted is worth an alert: its connection breaks at the next backend change.
+pub const DEFAULT_MAX_EVICTED_PROVEN: u64 = 0;
+/// `alerts.max_evicted_proven` bounds.
+pub const MAX_EVICTED_PROVEN_RANGE: RangeInclusive<i64> = 0..=i64::MAX;
 
 /// A whole config that passed validation.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +92,8 @@ pub struct Global {
     pub interface: String,
     pub xdp_mode: XdpModeArg,
     pub flow_table_size: u32,
+    /// When the flow table remembers a new flow.
+    pub flow_admission: FlowAdmission,
     pub pin_path: PathBuf,
     pub metrics_address: SocketAddr,
     /// Largest IP packet `ipip` may emit.
@@ -126,6 +140,12 @@ pub struct Alerts {
     pub min_healthy: u32,
     /// Below this many new flows of a VIP in a window, its share alerts stay quiet.
     pub min_new_flows: u64,
+    /// `flood`: a VIP's new flows per second exceed its normal rate by this factor; above 1.
+    pub flood_factor: f64,
+    /// `flood` stays quiet below this many new flows per second.
+    pub flood_min_rate: u64,
+    /// `evictions`: more flows that had proved themselves were evicted in a window than this.
+    pub max_evicted_proven: u64,
     /// Run with `sh -c` when an alert starts or stops firing; never empty.
     pub command: Option<String>,
 }
@@ -138,6 +158,9 @@ impl Default for Alerts {
             max_share: DEFAULT_MAX_SHARE,
             min_healthy: DEFAULT_MIN_HEALTHY,
             min_new_flows: DEFAULT_MIN_NEW_FLOWS,
+            flood_factor: DEFAULT_FLOOD_FACTOR,
+            flood_min_rate: DEFAULT_FLOOD_MIN_RATE,
+            max_evicted_proven: DEFAULT_MAX_EVICTED_PROVEN,
             command: None,
         }
     }
@@ -185,6 +208,58 @@ impl Protocol {
         match self {
             Protocol::Tcp => 6,
             Protocol::Udp => 17,
+        }
+    }
+}
+
+/// When the flow table remembers a new flow (`global.flow_admission`; README, "SYN floods").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowAdmission {
+    /// At its SYN, but only in a slot no flow that sent more than a SYN holds: a SYN flood
+    /// churns those slots and never evicts an established flow.
+    #[default]
+    Protect,
+    /// At its first packet after the SYN: SYNs never write the table.
+    FirstAck,
+    /// At its SYN, second chance over every slot: the policy before SYN-flood protection.
+    Syn,
+}
+
+impl FlowAdmission {
+    pub const ALL: [FlowAdmission; 3] = [
+        FlowAdmission::Protect,
+        FlowAdmission::FirstAck,
+        FlowAdmission::Syn,
+    ];
+
+    /// As in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowAdmission::Protect => "protect",
+            FlowAdmission::FirstAck => "first_ack",
+            FlowAdmission::Syn => "syn",
+        }
+    }
+
+    /// Its `CONFIG_FLOWS_*` bits of `Config::flags`.
+    pub fn flags(self) -> u32 {
+        match self {
+            FlowAdmission::Protect => 0,
+            FlowAdmission::FirstAck => CONFIG_FLOWS_FIRST_ACK,
+            FlowAdmission::Syn => CONFIG_FLOWS_AT_SYN,
+        }
+    }
+
+    /// The policy the kernel follows under config `flags` (`syn` wins if both bits are set, as
+    /// in [`lb_common::flow::admission`]).
+    pub fn from_flags(flags: u32) -> FlowAdmission {
+        if flags & CONFIG_FLOWS_AT_SYN != 0 {
+            FlowAdmission::Syn
+        } else if flags & CONFIG_FLOWS_FIRST_ACK != 0 {
+            FlowAdmission::FirstAck
+        } else {
+            FlowAdmission::Protect
         }
     }
 }
@@ -284,7 +359,7 @@ impl Global {
     /// The data plane's run-time settings (debug logging off).
     pub fn kernel_config(&self) -> Config {
         Config {
-            flags: 0,
+            flags: self.flow_admission.flags(),
             mtu: self.mtu,
             ipip_src_v4: self.ipip_source_v4.map_or([0; 4], |a| a.octets()),
             ipip_src_v6: self.ipip_source_v6.map_or([0; 16], |a| a.octets()),
@@ -309,6 +384,7 @@ pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
             Some(file::XdpMode::Auto) => XdpModeArg::Auto,
         },
         flow_table_size: value(&global.flow_table_size).unwrap_or(DEFAULT_FLOW_TABLE_SIZE),
+        flow_admission: value(&global.flow_admission).unwrap_or_default(),
         pin_path: global
             .pin_path
             .as_ref()
@@ -398,6 +474,15 @@ fn alerts(file: &ConfigFile) -> Option<Alerts> {
         min_new_flows: match value(&alerts.min_new_flows) {
             Some(count) => count.try_into().ok()?,
             None => defaults.min_new_flows,
+        },
+        flood_factor: value(&alerts.flood_factor).unwrap_or(defaults.flood_factor),
+        flood_min_rate: match value(&alerts.flood_min_rate) {
+            Some(rate) => rate.try_into().ok()?,
+            None => defaults.flood_min_rate,
+        },
+        max_evicted_proven: match value(&alerts.max_evicted_proven) {
+            Some(count) => count.try_into().ok()?,
+            None => defaults.max_evicted_proven,
         },
         command: alerts.command.as_ref().map(|c| c.get_ref().clone()),
     })

@@ -110,8 +110,9 @@ pub const BAD_ALERTS: Rule = error(
     "XLB015",
     "bad-alerts",
     "An [alerts] setting is out of range (window_seconds, skew_factor, max_share, min_healthy, \
-     min_new_flows) or its command cannot run (empty, or holding a NUL): the daemon would alert \
-     on noise, never alert, or fail to notify.",
+     min_new_flows, flood_factor, flood_min_rate, max_evicted_proven) or its command cannot \
+     run (empty, or holding a NUL): the daemon would alert on noise, never alert, or fail to \
+     notify.",
 );
 pub const BAD_BGP: Rule = error(
     "XLB016",

@@ -295,6 +295,10 @@ pub(crate) fn hint(leaf: &str) -> Option<Hint> {
             "xdp_mode = \"native\"",
         ),
         "flow_table_size" => ("an integer in 1..=16777216", "flow_table_size = 65536"),
+        "flow_admission" => (
+            "\"protect\", \"first_ack\" or \"syn\"",
+            "flow_admission = \"protect\"",
+        ),
         "pin_path" => (
             "an absolute path under /sys/fs/bpf",
             "pin_path = \"/sys/fs/bpf/xlb\"",
@@ -325,6 +329,12 @@ pub(crate) fn hint(leaf: &str) -> Option<Hint> {
         "max_share" => ("a number above 0 and at most 1", "max_share = 0.9"),
         "min_healthy" => ("a count of at least 1", "min_healthy = 1"),
         "min_new_flows" => ("a non-negative count of flows", "min_new_flows = 100"),
+        "flood_factor" => ("a number above 1", "flood_factor = 10"),
+        "flood_min_rate" => (
+            "a non-negative number of new flows per second",
+            "flood_min_rate = 1000",
+        ),
+        "max_evicted_proven" => ("a non-negative count of flows", "max_evicted_proven = 0"),
         "command" => (
             "a shell command as a string, run with sh -c",
             r#"command = 'logger -t xlb "$XLB_ALERT_MESSAGE"'"#,

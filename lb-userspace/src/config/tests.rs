@@ -437,6 +437,9 @@ fn daemon_settings_default_when_absent() {
             max_share: 0.9,
             min_healthy: 1,
             min_new_flows: 100,
+            flood_factor: 10.0,
+            flood_min_rate: 1000,
+            max_evicted_proven: 0,
             command: None,
         }
     );
@@ -453,10 +456,15 @@ fn empty_alerts_table_means_defaults() {
 #[test]
 fn daemon_settings_are_parsed() {
     // Test that every new field of tests/configs/good/alerts.toml reaches the model, an
-    // integer skew_factor included.
+    // integer skew_factor included, and the flow admission reaches the kernel's config flags.
     let (model, warnings) = load(&configs().join("good/alerts.toml"), &env()).expect("alerts");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(model.global.drain_timeout, Duration::from_secs(900));
+    assert_eq!(model.global.flow_admission, FlowAdmission::FirstAck);
+    assert_eq!(
+        model.global.kernel_config().flags,
+        lb_common::config::CONFIG_FLOWS_FIRST_ACK
+    );
     assert_eq!(
         model.alerts,
         Alerts {
@@ -465,6 +473,9 @@ fn daemon_settings_are_parsed() {
             max_share: 0.75,
             min_healthy: 2,
             min_new_flows: 0,
+            flood_factor: 4.0,
+            flood_min_rate: 0,
+            max_evicted_proven: 50,
             command: Some(
                 "echo \"$XLB_ALERT_FIRING $XLB_ALERT_KIND $XLB_ALERT_VIP $XLB_ALERT_BACKEND\" >> \
                  /run/xlb-alerts"
@@ -620,7 +631,8 @@ fn unknown_alerts_field_lists_the_fields() {
     assert!(d.fix.contains("did you mean `skew_factor`?"), "{}", d.fix);
     assert!(
         d.fix.contains(
-            "window_seconds, skew_factor, max_share, min_healthy, min_new_flows, command"
+            "window_seconds, skew_factor, max_share, min_healthy, min_new_flows, flood_factor, \
+             flood_min_rate, max_evicted_proven, command"
         ),
         "{}",
         d.fix

@@ -17,7 +17,7 @@ use lb_common::{
 use super::{BackendPlan, Change, FieldChange, VipPlan, kernel, mac_text, sample::Probe};
 use crate::{
     capacity::Capacity,
-    config::{Model, VipModel},
+    config::{FlowAdmission, Model, VipModel},
     live::Snapshot,
     pins,
     rollout::{AppliedVip, DesiredVip, describe_vip, live_address},
@@ -368,7 +368,7 @@ fn moved(before: &Side, after: &Side, probes: &[Probe]) -> (Option<f64>, bool) {
     (Some(moved as f64 / probes.len() as f64), true)
 }
 
-/// The run-time settings (MTU, tunnel sources) the config changes.
+/// The run-time settings (flow admission, MTU, tunnel sources) the config changes.
 pub(super) fn global_changes(live: &Config, model: &Model) -> Vec<FieldChange> {
     let new = model.global.kernel_config();
     // The kernel reads an MTU of 0 as the default.
@@ -394,7 +394,9 @@ pub(super) fn global_changes(live: &Config, model: &Model) -> Vec<FieldChange> {
             Ipv6Addr::from(c.ipip_src_v6).to_string()
         }
     };
+    let admission = |c: &Config| FlowAdmission::from_flags(c.flags).name().to_owned();
     [
+        change("flow_admission", admission(live), admission(&new)),
         change("mtu", mtu(live), mtu(&new)),
         change("ipip_source_v4", v4(live), v4(&new)),
         change("ipip_source_v6", v6(live), v6(&new)),
