@@ -528,6 +528,116 @@ mod tests {
         assert!(!slot.holds(&k, hash), "a torn slot");
     }
 
+    /// A set whose ways hold flows from source ports 1000.., each with its `marks`.
+    fn full_set(marks: [u8; FLOW_WAYS]) -> (FlowSet, [u32; FLOW_WAYS]) {
+        let mut set = FlowSet::default();
+        let mut hashes = [0; FLOW_WAYS];
+        for way in 0..FLOW_WAYS {
+            let k = key(1000 + way as u16);
+            hashes[way] = flow_hash(&k, false);
+            set.put(
+                way,
+                &FlowSlot::new(k, hashes[way], 1, 0, 0, 0),
+                flow_tag(hashes[way]),
+                marks[way],
+            );
+        }
+        (set, hashes)
+    }
+
+    /// Test that each policy's admission of each kind of packet is the documented one: `syn`
+    /// admits anything anywhere, a SYN is held to unproven slots under `protect` and to its own
+    /// slot under `first_ack`, an ICMP error to its own slot, and every other packet proves
+    /// its flow.
+    #[test]
+    fn admission_by_policy_and_packet() {
+        use Admission::*;
+        let (protect, first_ack, syn) = (0, CONFIG_FLOWS_FIRST_ACK, CONFIG_FLOWS_AT_SYN);
+        // (flags, syn, icmp) -> admission
+        let cases = [
+            ((protect, true, false), Unproven),
+            ((protect, false, false), Proven),
+            ((protect, false, true), OwnSlot),
+            ((first_ack, true, false), OwnSlot),
+            ((first_ack, false, false), Proven),
+            ((syn, true, false), Any),
+            ((syn, false, true), Any),
+            ((syn | first_ack, true, false), Any),
+        ];
+        for ((flags, is_syn, icmp), want) in cases {
+            assert_eq!(
+                admission(flags, is_syn, icmp),
+                want,
+                "{flags} {is_syn} {icmp}"
+            );
+        }
+        assert_eq!(first_marks(true, false), 0);
+        assert_eq!(first_marks(false, true), 0);
+        assert_eq!(first_marks(false, false), MARK_PROVEN);
+    }
+
+    /// Test that an insert prefers an empty way, then an unproven one, and under `Unproven`
+    /// never takes a proven flow's way, while `Proven` and `Any` evict one by second chance
+    /// (and say so).
+    #[test]
+    fn victims_spare_proven_flows_from_unproven_inserts() {
+        let newcomer = flow_hash(&key(9), false);
+        let first = first_way(newcomer);
+        let mut marks = [MARK_PROVEN; FLOW_WAYS];
+        let unproven = (first + 3) % FLOW_WAYS;
+        marks[unproven] = 0;
+        let (mut set, _) = full_set(marks);
+        let free = Victim {
+            way: unproven,
+            evicts_proven: false,
+        };
+        assert_eq!(set.victim(newcomer, Admission::Unproven), Some(free));
+        assert_eq!(set.victim(newcomer, Admission::Proven), Some(free));
+        let empty = (first + 5) % FLOW_WAYS;
+        set.tags[empty] = 0;
+        assert_eq!(
+            set.victim(newcomer, Admission::Unproven).map(|v| v.way),
+            Some(empty),
+            "an empty way before an unproven one"
+        );
+        assert_eq!(set.victim(newcomer, Admission::OwnSlot), None);
+
+        let (mut proven, _) = full_set([MARKS_HIT; FLOW_WAYS]);
+        assert_eq!(proven.victim(newcomer, Admission::Unproven), None);
+        assert_eq!(
+            proven.marks, [MARKS_HIT; FLOW_WAYS],
+            "a refusal changes no mark"
+        );
+        let victim = proven.victim(newcomer, Admission::Proven).expect("a way");
+        assert_eq!(
+            victim,
+            Victim {
+                way: first,
+                evicts_proven: true
+            },
+            "every way was used: the first lost its mark and goes"
+        );
+        assert!(proven.marks.iter().all(|m| m & MARK_USED == 0));
+        // Second chance: the next insert passes over nothing used and takes the first way.
+        let (mut any, _) = full_set([0; FLOW_WAYS]);
+        any.marks[first] = MARK_USED;
+        assert_eq!(
+            any.victim(newcomer, Admission::Any),
+            Some(Victim {
+                way: (first + 1) % FLOW_WAYS,
+                evicts_proven: false
+            })
+        );
+    }
+
+    /// Test that a flow's own way is found by key, and not for a key the set lacks.
+    #[test]
+    fn own_way_finds_the_flows_slot() {
+        let (set, hashes) = full_set([0; FLOW_WAYS]);
+        assert_eq!(set.own_way(&key(1003), hashes[3]), Some(3));
+        assert_eq!(set.own_way(&key(2000), flow_hash(&key(2000), false)), None);
+    }
+
     /// Test that consecutive source ports spread evenly over a small table.
     #[test]
     fn flow_hash_spreads_ports_evenly() {

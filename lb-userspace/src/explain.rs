@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     args::{ExplainArgs, ProtocolArg},
-    config::kernel_address,
+    config::{FlowAdmission, kernel_address},
     exit, flow_table,
     live::{BackendState, Snapshot},
     maps::Maps,
@@ -79,6 +79,9 @@ pub struct Explanation {
     pub flow_entry: Option<BackendInfo>,
     /// What a TCP SYN (a new connection) gets: always the table's choice. Absent for UDP.
     pub syn: Option<Decision>,
+    /// Whether the flow table would remember that SYN now (`global.flow_admission` and the
+    /// flow's set); absent for UDP.
+    pub syn_remembered: Option<bool>,
     /// What every other packet (TCP without SYN, every UDP datagram) gets.
     pub established: Option<Decision>,
     /// The explanation, one line per step.
@@ -199,6 +202,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         table: None,
         flow_entry: None,
         syn: None,
+        syn_remembered: None,
         established: None,
         steps: Vec::new(),
     };
@@ -322,6 +326,29 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     };
     let from_table = |event: Event| decide(&table, "table", event, &rewrite);
     let syn = (query.protocol == ProtocolArg::Tcp).then(|| from_table(Event::FlowMiss));
+    let syn_remembered = match syn {
+        Some(_) => Some(flow_table::syn_remembered(
+            maps,
+            &key,
+            snapshot.config.flags,
+        )?),
+        None => None,
+    };
+    if let Some(remembered) = syn_remembered {
+        let admission = FlowAdmission::from_flags(snapshot.config.flags).name();
+        steps.push(if remembered {
+            format!(
+                "flow admission {admission}: a SYN of this flow is remembered (its set has a \
+                 way for it), so its first ACK follows it even across a table change"
+            )
+        } else {
+            format!(
+                "flow admission {admission}: a SYN of this flow is steered by the table without \
+                 being remembered (its set holds only flows that proved themselves, or the \
+                 policy waits for the first ACK), which the table then steers"
+            )
+        });
+    }
     let table_id = table
         .as_ref()
         .and_then(|t| t.backend.as_ref())
@@ -335,7 +362,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         None => {
             steps.push(
                 "flow table: no entry for this flow: packets take the table's choice, and the \
-                 first one forwarded is remembered"
+                 first one the flow admission lets in is remembered"
                     .to_owned(),
             );
             from_table(Event::FlowMiss)
@@ -387,6 +414,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     explanation.table = table;
     explanation.flow_entry = entry_backend;
     explanation.syn = syn;
+    explanation.syn_remembered = syn_remembered;
     explanation.established = Some(established);
     Ok(explanation)
 }

@@ -1,16 +1,18 @@
 //! Kernel-backed tests of the flow table under a SYN flood (issue 19): established flows keep
 //! their backend when a backend is added after bursts of spoofed SYNs, under each admission
-//! policy, with the old policy (`syn`) measured beside them; and what each policy does to a
-//! handshake that straddles a table flip.
+//! policy, with the old policy (`syn`) measured beside them; what each policy does to a
+//! handshake that straddles a table flip; and userspace predicting the kernel's admissions.
 //!
 //! Small by default (a 4,096-flow table, 128 flows); `XLB_FLOOD_TABLE` and `XLB_FLOOD_FLOWS`
 //! scale it (65536 and 2000 reproduce the issue's measurement), `XLB_FLOOD_SEED` varies the
 //! spoofed sources.
 
-use lb_userspace::config::FlowAdmission;
+use lb_common::Event;
+use lb_userspace::{config::FlowAdmission, counters::Totals, flow_table};
 use xlb_tests::{
     flood::{self, Experiment, Outcome},
-    require_privileges,
+    packets, require_privileges,
+    steering::flow_key,
 };
 
 fn knob(name: &str, default: u64) -> u64 {
@@ -163,4 +165,58 @@ fn handshake_straddling_a_flip_follows_its_syn_only_while_remembered() {
         f64::from(moved) >= 0.9 * f64::from(exposed),
         "a 10x flood churns unproven slots: {moved} of {exposed}"
     );
+}
+
+/// Test that userspace (`explain`'s `flow_table::syn_remembered`) predicts, for each of many
+/// new SYNs, whether the kernel remembers it, under every policy, in a small table whose sets
+/// are partly or wholly held by proven flows.
+#[test]
+fn userspace_predicts_which_syns_the_kernel_remembers() {
+    require_privileges!();
+    for admission in FlowAdmission::ALL {
+        // 8 sets of 8 ways; 56 proven flows fill some sets and leave room in others.
+        let (mut ebpf, _, _) = flood::load(64, admission, false);
+        for i in 0..56 {
+            let flow = flood::client(i, false);
+            flood::send(&mut ebpf, &packets::tcp_syn(&flow));
+            flood::send(&mut ebpf, &packets::tcp_ack(&flow, b"x"));
+        }
+        let (mut agreed, mut remembered) = (0, 0);
+        for i in 1_000..1_200 {
+            let flow = flood::client(i, false);
+            let predicted =
+                flow_table::syn_remembered(&ebpf, &flow_key(&flow, 6), admission.flags())
+                    .expect("read the flow table");
+            let before = Totals::read(&ebpf).expect("counters");
+            flood::send(&mut ebpf, &packets::tcp_syn(&flow));
+            let after = Totals::read(&ebpf).expect("counters");
+            let delta = |event| after.event(event).packets - before.event(event).packets;
+            let kernel = delta(Event::FlowRemembered) == 1;
+            assert_eq!(
+                kernel,
+                delta(Event::FlowNotRemembered) == 0,
+                "one of the two events"
+            );
+            assert_eq!(
+                predicted,
+                kernel,
+                "{}: SYN {i}: userspace said {predicted}",
+                admission.name()
+            );
+            agreed += 1;
+            remembered += u32::from(kernel);
+        }
+        eprintln!(
+            "{}: {agreed} SYNs predicted, {remembered} remembered",
+            admission.name()
+        );
+        match admission {
+            FlowAdmission::FirstAck => assert_eq!(remembered, 0),
+            FlowAdmission::Syn => assert_eq!(remembered, agreed),
+            FlowAdmission::Protect => assert!(
+                remembered > 0 && remembered < agreed,
+                "some sets are full of proven flows, some not: {remembered} of {agreed}"
+            ),
+        }
+    }
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::ensure;
 use aya::{Ebpf, programs::Xdp};
-use lb_common::{PROGRAM_NAME, Reason, service::VIP_FORWARD_IPIP};
-use lb_userspace::{counters::Totals, object, testrun};
+use lb_common::{Config, Event, PROGRAM_NAME, Reason, service::VIP_FORWARD_IPIP};
+use lb_userspace::{config::FlowAdmission, counters::Totals, object, steering, testrun};
 use serde_json::json;
 use xlb_tests::{
     packets::{self, Flow},
@@ -73,6 +73,58 @@ fn slice(program: &Xdp, packet: &[u8], method: Method) -> anyhow::Result<f64> {
     }
 }
 
+/// Distinct flows the new-flow streams cycle through: four times the default flow table, so a
+/// flow's old slot is gone when its turn comes again and every SYN is a new flow (the table
+/// stays full, as under a flood).
+const STREAM_FLOWS: u32 = 4 * 65_536;
+
+/// New flows, one per call: SYNs from distinct sources, each call from the original bytes, or
+/// the first ACK of each (its SYN sent just before, unmeasured).
+struct Stream {
+    syns: Vec<Vec<u8>>,
+    acks: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        let flows = (0..STREAM_FLOWS).map(|i| {
+            let [_, a, b, c] = i.to_be_bytes();
+            Flow {
+                src: std::net::Ipv4Addr::new(198, 18, a, b).into(),
+                dst: std::net::Ipv4Addr::new(198, 18, 1, 10).into(),
+                sport: 1024 + u16::from(c),
+                dport: 80,
+            }
+        });
+        let (syns, acks) = flows
+            .map(|flow| (packets::tcp_syn(&flow), packets::tcp_ack(&flow, b"GET /")))
+            .unzip();
+        Stream {
+            syns,
+            acks,
+            next: 0,
+        }
+    }
+
+    /// Mean ns/packet of a slice of new flows' SYNs, or (`first_ack`) of their first ACKs.
+    fn slice(&mut self, program: &Xdp, first_ack: bool) -> anyhow::Result<f64> {
+        let calls = CALLS / SLICES;
+        let mut total = 0.0;
+        for _ in 0..calls {
+            let i = self.next % self.syns.len();
+            self.next += 1;
+            total += if first_ack {
+                testrun::run(program, &self.syns[i])?;
+                testrun::ns_per_fresh_packet(program, &self.acks[i], 1)?
+            } else {
+                testrun::ns_per_fresh_packet(program, &self.syns[i], 1)?
+            };
+        }
+        Ok(total / f64::from(calls))
+    }
+}
+
 /// A case measured run by run beside the baseline, their slices interleaved.
 struct Paired {
     case: Stats,
@@ -86,12 +138,21 @@ struct Paired {
 }
 
 fn measure(baseline: &Xdp, program: &Xdp, packet: &[u8], method: Method) -> anyhow::Result<Paired> {
+    measure_slices(baseline, program, |program| slice(program, packet, method))
+}
+
+/// [`measure`] with `slice` measuring a slice of a program.
+fn measure_slices(
+    baseline: &Xdp,
+    program: &Xdp,
+    mut slice: impl FnMut(&Xdp) -> anyhow::Result<f64>,
+) -> anyhow::Result<Paired> {
     let (mut cases, mut baselines) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let (mut case, mut base) = (0.0, 0.0);
         for _ in 0..SLICES {
-            base += slice(baseline, packet, method)?;
-            case += slice(program, packet, method)?;
+            base += slice(baseline)?;
+            case += slice(program)?;
         }
         baselines.push(base / f64::from(SLICES));
         cases.push(case / f64::from(SLICES));
@@ -395,6 +456,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             "proof": row.proof,
         }));
     }
+    rows.extend(admission_rows(bare_tx, &only)?);
     let scale = scale_rows(&rows);
     Ok(json!({
         "runs": RUNS,
@@ -404,6 +466,54 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         "cases": json_rows,
         "scale": scale,
     }))
+}
+
+/// The SYN and first-ACK paths of new flows under each flow admission (fresh, distinct flows:
+/// [`Stream`]): `syn` is the policy before SYN-flood protection, the baseline of the others.
+fn admission_rows(bare_tx: &Xdp, only: &str) -> anyhow::Result<Vec<Row>> {
+    let mut stream = Stream::new();
+    let mut rows = Vec::new();
+    for (path, first_ack) in [("syn", false), ("first_ack", true)] {
+        for admission in FlowAdmission::ALL {
+            let name = format!("dsr_{path}_new_flow_ipv4_{}", admission.name());
+            if !name.contains(only) {
+                continue;
+            }
+            let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 65_537);
+            let config = Config {
+                flags: admission.flags(),
+                ..Config::default()
+            };
+            steering::set_config(&mut ebpf, &config)?;
+            let paired = measure_slices(
+                bare_tx,
+                object::xdp_program(&mut ebpf, PROGRAM_NAME)?,
+                |program| stream.slice(program, first_ack),
+            )?;
+            // The path each packet took, from the counters: what the SYNs did to the table,
+            // and whether the first ACKs found their flow.
+            let totals = Totals::read(&ebpf)?;
+            let proof = [
+                Event::FlowHit,
+                Event::FlowMiss,
+                Event::FlowRemembered,
+                Event::FlowNotRemembered,
+                Event::FlowEvictedProven,
+            ]
+            .iter()
+            .map(|event| format!("{}={}", event.name(), totals.event(*event).packets))
+            .collect::<Vec<_>>()
+            .join(" ");
+            rows.push(Row {
+                name,
+                method: Method::Fresh,
+                paired,
+                target: None,
+                proof,
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// The large set-up's cost over the small one's, per path and method: the lookup must not
