@@ -69,9 +69,13 @@ impl LiveXlb {
 
     /// Validates `config_text(backends)` as on a host with `lo` and applies it.
     pub fn apply(&mut self, backends: &[(&str, u32)]) -> Applied {
-        let text = config_text(backends);
+        self.apply_text(&config_text(backends))
+    }
+
+    /// Validates config `text` as on a host with `lo` and applies it.
+    pub fn apply_text(&mut self, text: &str) -> Applied {
         let (model, _warnings) = config::check_text(
-            &text,
+            text,
             Path::new("test.toml"),
             &FixedEnvironment::new(&["lo"]),
         )

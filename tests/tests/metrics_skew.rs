@@ -113,7 +113,11 @@ fn metrics_render_what_the_kernel_counted() {
         // Table-wide kinds (evictions) show once, with an empty VIP.
         let vip = if kind.about_vip() { VIP_LABEL } else { "" };
         assert_eq!(
-            value(&samples, "xlb_alert", &[("kind", kind.name()), ("vip", vip)]),
+            value(
+                &samples,
+                "xlb_alert",
+                &[("kind", kind.name()), ("vip", vip)]
+            ),
             0.0
         );
     }

@@ -7,11 +7,14 @@
 //! scale it (65536 and 2000 reproduce the measurement), `XLB_FLOOD_SEED` varies the
 //! spoofed sources.
 
-use lb_common::Event;
-use lb_userspace::{config::FlowAdmission, counters::Totals, flow_table};
+use lb_common::{Event, PROGRAM_NAME};
+use lb_userspace::{
+    config::FlowAdmission, counters::Totals, flow_table, metrics, object, stats, testrun,
+};
 use xlb_tests::{
     flood::{self, Experiment, Outcome},
-    packets, require_privileges,
+    live::{self, LiveXlb},
+    packets, prometheus, require_privileges,
     steering::flow_key,
 };
 
@@ -219,4 +222,64 @@ fn userspace_predicts_which_syns_the_kernel_remembers() {
             ),
         }
     }
+}
+
+/// Test that `global.flow_admission` reaches the kernel through a real apply (`first_ack`: no
+/// SYN is remembered, each first ACK is; back to the default `protect`: SYNs are remembered),
+/// and that `xlb stats` and the metrics show the flow-table counters the kernel kept.
+#[test]
+fn configured_admission_reaches_the_kernel_and_its_counters_are_shown() {
+    require_privileges!();
+    let mut live = LiveXlb::new("flood-stats");
+    let protect = live::config_text(&live::EQUAL);
+    let first_ack = protect.replace(
+        "interface = \"lo\"\n",
+        "interface = \"lo\"\nflow_admission = \"first_ack\"\n",
+    );
+    assert_ne!(first_ack, protect);
+    live.apply_text(&first_ack);
+    live.send_syns(30_000..30_100);
+    let program = object::xdp_program(&mut live.ebpf, PROGRAM_NAME).expect("program");
+    for sport in 30_000..30_010 {
+        testrun::run(program, &packets::tcp_ack(&live::flow(sport), b"x")).expect("ACK");
+    }
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let event = |name: &str| stats.events.get(name).map_or(0, |c| c.packets);
+    assert_eq!(
+        (
+            event("flow_not_remembered"),
+            event("flow_remembered"),
+            event("flow_evicted_proven")
+        ),
+        (100, 10, 0),
+        "first_ack: SYNs steered without being remembered, first ACKs remembered"
+    );
+    let text = stats::render(&stats);
+    assert!(
+        text.contains("flow_not_remembered 100") && text.contains("flow_remembered 10"),
+        "{text}"
+    );
+    let samples = prometheus::parse(
+        &metrics::render(&mut live.ebpf, &metrics::Extra::default()).expect("metrics"),
+    );
+    let metric = |name: &str| {
+        prometheus::value(&samples, "xlb_flow_events_total", &[("event", name)]) as u64
+    };
+    assert_eq!(
+        (metric("flow_not_remembered"), metric("flow_remembered")),
+        (100, 10)
+    );
+
+    live.apply_text(&protect);
+    live.send_syns([30_200]);
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    assert_eq!(
+        stats.events["flow_remembered"].packets, 11,
+        "protect: the SYN took a slot"
+    );
+    assert!(
+        flow_table::lookup(&live.ebpf, &flow_key(&live::flow(30_200), 6))
+            .expect("flow table")
+            .is_some()
+    );
 }
