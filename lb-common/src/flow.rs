@@ -241,12 +241,7 @@ impl FlowSet {
     #[inline(always)]
     pub fn own_way(&self, key: &FlowKey, hash: u32) -> Option<usize> {
         let tag = flow_tag(hash);
-        for way in 0..FLOW_WAYS {
-            if self.tags[way] == tag && self.slots[way].key.same(key) {
-                return Some(way);
-            }
-        }
-        None
+        (0..FLOW_WAYS).find(|&way| self.tags[way] == tag && self.slots[way].key.same(key))
     }
 
     /// The way a new flow (not in the set) takes under `admission`, or `None`. Unless `Any`,
