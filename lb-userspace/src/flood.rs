@@ -11,7 +11,7 @@ use std::{
 use lb_common::Event;
 
 use crate::{
-    skew::{Alert, AlertKind},
+    skew::{Alert, AlertKind, alert},
     stats::Stats,
 };
 
@@ -136,7 +136,7 @@ impl Detector {
                 );
                 current.insert(
                     (AlertKind::Flood, vip.clone()),
-                    alert(AlertKind::Flood, vip, message),
+                    alert(AlertKind::Flood, vip, None, message),
                 );
                 normal.insert(vip.clone(), usual);
             } else {
@@ -154,7 +154,7 @@ impl Detector {
             );
             current.insert(
                 (AlertKind::Evictions, String::new()),
-                alert(AlertKind::Evictions, "", message),
+                alert(AlertKind::Evictions, "", None, message),
             );
         }
         self.normal = normal;
@@ -198,16 +198,6 @@ impl Detector {
     /// The alerts firing after the latest sample.
     pub fn firing(&self) -> Vec<Alert> {
         self.firing.values().cloned().collect()
-    }
-}
-
-fn alert(kind: AlertKind, vip: &str, message: String) -> Alert {
-    Alert {
-        kind,
-        vip: vip.to_owned(),
-        backend: None,
-        message,
-        firing: true,
     }
 }
 

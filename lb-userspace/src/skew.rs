@@ -438,7 +438,8 @@ impl Detector {
     }
 }
 
-fn alert(kind: AlertKind, vip: &str, backend: Option<IpAddr>, message: String) -> Alert {
+/// A firing alert.
+pub(crate) fn alert(kind: AlertKind, vip: &str, backend: Option<IpAddr>, message: String) -> Alert {
     Alert {
         kind,
         vip: vip.to_owned(),
