@@ -42,10 +42,20 @@ pub struct LiveXlb {
 
 impl LiveXlb {
     pub fn new(label: &str) -> LiveXlb {
+        Self::with_sizes(label, &TEST_CAPACITY.map_sizes())
+    }
+
+    /// [`LiveXlb::new`] with a flow table of `sets` sets (8 flows each).
+    pub fn with_flow_sets(label: &str, sets: u32) -> LiveXlb {
+        let mut sizes = TEST_CAPACITY.map_sizes();
+        sizes.push((map_names::FLOWS, sets));
+        Self::with_sizes(label, &sizes)
+    }
+
+    fn with_sizes(label: &str, sizes: &[(&str, u32)]) -> LiveXlb {
         let mut lab = Lab::new(label).expect("lab");
         let pin_path = lab.pin_dir("pins").expect("pin directory");
-        let ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &TEST_CAPACITY.map_sizes())
-            .expect("load xlb");
+        let ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, sizes).expect("load xlb");
         maps::pin(&ebpf, &pin_path, &map_names::XLB).expect("pin maps");
         LiveXlb {
             ebpf,

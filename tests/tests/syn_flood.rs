@@ -7,9 +7,16 @@
 //! scale it (65536 and 2000 reproduce the measurement), `XLB_FLOOD_SEED` varies the
 //! spoofed sources.
 
+use std::time::{Duration, Instant};
+
 use lb_common::{Event, PROGRAM_NAME};
 use lb_userspace::{
-    config::FlowAdmission, counters::Totals, flow_table, metrics, object, stats, testrun,
+    config::FlowAdmission,
+    counters::Totals,
+    flood::{Detector as FloodDetector, Sample as FloodSample, Settings as FloodSettings},
+    flow_table, metrics, object,
+    skew::AlertKind,
+    stats, testrun,
 };
 use xlb_tests::{
     flood::{self, Experiment, Outcome},
@@ -281,5 +288,63 @@ fn configured_admission_reaches_the_kernel_and_its_counters_are_shown() {
         flow_table::lookup(&live.ebpf, &flow_key(&live::flow(30_200), 6))
             .expect("flow table")
             .is_some()
+    );
+}
+
+/// Test the daemon's flood alarm on real counters: steady SYNs set a VIP's normal rate and fire
+/// nothing; a SYN flood (new flows far above normal) fires `flood` but, under `protect`, no
+/// `evictions`; then established flows overflowing a small flow table evict each other and
+/// fire `evictions`.
+#[test]
+fn flood_and_evictions_alerts_fire_on_kernel_counters() {
+    require_privileges!();
+    // 8 sets of 8 flows.
+    let mut live = LiveXlb::with_flow_sets("flood-alarm", 8);
+    live.apply(&live::EQUAL);
+    let mut detector = FloodDetector::new(FloodSettings {
+        window: Duration::from_secs(10),
+        factor: 10.0,
+        min_rate: 100,
+        max_evicted_proven: 0,
+    });
+    let start = Instant::now();
+    let mut second = 0;
+    let mut sport = 1_000u16;
+    // One simulated second: `syns` new SYNs and `established` new SYN + ACK pairs.
+    let mut tick = |live: &mut LiveXlb, syns: u16, established: u16| {
+        live.send_syns(sport..sport + syns);
+        sport += syns;
+        let program = object::xdp_program(&mut live.ebpf, PROGRAM_NAME).expect("program");
+        for _ in 0..established {
+            let flow = live::flow(sport);
+            testrun::run(program, &packets::tcp_syn(&flow)).expect("SYN");
+            testrun::run(program, &packets::tcp_ack(&flow, b"x")).expect("ACK");
+            sport += 1;
+        }
+        let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+        second += 1;
+        let now = start + Duration::from_secs(second);
+        detector
+            .observe(now, FloodSample::from_stats(&stats))
+            .into_iter()
+            .map(|alert| (alert.kind, alert.firing))
+            .collect::<Vec<_>>()
+    };
+    let mut changes = Vec::new();
+    for _ in 0..20 {
+        changes.extend(tick(&mut live, 20, 0));
+    }
+    assert_eq!(changes, vec![], "steady traffic");
+    for _ in 0..5 {
+        changes.extend(tick(&mut live, 1_000, 0));
+    }
+    assert_eq!(changes, vec![(AlertKind::Flood, true)], "the SYN flood");
+    for _ in 0..3 {
+        changes.extend(tick(&mut live, 0, 100));
+    }
+    assert_eq!(
+        changes,
+        vec![(AlertKind::Flood, true), (AlertKind::Evictions, true)],
+        "established flows overflowing the table"
     );
 }
