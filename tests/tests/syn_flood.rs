@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use lb_common::{Event, PROGRAM_NAME};
 use lb_userspace::{
-    config::FlowAdmission,
+    audit::{self, Severity},
+    config::{FlowAdmission, HostEnvironment},
     counters::Totals,
     flood::{Detector as FloodDetector, Sample as FloodSample, Settings as FloodSettings},
     flow_table, metrics, object,
@@ -233,7 +234,8 @@ fn userspace_predicts_which_syns_the_kernel_remembers() {
 
 /// Test that `global.flow_admission` reaches the kernel through a real apply (`first_ack`: no
 /// SYN is remembered, each first ACK is; back to the default `protect`: SYNs are remembered),
-/// and that `xlb stats` and the metrics show the flow-table counters the kernel kept.
+/// that `xlb audit` reports a live admission other than the file's as drift, and that
+/// `xlb stats` and the metrics show the flow-table counters the kernel kept.
 #[test]
 fn configured_admission_reaches_the_kernel_and_its_counters_are_shown() {
     require_privileges!();
@@ -275,6 +277,24 @@ fn configured_admission_reaches_the_kernel_and_its_counters_are_shown() {
     assert_eq!(
         (metric("flow_not_remembered"), metric("flow_remembered")),
         (100, 10)
+    );
+
+    // The default config against the live first_ack: audit calls it drift.
+    let path = live.config_file("protect.toml", &protect);
+    let report = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
+    let drift: Vec<(&str, &str, &str)> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Drift)
+        .map(|f| (f.kind.name(), f.expected.as_str(), f.actual.as_str()))
+        .collect();
+    assert_eq!(
+        drift,
+        vec![(
+            "flow_admission",
+            "flow_admission protect",
+            "flow_admission first_ack"
+        )]
     );
 
     live.apply_text(&protect);
