@@ -130,7 +130,8 @@ pub struct Stats {
     pub vips: Vec<VipStats>,
     /// Packets and bytes per reason (every packet counts under exactly one), by name.
     pub reasons: BTreeMap<&'static str, Count>,
-    /// Packets per flow-table event (`flow_hit`, `flow_miss`, `flow_stale`), by name.
+    /// Packets per flow-table event (`flow_hit`, `flow_miss`, `flow_stale`, `flow_remembered`,
+    /// `flow_not_remembered`, `flow_evicted_proven`), by name.
     pub events: BTreeMap<&'static str, Count>,
 }
 
