@@ -82,6 +82,9 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         Err(reason) => return reason,
     };
     let hash = flow_hash(&packet.flow, false);
+    let Some(config) = XLB_CONFIG.get(0) else {
+        return Reason::NoBackend;
+    };
     // A known flow needs no service lookup: its slot names the VIP and the backend.
     let known = if packet.syn {
         Err(Event::FlowMiss)
@@ -94,7 +97,7 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
             let Some(vip) = classify::vip(&packet) else {
                 return Reason::NotVip;
             };
-            match select::new_flow(&packet, &vip, hash, event, bytes) {
+            match select::new_flow(&packet, &vip, hash, event, bytes, config.flags) {
                 Ok(choice) => choice,
                 Err(reason) => {
                     counters::vip(bytes, vip.id);
@@ -104,9 +107,6 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         }
     };
     counters::vip(bytes, choice.vip);
-    let Some(config) = XLB_CONFIG.get(0) else {
-        return Reason::NoBackend;
-    };
     let (rewritten, forwarded) = if choice.vip_flags & VIP_FORWARD_IPIP != 0 {
         (
             rewrite::ipip(ctx, &packet, choice.backend, config),

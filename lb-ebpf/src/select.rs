@@ -10,7 +10,7 @@ use lb_common::{
     service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
 };
 
-use crate::{XLB_BACKENDS, XLB_CONFIG, XLB_MAGLEV, counters, flows, parse::Packet};
+use crate::{XLB_BACKENDS, XLB_MAGLEV, counters, flows, parse::Packet};
 
 /// The chosen backend, its id, its VIP, and how the flow table took part.
 pub struct Choice {
@@ -46,8 +46,9 @@ pub fn known_flow(packet: &Packet, hash: u32) -> Result<Choice, Event> {
     }
 }
 
-/// The VIP's live Maglev table's choice, remembered in the flow table as the admission allows
-/// (counted as an event of the packet's `bytes`); `hash` is the 5-tuple hash.
+/// The VIP's live Maglev table's choice, remembered in the flow table as the admission of
+/// config `flags` allows (counted as an event of the packet's `bytes`); `hash` is the 5-tuple
+/// hash.
 #[inline(always)]
 pub fn new_flow(
     packet: &Packet,
@@ -55,6 +56,7 @@ pub fn new_flow(
     hash: u32,
     event: Event,
     bytes: u64,
+    flags: u32,
 ) -> Result<Choice, Reason> {
     if vip.table_size == 0 || vip.active > 1 {
         return Err(Reason::NoBackend);
@@ -78,7 +80,6 @@ pub fn new_flow(
     let id = unsafe { (*chunk)[(slot % MAGLEV_CHUNK_SLOTS) as usize] };
     let backend = active(id).ok_or(Reason::NoBackend)?;
     let remembered = FlowSlot::new(packet.flow, hash, id, backend.cookie, vip.id, vip.flags);
-    let flags = XLB_CONFIG.get(0).map_or(0, |config| config.flags);
     let outcome = flows::remember(
         &remembered,
         hash,

@@ -406,6 +406,8 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         }
     }
 
+    rows.extend(admission_rows(bare_tx, &only)?);
+
     println!(
         "{:<38} {:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>6} {:>6} {:>12}  proof",
         "case",
@@ -456,7 +458,6 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             "proof": row.proof,
         }));
     }
-    rows.extend(admission_rows(bare_tx, &only)?);
     let scale = scale_rows(&rows);
     Ok(json!({
         "runs": RUNS,
