@@ -148,7 +148,17 @@ pub fn state_path(pin_path: &Path) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    Path::new(STATE_DIR).join(key)
+    state_dir().join(key)
+}
+
+/// [`STATE_DIR`]; in this crate's unit tests a directory private to the test process, so
+/// they never write to /run/xlb.
+fn state_dir() -> PathBuf {
+    if cfg!(test) {
+        std::env::temp_dir().join(format!("xlb-bgp-state-{}", std::process::id()))
+    } else {
+        PathBuf::from(STATE_DIR)
+    }
 }
 
 /// Records `bgp` for the daemon pinned at `pin_path`: two lines, the routes file and the
@@ -240,9 +250,18 @@ mod tests {
                 .unwrap()
                 .contains("198.18.1.10/32")
         );
+        assert!(state_path(&pins).starts_with(state_dir()) && state_path(&pins).exists());
+        assert!(
+            !state_path(&pins).starts_with(STATE_DIR),
+            "a unit test wrote to /run/xlb"
+        );
         announcer.withdraw_all().unwrap();
         assert_eq!(reloads(), 2);
         assert!(!std::fs::read_to_string(&routes).unwrap().contains("route "));
+        assert!(
+            !state_path(&pins).exists(),
+            "withdrawing forgets the record"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

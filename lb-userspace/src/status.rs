@@ -392,6 +392,26 @@ mod tests {
         );
     }
 
+    /// Test that the fingerprint is pinned to known answers (FNV-1a 64 over each slot's owner
+    /// address and family, computed independently): nodes of different builds must print the
+    /// same fingerprint for the same steering, or `audit --peer` would cry wolf (or miss a real
+    /// difference).
+    #[test]
+    fn fingerprint_matches_known_answers() {
+        let backend = |last: u8| Backend {
+            addr: [198, 18, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: 4,
+            ..Backend::default()
+        };
+        let backends = [backend(10), backend(11)];
+        assert_eq!(
+            fingerprint(&[0, 1, 0, 1, 1], &backends),
+            0xf0dc_a2fb_2e38_6178
+        );
+        // An id with no backend (an unfilled slot) is 17 zero bytes.
+        assert_eq!(fingerprint(&[0, 1, 7], &backends), 0x37d9_de66_7d50_60d4);
+    }
+
     /// Test that the text view aligns the VIP table under its header and says when nothing
     /// was applied.
     #[test]
