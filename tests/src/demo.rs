@@ -103,7 +103,7 @@ pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
     client.addr("eth0", &format!("{CLIENT_ADDR}/24"))?;
     lb.addr("eth0", &format!("{LB_ADDR}/24"))?;
 
-    let log = std::env::temp_dir().join(format!("{}-xlb.log", lb.name));
+    let log = lab.temp_path("xlb.log")?;
     let log_file = std::fs::File::create(&log)?;
     let mut command = lb.command(xlb);
     command
@@ -135,7 +135,6 @@ pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
     }
     let status = lab.terminate(pid)?;
     let xlb_output = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
     if !status.success() {
         bail!("xlb run exited with {status}:\n{xlb_output}");
     }

@@ -75,7 +75,6 @@ impl Site {
     /// directory is `/tmp/xlbt-PID-lab`, so every name of it carries `xlbt-PID-`.
     pub fn removable() -> anyhow::Result<Site> {
         let lab = Lab::new("lab")?;
-        sweep_stale_dirs();
         let dir =
             std::env::temp_dir().join(format!("{}-{}-lab", netns::PREFIX, std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -517,28 +516,6 @@ pub fn command_line(pid: u32) -> Option<String> {
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
     Some(text.trim().to_owned())
-}
-
-/// Removes the directories of removable labs whose process is gone (a lab killed outright
-/// before its janitor could run).
-fn sweep_stale_dirs() {
-    let prefix = format!("{}-", netns::PREFIX);
-    for entry in std::fs::read_dir(std::env::temp_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix("-lab"))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn run_checked(command: &mut Command) -> anyhow::Result<()> {

@@ -159,7 +159,7 @@ impl ScaleOut {
             router.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
         }
 
-        let dir = std::env::temp_dir().join(&router.name);
+        let dir = lab.temp_path("files")?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
         let mut node_list = Vec::new();
@@ -480,7 +480,6 @@ impl Drop for ScaleOut {
         for node in &self.nodes {
             let _ = std::fs::remove_file(lb_userspace::bgp::state_path(&node.pin_path));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
