@@ -368,14 +368,18 @@ mod tests {
         assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 
-    /// Test that the fingerprint follows the backends that own the slots, not their ids.
-    #[test]
-    fn fingerprint_follows_owners_not_ids() {
-        let backend = |last: u8| Backend {
+    /// Backend 198.18.0.`last`.
+    fn backend(last: u8) -> Backend {
+        Backend {
             addr: [198, 18, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             family: 4,
             ..Backend::default()
-        };
+        }
+    }
+
+    /// Test that the fingerprint follows the backends that own the slots, not their ids.
+    #[test]
+    fn fingerprint_follows_owners_not_ids() {
         let numbered = [backend(10), backend(11)];
         let renumbered = [backend(11), backend(10)];
         assert_eq!(
@@ -398,11 +402,6 @@ mod tests {
     /// difference).
     #[test]
     fn fingerprint_matches_known_answers() {
-        let backend = |last: u8| Backend {
-            addr: [198, 18, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            family: 4,
-            ..Backend::default()
-        };
         let backends = [backend(10), backend(11)];
         assert_eq!(
             fingerprint(&[0, 1, 0, 1, 1], &backends),
