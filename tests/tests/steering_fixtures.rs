@@ -8,21 +8,21 @@ use aya::{
     maps::{MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, PROGRAM_NAME, Reason, Verdict, Vip,
-    config::CONFIG_DEBUG_LOG, map_names, service::VIP_HASH_SOURCE_ONLY,
+    Backend, BackendCounter, Config, Counter, Reason, Verdict, Vip, config::CONFIG_DEBUG_LOG,
+    map_names, service::VIP_HASH_SOURCE_ONLY,
 };
-use lb_userspace::{counters::Totals, object, steering, testrun};
+use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
     packets::{self, Flow, LB_MAC},
     require_privileges,
     steering::{BACKENDS, TABLE_B, backend_mac, flow_key, load, run_counted, table, vip_key},
 };
 
-/// Runs one packet and returns its verdict and output.
+/// Runs one packet and returns its verdict and output, checking that it was counted under
+/// exactly one reason and its verdict ([`run_counted`]).
 fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
-    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
-    let outcome = testrun::run(program, packet).expect("test run");
-    (Verdict::from_code(outcome.code), outcome.output)
+    let (verdict, output, _) = run_counted(ebpf, packet);
+    (verdict, output)
 }
 
 /// The packet as dsr must emit it towards backend `id`.
