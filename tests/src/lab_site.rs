@@ -422,14 +422,12 @@ pub fn down(xlb: Option<&Path>) -> anyhow::Result<bool> {
         // SAFETY: signalling a process of the kept lab, checked by its command line above.
         unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + GRACE;
-    while ours.iter().any(|pid| !exited(*pid)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_exited(&ours);
     for pid in ours.iter().filter(|pid| !exited(**pid)) {
         // SAFETY: as above; it ignored SIGTERM for the grace period.
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
     }
+    wait_exited(&ours);
 
     for dir in kept_pin_dirs() {
         if !pin_dirs.contains(&dir) {
@@ -484,6 +482,7 @@ pub fn down(xlb: Option<&Path>) -> anyhow::Result<bool> {
             // SAFETY: a process inside a namespace of the kept lab, which is being removed.
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
+        wait_exited(&left);
         let deleted = Command::new("ip")
             .args(["netns", "delete", name])
             .stderr(Stdio::null())
@@ -516,6 +515,15 @@ pub fn command_line(pid: u32) -> Option<String> {
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let text = String::from_utf8_lossy(&bytes).replace('\0', " ");
     Some(text.trim().to_owned())
+}
+
+/// Waits (at most [`GRACE`]) until every process of `pids` has exited: a process still dying
+/// holds its pins, files and namespace.
+fn wait_exited(pids: &[u32]) {
+    let deadline = Instant::now() + GRACE;
+    while pids.iter().any(|pid| !exited(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn run_checked(command: &mut Command) -> anyhow::Result<()> {
