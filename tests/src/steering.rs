@@ -1,5 +1,6 @@
-//! Steering set-ups shared by the steering fixtures and the benchmarks: a loaded program with
-//! a few active backends, VIPs pointing at a Maglev table, and the keys the kernel computes.
+//! Steering set-ups shared by the fixtures and the benchmarks: a loaded program with
+//! a few active backends, VIPs pointing at a Maglev table, the keys the kernel computes, and a
+//! run of one packet that checks it was counted under exactly one reason and verdict.
 
 use std::net::IpAddr;
 
