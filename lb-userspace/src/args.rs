@@ -90,6 +90,22 @@ pub struct PlanArgs {
     /// Seed of the synthetic flows' addresses and ports: the same seed, the same sample.
     #[arg(long, default_value_t = crate::plan::DEFAULT_SEED)]
     pub seed: u64,
+    /// Real clients instead of random ones: a file with one client address per line
+    /// (`ADDRESS` or `ADDRESS COUNT`, COUNT its relative number of flows; `#` comments). The
+    /// --flows sample flows come from them. Shows where a `hash = "source"` VIP really sends a
+    /// service whose clients arrive through a few NAT or proxy addresses.
+    #[arg(long, value_name = "FILE", conflicts_with = "pcap")]
+    pub clients: Option<PathBuf>,
+    /// Real flows instead of random ones: every TCP and UDP flow to a VIP in a pcap capture
+    /// (`tcpdump -w FILE`; Ethernet, raw IP or `-i any` captures).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Plan as `xlb apply --allow-warnings` would apply: warnings do not fail the plan.
+    #[arg(long)]
+    pub allow_warnings: bool,
+    /// Plan as `xlb apply --override RULE` would apply (see `xlb apply --help`); repeatable.
+    #[arg(long = "override", value_name = "RULE")]
+    pub overrides: Vec<String>,
     #[command(flatten)]
     pub live: LiveArgs,
 }

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod decap;
 pub mod down;
 pub mod exit;
+pub mod effect;
 pub mod explain;
 pub mod flow_table;
 pub mod health;

@@ -22,6 +22,7 @@ use lb_common::{
 use crate::{
     capacity::Capacity,
     config::{Model, kernel_address},
+    effect,
     live::Snapshot,
     maglev,
     maps::{Maps, array},
@@ -373,25 +374,10 @@ pub fn expected_tables(
 
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
-    if eligible.is_empty() {
-        return Ok(vec![NO_BACKEND; size as usize]);
-    }
-    let keys: Vec<[u8; 16]> = eligible
-        .iter()
-        .map(|(_, _, addr)| kernel_address(*addr).0)
-        .collect();
-    let members: Vec<maglev::Backend> = keys
-        .iter()
-        .zip(eligible)
-        .map(|(key, (_, weight, _))| maglev::Backend {
-            key,
-            weight: *weight,
-        })
-        .collect();
-    let slots = maglev::build(&members, size)?;
-    Ok(slots
+    let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
+    Ok(effect::table(&backends, size)?
         .into_iter()
-        .map(|index| eligible[index as usize].0)
+        .map(|owner| owner.map_or(NO_BACKEND, |i| eligible[i].0))
         .collect())
 }
 
