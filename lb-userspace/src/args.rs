@@ -177,6 +177,11 @@ pub struct BackendArgs {
     pub vip: String,
     /// The backend's address.
     pub backend: IpAddr,
+    /// Make the change even if it leaves one server with more than `alerts.max_share` of the
+    /// VIP's new flows (the share recorded by the last apply; 90% by default), which is
+    /// refused otherwise with exit code 1.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub live: LiveArgs,
 }

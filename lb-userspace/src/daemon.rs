@@ -362,7 +362,9 @@ impl Daemon {
             .map(|(key, _)| *key)
             .collect();
         for (key, address) in expired {
-            match backend::change(ebpf, &key, address, BackendAction::Disable) {
+            // The drain was the operator's decision (and passed the guard): the disable that
+            // ends it changes no table.
+            match backend::change(ebpf, &key, address, BackendAction::Disable, true) {
                 Ok(_) => warn!(vip = %describe_vip(&key), backend = %address,
                     "drain timeout ({timeout:?}) passed: disabled, its remaining flows move"),
                 Err(err) => error!("disabling drained backend {address}: {err:#}"),

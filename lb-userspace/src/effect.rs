@@ -13,13 +13,18 @@
 //! - `ipip`: the tunnel endpoint is the entry's address; its MAC is the next hop's, which many
 //!   servers share, so a shared MAC means nothing there.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
+use lb_common::{Backend, Vip, service::VIP_FORWARD_IPIP};
 use serde::Serialize;
 
 use crate::{
+    capacity::Capacity,
     config::{Forwarding, kernel_address},
+    live::Snapshot,
     maglev::{self, MaglevError},
+    maps::Maps,
+    rollout::live_address,
 };
 
 /// One backend entry of a VIP, as the model sees it.
@@ -111,6 +116,11 @@ impl Effect {
                 *count += 1;
             }
         }
+        Effect::of_counts(entries, forwarding, entry_counts)
+    }
+
+    /// The effect of `entry_counts[i]` slots or flows going to each of `entries`.
+    pub fn of_counts(entries: &[Entry], forwarding: Forwarding, entry_counts: Vec<u64>) -> Effect {
         let total: u64 = entry_counts.iter().sum();
         let server_of = servers(entries, forwarding);
         let mut servers: Vec<Server> = Vec::new();
@@ -170,6 +180,61 @@ impl Effect {
     pub fn serving(&self) -> usize {
         self.servers.iter().filter(|s| s.count > 0).count()
     }
+}
+
+/// How a live VIP forwards, from its flags.
+pub fn forwarding(vip: &Vip) -> Forwarding {
+    if vip.flags & VIP_FORWARD_IPIP != 0 {
+        Forwarding::Ipip
+    } else {
+        Forwarding::Dsr
+    }
+}
+
+/// A live backend entry as the model sees it.
+pub fn live_entry(backend: &Backend) -> Entry {
+    Entry {
+        address: live_address(backend),
+        mac: Some(backend.mac),
+    }
+}
+
+/// The backend entries live VIP `vip` names (ids it owns that hold a backend, in id order).
+pub fn live_entries(snapshot: &Snapshot, capacity: &Capacity, vip: &Vip) -> Vec<(u32, Backend)> {
+    capacity
+        .backend_ids(vip.id)
+        .filter_map(|id| Some((id, *snapshot.backends.get(id as usize)?)))
+        .filter(|(_, backend)| *backend != Backend::default())
+        .collect()
+}
+
+/// The effect of a table of backend ids over `backends` (id and entry); a slot holding an id
+/// not among them (no backend) sends nowhere.
+pub fn of_ids(backends: &[(u32, Backend)], forwarding: Forwarding, table: &[u32]) -> Effect {
+    let index: HashMap<u32, usize> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let entries: Vec<Entry> = backends.iter().map(|(_, b)| live_entry(b)).collect();
+    Effect::of(
+        &entries,
+        forwarding,
+        table.iter().map(|id| index.get(id).copied()),
+    )
+}
+
+/// Where live VIP `vip` sends its new flows now: its active table over the backends it names.
+pub fn live(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    vip: &Vip,
+) -> anyhow::Result<(Vec<(u32, Backend)>, Effect)> {
+    let backends = live_entries(snapshot, capacity, vip);
+    let table = snapshot.active_table(maps, vip)?;
+    let effect = of_ids(&backends, forwarding(vip), &table);
+    Ok((backends, effect))
 }
 
 /// The Maglev table of `backends` (address, weight) in `size` slots, as an apply builds it: the

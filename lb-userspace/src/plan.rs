@@ -486,13 +486,13 @@ fn sample_effect(vip: &VipModel, plan: &VipPlan) -> Option<Effect> {
             mac: Some(b.mac),
         })
         .collect();
-    let owners = plan
+    let counts = plan
         .backends
         .iter()
         .take(entries.len())
-        .enumerate()
-        .flat_map(|(i, b)| std::iter::repeat_n(Some(i), b.kernel_flows.unwrap_or(0) as usize));
-    Some(Effect::of(&entries, vip.forwarding, owners))
+        .map(|b| u64::from(b.kernel_flows.unwrap_or(0)))
+        .collect();
+    Some(Effect::of_counts(&entries, vip.forwarding, counts))
 }
 
 /// The state an apply of `model` would install: the live operator state (drained, disabled)
