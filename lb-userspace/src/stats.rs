@@ -201,6 +201,9 @@ pub struct Dominant {
 pub struct BackendStats {
     pub id: u32,
     pub address: IpAddr,
+    /// Destination MAC of its frames (tells which entries are one server).
+    #[serde(skip)]
+    pub mac: [u8; 6],
     pub state: BackendState,
     pub weight: u32,
     pub packets: u64,
@@ -336,6 +339,7 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
             backends.push(BackendStats {
                 id: *id,
                 address: live_address(backend),
+                mac: backend.mac,
                 state: BackendState::of(backend),
                 weight: backend.weight,
                 packets: counter.packets,
@@ -675,6 +679,7 @@ mod tests {
                         counter(flows[2]),
                     ),
                 ],
+                bases: vec![ShareBase::default(); 3],
             }],
             totals: Totals {
                 reasons: vec![(
@@ -687,7 +692,38 @@ mod tests {
                 events: vec![(Event::FlowMiss, Counter::default())],
                 ..Totals::default()
             },
+            max_share: 0.9,
         }
+    }
+
+    /// Test that shares are judged since the VIP's table last changed: flows counted before
+    /// the change do not make the backend that now takes everything look "under", and one
+    /// server taking it all is flagged dominant.
+    #[test]
+    fn shares_are_judged_since_the_table_changed() {
+        // 500 flows each before the change; since then all 200 new ones went to backend 0.
+        let mut changed = sample([700, 500, 500]);
+        changed.vips[0].table = vec![0; 10];
+        changed.vips[0].bases = vec![
+            ShareBase {
+                new_flows: 500,
+                since: 1_700_000_000,
+            };
+            3
+        ];
+        let stats = compare(&changed, None, 1.5);
+        let vip = &stats.vips[0];
+        assert_eq!(vip.window, Window::SinceChange { since: 1_700_000_000 });
+        assert_eq!(vip.window_new_flows, 200);
+        let skews: Vec<_> = vip.backends.iter().map(|b| b.skew).collect();
+        assert_eq!(skews, [None, None, None], "{vip:?}");
+        assert_eq!(vip.backends[0].observed_share, 1.0);
+        let dominant = vip.dominant.as_ref().expect("one server takes everything");
+        assert_eq!(dominant.server, IpAddr::from([198, 18, 0, 10]));
+        // Over lifetime counters the same VIP reads backward: 41% "under", others "unexpected".
+        changed.vips[0].bases = vec![ShareBase::default(); 3];
+        let lifetime = compare(&changed, None, 1.5);
+        assert_eq!(lifetime.vips[0].backends[0].skew, Some(Skew::Under));
     }
 
     /// Test that shares come from counters and the table, and that an even split is not

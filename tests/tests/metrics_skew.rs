@@ -161,7 +161,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
     let kinds: Vec<(AlertKind, bool)> = fired.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(
         kinds,
-        [(AlertKind::Skew, true), (AlertKind::Dominant, true)],
+        [(AlertKind::Dominant, true), (AlertKind::Skew, true)],
         "{fired:?}"
     );
     let target_address: IpAddr = "198.18.0.10".parse().unwrap();
@@ -193,7 +193,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
     let kinds: Vec<(AlertKind, bool)> = cleared.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(
         kinds,
-        [(AlertKind::Skew, false), (AlertKind::Dominant, false)],
+        [(AlertKind::Dominant, false), (AlertKind::Skew, false)],
         "{cleared:?}"
     );
     assert_eq!(detector.firing(), []);
