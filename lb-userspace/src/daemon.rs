@@ -224,7 +224,10 @@ impl Daemon {
             Err(err) => return error!("the scheduled audit failed: {err:#}"),
         };
         let mut by_vip: BTreeMap<String, Vec<&audit::Finding>> = BTreeMap::new();
-        for finding in findings.iter().filter(|f| f.severity == audit::Severity::Drift) {
+        for finding in findings
+            .iter()
+            .filter(|f| f.severity == audit::Severity::Drift)
+        {
             let vip = finding.vip.clone().unwrap_or_else(|| "global".to_owned());
             by_vip.entry(vip).or_default().push(finding);
         }
@@ -233,13 +236,20 @@ impl Daemon {
             let message = format!(
                 "vip {vip}: the scheduled audit found {}: {} (`xlb audit {}` lists them with \
                  their fixes)",
-                if found.len() == 1 { "1 problem".to_owned() } else { format!("{} problems", found.len()) },
+                if found.len() == 1 {
+                    "1 problem".to_owned()
+                } else {
+                    format!("{} problems", found.len())
+                },
                 found
                     .iter()
                     .map(|f| format!(
                         "{}{}: expected {}, found {}",
                         f.kind.name(),
-                        f.backend.as_ref().map(|b| format!(" {b}")).unwrap_or_default(),
+                        f.backend
+                            .as_ref()
+                            .map(|b| format!(" {b}"))
+                            .unwrap_or_default(),
                         f.expected,
                         f.actual
                     ))

@@ -242,9 +242,7 @@ pub fn live(
 /// more than 0. Backends of weight 0 get no slot; others may get none too when the table is
 /// too small for their weight (Maglev apportions slots by weight).
 pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>, MaglevError> {
-    let weighted: Vec<usize> = (0..backends.len())
-        .filter(|&i| backends[i].1 > 0)
-        .collect();
+    let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if weighted.is_empty() {
         return Ok(vec![None; size as usize]);
     }
@@ -334,7 +332,10 @@ mod tests {
         let dsr = Effect::of(&entries, Forwarding::Dsr, owners);
         assert_eq!(dsr.servers.len(), 1);
         assert_eq!(dsr.total, 3);
-        assert_eq!(dsr.all_on_one().map(|s| s.address), Some(entries[0].address));
+        assert_eq!(
+            dsr.all_on_one().map(|s| s.address),
+            Some(entries[0].address)
+        );
         let ipip = Effect::of(&entries, Forwarding::Ipip, owners);
         assert_eq!(ipip.servers.len(), 2);
         assert!(ipip.all_on_one().is_none());

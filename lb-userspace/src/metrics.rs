@@ -403,12 +403,19 @@ fn exposition(
         "gauge",
         "Findings of the last scheduled audit by kind (e.g. table, backend_weight, outage) and \
          severity (drift fails the audit and raises the audit alert; note does not).",
-        extra.audit.findings.iter().map(|((kind, severity), count)| {
-            (
-                vec![("kind", (*kind).to_owned()), ("severity", (*severity).to_owned())],
-                Value::Int(*count),
-            )
-        }),
+        extra
+            .audit
+            .findings
+            .iter()
+            .map(|((kind, severity), count)| {
+                (
+                    vec![
+                        ("kind", (*kind).to_owned()),
+                        ("severity", (*severity).to_owned()),
+                    ],
+                    Value::Int(*count),
+                )
+            }),
     );
 
     // Every live VIP shows every kind, so a dashboard sees 0 rather than no data.

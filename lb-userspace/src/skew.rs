@@ -272,7 +272,11 @@ impl Detector {
                 .iter()
                 .map(|b| (b.backend, b.expected_share))
                 .collect();
-            if self.expected.get(&vip.vip).is_some_and(|old| *old != expected) {
+            if self
+                .expected
+                .get(&vip.vip)
+                .is_some_and(|old| *old != expected)
+            {
                 for (_, counters) in &mut self.samples {
                     counters.remove(&vip.vip);
                 }
@@ -713,9 +717,15 @@ mod tests {
         let dominant = alerts
             .iter()
             .find(|a| a.kind == AlertKind::Dominant && a.firing)
-            .unwrap_or_else(|| panic!("two of three down still leaves one server with all: {alerts:?}"));
+            .unwrap_or_else(|| {
+                panic!("two of three down still leaves one server with all: {alerts:?}")
+            });
         assert_eq!(dominant.backend, Some(address(10)));
-        assert!(dominant.message.contains("198.18.0.11 (out)"), "{}", dominant.message);
+        assert!(
+            dominant.message.contains("198.18.0.11 (out)"),
+            "{}",
+            dominant.message
+        );
 
         let mut weighted = all_up([0, 0, 0]);
         for (b, share) in weighted[0].backends.iter_mut().zip([1.0, 0.0, 0.0]) {

@@ -425,7 +425,8 @@ use effect::share;
 /// everything counted. A counter below its base was reset (the program reloaded): all of it is
 /// new.
 fn window(sample: &VipSample, earlier: Option<(&VipSample, f64)>) -> (Window, Vec<u64>) {
-    let since = |now: u64, base: Option<u64>| base.map_or(now, |b| now.checked_sub(b).unwrap_or(now));
+    let since =
+        |now: u64, base: Option<u64>| base.map_or(now, |b| now.checked_sub(b).unwrap_or(now));
     if let Some((then, seconds)) = earlier {
         let flows = sample
             .backends
@@ -443,7 +444,11 @@ fn window(sample: &VipSample, earlier: Option<(&VipSample, f64)>) -> (Window, Ve
     }
     let changed = sample.bases.iter().map(|b| b.since).max().unwrap_or(0);
     if changed == 0 {
-        let flows = sample.backends.iter().map(|(_, _, c)| c.new_flows).collect();
+        let flows = sample
+            .backends
+            .iter()
+            .map(|(_, _, c)| c.new_flows)
+            .collect();
         return (Window::Lifetime, flows);
     }
     let flows = sample
@@ -451,7 +456,10 @@ fn window(sample: &VipSample, earlier: Option<(&VipSample, f64)>) -> (Window, Ve
         .iter()
         .zip(&sample.bases)
         .map(|((_, _, counter), base)| {
-            since(counter.new_flows, (base.since == changed).then_some(base.new_flows))
+            since(
+                counter.new_flows,
+                (base.since == changed).then_some(base.new_flows),
+            )
         })
         .collect();
     (Window::SinceChange { since: changed }, flows)
@@ -713,7 +721,12 @@ mod tests {
         ];
         let stats = compare(&changed, None, 1.5);
         let vip = &stats.vips[0];
-        assert_eq!(vip.window, Window::SinceChange { since: 1_700_000_000 });
+        assert_eq!(
+            vip.window,
+            Window::SinceChange {
+                since: 1_700_000_000
+            }
+        );
         assert_eq!(vip.window_new_flows, 200);
         let skews: Vec<_> = vip.backends.iter().map(|b| b.skew).collect();
         assert_eq!(skews, [None, None, None], "{vip:?}");

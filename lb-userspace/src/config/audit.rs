@@ -16,10 +16,10 @@ use super::file::{
     AlertsFile, BackendFile, BgpFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile,
 };
 use super::model::{
-    self, ALERT_WINDOW_SECONDS_RANGE, AUDIT_INTERVAL_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS,
-    DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
-    FLOW_TABLE_SIZE_RANGE, Forwarding, HashMode, MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol,
-    SLOTS_PER_BACKEND, value,
+    self, ALERT_WINDOW_SECONDS_RANGE, AUDIT_INTERVAL_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT,
+    DEFAULT_INTERVAL_MS, DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT,
+    DRAIN_TIMEOUT_SECONDS_RANGE, FLOW_TABLE_SIZE_RANGE, Forwarding, HashMode, MIN_HEALTHY_RANGE,
+    MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol, SLOTS_PER_BACKEND, value,
 };
 use super::rules::*;
 use crate::{
@@ -692,7 +692,9 @@ impl Audit<'_> {
             SameServer::Address if addr == other => (
                 backend.address.span(),
                 "address",
-                format!("backend {addr} appears twice in vip \"{name}\" (first as backend[{first}])"),
+                format!(
+                    "backend {addr} appears twice in vip \"{name}\" (first as backend[{first}])"
+                ),
                 "remove one of the entries or merge their weights".to_owned(),
             ),
             SameServer::Address => (
@@ -709,7 +711,10 @@ impl Audit<'_> {
                 ),
             ),
             SameServer::Mac => (
-                backend.mac.as_ref().map_or(backends[j].span(), Spanned::span),
+                backend
+                    .mac
+                    .as_ref()
+                    .map_or(backends[j].span(), Spanned::span),
                 "mac",
                 format!(
                     "backend {addr} of vip \"{name}\" has the MAC of backend[{first}] ({other}): \
@@ -1052,9 +1057,8 @@ impl Audit<'_> {
             if effect.entry_counts[j] > 0 {
                 continue;
             }
-            let needed = (total / u64::from(weight(&backends[j]))).max(
-                backends.len() as u64 * u64::from(SLOTS_PER_BACKEND),
-            );
+            let needed = (total / u64::from(weight(&backends[j])))
+                .max(backends.len() as u64 * u64::from(SLOTS_PER_BACKEND));
             self.report(
                 &NO_SLOT,
                 weight_span(&backends[j]),
@@ -1076,8 +1080,7 @@ impl Audit<'_> {
             for server in &effect.servers {
                 // A slot of rounding is the table's, not the config's: two equal backends of
                 // a 65,537-slot table get 32,769 and 32,768 slots.
-                if server.count as f64 <= thresholds.max_backend_share * effect.total as f64 + 1.0
-                {
+                if server.count as f64 <= thresholds.max_backend_share * effect.total as f64 + 1.0 {
                     continue;
                 }
                 let first = server.entries[0];
@@ -1140,7 +1143,12 @@ impl Audit<'_> {
         let list = |indices: &[usize]| {
             indices
                 .iter()
-                .map(|&j| format!("backend[{j}] ({})", backends[j].get_ref().address.get_ref().0))
+                .map(|&j| {
+                    format!(
+                        "backend[{j}] ({})",
+                        backends[j].get_ref().address.get_ref().0
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -111,7 +111,9 @@ fn bad_config_failures(path: &Path) -> Vec<String> {
     }
     for id in &expected.also {
         if !found.iter().any(|d| d.rule == id) {
-            fail(format!("no {id} diagnostic, which the header says comes with it"));
+            fail(format!(
+                "no {id} diagnostic, which the header says comes with it"
+            ));
         }
     }
     if found

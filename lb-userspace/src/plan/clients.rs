@@ -52,12 +52,16 @@ pub fn read_addresses(path: &Path) -> anyhow::Result<Clients> {
         })?;
         let count = match words.next() {
             None => 1,
-            Some(word) => word.parse::<u32>().ok().filter(|c| *c > 0).with_context(|| {
-                format!(
-                    "{}: count `{word}` of client {address} is not a whole number above 0",
-                    at()
-                )
-            })?,
+            Some(word) => word
+                .parse::<u32>()
+                .ok()
+                .filter(|c| *c > 0)
+                .with_context(|| {
+                    format!(
+                        "{}: count `{word}` of client {address} is not a whole number above 0",
+                        at()
+                    )
+                })?,
         };
         if let Some(extra) = words.next() {
             bail!(
@@ -68,7 +72,10 @@ pub fn read_addresses(path: &Path) -> anyhow::Result<Clients> {
         }
         clients.push((address.to_canonical(), count));
         if clients.len() > MAX_FLOWS {
-            bail!("{} lists more than {MAX_FLOWS} clients: pass a sample", path.display());
+            bail!(
+                "{} lists more than {MAX_FLOWS} clients: pass a sample",
+                path.display()
+            );
         }
     }
     if clients.is_empty() {
@@ -96,15 +103,17 @@ pub fn read_pcap(path: &Path) -> anyhow::Result<Clients> {
     let mut seen = BTreeSet::new();
     let mut flows = Vec::new();
     while let Some(packet) = reader.next_packet() {
-        let packet =
-            packet.with_context(|| format!("reading a packet of {}", path.display()))?;
+        let packet = packet.with_context(|| format!("reading a packet of {}", path.display()))?;
         let Some(flow) = flow_of(link, &packet.data) else {
             continue;
         };
         if seen.insert(flow) {
             flows.push(flow);
             if flows.len() > MAX_FLOWS {
-                bail!("{} holds more than {MAX_FLOWS} flows: pass a sample", path.display());
+                bail!(
+                    "{} holds more than {MAX_FLOWS} flows: pass a sample",
+                    path.display()
+                );
             }
         }
     }
@@ -160,7 +169,11 @@ mod tests {
     fn client_lists_are_read_with_counts() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("clients.txt");
-        std::fs::write(&path, "# NAT pools\n198.51.100.7 250\n\n::ffff:198.51.100.8\n").unwrap();
+        std::fs::write(
+            &path,
+            "# NAT pools\n198.51.100.7 250\n\n::ffff:198.51.100.8\n",
+        )
+        .unwrap();
         assert_eq!(
             read_addresses(&path).unwrap(),
             Clients::Addresses(vec![
@@ -170,7 +183,10 @@ mod tests {
         );
         std::fs::write(&path, "198.51.100.7\nnat-gw-1\n").unwrap();
         let err = format!("{:#}", read_addresses(&path).unwrap_err());
-        assert!(err.contains("clients.txt:2") && err.contains("ADDRESS COUNT"), "{err}");
+        assert!(
+            err.contains("clients.txt:2") && err.contains("ADDRESS COUNT"),
+            "{err}"
+        );
         std::fs::write(&path, "198.51.100.7 0\n").unwrap();
         assert!(read_addresses(&path).is_err());
     }

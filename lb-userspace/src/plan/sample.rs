@@ -133,7 +133,12 @@ pub(super) fn client_probes(
                     }
             })
             .map(|(source, destination, _)| {
-                probe(vip, source.ip().to_canonical(), source.port(), destination.port())
+                probe(
+                    vip,
+                    source.ip().to_canonical(),
+                    source.port(),
+                    destination.port(),
+                )
             })
             .collect(),
     }
