@@ -257,10 +257,15 @@ impl Daemon {
                     .join("; "),
                 self.file.display()
             );
+            // An outage names the server that takes everything, as the dominant alert does.
+            let backend = found
+                .iter()
+                .find(|f| f.kind == audit::Kind::Outage)
+                .and_then(|f| f.backend.as_deref()?.parse().ok());
             let alert = skew::Alert {
                 kind: skew::AlertKind::Audit,
                 vip: vip.clone(),
-                backend: None,
+                backend,
                 message,
                 firing: true,
             };
