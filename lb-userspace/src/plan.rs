@@ -8,13 +8,20 @@
 //! flows go through it with BPF_PROG_TEST_RUN: the kernel's choices are counted per backend and
 //! compared, flow by flow, with the userspace prediction (flow hash and new table).
 //!
+//! The sample flows come from random clients, or from real ones (`--clients`, `--pcap`): with
+//! `hash = "source"` a VIP's spread follows its clients, and only a sample of the real ones
+//! shows a service behind a few NAT addresses landing on a few servers. Where the kernel sent
+//! the sample is reported per physical server ([`crate::effect`]); all of it on one server is
+//! an outage. The plan fails (exit 1) when `apply` with the same options would refuse.
+//!
 //! `--output json` prints one [`PlanReport`]: `file`, `code` (the exit code), `valid`,
-//! `errors`, `warnings`, `diagnostics` (as `validate` prints them), `outages` (XLB003
-//! findings: `vip`, `address`, `backend`), `live` (`loaded`, `pin_path`, `generation`,
-//! `capacity`), `global` (changed run-time settings), `vips` (each with `name`, `vip`,
-//! `change`, `changes`, `moved_share`, `backends` with `share_before`, `share_after`,
-//! `kernel_share`, and `kernel` with the agreement counts), `sample` and `summary`. Shares are
-//! fractions of 1.
+//! `errors`, `warnings`, `diagnostics` (as `validate` prints them), `outages` (XLB003 findings
+//! and sample outages: `vip`, `address`, `backend` (the server), `message`), `refusal` (why
+//! `apply` would refuse), `clients` (the client file), `live` (`loaded`, `pin_path`,
+//! `generation`, `capacity`), `global` (changed run-time settings), `vips` (each with `name`,
+//! `vip`, `change`, `changes`, `moved_share`, `backends` with `share_before`, `share_after`,
+//! `kernel_share`, `servers` (the kernel's sample per physical server), and `kernel` with the
+//! agreement counts), `sample` and `summary`. Shares are fractions of 1.
 
 pub mod clients;
 mod diff;
