@@ -118,7 +118,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub allow_warnings: bool,
     /// Let a finding of this audit rule through as a warning (XLB001, XLB002, XLB003, XLB008,
-    /// XLB024 or XLB025: rules about balance, not loadability). For drills and emergencies, e.g. forcing
+    /// XLB026 or XLB027: rules about balance, not loadability). For drills and emergencies, e.g. forcing
     /// all weight on one backend; repeatable. Other warnings still need --allow-warnings.
     #[arg(long = "override", value_name = "RULE")]
     pub overrides: Vec<String>,

@@ -991,7 +991,7 @@ impl Audit<'_> {
         }
     }
 
-    /// XLB001..XLB004 and XLB024: where a VIP's new flows go, judged on the table an apply
+    /// XLB001..XLB004 and XLB026: where a VIP's new flows go, judged on the table an apply
     /// would build and the servers its entries reach (the effect model), not on the weights.
     fn weights(
         &mut self,

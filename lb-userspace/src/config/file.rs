@@ -93,7 +93,7 @@ pub struct VipFile {
     pub hash: Option<Spanned<HashMode>>,
     pub table_size: Option<Spanned<u32>>,
     /// With `hash = "source"`: the operator checked the spread over the real client mix (`xlb
-    /// plan --clients`), which silences XLB025.
+    /// plan --clients`), which silences XLB027.
     pub source_hash_checked: Option<Spanned<bool>>,
     #[serde(default)]
     pub backend: Vec<Spanned<BackendFile>>,

@@ -142,13 +142,13 @@ pub const UNUSABLE_ADDRESS: Rule = error(
 );
 
 pub const NO_SLOT: Rule = error(
-    "XLB024",
+    "XLB026",
     "no-slot",
     "A backend weighs more than 0 but the VIP's table, too small for the spread of its weights, \
      gives it no slot: it would take no new flow although the config says it should.",
 );
 pub const SOURCE_HASH_CLIENTS: Rule = warning(
-    "XLB025",
+    "XLB027",
     "source-hash-clients",
     "A VIP with several backends hashes on the client's address alone: its spread follows the \
      client addresses, so clients behind a few NAT or proxy addresses land on a few servers.",
