@@ -172,7 +172,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
             .all(|a| a.backend == Some(target_address) && a.vip == VIP_LABEL)
     );
     assert_eq!(
-        fired[0].message,
+        fired[1].message,
         "vip 198.18.1.10:80/tcp: backend 198.18.0.10 took 100% of new flows in the last 10s \
          (expected 33%): check the weights (xlb audit) and the table (xlb stats)"
     );
