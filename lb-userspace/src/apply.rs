@@ -7,8 +7,11 @@ use serde::Serialize;
 
 use crate::{
     args::{ApplyArgs, LiveArgs},
-    config::{self, Environment, HostEnvironment},
-    exit, pins, report,
+    capacity::Capacity,
+    config::{self, Environment, HostEnvironment, rules},
+    effect, exit,
+    live::Snapshot,
+    pins, report,
     rollout::{self, Desired, describe_vip},
 };
 
@@ -48,6 +51,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
     let options = Options {
         allow_warnings: args.allow_warnings,
         overrides: args.overrides.clone(),
+        force: args.force,
     };
     let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
     let code = if report.applied {
@@ -66,6 +70,10 @@ pub struct Options {
     pub allow_warnings: bool,
     /// Audit rules whose findings count as accepted warnings (see [`config::OVERRIDABLE`]).
     pub overrides: Vec<String>,
+    /// Apply even if, with the live drains, disables and health kept, one server would take
+    /// more than `alerts.max_share` of a VIP's new flows (also implied by overriding XLB003,
+    /// which accepts exactly that).
+    pub force: bool,
 }
 
 impl Options {
@@ -121,7 +129,32 @@ pub fn apply_file(
     report.pin_path = pin_path.display().to_string();
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut maps = pins::open(&pin_path)?;
-    let applied = rollout::apply(&mut maps, &Desired::from_model(&model, &bytes))?;
+    let desired = Desired::from_model(&model, &bytes);
+    if !options.force
+        && !options
+            .overrides
+            .iter()
+            .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
+    {
+        let snapshot = Snapshot::read(&mut maps)?;
+        let capacity = Capacity::read(&maps)?;
+        let max_share = model.alerts.max_share;
+        let found = effect::concentrated(&maps, &snapshot, &capacity, &desired, max_share, None)?;
+        if let Some((vip, server)) = found.first() {
+            report.refused = Some(format!(
+                "with the live state kept (drained, disabled and unhealthy backends stay out), \
+                 {} of the new flows of {} would go to one server, {} (at most {} allowed by \
+                 alerts.max_share); nothing was changed: bring the other backends back (`xlb \
+                 backend enable`), or pass --force if this is really meant",
+                effect::percent(server.share, 0),
+                describe_vip(vip),
+                server.address,
+                effect::percent(max_share, 0)
+            ));
+            return Ok(report);
+        }
+    }
+    let applied = rollout::apply(&mut maps, &desired)?;
     report.applied = true;
     report.generation = Some(applied.generation);
     report.vips = applied

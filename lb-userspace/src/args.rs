@@ -106,6 +106,10 @@ pub struct PlanArgs {
     /// Plan as `xlb apply --override RULE` would apply (see `xlb apply --help`); repeatable.
     #[arg(long = "override", value_name = "RULE")]
     pub overrides: Vec<String>,
+    /// Plan as `xlb apply --force` would apply: one server above `alerts.max_share` with the
+    /// live drains and disables kept does not fail the plan.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -122,6 +126,10 @@ pub struct ApplyArgs {
     /// all weight on one backend; repeatable. Other warnings still need --allow-warnings.
     #[arg(long = "override", value_name = "RULE")]
     pub overrides: Vec<String>,
+    /// Apply even if, with the live drains, disables and health kept, one server would take
+    /// more than `alerts.max_share` of a VIP's new flows (refused otherwise, exit 1).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub live: LiveArgs,
 }

@@ -136,8 +136,8 @@ pub fn change(
 }
 
 /// Refuses (with [`Refused`]) a change of `backend` to `state` that would leave one server of
-/// `vip` with more than the recorded max share of its new flows, judged on the table the change
-/// would build, unless the VIP is no better off today.
+/// `vip` with more than the recorded max share of its new flows (see
+/// [`effect::concentrated`]).
 fn guard(
     maps: &(impl Maps + ?Sized),
     snapshot: &Snapshot,
@@ -147,31 +147,24 @@ fn guard(
     backend: IpAddr,
     state: &str,
 ) -> anyhow::Result<()> {
-    let live = snapshot.vip(vip).context("the VIP left the live state")?;
-    let planned = rollout::expected_tables(snapshot, capacity, desired)?;
-    let Some(after) = planned.iter().find(|v| v.key == *vip) else {
-        return Ok(());
-    };
-    let backends = effect::live_entries(snapshot, capacity, live);
-    let forwarding = effect::forwarding(live);
-    let (_, before) = effect::live(maps, snapshot, capacity, live)?;
-    let after = effect::of_ids(&backends, forwarding, &after.table);
     let max_share = rollout::max_share(&snapshot.meta);
-    let Some(server) = after.over(max_share) else {
+    let found = effect::concentrated(maps, snapshot, capacity, desired, max_share, Some(vip))?;
+    let Some((_, server)) = found.first() else {
         return Ok(());
     };
-    if before.busiest().is_some_and(|b| b.share > server.share) {
-        return Ok(());
-    }
     let name = describe_vip(vip);
+    let named = desired
+        .vips
+        .iter()
+        .find(|v| v.key == *vip)
+        .map_or(0, |v| v.backends.len());
     Err(Refused(format!(
         "refused: with {backend} {state}, {} of the new flows of {name} would go to one server, \
-         {} ({} backends named; at most {} allowed by alerts.max_share): that is how the outage \
-         xlb was born from starts. Nothing was changed. Bring another backend back first \
-         (`xlb backend enable {name} ADDRESS`), or pass --force if this is really meant",
+         {} ({named} backends named; at most {} allowed by alerts.max_share): that is how the \
+         outage xlb was born from starts. Nothing was changed. Bring another backend back \
+         first (`xlb backend enable {name} ADDRESS`), or pass --force if this is really meant",
         effect::percent(server.share, 0),
         server.address,
-        after.named,
         effect::percent(max_share, 0)
     ))
     .into())

@@ -15,7 +15,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use lb_common::{Backend, Vip, service::VIP_FORWARD_IPIP};
+use lb_common::{Backend, Vip, VipKey, service::VIP_FORWARD_IPIP};
 use serde::Serialize;
 
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
     live::Snapshot,
     maglev::{self, MaglevError},
     maps::Maps,
-    rollout::live_address,
+    rollout::{Desired, expected_tables, live_address},
 };
 
 /// One backend entry of a VIP, as the model sees it.
@@ -235,6 +235,67 @@ pub fn live(
     let table = snapshot.active_table(maps, vip)?;
     let effect = of_ids(&backends, forwarding(vip), &table);
     Ok((backends, effect))
+}
+
+/// What a change to `desired` would leave too concentrated: for each VIP (or only `vip`), the
+/// tables the change builds over the live state (so drains, disables and health count), and a
+/// server above `max_share` of the new flows of a VIP that names several backends, unless the
+/// VIP is no better off today. Each entry is the VIP and that server's part of it.
+pub fn concentrated(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    max_share: f64,
+    vip: Option<&VipKey>,
+) -> anyhow::Result<Vec<(VipKey, Server)>> {
+    let mut found = Vec::new();
+    for (want, planned) in desired
+        .vips
+        .iter()
+        .zip(expected_tables(snapshot, capacity, desired)?)
+    {
+        if vip.is_some_and(|only| *only != want.key) {
+            continue;
+        }
+        let backends: Vec<(u32, Backend)> = planned
+            .backend_ids
+            .iter()
+            .zip(&want.backends)
+            .map(|(id, b)| {
+                let (addr, family) = kernel_address(b.address);
+                (
+                    *id,
+                    Backend {
+                        addr,
+                        family,
+                        mac: b.mac,
+                        ..Backend::default()
+                    },
+                )
+            })
+            .collect();
+        let forwarding = if want.flags & VIP_FORWARD_IPIP != 0 {
+            Forwarding::Ipip
+        } else {
+            Forwarding::Dsr
+        };
+        let after = of_ids(&backends, forwarding, &planned.table);
+        let Some(server) = after.over(max_share) else {
+            continue;
+        };
+        let before = match snapshot.vip(&want.key) {
+            Some(live_vip) => live(maps, snapshot, capacity, live_vip)?
+                .1
+                .busiest()
+                .map(|b| b.share),
+            None => None,
+        };
+        if before.is_none_or(|share| share <= server.share) {
+            found.push((want.key, server.clone()));
+        }
+    }
+    Ok(found)
 }
 
 /// The Maglev table of `backends` (address, weight) in `size` slots, as an apply builds it: the

@@ -72,6 +72,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
         accept: apply::Options {
             allow_warnings: args.allow_warnings,
             overrides: args.overrides,
+            force: args.force,
         },
     };
     let report = plan_with(&args.file, &HostEnvironment, &args.live, &options)?;
@@ -362,6 +363,7 @@ pub fn plan_with(
 
     let mut vips = Vec::new();
     let mut outages = Vec::new();
+    let mut concentrated: Vec<String> = Vec::new();
     for (index, vip) in model.vips.iter().enumerate() {
         let key = vip.key();
         let (want, done) = desired
@@ -372,6 +374,27 @@ pub fn plan_with(
             .context("the scratch apply lost a VIP: this is a bug in xlb")?;
         let after = diff::Side::applied(done, want);
         let before = current.as_ref().and_then(|l| l.vips.get(&key));
+        if let Some(server) = after.effect().over(model.alerts.max_share)
+            && !options.accept.force
+            && !options
+                .accept
+                .overrides
+                .iter()
+                .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
+            && before
+                .and_then(|b| b.effect().busiest().map(|s| s.share))
+                .is_none_or(|share| share <= server.share)
+        {
+            concentrated.push(format!(
+                "with the live drains and disables kept, {} of the new flows of vip \"{}\" \
+                 would go to one server, {} (at most {} allowed by alerts.max_share): bring \
+                 the other backends back, or pass --force",
+                effect::percent(server.share, 0),
+                vip.name,
+                server.address,
+                effect::percent(model.alerts.max_share, 0)
+            ));
+        }
         // Ports a more specific VIP of this address and protocol takes from a port-0 VIP.
         let claimed: Vec<u16> = model
             .vips
@@ -446,7 +469,10 @@ pub fn plan_with(
         .map(|l| diff::global_changes(&l.snapshot.config, &model))
         .unwrap_or_default();
     let summary = summarize(&vips);
-    let refusal = options.accept.refusal(&warnings);
+    let refusal = options
+        .accept
+        .refusal(&warnings)
+        .or_else(|| concentrated.first().cloned());
     let code = if vips
         .iter()
         .any(|vip| vip.kernel.as_ref().is_some_and(|k| !k.agrees))

@@ -90,6 +90,7 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         &Options {
             allow_warnings: false,
             overrides: vec!["XLB003".into()],
+            force: false,
         },
     )
     .expect("apply");
@@ -136,6 +137,7 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         &Options {
             allow_warnings: true,
             overrides: Vec::new(),
+            force: false,
         },
     )
     .expect("apply");

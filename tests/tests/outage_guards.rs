@@ -137,6 +137,62 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
     assert!(live_findings(&live, Kind::Outage).is_empty());
 }
 
+/// Test that `apply` judges the change with the live state kept: a config that is fine on
+/// paper (two equal backends in the table) but leaves one server with every new flow because
+/// the other is disabled live is refused (nothing written, exit 1 from the real verb) unless
+/// --force, and `plan` fails the same way.
+#[test]
+fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
+    require_privileges!();
+    let mut live = LiveXlb::new("guard-apply");
+    let equal = live.config_file("equal.toml", &config_text(&xlb_tests::live::EQUAL));
+    let options = apply::Options::default();
+    apply_file(&equal, &HostEnvironment, &live_args(&live), &options).expect("apply");
+    let vip = parse_vip(WEB).expect("vip");
+    change(
+        &mut live.ebpf,
+        &vip,
+        "198.18.0.11".parse().unwrap(),
+        BackendAction::Disable,
+        false,
+    )
+    .expect("disable one of three");
+    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let paper = live.config_file(
+        "paper.toml",
+        &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 0)]),
+    );
+    let report = apply_file(&paper, &HostEnvironment, &live_args(&live), &options).expect("apply");
+    assert!(!report.applied, "{report:?}");
+    let why = report.refused.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("198.18.0.10") && why.contains("--force"),
+        "{why}"
+    );
+    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    let plan = plan::plan_with(
+        &paper,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options {
+            sample: Sample {
+                flows: 100,
+                seed: plan::DEFAULT_SEED,
+            },
+            clients: clients::Clients::Synthetic,
+            clients_source: None,
+            accept: options.clone(),
+        },
+    )
+    .expect("plan");
+    assert_eq!(plan.code, exit::INVALID, "{}", plan::render_text(&plan));
+    let paper_path = paper.to_str().unwrap();
+    let (code, stdout, _) = xlb(&live, &["apply", paper_path]);
+    assert_eq!(code, Some(i32::from(exit::INVALID)), "{stdout}");
+    let (code, stdout, stderr) = xlb(&live, &["apply", paper_path, "--force"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}
+
 /// Test that the live audit finds an outage forced past validation (`--override XLB003`)
 /// (against the file, the file's own XLB003 fails the audit), and live entries that are one server (same MAC on dsr)
 /// written behind xlb's validation.
@@ -155,6 +211,7 @@ fn audit_finds_forced_outages_and_one_server_twice() {
         &apply::Options {
             allow_warnings: false,
             overrides: vec!["XLB003".into()],
+            force: false,
         },
     )
     .expect("apply");

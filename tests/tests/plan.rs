@@ -209,6 +209,7 @@ fn plan_of_a_dominant_backend_warns_and_shows_its_80_percent() {
             accept: lb_userspace::apply::Options {
                 allow_warnings: true,
                 overrides: Vec::new(),
+                force: false,
             },
         },
     )
