@@ -41,13 +41,7 @@ pub struct AppliedVipReport {
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
-    for rule in &args.overrides {
-        anyhow::ensure!(
-            config::OVERRIDABLE.contains(&rule.as_str()),
-            "--override {rule}: only {} can be overridden",
-            config::OVERRIDABLE.join(", ")
-        );
-    }
+    check_overrides(&args.overrides)?;
     let options = Options {
         allow_warnings: args.allow_warnings,
         overrides: args.overrides.clone(),
@@ -74,6 +68,18 @@ pub struct Options {
     /// more than `alerts.max_share` of a VIP's new flows (also implied by overriding XLB003,
     /// which accepts exactly that).
     pub force: bool,
+}
+
+/// Refuses an `--override` of a rule that cannot be overridden, naming the ones that can.
+pub fn check_overrides(overrides: &[String]) -> anyhow::Result<()> {
+    for rule in overrides {
+        anyhow::ensure!(
+            config::OVERRIDABLE.contains(&rule.as_str()),
+            "--override {rule}: only {} can be overridden",
+            config::OVERRIDABLE.join(", ")
+        );
+    }
+    Ok(())
 }
 
 impl Options {

@@ -56,6 +56,7 @@ use clients::Clients;
 pub const DEFAULT_SEED: u64 = 0x786c_625f_706c_616e; // "xlb_plan"
 
 pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
+    apply::check_overrides(&args.overrides)?;
     let sample = Sample {
         flows: args.flows,
         seed: args.seed,
