@@ -21,7 +21,7 @@ pub use diagnostic::{Diagnostic, Rule, Severity};
 pub use environment::{Environment, FixedEnvironment, HostEnvironment};
 pub use model::{
     Alerts, AuditThresholds, BackendModel, Bgp, CheckKind, Forwarding, Global, HashMode,
-    HealthCheck, Model, Protocol, VipModel, kernel_address,
+    HealthCheck, Model, Protocol, Reload, VipModel, kernel_address,
 };
 
 use diagnostic::Source;
@@ -90,10 +90,26 @@ fn check_text_overriding(
     }
 }
 
+/// Validates the config `bytes`, read from `file`: the daemon reads a file once and applies (and
+/// hashes) exactly the bytes it checked.
+pub fn check_bytes(bytes: &[u8], file: &Path, env: &dyn Environment) -> Checked {
+    let text = std::str::from_utf8(bytes).map_err(|err| {
+        read_error(
+            file,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+        )
+    })?;
+    check_text(text, file, env)
+}
+
 /// The text of the config file, or one [`rules::UNREADABLE_FILE`] error naming the path and the
 /// OS error (in a `Vec`, as `load` reports it).
 pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
-    std::fs::read_to_string(path).map_err(|err| {
+    std::fs::read_to_string(path).map_err(|err| read_error(path, err))
+}
+
+/// One [`rules::UNREADABLE_FILE`] error for `err` on `path`.
+pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
         let fix = match err.kind() {
             std::io::ErrorKind::NotFound => {
                 "check the path (a relative path starts from the \
@@ -117,5 +133,4 @@ pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
             message: format!("cannot read {}: {err}", path.display()),
             fix: fix.to_owned(),
         }]
-    })
 }
