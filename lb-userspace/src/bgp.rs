@@ -363,7 +363,10 @@ mod tests {
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let err = write_atomically(&open.join("vips.conf"), "route\n", 0o644)
             .expect_err("a world-writable directory was used");
-        assert!(format!("{err:#}").contains("writable by other users"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("writable by other users"),
+            "{err:#}"
+        );
         assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }

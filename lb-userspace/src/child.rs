@@ -58,13 +58,7 @@ pub fn shed_capabilities() -> io::Result<()> {
         inheritable: 0,
     }; 2];
     // SAFETY: capset reads one header and two data words of the v3 layout, both live here.
-    ok(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &raw mut header,
-            data.as_ptr(),
-        )
-    })
+    ok(unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) })
 }
 
 #[cfg(test)]

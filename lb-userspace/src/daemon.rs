@@ -85,11 +85,11 @@ impl Daemon {
         let targets = health::targets(&model);
         let shared: Shared = Arc::default();
         let listener = metrics::listen(model.global.metrics_address).with_context(|| {
-                format!(
-                    "serving metrics on {} (global.metrics_address) failed: pick a free address",
-                    model.global.metrics_address
-                )
-            })?;
+            format!(
+                "serving metrics on {} (global.metrics_address) failed: pick a free address",
+                model.global.metrics_address
+            )
+        })?;
         let pin_path = model.global.pin_path.clone();
         shared
             .lock()

@@ -180,7 +180,10 @@ impl Audit<'_> {
         let mut values = vec![("global.interface".to_owned(), Some(&global.interface))];
         values.push(("global.pin_path".to_owned(), global.pin_path.as_ref()));
         if let Some(alerts) = &file.alerts {
-            values.push(("alerts.command".to_owned(), alerts.get_ref().command.as_ref()));
+            values.push((
+                "alerts.command".to_owned(),
+                alerts.get_ref().command.as_ref(),
+            ));
         }
         if let Some(bgp) = &file.bgp {
             let bgp = bgp.get_ref();

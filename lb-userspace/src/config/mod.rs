@@ -110,27 +110,27 @@ pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
 
 /// One [`rules::UNREADABLE_FILE`] error for `err` on `path`.
 pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
-        let fix = match err.kind() {
-            std::io::ErrorKind::NotFound => {
-                "check the path (a relative path starts from the \
+    let fix = match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            "check the path (a relative path starts from the \
                                              current directory)"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "run as a user who may read the file, or change its permissions"
-            }
-            std::io::ErrorKind::InvalidData => "save the file as UTF-8 text",
-            std::io::ErrorKind::IsADirectory => "name the config file, not its directory",
-            _ => "check that the path names a readable file",
-        };
-        vec![Diagnostic {
-            rule: rules::UNREADABLE_FILE.id,
-            name: rules::UNREADABLE_FILE.name,
-            severity: rules::UNREADABLE_FILE.severity,
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read {}: {err}", path.display()),
-            fix: fix.to_owned(),
-        }]
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "run as a user who may read the file, or change its permissions"
+        }
+        std::io::ErrorKind::InvalidData => "save the file as UTF-8 text",
+        std::io::ErrorKind::IsADirectory => "name the config file, not its directory",
+        _ => "check that the path names a readable file",
+    };
+    vec![Diagnostic {
+        rule: rules::UNREADABLE_FILE.id,
+        name: rules::UNREADABLE_FILE.name,
+        severity: rules::UNREADABLE_FILE.severity,
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read {}: {err}", path.display()),
+        fix: fix.to_owned(),
+    }]
 }
