@@ -920,7 +920,8 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_scrapes_renders_once() {
         let renders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let render: RenderFn = {
+        // A page that says how many times it was rendered.
+        let counting = || -> RenderFn {
             let renders = Arc::clone(&renders);
             Arc::new(move || {
                 let n = renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -931,7 +932,7 @@ mod tests {
             page_max_age: Duration::from_secs(60),
             ..Limits::DAEMON
         };
-        let (address, task) = server(limits, render).await;
+        let (address, task) = server(limits, counting()).await;
         let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
         let burst: Vec<_> = (0..50)
             .map(|_| tokio::spawn(fetch(address, request)))
@@ -943,18 +944,11 @@ mod tests {
         assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
         task.abort();
 
-        let render: RenderFn = {
-            let renders = Arc::clone(&renders);
-            Arc::new(move || {
-                let n = renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                Ok(format!("renders {n}\n"))
-            })
-        };
         let limits = Limits {
             page_max_age: Duration::ZERO,
             ..Limits::DAEMON
         };
-        let (address, task) = server(limits, render).await;
+        let (address, task) = server(limits, counting()).await;
         fetch(address, request).await;
         let fresh = fetch(address, request).await;
         assert!(fresh.ends_with("renders 3\n"), "{fresh}");
