@@ -444,6 +444,28 @@ impl Limits {
     };
 }
 
+impl Limits {
+    /// These limits with at most a quarter of this process's open-files limit as connections:
+    /// scrapers must never take the descriptors health checks and map updates need.
+    fn within_open_files(self) -> Limits {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit, which lives here.
+        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0;
+        let quarter = usize::try_from(limit.rlim_cur / 4).unwrap_or(usize::MAX);
+        Limits {
+            max_connections: if known {
+                self.max_connections.min(quarter.max(1))
+            } else {
+                self.max_connections
+            },
+            ..self
+        }
+    }
+}
+
 /// The listen backlog: connections waiting for a slot queue here rather than being refused.
 const BACKLOG: u32 = 4096;
 /// Longest request head accepted (hyper's smallest buffer); a scrape's is a few hundred bytes.
@@ -495,9 +517,9 @@ impl Pages {
 
 /// Answers `GET /metrics` (and `HEAD`) with `render`'s text and anything else with 404 (405 for
 /// another method on /metrics), one request per connection, many connections at once within
-/// [`Limits::DAEMON`]. Runs until its task is aborted.
+/// [`Limits::DAEMON`] (fewer if the open-files limit is low). Runs until its task is aborted.
 pub async fn serve(listener: TcpListener, render: RenderFn) -> anyhow::Result<()> {
-    serve_with(listener, render, Limits::DAEMON).await
+    serve_with(listener, render, Limits::DAEMON.within_open_files()).await
 }
 
 /// [`serve`] with other limits.
