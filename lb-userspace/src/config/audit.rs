@@ -211,8 +211,8 @@ impl Audit<'_> {
                     field.clone(),
                     format!("{field} = {text:?} holds the control character {c:?}"),
                     format!(
-                        "write {field} on one line of printable characters (a longer command \
-                         goes into a script file that the setting runs)"
+                        "remove the control character: write {field} on one line of printable \
+                         characters (a multi-line command belongs in a script the setting runs)"
                     ),
                 );
             }
