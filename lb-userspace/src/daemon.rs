@@ -193,12 +193,7 @@ impl Daemon {
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
-        if let Ok(bytes) = std::fs::read(&self.file)
-            && bytes != self.bytes
-            && Some(&bytes) != self.rejected.as_ref()
-        {
-            self.reload(ebpf, Trigger::Watch).await;
-        }
+        self.reload(ebpf, Trigger::Watch).await;
         self.restore_pins(ebpf);
         self.expire_drains(ebpf);
         self.check_alerts(ebpf);
@@ -246,24 +241,34 @@ impl Daemon {
 
     /// Validates the file and, if it is valid and differs from the running config, makes it
     /// live; an invalid file is logged and the running config stays in force. The bytes
-    /// checked are the bytes applied (and hashed), read once the file stopped changing.
+    /// checked are the bytes applied (and hashed), and only once the file stopped changing:
+    /// a changed file is read again [`SETTLE`] later and applied only if both reads agree.
     async fn reload(&mut self, ebpf: &mut Ebpf, trigger: Trigger) {
-        let bytes = match read_settled(&self.file).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                return info!(file = %self.file.display(), "the config file is still being \
-                    written: it is applied once two reads {SETTLE:?} apart agree");
-            }
-            Err(err) => {
-                return error!(file = %self.file.display(), "cannot read the config ({err}); \
-                    keeping the running one");
-            }
+        let file = self.file.clone();
+        let read = || {
+            std::fs::read(&file).inspect_err(|err| {
+                error!(file = %file.display(), "cannot read the config ({err}); keeping the \
+                    running one");
+            })
         };
+        let Ok(bytes) = read() else { return };
         if bytes == self.bytes {
             if trigger == Trigger::Signal {
                 info!(file = %self.file.display(), "the config file is unchanged: nothing to apply");
             }
             return;
+        }
+        if trigger == Trigger::Watch && Some(&bytes) == self.rejected.as_ref() {
+            return;
+        }
+        tokio::time::sleep(SETTLE).await;
+        match read() {
+            Ok(again) if again == bytes => {}
+            Ok(_) => {
+                return info!(file = %self.file.display(), "the config file is still being \
+                    written: it is applied once two reads {SETTLE:?} apart agree");
+            }
+            Err(_) => return,
         }
         if trigger == Trigger::Watch {
             info!(file = %self.file.display(), "config file changed: reloading");
@@ -455,15 +460,6 @@ enum Trigger {
     Signal,
     /// The tick saw the file differ from the running config.
     Watch,
-}
-
-/// The content of `file` once it stopped changing: two reads [`SETTLE`] apart that agree, or
-/// `None` while a writer is still at it.
-async fn read_settled(file: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let first = std::fs::read(file)?;
-    tokio::time::sleep(SETTLE).await;
-    let second = std::fs::read(file)?;
-    Ok((first == second).then_some(first))
 }
 
 fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {

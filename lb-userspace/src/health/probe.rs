@@ -87,7 +87,9 @@ async fn read_status_line(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut line = Vec::with_capacity(128);
     let mut chunk = [0; 512];
     loop {
-        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+        if let Some(end) = line.iter().position(|&b| b == b'\n')
+            && end <= MAX_STATUS_LINE
+        {
             line.truncate(end);
             if line.pop() != Some(b'\r') {
                 return Err("the status line ends in a bare LF, not CRLF".to_owned());
@@ -375,15 +377,17 @@ mod tests {
     }
 
     /// Test that a backend cannot pass a probe with a status line that never ends properly:
-    /// "HTTP/1.1 200 " then 2 KiB and more without a line end, one ending at EOF without CRLF,
-    /// or one ending in a bare LF, each fail and say why.
+    /// "HTTP/1.1 200 " then 2 KiB and more without a line end (or with one only after that),
+    /// one ending at EOF without CRLF, or one ending in a bare LF, each fail and say why.
     #[tokio::test]
     async fn http_probe_needs_a_status_line_ending_in_crlf() {
-        let endless: &'static str = Box::leak(
-            format!("HTTP/1.1 200 {}", "x".repeat(MAX_STATUS_LINE + 512)).into_boxed_str(),
-        );
+        let long = |end: &str| -> &'static str {
+            let line = format!("HTTP/1.1 200 {}{end}", "x".repeat(MAX_STATUS_LINE + 512));
+            Box::leak(line.into_boxed_str())
+        };
         for (answer, why) in [
-            (endless, "no line end in the first 2048 bytes"),
+            (long(""), "no line end in the first 2048 bytes"),
+            (long("\r\n\r\n"), "no line end in the first 2048 bytes"),
             ("HTTP/1.1 200 OK", "closed in the status line"),
             ("HTTP/1.1 200 OK\nContent-Length: 0\n\n", "bare LF"),
         ] {
