@@ -68,6 +68,25 @@ pub struct Options {
     pub overrides: Vec<String>,
 }
 
+impl Options {
+    /// Why an apply with these options refuses a valid config with `warnings`, if it does:
+    /// `plan` asks the same question, so it fails exactly when `apply` would refuse.
+    pub fn refusal(&self, warnings: &[config::Diagnostic]) -> Option<String> {
+        let overridden = |d: &config::Diagnostic| self.overrides.iter().any(|o| o == d.rule);
+        let open: Vec<&str> = warnings
+            .iter()
+            .filter(|d| !overridden(d))
+            .map(|d| d.rule)
+            .collect();
+        (!open.is_empty() && !self.allow_warnings).then(|| {
+            format!(
+                "the config has warnings ({}): fix them, or pass --allow-warnings",
+                open.join(", ")
+            )
+        })
+    }
+}
+
 /// Validates `file` and applies it to the xlb pinned where `live` (or the config) says.
 /// Refuses (changing nothing) on errors, and on warnings unless allowed or overridden.
 pub fn apply_file(
@@ -94,12 +113,8 @@ pub fn apply_file(
         }
     };
     report.diagnostics = warnings.iter().map(ToString::to_string).collect();
-    let overridden = |d: &config::Diagnostic| options.overrides.iter().any(|o| o == d.rule);
-    if warnings.iter().any(|d| !overridden(d)) && !options.allow_warnings {
-        report.refused = Some(
-            "the config has warnings; nothing was changed (fix them, or pass --allow-warnings)"
-                .into(),
-        );
+    if let Some(reason) = options.refusal(&warnings) {
+        report.refused = Some(format!("{reason}; nothing was changed"));
         return Ok(report);
     }
     let pin_path = live.pin_path(Some(&model.global.pin_path));

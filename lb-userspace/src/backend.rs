@@ -15,7 +15,7 @@ use crate::{
     args::{BackendAction, BackendArgs},
     capacity::Capacity,
     config::kernel_address,
-    exit,
+    effect, exit,
     live::Snapshot,
     maps::Maps,
     pins, report,
@@ -34,7 +34,13 @@ pub struct BackendReport {
 pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
     let vip = parse_vip(&args.vip)?;
     let mut maps = pins::open(&args.live.pin_path(None))?;
-    let report = change(&mut maps, &vip, args.backend, args.action)?;
+    let report = match change(&mut maps, &vip, args.backend, args.action, args.force) {
+        Err(err) if err.is::<Refused>() => {
+            eprintln!("xlb: {err}");
+            return Ok(exit::INVALID);
+        }
+        other => other?,
+    };
     report::emit(args.live.output, &report, |r| {
         format!(
             "xlb: backend {} of {} {} (generation {})\n",
@@ -68,12 +74,27 @@ pub fn parse_vip(text: &str) -> anyhow::Result<VipKey> {
     })
 }
 
-/// Applies `action` to `backend` of `vip` on the live state behind `maps`.
+/// A change the outage guard refused; nothing was written.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Applies `action` to `backend` of `vip` on the live state behind `maps`. Unless `force`, a
+/// change that would leave one server with more of the VIP's new flows than the recorded
+/// `alerts.max_share` (and no less than before) is refused with [`Refused`].
 pub fn change(
     maps: &mut (impl Maps + ?Sized),
     vip: &VipKey,
     backend: IpAddr,
     action: BackendAction,
+    force: bool,
 ) -> anyhow::Result<BackendReport> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
@@ -102,6 +123,9 @@ pub fn change(
         BackendAction::Enable => (0, "enabled"),
     };
     entry.operator = Some(operator);
+    if !force {
+        guard(maps, &snapshot, &capacity, &desired, vip, backend, state)?;
+    }
     let applied = rollout::apply(maps, &desired)?;
     Ok(BackendReport {
         vip: name,
@@ -109,4 +133,46 @@ pub fn change(
         state: state.into(),
         generation: applied.generation,
     })
+}
+
+/// Refuses (with [`Refused`]) a change of `backend` to `state` that would leave one server of
+/// `vip` with more than the recorded max share of its new flows, judged on the table the change
+/// would build, unless the VIP is no better off today.
+fn guard(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    vip: &VipKey,
+    backend: IpAddr,
+    state: &str,
+) -> anyhow::Result<()> {
+    let live = snapshot.vip(vip).context("the VIP left the live state")?;
+    let planned = rollout::expected_tables(snapshot, capacity, desired)?;
+    let Some(after) = planned.iter().find(|v| v.key == *vip) else {
+        return Ok(());
+    };
+    let backends = effect::live_entries(snapshot, capacity, live);
+    let forwarding = effect::forwarding(live);
+    let (_, before) = effect::live(maps, snapshot, capacity, live)?;
+    let after = effect::of_ids(&backends, forwarding, &after.table);
+    let max_share = rollout::max_share(&snapshot.meta);
+    let Some(server) = after.over(max_share) else {
+        return Ok(());
+    };
+    if before.busiest().is_some_and(|b| b.share > server.share) {
+        return Ok(());
+    }
+    let name = describe_vip(vip);
+    Err(Refused(format!(
+        "refused: with {backend} {state}, {} of the new flows of {name} would go to one server, \
+         {} ({} backends named; at most {} allowed by alerts.max_share): that is how the outage \
+         xlb was born from starts. Nothing was changed. Bring another backend back first \
+         (`xlb backend enable {name} ADDRESS`), or pass --force if this is really meant",
+        effect::percent(server.share, 0),
+        server.address,
+        after.named,
+        effect::percent(max_share, 0)
+    ))
+    .into())
 }

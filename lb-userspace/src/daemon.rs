@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     args::BackendAction,
-    backend,
+    audit, backend,
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
@@ -71,6 +71,13 @@ pub struct Daemon {
     shared: Shared,
     /// `[bgp]`: announces the VIPs that have a healthy backend.
     announcer: Option<Announcer>,
+    /// When the next scheduled audit of the live maps is due.
+    next_audit: Instant,
+    /// The generation of the daemon's own last change: any other one in the meta map means
+    /// someone else changed the live state, and the daemon audits at once.
+    own_generation: u64,
+    /// Audit alerts firing, by VIP (`global` for program-wide findings).
+    audit_alerts: BTreeMap<String, skew::Alert>,
 }
 
 impl Daemon {
@@ -133,6 +140,9 @@ impl Daemon {
             drained_since: BTreeMap::new(),
             shared,
             announcer: model_announcer(&model_bgp, &pin_path_for_bgp),
+            next_audit: Instant::now(),
+            own_generation: 0,
+            audit_alerts: BTreeMap::new(),
         })
     }
 
@@ -141,6 +151,7 @@ impl Daemon {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut ticker = tokio::time::interval(TICK);
+        self.own_generation = generation(ebpf);
         let stop = async {
             match deadline {
                 Some(after) => tokio::time::sleep(after).await,
@@ -197,7 +208,138 @@ impl Daemon {
         self.restore_pins(ebpf);
         self.expire_drains(ebpf);
         self.check_alerts(ebpf);
+        self.audit_if_due(ebpf);
         self.announce();
+    }
+
+    /// The scheduled audit: every `audit.interval_seconds`, and at once when the live state
+    /// changed behind the daemon's back (another generation in the meta map), the live maps
+    /// are audited against the config and the health the daemon holds (drift) and for where
+    /// each VIP's new flows really go (outage); findings become metrics and the `audit` alert.
+    /// A map edited without a new generation (bpftool) is found at the next scheduled run.
+    fn audit_if_due(&mut self, ebpf: &mut Ebpf) {
+        let now = Instant::now();
+        let live_generation = generation(ebpf);
+        let foreign = live_generation != self.own_generation;
+        if now < self.next_audit && !foreign {
+            return;
+        }
+        if foreign {
+            warn!(
+                expected = self.own_generation,
+                found = live_generation,
+                "the live state was changed by someone else: auditing it now"
+            );
+            self.own_generation = live_generation;
+        }
+        self.next_audit = now + self.model.audit.interval;
+        let findings = match audit::against_config(ebpf, &self.model, &self.bytes, &self.file) {
+            Ok(findings) => findings,
+            Err(err) => return error!("the scheduled audit failed: {err:#}"),
+        };
+        let mut by_vip: BTreeMap<String, Vec<&audit::Finding>> = BTreeMap::new();
+        for finding in findings
+            .iter()
+            .filter(|f| f.severity == audit::Severity::Drift)
+        {
+            let vip = finding.vip.clone().unwrap_or_else(|| "global".to_owned());
+            by_vip.entry(vip).or_default().push(finding);
+        }
+        let mut changes = Vec::new();
+        for (vip, found) in &by_vip {
+            let message = format!(
+                "vip {vip}: the scheduled audit found {}: {} (`xlb audit {}` lists them with \
+                 their fixes)",
+                if found.len() == 1 {
+                    "1 problem".to_owned()
+                } else {
+                    format!("{} problems", found.len())
+                },
+                found
+                    .iter()
+                    .map(|f| format!(
+                        "{}{}: expected {}, found {}",
+                        f.kind.name(),
+                        f.backend
+                            .as_ref()
+                            .map(|b| format!(" {b}"))
+                            .unwrap_or_default(),
+                        f.expected,
+                        f.actual
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                self.file.display()
+            );
+            // An outage names the server that takes everything, as the dominant alert does.
+            let backend = found
+                .iter()
+                .find(|f| f.kind == audit::Kind::Outage)
+                .and_then(|f| f.backend.as_deref()?.parse().ok());
+            let alert = skew::Alert {
+                kind: skew::AlertKind::Audit,
+                vip: vip.clone(),
+                backend,
+                message,
+                firing: true,
+            };
+            if !self.audit_alerts.contains_key(vip) {
+                changes.push(alert.clone());
+            }
+            self.audit_alerts.insert(vip.clone(), alert);
+        }
+        let cleared: Vec<String> = self
+            .audit_alerts
+            .keys()
+            .filter(|vip| !by_vip.contains_key(*vip))
+            .cloned()
+            .collect();
+        for vip in cleared {
+            if let Some(alert) = self.audit_alerts.remove(&vip) {
+                changes.push(skew::Alert {
+                    firing: false,
+                    message: format!("vip {vip}: the scheduled audit finds no problem any more"),
+                    ..alert
+                });
+            }
+        }
+        for alert in &changes {
+            self.raise(alert);
+        }
+        if let Ok(mut extra) = self.shared.lock() {
+            extra.audit.runs += 1;
+            extra.audit.last_run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            extra.audit.findings = BTreeMap::new();
+            for finding in &findings {
+                *extra
+                    .audit
+                    .findings
+                    .entry((finding.kind.name(), finding.severity.name()))
+                    .or_default() += 1;
+            }
+            extra.alerts = self.firing_alerts();
+        }
+    }
+
+    /// Every alert firing: the skew detector's and the audit's.
+    fn firing_alerts(&self) -> Vec<skew::Alert> {
+        let mut alerts = self.detector.firing();
+        alerts.extend(self.audit_alerts.values().cloned());
+        alerts
+    }
+
+    /// Logs an alert that started or stopped firing and runs the alert command for it.
+    fn raise(&self, alert: &skew::Alert) {
+        if alert.firing {
+            warn!(kind = alert.kind.name(), vip = %alert.vip, "ALERT: {}", alert.message);
+        } else {
+            info!(kind = alert.kind.name(), vip = %alert.vip, "alert cleared: {}", alert.message);
+        }
+        if let Some(command) = &self.model.alerts.command {
+            run_alert_command(command, alert);
+        }
     }
 
     /// The VIP addresses to announce: those with at least one backend that takes traffic
@@ -362,6 +504,7 @@ impl Daemon {
                 if let Ok(mut extra) = self.shared.lock() {
                     extra.last_apply_seconds = seconds;
                 }
+                self.own_generation = applied.generation;
                 info!(generation = applied.generation, seconds, "applied ({why})");
             }
             Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
@@ -422,7 +565,9 @@ impl Daemon {
             .map(|(key, _)| *key)
             .collect();
         for (key, address) in expired {
-            match backend::change(ebpf, &key, address, BackendAction::Disable) {
+            // The drain was the operator's decision (and passed the guard): the disable that
+            // ends it changes no table.
+            match backend::change(ebpf, &key, address, BackendAction::Disable, true) {
                 Ok(_) => warn!(vip = %describe_vip(&key), backend = %address,
                     "drain timeout ({timeout:?}) passed: disabled, its remaining flows move"),
                 Err(err) => error!("disabling drained backend {address}: {err:#}"),
@@ -438,17 +583,10 @@ impl Daemon {
         };
         let samples = skew::samples(&stats, |_, backend| backend.state == BackendState::Active);
         for alert in self.detector.observe(Instant::now(), &samples) {
-            if alert.firing {
-                warn!(kind = alert.kind.name(), vip = %alert.vip, "ALERT: {}", alert.message);
-            } else {
-                info!(kind = alert.kind.name(), vip = %alert.vip, "alert cleared: {}", alert.message);
-            }
-            if let Some(command) = &self.model.alerts.command {
-                run_alert_command(command, &alert);
-            }
+            self.raise(&alert);
         }
         if let Ok(mut extra) = self.shared.lock() {
-            extra.alerts = self.detector.firing();
+            extra.alerts = self.firing_alerts();
         }
     }
 }
@@ -460,6 +598,13 @@ enum Trigger {
     Signal,
     /// The tick saw the file differ from the running config.
     Watch,
+}
+
+/// The live generation in the meta map (0 if it cannot be read).
+fn generation(ebpf: &mut Ebpf) -> u64 {
+    crate::maps::array::<lb_common::meta::Meta>(ebpf, lb_common::map_names::META)
+        .and_then(|meta| Ok(meta.get(&0, 0)?))
+        .map_or(0, |meta| meta.generation)
 }
 
 fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {

@@ -14,6 +14,7 @@ pub mod counters;
 pub mod daemon;
 pub mod decap;
 pub mod down;
+pub mod effect;
 pub mod exit;
 pub mod explain;
 pub mod flow_table;

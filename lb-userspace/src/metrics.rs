@@ -53,6 +53,18 @@ pub struct Extra {
     pub last_apply_seconds: f64,
     /// How long the last health check of each backend took: (VIP, backend, seconds).
     pub health_check_seconds: Vec<(String, IpAddr, f64)>,
+    /// The daemon's scheduled audits of the live maps.
+    pub audit: AuditMetrics,
+}
+
+/// What the daemon's scheduled audits found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditMetrics {
+    pub runs: u64,
+    /// When the last one ran, seconds since the Unix epoch (0: never).
+    pub last_run: u64,
+    /// Findings of the last one: (kind, severity) → count.
+    pub findings: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Extra {
@@ -388,6 +400,42 @@ fn exposition(
             }),
     );
 
+    family(
+        &mut out,
+        "xlb_audit_runs_total",
+        "counter",
+        "Scheduled audits of the live maps the daemon ran (drift from its config, and where each \
+         VIP's new flows go).",
+        [(vec![], Value::Int(extra.audit.runs))],
+    );
+    family(
+        &mut out,
+        "xlb_audit_last_run_timestamp_seconds",
+        "gauge",
+        "When the daemon last audited the live maps, seconds since the Unix epoch (0: never).",
+        [(vec![], Value::Int(extra.audit.last_run))],
+    );
+    family(
+        &mut out,
+        "xlb_audit_findings",
+        "gauge",
+        "Findings of the last scheduled audit by kind (e.g. table, backend_weight, outage) and \
+         severity (drift fails the audit and raises the audit alert; note does not).",
+        extra
+            .audit
+            .findings
+            .iter()
+            .map(|((kind, severity), count)| {
+                (
+                    vec![
+                        ("kind", (*kind).to_owned()),
+                        ("severity", (*severity).to_owned()),
+                    ],
+                    Value::Int(*count),
+                )
+            }),
+    );
+
     // Every live VIP shows every kind, so a dashboard sees 0 rather than no data.
     let mut alerts: BTreeMap<(String, String), u8> = stats
         .vips
@@ -404,7 +452,8 @@ fn exposition(
         &mut out,
         "xlb_alert",
         "gauge",
-        "1 while an alert of this kind fires for the VIP (skew, dominant, few_healthy), else 0.",
+        "1 while an alert of this kind fires for the VIP (dominant, skew, few_healthy, audit), \
+         else 0.",
         alerts.into_iter().map(|((vip, kind), firing)| {
             (
                 vec![("kind", kind), ("vip", vip)],
@@ -644,11 +693,13 @@ mod tests {
         BackendStats {
             id: u32::from(last),
             address: IpAddr::from([198, 18, 0, last]),
+            mac: [2, 0, 0, 0, 0, last],
             state: BackendState::Active,
             weight: 1,
             packets: new_flows * 2,
             bytes: new_flows * 120,
             new_flows,
+            window_new_flows: new_flows,
             observed_share: observed,
             expected_share: 0.5,
             skew: None,
@@ -670,6 +721,9 @@ mod tests {
                 packets: 200,
                 bytes: 12_000,
                 new_flows: 100,
+                window: crate::stats::Window::Lifetime,
+                window_new_flows: 100,
+                dominant: None,
                 rates: None,
                 backends: vec![backend(10, 75, 0.75), backend(11, 25, 0.25)],
             }],

@@ -189,6 +189,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.11".parse().unwrap(),
         BackendAction::Drain,
+        false,
     )
     .expect("drain");
     let ack = packets::tcp_ack(&drained_flow, b"more");
@@ -227,6 +228,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.11".parse().unwrap(),
         BackendAction::Disable,
+        false,
     )
     .expect("disable");
     assert_ne!(
@@ -239,6 +241,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.11".parse().unwrap(),
         BackendAction::Enable,
+        false,
     )
     .expect("enable");
     let back = (40000..40100).any(|sport| {
@@ -252,6 +255,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.99".parse().unwrap(),
         BackendAction::Drain,
+        false,
     )
     .expect_err("unknown backend");
     assert!(
@@ -264,6 +268,7 @@ fn backend_drain_disable_enable() {
         &other,
         "198.18.0.10".parse().unwrap(),
         BackendAction::Drain,
+        false,
     )
     .expect_err("unknown VIP");
     assert!(format!("{err:#}").contains("xlb status"), "{err:#}");

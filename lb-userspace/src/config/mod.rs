@@ -44,7 +44,7 @@ pub fn check_text(text: &str, file: &Path, env: &dyn Environment) -> Checked {
 
 /// Audit rules an operator may override (`xlb apply --override RULE`): they judge the
 /// balance of a config, not whether it can be loaded, so a drill can force such a config live.
-pub const OVERRIDABLE: [&str; 4] = ["XLB001", "XLB002", "XLB003", "XLB008"];
+pub const OVERRIDABLE: [&str; 6] = ["XLB001", "XLB002", "XLB003", "XLB008", "XLB026", "XLB027"];
 
 /// Like [`load`], with the findings of the `overrides` rules (only [`OVERRIDABLE`] ones)
 /// turned into warnings that say they were overridden.

@@ -41,11 +41,14 @@ fn toml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// What a bad file's header promises: `# expect: XLB005` and optionally
-/// `# at: LINE:COLUMN FIELD` for the first diagnostic of that rule.
+/// What a bad file's header promises: `# expect: XLB005`, optionally
+/// `# at: LINE:COLUMN FIELD` for the first diagnostic of that rule, and optionally
+/// `# also: XLB003 ...` for the rules one mistake necessarily trips as well (two entries of one
+/// server are XLB005, and with nothing else to take flows also XLB003).
 struct Expectation {
     rule: &'static Rule,
     at: Option<(usize, usize, String)>,
+    also: Vec<String>,
 }
 
 fn expectation(path: &Path) -> Expectation {
@@ -76,7 +79,13 @@ fn expectation(path: &Path) -> Expectation {
                 field.to_owned(),
             )
         });
-    Expectation { rule, at }
+    let also = text
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .filter_map(|line| line.strip_prefix("# also: "))
+        .flat_map(|ids| ids.split_whitespace().map(str::to_owned))
+        .collect();
+    Expectation { rule, at, also }
 }
 
 /// What is wrong with a bad file's diagnostics against its header: empty when it yields the
@@ -100,7 +109,17 @@ fn bad_config_failures(path: &Path) -> Vec<String> {
             expected.rule.id
         ));
     }
-    if found.iter().any(|d| d.rule != expected.rule.id) {
+    for id in &expected.also {
+        if !found.iter().any(|d| d.rule == id) {
+            fail(format!(
+                "no {id} diagnostic, which the header says comes with it"
+            ));
+        }
+    }
+    if found
+        .iter()
+        .any(|d| d.rule != expected.rule.id && !expected.also.iter().any(|id| id == d.rule))
+    {
         fail("diagnostics of other rules: the file should hold one mistake".into());
     }
     match (&checked, expected.rule.severity) {

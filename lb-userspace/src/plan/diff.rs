@@ -338,6 +338,7 @@ pub(super) fn vip_plan(
         notes,
         backends,
         kernel: outcome.map(|o| o.check),
+        servers: Vec::new(),
     }
 }
 
