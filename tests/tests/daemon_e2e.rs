@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_userspace::metrics;
 use xlb_tests::{
     daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP, VIP_NAME, VIP_SPEC},
     prometheus::{Sample, try_parse},
@@ -505,18 +506,25 @@ fn metrics_are_served_and_parse() {
     let mut lab = started("metrics");
     let connections = 90;
     let answered = lab.ask_many(connections, BATCH).expect("connections");
-    let text = lab.scrape().expect("scrape");
+    // The endpoint renders a page at most once a second: wait for one made after the
+    // connections.
+    let mut text = String::new();
+    wait_until(
+        "a page counts every connection as a new flow",
+        metrics::Limits::DAEMON.page_max_age + SLACK,
+        || {
+            text = lab.scrape()?;
+            let samples = try_parse(&text).map_err(anyhow::Error::msg)?;
+            let new_flows: f64 = samples
+                .iter()
+                .filter(|s| s.name == "xlb_backend_new_flows_total")
+                .map(|s| s.value)
+                .sum();
+            Ok(new_flows >= connections as f64)
+        },
+    );
     let samples = try_parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     eprintln!("{} samples in {} bytes", samples.len(), text.len());
-    let new_flows: f64 = samples
-        .iter()
-        .filter(|s| s.name == "xlb_backend_new_flows_total")
-        .map(|s| s.value)
-        .sum();
-    assert!(
-        new_flows >= connections as f64,
-        "{new_flows} new flows counted for {connections} connections ({answered:?})"
-    );
     for host in &lab.backends {
         let address = host.address.to_string();
         let labels = [("vip", VIP_SPEC), ("backend", address.as_str())];

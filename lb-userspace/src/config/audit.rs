@@ -38,6 +38,7 @@ pub(crate) fn audit(
         findings: Vec::new(),
         missing_sources: Vec::new(),
     };
+    audit.control_characters(file);
     audit.global(file.global.get_ref(), env);
     audit.thresholds(file);
     if let Some(alerts) = &file.alerts {
@@ -182,9 +183,57 @@ impl Audit<'_> {
             .push(self.source.diagnostic(rule, span, field, message, fix));
     }
 
+    /// XLB024: a control character in any value that reaches a file (the BIRD include file,
+    /// the BGP record, the pin path) or a command line, a request or a log: a line feed there
+    /// would start a line the config author never wrote.
+    fn control_characters(&mut self, file: &ConfigFile) {
+        let global = file.global.get_ref();
+        let mut values = vec![("global.interface".to_owned(), Some(&global.interface))];
+        values.push(("global.pin_path".to_owned(), global.pin_path.as_ref()));
+        if let Some(alerts) = &file.alerts {
+            values.push((
+                "alerts.command".to_owned(),
+                alerts.get_ref().command.as_ref(),
+            ));
+        }
+        if let Some(bgp) = &file.bgp {
+            let bgp = bgp.get_ref();
+            values.push(("bgp.routes_file".to_owned(), Some(&bgp.routes_file)));
+            values.push(("bgp.socket".to_owned(), bgp.socket.as_ref()));
+            values.push(("bgp.reload_command".to_owned(), bgp.reload_command.as_ref()));
+        }
+        for (i, vip) in file.vip.iter().enumerate() {
+            for (j, backend) in vip.get_ref().backend.iter().enumerate() {
+                let path = backend
+                    .get_ref()
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.get_ref().path.as_ref());
+                values.push((format!("vip[{i}].backend[{j}].health.path"), path));
+            }
+        }
+        for (field, value) in values {
+            let Some(value) = value else { continue };
+            let text = value.get_ref();
+            if let Some(c) = text.chars().find(|c| c.is_control()) {
+                self.report(
+                    &CONTROL_CHARACTER,
+                    value.span(),
+                    field.clone(),
+                    format!("{field} = {text:?} holds the control character {c:?}"),
+                    format!(
+                        "remove the control character: write {field} on one line of printable \
+                         characters (a multi-line command belongs in a script the setting runs)"
+                    ),
+                );
+            }
+        }
+    }
+
     fn global(&mut self, global: &GlobalFile, env: &dyn Environment) {
         let interface = global.interface.get_ref();
-        if !env.interface_exists(interface) {
+        // A name with a control character is XLB024's finding; no interface can carry it.
+        if !interface.chars().any(char::is_control) && !env.interface_exists(interface) {
             let known = env.interfaces();
             let fix = if known.is_empty() {
                 "set global.interface to an interface of this host (see `ip link`)".to_owned()
@@ -257,9 +306,29 @@ impl Audit<'_> {
                 );
             }
         }
-        if let Some(address) = &global.metrics_address
-            && address.get_ref().parse::<SocketAddr>().is_err()
+        let metrics_address = global
+            .metrics_address
+            .as_ref()
+            .map(|address| (address, address.get_ref().parse::<SocketAddr>()));
+        if let Some((address, Ok(parsed))) = &metrics_address
+            && !parsed.ip().is_loopback()
         {
+            self.report(
+                &METRICS_EXPOSED,
+                address.span(),
+                "global.metrics_address".into(),
+                format!(
+                    "metrics_address \"{}\" is not a loopback address: anyone who reaches \
+                     {} reads the metrics, without authentication",
+                    address.get_ref(),
+                    parsed.ip()
+                ),
+                "serve on loopback (e.g. \"127.0.0.1:9100\") and let a local Prometheus or a \
+                 reverse proxy with authentication and TLS carry the metrics further; if this \
+                 address is firewalled to the scrapers, keep it and ignore this warning",
+            );
+        }
+        if let Some((address, Err(_))) = &metrics_address {
             self.report(
                 &BAD_GLOBAL,
                 address.span(),
@@ -462,9 +531,6 @@ impl Audit<'_> {
             let text = command.get_ref();
             let problem = if text.trim().is_empty() {
                 Some("is empty: there is nothing to run")
-            } else if text.contains('\0') {
-                // No argument of execve can hold a NUL: `sh -c` would never see the command.
-                Some("contains a NUL character, which no command line can hold")
             } else {
                 None
             };
@@ -494,9 +560,9 @@ impl Audit<'_> {
                 Some("names a directory, not a file")
             } else if text
                 .chars()
-                .any(|c| c == '"' || c == '\0' || c.is_control() || c.is_whitespace())
+                .any(|c| c == '"' || (c.is_whitespace() && !c.is_control()))
             {
-                Some("holds a quote, blank, NUL or control character")
+                Some("holds a quote or a blank")
             } else {
                 None
             }
@@ -533,8 +599,6 @@ impl Audit<'_> {
             let text = command.get_ref();
             let problem = if text.trim().is_empty() {
                 Some("is empty: BIRD would never reload the routes")
-            } else if text.contains('\0') {
-                Some("contains a NUL character, which no command line can hold")
             } else if bgp.socket.is_some() {
                 Some("is given with socket: only one of them can say how BIRD reloads")
             } else {
@@ -927,7 +991,7 @@ impl Audit<'_> {
             if let Some(path) = &health.path {
                 let text = path.get_ref();
                 if !text.starts_with('/')
-                    || text.chars().any(|c| c.is_whitespace() || c.is_control())
+                    || text.chars().any(|c| c.is_whitespace() && !c.is_control())
                 {
                     self.report(
                         &BAD_HEALTH_CHECK,

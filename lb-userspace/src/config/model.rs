@@ -155,13 +155,24 @@ impl Default for Alerts {
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
 
 /// How the daemon announces its VIPs (`[bgp]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Bgp {
     /// The BIRD include file the daemon writes (atomically): the static protocols
     /// `xlb_vips4` and `xlb_vips6`, a `blackhole` route for each announced VIP address.
     pub routes_file: PathBuf,
-    /// Run with `sh -c` after each rewrite: `birdc -s SOCKET configure` unless given.
-    pub reload_command: String,
+    /// Run after each rewrite.
+    pub reload: Reload,
+}
+
+/// How the daemon makes BIRD re-read the routes file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reload {
+    /// `birdc -s SOCKET configure`, run with an argument vector: no shell ever reads the
+    /// socket path.
+    Birdc { socket: PathBuf },
+    /// The config author's `reload_command`, run with `sh -c`.
+    Shell { command: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -417,14 +428,16 @@ fn alerts(file: &ConfigFile) -> Option<Alerts> {
 fn bgp_settings(bgp: &file::BgpFile) -> Bgp {
     Bgp {
         routes_file: bgp.routes_file.get_ref().into(),
-        reload_command: match (&bgp.reload_command, &bgp.socket) {
-            (Some(command), _) => command.get_ref().clone(),
-            (None, socket) => format!(
-                "birdc -s {} configure",
-                socket
+        reload: match (&bgp.reload_command, &bgp.socket) {
+            (Some(command), _) => Reload::Shell {
+                command: command.get_ref().clone(),
+            },
+            (None, socket) => Reload::Birdc {
+                socket: socket
                     .as_ref()
                     .map_or(DEFAULT_BIRD_SOCKET, |s| s.get_ref().as_str())
-            ),
+                    .into(),
+            },
         },
     }
 }

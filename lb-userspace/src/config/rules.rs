@@ -114,14 +114,14 @@ pub const BAD_ALERTS: Rule = error(
     "XLB015",
     "bad-alerts",
     "An [alerts] setting is out of range (window_seconds, skew_factor, max_share, min_healthy, \
-     min_new_flows) or its command cannot run (empty, or holding a NUL): the daemon would alert \
-     on noise, never alert, or fail to notify.",
+     min_new_flows) or its command is empty: the daemon would alert on noise, never alert, or \
+     fail to notify.",
 );
 pub const BAD_BGP: Rule = error(
     "XLB016",
     "bad-bgp",
     "A [bgp] setting cannot work: routes_file or socket not an absolute file path (or holding \
-     characters BIRD or a shell cannot take), an empty reload_command, or both socket and \
+     a quote or blank BIRD cannot take), an empty reload_command, or both socket and \
      reload_command given.",
 );
 pub const UNREADABLE_FILE: Rule = error(
@@ -141,6 +141,20 @@ pub const UNUSABLE_ADDRESS: Rule = error(
     "An address or MAC that cannot carry traffic: unspecified, loopback, multicast or broadcast.",
 );
 
+pub const CONTROL_CHARACTER: Rule = error(
+    "XLB024",
+    "control-character",
+    "A value xlb writes into a file or hands to a command (interface, pin_path, routes_file, \
+     socket, reload_command, alerts.command, a health check path) holds a control character \
+     such as a line feed or a NUL: it would inject lines into BIRD's config, a request or a log.",
+);
+pub const METRICS_EXPOSED: Rule = warning(
+    "XLB025",
+    "metrics-exposed",
+    "global.metrics_address is not a loopback address: the metrics endpoint has no \
+     authentication, so every host that reaches it reads the VIPs, backends and their health, \
+     and can spend the daemon's time.",
+);
 pub const NO_SLOT: Rule = error(
     "XLB026",
     "no-slot",
@@ -176,6 +190,8 @@ pub const RULES: &[Rule] = &[
     UNREADABLE_FILE,
     TABLE_SIZE_OUT_OF_RANGE,
     UNUSABLE_ADDRESS,
+    CONTROL_CHARACTER,
+    METRICS_EXPOSED,
     NO_SLOT,
     SOURCE_HASH_CLIENTS,
 ];
