@@ -92,11 +92,14 @@ fn drill(name: &str) -> String {
     stdout
 }
 
-/// Test that `--drill all` runs the four drills one after the other and each passes, and that
+/// Test that `--drill all` runs every drill one after the other and each passes, and that
 /// nothing of any drill's lab is left:
 /// - `one-backend`: `xlb validate` and `xlb plan` flag a config with all weight on one backend
 ///   (XLB003, exit 1, the outage banner), `xlb apply --override XLB003 --allow-warnings` forces
 ///   it, the dominant/skew alert fires, and the good config clears it;
+/// - `one-server`: `xlb validate` and `xlb plan` refuse a config whose second entry carries the
+///   first one's MAC (XLB005), and disabling backends down to one server is refused (exit 1,
+///   the server named) until another is back;
 /// - `backend-dies`: with one backend's nginx stopped, the daemon takes it out, every request
 ///   succeeds and none reaches it, only its flows move, and it comes back;
 /// - `drain`: long downloads from a backend drained mid-transfer all complete while new
@@ -124,6 +127,8 @@ fn drill_all_runs_every_drill_and_each_passes() {
     for (drill, said) in [
         ("one-backend", "OUTAGE"),
         ("one-backend", "ALERT"),
+        ("one-server", "XLB005"),
+        ("one-server", "refused"),
         ("backend-dies", "backend down"),
         ("bad-config", "keeping the running one"),
     ] {

@@ -68,7 +68,7 @@ fn flow_table_occupancy_matches_the_readme() {
     );
 }
 
-/// The rule ids that exist, as contiguous ranges: `XLB000-XLB016, XLB021-XLB023`.
+/// The rule ids that exist, as contiguous ranges: `XLB000-XLB016 and XLB021-XLB027`.
 fn rule_ranges() -> String {
     let numbers: Vec<u32> = RULES
         .iter()
@@ -91,7 +91,7 @@ fn rule_ranges() -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(" and ")
 }
 
 /// Test that README names exactly the config rules that exist (ids in ranges), so it never
@@ -99,7 +99,7 @@ fn rule_ranges() -> String {
 #[test]
 fn readme_lists_the_rules_that_exist() {
     let ranges = rule_ranges();
-    let claim = format!("(rules {ranges},");
+    let claim = format!("(rules {ranges};");
     assert!(
         README.contains(&claim),
         "README must list the rules as `{claim}` (what lb_userspace::config::rules::RULES holds)"
