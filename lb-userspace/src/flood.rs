@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
@@ -36,8 +37,9 @@ pub struct Settings {
 /// The counters the detector reads from one stats report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
-    /// Each VIP's new flows (all its backends'), by how alerts name the VIP.
-    pub new_flows: BTreeMap<String, u64>,
+    /// Each backend's new-flow counter, by VIP (as alerts name it) and backend address:
+    /// per backend, so a backend leaving the VIP is not read as a counter reset.
+    pub new_flows: BTreeMap<String, BTreeMap<IpAddr, u64>>,
     /// The flow table's `flow_evicted_proven` counter.
     pub evicted_proven: u64,
 }
@@ -48,7 +50,14 @@ impl Sample {
             new_flows: stats
                 .vips
                 .iter()
-                .map(|vip| (vip.vip.clone(), vip.new_flows))
+                .map(|vip| {
+                    let backends = vip
+                        .backends
+                        .iter()
+                        .map(|backend| (backend.address, backend.new_flows))
+                        .collect();
+                    (vip.vip.clone(), backends)
+                })
                 .collect(),
             evicted_proven: stats
                 .events
@@ -116,11 +125,16 @@ impl Detector {
         };
         let mut current = BTreeMap::new();
         let mut normal = BTreeMap::new();
-        for (vip, &total) in &newest.new_flows {
-            let Some(&old) = oldest.new_flows.get(vip) else {
+        for (vip, backends) in &newest.new_flows {
+            let Some(old) = oldest.new_flows.get(vip) else {
                 continue;
             };
-            let rate = growth(old, total) as f64 / seconds;
+            // A backend added within the window counts from its first sample, as in skew.
+            let grown: u64 = backends
+                .iter()
+                .filter_map(|(backend, &total)| Some(growth(*old.get(backend)?, total)))
+                .sum();
+            let rate = grown as f64 / seconds;
             let Some(&usual) = self.normal.get(vip) else {
                 normal.insert(vip.clone(), rate);
                 continue;
@@ -216,9 +230,11 @@ mod tests {
         }
     }
 
+    /// One VIP with one backend that counted `new_flows`.
     fn sample(new_flows: u64, evicted_proven: u64) -> Sample {
+        let backend: IpAddr = [198, 18, 0, 10].into();
         Sample {
-            new_flows: [(VIP.to_owned(), new_flows)].into(),
+            new_flows: [(VIP.to_owned(), [(backend, new_flows)].into())].into(),
             evicted_proven,
         }
     }

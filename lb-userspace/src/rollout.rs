@@ -9,12 +9,12 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use anyhow::{Context as _, bail, ensure};
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, PerCpuArray};
 use lb_common::{
-    Backend, Config, Vip, VipKey,
+    Backend, BackendCounter, Config, Vip, VipKey,
     config::CONFIG_FLOW_ADMISSION,
     map_names,
-    meta::Meta,
+    meta::{Meta, ShareBase},
     service::{
         BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, FAMILY_IPV4,
         VipFilter, vip_filter_bit,
@@ -24,6 +24,7 @@ use lb_common::{
 use crate::{
     capacity::Capacity,
     config::{Model, kernel_address},
+    effect,
     live::Snapshot,
     maglev,
     maps::{Maps, array},
@@ -60,13 +61,15 @@ pub struct DesiredVip {
 }
 
 /// The whole desired state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub vips: Vec<DesiredVip>,
     /// Tunnel sources and MTU; the debug flag of the running program is kept.
     pub config: Config,
     /// Identifies the configuration file (see [`config_hash`]).
     pub config_hash: u64,
+    /// The config's `alerts.max_share`, recorded with the live state (see [`Meta`]).
+    pub max_share: f64,
 }
 
 /// What an apply installed for one VIP.
@@ -120,6 +123,7 @@ impl Desired {
             vips,
             config: model.global.kernel_config(),
             config_hash: config_hash(bytes),
+            max_share: model.alerts.max_share,
         }
     }
 }
@@ -153,7 +157,17 @@ impl Desired {
             vips,
             config: snapshot.config,
             config_hash: snapshot.meta.config_hash,
+            max_share: max_share(&snapshot.meta),
         }
+    }
+}
+
+/// The `alerts.max_share` the live state was applied with (the default if none was recorded).
+pub fn max_share(meta: &Meta) -> f64 {
+    if meta.max_share_ppm == 0 {
+        crate::config::Alerts::default().max_share
+    } else {
+        f64::from(meta.max_share_ppm) / 1e6
     }
 }
 
@@ -176,8 +190,10 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
     apply_with_fault_injection(maps, desired, None)
 }
 
-/// [`apply`], failing on purpose before write step `fail_before` (0-based) when given: lets
-/// tests prove that a failure part-way leaves the old state in place.
+/// [`apply`], failing on purpose at fault point `fail_before` (0-based) when given: lets
+/// tests prove that a failure part-way leaves the old state in place. The fault points lie
+/// between the write steps and inside them: before each backend, VIP and retired backend
+/// written, and half-way through each table.
 pub fn apply_with_fault_injection(
     maps: &mut (impl Maps + ?Sized),
     desired: &Desired,
@@ -189,7 +205,7 @@ pub fn apply_with_fault_injection(
     let mut step = 0;
     let result = write(maps, &snapshot, &plan, desired, &mut || {
         if fail_before == Some(step) {
-            bail!("fault injected before write step {step}");
+            bail!("fault injected at fault point {step}");
         }
         step += 1;
         Ok(())
@@ -375,25 +391,10 @@ pub fn expected_tables(
 
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
-    if eligible.is_empty() {
-        return Ok(vec![NO_BACKEND; size as usize]);
-    }
-    let keys: Vec<[u8; 16]> = eligible
-        .iter()
-        .map(|(_, _, addr)| kernel_address(*addr).0)
-        .collect();
-    let members: Vec<maglev::Backend> = keys
-        .iter()
-        .zip(eligible)
-        .map(|(key, (_, weight, _))| maglev::Backend {
-            key,
-            weight: *weight,
-        })
-        .collect();
-    let slots = maglev::build(&members, size)?;
-    Ok(slots
+    let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
+    Ok(effect::table(&backends, size)?
         .into_iter()
-        .map(|index| eligible[index as usize].0)
+        .map(|owner| owner.map_or(NO_BACKEND, |i| eligible[i].0))
         .collect())
 }
 
@@ -408,6 +409,7 @@ fn write(
     step()?;
     let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
     for (id, backend) in &plan.backends {
+        step()?;
         backends
             .set(*id, backend, 0)
             .with_context(|| format!("writing backend {id}"))?;
@@ -424,7 +426,7 @@ fn write(
             )
         })
         .collect();
-    steering::write_tables(maps, &tables)?;
+    steering::write_tables_halfway(maps, &tables, step)?;
     // Filter bits before the VIPs they admit.
     step()?;
     let mut filter = snapshot.filter;
@@ -438,20 +440,24 @@ fn write(
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
     for applied in &plan.vips {
+        step()?;
         vips.insert(&applied.key, &applied.vip, 0)
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
     }
     step()?;
     for (key, _) in &snapshot.vips {
         if !plan.vips.iter().any(|applied| applied.key == *key) {
+            step()?;
             vips.remove(key)
                 .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
         }
     }
+    mark_table_changes(maps, snapshot, plan)?;
     // Nothing points at retired backends any more.
     step()?;
     let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
     for id in &plan.retired {
+        step()?;
         backends
             .set(*id, &Backend::default(), 0)
             .with_context(|| format!("clearing backend {id}"))?;
@@ -477,9 +483,53 @@ fn write(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs()),
         config_hash: desired.config_hash,
+        max_share_ppm: (desired.max_share * 1e6).round() as u32,
         ..snapshot.meta
     };
     array::<Meta>(maps, map_names::META)?.set(0, &meta, 0)?;
+    Ok(())
+}
+
+/// Records, for every VIP whose table this apply changed (or added), each of its backends'
+/// new-flow count now: `stats` judges shares over what is counted from here on.
+fn mark_table_changes(
+    maps: &mut (impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let mut bases = Vec::new();
+    {
+        let counters: PerCpuArray<&MapData, BackendCounter> =
+            PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
+                .context("the backend counter map is not a per-CPU array of backend counters")?;
+        for applied in &plan.vips {
+            // The old copy is intact: the new table went into the other one.
+            let unchanged = match snapshot.vip(&applied.key) {
+                Some(live) => snapshot.active_table(maps, live)? == applied.table,
+                None => false,
+            };
+            if unchanged {
+                continue;
+            }
+            for &id in &applied.backend_ids {
+                let new_flows = counters
+                    .get(&id, 0)
+                    .with_context(|| format!("reading the counters of backend {id}"))?
+                    .iter()
+                    .map(|c| c.new_flows)
+                    .sum();
+                bases.push((id, ShareBase { new_flows, since }));
+            }
+        }
+    }
+    let mut map = array::<ShareBase>(maps, map_names::SHARE_BASE)?;
+    for (id, base) in bases {
+        map.set(id, &base, 0)
+            .with_context(|| format!("recording the share base of backend {id}"))?;
+    }
     Ok(())
 }
 

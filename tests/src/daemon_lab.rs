@@ -184,7 +184,7 @@ impl DaemonLab {
         // The lab removes the directory on drop; xlb creates it itself.
         std::fs::remove_dir(&pin_path)
             .with_context(|| format!("removing the empty {}", pin_path.display()))?;
-        let dir = std::env::temp_dir().join(&lb.name);
+        let dir = lab.temp_path("files")?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let config_path = dir.join("xlb.toml");
 
@@ -275,13 +275,26 @@ impl DaemonLab {
     /// Starts `xlb run --config` in the lb namespace and waits until its link is pinned and
     /// its metrics endpoint answers; returns its pid (nsenter execs xlb: the pid is xlb's).
     pub fn start_daemon(&mut self) -> anyhow::Result<u32> {
+        self.start_daemon_under(&[])
+    }
+
+    /// [`DaemonLab::start_daemon`], with xlb run by `wrapper` (a program and its arguments
+    /// that execs the rest, e.g. `setpriv --no-new-privs`).
+    pub fn start_daemon_under(&mut self, wrapper: &[&str]) -> anyhow::Result<u32> {
         ensure!(self.daemon.is_none(), "the daemon already runs");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .context("opening the daemon log")?;
-        let mut command = self.lb.command(&self.xlb);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = self.lb.command(program);
+                command.args(args).arg(&self.xlb);
+                command
+            }
+            None => self.lb.command(&self.xlb),
+        };
         command
             .args(["run", "--config"])
             .arg(&self.config_path)
@@ -496,7 +509,6 @@ impl Drop for DaemonLab {
         for handler in handlers {
             let _ = handler.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
