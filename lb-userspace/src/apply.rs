@@ -1,15 +1,18 @@
 //! `xlb apply FILE`: validate a config and make it live on the running xlb, all or nothing.
+//! With an `xlb run --config` daemon owning the pins, the daemon does it (see [`crate::owner`]):
+//! only for its own config file, which it then keeps live.
 
 use std::path::Path;
 
-use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     args::{ApplyArgs, LiveArgs},
-    config::{self, Environment, HostEnvironment},
-    exit, pins, report,
-    rollout::{self, Desired, describe_vip},
+    config::{self, Environment, HostEnvironment, rules},
+    exit,
+    owner::{self, Writer},
+    pins, report,
+    rollout::{self, Applied, Desired, describe_vip},
 };
 
 /// What an apply did, or why it refused.
@@ -23,12 +26,41 @@ pub struct ApplyReport {
     pub applied: bool,
     /// Why nothing changed, when `applied` is false.
     pub refused: Option<String>,
+    /// The exit code: 0 applied, 1 refused for the config's findings, 2 the file is unreadable.
+    pub code: u8,
+    /// The pid of the `xlb run` daemon that made the change, when one owns the pins.
+    pub daemon: Option<u32>,
     /// The new generation, when applied.
     pub generation: Option<u64>,
     pub vips: Vec<AppliedVipReport>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// What an apply made live: the daemon's answer to an apply request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Made {
+    pub generation: u64,
+    pub vips: Vec<AppliedVipReport>,
+}
+
+impl Made {
+    pub fn of(applied: &Applied) -> Made {
+        Made {
+            generation: applied.generation,
+            vips: applied
+                .vips
+                .iter()
+                .map(|vip| AppliedVipReport {
+                    vip: describe_vip(&vip.key),
+                    id: vip.vip.id,
+                    active_copy: vip.vip.active,
+                    backends: vip.backend_ids.len(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppliedVipReport {
     pub vip: String,
     pub id: u32,
@@ -50,13 +82,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
         overrides: args.overrides.clone(),
     };
     let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
-    let code = if report.applied {
-        exit::OK
-    } else {
-        exit::INVALID
-    };
     report::emit(args.live.output, &report, render)?;
-    Ok(code)
+    Ok(report.code)
 }
 
 /// How strict an apply is.
@@ -82,6 +109,8 @@ pub fn apply_file(
         diagnostics: Vec::new(),
         applied: false,
         refused: None,
+        code: exit::INVALID,
+        daemon: None,
         generation: None,
         vips: Vec::new(),
     };
@@ -90,6 +119,12 @@ pub fn apply_file(
         Err(diagnostics) => {
             report.diagnostics = diagnostics.iter().map(ToString::to_string).collect();
             report.refused = Some("the config has errors; nothing was changed".into());
+            if diagnostics
+                .iter()
+                .any(|d| d.rule == rules::UNREADABLE_FILE.id)
+            {
+                report.code = exit::UNREADABLE;
+            }
             return Ok(report);
         }
     };
@@ -104,21 +139,33 @@ pub fn apply_file(
     }
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     report.pin_path = pin_path.display().to_string();
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut maps = pins::open(&pin_path)?;
-    let applied = rollout::apply(&mut maps, &Desired::from_model(&model, &bytes))?;
+    let made = match owner::writer(&pin_path)? {
+        Writer::Daemon(daemon) => {
+            let (pid, made) = daemon.ask::<Made>(&owner::Request::Apply {
+                file: std::path::absolute(file)?,
+                overrides: options.overrides.clone(),
+            })?;
+            report.daemon = Some(pid);
+            made
+        }
+        Writer::Direct(_lock) => {
+            let bytes = config::read_bytes(file).map_err(|err| {
+                exit::Coded(
+                    exit::UNREADABLE,
+                    format!("cannot read {}: {err}", file.display()),
+                )
+            })?;
+            let mut maps = pins::open(&pin_path)?;
+            Made::of(&rollout::apply(
+                &mut maps,
+                &Desired::from_model(&model, &bytes),
+            )?)
+        }
+    };
     report.applied = true;
-    report.generation = Some(applied.generation);
-    report.vips = applied
-        .vips
-        .iter()
-        .map(|vip| AppliedVipReport {
-            vip: describe_vip(&vip.key),
-            id: vip.vip.id,
-            active_copy: vip.vip.active,
-            backends: vip.backend_ids.len(),
-        })
-        .collect();
+    report.code = exit::OK;
+    report.generation = Some(made.generation);
+    report.vips = made.vips;
     Ok(report)
 }
 
@@ -131,10 +178,14 @@ fn render(report: &ApplyReport) -> String {
         (Some(reason), _) => out += &format!("xlb: {}: not applied: {reason}\n", report.file),
         (None, Some(generation)) => {
             out += &format!(
-                "xlb: applied {} as generation {generation} ({} VIPs) under {}\n",
+                "xlb: applied {} as generation {generation} ({} VIPs) under {}{}\n",
                 report.file,
                 report.vips.len(),
-                report.pin_path
+                report.pin_path,
+                report
+                    .daemon
+                    .map(|pid| format!(" through xlb run (pid {pid}), which keeps it"))
+                    .unwrap_or_default()
             );
             out += &format!(
                 "{:<36} {:>4} {:>6} {:>9}\n",

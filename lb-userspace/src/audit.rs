@@ -10,8 +10,8 @@ use std::{
 use lb_common::{
     Backend, Config, Vip, VipKey,
     service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY,
-        vip_filter_bit,
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
+        VIP_HASH_SOURCE_ONLY, vip_filter_bit,
     },
 };
 use serde::{Serialize, Serializer};
@@ -117,7 +117,8 @@ pub struct Finding {
 pub enum Severity {
     /// The maps differ from what they should hold: the audit fails.
     Drift,
-    /// Worth knowing, not wrong: an operator's drain or disable, an older config file.
+    /// Worth knowing, not wrong: state nobody needs to fix here (an operator's drain or
+    /// disable, a backend down by its health checks), an older config file.
     Note,
 }
 
@@ -142,6 +143,8 @@ pub enum Kind {
     BackendState,
     /// A backend drained or disabled by an operator (a note).
     BackendOperator,
+    /// A backend the daemon's health checks took out of the table (a note).
+    BackendHealth,
     /// The live table differs from the one xlb would build.
     Table,
     /// Table slots pointing at no usable backend of the VIP.
@@ -173,6 +176,7 @@ impl Kind {
             Kind::BackendFamily => "backend_family",
             Kind::BackendState => "backend_state",
             Kind::BackendOperator => "backend_operator",
+            Kind::BackendHealth => "backend_health",
             Kind::Table => "table",
             Kind::Slot => "slot",
             Kind::Filter => "filter",
@@ -601,6 +605,19 @@ impl Audit<'_> {
                 name,
                 "a disabled backend is inactive".to_owned(),
                 "marked disabled but active: the kernel still sends it flows".to_owned(),
+            ),
+            // The daemon's health checks took it out: state, not drift (the daemon puts it
+            // back when it passes again; an apply would not).
+            (false, false) if backend.flags & BACKEND_UNHEALTHY != 0 => self.push(
+                Kind::BackendHealth,
+                Severity::Note,
+                Some(key),
+                name,
+                format!("in the table with weight {}", backend.weight),
+                "down by its health checks: out of the table, its flows moved".to_owned(),
+                "nothing to do here: fix the backend; xlb run puts it back once its checks \
+                 pass"
+                    .to_owned(),
             ),
             (false, false) => self.drift(
                 Kind::BackendState,

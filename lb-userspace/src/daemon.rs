@@ -2,7 +2,8 @@
 //! with the backends' health, serves metrics, and raises skew alerts.
 //!
 //! One task owns the maps; everything that changes them (a health transition, a reload, a
-//! drain that timed out) goes through [`rollout::apply`], so each change is all or nothing.
+//! drain that timed out, an operator's verb over the control socket) goes through
+//! [`rollout::apply`], so each change is all or nothing.
 
 use std::{
     collections::BTreeMap,
@@ -22,18 +23,24 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
+
+use crate::exit;
 use tracing::{error, info, warn};
 
 use crate::{
+    apply::Made,
     args::BackendAction,
     backend,
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
+    down,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::{BackendState, Snapshot},
-    metrics, pins,
-    rollout::{self, Desired, describe_vip, live_address},
+    metrics,
+    owner::{self, Identity, Incoming, Refusal, Request},
+    pins,
+    rollout::{self, Applied, Desired, describe_vip, live_address},
     skew::{self, Detector},
     stats,
 };
@@ -63,11 +70,30 @@ pub struct Daemon {
     shared: Shared,
     /// `[bgp]`: announces the VIPs that have a healthy backend.
     announcer: Option<Announcer>,
+    /// Operators' requests from the control socket.
+    requests: mpsc::Receiver<Incoming>,
+}
+
+/// Why the daemon stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Ctrl-C, SIGTERM or the deadline: the pinned data plane forwards on.
+    Signal,
+    /// `xlb down`: the VIPs are withdrawn and the pins removed.
+    Down,
+    /// Someone removed the pins: the program is detached once this process exits.
+    PinsLost,
 }
 
 impl Daemon {
-    /// Starts health checks and the metrics endpoint for `model`, already applied.
-    pub async fn start(file: &Path, model: Model, bytes: Vec<u8>) -> anyhow::Result<Daemon> {
+    /// Starts health checks, the metrics endpoint and the `control` socket's server for
+    /// `model`, already applied.
+    pub async fn start(
+        file: &Path,
+        model: Model,
+        bytes: Vec<u8>,
+        control: tokio::net::UnixListener,
+    ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(1024);
         let targets = health::targets(&model);
         let shared: Shared = Arc::default();
@@ -100,6 +126,8 @@ impl Daemon {
             }
         });
         info!(address = %model.global.metrics_address, "serving metrics at /metrics");
+        let (request_sender, requests) = mpsc::channel(16);
+        tokio::spawn(owner::serve(control, request_sender));
         let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
         Ok(Daemon {
             file: file.to_path_buf(),
@@ -115,11 +143,17 @@ impl Daemon {
             drained_since: BTreeMap::new(),
             shared,
             announcer: model_announcer(&model_bgp, &pin_path_for_bgp),
+            requests,
         })
     }
 
-    /// Runs until Ctrl-C or SIGTERM (or `deadline`). Every error is logged; none stops it.
-    pub async fn run(mut self, ebpf: &mut Ebpf, deadline: Option<Duration>) -> anyhow::Result<()> {
+    /// Runs until Ctrl-C or SIGTERM (or `deadline`), `xlb down`, or the pins vanish. Every
+    /// other error is logged; none stops it.
+    pub async fn run(
+        mut self,
+        ebpf: &mut Ebpf,
+        deadline: Option<Duration>,
+    ) -> anyhow::Result<Stopped> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut ticker = tokio::time::interval(TICK);
@@ -130,19 +164,39 @@ impl Daemon {
             }
         };
         tokio::pin!(stop);
-        loop {
+        let stopped = loop {
             tokio::select! {
-                _ = &mut stop => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                _ = &mut stop => break Stopped::Signal,
+                _ = tokio::signal::ctrl_c() => break Stopped::Signal,
+                _ = terminate.recv() => break Stopped::Signal,
                 _ = hangup.recv() => {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
-                    self.reload(ebpf);
+                    let _ = self.reload(ebpf, &[]);
                 }
                 Some(probe) = self.probes.recv() => self.probed(ebpf, &probe),
-                _ = ticker.tick() => self.tick(ebpf),
+                Some((request, mut stream)) = self.requests.recv() => {
+                    let down = matches!(request, Request::Down);
+                    let outcome = self.serve(ebpf, request);
+                    let done = outcome.is_ok();
+                    if let Err(err) = owner::answer(&mut stream, outcome).await {
+                        warn!("answering on the control socket failed: {err:#}");
+                    }
+                    if down && done {
+                        break Stopped::Down;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if !pins::exist(&self.pin_path) || !pins::link_path(&self.pin_path).exists() {
+                        error!(pin_path = %self.pin_path.display(),
+                            "the pins are gone (removed by something other than `xlb down`): \
+                             this daemon no longer reaches a data plane that outlives it; \
+                             stopping, and the program is detached as it exits");
+                        break Stopped::PinsLost;
+                    }
+                    self.tick(ebpf);
+                }
             }
-        }
+        };
         self.checker.stop();
         if let Some(announcer) = &mut self.announcer {
             match announcer.withdraw_all() {
@@ -150,7 +204,72 @@ impl Daemon {
                 Err(err) => error!("withdrawing the VIPs from BGP failed: {err:#}"),
             }
         }
-        Ok(())
+        Ok(stopped)
+    }
+
+    /// Does what an operator's verb asked; the daemon records the change (in the maps, which
+    /// every later reconcile keeps: see [`Desired::from_model`]).
+    fn serve(&mut self, ebpf: &mut Ebpf, request: Request) -> Result<serde_json::Value, Refusal> {
+        let failed = |err: anyhow::Error| Refusal {
+            code: exit::code_of(&err),
+            message: format!("{err:#}"),
+        };
+        let value = match request {
+            Request::Identify => serde_json::to_value(Identity {
+                config: self.file.clone(),
+            }),
+            Request::Apply { file, overrides } => {
+                if !same_file(&file, &self.file) {
+                    return Err(Refusal {
+                        code: exit::FAILED,
+                        message: format!(
+                            "it owns {} and keeps it in line with its config {}; {} would be \
+                             undone at its next reload, so nothing was changed: put the change \
+                             into {} and run `xlb apply {}` (or let the daemon reload it within \
+                             a second), or stop the daemon and apply {} directly",
+                            self.pin_path.display(),
+                            self.file.display(),
+                            file.display(),
+                            self.file.display(),
+                            self.file.display(),
+                            file.display()
+                        ),
+                    });
+                }
+                info!(file = %self.file.display(), "xlb apply: reloading");
+                let applied = self.reload(ebpf, &overrides)?;
+                serde_json::to_value(Made::of(&applied))
+            }
+            Request::Backend {
+                vip,
+                backend,
+                action,
+            } => {
+                let report = backend::parse_vip(&vip)
+                    .and_then(|key| backend::change(ebpf, &key, backend, action))
+                    .map_err(failed)?;
+                warn!(vip = %report.vip, backend = %backend, generation = report.generation,
+                    "xlb backend: {}", report.state);
+                serde_json::to_value(report)
+            }
+            Request::Down => {
+                // No health change may touch the maps between the withdrawal and the exit.
+                let idle = Checker::start(Vec::new(), self.probe_sender.clone());
+                std::mem::replace(&mut self.checker, idle).stop();
+                let announcer = self.announcer.take();
+                let report = down::take_down(&self.pin_path, || match announcer {
+                    Some(mut announcer) => announcer
+                        .withdraw_all()
+                        .map(|()| Some(announcer.settings().routes_file.clone())),
+                    None => Ok(None),
+                })
+                .map_err(failed)?;
+                warn!(pin_path = %self.pin_path.display(),
+                    "xlb down: VIPs withdrawn, pins removed; stopping (the program detaches)");
+                serde_json::to_value(report)
+            }
+        };
+        value.map_err(|err| failed(err.into()))
     }
 
     fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
@@ -171,7 +290,7 @@ impl Daemon {
             Health::Up => info!(vip = %target.vip, backend = %target.backend,
                 reason = %transition.reason, "backend up: putting it back"),
         }
-        self.reconcile(ebpf, "health change");
+        let _ = self.reconcile(ebpf, "health change");
     }
 
     fn tick(&mut self, ebpf: &mut Ebpf) {
@@ -179,7 +298,7 @@ impl Daemon {
             && bytes != self.bytes
         {
             info!(file = %self.file.display(), "config file changed: reloading");
-            self.reload(ebpf);
+            let _ = self.reload(ebpf, &[]);
         }
         self.expire_drains(ebpf);
         self.check_alerts(ebpf);
@@ -225,17 +344,20 @@ impl Daemon {
         }
     }
 
-    /// Validates the file and, if it is valid, makes it live; an invalid file is logged and
-    /// the running config stays in force.
-    fn reload(&mut self, ebpf: &mut Ebpf) {
-        let bytes = match std::fs::read(&self.file) {
+    /// Validates the file (with the findings of `overrides` as warnings) and, if it is valid,
+    /// makes it live; an invalid file is logged and the running config stays in force.
+    fn reload(&mut self, ebpf: &mut Ebpf, overrides: &[String]) -> Result<Applied, Refusal> {
+        let bytes = match config::read_bytes(&self.file) {
             Ok(bytes) => bytes,
             Err(err) => {
                 error!(file = %self.file.display(), "cannot read the config ({err}); keeping the running one");
-                return;
+                return Err(Refusal {
+                    code: exit::UNREADABLE,
+                    message: format!("cannot read {}: {err}", self.file.display()),
+                });
             }
         };
-        match config::load(&self.file, &HostEnvironment) {
+        match config::load_overriding(&self.file, &HostEnvironment, overrides) {
             Err(diagnostics) => {
                 for diagnostic in &diagnostics {
                     error!("{diagnostic}");
@@ -243,6 +365,15 @@ impl Daemon {
                 error!(file = %self.file.display(), "the new config is invalid; keeping the running one");
                 // Remember it so the same bad file is not re-read every second.
                 self.bytes = bytes;
+                let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                Err(Refusal {
+                    code: exit::INVALID,
+                    message: format!(
+                        "{} is invalid; the running config stays:\n{}",
+                        self.file.display(),
+                        rendered.join("\n")
+                    ),
+                })
             }
             Ok((model, warnings)) => {
                 for warning in &warnings {
@@ -251,11 +382,14 @@ impl Daemon {
                 if model.global.pin_path != self.pin_path
                     || model.global.interface != self.model.global.interface
                 {
-                    error!(
-                        "the pin path and the interface cannot change while running; restart xlb to change them"
-                    );
+                    let message = "the pin path and the interface cannot change while running; \
+                                   restart xlb to change them";
+                    error!("{message}");
                     self.bytes = bytes;
-                    return;
+                    return Err(Refusal {
+                        code: exit::FAILED,
+                        message: message.to_owned(),
+                    });
                 }
                 let targets = health::targets(&model);
                 if targets != self.targets {
@@ -288,7 +422,10 @@ impl Daemon {
                 }
                 self.model = model;
                 self.bytes = bytes;
-                self.reconcile(ebpf, "reload");
+                self.reconcile(ebpf, "reload").map_err(|err| Refusal {
+                    code: exit::FAILED,
+                    message: format!("{err:#}"),
+                })
             }
         }
     }
@@ -296,7 +433,7 @@ impl Daemon {
     /// Applies the config with the backends' health. When every checked backend of a VIP is
     /// down, the VIP fails open: all its backends stay in the table (a health-check outage
     /// must not take the service down), and the few_healthy alert says so.
-    fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) {
+    fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) -> anyhow::Result<Applied> {
         let mut desired = Desired::from_model(&self.model, &self.bytes);
         for (vip, wanted) in self.model.vips.iter().zip(&mut desired.vips) {
             let down: Vec<bool> = vip
@@ -318,7 +455,8 @@ impl Daemon {
             }
         }
         let started = Instant::now();
-        match rollout::apply(ebpf, &desired) {
+        let result = rollout::apply(ebpf, &desired);
+        match &result {
             Ok(applied) => {
                 let seconds = started.elapsed().as_secs_f64();
                 if let Ok(mut extra) = self.shared.lock() {
@@ -329,6 +467,7 @@ impl Daemon {
             Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
         }
         self.announce();
+        result
     }
 
     /// Disables drained backends whose drain timeout passed: their established flows move.
@@ -390,6 +529,14 @@ impl Daemon {
         if let Ok(mut extra) = self.shared.lock() {
             extra.alerts = self.detector.firing();
         }
+    }
+}
+
+/// Whether `a` and `b` name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `xlb` command: parses arguments and dispatches to one module per verb.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
@@ -10,10 +10,23 @@ use lb_userspace::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    // Structured logs on stderr; RUST_LOG=debug (or xlb=debug) for more.
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() && args::json_requested(std::env::args()) => {
+            return fail(
+                args::OutputFormat::Json,
+                &err.render().to_string(),
+                exit::UNREADABLE,
+            );
+        }
+        Err(err) => err.exit(),
+    };
+    let output = cli.command.output();
+    // Structured logs on stderr; RUST_LOG=debug (or xlb=debug) for more. Colour only for a
+    // person at a terminal (https://no-color.org).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -34,9 +47,19 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("xlb: error: {err:#}");
-            ExitCode::from(exit::code_of(&err))
-        }
+        Err(err) => fail(output, &format!("{err:#}"), exit::code_of(&err)),
     }
+}
+
+/// Reports a verb's failure: on stderr for people, or as one JSON document on stdout (the
+/// error and the exit code) for scripts.
+fn fail(output: args::OutputFormat, error: &str, code: u8) -> ExitCode {
+    match output {
+        args::OutputFormat::Text => eprintln!("xlb: error: {error}"),
+        args::OutputFormat::Json => println!(
+            "{:#}",
+            serde_json::json!({ "error": error.trim_end(), "exit_code": code })
+        ),
+    }
+    ExitCode::from(code)
 }

@@ -20,10 +20,12 @@ use crate::{
     capacity::Capacity,
     config::{self, HostEnvironment},
     counters::Totals,
-    daemon::Daemon,
+    daemon::{Daemon, Stopped},
     exit,
     maps::{Maps, array},
-    object, pins,
+    object,
+    owner::Owner,
+    pins,
     rollout::{self, Desired},
 };
 
@@ -53,14 +55,29 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
                 eprintln!("{diagnostic}");
             }
             eprintln!("xlb: {} is invalid; nothing was loaded", file.display());
-            return Ok(exit::INVALID);
+            let unreadable = diagnostics
+                .iter()
+                .any(|d| d.rule == config::rules::UNREADABLE_FILE.id);
+            return Ok(if unreadable {
+                exit::UNREADABLE
+            } else {
+                exit::INVALID
+            });
         }
     };
     for warning in &warnings {
         eprintln!("{warning}");
     }
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bytes = config::read_bytes(file).map_err(|err| {
+        exit::Coded(
+            exit::UNREADABLE,
+            format!("cannot read {}: {err}", file.display()),
+        )
+    })?;
     let pin_path = &model.global.pin_path.clone();
+    crate::privilege::require("xlb run")?;
+    // The only writer of the pins from here on: verbs reach it through the control socket.
+    let mut owner = Owner::take(pin_path)?;
     let interface = &model.global.interface.clone();
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
@@ -140,15 +157,34 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
             pin_path.display()
         );
     }
-    let daemon = Daemon::start(file, model, bytes).await?;
-    daemon
+    let daemon = Daemon::start(file, model, bytes, owner.listener()?).await?;
+    match daemon
         .run(&mut ebpf, args.duration.map(Duration::from_secs))
-        .await?;
-    println!(
-        "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
-         detaches it, `xlb run` adopts it)",
-        pin_path.display()
-    );
+        .await?
+    {
+        Stopped::Signal => println!(
+            "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
+             detaches it, `xlb run` adopts it)",
+            pin_path.display()
+        ),
+        Stopped::Down => println!(
+            "xlb: stopped by `xlb down`: VIPs withdrawn, pins under {} removed, the program \
+             is detached",
+            pin_path.display()
+        ),
+        Stopped::PinsLost => {
+            return Err(exit::Coded(
+                exit::FAILED,
+                format!(
+                    "the pins under {} were removed while xlb run was running: forwarding \
+                     stops as it exits; run `xlb run --config {}` again to restore it",
+                    pin_path.display(),
+                    file.display()
+                ),
+            )
+            .into());
+        }
+    }
     Ok(exit::OK)
 }
 

@@ -137,15 +137,18 @@ fn parse_string<'de, D: Deserializer<'de>, T>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Name(pub String);
 
+/// The longest name: names become metric labels and command-line arguments.
+pub const MAX_NAME_LEN: usize = 63;
+
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Names appear in metric labels, pin paths and command lines: keep them to a set that
         // needs no quoting anywhere.
         parse_string(
             deserializer,
-            "a valid name (lowercase letters, digits and '-')",
+            "a valid name (1 to 63 lowercase letters, digits and '-')",
             |text| {
-                let valid = !text.is_empty()
+                let valid = (1..=MAX_NAME_LEN).contains(&text.len())
                     && text
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
