@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     args::{ApplyArgs, LiveArgs},
-    config::{self, Environment, HostEnvironment, rules},
+    config::{self, Environment, HostEnvironment},
     exit,
     owner::{self, Writer},
     pins, report,
@@ -27,6 +27,7 @@ pub struct ApplyReport {
     /// Why nothing changed, when `applied` is false.
     pub refused: Option<String>,
     /// The exit code: 0 applied, 1 refused for the config's findings, 2 the file is unreadable.
+    #[serde(rename = "exit_code")]
     pub code: u8,
     /// The pid of the `xlb run` daemon that made the change, when one owns the pins.
     pub daemon: Option<u32>,
@@ -119,10 +120,7 @@ pub fn apply_file(
         Err(diagnostics) => {
             report.diagnostics = diagnostics.iter().map(ToString::to_string).collect();
             report.refused = Some("the config has errors; nothing was changed".into());
-            if diagnostics
-                .iter()
-                .any(|d| d.rule == rules::UNREADABLE_FILE.id)
-            {
+            if config::unreadable(&diagnostics) {
                 report.code = exit::UNREADABLE;
             }
             return Ok(report);

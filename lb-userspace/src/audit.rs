@@ -19,7 +19,7 @@ use serde::{Serialize, Serializer};
 use crate::{
     args::{AuditArgs, OutputFormat},
     capacity::Capacity,
-    config::{self, Diagnostic, Environment, HostEnvironment, Model, kernel_address, rules},
+    config::{self, Diagnostic, Environment, HostEnvironment, Model, kernel_address},
     exit,
     explain::format_mac,
     live::Snapshot,
@@ -94,7 +94,7 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// The exit code: [`exit::OK`], [`exit::INVALID`] (drift, or an invalid config) or
     /// [`exit::UNREADABLE`] (the config cannot be read).
-    #[serde(skip)]
+    #[serde(rename = "exit_code")]
     pub code: u8,
 }
 
@@ -222,10 +222,7 @@ pub fn audit(
             {
                 Ok(((model, _warnings), text)) => Some((model, text, file)),
                 Err(diagnostics) => {
-                    if diagnostics
-                        .iter()
-                        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
-                    {
+                    if config::unreadable(&diagnostics) {
                         report.code = exit::UNREADABLE;
                     }
                     report.diagnostics = diagnostics;
@@ -918,6 +915,7 @@ fn plural(n: usize, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rules;
 
     /// Test that an invalid or unreadable config stops the audit before the kernel is read: the
     /// pin directory does not exist, yet the result is the config's diagnostics, not NotLoaded.

@@ -39,7 +39,9 @@ pub struct BackendReport {
 
 pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
     let (action, args) = args.verb.parts();
-    let vip = parse_vip(&args.vip)?;
+    // A VIP that does not parse is a wrong command line.
+    let vip =
+        parse_vip(&args.vip).map_err(|err| exit::Coded(exit::UNREADABLE, format!("{err:#}")))?;
     let pin_path = args.live.pin_path(None);
     let report = match owner::writer(&pin_path)? {
         Writer::Daemon(daemon) => {

@@ -55,10 +55,7 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
                 eprintln!("{diagnostic}");
             }
             eprintln!("xlb: {} is invalid; nothing was loaded", file.display());
-            let unreadable = diagnostics
-                .iter()
-                .any(|d| d.rule == config::rules::UNREADABLE_FILE.id);
-            return Ok(if unreadable {
+            return Ok(if config::unreadable(&diagnostics) {
                 exit::UNREADABLE
             } else {
                 exit::INVALID

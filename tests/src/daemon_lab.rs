@@ -322,6 +322,26 @@ impl DaemonLab {
         Ok(())
     }
 
+    /// Waits until the daemon exits on its own (bounded by `timeout`), reaps it and returns
+    /// how it ended.
+    pub fn wait_daemon_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.daemon.context("no daemon runs")?;
+        let deadline = Instant::now() + timeout;
+        while !exited(pid) {
+            ensure!(
+                Instant::now() < deadline,
+                "xlb run (pid {pid}) still runs after {timeout:?}; its log:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(POLL);
+        }
+        self.daemon = None;
+        self.lab.terminate(pid)
+    }
+
     /// `kill -9` the daemon and reap it: no chance to clean anything up.
     pub fn kill_daemon(&mut self) -> anyhow::Result<()> {
         self.signal_daemon(libc::SIGKILL)?;

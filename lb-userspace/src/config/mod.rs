@@ -90,6 +90,13 @@ fn check_text_overriding(
     }
 }
 
+/// Whether `diagnostics` say the file could not be read at all (exit code 2, not 1).
+pub fn unreadable(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics
+        .iter()
+        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
+}
+
 /// The largest config file xlb reads.
 pub const MAX_FILE_BYTES: u64 = 16 << 20;
 
