@@ -63,7 +63,7 @@ fn apply_through_the_daemon_sticks_and_another_file_is_refused() {
     let before = lab.generation().expect("generation");
 
     let other = lab
-        .write_file("other.toml", &lab.config_text(&[1, 1, 3], None))
+        .write_file("other.toml", &lab.config_text(&[1, 2, 2], None))
         .expect("other config");
     let other = other.to_str().expect("path");
     let (refused, answer) = json(&lab, &["apply", other]);
@@ -76,7 +76,7 @@ fn apply_through_the_daemon_sticks_and_another_file_is_refused() {
     assert_eq!(answer["exit_code"], 4, "{answer}");
     assert_eq!(lab.generation().expect("generation"), before, "changed");
 
-    lab.write_config(&lab.config_text(&[3, 1, 1], None))
+    lab.write_config(&lab.config_text(&[2, 1, 1], None))
         .expect("config");
     let config = lab.config_path.to_str().expect("path").to_owned();
     let (applied, answer) = json(&lab, &["apply", &config]);
@@ -85,14 +85,14 @@ fn apply_through_the_daemon_sticks_and_another_file_is_refused() {
     assert!(answer["generation"].as_u64() > Some(before), "{answer}");
     assert_eq!(
         lab.backend_stats(0).expect("stats")["weight"],
-        3,
+        2,
         "the applied weight is not live"
     );
 
     // A health change makes the daemon reconcile: the applied config must stay.
     lab.stop_backend(2).expect("stop b2");
     wait_until("b2 leaves the table", HEALTH_WAIT, || Ok(!lab.in_table(2)?));
-    assert_eq!(lab.backend_stats(0).expect("stats")["weight"], 3);
+    assert_eq!(lab.backend_stats(0).expect("stats")["weight"], 2);
     let (code, findings) = audit(&lab);
     assert_eq!(code, Some(0), "drift after a health change: {findings:?}");
     let health = findings
