@@ -145,8 +145,9 @@ fn check(cases: &[Case], wrap: &[&str]) {
 }
 
 /// Test that bad config files exit 2 in every verb that reads one (missing, a device, a FIFO,
-/// over 16 MiB), an invalid config 1, a wrong command line 2, and every verb that reads the
-/// live state exits 3 when nothing is pinned where it looks; each with a JSON document.
+/// over 16 MiB), an invalid config 1, a wrong command line 2, every verb that reads the live
+/// state exits 3 when nothing is pinned where it looks, and another failure (no such
+/// interface) 4; each with a JSON document.
 #[test]
 fn bad_input_and_nothing_loaded_exit_as_documented() {
     require_privileges!();
@@ -189,6 +190,11 @@ fn bad_input_and_nothing_loaded_exit_as_documented() {
     }
     cases.push(case(&["backend", "drain", "web:80", "198.18.0.10"], 2));
     cases.push(case(&["status", "--no-such-flag"], 2));
+    // Another failure: the interface does not exist (nothing is attached).
+    cases.push(case(
+        &["run", "--interface", "xlb-no-such-if", "--duration", "1"],
+        4,
+    ));
     cases.push(case(
         &["explain", "not-an-address", "198.18.1.10:80", "tcp"],
         2,
