@@ -19,15 +19,14 @@ xlb_bootstrap() {
     if ! command -v rustup >/dev/null 2>&1; then
         xlb_init_url="https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
         echo "bootstrap: installing rustup ($xlb_init_url, no default toolchain)"
-        xlb_init=$(mktemp) || return 1
-        if ! curl --proto '=https' --tlsv1.2 -sSf -o "$xlb_init" "$xlb_init_url"; then
-            rm -f "$xlb_init"
-            return 1
-        fi
-        chmod +x "$xlb_init" &&
+        # rustup-init must run under that name: the same binary is rustup under another.
+        xlb_init_dir=$(mktemp -d) || return 1
+        xlb_init="$xlb_init_dir/rustup-init"
+        curl --proto '=https' --tlsv1.2 -sSf -o "$xlb_init" "$xlb_init_url" &&
+            chmod +x "$xlb_init" &&
             "$xlb_init" -y --profile minimal --default-toolchain none --no-modify-path
         xlb_status=$?
-        rm -f "$xlb_init"
+        rm -rf "$xlb_init_dir"
         [ "$xlb_status" -eq 0 ] || return 1
         . "${CARGO_HOME:-$HOME/.cargo}/env" || return 1
     fi

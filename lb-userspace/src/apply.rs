@@ -154,10 +154,11 @@ pub fn apply_file(
                 )
             })?;
             let mut maps = pins::open(&pin_path)?;
-            Made::of(&rollout::apply(
-                &mut maps,
-                &Desired::from_model(&model, &bytes),
-            )?)
+            let applied = rollout::apply(&mut maps, &Desired::from_model(&model, &bytes))?;
+            if let Err(err) = crate::names::record(&pin_path, &model) {
+                tracing::warn!("{err:#}");
+            }
+            Made::of(&applied)
         }
     };
     report.applied = true;

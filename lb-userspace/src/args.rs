@@ -177,11 +177,12 @@ pub struct StatsArgs {
 pub struct ExplainArgs {
     /// The client's address and port, e.g. 198.18.0.1:40000 or [2001:db8::1]:40000.
     pub source: SocketAddr,
-    /// The destination (a VIP) address and port.
-    pub destination: SocketAddr,
-    /// The transport protocol.
+    /// The destination: a VIP's address and port (e.g. 198.18.1.10:80), or its name (e.g.
+    /// `web`), which also gives the protocol.
+    pub destination: String,
+    /// The transport protocol (needed with an address).
     #[arg(value_enum)]
-    pub protocol: ProtocolArg,
+    pub protocol: Option<ProtocolArg>,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -234,7 +235,8 @@ impl BackendVerb {
 /// The backend a `backend` verb changes.
 #[derive(Debug, Args)]
 pub struct BackendTarget {
-    /// The VIP as ADDRESS:PORT/PROTOCOL, e.g. 198.18.1.10:80/tcp or [2001:db8:1::10]:443/tcp.
+    /// The VIP as ADDRESS:PORT/PROTOCOL, e.g. 198.18.1.10:80/tcp or [2001:db8:1::10]:443/tcp,
+    /// or its name (e.g. `web`).
     pub vip: String,
     /// The backend's address.
     pub backend: IpAddr,

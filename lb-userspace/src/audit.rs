@@ -105,6 +105,8 @@ pub struct Finding {
     pub severity: Severity,
     /// `address:port/protocol`; none for program-wide findings (run-time config, meta).
     pub vip: Option<String>,
+    /// The VIP's name in the config last applied (see [`crate::names`]).
+    pub vip_name: Option<String>,
     /// The backend's address, or `id N` for an id that holds none.
     pub backend: Option<String>,
     pub expected: String,
@@ -245,6 +247,10 @@ pub fn audit(
         Some((model, text, file)) => against_config(&mut maps, model, text.as_bytes(), file)?,
         None => consistency(&mut maps)?,
     };
+    let names = crate::names::read(&pin_path);
+    for finding in &mut report.findings {
+        finding.vip_name = finding.vip.as_deref().and_then(|vip| names.name_of(vip));
+    }
     report.drift = report
         .findings
         .iter()
@@ -274,6 +280,7 @@ pub fn compare_peer(
             kind: Kind::Peer,
             severity: Severity::Drift,
             vip: Some(vip.to_owned()),
+            vip_name: None,
             backend: None,
             expected,
             actual,
@@ -498,6 +505,7 @@ impl Audit<'_> {
             kind,
             severity,
             vip: vip.map(describe_vip),
+            vip_name: None,
             backend,
             expected,
             actual,
@@ -878,7 +886,10 @@ pub fn text(report: &Report) -> String {
                     Severity::Note => "note".to_owned(),
                 },
                 f.kind.name().to_owned(),
-                f.vip.clone().unwrap_or_else(|| "-".to_owned()),
+                f.vip.as_deref().map_or_else(
+                    || "-".to_owned(),
+                    |vip| crate::names::label(vip, f.vip_name.as_deref()),
+                ),
                 f.backend.clone().unwrap_or_else(|| "-".to_owned()),
                 f.expected.clone(),
                 f.actual.clone(),
@@ -960,6 +971,7 @@ mod tests {
             notes: 0,
             findings: vec![Finding {
                 kind: Kind::BackendMac,
+                vip_name: None,
                 severity: Severity::Drift,
                 vip: Some("198.18.1.10:80/tcp".to_owned()),
                 backend: Some("198.18.0.10".to_owned()),
@@ -990,6 +1002,7 @@ mod tests {
         // only at the peer, and nothing when the tables are the same.
         let vip = |name: &str, print: &str| crate::status::VipStatus {
             vip: name.to_owned(),
+            name: None,
             id: 0,
             forwarding: "dsr",
             hash: "5-tuple",

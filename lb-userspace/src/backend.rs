@@ -39,14 +39,19 @@ pub struct BackendReport {
 
 pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
     let (action, args) = args.verb.parts();
-    // A VIP that does not parse is a wrong command line.
-    let vip =
-        parse_vip(&args.vip).map_err(|err| exit::Coded(exit::UNREADABLE, format!("{err:#}")))?;
     let pin_path = args.live.pin_path(None);
+    let spec = crate::names::read(&pin_path).resolve(&args.vip);
+    // A VIP that does not parse is a wrong command line.
+    let vip = parse_vip(&spec).map_err(|err| {
+        exit::Coded(
+            exit::UNREADABLE,
+            format!("{err:#}, or the name of a live VIP (`xlb status` lists them)"),
+        )
+    })?;
     let report = match owner::writer(&pin_path)? {
         Writer::Daemon(daemon) => {
             let request = owner::Request::Backend {
-                vip: args.vip.clone(),
+                vip: spec,
                 backend: args.backend,
                 action,
             };

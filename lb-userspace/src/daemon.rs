@@ -420,6 +420,9 @@ impl Daemon {
                     }
                     self.announcer = model_announcer(&model.bgp, &self.pin_path);
                 }
+                if let Err(err) = crate::names::record(&self.pin_path, &model) {
+                    warn!("{err:#}");
+                }
                 self.model = model;
                 self.bytes = bytes;
                 self.reconcile(ebpf, "reload").map_err(|err| Refusal {

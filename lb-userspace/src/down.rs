@@ -62,6 +62,7 @@ pub fn take_down(
         Err(err) => (None, Some(format!("{err:#}"))),
     };
     pins::remove(pin_path)?;
+    crate::names::forget(pin_path);
     Ok(DownReport {
         pin_path: pin_path.to_path_buf(),
         withdrawn,

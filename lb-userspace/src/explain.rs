@@ -26,14 +26,43 @@ use crate::{
 pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
     let pin_path = args.live.pin_path(None);
     let mut maps = pins::open(&pin_path)?;
+    let names = crate::names::read(&pin_path);
+    let (destination, protocol) = destination(&names.resolve(&args.destination), args.protocol)
+        .map_err(|err| crate::exit::Coded(crate::exit::UNREADABLE, err))?;
     let query = Query {
         source: args.source,
-        destination: args.destination,
-        protocol: args.protocol,
+        destination,
+        protocol,
     };
-    let explanation = explain(&mut maps, &query)?;
+    let mut explanation = explain(&mut maps, &query)?;
+    if let Some(matched) = &mut explanation.vip {
+        matched.name = names.name_of(&matched.vip);
+    }
     report::emit(args.live.output, &explanation, text)?;
     Ok(exit::OK)
+}
+
+/// The destination and protocol of `text` (`ADDRESS:PORT` with `protocol`, or a VIP's
+/// `ADDRESS:PORT/PROTOCOL`, which a name resolves to); the error says what was wrong.
+fn destination(
+    text: &str,
+    protocol: Option<ProtocolArg>,
+) -> Result<(SocketAddr, ProtocolArg), String> {
+    let (address, named) = match text.rsplit_once('/') {
+        Some((address, "tcp")) => (address, Some(ProtocolArg::Tcp)),
+        Some((address, "udp")) => (address, Some(ProtocolArg::Udp)),
+        _ => (text, None),
+    };
+    let address: SocketAddr = address.parse().map_err(|_| {
+        format!(
+            "destination `{text}` is neither ADDRESS:PORT (e.g. 198.18.1.10:80 or \
+             [2001:db8:1::10]:443) nor the name of a live VIP (`xlb status` lists them)"
+        )
+    })?;
+    let protocol = protocol
+        .or(named)
+        .ok_or_else(|| format!("give the protocol after the destination `{text}`: tcp or udp"))?;
+    Ok((address, protocol))
 }
 
 /// The flow to explain, as the client sends it.
@@ -90,6 +119,8 @@ pub struct Explanation {
 pub struct VipMatch {
     /// `address:port/protocol` of the entry (port 0 for an all-ports VIP).
     pub vip: String,
+    /// The VIP's name in the config last applied (see [`crate::names`]).
+    pub name: Option<String>,
     pub id: u32,
     /// Whether the exact port matched (else the all-ports entry did).
     pub exact_port: bool,
@@ -244,6 +275,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     let ipip = vip.flags & VIP_FORWARD_IPIP != 0;
     let source_only = vip.flags & VIP_HASH_SOURCE_ONLY != 0;
     let matched = VipMatch {
+        name: None,
         vip: describe_vip(&vip_key),
         id: vip.id,
         exact_port,

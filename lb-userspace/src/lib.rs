@@ -21,6 +21,7 @@ pub mod live;
 pub mod maglev;
 pub mod maps;
 pub mod metrics;
+pub mod names;
 pub mod object;
 pub mod owner;
 pub mod pins;

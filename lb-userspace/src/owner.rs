@@ -47,9 +47,15 @@ pub const MAX_LINE: u64 = 1 << 20;
 
 /// The control socket of the daemon owning `pin_path`.
 pub fn socket_path(pin_path: &Path) -> PathBuf {
+    run_file(pin_path, "control", "sock")
+}
+
+/// `RUN_DIR/KIND-HASH.EXTENSION`: a file kept for the xlb pinned at `pin_path` (HASH names
+/// the absolute pin path, so the name stays short whatever the path).
+pub fn run_file(pin_path: &Path, kind: &str, extension: &str) -> PathBuf {
     let absolute = std::path::absolute(pin_path).unwrap_or_else(|_| pin_path.to_path_buf());
     let hash = config_hash(absolute.as_os_str().as_encoded_bytes());
-    Path::new(RUN_DIR).join(format!("control-{hash:016x}.sock"))
+    Path::new(RUN_DIR).join(format!("{kind}-{hash:016x}.{extension}"))
 }
 
 /// An exclusive lock on a pin directory (flock), released when dropped.

@@ -125,6 +125,9 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         backend.unhealthy = Some(false);
     }
     rollout::apply(&mut ebpf, &desired)?;
+    if let Err(err) = crate::names::record(pin_path, &model) {
+        tracing::warn!("{err:#}");
+    }
     if adopting {
         pins::upgrade(&mut ebpf, PROGRAM_NAME, pin_path)?;
         println!(

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::Value;
 use xlb_tests::{
-    daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP_SPEC, VerbOutput},
+    daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP_NAME, VIP_SPEC, VerbOutput},
     require_privileges,
     wait::wait_until,
 };
@@ -119,6 +119,8 @@ fn apply_through_the_daemon_sticks_and_another_file_is_refused() {
 /// Test that `xlb backend disable|drain|enable` while the daemon runs are made by it (the
 /// answer names its pid), and that the disable survives a health change of another backend and a
 /// SIGHUP reload: the daemon never undoes an operator's change; `xlb audit` shows it as state.
+/// Test that the VIP is accepted by its name (`backend`, `explain`) and shown by name in
+/// status, stats, explain and audit.
 #[test]
 fn backend_verbs_through_the_daemon_survive_health_changes_and_reloads() {
     require_privileges!();
@@ -155,9 +157,24 @@ fn backend_verbs_through_the_daemon_survive_health_changes_and_reloads() {
         "{findings:?}"
     );
 
-    let (out, answer) = json(&lab, &["backend", "drain", VIP_SPEC, &b0]);
-    assert_eq!(out.code, Some(0), "{answer}");
+    // By name, as the config calls the VIP; every read verb shows the name beside the address.
+    let (out, answer) = json(&lab, &["backend", "drain", VIP_NAME, &b0]);
+    assert_eq!(out.code, Some(0), "{answer}\n{}", out.stderr);
+    assert_eq!(answer["vip"], VIP_SPEC, "{answer}");
     assert_eq!(state(&lab, 0), "drained");
+    let status = lab.status().expect("status");
+    assert_eq!(status["vips"][0]["name"], VIP_NAME, "{status}");
+    let (_, stats) = json(&lab, &["stats"]);
+    assert_eq!(stats["vips"][0]["name"], VIP_NAME, "{stats}");
+    let (out, explained) = json(&lab, &["explain", "198.18.0.1:40000", VIP_NAME]);
+    assert_eq!(out.code, Some(0), "{explained}\n{}", out.stderr);
+    assert_eq!(explained["vip"]["name"], VIP_NAME, "{explained}");
+    assert_eq!(explained["vip"]["vip"], VIP_SPEC, "{explained}");
+    let (_, findings) = audit(&lab);
+    assert!(
+        findings.iter().any(|f| f["vip_name"] == VIP_NAME),
+        "{findings:?}"
+    );
     let (out, answer) = json(&lab, &["backend", "enable", VIP_SPEC, &b0]);
     assert_eq!(out.code, Some(0), "{answer}");
     assert!(lab.in_table(0).expect("stats"), "enable did not return b0");
