@@ -294,7 +294,7 @@ impl Daemon {
     }
 
     fn tick(&mut self, ebpf: &mut Ebpf) {
-        if let Ok(bytes) = std::fs::read(&self.file)
+        if let Ok(bytes) = config::read_bytes(&self.file)
             && bytes != self.bytes
         {
             info!(file = %self.file.display(), "config file changed: reloading");
