@@ -342,3 +342,55 @@ pub enum OutputFormat {
     Text,
     Json,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Test that every verb and subverb's `--help` ends with the exit codes.
+    #[test]
+    fn every_verb_help_states_the_exit_codes() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub.clone().render_long_help().to_string();
+                if !help.contains("Exit codes:") {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "xlb", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no exit codes in the help of {missing:?}"
+        );
+    }
+
+    /// Test that `xlb help VERB SUBVERB` shows the subverb's help (not an error), as
+    /// `xlb VERB SUBVERB --help` does.
+    #[test]
+    fn help_verb_subverb_works() {
+        for args in [
+            &["xlb", "help", "backend", "drain"][..],
+            &["xlb", "backend", "drain", "--help"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("help exits through an error");
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+            assert!(err.to_string().contains("No new flows"), "{args:?}: {err}");
+        }
+    }
+
+    /// Test that a `--output json` anywhere on a command line is seen before clap parses it,
+    /// so a usage error can be reported as JSON.
+    #[test]
+    fn json_is_seen_in_both_spellings() {
+        let line = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert!(json_requested(line("xlb status --output json --bogus")));
+        assert!(json_requested(line("xlb status --bogus --output=json")));
+        assert!(!json_requested(line("xlb status --output text json")));
+    }
+}

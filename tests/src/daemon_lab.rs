@@ -285,8 +285,8 @@ impl DaemonLab {
         command
             .args(["run", "--config"])
             .arg(&self.config_path)
-            // Plain log lines, for the test's failure messages.
-            .env("NO_COLOR", "1")
+            // No NO_COLOR: the log is a file, so xlb must write plain lines by itself.
+            .env_remove("NO_COLOR")
             .stdout(log.try_clone()?)
             .stderr(log);
         let pid = self.lab.spawn(command)?;

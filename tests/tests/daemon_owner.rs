@@ -3,7 +3,7 @@
 //! survive health changes and reloads, two writers never interleave, and a daemon whose pins
 //! vanish says so and stops. The lab is [`xlb_tests::daemon_lab`].
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use serde_json::Value;
 use xlb_tests::{
@@ -182,11 +182,38 @@ fn backend_verbs_through_the_daemon_survive_health_changes_and_reloads() {
 
 /// Test that `xlb down` while the daemon runs stops it cleanly: the answer names its pid, the
 /// daemon has exited (status 0) by the time `down` returns, the pins are gone, no XDP program
-/// is left on the interface, and the daemon does not claim forwarding continues.
+/// is left on the interface, and the daemon does not claim forwarding continues (its log, a
+/// file, has no colour codes). Test that XLB_PIN_PATH stands in for --pin-path, and that
+/// inside `ip netns exec` (which hides the pins) the error says how to reach them.
 #[test]
 fn down_through_the_daemon_stops_it_and_detaches() {
     require_privileges!();
     let (mut lab, pid) = started("owndown");
+    let by_env = lab
+        .lb
+        .command(&lab.xlb)
+        .args(["status", "--output", "json"])
+        .env("XLB_PIN_PATH", &lab.pin_path)
+        .output()
+        .expect("xlb status");
+    let status: Value = serde_json::from_slice(&by_env.stdout).expect("status JSON");
+    assert_eq!(by_env.status.code(), Some(0), "{status}");
+    assert_eq!(status["pin_path"], lab.pin_path.to_str().expect("path"));
+    let hidden = Command::new("ip")
+        .args(["netns", "exec", &lab.lb.name])
+        .arg(&lab.xlb)
+        .args(["status", "--output", "json", "--pin-path"])
+        .arg(&lab.pin_path)
+        .output()
+        .expect("ip netns exec xlb status");
+    let error: Value = serde_json::from_slice(&hidden.stdout).expect("error JSON");
+    assert_eq!(hidden.status.code(), Some(3), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ip netns exec") && e.contains("nsenter --net")),
+        "{error}"
+    );
     let (out, answer) = json(&lab, &["down"]);
     assert_eq!(out.code, Some(0), "{answer}\n{}", out.stderr);
     assert_eq!(answer["daemon"], pid, "{answer}");
@@ -206,6 +233,10 @@ fn down_through_the_daemon_stops_it_and_detaches() {
     assert!(!link.contains("xdp"), "still attached: {link}");
     let log = lab.daemon_log();
     assert!(log.contains("stopped by `xlb down`"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log that is not a terminal: {log:?}"
+    );
     assert!(!log.contains("forwarding continues"), "{log}");
     let (out, answer) = json(&lab, &["status"]);
     assert_eq!(out.code, Some(3), "{answer}");
@@ -231,15 +262,19 @@ fn pins_removed_under_the_daemon_stop_it_loudly() {
     assert!(!log.contains("forwarding continues"), "{log}");
 }
 
-/// Runs `writers` backend verbs at once (drain and enable of every backend in turn) and
-/// returns the generation each reported; every one must succeed.
-fn concurrent_backend_verbs(lab: &DaemonLab, writers: usize) -> Vec<u64> {
+/// Runs `writers` writers at once (applies of the daemon's config, drains and enables of every
+/// backend in turn) and returns the generation each reported; every one must succeed.
+fn concurrent_writers(lab: &DaemonLab, writers: usize) -> Vec<u64> {
+    let config = lab.config_path.to_str().expect("path");
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..writers)
             .map(|i| {
                 let address = lab.backends[i % lab.backends.len()].address.to_string();
-                let action = if i % 2 == 0 { "drain" } else { "enable" };
-                scope.spawn(move || json(lab, &["backend", action, VIP_SPEC, &address]))
+                scope.spawn(move || match i % 3 {
+                    0 => json(lab, &["apply", config]),
+                    1 => json(lab, &["backend", "drain", VIP_SPEC, &address]),
+                    _ => json(lab, &["backend", "enable", VIP_SPEC, &address]),
+                })
             })
             .collect();
         handles
@@ -253,15 +288,15 @@ fn concurrent_backend_verbs(lab: &DaemonLab, writers: usize) -> Vec<u64> {
     })
 }
 
-/// Test that two writers never interleave, with and without the daemon: eight backend verbs
-/// at once each get a generation of their own (writers that read the same state would both
+/// Test that two writers never interleave, with and without the daemon: eight applies and
+/// backend verbs at once each get a generation of their own (writers that read the same state would both
 /// write the same next generation), and the maps audit clean afterwards.
 #[test]
 fn concurrent_writers_each_get_their_own_generation() {
     require_privileges!();
     let (mut lab, _pid) = started("ownwriters");
     for (who, writers) in [("the daemon", 8), ("the lock", 8)] {
-        let generations = concurrent_backend_verbs(&lab, writers);
+        let generations = concurrent_writers(&lab, writers);
         let distinct: BTreeSet<u64> = generations.iter().copied().collect();
         assert_eq!(
             distinct.len(),
