@@ -162,9 +162,13 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         .run(&mut ebpf, args.duration.map(Duration::from_secs))
         .await?
     {
-        Stopped::Signal => println!(
+        Stopped::Signal if pins::link_path(pin_path).exists() => println!(
             "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
              detaches it, `xlb run` adopts it)",
+            pin_path.display()
+        ),
+        Stopped::Signal => eprintln!(
+            "xlb: stopped; the pins under {} are gone, so forwarding stops with this process",
             pin_path.display()
         ),
         Stopped::Down => println!(

@@ -3,7 +3,9 @@
 //! survive health changes and reloads, two writers never interleave, and a daemon whose pins
 //! vanish says so and stops. The lab is [`xlb_tests::daemon_lab`].
 
-use std::{collections::BTreeSet, process::Command, time::Duration};
+use std::{
+    collections::BTreeSet, os::unix::fs::PermissionsExt as _, process::Command, time::Duration,
+};
 
 use serde_json::Value;
 use xlb_tests::{
@@ -61,6 +63,19 @@ fn apply_through_the_daemon_sticks_and_another_file_is_refused() {
     require_privileges!();
     let (mut lab, pid) = started("ownapply");
     let before = lab.generation().expect("generation");
+    // The control socket is root's alone (0660 only with an `xlb` group).
+    let socket = lb_userspace::owner::socket_path(&lab.pin_path);
+    let mode = std::fs::metadata(&socket)
+        .unwrap_or_else(|err| panic!("{}: {err}", socket.display()))
+        .permissions()
+        .mode();
+    assert!(
+        mode & 0o7777 == 0o600 || mode & 0o7777 == 0o660,
+        "{} has mode {:o}",
+        socket.display(),
+        mode & 0o7777
+    );
+    assert_eq!(mode & 0o007, 0, "others may use {}", socket.display());
 
     let other = lab
         .write_file("other.toml", &lab.config_text(&[1, 2, 2], None))
