@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     args::{ApplyArgs, LiveArgs},
     config::{self, Environment, HostEnvironment},
-    exit,
+    control, exit,
     owner::{self, Writer},
     pins, report,
     rollout::{self, Applied, Desired, describe_vip},
@@ -139,7 +139,7 @@ pub fn apply_file(
     report.pin_path = pin_path.display().to_string();
     let made = match owner::writer(&pin_path)? {
         Writer::Daemon(daemon) => {
-            let (pid, made) = daemon.ask::<Made>(&owner::Request::Apply {
+            let (pid, made) = daemon.ask::<Made>(&control::Request::Apply {
                 file: std::path::absolute(file)?,
                 overrides: options.overrides.clone(),
             })?;

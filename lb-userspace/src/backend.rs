@@ -17,7 +17,7 @@ use crate::{
     args::{BackendAction, BackendArgs},
     capacity::Capacity,
     config::kernel_address,
-    exit,
+    control, exit,
     live::Snapshot,
     maps::Maps,
     owner::{self, Writer},
@@ -50,7 +50,7 @@ pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
     })?;
     let report = match owner::writer(&pin_path)? {
         Writer::Daemon(daemon) => {
-            let request = owner::Request::Backend {
+            let request = control::Request::Backend {
                 vip: spec,
                 backend: args.backend,
                 action,

@@ -34,12 +34,11 @@ use crate::{
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
+    control::{self, Identity, Incoming, Refusal, Request},
     down,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::{BackendState, Snapshot},
-    metrics,
-    owner::{self, Identity, Incoming, Refusal, Request},
-    pins,
+    metrics, pins,
     rollout::{self, Applied, Desired, describe_vip, live_address},
     skew::{self, Detector},
     stats,
@@ -86,13 +85,13 @@ pub enum Stopped {
 }
 
 impl Daemon {
-    /// Starts health checks, the metrics endpoint and the `control` socket's server for
+    /// Starts health checks, the metrics endpoint and the server of `control_socket` for
     /// `model`, already applied.
     pub async fn start(
         file: &Path,
         model: Model,
         bytes: Vec<u8>,
-        control: tokio::net::UnixListener,
+        control_socket: tokio::net::UnixListener,
     ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(1024);
         let targets = health::targets(&model);
@@ -127,7 +126,7 @@ impl Daemon {
         });
         info!(address = %model.global.metrics_address, "serving metrics at /metrics");
         let (request_sender, requests) = mpsc::channel(16);
-        tokio::spawn(owner::serve(control, request_sender));
+        tokio::spawn(control::serve(control_socket, request_sender));
         let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
         Ok(Daemon {
             file: file.to_path_buf(),
@@ -178,7 +177,7 @@ impl Daemon {
                     let down = matches!(request, Request::Down);
                     let outcome = self.serve(ebpf, request);
                     let done = outcome.is_ok();
-                    if let Err(err) = owner::answer(&mut stream, outcome).await {
+                    if let Err(err) = control::answer(&mut stream, outcome).await {
                         warn!("answering on the control socket failed: {err:#}");
                     }
                     if down && done {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     args::LiveArgs,
+    control,
     exit::{self, Coded},
     owner::{self, Writer},
     pins, report,
@@ -37,7 +38,7 @@ pub fn run(args: LiveArgs) -> anyhow::Result<u8> {
     let pin_path = args.pin_path(None);
     let report = match owner::writer(&pin_path)? {
         Writer::Daemon(daemon) => {
-            let (pid, report) = daemon.ask::<DownReport>(&owner::Request::Down)?;
+            let (pid, report) = daemon.ask::<DownReport>(&control::Request::Down)?;
             wait_for_exit(pid)?;
             DownReport {
                 daemon: Some(pid),

@@ -9,6 +9,7 @@ pub mod bgp;
 pub mod capacity;
 pub mod completions;
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod decap;

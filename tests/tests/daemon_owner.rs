@@ -64,7 +64,7 @@ fn apply_through_the_daemon_sticks_and_another_file_is_refused() {
     let (mut lab, pid) = started("ownapply");
     let before = lab.generation().expect("generation");
     // The control socket is root's alone (0660 only with an `xlb` group).
-    let socket = lb_userspace::owner::socket_path(&lab.pin_path);
+    let socket = lb_userspace::control::socket_path(&lab.pin_path);
     let mode = std::fs::metadata(&socket)
         .unwrap_or_else(|err| panic!("{}: {err}", socket.display()))
         .permissions()
