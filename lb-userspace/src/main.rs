@@ -22,11 +22,13 @@ async fn main() -> ExitCode {
         Err(err) => err.exit(),
     };
     let output = cli.command.output();
-    // Structured logs on stderr; RUST_LOG=debug (or xlb=debug) for more. Colour only for a
-    // person at a terminal (https://no-color.org).
+    // Structured logs on stderr; RUST_LOG=debug (or xlb=debug) for more.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -51,6 +53,12 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Whether logs are coloured: only for a person at a terminal who has not set NO_COLOR to
+/// anything (https://no-color.org: an empty value does not count).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Reports a verb's failure: on stderr for people, or as one JSON document on stdout (the
 /// error and the exit code) for scripts.
 fn fail(output: args::OutputFormat, error: &str, code: u8) -> ExitCode {
@@ -62,4 +70,19 @@ fn fail(output: args::OutputFormat, error: &str, code: u8) -> ExitCode {
         ),
     }
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    /// Test that logs are coloured only at a terminal, and never with NO_COLOR set.
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("1".into())));
+    }
 }
