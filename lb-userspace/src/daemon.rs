@@ -23,8 +23,6 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
-
-use crate::exit;
 use tracing::{error, info, warn};
 
 use crate::{
@@ -35,7 +33,7 @@ use crate::{
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
     control::{self, Identity, Incoming, Refusal, Request},
-    down,
+    down, exit,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::{BackendState, Snapshot},
     metrics, pins,
