@@ -344,7 +344,10 @@ fn remove(resources: Resources) {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
     for dir in resources.pin_dirs {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        // What xlb keeps for the pin path under /run/xlb (a killed daemon leaves its socket).
+        lb_userspace::names::forget(&dir);
+        let _ = std::fs::remove_file(lb_userspace::control::socket_path(&dir));
     }
     for ns in resources.namespaces {
         let _ = Command::new("ip")
