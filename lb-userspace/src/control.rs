@@ -54,11 +54,12 @@ pub enum Request {
         file: PathBuf,
         overrides: Vec<String>,
     },
-    /// Drain, disable or enable a backend.
+    /// Drain, disable or enable a backend (`force`: even past alerts.max_share).
     Backend {
         vip: String,
         backend: IpAddr,
         action: BackendAction,
+        force: bool,
     },
     /// Withdraw from BGP, remove the pins (detaching the program) and exit.
     Down,

@@ -47,6 +47,9 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
         .find_map(|cause| {
             if cause.is::<NotLoaded>() {
                 Some(NOT_LOADED)
+            } else if cause.is::<crate::backend::Refused>() {
+                // A guard found a problem with the change: a check's finding.
+                Some(INVALID)
             } else if let Some(Coded(code, _)) = cause.downcast_ref() {
                 Some(*code)
             } else {

@@ -48,7 +48,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
-    let (model, warnings) = match config::load(file, &HostEnvironment) {
+    // One read: the model is built from, and the meta hash taken of, the same bytes.
+    let checked = config::read_bytes(file)
+        .map_err(|err| config::read_error(file, err))
+        .and_then(|bytes| {
+            config::check_bytes(&bytes, file, &HostEnvironment).map(|loaded| (bytes, loaded))
+        });
+    let (bytes, (model, warnings)) = match checked {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
@@ -65,17 +71,14 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     for warning in &warnings {
         eprintln!("{warning}");
     }
-    let bytes = config::read_bytes(file).map_err(|err| {
-        exit::Coded(
-            exit::UNREADABLE,
-            format!("cannot read {}: {err}", file.display()),
-        )
-    })?;
     let pin_path = &model.global.pin_path.clone();
     crate::privilege::require("xlb run")?;
+    let interface = &model.global.interface.clone();
+    // Before anything is read from or pinned into it: a directory another user controls
+    // would hand them the link pin.
+    pins::prepare_dir(pin_path)?;
     // The only writer of the pins from here on: verbs reach it through the control socket.
     let mut owner = Owner::take(pin_path)?;
-    let interface = &model.global.interface.clone();
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
     let mut sizes = Capacity::default().map_sizes();
@@ -157,7 +160,10 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
             pin_path.display()
         );
     }
-    let daemon = Daemon::start(file, model, bytes, owner.listener()?).await?;
+    // From here the daemon's own descriptor keeps the program attached, whatever happens to
+    // the link pin while it runs.
+    let keeper = pins::Keeper::open(pin_path)?;
+    let daemon = Daemon::start(file, model, bytes, keeper, owner.listener()?).await?;
     match daemon
         .run(&mut ebpf, args.duration.map(Duration::from_secs))
         .await?
@@ -176,18 +182,6 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
              is detached",
             pin_path.display()
         ),
-        Stopped::PinsLost => {
-            return Err(exit::Coded(
-                exit::FAILED,
-                format!(
-                    "the pins under {} were removed while xlb run was running: forwarding \
-                     stops as it exits; run `xlb run --config {}` again to restore it",
-                    pin_path.display(),
-                    file.display()
-                ),
-            )
-            .into());
-        }
     }
     Ok(exit::OK)
 }
