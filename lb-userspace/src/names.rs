@@ -8,7 +8,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::{config::Model, owner, rollout::describe_vip};
@@ -72,7 +71,11 @@ pub fn record(pin_path: &Path, model: &Model) -> anyhow::Result<()> {
         std::fs::write(&staging, serde_json::to_vec(&Names::of(model))?)?;
         std::fs::rename(&staging, &path)
     };
-    write().with_context(|| format!("recording the VIP names in {}", path.display()))
+    write().map_err(|err| {
+        // A half-written staging file must not stay behind (a full disk, say).
+        let _ = std::fs::remove_file(&staging);
+        anyhow::Error::new(err).context(format!("recording the VIP names in {}", path.display()))
+    })
 }
 
 /// The names recorded for `pin_path`; none when nothing was recorded.
