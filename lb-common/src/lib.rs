@@ -39,13 +39,17 @@ pub mod map_names {
     pub const EVENTS: &str = "XLB_EVENTS";
     /// One [`crate::service::VipFilter`] at index 0.
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
+    /// Every VIP's address, whatever its ports and protocols: [`crate::service::AddrKey`] to an
+    /// unused 0. Tells a VIP address's packets that xlb does not steer (`other_l4`, malformed)
+    /// from other hosts' (`not_vip`).
+    pub const VIP_ADDRS: &str = "XLB_VIP_ADDRS";
     /// One [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// Decapsulation program: the host's own outer addresses, [`crate::decap::DecapKey`].
     pub const DECAP_ADDRS: &str = "XLB_DECAP_ADDRS";
 
     /// Every map of the `xlb` program, as pinned under the pin directory.
-    pub const XLB: [&str; 12] = [
+    pub const XLB: [&str; 13] = [
         VERDICTS,
         REASONS,
         VIPS,
@@ -58,6 +62,7 @@ pub mod map_names {
         CONFIG,
         VIP_FILTER,
         META,
+        VIP_ADDRS,
     ];
     /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.
     pub const META: &str = "XLB_META";

@@ -16,6 +16,8 @@ pub const VLAN_TAG_LEN: usize = 4;
 /// IP protocol numbers of an IPv4 (RFC 2003) and an IPv6 (RFC 2473, 4213) packet inside IP.
 pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_IPV6: u8 = 41;
+/// IPv6 fragment extension header.
+pub const IPPROTO_FRAGMENT: u8 = 44;
 /// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;

@@ -23,7 +23,7 @@ use lb_common::{
     flow_hash,
     meta::Meta,
     service::{
-        DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
+        AddrKey, DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
         VIP_FORWARD_IPIP, VipFilter,
     },
 };
@@ -62,6 +62,8 @@ static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray
 static XLB_CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 static XLB_VIP_FILTER: Array<VipFilter, 1> = Array::new();
+#[btf_map]
+static XLB_VIP_ADDRS: HashMap<AddrKey, u32, MAX_VIPS> = HashMap::new();
 /// Written and read only by the control plane; here so it lives and is pinned with the program.
 #[btf_map]
 static XLB_META: Array<Meta, 1> = Array::new();
@@ -92,7 +94,12 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         Ok(choice) => choice,
         Err(event) => {
             let Some(vip) = classify::vip(&packet) else {
-                return Reason::NotVip;
+                // An ICMP error to a VIP address about a flow to no VIP is ICMP we do not steer.
+                return if packet.icmp {
+                    classify::unsteered(&classify::destination(&packet), Reason::OtherL4)
+                } else {
+                    Reason::NotVip
+                };
             };
             match select::new_flow(&packet, &vip, hash, event) {
                 Ok(choice) => choice,

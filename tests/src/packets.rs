@@ -207,6 +207,64 @@ pub fn set_ipv4_frag(frame: &mut [u8], flags_offset: u16) {
     frame[ETH_LEN + 6..ETH_LEN + 8].copy_from_slice(&flags_offset.to_be_bytes());
 }
 
+/// `frame` with 802.1Q (TPID 0x8100) or 802.1ad (0x88a8) tags `(tpid, vlan id)` inserted after
+/// the MAC addresses, outermost first.
+pub fn with_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, vlan) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&vlan.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+fn is_ipv6(frame: &[u8]) -> bool {
+    frame[12..14] == [0x86, 0xdd]
+}
+
+/// Offset of the transport header of an untagged IPv4 or IPv6 frame without extension headers.
+pub fn l4_offset(frame: &[u8]) -> usize {
+    if is_ipv6(frame) {
+        ETH_LEN + 40
+    } else {
+        ETH_LEN + usize::from(frame[ETH_LEN] & 0x0f) * 4
+    }
+}
+
+/// Sets the IPv4 protocol or IPv6 next header of an untagged frame (the IPv4 header checksum
+/// is left stale: xlb does not check it).
+pub fn set_ip_proto(frame: &mut [u8], proto: u8) {
+    let at = if is_ipv6(frame) { 6 } else { 9 };
+    frame[ETH_LEN + at] = proto;
+}
+
+/// Sets the destination address of an untagged IPv4 or IPv6 frame (the IPv4 header checksum is
+/// left stale: xlb does not check it).
+pub fn set_ip_dst(frame: &mut [u8], dst: IpAddr) {
+    match dst {
+        IpAddr::V4(v4) => frame[ETH_LEN + 16..ETH_LEN + 20].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => frame[ETH_LEN + 24..ETH_LEN + 40].copy_from_slice(&v6.octets()),
+    }
+}
+
+/// Sets the IPv6 payload length of an untagged IPv6 frame.
+pub fn set_ipv6_payload_len(frame: &mut [u8], len: u16) {
+    frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Sets the TCP data offset (header length in 32-bit words) of an untagged TCP frame.
+pub fn set_tcp_data_offset(frame: &mut [u8], words: u8) {
+    let at = l4_offset(frame) + 12;
+    frame[at] = (frame[at] & 0x0f) | (words << 4);
+}
+
+/// Sets the UDP length field of an untagged UDP frame.
+pub fn set_udp_len(frame: &mut [u8], len: u16) {
+    let at = l4_offset(frame) + 4;
+    frame[at..at + 2].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Inserts an IPv6 fragment header (first fragment, more to come) after the fixed header of
 /// an untagged IPv6 frame.
 pub fn add_ipv6_fragment_header(frame: &mut Vec<u8>) {

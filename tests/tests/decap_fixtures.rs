@@ -329,6 +329,22 @@ fn fragmented_tunnel_packet_passes_unchanged() {
     }
 }
 
+/// Test that an IPv6 tunnel packet to a listed address carrying a fragment header (first or
+/// later fragment) passes to the stack unchanged as a fragment, never stripped.
+#[test]
+fn ipv6_tunnel_packet_with_a_fragment_header_passes_unchanged() {
+    require_privileges!();
+    for inner in [v4_syn(), v6_udp()] {
+        let mut tunnel = in_v6(&inner, HOST_V6);
+        packets::add_ipv6_fragment_header(&mut tunnel);
+        check_unchanged("first fragment", &tunnel, Reason::Fragment);
+        // A later fragment: offset 1 (8 bytes), no more fragments.
+        let at = OUTER + IPV6_HEADER + 2;
+        tunnel[at..at + 2].copy_from_slice(&[0x00, 0x08]);
+        check_unchanged("later fragment", &tunnel, Reason::Fragment);
+    }
+}
+
 /// Test that an inner header whose version is not the one the outer protocol announces is
 /// dropped as a bad header, in both directions and both outer families.
 #[test]

@@ -4,14 +4,16 @@
 use std::net::IpAddr;
 
 use lb_common::{
-    Backend, Config, PROGRAM_NAME, Reason, Verdict,
+    Backend, Config, Reason, Verdict,
     service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP},
 };
-use lb_userspace::{counters::Totals, object, steering, testrun};
+use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
-    steering::{BACKENDS, addr_bytes, backend_mac, flow_key, load, table, vip_key},
+    steering::{
+        BACKENDS, addr_bytes, assert_counted, backend_mac, flow_key, load, run, table, vip_key,
+    },
 };
 
 const TUNNEL_SRC_V4: &str = "198.18.0.2";
@@ -52,12 +54,6 @@ fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common
     };
     steering::set_config(&mut ebpf, &settings).expect("config");
     (ebpf, config)
-}
-
-fn run(ebpf: &mut aya::Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
-    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
-    let outcome = testrun::run(program, packet).expect("test run");
-    (Verdict::from_code(outcome.code), outcome.output)
 }
 
 /// The tunnel frame the program must emit for `inner` towards backend `id`.
@@ -150,5 +146,29 @@ fn packet_too_big_for_the_tunnel_is_dropped_and_counted() {
                 .packets,
             1
         );
+    }
+}
+
+/// Test that an ICMP "fragmentation needed" / ICMPv6 "packet too big" about a flow of an ipip
+/// VIP leaves as exactly the tunnel frame the flow's own packets get, towards the flow's
+/// backend, counted once as icmp_steered.
+#[test]
+fn too_big_error_about_an_ipip_flow_is_tunnelled_to_its_backend() {
+    require_privileges!();
+    for (vip, client, router, v6_backends) in [
+        ("198.18.1.10", "198.18.0.1", "198.18.3.1", false),
+        ("2001:db8:1::10", "2001:db8::1", "2001:db8:3::1", true),
+        ("2001:db8:1::10", "2001:db8::1", "2001:db8:3::1", false),
+    ] {
+        let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
+        let flow = Flow::new(client, vip, 40000, 80);
+        let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let error = packets::icmp_too_big(router, &flow);
+        assert_eq!(
+            run(&mut ebpf, &error),
+            (Some(Verdict::Tx), tunnelled(&error, id, v6_backends)),
+            "{vip}"
+        );
+        assert_counted(&ebpf, Reason::IcmpSteered, 1, error.len() as u64, vip);
     }
 }

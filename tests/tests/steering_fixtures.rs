@@ -8,30 +8,15 @@ use aya::{
     maps::{MapData, PerCpuArray},
 };
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, PROGRAM_NAME, Reason, Verdict, Vip,
-    config::CONFIG_DEBUG_LOG, map_names, service::VIP_HASH_SOURCE_ONLY,
+    Backend, BackendCounter, Config, Counter, Reason, Verdict, Vip, config::CONFIG_DEBUG_LOG,
+    map_names, service::VIP_HASH_SOURCE_ONLY,
 };
-use lb_userspace::{counters::Totals, object, steering, testrun};
+use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
-    packets::{self, Flow, LB_MAC},
+    packets::{self, Flow},
     require_privileges,
-    steering::{BACKENDS, TABLE_B, backend_mac, flow_key, load, table, vip_key},
+    steering::{BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, run, table, vip_key},
 };
-
-/// Runs one packet and returns its verdict and output.
-fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
-    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
-    let outcome = testrun::run(program, packet).expect("test run");
-    (Verdict::from_code(outcome.code), outcome.output)
-}
-
-/// The packet as dsr must emit it towards backend `id`.
-fn dsr_output(packet: &[u8], id: u32) -> Vec<u8> {
-    let mut out = packet.to_vec();
-    out[..6].copy_from_slice(&backend_mac(id));
-    out[6..12].copy_from_slice(&LB_MAC);
-    out
-}
 
 fn backend_stats(ebpf: &Ebpf, id: u32) -> BackendCounter {
     let map = ebpf
