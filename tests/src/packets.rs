@@ -271,7 +271,7 @@ pub fn add_ipv6_fragment_header(frame: &mut Vec<u8>) {
     const FIXED: usize = 40;
     let next = frame[ETH_LEN + 6];
     frame[ETH_LEN + 6] = 44;
-    let payload_len = u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]) + 8;
+    let payload_len = u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]).wrapping_add(8);
     frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload_len.to_be_bytes());
     let fragment = [next, 0, 0x00, 0x01, 0, 0, 0, 7];
     frame.splice(ETH_LEN + FIXED..ETH_LEN + FIXED, fragment);
