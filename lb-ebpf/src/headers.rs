@@ -18,7 +18,9 @@ pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_IPV6: u8 = 41;
 /// IPv6 fragment extension header.
 pub const IPPROTO_FRAGMENT: u8 = 44;
-/// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
+/// IPv4 "don't fragment" and "more fragments" flags and fragment offset mask in the
+/// host-order `frags` field.
+const IP_DF: u16 = 0x4000;
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
 
@@ -69,6 +71,12 @@ impl V4<'_> {
     #[inline(always)]
     pub fn fragment(&self) -> bool {
         u16::from_be_bytes(self.header.frags) & (IP_MF | IP_OFFSET) != 0
+    }
+
+    /// DF set: the sender asks for a "fragmentation needed" error rather than fragments.
+    #[inline(always)]
+    pub fn dont_fragment(&self) -> bool {
+        u16::from_be_bytes(self.header.frags) & IP_DF != 0
     }
 }
 

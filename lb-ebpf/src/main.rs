@@ -9,6 +9,7 @@ mod flows;
 mod parse;
 mod rewrite;
 mod select;
+mod too_big;
 
 use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
@@ -122,8 +123,13 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
     } else {
         (rewrite::dsr(ctx, choice.backend), Reason::ForwardedDsr)
     };
-    if let Err(reason) = rewritten {
-        return reason;
+    match rewritten {
+        Ok(()) => {}
+        Err(Reason::EncapTooBig) => {
+            let inner_mtu = rewrite::inner_mtu(choice.backend, config);
+            return too_big::answer(ctx, &packet, inner_mtu, bytes as usize);
+        }
+        Err(reason) => return reason,
     }
     counters::event(bytes, choice.event);
     counters::backend(bytes, choice.id, choice.event != Event::FlowHit);

@@ -45,6 +45,9 @@ pub struct Packet {
     pub ip_len: usize,
     /// IPv4 type of service (0 for IPv6), copied into an outer IPv4 tunnel header.
     pub tos: u8,
+    /// IPv4 "don't fragment" set, or IPv6 (never fragmented on the way): a packet too big for
+    /// the tunnel gets a too-big answer rather than a silent drop.
+    pub df: bool,
 }
 
 #[inline(always)]
@@ -76,6 +79,7 @@ fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
         l2_len,
         ip_len: total_len,
         tos: ip.tos,
+        df: v4.dont_fragment(),
     };
     let l4 = l2_len + header_len;
     let parsed = if ip.proto == IPPROTO_ICMP {
@@ -104,6 +108,7 @@ fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
         l2_len,
         ip_len,
         tos: 0,
+        df: true,
     };
     let l4 = l2_len + Ipv6Hdr::LEN;
     let parsed = if ip.next_hdr == IPPROTO_ICMPV6 {

@@ -315,6 +315,50 @@ pub fn icmp_too_big(router: &str, flow: &Flow) -> Vec<u8> {
     }
 }
 
+/// The answer xlb sends in place of the untagged `frame` (client to VIP) when it is too big for
+/// an `ipip` tunnel whose inner MTU is `mtu`: the MACs swapped, an ICMP "fragmentation needed"
+/// (IPv4: TTL 64, id 0, no flags) or ICMPv6 "packet too big" (hop limit 64) from the VIP to the
+/// client carrying `mtu`, quoting the frame's first 68 IP bytes.
+pub fn too_big_answer(frame: &[u8], mtu: u16) -> Vec<u8> {
+    const QUOTE: usize = 68;
+    let quote = &frame[ETH_LEN..ETH_LEN + QUOTE];
+    let dst_mac: [u8; 6] = frame[6..12].try_into().unwrap();
+    let src_mac: [u8; 6] = frame[..6].try_into().unwrap();
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    if frame[12..14] == [0x08, 0x00] {
+        let (client, vip) = (
+            &frame[ETH_LEN + 12..ETH_LEN + 16],
+            &frame[ETH_LEN + 16..ETH_LEN + 20],
+        );
+        let mut header = Ipv4Header::new(
+            0,
+            64,
+            etherparse::IpNumber::ICMP,
+            vip.try_into().unwrap(),
+            client.try_into().unwrap(),
+        )
+        .expect("IPv4 header");
+        header.dont_fragment = false;
+        let too_big =
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu };
+        let builder = eth
+            .ip(IpHeaders::Ipv4(header, Default::default()))
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(too_big));
+        finish(builder.size(QUOTE), |out| builder.write(out, quote))
+    } else {
+        let (client, vip) = (
+            &frame[ETH_LEN + 8..ETH_LEN + 24],
+            &frame[ETH_LEN + 24..ETH_LEN + 40],
+        );
+        let builder = eth
+            .ipv6(vip.try_into().unwrap(), client.try_into().unwrap(), 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu),
+            });
+        finish(builder.size(QUOTE), |out| builder.write(out, quote))
+    }
+}
+
 fn finish(
     size: usize,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), etherparse::err::packet::BuildWriteError>,

@@ -118,34 +118,54 @@ fn vlan_tag_stays_in_front_of_the_tunnel() {
     );
 }
 
-/// Test that a packet that would exceed the MTU once tunnelled is dropped and counted as
-/// encap_too_big, while one that fits exactly is sent.
+/// Test that a packet that would exceed the MTU once tunnelled is answered with exactly the
+/// expected ICMP "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big" carrying the
+/// MTU less the outer header, sent back to the client (too_big_answered); an IPv4 packet
+/// without DF is dropped as encap_too_big; one that fits exactly is tunnelled.
 #[test]
-fn packet_too_big_for_the_tunnel_is_dropped_and_counted() {
+fn packet_too_big_for_the_tunnel_is_answered_with_the_tunnel_mtu() {
     require_privileges!();
-    for (v6_backends, outer) in [(false, 20), (true, 40)] {
-        let (mut ebpf, _) = ipip_program("198.18.1.10", v6_backends, 1500);
-        let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
-        // IPv4 (20) + TCP (20) + payload: the inner packet fills the MTU minus the outer header.
-        let fits = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - 40]);
-        let too_big = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - 40 + 1]);
-        assert_eq!(
-            run(&mut ebpf, &fits).0,
-            Some(Verdict::Tx),
-            "outer {outer}: fits"
-        );
-        assert_eq!(
-            run(&mut ebpf, &too_big),
-            (Some(Verdict::Drop), too_big.clone()),
-            "outer {outer}"
-        );
-        assert_eq!(
-            Totals::read(&ebpf)
-                .unwrap()
-                .reason(Reason::EncapTooBig)
-                .packets,
-            1
-        );
+    for (vip, client) in [
+        ("198.18.1.10", "198.18.0.1"),
+        ("2001:db8:1::10", "2001:db8::1"),
+    ] {
+        for (v6_backends, outer) in [(false, 20), (true, 40)] {
+            let what = format!("{vip} with a {outer}-byte outer header");
+            let (mut ebpf, _) = ipip_program(vip, v6_backends, 1500);
+            let flow = Flow::new(client, vip, 40000, 80);
+            let headers = if flow.dst.is_ipv4() { 40 } else { 60 };
+            // The inner packet fills the MTU minus the outer header, or one byte more.
+            let fits = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - headers]);
+            let too_big = packets::tcp_ack(&flow, &vec![7u8; 1500 - outer - headers + 1]);
+            assert_eq!(run(&mut ebpf, &fits).0, Some(Verdict::Tx), "{what}: fits");
+            let answer = packets::too_big_answer(&too_big, (1500 - outer) as u16);
+            assert_eq!(
+                run(&mut ebpf, &too_big),
+                (Some(Verdict::Tx), answer),
+                "{what}: too big"
+            );
+            let totals = Totals::read(&ebpf).unwrap();
+            assert_eq!(totals.reason(Reason::ForwardedIpip).packets, 1, "{what}");
+            assert_eq!(
+                totals.reason(Reason::TooBigAnswered),
+                lb_common::Counter {
+                    packets: 1,
+                    bytes: too_big.len() as u64
+                },
+                "{what}"
+            );
+            if flow.dst.is_ipv4() {
+                let mut may_fragment = too_big.clone();
+                packets::set_ipv4_frag(&mut may_fragment, 0);
+                assert_eq!(
+                    run(&mut ebpf, &may_fragment),
+                    (Some(Verdict::Drop), may_fragment.clone()),
+                    "{what}: DF clear"
+                );
+                let dropped = Totals::read(&ebpf).unwrap().reason(Reason::EncapTooBig);
+                assert_eq!(dropped.packets, 1, "{what}: DF clear");
+            }
+        }
     }
 }
 
