@@ -65,9 +65,9 @@ pub const CLIENT_MTU: u32 = 1500;
 /// A full-size packet from the client is 1500 bytes and 1520 (IPv4 outer) or 1540 (IPv6
 /// outer) once tunnelled. Like a real data centre fabric behind an L4 balancer, the path from
 /// the lb to the backends therefore carries a larger MTU than the clients', and xlb is told
-/// that MTU, so it never has to drop a client's packet as `encap_too_big` (xlb sends no ICMP
-/// for those: a client would see a black hole, not a smaller path MTU). Leaving
-/// `Config::mtu` at 1500 would drop every full-size segment.
+/// that MTU, so it never has to answer a client's packet as too big. With `Config::mtu` at
+/// 1500 instead, xlb answers every full-size segment with a too-big error carrying 1480 (IPv4
+/// outer) or 1460 (IPv6 outer), and the client's path MTU shrinks to it.
 pub const FABRIC_MTU: u32 = 1600;
 const TCP: u8 = 6;
 /// Where the VIPs' live tables start in the Maglev slot map (the second copy of each, unused
@@ -113,6 +113,10 @@ pub struct Options {
     pub table_size: u32,
     /// How every VIP forwards.
     pub forwarding: Forwarding,
+    /// xlb's `Config::mtu` in `ipip` mode: [`FABRIC_MTU`] by default; [`CLIENT_MTU`] makes
+    /// every full-size client packet too big for the tunnel, so xlb answers it with a too-big
+    /// error and the client's path MTU shrinks.
+    pub tunnel_mtu: u32,
 }
 
 impl Options {
@@ -123,6 +127,7 @@ impl Options {
             weights: Vec::new(),
             table_size: 65_537,
             forwarding: Forwarding::Dsr,
+            tunnel_mtu: FABRIC_MTU,
         }
     }
 }
@@ -336,7 +341,7 @@ impl Topology {
                 &mut ebpf,
                 &Config {
                     flags: 0,
-                    mtu: FABRIC_MTU,
+                    mtu: options.tunnel_mtu,
                     ipip_src_v4: LB_V4.octets(),
                     ipip_src_v6: LB_V6.octets(),
                 },
