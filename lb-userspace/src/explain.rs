@@ -157,7 +157,8 @@ pub struct Tunnel {
     pub outer_dst: IpAddr,
     /// IP protocol (IPv4 outer) or next header (IPv6 outer): 4 for IPv4 inside, 41 for IPv6.
     pub protocol: u8,
-    /// Largest tunnelled packet; larger ones are dropped as `encap_too_big`.
+    /// Largest tunnelled packet; larger ones are answered with a too-big error
+    /// (`too_big_answered`) or, IPv4 without DF, dropped as `encap_too_big`.
     pub mtu: u32,
     /// Largest client packet that fits (`mtu` minus the outer header).
     pub max_inner: u32,
@@ -535,8 +536,8 @@ fn describe_decision(decision: &Decision) -> String {
             let unset = tunnel.outer_src.is_unspecified();
             format!(
                 "XDP_TX to backend {}{address} in a tunnel: destination MAC {} (next hop), outer \
-                 {} -> {} protocol {}{}; client packets over {} bytes are dropped as \
-                 encap_too_big ({})",
+                 {} -> {} protocol {}{}; client packets over {} bytes get a too-big answer \
+                 (too_big_answered; IPv4 without DF: dropped as encap_too_big) ({})",
                 backend.id,
                 frame.dst_mac,
                 tunnel.outer_src,
