@@ -117,7 +117,7 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
     };
     let (rewritten, forwarded) = if choice.vip_flags & VIP_FORWARD_IPIP != 0 {
         (
-            rewrite::ipip(ctx, &packet, choice.backend, config),
+            rewrite::ipip(ctx, &packet, hash, choice.backend, config),
             Reason::ForwardedIpip,
         )
     } else {

@@ -4,7 +4,8 @@
 //! source; the IP packet is untouched, so the backend answers the client directly from the VIP.
 //!
 //! `ipip`: an outer IPv4 or IPv6 header (the backend's family) goes in front of the IP packet,
-//! addressed from the configured tunnel source to the backend, and the frame goes to the next
+//! addressed from the configured tunnel source (within a prefix: by the flow hash) to the
+//! backend, and the frame goes to the next
 //! hop's MAC. Outer IPv4: IHL 5, TOS copied from an inner IPv4 packet, id 0, no flags, TTL 64,
 //! protocol 4 (IPv4 inside) or 41 (IPv6 inside). Outer IPv6: traffic class and flow label 0,
 //! hop limit 64, next header 4 or 41. A VLAN tag stays in front of the outer header.
@@ -100,6 +101,7 @@ fn outer_len(backend: &Backend) -> usize {
 pub fn ipip(
     ctx: &XdpContext,
     packet: &Packet,
+    hash: u32,
     backend: &Backend,
     config: &Config,
 ) -> Result<(), Reason> {
@@ -130,7 +132,7 @@ pub fn ipip(
             ttl: 64,
             proto,
             check: [0; 2],
-            src_addr: config.ipip_src_v4,
+            src_addr: config.ipip_source_v4(hash),
             dst_addr: [
                 backend.addr[0],
                 backend.addr[1],
@@ -148,7 +150,7 @@ pub fn ipip(
             payload_len: (packet.ip_len as u16).to_be_bytes(),
             next_hdr: proto,
             hop_limit: 64,
-            src_addr: config.ipip_src_v6,
+            src_addr: config.ipip_source_v6(hash),
             dst_addr: backend.addr,
         };
         // SAFETY: ptr_at checked the header lies inside the frame.

@@ -320,6 +320,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         ipip,
         inner_v4: family == FAMILY_IPV4,
         config: snapshot.config,
+        hash: flow_hash(&key, false),
     };
     let from_table = |event: Event| decide(&table, "table", event, &rewrite);
     let syn = (query.protocol == ProtocolArg::Tcp).then(|| from_table(Event::FlowMiss));
@@ -443,6 +444,8 @@ struct Rewrite {
     /// The client's packet is IPv4 (the tunnel's inner protocol).
     inner_v4: bool,
     config: Config,
+    /// The flow's 5-tuple hash: picks the outer source within a configured prefix.
+    hash: u32,
 }
 
 /// What the table's choice does with a packet: forward to an active backend, else drop.
@@ -480,8 +483,8 @@ fn forward(via: &'static str, event: Event, backend: BackendInfo, rewrite: &Rewr
                 config.mtu
             };
             let (outer_src, header) = match outer_dst {
-                IpAddr::V4(_) => (IpAddr::from(config.ipip_src_v4), 20),
-                IpAddr::V6(_) => (IpAddr::from(config.ipip_src_v6), 40),
+                IpAddr::V4(_) => (IpAddr::from(config.ipip_source_v4(rewrite.hash)), 20),
+                IpAddr::V6(_) => (IpAddr::from(config.ipip_source_v6(rewrite.hash)), 40),
             };
             Some(Tunnel {
                 outer_src,

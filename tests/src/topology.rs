@@ -50,6 +50,10 @@ pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const LB_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// `ipip` outer sources: each flow's from its hash within 198.18.200.0/24 and
+/// 2001:db8:200::/120.
+pub const TUNNEL_SOURCES_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 0);
+pub const TUNNEL_SOURCES_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0);
 pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
 /// The TCP port of both VIPs, where every backend's server listens.
@@ -342,8 +346,13 @@ impl Topology {
                 &Config {
                     flags: 0,
                     mtu: options.tunnel_mtu,
-                    ipip_src_v4: LB_V4.octets(),
-                    ipip_src_v6: LB_V6.octets(),
+                    // Tunnel sources spread over prefixes (receive-side scaling at the
+                    // backends): decap and the backends' direct answers must not care.
+                    ipip_src_v4: TUNNEL_SOURCES_V4.octets(),
+                    ipip_src_v6: TUNNEL_SOURCES_V6.octets(),
+                    ipip_src_v4_hosts: [0, 0, 0, 255],
+                    ipip_src_v6_hosts: [0, 0, 0, 255],
+                    ..Config::default()
                 },
             )?;
             VIP_FORWARD_IPIP

@@ -51,6 +51,7 @@ fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common
         mtu,
         ipip_src_v4: [198, 18, 0, 2],
         ipip_src_v6: addr_bytes(TUNNEL_SRC_V6.parse().unwrap()).0,
+        ..Config::default()
     };
     steering::set_config(&mut ebpf, &settings).expect("config");
     (ebpf, config)
@@ -190,5 +191,66 @@ fn too_big_error_about_an_ipip_flow_is_tunnelled_to_its_backend() {
             "{vip}"
         );
         assert_counted(&ebpf, Reason::IcmpSteered, 1, error.len() as u64, vip);
+    }
+}
+
+/// Test that with a tunnel source prefix (198.18.200.0/24, 2001:db8:200::/120) each flow's
+/// tunnel frames carry an outer source inside the prefix, different flows different sources
+/// (64 flows over at least 32 of them), and every packet of a flow (SYN, data, and again)
+/// the same one, exactly the frame the flow's hash gives.
+#[test]
+fn outer_source_spreads_flows_over_the_configured_prefix() {
+    require_privileges!();
+    for (vip, client, v6_backends) in [
+        ("198.18.1.10", "198.18.0.1", false),
+        ("2001:db8:1::10", "2001:db8::1", true),
+    ] {
+        let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
+        let settings = Config {
+            mtu: 1500,
+            ipip_src_v4: [198, 18, 200, 0],
+            ipip_src_v6: addr_bytes("2001:db8:200::".parse().unwrap()).0,
+            ipip_src_v4_hosts: [0, 0, 0, 255],
+            ipip_src_v6_hosts: [0, 0, 0, 255],
+            ..Config::default()
+        };
+        steering::set_config(&mut ebpf, &settings).expect("config");
+        let mut sources = std::collections::BTreeSet::new();
+        for sport in 40_000..40_064 {
+            let flow = Flow::new(client, vip, sport, 80);
+            let key = flow_key(&flow, 6);
+            let id = table(&[0, 1, 2], 13)[steering::slot(&config, &key) as usize];
+            let hash = lb_common::flow_hash(&key, false);
+            let source: IpAddr = if v6_backends {
+                settings.ipip_source_v6(hash).into()
+            } else {
+                settings.ipip_source_v4(hash).into()
+            };
+            for packet in [
+                packets::tcp_syn(&flow),
+                packets::tcp_ack(&flow, b"data"),
+                packets::tcp_ack(&flow, b"more data"),
+            ] {
+                let mut expected =
+                    packets::encapsulated(source, backend_addr(id, v6_backends), &packet);
+                expected[..6].copy_from_slice(&backend_mac(id));
+                assert_eq!(
+                    run(&mut ebpf, &packet),
+                    (Some(Verdict::Tx), expected),
+                    "{vip} port {sport}"
+                );
+            }
+            let in_prefix = match source {
+                IpAddr::V4(v4) => v4.octets()[..3] == [198, 18, 200],
+                IpAddr::V6(v6) => v6.segments()[..7] == [0x2001, 0xdb8, 0x200, 0, 0, 0, 0],
+            };
+            assert!(in_prefix, "{vip} port {sport}: outer source {source}");
+            sources.insert(source);
+        }
+        assert!(
+            sources.len() >= 32,
+            "{vip}: 64 flows used only {} outer sources: {sources:?}",
+            sources.len()
+        );
     }
 }
