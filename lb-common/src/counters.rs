@@ -33,8 +33,6 @@ impl Verdict {
         Verdict::Tx,
         Verdict::Redirect,
     ];
-    /// Slots in the verdict counter map.
-    pub const SLOTS: u32 = Self::ALL.len() as u32;
 
     pub const fn name(self) -> &'static str {
         match self {

@@ -18,9 +18,8 @@ pub use service::{Backend, BackendCounter, Vip, VipKey};
 
 /// Names of the maps in the XDP object, as userspace looks them up and pins them.
 pub mod map_names {
-    /// Per-CPU packets and bytes per XDP verdict, indexed by [`crate::Verdict`].
-    pub const VERDICTS: &str = "XLB_VERDICTS";
-    /// Per-CPU packets and bytes per reason, indexed by [`crate::Reason`].
+    /// Per-CPU packets and bytes per reason, indexed by [`crate::Reason`]. A reason names its
+    /// verdict ([`crate::Reason::verdict`]): verdict counts are sums of reasons.
     pub const REASONS: &str = "XLB_REASONS";
     /// Services: [`crate::VipKey`] to [`crate::Vip`].
     pub const VIPS: &str = "XLB_VIPS";
@@ -49,8 +48,7 @@ pub mod map_names {
     pub const DECAP_ADDRS: &str = "XLB_DECAP_ADDRS";
 
     /// Every map of the `xlb` program, as pinned under the pin directory.
-    pub const XLB: [&str; 13] = [
-        VERDICTS,
+    pub const XLB: [&str; 12] = [
         REASONS,
         VIPS,
         BACKENDS,

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Verdict, Vip, VipKey,
+    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipKey,
     config::CONFIG_DEBUG_LOG,
     flow::flow_sets,
     flow_hash,
@@ -41,8 +41,6 @@ const MMAPABLE: usize = 1 << 10;
 #[unsafe(no_mangle)]
 static XLB_FLOW_SETS: u32 = FLOW_SETS as u32;
 
-#[btf_map]
-static XLB_VERDICTS: PerCpuArray<Counter, { Verdict::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
 static XLB_REASONS: PerCpuArray<Counter, { Reason::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
@@ -73,9 +71,8 @@ static XLB_META: Array<Meta, 1> = Array::new();
 pub fn xlb(ctx: XdpContext) -> u32 {
     let bytes = lb_ebpf::headers::frame_len(&ctx) as u64;
     let reason = steer(&ctx, bytes);
-    let verdict = reason.verdict();
-    counters::count(bytes, reason, verdict);
-    verdict as u32
+    counters::count(bytes, reason);
+    reason.verdict() as u32
 }
 
 #[inline(always)]
