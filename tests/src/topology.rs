@@ -352,7 +352,6 @@ impl Topology {
                     ipip_src_v6: TUNNEL_SOURCES_V6.octets(),
                     ipip_src_v4_hosts: [0, 0, 0, 255],
                     ipip_src_v6_hosts: [0, 0, 0, 255],
-                    ..Config::default()
                 },
             )?;
             VIP_FORWARD_IPIP
