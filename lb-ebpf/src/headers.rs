@@ -18,6 +18,14 @@ pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_IPV6: u8 = 41;
 /// IPv6 fragment extension header.
 pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// ICMP "destination unreachable, fragmentation needed" and ICMPv6 "packet too big".
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+/// ICMP and ICMPv6 headers: type, code, checksum and 4 bytes (an error's MTU).
+pub const ICMP_HEADER_LEN: usize = 8;
 /// IPv4 "don't fragment" and "more fragments" flags and fragment offset mask in the
 /// host-order `frags` field.
 const IP_DF: u16 = 0x4000;

@@ -9,25 +9,21 @@ use lb_common::{
     FlowKey, Reason,
     service::{AddrKey, FAMILY_IPV4, FAMILY_IPV6, vip_filter_bit_v4, vip_filter_bit_v6},
 };
-use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, ptr_at};
+use lb_ebpf::headers::{
+    self, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HEADER_LEN,
+    ICMPV6_PKT_TOOBIG, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, ptr_at,
+};
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
 };
 
-const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ICMPV6: u8 = 58;
 /// TCP flags byte (offset 13 of the header): SYN and ACK.
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
-/// ICMP "destination unreachable, fragmentation needed" and ICMPv6 "packet too big".
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMPV6_PKT_TOOBIG: u8 = 2;
-const ICMP_HEADER_LEN: usize = 8;
 
 /// What the later stages need of a well-formed TCP or UDP packet, or of an ICMP error about
 /// one.

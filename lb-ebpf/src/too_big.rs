@@ -14,7 +14,10 @@
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use lb_common::{Reason, service::FAMILY_IPV4};
-use lb_ebpf::headers::{ETH_P_IP, ETH_P_IPV6, ptr_at};
+use lb_ebpf::headers::{
+    ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HEADER_LEN, ICMPV6_PKT_TOOBIG,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, ptr_at,
+};
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
 use crate::{
@@ -24,12 +27,6 @@ use crate::{
 
 /// Bytes of the too-big packet quoted: the longest IPv4 header (60) and 8 bytes beyond it.
 pub const QUOTE_LEN: usize = 68;
-const ICMP_HEADER_LEN: usize = 8;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMPV6_PKT_TOOBIG: u8 = 2;
 
 /// Answers `packet` (a frame of `received` bytes), larger than `inner_mtu`, with a too-big
 /// error to its sender; or drops it
