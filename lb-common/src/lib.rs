@@ -47,8 +47,11 @@ pub mod map_names {
     /// Decapsulation program: the host's own outer addresses, [`crate::decap::DecapKey`].
     pub const DECAP_ADDRS: &str = "XLB_DECAP_ADDRS";
 
+    /// One [`crate::meta::ShareBase`] per backend id.
+    pub const SHARE_BASE: &str = "XLB_SHARE_BASE";
+
     /// Every map of the `xlb` program, as pinned under the pin directory.
-    pub const XLB: [&str; 12] = [
+    pub const XLB: [&str; 13] = [
         REASONS,
         VIPS,
         BACKENDS,
@@ -61,6 +64,7 @@ pub mod map_names {
         VIP_FILTER,
         META,
         VIP_ADDRS,
+        SHARE_BASE,
     ];
     /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.
     pub const META: &str = "XLB_META";

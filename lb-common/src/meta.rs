@@ -19,13 +19,34 @@ pub struct Meta {
     /// The interface's name, NUL-padded: an index means nothing outside the network namespace
     /// `xlb run` attached in.
     pub interface: [u8; 16],
+    /// The applied config's `alerts.max_share` in millionths (0: never recorded, read as the
+    /// default): the share of a VIP's new flows one server may take, which the backend verbs
+    /// and the live audit judge against without the config file.
+    pub max_share_ppm: u32,
+    pub pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Meta>() == 48);
+const _: () = assert!(core::mem::size_of::<Meta>() == 56);
 
 /// `Meta::attach_mode` values.
 pub const ATTACH_NATIVE: u32 = 1;
 pub const ATTACH_GENERIC: u32 = 2;
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)] plain data (three u64, two u32, 16 bytes), no padding.
+// SAFETY: #[repr(C)] plain data (three u64, two u32, 16 bytes, two u32), no padding.
 unsafe impl aya::Pod for Meta {}
+
+/// Per backend id: its new-flow count (summed over CPUs) when its VIP's table last changed, and
+/// when. `xlb stats` judges shares over the flows counted since then, never over lifetime
+/// counters from before the change. Written only by the control plane.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShareBase {
+    pub new_flows: u64,
+    /// Seconds since the Unix epoch; 0: never recorded.
+    pub since: u64,
+}
+const _: () = assert!(core::mem::size_of::<ShareBase>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] plain data (two u64), no padding.
+unsafe impl aya::Pod for ShareBase {}

@@ -22,7 +22,7 @@ use lb_common::{
     config::CONFIG_DEBUG_LOG,
     flow::flow_sets,
     flow_hash,
-    meta::Meta,
+    meta::{Meta, ShareBase},
     service::{
         AddrKey, DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
         VIP_FORWARD_IPIP, VipFilter,
@@ -66,6 +66,9 @@ static XLB_VIP_ADDRS: HashMap<AddrKey, u32, MAX_VIPS> = HashMap::new();
 /// Written and read only by the control plane; here so it lives and is pinned with the program.
 #[btf_map]
 static XLB_META: Array<Meta, 1> = Array::new();
+/// Written and read only by the control plane, like `XLB_META`.
+#[btf_map]
+static XLB_SHARE_BASE: Array<ShareBase, MAX_BACKENDS> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {

@@ -7,8 +7,11 @@ use serde::Serialize;
 
 use crate::{
     args::{ApplyArgs, LiveArgs},
-    config::{self, Environment, HostEnvironment},
-    exit, pins, report,
+    capacity::Capacity,
+    config::{self, Environment, HostEnvironment, rules},
+    effect, exit,
+    live::Snapshot,
+    pins, report,
     rollout::{self, Desired, describe_vip},
 };
 
@@ -38,16 +41,11 @@ pub struct AppliedVipReport {
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
-    for rule in &args.overrides {
-        anyhow::ensure!(
-            config::OVERRIDABLE.contains(&rule.as_str()),
-            "--override {rule}: only {} can be overridden",
-            config::OVERRIDABLE.join(", ")
-        );
-    }
+    check_overrides(&args.overrides)?;
     let options = Options {
         allow_warnings: args.allow_warnings,
         overrides: args.overrides.clone(),
+        force: args.force,
     };
     let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
     let code = if report.applied {
@@ -66,6 +64,41 @@ pub struct Options {
     pub allow_warnings: bool,
     /// Audit rules whose findings count as accepted warnings (see [`config::OVERRIDABLE`]).
     pub overrides: Vec<String>,
+    /// Apply even if, with the live drains, disables and health kept, one server would take
+    /// more than `alerts.max_share` of a VIP's new flows (also implied by overriding XLB003,
+    /// which accepts exactly that).
+    pub force: bool,
+}
+
+/// Refuses an `--override` of a rule that cannot be overridden, naming the ones that can.
+pub fn check_overrides(overrides: &[String]) -> anyhow::Result<()> {
+    for rule in overrides {
+        anyhow::ensure!(
+            config::OVERRIDABLE.contains(&rule.as_str()),
+            "--override {rule}: only {} can be overridden",
+            config::OVERRIDABLE.join(", ")
+        );
+    }
+    Ok(())
+}
+
+impl Options {
+    /// Why an apply with these options refuses a valid config with `warnings`, if it does:
+    /// `plan` asks the same question, so it fails exactly when `apply` would refuse.
+    pub fn refusal(&self, warnings: &[config::Diagnostic]) -> Option<String> {
+        let overridden = |d: &config::Diagnostic| self.overrides.iter().any(|o| o == d.rule);
+        let open: Vec<&str> = warnings
+            .iter()
+            .filter(|d| !overridden(d))
+            .map(|d| d.rule)
+            .collect();
+        (!open.is_empty() && !self.allow_warnings).then(|| {
+            format!(
+                "the config has warnings ({}): fix them, or pass --allow-warnings",
+                open.join(", ")
+            )
+        })
+    }
 }
 
 /// Validates `file` and applies it to the xlb pinned where `live` (or the config) says.
@@ -94,19 +127,40 @@ pub fn apply_file(
         }
     };
     report.diagnostics = warnings.iter().map(ToString::to_string).collect();
-    let overridden = |d: &config::Diagnostic| options.overrides.iter().any(|o| o == d.rule);
-    if warnings.iter().any(|d| !overridden(d)) && !options.allow_warnings {
-        report.refused = Some(
-            "the config has warnings; nothing was changed (fix them, or pass --allow-warnings)"
-                .into(),
-        );
+    if let Some(reason) = options.refusal(&warnings) {
+        report.refused = Some(format!("{reason}; nothing was changed"));
         return Ok(report);
     }
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     report.pin_path = pin_path.display().to_string();
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut maps = pins::open(&pin_path)?;
-    let applied = rollout::apply(&mut maps, &Desired::from_model(&model, &bytes))?;
+    let desired = Desired::from_model(&model, &bytes);
+    if !options.force
+        && !options
+            .overrides
+            .iter()
+            .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
+    {
+        let snapshot = Snapshot::read(&mut maps)?;
+        let capacity = Capacity::read(&maps)?;
+        let max_share = model.alerts.max_share;
+        let found = effect::concentrated(&maps, &snapshot, &capacity, &desired, max_share, None)?;
+        if let Some((vip, server)) = found.first() {
+            report.refused = Some(format!(
+                "with the live state kept (drained, disabled and unhealthy backends stay out), \
+                 {} of the new flows of {} would go to one server, {} (at most {} allowed by \
+                 alerts.max_share); nothing was changed: bring the other backends back (`xlb \
+                 backend enable`), or pass --force if this is really meant",
+                effect::percent(server.share, 0),
+                describe_vip(vip),
+                server.address,
+                effect::percent(max_share, 0)
+            ));
+            return Ok(report);
+        }
+    }
+    let applied = rollout::apply(&mut maps, &desired)?;
     report.applied = true;
     report.generation = Some(applied.generation);
     report.vips = applied

@@ -90,6 +90,26 @@ pub struct PlanArgs {
     /// Seed of the synthetic flows' addresses and ports: the same seed, the same sample.
     #[arg(long, default_value_t = crate::plan::DEFAULT_SEED)]
     pub seed: u64,
+    /// Real clients instead of random ones: a file with one client address per line
+    /// (`ADDRESS` or `ADDRESS COUNT`, COUNT its relative number of flows; `#` comments). The
+    /// --flows sample flows come from them. Shows where a `hash = "source"` VIP really sends a
+    /// service whose clients arrive through a few NAT or proxy addresses.
+    #[arg(long, value_name = "FILE", conflicts_with = "pcap")]
+    pub clients: Option<PathBuf>,
+    /// Real flows instead of random ones: every TCP and UDP flow to a VIP in a pcap capture
+    /// (`tcpdump -w FILE`; Ethernet, raw IP or `-i any` captures).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Plan as `xlb apply --allow-warnings` would apply: warnings do not fail the plan.
+    #[arg(long)]
+    pub allow_warnings: bool,
+    /// Plan as `xlb apply --override RULE` would apply (see `xlb apply --help`); repeatable.
+    #[arg(long = "override", value_name = "RULE")]
+    pub overrides: Vec<String>,
+    /// Plan as `xlb apply --force` would apply: one server above `alerts.max_share` with the
+    /// live drains and disables kept does not fail the plan.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -101,11 +121,15 @@ pub struct ApplyArgs {
     /// Apply even with warnings (errors always refuse).
     #[arg(long)]
     pub allow_warnings: bool,
-    /// Let a finding of this audit rule through as a warning (XLB001, XLB002, XLB003 or
-    /// XLB008: rules about balance, not loadability). For drills and emergencies, e.g. forcing
+    /// Let a finding of this audit rule through as a warning (XLB001, XLB002, XLB003, XLB008,
+    /// XLB026 or XLB027: rules about balance, not loadability). For drills and emergencies, e.g. forcing
     /// all weight on one backend; repeatable. Other warnings still need --allow-warnings.
     #[arg(long = "override", value_name = "RULE")]
     pub overrides: Vec<String>,
+    /// Apply even if, with the live drains, disables and health kept, one server would take
+    /// more than `alerts.max_share` of a VIP's new flows (refused otherwise, exit 1).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -161,6 +185,11 @@ pub struct BackendArgs {
     pub vip: String,
     /// The backend's address.
     pub backend: IpAddr,
+    /// Make the change even if it leaves one server with more than `alerts.max_share` of the
+    /// VIP's new flows (the share recorded by the last apply; 90% by default), which is
+    /// refused otherwise with exit code 1.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub live: LiveArgs,
 }

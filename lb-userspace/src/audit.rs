@@ -20,9 +20,9 @@ use crate::{
     args::{AuditArgs, OutputFormat},
     capacity::Capacity,
     config::{self, Diagnostic, Environment, HostEnvironment, Model, kernel_address, rules},
-    exit,
+    effect, exit,
     explain::format_mac,
-    live::Snapshot,
+    live::{BackendState, Snapshot},
     maglev,
     maps::Maps,
     pins, report,
@@ -156,6 +156,15 @@ pub enum Kind {
     ConfigHash,
     /// Another node (`--peer`) steers a VIP with a different table, or lacks it.
     Peer,
+    /// Every new flow of a VIP that names several backends goes to one server: the outage.
+    Outage,
+    /// One server takes more than the recorded `alerts.max_share` of a VIP's new flows (a
+    /// note: weights can mean it).
+    Concentrated,
+    /// Two live entries of a VIP reach the same server.
+    SameServer,
+    /// An active backend with weight gets no slot of its VIP's table.
+    NoSlot,
 }
 
 impl Kind {
@@ -181,6 +190,19 @@ impl Kind {
             Kind::Capacity => "capacity",
             Kind::ConfigHash => "config_hash",
             Kind::Peer => "peer",
+            Kind::Outage => "outage",
+            Kind::Concentrated => "concentrated",
+            Kind::SameServer => "same_server",
+            Kind::NoSlot => "no_slot",
+        }
+    }
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Drift => "drift",
+            Severity::Note => "note",
         }
     }
 }
@@ -421,6 +443,7 @@ pub fn against_config(
         }
     }
     audit.tables(maps, &desired, "the config's backends and weights")?;
+    audit.effects(maps)?;
     audit.run_time_config(&model.global.kernel_config());
     let hash = rollout::config_hash(bytes);
     if snapshot.meta.config_hash != hash {
@@ -470,6 +493,7 @@ pub fn consistency(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<Findin
         .vips
         .retain(|want| snapshot.vip(&want.key).is_some_and(|vip| audit.usable(vip)));
     audit.tables(maps, &desired, "the live backends' weights")?;
+    audit.effects(maps)?;
     Ok(audit.findings)
 }
 
@@ -482,6 +506,101 @@ struct Audit<'a> {
 }
 
 impl Audit<'_> {
+    /// The outage rules on the live maps, whatever put them there (`--override`, disables,
+    /// health checks, a map edited by hand): where each usable VIP's new flows really go.
+    fn effects(&mut self, maps: &(impl Maps + ?Sized)) -> anyhow::Result<()> {
+        let max_share = rollout::max_share(&self.snapshot.meta);
+        for (key, vip) in &self.snapshot.vips {
+            if !self.usable(vip) {
+                continue;
+            }
+            let (backends, effect) = effect::live(maps, self.snapshot, &self.capacity, vip)?;
+            let forwarding = effect::forwarding(vip);
+            for j in 0..backends.len() {
+                let entry = effect::live_entry(&backends[j].1);
+                let same = (0..j).find_map(|i| {
+                    let other = effect::live_entry(&backends[i].1);
+                    effect::same_server(&other, &entry, forwarding).map(|why| (other, why))
+                });
+                if let Some((other, why)) = same {
+                    self.push(
+                        Kind::SameServer,
+                        Severity::Drift,
+                        Some(key),
+                        Some(entry.address.to_string()),
+                        "one entry per server".to_owned(),
+                        format!(
+                            "the same server as {} ({})",
+                            other.address,
+                            match why {
+                                effect::SameServer::Address => "same address",
+                                effect::SameServer::Mac => "same MAC, dsr",
+                            }
+                        ),
+                        "give each entry its own server's address and MAC in the config, and \
+                         apply it"
+                            .to_owned(),
+                    );
+                }
+            }
+            for (i, (_, backend)) in backends.iter().enumerate() {
+                if BackendState::of(backend) == BackendState::Active
+                    && backend.weight > 0
+                    && effect.entry_counts[i] == 0
+                    && effect.total > 0
+                {
+                    self.push(
+                        Kind::NoSlot,
+                        Severity::Drift,
+                        Some(key),
+                        Some(live_address(backend).to_string()),
+                        format!("slots for weight {}", backend.weight),
+                        format!("no slot of {}", vip.table_size),
+                        "raise the VIP's table_size or bring the weights closer together \
+                         (`xlb validate` names the size), and apply"
+                            .to_owned(),
+                    );
+                }
+            }
+            let (kind, severity, server) = match (effect.all_on_one(), effect.over(max_share)) {
+                (Some(server), _) => (Kind::Outage, Severity::Drift, server),
+                (None, Some(server)) => (Kind::Concentrated, Severity::Note, server),
+                (None, None) => continue,
+            };
+            let out: Vec<String> = backends
+                .iter()
+                .filter(|(_, b)| BackendState::of(b) != BackendState::Active)
+                .map(|(_, b)| format!("{} {}", live_address(b), BackendState::of(b).name()))
+                .collect();
+            self.push(
+                kind,
+                severity,
+                Some(key),
+                Some(server.address.to_string()),
+                format!(
+                    "new flows spread over the {} backends the VIP names (at most {} on one \
+                     server)",
+                    backends.len(),
+                    effect::percent(max_share, 0)
+                ),
+                format!(
+                    "{} of the VIP's new flows go to {}{}",
+                    effect::percent(server.share, 0),
+                    server.address,
+                    if out.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (out of the table: {})", out.join(", "))
+                    }
+                ),
+                "enable the other backends (`xlb backend enable`), fix their health, or apply a \
+                 config whose table spreads the VIP (`xlb plan FILE` shows it)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     #[expect(clippy::too_many_arguments, reason = "one finding's fields, all named")]
     fn push(
         &mut self,

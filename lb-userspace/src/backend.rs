@@ -15,7 +15,7 @@ use crate::{
     args::{BackendAction, BackendArgs},
     capacity::Capacity,
     config::kernel_address,
-    exit,
+    effect, exit,
     live::Snapshot,
     maps::Maps,
     pins, report,
@@ -34,7 +34,13 @@ pub struct BackendReport {
 pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
     let vip = parse_vip(&args.vip)?;
     let mut maps = pins::open(&args.live.pin_path(None))?;
-    let report = change(&mut maps, &vip, args.backend, args.action)?;
+    let report = match change(&mut maps, &vip, args.backend, args.action, args.force) {
+        Err(err) if err.is::<Refused>() => {
+            eprintln!("xlb: {err}");
+            return Ok(exit::INVALID);
+        }
+        other => other?,
+    };
     report::emit(args.live.output, &report, |r| {
         format!(
             "xlb: backend {} of {} {} (generation {})\n",
@@ -68,12 +74,27 @@ pub fn parse_vip(text: &str) -> anyhow::Result<VipKey> {
     })
 }
 
-/// Applies `action` to `backend` of `vip` on the live state behind `maps`.
+/// A change the outage guard refused; nothing was written.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Applies `action` to `backend` of `vip` on the live state behind `maps`. Unless `force`, a
+/// change that would leave one server with more of the VIP's new flows than the recorded
+/// `alerts.max_share` (and no less than before) is refused with [`Refused`].
 pub fn change(
     maps: &mut (impl Maps + ?Sized),
     vip: &VipKey,
     backend: IpAddr,
     action: BackendAction,
+    force: bool,
 ) -> anyhow::Result<BackendReport> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
@@ -102,6 +123,9 @@ pub fn change(
         BackendAction::Enable => (0, "enabled"),
     };
     entry.operator = Some(operator);
+    if !force {
+        guard(maps, &snapshot, &capacity, &desired, vip, backend, state)?;
+    }
     let applied = rollout::apply(maps, &desired)?;
     Ok(BackendReport {
         vip: name,
@@ -109,4 +133,39 @@ pub fn change(
         state: state.into(),
         generation: applied.generation,
     })
+}
+
+/// Refuses (with [`Refused`]) a change of `backend` to `state` that would leave one server of
+/// `vip` with more than the recorded max share of its new flows (see
+/// [`effect::concentrated`]).
+fn guard(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    vip: &VipKey,
+    backend: IpAddr,
+    state: &str,
+) -> anyhow::Result<()> {
+    let max_share = rollout::max_share(&snapshot.meta);
+    let found = effect::concentrated(maps, snapshot, capacity, desired, max_share, Some(vip))?;
+    let Some((_, server)) = found.first() else {
+        return Ok(());
+    };
+    let name = describe_vip(vip);
+    let named = desired
+        .vips
+        .iter()
+        .find(|v| v.key == *vip)
+        .map_or(0, |v| v.backends.len());
+    Err(Refused(format!(
+        "refused: with {backend} {state}, {} of the new flows of {name} would go to one server, \
+         {} ({named} backends named; at most {} allowed by alerts.max_share): that is how the \
+         outage xlb was born from starts. Nothing was changed. Bring another backend back \
+         first (`xlb backend enable {name} ADDRESS`), or pass --force if this is really meant",
+        effect::percent(server.share, 0),
+        server.address,
+        effect::percent(max_share, 0)
+    ))
+    .into())
 }

@@ -1,7 +1,8 @@
 //! Announcing VIPs through BIRD 2 (`[bgp]`): the daemon writes a BIRD include file holding the
 //! static protocols `xlb_vips4` and `xlb_vips6`, one `blackhole` route per announced VIP
-//! address, and runs the reload command (`birdc -s SOCKET configure` by default) whenever the
-//! set changes. The operator's bird.conf includes the file and exports those protocols to its
+//! address, and makes BIRD reload (`birdc -s SOCKET configure`, run with an argument vector, or
+//! the config's own `reload_command` through `sh -c`) whenever the set changes. Both reloads
+//! run without capabilities ([`crate::child`]). The operator's bird.conf includes the file and exports those protocols to its
 //! BGP sessions; the route itself is never installed in the node's kernel (no kernel export).
 //!
 //! A record of where the routes go is kept in [`STATE_DIR`], keyed by the pin path, so
@@ -11,6 +12,7 @@ use std::{
     collections::BTreeSet,
     io::Write as _,
     net::IpAddr,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -18,7 +20,11 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::config::Bgp;
+use crate::{
+    child,
+    config::{Bgp, Reload},
+    trusted_dir,
+};
 
 /// Where each running daemon records its `[bgp]` settings for `xlb down`.
 pub const STATE_DIR: &str = "/run/xlb/bgp";
@@ -43,29 +49,71 @@ pub fn render(vips: &BTreeSet<IpAddr>, pin_path: &Path) -> String {
     text
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so BIRD never reads half.
-pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let name = path.file_name().context("the routes file has no name")?;
-    let staging = path.with_file_name(format!(".{}.xlb-tmp", name.to_string_lossy()));
-    let mut file = std::fs::File::create(&staging)
-        .with_context(|| format!("creating {}", staging.display()))?;
+/// Writes `text` to `path` with `mode` through a temporary file and a rename, so BIRD never
+/// reads half. The temporary file gets a random name and is created with O_EXCL (so never
+/// through a symlink someone planted), in a directory no other user can write
+/// ([`trusted_dir::check`]; a missing one is created 0755, as BIRD must read the file).
+pub fn write_atomically(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .with_context(|| format!("{} names no directory", path.display()))?;
+    trusted_dir::create(dir, 0o755).with_context(|| {
+        format!(
+            "refusing to write {}: its directory is not safe from other users",
+            path.display()
+        )
+    })?;
+    let mut file = tempfile::Builder::new()
+        .prefix(".xlb-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&staging, path).with_context(|| format!("replacing {}", path.display()))
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
 }
 
-/// Runs `command` with `sh -c`, bounded by [`RELOAD_TIMEOUT`]; fails unless it exits 0.
-pub fn reload(command: &str) -> anyhow::Result<()> {
-    let mut child = Command::new("sh")
-        .args(["-c", command])
+/// The process that makes BIRD reload: `birdc` with an argument vector, or `sh -c` with the
+/// config author's command; either without capabilities.
+fn reload_command(reload: &Reload) -> Command {
+    let mut command = match reload {
+        Reload::Birdc { socket } => {
+            let mut command = Command::new("birdc");
+            command.arg("-s").arg(socket).arg("configure");
+            command
+        }
+        Reload::Shell { command: text } => {
+            let mut command = Command::new("sh");
+            command.args(["-c", text]);
+            command
+        }
+    };
+    // SAFETY: shed_capabilities only makes system calls.
+    unsafe { command.pre_exec(child::shed_capabilities) };
+    command
+}
+
+/// How a reload shows in messages.
+fn describe(reload: &Reload) -> String {
+    match reload {
+        Reload::Birdc { socket } => format!("birdc -s {} configure", socket.display()),
+        Reload::Shell { command } => command.clone(),
+    }
+}
+
+/// Runs the reload, bounded by [`RELOAD_TIMEOUT`]; fails unless it exits 0.
+pub fn reload(reload: &Reload) -> anyhow::Result<()> {
+    let shown = describe(reload);
+    let mut child = reload_command(reload)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting `{command}`"))?;
+        .with_context(|| format!("starting `{shown}`"))?;
     let deadline = Instant::now() + RELOAD_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -75,7 +123,7 @@ pub fn reload(command: &str) -> anyhow::Result<()> {
             }
             ensure!(
                 status.success(),
-                "`{command}` failed ({status}): {}",
+                "`{shown}` failed ({status}): {}",
                 stderr.trim()
             );
             return Ok(());
@@ -83,7 +131,7 @@ pub fn reload(command: &str) -> anyhow::Result<()> {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            bail!("`{command}` took more than {RELOAD_TIMEOUT:?}: killed");
+            bail!("`{shown}` took more than {RELOAD_TIMEOUT:?}: killed");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -126,8 +174,9 @@ impl Announcer {
                 tracing::warn!("recording the [bgp] settings for `xlb down` failed: {err:#}");
             }
         }
-        write_atomically(&self.bgp.routes_file, &render(vips, &self.pin_path))?;
-        reload(&self.bgp.reload_command)?;
+        // BIRD runs as its own user on most systems: it must be able to read the file.
+        write_atomically(&self.bgp.routes_file, &render(vips, &self.pin_path), 0o644)?;
+        reload(&self.bgp.reload)?;
         self.announced = Some(vips.clone());
         Ok(true)
     }
@@ -151,12 +200,12 @@ pub fn state_path(pin_path: &Path) -> PathBuf {
     Path::new(STATE_DIR).join(key)
 }
 
-/// Records `bgp` for the daemon pinned at `pin_path`: two lines, the routes file and the
-/// reload command.
+/// Records `bgp` for the daemon pinned at `pin_path`, as JSON (only root may read it).
 fn record(pin_path: &Path, bgp: &Bgp) -> anyhow::Result<()> {
     write_atomically(
         &state_path(pin_path),
-        &format!("{}\n{}\n", bgp.routes_file.display(), bgp.reload_command),
+        &serde_json::to_string(bgp).context("encoding the [bgp] record")?,
+        0o600,
     )
 }
 
@@ -164,23 +213,23 @@ fn record(pin_path: &Path, bgp: &Bgp) -> anyhow::Result<()> {
 /// recorded `[bgp]` settings; returns the routes file it emptied.
 pub fn withdraw_recorded(pin_path: &Path) -> anyhow::Result<Option<PathBuf>> {
     let state = state_path(pin_path);
+    if !state.exists() {
+        return Ok(None);
+    }
+    // The record names a command `xlb down` runs as root: only one root wrote will do.
+    trusted_dir::check(Path::new(STATE_DIR))
+        .and_then(|()| trusted_dir::check_entries(Path::new(STATE_DIR)))
+        .context("refusing the [bgp] record of the daemon")?;
     let Ok(text) = std::fs::read_to_string(&state) else {
         return Ok(None);
     };
-    let mut lines = text.lines();
-    let (Some(file), Some(command)) = (lines.next(), lines.next()) else {
+    let Ok(bgp) = serde_json::from_str::<Bgp>(&text) else {
         let _ = std::fs::remove_file(&state);
         return Ok(None);
     };
-    let mut announcer = Announcer::new(
-        Bgp {
-            routes_file: file.into(),
-            reload_command: command.to_owned(),
-        },
-        pin_path,
-    );
-    announcer.withdraw_all()?;
-    Ok(Some(PathBuf::from(file)))
+    let file = bgp.routes_file.clone();
+    Announcer::new(bgp, pin_path).withdraw_all()?;
+    Ok(Some(file))
 }
 
 #[cfg(test)]
@@ -221,7 +270,9 @@ mod tests {
         let mut announcer = Announcer::new(
             Bgp {
                 routes_file: routes.clone(),
-                reload_command: format!("echo x >> {}", count.display()),
+                reload: Reload::Shell {
+                    command: format!("echo x >> {}", count.display()),
+                },
             },
             &pins,
         );
@@ -254,7 +305,9 @@ mod tests {
         let mut announcer = Announcer::new(
             Bgp {
                 routes_file: dir.join("vips.conf"),
-                reload_command: "exit 3".to_owned(),
+                reload: Reload::Shell {
+                    command: "exit 3".to_owned(),
+                },
             },
             &dir.join("pins"),
         );
@@ -262,6 +315,59 @@ mod tests {
         assert!(announcer.update(&one).is_err());
         assert!(announcer.update(&one).is_err());
         let _ = std::fs::remove_file(state_path(&dir.join("pins")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Test that the default reload runs birdc with the socket as one argument: a socket path
+    /// holding shell syntax (`;touch${IFS}FILE;#`) reaches birdc verbatim, fails there, and
+    /// runs nothing.
+    #[test]
+    fn birdc_gets_the_socket_as_an_argument_not_through_a_shell() {
+        let planted = std::env::temp_dir().join(format!("xlb-bgp-pwned-{}", std::process::id()));
+        let _ = std::fs::remove_file(&planted);
+        let socket = format!("/run/xlb-no-bird.ctl;touch${{IFS}}{};#", planted.display());
+        let err = reload(&Reload::Birdc {
+            socket: socket.clone().into(),
+        })
+        .expect_err("no BIRD listens there");
+        assert!(format!("{err:#}").contains(&socket), "{err:#}");
+        assert!(
+            !planted.exists(),
+            "the socket path ran as a shell command: {} exists",
+            planted.display()
+        );
+    }
+
+    /// Test that the routes file is never written through a symlink planted at the old
+    /// staging name or at the target, keeps mode 0644 (BIRD reads it as its own user), and
+    /// that a directory other users can write is refused before anything is written.
+    #[test]
+    fn routes_file_is_replaced_not_written_through_planted_links() {
+        let dir = std::env::temp_dir().join(format!("xlb-bgp-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        trusted_dir::create(&dir, 0o755).expect("scratch dir");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "root's file\n").unwrap();
+        let routes = dir.join("vips.conf");
+        std::os::unix::fs::symlink(&victim, dir.join(".vips.conf.xlb-tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, &routes).unwrap();
+        write_atomically(&routes, "route\n", 0o644).expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file\n");
+        let meta = routes.symlink_metadata().unwrap();
+        assert!(meta.is_file(), "the routes file is still a link");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::read_to_string(&routes).unwrap(), "route\n");
+
+        let open = dir.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = write_atomically(&open.join("vips.conf"), "route\n", 0o644)
+            .expect_err("a world-writable directory was used");
+        assert!(
+            format!("{err:#}").contains("writable by other users"),
+            "{err:#}"
+        );
+        assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -40,6 +40,7 @@ impl Capacity {
             (map_names::VIP_STATS, self.vips),
             (map_names::BACKENDS, backends),
             (map_names::BACKEND_STATS, backends),
+            (map_names::SHARE_BASE, backends),
             (map_names::MAGLEV, u32::try_from(chunks).unwrap_or(u32::MAX)),
         ]
     }

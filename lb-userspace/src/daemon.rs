@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     args::BackendAction,
-    backend,
+    audit, backend,
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
@@ -42,6 +42,9 @@ use crate::{
 const TICK: Duration = Duration::from_secs(1);
 /// How far apart two ticks may be from exactly [`TICK`].
 const TICK_JITTER: Duration = Duration::from_millis(50);
+/// How long apart the two reads of a changed config file are: a file being rewritten in place
+/// (truncated, half written, paused) is applied only once both reads agree.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// What the metrics endpoint shows beyond the maps, updated by the daemon.
 type Shared = Arc<Mutex<metrics::Extra>>;
@@ -52,6 +55,11 @@ pub struct Daemon {
     model: Model,
     /// The config file's bytes as last applied.
     bytes: Vec<u8>,
+    /// The bytes of the last file found invalid, so the watch does not re-check them every
+    /// second (a SIGHUP does).
+    rejected: Option<Vec<u8>>,
+    /// Keeps the XDP link open and puts back pins removed while the daemon runs.
+    keeper: pins::Keeper,
     targets: Vec<Target>,
     tracker: Tracker,
     checker: Checker,
@@ -63,35 +71,50 @@ pub struct Daemon {
     shared: Shared,
     /// `[bgp]`: announces the VIPs that have a healthy backend.
     announcer: Option<Announcer>,
+    /// When the next scheduled audit of the live maps is due.
+    next_audit: Instant,
+    /// The generation of the daemon's own last change: any other one in the meta map means
+    /// someone else changed the live state, and the daemon audits at once.
+    own_generation: u64,
+    /// Audit alerts firing, by VIP (`global` for program-wide findings).
+    audit_alerts: BTreeMap<String, skew::Alert>,
 }
 
 impl Daemon {
-    /// Starts health checks and the metrics endpoint for `model`, already applied.
-    pub async fn start(file: &Path, model: Model, bytes: Vec<u8>) -> anyhow::Result<Daemon> {
+    /// Starts health checks and the metrics endpoint for `model`, already applied from `bytes`.
+    pub async fn start(
+        file: &Path,
+        model: Model,
+        bytes: Vec<u8>,
+        keeper: pins::Keeper,
+    ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(1024);
         let targets = health::targets(&model);
         let shared: Shared = Arc::default();
-        let listener = tokio::net::TcpListener::bind(model.global.metrics_address)
-            .await
-            .with_context(|| {
-                format!(
-                    "serving metrics on {} (global.metrics_address) failed: pick a free address",
-                    model.global.metrics_address
-                )
-            })?;
+        let listener = metrics::listen(model.global.metrics_address).with_context(|| {
+            format!(
+                "serving metrics on {} (global.metrics_address) failed: pick a free address",
+                model.global.metrics_address
+            )
+        })?;
         let pin_path = model.global.pin_path.clone();
         shared
             .lock()
             .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?
             .set_vip_names(&model);
         let render: metrics::RenderFn = {
-            let (pin_path, shared) = (pin_path.clone(), Arc::clone(&shared));
+            // Opened once: a scrape costs no open, and a removed pin cannot blind the metrics.
+            let maps = Mutex::new(pins::open(&pin_path)?);
+            let shared = Arc::clone(&shared);
             Arc::new(move || {
-                let mut maps = pins::open(&pin_path)?;
+                let mut maps = maps
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("metrics maps poisoned"))?;
                 let extra = shared
                     .lock()
-                    .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?;
-                metrics::render(&mut maps, &extra)
+                    .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?
+                    .clone();
+                metrics::render(&mut *maps, &extra)
             })
         };
         tokio::spawn(async move {
@@ -110,11 +133,16 @@ impl Daemon {
             detector: Detector::new(alert_settings(&model)),
             model,
             bytes,
+            rejected: None,
+            keeper,
             probes,
             probe_sender,
             drained_since: BTreeMap::new(),
             shared,
             announcer: model_announcer(&model_bgp, &pin_path_for_bgp),
+            next_audit: Instant::now(),
+            own_generation: 0,
+            audit_alerts: BTreeMap::new(),
         })
     }
 
@@ -123,6 +151,7 @@ impl Daemon {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut ticker = tokio::time::interval(TICK);
+        self.own_generation = generation(ebpf);
         let stop = async {
             match deadline {
                 Some(after) => tokio::time::sleep(after).await,
@@ -137,10 +166,10 @@ impl Daemon {
                 _ = terminate.recv() => break,
                 _ = hangup.recv() => {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
-                    self.reload(ebpf);
+                    self.reload(ebpf, Trigger::Signal).await;
                 }
                 Some(probe) = self.probes.recv() => self.probed(ebpf, &probe),
-                _ = ticker.tick() => self.tick(ebpf),
+                _ = ticker.tick() => self.tick(ebpf).await,
             }
         }
         self.checker.stop();
@@ -174,16 +203,143 @@ impl Daemon {
         self.reconcile(ebpf, "health change");
     }
 
-    fn tick(&mut self, ebpf: &mut Ebpf) {
-        if let Ok(bytes) = std::fs::read(&self.file)
-            && bytes != self.bytes
-        {
-            info!(file = %self.file.display(), "config file changed: reloading");
-            self.reload(ebpf);
-        }
+    async fn tick(&mut self, ebpf: &mut Ebpf) {
+        self.reload(ebpf, Trigger::Watch).await;
+        self.restore_pins(ebpf);
         self.expire_drains(ebpf);
         self.check_alerts(ebpf);
+        self.audit_if_due(ebpf);
         self.announce();
+    }
+
+    /// The scheduled audit: every `audit.interval_seconds`, and at once when the live state
+    /// changed behind the daemon's back (another generation in the meta map), the live maps
+    /// are audited against the config and the health the daemon holds (drift) and for where
+    /// each VIP's new flows really go (outage); findings become metrics and the `audit` alert.
+    /// A map edited without a new generation (bpftool) is found at the next scheduled run.
+    fn audit_if_due(&mut self, ebpf: &mut Ebpf) {
+        let now = Instant::now();
+        let live_generation = generation(ebpf);
+        let foreign = live_generation != self.own_generation;
+        if now < self.next_audit && !foreign {
+            return;
+        }
+        if foreign {
+            warn!(
+                expected = self.own_generation,
+                found = live_generation,
+                "the live state was changed by someone else: auditing it now"
+            );
+            self.own_generation = live_generation;
+        }
+        self.next_audit = now + self.model.audit.interval;
+        let findings = match audit::against_config(ebpf, &self.model, &self.bytes, &self.file) {
+            Ok(findings) => findings,
+            Err(err) => return error!("the scheduled audit failed: {err:#}"),
+        };
+        let mut by_vip: BTreeMap<String, Vec<&audit::Finding>> = BTreeMap::new();
+        for finding in findings
+            .iter()
+            .filter(|f| f.severity == audit::Severity::Drift)
+        {
+            let vip = finding.vip.clone().unwrap_or_else(|| "global".to_owned());
+            by_vip.entry(vip).or_default().push(finding);
+        }
+        let mut changes = Vec::new();
+        for (vip, found) in &by_vip {
+            let message = format!(
+                "vip {vip}: the scheduled audit found {}: {} (`xlb audit {}` lists them with \
+                 their fixes)",
+                if found.len() == 1 {
+                    "1 problem".to_owned()
+                } else {
+                    format!("{} problems", found.len())
+                },
+                found
+                    .iter()
+                    .map(|f| format!(
+                        "{}{}: expected {}, found {}",
+                        f.kind.name(),
+                        f.backend
+                            .as_ref()
+                            .map(|b| format!(" {b}"))
+                            .unwrap_or_default(),
+                        f.expected,
+                        f.actual
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                self.file.display()
+            );
+            // An outage names the server that takes everything, as the dominant alert does.
+            let backend = found
+                .iter()
+                .find(|f| f.kind == audit::Kind::Outage)
+                .and_then(|f| f.backend.as_deref()?.parse().ok());
+            let alert = skew::Alert {
+                kind: skew::AlertKind::Audit,
+                vip: vip.clone(),
+                backend,
+                message,
+                firing: true,
+            };
+            if !self.audit_alerts.contains_key(vip) {
+                changes.push(alert.clone());
+            }
+            self.audit_alerts.insert(vip.clone(), alert);
+        }
+        let cleared: Vec<String> = self
+            .audit_alerts
+            .keys()
+            .filter(|vip| !by_vip.contains_key(*vip))
+            .cloned()
+            .collect();
+        for vip in cleared {
+            if let Some(alert) = self.audit_alerts.remove(&vip) {
+                changes.push(skew::Alert {
+                    firing: false,
+                    message: format!("vip {vip}: the scheduled audit finds no problem any more"),
+                    ..alert
+                });
+            }
+        }
+        for alert in &changes {
+            self.raise(alert);
+        }
+        if let Ok(mut extra) = self.shared.lock() {
+            extra.audit.runs += 1;
+            extra.audit.last_run = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            extra.audit.findings = BTreeMap::new();
+            for finding in &findings {
+                *extra
+                    .audit
+                    .findings
+                    .entry((finding.kind.name(), finding.severity.name()))
+                    .or_default() += 1;
+            }
+            extra.alerts = self.firing_alerts();
+        }
+    }
+
+    /// Every alert firing: the skew detector's and the audit's.
+    fn firing_alerts(&self) -> Vec<skew::Alert> {
+        let mut alerts = self.detector.firing();
+        alerts.extend(self.audit_alerts.values().cloned());
+        alerts
+    }
+
+    /// Logs an alert that started or stopped firing and runs the alert command for it.
+    fn raise(&self, alert: &skew::Alert) {
+        if alert.firing {
+            warn!(kind = alert.kind.name(), vip = %alert.vip, "ALERT: {}", alert.message);
+        } else {
+            info!(kind = alert.kind.name(), vip = %alert.vip, "alert cleared: {}", alert.message);
+        }
+        if let Some(command) = &self.model.alerts.command {
+            run_alert_command(command, alert);
+        }
     }
 
     /// The VIP addresses to announce: those with at least one backend that takes traffic
@@ -225,24 +381,47 @@ impl Daemon {
         }
     }
 
-    /// Validates the file and, if it is valid, makes it live; an invalid file is logged and
-    /// the running config stays in force.
-    fn reload(&mut self, ebpf: &mut Ebpf) {
-        let bytes = match std::fs::read(&self.file) {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                error!(file = %self.file.display(), "cannot read the config ({err}); keeping the running one");
-                return;
-            }
+    /// Validates the file and, if it is valid and differs from the running config, makes it
+    /// live; an invalid file is logged and the running config stays in force. The bytes
+    /// checked are the bytes applied (and hashed), and only once the file stopped changing:
+    /// a changed file is read again [`SETTLE`] later and applied only if both reads agree.
+    async fn reload(&mut self, ebpf: &mut Ebpf, trigger: Trigger) {
+        let file = self.file.clone();
+        let read = || {
+            std::fs::read(&file).inspect_err(|err| {
+                error!(file = %file.display(), "cannot read the config ({err}); keeping the \
+                    running one");
+            })
         };
-        match config::load(&self.file, &HostEnvironment) {
+        let Ok(bytes) = read() else { return };
+        if bytes == self.bytes {
+            if trigger == Trigger::Signal {
+                info!(file = %self.file.display(), "the config file is unchanged: nothing to apply");
+            }
+            return;
+        }
+        if trigger == Trigger::Watch && Some(&bytes) == self.rejected.as_ref() {
+            return;
+        }
+        tokio::time::sleep(SETTLE).await;
+        match read() {
+            Ok(again) if again == bytes => {}
+            Ok(_) => {
+                return info!(file = %self.file.display(), "the config file is still being \
+                    written: it is applied once two reads {SETTLE:?} apart agree");
+            }
+            Err(_) => return,
+        }
+        if trigger == Trigger::Watch {
+            info!(file = %self.file.display(), "config file changed: reloading");
+        }
+        match config::check_bytes(&bytes, &self.file, &HostEnvironment) {
             Err(diagnostics) => {
                 for diagnostic in &diagnostics {
                     error!("{diagnostic}");
                 }
                 error!(file = %self.file.display(), "the new config is invalid; keeping the running one");
-                // Remember it so the same bad file is not re-read every second.
-                self.bytes = bytes;
+                self.rejected = Some(bytes);
             }
             Ok((model, warnings)) => {
                 for warning in &warnings {
@@ -254,7 +433,7 @@ impl Daemon {
                     error!(
                         "the pin path and the interface cannot change while running; restart xlb to change them"
                     );
-                    self.bytes = bytes;
+                    self.rejected = Some(bytes);
                     return;
                 }
                 let targets = health::targets(&model);
@@ -288,6 +467,7 @@ impl Daemon {
                 }
                 self.model = model;
                 self.bytes = bytes;
+                self.rejected = None;
                 self.reconcile(ebpf, "reload");
             }
         }
@@ -324,11 +504,34 @@ impl Daemon {
                 if let Ok(mut extra) = self.shared.lock() {
                     extra.last_apply_seconds = seconds;
                 }
+                self.own_generation = applied.generation;
                 info!(generation = applied.generation, seconds, "applied ({why})");
             }
             Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
         }
         self.announce();
+    }
+
+    /// Puts back any pin removed while the daemon runs (the program stays attached meanwhile:
+    /// the daemon holds the link), or says loudly that it cannot.
+    fn restore_pins(&mut self, ebpf: &mut Ebpf) {
+        match self
+            .keeper
+            .restore(ebpf, lb_common::PROGRAM_NAME, &lb_common::map_names::XLB)
+        {
+            Ok(restored) if restored.is_empty() => {}
+            Ok(restored) => warn!(
+                pins = ?restored,
+                "pins under {} were removed while xlb runs: pinned again (the program stayed \
+                 attached; `xlb down` is how to detach)",
+                self.pin_path.display()
+            ),
+            Err(err) => error!(
+                "pins under {} were removed and cannot be restored: {err:#}; the program \
+                 stays attached only while this daemon runs",
+                self.pin_path.display()
+            ),
+        }
     }
 
     /// Disables drained backends whose drain timeout passed: their established flows move.
@@ -362,7 +565,9 @@ impl Daemon {
             .map(|(key, _)| *key)
             .collect();
         for (key, address) in expired {
-            match backend::change(ebpf, &key, address, BackendAction::Disable) {
+            // The drain was the operator's decision (and passed the guard): the disable that
+            // ends it changes no table.
+            match backend::change(ebpf, &key, address, BackendAction::Disable, true) {
                 Ok(_) => warn!(vip = %describe_vip(&key), backend = %address,
                     "drain timeout ({timeout:?}) passed: disabled, its remaining flows move"),
                 Err(err) => error!("disabling drained backend {address}: {err:#}"),
@@ -378,19 +583,28 @@ impl Daemon {
         };
         let samples = skew::samples(&stats, |_, backend| backend.state == BackendState::Active);
         for alert in self.detector.observe(Instant::now(), &samples) {
-            if alert.firing {
-                warn!(kind = alert.kind.name(), vip = %alert.vip, "ALERT: {}", alert.message);
-            } else {
-                info!(kind = alert.kind.name(), vip = %alert.vip, "alert cleared: {}", alert.message);
-            }
-            if let Some(command) = &self.model.alerts.command {
-                run_alert_command(command, &alert);
-            }
+            self.raise(&alert);
         }
         if let Ok(mut extra) = self.shared.lock() {
-            extra.alerts = self.detector.firing();
+            extra.alerts = self.firing_alerts();
         }
     }
+}
+
+/// What asked for a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// SIGHUP: the operator asks; a file rejected before is checked again.
+    Signal,
+    /// The tick saw the file differ from the running config.
+    Watch,
+}
+
+/// The live generation in the meta map (0 if it cannot be read).
+fn generation(ebpf: &mut Ebpf) -> u64 {
+    crate::maps::array::<lb_common::meta::Meta>(ebpf, lb_common::map_names::META)
+        .and_then(|meta| Ok(meta.get(&0, 0)?))
+        .map_or(0, |meta| meta.generation)
 }
 
 fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {
@@ -408,9 +622,13 @@ fn alert_settings(model: &Model) -> skew::Settings {
     }
 }
 
-/// Runs the configured alert command with the alert in its environment, without waiting.
+/// Runs the configured alert command with the alert in its environment, without waiting, and
+/// without capabilities.
 fn run_alert_command(command: &str, alert: &skew::Alert) {
-    let spawned = tokio::process::Command::new("sh")
+    let mut shell = tokio::process::Command::new("sh");
+    // SAFETY: shed_capabilities only makes system calls.
+    unsafe { shell.pre_exec(crate::child::shed_capabilities) };
+    let spawned = shell
         .args(["-c", command])
         .env("XLB_ALERT_KIND", alert.kind.name())
         .env("XLB_ALERT_VIP", &alert.vip)

@@ -1,13 +1,31 @@
 //! `/metrics`: a running xlb's counters, shares, backend health and alerts in the Prometheus
-//! text exposition format 0.0.4, and the minimal HTTP server that answers scrapes.
+//! text exposition format 0.0.4, and the HTTP server (hyper) that answers scrapes. Anyone who
+//! can connect may try to blind it, so every connection is bounded: a cap on how many, a
+//! deadline for the request head and for the whole connection, and a page rendered at most
+//! once a second however many scrapes come.
 
-use std::{collections::BTreeMap, fmt, io, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt, io,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Bytes,
+    header::{self, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use lb_common::{Counter, Verdict, VipKey, map_names, meta::Meta};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket},
+    sync::Semaphore,
 };
 
 use crate::{
@@ -35,6 +53,18 @@ pub struct Extra {
     pub last_apply_seconds: f64,
     /// How long the last health check of each backend took: (VIP, backend, seconds).
     pub health_check_seconds: Vec<(String, IpAddr, f64)>,
+    /// The daemon's scheduled audits of the live maps.
+    pub audit: AuditMetrics,
+}
+
+/// What the daemon's scheduled audits found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditMetrics {
+    pub runs: u64,
+    /// When the last one ran, seconds since the Unix epoch (0: never).
+    pub last_run: u64,
+    /// Findings of the last one: (kind, severity) → count.
+    pub findings: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Extra {
@@ -370,6 +400,42 @@ fn exposition(
             }),
     );
 
+    family(
+        &mut out,
+        "xlb_audit_runs_total",
+        "counter",
+        "Scheduled audits of the live maps the daemon ran (drift from its config, and where each \
+         VIP's new flows go).",
+        [(vec![], Value::Int(extra.audit.runs))],
+    );
+    family(
+        &mut out,
+        "xlb_audit_last_run_timestamp_seconds",
+        "gauge",
+        "When the daemon last audited the live maps, seconds since the Unix epoch (0: never).",
+        [(vec![], Value::Int(extra.audit.last_run))],
+    );
+    family(
+        &mut out,
+        "xlb_audit_findings",
+        "gauge",
+        "Findings of the last scheduled audit by kind (e.g. table, backend_weight, outage) and \
+         severity (drift fails the audit and raises the audit alert; note does not).",
+        extra
+            .audit
+            .findings
+            .iter()
+            .map(|((kind, severity), count)| {
+                (
+                    vec![
+                        ("kind", (*kind).to_owned()),
+                        ("severity", (*severity).to_owned()),
+                    ],
+                    Value::Int(*count),
+                )
+            }),
+    );
+
     // Every live VIP shows every kind, so a dashboard sees 0 rather than no data.
     let mut alerts: BTreeMap<(String, String), u8> = stats
         .vips
@@ -386,7 +452,8 @@ fn exposition(
         &mut out,
         "xlb_alert",
         "gauge",
-        "1 while an alert of this kind fires for the VIP (skew, dominant, few_healthy), else 0.",
+        "1 while an alert of this kind fires for the VIP (dominant, skew, few_healthy, audit), \
+         else 0.",
         alerts.into_iter().map(|((vip, kind), firing)| {
             (
                 vec![("kind", kind), ("vip", vip)],
@@ -397,32 +464,133 @@ fn exposition(
     out
 }
 
-/// Renders the metrics page; called once per scrape.
+/// Renders the metrics page; called at most once per [`Limits::page_max_age`].
 pub type RenderFn = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
 
-/// How long one client may take to send its request and read the answer: a stalled client
-/// holds the (single) server no longer than this.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest request head accepted; a scrape's is a few hundred bytes.
+/// What one scraper, or anyone else who can connect, may cost the server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog for a free slot.
+    pub max_connections: usize,
+    /// How long a client may take to send its request head: an idle or slowloris connection
+    /// holds its slot no longer than this.
+    pub head_deadline: Duration,
+    /// How long a connection may live in all, answer included (a client reading slowly).
+    pub connection_deadline: Duration,
+    /// How long a rendered page is served again before the maps are read anew: a flood of
+    /// scrapes costs one render a second, not one each.
+    pub page_max_age: Duration,
+}
+
+impl Limits {
+    /// The daemon's limits: far more connections than a Prometheus fleet opens, a head
+    /// deadline well under Prometheus' 10 s scrape timeout, pages fresh to the second.
+    pub const DAEMON: Limits = Limits {
+        max_connections: 4096,
+        head_deadline: Duration::from_secs(2),
+        connection_deadline: Duration::from_secs(10),
+        page_max_age: Duration::from_secs(1),
+    };
+}
+
+impl Limits {
+    /// These limits with at most a quarter of this process's open-files limit as connections:
+    /// scrapers must never take the descriptors health checks and map updates need.
+    fn within_open_files(self) -> Limits {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit, which lives here.
+        let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0;
+        let quarter = usize::try_from(limit.rlim_cur / 4).unwrap_or(usize::MAX);
+        Limits {
+            max_connections: if known {
+                self.max_connections.min(quarter.max(1))
+            } else {
+                self.max_connections
+            },
+            ..self
+        }
+    }
+}
+
+/// The listen backlog: connections waiting for a slot queue here rather than being refused.
+const BACKLOG: u32 = 4096;
+/// Longest request head accepted (hyper's smallest buffer); a scrape's is a few hundred bytes.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+/// Content type of the plain-text error pages.
+const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Answers `GET /metrics` (and `HEAD`) with `render`'s text and anything else with 404 (405 for
-/// another method on /metrics), one connection at a time, each closed after its answer. Runs
-/// until its task is aborted.
-pub async fn serve(listener: TcpListener, render: RenderFn) -> anyhow::Result<()> {
-    serve_with_timeout(listener, render, CLIENT_TIMEOUT).await
+/// A listening socket for [`serve`] on `address`, with a backlog of [`BACKLOG`].
+pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
 }
 
-async fn serve_with_timeout(
+/// The last rendered page and when it was rendered.
+struct Pages {
+    render: RenderFn,
+    max_age: Duration,
+    last: std::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+impl Pages {
+    /// The page, rendered anew only if the last one is older than `max_age`. Concurrent
+    /// scrapes wait for one render instead of each doing its own. Blocking: the maps are read
+    /// with system calls.
+    fn get(&self) -> anyhow::Result<Bytes> {
+        let mut last = self
+            .last
+            .lock()
+            .map_err(|_| anyhow::anyhow!("metrics page cache poisoned"))?;
+        if let Some((at, page)) = last.as_ref()
+            && at.elapsed() < self.max_age
+        {
+            return Ok(page.clone());
+        }
+        let page = Bytes::from((self.render)()?);
+        *last = Some((Instant::now(), page.clone()));
+        Ok(page)
+    }
+}
+
+/// Answers `GET /metrics` (and `HEAD`) with `render`'s text and anything else with 404 (405 for
+/// another method on /metrics), one request per connection, many connections at once within
+/// [`Limits::DAEMON`] (fewer if the open-files limit is low). Runs until its task is aborted.
+pub async fn serve(listener: TcpListener, render: RenderFn) -> anyhow::Result<()> {
+    serve_with(listener, render, Limits::DAEMON.within_open_files()).await
+}
+
+/// [`serve`] with other limits.
+pub async fn serve_with(
     listener: TcpListener,
     render: RenderFn,
-    timeout: Duration,
+    limits: Limits,
 ) -> anyhow::Result<()> {
+    let pages = Arc::new(Pages {
+        render,
+        max_age: limits.page_max_age,
+        last: std::sync::Mutex::default(),
+    });
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.head_deadline)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .max_buf_size(MAX_REQUEST_HEAD);
     loop {
+        let slot = Arc::clone(&slots).acquire_owned().await?;
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(_) => {
@@ -432,118 +600,79 @@ async fn serve_with_timeout(
                 continue;
             }
         };
-        // A client's errors (it went away, it stalled) are its own: serve the next one.
-        let _ = tokio::time::timeout(timeout, answer(stream, &render)).await;
+        let (pages, http) = (Arc::clone(&pages), http.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let pages = Arc::clone(&pages);
+                async move { Ok::<_, std::convert::Infallible>(respond(&request, pages).await) }
+            });
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            // A client's errors (it went away, it stalled) are its own; the slot frees either way.
+            let _ = tokio::time::timeout(limits.connection_deadline, connection).await;
+            drop(slot);
+        });
     }
 }
 
-/// Reads one request from `stream` and writes its response.
-async fn answer(mut stream: TcpStream, render: &RenderFn) -> io::Result<()> {
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 1024];
-    let response = loop {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            return Ok(()); // Closed before the request was complete.
-        }
-        head.extend_from_slice(&buffer[..read]);
-        if let Some(end) = head_end(&head) {
-            break respond(&String::from_utf8_lossy(&head[..end]), render).await;
-        }
-        if head.len() > MAX_REQUEST_HEAD {
-            break plain(
-                "431 Request Header Fields Too Large",
-                &format!("request head over {MAX_REQUEST_HEAD} bytes\n"),
-            );
-        }
-    };
-    stream.write_all(&response).await?;
-    stream.shutdown().await
-}
+type Page = Response<Full<Bytes>>;
 
-/// Where the request head ends (at the blank line), if it has.
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n");
-    let lf = bytes.windows(2).position(|w| w == b"\n\n");
-    crlf.into_iter().chain(lf).min()
-}
-
-/// The response to the request with head `head`.
-async fn respond(head: &str, render: &RenderFn) -> Vec<u8> {
-    let mut request_line = head.lines().next().unwrap_or("").split_whitespace();
-    let (Some(method), Some(target), Some(_version)) = (
-        request_line.next(),
-        request_line.next(),
-        request_line.next(),
-    ) else {
-        return plain(
-            "400 Bad Request",
-            "expected a request line like `GET /metrics HTTP/1.1`\n",
-        );
-    };
-    let path = target.split('?').next().unwrap_or(target);
+/// The response to `request`.
+async fn respond<B>(request: &Request<B>, pages: Arc<Pages>) -> Page {
+    let path = request.uri().path();
     if path != "/metrics" {
         return plain(
-            "404 Not Found",
-            &format!("no page at {path}: the metrics are at /metrics\n"),
+            StatusCode::NOT_FOUND,
+            format!("no page at {path}: the metrics are at /metrics\n"),
         );
     }
-    if method != "GET" && method != "HEAD" {
-        let body = format!("{method} is not supported: use GET /metrics\n");
-        let mut response = header(
-            "405 Method Not Allowed",
-            &[("Content-Type", TEXT), ("Allow", "GET, HEAD")],
-            body.len(),
+    let method = request.method();
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not supported: use GET /metrics\n"),
         );
-        response.extend_from_slice(body.as_bytes());
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     // Reading the maps is blocking system calls: keep them off the async workers.
-    let render = Arc::clone(render);
-    let rendered = tokio::task::spawn_blocking(move || render()).await;
-    match rendered {
-        Ok(Ok(text)) => {
-            let mut response = header("200 OK", &[("Content-Type", CONTENT_TYPE)], text.len());
-            if method == "GET" {
-                response.extend_from_slice(text.as_bytes());
-            }
+    match tokio::task::spawn_blocking(move || pages.get()).await {
+        Ok(Ok(page)) => {
+            let mut response = Response::new(Full::new(page));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
             response
         }
         Ok(Err(err)) => plain(
-            "500 Internal Server Error",
-            &format!("reading the metrics failed: {err:#}\n"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the metrics failed: {err:#}\n"),
         ),
         Err(err) => plain(
-            "500 Internal Server Error",
-            &format!("reading the metrics failed: {err}\n"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the metrics failed: {err}\n"),
         ),
     }
-}
-
-/// Content type of the plain-text error pages.
-const TEXT: &str = "text/plain; charset=utf-8";
-
-/// A response head: status line, `fields`, length, and `Connection: close` (one request per
-/// connection keeps the server simple).
-fn header(status: &str, fields: &[(&str, &str)], length: usize) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {status}\r\n");
-    for (name, value) in fields {
-        head += &format!("{name}: {value}\r\n");
-    }
-    head += &format!("Content-Length: {length}\r\nConnection: close\r\n\r\n");
-    head.into_bytes()
 }
 
 /// A response with a plain-text `body`.
-fn plain(status: &str, body: &str) -> Vec<u8> {
-    let mut response = header(status, &[("Content-Type", TEXT)], body.len());
-    response.extend_from_slice(body.as_bytes());
+fn plain(status: StatusCode, body: String) -> Page {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     response
 }
 
 #[cfg(test)]
 mod tests {
     use lb_common::service::FAMILY_IPV4;
+    use tokio::{
+        io::{AsyncReadExt as _, AsyncWriteExt as _},
+        net::TcpStream,
+    };
 
     use super::*;
     use crate::{
@@ -564,11 +693,13 @@ mod tests {
         BackendStats {
             id: u32::from(last),
             address: IpAddr::from([198, 18, 0, last]),
+            mac: [2, 0, 0, 0, 0, last],
             state: BackendState::Active,
             weight: 1,
             packets: new_flows * 2,
             bytes: new_flows * 120,
             new_flows,
+            window_new_flows: new_flows,
             observed_share: observed,
             expected_share: 0.5,
             skew: None,
@@ -590,6 +721,9 @@ mod tests {
                 packets: 200,
                 bytes: 12_000,
                 new_flows: 100,
+                window: crate::stats::Window::Lifetime,
+                window_new_flows: 100,
+                dominant: None,
                 rates: None,
                 backends: vec![backend(10, 75, 0.75), backend(11, 25, 0.25)],
             }],
@@ -711,7 +845,7 @@ mod tests {
     }
 
     /// Sends `request` to `address` and returns the whole response.
-    async fn fetch(address: std::net::SocketAddr, request: &str) -> String {
+    async fn fetch(address: SocketAddr, request: &str) -> String {
         let mut stream = TcpStream::connect(address).await.expect("connect");
         stream.write_all(request.as_bytes()).await.expect("send");
         let mut response = String::new();
@@ -720,18 +854,12 @@ mod tests {
     }
 
     async fn server(
-        timeout: Duration,
+        limits: Limits,
         render: RenderFn,
-    ) -> (
-        std::net::SocketAddr,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    ) -> (SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).expect("listen");
         let address = listener.local_addr().expect("address");
-        (
-            address,
-            tokio::spawn(serve_with_timeout(listener, render, timeout)),
-        )
+        (address, tokio::spawn(serve_with(listener, render, limits)))
     }
 
     /// Test that serve answers GET /metrics over real TCP with 200, the exposition content
@@ -740,7 +868,7 @@ mod tests {
     #[tokio::test]
     async fn serve_answers_metrics_and_refuses_the_rest() {
         let render: RenderFn = Arc::new(|| Ok("xlb_config_generation 1\n".to_owned()));
-        let (address, task) = server(CLIENT_TIMEOUT, render).await;
+        let (address, task) = server(Limits::DAEMON, render).await;
         let ok = fetch(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(
@@ -749,17 +877,17 @@ mod tests {
         );
         assert!(ok.contains("\r\nContent-Length: 24\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\nxlb_config_generation 1\n"), "{ok}");
-        let head = fetch(address, "HEAD /metrics?x=1 HTTP/1.1\r\n\r\n").await;
+        let head = fetch(address, "HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
             "{head}"
         );
-        let missing = fetch(address, "GET / HTTP/1.1\r\n\r\n").await;
+        let missing = fetch(address, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
             "{missing}"
         );
-        let post = fetch(address, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        let post = fetch(address, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
             "{post}"
@@ -768,8 +896,8 @@ mod tests {
         task.abort();
 
         let render: RenderFn = Arc::new(|| anyhow::bail!("map XLB_META is gone"));
-        let (address, task) = server(CLIENT_TIMEOUT, render).await;
-        let failed = fetch(address, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        let (address, task) = server(Limits::DAEMON, render).await;
+        let failed = fetch(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
             failed.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
             "{failed}"
@@ -778,22 +906,128 @@ mod tests {
         task.abort();
     }
 
-    /// Test that a client that connects and sends nothing is cut off at the timeout, and the
-    /// next client is answered.
+    /// Test that a client that connects and sends nothing, and one that sends half a request
+    /// head and stalls (slowloris), are both cut off at the head deadline, while a scrape made
+    /// meanwhile is answered at once.
     #[tokio::test]
-    async fn serve_cuts_off_a_silent_client() {
+    async fn serve_cuts_off_silent_and_slow_clients() {
         let render: RenderFn = Arc::new(|| Ok("up 1\n".to_owned()));
-        let (address, task) = server(Duration::from_millis(200), render).await;
+        let deadline = Duration::from_millis(300);
+        let limits = Limits {
+            head_deadline: deadline,
+            ..Limits::DAEMON
+        };
+        let (address, task) = server(limits, render).await;
         let mut silent = TcpStream::connect(address).await.expect("connect");
+        let mut slow = TcpStream::connect(address).await.expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .expect("half a head");
         let next = tokio::time::timeout(
             Duration::from_secs(5),
-            fetch(address, "GET /metrics HTTP/1.1\r\n\r\n"),
+            fetch(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
         )
         .await
-        .expect("answered after the silent client's timeout");
+        .expect("answered beside the stalled clients");
         assert!(next.starts_with("HTTP/1.1 200 OK\r\n"), "{next}");
-        let mut rest = Vec::new();
-        assert_eq!(silent.read_to_end(&mut rest).await.expect("closed"), 0);
+        for (name, stream) in [("silent", &mut silent), ("slowloris", &mut slow)] {
+            let mut rest = Vec::new();
+            tokio::time::timeout(deadline * 10, stream.read_to_end(&mut rest))
+                .await
+                .unwrap_or_else(|_| panic!("the {name} client was never cut off"))
+                .expect("closed");
+            let rest = String::from_utf8_lossy(&rest);
+            assert!(
+                rest.is_empty() || rest.starts_with("HTTP/1.1 408"),
+                "{name}: {rest}"
+            );
+        }
+        task.abort();
+    }
+
+    /// Test that scrapes are answered while `XLB_METRICS_IDLE` (default 2,000) connections sit
+    /// open, 15% of them slowloris clients that sent half a head, with a head deadline longer
+    /// than the test so none of them is cut off: each scrape is served beside them, not after
+    /// them. Prints each scrape's latency.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_are_answered_beside_thousands_of_idle_connections() {
+        let idle: usize = std::env::var("XLB_METRICS_IDLE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2000);
+        let render: RenderFn = Arc::new(|| Ok("xlb_config_generation 1\n".to_owned()));
+        let limits = Limits {
+            head_deadline: Duration::from_secs(120),
+            ..Limits::DAEMON
+        };
+        let (address, task) = server(limits, render).await;
+        let mut held = Vec::with_capacity(idle);
+        for i in 0..idle {
+            let mut stream = TcpStream::connect(address)
+                .await
+                .unwrap_or_else(|err| panic!("idle connection {i}: {err}"));
+            if i % 7 == 0 {
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+                    .await
+                    .expect("half a head");
+            }
+            held.push(stream);
+        }
+        let mut latencies = Vec::new();
+        for _ in 0..6 {
+            let started = Instant::now();
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                fetch(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 5 s beside {idle} idle connections"));
+            assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+            latencies.push(started.elapsed());
+        }
+        println!("scrape latencies beside {idle} idle connections: {latencies:?}");
+        drop(held);
+        task.abort();
+    }
+
+    /// Test that a burst of scrapes renders the page once (the cache serves the rest), and
+    /// that a scrape after the page's age renders it anew.
+    #[tokio::test]
+    async fn a_burst_of_scrapes_renders_once() {
+        let renders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // A page that says how many times it was rendered.
+        let counting = || -> RenderFn {
+            let renders = Arc::clone(&renders);
+            Arc::new(move || {
+                let n = renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                Ok(format!("renders {n}\n"))
+            })
+        };
+        let limits = Limits {
+            page_max_age: Duration::from_secs(60),
+            ..Limits::DAEMON
+        };
+        let (address, task) = server(limits, counting()).await;
+        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let burst: Vec<_> = (0..50)
+            .map(|_| tokio::spawn(fetch(address, request)))
+            .collect();
+        for scrape in burst {
+            let answer = scrape.await.expect("scrape");
+            assert!(answer.ends_with("renders 1\n"), "{answer}");
+        }
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+        task.abort();
+
+        let limits = Limits {
+            page_max_age: Duration::ZERO,
+            ..Limits::DAEMON
+        };
+        let (address, task) = server(limits, counting()).await;
+        fetch(address, request).await;
+        let fresh = fetch(address, request).await;
+        assert!(fresh.ends_with("renders 3\n"), "{fresh}");
         task.abort();
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use aya::{
     Ebpf,
     programs::{
@@ -13,7 +13,10 @@ use aya::{
 };
 use lb_common::map_names;
 
-use crate::maps::Pinned;
+use crate::{
+    maps::{Maps, Pinned},
+    trusted_dir,
+};
 
 /// The default pin directory (`global.pin_path`).
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
@@ -23,6 +26,21 @@ const LINK: &str = "link";
 /// The live maps of the xlb pinned under `pin_path`.
 pub fn open(pin_path: &Path) -> anyhow::Result<Pinned> {
     Pinned::open(pin_path, &map_names::XLB)
+}
+
+/// Makes `pin_path` ready for a daemon's pins: created 0700 if missing, and refused (nothing
+/// is loaded) if another user could change what it holds: see [`trusted_dir::check`]. The bpffs
+/// root is world-writable, so anyone may create the directory before xlb does; a directory
+/// they own would let them remove the link pin and detach XDP.
+pub fn prepare_dir(pin_path: &Path) -> anyhow::Result<()> {
+    trusted_dir::create(pin_path, 0o700)
+        .and_then(|()| trusted_dir::check_entries(pin_path))
+        .with_context(|| {
+            format!(
+                "the pin directory {} (global.pin_path) is not safe to pin into",
+                pin_path.display()
+            )
+        })
 }
 
 /// Whether an xlb has pinned its state under `pin_path`.
@@ -66,6 +84,82 @@ pub fn upgrade(ebpf: &mut Ebpf, program: &str, pin_path: &Path) -> anyhow::Resul
     xdp.pin(&path)
         .with_context(|| format!("pinning the program at {}", path.display()))?;
     Ok(())
+}
+
+/// The daemon's own hold on the XDP link and the spare it re-pins with. While it lives the
+/// program stays attached even if someone removes the link pin; [`Keeper::restore`] puts back
+/// any pin that went missing.
+pub struct Keeper {
+    pin_path: PathBuf,
+    /// Keeps the link (and so the attachment) alive whatever happens to the pin.
+    _held: FdLink,
+    /// A second descriptor of the same link, consumed by a re-pin (which hands it back when
+    /// it works). A failed re-pin loses it; `_held` still keeps the program attached.
+    spare: Option<FdLink>,
+}
+
+impl Keeper {
+    /// Opens two descriptors of the link pinned under `pin_path`.
+    pub fn open(pin_path: &Path) -> anyhow::Result<Keeper> {
+        let open = || {
+            PinnedLink::from_pin(link_path(pin_path))
+                .map(FdLink::from)
+                .with_context(|| format!("opening the pinned link under {}", pin_path.display()))
+        };
+        Ok(Keeper {
+            pin_path: pin_path.to_path_buf(),
+            _held: open()?,
+            spare: Some(open()?),
+        })
+    }
+
+    /// Re-pins whatever of the maps `names` of `ebpf`, its program `program` and the link is
+    /// no longer pinned; returns the paths it restored. The link goes last, as at start-up.
+    pub fn restore(
+        &mut self,
+        ebpf: &mut Ebpf,
+        program: &str,
+        names: &[&str],
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        let missing = |path: &Path| path.symlink_metadata().is_err();
+        let mut restored = Vec::new();
+        if missing(&self.pin_path) {
+            prepare_dir(&self.pin_path)?;
+        }
+        for &name in names {
+            let path = self.pin_path.join(name);
+            if missing(&path) {
+                Maps::map(ebpf, name)?
+                    .pin(&path)
+                    .with_context(|| format!("re-pinning map {name} at {}", path.display()))?;
+                restored.push(path);
+            }
+        }
+        let path = self.pin_path.join(PROGRAM);
+        if missing(&path) {
+            crate::object::xdp_program(ebpf, program)?
+                .pin(&path)
+                .with_context(|| format!("re-pinning the program at {}", path.display()))?;
+            restored.push(path);
+        }
+        let path = link_path(&self.pin_path);
+        if missing(&path) {
+            let Some(spare) = self.spare.take() else {
+                bail!(
+                    "the XDP link pin {} is gone and cannot be restored (an earlier re-pin \
+                     failed): the program stays attached only while this daemon runs; restart \
+                     xlb to pin it again",
+                    path.display()
+                );
+            };
+            let pinned = spare
+                .pin(&path)
+                .with_context(|| format!("re-pinning the XDP link at {}", path.display()))?;
+            self.spare = Some(FdLink::from(pinned));
+            restored.push(path);
+        }
+        Ok(restored)
+    }
 }
 
 /// Removes every pin under `pin_path` and the directory. Removing the link pin detaches the

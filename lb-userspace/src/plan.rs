@@ -8,14 +8,22 @@
 //! flows go through it with BPF_PROG_TEST_RUN: the kernel's choices are counted per backend and
 //! compared, flow by flow, with the userspace prediction (flow hash and new table).
 //!
+//! The sample flows come from random clients, or from real ones (`--clients`, `--pcap`): with
+//! `hash = "source"` a VIP's spread follows its clients, and only a sample of the real ones
+//! shows a service behind a few NAT addresses landing on a few servers. Where the kernel sent
+//! the sample is reported per physical server ([`crate::effect`]); all of it on one server is
+//! an outage. The plan fails (exit 1) when `apply` with the same options would refuse.
+//!
 //! `--output json` prints one [`PlanReport`]: `file`, `code` (the exit code), `valid`,
-//! `errors`, `warnings`, `diagnostics` (as `validate` prints them), `outages` (XLB003
-//! findings: `vip`, `address`, `backend`), `live` (`loaded`, `pin_path`, `generation`,
-//! `capacity`), `global` (changed run-time settings), `vips` (each with `name`, `vip`,
-//! `change`, `changes`, `moved_share`, `backends` with `share_before`, `share_after`,
-//! `kernel_share`, and `kernel` with the agreement counts), `sample` and `summary`. Shares are
-//! fractions of 1.
+//! `errors`, `warnings`, `diagnostics` (as `validate` prints them), `outages` (XLB003 findings
+//! and sample outages: `vip`, `address`, `backend` (the server), `message`), `refusal` (why
+//! `apply` would refuse), `clients` (the client file), `live` (`loaded`, `pin_path`,
+//! `generation`, `capacity`), `global` (changed run-time settings), `vips` (each with `name`,
+//! `vip`, `change`, `changes`, `moved_share`, `backends` with `share_before`, `share_after`,
+//! `kernel_share`, `servers` (the kernel's sample per physical server), and `kernel` with the
+//! agreement counts), `sample` and `summary`. Shares are fractions of 1.
 
+pub mod clients;
 mod diff;
 mod kernel;
 mod sample;
@@ -34,22 +42,41 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
+    apply,
     args::{LiveArgs, PlanArgs},
     capacity::Capacity,
-    config::{self, Diagnostic, Environment, HostEnvironment, Model, rules},
+    config::{self, Diagnostic, Environment, HostEnvironment, Model, VipModel, rules},
+    effect::{self, Effect, Entry},
     exit, object, report,
     rollout::{self, Desired},
 };
+use clients::Clients;
 
 /// The default `--seed`: the same sample on every run and host unless asked otherwise.
 pub const DEFAULT_SEED: u64 = 0x786c_625f_706c_616e; // "xlb_plan"
 
 pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
+    apply::check_overrides(&args.overrides)?;
     let sample = Sample {
         flows: args.flows,
         seed: args.seed,
     };
-    let report = plan_file(&args.file, &HostEnvironment, &args.live, &sample)?;
+    let (clients, source) = match (&args.clients, &args.pcap) {
+        (Some(path), _) => (clients::read_addresses(path)?, Some(path)),
+        (None, Some(path)) => (clients::read_pcap(path)?, Some(path)),
+        (None, None) => (Clients::Synthetic, None),
+    };
+    let options = Options {
+        sample,
+        clients,
+        clients_source: source.map(|p| p.display().to_string()),
+        accept: apply::Options {
+            allow_warnings: args.allow_warnings,
+            overrides: args.overrides,
+            force: args.force,
+        },
+    };
+    let report = plan_with(&args.file, &HostEnvironment, &args.live, &options)?;
     report::emit(args.live.output, &report, text::render)?;
     Ok(report.code)
 }
@@ -75,6 +102,19 @@ impl Default for Sample {
     }
 }
 
+/// Everything that shapes a plan besides the config and the live state.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub sample: Sample,
+    /// Where the sample flows come from.
+    pub clients: Clients,
+    /// The file the clients came from (for the report).
+    pub clients_source: Option<String>,
+    /// What `apply` would be told (warnings allowed, rules overridden): the plan fails exactly
+    /// when that apply would refuse.
+    pub accept: apply::Options,
+}
+
 /// Everything `xlb plan` found; see the module doc for the JSON shape.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanReport {
@@ -88,8 +128,14 @@ pub struct PlanReport {
     pub warnings: usize,
     /// Every finding of the validation, errors first.
     pub diagnostics: Vec<Diagnostic>,
-    /// VIPs whose every new flow would go to one backend (XLB003): the config is refused.
+    /// VIPs whose every new flow would go to one server (XLB003, or the kernel's spread of a
+    /// real client sample): the plan fails.
     pub outages: Vec<Outage>,
+    /// Why `xlb apply` with the same options would refuse this config, if it would.
+    pub refusal: Option<String>,
+    /// The file of real clients (`--clients`) or flows (`--pcap`) the sample came from; absent
+    /// for random synthetic clients.
+    pub clients: Option<String>,
     /// The running state planned against; absent when the config was refused.
     pub live: Option<LiveState>,
     /// Changed run-time settings (MTU, tunnel sources).
@@ -101,7 +147,8 @@ pub struct PlanReport {
     pub summary: Summary,
 }
 
-/// An XLB003 finding: every new flow of `vip` would go to `backend`.
+/// Every new flow of `vip` would go to one server, `backend`: an XLB003 finding, or what the
+/// kernel did with a real client sample.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Outage {
     pub rule: &'static str,
@@ -109,7 +156,7 @@ pub struct Outage {
     pub vip: String,
     /// The VIP's address (as written in the config).
     pub address: String,
-    /// The one backend with weight.
+    /// The server that would take every new flow.
     pub backend: String,
     pub message: String,
 }
@@ -200,6 +247,8 @@ pub struct VipPlan {
     pub backends: Vec<BackendPlan>,
     /// The kernel check; absent for a removed VIP (or an empty sample).
     pub kernel: Option<KernelCheck>,
+    /// Where the kernel sent the sample, by physical server (entries of one server added up).
+    pub servers: Vec<effect::Server>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -274,7 +323,25 @@ pub fn plan_file(
     live: &LiveArgs,
     sample: &Sample,
 ) -> anyhow::Result<PlanReport> {
-    let (model, warnings) = match config::load(file, env) {
+    let options = Options {
+        sample: *sample,
+        clients: Clients::Synthetic,
+        clients_source: None,
+        accept: apply::Options::default(),
+    };
+    plan_with(file, env, live, &options)
+}
+
+/// Plans the config at `file` as [`plan_file`] does, with the sample, clients and apply
+/// options of `options`.
+pub fn plan_with(
+    file: &Path,
+    env: &dyn Environment,
+    live: &LiveArgs,
+    options: &Options,
+) -> anyhow::Result<PlanReport> {
+    let sample = &options.sample;
+    let (model, warnings) = match config::load_overriding(file, env, &options.accept.overrides) {
         Ok(checked) => checked,
         Err(diagnostics) => return Ok(refused(file, diagnostics)),
     };
@@ -296,6 +363,8 @@ pub fn plan_file(
     let program = object::xdp_program(&mut scratch, PROGRAM_NAME)?;
 
     let mut vips = Vec::new();
+    let mut outages = Vec::new();
+    let mut concentrated: Vec<String> = Vec::new();
     for (index, vip) in model.vips.iter().enumerate() {
         let key = vip.key();
         let (want, done) = desired
@@ -306,6 +375,27 @@ pub fn plan_file(
             .context("the scratch apply lost a VIP: this is a bug in xlb")?;
         let after = diff::Side::applied(done, want);
         let before = current.as_ref().and_then(|l| l.vips.get(&key));
+        if let Some(server) = after.effect().over(model.alerts.max_share)
+            && !options.accept.force
+            && !options
+                .accept
+                .overrides
+                .iter()
+                .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
+            && before
+                .and_then(|b| b.effect().busiest().map(|s| s.share))
+                .is_none_or(|share| share <= server.share)
+        {
+            concentrated.push(format!(
+                "with the live drains and disables kept, {} of the new flows of vip \"{}\" \
+                 would go to one server, {} (at most {} allowed by alerts.max_share): bring \
+                 the other backends back, or pass --force",
+                effect::percent(server.share, 0),
+                vip.name,
+                server.address,
+                effect::percent(model.alerts.max_share, 0)
+            ));
+        }
         // Ports a more specific VIP of this address and protocol takes from a port-0 VIP.
         let claimed: Vec<u16> = model
             .vips
@@ -318,7 +408,8 @@ pub fn plan_file(
             })
             .map(|other| other.port)
             .collect();
-        let probes = sample::probes(vip, &claimed, sample.flows, sample.seed);
+        let probes =
+            sample::client_probes(vip, &claimed, &options.clients, sample.flows, sample.seed);
         let outcome = if probes.is_empty() {
             None
         } else {
@@ -331,14 +422,41 @@ pub fn plan_file(
                 })?,
             )
         };
-        vips.push(diff::vip_plan(
+        let mut plan = diff::vip_plan(
             Some(vip),
             before,
             Some(&after),
             outcome,
             &probes,
             &vip_warnings(&warnings, index),
-        ));
+        );
+        let spread = sample_effect(vip, &plan);
+        if let Some(server) = spread.as_ref().and_then(Effect::all_on_one)
+            && options.clients != Clients::Synthetic
+        {
+            outages.push(Outage {
+                rule: rules::ALL_WEIGHT_ON_ONE.id,
+                vip: vip.name.clone(),
+                address: vip.address.to_string(),
+                backend: server.address.to_string(),
+                message: format!(
+                    "the kernel sent every one of the {} sample flows of vip \"{}\" from the \
+                     clients in {} to one server, {}",
+                    spread.as_ref().map_or(0, |e| e.total),
+                    vip.name,
+                    options.clients_source.as_deref().unwrap_or("the sample"),
+                    server.address
+                ),
+            });
+        }
+        plan.servers = spread.map(|e| e.servers).unwrap_or_default();
+        if probes.is_empty() && options.clients != Clients::Synthetic {
+            plan.notes.push(format!(
+                "no client of {} reaches this VIP: its spread over real clients is unknown",
+                options.clients_source.as_deref().unwrap_or("the sample")
+            ));
+        }
+        vips.push(plan);
     }
     if let Some(current) = &current {
         for (key, before) in &current.vips {
@@ -352,11 +470,17 @@ pub fn plan_file(
         .map(|l| diff::global_changes(&l.snapshot.config, &model))
         .unwrap_or_default();
     let summary = summarize(&vips);
+    let refusal = options
+        .accept
+        .refusal(&warnings)
+        .or_else(|| concentrated.first().cloned());
     let code = if vips
         .iter()
         .any(|vip| vip.kernel.as_ref().is_some_and(|k| !k.agrees))
     {
         exit::FAILED
+    } else if !outages.is_empty() || refusal.is_some() {
+        exit::INVALID
     } else {
         exit::OK
     };
@@ -367,7 +491,9 @@ pub fn plan_file(
         errors: 0,
         warnings: warnings.len(),
         diagnostics: warnings,
-        outages: Vec::new(),
+        outages,
+        refusal,
+        clients: options.clients_source.clone(),
         live: Some(LiveState {
             loaded: current.is_some(),
             pin_path: pin_path.display().to_string(),
@@ -380,6 +506,27 @@ pub fn plan_file(
         sample: Some(*sample),
         summary,
     })
+}
+
+/// Where the kernel sent the sample flows of `vip`, by physical server; `None` without a kernel
+/// check. The plan's first backends are the config's, in file order.
+fn sample_effect(vip: &VipModel, plan: &VipPlan) -> Option<Effect> {
+    plan.kernel.as_ref()?;
+    let entries: Vec<Entry> = vip
+        .backends
+        .iter()
+        .map(|b| Entry {
+            address: b.address,
+            mac: Some(b.mac),
+        })
+        .collect();
+    let counts = plan
+        .backends
+        .iter()
+        .take(entries.len())
+        .map(|b| u64::from(b.kernel_flows.unwrap_or(0)))
+        .collect();
+    Some(Effect::of_counts(&entries, vip.forwarding, counts))
 }
 
 /// The state an apply of `model` would install: the live operator state (drained, disabled)
@@ -428,6 +575,8 @@ fn refused(file: &Path, diagnostics: Vec<Diagnostic>) -> PlanReport {
         warnings: diagnostics.len() - errors,
         diagnostics,
         outages,
+        refusal: None,
+        clients: None,
         live: None,
         global: Vec::new(),
         vips: Vec::new(),

@@ -9,10 +9,10 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use anyhow::{Context as _, bail, ensure};
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, PerCpuArray};
 use lb_common::{
-    Backend, Config, Vip, VipKey, map_names,
-    meta::Meta,
+    Backend, BackendCounter, Config, Vip, VipKey, map_names,
+    meta::{Meta, ShareBase},
     service::{
         BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, FAMILY_IPV4,
         VipFilter, vip_filter_bit,
@@ -22,6 +22,7 @@ use lb_common::{
 use crate::{
     capacity::Capacity,
     config::{Model, kernel_address},
+    effect,
     live::Snapshot,
     maglev,
     maps::{Maps, array},
@@ -58,13 +59,15 @@ pub struct DesiredVip {
 }
 
 /// The whole desired state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
     pub vips: Vec<DesiredVip>,
     /// Tunnel sources and MTU; the debug flag of the running program is kept.
     pub config: Config,
     /// Identifies the configuration file (see [`config_hash`]).
     pub config_hash: u64,
+    /// The config's `alerts.max_share`, recorded with the live state (see [`Meta`]).
+    pub max_share: f64,
 }
 
 /// What an apply installed for one VIP.
@@ -118,6 +121,7 @@ impl Desired {
             vips,
             config: model.global.kernel_config(),
             config_hash: config_hash(bytes),
+            max_share: model.alerts.max_share,
         }
     }
 }
@@ -151,7 +155,17 @@ impl Desired {
             vips,
             config: snapshot.config,
             config_hash: snapshot.meta.config_hash,
+            max_share: max_share(&snapshot.meta),
         }
+    }
+}
+
+/// The `alerts.max_share` the live state was applied with (the default if none was recorded).
+pub fn max_share(meta: &Meta) -> f64 {
+    if meta.max_share_ppm == 0 {
+        crate::config::Alerts::default().max_share
+    } else {
+        f64::from(meta.max_share_ppm) / 1e6
     }
 }
 
@@ -373,25 +387,10 @@ pub fn expected_tables(
 
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
-    if eligible.is_empty() {
-        return Ok(vec![NO_BACKEND; size as usize]);
-    }
-    let keys: Vec<[u8; 16]> = eligible
-        .iter()
-        .map(|(_, _, addr)| kernel_address(*addr).0)
-        .collect();
-    let members: Vec<maglev::Backend> = keys
-        .iter()
-        .zip(eligible)
-        .map(|(key, (_, weight, _))| maglev::Backend {
-            key,
-            weight: *weight,
-        })
-        .collect();
-    let slots = maglev::build(&members, size)?;
-    Ok(slots
+    let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
+    Ok(effect::table(&backends, size)?
         .into_iter()
-        .map(|index| eligible[index as usize].0)
+        .map(|owner| owner.map_or(NO_BACKEND, |i| eligible[i].0))
         .collect())
 }
 
@@ -448,6 +447,7 @@ fn write(
                 .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
         }
     }
+    mark_table_changes(maps, snapshot, plan)?;
     // Nothing points at retired backends any more.
     step()?;
     let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
@@ -476,9 +476,53 @@ fn write(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs()),
         config_hash: desired.config_hash,
+        max_share_ppm: (desired.max_share * 1e6).round() as u32,
         ..snapshot.meta
     };
     array::<Meta>(maps, map_names::META)?.set(0, &meta, 0)?;
+    Ok(())
+}
+
+/// Records, for every VIP whose table this apply changed (or added), each of its backends'
+/// new-flow count now: `stats` judges shares over what is counted from here on.
+fn mark_table_changes(
+    maps: &mut (impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let mut bases = Vec::new();
+    {
+        let counters: PerCpuArray<&MapData, BackendCounter> =
+            PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
+                .context("the backend counter map is not a per-CPU array of backend counters")?;
+        for applied in &plan.vips {
+            // The old copy is intact: the new table went into the other one.
+            let unchanged = match snapshot.vip(&applied.key) {
+                Some(live) => snapshot.active_table(maps, live)? == applied.table,
+                None => false,
+            };
+            if unchanged {
+                continue;
+            }
+            for &id in &applied.backend_ids {
+                let new_flows = counters
+                    .get(&id, 0)
+                    .with_context(|| format!("reading the counters of backend {id}"))?
+                    .iter()
+                    .map(|c| c.new_flows)
+                    .sum();
+                bases.push((id, ShareBase { new_flows, since }));
+            }
+        }
+    }
+    let mut map = array::<ShareBase>(maps, map_names::SHARE_BASE)?;
+    for (id, base) in bases {
+        map.set(id, &base, 0)
+            .with_context(|| format!("recording the share base of backend {id}"))?;
+    }
     Ok(())
 }
 

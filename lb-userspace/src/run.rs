@@ -46,7 +46,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
-    let (model, warnings) = match config::load(file, &HostEnvironment) {
+    // One read: the model is built from, and the meta hash taken of, the same bytes.
+    let checked = std::fs::read(file)
+        .map_err(|err| config::read_error(file, err))
+        .and_then(|bytes| {
+            config::check_bytes(&bytes, file, &HostEnvironment).map(|loaded| (bytes, loaded))
+        });
+    let (bytes, (model, warnings)) = match checked {
         Ok(loaded) => loaded,
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
@@ -59,9 +65,11 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     for warning in &warnings {
         eprintln!("{warning}");
     }
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let pin_path = &model.global.pin_path.clone();
     let interface = &model.global.interface.clone();
+    // Before anything is read from or pinned into it: a directory another user controls
+    // would hand them the link pin.
+    pins::prepare_dir(pin_path)?;
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
     let mut sizes = Capacity::default().map_sizes();
@@ -140,7 +148,10 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
             pin_path.display()
         );
     }
-    let daemon = Daemon::start(file, model, bytes).await?;
+    // From here the daemon's own descriptor keeps the program attached, whatever happens to
+    // the link pin while it runs.
+    let keeper = pins::Keeper::open(pin_path)?;
+    let daemon = Daemon::start(file, model, bytes, keeper).await?;
     daemon
         .run(&mut ebpf, args.duration.map(Duration::from_secs))
         .await?;

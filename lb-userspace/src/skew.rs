@@ -13,7 +13,11 @@ use std::{
 use anyhow::ensure;
 use serde::Serialize;
 
-use crate::stats::{self, BackendStats, Stats, VipStats};
+use crate::{
+    config::Forwarding,
+    effect::{self, Entry},
+    stats::{self, BackendStats, Stats, VipStats},
+};
 
 /// What the detector alerts on.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,10 +27,11 @@ pub struct Settings {
     pub window: Duration,
     /// `skew`: a backend's observed share of new flows is above its expected share × this.
     pub factor: f64,
-    /// `dominant`: one backend takes more than this share (0 to 1) of a VIP's new flows while
-    /// another backend is healthy, whatever its weight: healthy servers left idle while one
-    /// takes everything is the outage xlb was born from. Set it above the largest expected share
-    /// with some margin: with two equal backends, 0.5 is crossed by chance half the time.
+    /// `dominant`: one server takes more than this share (0 to 1) of a VIP's new flows while the
+    /// VIP names other backends, whatever keeps them out (weight 0, no slot, drained, disabled,
+    /// down): one server taking everything is the outage xlb was born from. Set it above the
+    /// largest expected share with some margin: with two equal backends, 0.5 is crossed by
+    /// chance half the time.
     pub max_share: f64,
     /// `few_healthy`: a VIP has fewer healthy backends than this.
     pub min_healthy: u32,
@@ -89,6 +94,9 @@ pub struct BackendSample {
     pub expected_share: f64,
     /// As the daemon judges it (health check up; whether drained backends count is its call).
     pub healthy: bool,
+    /// The physical server it reaches (the first address of its server, see
+    /// [`crate::effect::servers`]): entries of one server are judged together.
+    pub server: IpAddr,
 }
 
 /// The detector's input from a stats report: every VIP with its backends' new-flow counters
@@ -100,18 +108,36 @@ pub fn samples(
     stats
         .vips
         .iter()
-        .map(|vip| VipSample {
-            vip: vip.vip.clone(),
-            backends: vip
+        .map(|vip| {
+            let entries: Vec<Entry> = vip
                 .backends
                 .iter()
-                .map(|backend| BackendSample {
-                    backend: backend.address,
-                    new_flows_total: backend.new_flows,
-                    expected_share: backend.expected_share,
-                    healthy: healthy(vip, backend),
+                .map(|b| Entry {
+                    address: b.address,
+                    mac: Some(b.mac),
                 })
-                .collect(),
+                .collect();
+            let forwarding = if vip.forwarding == "ipip" {
+                Forwarding::Ipip
+            } else {
+                Forwarding::Dsr
+            };
+            let server = effect::servers(&entries, forwarding);
+            VipSample {
+                vip: vip.vip.clone(),
+                backends: vip
+                    .backends
+                    .iter()
+                    .zip(&server)
+                    .map(|(backend, first)| BackendSample {
+                        backend: backend.address,
+                        new_flows_total: backend.new_flows,
+                        expected_share: backend.expected_share,
+                        healthy: healthy(vip, backend),
+                        server: entries[*first].address,
+                    })
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -119,16 +145,26 @@ pub fn samples(
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
+    /// One server takes more than `max_share` of a VIP's new flows while the VIP names more
+    /// backends. First in order: when shares go wrong, the first alert names the overloaded
+    /// server.
+    Dominant,
     /// A backend's observed share of new flows is above expected × factor.
     Skew,
-    /// One backend takes more than `max_share` of new flows while others are healthy.
-    Dominant,
     /// A VIP has fewer than `min_healthy` healthy backends.
     FewHealthy,
+    /// The daemon's scheduled audit found the live maps drifted from its config, or a VIP
+    /// whose new flows all go to one server.
+    Audit,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 3] = [AlertKind::Skew, AlertKind::Dominant, AlertKind::FewHealthy];
+    pub const ALL: [AlertKind; 4] = [
+        AlertKind::Dominant,
+        AlertKind::Skew,
+        AlertKind::FewHealthy,
+        AlertKind::Audit,
+    ];
 
     /// The `kind` label of `xlb_alert`.
     pub fn name(self) -> &'static str {
@@ -136,6 +172,7 @@ impl AlertKind {
             AlertKind::Skew => "skew",
             AlertKind::Dominant => "dominant",
             AlertKind::FewHealthy => "few_healthy",
+            AlertKind::Audit => "audit",
         }
     }
 }
@@ -165,6 +202,10 @@ pub struct Detector {
     /// Oldest first; none older than the window before the newest.
     samples: VecDeque<(Instant, Counters)>,
     firing: BTreeMap<AlertKey, Alert>,
+    /// Each VIP's expected shares in the newest sample: when they change (a new table), the
+    /// VIP's window starts again, so flows counted under the old table are not judged
+    /// against the new one.
+    expected: BTreeMap<String, Vec<(IpAddr, f64)>>,
 }
 
 /// One VIP over the window, as the newest sample and the counters' growth show it.
@@ -203,6 +244,7 @@ impl Detector {
             settings,
             samples: VecDeque::new(),
             firing: BTreeMap::new(),
+            expected: BTreeMap::new(),
         }
     }
 
@@ -224,6 +266,25 @@ impl Detector {
                 (vip.vip.clone(), backends)
             })
             .collect();
+        for vip in sample {
+            let expected: Vec<(IpAddr, f64)> = vip
+                .backends
+                .iter()
+                .map(|b| (b.backend, b.expected_share))
+                .collect();
+            if self
+                .expected
+                .get(&vip.vip)
+                .is_some_and(|old| *old != expected)
+            {
+                for (_, counters) in &mut self.samples {
+                    counters.remove(&vip.vip);
+                }
+            }
+            self.expected.insert(vip.vip.clone(), expected);
+        }
+        self.expected
+            .retain(|name, _| sample.iter().any(|vip| vip.vip == *name));
         self.samples.push_back((now, counters));
         while let Some((taken, _)) = self.samples.front()
             && now.saturating_duration_since(*taken) > self.settings.window
@@ -347,23 +408,44 @@ impl Detector {
                     ),
                 ));
             }
-            // Others that could take flows: healthy, even with no table slots (weight 0 is how
-            // a config sends everything to one server).
+        }
+        // Per physical server: entries of one server add up.
+        let mut servers: Vec<(IpAddr, u64)> = Vec::new();
+        for &(backend, flows) in &window.backends {
+            match servers.iter_mut().find(|(s, _)| *s == backend.server) {
+                Some((_, total)) => *total += flows,
+                None => servers.push((backend.server, flows)),
+            }
+        }
+        for &(server, flows) in &servers {
+            let observed = window.share(flows);
             let others: Vec<String> = window
                 .backends
                 .iter()
-                .filter(|(b, _)| b.backend != address && b.healthy)
-                .map(|(b, _)| b.backend.to_string())
+                .filter(|(b, _)| b.backend != server)
+                .map(|(b, _)| {
+                    let why = if b.server == server {
+                        " (the same server)"
+                    } else if !b.healthy {
+                        " (out)"
+                    } else if b.expected_share == 0.0 {
+                        " (no slots)"
+                    } else {
+                        ""
+                    };
+                    format!("{}{why}", b.backend)
+                })
                 .collect();
             if observed > settings.max_share && !others.is_empty() {
                 alerts.push(alert(
                     AlertKind::Dominant,
                     vip,
-                    Some(address),
+                    Some(server),
                     format!(
-                        "vip {vip}: backend {address} took {} of new flows in the last {last}, \
-                         more than the {} one backend may take while others are healthy ({}): \
-                         check the weights (xlb audit) and the table (xlb stats)",
+                        "vip {vip}: server {server} took {} of new flows in the last {last}, \
+                         more than the {} one server may take while the VIP names others ({}): \
+                         check the weights (xlb audit), the table (xlb stats) and why the others \
+                         take nothing",
                         percent(observed),
                         percent(settings.max_share),
                         others.join(", ")
@@ -408,10 +490,6 @@ impl Detector {
                  last {last} (expected {})",
                 percent(backend.expected_share)
             ),
-            AlertKind::Dominant if window.share(flows) > self.settings.max_share => format!(
-                "vip {vip}: backend {address} took {observed} of new flows in the last {last}, \
-                 but no other backend is healthy: dominant alert cleared"
-            ),
             _ => format!(
                 "vip {vip}: backend {address} no longer dominates: {observed} of new flows in \
                  the last {last} (at most {} wanted)",
@@ -431,9 +509,9 @@ fn alert(kind: AlertKind, vip: &str, backend: Option<IpAddr>, message: String) -
     }
 }
 
-/// `97%`.
+/// `97%`, never `100%` for less.
 fn percent(share: f64) -> String {
-    format!("{:.0}%", share * 100.0)
+    effect::percent(share, 0)
 }
 
 /// `10s`, or `2.5s` when not close to whole seconds.
@@ -476,6 +554,7 @@ mod tests {
                     new_flows_total: counters[i],
                     expected_share: 1.0 / 3.0,
                     healthy: healthy[i],
+                    server: address(10 + i as u8),
                 })
                 .collect(),
         }]
@@ -514,19 +593,19 @@ mod tests {
         assert_eq!(
             kinds(&alerts),
             [
-                (AlertKind::Skew, Some(address(10)), true),
                 (AlertKind::Dominant, Some(address(10)), true),
+                (AlertKind::Skew, Some(address(10)), true),
             ]
         );
         assert_eq!(
-            alerts[0].message,
+            alerts[1].message,
             "vip 198.18.1.10:80/tcp: backend 198.18.0.10 took 100% of new flows in the last 10s \
              (expected 33%): check the weights (xlb audit) and the table (xlb stats)"
         );
         assert!(
-            alerts[1].message.contains("198.18.0.11, 198.18.0.12"),
+            alerts[0].message.contains("198.18.0.11, 198.18.0.12"),
             "{}",
-            alerts[1].message
+            alerts[0].message
         );
         assert_eq!(detector.firing(), alerts);
 
@@ -550,20 +629,23 @@ mod tests {
         // the lopsided growth until the samples from before 10 s leave it.
         let mut cleared = detector.observe(at(15), &all_up([700, 100, 100]));
         let last = detector.observe(at(20), &all_up([800, 200, 200]));
+        let skew = last
+            .iter()
+            .find(|a| a.kind == AlertKind::Skew)
+            .expect("skew clears");
         assert!(
-            last[0]
-                .message
+            skew.message
                 .contains("back in line: 33% of new flows in the last 10s"),
             "{}",
-            last[0].message
+            skew.message
         );
         cleared.extend(last);
         cleared.sort_by_key(|a| a.kind);
         assert_eq!(
             kinds(&cleared),
             [
-                (AlertKind::Skew, Some(address(10)), false),
                 (AlertKind::Dominant, Some(address(10)), false),
+                (AlertKind::Skew, Some(address(10)), false),
             ]
         );
         assert_eq!(detector.firing(), []);
@@ -620,11 +702,11 @@ mod tests {
         );
     }
 
-    /// Test that dominant needs another healthy backend: everything to the one backend the
-    /// others (down) leave is not dominance; but healthy backends left idle because a config
-    /// gives them weight 0 are (the outage xlb was born from).
+    /// Test that dominant judges the intended spread: one server taking everything fires
+    /// whether the others are down by health checks or idle with no slots (weight 0), and
+    /// names the overloaded server.
     #[test]
-    fn dominant_needs_another_healthy_backend() {
+    fn dominant_fires_whatever_keeps_the_others_out() {
         let start = Instant::now();
         let mut detector = Detector::new(settings());
         detector.observe(start, &sample([0; 3], [true, false, false]));
@@ -632,9 +714,17 @@ mod tests {
             start + Duration::from_secs(1),
             &sample([300, 0, 0], [true, false, false]),
         );
+        let dominant = alerts
+            .iter()
+            .find(|a| a.kind == AlertKind::Dominant && a.firing)
+            .unwrap_or_else(|| {
+                panic!("two of three down still leaves one server with all: {alerts:?}")
+            });
+        assert_eq!(dominant.backend, Some(address(10)));
         assert!(
-            alerts.iter().all(|a| a.kind != AlertKind::Dominant),
-            "{alerts:?}"
+            dominant.message.contains("198.18.0.11 (out)"),
+            "{}",
+            dominant.message
         );
 
         let mut weighted = all_up([0, 0, 0]);
@@ -645,11 +735,55 @@ mod tests {
         detector.observe(start, &weighted);
         weighted[0].backends[0].new_flows_total = 300;
         let alerts = detector.observe(start + Duration::from_secs(1), &weighted);
+        assert_eq!(
+            kinds(&alerts),
+            [(AlertKind::Dominant, Some(address(10)), true)],
+            "all weight on one of three healthy backends is dominance, and not skew (the table \
+             says so): {alerts:?}"
+        );
+    }
+
+    /// Test that entries of one physical server are judged together: two entries of one
+    /// server taking all new flows between them is dominance of that server.
+    #[test]
+    fn entries_of_one_server_are_judged_together() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        let mut shared = all_up([0, 0, 0]);
+        shared[0].backends[1].server = address(10);
+        detector.observe(start, &shared);
+        shared[0].backends[0].new_flows_total = 150;
+        shared[0].backends[1].new_flows_total = 150;
+        shared[0].backends[2].new_flows_total = 10;
+        let alerts = detector.observe(start + Duration::from_secs(1), &shared);
         assert!(
             alerts
                 .iter()
-                .any(|a| a.kind == AlertKind::Dominant && a.firing),
-            "all weight on one of three healthy backends is dominance: {alerts:?}"
+                .any(|a| a.kind == AlertKind::Dominant && a.backend == Some(address(10))),
+            "{alerts:?}"
+        );
+    }
+
+    /// Test that a table change starts the VIP's window again: right after the table moves
+    /// every flow to one backend, the first alert names that backend (dominant), and the
+    /// starved ones are not called skewed for flows counted under the old table.
+    #[test]
+    fn a_table_change_restarts_the_window_and_names_the_overloaded_server() {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        detector.observe(start, &all_up([0, 0, 0]));
+        detector.observe(start + Duration::from_secs(2), &all_up([1000, 1000, 1000]));
+        let mut changed = all_up([1000, 1000, 1000]);
+        for (b, share) in changed[0].backends.iter_mut().zip([1.0, 0.0, 0.0]) {
+            b.expected_share = share;
+        }
+        detector.observe(start + Duration::from_secs(3), &changed);
+        changed[0].backends[0].new_flows_total = 1300;
+        let alerts = detector.observe(start + Duration::from_secs(4), &changed);
+        assert_eq!(
+            kinds(&alerts),
+            [(AlertKind::Dominant, Some(address(10)), true)],
+            "{alerts:?}"
         );
     }
 

@@ -5,20 +5,20 @@
 use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use aya::maps::{MapData, PerCpuArray};
-use lb_common::{Backend, BackendCounter, Counter, Vip, VipKey, map_names};
+use aya::maps::{Array, MapData, PerCpuArray};
+use lb_common::{Backend, BackendCounter, Counter, Vip, VipKey, map_names, meta::ShareBase};
 use serde::Serialize;
 
 use crate::{
     args::StatsArgs,
     capacity::Capacity,
     counters::Totals,
-    exit,
+    effect, exit,
     live::BackendState,
     live::Snapshot,
     maps::Maps,
     pins, report,
-    rollout::{describe_vip, live_address},
+    rollout::{self, describe_vip, live_address},
     status,
 };
 
@@ -51,6 +51,8 @@ pub struct Sample {
     /// Sorted by VIP key.
     pub vips: Vec<VipSample>,
     pub totals: Totals,
+    /// The `alerts.max_share` the live state was applied with.
+    pub max_share: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +64,8 @@ pub struct VipSample {
     pub table: Vec<u32>,
     /// The VIP's backends (non-empty entries of its id range): id, entry, counters.
     pub backends: Vec<(u32, Backend, BackendCounter)>,
+    /// Each backend's new flows when the VIP's table last changed (as `backends`).
+    pub bases: Vec<ShareBase>,
 }
 
 impl Sample {
@@ -76,6 +80,9 @@ impl Sample {
         let backend_stats: PerCpuArray<&MapData, BackendCounter> =
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
+        let share_bases: Array<&MapData, ShareBase> =
+            Array::try_from(maps.map(map_names::SHARE_BASE)?)
+                .context("the share base map is not an array of share bases")?;
         let mut vips = Vec::new();
         for (key, vip) in &snapshot.vips {
             let counter = vip_stats
@@ -99,6 +106,11 @@ impl Sample {
                     });
                 backends.push((id, *backend, counter));
             }
+            let bases = backends
+                .iter()
+                .map(|(id, _, _)| share_bases.get(id, 0))
+                .collect::<Result<_, _>>()
+                .context("reading the share bases")?;
             let table = snapshot
                 .active_table(maps, vip)
                 .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
@@ -108,11 +120,13 @@ impl Sample {
                 counter,
                 table,
                 backends,
+                bases,
             });
         }
         Ok(Sample {
             vips,
             totals: Totals::read(maps)?,
+            max_share: rollout::max_share(&snapshot.meta),
         })
     }
 }
@@ -150,23 +164,55 @@ pub struct VipStats {
     pub table_size: u32,
     pub packets: u64,
     pub bytes: u64,
-    /// New flows of all its backends: the base of their observed shares.
+    /// New flows of all its backends since the program was loaded.
     pub new_flows: u64,
+    /// What the shares are judged over.
+    pub window: Window,
+    /// New flows of all its backends in the window: the base of their observed shares.
+    pub window_new_flows: u64,
+    /// One server takes more than `alerts.max_share` of the window's new flows although the VIP
+    /// names more backends.
+    pub dominant: Option<Dominant>,
     pub rates: Option<Rates>,
     pub backends: Vec<BackendStats>,
+}
+
+/// The flows a VIP's shares are judged over.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Window {
+    /// Since the program was loaded: no table change was recorded.
+    Lifetime,
+    /// Since the VIP's table last changed (Unix seconds).
+    SinceChange { since: u64 },
+    /// Between the two samples of `--interval`.
+    Interval { seconds: f64 },
+}
+
+/// A server taking more than the allowed share of a VIP's new flows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dominant {
+    pub server: IpAddr,
+    pub share: f64,
+    pub max_share: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BackendStats {
     pub id: u32,
     pub address: IpAddr,
+    /// Destination MAC of its frames (tells which entries are one server).
+    #[serde(skip)]
+    pub mac: [u8; 6],
     pub state: BackendState,
     pub weight: u32,
     pub packets: u64,
     pub bytes: u64,
     /// Flows the table chose this backend for (counted since the program was loaded).
     pub new_flows: u64,
-    /// This backend's part of the VIP's new flows (0 to 1).
+    /// Of them, those in its VIP's window.
+    pub window_new_flows: u64,
+    /// This backend's part of the VIP's new flows in the window (0 to 1).
     pub observed_share: f64,
     /// Its slots in the VIP's live table / the table size (0 to 1).
     pub expected_share: f64,
@@ -263,14 +309,16 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
                 .map(|v| (v, seconds))
         });
         let new_flows: u64 = sample.backends.iter().map(|(_, _, c)| c.new_flows).sum();
+        let (window, windowed) = window(sample, earlier);
+        let window_total: u64 = windowed.iter().sum();
         let mut backends = Vec::new();
-        for (id, backend, counter) in &sample.backends {
+        for (i, (id, backend, counter)) in sample.backends.iter().enumerate() {
             let slots = sample.table.iter().filter(|slot| *slot == id).count();
             let expected_share = share(slots as u64, sample.table.len() as u64);
-            let observed_share = share(counter.new_flows, new_flows);
+            let observed_share = share(windowed[i], window_total);
             let skew = skew(
-                new_flows,
-                counter.new_flows,
+                window_total,
+                windowed[i],
                 observed_share,
                 expected_share,
                 skew_factor,
@@ -291,17 +339,37 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
             backends.push(BackendStats {
                 id: *id,
                 address: live_address(backend),
+                mac: backend.mac,
                 state: BackendState::of(backend),
                 weight: backend.weight,
                 packets: counter.packets,
                 bytes: counter.bytes,
                 new_flows: counter.new_flows,
+                window_new_flows: windowed[i],
                 observed_share,
                 expected_share,
                 skew,
                 rates,
             });
         }
+        let entries: Vec<(u32, Backend)> =
+            sample.backends.iter().map(|(id, b, _)| (*id, *b)).collect();
+        let spread = effect::Effect::of_counts(
+            &entries
+                .iter()
+                .map(|(_, b)| effect::live_entry(b))
+                .collect::<Vec<_>>(),
+            effect::forwarding(&sample.vip),
+            windowed.clone(),
+        );
+        let dominant = (window_total >= SKEW_MIN_FLOWS)
+            .then(|| spread.over(now.max_share))
+            .flatten()
+            .map(|server| Dominant {
+                server: server.address,
+                share: server.share,
+                max_share: now.max_share,
+            });
         let vip_rates = earlier.map(|(then, seconds)| {
             let old_new_flows = then.backends.iter().map(|(_, _, c)| c.new_flows).sum();
             rates(
@@ -318,6 +386,9 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
             packets: sample.counter.packets,
             bytes: sample.counter.bytes,
             new_flows,
+            window,
+            window_new_flows: window_total,
+            dominant,
             rates: vip_rates,
             backends,
         });
@@ -347,12 +418,51 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
     }
 }
 
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
+use effect::share;
+
+/// What `sample`'s shares are judged over, and each backend's new flows in it: the interval
+/// since `earlier` when given, else since the VIP's table last changed (if recorded), else
+/// everything counted. A counter below its base was reset (the program reloaded): all of it is
+/// new.
+fn window(sample: &VipSample, earlier: Option<(&VipSample, f64)>) -> (Window, Vec<u64>) {
+    let since =
+        |now: u64, base: Option<u64>| base.map_or(now, |b| now.checked_sub(b).unwrap_or(now));
+    if let Some((then, seconds)) = earlier {
+        let flows = sample
+            .backends
+            .iter()
+            .map(|(id, backend, counter)| {
+                let old = then
+                    .backends
+                    .iter()
+                    .find(|(i, b, _)| i == id && b.addr == backend.addr)
+                    .map(|(_, _, c)| c.new_flows);
+                since(counter.new_flows, old)
+            })
+            .collect();
+        return (Window::Interval { seconds }, flows);
     }
+    let changed = sample.bases.iter().map(|b| b.since).max().unwrap_or(0);
+    if changed == 0 {
+        let flows = sample
+            .backends
+            .iter()
+            .map(|(_, _, c)| c.new_flows)
+            .collect();
+        return (Window::Lifetime, flows);
+    }
+    let flows = sample
+        .backends
+        .iter()
+        .zip(&sample.bases)
+        .map(|((_, _, counter), base)| {
+            since(
+                counter.new_flows,
+                (base.since == changed).then_some(base.new_flows),
+            )
+        })
+        .collect();
+    (Window::SinceChange { since: changed }, flows)
 }
 
 /// Whether a backend's `observed` share of its VIP's `vip_new_flows` new flows (`new_flows` of
@@ -384,7 +494,7 @@ pub fn render(stats: &Stats) -> String {
     let rate = |rates: Option<Rates>, pick: fn(&Rates) -> f64| {
         rates.map_or_else(|| "-".to_owned(), |r| format!("{:.1}", pick(&r)))
     };
-    let percent = |share: f64| format!("{:.1}%", share * 100.0);
+    let percent = |share: f64| effect::percent(share, 1);
     let mut out = String::new();
     if let Some(seconds) = stats.interval_seconds {
         out += &format!("rates over {seconds:.2} s\n\n");
@@ -400,13 +510,35 @@ pub fn render(stats: &Stats) -> String {
                 r.packets_per_second, r.bytes_per_second, r.new_flows_per_second
             );
         }
-        if vip.new_flows < stats.skew_min_new_flows {
+        out += &match vip.window {
+            Window::Lifetime => String::new(),
+            Window::SinceChange { since } => format!(
+                "\n  shares over the {} new flows since the table changed at {}",
+                vip.window_new_flows,
+                status::rfc3339(since)
+            ),
+            Window::Interval { seconds } => format!(
+                "\n  shares over the {} new flows of the last {seconds:.1} s",
+                vip.window_new_flows
+            ),
+        };
+        if vip.window_new_flows < stats.skew_min_new_flows {
             out += &format!(
                 "  (fewer than {} new flows: shares not judged)",
                 stats.skew_min_new_flows
             );
         }
         out.push('\n');
+        if let Some(dominant) = &vip.dominant {
+            out += &format!(
+                "  !! one server, {}, takes {} of these new flows (at most {} allowed by \
+                 alerts.max_share) although the VIP names {} backends\n",
+                dominant.server,
+                percent(dominant.share),
+                percent(dominant.max_share),
+                vip.backends.len()
+            );
+        }
         if vip.backends.is_empty() {
             out += "  no backends\n\n";
             continue;
@@ -418,6 +550,7 @@ pub fn render(stats: &Stats) -> String {
             ("packets", true),
             ("bytes", true),
             ("new flows", true),
+            ("in window", true),
             ("observed", true),
             ("expected", true),
         ];
@@ -436,6 +569,7 @@ pub fn render(stats: &Stats) -> String {
                     b.packets.to_string(),
                     b.bytes.to_string(),
                     b.new_flows.to_string(),
+                    b.window_new_flows.to_string(),
                     percent(b.observed_share),
                     percent(b.expected_share),
                 ];
@@ -553,6 +687,7 @@ mod tests {
                         counter(flows[2]),
                     ),
                 ],
+                bases: vec![ShareBase::default(); 3],
             }],
             totals: Totals {
                 reasons: vec![(
@@ -565,7 +700,43 @@ mod tests {
                 events: vec![(Event::FlowMiss, Counter::default())],
                 ..Totals::default()
             },
+            max_share: 0.9,
         }
+    }
+
+    /// Test that shares are judged since the VIP's table last changed: flows counted before
+    /// the change do not make the backend that now takes everything look "under", and one
+    /// server taking it all is flagged dominant.
+    #[test]
+    fn shares_are_judged_since_the_table_changed() {
+        // 500 flows each before the change; since then all 200 new ones went to backend 0.
+        let mut changed = sample([700, 500, 500]);
+        changed.vips[0].table = vec![0; 10];
+        changed.vips[0].bases = vec![
+            ShareBase {
+                new_flows: 500,
+                since: 1_700_000_000,
+            };
+            3
+        ];
+        let stats = compare(&changed, None, 1.5);
+        let vip = &stats.vips[0];
+        assert_eq!(
+            vip.window,
+            Window::SinceChange {
+                since: 1_700_000_000
+            }
+        );
+        assert_eq!(vip.window_new_flows, 200);
+        let skews: Vec<_> = vip.backends.iter().map(|b| b.skew).collect();
+        assert_eq!(skews, [None, None, None], "{vip:?}");
+        assert_eq!(vip.backends[0].observed_share, 1.0);
+        let dominant = vip.dominant.as_ref().expect("one server takes everything");
+        assert_eq!(dominant.server, IpAddr::from([198, 18, 0, 10]));
+        // Over lifetime counters the same VIP reads backward: 41% "under", others "unexpected".
+        changed.vips[0].bases = vec![ShareBase::default(); 3];
+        let lifetime = compare(&changed, None, 1.5);
+        assert_eq!(lifetime.vips[0].backends[0].skew, Some(Skew::Under));
     }
 
     /// Test that shares come from counters and the table, and that an even split is not

@@ -136,7 +136,7 @@ mod tests {
             assert!(first.get(key).is_some(), "diagnostic lacks {key}: {first}");
         }
         assert_eq!(first["rule"], "XLB003");
-        assert_eq!(first["name"], "all-weight-on-one");
+        assert_eq!(first["name"], "all-on-one-server");
         assert_eq!(first["severity"], "error");
         assert!(first["line"].as_u64().expect("line") > 0);
     }

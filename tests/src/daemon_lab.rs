@@ -275,13 +275,26 @@ impl DaemonLab {
     /// Starts `xlb run --config` in the lb namespace and waits until its link is pinned and
     /// its metrics endpoint answers; returns its pid (nsenter execs xlb: the pid is xlb's).
     pub fn start_daemon(&mut self) -> anyhow::Result<u32> {
+        self.start_daemon_under(&[])
+    }
+
+    /// [`DaemonLab::start_daemon`], with xlb run by `wrapper` (a program and its arguments
+    /// that execs the rest, e.g. `setpriv --no-new-privs`).
+    pub fn start_daemon_under(&mut self, wrapper: &[&str]) -> anyhow::Result<u32> {
         ensure!(self.daemon.is_none(), "the daemon already runs");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .context("opening the daemon log")?;
-        let mut command = self.lb.command(&self.xlb);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = self.lb.command(program);
+                command.args(args).arg(&self.xlb);
+                command
+            }
+            None => self.lb.command(&self.xlb),
+        };
         command
             .args(["run", "--config"])
             .arg(&self.config_path)

@@ -10,6 +10,11 @@
 //!   banner), forced live with `xlb apply --override XLB003 --allow-warnings`; traffic fires
 //!   the skew/dominant alert (daemon log, `xlb_alert`), `xlb stats` shows where it went; the
 //!   good config clears the alert.
+//! - `one-server`: the outage in disguise. A config with three equal weights whose second
+//!   entry carries the first one's MAC (a copy-paste slip) sends two thirds of the flows to one
+//!   server: `xlb validate` and `xlb plan` refuse it (XLB005, naming the MAC). Then a
+//!   maintenance round: disabling b1 is fine, disabling b2 as well would leave b0 with every
+//!   new flow and is refused (exit 1, b0 named) until b1 is back; traffic never fails.
 //! - `backend-dies`: one backend's nginx is stopped; the daemon takes it out of the table within
 //!   interval×fall (plus slack), every request still succeeds and none reaches it, and only its
 //!   flows move (`xlb explain` on a fixed list of flows); nginx comes back and so does it.
@@ -38,7 +43,13 @@ use crate::{
 };
 
 /// Every drill, in the order `--drill all` runs them.
-pub const NAMES: [&str; 4] = ["one-backend", "backend-dies", "drain", "bad-config"];
+pub const NAMES: [&str; 5] = [
+    "one-backend",
+    "one-server",
+    "backend-dies",
+    "drain",
+    "bad-config",
+];
 
 /// The drills' VIP, as `xlb backend` and the metrics spell it.
 const VIP_SPEC: &str = "198.18.1.10:80/tcp";
@@ -125,6 +136,7 @@ fn run_one(xlb: &Path, name: &str) -> anyhow::Result<()> {
     };
     let outcome = drill.narrow().and_then(|()| match name {
         "one-backend" => drill.one_backend(),
+        "one-server" => drill.one_server(),
         "backend-dies" => drill.backend_dies(),
         "drain" => drill.drain(),
         "bad-config" => drill.bad_config(),
@@ -830,6 +842,86 @@ impl Drill {
              drained included",
             unfinished.len()
         );
+        Ok(())
+    }
+
+    fn one_server(&mut self) -> anyhow::Result<()> {
+        println!(
+            "The outage in disguise: weights that look even, but two entries are one server.\n"
+        );
+        let hosts = &self.running.topology.backends;
+        let (b0, b1, b2) = (hosts[0].clone(), hosts[1].clone(), hosts[2].clone());
+        let slipped = self.site.dir.join("copied-mac.toml");
+        let from = format!("mac = \"{}\"", b1.mac);
+        let text = self.config([1, 1, 1]);
+        ensure!(text.contains(&from), "no {from} in the config");
+        write_atomically(
+            &slipped,
+            &text.replacen(&from, &format!("mac = \"{}\"", b0.mac), 1),
+        )?;
+        let slipped = path_str(&slipped)?;
+        println!(
+            "b1's entry got b0's MAC ({}) by a copy-paste slip. Check it first:",
+            b0.mac
+        );
+        let validate = self.xlb(&["validate", slipped], false, 12)?;
+        ensure!(
+            validate.code == Some(1)
+                && validate.stdout.contains("XLB005")
+                && validate.stdout.contains(&b1.v4.to_string()),
+            "xlb validate did not flag the shared MAC with XLB005 (exit {:?})",
+            validate.code
+        );
+        println!();
+        let plan = self.xlb(&["plan", slipped], false, 6)?;
+        ensure!(
+            plan.code == Some(1) && !plan.stdout.contains("makes this live"),
+            "xlb plan did not refuse it (exit {:?})",
+            plan.code
+        );
+        println!(
+            "
+A maintenance round: take b1 and b2 out, one after the other."
+        );
+        let vip = VIP_SPEC;
+        let (a1, a2) = (b1.v4.to_string(), b2.v4.to_string());
+        self.xlb(&["backend", "disable", vip, &a1], true, 2)?.ok()?;
+        let refused = self.xlb(&["backend", "disable", vip, &a2], true, 4)?;
+        ensure!(
+            refused.code == Some(1)
+                && refused.stderr.contains("refused")
+                && refused.stderr.contains(&b0.v4.to_string()),
+            "disabling b2 too was not refused naming b0 (exit {:?})",
+            refused.code
+        );
+        let burst = self.show_burst(30, "while b1 is out");
+        ensure!(
+            burst.failed.is_empty()
+                && burst.of("b0") > 0
+                && burst.of("b2") > 0
+                && burst.of("b1") == 0,
+            "traffic with b1 disabled: {}",
+            burst.render()
+        );
+        println!(
+            "
+The right order: b1 back first, then b2 out."
+        );
+        self.xlb(&["backend", "enable", vip, &a1], true, 2)?.ok()?;
+        self.xlb(&["backend", "disable", vip, &a2], true, 2)?.ok()?;
+        let audit = self.xlb(&["audit"], true, 6)?;
+        ensure!(
+            !audit.stdout.contains("outage"),
+            "xlb audit reports an outage with two servers in: {}",
+            audit.stdout
+        );
+        let burst = self.show_burst(30, "while b2 is out");
+        ensure!(
+            burst.failed.is_empty() && burst.of("b2") == 0,
+            "traffic with b2 disabled: {}",
+            burst.render()
+        );
+        self.xlb(&["backend", "enable", vip, &a2], true, 2)?.ok()?;
         Ok(())
     }
 

@@ -14,5 +14,6 @@ pub mod prometheus;
 pub mod report;
 pub mod scale_out;
 pub mod steering;
+pub mod systemd;
 pub mod topology;
 pub mod wait;

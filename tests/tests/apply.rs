@@ -70,6 +70,7 @@ fn desired(weights: [u32; 3]) -> Desired {
             ..Config::default()
         },
         config_hash: 42,
+        max_share: 0.9,
     }
 }
 

@@ -90,6 +90,7 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         &Options {
             allow_warnings: false,
             overrides: vec!["XLB003".into()],
+            force: false,
         },
     )
     .expect("apply");
@@ -136,6 +137,7 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         &Options {
             allow_warnings: true,
             overrides: Vec::new(),
+            force: false,
         },
     )
     .expect("apply");
@@ -189,6 +191,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.11".parse().unwrap(),
         BackendAction::Drain,
+        false,
     )
     .expect("drain");
     let ack = packets::tcp_ack(&drained_flow, b"more");
@@ -227,6 +230,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.11".parse().unwrap(),
         BackendAction::Disable,
+        false,
     )
     .expect("disable");
     assert_ne!(
@@ -239,6 +243,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.11".parse().unwrap(),
         BackendAction::Enable,
+        false,
     )
     .expect("enable");
     let back = (40000..40100).any(|sport| {
@@ -252,6 +257,7 @@ fn backend_drain_disable_enable() {
         &vip,
         "198.18.0.99".parse().unwrap(),
         BackendAction::Drain,
+        false,
     )
     .expect_err("unknown backend");
     assert!(
@@ -264,6 +270,7 @@ fn backend_drain_disable_enable() {
         &other,
         "198.18.0.10".parse().unwrap(),
         BackendAction::Drain,
+        false,
     )
     .expect_err("unknown VIP");
     assert!(format!("{err:#}").contains("xlb status"), "{err:#}");

@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use lb_userspace::metrics;
 use xlb_tests::{
     daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP, VIP_NAME, VIP_SPEC},
     prometheus::{Sample, try_parse},
@@ -505,18 +506,25 @@ fn metrics_are_served_and_parse() {
     let mut lab = started("metrics");
     let connections = 90;
     let answered = lab.ask_many(connections, BATCH).expect("connections");
-    let text = lab.scrape().expect("scrape");
+    // The endpoint renders a page at most once a second: wait for one made after the
+    // connections.
+    let mut text = String::new();
+    wait_until(
+        "a page counts every connection as a new flow",
+        metrics::Limits::DAEMON.page_max_age + SLACK,
+        || {
+            text = lab.scrape()?;
+            let samples = try_parse(&text).map_err(anyhow::Error::msg)?;
+            let new_flows: f64 = samples
+                .iter()
+                .filter(|s| s.name == "xlb_backend_new_flows_total")
+                .map(|s| s.value)
+                .sum();
+            Ok(new_flows >= connections as f64)
+        },
+    );
     let samples = try_parse(&text).unwrap_or_else(|err| panic!("{err}\n{text}"));
     eprintln!("{} samples in {} bytes", samples.len(), text.len());
-    let new_flows: f64 = samples
-        .iter()
-        .filter(|s| s.name == "xlb_backend_new_flows_total")
-        .map(|s| s.value)
-        .sum();
-    assert!(
-        new_flows >= connections as f64,
-        "{new_flows} new flows counted for {connections} connections ({answered:?})"
-    );
     for host in &lab.backends {
         let address = host.address.to_string();
         let labels = [("vip", VIP_SPEC), ("backend", address.as_str())];
@@ -689,8 +697,12 @@ impl AlertLab {
             .find(|alert| {
                 alert.contains("XLB_ALERT_FIRING=1")
                     && alert.contains(&format!("XLB_ALERT_BACKEND={address}\n"))
+                    && (alert.contains("XLB_ALERT_KIND=skew\n")
+                        || alert.contains("XLB_ALERT_KIND=dominant\n"))
             })
-            .unwrap_or_else(|| panic!("no firing alert about {address} in {recorded:?}"));
+            .unwrap_or_else(|| {
+                panic!("no firing skew or dominant alert about {address} in {recorded:?}")
+            });
         let vip = firing
             .lines()
             .find_map(|line| line.strip_prefix("XLB_ALERT_VIP="))
@@ -737,6 +749,144 @@ fn forced_skew_raises_the_alert() {
     // takes more than max_share of new flows while other backends are healthy" is the
     // dominant alert as examples/xlb.toml documents it.
     drill.expect_alert_on(0);
+}
+
+/// Test the live guards under the daemon: disabling backends down to one server is refused
+/// (exit 1, the server named) until forced; once forced, the first alert the command sees
+/// names the server that takes everything (audit, then dominant, though the others are
+/// disabled rather than healthy), `xlb audit` fails with the outage, and `xlb stats` flags it
+/// dominant over the flows since the table changed.
+#[test]
+fn disabling_down_to_one_server_is_refused_then_alerted() {
+    require_privileges!();
+    let drill = alert_lab("down1", |text| text);
+    let lab = &drill.lab;
+    let address = |i: usize| lab.backends[i].address.to_string();
+    lab.xlb(&["backend", "disable", VIP_SPEC, &address(1)])
+        .and_then(|out| out.ok())
+        .expect("two of three left is allowed");
+    let refused = lab
+        .xlb(&["backend", "disable", VIP_SPEC, &address(2)])
+        .expect("xlb backend");
+    assert_eq!(
+        refused.code,
+        Some(1),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("refused") && refused.stderr.contains(&address(0)),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        lab.in_table(2).expect("table"),
+        "a refused change writes nothing"
+    );
+    lab.xlb(&["backend", "disable", VIP_SPEC, &address(2), "--force"])
+        .and_then(|out| out.ok())
+        .expect("--force");
+    drill.expect_alert_on(0);
+    let recorded = std::fs::read_to_string(&drill.record).expect("alert record");
+    let first = recorded
+        .split("---")
+        .find(|alert| alert.contains("XLB_ALERT_FIRING=1"))
+        .expect("a firing alert");
+    assert!(
+        first.contains(&format!("XLB_ALERT_BACKEND={}\n", address(0))),
+        "the first alert must name the overloaded server {}: {recorded}",
+        address(0)
+    );
+    assert!(
+        recorded.contains("XLB_ALERT_KIND=dominant\n"),
+        "dominant fires although the others are disabled: {recorded}"
+    );
+    let audit = lab.xlb(&["audit"]).expect("xlb audit");
+    assert_eq!(audit.code, Some(1), "{}", audit.stdout);
+    assert!(audit.stdout.contains("outage"), "{}", audit.stdout);
+    let stats = lab
+        .xlb(&["stats", "--output", "json"])
+        .and_then(|out| out.ok())
+        .and_then(|out| out.json())
+        .expect("stats");
+    let vip = &stats["vips"][0];
+    assert_eq!(vip["window"]["kind"], "since_change", "{vip}");
+    assert_eq!(vip["dominant"]["server"], address(0).as_str(), "{vip}");
+    assert!(
+        vip["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .all(|b| b["skew"].is_null()),
+        "no backend is called under or unexpected for flows before the change: {vip}"
+    );
+}
+
+/// Test the scheduled audit: a backend's weight changed in the pinned map behind the daemon's
+/// back (no new generation, as bpftool would) is found within one audit interval (1 s here)
+/// plus the tick and slack: `xlb_audit_findings{kind="backend_weight",severity="drift"}` and
+/// `xlb_alert{kind="audit"}` become 1 and the alert command runs; restoring the weight clears
+/// it.
+#[test]
+fn scheduled_audit_catches_a_map_edited_behind_the_daemons_back() {
+    require_privileges!();
+    let drill = alert_lab("audit", |text| text + "\n[audit]\ninterval_seconds = 1\n");
+    let lab = &drill.lab;
+    let edit = |weight: u32| {
+        let mut maps = lb_userspace::pins::open(&lab.pin_path).expect("pins");
+        let snapshot = lb_userspace::live::Snapshot::read(&mut maps).expect("snapshot");
+        let address = lab.backends[1].address.to_string();
+        let (id, backend) = snapshot
+            .backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| lb_userspace::rollout::live_address(b).to_string() == address)
+            .expect("b1 in the backend map");
+        let edited = lb_common::Backend { weight, ..*backend };
+        lb_userspace::maps::array::<lb_common::Backend>(&mut maps, lb_common::map_names::BACKENDS)
+            .expect("backend map")
+            .set(id as u32, &edited, 0)
+            .expect("edit");
+    };
+    let generation = lab.generation().expect("generation");
+    edit(7);
+    let audit_alert = |samples: &[Sample]| {
+        metric(
+            samples,
+            "xlb_alert",
+            &[("kind", "audit"), ("vip", VIP_SPEC)],
+        )
+    };
+    let within = Duration::from_secs(1) + Duration::from_secs(1) + SLACK;
+    let found = try_wait_until(within, || {
+        let samples = try_parse(&lab.scrape()?).map_err(anyhow::Error::msg)?;
+        let drift = metric(
+            &samples,
+            "xlb_audit_findings",
+            &[("kind", "backend_weight"), ("severity", "drift")],
+        );
+        Ok(drift == Some(1.0) && audit_alert(&samples) == Some(1.0))
+    });
+    assert!(
+        found.is_some(),
+        "the edited weight was not found within {within:?}:\n{}\ndaemon log:\n{}",
+        lab.scrape().unwrap_or_default(),
+        lab.daemon_log()
+    );
+    assert_eq!(
+        lab.generation().expect("generation"),
+        generation,
+        "the edit made no generation"
+    );
+    wait_until("the alert command records the audit alert", SLACK, || {
+        let recorded = std::fs::read_to_string(&drill.record).unwrap_or_default();
+        Ok(recorded.contains("XLB_ALERT_KIND=audit\n") && recorded.contains("backend_weight"))
+    });
+    edit(1);
+    wait_until("the audit alert clears", within, || {
+        Ok(audit_alert(&try_parse(&lab.scrape()?).map_err(anyhow::Error::msg)?) == Some(0.0))
+    });
 }
 
 /// Test the alarm end to end on a skew the table does not explain: with `hash = "source"` and

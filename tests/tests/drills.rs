@@ -115,6 +115,17 @@ fn one_backend_drill_passes() {
     assert!(out.contains("ALERT"), "{out}");
 }
 
+/// Test that the `one-server` drill passes: `xlb validate` and `xlb plan` refuse a config whose
+/// second entry carries the first one's MAC (XLB005), and disabling backends down to one server
+/// is refused (exit 1, the server named) until another is back; and that nothing is left.
+#[test]
+fn one_server_drill_passes() {
+    require_privileges!();
+    let out = drill("one-server");
+    assert!(out.contains("XLB005"), "{out}");
+    assert!(out.contains("refused"), "{out}");
+}
+
 /// Test that the `backend-dies` drill passes: with one backend's nginx stopped, the daemon
 /// takes it out within interval×fall plus slack, every request succeeds and none reaches it,
 /// only its flows move, and it comes back after nginx restarts; and that nothing is left.

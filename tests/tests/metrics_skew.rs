@@ -48,6 +48,7 @@ fn metrics_render_what_the_kernel_counted() {
         alerts: Vec::new(),
         last_apply_seconds: 0.125,
         health_check_seconds: vec![(VIP_LABEL.to_owned(), down, 0.5)],
+        audit: Default::default(),
     };
 
     let text = metrics::render(&mut live.ebpf, &extra).expect("render");
@@ -161,7 +162,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
     let kinds: Vec<(AlertKind, bool)> = fired.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(
         kinds,
-        [(AlertKind::Skew, true), (AlertKind::Dominant, true)],
+        [(AlertKind::Dominant, true), (AlertKind::Skew, true)],
         "{fired:?}"
     );
     let target_address: IpAddr = "198.18.0.10".parse().unwrap();
@@ -171,7 +172,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
             .all(|a| a.backend == Some(target_address) && a.vip == VIP_LABEL)
     );
     assert_eq!(
-        fired[0].message,
+        fired[1].message,
         "vip 198.18.1.10:80/tcp: backend 198.18.0.10 took 100% of new flows in the last 10s \
          (expected 33%): check the weights (xlb audit) and the table (xlb stats)"
     );
@@ -193,7 +194,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
     let kinds: Vec<(AlertKind, bool)> = cleared.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(
         kinds,
-        [(AlertKind::Skew, false), (AlertKind::Dominant, false)],
+        [(AlertKind::Dominant, false), (AlertKind::Skew, false)],
         "{cleared:?}"
     );
     assert_eq!(detector.firing(), []);

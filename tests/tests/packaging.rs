@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use lb_userspace::completions::{self, Shell};
 use serde_json::Value;
+use xlb_tests::systemd::{self, UNIT, settings as unit_settings};
 
 const DASHBOARD: &str = include_str!("../../packaging/grafana-dashboard.json");
-const UNIT: &str = include_str!("../../packaging/xlb.service");
 /// The exporter's source: the metric names it renders are its `"xlb_..."` string literals.
 const METRICS_SOURCE: &str = include_str!("../../lb-userspace/src/metrics.rs");
 
@@ -193,25 +193,6 @@ fn dashboard_queries_only_exported_metrics() {
     }
 }
 
-/// The `key=value` settings of `section` in a unit file, comments skipped.
-fn unit_settings<'a>(unit: &'a str, section: &str) -> Vec<(&'a str, &'a str)> {
-    let mut current = "";
-    let mut settings = Vec::new();
-    for line in unit.lines().map(str::trim) {
-        if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
-            continue;
-        }
-        if line.starts_with('[') {
-            current = line;
-        } else if current == section
-            && let Some((key, value)) = line.split_once('=')
-        {
-            settings.push((key.trim(), value.trim()));
-        }
-    }
-    settings
-}
-
 /// Test that the systemd unit has its three sections, runs `xlb run --config`, reloads with
 /// SIGHUP, restarts on failure, and leaves `xlb down` on stop commented out (stopping keeps
 /// forwarding).
@@ -268,6 +249,48 @@ fn systemd_unit_runs_reloads_and_keeps_forwarding_on_stop() {
             .any(|(k, _)| *k == "WantedBy"),
         "[Install] has no WantedBy="
     );
+}
+
+/// Test that the unit sandboxes the daemon: no new privileges, a private /tmp, the whole file
+/// system read-only but for the pins and xlb's runtime directory (both default paths xlb
+/// writes lie inside), no home directories, umask 0077, and capabilities limited to CAP_BPF,
+/// CAP_NET_ADMIN and CAP_PERFMON (no CAP_SYS_ADMIN), the same in the ambient set.
+#[test]
+fn systemd_unit_sandboxes_the_daemon_with_the_smallest_capabilities() {
+    let get =
+        |key: &str| systemd::service(key).unwrap_or_else(|| panic!("[Service] has no {key}="));
+    assert_eq!(get("NoNewPrivileges"), "yes");
+    assert_eq!(get("PrivateTmp"), "yes");
+    assert_eq!(get("ProtectSystem"), "strict");
+    assert!(["yes", "read-only", "tmpfs"].contains(&get("ProtectHome")));
+    assert_eq!(get("UMask"), "0077");
+    let mut writable: Vec<String> = get("ReadWritePaths")
+        .split_whitespace()
+        .map(|p| p.trim_start_matches(['-', '+']).to_owned())
+        .collect();
+    writable.extend(
+        systemd::service("RuntimeDirectory")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|d| format!("/run/{d}")),
+    );
+    for written in [
+        lb_userspace::pins::DEFAULT_PIN_PATH,
+        lb_userspace::bgp::STATE_DIR,
+    ] {
+        assert!(
+            writable
+                .iter()
+                .any(|w| std::path::Path::new(written).starts_with(w)),
+            "xlb writes {written}, which ProtectSystem=strict leaves read-only ({writable:?})"
+        );
+    }
+    let mut bounding = systemd::bounding_set();
+    bounding.sort_unstable();
+    assert_eq!(bounding, ["CAP_BPF", "CAP_NET_ADMIN", "CAP_PERFMON"]);
+    let mut ambient: Vec<&str> = get("AmbientCapabilities").split_whitespace().collect();
+    ambient.sort_unstable();
+    assert_eq!(ambient, bounding, "AmbientCapabilities");
 }
 
 /// Test that the bash completion script completes every top-level verb, and that every shell

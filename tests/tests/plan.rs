@@ -12,7 +12,7 @@ use lb_userspace::{
     counters::Totals,
     exit,
     live::Snapshot,
-    plan::{Change, PlanReport, Sample, VipPlan, plan_file},
+    plan::{Change, Options, PlanReport, Sample, VipPlan, clients::Clients, plan_file, plan_with},
     rollout::{self, Desired},
     steering,
 };
@@ -172,12 +172,13 @@ fn plan_refuses_all_weight_on_one_backend() {
     let text = rendered(&report);
     assert!(text.contains("XLB003"), "{text}");
     assert!(text.contains("EVERY new flow"), "{text}");
-    assert!(text.contains("ONE backend, 198.18.0.10"), "{text}");
+    assert!(text.contains("ONE server, 198.18.0.10"), "{text}");
     assert!(text.contains("REFUSED"), "{text}");
     assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
 }
 
-/// Test that a 1:1:8 config is valid with the XLB002 warning shown on the heavy backend, and
+/// Test that a 1:1:8 config is valid with the XLB002 warning shown on the heavy backend, that
+/// the plan fails as `apply` would refuse it (unless warnings are allowed, as for apply), and
 /// that the kernel sends that backend about 80% of the new flows.
 #[test]
 fn plan_of_a_dominant_backend_warns_and_shows_its_80_percent() {
@@ -186,8 +187,34 @@ fn plan_of_a_dominant_backend_warns_and_shows_its_80_percent() {
     let text = config_text(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 8)])
         .replace("max_backend_share = 1.0", "max_backend_share = 0.5");
     let path = live.config_file("dominant.toml", &text);
-    let report = plan(&live, &path);
-    assert_eq!(report.code, exit::OK, "warnings do not fail a plan");
+    let refused = plan(&live, &path);
+    assert_eq!(
+        refused.code,
+        exit::INVALID,
+        "apply would refuse the warning"
+    );
+    let text = rendered(&refused);
+    assert!(
+        text.contains("would refuse") && !text.contains("makes this live"),
+        "{text}"
+    );
+    let report = plan_with(
+        &path,
+        &HostEnvironment,
+        &live_args(&live),
+        &Options {
+            sample: Sample::default(),
+            clients: Clients::Synthetic,
+            clients_source: None,
+            accept: lb_userspace::apply::Options {
+                allow_warnings: true,
+                overrides: Vec::new(),
+                force: false,
+            },
+        },
+    )
+    .expect("plan");
+    assert_eq!(report.code, exit::OK, "allowed warnings do not fail a plan");
     assert!(report.valid);
     assert_eq!(report.warnings, 1);
     assert_eq!(report.diagnostics[0].rule, "XLB002");
@@ -268,7 +295,7 @@ fn plan_leaves_the_live_state_unchanged() {
     let before = read(&mut live);
     let text = config_text(&[("198.18.0.10", 2), ("198.18.0.11", 1), ("198.18.0.14", 1)]).replace(
         "protocol = \"tcp\"\n",
-        "protocol = \"tcp\"\ntable_size = 251\n",
+        "protocol = \"tcp\"\ntable_size = 307\n",
     ) + "\n[[vip]]\nname = \"dns\"\naddress = \"198.18.1.20\"\nport = 53\nprotocol = \"udp\"\n\
            \n[[vip.backend]]\naddress = \"198.18.0.20\"\nmac = \"02:00:00:00:04:00\"\n";
     let path = live.config_file("changed.toml", &text);
@@ -377,8 +404,8 @@ fn plan_checks_an_ipip_port_zero_vip_in_the_kernel() {
     let live = LiveXlb::new("plan-ipip");
     let text = "[global]\ninterface = \"lo\"\nipip_source_v6 = \"2001:db8::2\"\n\n\
         [[vip]]\nname = \"dns\"\naddress = \"2001:db8:1::10\"\nport = 53\nprotocol = \"udp\"\n\
-        \n[[vip.backend]]\naddress = \"2001:db8::20\"\nmac = \"02:00:00:00:05:00\"\n\
-        \n[[vip.backend]]\naddress = \"2001:db8::21\"\nmac = \"02:00:00:00:05:00\"\n\n\
+        \n[[vip.backend]]\naddress = \"2001:db8::20\"\nmac = \"02:00:00:00:05:20\"\n\
+        \n[[vip.backend]]\naddress = \"2001:db8::21\"\nmac = \"02:00:00:00:05:21\"\n\n\
         [[vip]]\nname = \"any\"\naddress = \"2001:db8:1::10\"\nport = 0\nprotocol = \"udp\"\n\
         forwarding = \"ipip\"\n\
         \n[[vip.backend]]\naddress = \"2001:db8::10\"\nmac = \"02:00:00:00:05:00\"\n\

@@ -256,12 +256,30 @@ fn stats_flag_skewed_and_unexpected_backends() {
         stats::render(&stats)
     );
 
-    // The first backend keeps its 300 new flows but leaves the table.
+    // The first backend keeps its 300 new flows but leaves the table: judged since the change,
+    // those flows are history, not skew.
     let out = live.apply(&[("198.18.0.10", 0), ("198.18.0.11", 1), ("198.18.0.12", 1)]);
     assert!(!out.vips[0].table.contains(&target));
     let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
     let first = &stats.vips[0].backends[0];
     assert_eq!(first.expected_share, 0.0);
+    assert_eq!((first.new_flows, first.window_new_flows), (300, 0));
+    assert_eq!(first.skew, None, "{first:?}");
+    // Without a recorded change (share bases cleared, as pins from before they existed) the
+    // lifetime counters are all there is, and flows to a backend without slots are unexpected.
+    let mut pinned = pins::open(&live.pin_path).expect("pins");
+    let mut bases = lb_userspace::maps::array::<lb_common::meta::ShareBase>(
+        &mut pinned,
+        lb_common::map_names::SHARE_BASE,
+    )
+    .expect("share bases");
+    for id in &vip.backend_ids {
+        bases
+            .set(*id, &lb_common::meta::ShareBase::default(), 0)
+            .expect("clear");
+    }
+    let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
+    let first = &stats.vips[0].backends[0];
     assert_eq!(first.skew, Some(Skew::Unexpected), "{first:?}");
 }
 

@@ -26,13 +26,14 @@ pub struct Options {
     #[arg(long, value_name = "N", conflicts_with = "down")]
     requests: Option<u32>,
     /// Run a training drill on a lab of its own instead of the bursts: one-backend (all traffic
-    /// forced onto one server, the alert), backend-dies, drain, bad-config, or all. Exits
+    /// forced onto one server, the alert), one-server (two entries of one server; backend
+    /// verbs refuse down-to-one), backend-dies, drain, bad-config, or all. Exits
     /// non-zero if a drill fails.
     #[arg(
         long,
         value_name = "NAME",
         conflicts_with_all = ["keep", "down", "requests"],
-        value_parser = ["one-backend", "backend-dies", "drain", "bad-config", "all"]
+        value_parser = ["one-backend", "one-server", "backend-dies", "drain", "bad-config", "all"]
     )]
     drill: Option<String>,
     /// Run the scale-out lab instead: N xlb nodes (1 to 8), each with BIRD announcing the VIP

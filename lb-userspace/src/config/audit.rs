@@ -16,13 +16,16 @@ use super::file::{
     AlertsFile, BackendFile, BgpFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile,
 };
 use super::model::{
-    self, ALERT_WINDOW_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT, DEFAULT_INTERVAL_MS,
-    DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
-    FLOW_TABLE_SIZE_RANGE, Forwarding, MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol,
-    SLOTS_PER_BACKEND, value,
+    self, ALERT_WINDOW_SECONDS_RANGE, AUDIT_INTERVAL_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT,
+    DEFAULT_INTERVAL_MS, DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT,
+    DRAIN_TIMEOUT_SECONDS_RANGE, FLOW_TABLE_SIZE_RANGE, Forwarding, HashMode, MIN_HEALTHY_RANGE,
+    MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol, SLOTS_PER_BACKEND, value,
 };
 use super::rules::*;
-use crate::maglev::is_prime;
+use crate::{
+    effect::{self, Effect, Entry, SameServer},
+    maglev::is_prime,
+};
 
 /// Every finding about a config that parsed.
 pub(crate) fn audit(
@@ -35,6 +38,7 @@ pub(crate) fn audit(
         findings: Vec::new(),
         missing_sources: Vec::new(),
     };
+    audit.control_characters(file);
     audit.global(file.global.get_ref(), env);
     audit.thresholds(file);
     if let Some(alerts) = &file.alerts {
@@ -142,6 +146,14 @@ fn unusable(address: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// A backend entry as the effect model sees it.
+fn entry(backend: &BackendFile) -> Entry {
+    Entry {
+        address: backend.address.get_ref().0,
+        mac: backend.mac.as_ref().map(|m| m.get_ref().0),
+    }
+}
+
 /// The smallest prime at least `n` (for `n` up to the data plane's maximum table size, below
 /// which there is always one).
 fn prime_at_least(n: u32) -> u32 {
@@ -171,9 +183,57 @@ impl Audit<'_> {
             .push(self.source.diagnostic(rule, span, field, message, fix));
     }
 
+    /// XLB024: a control character in any value that reaches a file (the BIRD include file,
+    /// the BGP record, the pin path) or a command line, a request or a log: a line feed there
+    /// would start a line the config author never wrote.
+    fn control_characters(&mut self, file: &ConfigFile) {
+        let global = file.global.get_ref();
+        let mut values = vec![("global.interface".to_owned(), Some(&global.interface))];
+        values.push(("global.pin_path".to_owned(), global.pin_path.as_ref()));
+        if let Some(alerts) = &file.alerts {
+            values.push((
+                "alerts.command".to_owned(),
+                alerts.get_ref().command.as_ref(),
+            ));
+        }
+        if let Some(bgp) = &file.bgp {
+            let bgp = bgp.get_ref();
+            values.push(("bgp.routes_file".to_owned(), Some(&bgp.routes_file)));
+            values.push(("bgp.socket".to_owned(), bgp.socket.as_ref()));
+            values.push(("bgp.reload_command".to_owned(), bgp.reload_command.as_ref()));
+        }
+        for (i, vip) in file.vip.iter().enumerate() {
+            for (j, backend) in vip.get_ref().backend.iter().enumerate() {
+                let path = backend
+                    .get_ref()
+                    .health
+                    .as_ref()
+                    .and_then(|h| h.get_ref().path.as_ref());
+                values.push((format!("vip[{i}].backend[{j}].health.path"), path));
+            }
+        }
+        for (field, value) in values {
+            let Some(value) = value else { continue };
+            let text = value.get_ref();
+            if let Some(c) = text.chars().find(|c| c.is_control()) {
+                self.report(
+                    &CONTROL_CHARACTER,
+                    value.span(),
+                    field.clone(),
+                    format!("{field} = {text:?} holds the control character {c:?}"),
+                    format!(
+                        "remove the control character: write {field} on one line of printable \
+                         characters (a multi-line command belongs in a script the setting runs)"
+                    ),
+                );
+            }
+        }
+    }
+
     fn global(&mut self, global: &GlobalFile, env: &dyn Environment) {
         let interface = global.interface.get_ref();
-        if !env.interface_exists(interface) {
+        // A name with a control character is XLB024's finding; no interface can carry it.
+        if !interface.chars().any(char::is_control) && !env.interface_exists(interface) {
             let known = env.interfaces();
             let fix = if known.is_empty() {
                 "set global.interface to an interface of this host (see `ip link`)".to_owned()
@@ -246,9 +306,29 @@ impl Audit<'_> {
                 );
             }
         }
-        if let Some(address) = &global.metrics_address
-            && address.get_ref().parse::<SocketAddr>().is_err()
+        let metrics_address = global
+            .metrics_address
+            .as_ref()
+            .map(|address| (address, address.get_ref().parse::<SocketAddr>()));
+        if let Some((address, Ok(parsed))) = &metrics_address
+            && !parsed.ip().is_loopback()
         {
+            self.report(
+                &METRICS_EXPOSED,
+                address.span(),
+                "global.metrics_address".into(),
+                format!(
+                    "metrics_address \"{}\" is not a loopback address: anyone who reaches \
+                     {} reads the metrics, without authentication",
+                    address.get_ref(),
+                    parsed.ip()
+                ),
+                "serve on loopback (e.g. \"127.0.0.1:9100\") and let a local Prometheus or a \
+                 reverse proxy with authentication and TLS carry the metrics further; if this \
+                 address is firewalled to the scrapers, keep it and ignore this warning",
+            );
+        }
+        if let Some((address, Err(_))) = &metrics_address {
             self.report(
                 &BAD_GLOBAL,
                 address.span(),
@@ -308,6 +388,19 @@ impl Audit<'_> {
 
     fn thresholds(&mut self, file: &ConfigFile) {
         let Some(audit) = &file.audit else { return };
+        self.integer(
+            &BAD_GLOBAL,
+            &audit.get_ref().interval_seconds,
+            "audit.interval_seconds",
+            AUDIT_INTERVAL_SECONDS_RANGE,
+            format!(
+                "write interval_seconds = {} (the default) or another number of seconds in \
+                 {}..={}: how often the daemon audits the live maps",
+                model::DEFAULT_AUDIT_INTERVAL_SECONDS,
+                AUDIT_INTERVAL_SECONDS_RANGE.start(),
+                AUDIT_INTERVAL_SECONDS_RANGE.end()
+            ),
+        );
         if let Some(share) = &audit.get_ref().max_backend_share {
             let value = *share.get_ref();
             // Written so that NaN fails too.
@@ -438,9 +531,6 @@ impl Audit<'_> {
             let text = command.get_ref();
             let problem = if text.trim().is_empty() {
                 Some("is empty: there is nothing to run")
-            } else if text.contains('\0') {
-                // No argument of execve can hold a NUL: `sh -c` would never see the command.
-                Some("contains a NUL character, which no command line can hold")
             } else {
                 None
             };
@@ -470,9 +560,9 @@ impl Audit<'_> {
                 Some("names a directory, not a file")
             } else if text
                 .chars()
-                .any(|c| c == '"' || c == '\0' || c.is_control() || c.is_whitespace())
+                .any(|c| c == '"' || (c.is_whitespace() && !c.is_control()))
             {
-                Some("holds a quote, blank, NUL or control character")
+                Some("holds a quote or a blank")
             } else {
                 None
             }
@@ -509,8 +599,6 @@ impl Audit<'_> {
             let text = command.get_ref();
             let problem = if text.trim().is_empty() {
                 Some("is empty: BIRD would never reload the routes")
-            } else if text.contains('\0') {
-                Some("contains a NUL character, which no command line can hold")
             } else if bgp.socket.is_some() {
                 Some("is given with socket: only one of them can say how BIRD reloads")
             } else {
@@ -552,7 +640,7 @@ impl Audit<'_> {
         }
         self.table_size(i, spanned);
         let forwarding = value(&vip.forwarding).unwrap_or_default();
-        let mut seen: HashMap<IpAddr, usize> = HashMap::new();
+        let entries: Vec<Entry> = vip.backend.iter().map(|b| entry(b.get_ref())).collect();
         for (j, backend) in vip.backend.iter().enumerate() {
             let field = |name: &str| format!("vip[{i}].backend[{j}].{name}");
             let table = backend.span();
@@ -568,19 +656,7 @@ impl Audit<'_> {
                     "use the backend's own unicast address",
                 );
             }
-            if let Some(first) = seen.get(&addr) {
-                self.report(
-                    &DUPLICATE_BACKEND,
-                    at.clone(),
-                    field("address"),
-                    format!(
-                        "backend {addr} appears twice in vip \"{name}\" (first as backend[{first}])"
-                    ),
-                    "remove one of the entries or merge their weights",
-                );
-            } else {
-                seen.insert(addr, j);
-            }
+            self.same_server(i, j, name, forwarding, &vip.backend, &entries);
             if let Some((_, other)) = vip_addresses.iter().find(|(vip, _)| *vip == addr) {
                 self.report(
                     &BACKEND_IS_VIP,
@@ -636,7 +712,91 @@ impl Audit<'_> {
                 self.health(i, j, *vip.port.get_ref(), health);
             }
         }
-        self.weights(i, spanned, thresholds);
+        if value(&vip.hash) == Some(HashMode::Source)
+            && vip.backend.len() >= 2
+            && value(&vip.source_hash_checked) != Some(true)
+        {
+            self.report(
+                &SOURCE_HASH_CLIENTS,
+                span_or(&vip.hash, spanned.span()),
+                format!("vip[{i}].hash"),
+                format!(
+                    "vip \"{name}\" hashes on the client address alone: its {} backends share \
+                     its clients by address, so clients behind a few NAT or proxy addresses \
+                     land on a few servers",
+                    vip.backend.len()
+                ),
+                "use hash = \"5-tuple\" unless clients must stick to one server; otherwise \
+                 check the spread over real clients with `xlb plan FILE --clients ADDRESSES` \
+                 (or --pcap CAPTURE) and then set source_hash_checked = true on the VIP",
+            );
+        }
+        self.weights(i, spanned, forwarding, &entries, thresholds);
+    }
+
+    /// XLB005: backend `j` reaches the same server as an earlier entry of its VIP.
+    fn same_server(
+        &mut self,
+        i: usize,
+        j: usize,
+        name: &str,
+        forwarding: Forwarding,
+        backends: &[Spanned<BackendFile>],
+        entries: &[Entry],
+    ) {
+        let Some((first, why)) = (0..j).find_map(|k| {
+            effect::same_server(&entries[k], &entries[j], forwarding).map(|why| (k, why))
+        }) else {
+            return;
+        };
+        let backend = backends[j].get_ref();
+        let addr = entries[j].address;
+        let other = entries[first].address;
+        let (span, field, message, fix) = match why {
+            SameServer::Address if addr == other => (
+                backend.address.span(),
+                "address",
+                format!(
+                    "backend {addr} appears twice in vip \"{name}\" (first as backend[{first}])"
+                ),
+                "remove one of the entries or merge their weights".to_owned(),
+            ),
+            SameServer::Address => (
+                backend.address.span(),
+                "address",
+                format!(
+                    "backend {addr} of vip \"{name}\" is backend[{first}] ({other}) written \
+                     another way: both entries reach the same server"
+                ),
+                format!(
+                    "remove one of the entries or merge their weights, and write the address \
+                     once, as {}",
+                    addr.to_canonical()
+                ),
+            ),
+            SameServer::Mac => (
+                backend
+                    .mac
+                    .as_ref()
+                    .map_or(backends[j].span(), Spanned::span),
+                "mac",
+                format!(
+                    "backend {addr} of vip \"{name}\" has the MAC of backend[{first}] ({other}): \
+                     dsr sends the frame to whoever owns that MAC, so both entries are one server"
+                ),
+                format!(
+                    "set the MAC of {addr}'s own interface (`ip neigh show {addr}`), or remove \
+                     the entry if {addr} is another address of the same server"
+                ),
+            ),
+        };
+        self.report(
+            &DUPLICATE_BACKEND,
+            span,
+            format!("vip[{i}].backend[{j}].{field}"),
+            message,
+            fix,
+        );
     }
 
     fn table_size(&mut self, i: usize, spanned: &Spanned<VipFile>) {
@@ -831,7 +991,7 @@ impl Audit<'_> {
             if let Some(path) = &health.path {
                 let text = path.get_ref();
                 if !text.starts_with('/')
-                    || text.chars().any(|c| c.is_whitespace() || c.is_control())
+                    || text.chars().any(|c| c.is_whitespace() && !c.is_control())
                 {
                     self.report(
                         &BAD_HEALTH_CHECK,
@@ -895,8 +1055,16 @@ impl Audit<'_> {
         }
     }
 
-    /// XLB001..XLB004: how a VIP's weight is spread over its backends.
-    fn weights(&mut self, i: usize, spanned: &Spanned<VipFile>, thresholds: &AuditThresholds) {
+    /// XLB001..XLB004 and XLB026: where a VIP's new flows go, judged on the table an apply
+    /// would build and the servers its entries reach (the effect model), not on the weights.
+    fn weights(
+        &mut self,
+        i: usize,
+        spanned: &Spanned<VipFile>,
+        forwarding: Forwarding,
+        entries: &[Entry],
+        thresholds: &AuditThresholds,
+    ) {
         let vip = spanned.get_ref();
         let name = vip.name.get_ref().0.as_str();
         let backends = &vip.backend;
@@ -905,10 +1073,8 @@ impl Audit<'_> {
         // The weight's span, or the backend table's when the weight is the default.
         let weight_span = |b: &Spanned<BackendFile>| span_or(&b.get_ref().weight, b.span());
         let total: u64 = backends.iter().map(|b| u64::from(weight(b))).sum();
-        let taking: Vec<(usize, &Spanned<BackendFile>)> = backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| weight(b) > 0)
+        let taking: Vec<usize> = (0..backends.len())
+            .filter(|&j| weight(&backends[j]) > 0)
             .collect();
         if backends.is_empty() {
             self.report(
@@ -933,52 +1099,76 @@ impl Audit<'_> {
             );
             return;
         }
-        if let [(j, only)] = taking[..]
-            && backends.len() >= 2
-        {
-            let drained = backends.len() - 1;
-            self.report(
-                &ALL_WEIGHT_ON_ONE,
-                weight_span(only),
-                format!("vip[{i}].backend[{j}].weight"),
-                format!(
-                    "all the weight of vip \"{name}\" is on one backend: every new flow of vip \
-                     \"{name}\" would go to {} (the other {drained} backend{} weigh{} 0)",
-                    only.get_ref().address.get_ref().0,
-                    if drained == 1 { "" } else { "s" },
-                    if drained == 1 { "s" } else { "" },
-                ),
-                "give the other backends a positive weight (e.g. weight = 1 each); if one server \
-                 really is meant to take everything, remove the drained entries so the config \
-                 says so",
-            );
+        let size = value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE);
+        let weighted: Vec<(IpAddr, u32)> = entries
+            .iter()
+            .zip(backends)
+            .map(|(entry, b)| (entry.address, weight(b)))
+            .collect();
+        let owners = match effect::table(&weighted, size) {
+            Ok(owners) => owners,
+            // One weighted backend owns every slot of any table.
+            Err(_) if taking.len() == 1 => vec![Some(taking[0])],
+            // An unusable size or a repeated address is reported on its own.
+            Err(_) => return,
+        };
+        let effect = Effect::of(entries, forwarding, owners);
+        if let Some(server) = effect.all_on_one() {
+            self.all_on_one(i, spanned, &effect, server, &taking, size);
             return;
         }
-        if taking.len() >= 2 {
-            for &(j, backend) in &taking {
-                let share = f64::from(weight(backend)) / total as f64;
-                if share > thresholds.max_backend_share {
-                    self.report(
-                        &DOMINANT_BACKEND,
-                        weight_span(backend),
-                        format!("vip[{i}].backend[{j}].weight"),
-                        format!(
-                            "backend {} holds {:.0}% of the weight of vip \"{name}\" ({} of \
-                             {total}), more than audit.max_backend_share ({:.0}%)",
-                            backend.get_ref().address.get_ref().0,
-                            share * 100.0,
-                            weight(backend),
-                            thresholds.max_backend_share * 100.0
-                        ),
-                        "spread the weight more evenly (e.g. equal weights), or raise \
-                         audit.max_backend_share if this backend is meant to carry that much",
-                    );
+        for &j in &taking {
+            if effect.entry_counts[j] > 0 {
+                continue;
+            }
+            let needed = (total / u64::from(weight(&backends[j])))
+                .max(backends.len() as u64 * u64::from(SLOTS_PER_BACKEND));
+            self.report(
+                &NO_SLOT,
+                weight_span(&backends[j]),
+                format!("vip[{i}].backend[{j}].weight"),
+                format!(
+                    "backend {} of vip \"{name}\" weighs {} of {total} but gets no slot of the \
+                     {size}-slot table: it would take no new flow",
+                    entries[j].address,
+                    weight(&backends[j]),
+                ),
+                format!(
+                    "use a table_size of at least {needed}, e.g. {}, or weights closer \
+                     together; set weight = 0 if it is meant to take nothing",
+                    prime_at_least(u32::try_from(needed).unwrap_or(u32::MAX))
+                ),
+            );
+        }
+        if effect.serving() >= 2 {
+            for server in &effect.servers {
+                // A slot of rounding is the table's, not the config's: two equal backends of
+                // a 65,537-slot table get 32,769 and 32,768 slots.
+                if server.count as f64 <= thresholds.max_backend_share * effect.total as f64 + 1.0 {
+                    continue;
                 }
+                let first = server.entries[0];
+                self.report(
+                    &DOMINANT_BACKEND,
+                    weight_span(&backends[first]),
+                    format!("vip[{i}].backend[{first}].weight"),
+                    format!(
+                        "backend {} takes {} of the new flows of vip \"{name}\" ({} of {} table \
+                         slots), more than audit.max_backend_share ({})",
+                        server.address,
+                        effect::percent(server.share, 0),
+                        server.count,
+                        effect.total,
+                        effect::percent(thresholds.max_backend_share, 0)
+                    ),
+                    "spread the weight more evenly (e.g. equal weights), or raise \
+                     audit.max_backend_share if this backend is meant to carry that much",
+                );
             }
         }
         let min = thresholds.min_backends as usize;
-        if taking.len() < min {
-            let count = taking.len();
+        let count = effect.serving();
+        if count < min {
             self.report(
                 &SINGLE_BACKEND,
                 vip.name.span(),
@@ -994,6 +1184,98 @@ impl Audit<'_> {
                     },
                 ),
                 format!("add backends, or set audit.min_backends = {count} if so few are intended"),
+            );
+        }
+    }
+
+    /// XLB003: every new flow of VIP `i` would reach `server` although it names more backends;
+    /// the finding says why (weights, one server written twice, or a table too small).
+    fn all_on_one(
+        &mut self,
+        i: usize,
+        spanned: &Spanned<VipFile>,
+        effect: &Effect,
+        server: &effect::Server,
+        taking: &[usize],
+        size: u32,
+    ) {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        let backends = &vip.backend;
+        let address = server.address;
+        let others = effect.named - 1;
+        let list = |indices: &[usize]| {
+            indices
+                .iter()
+                .map(|&j| {
+                    format!(
+                        "backend[{j}] ({})",
+                        backends[j].get_ref().address.get_ref().0
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let [only] = taking {
+            let only = &backends[*only];
+            self.report(
+                &ALL_WEIGHT_ON_ONE,
+                span_or(&only.get_ref().weight, only.span()),
+                format!("vip[{i}].backend[{}].weight", taking[0]),
+                format!(
+                    "all the weight of vip \"{name}\" is on one backend: every new flow of vip \
+                     \"{name}\" would go to {address} (the other {others} backend{} weigh{} 0)",
+                    if others == 1 { "" } else { "s" },
+                    if others == 1 { "s" } else { "" },
+                ),
+                "give the other backends a positive weight (e.g. weight = 1 each); if one server \
+                 really is meant to take everything, remove the drained entries so the config \
+                 says so",
+            );
+        } else if taking.iter().all(|j| server.entries.contains(j)) {
+            let first = server.entries[0];
+            self.report(
+                &ALL_WEIGHT_ON_ONE,
+                backends[first].get_ref().address.span(),
+                format!("vip[{i}].backend[{first}].address"),
+                format!(
+                    "every new flow of vip \"{name}\" would go to one server, {address}: its \
+                     entries {} are the same server (same address or, for dsr, same MAC)",
+                    list(&server.entries)
+                ),
+                "give each backend entry its own server's address and MAC; list a server once",
+            );
+        } else {
+            let starved: Vec<usize> = taking
+                .iter()
+                .copied()
+                .filter(|&j| effect.entry_counts[j] == 0)
+                .collect();
+            let wanted = (backends.len() as u32).saturating_mul(SLOTS_PER_BACKEND);
+            let least = taking
+                .iter()
+                .map(|&j| value(&backends[j].get_ref().weight).unwrap_or(DEFAULT_WEIGHT))
+                .min()
+                .unwrap_or(1)
+                .max(1);
+            let total: u32 = taking
+                .iter()
+                .map(|&j| value(&backends[j].get_ref().weight).unwrap_or(DEFAULT_WEIGHT))
+                .fold(0, u32::saturating_add);
+            let needed = wanted.max(total / least);
+            self.report(
+                &ALL_WEIGHT_ON_ONE,
+                span_or(&vip.table_size, spanned.span()),
+                format!("vip[{i}].table_size"),
+                format!(
+                    "the {size}-slot table of vip \"{name}\" sends every new flow to {address}: \
+                     {} weigh more than 0 but get no slot",
+                    list(&starved)
+                ),
+                format!(
+                    "use a table_size of at least {needed}, e.g. {}, or weights closer together",
+                    prime_at_least(needed)
+                ),
             );
         }
     }

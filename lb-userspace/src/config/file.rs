@@ -66,6 +66,8 @@ pub enum XdpMode {
 pub struct AuditFile {
     pub max_backend_share: Option<Spanned<f64>>,
     pub min_backends: Option<Spanned<u32>>,
+    /// Signed, so a negative value is XLB014 with the range rather than a type error.
+    pub interval_seconds: Option<Spanned<i64>>,
 }
 
 /// `[alerts]`: the daemon's skew and health alerts. The integers are `i64` (any TOML integer) so
@@ -91,6 +93,9 @@ pub struct VipFile {
     pub forwarding: Option<Spanned<Forwarding>>,
     pub hash: Option<Spanned<HashMode>>,
     pub table_size: Option<Spanned<u32>>,
+    /// With `hash = "source"`: the operator checked the spread over the real client mix (`xlb
+    /// plan --clients`), which silences XLB027.
+    pub source_hash_checked: Option<Spanned<bool>>,
     #[serde(default)]
     pub backend: Vec<Spanned<BackendFile>>,
 }

@@ -21,7 +21,7 @@ pub use diagnostic::{Diagnostic, Rule, Severity};
 pub use environment::{Environment, FixedEnvironment, HostEnvironment};
 pub use model::{
     Alerts, AuditThresholds, BackendModel, Bgp, CheckKind, Forwarding, Global, HashMode,
-    HealthCheck, Model, Protocol, VipModel, kernel_address,
+    HealthCheck, Model, Protocol, Reload, VipModel, kernel_address,
 };
 
 use diagnostic::Source;
@@ -44,7 +44,7 @@ pub fn check_text(text: &str, file: &Path, env: &dyn Environment) -> Checked {
 
 /// Audit rules an operator may override (`xlb apply --override RULE`): they judge the
 /// balance of a config, not whether it can be loaded, so a drill can force such a config live.
-pub const OVERRIDABLE: [&str; 4] = ["XLB001", "XLB002", "XLB003", "XLB008"];
+pub const OVERRIDABLE: [&str; 6] = ["XLB001", "XLB002", "XLB003", "XLB008", "XLB026", "XLB027"];
 
 /// Like [`load`], with the findings of the `overrides` rules (only [`OVERRIDABLE`] ones)
 /// turned into warnings that say they were overridden.
@@ -90,32 +90,47 @@ fn check_text_overriding(
     }
 }
 
+/// Validates the config `bytes`, read from `file`: the daemon reads a file once and applies (and
+/// hashes) exactly the bytes it checked.
+pub fn check_bytes(bytes: &[u8], file: &Path, env: &dyn Environment) -> Checked {
+    let text = std::str::from_utf8(bytes).map_err(|err| {
+        read_error(
+            file,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+        )
+    })?;
+    check_text(text, file, env)
+}
+
 /// The text of the config file, or one [`rules::UNREADABLE_FILE`] error naming the path and the
 /// OS error (in a `Vec`, as `load` reports it).
 pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
-    std::fs::read_to_string(path).map_err(|err| {
-        let fix = match err.kind() {
-            std::io::ErrorKind::NotFound => {
-                "check the path (a relative path starts from the \
+    std::fs::read_to_string(path).map_err(|err| read_error(path, err))
+}
+
+/// One [`rules::UNREADABLE_FILE`] error for `err` on `path`.
+pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
+    let fix = match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            "check the path (a relative path starts from the \
                                              current directory)"
-            }
-            std::io::ErrorKind::PermissionDenied => {
-                "run as a user who may read the file, or change its permissions"
-            }
-            std::io::ErrorKind::InvalidData => "save the file as UTF-8 text",
-            std::io::ErrorKind::IsADirectory => "name the config file, not its directory",
-            _ => "check that the path names a readable file",
-        };
-        vec![Diagnostic {
-            rule: rules::UNREADABLE_FILE.id,
-            name: rules::UNREADABLE_FILE.name,
-            severity: rules::UNREADABLE_FILE.severity,
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read {}: {err}", path.display()),
-            fix: fix.to_owned(),
-        }]
-    })
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "run as a user who may read the file, or change its permissions"
+        }
+        std::io::ErrorKind::InvalidData => "save the file as UTF-8 text",
+        std::io::ErrorKind::IsADirectory => "name the config file, not its directory",
+        _ => "check that the path names a readable file",
+    };
+    vec![Diagnostic {
+        rule: rules::UNREADABLE_FILE.id,
+        name: rules::UNREADABLE_FILE.name,
+        severity: rules::UNREADABLE_FILE.severity,
+        file: path.to_path_buf(),
+        line: 0,
+        column: 0,
+        field: String::new(),
+        message: format!("cannot read {}: {err}", path.display()),
+        fix: fix.to_owned(),
+    }]
 }

@@ -37,6 +37,11 @@ pub const DEFAULT_DRAIN_TIMEOUT_SECONDS: u64 = 300;
 pub const DRAIN_TIMEOUT_SECONDS_RANGE: RangeInclusive<i64> = 1..=86_400;
 pub const DEFAULT_MAX_BACKEND_SHARE: f64 = 0.5;
 pub const DEFAULT_MIN_BACKENDS: u32 = 2;
+/// How often the daemon audits the live maps (drift from its config, and where each VIP's new
+/// flows go): a change made behind its back is found within this long.
+pub const DEFAULT_AUDIT_INTERVAL_SECONDS: u64 = 60;
+/// `audit.interval_seconds` bounds: at least a second, at most a day.
+pub const AUDIT_INTERVAL_SECONDS_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// The Maglev paper's production size: a prime with room for 655 backends at 100 slots each.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// Maglev shares stay within about 1% of the weights with this many slots per backend.
@@ -96,13 +101,15 @@ pub struct Global {
     pub drain_timeout: Duration,
 }
 
-/// Thresholds of the warnings (`[audit]`).
+/// Thresholds of the warnings, and how often the daemon audits the live maps (`[audit]`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AuditThresholds {
-    /// Warn (XLB002) when one backend holds more than this share of a VIP's weight.
+    /// Warn (XLB002) when one server takes more than this share of a VIP's new flows.
     pub max_backend_share: f64,
-    /// Warn (XLB001) when fewer backends than this take a VIP's traffic.
+    /// Warn (XLB001) when a VIP's table sends new flows to fewer servers than this.
     pub min_backends: u32,
+    /// The daemon's scheduled live audit.
+    pub interval: Duration,
 }
 
 impl Default for AuditThresholds {
@@ -110,6 +117,7 @@ impl Default for AuditThresholds {
         AuditThresholds {
             max_backend_share: DEFAULT_MAX_BACKEND_SHARE,
             min_backends: DEFAULT_MIN_BACKENDS,
+            interval: Duration::from_secs(DEFAULT_AUDIT_INTERVAL_SECONDS),
         }
     }
 }
@@ -150,13 +158,24 @@ impl Default for Alerts {
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
 
 /// How the daemon announces its VIPs (`[bgp]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Bgp {
     /// The BIRD include file the daemon writes (atomically): the static protocols
     /// `xlb_vips4` and `xlb_vips6`, a `blackhole` route for each announced VIP address.
     pub routes_file: PathBuf,
-    /// Run with `sh -c` after each rewrite: `birdc -s SOCKET configure` unless given.
-    pub reload_command: String,
+    /// Run after each rewrite.
+    pub reload: Reload,
+}
+
+/// How the daemon makes BIRD re-read the routes file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reload {
+    /// `birdc -s SOCKET configure`, run with an argument vector: no shell ever reads the
+    /// socket path.
+    Birdc { socket: PathBuf },
+    /// The config author's `reload_command`, run with `sh -c`.
+    Shell { command: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -384,6 +403,9 @@ pub(crate) fn audit_thresholds(file: &ConfigFile) -> AuditThresholds {
     AuditThresholds {
         max_backend_share: value(&audit.max_backend_share).unwrap_or(defaults.max_backend_share),
         min_backends: value(&audit.min_backends).unwrap_or(defaults.min_backends),
+        interval: value(&audit.interval_seconds)
+            .and_then(|seconds| u64::try_from(seconds).ok())
+            .map_or(defaults.interval, Duration::from_secs),
     }
 }
 
@@ -417,14 +439,16 @@ fn alerts(file: &ConfigFile) -> Option<Alerts> {
 fn bgp_settings(bgp: &file::BgpFile) -> Bgp {
     Bgp {
         routes_file: bgp.routes_file.get_ref().into(),
-        reload_command: match (&bgp.reload_command, &bgp.socket) {
-            (Some(command), _) => command.get_ref().clone(),
-            (None, socket) => format!(
-                "birdc -s {} configure",
-                socket
+        reload: match (&bgp.reload_command, &bgp.socket) {
+            (Some(command), _) => Reload::Shell {
+                command: command.get_ref().clone(),
+            },
+            (None, socket) => Reload::Birdc {
+                socket: socket
                     .as_ref()
                     .map_or(DEFAULT_BIRD_SOCKET, |s| s.get_ref().as_str())
-            ),
+                    .into(),
+            },
         },
     }
 }

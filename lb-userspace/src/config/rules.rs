@@ -32,19 +32,22 @@ pub const SYNTAX: Rule = error(
 pub const SINGLE_BACKEND: Rule = warning(
     "XLB001",
     "single-backend",
-    "A VIP has fewer backends taking traffic than audit.min_backends: one failure takes it down.",
+    "A VIP's table sends new flows to fewer servers than audit.min_backends: one failure takes \
+     it down.",
 );
 pub const DOMINANT_BACKEND: Rule = warning(
     "XLB002",
     "dominant-backend",
-    "One backend holds more than audit.max_backend_share of a VIP's weight while others exist: \
-     it takes most of the load and most of the damage when it fails.",
+    "One server takes more than audit.max_backend_share of a VIP's new flows (its slots of the \
+     table an apply would build) while others serve too: it takes most of the load and most of \
+     the damage when it fails.",
 );
 pub const ALL_WEIGHT_ON_ONE: Rule = error(
     "XLB003",
-    "all-weight-on-one",
-    "A VIP has two or more backends but only one weighs more than 0, so it gets every new flow: \
-     the outage xlb was born from.",
+    "all-on-one-server",
+    "A VIP names two or more backends but the table an apply would build sends every new flow \
+     to one server: only one weighs more than 0, its entries are one server written twice, or \
+     the table is too small for the others' weights. The outage xlb was born from.",
 );
 pub const ZERO_TOTAL_WEIGHT: Rule = error(
     "XLB004",
@@ -54,7 +57,8 @@ pub const ZERO_TOTAL_WEIGHT: Rule = error(
 pub const DUPLICATE_BACKEND: Rule = error(
     "XLB005",
     "duplicate-backend",
-    "The same backend address appears twice in one VIP.",
+    "Two backend entries of one VIP reach the same server: the same address (also when written \
+     two ways, e.g. IPv4 and IPv4-mapped IPv6), or on a dsr VIP the same MAC.",
 );
 pub const BACKEND_IS_VIP: Rule = error(
     "XLB006",
@@ -110,14 +114,14 @@ pub const BAD_ALERTS: Rule = error(
     "XLB015",
     "bad-alerts",
     "An [alerts] setting is out of range (window_seconds, skew_factor, max_share, min_healthy, \
-     min_new_flows) or its command cannot run (empty, or holding a NUL): the daemon would alert \
-     on noise, never alert, or fail to notify.",
+     min_new_flows) or its command is empty: the daemon would alert on noise, never alert, or \
+     fail to notify.",
 );
 pub const BAD_BGP: Rule = error(
     "XLB016",
     "bad-bgp",
     "A [bgp] setting cannot work: routes_file or socket not an absolute file path (or holding \
-     characters BIRD or a shell cannot take), an empty reload_command, or both socket and \
+     a quote or blank BIRD cannot take), an empty reload_command, or both socket and \
      reload_command given.",
 );
 pub const UNREADABLE_FILE: Rule = error(
@@ -135,6 +139,33 @@ pub const UNUSABLE_ADDRESS: Rule = error(
     "XLB023",
     "unusable-address",
     "An address or MAC that cannot carry traffic: unspecified, loopback, multicast or broadcast.",
+);
+
+pub const CONTROL_CHARACTER: Rule = error(
+    "XLB024",
+    "control-character",
+    "A value xlb writes into a file or hands to a command (interface, pin_path, routes_file, \
+     socket, reload_command, alerts.command, a health check path) holds a control character \
+     such as a line feed or a NUL: it would inject lines into BIRD's config, a request or a log.",
+);
+pub const METRICS_EXPOSED: Rule = warning(
+    "XLB025",
+    "metrics-exposed",
+    "global.metrics_address is not a loopback address: the metrics endpoint has no \
+     authentication, so every host that reaches it reads the VIPs, backends and their health, \
+     and can spend the daemon's time.",
+);
+pub const NO_SLOT: Rule = error(
+    "XLB026",
+    "no-slot",
+    "A backend weighs more than 0 but the VIP's table, too small for the spread of its weights, \
+     gives it no slot: it would take no new flow although the config says it should.",
+);
+pub const SOURCE_HASH_CLIENTS: Rule = warning(
+    "XLB027",
+    "source-hash-clients",
+    "A VIP with several backends hashes on the client's address alone: its spread follows the \
+     client addresses, so clients behind a few NAT or proxy addresses land on a few servers.",
 );
 
 /// Every rule, in id order.
@@ -159,9 +190,13 @@ pub const RULES: &[Rule] = &[
     UNREADABLE_FILE,
     TABLE_SIZE_OUT_OF_RANGE,
     UNUSABLE_ADDRESS,
+    CONTROL_CHARACTER,
+    METRICS_EXPOSED,
+    NO_SLOT,
+    SOURCE_HASH_CLIENTS,
 ];
 
-/// The rule with this id (`XLB003`, case-insensitive) or name (`all-weight-on-one`).
+/// The rule with this id (`XLB003`, case-insensitive) or name (`all-on-one-server`).
 pub fn find(id_or_name: &str) -> Option<&'static Rule> {
     RULES
         .iter()
@@ -196,7 +231,7 @@ mod tests {
     fn rules_are_found_by_id_or_name() {
         // Test that `find` accepts either form.
         assert_eq!(find("xlb003"), Some(&ALL_WEIGHT_ON_ONE));
-        assert_eq!(find("all-weight-on-one"), Some(&ALL_WEIGHT_ON_ONE));
+        assert_eq!(find("all-on-one-server"), Some(&ALL_WEIGHT_ON_ONE));
         assert_eq!(find("XLB999"), None);
     }
 }

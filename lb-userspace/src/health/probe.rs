@@ -10,8 +10,9 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::{CheckKind, HealthCheck};
 
 /// The most bytes read while looking for the end of the status line. A real one is a few dozen
-/// bytes; more without a line end is not an HTTP answer.
-const MAX_STATUS_LINE: usize = 1024;
+/// bytes; more without a line end is not an HTTP answer (a backend must not keep a probe
+/// reading forever, nor pass by sending "HTTP/1.1 200 " and junk).
+const MAX_STATUS_LINE: usize = 2048;
 
 /// One probe. TCP: a connection to `backend:port` is accepted within the timeout. HTTP:
 /// `GET path HTTP/1.1` with `Host` and `Connection: close` is answered with `expect_status`
@@ -72,45 +73,53 @@ async fn get_status(
         .write_all(request.as_bytes())
         .await
         .map_err(|err| format!("sending the request: {}", describe(&err)))?;
-    let line = read_status_line(stream)
-        .await
-        .map_err(|err| format!("reading the answer: {}", describe(&err)))?;
-    if line.is_empty() {
-        return Err("the connection closed without an answer".to_owned());
-    }
+    let line = read_status_line(stream).await?;
     parse_status(&line).ok_or_else(|| {
         let shown: String = String::from_utf8_lossy(&line).chars().take(60).collect();
         format!("the answer is not HTTP: it starts {shown:?}, not \"HTTP/1.1 200 OK\"")
     })
 }
 
-/// The first line of the answer without its line end: everything up to the first `\n`, or what
-/// came before the connection closed, or `MAX_STATUS_LINE` bytes without a line end.
-async fn read_status_line(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+/// The first line of the answer without its CRLF. RFC 9112 2.2 ends a status line with CRLF:
+/// one that ends at EOF, or runs past [`MAX_STATUS_LINE`] bytes without a line end, is not an
+/// answer, whatever it starts with.
+async fn read_status_line(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut line = Vec::with_capacity(128);
     let mut chunk = [0; 512];
     loop {
-        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+        if let Some(end) = line.iter().position(|&b| b == b'\n')
+            && end <= MAX_STATUS_LINE
+        {
             line.truncate(end);
-            if line.last() == Some(&b'\r') {
-                line.pop();
+            if line.pop() != Some(b'\r') {
+                return Err("the status line ends in a bare LF, not CRLF".to_owned());
             }
             return Ok(line);
         }
-        if line.len() >= MAX_STATUS_LINE {
-            return Ok(line);
+        if line.len() > MAX_STATUS_LINE {
+            return Err(format!(
+                "no line end in the first {MAX_STATUS_LINE} bytes of the answer"
+            ));
         }
-        let read = stream.read(&mut chunk).await?;
+        let read = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|err| format!("reading the answer: {}", describe(&err)))?;
         if read == 0 {
-            return Ok(line);
+            return Err(if line.is_empty() {
+                "the connection closed without an answer".to_owned()
+            } else {
+                let shown: String = String::from_utf8_lossy(&line).chars().take(60).collect();
+                format!("the connection closed in the status line {shown:?}, before its CRLF")
+            });
         }
         line.extend_from_slice(&chunk[..read]);
     }
 }
 
 /// The status code of a status line, `HTTP/1.1 200 OK` (RFC 9112 4: version, space, three
-/// digits, then a space and a reason that may be empty; the space is optional here, as some
-/// servers leave it out).
+/// digits, then a space and a reason of visible characters, blanks and obs-text, which may be
+/// empty; the space is optional here, as some servers leave it out).
 fn parse_status(line: &[u8]) -> Option<u16> {
     let rest = line.strip_prefix(b"HTTP/")?;
     let (version, rest) = rest.split_at_checked(3)?;
@@ -120,7 +129,14 @@ fn parse_status(line: &[u8]) -> Option<u16> {
     }
     let rest = rest.strip_prefix(b" ")?;
     let (code, reason) = rest.split_at_checked(3)?;
-    if !code.iter().all(u8::is_ascii_digit) || !(reason.is_empty() || reason[0] == b' ') {
+    let reason_ok = match reason {
+        [] => true,
+        [b' ', text @ ..] => text
+            .iter()
+            .all(|&b| b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80),
+        _ => false,
+    };
+    if !code.iter().all(u8::is_ascii_digit) || !reason_ok {
         return None;
     }
     std::str::from_utf8(code).ok()?.parse().ok()
@@ -360,6 +376,28 @@ mod tests {
         );
     }
 
+    /// Test that a backend cannot pass a probe with a status line that never ends properly:
+    /// "HTTP/1.1 200 " then 2 KiB and more without a line end (or with one only after that),
+    /// one ending at EOF without CRLF, or one ending in a bare LF, each fail and say why.
+    #[tokio::test]
+    async fn http_probe_needs_a_status_line_ending_in_crlf() {
+        let long = |end: &str| -> &'static str {
+            let line = format!("HTTP/1.1 200 {}{end}", "x".repeat(MAX_STATUS_LINE + 512));
+            Box::leak(line.into_boxed_str())
+        };
+        for (answer, why) in [
+            (long(""), "no line end in the first 2048 bytes"),
+            (long("\r\n\r\n"), "no line end in the first 2048 bytes"),
+            ("HTTP/1.1 200 OK", "closed in the status line"),
+            ("HTTP/1.1 200 OK\nContent-Length: 0\n\n", "bare LF"),
+        ] {
+            let (port, _requests) = server(Some(answer)).await;
+            let (result, _) = timed_probe(&http(port, "/", 200)).await;
+            let err = result.expect_err(&format!("{answer:.40} passed"));
+            assert!(err.contains(why), "{answer:.40}: {err}");
+        }
+    }
+
     #[tokio::test]
     async fn http_probe_of_a_server_that_never_answers_times_out() {
         // Test that a server that accepts and reads the request but never answers fails after
@@ -390,6 +428,8 @@ mod tests {
             b"http/1.1 200 OK",
             b"ICY 200 OK",
             b"<html>",
+            b"HTTP/1.1 200 OK\x00\x1b[2J",
+            b"HTTP/1.1 200OK",
         ] {
             assert_eq!(
                 parse_status(bad),

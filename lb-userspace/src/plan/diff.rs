@@ -50,6 +50,25 @@ pub(super) struct SideBackend {
     pub flags: u8,
 }
 
+impl Side {
+    /// Where this side's table sends new flows, by physical server.
+    pub fn effect(&self) -> crate::effect::Effect {
+        let entries: Vec<crate::effect::Entry> = self
+            .backends
+            .iter()
+            .map(|b| crate::effect::Entry {
+                address: b.address,
+                mac: Some(b.mac),
+            })
+            .collect();
+        crate::effect::Effect::of(
+            &entries,
+            crate::effect::forwarding(&self.vip),
+            self.owners.iter().copied(),
+        )
+    }
+}
+
 /// The live state under `pin_path`, or `None` if no xlb has pinned one there.
 pub(super) fn read_live(pin_path: &Path) -> anyhow::Result<Option<Live>> {
     if !pins::exist(pin_path) {
@@ -338,6 +357,7 @@ pub(super) fn vip_plan(
         notes,
         backends,
         kernel: outcome.map(|o| o.check),
+        servers: Vec::new(),
     }
 }
 

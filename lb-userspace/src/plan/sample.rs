@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_common::{FlowKey, Verdict};
 
+use super::clients::Clients;
 use crate::config::{Protocol, VipModel, kernel_address};
 
 /// Clients come from ranges reserved for benchmarking and documentation (RFC 2544, RFC 3849),
@@ -59,16 +60,7 @@ pub(super) struct Probe {
 /// address and protocol takes, whose packets the kernel rightly steers elsewhere). The same
 /// 5-tuple may come up twice, as it would in real traffic.
 pub(super) fn probes(vip: &VipModel, claimed: &[u16], count: u32, seed: u64) -> Vec<Probe> {
-    // One stream per VIP, independent of the other VIPs in the config.
-    let (vip_bytes, _) = kernel_address(vip.address);
-    let salt = vip_bytes
-        .iter()
-        .chain(&vip.port.to_be_bytes())
-        .chain(&[vip.protocol.number()])
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    let mut rng = Rng::new(seed ^ salt);
+    let mut rng = vip_rng(vip, seed);
     (0..count)
         .map(|_| {
             let client = match vip.address {
@@ -85,33 +77,116 @@ pub(super) fn probes(vip: &VipModel, claimed: &[u16], count: u32, seed: u64) -> 
                     IpAddr::V6(Ipv6Addr::from(octets))
                 }
             };
-            let sport = rng.port(1024);
-            let dport = if vip.port == 0 {
-                loop {
-                    let port = rng.port(1);
-                    if !claimed.contains(&port) {
-                        break port;
-                    }
-                }
-            } else {
-                vip.port
-            };
-            let source = SocketAddr::new(client, sport);
-            let destination = SocketAddr::new(vip.address, dport);
-            Probe {
-                source,
-                destination,
-                key: FlowKey {
-                    src: kernel_address(client).0,
-                    dst: kernel_address(vip.address).0,
-                    sport: sport.to_be(),
-                    dport: dport.to_be(),
-                    proto: vip.protocol.number(),
-                    pad: [0; 3],
-                },
-            }
+            random_port_probe(vip, claimed, client, &mut rng)
         })
         .collect()
+}
+
+/// `count` new flows to `vip` from the real `clients` (those of the VIP's address family), each
+/// sending its weight's part of them from random source ports; or, for a capture, the captured
+/// flows to `vip` themselves. Empty when no client of the sample can reach `vip`.
+pub(super) fn client_probes(
+    vip: &VipModel,
+    claimed: &[u16],
+    clients: &Clients,
+    count: u32,
+    seed: u64,
+) -> Vec<Probe> {
+    match clients {
+        Clients::Synthetic => probes(vip, claimed, count, seed),
+        Clients::Addresses(addresses) => {
+            let usable: Vec<(IpAddr, u64)> = addresses
+                .iter()
+                .filter(|(address, _)| address.is_ipv4() == vip.address.is_ipv4())
+                .map(|(address, weight)| (*address, u64::from(*weight)))
+                .collect();
+            let total: u64 = usable.iter().map(|(_, weight)| weight).sum();
+            if total == 0 {
+                return Vec::new();
+            }
+            let mut rng = vip_rng(vip, seed);
+            (0..u64::from(count))
+                .map(|k| {
+                    // Flow k goes to the client whose weight covers position k * total / count.
+                    let mut position = k * total / u64::from(count);
+                    let client = usable
+                        .iter()
+                        .find(|(_, weight)| {
+                            let inside = position < *weight;
+                            position = position.saturating_sub(*weight);
+                            inside
+                        })
+                        .map_or(usable[0].0, |(address, _)| *address);
+                    random_port_probe(vip, claimed, client, &mut rng)
+                })
+                .collect()
+        }
+        Clients::Flows(flows) => flows
+            .iter()
+            .filter(|(_, destination, proto)| {
+                destination.ip().to_canonical() == vip.address
+                    && *proto == vip.protocol.number()
+                    && if vip.port == 0 {
+                        !claimed.contains(&destination.port())
+                    } else {
+                        destination.port() == vip.port
+                    }
+            })
+            .map(|(source, destination, _)| {
+                probe(
+                    vip,
+                    source.ip().to_canonical(),
+                    source.port(),
+                    destination.port(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// One random stream per VIP and seed, independent of the other VIPs in the config.
+fn vip_rng(vip: &VipModel, seed: u64) -> Rng {
+    let (vip_bytes, _) = kernel_address(vip.address);
+    let salt = vip_bytes
+        .iter()
+        .chain(&vip.port.to_be_bytes())
+        .chain(&[vip.protocol.number()])
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Rng::new(seed ^ salt)
+}
+
+/// A flow from `client` with a random source port (and, for a port-0 VIP, a random destination
+/// port no more specific VIP claims).
+fn random_port_probe(vip: &VipModel, claimed: &[u16], client: IpAddr, rng: &mut Rng) -> Probe {
+    let sport = rng.port(1024);
+    let dport = if vip.port == 0 {
+        loop {
+            let port = rng.port(1);
+            if !claimed.contains(&port) {
+                break port;
+            }
+        }
+    } else {
+        vip.port
+    };
+    probe(vip, client, sport, dport)
+}
+
+fn probe(vip: &VipModel, client: IpAddr, sport: u16, dport: u16) -> Probe {
+    Probe {
+        source: SocketAddr::new(client, sport),
+        destination: SocketAddr::new(vip.address, dport),
+        key: FlowKey {
+            src: kernel_address(client).0,
+            dst: kernel_address(vip.address).0,
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            proto: vip.protocol.number(),
+            pad: [0; 3],
+        },
+    }
 }
 
 /// The first packet of `probe`'s flow: a TCP SYN, or a UDP datagram with a small payload,

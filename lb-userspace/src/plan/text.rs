@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{BackendPlan, Change, FieldChange, PlanReport, VipPlan};
+use super::{BackendPlan, Change, FieldChange, Outage, PlanReport, VipPlan};
 use crate::{config::rules, exit};
 
 pub(super) fn render(report: &PlanReport) -> String {
@@ -77,11 +77,25 @@ pub(super) fn render(report: &PlanReport) -> String {
         s.flows_agreed,
         s.flows_checked
     );
+    for outage in &report.outages {
+        outage_banner(&mut out, outage);
+    }
     if report.code == exit::FAILED {
         out.push_str(
             "FAILED: the XDP program did not steer every sample flow where userspace \
              predicted. This is a bug in xlb: do not apply; report it with the output of \
              `xlb plan --output json`\n",
+        );
+    } else if !report.outages.is_empty() {
+        out.push_str(
+            "NOT SAFE: with these clients one server would take every new flow of a VIP; \
+             nothing was changed: spread the clients (hash = \"5-tuple\") before applying\n",
+        );
+    } else if let Some(refusal) = &report.refusal {
+        let _ = writeln!(
+            out,
+            "nothing was changed; `xlb apply {}` would refuse this: {refusal}",
+            report.file
         );
     } else {
         let _ = writeln!(
@@ -106,23 +120,29 @@ fn refused(report: &PlanReport) -> String {
         );
     }
     for outage in &report.outages {
-        let _ = writeln!(
-            out,
-            "!!! OUTAGE: EVERY new flow of vip \"{}\" ({}) would go to ONE backend, {} !!!\n    \
-             {} {}: this is the mistake xlb was born from: {} would carry all the load, and \
-             when it fails the VIP is down\n",
-            outage.vip,
-            outage.address,
-            outage.backend,
-            outage.rule,
-            rules::ALL_WEIGHT_ON_ONE.name,
-            outage.backend
-        );
+        outage_banner(&mut out, outage);
     }
     for diagnostic in &report.diagnostics {
         let _ = writeln!(out, "{diagnostic}");
     }
     out
+}
+
+/// The banner of a VIP whose every new flow would go to one server.
+fn outage_banner(out: &mut String, outage: &Outage) {
+    let _ = writeln!(
+        out,
+        "!!! OUTAGE: EVERY new flow of vip \"{}\" ({}) would go to ONE server, {} !!!\n    {} \
+         {}: {}: this is the mistake xlb was born from: {} would carry all the load, and when \
+         it fails the VIP is down\n",
+        outage.vip,
+        outage.address,
+        outage.backend,
+        outage.rule,
+        rules::ALL_WEIGHT_ON_ONE.name,
+        outage.message,
+        outage.backend
+    );
 }
 
 /// One aligned `~ field  before -> after` line per changed field.
@@ -317,7 +337,7 @@ fn columns(rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
 }
 
 fn percent(share: f64) -> String {
-    format!("{:.1}%", share * 100.0)
+    crate::effect::percent(share, 1)
 }
 
 fn plural(n: usize, word: &str) -> String {

@@ -94,6 +94,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         vips,
         config: Config::default(),
         config_hash: 0,
+        max_share: 0.9,
     };
     let apply = time(|| rollout::apply(&mut ebpf, &desired).map(|_| ()))?;
     let tables: Vec<Vec<u32>> = (0..100).map(|i| vec![i; SIZE as usize]).collect();

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use xlb_tests::{demo, drills, lab, lab_site};
 
 const USAGE: &str = "usage: xlb-lab [--requests N] [--keep] [--report FILE] | xlb-lab --down | \
-     xlb-lab --drill one-backend|backend-dies|drain|bad-config|all";
+     xlb-lab --drill one-backend|one-server|backend-dies|drain|bad-config|all";
 
 struct Args {
     requests: u32,

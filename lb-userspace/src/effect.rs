@@ -1,0 +1,438 @@
+//! Where a VIP's new flows really go: the physical servers behind its Maglev table (or behind a
+//! sample of real clients pushed through it) and each one's share.
+//!
+//! Every outage guard judges a VIP through this one model — `validate` and `plan`, `apply`, the
+//! backend verbs, `audit`, `stats` and the daemon's alerts — rather than through the weights a
+//! config writes: a weight says what was meant, the table says what the kernel will do.
+//!
+//! What counts as "the same server" (see [`same_server`]):
+//! - any mode: the same address, however it is written (an IPv4-mapped IPv6 address
+//!   `::ffff:a.b.c.d` is the IPv4 address `a.b.c.d`);
+//! - `dsr`: also the same destination MAC, since the rewritten frame goes to whichever machine
+//!   owns that MAC, whatever address the entry names;
+//! - `ipip`: the tunnel endpoint is the entry's address; its MAC is the next hop's, which many
+//!   servers share, so a shared MAC means nothing there.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use lb_common::{Backend, Vip, VipKey, service::VIP_FORWARD_IPIP};
+use serde::Serialize;
+
+use crate::{
+    capacity::Capacity,
+    config::{Forwarding, kernel_address},
+    live::Snapshot,
+    maglev::{self, MaglevError},
+    maps::Maps,
+    rollout::{Desired, expected_tables, live_address},
+};
+
+/// One backend entry of a VIP, as the model sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub address: IpAddr,
+    /// The frame's destination MAC: the server's own (`dsr`) or the next hop's (`ipip`); `None`
+    /// where a config does not give one (it is refused for that, XLB012).
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Why two entries are one server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameServer {
+    /// The same address (possibly written two ways).
+    Address,
+    /// The same destination MAC on a `dsr` VIP.
+    Mac,
+}
+
+/// Whether entries `a` and `b` of a VIP that forwards by `forwarding` reach the same machine.
+pub fn same_server(a: &Entry, b: &Entry, forwarding: Forwarding) -> Option<SameServer> {
+    if a.address.to_canonical() == b.address.to_canonical() {
+        Some(SameServer::Address)
+    } else if forwarding == Forwarding::Dsr && a.mac.is_some() && a.mac == b.mac {
+        Some(SameServer::Mac)
+    } else {
+        None
+    }
+}
+
+/// For each entry, the index of the first entry of its server (itself if it is the first):
+/// "same server" is closed transitively (A shares B's MAC, B is C's address written otherwise).
+pub fn servers(entries: &[Entry], forwarding: Forwarding) -> Vec<usize> {
+    let mut server: Vec<usize> = (0..entries.len()).collect();
+    for j in 0..entries.len() {
+        for i in 0..j {
+            if same_server(&entries[i], &entries[j], forwarding).is_some() {
+                let (keep, merge) = (server[i].min(server[j]), server[i].max(server[j]));
+                for s in &mut server {
+                    if *s == merge {
+                        *s = keep;
+                    }
+                }
+            }
+        }
+    }
+    server
+}
+
+/// One physical server's part of a VIP's new flows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Server {
+    /// The address of its first entry.
+    pub address: IpAddr,
+    /// The VIP's entries that reach it, in order.
+    pub entries: Vec<usize>,
+    /// Slots of the table (or flows of a sample) that send to it.
+    pub count: u64,
+    /// `count` over the VIP's total; 0 when nothing was counted.
+    pub share: f64,
+}
+
+/// Where a VIP's new flows go, by physical server.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Effect {
+    /// How many backend entries the VIP names (in any state, with or without weight).
+    pub named: usize,
+    /// Every server the entries reach, in the order of their first entries.
+    pub servers: Vec<Server>,
+    /// Slots (or sampled flows) counted per entry.
+    pub entry_counts: Vec<u64>,
+    /// Slots (or sampled flows) that send somewhere.
+    pub total: u64,
+}
+
+impl Effect {
+    /// The effect of sending each of `owners` (a table's slots, or a sample's flows, each the
+    /// index of the entry it goes to, or `None` where nothing takes it) to `entries`.
+    pub fn of(
+        entries: &[Entry],
+        forwarding: Forwarding,
+        owners: impl IntoIterator<Item = Option<usize>>,
+    ) -> Effect {
+        let mut entry_counts = vec![0u64; entries.len()];
+        for owner in owners.into_iter().flatten() {
+            if let Some(count) = entry_counts.get_mut(owner) {
+                *count += 1;
+            }
+        }
+        Effect::of_counts(entries, forwarding, entry_counts)
+    }
+
+    /// The effect of `entry_counts[i]` slots or flows going to each of `entries`.
+    pub fn of_counts(entries: &[Entry], forwarding: Forwarding, entry_counts: Vec<u64>) -> Effect {
+        let total: u64 = entry_counts.iter().sum();
+        let server_of = servers(entries, forwarding);
+        let mut servers: Vec<Server> = Vec::new();
+        // Position in `servers` of the server whose first entry is i.
+        let mut position = vec![0; entries.len()];
+        for (i, entry) in entries.iter().enumerate() {
+            let first = server_of[i];
+            if first == i {
+                position[i] = servers.len();
+                servers.push(Server {
+                    address: entry.address,
+                    entries: Vec::new(),
+                    count: 0,
+                    share: 0.0,
+                });
+            }
+            let server = &mut servers[position[first]];
+            server.entries.push(i);
+            server.count += entry_counts[i];
+        }
+        for server in &mut servers {
+            server.share = share(server.count, total);
+        }
+        Effect {
+            named: entries.len(),
+            servers,
+            entry_counts,
+            total,
+        }
+    }
+
+    /// The server with the largest share (the first of equals), if anything was counted.
+    pub fn busiest(&self) -> Option<&Server> {
+        if self.total == 0 {
+            return None;
+        }
+        self.servers
+            .iter()
+            .reduce(|best, s| if s.count > best.count { s } else { best })
+    }
+
+    /// The outage: one server takes every new flow although the VIP names more than one
+    /// backend.
+    pub fn all_on_one(&self) -> Option<&Server> {
+        self.busiest()
+            .filter(|server| self.named >= 2 && server.count == self.total)
+    }
+
+    /// A server that takes more than `max_share` of the new flows although the VIP names more
+    /// than one backend.
+    pub fn over(&self, max_share: f64) -> Option<&Server> {
+        self.busiest()
+            .filter(|server| self.named >= 2 && server.share > max_share)
+    }
+
+    /// Servers that take some new flows.
+    pub fn serving(&self) -> usize {
+        self.servers.iter().filter(|s| s.count > 0).count()
+    }
+}
+
+/// How a live VIP forwards, from its flags.
+pub fn forwarding(vip: &Vip) -> Forwarding {
+    if vip.flags & VIP_FORWARD_IPIP != 0 {
+        Forwarding::Ipip
+    } else {
+        Forwarding::Dsr
+    }
+}
+
+/// A live backend entry as the model sees it.
+pub fn live_entry(backend: &Backend) -> Entry {
+    Entry {
+        address: live_address(backend),
+        mac: Some(backend.mac),
+    }
+}
+
+/// The backend entries live VIP `vip` names (ids it owns that hold a backend, in id order).
+pub fn live_entries(snapshot: &Snapshot, capacity: &Capacity, vip: &Vip) -> Vec<(u32, Backend)> {
+    capacity
+        .backend_ids(vip.id)
+        .filter_map(|id| Some((id, *snapshot.backends.get(id as usize)?)))
+        .filter(|(_, backend)| *backend != Backend::default())
+        .collect()
+}
+
+/// The effect of a table of backend ids over `backends` (id and entry); a slot holding an id
+/// not among them (no backend) sends nowhere.
+pub fn of_ids(backends: &[(u32, Backend)], forwarding: Forwarding, table: &[u32]) -> Effect {
+    let index: HashMap<u32, usize> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    let entries: Vec<Entry> = backends.iter().map(|(_, b)| live_entry(b)).collect();
+    Effect::of(
+        &entries,
+        forwarding,
+        table.iter().map(|id| index.get(id).copied()),
+    )
+}
+
+/// Where live VIP `vip` sends its new flows now: its active table over the backends it names.
+pub fn live(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    vip: &Vip,
+) -> anyhow::Result<(Vec<(u32, Backend)>, Effect)> {
+    let backends = live_entries(snapshot, capacity, vip);
+    let table = snapshot.active_table(maps, vip)?;
+    let effect = of_ids(&backends, forwarding(vip), &table);
+    Ok((backends, effect))
+}
+
+/// What a change to `desired` would leave too concentrated: for each VIP (or only `vip`), the
+/// tables the change builds over the live state (so drains, disables and health count), and a
+/// server above `max_share` of the new flows of a VIP that names several backends, unless the
+/// VIP is no better off today. Each entry is the VIP and that server's part of it.
+pub fn concentrated(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    max_share: f64,
+    vip: Option<&VipKey>,
+) -> anyhow::Result<Vec<(VipKey, Server)>> {
+    let mut found = Vec::new();
+    for (want, planned) in desired
+        .vips
+        .iter()
+        .zip(expected_tables(snapshot, capacity, desired)?)
+    {
+        if vip.is_some_and(|only| *only != want.key) {
+            continue;
+        }
+        let backends: Vec<(u32, Backend)> = planned
+            .backend_ids
+            .iter()
+            .zip(&want.backends)
+            .map(|(id, b)| {
+                let (addr, family) = kernel_address(b.address);
+                (
+                    *id,
+                    Backend {
+                        addr,
+                        family,
+                        mac: b.mac,
+                        ..Backend::default()
+                    },
+                )
+            })
+            .collect();
+        let forwarding = if want.flags & VIP_FORWARD_IPIP != 0 {
+            Forwarding::Ipip
+        } else {
+            Forwarding::Dsr
+        };
+        let after = of_ids(&backends, forwarding, &planned.table);
+        let Some(server) = after.over(max_share) else {
+            continue;
+        };
+        let before = match snapshot.vip(&want.key) {
+            Some(live_vip) => live(maps, snapshot, capacity, live_vip)?
+                .1
+                .busiest()
+                .map(|b| b.share),
+            None => None,
+        };
+        if before.is_none_or(|share| share <= server.share) {
+            found.push((want.key, server.clone()));
+        }
+    }
+    Ok(found)
+}
+
+/// The Maglev table of `backends` (address, weight) in `size` slots, as an apply builds it: the
+/// owner of each slot as an index into `backends`, `None` everywhere when no backend weighs
+/// more than 0. Backends of weight 0 get no slot; others may get none too when the table is
+/// too small for their weight (Maglev apportions slots by weight).
+pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>, MaglevError> {
+    let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
+    if weighted.is_empty() {
+        return Ok(vec![None; size as usize]);
+    }
+    let keys: Vec<[u8; 16]> = weighted
+        .iter()
+        .map(|&i| kernel_address(backends[i].0).0)
+        .collect();
+    let members: Vec<maglev::Backend> = keys
+        .iter()
+        .zip(&weighted)
+        .map(|(key, &i)| maglev::Backend {
+            key,
+            weight: backends[i].1,
+        })
+        .collect();
+    Ok(maglev::build(&members, size)?
+        .into_iter()
+        .map(|member| Some(weighted[member as usize]))
+        .collect())
+}
+
+/// `part` of `whole` (0 when `whole` is 0).
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// A share as a percentage with at least `decimals` decimals, and more where fewer would round
+/// a share that is not whole to 100% or a share that is not nothing to 0%: 0.998 is never
+/// "100%", which would hide the one flow in 500 that still goes elsewhere.
+pub fn percent(share: f64, decimals: usize) -> String {
+    if share >= 1.0 || share <= 0.0 || share.is_nan() {
+        return format!("{:.*}%", decimals, share.clamp(0.0, 1.0) * 100.0);
+    }
+    let mut places = decimals;
+    loop {
+        let text = format!("{:.*}", places, share * 100.0);
+        let shown: f64 = text.parse().unwrap_or(0.0);
+        if (shown < 100.0 && shown > 0.0) || places >= 6 {
+            return format!("{text}%");
+        }
+        places += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(address: &str, mac: u8) -> Entry {
+        Entry {
+            address: address.parse().unwrap(),
+            mac: Some([2, 0, 0, 0, 0, mac]),
+        }
+    }
+
+    /// Test that an IPv4 address and its IPv4-mapped IPv6 form are one server in every mode,
+    /// a shared MAC is one server only for dsr, and sameness is transitive.
+    #[test]
+    fn same_server_follows_the_forwarding_mode() {
+        let v4 = entry("198.18.0.10", 1);
+        let mapped = entry("::ffff:198.18.0.10", 2);
+        let other_same_mac = entry("198.18.0.11", 1);
+        for mode in [Forwarding::Dsr, Forwarding::Ipip] {
+            assert_eq!(same_server(&v4, &mapped, mode), Some(SameServer::Address));
+        }
+        assert_eq!(
+            same_server(&v4, &other_same_mac, Forwarding::Dsr),
+            Some(SameServer::Mac)
+        );
+        assert_eq!(same_server(&v4, &other_same_mac, Forwarding::Ipip), None);
+        // 11 shares 10's MAC, 12 is 11 written as IPv4-mapped: all three are one server.
+        let chain = [v4, other_same_mac, entry("::ffff:198.18.0.11", 9)];
+        assert_eq!(servers(&chain, Forwarding::Dsr), vec![0, 0, 0]);
+        assert_eq!(servers(&chain, Forwarding::Ipip), vec![0, 1, 1]);
+    }
+
+    /// Test that shares are counted per server: two entries of one machine add up, and the
+    /// outage is one server with everything while the VIP names two entries.
+    #[test]
+    fn effect_counts_per_server() {
+        let entries = [entry("198.18.0.10", 1), entry("198.18.0.11", 1)];
+        let owners = [Some(0), Some(1), Some(1), None];
+        let dsr = Effect::of(&entries, Forwarding::Dsr, owners);
+        assert_eq!(dsr.servers.len(), 1);
+        assert_eq!(dsr.total, 3);
+        assert_eq!(
+            dsr.all_on_one().map(|s| s.address),
+            Some(entries[0].address)
+        );
+        let ipip = Effect::of(&entries, Forwarding::Ipip, owners);
+        assert_eq!(ipip.servers.len(), 2);
+        assert!(ipip.all_on_one().is_none());
+        assert_eq!(ipip.busiest().map(|s| s.count), Some(2));
+        assert!(ipip.over(0.6).is_some() && ipip.over(0.7).is_none());
+        // One entry alone is not an outage: the config says one server.
+        let single = Effect::of(&entries[..1], Forwarding::Dsr, [Some(0)]);
+        assert!(single.all_on_one().is_none());
+    }
+
+    /// Test that a small table can leave a weighted backend without a slot, as the apply would
+    /// build it, and that weight 0 never gets one.
+    #[test]
+    fn table_quantises_weights() {
+        let a: IpAddr = "198.18.0.10".parse().unwrap();
+        let b: IpAddr = "198.18.0.11".parse().unwrap();
+        let c: IpAddr = "198.18.0.12".parse().unwrap();
+        let slots = table(&[(a, 1000), (b, 1), (c, 0)], 7).unwrap();
+        assert_eq!(slots.len(), 7);
+        assert!(slots.iter().all(|s| *s == Some(0)), "{slots:?}");
+        let even = table(&[(a, 1), (b, 1), (c, 0)], 101).unwrap();
+        assert!(even.contains(&Some(0)) && even.contains(&Some(1)));
+        assert!(!even.contains(&Some(2)));
+        assert_eq!(table(&[(a, 0)], 7).unwrap(), vec![None; 7]);
+    }
+
+    /// Test that percentages never round a share that is not whole to 100% or one that is not
+    /// nothing to 0%.
+    #[test]
+    fn percent_never_rounds_to_whole_or_nothing() {
+        assert_eq!(percent(0.998, 0), "99.8%");
+        assert_eq!(percent(0.9996, 1), "99.96%");
+        assert_eq!(percent(0.0004, 1), "0.04%");
+        assert_eq!(percent(1.0, 1), "100.0%");
+        assert_eq!(percent(0.0, 0), "0%");
+        assert_eq!(percent(0.25, 1), "25.0%");
+        assert_eq!(percent(0.97, 0), "97%");
+    }
+}
