@@ -1027,7 +1027,8 @@ mod tests {
     fn a_bad_config_stops_before_the_kernel() {
         let env = crate::config::FixedEnvironment::new(&["lo"]);
         let pins = Path::new("/nonexistent/xlb-pins");
-        let path = std::env::temp_dir().join(format!("xlb-audit-{}.toml", std::process::id()));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("xlb.toml");
         std::fs::write(
             &path,
             "[global]\ninterface = \"lo\"\n[[vip]]\nname = \"x\"\n",

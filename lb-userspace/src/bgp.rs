@@ -197,7 +197,17 @@ pub fn state_path(pin_path: &Path) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    Path::new(STATE_DIR).join(key)
+    state_dir(pin_path).join(key)
+}
+
+/// [`STATE_DIR`]; in this crate's unit tests a directory beside the pin path (in the test's
+/// own temporary directory), so they never write to /run/xlb and leave nothing behind.
+fn state_dir(pin_path: &Path) -> PathBuf {
+    if cfg!(test) {
+        pin_path.parent().unwrap_or(pin_path).join("bgp-state")
+    } else {
+        PathBuf::from(STATE_DIR)
+    }
 }
 
 /// Records `bgp` for the daemon pinned at `pin_path`, as JSON (only root may read it).
@@ -263,7 +273,8 @@ mod tests {
     fn announcer_writes_reloads_only_on_change_and_withdraws() {
         // Test that the routes file is rewritten and the reload command run when the set
         // changes, not when it stays, and that withdrawing empties the file.
-        let dir = std::env::temp_dir().join(format!("xlb-bgp-test-{}", std::process::id()));
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let dir = temp.path();
         let routes = dir.join("vips.conf");
         let count = dir.join("reloads");
         let pins = dir.join("pins");
@@ -291,17 +302,26 @@ mod tests {
                 .unwrap()
                 .contains("198.18.1.10/32")
         );
+        assert!(state_path(&pins).starts_with(dir) && state_path(&pins).exists());
+        assert!(
+            !state_path(&pins).starts_with(STATE_DIR),
+            "a unit test wrote to /run/xlb"
+        );
         announcer.withdraw_all().unwrap();
         assert_eq!(reloads(), 2);
         assert!(!std::fs::read_to_string(&routes).unwrap().contains("route "));
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !state_path(&pins).exists(),
+            "withdrawing forgets the record"
+        );
     }
 
     #[test]
     fn a_failing_reload_is_an_error_and_is_retried() {
         // Test that a reload command exiting non-zero fails the update, and that the same set
         // is tried again on the next update.
-        let dir = std::env::temp_dir().join(format!("xlb-bgp-fail-{}", std::process::id()));
+        let temp = tempfile::tempdir().expect("temporary directory");
+        let dir = temp.path();
         let mut announcer = Announcer::new(
             Bgp {
                 routes_file: dir.join("vips.conf"),
@@ -314,8 +334,6 @@ mod tests {
         let one: BTreeSet<IpAddr> = ["198.18.1.10".parse().unwrap()].into();
         assert!(announcer.update(&one).is_err());
         assert!(announcer.update(&one).is_err());
-        let _ = std::fs::remove_file(state_path(&dir.join("pins")));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Test that the default reload runs birdc with the socket as one argument: a socket path

@@ -581,13 +581,34 @@ impl Daemon {
             Ok(stats) => stats,
             Err(err) => return error!("reading counters for alerts: {err:#}"),
         };
-        let samples = skew::samples(&stats, |_, backend| backend.state == BackendState::Active);
+        // Healthy: takes traffic and passes its checks. A VIP failing open keeps every backend
+        // active in the table, yet none is healthy: few_healthy must still fire.
+        let samples = skew::samples(&stats, |vip, backend| {
+            backend.state == BackendState::Active && !self.down_by_checks(&vip.vip, backend.address)
+        });
         for alert in self.detector.observe(Instant::now(), &samples) {
             self.raise(&alert);
         }
         if let Ok(mut extra) = self.shared.lock() {
             extra.alerts = self.firing_alerts();
         }
+    }
+
+    /// Whether `backend` of the VIP `spec` (`address:port/protocol`) is down by its health
+    /// checks.
+    fn down_by_checks(&self, spec: &str, backend: IpAddr) -> bool {
+        let Some(vip) = self
+            .model
+            .vips
+            .iter()
+            .find(|vip| describe_vip(&vip.key()) == spec)
+        else {
+            return false;
+        };
+        self.targets
+            .iter()
+            .position(|t| t.vip == vip.name && t.backend == backend)
+            .is_some_and(|i| self.tracker.health(i) == Health::Down)
     }
 }
 

@@ -188,8 +188,10 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
     apply_with_fault_injection(maps, desired, None)
 }
 
-/// [`apply`], failing on purpose before write step `fail_before` (0-based) when given: lets
-/// tests prove that a failure part-way leaves the old state in place.
+/// [`apply`], failing on purpose at fault point `fail_before` (0-based) when given: lets
+/// tests prove that a failure part-way leaves the old state in place. The fault points lie
+/// between the write steps and inside them: before each backend, VIP and retired backend
+/// written, and half-way through each table.
 pub fn apply_with_fault_injection(
     maps: &mut (impl Maps + ?Sized),
     desired: &Desired,
@@ -201,7 +203,7 @@ pub fn apply_with_fault_injection(
     let mut step = 0;
     let result = write(maps, &snapshot, &plan, desired, &mut || {
         if fail_before == Some(step) {
-            bail!("fault injected before write step {step}");
+            bail!("fault injected at fault point {step}");
         }
         step += 1;
         Ok(())
@@ -405,6 +407,7 @@ fn write(
     step()?;
     let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
     for (id, backend) in &plan.backends {
+        step()?;
         backends
             .set(*id, backend, 0)
             .with_context(|| format!("writing backend {id}"))?;
@@ -421,7 +424,7 @@ fn write(
             )
         })
         .collect();
-    steering::write_tables(maps, &tables)?;
+    steering::write_tables_halfway(maps, &tables, step)?;
     // Filter bits and addresses before the VIPs they admit.
     step()?;
     let mut filter = snapshot.filter;
@@ -437,12 +440,14 @@ fn write(
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
     for applied in &plan.vips {
+        step()?;
         vips.insert(&applied.key, &applied.vip, 0)
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
     }
     step()?;
     for (key, _) in &snapshot.vips {
         if !plan.vips.iter().any(|applied| applied.key == *key) {
+            step()?;
             vips.remove(key)
                 .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
         }
@@ -452,6 +457,7 @@ fn write(
     step()?;
     let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
     for id in &plan.retired {
+        step()?;
         backends
             .set(*id, &Backend::default(), 0)
             .with_context(|| format!("clearing backend {id}"))?;

@@ -368,14 +368,18 @@ mod tests {
         assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 
-    /// Test that the fingerprint follows the backends that own the slots, not their ids.
-    #[test]
-    fn fingerprint_follows_owners_not_ids() {
-        let backend = |last: u8| Backend {
+    /// Backend 198.18.0.`last`.
+    fn backend(last: u8) -> Backend {
+        Backend {
             addr: [198, 18, 0, last, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             family: 4,
             ..Backend::default()
-        };
+        }
+    }
+
+    /// Test that the fingerprint follows the backends that own the slots, not their ids.
+    #[test]
+    fn fingerprint_follows_owners_not_ids() {
         let numbered = [backend(10), backend(11)];
         let renumbered = [backend(11), backend(10)];
         assert_eq!(
@@ -390,6 +394,21 @@ mod tests {
             fingerprint(&[0, 1], &numbered),
             fingerprint(&[0, 1, 1], &numbered)
         );
+    }
+
+    /// Test that the fingerprint is pinned to known answers (FNV-1a 64 over each slot's owner
+    /// address and family, computed independently): nodes of different builds must print the
+    /// same fingerprint for the same steering, or `audit --peer` would cry wolf (or miss a real
+    /// difference).
+    #[test]
+    fn fingerprint_matches_known_answers() {
+        let backends = [backend(10), backend(11)];
+        assert_eq!(
+            fingerprint(&[0, 1, 0, 1, 1], &backends),
+            0xf0dc_a2fb_2e38_6178
+        );
+        // An id with no backend (an unfilled slot) is 17 zero bytes.
+        assert_eq!(fingerprint(&[0, 1, 7], &backends), 0x37d9_de66_7d50_60d4);
     }
 
     /// Test that the text view aligns the VIP table under its header and says when nothing

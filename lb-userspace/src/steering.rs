@@ -44,6 +44,16 @@ pub fn write_tables(
     ebpf: &mut (impl Maps + ?Sized),
     tables: &[(u32, &[u32])],
 ) -> anyhow::Result<()> {
+    write_tables_halfway(ebpf, tables, &mut || Ok(()))
+}
+
+/// [`write_tables`], calling `halfway` when half of each table is written and stopping at its
+/// error: a fault point for tests of what a failure part-way through a table leaves behind.
+pub fn write_tables_halfway(
+    ebpf: &mut (impl Maps + ?Sized),
+    tables: &[(u32, &[u32])],
+    halfway: &mut dyn FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     with_slots(ebpf, |slots| {
         for &(base, table) in tables {
             let range = base as usize..base as usize + table.len();
@@ -56,7 +66,10 @@ pub fn write_tables(
                     slots.len()
                 );
             };
-            dst.copy_from_slice(table);
+            let half = table.len() / 2;
+            dst[..half].copy_from_slice(&table[..half]);
+            halfway()?;
+            dst[half..].copy_from_slice(&table[half..]);
         }
         Ok(())
     })?

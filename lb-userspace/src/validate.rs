@@ -200,10 +200,10 @@ table_size = 1000
   address = "198.18.0.11"
   mac = "02:00:00:00:01:01"
 "#;
-        let path = std::env::temp_dir().join(format!("xlb-validate-{}.toml", std::process::id()));
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("xlb.toml");
         std::fs::write(&path, text).expect("temporary config");
         let report = check(&path, &env(), false, OutputFormat::Text);
-        std::fs::remove_file(&path).expect("removing the temporary config");
         assert_eq!(report.code, exit::INVALID);
         let lines: Vec<&str> = report.output.lines().collect();
         let first_warning = lines.iter().position(|l| l.contains(": warning["));

@@ -184,7 +184,7 @@ impl DaemonLab {
         // The lab removes the directory on drop; xlb creates it itself.
         std::fs::remove_dir(&pin_path)
             .with_context(|| format!("removing the empty {}", pin_path.display()))?;
-        let dir = std::env::temp_dir().join(&lb.name);
+        let dir = lab.temp_path("files")?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let config_path = dir.join("xlb.toml");
 
@@ -509,7 +509,6 @@ impl Drop for DaemonLab {
         for handler in handlers {
             let _ = handler.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

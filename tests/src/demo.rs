@@ -41,12 +41,19 @@ impl Report {
     }
 }
 
-/// The `xlb` binary to run: `$XLB_BIN`, else `xlb` beside the running executable's directory
-/// (target/debug/deps/.. for tests).
+/// The `xlb` binary to run: `$XLB_BIN` (what `cargo xtask test` sets, after building it), else
+/// `xlb` beside the running executable's directory (target/debug/deps/.. for tests), built
+/// first with the cargo that built this harness so a plain `cargo test` never runs a stale
+/// binary; a failed build is an error, not a fallback to the old one.
 pub fn xlb_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("XLB_BIN") {
         return Ok(PathBuf::from(path));
     }
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(build_xlb)
+        .clone()
+        .map_err(anyhow::Error::msg)?;
     let exe = std::env::current_exe()?;
     let candidates = exe.ancestors().skip(1).take(2).map(|dir| dir.join("xlb"));
     for candidate in candidates {
@@ -54,7 +61,31 @@ pub fn xlb_binary() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("the xlb binary was not found: build it (`cargo build -p lb-userspace`) or set XLB_BIN")
+    bail!(
+        "the xlb binary was not found beside {}: set XLB_BIN",
+        exe.display()
+    )
+}
+
+/// `cargo build -p lb-userspace --bin xlb` in this workspace (once per process; a no-op when
+/// the binary is fresh).
+fn build_xlb() -> Result<(), String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "lb-userspace", "--bin", "xlb"])
+        .current_dir(workspace)
+        .status()
+        .map_err(|err| format!("running {} to build xlb: {err}", env!("CARGO")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo build -p lb-userspace --bin xlb` failed ({status}): fix the build, or set \
+             XLB_BIN to the xlb binary to test"
+        ))
+    }
 }
 
 /// Runs the demo with `datagrams` UDP datagrams (at most 10,000).
@@ -72,7 +103,7 @@ pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
     client.addr("eth0", &format!("{CLIENT_ADDR}/24"))?;
     lb.addr("eth0", &format!("{LB_ADDR}/24"))?;
 
-    let log = std::env::temp_dir().join(format!("{}-xlb.log", lb.name));
+    let log = lab.temp_path("xlb.log")?;
     let log_file = std::fs::File::create(&log)?;
     let mut command = lb.command(xlb);
     command
@@ -104,7 +135,6 @@ pub fn run(xlb: &Path, datagrams: u32) -> anyhow::Result<Report> {
     }
     let status = lab.terminate(pid)?;
     let xlb_output = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
     if !status.success() {
         bail!("xlb run exited with {status}:\n{xlb_output}");
     }

@@ -75,7 +75,6 @@ impl Site {
     /// directory is `/tmp/xlbt-PID-lab`, so every name of it carries `xlbt-PID-`.
     pub fn removable() -> anyhow::Result<Site> {
         let lab = Lab::new("lab")?;
-        sweep_stale_dirs();
         let dir =
             std::env::temp_dir().join(format!("{}-{}-lab", netns::PREFIX, std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -423,14 +422,12 @@ pub fn down(xlb: Option<&Path>) -> anyhow::Result<bool> {
         // SAFETY: signalling a process of the kept lab, checked by its command line above.
         unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + GRACE;
-    while ours.iter().any(|pid| !exited(*pid)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_exited(&ours);
     for pid in ours.iter().filter(|pid| !exited(**pid)) {
         // SAFETY: as above; it ignored SIGTERM for the grace period.
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
     }
+    wait_exited(&ours);
 
     for dir in kept_pin_dirs() {
         if !pin_dirs.contains(&dir) {
@@ -485,6 +482,7 @@ pub fn down(xlb: Option<&Path>) -> anyhow::Result<bool> {
             // SAFETY: a process inside a namespace of the kept lab, which is being removed.
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
+        wait_exited(&left);
         let deleted = Command::new("ip")
             .args(["netns", "delete", name])
             .stderr(Stdio::null())
@@ -519,25 +517,12 @@ pub fn command_line(pid: u32) -> Option<String> {
     Some(text.trim().to_owned())
 }
 
-/// Removes the directories of removable labs whose process is gone (a lab killed outright
-/// before its janitor could run).
-fn sweep_stale_dirs() {
-    let prefix = format!("{}-", netns::PREFIX);
-    for entry in std::fs::read_dir(std::env::temp_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix("-lab"))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+/// Waits (at most [`GRACE`]) until every process of `pids` has exited: a process still dying
+/// holds its pins, files and namespace.
+fn wait_exited(pids: &[u32]) {
+    let deadline = Instant::now() + GRACE;
+    while pids.iter().any(|pid| !exited(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

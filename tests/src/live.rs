@@ -83,6 +83,30 @@ impl LiveXlb {
         .expect("apply")
     }
 
+    /// Runs the real `xlb ARGS --pin-path PIN --output json` against this xlb and returns its
+    /// exit code and its stdout parsed as the one JSON document it must be.
+    pub fn xlb_json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let xlb = crate::demo::xlb_binary().expect("xlb binary");
+        let out = std::process::Command::new(&xlb)
+            .args(args)
+            .arg("--pin-path")
+            .arg(&self.pin_path)
+            .args(["--output", "json"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|err| panic!("running {} {args:?}: {err}", xlb.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json = serde_json::from_str(&stdout).unwrap_or_else(|err| {
+            panic!(
+                "xlb {args:?} --output json printed no JSON document ({err}; exit {:?}):\n{stdout}\n\
+                 stderr:\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), json)
+    }
+
     /// Sends a SYN from each of `sports` to the VIP through the real program; each must be
     /// forwarded.
     pub fn send_syns(&mut self, sports: impl IntoIterator<Item = u16>) {

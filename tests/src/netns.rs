@@ -1,10 +1,11 @@
 //! Network-namespace labs: named namespaces, veth pairs, bridges, addresses from 198.18.0.0/15,
 //! processes started inside a namespace, and bpffs pin directories.
 //!
-//! Everything a [`Lab`] creates is removed when it is dropped (also while a test panics), and on
-//! Ctrl-C or SIGTERM. Names carry the process id and a sequence number so labs can run in
-//! parallel, and leftovers of a process that died without cleaning up are swept away by the
-//! next lab.
+//! Everything a [`Lab`] creates (namespaces, processes, pin directories, files under /tmp) is
+//! removed when it is dropped (also while a test panics), and on Ctrl-C or SIGTERM. Names carry
+//! the process id and a sequence number so labs can run in parallel, and leftovers of a process
+//! that died without cleaning up (namespaces, pin directories, /tmp entries, the daemons' BGP
+//! records under /run/xlb) are swept away by the next lab.
 
 use std::{
     collections::BTreeMap,
@@ -22,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// Prefix of every namespace and pin directory a lab creates.
+/// Prefix of every namespace, pin directory and /tmp entry a lab creates.
 pub const PREFIX: &str = "xlbt";
 /// Where bpffs is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -33,6 +34,8 @@ struct Resources {
     namespaces: Vec<String>,
     pids: Vec<u32>,
     pin_dirs: Vec<PathBuf>,
+    /// Files and directories to remove: under /tmp, and stale BGP records.
+    paths: Vec<PathBuf>,
 }
 
 static LIVE: Mutex<BTreeMap<u64, Resources>> = Mutex::new(BTreeMap::new());
@@ -289,6 +292,18 @@ impl Lab {
         Ok(dir)
     }
 
+    /// A path under /tmp named for this lab (`/tmp/PREFIX-PID-N-LABEL-NAME`), nothing created
+    /// there yet: whatever the test writes at it (a file or a directory) is removed with the
+    /// lab, on Ctrl-C, and by the sweep if the process dies.
+    pub fn temp_path(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+        let path = std::env::temp_dir().join(format!("{}-{name}", self.prefix));
+        self.create(|r| {
+            r.paths.push(path.clone());
+            Ok(())
+        })?;
+        Ok(path)
+    }
+
     /// Creates a resource and records it under the registry lock, so the signal handler
     /// either sees it or runs before it exists; nothing is created once interrupted.
     fn create<T>(&self, f: impl FnOnce(&mut Resources) -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -311,6 +326,9 @@ impl Drop for Lab {
         for child in &mut self.children {
             let _ = stop(child);
         }
+        // Reaped: their ids may belong to someone else's process by now.
+        let reaped: Vec<u32> = self.children.iter().map(Child::id).collect();
+        self.register(|r| r.pids.retain(|pid| !reaped.contains(pid)));
         if let Some(resources) = lock().remove(&self.id) {
             remove(resources);
         }
@@ -339,18 +357,49 @@ fn stop(child: &mut Child) -> std::process::ExitStatus {
 }
 
 fn remove(resources: Resources) {
-    for pid in resources.pids {
-        // SAFETY: best-effort kill of a process this lab started; harmless if already gone.
+    for &pid in &resources.pids {
+        // SAFETY: best-effort kill of a process this lab started and has not reaped.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    // Reap them before their namespaces go: a process still exiting holds its namespace and
+    // its files, and an unreaped one stays a zombie.
+    for pid in resources.pids {
+        reap(pid);
     }
     for dir in resources.pin_dirs {
         let _ = std::fs::remove_dir_all(dir);
+    }
+    for path in resources.paths {
+        remove_path(&path);
     }
     for ns in resources.namespaces {
         let _ = Command::new("ip")
             .args(["netns", "delete", &ns])
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Waits (at most 5 s) for child `pid`, killed, to exit, and reaps it.
+fn reap(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let mut status = 0;
+        // SAFETY: waitpid on a child of this process, without blocking.
+        match unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) } {
+            0 => std::thread::sleep(Duration::from_millis(10)),
+            // Reaped now, or not ours to wait for (already reaped): gone either way.
+            _ => return,
+        }
+    }
+}
+
+/// Removes a file or a directory tree, whichever `path` is; nothing if it is absent.
+fn remove_path(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -361,7 +410,8 @@ fn cleanup_all() {
     }
 }
 
-/// Removes namespaces and pin directories left by lab processes that are no longer alive.
+/// Removes namespaces, pin directories, /tmp entries and the daemons' BGP records left by lab
+/// processes that are no longer alive.
 pub fn sweep_stale() {
     let alive = |name: &str| {
         let pid = name
@@ -386,6 +436,28 @@ pub fn sweep_stale() {
             if name.starts_with(PREFIX) && !alive(&name) {
                 stale.pin_dirs.push(entry.path());
             }
+        }
+    }
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{PREFIX}-")) && !alive(&name) {
+            stale.paths.push(entry.path());
+        }
+    }
+    // A daemon of a lab keys its record by its pin path, `/sys/fs/bpf/PREFIX-PID-...` with
+    // every other character than a letter or digit made `_`.
+    let record = format!("{}_{PREFIX}_", BPFFS.replace('/', "_"));
+    let bgp_dir = Path::new(lb_userspace::bgp::STATE_DIR);
+    for entry in std::fs::read_dir(bgp_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&record)
+            && !alive(&format!("{PREFIX}-{}", rest.replace('_', "-")))
+        {
+            stale.paths.push(entry.path());
         }
     }
     remove(stale);

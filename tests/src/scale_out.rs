@@ -159,7 +159,7 @@ impl ScaleOut {
             router.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
         }
 
-        let dir = std::env::temp_dir().join(&router.name);
+        let dir = lab.temp_path("files")?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
         let mut node_list = Vec::new();
@@ -374,19 +374,31 @@ impl ScaleOut {
     /// Kills node `i` hard: `kill -9` its daemon, `xlb down` its pins (which withdraws its
     /// VIPs through its BIRD), then stops its BIRD.
     pub fn kill_node(&mut self, i: usize) -> anyhow::Result<()> {
-        let pid = self.nodes[i]
-            .xlb_pid
-            .take()
-            .context("the node does not run")?;
-        // SAFETY: signalling a child this lab spawned and has not reaped.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        self.lab.terminate(pid)?;
+        self.stop_daemon(i, libc::SIGKILL)?;
         self.xlb(i, &["down"])?.ok()?;
         if let Some(bird) = self.nodes[i].bird_pid.take() {
             self.lab.terminate(bird)?;
         }
         let _ = std::fs::remove_file(self.nodes[i].routes_file());
         Ok(())
+    }
+
+    /// Stops only node `i`'s daemon with `signal` (SIGKILL after a grace period) and reaps
+    /// it; its BIRD and its pins stay.
+    pub fn stop_daemon(&mut self, i: usize, signal: libc::c_int) -> anyhow::Result<()> {
+        let pid = self.nodes[i]
+            .xlb_pid
+            .take()
+            .context("the node does not run")?;
+        // SAFETY: signalling a child this lab spawned and has not reaped.
+        unsafe { libc::kill(pid as i32, signal) };
+        self.lab.terminate(pid)?;
+        Ok(())
+    }
+
+    /// Whether node `i`'s BIRD is still running.
+    pub fn bird_runs(&self, i: usize) -> bool {
+        self.nodes[i].bird_pid.is_some_and(|pid| !exited(pid))
     }
 
     /// `xlb ARGS --pin-path PIN` in node `i`'s namespace.
@@ -480,7 +492,6 @@ impl Drop for ScaleOut {
         for node in &self.nodes {
             let _ = std::fs::remove_file(lb_userspace::bgp::state_path(&node.pin_path));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -674,8 +685,8 @@ impl ScaleOut {
     /// Stops node `i` as an operator would: SIGTERM to its daemon (which withdraws the VIP),
     /// `xlb down`, then its BIRD.
     pub fn stop_node(&mut self, i: usize) -> anyhow::Result<()> {
-        if let Some(pid) = self.nodes[i].xlb_pid.take() {
-            self.lab.terminate(pid)?;
+        if self.nodes[i].xlb_pid.is_some() {
+            self.stop_daemon(i, libc::SIGTERM)?;
             self.xlb(i, &["down"])?.ok()?;
         }
         if let Some(bird) = self.nodes[i].bird_pid.take() {

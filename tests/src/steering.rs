@@ -1,5 +1,6 @@
-//! Steering set-ups shared by the steering fixtures and the benchmarks: a loaded program with
-//! a few active backends, VIPs pointing at a Maglev table, and the keys the kernel computes.
+//! Steering set-ups shared by the fixtures and the benchmarks: a loaded program with
+//! a few active backends, VIPs pointing at a Maglev table, the keys the kernel computes, and a
+//! run of one packet that checks it was counted under exactly one reason and verdict.
 
 use std::net::IpAddr;
 
@@ -190,4 +191,50 @@ fn add_backends(ebpf: &mut Ebpf, count: u32) -> Vec<u32> {
         steering::set_backend(ebpf, id, &backend).expect("backend");
     }
     ids
+}
+
+/// Runs one packet and checks that exactly one reason and one verdict counted it, by one packet
+/// and its length in bytes, and that the verdict is the reason's; returns the verdict, the
+/// output and the reason.
+pub fn run_counted(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>, Reason) {
+    let before = Totals::read(ebpf).expect("counters");
+    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
+    let outcome = testrun::run(program, packet).expect("test run");
+    let (verdict, output) = (Verdict::from_code(outcome.code), outcome.output);
+    let after = Totals::read(ebpf).expect("counters");
+    let one = Counter {
+        packets: 1,
+        bytes: packet.len() as u64,
+    };
+    let grew = |was: Counter, now: Counter| Counter {
+        packets: now.packets - was.packets,
+        bytes: now.bytes - was.bytes,
+    };
+    let counted: Vec<(Reason, Counter)> = Reason::ALL
+        .into_iter()
+        .map(|r| (r, grew(before.reason(r), after.reason(r))))
+        .filter(|(_, c)| *c != Counter::default())
+        .collect();
+    let [(reason, count)] = counted[..] else {
+        panic!(
+            "{} bytes counted under reasons {counted:?}, not exactly one",
+            packet.len()
+        )
+    };
+    assert_eq!(count, one, "reason {}", reason.name());
+    assert_eq!(verdict, Some(reason.verdict()), "reason {}", reason.name());
+    for v in Verdict::ALL {
+        let want = if v == reason.verdict() {
+            one
+        } else {
+            Counter::default()
+        };
+        assert_eq!(
+            grew(before.verdict(v), after.verdict(v)),
+            want,
+            "verdict {}",
+            v.name()
+        );
+    }
+    (verdict, output, reason)
 }

@@ -195,46 +195,90 @@ fn apply_removes_what_the_config_no_longer_has() {
     );
 }
 
-/// Test that an apply failing at any of its write steps leaves every map as it was: VIP
-/// entries, backends, config, filter, meta and the live tables, byte for byte.
+/// The live tables of every VIP, in the snapshot's order.
+fn live_tables(ebpf: &Ebpf, snapshot: &Snapshot) -> Vec<Vec<u32>> {
+    snapshot
+        .vips
+        .iter()
+        .map(|(_, vip)| snapshot.active_table(ebpf, vip).expect("live table"))
+        .collect()
+}
+
+/// Fails `change` at every fault point in turn (between the write steps and inside them: after
+/// some backends, half of a table, some VIP flips), checking each time that every map is as it
+/// was byte for byte, until an apply runs past the last point; then checks that this apply
+/// succeeded and made `change` live.
+fn assert_every_fault_restores(ebpf: &mut Ebpf, change: &Desired) {
+    /// More fault points than any change here has: the loop must end before.
+    const BOUND: usize = 200;
+    let before = Snapshot::read(ebpf).expect("snapshot");
+    let tables_before = live_tables(ebpf, &before);
+    for point in 0..BOUND {
+        let result = apply::apply_with_fault_injection(ebpf, change, Some(point));
+        let after = Snapshot::read(ebpf).expect("snapshot");
+        let applied = match result {
+            Err(err) => {
+                assert!(
+                    format!("{err:#}").contains(&format!("fault injected at fault point {point}")),
+                    "fault point {point}: {err:#}"
+                );
+                assert_eq!(
+                    after, before,
+                    "state changed by an apply failing at fault point {point}"
+                );
+                assert_eq!(
+                    live_tables(ebpf, &after),
+                    tables_before,
+                    "live tables changed (fault point {point})"
+                );
+                continue;
+            }
+            Ok(applied) => applied,
+        };
+        // Past the last fault point: the apply went through, whole.
+        assert!(
+            point >= 12,
+            "only {point} fault points: the write steps and the points inside them are fewer \
+             than this change needs"
+        );
+        assert_eq!(after.meta.generation, before.meta.generation + 1);
+        assert_eq!(after.meta.config_hash, change.config_hash);
+        assert_eq!(after.vips.len(), change.vips.len(), "{after:?}");
+        for (want, done) in change.vips.iter().zip(&applied.vips) {
+            let live = after.vip(&want.key).expect("an applied VIP is live");
+            assert_eq!(live, &done.vip);
+            assert_eq!(after.active_table(ebpf, live).expect("table"), done.table);
+        }
+        return;
+    }
+    panic!("the apply failed at every one of {BOUND} fault points: it never went through");
+}
+
+/// Test that an apply failing at any point (before each write step, and part-way through one:
+/// after some backends are written, after half of a table's slots, after one VIP's flip of
+/// two) leaves every map as it was: VIP entries, backends, config, filter, meta and the live
+/// tables, byte for byte; and that the same apply with no fault left goes through and makes
+/// the change live. Two changes: one that removes a VIP, one that changes two VIPs and adds a
+/// third.
 #[test]
 fn failed_apply_leaves_the_old_state_byte_for_byte() {
     require_privileges!();
     let mut ebpf = program();
     apply::apply(&mut ebpf, &desired([1, 1, 1])).expect("first apply");
-    let before = Snapshot::read(&mut ebpf).expect("snapshot");
-    let tables_before: Vec<Vec<u32>> = before
-        .vips
-        .iter()
-        .map(|(_, vip)| before.active_table(&ebpf, vip).unwrap())
-        .collect();
-    let mut change = desired([5, 1, 0]);
-    change.vips[1].backends.push(backend("2001:db8::12", 1, 22));
-    change.vips.remove(0);
-    for step in 0..12 {
-        let result = apply::apply_with_fault_injection(&mut ebpf, &change, Some(step));
-        let after = Snapshot::read(&mut ebpf).expect("snapshot");
-        if result.is_ok() {
-            assert!(
-                step >= 9,
-                "apply has {step} steps? it should fail before each of them"
-            );
-            break;
-        }
-        assert_eq!(
-            after, before,
-            "state changed by an apply failing before step {step}"
-        );
-        let tables_after: Vec<Vec<u32>> = after
-            .vips
-            .iter()
-            .map(|(_, vip)| after.active_table(&ebpf, vip).unwrap())
-            .collect();
-        assert_eq!(
-            tables_after, tables_before,
-            "live tables changed (step {step})"
-        );
-    }
+    let mut removal = desired([5, 1, 0]);
+    removal.vips[1]
+        .backends
+        .push(backend("2001:db8::12", 1, 22));
+    removal.vips.remove(0);
+    assert_every_fault_restores(&mut ebpf, &removal);
+
+    let mut growth = desired([1, 2, 3]);
+    growth.vips[1].backends.push(backend("2001:db8::13", 2, 23));
+    let mut third = growth.vips[0].clone();
+    third.key = vip_key("198.18.1.11", 80, 6);
+    growth.vips.push(third);
+    growth.config_hash = 43;
+    assert_every_fault_restores(&mut ebpf, &growth);
 }
 
 /// Test that a desired state the running program cannot hold is refused before anything is

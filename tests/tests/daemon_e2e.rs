@@ -22,10 +22,12 @@ use xlb_tests::{
 };
 
 /// Extra time on top of what the health-check arithmetic allows: a probe in flight, the
-/// daemon's apply, a loaded host.
-const SLACK: Duration = Duration::from_secs(2);
+/// daemon's apply, a loaded host (generous: these tests assert behaviour, not speed).
+const SLACK: Duration = Duration::from_secs(8);
+/// What the daemon logs when it refuses a new config and keeps the running one.
+const KEPT: &str = "keeping the running one";
 /// How long a batch of 100 connections may take (a few hundred milliseconds here).
-const BATCH: Duration = Duration::from_secs(10);
+const BATCH: Duration = Duration::from_secs(60);
 
 /// A running lab of three equal backends with its daemon started.
 fn started(label: &str) -> DaemonLab {
@@ -97,7 +99,7 @@ fn failed_backend_leaves_and_returns() {
 }
 
 /// Test that after `xlb backend drain` the drained backend's established streams keep
-/// carrying bytes both ways for 2 s, while 100 new connections never reach it.
+/// carrying bytes both ways (20 rounds 100 ms apart), while 100 new connections never reach it.
 #[test]
 fn drain_keeps_established_streams() {
     require_privileges!();
@@ -119,28 +121,25 @@ fn drain_keeps_established_streams() {
     assert_eq!(row["state"], "drained", "{row}");
     assert_eq!(row["expected_share"].as_f64(), Some(0.0), "{row}");
 
-    // Bytes every 100 ms on every stream for 2 s (at most 25 rounds).
+    // Bytes every 100 ms on every stream, 20 rounds (2 s or more on a loaded host).
     let start = Instant::now();
-    let mut rounds = 0u8;
-    while start.elapsed() < Duration::from_secs(2) && rounds < 25 {
+    for round in 0..20u8 {
         for (n, stream) in streams.iter_mut().enumerate() {
-            stream.echo(rounds).unwrap_or_else(|err| {
+            stream.echo(round).unwrap_or_else(|err| {
                 panic!(
-                    "stream {n} (b{}) after the drain of b{drained}, round {rounds}: {err:#}",
+                    "stream {n} (b{}) after the drain of b{drained}, round {round}: {err:#}",
                     stream.backend
                 )
             });
         }
-        rounds += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "{rounds} rounds of echoes on {} streams ({} on the drained b{drained}) in {:?}",
+        "20 rounds of echoes on {} streams ({} on the drained b{drained}) in {:?}",
         streams.len(),
         per_backend[drained],
         start.elapsed()
     );
-    assert!(rounds >= 15, "only {rounds} rounds in 2 s");
 
     let answered = lab.ask_many(100, BATCH).expect("new connections");
     eprintln!("new connections after the drain: {answered:?}");
@@ -157,14 +156,14 @@ fn drain_keeps_established_streams() {
     }
 }
 
-/// Test that with `drain_timeout_seconds = 1` a drained backend is drained right after
+/// Test that with `drain_timeout_seconds = 2` a drained backend is drained right after
 /// `xlb backend drain` (its established streams still carry bytes), that the daemon disables
-/// it no earlier than the timeout and within the timeout plus slack, and that then 100 new
-/// connections all succeed and none reaches it.
+/// it no earlier than the timeout (and does disable it, within generous slack), and that then
+/// 100 new connections all succeed and none reaches it.
 #[test]
 fn drain_times_out_into_disable() {
     require_privileges!();
-    const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+    const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
     let mut lab = DaemonLab::new("draintmo", 3).expect("lab");
     let text = lab.config_text(&[1, 1, 1], None).replacen(
         "[global]\n",
@@ -174,7 +173,7 @@ fn drain_times_out_into_disable() {
         ),
         1,
     );
-    assert!(text.contains("drain_timeout_seconds = 1\n"), "{text}");
+    assert!(text.contains("drain_timeout_seconds = 2\n"), "{text}");
     lab.write_config(&text).expect("config");
     lab.start_daemon().expect("xlb run");
 
@@ -209,11 +208,9 @@ fn drain_times_out_into_disable() {
             )
         });
     }
-    let checked = draining.elapsed();
-    eprintln!("b{drained} drained, every stream echoed, {checked:?} after the drain");
-    assert!(
-        checked < DRAIN_TIMEOUT,
-        "the checks right after the drain took {checked:?}, longer than the drain timeout"
+    eprintln!(
+        "b{drained} drained, every stream echoed, {:?} after the drain",
+        draining.elapsed()
     );
 
     // The daemon disables it once the timeout has passed: no earlier, and no later than the
@@ -289,9 +286,13 @@ fn sighup_with_a_bad_file_keeps_the_config() {
     let all_on_one = lab.config_text(&[1, 0, 0], None);
     let syntax_error = format!("{good}\n[[vip\n");
     for (what, bad) in [("XLB003", all_on_one), ("a syntax error", syntax_error)] {
+        let kept = lab.daemon_log().matches(KEPT).count();
         lab.write_config(&bad).expect("write the bad config");
         lab.signal_daemon(libc::SIGHUP).expect("SIGHUP");
-        std::thread::sleep(Duration::from_secs(1));
+        // The daemon's own word that it judged the file, then the state it left.
+        wait_until("the daemon refuses the bad config", SLACK, || {
+            Ok(lab.daemon_log().matches(KEPT).count() > kept)
+        });
         assert_eq!(
             lab.generation().expect("generation"),
             generation,
@@ -305,11 +306,6 @@ fn sighup_with_a_bad_file_keeps_the_config() {
             "after SIGHUP with {what} not every backend answered: {answered:?}"
         );
     }
-    let log = lab.daemon_log();
-    assert!(
-        log.matches("keeping the running one").count() >= 2,
-        "the daemon did not say it kept the running config:\n{log}"
-    );
 
     let zeroed = 2;
     lab.write_config(&lab.config_text(&[1, 1, 0], None))
@@ -328,14 +324,15 @@ fn sighup_with_a_bad_file_keeps_the_config() {
 }
 
 /// Test that the daemon notices a changed config file by itself, without a signal: a valid
-/// changed file (one backend's weight 0) is live within 3 s (the generation goes up and that
-/// backend gets none of 100 new connections), and an invalid one (a TOML syntax error) changes
-/// nothing for 3 s (the generation stays, connections still work and still avoid it).
+/// changed file (one backend's weight 0) goes live (the generation goes up and that backend
+/// gets none of 100 new connections), and an invalid one (a TOML syntax error) is refused
+/// and changes nothing (once the daemon says it kept the running config, the generation and
+/// config hash are the same, connections still work and still avoid the zeroed backend).
 #[test]
 fn config_file_change_reloads_without_a_signal() {
     require_privileges!();
     /// How long the daemon may take to notice a change: its 1 s tick plus slack.
-    const NOTICE: Duration = Duration::from_secs(3);
+    const NOTICE: Duration = Duration::from_secs(10);
     let lab = started("filereload");
     let generation = lab.generation().expect("generation");
 
@@ -361,35 +358,22 @@ fn config_file_change_reloads_without_a_signal() {
     assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
     assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
 
-    let invalid = "the new config is invalid; keeping the running one";
-    let refusals = lab.daemon_log().matches(invalid).count();
+    let refusals = lab.daemon_log().matches(KEPT).count();
     lab.write_config(&format!("{changed}\n[[vip\n"))
         .expect("write the invalid config");
-    let start = Instant::now();
-    let mut refused = None;
-    while start.elapsed() < NOTICE {
-        let now = lab.status().expect("status");
-        assert_eq!(
-            now["generation"].as_u64(),
-            Some(live),
-            "an invalid config file changed the live state {:?} after it was written; daemon \
-             log:\n{}",
-            start.elapsed(),
-            lab.daemon_log()
-        );
-        assert_eq!(now["config_hash"], reloaded["config_hash"], "{now}");
-        if refused.is_none() && lab.daemon_log().matches(invalid).count() > refusals {
-            refused = Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let refused = refused.unwrap_or_else(|| {
-        panic!(
-            "the daemon did not say it refused the invalid file within {NOTICE:?}:\n{}",
-            lab.daemon_log()
-        )
+    // The daemon's own word that it judged the file, then the state it left.
+    let refused = wait_until("the daemon refuses the invalid file", NOTICE, || {
+        Ok(lab.daemon_log().matches(KEPT).count() > refusals)
     });
     eprintln!("the invalid file was refused {refused:?} after it was written");
+    let now = lab.status().expect("status");
+    assert_eq!(
+        now["generation"].as_u64(),
+        Some(live),
+        "an invalid config file changed the live state; daemon log:\n{}",
+        lab.daemon_log()
+    );
+    assert_eq!(now["config_hash"], reloaded["config_hash"], "{now}");
     assert!(!lab.in_table(zeroed).expect("stats"));
     let answered = lab
         .ask_many(100, BATCH)
@@ -401,18 +385,29 @@ fn config_file_change_reloads_without_a_signal() {
 }
 
 /// Test that `kill -9` of the daemon does not interrupt forwarding (the pinned link keeps the
-/// program attached), and that a new `xlb run` on the same file adopts the data plane: not
-/// one of a steady stream of connections fails before, between or after, and `xlb status`
-/// then shows a higher generation under the same pin path.
+/// program attached), and that a new `xlb run` on the same file adopts the data plane
+/// hitlessly: not one of a steady stream of connections fails before, between or after; the
+/// counters carry on (the VIP's new flows cover every connection, from before the kill too);
+/// the flow table is kept (streams opened before the kill go on as flow-table hits, not one
+/// packet of theirs misses the table); and `xlb status` then shows a higher generation under
+/// the same pin path.
 #[test]
 fn kill_9_keeps_forwarding_and_restart_adopts() {
     require_privileges!();
-    /// Bounds of the client: connections, time, and the pause between connections.
-    const MAX_CONNECTIONS: u64 = 3_000;
-    const MAX_TIME: Duration = Duration::from_secs(10);
+    /// Bounds of the client: connections and time (generous: the test stops the client),
+    /// and the pause between connections.
+    const MAX_CONNECTIONS: u64 = 50_000;
+    const MAX_TIME: Duration = Duration::from_secs(120);
     const PACE: Duration = Duration::from_millis(2);
+    /// Connections the client must complete in each phase (before the kill, without a
+    /// daemon, after the restart).
+    const PER_PHASE: u64 = 200;
     let mut lab = started("kill9");
     let before = lab.status().expect("status");
+    let mut streams = lab.open_streams(10).expect("10 streams");
+    for stream in &mut streams {
+        stream.echo(1).expect("a stream before the kill");
+    }
     let made = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let client = {
@@ -435,17 +430,22 @@ fn kill_9_keeps_forwarding_and_restart_adopts() {
             })
         })
     };
-    wait_until("the client is under way", Duration::from_secs(5), || {
-        Ok(made.load(Ordering::Relaxed) >= 200)
-    });
+    // The client's progress proves it runs through each phase.
+    let progressed = |what: &str, from: u64| {
+        wait_until(what, Duration::from_secs(60), || {
+            Ok(made.load(Ordering::Relaxed) >= from + PER_PHASE)
+        });
+    };
+    progressed("the client is under way", 0);
     let at_kill = made.load(Ordering::Relaxed);
     lab.kill_daemon().expect("kill -9");
-    std::thread::sleep(Duration::from_secs(1));
+    progressed("connections while no daemon runs", at_kill);
     let at_restart = made.load(Ordering::Relaxed);
     let restarting = Instant::now();
     lab.start_daemon().expect("xlb run again");
     eprintln!("the new daemon was ready in {:?}", restarting.elapsed());
-    std::thread::sleep(Duration::from_secs(1));
+    let at_ready = made.load(Ordering::Relaxed);
+    progressed("connections after the restart", at_ready);
     stop.store(true, Ordering::Relaxed);
     let failures = client
         .join()
@@ -464,8 +464,46 @@ fn kill_9_keeps_forwarding_and_restart_adopts() {
         "{} of {total} connections failed: {failures:#?}",
         failures.len()
     );
-    assert!(at_restart > at_kill, "no connection while no daemon ran");
-    assert!(total > at_restart, "no connection after the restart");
+
+    // Counters: every connection (10 streams, then the client's) was one new flow at least,
+    // counted in maps the new daemon adopted rather than reset.
+    let stats = lab
+        .xlb(&["stats", "--output", "json"])
+        .and_then(|out| out.ok()?.json())
+        .expect("xlb stats");
+    let new_flows = stats["vips"][0]["new_flows"].as_u64().expect("new_flows");
+    assert!(
+        new_flows >= total + 10,
+        "the VIP counts {new_flows} new flows after the restart, fewer than the {total} \
+         connections and 10 streams made across it: the counters were reset; {stats}"
+    );
+    // Flow table: the old streams' packets hit the entries the old daemon's program wrote.
+    let event = |stats: &serde_json::Value, name: &str| {
+        stats["events"][name]["packets"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no event {name} in {stats}"))
+    };
+    for stream in &mut streams {
+        stream
+            .echo(2)
+            .expect("a stream opened before the kill, after the restart");
+    }
+    let later = lab
+        .xlb(&["stats", "--output", "json"])
+        .and_then(|out| out.ok()?.json())
+        .expect("xlb stats");
+    for missed in ["flow_miss", "flow_stale"] {
+        assert_eq!(
+            event(&later, missed),
+            event(&stats, missed),
+            "packets of streams opened before the kill were {missed} after the restart: the \
+             flow table was not kept; before {stats}, after {later}"
+        );
+    }
+    assert!(
+        event(&later, "flow_hit") > event(&stats, "flow_hit"),
+        "the streams' packets were no flow-table hits: before {stats}, after {later}"
+    );
 
     let after = lab.status().expect("status");
     assert_eq!(after["pin_path"], before["pin_path"], "{after}");

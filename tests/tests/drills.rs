@@ -1,24 +1,22 @@
 //! Kernel-backed tests of the lab's training drills (`cargo xtask lab --drill NAME`, the
-//! `xlb-lab` binary with `--drill NAME`; see `xlb_tests::drills`): each drill passes on its own
-//! lab and leaves nothing behind. The drills run one at a time (each builds a lab of its own,
-//! with health-check and alert deadlines a parallel neighbour would only squeeze).
+//! `xlb-lab` binary with `--drill NAME`; see `xlb_tests::drills`): `--drill all` runs every
+//! drill, each passes on its own lab, and nothing is left behind. One run of `--drill all`
+//! (each drill builds a lab of its own, one after the other) covers each drill once, as the
+//! operator runs them.
 
 use std::{
     io::Read as _,
     process::{Command, Stdio},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
-use xlb_tests::{demo, netns, require_privileges};
+use xlb_tests::{demo, drills, netns, require_privileges};
 
-/// What one drill may take, lab included: about 5 to 10 s alone, far more on a loaded host.
-const DRILL_DEADLINE: Duration = Duration::from_secs(120);
+/// What `--drill all` may take, labs included: about 25 s alone, far more on a loaded host.
+const DRILL_DEADLINE: Duration = Duration::from_secs(400);
 /// How long the lab's processes get to vanish after the binary exits (a zombie waits for
 /// init).
 const GONE_WITHIN: Duration = Duration::from_secs(5);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Everything of the lab binary with pid `pid` still there (see [`netns::leftovers`]).
 fn leftovers(pid: u32) -> Vec<String> {
@@ -28,9 +26,6 @@ fn leftovers(pid: u32) -> Vec<String> {
 /// Runs `xlb-lab --drill NAME` within [`DRILL_DEADLINE`] and checks that it passed and left
 /// nothing behind; returns its output.
 fn drill(name: &str) -> String {
-    let _serial = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let xlb = demo::xlb_binary().expect("xlb binary");
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xlb-lab"))
@@ -82,12 +77,6 @@ fn drill(name: &str) -> String {
         status.success(),
         "drill {name} failed ({status}):\n{stdout}\n{stderr}"
     );
-    assert!(
-        stdout
-            .lines()
-            .any(|line| line == format!("drill {name}: PASS")),
-        "no `drill {name}: PASS` line:\n{stdout}\n{stderr}"
-    );
     let deadline = Instant::now() + GONE_WITHIN;
     loop {
         let left = leftovers(pid);
@@ -103,52 +92,66 @@ fn drill(name: &str) -> String {
     stdout
 }
 
-/// Test that the `one-backend` drill passes: `xlb validate` and `xlb plan` flag a config with
-/// all weight on one backend (XLB003, exit 1, the outage banner), `xlb apply --override XLB003
-/// --allow-warnings` forces it, the dominant/skew alert fires with ~100% of new flows on that
-/// backend, and the good config clears it; and that the drill's lab is gone afterwards.
+/// Test that `--drill all` runs every drill one after the other and each passes, and that
+/// nothing of any drill's lab is left:
+/// - `one-backend`: `xlb validate` and `xlb plan` flag a config with all weight on one backend
+///   (XLB003, exit 1, the outage banner), `xlb apply --override XLB003 --allow-warnings` forces
+///   it, the dominant/skew alert fires, and the good config clears it;
+/// - `one-server`: `xlb validate` and `xlb plan` refuse a config whose second entry carries the
+///   first one's MAC (XLB005), and disabling backends down to one server is refused (exit 1,
+///   the server named) until another is back;
+/// - `backend-dies`: with one backend's nginx stopped, the daemon takes it out, every request
+///   succeeds and none reaches it, only its flows move, and it comes back;
+/// - `drain`: long downloads from a backend drained mid-transfer all complete while new
+///   requests avoid it;
+/// - `bad-config`: an invalid config file is refused on SIGHUP, the generation stays and
+///   traffic is unaffected.
 #[test]
-fn one_backend_drill_passes() {
+fn drill_all_runs_every_drill_and_each_passes() {
     require_privileges!();
-    let out = drill("one-backend");
-    assert!(out.contains("OUTAGE"), "{out}");
-    assert!(out.contains("ALERT"), "{out}");
+    let out = drill("all");
+    let passed: Vec<&str> = out
+        .lines()
+        .filter_map(|line| line.strip_prefix("drill ")?.strip_suffix(": PASS"))
+        .collect();
+    assert_eq!(
+        passed,
+        drills::NAMES,
+        "drills that passed, in order:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|line| line == format!("drills: {n} of {n} passed", n = drills::NAMES.len())),
+        "no summary line:\n{out}"
+    );
+    for (drill, said) in [
+        ("one-backend", "OUTAGE"),
+        ("one-backend", "ALERT"),
+        ("one-server", "XLB005"),
+        ("one-server", "refused"),
+        ("backend-dies", "backend down"),
+        ("bad-config", "keeping the running one"),
+    ] {
+        assert!(
+            out.contains(said),
+            "{drill}: no {said:?} in the output:\n{out}"
+        );
+    }
 }
 
-/// Test that the `one-server` drill passes: `xlb validate` and `xlb plan` refuse a config whose
-/// second entry carries the first one's MAC (XLB005), and disabling backends down to one server
-/// is refused (exit 1, the server named) until another is back; and that nothing is left.
+/// Test that an unknown drill name is refused before any lab is built, naming the drills.
 #[test]
-fn one_server_drill_passes() {
-    require_privileges!();
-    let out = drill("one-server");
-    assert!(out.contains("XLB005"), "{out}");
-    assert!(out.contains("refused"), "{out}");
-}
-
-/// Test that the `backend-dies` drill passes: with one backend's nginx stopped, the daemon
-/// takes it out within interval×fall plus slack, every request succeeds and none reaches it,
-/// only its flows move, and it comes back after nginx restarts; and that nothing is left.
-#[test]
-fn backend_dies_drill_passes() {
-    require_privileges!();
-    let out = drill("backend-dies");
-    assert!(out.contains("backend down"), "{out}");
-}
-
-/// Test that the `drain` drill passes: long downloads from a backend drained mid-transfer all
-/// complete while new requests avoid it; and that nothing is left.
-#[test]
-fn drain_drill_passes() {
-    require_privileges!();
-    drill("drain");
-}
-
-/// Test that the `bad-config` drill passes: an invalid config file is refused on SIGHUP, the
-/// generation stays and traffic is unaffected; and that nothing is left.
-#[test]
-fn bad_config_drill_passes() {
-    require_privileges!();
-    let out = drill("bad-config");
-    assert!(out.contains("keeping the running one"), "{out}");
+fn unknown_drill_is_refused_with_the_names() {
+    let out = Command::new(env!("CARGO_BIN_EXE_xlb-lab"))
+        .args(["--drill", "no-such-drill"])
+        .env("XLB_BIN", demo::xlb_binary().expect("xlb binary"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xlb-lab");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for name in drills::NAMES {
+        assert!(stderr.contains(name), "{name} not named: {stderr}");
+    }
+    assert!(stderr.contains("no-such-drill"), "{stderr}");
 }

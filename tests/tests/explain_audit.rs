@@ -490,16 +490,15 @@ fn audit_reports_an_operator_drain_as_a_note() {
     }
 }
 
-/// Test that the JSON of explain and audit parses and carries the documented fields.
+/// Test that the real `xlb explain --output json` and `xlb audit --output json` each print one
+/// JSON document with the documented fields (audit exiting 1 on the drift it reports).
 #[test]
 fn explain_and_audit_json_have_the_documented_fields() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-audit-json");
     let path = apply_config(&mut live, "three.toml", &three_vips());
-    let flow = Flow::new("198.18.0.1", "198.18.1.20", 40_000, 8443);
-    let report = explain_flow(&live, &flow, ProtocolArg::Tcp);
-    let json: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string_pretty(&report).unwrap()).expect("JSON");
+    let (code, json) = live.xlb_json(&["explain", "198.18.0.1:40000", "198.18.1.20:8443", "tcp"]);
+    assert_eq!(code, Some(0), "{json}");
     for field in [
         "source",
         "destination",
@@ -548,9 +547,8 @@ fn explain_and_audit_json_have_the_documented_fields() {
         vip.tables[vip.active as usize]
     };
     steering::write_table(&mut live.ebpf, base, &[rollout::NO_BACKEND]).expect("corrupt");
-    let report = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_str(&serde_json::to_string_pretty(&report).unwrap()).expect("JSON");
+    let (code, json) = live.xlb_json(&["audit", path.to_str().expect("path")]);
+    assert_eq!(code, Some(1), "drift exits 1: {json}");
     for field in [
         "ok",
         "file",

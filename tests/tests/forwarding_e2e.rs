@@ -3,10 +3,7 @@
 //! tunnel) to backend namespaces whose servers answer the client directly; the answers show
 //! which backend the data plane chose.
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::net::IpAddr;
 
 use lb_common::Reason;
 use lb_userspace::counters::Totals;
@@ -16,21 +13,11 @@ use xlb_tests::{
 };
 
 /// Opens one connection to `vip` from each source port in `ports` and returns, per backend id,
-/// how many it answered. Bounded: every connection has its own timeouts, and the whole loop
-/// must finish within `budget`.
-fn connect_all(
-    topology: &Topology,
-    vip: IpAddr,
-    ports: std::ops::Range<u16>,
-    budget: Duration,
-) -> Vec<u64> {
-    let deadline = Instant::now() + budget;
+/// how many it answered. Bounded: one connection per port, each with its own timeouts (speed
+/// is `cargo xtask bench`'s business, not this test's).
+fn connect_all(topology: &Topology, vip: IpAddr, ports: std::ops::Range<u16>) -> Vec<u64> {
     let mut answered = vec![0u64; topology.backends.len()];
     for sport in ports {
-        assert!(
-            Instant::now() < deadline,
-            "connections to {vip} took longer than {budget:?} (at source port {sport})"
-        );
         let id = topology
             .ask(vip, sport)
             .unwrap_or_else(|err| panic!("connection to {vip} from port {sport}: {err:#}"));
@@ -61,12 +48,7 @@ fn dsr_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
     let topology = Topology::new("spread4", &Options::equal(3)).expect("topology");
     let total = 600u16;
-    let answered = connect_all(
-        &topology,
-        IpAddr::V4(VIP_V4),
-        20_000..20_000 + total,
-        Duration::from_secs(40),
-    );
+    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 20_000..20_000 + total);
     assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
@@ -87,12 +69,7 @@ fn dsr_serves_the_ipv6_vip() {
     require_privileges!();
     let topology = Topology::new("spread6", &Options::equal(3)).expect("topology");
     let total = 150u16;
-    let answered = connect_all(
-        &topology,
-        IpAddr::V6(VIP_V6),
-        21_000..21_000 + total,
-        Duration::from_secs(20),
-    );
+    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 21_000..21_000 + total);
     eprintln!("IPv6 answers per backend: {answered:?}");
     assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
@@ -112,12 +89,10 @@ fn dsr_serves_the_ipv6_vip() {
 fn dsr_connection_follows_the_predicted_backend() {
     require_privileges!();
     let topology = Topology::new("predict", &Options::equal(3)).expect("topology");
-    let deadline = Instant::now() + Duration::from_secs(30);
     for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
         let client = Topology::client_addr(vip);
         let mut predicted_backends = vec![0u32; topology.backends.len()];
         for sport in 30_000..30_050 {
-            assert!(Instant::now() < deadline, "connections took over 30 s");
             let predicted = topology.service(vip).predict(client, sport);
             let answered = topology
                 .ask(vip, sport)
@@ -237,12 +212,7 @@ fn ipip_spreads_real_tcp_connections_by_weight() {
     let topology =
         Topology::new("ipip4", &ipip_options(Forwarding::IpipV4)).expect("ipip topology");
     let total = 600u16;
-    let answered = connect_all(
-        &topology,
-        IpAddr::V4(VIP_V4),
-        22_000..22_000 + total,
-        Duration::from_secs(40),
-    );
+    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 22_000..22_000 + total);
     assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
@@ -265,12 +235,7 @@ fn ipip_serves_the_ipv6_vip() {
     let topology =
         Topology::new("ipip6", &ipip_options(Forwarding::IpipV6)).expect("ipip topology");
     let total = 150u16;
-    let answered = connect_all(
-        &topology,
-        IpAddr::V6(VIP_V6),
-        23_000..23_000 + total,
-        Duration::from_secs(20),
-    );
+    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 23_000..23_000 + total);
     eprintln!("IPv6-in-IPv6 answers per backend: {answered:?}");
     assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
@@ -294,13 +259,11 @@ fn ipip_large_request_stays_within_the_mtu() {
     require_privileges!();
     const BODY: usize = 100_000;
     const UPLOADS: u16 = 4;
-    let deadline = Instant::now() + Duration::from_secs(30);
     for (label, forwarding) in [("big4", Forwarding::IpipV4), ("big6", Forwarding::IpipV6)] {
         let topology = Topology::new(label, &ipip_options(forwarding)).expect("ipip topology");
         let mut answered = vec![0u64; topology.backends.len()];
         for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
             for sport in 24_000..24_000 + UPLOADS {
-                assert!(Instant::now() < deadline, "uploads took over 30 s");
                 let upload = topology.upload(vip, sport, BODY).unwrap_or_else(|err| {
                     panic!("{forwarding:?}: upload to {vip} from port {sport}: {err:#}")
                 });

@@ -58,13 +58,16 @@ fn xlb_run_counts_and_passes_real_traffic() {
     assert_eq!(report.counter("verdict.drop"), 0, "{}", report.xlb_output);
 }
 
-/// Test that dropping a lab removes its namespaces and pin directories, and kills its processes.
+/// Test that dropping a lab removes its namespaces, pin directories and /tmp files, and kills
+/// its processes.
 #[test]
 fn lab_removes_everything_on_drop() {
     require_privileges!();
     let mut lab = Lab::new("drop").expect("lab");
     let ns = lab.netns("a").expect("netns");
     let pins = lab.pin_dir("pins").expect("pin dir");
+    let file = lab.temp_path("file").expect("temp path");
+    std::fs::write(&file, "x").expect("temp file");
     let mut sleeper = ns.command("sleep");
     sleeper.arg("60");
     let pid = lab.spawn(sleeper).expect("spawn");
@@ -76,29 +79,72 @@ fn lab_removes_everything_on_drop() {
         ns.name
     );
     assert!(!pins.exists(), "pin dir {} left behind", pins.display());
+    assert!(!file.exists(), "temp file {} left behind", file.display());
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "process {pid} left behind"
     );
 }
 
-/// Test that a test panicking while holding a lab still removes the lab's namespaces.
+/// Test that a test panicking while holding a lab still removes the lab's namespaces and the
+/// files and directories it wrote under /tmp.
 #[test]
 fn lab_is_removed_when_a_test_panics() {
     require_privileges!();
-    let name = std::sync::Mutex::new(String::new());
+    let made = std::sync::Mutex::new((String::new(), Vec::new()));
     let result = std::panic::catch_unwind(|| {
         let mut lab = Lab::new("panic").expect("lab");
         let ns = lab.netns("a").expect("netns");
-        *name.lock().unwrap() = ns.name.clone();
+        let file = lab.temp_path("file").expect("temp path");
+        std::fs::write(&file, "x").expect("temp file");
+        let dir = lab.temp_path("dir").expect("temp path");
+        std::fs::create_dir_all(dir.join("sub")).expect("temp dir");
+        *made.lock().unwrap() = (ns.name.clone(), vec![file, dir]);
         panic!("deliberate panic with a lab alive");
     });
     assert!(result.is_err());
-    let name = name.into_inner().unwrap();
-    assert!(!name.is_empty());
+    let (name, paths) = made.into_inner().unwrap();
+    assert!(!name.is_empty() && paths.len() == 2);
     assert!(
         !namespaces().contains(&name),
         "namespace {name} left behind"
+    );
+    for path in paths {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+}
+
+/// Test that the sweep run by the first lab of a process removes what a lab process that died
+/// without cleaning up left under /tmp and its daemons' BGP records under /run/xlb, and keeps
+/// those of a live lab.
+#[test]
+fn sweep_removes_a_dead_labs_files_and_records() {
+    require_privileges!();
+    // A pid that was just used and is gone.
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    child.wait().expect("wait");
+    let dead = child.id();
+    assert!(!std::path::Path::new(&format!("/proc/{dead}")).exists());
+    let stale_dir = std::env::temp_dir().join(format!("xlbt-{dead}-0-gone-files"));
+    std::fs::create_dir_all(stale_dir.join("sub")).expect("stale dir");
+    let records = std::path::Path::new(lb_userspace::bgp::STATE_DIR);
+    std::fs::create_dir_all(records).expect("record dir");
+    let stale_record = records.join(format!("_sys_fs_bpf_xlbt_{dead}_0_gone_xlb"));
+    std::fs::write(&stale_record, "/x/vips.conf\ntrue\n").expect("stale record");
+    let mut lab = Lab::new("sweep").expect("lab");
+    let live = lab.temp_path("file").expect("temp path");
+    std::fs::write(&live, "x").expect("live file");
+
+    xlb_tests::netns::sweep_stale();
+    let left: Vec<_> = [&stale_dir, &stale_record]
+        .into_iter()
+        .filter(|path| path.exists())
+        .collect();
+    assert!(left.is_empty(), "the sweep left {left:?}");
+    assert!(
+        live.exists(),
+        "the sweep removed a live lab's {}",
+        live.display()
     );
 }
 
@@ -129,8 +175,9 @@ fn wait_for_no_leftovers(pid: u32) -> Vec<String> {
 fn lab_balances_http_by_weight_and_leaves_nothing() {
     require_privileges!();
     let xlb = demo::xlb_binary().expect("xlb binary");
-    let report_path =
-        std::env::temp_dir().join(format!("xlb-lab-report-{}.json", std::process::id()));
+    // Only for the report's path: removed with it, even if the test panics.
+    let mut files = Lab::new("labreport").expect("lab");
+    let report_path = files.temp_path("report.json").expect("temp path");
     let out = Command::new(env!("CARGO_BIN_EXE_xlb-lab"))
         .args(["--requests", &LAB_REQUESTS.to_string(), "--report"])
         .arg(&report_path)
@@ -145,7 +192,6 @@ fn lab_balances_http_by_weight_and_leaves_nothing() {
         out.status
     );
     let text = std::fs::read_to_string(&report_path).expect("the lab's report");
-    let _ = std::fs::remove_file(&report_path);
     let report: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
 
     let vips = report["vips"].as_array().expect("vips");

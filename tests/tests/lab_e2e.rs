@@ -18,9 +18,12 @@ use xlb_tests::{daemon_lab::DaemonLab, require_privileges, wait::wait_until};
 
 /// How long the daemon may take to notice a changed config file and apply it: its 1 s tick
 /// plus slack for a loaded host.
-const NOTICE: Duration = Duration::from_secs(5);
+const NOTICE: Duration = Duration::from_secs(15);
+/// How long a steady client may take to make 50 more connections (a fraction of a second
+/// here; generous for a loaded host).
+const LOAD_PROGRESS: Duration = Duration::from_secs(30);
 /// How long a batch of 100 connections may take (a few hundred milliseconds here).
-const BATCH: Duration = Duration::from_secs(10);
+const BATCH: Duration = Duration::from_secs(60);
 
 /// Writes `text` as the daemon's config and waits until the daemon made it live: the
 /// generation goes past `generation`. Returns the new generation and how long it took.
@@ -33,15 +36,14 @@ fn reload(lab: &DaemonLab, text: &str, generation: u64) -> (u64, Duration) {
 }
 
 /// Test that with weights 1:2:3 each backend's share of 10,000 new connections (from eight
-/// client threads, each connection bounded by the lab's 2 s connect and read timeouts) is
-/// within ±2 percentage points of its weight's share (so within ±5 too), and that every
-/// connection is answered.
+/// client threads, each connection bounded by the lab's 2 s connect and read timeouts; how
+/// fast they go is `cargo xtask bench`'s business) is within ±2 percentage points of its
+/// weight's share (so within ±5 too), and that every connection is answered.
 #[test]
 fn distribution_follows_weights_over_ten_thousand_connections() {
     require_privileges!();
     const CONNECTIONS: usize = 10_000;
     const THREADS: usize = 8;
-    const BUDGET: Duration = Duration::from_secs(25);
     const _: () = assert!(
         CONNECTIONS.is_multiple_of(THREADS),
         "threads share the work evenly"
@@ -53,7 +55,6 @@ fn distribution_follows_weights_over_ten_thousand_connections() {
     lab.start_daemon().expect("xlb run");
 
     let start = Instant::now();
-    let deadline = start + BUDGET;
     let workers: Vec<_> = (0..THREADS)
         .map(|thread| {
             let connector = lab.connector();
@@ -63,13 +64,7 @@ fn distribution_follows_weights_over_ten_thousand_connections() {
                     .session(|session| {
                         let mut answered = vec![0u64; 3];
                         let mut failures = Vec::new();
-                        for n in 0..count {
-                            if Instant::now() >= deadline {
-                                failures.push(format!(
-                                    "thread {thread}: {n} of {count} connections in {BUDGET:?}"
-                                ));
-                                break;
-                            }
+                        for _ in 0..count {
                             match session.ask() {
                                 Ok(backend) => answered[backend] += 1,
                                 Err(err) => failures.push(format!("thread {thread}: {err:#}")),
@@ -93,7 +88,7 @@ fn distribution_follows_weights_over_ten_thousand_connections() {
     let took = start.elapsed();
     assert!(
         failures.is_empty(),
-        "{} connections failed or did not run: {:#?}",
+        "{} connections failed: {:#?}",
         failures.len(),
         &failures[..failures.len().min(20)]
     );
@@ -297,15 +292,19 @@ fn removing_a_backend_moves_only_its_flows() {
 
 /// Test that applying 5 different valid configs (by rewriting the file the daemon watches:
 /// weight changes, one backend drained by weight 0, then back) while a client opens
-/// connections continuously fails not one of them, and that the generation advances by
-/// exactly 5.
+/// connections continuously fails not one of them, that the client was running through every
+/// apply (connections were made before each write and 50 more after each new generation was
+/// live), and that the generation advances by exactly 5.
 #[test]
 fn apply_under_steady_load_fails_no_connection() {
     require_privileges!();
-    /// Bounds of the client: connections, time, and the pause between connections.
-    const MAX_CONNECTIONS: u64 = 6_000;
-    const MAX_TIME: Duration = Duration::from_secs(20);
+    /// Bounds of the client: connections and time (generous: the client runs until the last
+    /// apply is done and stops it), and the pause between connections.
+    const MAX_CONNECTIONS: u64 = 100_000;
+    const MAX_TIME: Duration = Duration::from_secs(300);
     const PACE: Duration = Duration::from_millis(2);
+    /// Connections the client must complete on each config once it is live.
+    const AFTER_EACH: u64 = 50;
     const CONFIGS: [[u32; 3]; 5] = [[2, 1, 1], [1, 2, 3], [1, 1, 0], [1, 3, 0], [1, 1, 1]];
     let mut lab = DaemonLab::new("applyload", 3).expect("lab");
     lab.start_daemon().expect("xlb run");
@@ -335,14 +334,20 @@ fn apply_under_steady_load_fails_no_connection() {
             })
         })
     };
-    wait_until("the client is under way", Duration::from_secs(5), || {
-        Ok(made.load(Ordering::Relaxed) >= 200)
-    });
+    // The client's progress is the proof that it is still running: a stopped client (bound
+    // hit, thread died) makes this wait fail.
+    let progressed = |what: &str, from: u64| {
+        wait_until(what, LOAD_PROGRESS, || {
+            Ok(made.load(Ordering::Relaxed) >= from + AFTER_EACH)
+        });
+    };
+    progressed("the client is under way", 0);
 
     let mut generation = first;
     for weights in CONFIGS {
-        let at = made.load(Ordering::Relaxed);
+        let at_write = made.load(Ordering::Relaxed);
         let (now, took) = reload(&lab, &lab.config_text(&weights, None), generation);
+        let at_live = made.load(Ordering::Relaxed);
         assert_eq!(
             now,
             generation + 1,
@@ -353,10 +358,12 @@ fn apply_under_steady_load_fails_no_connection() {
         generation = now;
         eprintln!(
             "weights {weights:?} live {took:?} after the write (generation {now}, client at \
-             connection {at})"
+             connection {at_write} at the write, {at_live} when live)"
         );
-        // Let the client run on each config for a moment.
-        std::thread::sleep(Duration::from_millis(700));
+        progressed(
+            &format!("{AFTER_EACH} connections on weights {weights:?} once live"),
+            at_live,
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let (failures, answered) = client
@@ -372,10 +379,6 @@ fn apply_under_steady_load_fails_no_connection() {
         failures.is_empty(),
         "{} of {total} connections failed: {failures:#?}",
         failures.len()
-    );
-    assert!(
-        total < MAX_CONNECTIONS,
-        "the client hit its bound before the last apply"
     );
     assert_eq!(
         lab.generation().expect("generation"),

@@ -7,7 +7,7 @@ use lb_userspace::{object, testrun};
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
-    steering::assert_counted,
+    steering::{assert_counted, run_counted},
 };
 
 /// One packet and what the program must do with it.
@@ -218,13 +218,13 @@ fn every_fixture_gets_its_verdict_and_one_count() {
     }
 }
 
-/// Test that truncating a TCP or UDP packet at any byte never lets it through as well-formed:
-/// every cut is dropped as truncated, except cuts inside Ethernet (not IP).
+/// Test that truncating a TCP or UDP packet at any byte after the Ethernet header never lets
+/// it through as well-formed: every cut is dropped and counted under `truncated` alone (one
+/// packet, its length in bytes), while the whole packet passes as `not_vip`.
 #[test]
-fn every_truncation_is_dropped_or_not_ip() {
+fn every_truncation_is_dropped_as_truncated() {
     require_privileges!();
     let mut ebpf = object::load(object::XDP_OBJECT, PROGRAM_NAME).expect("load xlb");
-    let program = object::xdp_program(&mut ebpf, PROGRAM_NAME).expect("program");
     for whole in [
         packets::tcp_syn(&v4()),
         packets::udp(&v4(), b"x"),
@@ -232,20 +232,15 @@ fn every_truncation_is_dropped_or_not_ip() {
     ] {
         // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header.
         for len in packets::ETH_LEN..whole.len() {
-            let cut = &whole[..len];
-            let outcome = testrun::run(program, cut).expect("test run");
+            let (_, _, reason) = run_counted(&mut ebpf, &whole[..len]);
             assert_eq!(
-                Verdict::from_code(outcome.code),
-                Some(Verdict::Drop),
+                reason,
+                Reason::Truncated,
                 "packet cut to {len} of {} bytes",
                 whole.len()
             );
         }
-        let outcome = testrun::run(program, &whole).expect("test run");
-        assert_eq!(
-            Verdict::from_code(outcome.code),
-            Some(Verdict::Pass),
-            "whole packet"
-        );
+        let (_, _, reason) = run_counted(&mut ebpf, &whole);
+        assert_eq!(reason, Reason::NotVip, "whole packet");
     }
 }

@@ -329,9 +329,8 @@ fn plan_json_has_the_documented_fields() {
         "protocol = \"tcp\"\ntable_size = 1031\n",
     );
     let path = live.config_file("one.toml", &text);
-    let report = plan(&live, &path);
-    let json = serde_json::to_string_pretty(&report).expect("serialize");
-    let document: serde_json::Value = serde_json::from_str(&json).expect("parse");
+    let (code, document) = live.xlb_json(&["plan", path.to_str().expect("path")]);
+    assert_eq!(code, Some(0), "{document:#}");
     for key in [
         "file",
         "code",

@@ -33,7 +33,7 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     // A pin path of our own, removed with the lab; xlb creates it.
     let pin_path = lab.pin_dir("xlb").expect("pin dir");
     std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
-    let file = std::env::temp_dir().join(format!("{}.toml", lb.name));
+    let file = lab.temp_path("xlb.toml").expect("temp path");
     std::fs::write(&file, config(&pin_path)).expect("config");
 
     let mut run = lb.command(&xlb);
@@ -88,10 +88,10 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
 
     // A new daemon adopts the pinned data plane: same maps (generation goes on), new program.
     // Its config asks for another flow-table size: the pinned table keeps its own, and says so.
-    let resized = std::env::temp_dir().join(format!("{}-resized.toml", lb.name));
+    let resized = lab.temp_path("resized.toml").expect("temp path");
     let text = config(&pin_path).replace("[[vip]]", "flow_table_size = 1024\n\n[[vip]]");
     std::fs::write(&resized, text).expect("config");
-    let stderr = std::env::temp_dir().join(format!("{}.stderr", lb.name));
+    let stderr = lab.temp_path("stderr").expect("temp path");
     let mut again = lb.command(&xlb);
     again
         .args(["run", "--config"])
@@ -132,7 +132,4 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     assert!(!attached(), "still attached after xlb down");
     let (code, _) = verb(&["status"]);
     assert_eq!(code, Some(3), "nothing loaded exits 3");
-    for path in [&file, &resized, &stderr] {
-        let _ = std::fs::remove_file(path);
-    }
 }

@@ -211,3 +211,69 @@ fn node_added_back_gets_flows_and_no_stream_breaks() {
     let after = lab.node_new_flows(2).expect("stats").iter().sum::<u64>();
     assert!(after > before, "the node that came back got no new flows");
 }
+
+/// Waits until the router's next hops are exactly `nodes` after `what`, and checks that node
+/// `quiet`'s BIRD still runs: the withdrawal came from the daemon, not from a BGP session that
+/// ended.
+fn withdrawn_by_the_daemon(lab: &ScaleOut, what: &str, nodes: &[usize], quiet: usize) {
+    let took = lab.wait_next_hops(nodes, WITHDRAW).unwrap_or_else(|err| {
+        panic!(
+            "after {what}: {err:#}\nnode log:\n{}",
+            lab.nodes[quiet].log()
+        )
+    });
+    eprintln!("withdrawn {took:?} after {what}");
+    assert!(
+        lab.bird_runs(quiet),
+        "BIRD of node {quiet} stopped: the test proves nothing"
+    );
+}
+
+/// Test that a node's VIP is withdrawn at the router by the daemon itself, while the node's
+/// BIRD keeps running: on SIGTERM to `xlb run`; on `xlb down` after the daemon was killed with
+/// SIGKILL (which withdraws nothing: the route stays until `xlb down`); and on a `[bgp]` change
+/// that moves the routes file (the old file is emptied before the new one is used).
+#[test]
+fn vip_is_withdrawn_on_sigterm_on_down_and_on_a_bgp_change() {
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = started("withdraw", 2);
+
+    lab.stop_daemon(0, libc::SIGTERM).expect("SIGTERM");
+    withdrawn_by_the_daemon(&lab, "SIGTERM to node 0's daemon", &[1], 0);
+
+    lab.start_node(0).expect("restart the daemon");
+    lab.wait_next_hops(&[0, 1], CONVERGE)
+        .expect("announced again");
+    lab.stop_daemon(0, libc::SIGKILL).expect("SIGKILL");
+    // Nothing withdraws after a SIGKILL: BIRD keeps announcing what the routes file holds.
+    let hops = lab.next_hops().expect("next hops");
+    assert_eq!(hops.len(), 2, "a SIGKILL withdrew the route: {hops:?}");
+    lab.xlb(0, &["down"])
+        .and_then(|out| out.ok())
+        .unwrap_or_else(|err| panic!("xlb down: {err:#}"));
+    withdrawn_by_the_daemon(&lab, "`xlb down` on node 0", &[1], 0);
+
+    lab.start_node(0).expect("restart the daemon");
+    lab.wait_next_hops(&[0, 1], CONVERGE)
+        .expect("announced again");
+    let old = lab.nodes[0].routes_file().display().to_string();
+    let moved = lab.nodes[0].dir.join("elsewhere.conf");
+    let text = lab
+        .config_text(0, xlb_tests::scale_out::VIP_PORT)
+        .replace(&old, &moved.display().to_string());
+    assert!(text.contains("elsewhere.conf"), "{text}");
+    lab.write_config(0, &text)
+        .expect("config with a new [bgp] routes file");
+    withdrawn_by_the_daemon(&lab, "a [bgp] change of node 0's routes file", &[1], 0);
+    let route = format!("route {}/32", xlb_tests::scale_out::VIP);
+    let announced = xlb_tests::wait::try_wait_until(WITHDRAW, || {
+        Ok(std::fs::read_to_string(&moved).is_ok_and(|text| text.contains(&route)))
+    });
+    assert!(
+        announced.is_some(),
+        "the new routes file {} does not announce the VIP; node log:\n{}",
+        moved.display(),
+        lab.nodes[0].log()
+    );
+}

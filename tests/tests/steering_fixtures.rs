@@ -15,8 +15,17 @@ use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
-    steering::{BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, run, table, vip_key},
+    steering::{
+        BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, run_counted, table, vip_key,
+    },
 };
+
+/// Runs one packet and returns its verdict and output, checking that it was counted under
+/// exactly one reason and its verdict ([`run_counted`]).
+fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
+    let (verdict, output, _) = run_counted(ebpf, packet);
+    (verdict, output)
+}
 
 fn backend_stats(ebpf: &Ebpf, id: u32) -> BackendCounter {
     let map = ebpf
@@ -80,24 +89,21 @@ fn vip_port_must_match_unless_the_vip_takes_all_ports() {
     let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
     let other_port = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 81));
     assert_eq!(
-        run(&mut ebpf, &other_port),
-        (Some(Verdict::Pass), other_port.clone())
+        run_counted(&mut ebpf, &other_port),
+        (Some(Verdict::Pass), other_port.clone(), Reason::NotVip)
     );
     let udp = packets::udp(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80), b"x");
     assert_eq!(
-        run(&mut ebpf, &udp),
-        (Some(Verdict::Pass), udp.clone()),
+        run_counted(&mut ebpf, &udp),
+        (Some(Verdict::Pass), udp.clone(), Reason::NotVip),
         "UDP to a TCP VIP"
-    );
-    assert_eq!(
-        Totals::read(&ebpf).unwrap().reason(Reason::NotVip).packets,
-        2
     );
 
     let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 0, 6), 0)], 13);
+    let (verdict, _, reason) = run_counted(&mut ebpf, &other_port);
     assert_eq!(
-        run(&mut ebpf, &other_port).0,
-        Some(Verdict::Tx),
+        (verdict, reason),
+        (Some(Verdict::Tx), Reason::ForwardedDsr),
         "port-0 VIP"
     );
 }
@@ -115,13 +121,9 @@ fn vip_without_active_backends_drops() {
         steering::set_backend(&mut ebpf, id, &inactive).expect("backend");
     }
     let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80));
-    assert_eq!(run(&mut ebpf, &syn), (Some(Verdict::Drop), syn.clone()));
     assert_eq!(
-        Totals::read(&ebpf)
-            .unwrap()
-            .reason(Reason::NoBackend)
-            .packets,
-        1
+        run_counted(&mut ebpf, &syn),
+        (Some(Verdict::Drop), syn.clone(), Reason::NoBackend)
     );
 }
 
@@ -224,8 +226,12 @@ fn vlan_tagged_syn_to_vip_keeps_its_tag() {
     let tagged = packets::tagged_tcp_syn(&flow, 42);
     let expected = table(&[0, 1, 2], 13)[steering::slot(&vip, &flow_key(&flow, 6)) as usize];
     assert_eq!(
-        run(&mut ebpf, &tagged),
-        (Some(Verdict::Tx), dsr_output(&tagged, expected))
+        run_counted(&mut ebpf, &tagged),
+        (
+            Some(Verdict::Tx),
+            dsr_output(&tagged, expected),
+            Reason::ForwardedDsr
+        )
     );
 }
 
@@ -292,12 +298,16 @@ fn vip_filter_gates_the_service_lookup() {
     }
     let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.11", 40000, 80));
     assert_eq!(
-        run(&mut ebpf, &syn).0,
-        Some(Verdict::Pass),
+        run_counted(&mut ebpf, &syn).2,
+        Reason::NotVip,
         "filter bit clear"
     );
     steering::set_vip(&mut ebpf, &key, &vip).expect("set_vip");
-    assert_eq!(run(&mut ebpf, &syn).0, Some(Verdict::Tx), "filter bit set");
+    assert_eq!(
+        run_counted(&mut ebpf, &syn).2,
+        Reason::ForwardedDsr,
+        "filter bit set"
+    );
 }
 
 /// Test that UDP to a UDP VIP and a TCP SYN whose IPv4 header carries options are steered to
@@ -317,8 +327,12 @@ fn udp_and_ipv4_options_are_steered_exactly() {
     let udp = packets::udp(&dns, b"query");
     let id = maglev[steering::slot(&vip, &flow_key(&dns, 17)) as usize];
     assert_eq!(
-        run(&mut ebpf, &udp),
-        (Some(Verdict::Tx), dsr_output(&udp, id)),
+        run_counted(&mut ebpf, &udp),
+        (
+            Some(Verdict::Tx),
+            dsr_output(&udp, id),
+            Reason::ForwardedDsr
+        ),
         "udp"
     );
     for sport in 40000..40016 {
@@ -326,16 +340,22 @@ fn udp_and_ipv4_options_are_steered_exactly() {
         let syn = packets::ipv4_tcp_syn_with_options(&web, &[1, 1, 1, 0, 1, 1, 1, 0]);
         let id = maglev[steering::slot(&vip, &flow_key(&web, 6)) as usize];
         assert_eq!(
-            run(&mut ebpf, &syn),
-            (Some(Verdict::Tx), dsr_output(&syn, id)),
+            run_counted(&mut ebpf, &syn),
+            (
+                Some(Verdict::Tx),
+                dsr_output(&syn, id),
+                Reason::ForwardedDsr
+            ),
             "port {sport}"
         );
     }
 }
 
 /// Test that malformed packets addressed to a VIP are never forwarded: every truncation of a
-/// SYN, bad IHL, bad total lengths and fragments get their drop or pass verdict and reason,
-/// and nothing is counted as forwarded.
+/// SYN is counted as `truncated`, a bad IHL or a total length shorter than the header as
+/// `bad_header`, a total length beyond the frame as `truncated`, fragments as `fragment`, each
+/// under exactly that one reason and its verdict and left unchanged, and nothing is counted as
+/// forwarded.
 #[test]
 fn malformed_packets_to_a_vip_are_never_forwarded() {
     require_privileges!();
@@ -346,8 +366,10 @@ fn malformed_packets_to_a_vip_are_never_forwarded() {
         ],
         13,
     );
-    let mut expect = |packet: Vec<u8>, verdict: Verdict, what: &str| {
-        assert_eq!(run(&mut ebpf, &packet).0, Some(verdict), "{what}");
+    let mut expect = |packet: Vec<u8>, reason: Reason, what: &str| {
+        let (_, output, counted) = run_counted(&mut ebpf, &packet);
+        assert_eq!(counted, reason, "{what}");
+        assert_eq!(output, packet, "{what}: the packet left unchanged");
     };
     for whole in [
         packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80)),
@@ -357,7 +379,7 @@ fn malformed_packets_to_a_vip_are_never_forwarded() {
         for len in packets::ETH_LEN..whole.len() {
             expect(
                 whole[..len].to_vec(),
-                Verdict::Drop,
+                Reason::Truncated,
                 &format!("cut to {len} of {}", whole.len()),
             );
         }
@@ -370,37 +392,37 @@ fn malformed_packets_to_a_vip_are_never_forwarded() {
     };
     expect(
         edited(&|p| packets::set_ipv4_ihl(p, 4)),
-        Verdict::Drop,
+        Reason::BadHeader,
         "ihl 4",
     );
     expect(
         edited(&|p| packets::set_ipv4_ihl(p, 15)),
-        Verdict::Drop,
+        Reason::BadHeader,
         "ihl 15",
     );
     expect(
         edited(&|p| packets::set_ipv4_total_len(p, 19)),
-        Verdict::Drop,
+        Reason::BadHeader,
         "total length 19",
     );
     expect(
         edited(&|p| packets::set_ipv4_total_len(p, 1400)),
-        Verdict::Drop,
+        Reason::Truncated,
         "total length 1400",
     );
     expect(
         edited(&|p| packets::set_ipv4_frag(p, 0x2000)),
-        Verdict::Pass,
+        Reason::Fragment,
         "first fragment",
     );
     expect(
         edited(&|p| packets::set_ipv4_frag(p, 0x0010)),
-        Verdict::Pass,
+        Reason::Fragment,
         "later fragment",
     );
     let mut v6 = packets::udp(&Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 80), b"x");
     packets::add_ipv6_fragment_header(&mut v6);
-    expect(v6, Verdict::Pass, "ipv6 fragment");
+    expect(v6, Reason::Fragment, "ipv6 fragment");
     let totals = Totals::read(&ebpf).unwrap();
     assert_eq!(
         totals.reason(Reason::ForwardedDsr),

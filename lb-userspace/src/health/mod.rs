@@ -406,10 +406,7 @@ protocol = "tcp"
     #[tokio::test]
     async fn checker_reports_failures_with_their_error() {
         // Test that a failed probe arrives with ok false and the probe's error.
-        let port = {
-            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-            listener.local_addr().expect("local address").port()
-        };
+        let (_held, port) = probe::tests::refusing_port();
         let (sender, mut probes) = mpsc::channel(8);
         let _checker = Checker::start(vec![tcp_target(port, Duration::from_secs(1))], sender);
         let probe = tokio::time::timeout(Duration::from_millis(500), probes.recv())

@@ -160,7 +160,7 @@ fn describe(err: &io::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::net::{Ipv4Addr, TcpStream as StdTcpStream};
     use std::time::Duration;
 
@@ -195,10 +195,13 @@ mod tests {
         }
     }
 
-    /// A port nothing listens on: one the kernel just handed out, closed again.
-    fn closed_port() -> u16 {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        listener.local_addr().expect("local address").port()
+    /// A port that refuses connections and stays so: a socket bound to it that never listens
+    /// (connects get a reset), held by the returned socket so no parallel test can take it.
+    pub(crate) fn refusing_port() -> (TcpSocket, u16) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind((Ipv4Addr::LOCALHOST, 0).into()).expect("bind");
+        let port = socket.local_addr().expect("local address").port();
+        (socket, port)
     }
 
     /// A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs
@@ -291,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn tcp_probe_of_a_closed_port_names_the_refusal() {
         // Test that a refused connection fails at once, naming the address and the refusal.
-        let port = closed_port();
+        let (_held, port) = refusing_port();
         let (result, took) = timed_probe(&tcp(port)).await;
         assert_eq!(
             result,
