@@ -188,7 +188,8 @@ pub struct Tunnel {
     pub outer_dst: IpAddr,
     /// IP protocol (IPv4 outer) or next header (IPv6 outer): 4 for IPv4 inside, 41 for IPv6.
     pub protocol: u8,
-    /// Largest tunnelled packet; larger ones are dropped as `encap_too_big`.
+    /// Largest tunnelled packet; larger ones are answered with a too-big error
+    /// (`too_big_answered`) or, IPv4 without DF, dropped as `encap_too_big`.
     pub mtu: u32,
     /// Largest client packet that fits (`mtu` minus the outer header).
     pub max_inner: u32,
@@ -351,6 +352,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         ipip,
         inner_v4: family == FAMILY_IPV4,
         config: snapshot.config,
+        hash: flow_hash(&key, false),
     };
     let from_table = |event: Event| decide(&table, "table", event, &rewrite);
     let syn = (query.protocol == ProtocolArg::Tcp).then(|| from_table(Event::FlowMiss));
@@ -474,6 +476,8 @@ struct Rewrite {
     /// The client's packet is IPv4 (the tunnel's inner protocol).
     inner_v4: bool,
     config: Config,
+    /// The flow's 5-tuple hash: picks the outer source within a configured prefix.
+    hash: u32,
 }
 
 /// What the table's choice does with a packet: forward to an active backend, else drop.
@@ -511,8 +515,8 @@ fn forward(via: &'static str, event: Event, backend: BackendInfo, rewrite: &Rewr
                 config.mtu
             };
             let (outer_src, header) = match outer_dst {
-                IpAddr::V4(_) => (IpAddr::from(config.ipip_src_v4), 20),
-                IpAddr::V6(_) => (IpAddr::from(config.ipip_src_v6), 40),
+                IpAddr::V4(_) => (IpAddr::from(config.ipip_source_v4(rewrite.hash)), 20),
+                IpAddr::V6(_) => (IpAddr::from(config.ipip_source_v6(rewrite.hash)), 40),
             };
             Some(Tunnel {
                 outer_src,
@@ -567,8 +571,8 @@ fn describe_decision(decision: &Decision) -> String {
             let unset = tunnel.outer_src.is_unspecified();
             format!(
                 "XDP_TX to backend {}{address} in a tunnel: destination MAC {} (next hop), outer \
-                 {} -> {} protocol {}{}; client packets over {} bytes are dropped as \
-                 encap_too_big ({})",
+                 {} -> {} protocol {}{}; client packets over {} bytes get a too-big answer \
+                 (too_big_answered; IPv4 without DF: dropped as encap_too_big) ({})",
                 backend.id,
                 frame.dst_mac,
                 tunnel.outer_src,

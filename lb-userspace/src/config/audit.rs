@@ -431,14 +431,14 @@ impl Audit<'_> {
                 global
                     .ipip_source_v4
                     .as_ref()
-                    .map(|s| (IpAddr::V4(s.get_ref().0), s.span())),
+                    .map(|s| (IpAddr::V4(s.get_ref().0.addr()), s.span())),
             ),
             (
                 "ipip_source_v6",
                 global
                     .ipip_source_v6
                     .as_ref()
-                    .map(|s| (IpAddr::V6(s.get_ref().0), s.span())),
+                    .map(|s| (IpAddr::V6(s.get_ref().0.addr()), s.span())),
             ),
         ];
         for (name, source) in sources {
