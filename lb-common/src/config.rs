@@ -23,17 +23,48 @@ pub struct Config {
     /// Largest frame payload (IP packet, Ethernet header excluded) `ipip` may emit; larger
     /// results are dropped as `encap_too_big`. 0 means the default of 1500.
     pub mtu: u32,
-    /// Outer source address of IPv4 tunnel headers (network byte order).
+    /// Outer source address of IPv4 tunnel headers (network byte order): with
+    /// `ipip_src_v4_hosts`, the network of a prefix.
     pub ipip_src_v4: [u8; 4],
-    /// Outer source address of IPv6 tunnel headers (network byte order).
+    /// Outer source address of IPv6 tunnel headers (network byte order), likewise.
     pub ipip_src_v6: [u8; 16],
+    /// Host bits of the IPv4 source prefix (network byte order; all zero for one address):
+    /// taken from the flow hash, so a backend's NIC spreads tunnels over its queues (RSS).
+    pub ipip_src_v4_hosts: [u8; 4],
+    /// Host bits of the IPv6 source prefix within its last 32 bits (a prefix shorter than /96
+    /// varies only those).
+    pub ipip_src_v6_hosts: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 28);
+const _: () = assert!(core::mem::size_of::<Config>() == 36);
 
 impl Config {
     pub const DEFAULT_MTU: u32 = 1500;
+
+    /// The outer IPv4 source of a flow whose 5-tuple hash is `hash`: the same for every packet
+    /// of the flow, spread over the configured prefix across flows.
+    #[inline(always)]
+    pub fn ipip_source_v4(&self, hash: u32) -> [u8; 4] {
+        spread(self.ipip_src_v4, self.ipip_src_v4_hosts, hash)
+    }
+
+    /// The outer IPv6 source of a flow whose 5-tuple hash is `hash`, likewise.
+    #[inline(always)]
+    pub fn ipip_source_v6(&self, hash: u32) -> [u8; 16] {
+        let mut source = self.ipip_src_v6;
+        let low = [source[12], source[13], source[14], source[15]];
+        let low = spread(low, self.ipip_src_v6_hosts, hash);
+        source[12..].copy_from_slice(&low);
+        source
+    }
+}
+
+/// `base` with the bits set in `hosts` taken from `hash`.
+#[inline(always)]
+fn spread(base: [u8; 4], hosts: [u8; 4], hash: u32) -> [u8; 4] {
+    let hosts = u32::from_ne_bytes(hosts);
+    ((u32::from_ne_bytes(base) & !hosts) | (hash & hosts)).to_ne_bytes()
 }
 
 #[cfg(feature = "user")]
-// SAFETY: #[repr(C)] plain data, no padding (4 + 4 + 4 + 16 bytes).
+// SAFETY: #[repr(C)] plain data, no padding (4 + 4 + 4 + 16 + 4 + 4 bytes).
 unsafe impl aya::Pod for Config {}

@@ -33,8 +33,6 @@ impl Verdict {
         Verdict::Tx,
         Verdict::Redirect,
     ];
-    /// Slots in the verdict counter map.
-    pub const SLOTS: u32 = Self::ALL.len() as u32;
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -82,17 +80,22 @@ pub enum Reason {
     NoBackend = 7,
     /// Addressed to a VIP and sent to a backend inside an IPIP or IPv6 tunnel header (`ipip`).
     ForwardedIpip = 8,
-    /// `ipip` would make the packet larger than the configured MTU: dropped and counted.
+    /// `ipip` would make the packet larger than the configured MTU and it may not be answered
+    /// (IPv4 without DF, an ICMP error): dropped and counted.
     EncapTooBig = 9,
     /// An ICMP "fragmentation needed" / ICMPv6 "packet too big" about a VIP's flow, sent to the
     /// backend that owns the flow (dsr or ipip, as the VIP forwards).
     IcmpSteered = 10,
     /// Decapsulation program: a tunnelled packet for this host, stripped and passed up.
     Decapsulated = 11,
+    /// An `ipip` packet too big for the tunnel (IPv4 with DF set, or IPv6), answered in its
+    /// place with an ICMP "fragmentation needed" / ICMPv6 "packet too big" to the client
+    /// carrying the MTU that leaves room for the outer header.
+    TooBigAnswered = 12,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::NotIp,
         Reason::NotVip,
         Reason::Truncated,
@@ -105,6 +108,7 @@ impl Reason {
         Reason::EncapTooBig,
         Reason::IcmpSteered,
         Reason::Decapsulated,
+        Reason::TooBigAnswered,
     ];
     /// Slots in the reason counter map; room to add reasons without resizing the map.
     pub const SLOTS: u32 = 32;
@@ -123,6 +127,7 @@ impl Reason {
             Reason::EncapTooBig => "encap_too_big",
             Reason::IcmpSteered => "icmp_steered",
             Reason::Decapsulated => "decapsulated",
+            Reason::TooBigAnswered => "too_big_answered",
         }
     }
 
@@ -132,7 +137,10 @@ impl Reason {
             Reason::Truncated | Reason::BadHeader | Reason::NoBackend | Reason::EncapTooBig => {
                 Verdict::Drop
             }
-            Reason::ForwardedDsr | Reason::ForwardedIpip | Reason::IcmpSteered => Verdict::Tx,
+            Reason::ForwardedDsr
+            | Reason::ForwardedIpip
+            | Reason::IcmpSteered
+            | Reason::TooBigAnswered => Verdict::Tx,
             Reason::NotIp
             | Reason::NotVip
             | Reason::Fragment

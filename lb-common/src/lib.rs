@@ -18,9 +18,8 @@ pub use service::{Backend, BackendCounter, Vip, VipKey};
 
 /// Names of the maps in the XDP object, as userspace looks them up and pins them.
 pub mod map_names {
-    /// Per-CPU packets and bytes per XDP verdict, indexed by [`crate::Verdict`].
-    pub const VERDICTS: &str = "XLB_VERDICTS";
-    /// Per-CPU packets and bytes per reason, indexed by [`crate::Reason`].
+    /// Per-CPU packets and bytes per reason, indexed by [`crate::Reason`]. A reason names its
+    /// verdict ([`crate::Reason::verdict`]): verdict counts are sums of reasons.
     pub const REASONS: &str = "XLB_REASONS";
     /// Services: [`crate::VipKey`] to [`crate::Vip`].
     pub const VIPS: &str = "XLB_VIPS";
@@ -39,6 +38,10 @@ pub mod map_names {
     pub const EVENTS: &str = "XLB_EVENTS";
     /// One [`crate::service::VipFilter`] at index 0.
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";
+    /// Every VIP's address, whatever its ports and protocols: [`crate::service::AddrKey`] to an
+    /// unused 0. Tells a VIP address's packets that xlb does not steer (`other_l4`, malformed)
+    /// from other hosts' (`not_vip`).
+    pub const VIP_ADDRS: &str = "XLB_VIP_ADDRS";
     /// One [`crate::Config`] at index 0.
     pub const CONFIG: &str = "XLB_CONFIG";
     /// Decapsulation program: the host's own outer addresses, [`crate::decap::DecapKey`].
@@ -49,7 +52,6 @@ pub mod map_names {
 
     /// Every map of the `xlb` program, as pinned under the pin directory.
     pub const XLB: [&str; 13] = [
-        VERDICTS,
         REASONS,
         VIPS,
         BACKENDS,
@@ -61,6 +63,7 @@ pub mod map_names {
         CONFIG,
         VIP_FILTER,
         META,
+        VIP_ADDRS,
         SHARE_BASE,
     ];
     /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.

@@ -19,9 +19,57 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
+/// An address of one family, as map keys hold it: a VIP address in [`crate::map_names::VIP_ADDRS`]
+/// (whatever its ports and protocols), an outer tunnel address in
+/// [`crate::map_names::DECAP_ADDRS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AddrKey {
+    /// Network byte order; an IPv4 address fills the first 4 bytes, the rest are zero.
+    pub addr: [u8; 16],
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<AddrKey>() == 20);
+
+impl AddrKey {
+    #[inline(always)]
+    pub const fn v4(addr: &[u8; 4]) -> AddrKey {
+        AddrKey {
+            addr: [
+                addr[0], addr[1], addr[2], addr[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            family: FAMILY_IPV4,
+            pad: [0; 3],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn v6(addr: &[u8; 16]) -> AddrKey {
+        AddrKey {
+            addr: *addr,
+            family: FAMILY_IPV6,
+            pad: [0; 3],
+        }
+    }
+}
+
+impl VipKey {
+    /// The key of this VIP's address in the VIP address map.
+    pub const fn address(&self) -> AddrKey {
+        AddrKey {
+            addr: self.addr,
+            family: self.family,
+            pad: [0; 3],
+        }
+    }
+}
+
 /// A bitmap over destination addresses with a bit set for every VIP address (and, rarely,
 /// others that share its bit). A packet whose bit is clear is not for a VIP and costs no
-/// service lookup: most traffic of a host is not.
+/// service lookup: most traffic of a host is not. A set bit proves nothing: every decision is
+/// confirmed against a full key (flow, VIP or VIP address).
 pub type VipFilter = [u64; 64];
 /// Bits in [`VipFilter`].
 pub const VIP_FILTER_BITS: u32 = 64 * 64;
@@ -145,6 +193,7 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] plain data with explicit padding and no invalid bit
     // patterns.
     unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::Vip {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::BackendCounter {}

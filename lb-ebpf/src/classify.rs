@@ -1,10 +1,12 @@
 //! Service lookup: is this packet addressed to a VIP? The address filter (checked by the parser
 //! as soon as the destination is known) answers "no" for most packets; then an exact (address,
-//! port, protocol) entry wins over the VIP's all-ports entry (port 0).
+//! port, protocol) entry wins over the VIP's all-ports entry (port 0). The filter only rules
+//! addresses out: a packet xlb does not steer counts under its own reason only when its
+//! destination is a VIP address in full ([`unsteered`]).
 
-use lb_common::{Vip, VipKey};
+use lb_common::{Reason, Vip, VipKey, service::AddrKey};
 
-use crate::{XLB_VIP_FILTER, XLB_VIPS, parse::Packet};
+use crate::{XLB_VIP_ADDRS, XLB_VIP_FILTER, XLB_VIPS, parse::Packet};
 
 /// Whether an address whose filter bit is `bit` may be a VIP address; false means certainly
 /// not. Checked on the header itself, before the flow key is built.
@@ -33,4 +35,26 @@ pub fn vip(packet: &Packet) -> Option<Vip> {
     key.port = 0;
     // SAFETY: as above.
     XLB_VIPS.get_ptr(&key).map(|vip| unsafe { *vip })
+}
+
+/// `reason` for a packet xlb does not steer (other transport, malformed transport header) when
+/// its destination `addr` is a VIP address; `not_vip` when it is not, whatever the packet
+/// holds: the filter let it through on a bit it shares with a VIP address.
+#[inline(always)]
+pub fn unsteered(addr: &AddrKey, reason: Reason) -> Reason {
+    if XLB_VIP_ADDRS.get_ptr(addr).is_some() {
+        reason
+    } else {
+        Reason::NotVip
+    }
+}
+
+/// The destination of `packet` as the VIP address map keys it.
+#[inline(always)]
+pub fn destination(packet: &Packet) -> AddrKey {
+    AddrKey {
+        addr: packet.flow.dst,
+        family: packet.family,
+        pad: [0; 3],
+    }
 }

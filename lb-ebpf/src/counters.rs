@@ -1,14 +1,14 @@
-//! Per-CPU counting: each packet under its verdict and its reason, and steered packets under
-//! their VIP, backend and flow-table event. Bytes are the frame as received.
+//! Per-CPU counting: each packet under its reason (which names its verdict: userspace sums
+//! verdicts from reasons, one cache line less per packet), and steered packets under their VIP,
+//! backend and flow-table event. Bytes are the frame as received.
 
-use lb_common::{Event, Reason, Verdict};
+use lb_common::{Event, Reason};
 use lb_ebpf::count::add;
 
-use crate::{XLB_BACKEND_STATS, XLB_EVENTS, XLB_REASONS, XLB_VERDICTS, XLB_VIP_STATS};
+use crate::{XLB_BACKEND_STATS, XLB_EVENTS, XLB_REASONS, XLB_VIP_STATS};
 
 #[inline(always)]
-pub fn count(bytes: u64, reason: Reason, verdict: Verdict) {
-    add(XLB_VERDICTS.get_ptr_mut(verdict as u32), bytes);
+pub fn count(bytes: u64, reason: Reason) {
     add(XLB_REASONS.get_ptr_mut(reason as u32), bytes);
 }
 

@@ -16,7 +16,19 @@ pub const VLAN_TAG_LEN: usize = 4;
 /// IP protocol numbers of an IPv4 (RFC 2003) and an IPv6 (RFC 2473, 4213) packet inside IP.
 pub const IPPROTO_IPIP: u8 = 4;
 pub const IPPROTO_IPV6: u8 = 41;
-/// IPv4 "more fragments" flag and fragment offset mask in the host-order `frags` field.
+/// IPv6 fragment extension header.
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
+/// ICMP "destination unreachable, fragmentation needed" and ICMPv6 "packet too big".
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+pub const ICMPV6_PKT_TOOBIG: u8 = 2;
+/// ICMP and ICMPv6 headers: type, code, checksum and 4 bytes (an error's MTU).
+pub const ICMP_HEADER_LEN: usize = 8;
+/// IPv4 "don't fragment" and "more fragments" flags and fragment offset mask in the
+/// host-order `frags` field.
+const IP_DF: u16 = 0x4000;
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
 
@@ -67,6 +79,12 @@ impl V4<'_> {
     #[inline(always)]
     pub fn fragment(&self) -> bool {
         u16::from_be_bytes(self.header.frags) & (IP_MF | IP_OFFSET) != 0
+    }
+
+    /// DF set: the sender asks for a "fragmentation needed" error rather than fragments.
+    #[inline(always)]
+    pub fn dont_fragment(&self) -> bool {
+        u16::from_be_bytes(self.header.frags) & IP_DF != 0
     }
 }
 

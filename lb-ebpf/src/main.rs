@@ -9,6 +9,7 @@ mod flows;
 mod parse;
 mod rewrite;
 mod select;
+mod too_big;
 
 use aya_ebpf::{
     btf_maps::{Array, HashMap, PerCpuArray},
@@ -17,13 +18,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Verdict, Vip, VipKey,
+    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipKey,
     config::CONFIG_DEBUG_LOG,
     flow::flow_sets,
     flow_hash,
     meta::{Meta, ShareBase},
     service::{
-        DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
+        AddrKey, DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
         VIP_FORWARD_IPIP, VipFilter,
     },
 };
@@ -40,8 +41,6 @@ const MMAPABLE: usize = 1 << 10;
 #[unsafe(no_mangle)]
 static XLB_FLOW_SETS: u32 = FLOW_SETS as u32;
 
-#[btf_map]
-static XLB_VERDICTS: PerCpuArray<Counter, { Verdict::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
 static XLB_REASONS: PerCpuArray<Counter, { Reason::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
@@ -62,6 +61,8 @@ static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray
 static XLB_CONFIG: Array<Config, 1> = Array::new();
 #[btf_map]
 static XLB_VIP_FILTER: Array<VipFilter, 1> = Array::new();
+#[btf_map]
+static XLB_VIP_ADDRS: HashMap<AddrKey, u32, MAX_VIPS> = HashMap::new();
 /// Written and read only by the control plane; here so it lives and is pinned with the program.
 #[btf_map]
 static XLB_META: Array<Meta, 1> = Array::new();
@@ -73,9 +74,8 @@ static XLB_SHARE_BASE: Array<ShareBase, MAX_BACKENDS> = Array::new();
 pub fn xlb(ctx: XdpContext) -> u32 {
     let bytes = lb_ebpf::headers::frame_len(&ctx) as u64;
     let reason = steer(&ctx, bytes);
-    let verdict = reason.verdict();
-    counters::count(bytes, reason, verdict);
-    verdict as u32
+    counters::count(bytes, reason);
+    reason.verdict() as u32
 }
 
 #[inline(always)]
@@ -98,7 +98,12 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         Ok(choice) => choice,
         Err(event) => {
             let Some(vip) = classify::vip(&packet) else {
-                return Reason::NotVip;
+                // An ICMP error to a VIP address about a flow to no VIP is ICMP we do not steer.
+                return if packet.icmp {
+                    classify::unsteered(&classify::destination(&packet), Reason::OtherL4)
+                } else {
+                    Reason::NotVip
+                };
             };
             match select::new_flow(&packet, &vip, hash, event, bytes, config.flags) {
                 Ok(choice) => choice,
@@ -112,14 +117,19 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
     counters::vip(bytes, choice.vip);
     let (rewritten, forwarded) = if choice.vip_flags & VIP_FORWARD_IPIP != 0 {
         (
-            rewrite::ipip(ctx, &packet, choice.backend, config),
+            rewrite::ipip(ctx, &packet, hash, choice.backend, config),
             Reason::ForwardedIpip,
         )
     } else {
         (rewrite::dsr(ctx, choice.backend), Reason::ForwardedDsr)
     };
-    if let Err(reason) = rewritten {
-        return reason;
+    match rewritten {
+        Ok(()) => {}
+        Err(Reason::EncapTooBig) => {
+            let inner_mtu = rewrite::inner_mtu(choice.backend, config);
+            return too_big::answer(ctx, &packet, inner_mtu, bytes as usize);
+        }
+        Err(reason) => return reason,
     }
     counters::event(bytes, choice.event);
     counters::backend(bytes, choice.id, choice.event != Event::FlowHit);

@@ -1,18 +1,20 @@
 //! `xlb apply FILE`: validate a config and make it live on the running xlb, all or nothing.
+//! With an `xlb run --config` daemon owning the pins, the daemon does it (see [`crate::owner`]):
+//! only for its own config file, which it then keeps live.
 
 use std::path::Path;
 
-use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     args::{ApplyArgs, LiveArgs},
     capacity::Capacity,
     config::{self, Environment, HostEnvironment, rules},
-    effect, exit,
+    control, effect, exit,
     live::Snapshot,
+    owner::{self, Writer},
     pins, report,
-    rollout::{self, Desired, describe_vip},
+    rollout::{self, Applied, Desired, describe_vip},
 };
 
 /// What an apply did, or why it refused.
@@ -26,12 +28,42 @@ pub struct ApplyReport {
     pub applied: bool,
     /// Why nothing changed, when `applied` is false.
     pub refused: Option<String>,
+    /// The exit code: 0 applied, 1 refused for the config's findings, 2 the file is unreadable.
+    #[serde(rename = "exit_code")]
+    pub code: u8,
+    /// The pid of the `xlb run` daemon that made the change, when one owns the pins.
+    pub daemon: Option<u32>,
     /// The new generation, when applied.
     pub generation: Option<u64>,
     pub vips: Vec<AppliedVipReport>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// What an apply made live: the daemon's answer to an apply request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Made {
+    pub generation: u64,
+    pub vips: Vec<AppliedVipReport>,
+}
+
+impl Made {
+    pub fn of(applied: &Applied) -> Made {
+        Made {
+            generation: applied.generation,
+            vips: applied
+                .vips
+                .iter()
+                .map(|vip| AppliedVipReport {
+                    vip: describe_vip(&vip.key),
+                    id: vip.vip.id,
+                    active_copy: vip.vip.active,
+                    backends: vip.backend_ids.len(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppliedVipReport {
     pub vip: String,
     pub id: u32,
@@ -48,13 +80,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
         force: args.force,
     };
     let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
-    let code = if report.applied {
-        exit::OK
-    } else {
-        exit::INVALID
-    };
     report::emit(args.live.output, &report, render)?;
-    Ok(code)
+    Ok(report.code)
 }
 
 /// How strict an apply is.
@@ -115,6 +142,8 @@ pub fn apply_file(
         diagnostics: Vec::new(),
         applied: false,
         refused: None,
+        code: exit::INVALID,
+        daemon: None,
         generation: None,
         vips: Vec::new(),
     };
@@ -123,6 +152,9 @@ pub fn apply_file(
         Err(diagnostics) => {
             report.diagnostics = diagnostics.iter().map(ToString::to_string).collect();
             report.refused = Some("the config has errors; nothing was changed".into());
+            if config::unreadable(&diagnostics) {
+                report.code = exit::UNREADABLE;
+            }
             return Ok(report);
         }
     };
@@ -133,8 +165,12 @@ pub fn apply_file(
     }
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     report.pin_path = pin_path.display().to_string();
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut maps = pins::open(&pin_path)?;
+    let bytes = config::read_bytes(file).map_err(|err| {
+        exit::Coded(
+            exit::UNREADABLE,
+            format!("cannot read {}: {err}", file.display()),
+        )
+    })?;
     let desired = Desired::from_model(&model, &bytes);
     if !options.force
         && !options
@@ -142,6 +178,7 @@ pub fn apply_file(
             .iter()
             .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
     {
+        let mut maps = pins::open(&pin_path)?;
         let snapshot = Snapshot::read(&mut maps)?;
         let capacity = Capacity::read(&maps)?;
         let max_share = model.alerts.max_share;
@@ -160,19 +197,27 @@ pub fn apply_file(
             return Ok(report);
         }
     }
-    let applied = rollout::apply(&mut maps, &desired)?;
+    let made = match owner::writer(&pin_path)? {
+        Writer::Daemon(daemon) => {
+            let (pid, made) = daemon.ask::<Made>(&control::Request::Apply {
+                file: std::path::absolute(file)?,
+                overrides: options.overrides.clone(),
+            })?;
+            report.daemon = Some(pid);
+            made
+        }
+        Writer::Direct(_lock) => {
+            let applied = rollout::apply(&mut pins::open(&pin_path)?, &desired)?;
+            if let Err(err) = crate::names::record(&pin_path, &model) {
+                tracing::warn!("{err:#}");
+            }
+            Made::of(&applied)
+        }
+    };
     report.applied = true;
-    report.generation = Some(applied.generation);
-    report.vips = applied
-        .vips
-        .iter()
-        .map(|vip| AppliedVipReport {
-            vip: describe_vip(&vip.key),
-            id: vip.vip.id,
-            active_copy: vip.vip.active,
-            backends: vip.backend_ids.len(),
-        })
-        .collect();
+    report.code = exit::OK;
+    report.generation = Some(made.generation);
+    report.vips = made.vips;
     Ok(report)
 }
 
@@ -185,10 +230,14 @@ fn render(report: &ApplyReport) -> String {
         (Some(reason), _) => out += &format!("xlb: {}: not applied: {reason}\n", report.file),
         (None, Some(generation)) => {
             out += &format!(
-                "xlb: applied {} as generation {generation} ({} VIPs) under {}\n",
+                "xlb: applied {} as generation {generation} ({} VIPs) under {}{}\n",
                 report.file,
                 report.vips.len(),
-                report.pin_path
+                report.pin_path,
+                report
+                    .daemon
+                    .map(|pid| format!(" through xlb run (pid {pid}), which keeps it"))
+                    .unwrap_or_default()
             );
             out += &format!(
                 "{:<36} {:>4} {:>6} {:>9}\n",

@@ -20,12 +20,15 @@ pub enum Command {
     /// Run the load balancer. With --config: attach (or adopt a data plane already pinned
     /// under the config's pin path, replacing its program through its link without a gap),
     /// apply the config and report counters until Ctrl-C or SIGTERM; forwarding continues
-    /// after it stops (`xlb down` detaches). With --interface: attach with no services until
-    /// stopped, then detach.
+    /// after it stops (`xlb down` detaches). While it runs it is the only writer of its pins:
+    /// `apply`, `backend` and `down` go through it (a control socket under /run/xlb). With
+    /// --interface: attach with no services until stopped, then detach.
+    #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
     /// Check a config file without touching the kernel: print every error and warning with its
     /// file, line, field and fix. Exits 0 if valid, 1 if not (errors, or warnings with
     /// --strict), 2 if the file cannot be read.
+    #[command(after_help = EXIT_CODES)]
     Validate(ValidateArgs),
     /// Show what applying a config would change against the running xlb (VIPs and backends
     /// added or removed, each backend's share before and after, the share of flows that would
@@ -34,37 +37,81 @@ pub enum Command {
     Plan(PlanArgs),
     /// Validate a config and make it live: every VIP's new table is written into its inactive
     /// copy, then one update per VIP flips to it. All or nothing: on any error the running
-    /// state stays exactly as it was.
+    /// state stays exactly as it was. With an `xlb run --config` daemon owning the pins, the
+    /// daemon reloads its own config file and keeps it (another file is refused: the daemon
+    /// would undo it); without one, xlb writes under a lock on the pin directory.
+    #[command(after_help = EXIT_CODES)]
     Apply(ApplyArgs),
     /// What is loaded, where it is attached and in which mode, the config generation and when
     /// it was applied.
+    #[command(after_help = EXIT_CODES)]
     Status(LiveArgs),
     /// Packets, bytes and new flows per VIP and backend, with each backend's observed share of
     /// new flows next to its expected share (from the live table); skew is flagged.
+    #[command(after_help = EXIT_CODES)]
     Stats(StatsArgs),
     /// Where a flow goes and why: the VIP it matches, the flow hash, the table slot, the
     /// backend, and any flow-table entry that overrides the table.
+    #[command(after_help = EXIT_CODES)]
     Explain(ExplainArgs),
     /// Compare the live kernel maps with a config file (or check them for internal
     /// consistency without one) and report every drift. Exits 1 if there is any.
+    #[command(after_help = EXIT_CODES)]
     Audit(AuditArgs),
-    /// Detach the data plane and remove its pins (forwarding stops). Stop `xlb run` first:
-    /// a running one keeps the program attached until it exits.
+    /// Withdraw the VIPs from BGP, then detach the data plane and remove its pins (forwarding
+    /// stops). With an `xlb run --config` daemon owning the pins, the daemon does it and exits.
+    #[command(after_help = EXIT_CODES)]
     Down(LiveArgs),
     /// Change one backend of a running VIP: `drain` (no new flows, established ones stay),
-    /// `disable` (out now, its flows move), `enable` (back to its weight).
+    /// `disable` (out now, its flows move), `enable` (back to its weight). With an `xlb run
+    /// --config` daemon owning the pins, the daemon makes the change and keeps it through
+    /// reloads and health changes.
+    #[command(after_help = EXIT_CODES)]
     Backend(BackendArgs),
     /// Print a shell completion script for xlb on stdout, e.g.
     /// `xlb completions bash > /etc/bash_completion.d/xlb`.
+    #[command(after_help = EXIT_CODES)]
     Completions(CompletionsArgs),
 }
+
+impl Command {
+    /// How the verb prints (its errors too).
+    pub fn output(&self) -> OutputFormat {
+        match self {
+            Command::Validate(args) => args.output,
+            Command::Plan(PlanArgs { live, .. })
+            | Command::Apply(ApplyArgs { live, .. })
+            | Command::Status(live)
+            | Command::Stats(StatsArgs { live, .. })
+            | Command::Explain(ExplainArgs { live, .. })
+            | Command::Audit(AuditArgs { live, .. })
+            | Command::Down(live) => live.output,
+            Command::Backend(args) => args.verb.parts().1.live.output,
+            Command::Run(_) | Command::Completions(_) => OutputFormat::Text,
+        }
+    }
+}
+
+/// Whether a command line asks for `--output json` (for errors clap finds before parsing it).
+pub fn json_requested(args: impl IntoIterator<Item = String>) -> bool {
+    let args: Vec<String> = args.into_iter().collect();
+    args.iter().any(|a| a == "--output=json") || args.windows(2).any(|w| w == ["--output", "json"])
+}
+
+/// The exit codes, stated in every verb's `--help`.
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 a check found problems (an invalid config, \
+    drift); 2 the config file cannot be read (missing, no permission, not UTF-8, not a regular \
+    file, too large) or the command line is wrong; 3 nothing is loaded at the pin path, or \
+    this user lacks the privilege (root, or CAP_BPF and CAP_NET_ADMIN); 4 another failure (the \
+    message says why; a change is all or nothing, so nothing changed). With --output json an \
+    error is one document on stdout: {\"error\": MESSAGE, \"exit_code\": CODE}.";
 
 /// Where the running xlb is, and how to print.
 #[derive(Debug, Args)]
 pub struct LiveArgs {
-    /// The pin directory of the running xlb. Default: the config file's `global.pin_path`
-    /// for verbs that take one, else /sys/fs/bpf/xlb.
-    #[arg(long)]
+    /// The pin directory of the running xlb. Default: $XLB_PIN_PATH, else the config file's
+    /// `global.pin_path` for verbs that take one, else /sys/fs/bpf/xlb.
+    #[arg(long, env = "XLB_PIN_PATH")]
     pub pin_path: Option<PathBuf>,
     /// `text` for people, `json` for scripts (one document on stdout).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -75,8 +122,8 @@ pub struct LiveArgs {
 #[command(
     after_help = "Exit codes: 0 the config is valid (warnings allowed) and the kernel \
     agreed with the prediction on every sample flow; 1 the config has errors (nothing is \
-    planned); 2 the file cannot be read; 3 the running xlb's pins cannot be opened (needs \
-    root); 4 the kernel disagreed with the prediction (a bug in xlb) or the plan could not \
+    planned); 2 the file cannot be read; 3 no privilege (needs root, or CAP_BPF and \
+    CAP_NET_ADMIN) or the running xlb's pins cannot be opened; 4 the kernel disagreed with the prediction (a bug in xlb) or the plan could not \
     run. With no xlb running, the plan is against an empty state. Nothing in the running xlb \
     changes either way."
 )]
@@ -154,11 +201,12 @@ pub struct StatsArgs {
 pub struct ExplainArgs {
     /// The client's address and port, e.g. 198.18.0.1:40000 or [2001:db8::1]:40000.
     pub source: SocketAddr,
-    /// The destination (a VIP) address and port.
-    pub destination: SocketAddr,
-    /// The transport protocol.
+    /// The destination: a VIP's address and port (e.g. 198.18.1.10:80), or its name (e.g.
+    /// `web`), which also gives the protocol.
+    pub destination: String,
+    /// The transport protocol (needed with an address).
     #[arg(value_enum)]
-    pub protocol: ProtocolArg,
+    pub protocol: Option<ProtocolArg>,
     #[command(flatten)]
     pub live: LiveArgs,
 }
@@ -179,9 +227,40 @@ pub struct AuditArgs {
 
 #[derive(Debug, Args)]
 pub struct BackendArgs {
-    #[arg(value_enum)]
-    pub action: BackendAction,
-    /// The VIP as ADDRESS:PORT/PROTOCOL, e.g. 198.18.1.10:80/tcp or [2001:db8:1::10]:443/tcp.
+    #[command(subcommand)]
+    pub verb: BackendVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackendVerb {
+    /// No new flows; established flows stay until they end (or until global.drain_timeout,
+    /// when the daemon disables it).
+    #[command(after_help = EXIT_CODES)]
+    Drain(BackendTarget),
+    /// Out of the table and inactive: its established flows move to other backends.
+    #[command(after_help = EXIT_CODES)]
+    Disable(BackendTarget),
+    /// Back in the table with its configured weight.
+    #[command(after_help = EXIT_CODES)]
+    Enable(BackendTarget),
+}
+
+impl BackendVerb {
+    /// The action and what it applies to.
+    pub fn parts(&self) -> (BackendAction, &BackendTarget) {
+        match self {
+            BackendVerb::Drain(target) => (BackendAction::Drain, target),
+            BackendVerb::Disable(target) => (BackendAction::Disable, target),
+            BackendVerb::Enable(target) => (BackendAction::Enable, target),
+        }
+    }
+}
+
+/// The backend a `backend` verb changes.
+#[derive(Debug, Args)]
+pub struct BackendTarget {
+    /// The VIP as ADDRESS:PORT/PROTOCOL, e.g. 198.18.1.10:80/tcp or [2001:db8:1::10]:443/tcp,
+    /// or its name (e.g. `web`).
     pub vip: String,
     /// The backend's address.
     pub backend: IpAddr,
@@ -215,7 +294,7 @@ impl LiveArgs {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BackendAction {
     /// No new flows; established flows stay until they end.
     Drain,
@@ -291,4 +370,56 @@ pub enum OutputFormat {
     #[default]
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Test that every verb and subverb's `--help` ends with the exit codes.
+    #[test]
+    fn every_verb_help_states_the_exit_codes() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub.clone().render_long_help().to_string();
+                if !help.contains("Exit codes:") {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "xlb", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "no exit codes in the help of {missing:?}"
+        );
+    }
+
+    /// Test that `xlb help VERB SUBVERB` shows the subverb's help (not an error), as
+    /// `xlb VERB SUBVERB --help` does.
+    #[test]
+    fn help_verb_subverb_works() {
+        for args in [
+            &["xlb", "help", "backend", "drain"][..],
+            &["xlb", "backend", "drain", "--help"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("help exits through an error");
+            assert_eq!(err.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+            assert!(err.to_string().contains("No new flows"), "{args:?}: {err}");
+        }
+    }
+
+    /// Test that a `--output json` anywhere on a command line is seen before clap parses it,
+    /// so a usage error can be reported as JSON.
+    #[test]
+    fn json_is_seen_in_both_spellings() {
+        let line = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        assert!(json_requested(line("xlb status --output json --bogus")));
+        assert!(json_requested(line("xlb status --bogus --output=json")));
+        assert!(!json_requested(line("xlb status --output text json")));
+    }
 }

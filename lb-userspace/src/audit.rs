@@ -10,8 +10,8 @@ use std::{
 use lb_common::{
     Backend, Config, Vip, VipKey,
     service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY,
-        vip_filter_bit,
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
+        VIP_HASH_SOURCE_ONLY, vip_filter_bit,
     },
 };
 use serde::{Serialize, Serializer};
@@ -20,7 +20,7 @@ use crate::{
     args::{AuditArgs, OutputFormat},
     capacity::Capacity,
     config::{
-        self, Diagnostic, Environment, FlowAdmission, HostEnvironment, Model, kernel_address, rules,
+        self, Diagnostic, Environment, FlowAdmission, HostEnvironment, Model, kernel_address,
     },
     effect, exit,
     explain::format_mac,
@@ -96,7 +96,7 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// The exit code: [`exit::OK`], [`exit::INVALID`] (drift, or an invalid config) or
     /// [`exit::UNREADABLE`] (the config cannot be read).
-    #[serde(skip)]
+    #[serde(rename = "exit_code")]
     pub code: u8,
 }
 
@@ -107,6 +107,8 @@ pub struct Finding {
     pub severity: Severity,
     /// `address:port/protocol`; none for program-wide findings (run-time config, meta).
     pub vip: Option<String>,
+    /// The VIP's name in the config last applied (see [`crate::names`]).
+    pub vip_name: Option<String>,
     /// The backend's address, or `id N` for an id that holds none.
     pub backend: Option<String>,
     pub expected: String,
@@ -119,7 +121,8 @@ pub struct Finding {
 pub enum Severity {
     /// The maps differ from what they should hold: the audit fails.
     Drift,
-    /// Worth knowing, not wrong: an operator's drain or disable, an older config file.
+    /// Worth knowing, not wrong: state nobody needs to fix here (an operator's drain or
+    /// disable, a backend down by its health checks), an older config file.
     Note,
 }
 
@@ -144,6 +147,8 @@ pub enum Kind {
     BackendState,
     /// A backend drained or disabled by an operator (a note).
     BackendOperator,
+    /// A backend the daemon's health checks took out of the table (a note).
+    BackendHealth,
     /// The live table differs from the one xlb would build.
     Table,
     /// Table slots pointing at no usable backend of the VIP.
@@ -186,6 +191,7 @@ impl Kind {
             Kind::BackendFamily => "backend_family",
             Kind::BackendState => "backend_state",
             Kind::BackendOperator => "backend_operator",
+            Kind::BackendHealth => "backend_health",
             Kind::Table => "table",
             Kind::Slot => "slot",
             Kind::Filter => "filter",
@@ -245,10 +251,7 @@ pub fn audit(
             {
                 Ok(((model, _warnings), text)) => Some((model, text, file)),
                 Err(diagnostics) => {
-                    if diagnostics
-                        .iter()
-                        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
-                    {
+                    if config::unreadable(&diagnostics) {
                         report.code = exit::UNREADABLE;
                     }
                     report.diagnostics = diagnostics;
@@ -271,6 +274,10 @@ pub fn audit(
         Some((model, text, file)) => against_config(&mut maps, model, text.as_bytes(), file)?,
         None => consistency(&mut maps)?,
     };
+    let names = crate::names::read(&pin_path);
+    for finding in &mut report.findings {
+        finding.vip_name = finding.vip.as_deref().and_then(|vip| names.name_of(vip));
+    }
     report.drift = report
         .findings
         .iter()
@@ -300,6 +307,7 @@ pub fn compare_peer(
             kind: Kind::Peer,
             severity: Severity::Drift,
             vip: Some(vip.to_owned()),
+            vip_name: None,
             backend: None,
             expected,
             actual,
@@ -621,6 +629,7 @@ impl Audit<'_> {
             kind,
             severity,
             vip: vip.map(describe_vip),
+            vip_name: None,
             backend,
             expected,
             actual,
@@ -725,6 +734,19 @@ impl Audit<'_> {
                 name,
                 "a disabled backend is inactive".to_owned(),
                 "marked disabled but active: the kernel still sends it flows".to_owned(),
+            ),
+            // The daemon's health checks took it out: state, not drift (the daemon puts it
+            // back when it passes again; an apply would not).
+            (false, false) if backend.flags & BACKEND_UNHEALTHY != 0 => self.push(
+                Kind::BackendHealth,
+                Severity::Note,
+                Some(key),
+                name,
+                format!("in the table with weight {}", backend.weight),
+                "down by its health checks: out of the table, its flows moved".to_owned(),
+                "nothing to do here: fix the backend; xlb run puts it back once its checks \
+                 pass"
+                    .to_owned(),
             ),
             (false, false) => self.drift(
                 Kind::BackendState,
@@ -1000,7 +1022,10 @@ pub fn text(report: &Report) -> String {
                     Severity::Note => "note".to_owned(),
                 },
                 f.kind.name().to_owned(),
-                f.vip.clone().unwrap_or_else(|| "-".to_owned()),
+                f.vip.as_deref().map_or_else(
+                    || "-".to_owned(),
+                    |vip| crate::names::label(vip, f.vip_name.as_deref()),
+                ),
                 f.backend.clone().unwrap_or_else(|| "-".to_owned()),
                 f.expected.clone(),
                 f.actual.clone(),
@@ -1037,6 +1062,7 @@ fn plural(n: usize, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::rules;
 
     /// Test that an invalid or unreadable config stops the audit before the kernel is read: the
     /// pin directory does not exist, yet the result is the config's diagnostics, not NotLoaded.
@@ -1082,6 +1108,7 @@ mod tests {
             notes: 0,
             findings: vec![Finding {
                 kind: Kind::BackendMac,
+                vip_name: None,
                 severity: Severity::Drift,
                 vip: Some("198.18.1.10:80/tcp".to_owned()),
                 backend: Some("198.18.0.10".to_owned()),
@@ -1112,6 +1139,7 @@ mod tests {
         // only at the peer, and nothing when the tables are the same.
         let vip = |name: &str, print: &str| crate::status::VipStatus {
             vip: name.to_owned(),
+            name: None,
             id: 0,
             forwarding: "dsr",
             hash: "5-tuple",

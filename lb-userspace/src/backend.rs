@@ -1,6 +1,8 @@
 //! `xlb backend drain|disable|enable VIP BACKEND`: change one backend of a running VIP. The
 //! VIP's table is rebuilt from the live state (weights are kept in the backend map) and
-//! flipped like an apply, all or nothing; the operator state survives later applies.
+//! flipped like an apply, all or nothing; the operator state survives later applies. With an
+//! `xlb run --config` daemon owning the pins, the daemon makes the change (see
+//! [`crate::owner`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,42 +11,76 @@ use lb_common::{
     VipKey,
     service::{BACKEND_DISABLED, BACKEND_DRAINED},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     args::{BackendAction, BackendArgs},
     capacity::Capacity,
     config::kernel_address,
-    effect, exit,
+    control, effect, exit,
     live::Snapshot,
     maps::Maps,
+    owner::{self, Writer},
     pins, report,
     rollout::{self, Desired, describe_vip},
 };
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackendReport {
     pub vip: String,
     pub backend: IpAddr,
     /// "drained", "disabled" or "enabled".
     pub state: String,
     pub generation: u64,
+    /// The pid of the `xlb run` daemon that made the change, when one owns the pins.
+    #[serde(default)]
+    pub daemon: Option<u32>,
 }
 
 pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
-    let vip = parse_vip(&args.vip)?;
-    let mut maps = pins::open(&args.live.pin_path(None))?;
-    let report = match change(&mut maps, &vip, args.backend, args.action, args.force) {
-        Err(err) if err.is::<Refused>() => {
-            eprintln!("xlb: {err}");
-            return Ok(exit::INVALID);
+    let (action, args) = args.verb.parts();
+    let pin_path = args.live.pin_path(None);
+    let spec = crate::names::read(&pin_path).resolve(&args.vip);
+    // A VIP that does not parse is a wrong command line.
+    let vip = parse_vip(&spec).map_err(|err| {
+        exit::Coded(
+            exit::UNREADABLE,
+            format!("{err:#}, or the name of a live VIP (`xlb status` lists them)"),
+        )
+    })?;
+    let report = match owner::writer(&pin_path)? {
+        Writer::Daemon(daemon) => {
+            let request = control::Request::Backend {
+                vip: spec,
+                backend: args.backend,
+                action,
+                force: args.force,
+            };
+            let (pid, report) = daemon.ask::<BackendReport>(&request)?;
+            BackendReport {
+                daemon: Some(pid),
+                ..report
+            }
         }
-        other => other?,
+        // A refusal by the guard is exit 1 (see exit::code_of), in text or JSON.
+        Writer::Direct(_lock) => change(
+            &mut pins::open(&pin_path)?,
+            &vip,
+            args.backend,
+            action,
+            args.force,
+        )?,
     };
     report::emit(args.live.output, &report, |r| {
         format!(
-            "xlb: backend {} of {} {} (generation {})\n",
-            r.backend, r.vip, r.state, r.generation
+            "xlb: backend {} of {} {} (generation {}){}\n",
+            r.backend,
+            r.vip,
+            r.state,
+            r.generation,
+            r.daemon
+                .map(|pid| format!(" through xlb run (pid {pid}), which keeps it"))
+                .unwrap_or_default()
         )
     })?;
     Ok(exit::OK)
@@ -132,6 +168,7 @@ pub fn change(
         backend,
         state: state.into(),
         generation: applied.generation,
+        daemon: None,
     })
 }
 

@@ -16,8 +16,19 @@ pub struct Totals {
 
 impl Totals {
     pub fn read(ebpf: &(impl Maps + ?Sized)) -> anyhow::Result<Totals> {
-        let verdicts = sum_slots(ebpf, map_names::VERDICTS, &Verdict::ALL, |v| *v as u32)?;
         let reasons = sum_slots(ebpf, map_names::REASONS, &Reason::ALL, |r| *r as u32)?;
+        // Every packet counts under one reason, and a reason has one verdict.
+        let verdicts = Verdict::ALL
+            .iter()
+            .map(|&verdict| {
+                let counted = reasons.iter().filter(|(r, _)| r.verdict() == verdict);
+                let sum = counted.fold(Counter::default(), |sum, (_, c)| Counter {
+                    packets: sum.packets + c.packets,
+                    bytes: sum.bytes + c.bytes,
+                });
+                (verdict, sum)
+            })
+            .collect();
         let events = sum_slots(ebpf, map_names::EVENTS, &Event::ALL, |e| *e as u32)?;
         Ok(Totals {
             verdicts,

@@ -2,7 +2,8 @@
 //! with the backends' health, serves metrics, and raises skew alerts.
 //!
 //! One task owns the maps; everything that changes them (a health transition, a reload, a
-//! drain that timed out) goes through [`rollout::apply`], so each change is all or nothing.
+//! drain that timed out, an operator's verb over the control socket) goes through
+//! [`rollout::apply`], so each change is all or nothing.
 
 use std::{
     collections::BTreeMap,
@@ -25,16 +26,18 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
+    apply::Made,
     args::BackendAction,
     audit, backend,
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
-    flood,
+    control::{self, Identity, Incoming, Refusal, Request},
+    down, exit, flood,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::{BackendState, Snapshot},
     metrics, pins,
-    rollout::{self, Desired, describe_vip, live_address},
+    rollout::{self, Applied, Desired, describe_vip, live_address},
     skew::{self, Detector},
     stats,
 };
@@ -61,6 +64,8 @@ pub struct Daemon {
     rejected: Option<Vec<u8>>,
     /// Keeps the XDP link open and puts back pins removed while the daemon runs.
     keeper: pins::Keeper,
+    /// Operators' requests from the control socket.
+    requests: mpsc::Receiver<Incoming>,
     targets: Vec<Target>,
     tracker: Tracker,
     checker: Checker,
@@ -83,13 +88,24 @@ pub struct Daemon {
     audit_alerts: BTreeMap<String, skew::Alert>,
 }
 
+/// Why the daemon stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Ctrl-C, SIGTERM or the deadline: the pinned data plane forwards on.
+    Signal,
+    /// `xlb down`: the VIPs are withdrawn and the pins removed.
+    Down,
+}
+
 impl Daemon {
-    /// Starts health checks and the metrics endpoint for `model`, already applied from `bytes`.
+    /// Starts health checks, the metrics endpoint and the server of `control_socket` for
+    /// `model`, already applied from `bytes`.
     pub async fn start(
         file: &Path,
         model: Model,
         bytes: Vec<u8>,
         keeper: pins::Keeper,
+        control_socket: tokio::net::UnixListener,
     ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(1024);
         let targets = health::targets(&model);
@@ -126,6 +142,8 @@ impl Daemon {
             }
         });
         info!(address = %model.global.metrics_address, "serving metrics at /metrics");
+        let (request_sender, requests) = mpsc::channel(16);
+        tokio::spawn(control::serve(control_socket, request_sender));
         let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
         Ok(Daemon {
             file: file.to_path_buf(),
@@ -139,6 +157,7 @@ impl Daemon {
             bytes,
             rejected: None,
             keeper,
+            requests,
             probes,
             probe_sender,
             drained_since: BTreeMap::new(),
@@ -150,8 +169,13 @@ impl Daemon {
         })
     }
 
-    /// Runs until Ctrl-C or SIGTERM (or `deadline`). Every error is logged; none stops it.
-    pub async fn run(mut self, ebpf: &mut Ebpf, deadline: Option<Duration>) -> anyhow::Result<()> {
+    /// Runs until Ctrl-C or SIGTERM (or `deadline`), or `xlb down`. Every other error is
+    /// logged; none stops it.
+    pub async fn run(
+        mut self,
+        ebpf: &mut Ebpf,
+        deadline: Option<Duration>,
+    ) -> anyhow::Result<Stopped> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let mut ticker = tokio::time::interval(TICK);
@@ -163,19 +187,30 @@ impl Daemon {
             }
         };
         tokio::pin!(stop);
-        loop {
+        let stopped = loop {
             tokio::select! {
-                _ = &mut stop => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                _ = &mut stop => break Stopped::Signal,
+                _ = tokio::signal::ctrl_c() => break Stopped::Signal,
+                _ = terminate.recv() => break Stopped::Signal,
                 _ = hangup.recv() => {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
                     self.reload(ebpf, Trigger::Signal).await;
                 }
                 Some(probe) = self.probes.recv() => self.probed(ebpf, &probe),
+                Some((request, mut stream)) = self.requests.recv() => {
+                    let down = matches!(request, Request::Down);
+                    let outcome = self.serve(ebpf, request);
+                    let done = outcome.is_ok();
+                    if let Err(err) = control::answer(&mut stream, outcome).await {
+                        warn!("answering on the control socket failed: {err:#}");
+                    }
+                    if down && done {
+                        break Stopped::Down;
+                    }
+                }
                 _ = ticker.tick() => self.tick(ebpf).await,
             }
-        }
+        };
         self.checker.stop();
         if let Some(announcer) = &mut self.announcer {
             match announcer.withdraw_all() {
@@ -183,7 +218,79 @@ impl Daemon {
                 Err(err) => error!("withdrawing the VIPs from BGP failed: {err:#}"),
             }
         }
-        Ok(())
+        Ok(stopped)
+    }
+
+    /// Does what an operator's verb asked; the daemon records the change (in the maps, which
+    /// every later reconcile keeps: see [`Desired::from_model`]).
+    fn serve(&mut self, ebpf: &mut Ebpf, request: Request) -> Result<serde_json::Value, Refusal> {
+        let failed = |err: anyhow::Error| Refusal {
+            code: exit::code_of(&err),
+            message: format!("{err:#}"),
+        };
+        let value = match request {
+            Request::Identify => serde_json::to_value(Identity {
+                config: self.file.clone(),
+            }),
+            Request::Apply { file, overrides } => {
+                if !same_file(&file, &self.file) {
+                    return Err(Refusal {
+                        code: exit::FAILED,
+                        message: format!(
+                            "it owns {} and keeps it in line with its config {}; {} would be \
+                             undone at its next reload, so nothing was changed: put the change \
+                             into {} and run `xlb apply {}` (or let the daemon reload it within \
+                             a second), or stop the daemon and apply {} directly",
+                            self.pin_path.display(),
+                            self.file.display(),
+                            file.display(),
+                            self.file.display(),
+                            self.file.display(),
+                            file.display()
+                        ),
+                    });
+                }
+                info!(file = %self.file.display(), "xlb apply: reloading");
+                let bytes = config::read_bytes(&self.file).map_err(|err| Refusal {
+                    code: exit::UNREADABLE,
+                    message: format!("cannot read {}: {err}", self.file.display()),
+                })?;
+                let applied = self.adopt(ebpf, bytes, &overrides)?;
+                serde_json::to_value(Made::of(&applied))
+            }
+            Request::Backend {
+                vip,
+                backend,
+                action,
+                force,
+            } => {
+                let report = backend::parse_vip(&vip)
+                    .and_then(|key| backend::change(ebpf, &key, backend, action, force))
+                    .map_err(failed)?;
+                // The daemon's own change: not someone else's for the scheduled audit.
+                self.own_generation = report.generation;
+                warn!(vip = %report.vip, backend = %backend, generation = report.generation,
+                    "xlb backend: {}", report.state);
+                serde_json::to_value(report)
+            }
+            Request::Down => {
+                // No health change may touch the maps between the withdrawal and the exit.
+                let idle = Checker::start(Vec::new(), self.probe_sender.clone());
+                std::mem::replace(&mut self.checker, idle).stop();
+                let announcer = self.announcer.take();
+                let report = down::take_down(&self.pin_path, || match announcer {
+                    Some(mut announcer) => announcer
+                        .withdraw_all()
+                        .map(|()| Some(announcer.settings().routes_file.clone())),
+                    None => Ok(None),
+                })
+                .map_err(failed)?;
+                warn!(pin_path = %self.pin_path.display(),
+                    "xlb down: VIPs withdrawn, pins removed; stopping (the program detaches)");
+                serde_json::to_value(report)
+            }
+        };
+        value.map_err(|err| failed(err.into()))
     }
 
     fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
@@ -204,7 +311,7 @@ impl Daemon {
             Health::Up => info!(vip = %target.vip, backend = %target.backend,
                 reason = %transition.reason, "backend up: putting it back"),
         }
-        self.reconcile(ebpf, "health change");
+        let _ = self.reconcile(ebpf, "health change");
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
@@ -393,7 +500,7 @@ impl Daemon {
     async fn reload(&mut self, ebpf: &mut Ebpf, trigger: Trigger) {
         let file = self.file.clone();
         let read = || {
-            std::fs::read(&file).inspect_err(|err| {
+            config::read_bytes(&file).inspect_err(|err| {
                 error!(file = %file.display(), "cannot read the config ({err}); keeping the \
                     running one");
             })
@@ -420,13 +527,34 @@ impl Daemon {
         if trigger == Trigger::Watch {
             info!(file = %self.file.display(), "config file changed: reloading");
         }
-        match config::check_bytes(&bytes, &self.file, &HostEnvironment) {
+        let _ = self.adopt(ebpf, bytes, &[]);
+    }
+
+    /// Validates `bytes` (the config file's, with the findings of `overrides` as warnings)
+    /// and, if they are valid, makes them live; invalid ones are logged and the running config
+    /// stays in force.
+    fn adopt(
+        &mut self,
+        ebpf: &mut Ebpf,
+        bytes: Vec<u8>,
+        overrides: &[String],
+    ) -> Result<Applied, Refusal> {
+        match config::check_bytes_overriding(&bytes, &self.file, &HostEnvironment, overrides) {
             Err(diagnostics) => {
                 for diagnostic in &diagnostics {
                     error!("{diagnostic}");
                 }
                 error!(file = %self.file.display(), "the new config is invalid; keeping the running one");
                 self.rejected = Some(bytes);
+                let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                Err(Refusal {
+                    code: exit::INVALID,
+                    message: format!(
+                        "{} is invalid; the running config stays:\n{}",
+                        self.file.display(),
+                        rendered.join("\n")
+                    ),
+                })
             }
             Ok((model, warnings)) => {
                 for warning in &warnings {
@@ -435,11 +563,14 @@ impl Daemon {
                 if model.global.pin_path != self.pin_path
                     || model.global.interface != self.model.global.interface
                 {
-                    error!(
-                        "the pin path and the interface cannot change while running; restart xlb to change them"
-                    );
+                    let message = "the pin path and the interface cannot change while running; \
+                                   restart xlb to change them";
+                    error!("{message}");
                     self.rejected = Some(bytes);
-                    return;
+                    return Err(Refusal {
+                        code: exit::FAILED,
+                        message: message.to_owned(),
+                    });
                 }
                 let targets = health::targets(&model);
                 if targets != self.targets {
@@ -471,10 +602,16 @@ impl Daemon {
                     }
                     self.announcer = model_announcer(&model.bgp, &self.pin_path);
                 }
+                if let Err(err) = crate::names::record(&self.pin_path, &model) {
+                    warn!("{err:#}");
+                }
                 self.model = model;
                 self.bytes = bytes;
                 self.rejected = None;
-                self.reconcile(ebpf, "reload");
+                self.reconcile(ebpf, "reload").map_err(|err| Refusal {
+                    code: exit::FAILED,
+                    message: format!("{err:#}"),
+                })
             }
         }
     }
@@ -482,7 +619,7 @@ impl Daemon {
     /// Applies the config with the backends' health. When every checked backend of a VIP is
     /// down, the VIP fails open: all its backends stay in the table (a health-check outage
     /// must not take the service down), and the few_healthy alert says so.
-    fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) {
+    fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) -> anyhow::Result<Applied> {
         let mut desired = Desired::from_model(&self.model, &self.bytes);
         for (vip, wanted) in self.model.vips.iter().zip(&mut desired.vips) {
             let down: Vec<bool> = vip
@@ -504,7 +641,8 @@ impl Daemon {
             }
         }
         let started = Instant::now();
-        match rollout::apply(ebpf, &desired) {
+        let result = rollout::apply(ebpf, &desired);
+        match &result {
             Ok(applied) => {
                 let seconds = started.elapsed().as_secs_f64();
                 if let Ok(mut extra) = self.shared.lock() {
@@ -516,6 +654,7 @@ impl Daemon {
             Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
         }
         self.announce();
+        result
     }
 
     /// Puts back any pin removed while the daemon runs (the program stays attached meanwhile:
@@ -635,6 +774,14 @@ fn generation(ebpf: &mut Ebpf) -> u64 {
     crate::maps::array::<lb_common::meta::Meta>(ebpf, lb_common::map_names::META)
         .and_then(|meta| Ok(meta.get(&0, 0)?))
         .map_or(0, |meta| meta.generation)
+}
+
+/// Whether `a` and `b` name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {

@@ -8,26 +8,14 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapData},
 };
-use lb_common::{
-    decap::DecapKey,
-    map_names,
-    service::{FAMILY_IPV4, FAMILY_IPV6},
-};
+use lb_common::{decap::DecapKey, map_names};
 
 /// The map key for `addr`: an IPv4 address fills the first 4 bytes.
 pub fn key(addr: IpAddr) -> DecapKey {
-    let mut key = DecapKey::default();
     match addr {
-        IpAddr::V4(v4) => {
-            key.addr[..4].copy_from_slice(&v4.octets());
-            key.family = FAMILY_IPV4;
-        }
-        IpAddr::V6(v6) => {
-            key.addr = v6.octets();
-            key.family = FAMILY_IPV6;
-        }
+        IpAddr::V4(v4) => DecapKey::v4(&v4.octets()),
+        IpAddr::V6(v6) => DecapKey::v6(&v6.octets()),
     }
-    key
 }
 
 /// Makes the decapsulation program in `ebpf` strip tunnelled packets whose outer destination

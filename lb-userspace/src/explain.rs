@@ -26,14 +26,43 @@ use crate::{
 pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
     let pin_path = args.live.pin_path(None);
     let mut maps = pins::open(&pin_path)?;
+    let names = crate::names::read(&pin_path);
+    let (destination, protocol) = destination(&names.resolve(&args.destination), args.protocol)
+        .map_err(|err| crate::exit::Coded(crate::exit::UNREADABLE, err))?;
     let query = Query {
         source: args.source,
-        destination: args.destination,
-        protocol: args.protocol,
+        destination,
+        protocol,
     };
-    let explanation = explain(&mut maps, &query)?;
+    let mut explanation = explain(&mut maps, &query)?;
+    if let Some(matched) = &mut explanation.vip {
+        matched.name = names.name_of(&matched.vip);
+    }
     report::emit(args.live.output, &explanation, text)?;
     Ok(exit::OK)
+}
+
+/// The destination and protocol of `text` (`ADDRESS:PORT` with `protocol`, or a VIP's
+/// `ADDRESS:PORT/PROTOCOL`, which a name resolves to); the error says what was wrong.
+fn destination(
+    text: &str,
+    protocol: Option<ProtocolArg>,
+) -> Result<(SocketAddr, ProtocolArg), String> {
+    let (address, named) = match text.rsplit_once('/') {
+        Some((address, "tcp")) => (address, Some(ProtocolArg::Tcp)),
+        Some((address, "udp")) => (address, Some(ProtocolArg::Udp)),
+        _ => (text, None),
+    };
+    let address: SocketAddr = address.parse().map_err(|_| {
+        format!(
+            "destination `{text}` is neither ADDRESS:PORT (e.g. 198.18.1.10:80 or \
+             [2001:db8:1::10]:443) nor the name of a live VIP (`xlb status` lists them)"
+        )
+    })?;
+    let protocol = protocol
+        .or(named)
+        .ok_or_else(|| format!("give the protocol after the destination `{text}`: tcp or udp"))?;
+    Ok((address, protocol))
 }
 
 /// The flow to explain, as the client sends it.
@@ -93,6 +122,8 @@ pub struct Explanation {
 pub struct VipMatch {
     /// `address:port/protocol` of the entry (port 0 for an all-ports VIP).
     pub vip: String,
+    /// The VIP's name in the config last applied (see [`crate::names`]).
+    pub name: Option<String>,
     pub id: u32,
     /// Whether the exact port matched (else the all-ports entry did).
     pub exact_port: bool,
@@ -160,7 +191,8 @@ pub struct Tunnel {
     pub outer_dst: IpAddr,
     /// IP protocol (IPv4 outer) or next header (IPv6 outer): 4 for IPv4 inside, 41 for IPv6.
     pub protocol: u8,
-    /// Largest tunnelled packet; larger ones are dropped as `encap_too_big`.
+    /// Largest tunnelled packet; larger ones are answered with a too-big error
+    /// (`too_big_answered`) or, IPv4 without DF, dropped as `encap_too_big`.
     pub mtu: u32,
     /// Largest client packet that fits (`mtu` minus the outer header).
     pub max_inner: u32,
@@ -248,6 +280,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     let ipip = vip.flags & VIP_FORWARD_IPIP != 0;
     let source_only = vip.flags & VIP_HASH_SOURCE_ONLY != 0;
     let matched = VipMatch {
+        name: None,
         vip: describe_vip(&vip_key),
         id: vip.id,
         exact_port,
@@ -323,6 +356,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         ipip,
         inner_v4: family == FAMILY_IPV4,
         config: snapshot.config,
+        hash: flow_hash(&key, false),
     };
     let from_table = |event: Event| decide(&table, "table", event, &rewrite);
     let syn = (query.protocol == ProtocolArg::Tcp).then(|| from_table(Event::FlowMiss));
@@ -470,6 +504,8 @@ struct Rewrite {
     /// The client's packet is IPv4 (the tunnel's inner protocol).
     inner_v4: bool,
     config: Config,
+    /// The flow's 5-tuple hash: picks the outer source within a configured prefix.
+    hash: u32,
 }
 
 /// What the table's choice does with a packet: forward to an active backend, else drop.
@@ -507,8 +543,8 @@ fn forward(via: &'static str, event: Event, backend: BackendInfo, rewrite: &Rewr
                 config.mtu
             };
             let (outer_src, header) = match outer_dst {
-                IpAddr::V4(_) => (IpAddr::from(config.ipip_src_v4), 20),
-                IpAddr::V6(_) => (IpAddr::from(config.ipip_src_v6), 40),
+                IpAddr::V4(_) => (IpAddr::from(config.ipip_source_v4(rewrite.hash)), 20),
+                IpAddr::V6(_) => (IpAddr::from(config.ipip_source_v6(rewrite.hash)), 40),
             };
             Some(Tunnel {
                 outer_src,
@@ -563,8 +599,8 @@ fn describe_decision(decision: &Decision) -> String {
             let unset = tunnel.outer_src.is_unspecified();
             format!(
                 "XDP_TX to backend {}{address} in a tunnel: destination MAC {} (next hop), outer \
-                 {} -> {} protocol {}{}; client packets over {} bytes are dropped as \
-                 encap_too_big ({})",
+                 {} -> {} protocol {}{}; client packets over {} bytes get a too-big answer \
+                 (too_big_answered; IPv4 without DF: dropped as encap_too_big) ({})",
                 backend.id,
                 frame.dst_mac,
                 tunnel.outer_src,

@@ -83,6 +83,7 @@ impl Snapshot {
         }
         array::<Config>(maps, map_names::CONFIG)?.set(0, &self.config, 0)?;
         array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &self.filter, 0)?;
+        crate::steering::set_vip_addrs(maps, self.vips.iter().map(|(key, _)| key))?;
         array::<Meta>(maps, map_names::META)?.set(0, &self.meta, 0)?;
         Ok(())
     }

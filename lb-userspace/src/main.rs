@@ -1,6 +1,6 @@
 //! The `xlb` command: parses arguments and dispatches to one module per verb.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
@@ -10,10 +10,25 @@ use lb_userspace::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if err.use_stderr() && args::json_requested(std::env::args()) => {
+            return fail(
+                args::OutputFormat::Json,
+                &err.render().to_string(),
+                exit::UNREADABLE,
+            );
+        }
+        Err(err) => err.exit(),
+    };
+    let output = cli.command.output();
     // Structured logs on stderr; RUST_LOG=debug (or xlb=debug) for more.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -34,9 +49,40 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("xlb: error: {err:#}");
-            ExitCode::from(exit::code_of(&err))
-        }
+        Err(err) => fail(output, &format!("{err:#}"), exit::code_of(&err)),
+    }
+}
+
+/// Whether logs are coloured: only for a person at a terminal who has not set NO_COLOR to
+/// anything (https://no-color.org: an empty value does not count).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// Reports a verb's failure: on stderr for people, or as one JSON document on stdout (the
+/// error and the exit code) for scripts.
+fn fail(output: args::OutputFormat, error: &str, code: u8) -> ExitCode {
+    match output {
+        args::OutputFormat::Text => eprintln!("xlb: error: {error}"),
+        args::OutputFormat::Json => println!(
+            "{:#}",
+            serde_json::json!({ "error": error.trim_end(), "exit_code": code })
+        ),
+    }
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    /// Test that logs are coloured only at a terminal, and never with NO_COLOR set.
+    #[test]
+    fn colour_only_at_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("1".into())));
     }
 }

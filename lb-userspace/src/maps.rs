@@ -35,14 +35,7 @@ pub struct Pinned {
 impl Pinned {
     /// Opens the pinned maps `names` under `dir`.
     pub fn open(dir: &Path, names: &[&str]) -> anyhow::Result<Pinned> {
-        if !dir.is_dir() {
-            return Err(NotLoaded(format!(
-                "nothing is loaded: {} does not exist; start xlb with `xlb run --config FILE` \
-                 (or pass the --pin-path it uses)",
-                dir.display()
-            ))
-            .into());
-        }
+        crate::pins::visible(dir)?;
         let mut maps = BTreeMap::new();
         for &name in names {
             let path = dir.join(name);

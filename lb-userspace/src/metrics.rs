@@ -726,6 +726,7 @@ mod tests {
             skewed_backends: 0,
             vips: vec![VipStats {
                 vip: describe_vip(&web_key()),
+                name: None,
                 id: 0,
                 forwarding: "dsr",
                 table_size: 13,

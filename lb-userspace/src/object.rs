@@ -64,6 +64,7 @@ fn adopted_sizes<'a>(
 
 /// Like [`load`], with the capacity (max entries) of some maps changed from the object's.
 pub fn load_sized(object: &[u8], name: &str, capacities: &[(&str, u32)]) -> anyhow::Result<Ebpf> {
+    crate::privilege::require("loading the XDP program")?;
     let mut ebpf = sized_loader(capacities).load(object).context(
         "loading the XDP object into the kernel failed: xlb needs root (or CAP_BPF and \
          CAP_NET_ADMIN) and a kernel with BPF enabled",
@@ -84,6 +85,7 @@ pub fn load_pinned(
     names: &[&'static str],
     pin_path: &Path,
 ) -> anyhow::Result<Ebpf> {
+    crate::privilege::require("loading the XDP program")?;
     std::fs::create_dir_all(pin_path)
         .with_context(|| format!("creating {}: is bpffs mounted?", pin_path.display()))?;
     let capacities = adopted_sizes(capacities, names, pin_path)?;

@@ -14,6 +14,7 @@ use aya::{
 use lb_common::map_names;
 
 use crate::{
+    exit::NotLoaded,
     maps::{Maps, Pinned},
     trusted_dir,
 };
@@ -46,6 +47,50 @@ pub fn prepare_dir(pin_path: &Path) -> anyhow::Result<()> {
 /// Whether an xlb has pinned its state under `pin_path`.
 pub fn exist(pin_path: &Path) -> bool {
     pin_path.join(map_names::META).exists()
+}
+
+/// Ok if the pins under `pin_path` can be reached; else a [`NotLoaded`] error saying why:
+/// no privilege, nothing pinned there, or bpffs not visible from here.
+pub fn visible(pin_path: &Path) -> Result<(), NotLoaded> {
+    crate::privilege::require("reaching the running xlb")?;
+    match std::fs::metadata(pin_path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(NotLoaded(format!(
+            "{} is not a directory of pins: pass the --pin-path (or XLB_PIN_PATH) the running \
+             xlb uses",
+            pin_path.display()
+        ))),
+        Err(err) => Err(NotLoaded(format!(
+            "nothing is loaded: {} cannot be opened ({err}); start xlb with `xlb run --config \
+             FILE`, or pass the --pin-path (or set XLB_PIN_PATH) the running xlb uses{}",
+            pin_path.display(),
+            hidden_bpffs_hint(pin_path)
+        ))),
+    }
+}
+
+/// When the nearest existing ancestor of `pin_path` is not on bpffs (as inside `ip netns
+/// exec`, which remounts /sys), how to reach the pins; else nothing.
+fn hidden_bpffs_hint(pin_path: &Path) -> String {
+    /// BPF_FS_MAGIC (linux/magic.h).
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Some(ancestor) = pin_path.ancestors().skip(1).find(|a| a.is_dir()) else {
+        return String::new();
+    };
+    let Ok(path) = std::ffi::CString::new(ancestor.as_os_str().as_encoded_bytes()) else {
+        return String::new();
+    };
+    // SAFETY: statfs writes into the zeroed struct it is given; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 || fs.f_type as i64 == BPF_FS_MAGIC {
+        return String::new();
+    }
+    format!(
+        ". {} is not on bpffs here, so pins are not visible from this mount namespace: \
+         `ip netns exec` remounts /sys and hides them; enter only the network namespace \
+         instead (`nsenter --net=/run/netns/NAME xlb ...`)",
+        ancestor.display()
+    )
 }
 
 /// The path of the pinned XDP link.

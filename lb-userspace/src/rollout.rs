@@ -427,13 +427,15 @@ fn write(
         })
         .collect();
     steering::write_tables_halfway(maps, &tables, step)?;
-    // Filter bits before the VIPs they admit.
+    // Filter bits and addresses before the VIPs they admit.
     step()?;
     let mut filter = snapshot.filter;
     for applied in &plan.vips {
         set_bit(&mut filter, &applied.key);
     }
     array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
+    let old_keys = snapshot.vips.iter().map(|(key, _)| key);
+    steering::set_vip_addrs(maps, old_keys.chain(plan.vips.iter().map(|a| &a.key)))?;
     // The flips: one atomic update per VIP.
     step()?;
     let map = maps.map_mut(map_names::VIPS)?;
@@ -468,6 +470,7 @@ fn write(
         set_bit(&mut filter, &applied.key);
     }
     array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
+    steering::set_vip_addrs(maps, plan.vips.iter().map(|applied| &applied.key))?;
     step()?;
     // Debug logging is switched at run time and stays; the flow admission is the config's.
     let config = Config {

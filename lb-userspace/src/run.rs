@@ -20,10 +20,12 @@ use crate::{
     capacity::Capacity,
     config::{self, HostEnvironment},
     counters::Totals,
-    daemon::Daemon,
+    daemon::{Daemon, Stopped},
     exit,
     maps::{Maps, array},
-    object, pins,
+    object,
+    owner::Owner,
+    pins,
     rollout::{self, Desired},
 };
 
@@ -47,7 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
 async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // One read: the model is built from, and the meta hash taken of, the same bytes.
-    let checked = std::fs::read(file)
+    let checked = config::read_bytes(file)
         .map_err(|err| config::read_error(file, err))
         .and_then(|bytes| {
             config::check_bytes(&bytes, file, &HostEnvironment).map(|loaded| (bytes, loaded))
@@ -59,17 +61,24 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
                 eprintln!("{diagnostic}");
             }
             eprintln!("xlb: {} is invalid; nothing was loaded", file.display());
-            return Ok(exit::INVALID);
+            return Ok(if config::unreadable(&diagnostics) {
+                exit::UNREADABLE
+            } else {
+                exit::INVALID
+            });
         }
     };
     for warning in &warnings {
         eprintln!("{warning}");
     }
     let pin_path = &model.global.pin_path.clone();
+    crate::privilege::require("xlb run")?;
     let interface = &model.global.interface.clone();
     // Before anything is read from or pinned into it: a directory another user controls
     // would hand them the link pin.
     pins::prepare_dir(pin_path)?;
+    // The only writer of the pins from here on: verbs reach it through the control socket.
+    let mut owner = Owner::take(pin_path)?;
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
     let mut sizes = Capacity::default().map_sizes();
@@ -119,6 +128,9 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         backend.unhealthy = Some(false);
     }
     rollout::apply(&mut ebpf, &desired)?;
+    if let Err(err) = crate::names::record(pin_path, &model) {
+        tracing::warn!("{err:#}");
+    }
     if adopting {
         pins::upgrade(&mut ebpf, PROGRAM_NAME, pin_path)?;
         println!(
@@ -151,15 +163,26 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // From here the daemon's own descriptor keeps the program attached, whatever happens to
     // the link pin while it runs.
     let keeper = pins::Keeper::open(pin_path)?;
-    let daemon = Daemon::start(file, model, bytes, keeper).await?;
-    daemon
+    let daemon = Daemon::start(file, model, bytes, keeper, owner.listener()?).await?;
+    match daemon
         .run(&mut ebpf, args.duration.map(Duration::from_secs))
-        .await?;
-    println!(
-        "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
-         detaches it, `xlb run` adopts it)",
-        pin_path.display()
-    );
+        .await?
+    {
+        Stopped::Signal if pins::link_path(pin_path).exists() => println!(
+            "xlb: stopped; forwarding continues on the program pinned under {} (`xlb down` \
+             detaches it, `xlb run` adopts it)",
+            pin_path.display()
+        ),
+        Stopped::Signal => eprintln!(
+            "xlb: stopped; the pins under {} are gone, so forwarding stops with this process",
+            pin_path.display()
+        ),
+        Stopped::Down => println!(
+            "xlb: stopped by `xlb down`: VIPs withdrawn, pins under {} removed, the program \
+             is detached",
+            pin_path.display()
+        ),
+    }
     Ok(exit::OK)
 }
 

@@ -40,7 +40,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<u8> {
                 })?,
         ),
     };
-    let stats = read(&args.live.pin_path(None), interval, args.skew_factor)?;
+    let pin_path = args.live.pin_path(None);
+    let mut stats = read(&pin_path, interval, args.skew_factor)?;
+    let names = crate::names::read(&pin_path);
+    for vip in &mut stats.vips {
+        vip.name = names.name_of(&vip.vip);
+    }
     report::emit(args.live.output, &stats, render)?;
     Ok(exit::OK)
 }
@@ -159,6 +164,8 @@ pub struct Count {
 pub struct VipStats {
     /// `address:port/protocol`.
     pub vip: String,
+    /// The VIP's name in the config last applied (see [`crate::names`]).
+    pub name: Option<String>,
     pub id: u32,
     /// `dsr` or `ipip`.
     pub forwarding: &'static str,
@@ -381,6 +388,7 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
         });
         vips.push(VipStats {
             vip: describe_vip(&sample.key),
+            name: None,
             id: sample.vip.id,
             forwarding: status::forwarding_name(sample.vip.flags),
             table_size: sample.vip.table_size,
@@ -503,7 +511,11 @@ pub fn render(stats: &Stats) -> String {
     for vip in &stats.vips {
         out += &format!(
             "{}  {}  {} packets  {} bytes  {} new flows",
-            vip.vip, vip.forwarding, vip.packets, vip.bytes, vip.new_flows
+            crate::names::label(&vip.vip, vip.name.as_deref()),
+            vip.forwarding,
+            vip.packets,
+            vip.bytes,
+            vip.new_flows
         );
         if let Some(r) = vip.rates {
             out += &format!(

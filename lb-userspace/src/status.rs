@@ -25,7 +25,12 @@ use crate::{
 const PROGRAM_PIN: &str = "prog";
 
 pub fn run(args: LiveArgs) -> anyhow::Result<u8> {
-    let status = read(&args.pin_path(None))?;
+    let pin_path = args.pin_path(None);
+    let mut status = read(&pin_path)?;
+    let names = crate::names::read(&pin_path);
+    for vip in &mut status.vips {
+        vip.name = names.name_of(&vip.vip);
+    }
     report::emit(args.output, &status, render)?;
     Ok(exit::OK)
 }
@@ -68,6 +73,8 @@ pub struct CapacityStatus {
 pub struct VipStatus {
     /// `address:port/protocol`.
     pub vip: String,
+    /// The VIP's name in the config last applied (see [`crate::names`]).
+    pub name: Option<String>,
     pub id: u32,
     /// `dsr` or `ipip`.
     pub forwarding: &'static str,
@@ -123,6 +130,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
         }
         vips.push(VipStatus {
             vip: describe_vip(key),
+            name: None,
             id: vip.id,
             forwarding: forwarding_name(vip.flags),
             hash: hash_name(vip.flags),
@@ -289,7 +297,7 @@ pub fn render(status: &Status) -> String {
         .map(|vip| {
             let b = &vip.backends;
             vec![
-                vip.vip.clone(),
+                crate::names::label(&vip.vip, vip.name.as_deref()),
                 vip.forwarding.to_owned(),
                 vip.hash.to_owned(),
                 vip.table_size.to_string(),
@@ -433,6 +441,7 @@ mod tests {
             },
             vips: vec![VipStatus {
                 vip: "198.18.1.10:80/tcp".into(),
+                name: None,
                 id: 0,
                 forwarding: "dsr",
                 hash: "5-tuple",

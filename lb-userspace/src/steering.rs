@@ -1,14 +1,17 @@
 //! Writing services, backends and Maglev tables into the XDP program's maps, and reproducing
 //! in userspace the choice the kernel makes for a flow.
 
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::{
+    collections::BTreeSet,
+    os::fd::{AsFd as _, AsRawFd as _},
+};
 
 use crate::maps::{Maps, array};
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
     Backend, Config, FlowKey, Vip, VipKey, flow_hash, maglev_slot, map_names,
-    service::{MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY, VipFilter, vip_filter_bit},
+    service::{AddrKey, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY, VipFilter, vip_filter_bit},
 };
 
 /// Stores backend `id`.
@@ -138,10 +141,41 @@ pub fn set_vip(ebpf: &mut (impl Maps + ?Sized), key: &VipKey, vip: &Vip) -> anyh
     filters
         .set(0, &filter, 0)
         .context("writing the VIP address filter")?;
+    vip_addrs(ebpf)?
+        .insert(&key.address(), &0, 0)
+        .context("writing the VIP address")?;
     let map = ebpf.map_mut(map_names::VIPS)?;
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
     vips.insert(key, vip, 0).context("writing the VIP")
+}
+
+fn vip_addrs(
+    maps: &mut (impl Maps + ?Sized),
+) -> anyhow::Result<HashMap<&mut MapData, AddrKey, u32>> {
+    HashMap::try_from(maps.map_mut(map_names::VIP_ADDRS)?)
+        .context("the VIP address map has an unexpected type")
+}
+
+/// Makes the VIP address map hold the addresses of `keys` and no others: adds the missing
+/// ones first, then removes the rest.
+pub fn set_vip_addrs<'a>(
+    maps: &mut (impl Maps + ?Sized),
+    keys: impl IntoIterator<Item = &'a VipKey>,
+) -> anyhow::Result<()> {
+    let wanted: BTreeSet<AddrKey> = keys.into_iter().map(VipKey::address).collect();
+    let mut addrs = vip_addrs(maps)?;
+    for addr in &wanted {
+        addrs.insert(addr, &0, 0).context("writing a VIP address")?;
+    }
+    let present: Vec<AddrKey> = addrs
+        .keys()
+        .collect::<Result<_, _>>()
+        .context("reading the VIP address map")?;
+    for addr in present.iter().filter(|addr| !wanted.contains(addr)) {
+        addrs.remove(addr).context("removing a VIP address")?;
+    }
+    Ok(())
 }
 
 /// The slot of `vip`'s live table the kernel uses for a new `flow`.

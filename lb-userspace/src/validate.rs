@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::args::{OutputFormat, ValidateArgs};
-use crate::config::{self, Diagnostic, Environment, HostEnvironment, rules};
+use crate::config::{self, Diagnostic, Environment, HostEnvironment};
 use crate::exit;
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
@@ -33,10 +33,7 @@ pub fn check(path: &Path, env: &dyn Environment, strict: bool, format: OutputFor
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
-    let code = if diagnostics
-        .iter()
-        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
-    {
+    let code = if config::unreadable(&diagnostics) {
         exit::UNREADABLE
     } else if errors > 0 || (strict && warnings > 0) {
         exit::INVALID
@@ -92,6 +89,7 @@ fn json(
 ) -> String {
     let document = serde_json::json!({
         "ok": code == exit::OK,
+        "exit_code": code,
         "file": path.to_string_lossy(),
         "strict": strict,
         "errors": errors,

@@ -298,8 +298,8 @@ impl DaemonLab {
         command
             .args(["run", "--config"])
             .arg(&self.config_path)
-            // Plain log lines, for the test's failure messages.
-            .env("NO_COLOR", "1")
+            // No NO_COLOR: the log is a file, so xlb must write plain lines by itself.
+            .env_remove("NO_COLOR")
             .stdout(log.try_clone()?)
             .stderr(log);
         let pid = self.lab.spawn(command)?;
@@ -333,6 +333,26 @@ impl DaemonLab {
             bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Waits until the daemon exits on its own (bounded by `timeout`), reaps it and returns
+    /// how it ended.
+    pub fn wait_daemon_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.daemon.context("no daemon runs")?;
+        let deadline = Instant::now() + timeout;
+        while !exited(pid) {
+            ensure!(
+                Instant::now() < deadline,
+                "xlb run (pid {pid}) still runs after {timeout:?}; its log:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(POLL);
+        }
+        self.daemon = None;
+        self.lab.terminate(pid)
     }
 
     /// `kill -9` the daemon and reap it: no chance to clean anything up.

@@ -423,10 +423,9 @@ impl Drill {
             "The outage xlb was born from: a config that sends every request to one server.\n"
         );
         let forced = self.site.dir.join("all-on-b0.toml");
-        let good = self.site.dir.join("good.toml");
         write_atomically(&forced, &self.config([1, 0, 0]))?;
-        write_atomically(&good, &self.config([1, 1, 1]))?;
-        let (forced, good) = (path_str(&forced)?, path_str(&good)?);
+        let forced = path_str(&forced)?;
+        let config = path_str(&self.config_path)?.to_owned();
         println!("The new config gives b0 weight 1, b1 and b2 weight 0. Check it first:");
         let validate = self.xlb(&["validate", forced], false, 12)?;
         ensure!(
@@ -449,9 +448,14 @@ impl Drill {
             refused.code != Some(0),
             "xlb apply took XLB003 without --override"
         );
-        println!("\nThe drill forces it live anyway, as someone in a hurry would:");
+        println!(
+            "\nThe drill forces it live anyway, as someone in a hurry would: into the daemon's \
+             own config (the daemon owns the pins and refuses any other file; on its own it \
+             refuses to reload this one), then `xlb apply` with the override:"
+        );
+        write_atomically(&self.config_path, &self.config([1, 0, 0]))?;
         self.xlb(
-            &["apply", forced, "--override", "XLB003", "--allow-warnings"],
+            &["apply", &config, "--override", "XLB003", "--allow-warnings"],
             false,
             6,
         )?
@@ -526,8 +530,11 @@ impl Drill {
             "stats show {b0} of {total} new flows on b0 while forced, not ~100%"
         );
 
-        println!("\nThe fix: apply the good config, then watch the alert clear.");
-        self.xlb(&["apply", good], false, 6)?.ok()?;
+        println!(
+            "\nThe fix: the good config back in the daemon's file and applied, then watch the alert clear."
+        );
+        write_atomically(&self.config_path, &self.config([1, 1, 1]))?;
+        self.xlb(&["apply", &config], false, 6)?.ok()?;
         let log_from = self.log().len();
         let budget = WINDOW * 2 + Duration::from_secs(1) + SLACK * 2;
         let start = Instant::now();

@@ -367,7 +367,10 @@ fn remove(resources: Resources) {
         reap(pid);
     }
     for dir in resources.pin_dirs {
-        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        // What xlb keeps for the pin path under /run/xlb (a killed daemon leaves its socket).
+        lb_userspace::names::forget(&dir);
+        let _ = std::fs::remove_file(lb_userspace::control::socket_path(&dir));
     }
     for path in resources.paths {
         remove_path(&path);

@@ -207,13 +207,71 @@ pub fn set_ipv4_frag(frame: &mut [u8], flags_offset: u16) {
     frame[ETH_LEN + 6..ETH_LEN + 8].copy_from_slice(&flags_offset.to_be_bytes());
 }
 
+/// `frame` with 802.1Q (TPID 0x8100) or 802.1ad (0x88a8) tags `(tpid, vlan id)` inserted after
+/// the MAC addresses, outermost first.
+pub fn with_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, vlan) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&vlan.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+fn is_ipv6(frame: &[u8]) -> bool {
+    frame[12..14] == [0x86, 0xdd]
+}
+
+/// Offset of the transport header of an untagged IPv4 or IPv6 frame without extension headers.
+pub fn l4_offset(frame: &[u8]) -> usize {
+    if is_ipv6(frame) {
+        ETH_LEN + 40
+    } else {
+        ETH_LEN + usize::from(frame[ETH_LEN] & 0x0f) * 4
+    }
+}
+
+/// Sets the IPv4 protocol or IPv6 next header of an untagged frame (the IPv4 header checksum
+/// is left stale: xlb does not check it).
+pub fn set_ip_proto(frame: &mut [u8], proto: u8) {
+    let at = if is_ipv6(frame) { 6 } else { 9 };
+    frame[ETH_LEN + at] = proto;
+}
+
+/// Sets the destination address of an untagged IPv4 or IPv6 frame (the IPv4 header checksum is
+/// left stale: xlb does not check it).
+pub fn set_ip_dst(frame: &mut [u8], dst: IpAddr) {
+    match dst {
+        IpAddr::V4(v4) => frame[ETH_LEN + 16..ETH_LEN + 20].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => frame[ETH_LEN + 24..ETH_LEN + 40].copy_from_slice(&v6.octets()),
+    }
+}
+
+/// Sets the IPv6 payload length of an untagged IPv6 frame.
+pub fn set_ipv6_payload_len(frame: &mut [u8], len: u16) {
+    frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Sets the TCP data offset (header length in 32-bit words) of an untagged TCP frame.
+pub fn set_tcp_data_offset(frame: &mut [u8], words: u8) {
+    let at = l4_offset(frame) + 12;
+    frame[at] = (frame[at] & 0x0f) | (words << 4);
+}
+
+/// Sets the UDP length field of an untagged UDP frame.
+pub fn set_udp_len(frame: &mut [u8], len: u16) {
+    let at = l4_offset(frame) + 4;
+    frame[at..at + 2].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Inserts an IPv6 fragment header (first fragment, more to come) after the fixed header of
 /// an untagged IPv6 frame.
 pub fn add_ipv6_fragment_header(frame: &mut Vec<u8>) {
     const FIXED: usize = 40;
     let next = frame[ETH_LEN + 6];
     frame[ETH_LEN + 6] = 44;
-    let payload_len = u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]) + 8;
+    let payload_len = u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]).wrapping_add(8);
     frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&payload_len.to_be_bytes());
     let fragment = [next, 0, 0x00, 0x01, 0, 0, 0, 7];
     frame.splice(ETH_LEN + FIXED..ETH_LEN + FIXED, fragment);
@@ -254,6 +312,50 @@ pub fn icmp_too_big(router: &str, flow: &Flow) -> Vec<u8> {
             finish(builder.size(quoted.len()), |out| builder.write(out, quoted))
         }
         _ => panic!("router {router} and flow {flow:?} mix address families"),
+    }
+}
+
+/// The answer xlb sends in place of the untagged `frame` (client to VIP) when it is too big for
+/// an `ipip` tunnel whose inner MTU is `mtu`: the MACs swapped, an ICMP "fragmentation needed"
+/// (IPv4: TTL 64, id 0, no flags) or ICMPv6 "packet too big" (hop limit 64) from the VIP to the
+/// client carrying `mtu`, quoting the frame's first 68 IP bytes.
+pub fn too_big_answer(frame: &[u8], mtu: u16) -> Vec<u8> {
+    const QUOTE: usize = 68;
+    let quote = &frame[ETH_LEN..ETH_LEN + QUOTE];
+    let dst_mac: [u8; 6] = frame[6..12].try_into().unwrap();
+    let src_mac: [u8; 6] = frame[..6].try_into().unwrap();
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    if frame[12..14] == [0x08, 0x00] {
+        let (client, vip) = (
+            &frame[ETH_LEN + 12..ETH_LEN + 16],
+            &frame[ETH_LEN + 16..ETH_LEN + 20],
+        );
+        let mut header = Ipv4Header::new(
+            0,
+            64,
+            etherparse::IpNumber::ICMP,
+            vip.try_into().unwrap(),
+            client.try_into().unwrap(),
+        )
+        .expect("IPv4 header");
+        header.dont_fragment = false;
+        let too_big =
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu };
+        let builder = eth
+            .ip(IpHeaders::Ipv4(header, Default::default()))
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(too_big));
+        finish(builder.size(QUOTE), |out| builder.write(out, quote))
+    } else {
+        let (client, vip) = (
+            &frame[ETH_LEN + 8..ETH_LEN + 24],
+            &frame[ETH_LEN + 24..ETH_LEN + 40],
+        );
+        let builder = eth
+            .ipv6(vip.try_into().unwrap(), client.try_into().unwrap(), 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu),
+            });
+        finish(builder.size(QUOTE), |out| builder.write(out, quote))
     }
 }
 

@@ -11,7 +11,7 @@ use lb_common::{
 };
 use lb_userspace::{counters::Totals, maglev, object, steering, testrun};
 
-use crate::packets::Flow;
+use crate::packets::{Flow, LB_MAC};
 
 pub const BACKENDS: u32 = 3;
 /// Table copies live at these offsets of the slot map.
@@ -20,6 +20,54 @@ pub const TABLE_B: u32 = 100_000;
 
 pub fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0, 0, 0, 0x01, id as u8]
+}
+
+/// Runs one packet through the loaded program; returns its verdict and output.
+pub fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
+    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
+    let outcome = testrun::run(program, packet).expect("test run");
+    (Verdict::from_code(outcome.code), outcome.output)
+}
+
+/// The packet as dsr must emit it towards backend `id`.
+pub fn dsr_output(packet: &[u8], id: u32) -> Vec<u8> {
+    let mut out = packet.to_vec();
+    out[..6].copy_from_slice(&backend_mac(id));
+    out[6..12].copy_from_slice(&LB_MAC);
+    out
+}
+
+/// Asserts that the program counted exactly `packets` packets of `bytes` bytes in all, every
+/// one under `reason` and its verdict, and nothing under any other reason or verdict.
+pub fn assert_counted(ebpf: &Ebpf, reason: Reason, packets: u64, bytes: u64, context: &str) {
+    let totals = Totals::read(ebpf).expect("read counters");
+    let counted = Counter { packets, bytes };
+    for other in Reason::ALL {
+        let want = if other == reason {
+            counted
+        } else {
+            Counter::default()
+        };
+        assert_eq!(
+            totals.reason(other),
+            want,
+            "{context}: reason {}",
+            other.name()
+        );
+    }
+    for verdict in Verdict::ALL {
+        let want = if verdict == reason.verdict() {
+            counted
+        } else {
+            Counter::default()
+        };
+        assert_eq!(
+            totals.verdict(verdict),
+            want,
+            "{context}: verdict {}",
+            verdict.name()
+        );
+    }
 }
 
 pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {

@@ -50,6 +50,10 @@ pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const LB_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// `ipip` outer sources: each flow's from its hash within 198.18.200.0/24 and
+/// 2001:db8:200::/120.
+pub const TUNNEL_SOURCES_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 0);
+pub const TUNNEL_SOURCES_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0);
 pub const VIP_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const VIP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
 /// The TCP port of both VIPs, where every backend's server listens.
@@ -65,9 +69,9 @@ pub const CLIENT_MTU: u32 = 1500;
 /// A full-size packet from the client is 1500 bytes and 1520 (IPv4 outer) or 1540 (IPv6
 /// outer) once tunnelled. Like a real data centre fabric behind an L4 balancer, the path from
 /// the lb to the backends therefore carries a larger MTU than the clients', and xlb is told
-/// that MTU, so it never has to drop a client's packet as `encap_too_big` (xlb sends no ICMP
-/// for those: a client would see a black hole, not a smaller path MTU). Leaving
-/// `Config::mtu` at 1500 would drop every full-size segment.
+/// that MTU, so it never has to answer a client's packet as too big. With `Config::mtu` at
+/// 1500 instead, xlb answers every full-size segment with a too-big error carrying 1480 (IPv4
+/// outer) or 1460 (IPv6 outer), and the client's path MTU shrinks to it.
 pub const FABRIC_MTU: u32 = 1600;
 const TCP: u8 = 6;
 /// Where the VIPs' live tables start in the Maglev slot map (the second copy of each, unused
@@ -113,6 +117,10 @@ pub struct Options {
     pub table_size: u32,
     /// How every VIP forwards.
     pub forwarding: Forwarding,
+    /// xlb's `Config::mtu` in `ipip` mode: [`FABRIC_MTU`] by default; [`CLIENT_MTU`] makes
+    /// every full-size client packet too big for the tunnel, so xlb answers it with a too-big
+    /// error and the client's path MTU shrinks.
+    pub tunnel_mtu: u32,
 }
 
 impl Options {
@@ -123,6 +131,7 @@ impl Options {
             weights: Vec::new(),
             table_size: 65_537,
             forwarding: Forwarding::Dsr,
+            tunnel_mtu: FABRIC_MTU,
         }
     }
 }
@@ -336,9 +345,13 @@ impl Topology {
                 &mut ebpf,
                 &Config {
                     flags: 0,
-                    mtu: FABRIC_MTU,
-                    ipip_src_v4: LB_V4.octets(),
-                    ipip_src_v6: LB_V6.octets(),
+                    mtu: options.tunnel_mtu,
+                    // Tunnel sources spread over prefixes (receive-side scaling at the
+                    // backends): decap and the backends' direct answers must not care.
+                    ipip_src_v4: TUNNEL_SOURCES_V4.octets(),
+                    ipip_src_v6: TUNNEL_SOURCES_V6.octets(),
+                    ipip_src_v4_hosts: [0, 0, 0, 255],
+                    ipip_src_v6_hosts: [0, 0, 0, 255],
                 },
             )?;
             VIP_FORWARD_IPIP

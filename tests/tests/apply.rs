@@ -4,11 +4,12 @@
 
 use aya::Ebpf;
 use lb_common::{
-    Config, PROGRAM_NAME, Verdict,
+    Config, PROGRAM_NAME, Reason, Verdict,
     service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
 use lb_userspace::{
     capacity::Capacity,
+    counters::Totals,
     live::Snapshot,
     object,
     rollout::{self as apply, Desired, DesiredBackend, DesiredVip},
@@ -165,6 +166,32 @@ fn apply_removes_what_the_config_no_longer_has() {
         Verdict::from_code(outcome.code),
         Some(Verdict::Pass),
         "removed VIP is not steered"
+    );
+    // The VIP address map follows the VIPs: GRE to the kept VIP's address is other_l4, to the
+    // removed one's not_vip.
+    let before = Totals::read(&ebpf).expect("counters");
+    for dst in ["198.18.1.10", "2001:db8:1::10"] {
+        let src = if dst.contains(':') {
+            "2001:db8::1"
+        } else {
+            "198.18.0.1"
+        };
+        let mut gre = packets::udp(&Flow::new(src, dst, 1, 1), b"x");
+        packets::set_ip_proto(&mut gre, 47);
+        let program = object::xdp_program(&mut ebpf, PROGRAM_NAME).expect("program");
+        let outcome = testrun::run(program, &gre).expect("test run");
+        assert_eq!(
+            Verdict::from_code(outcome.code),
+            Some(Verdict::Pass),
+            "{dst}"
+        );
+    }
+    let after = Totals::read(&ebpf).expect("counters");
+    let counted = |reason| after.reason(reason).packets - before.reason(reason).packets;
+    assert_eq!(
+        (counted(Reason::OtherL4), counted(Reason::NotVip)),
+        (1, 1),
+        "GRE to the kept and to the removed VIP address"
     );
 }
 

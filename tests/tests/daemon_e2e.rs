@@ -759,8 +759,8 @@ impl AlertLab {
     }
 }
 
-/// Test that forcing all weight on one backend (`xlb apply --override XLB003`, the drill the
-/// override exists for) while the other backends stay healthy, then sending it 50 and more
+/// Test that forcing all weight on one backend (`xlb apply --override XLB003` of the daemon's
+/// config, the drill the override exists for) while the other backends stay healthy, then sending it 50 and more
 /// new connections, fires an alert within one window (plus slack): `xlb_alert` of kind skew or
 /// dominant is 1 for the VIP, and the alert command ran with XLB_ALERT_FIRING=1, the VIP and
 /// the backend in its environment.
@@ -769,13 +769,11 @@ fn forced_skew_raises_the_alert() {
     require_privileges!();
     let drill = alert_lab("skew", |text| text);
     let lab = &drill.lab;
-    let forced = lab
-        .write_file(
-            "forced.toml",
-            &lab.config_text(&[1, 0, 0], Some(&drill.alerts)),
-        )
+    // The daemon owns the pins: the drill goes into its own config file, which it refuses to
+    // reload without the override, and `xlb apply` asks it to reload with the override.
+    lab.write_config(&lab.config_text(&[1, 0, 0], Some(&drill.alerts)))
         .expect("forced config");
-    let forced = forced.to_str().expect("path");
+    let forced = lab.config_path.to_str().expect("path");
     let refused = lab.xlb(&["apply", forced]).expect("xlb apply");
     assert_ne!(refused.code, Some(0), "XLB003 applied without --override");
     let out = lab

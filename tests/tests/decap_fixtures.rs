@@ -10,11 +10,12 @@
 use std::net::IpAddr;
 
 use aya::Ebpf;
-use lb_common::{Counter, DECAP_PROGRAM_NAME, Reason, Verdict};
-use lb_userspace::{counters::Totals, decap, object, testrun};
+use lb_common::{DECAP_PROGRAM_NAME, Reason, Verdict};
+use lb_userspace::{decap, object, testrun};
 use xlb_tests::{
     packets::{self, ETH_LEN, Flow},
     require_privileges,
+    steering::assert_counted,
 };
 
 /// Outer destinations this host accepts (the fixtures list both), and one it does not.
@@ -94,39 +95,6 @@ fn load() -> Ebpf {
     ebpf
 }
 
-/// Asserts that exactly `packets` packets of `bytes` bytes in all were counted, all under
-/// `reason` and its verdict.
-fn assert_counted(ebpf: &Ebpf, name: &str, reason: Reason, packets: u64, bytes: u64) {
-    let totals = Totals::read(ebpf).expect("read counters");
-    let counted = Counter { packets, bytes };
-    for other in Reason::ALL {
-        let want = if other == reason {
-            counted
-        } else {
-            Counter::default()
-        };
-        assert_eq!(
-            totals.reason(other),
-            want,
-            "{name}: reason {}",
-            other.name()
-        );
-    }
-    for verdict in Verdict::ALL {
-        let want = if verdict == reason.verdict() {
-            counted
-        } else {
-            Counter::default()
-        };
-        assert_eq!(
-            totals.verdict(verdict),
-            want,
-            "{name}: verdict {}",
-            verdict.name()
-        );
-    }
-}
-
 /// Runs `packet` through a freshly loaded program and asserts the verdict of `reason`, the
 /// exact output bytes and one count under `reason`.
 fn check(name: &str, packet: &[u8], reason: Reason, output: &[u8]) {
@@ -139,7 +107,7 @@ fn check(name: &str, packet: &[u8], reason: Reason, output: &[u8]) {
         "{name}: verdict"
     );
     assert_eq!(outcome.output, output, "{name}: output bytes");
-    assert_counted(&ebpf, name, reason, 1, packet.len() as u64);
+    assert_counted(&ebpf, reason, 1, packet.len() as u64, name);
 }
 
 /// Checks that `packet` passes or is dropped unchanged, counted under `reason`.
@@ -329,6 +297,22 @@ fn fragmented_tunnel_packet_passes_unchanged() {
     }
 }
 
+/// Test that an IPv6 tunnel packet to a listed address carrying a fragment header (first or
+/// later fragment) passes to the stack unchanged as a fragment, never stripped.
+#[test]
+fn ipv6_tunnel_packet_with_a_fragment_header_passes_unchanged() {
+    require_privileges!();
+    for inner in [v4_syn(), v6_udp()] {
+        let mut tunnel = in_v6(&inner, HOST_V6);
+        packets::add_ipv6_fragment_header(&mut tunnel);
+        check_unchanged("first fragment", &tunnel, Reason::Fragment);
+        // A later fragment: offset 1 (8 bytes), no more fragments.
+        let at = OUTER + IPV6_HEADER + 2;
+        tunnel[at..at + 2].copy_from_slice(&[0x00, 0x08]);
+        check_unchanged("later fragment", &tunnel, Reason::Fragment);
+    }
+}
+
 /// Test that an inner header whose version is not the one the outer protocol announces is
 /// dropped as a bad header, in both directions and both outer families.
 #[test]
@@ -411,6 +395,6 @@ fn every_truncation_of_a_tunnel_frame_is_dropped_as_truncated() {
             packets += 1;
             bytes += len as u64;
         }
-        assert_counted(&ebpf, name, Reason::Truncated, packets, bytes);
+        assert_counted(&ebpf, Reason::Truncated, packets, bytes, name);
     }
 }

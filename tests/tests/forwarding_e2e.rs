@@ -119,6 +119,55 @@ fn ipip_options(forwarding: Forwarding) -> Options {
     }
 }
 
+/// Test that 200 KB uploads through `ipip` VIPs whose tunnel MTU is the client's own (1500)
+/// complete, for both VIPs and both outer families: xlb answers the client's full-size
+/// segments with ICMP "fragmentation needed" / ICMPv6 "packet too big" carrying the MTU less
+/// the outer header, the client's path MTU to the VIP drops to it, and the rest of the upload
+/// crosses the tunnel in smaller segments.
+#[test]
+fn ipip_upload_larger_than_the_tunnel_mtu_completes() {
+    require_privileges!();
+    const BODY: usize = 200_000;
+    for (label, forwarding, outer) in [
+        ("tb4", Forwarding::IpipV4, 20),
+        ("tb6", Forwarding::IpipV6, 40),
+    ] {
+        let options = Options {
+            tunnel_mtu: CLIENT_MTU,
+            ..ipip_options(forwarding)
+        };
+        let topology = Topology::new(label, &options).expect("ipip topology");
+        for (sport, vip) in [(25_000, IpAddr::V4(VIP_V4)), (25_001, IpAddr::V6(VIP_V6))] {
+            let upload = topology.upload(vip, sport, BODY).unwrap_or_else(|err| {
+                panic!(
+                    "{forwarding:?}: upload to {vip} through a {CLIENT_MTU}-byte tunnel: {err:#}"
+                )
+            });
+            assert_eq!(
+                upload.received, BODY as u64,
+                "{forwarding:?}: b{} read {} of the {BODY} bytes sent to {vip}",
+                upload.backend, upload.received
+            );
+            assert_eq!(
+                upload.path_mtu,
+                CLIENT_MTU - outer,
+                "{forwarding:?}: the client's path MTU to {vip} after the too-big answers"
+            );
+        }
+        let totals = xlb_totals(&topology);
+        let answered = totals.reason(Reason::TooBigAnswered).packets;
+        assert!(
+            answered >= 2,
+            "{forwarding:?}: {answered} too-big answers sent"
+        );
+        assert_eq!(
+            totals.reason(Reason::EncapTooBig).packets,
+            0,
+            "{forwarding:?}: packets dropped as too big"
+        );
+    }
+}
+
 /// xlb's counters on the lb, summed over CPUs.
 fn xlb_totals(topology: &Topology) -> Totals {
     Totals::read(&topology.ebpf).expect("xlb counters")

@@ -2,20 +2,13 @@
 //! "packet too big" errors about a VIP's flow go to the backend that owns the flow; other ICMP
 //! stays with the host.
 
-use lb_common::{PROGRAM_NAME, Reason, Verdict};
-use lb_userspace::{counters::Totals, object, steering, testrun};
+use lb_common::{Reason, Verdict};
+use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
     packets::{self, Flow, LB_MAC},
     require_privileges,
-    steering::{backend_mac, flow_key, load, table, vip_key},
+    steering::{assert_counted, backend_mac, flow_key, load, run, table, vip_key},
 };
-
-/// Runs one packet and returns its verdict and output.
-fn run(ebpf: &mut aya::Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
-    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
-    let outcome = testrun::run(program, packet).expect("test run");
-    (Verdict::from_code(outcome.code), outcome.output)
-}
 
 /// Test that an ICMP "fragmentation needed" and an ICMPv6 "packet too big" about a connection
 /// to the VIP reach the backend that the connection itself is sent to (dsr rewrite only).
@@ -53,22 +46,83 @@ fn too_big_errors_follow_their_flow_to_its_backend() {
     }
 }
 
-/// Test that ICMP that is not a too-big error about a VIP flow passes to the host untouched:
-/// an echo request to the VIP, and a too-big error about a port that is not the VIP's.
+/// Test that ICMP to a VIP address that is not a too-big error about a VIP flow passes to the
+/// host untouched as `other_l4` (README's reasons table): an echo request, a too-big error
+/// about a port the VIP address does not serve, and one quoting a packet from another address.
 #[test]
-fn other_icmp_passes_to_the_host() {
+fn other_icmp_to_a_vip_address_passes_as_other_l4() {
     require_privileges!();
     let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
     let echo = packets::icmpv4_echo(&Flow::new("198.18.0.1", "198.18.1.10", 0, 0));
-    assert_eq!(run(&mut ebpf, &echo), (Some(Verdict::Pass), echo.clone()));
-    let other = packets::icmp_too_big("198.18.3.1", &Flow::new("198.18.0.1", "198.18.1.10", 1, 22));
-    assert_eq!(run(&mut ebpf, &other), (Some(Verdict::Pass), other.clone()));
-    let totals = Totals::read(&ebpf).unwrap();
-    assert_eq!(totals.reason(Reason::OtherL4).packets, 1);
-    assert_eq!(totals.reason(Reason::NotVip).packets, 1);
+    let other_port =
+        packets::icmp_too_big("198.18.3.1", &Flow::new("198.18.0.1", "198.18.1.10", 1, 22));
+    // About a packet 198.18.1.11 sent, but delivered to the VIP address.
+    let mut other_source =
+        packets::icmp_too_big("198.18.3.1", &Flow::new("198.18.0.1", "198.18.1.11", 1, 80));
+    packets::set_ip_dst(&mut other_source, "198.18.1.10".parse().unwrap());
+    let mut bytes = 0;
+    for packet in [echo, other_port, other_source] {
+        assert_eq!(
+            run(&mut ebpf, &packet),
+            (Some(Verdict::Pass), packet.clone())
+        );
+        bytes += packet.len() as u64;
+    }
+    assert_counted(&ebpf, Reason::OtherL4, 3, bytes, "ICMP to the VIP address");
 }
 
-/// Test that a too-big error whose quoted packet is cut short is left to the host.
+/// Test that a too-big error to an address that only shares a VIP's filter bit (an IPv6
+/// address with the VIP's last 8 bytes, an IPv4 address with the same bit) is never steered,
+/// even when it quotes a packet of a live VIP flow: it passes untouched as `not_vip`.
+#[test]
+fn too_big_to_a_filter_bit_neighbour_passes_as_not_vip() {
+    require_privileges!();
+    let ipv4 = "198.18.1.10".parse::<std::net::Ipv4Addr>().unwrap();
+    let bit = lb_common::service::vip_filter_bit_v4(&ipv4.octets());
+    let neighbour_v4 = (1..=u32::from(u16::MAX))
+        .map(|i| std::net::Ipv4Addr::from(u32::from(ipv4) + i))
+        .find(|addr| lb_common::service::vip_filter_bit_v4(&addr.octets()) == bit)
+        .expect("an IPv4 test address sharing the VIP's filter bit");
+    for (vip, client, router, neighbour) in [
+        (
+            "198.18.1.10",
+            "198.18.0.1",
+            "198.18.3.1",
+            neighbour_v4.to_string(),
+        ),
+        (
+            "2001:db8:1::10",
+            "2001:db8::1",
+            "2001:db8:3::1",
+            "2001:db8:2::10".to_owned(),
+        ),
+    ] {
+        let (mut ebpf, _) = load(&[(vip_key(vip, 80, 6), 0)], 13);
+        let flow = Flow::new(client, vip, 40000, 80);
+        let syn = packets::tcp_syn(&flow);
+        assert_eq!(run(&mut ebpf, &syn).0, Some(Verdict::Tx), "{vip}: SYN");
+        // About the live flow, but sent to the neighbour.
+        let mut about_vip = packets::icmp_too_big(router, &flow);
+        packets::set_ip_dst(&mut about_vip, neighbour.parse().unwrap());
+        // About the neighbour's own packet, to the neighbour.
+        let about_neighbour =
+            packets::icmp_too_big(router, &Flow::new(client, &neighbour, 40000, 80));
+        for packet in [&about_vip, &about_neighbour] {
+            assert_eq!(
+                run(&mut ebpf, packet),
+                (Some(Verdict::Pass), packet.clone()),
+                "{vip}: too-big to {neighbour}"
+            );
+        }
+        let totals = Totals::read(&ebpf).unwrap();
+        assert_eq!(totals.reason(Reason::NotVip).packets, 2, "{vip}");
+        assert_eq!(totals.reason(Reason::IcmpSteered).packets, 0, "{vip}");
+        assert_eq!(totals.reason(Reason::ForwardedDsr).packets, 1, "{vip}");
+    }
+}
+
+/// Test that a too-big error whose quoted packet is cut short is left to the host as
+/// `other_l4`.
 #[test]
 fn truncated_quote_passes_to_the_host() {
     require_privileges!();

@@ -4,14 +4,16 @@
 use std::net::IpAddr;
 
 use lb_common::{
-    Backend, Config, PROGRAM_NAME, Reason, Verdict,
+    Backend, Config, Reason, Verdict,
     service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP},
 };
-use lb_userspace::{counters::Totals, object, steering, testrun};
+use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
-    steering::{BACKENDS, addr_bytes, backend_mac, flow_key, load, table, vip_key},
+    steering::{
+        BACKENDS, addr_bytes, assert_counted, backend_mac, flow_key, load, run, table, vip_key,
+    },
 };
 
 const TUNNEL_SRC_V4: &str = "198.18.0.2";
@@ -49,15 +51,10 @@ fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common
         mtu,
         ipip_src_v4: [198, 18, 0, 2],
         ipip_src_v6: addr_bytes(TUNNEL_SRC_V6.parse().unwrap()).0,
+        ..Config::default()
     };
     steering::set_config(&mut ebpf, &settings).expect("config");
     (ebpf, config)
-}
-
-fn run(ebpf: &mut aya::Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
-    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
-    let outcome = testrun::run(program, packet).expect("test run");
-    (Verdict::from_code(outcome.code), outcome.output)
 }
 
 /// The tunnel frame the program must emit for `inner` towards backend `id`.
@@ -122,33 +119,138 @@ fn vlan_tag_stays_in_front_of_the_tunnel() {
     );
 }
 
-/// Test that a packet that would exceed the MTU once tunnelled is dropped and counted as
-/// encap_too_big, while one that fits exactly is sent.
+/// Test that a packet that would exceed the MTU once tunnelled is answered with exactly the
+/// expected ICMP "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big" carrying the
+/// MTU less the outer header, sent back to the client (too_big_answered); an IPv4 packet
+/// without DF is dropped as encap_too_big; one that fits exactly is tunnelled.
 #[test]
-fn packet_too_big_for_the_tunnel_is_dropped_and_counted() {
+fn packet_too_big_for_the_tunnel_is_answered_with_the_tunnel_mtu() {
     require_privileges!();
-    for (v6_backends, outer) in [(false, 20), (true, 40)] {
-        let (mut ebpf, _) = ipip_program("198.18.1.10", v6_backends, 1500);
-        let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
-        // IPv4 (20) + TCP (20) + payload: the inner packet fills the MTU minus the outer header.
-        let fits = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - 40]);
-        let too_big = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - 40 + 1]);
+    for (vip, client) in [
+        ("198.18.1.10", "198.18.0.1"),
+        ("2001:db8:1::10", "2001:db8::1"),
+    ] {
+        for (v6_backends, outer) in [(false, 20), (true, 40)] {
+            let what = format!("{vip} with a {outer}-byte outer header");
+            let (mut ebpf, _) = ipip_program(vip, v6_backends, 1500);
+            let flow = Flow::new(client, vip, 40000, 80);
+            let headers = if flow.dst.is_ipv4() { 40 } else { 60 };
+            // The inner packet fills the MTU minus the outer header, or one byte more.
+            let fits = packets::tcp_ack(&flow, &vec![0u8; 1500 - outer - headers]);
+            let too_big = packets::tcp_ack(&flow, &vec![7u8; 1500 - outer - headers + 1]);
+            assert_eq!(run(&mut ebpf, &fits).0, Some(Verdict::Tx), "{what}: fits");
+            let answer = packets::too_big_answer(&too_big, (1500 - outer) as u16);
+            assert_eq!(
+                run(&mut ebpf, &too_big),
+                (Some(Verdict::Tx), answer),
+                "{what}: too big"
+            );
+            let totals = Totals::read(&ebpf).unwrap();
+            assert_eq!(totals.reason(Reason::ForwardedIpip).packets, 1, "{what}");
+            assert_eq!(
+                totals.reason(Reason::TooBigAnswered),
+                lb_common::Counter {
+                    packets: 1,
+                    bytes: too_big.len() as u64
+                },
+                "{what}"
+            );
+            if flow.dst.is_ipv4() {
+                let mut may_fragment = too_big.clone();
+                packets::set_ipv4_frag(&mut may_fragment, 0);
+                assert_eq!(
+                    run(&mut ebpf, &may_fragment),
+                    (Some(Verdict::Drop), may_fragment.clone()),
+                    "{what}: DF clear"
+                );
+                let dropped = Totals::read(&ebpf).unwrap().reason(Reason::EncapTooBig);
+                assert_eq!(dropped.packets, 1, "{what}: DF clear");
+            }
+        }
+    }
+}
+
+/// Test that an ICMP "fragmentation needed" / ICMPv6 "packet too big" about a flow of an ipip
+/// VIP leaves as exactly the tunnel frame the flow's own packets get, towards the flow's
+/// backend, counted once as icmp_steered.
+#[test]
+fn too_big_error_about_an_ipip_flow_is_tunnelled_to_its_backend() {
+    require_privileges!();
+    for (vip, client, router, v6_backends) in [
+        ("198.18.1.10", "198.18.0.1", "198.18.3.1", false),
+        ("2001:db8:1::10", "2001:db8::1", "2001:db8:3::1", true),
+        ("2001:db8:1::10", "2001:db8::1", "2001:db8:3::1", false),
+    ] {
+        let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
+        let flow = Flow::new(client, vip, 40000, 80);
+        let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let error = packets::icmp_too_big(router, &flow);
         assert_eq!(
-            run(&mut ebpf, &fits).0,
-            Some(Verdict::Tx),
-            "outer {outer}: fits"
+            run(&mut ebpf, &error),
+            (Some(Verdict::Tx), tunnelled(&error, id, v6_backends)),
+            "{vip}"
         );
-        assert_eq!(
-            run(&mut ebpf, &too_big),
-            (Some(Verdict::Drop), too_big.clone()),
-            "outer {outer}"
-        );
-        assert_eq!(
-            Totals::read(&ebpf)
-                .unwrap()
-                .reason(Reason::EncapTooBig)
-                .packets,
-            1
+        assert_counted(&ebpf, Reason::IcmpSteered, 1, error.len() as u64, vip);
+    }
+}
+
+/// Test that with a tunnel source prefix (198.18.200.0/24, 2001:db8:200::/120) each flow's
+/// tunnel frames carry an outer source inside the prefix, different flows different sources
+/// (64 flows over at least 32 of them), and every packet of a flow (SYN, data, and again)
+/// the same one, exactly the frame the flow's hash gives.
+#[test]
+fn outer_source_spreads_flows_over_the_configured_prefix() {
+    require_privileges!();
+    for (vip, client, v6_backends) in [
+        ("198.18.1.10", "198.18.0.1", false),
+        ("2001:db8:1::10", "2001:db8::1", true),
+    ] {
+        let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
+        let settings = Config {
+            mtu: 1500,
+            ipip_src_v4: [198, 18, 200, 0],
+            ipip_src_v6: addr_bytes("2001:db8:200::".parse().unwrap()).0,
+            ipip_src_v4_hosts: [0, 0, 0, 255],
+            ipip_src_v6_hosts: [0, 0, 0, 255],
+            ..Config::default()
+        };
+        steering::set_config(&mut ebpf, &settings).expect("config");
+        let mut sources = std::collections::BTreeSet::new();
+        for sport in 40_000..40_064 {
+            let flow = Flow::new(client, vip, sport, 80);
+            let key = flow_key(&flow, 6);
+            let id = table(&[0, 1, 2], 13)[steering::slot(&config, &key) as usize];
+            let hash = lb_common::flow_hash(&key, false);
+            let source: IpAddr = if v6_backends {
+                settings.ipip_source_v6(hash).into()
+            } else {
+                settings.ipip_source_v4(hash).into()
+            };
+            for packet in [
+                packets::tcp_syn(&flow),
+                packets::tcp_ack(&flow, b"data"),
+                packets::tcp_ack(&flow, b"more data"),
+            ] {
+                let mut expected =
+                    packets::encapsulated(source, backend_addr(id, v6_backends), &packet);
+                expected[..6].copy_from_slice(&backend_mac(id));
+                assert_eq!(
+                    run(&mut ebpf, &packet),
+                    (Some(Verdict::Tx), expected),
+                    "{vip} port {sport}"
+                );
+            }
+            let in_prefix = match source {
+                IpAddr::V4(v4) => v4.octets()[..3] == [198, 18, 200],
+                IpAddr::V6(v6) => v6.segments()[..7] == [0x2001, 0xdb8, 0x200, 0, 0, 0, 0],
+            };
+            assert!(in_prefix, "{vip} port {sport}: outer source {source}");
+            sources.insert(source);
+        }
+        assert!(
+            sources.len() >= 32,
+            "{vip}: 64 flows used only {} outer sources: {sources:?}",
+            sources.len()
         );
     }
 }

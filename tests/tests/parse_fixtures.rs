@@ -2,12 +2,12 @@
 //! its expected verdict, comes out byte-for-byte as expected, and is counted under exactly one
 //! verdict and one reason.
 
-use lb_common::{Counter, PROGRAM_NAME, Reason, Verdict};
-use lb_userspace::{counters::Totals, object, testrun};
+use lb_common::{PROGRAM_NAME, Reason, Verdict};
+use lb_userspace::{object, testrun};
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
-    steering::run_counted,
+    steering::{assert_counted, run_counted},
 };
 
 /// One packet and what the program must do with it.
@@ -81,6 +81,35 @@ fn corpus() -> Vec<Fixture> {
             name: "vlan tag cut short",
             packet: truncated(packets::tagged_tcp_syn(&v4(), 42), 16),
             reason: Reason::Truncated,
+        },
+        Fixture {
+            name: "vlan-tagged ipv6 udp",
+            packet: packets::with_tags(&v6_udp, &[(0x8100, 42)]),
+            reason: Reason::NotVip,
+        },
+        Fixture {
+            name: "two 802.1Q tags",
+            packet: packets::with_tags(&v4_syn, &[(0x8100, 42), (0x8100, 7)]),
+            reason: Reason::NotIp,
+        },
+        Fixture {
+            name: "802.1ad and 802.1Q tags on ipv6",
+            packet: packets::with_tags(&v6_udp, &[(0x88a8, 42), (0x8100, 7)]),
+            reason: Reason::NotIp,
+        },
+        Fixture {
+            name: "ipv4 EtherType with an ipv6 packet",
+            packet: edited(v6_udp.clone(), &|p| {
+                p[12..14].copy_from_slice(&[0x08, 0x00])
+            }),
+            reason: Reason::BadHeader,
+        },
+        Fixture {
+            name: "ipv6 EtherType with an ipv4 packet",
+            packet: edited(v4_syn.clone(), &|p| {
+                p[12..14].copy_from_slice(&[0x86, 0xdd])
+            }),
+            reason: Reason::BadHeader,
         },
         Fixture {
             name: "arp",
@@ -179,39 +208,13 @@ fn every_fixture_gets_its_verdict_and_one_count() {
             fixture.name
         );
 
-        let totals = Totals::read(&ebpf).expect("read counters");
-        let one = Counter {
-            packets: 1,
-            bytes: fixture.packet.len() as u64,
-        };
-        for reason in Reason::ALL {
-            let want = if reason == fixture.reason {
-                one
-            } else {
-                Counter::default()
-            };
-            assert_eq!(
-                totals.reason(reason),
-                want,
-                "{}: reason {}",
-                fixture.name,
-                reason.name()
-            );
-        }
-        for verdict in Verdict::ALL {
-            let want = if verdict == expected {
-                one
-            } else {
-                Counter::default()
-            };
-            assert_eq!(
-                totals.verdict(verdict),
-                want,
-                "{}: verdict {}",
-                fixture.name,
-                verdict.name()
-            );
-        }
+        assert_counted(
+            &ebpf,
+            fixture.reason,
+            1,
+            fixture.packet.len() as u64,
+            fixture.name,
+        );
     }
 }
 

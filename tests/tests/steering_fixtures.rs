@@ -13,9 +13,11 @@ use lb_common::{
 };
 use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
-    packets::{self, Flow, LB_MAC},
+    packets::{self, Flow},
     require_privileges,
-    steering::{BACKENDS, TABLE_B, backend_mac, flow_key, load, run_counted, table, vip_key},
+    steering::{
+        BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, run_counted, table, vip_key,
+    },
 };
 
 /// Runs one packet and returns its verdict and output, checking that it was counted under
@@ -23,14 +25,6 @@ use xlb_tests::{
 fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
     let (verdict, output, _) = run_counted(ebpf, packet);
     (verdict, output)
-}
-
-/// The packet as dsr must emit it towards backend `id`.
-fn dsr_output(packet: &[u8], id: u32) -> Vec<u8> {
-    let mut out = packet.to_vec();
-    out[..6].copy_from_slice(&backend_mac(id));
-    out[6..12].copy_from_slice(&LB_MAC);
-    out
 }
 
 fn backend_stats(ebpf: &Ebpf, id: u32) -> BackendCounter {

@@ -19,13 +19,11 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use lb_common::{Counter, Event, Reason, Verdict, decap::DecapKey};
+use lb_common::{Counter, Event, Reason, decap::DecapKey};
 
 /// Outer addresses one host answers for: its own addresses, a handful at most.
 const MAX_DECAP_ADDRS: usize = 64;
 
-#[btf_map]
-static XLB_VERDICTS: PerCpuArray<Counter, { Verdict::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
 static XLB_REASONS: PerCpuArray<Counter, { Reason::SLOTS as usize }> = PerCpuArray::new();
 /// Never written: declared so `lb_userspace::counters::Totals::read` works on this object.
@@ -40,9 +38,8 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
     // Counted as received: stripping shortens the frame.
     let received = lb_ebpf::headers::frame_len(&ctx) as u64;
     let reason = decap(&ctx);
-    let verdict = reason.verdict();
-    counters::count(reason, verdict, received);
-    verdict as u32
+    counters::count(reason, received);
+    reason.verdict() as u32
 }
 
 #[inline(always)]

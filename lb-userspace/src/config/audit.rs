@@ -39,6 +39,7 @@ pub(crate) fn audit(
         findings: Vec::new(),
         missing_sources: Vec::new(),
     };
+    audit.lengths(file);
     audit.control_characters(file);
     audit.global(file.global.get_ref(), env);
     audit.thresholds(file);
@@ -171,7 +172,72 @@ struct Audit<'a> {
     missing_sources: Vec<&'static str>,
 }
 
+/// The longest value of each free-text field: the kernel's limit where it has one (IFNAMSIZ,
+/// sun_path), else far beyond any sane value, so a mistaken paste stops here.
+const MAX_INTERFACE_LEN: usize = 15;
+const MAX_SOCKET_PATH_LEN: usize = 107;
+const MAX_PATH_LEN: usize = 1024;
+const MAX_COMMAND_LEN: usize = 4096;
+
 impl Audit<'_> {
+    /// Every free-text field within its length limit (names are limited where they parse).
+    fn lengths(&mut self, file: &ConfigFile) {
+        let global = file.global.get_ref();
+        let mut fields = vec![(
+            "global.interface".to_owned(),
+            &global.interface,
+            MAX_INTERFACE_LEN,
+        )];
+        fields.extend(
+            global
+                .pin_path
+                .iter()
+                .map(|p| ("global.pin_path".to_owned(), p, MAX_PATH_LEN)),
+        );
+        if let Some(bgp) = &file.bgp {
+            let bgp = bgp.get_ref();
+            fields.push(("bgp.routes_file".to_owned(), &bgp.routes_file, MAX_PATH_LEN));
+            fields.extend(
+                bgp.socket
+                    .iter()
+                    .map(|s| ("bgp.socket".to_owned(), s, MAX_SOCKET_PATH_LEN)),
+            );
+            fields.extend(
+                bgp.reload_command
+                    .iter()
+                    .map(|c| ("bgp.reload_command".to_owned(), c, MAX_COMMAND_LEN)),
+            );
+        }
+        if let Some(alerts) = &file.alerts {
+            let command = alerts.get_ref().command.iter();
+            fields.extend(command.map(|c| ("alerts.command".to_owned(), c, MAX_COMMAND_LEN)));
+        }
+        for (i, vip) in file.vip.iter().enumerate() {
+            for (j, backend) in vip.get_ref().backend.iter().enumerate() {
+                let health = backend.get_ref().health.as_ref();
+                if let Some(path) = health.and_then(|h| h.get_ref().path.as_ref()) {
+                    fields.push((
+                        format!("vip[{i}].backend[{j}].health.path"),
+                        path,
+                        MAX_PATH_LEN,
+                    ));
+                }
+            }
+        }
+        for (field, value, max) in fields {
+            let len = value.get_ref().len();
+            if len > max {
+                self.report(
+                    &SYNTAX,
+                    value.span(),
+                    field.clone(),
+                    format!("{field} is {len} bytes long, more than the {max} it may be"),
+                    format!("shorten {field} to at most {max} bytes"),
+                );
+            }
+        }
+    }
+
     fn report(
         &mut self,
         rule: &Rule,
@@ -233,8 +299,12 @@ impl Audit<'_> {
 
     fn global(&mut self, global: &GlobalFile, env: &dyn Environment) {
         let interface = global.interface.get_ref();
-        // A name with a control character is XLB024's finding; no interface can carry it.
-        if !interface.chars().any(char::is_control) && !env.interface_exists(interface) {
+        // A name too long for the kernel is reported by `lengths`, one with a control character
+        // is XLB024's finding: no interface can carry either.
+        if interface.len() <= MAX_INTERFACE_LEN
+            && !interface.chars().any(char::is_control)
+            && !env.interface_exists(interface)
+        {
             let known = env.interfaces();
             let fix = if known.is_empty() {
                 "set global.interface to an interface of this host (see `ip link`)".to_owned()
@@ -362,14 +432,14 @@ impl Audit<'_> {
                 global
                     .ipip_source_v4
                     .as_ref()
-                    .map(|s| (IpAddr::V4(s.get_ref().0), s.span())),
+                    .map(|s| (IpAddr::V4(s.get_ref().0.addr()), s.span())),
             ),
             (
                 "ipip_source_v6",
                 global
                     .ipip_source_v6
                     .as_ref()
-                    .map(|s| (IpAddr::V6(s.get_ref().0), s.span())),
+                    .map(|s| (IpAddr::V6(s.get_ref().0.addr()), s.span())),
             ),
         ];
         for (name, source) in sources {

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, de::Error as _};
 use toml::Spanned;
 
@@ -146,15 +147,18 @@ fn parse_string<'de, D: Deserializer<'de>, T>(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Name(pub String);
 
+/// The longest name: names become metric labels and command-line arguments.
+pub const MAX_NAME_LEN: usize = 63;
+
 impl<'de> Deserialize<'de> for Name {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // Names appear in metric labels, pin paths and command lines: keep them to a set that
         // needs no quoting anywhere.
         parse_string(
             deserializer,
-            "a valid name (lowercase letters, digits and '-')",
+            "a valid name (1 to 63 lowercase letters, digits and '-')",
             |text| {
-                let valid = !text.is_empty()
+                let valid = (1..=MAX_NAME_LEN).contains(&text.len())
                     && text
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -177,23 +181,33 @@ impl<'de> Deserialize<'de> for Ip {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4(pub Ipv4Addr);
+pub struct Ipv4(pub Ipv4Net);
 
 impl<'de> Deserialize<'de> for Ipv4 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parse_string(deserializer, "an IPv4 address", |text| {
-            text.parse().ok().map(Ipv4)
+        parse_string(deserializer, "an IPv4 address or prefix", |text| {
+            let one = |addr: Ipv4Addr| Ipv4Net::from(addr);
+            text.parse()
+                .ok()
+                .map(one)
+                .or_else(|| text.parse().ok())
+                .map(Ipv4)
         })
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6(pub Ipv6Addr);
+pub struct Ipv6(pub Ipv6Net);
 
 impl<'de> Deserialize<'de> for Ipv6 {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parse_string(deserializer, "an IPv6 address", |text| {
-            text.parse().ok().map(Ipv6)
+        parse_string(deserializer, "an IPv6 address or prefix", |text| {
+            let one = |addr: Ipv6Addr| Ipv6Net::from(addr);
+            text.parse()
+                .ok()
+                .map(one)
+                .or_else(|| text.parse().ok())
+                .map(Ipv6)
         })
     }
 }

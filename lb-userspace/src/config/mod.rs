@@ -90,22 +90,89 @@ fn check_text_overriding(
     }
 }
 
+/// Whether `diagnostics` say the file could not be read at all (exit code 2, not 1).
+pub fn unreadable(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics
+        .iter()
+        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
+}
+
+/// The largest config file xlb reads.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// The bytes of the config file at `path`: a regular file of at most [`MAX_FILE_BYTES`]. A
+/// FIFO, socket or device is refused before anything is read from it (opening does not block:
+/// O_NONBLOCK), and a file that grows while being read stops at the limit.
+pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(Error::new(ErrorKind::IsADirectory, "it is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a FIFO, socket or device)",
+        ));
+    }
+    let too_large = || {
+        Error::new(
+            ErrorKind::FileTooLarge,
+            format!(
+                "larger than the {} MiB a config may be",
+                MAX_FILE_BYTES >> 20
+            ),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// Validates the config `bytes`, read from `file`: the daemon reads a file once and applies (and
 /// hashes) exactly the bytes it checked.
 pub fn check_bytes(bytes: &[u8], file: &Path, env: &dyn Environment) -> Checked {
+    check_bytes_overriding(bytes, file, env, &[])
+}
+
+/// Like [`check_bytes`], with the findings of the `overrides` rules as warnings (see
+/// [`load_overriding`]).
+pub fn check_bytes_overriding(
+    bytes: &[u8],
+    file: &Path,
+    env: &dyn Environment,
+    overrides: &[String],
+) -> Checked {
     let text = std::str::from_utf8(bytes).map_err(|err| {
         read_error(
             file,
             std::io::Error::new(std::io::ErrorKind::InvalidData, err),
         )
     })?;
-    check_text(text, file, env)
+    check_text_overriding(text, file, env, overrides)
 }
 
 /// The text of the config file, or one [`rules::UNREADABLE_FILE`] error naming the path and the
 /// OS error (in a `Vec`, as `load` reports it).
 pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
-    std::fs::read_to_string(path).map_err(|err| read_error(path, err))
+    read_bytes(path)
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8")
+            })
+        })
+        .map_err(|err| read_error(path, err))
 }
 
 /// One [`rules::UNREADABLE_FILE`] error for `err` on `path`.
@@ -120,6 +187,8 @@ pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
         }
         std::io::ErrorKind::InvalidData => "save the file as UTF-8 text",
         std::io::ErrorKind::IsADirectory => "name the config file, not its directory",
+        std::io::ErrorKind::FileTooLarge => "name the config file: this is too large to be one",
+        std::io::ErrorKind::InvalidInput => "name a regular file, not a FIFO, socket or device",
         _ => "check that the path names a readable file",
     };
     vec![Diagnostic {

@@ -1,10 +1,12 @@
 //! The validated config: plain typed values with every default applied, in file order. Only a
 //! config without errors becomes a `Model`, so code that programs the kernel can trust it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use lb_common::{
     Config, VipKey,
@@ -103,10 +105,11 @@ pub struct Global {
     pub metrics_address: SocketAddr,
     /// Largest IP packet `ipip` may emit.
     pub mtu: u32,
-    /// Outer source of IPv4 tunnel headers; set whenever an `ipip` VIP has an IPv4 backend.
-    pub ipip_source_v4: Option<Ipv4Addr>,
-    /// Outer source of IPv6 tunnel headers; set whenever an `ipip` VIP has an IPv6 backend.
-    pub ipip_source_v6: Option<Ipv6Addr>,
+    /// Outer source of IPv4 tunnel headers, one address (/32) or a prefix the flows spread
+    /// over; set whenever an `ipip` VIP has an IPv4 backend.
+    pub ipip_source_v4: Option<Ipv4Net>,
+    /// Outer source of IPv6 tunnel headers, likewise (a prefix spreads its last 32 bits).
+    pub ipip_source_v6: Option<Ipv6Net>,
     /// How long a drained backend (`xlb backend drain`) keeps its established flows before the
     /// daemon disables it.
     pub drain_timeout: Duration,
@@ -380,8 +383,16 @@ impl Global {
         Config {
             flags: self.flow_admission.flags(),
             mtu: self.mtu,
-            ipip_src_v4: self.ipip_source_v4.map_or([0; 4], |a| a.octets()),
-            ipip_src_v6: self.ipip_source_v6.map_or([0; 16], |a| a.octets()),
+            ipip_src_v4: self.ipip_source_v4.map_or([0; 4], |n| n.network().octets()),
+            ipip_src_v6: self
+                .ipip_source_v6
+                .map_or([0; 16], |n| n.network().octets()),
+            ipip_src_v4_hosts: self
+                .ipip_source_v4
+                .map_or([0; 4], |n| n.hostmask().octets()),
+            ipip_src_v6_hosts: self
+                .ipip_source_v6
+                .map_or([0; 4], |n| n.hostmask().octets()[12..].try_into().unwrap()),
         }
     }
 }

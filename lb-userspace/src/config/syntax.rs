@@ -309,12 +309,12 @@ pub(crate) fn hint(leaf: &str) -> Option<Hint> {
         ),
         "mtu" => ("an integer in 576..=9216", "mtu = 1500"),
         "ipip_source_v4" => (
-            "an IPv4 address of this host",
-            "ipip_source_v4 = \"198.18.0.2\"",
+            "an IPv4 address of this host, or a prefix the tunnels' sources spread over",
+            "ipip_source_v4 = \"198.18.0.2\" or \"198.18.0.0/24\"",
         ),
         "ipip_source_v6" => (
-            "an IPv6 address of this host",
-            "ipip_source_v6 = \"2001:db8::2\"",
+            "an IPv6 address of this host, or a prefix the tunnels' sources spread over",
+            "ipip_source_v6 = \"2001:db8::2\" or \"2001:db8::/120\"",
         ),
         "drain_timeout_seconds" => (
             "seconds in 1..=86400 that a drained backend keeps its flows",

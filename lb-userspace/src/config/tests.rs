@@ -221,11 +221,11 @@ fn model_holds_typed_values_defaults_and_file_order() {
     assert_eq!(model.global.mtu, 1500);
     assert_eq!(
         model.global.ipip_source_v4,
-        Some(Ipv4Addr::new(198, 18, 0, 2))
+        Some(Ipv4Addr::new(198, 18, 0, 2).into())
     );
     assert_eq!(
         model.global.ipip_source_v6,
-        Some("2001:db8::2".parse::<Ipv6Addr>().unwrap())
+        Some("2001:db8::2".parse::<Ipv6Addr>().unwrap().into())
     );
     assert_eq!(model.audit.max_backend_share, 0.5);
     assert_eq!(model.audit.min_backends, 2);
@@ -703,4 +703,36 @@ fn bgp_settings_reach_the_model_with_the_default_reload_command() {
             command: "birdc configure".to_owned()
         }
     );
+}
+
+#[test]
+fn ipip_source_prefix_gives_the_kernel_its_host_bits() {
+    // Test that a tunnel source prefix reaches the kernel as its network and host bits (a
+    // single address as no host bits), and that flows spread over the prefix by their hash.
+    let path = configs().join("good/ipip-source-prefix.toml");
+    let (model, _) = load(&path, &env()).expect("prefix config");
+    let config = model.global.kernel_config();
+    assert_eq!(config.ipip_src_v4, [198, 18, 200, 0]);
+    assert_eq!(config.ipip_src_v4_hosts, [0, 0, 0, 255]);
+    assert_eq!(
+        config.ipip_src_v6[..15],
+        Ipv6Addr::from([0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 0]).octets()[..15]
+    );
+    assert_eq!(config.ipip_src_v6_hosts, [0, 0, 0, 255]);
+    let sources: std::collections::BTreeSet<[u8; 4]> = (0..64u32)
+        .map(|i| config.ipip_source_v4(i.wrapping_mul(0x9e37_79b9)))
+        .collect();
+    assert!(
+        sources.len() > 32,
+        "64 hashes gave {} sources",
+        sources.len()
+    );
+    assert!(
+        sources.iter().all(|s| s[..3] == [198, 18, 200]),
+        "{sources:?}"
+    );
+    let (single, _) = load(&example(), &env()).expect("example");
+    let single = single.global.kernel_config();
+    assert_eq!(single.ipip_src_v4_hosts, [0; 4]);
+    assert_eq!(single.ipip_source_v4(0xdead_beef), [198, 18, 0, 2]);
 }

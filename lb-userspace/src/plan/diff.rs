@@ -400,18 +400,23 @@ pub(super) fn global_changes(live: &Config, model: &Model) -> Vec<FieldChange> {
         }
         .to_string()
     };
+    // A prefix shows as its network and length; one address alone.
+    let source = |addr: IpAddr, hosts: [u8; 4]| match u32::from_be_bytes(hosts).count_ones() {
+        0 => addr.to_string(),
+        bits => format!("{addr}/{}", if addr.is_ipv4() { 32 } else { 128 } - bits),
+    };
     let v4 = |c: &Config| {
         if c.ipip_src_v4 == [0; 4] {
             "unset".to_owned()
         } else {
-            Ipv4Addr::from(c.ipip_src_v4).to_string()
+            source(Ipv4Addr::from(c.ipip_src_v4).into(), c.ipip_src_v4_hosts)
         }
     };
     let v6 = |c: &Config| {
         if c.ipip_src_v6 == [0; 16] {
             "unset".to_owned()
         } else {
-            Ipv6Addr::from(c.ipip_src_v6).to_string()
+            source(Ipv6Addr::from(c.ipip_src_v6).into(), c.ipip_src_v6_hosts)
         }
     };
     let admission = |c: &Config| FlowAdmission::from_flags(c.flags).name().to_owned();

@@ -4,12 +4,8 @@
 //! [`Tunnel`]; anything else stops with the reason it is counted under.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{
-    Reason,
-    decap::DecapKey,
-    service::{FAMILY_IPV4, FAMILY_IPV6},
-};
-use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6};
+use lb_common::{Reason, decap::DecapKey};
+use lb_ebpf::headers::{self, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_IPIP, IPPROTO_IPV6};
 use network_types::ip::Ipv6Hdr;
 
 /// A well-formed outer header announcing an IPv4 or IPv6 packet inside.
@@ -23,9 +19,10 @@ pub struct Tunnel {
     /// Bytes the outer header says follow it (IPv4 total length minus the header, IPv6
     /// payload length); all of them are inside the frame.
     pub payload_len: usize,
-    /// [`ETH_P_IP`] or [`ETH_P_IPV6`]: the family the outer protocol number announces.
+    /// [`ETH_P_IP`] or [`ETH_P_IPV6`]: the family the outer protocol number announces (0 for
+    /// an IPv6 fragment, never stripped).
     pub inner_ether_type: u16,
-    /// An IPv4 fragment (MF set or offset non-zero).
+    /// An IPv4 fragment (MF set or offset non-zero) or an IPv6 packet with a fragment header.
     pub fragment: bool,
 }
 
@@ -54,13 +51,8 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Tunnel, Reason> {
     let v4 = headers::ipv4(ctx, offset)?;
     let (ip, header_len, total_len) = (v4.header, v4.header_len, v4.total_len);
     let inner_ether_type = inner_ether_type(ip.proto)?;
-    let mut dst = DecapKey {
-        family: FAMILY_IPV4,
-        ..DecapKey::default()
-    };
-    dst.addr[..4].copy_from_slice(&ip.dst_addr);
     Ok(Tunnel {
-        dst,
+        dst: DecapKey::v4(&ip.dst_addr),
         l2_len: offset,
         outer_len: header_len,
         payload_len: total_len - header_len,
@@ -73,18 +65,20 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Tunnel, Reason> {
 fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Tunnel, Reason> {
     let (ip, ip_len) = headers::ipv6(ctx, offset)?;
     let payload_len = ip_len - Ipv6Hdr::LEN;
-    // Extension headers before the inner packet are not something xlb sends: not for us.
-    let inner_ether_type = inner_ether_type(ip.next_hdr)?;
+    // A fragment header goes to the stack like an IPv4 fragment (the inner header may be in
+    // another fragment); other extension headers are not something xlb sends: not for us.
+    let fragment = ip.next_hdr == IPPROTO_FRAGMENT;
+    let inner_ether_type = if fragment {
+        0
+    } else {
+        inner_ether_type(ip.next_hdr)?
+    };
     Ok(Tunnel {
-        dst: DecapKey {
-            addr: ip.dst_addr,
-            family: FAMILY_IPV6,
-            pad: [0; 3],
-        },
+        dst: DecapKey::v6(&ip.dst_addr),
         l2_len: offset,
         outer_len: Ipv6Hdr::LEN,
         payload_len,
         inner_ether_type,
-        fragment: false,
+        fragment,
     })
 }
