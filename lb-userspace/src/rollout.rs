@@ -508,10 +508,17 @@ fn mark_table_changes(
         let counters: PerCpuArray<&MapData, BackendCounter> =
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
+        // The old copies are intact: the new tables went into the other ones.
+        let live: Vec<(u32, u32)> = plan
+            .vips
+            .iter()
+            .filter_map(|applied| snapshot.vip(&applied.key))
+            .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+            .collect();
+        let mut old_tables = steering::read_tables(maps, &live)?.into_iter();
         for applied in &plan.vips {
-            // The old copy is intact: the new table went into the other one.
             let unchanged = match snapshot.vip(&applied.key) {
-                Some(live) => snapshot.active_table(maps, live)? == applied.table,
+                Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
                 None => false,
             };
             if unchanged {

@@ -77,15 +77,31 @@ pub fn write_tables_halfway(
 
 /// Reads `len` slots starting at `base` (a table copy) from the slot map.
 pub fn read_table(ebpf: &(impl Maps + ?Sized), base: u32, len: u32) -> anyhow::Result<Vec<u32>> {
+    let mut tables = read_tables(ebpf, &[(base, len)])?;
+    Ok(tables.remove(0))
+}
+
+/// Reads each (`base`, `len`) table copy from the slot map through one mapping of it: the
+/// kernel maps every page of the map at each mmap, so one mapping per table would cost the
+/// whole map's pages per table.
+pub fn read_tables(
+    ebpf: &(impl Maps + ?Sized),
+    ranges: &[(u32, u32)],
+) -> anyhow::Result<Vec<Vec<u32>>> {
     with_slots(ebpf, |slots| {
-        let range = base as usize..base as usize + len as usize;
-        slots.get(range).map(<[u32]>::to_vec).with_context(|| {
-            format!(
-                "slots {base}..+{len} lie outside {} ({} slots)",
-                map_names::MAGLEV,
-                slots.len()
-            )
-        })
+        ranges
+            .iter()
+            .map(|&(base, len)| {
+                let range = base as usize..base as usize + len as usize;
+                slots.get(range).map(<[u32]>::to_vec).with_context(|| {
+                    format!(
+                        "slots {base}..+{len} lie outside {} ({} slots)",
+                        map_names::MAGLEV,
+                        slots.len()
+                    )
+                })
+            })
+            .collect()
     })?
 }
 
