@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    args::{ApplyArgs, LiveArgs},
+    args::{AcceptArgs, ApplyArgs, LiveArgs},
     capacity::Capacity,
     config::{self, Environment, HostEnvironment, rules},
     control, effect, exit,
@@ -73,12 +73,7 @@ pub struct AppliedVipReport {
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
-    check_overrides(&args.overrides)?;
-    let options = Options {
-        allow_warnings: args.allow_warnings,
-        overrides: args.overrides.clone(),
-        force: args.force,
-    };
+    let options = Options::from_args(args.accept)?;
     let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
     report::emit(args.live.output, &report, render)?;
     Ok(report.code)
@@ -97,19 +92,34 @@ pub struct Options {
     pub force: bool,
 }
 
-/// Refuses an `--override` of a rule that cannot be overridden, naming the ones that can.
-pub fn check_overrides(overrides: &[String]) -> anyhow::Result<()> {
-    for rule in overrides {
-        anyhow::ensure!(
-            config::OVERRIDABLE.contains(&rule.as_str()),
-            "--override {rule}: only {} can be overridden",
-            config::OVERRIDABLE.join(", ")
-        );
-    }
-    Ok(())
-}
-
 impl Options {
+    /// The options of the command line; an `--override` of a rule that cannot be overridden
+    /// is refused, naming the ones that can.
+    pub fn from_args(accept: AcceptArgs) -> anyhow::Result<Options> {
+        for rule in &accept.overrides {
+            anyhow::ensure!(
+                config::OVERRIDABLE.contains(&rule.as_str()),
+                "--override {rule}: only {} can be overridden",
+                config::OVERRIDABLE.join(", ")
+            );
+        }
+        Ok(Options {
+            allow_warnings: accept.allow_warnings,
+            overrides: accept.overrides,
+            force: accept.force,
+        })
+    }
+
+    /// Whether one server above `alerts.max_share` is accepted: `--force`, or an override of
+    /// XLB003, which accepts exactly that.
+    pub fn accepts_concentration(&self) -> bool {
+        self.force
+            || self
+                .overrides
+                .iter()
+                .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
+    }
+
     /// Why an apply with these options refuses a valid config with `warnings`, if it does:
     /// `plan` asks the same question, so it fails exactly when `apply` would refuse.
     pub fn refusal(&self, warnings: &[config::Diagnostic]) -> Option<String> {
@@ -172,12 +182,7 @@ pub fn apply_file(
         )
     })?;
     let desired = Desired::from_model(&model, &bytes);
-    if !options.force
-        && !options
-            .overrides
-            .iter()
-            .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
-    {
+    if !options.accepts_concentration() {
         let mut maps = pins::open(&pin_path)?;
         let snapshot = Snapshot::read(&mut maps)?;
         let capacity = Capacity::read(&maps)?;

@@ -147,25 +147,19 @@ pub struct PlanArgs {
     /// (`tcpdump -w FILE`; Ethernet, raw IP or `-i any` captures).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// Plan as `xlb apply --allow-warnings` would apply: warnings do not fail the plan.
-    #[arg(long)]
-    pub allow_warnings: bool,
-    /// Plan as `xlb apply --override RULE` would apply (see `xlb apply --help`); repeatable.
-    #[arg(long = "override", value_name = "RULE")]
-    pub overrides: Vec<String>,
-    /// Plan as `xlb apply --force` would apply: one server above `alerts.max_share` with the
-    /// live drains and disables kept does not fail the plan.
-    #[arg(long)]
-    pub force: bool,
+    /// What the apply being planned would accept: the plan fails exactly when that apply
+    /// would refuse.
+    #[command(flatten)]
+    pub accept: AcceptArgs,
     #[command(flatten)]
     pub live: LiveArgs,
 }
 
+/// What an apply accepts beyond a clean config (`xlb plan` takes the same, to judge as that
+/// apply would).
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// The config file to apply.
-    pub file: PathBuf,
-    /// Apply even with warnings (errors always refuse).
+pub struct AcceptArgs {
+    /// Accept warnings (errors always refuse).
     #[arg(long)]
     pub allow_warnings: bool,
     /// Let a finding of this audit rule through as a warning (XLB001, XLB002, XLB003, XLB008,
@@ -173,10 +167,18 @@ pub struct ApplyArgs {
     /// all weight on one backend; repeatable. Other warnings still need --allow-warnings.
     #[arg(long = "override", value_name = "RULE")]
     pub overrides: Vec<String>,
-    /// Apply even if, with the live drains, disables and health kept, one server would take
+    /// Accept that, with the live drains, disables and health kept, one server takes
     /// more than `alerts.max_share` of a VIP's new flows (refused otherwise, exit 1).
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The config file to apply.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub accept: AcceptArgs,
     #[command(flatten)]
     pub live: LiveArgs,
 }

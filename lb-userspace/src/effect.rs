@@ -36,6 +36,16 @@ pub struct Entry {
     pub mac: Option<[u8; 6]>,
 }
 
+impl Entry {
+    /// A backend entry known by its address and destination MAC.
+    pub fn new(address: IpAddr, mac: [u8; 6]) -> Entry {
+        Entry {
+            address,
+            mac: Some(mac),
+        }
+    }
+}
+
 /// Why two entries are one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -184,7 +194,12 @@ impl Effect {
 
 /// How a live VIP forwards, from its flags.
 pub fn forwarding(vip: &Vip) -> Forwarding {
-    if vip.flags & VIP_FORWARD_IPIP != 0 {
+    forwarding_of(vip.flags)
+}
+
+/// How a VIP with these `VIP_*` flags forwards.
+fn forwarding_of(flags: u32) -> Forwarding {
+    if flags & VIP_FORWARD_IPIP != 0 {
         Forwarding::Ipip
     } else {
         Forwarding::Dsr
@@ -193,10 +208,7 @@ pub fn forwarding(vip: &Vip) -> Forwarding {
 
 /// A live backend entry as the model sees it.
 pub fn live_entry(backend: &Backend) -> Entry {
-    Entry {
-        address: live_address(backend),
-        mac: Some(backend.mac),
-    }
+    Entry::new(live_address(backend), backend.mac)
 }
 
 /// The backend entries live VIP `vip` names (ids it owns that hold a backend, in id order).
@@ -275,27 +287,31 @@ pub fn concentrated(
                 )
             })
             .collect();
-        let forwarding = if want.flags & VIP_FORWARD_IPIP != 0 {
-            Forwarding::Ipip
-        } else {
-            Forwarding::Dsr
-        };
-        let after = of_ids(&backends, forwarding, &planned.table);
-        let Some(server) = after.over(max_share) else {
-            continue;
-        };
+        let after = of_ids(&backends, forwarding_of(want.flags), &planned.table);
         let before = match snapshot.vip(&want.key) {
-            Some(live_vip) => live(maps, snapshot, capacity, live_vip)?
-                .1
-                .busiest()
-                .map(|b| b.share),
+            Some(live_vip) => Some(live(maps, snapshot, capacity, live_vip)?.1),
             None => None,
         };
-        if before.is_none_or(|share| share <= server.share) {
+        if let Some(server) = worse_concentration(&after, before.as_ref(), max_share) {
             found.push((want.key, server.clone()));
         }
     }
     Ok(found)
+}
+
+/// The server of `after` above `max_share` of a VIP that names several backends, unless the VIP
+/// is better off with it than `before` (the live effect; `None` for a new VIP): one rule for
+/// apply, plan and the backend verbs.
+pub fn worse_concentration<'a>(
+    after: &'a Effect,
+    before: Option<&Effect>,
+    max_share: f64,
+) -> Option<&'a Server> {
+    let server = after.over(max_share)?;
+    let before = before.and_then(Effect::busiest).map(|b| b.share);
+    before
+        .is_none_or(|share| share <= server.share)
+        .then_some(server)
 }
 
 /// The Maglev table of `backends` (address, weight) in `size` slots, as an apply builds it: the

@@ -56,7 +56,7 @@ use clients::Clients;
 pub const DEFAULT_SEED: u64 = 0x786c_625f_706c_616e; // "xlb_plan"
 
 pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
-    apply::check_overrides(&args.overrides)?;
+    let accept = apply::Options::from_args(args.accept)?;
     let sample = Sample {
         flows: args.flows,
         seed: args.seed,
@@ -70,11 +70,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
         sample,
         clients,
         clients_source: source.map(|p| p.display().to_string()),
-        accept: apply::Options {
-            allow_warnings: args.allow_warnings,
-            overrides: args.overrides,
-            force: args.force,
-        },
+        accept,
     };
     let report = plan_with(&args.file, &HostEnvironment, &args.live, &options)?;
     report::emit(args.live.output, &report, text::render)?;
@@ -375,16 +371,14 @@ pub fn plan_with(
             .context("the scratch apply lost a VIP: this is a bug in xlb")?;
         let after = diff::Side::applied(done, want);
         let before = current.as_ref().and_then(|l| l.vips.get(&key));
-        if let Some(server) = after.effect().over(model.alerts.max_share)
-            && !options.accept.force
-            && !options
-                .accept
-                .overrides
-                .iter()
-                .any(|o| o == rules::ALL_WEIGHT_ON_ONE.id)
-            && before
-                .and_then(|b| b.effect().busiest().map(|s| s.share))
-                .is_none_or(|share| share <= server.share)
+        let before_effect = before.map(diff::Side::effect);
+        if !options.accept.accepts_concentration()
+            && let after_effect = after.effect()
+            && let Some(server) = effect::worse_concentration(
+                &after_effect,
+                before_effect.as_ref(),
+                model.alerts.max_share,
+            )
         {
             concentrated.push(format!(
                 "with the live drains and disables kept, {} of the new flows of vip \"{}\" \
@@ -515,10 +509,7 @@ fn sample_effect(vip: &VipModel, plan: &VipPlan) -> Option<Effect> {
     let entries: Vec<Entry> = vip
         .backends
         .iter()
-        .map(|b| Entry {
-            address: b.address,
-            mac: Some(b.mac),
-        })
+        .map(|b| Entry::new(b.address, b.mac))
         .collect();
     let counts = plan
         .backends

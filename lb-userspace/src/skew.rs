@@ -112,10 +112,7 @@ pub fn samples(
             let entries: Vec<Entry> = vip
                 .backends
                 .iter()
-                .map(|b| Entry {
-                    address: b.address,
-                    mac: Some(b.mac),
-                })
+                .map(|b| Entry::new(b.address, b.mac))
                 .collect();
             let forwarding = if vip.forwarding == "ipip" {
                 Forwarding::Ipip

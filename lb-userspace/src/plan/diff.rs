@@ -56,10 +56,7 @@ impl Side {
         let entries: Vec<crate::effect::Entry> = self
             .backends
             .iter()
-            .map(|b| crate::effect::Entry {
-                address: b.address,
-                mac: Some(b.mac),
-            })
+            .map(|b| crate::effect::Entry::new(b.address, b.mac))
             .collect();
         crate::effect::Effect::of(
             &entries,
