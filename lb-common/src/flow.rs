@@ -352,6 +352,7 @@ const CHECK: [u64; 4] = [
 mod pod {
     // SAFETY: #[repr(C)] plain data without implicit padding (sizes asserted above).
     unsafe impl aya::Pod for super::FlowSlot {}
+    // SAFETY: #[repr(C)] plain data without implicit padding (sizes asserted above).
     unsafe impl aya::Pod for super::FlowSet {}
 }
 

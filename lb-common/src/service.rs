@@ -190,11 +190,14 @@ pub const DEFAULT_MAGLEV_CHUNKS: u32 = (2 * 16 * 65_537u32).div_ceil(MAGLEV_CHUN
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are #[repr(C)] plain data with explicit padding and no invalid bit
-    // patterns.
+    // SAFETY: #[repr(C)] plain data with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: #[repr(C)] plain data with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::AddrKey {}
+    // SAFETY: #[repr(C)] plain data with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::Vip {}
+    // SAFETY: #[repr(C)] plain data with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: #[repr(C)] plain data with explicit padding and no invalid bit patterns.
     unsafe impl aya::Pod for super::BackendCounter {}
 }

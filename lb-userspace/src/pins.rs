@@ -80,8 +80,9 @@ fn hidden_bpffs_hint(pin_path: &Path) -> String {
     let Ok(path) = std::ffi::CString::new(ancestor.as_os_str().as_encoded_bytes()) else {
         return String::new();
     };
-    // SAFETY: statfs writes into the zeroed struct it is given; the path is NUL-terminated.
+    // SAFETY: statfs is plain data, for which all-zero bytes are a valid value.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs writes only into the struct it is given; the path is NUL-terminated.
     if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 || fs.f_type as i64 == BPF_FS_MAGIC {
         return String::new();
     }
