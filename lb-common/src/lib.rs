@@ -68,6 +68,8 @@ pub mod map_names {
     ];
     /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.
     pub const META: &str = "XLB_META";
+    /// Every map of the `xlb_decap` program, as `xlb decap attach` pins them.
+    pub const DECAP: [&str; 3] = [REASONS, EVENTS, DECAP_ADDRS];
 }
 
 /// The XDP program's read-only global holding the number of sets of [`map_names::FLOWS`],

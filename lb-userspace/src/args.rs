@@ -72,6 +72,12 @@ pub enum Command {
     /// `xlb completions bash > /etc/bash_completion.d/xlb`.
     #[command(after_help = EXIT_CODES)]
     Completions(CompletionsArgs),
+    // Operator tools (issue 16): the backend side, host checks, capture at XDP.
+    /// On a backend of `ipip` VIPs: attach, list or detach the program that strips the tunnel
+    /// header xlb adds (this kernel needs no ipip device). It stays attached after the command
+    /// exits (pinned under --pin-path, one directory per interface).
+    #[command(after_help = EXIT_CODES)]
+    Decap(DecapArgs),
 }
 
 impl Command {
@@ -87,6 +93,7 @@ impl Command {
             | Command::Audit(AuditArgs { live, .. })
             | Command::Down(live) => live.output,
             Command::Backend(args) => args.verb.parts().1.live.output,
+            Command::Decap(args) => args.verb.common().output,
             Command::Run(_) | Command::Completions(_) => OutputFormat::Text,
         }
     }
@@ -284,6 +291,70 @@ pub struct CompletionsArgs {
     /// The shell the script is for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DecapArgs {
+    #[command(subcommand)]
+    pub verb: DecapVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DecapVerb {
+    /// Attach the decapsulation program to INTERFACE for the outer addresses given: tunnelled
+    /// packets to them are stripped and passed up; everything else passes untouched.
+    #[command(after_help = EXIT_CODES)]
+    Attach(DecapAttachArgs),
+    /// Detach the decapsulation program from INTERFACE and remove its pins.
+    #[command(after_help = EXIT_CODES)]
+    Detach(DecapDetachArgs),
+    /// Every interface with the decapsulation program pinned: its addresses, whether the
+    /// interface runs it and in which mode, and its counters.
+    #[command(after_help = EXIT_CODES)]
+    Status(DecapCommon),
+}
+
+impl DecapVerb {
+    pub fn common(&self) -> &DecapCommon {
+        match self {
+            DecapVerb::Attach(args) => &args.common,
+            DecapVerb::Detach(args) => &args.common,
+            DecapVerb::Status(common) => common,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DecapAttachArgs {
+    /// The interface tunnels arrive on, e.g. eth0.
+    pub interface: String,
+    /// An outer destination address to strip tunnels for: this backend's address as the load
+    /// balancer's config names it (repeatable; IPv4 or IPv6).
+    #[arg(long = "address", value_name = "ADDR", required = true)]
+    pub addresses: Vec<IpAddr>,
+    /// `native` in the driver, `generic` in the kernel stack, `auto` native with a fallback.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Native)]
+    pub xdp_mode: XdpModeArg,
+    #[command(flatten)]
+    pub common: DecapCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct DecapDetachArgs {
+    /// The interface to detach from.
+    pub interface: String,
+    #[command(flatten)]
+    pub common: DecapCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct DecapCommon {
+    /// Where the decapsulation programs are pinned, one directory per interface.
+    #[arg(long, env = "XLB_DECAP_PIN_PATH", default_value = crate::decap::DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+    /// `text` for people, `json` for scripts (one document on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 impl LiveArgs {

@@ -510,11 +510,12 @@ fn build(site: &mut Site) -> anyhow::Result<Topology> {
 fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<()> {
     let links = site.pin_dir("links")?;
     for host in &topology.backends {
-        let mut ebpf = object::load(object::DECAP_OBJECT, DECAP_PROGRAM_NAME)?;
-        decap::accept(&mut ebpf, IpAddr::V4(host.v4))?;
-        decap::accept(&mut ebpf, IpAddr::V6(host.v6))?;
-        let pin = links.join(format!("decap-{}", host.name));
-        attach_pinned(ebpf, DECAP_PROGRAM_NAME, &host.ns, "eth0", &pin)?;
+        // As `xlb decap attach eth0 --address V4 --address V6` does on a real backend.
+        let root = links.join(format!("decap-{}", host.name));
+        let addresses = [IpAddr::V4(host.v4), IpAddr::V6(host.v6)];
+        host.ns
+            .run(|| decap::attach("eth0", &addresses, XdpModeArg::Native, &root))?
+            .with_context(|| format!("attaching {DECAP_PROGRAM_NAME} in {}", host.ns.name))?;
     }
     let pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
     attach_pinned(

@@ -121,6 +121,9 @@ pub struct Options {
     /// every full-size client packet too big for the tunnel, so xlb answers it with a too-big
     /// error and the client's path MTU shrinks.
     pub tunnel_mtu: u32,
+    /// With `ipip`: attach `xlb_decap` to every backend in-process (`true`, the default), or
+    /// leave it to the test (as `xlb decap attach` in each backend's namespace).
+    pub attach_decap: bool,
 }
 
 impl Options {
@@ -132,6 +135,7 @@ impl Options {
             table_size: 65_537,
             forwarding: Forwarding::Dsr,
             tunnel_mtu: FABRIC_MTU,
+            attach_decap: true,
         }
     }
 }
@@ -316,7 +320,7 @@ impl Topology {
 
         // The backends strip tunnels before xlb sends any.
         let mut decaps = Vec::new();
-        if forwarding.is_ipip() {
+        if forwarding.is_ipip() && options.attach_decap {
             for host in &backends {
                 decaps.push(attach_decap(host)?);
             }
@@ -540,9 +544,7 @@ fn service(
 /// Loads `xlb_decap` for `host`'s own addresses and attaches it natively to its eth0 (from a
 /// thread inside its namespace); the returned object keeps it attached.
 fn attach_decap(host: &BackendHost) -> anyhow::Result<Ebpf> {
-    let mut ebpf = object::load(object::DECAP_OBJECT, DECAP_PROGRAM_NAME)?;
-    decap::accept(&mut ebpf, IpAddr::V4(host.v4))?;
-    decap::accept(&mut ebpf, IpAddr::V6(host.v6))?;
+    let mut ebpf = decap::load(&[IpAddr::V4(host.v4), IpAddr::V6(host.v6)])?;
     let program = object::xdp_program(&mut ebpf, DECAP_PROGRAM_NAME)?;
     host.ns
         .run(|| attach::attach(program, "eth0", XdpModeArg::Native))?
