@@ -12,6 +12,9 @@ pub const CONFIG_FLOWS_FIRST_ACK: u32 = 1 << 1;
 pub const CONFIG_FLOWS_AT_SYN: u32 = 1 << 2;
 /// The bits of `Config::flags` that name the admission policy.
 pub const CONFIG_FLOW_ADMISSION: u32 = CONFIG_FLOWS_FIRST_ACK | CONFIG_FLOWS_AT_SYN;
+/// `Config::flags`: hand every packet that passes the trace filter to `xlb trace` (see
+/// [`crate::trace`]). Off by default; when off it costs one branch.
+pub const CONFIG_TRACE: u32 = 1 << 3;
 
 /// The single entry of the config map. All zeros (the map's initial state) means: no debug
 /// log, the `protect` flow admission, MTU 1500, unspecified tunnel sources.

@@ -10,6 +10,7 @@ pub mod decap;
 pub mod flow;
 pub mod meta;
 pub mod service;
+pub mod trace;
 
 pub use config::Config;
 pub use counters::{Counter, Event, Reason, Verdict};
@@ -51,7 +52,7 @@ pub mod map_names {
     pub const SHARE_BASE: &str = "XLB_SHARE_BASE";
 
     /// Every map of the `xlb` program, as pinned under the pin directory.
-    pub const XLB: [&str; 13] = [
+    pub const XLB: [&str; 15] = [
         REASONS,
         VIPS,
         BACKENDS,
@@ -65,9 +66,15 @@ pub mod map_names {
         META,
         VIP_ADDRS,
         SHARE_BASE,
+        TRACE,
+        TRACE_FILTER,
     ];
     /// One [`crate::meta::Meta`] at index 0: what the control plane last applied.
     pub const META: &str = "XLB_META";
+    /// Ring buffer of [`crate::trace::TraceEvent`]s while `xlb trace` runs.
+    pub const TRACE: &str = "XLB_TRACE";
+    /// One [`crate::trace::TraceFilter`] at index 0.
+    pub const TRACE_FILTER: &str = "XLB_TRACE_FILTER";
     /// Every map of the `xlb_decap` program, as `xlb decap attach` pins them.
     pub const DECAP: [&str; 3] = [REASONS, EVENTS, DECAP_ADDRS];
 }

@@ -10,16 +10,17 @@ mod parse;
 mod rewrite;
 mod select;
 mod too_big;
+mod trace;
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use lb_common::{
     Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipKey,
-    config::CONFIG_DEBUG_LOG,
+    config::{CONFIG_DEBUG_LOG, CONFIG_TRACE},
     flow::flow_sets,
     flow_hash,
     meta::{Meta, ShareBase},
@@ -27,6 +28,7 @@ use lb_common::{
         AddrKey, DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
         VIP_FORWARD_IPIP, VipFilter,
     },
+    trace::{TRACE_RING_BYTES, TraceEvent, TraceFilter},
 };
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
@@ -69,25 +71,34 @@ static XLB_META: Array<Meta, 1> = Array::new();
 /// Written and read only by the control plane, like `XLB_META`.
 #[btf_map]
 static XLB_SHARE_BASE: Array<ShareBase, MAX_BACKENDS> = Array::new();
+#[btf_map]
+static XLB_TRACE: RingBuf<TraceEvent, { TRACE_RING_BYTES as usize }> = RingBuf::new();
+#[btf_map]
+static XLB_TRACE_FILTER: Array<TraceFilter, 1> = Array::new();
 
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let bytes = lb_ebpf::headers::frame_len(&ctx) as u64;
-    let reason = steer(&ctx, bytes);
+    // An array's only entry always exists: this lookup cannot fail.
+    let Some(config) = XLB_CONFIG.get(0) else {
+        return Reason::NoBackend.verdict() as u32;
+    };
+    let mut seen = trace::Seen::nothing();
+    let reason = steer(&ctx, bytes, config, &mut seen);
     counters::count(bytes, reason);
+    if config.flags & CONFIG_TRACE != 0 {
+        trace::packet(&ctx, reason, &seen);
+    }
     reason.verdict() as u32
 }
 
 #[inline(always)]
-fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
+fn steer(ctx: &XdpContext, bytes: u64, config: &Config, seen: &mut trace::Seen) -> Reason {
     let packet = match parse::packet(ctx) {
         Ok(packet) => packet,
         Err(reason) => return reason,
     };
     let hash = flow_hash(&packet.flow, false);
-    let Some(config) = XLB_CONFIG.get(0) else {
-        return Reason::NoBackend;
-    };
     // A known flow needs no service lookup: its slot names the VIP and the backend.
     let known = if packet.syn {
         Err(Event::FlowMiss)
@@ -105,6 +116,7 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
                     Reason::NotVip
                 };
             };
+            seen.vip = vip.id;
             match select::new_flow(&packet, &vip, hash, event, bytes, config.flags) {
                 Ok(choice) => choice,
                 Err(reason) => {
@@ -115,6 +127,11 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         }
     };
     counters::vip(bytes, choice.vip);
+    *seen = trace::Seen {
+        vip: choice.vip,
+        backend: choice.id,
+        event: choice.event as u32,
+    };
     let (rewritten, forwarded) = if choice.vip_flags & VIP_FORWARD_IPIP != 0 {
         (
             rewrite::ipip(ctx, &packet, hash, choice.backend, config),

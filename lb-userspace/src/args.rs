@@ -78,6 +78,14 @@ pub enum Command {
     /// exits (pinned under --pin-path, one directory per interface).
     #[command(after_help = EXIT_CODES)]
     Decap(DecapArgs),
+    /// Capture packets at the XDP program, where tcpdump cannot see them (forwarded and dropped
+    /// packets never reach it): one line per packet with its verdict, reason, flow, VIP,
+    /// backend and flow-table event, and with --write a pcap file for `tcpdump -r` or
+    /// Wireshark, holding each frame as the program left it (rewritten or encapsulated), cut at
+    /// 256 bytes. Stops at --count packets or after --duration. While no trace runs, the
+    /// program pays one branch per packet for it.
+    #[command(after_help = EXIT_CODES)]
+    Trace(TraceArgs),
 }
 
 impl Command {
@@ -94,6 +102,7 @@ impl Command {
             | Command::Down(live) => live.output,
             Command::Backend(args) => args.verb.parts().1.live.output,
             Command::Decap(args) => args.verb.common().output,
+            Command::Trace(args) => args.live.output,
             Command::Run(_) | Command::Completions(_) => OutputFormat::Text,
         }
     }
@@ -291,6 +300,46 @@ pub struct CompletionsArgs {
     /// The shell the script is for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Only packets of this VIP: ADDRESS:PORT/PROTOCOL (e.g. 198.18.1.10:80/tcp) or its name.
+    #[arg(long)]
+    pub vip: Option<String>,
+    /// Only packets steered to the backend with this address (with --vip when it serves
+    /// several VIPs).
+    #[arg(long)]
+    pub backend: Option<IpAddr>,
+    /// Only packets counted under this reason, e.g. `no_backend`, `not_vip`, `forwarded_dsr`
+    /// (`xlb stats` lists them).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only packets from this client address (inside the tunnel for `ipip`).
+    #[arg(long)]
+    pub client: Option<IpAddr>,
+    /// Stop after this many packets.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0,
+          value_parser = parse_duration)]
+    pub duration: f64,
+    /// Also write the packets to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+/// A duration in seconds: positive and finite.
+fn parse_duration(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() && seconds <= 86_400.0 => Ok(seconds),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0 and 86400, e.g. 5 or 0.5"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

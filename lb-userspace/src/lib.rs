@@ -41,5 +41,6 @@ pub mod stats;
 pub mod status;
 pub mod steering;
 pub mod testrun;
+pub mod trace;
 pub mod trusted_dir;
 pub mod validate;

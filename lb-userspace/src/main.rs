@@ -5,7 +5,7 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use clap::Parser as _;
 use lb_userspace::{
     apply, args, audit, backend, completions, decap_cli, down, exit, explain, plan, run, stats,
-    status, validate,
+    status, trace, validate,
 };
 
 #[tokio::main]
@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
         args::Command::Down(args) => down::run(args),
         args::Command::Completions(args) => completions::run(args),
         args::Command::Decap(args) => decap_cli::run(args),
+        args::Command::Trace(args) => trace::run(args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
