@@ -86,6 +86,15 @@ pub enum Command {
     /// program pays one branch per packet for it.
     #[command(after_help = EXIT_CODES)]
     Trace(TraceArgs),
+    /// Check this host against what xlb needs and every known trap: on the load balancer
+    /// (bpffs, JIT, the interface and its XDP mode, the veth-peer rule, offloads, MTU against
+    /// ipip, rp_filter, backends that do not answer ARP/NDP, growing xdp_tx_errors, pins
+    /// against the attachment), or with --backend on a backend (VIPs on loopback,
+    /// arp_ignore/arp_announce, rp_filter, the decapsulation program, MSS/MTU). Each finding
+    /// says what is wrong, why it matters and the command that fixes it. Exits 1 on any
+    /// problem.
+    #[command(after_help = EXIT_CODES)]
+    Doctor(DoctorArgs),
 }
 
 impl Command {
@@ -103,6 +112,7 @@ impl Command {
             Command::Backend(args) => args.verb.parts().1.live.output,
             Command::Decap(args) => args.verb.common().output,
             Command::Trace(args) => args.live.output,
+            Command::Doctor(args) => args.output,
             Command::Run(_) | Command::Completions(_) => OutputFormat::Text,
         }
     }
@@ -300,6 +310,37 @@ pub struct CompletionsArgs {
     /// The shell the script is for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The load balancer's config: its interface, pin path, VIPs and backends are checked.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The interface to check (default: the config's `global.interface`; required with
+    /// --backend).
+    #[arg(long, short)]
+    pub interface: Option<String>,
+    /// The pins to check against the attachment (default: $XLB_PIN_PATH, the config's
+    /// `global.pin_path`, /sys/fs/bpf/xlb).
+    #[arg(long, env = "XLB_PIN_PATH")]
+    pub pin_path: Option<PathBuf>,
+    /// Check this host as a backend instead (with --vip and --interface).
+    #[arg(long)]
+    pub backend: bool,
+    /// With --backend: a VIP this host serves (repeatable).
+    #[arg(long = "vip", value_name = "ADDR", requires = "backend")]
+    pub vips: Vec<IpAddr>,
+    /// With --backend: xlb reaches this host through `ipip` tunnels (checks the
+    /// decapsulation program and the MSS).
+    #[arg(long, requires = "backend")]
+    pub ipip: bool,
+    /// How long to watch xdp_tx_errors for growth, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_duration)]
+    pub sample: f64,
+    /// `text` for people, `json` for scripts (one document on stdout).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

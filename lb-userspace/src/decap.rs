@@ -193,7 +193,9 @@ fn status_of(interface: &str, dir: &Path) -> anyhow::Result<DecapStatus> {
         .context("reading the decapsulation addresses")?;
     addresses.sort();
     let running = netdev::link(interface).ok().and_then(|link| link.xdp);
-    let attached = running.is_some_and(|xdp| xdp.program_id == program_id);
+    let attached = running
+        .as_ref()
+        .is_some_and(|xdp| xdp.program_id == program_id);
     let totals = Totals::read(&maps)?;
     let dropped = Reason::ALL
         .iter()

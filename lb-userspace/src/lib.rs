@@ -15,6 +15,7 @@ pub mod counters;
 pub mod daemon;
 pub mod decap;
 pub mod decap_cli;
+pub mod doctor;
 pub mod down;
 pub mod effect;
 pub mod exit;

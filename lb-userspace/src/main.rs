@@ -4,8 +4,8 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, completions, decap_cli, down, exit, explain, plan, run, stats,
-    status, trace, validate,
+    apply, args, audit, backend, completions, decap_cli, doctor, down, exit, explain, plan, run,
+    stats, status, trace, validate,
 };
 
 #[tokio::main]
@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
         args::Command::Completions(args) => completions::run(args),
         args::Command::Decap(args) => decap_cli::run(args),
         args::Command::Trace(args) => trace::run(args).await,
+        args::Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

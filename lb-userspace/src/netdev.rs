@@ -31,10 +31,13 @@ impl XdpMode {
 }
 
 /// The XDP program attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct XdpAttachment {
     pub mode: XdpMode,
     pub program_id: u32,
+    pub program_name: String,
+    /// The JIT compiled it.
+    pub jited: bool,
 }
 
 /// One interface as `ip -j -d link show` describes it.
@@ -71,9 +74,13 @@ pub fn link(name: &str) -> anyhow::Result<Link> {
     parse_link(&links[0]).with_context(|| format!("`ip -j -d link show dev {name}` said {links}"))
 }
 
-/// Every interface of the current network namespace.
-pub fn links() -> anyhow::Result<Vec<Link>> {
-    let out = Command::new("ip")
+/// Every interface of the current network namespace, or of the named namespace `netns`.
+pub fn links(netns: Option<&str>) -> anyhow::Result<Vec<Link>> {
+    let mut command = Command::new("ip");
+    if let Some(netns) = netns {
+        command.args(["-n", netns]);
+    }
+    let out = command
         .args(["-j", "-d", "link", "show"])
         .output()
         .context("running `ip -j -d link show` (is iproute2 installed?)")?;
@@ -93,6 +100,8 @@ fn parse_link(link: &serde_json::Value) -> anyhow::Result<Link> {
                 _ => XdpMode::Offload,
             },
             program_id: id as u32,
+            program_name: xdp["prog"]["name"].as_str().unwrap_or("").to_owned(),
+            jited: xdp["prog"]["jited"].as_u64() == Some(1),
         }),
         _ => None,
     };
@@ -109,6 +118,20 @@ fn parse_link(link: &serde_json::Value) -> anyhow::Result<Link> {
         xdp,
         mac: link["address"].as_str().map(str::to_owned),
     })
+}
+
+/// The name (under /run/netns) of the namespace this one knows as `nsid`, if it has one.
+pub fn netns_name(nsid: i64) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-j", "netns", "list-id"])
+        .output()
+        .ok()?;
+    let ids: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    ids.as_array()?
+        .iter()
+        .find(|id| id["nsid"].as_i64() == Some(nsid))?["name"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// The offload features of `name` that are on (`ethtool -k`), e.g. `tx-checksumming`.
@@ -161,7 +184,7 @@ mod tests {
         let json = serde_json::json!({
             "ifindex": 2, "link_index": 5, "link_netnsid": 0, "ifname": "eth0", "mtu": 1500,
             "address": "02:00:00:00:00:01", "linkinfo": {"info_kind": "veth"},
-            "xdp": {"mode": 1, "prog": {"id": 77, "tag": "ab", "jited": 1}}
+            "xdp": {"mode": 1, "prog": {"id": 77, "name": "xlb", "jited": 1}}
         });
         let link = parse_link(&json).expect("parsed");
         assert_eq!(link.peer_ifindex, Some(5));
@@ -171,7 +194,9 @@ mod tests {
             link.xdp,
             Some(XdpAttachment {
                 mode: XdpMode::Native,
-                program_id: 77
+                program_id: 77,
+                program_name: "xlb".to_owned(),
+                jited: true,
             })
         );
         let bare = serde_json::json!({"ifindex": 1, "ifname": "lo", "mtu": 65536});
