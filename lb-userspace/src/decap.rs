@@ -23,8 +23,6 @@ use crate::{
 
 /// Where `xlb decap` pins by default: one directory per interface beneath it.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb-decap";
-const PROGRAM: &str = "prog";
-const LINK: &str = "link";
 
 /// The map key for `addr`: an IPv4 address fills the first 4 bytes.
 pub fn key(addr: IpAddr) -> DecapKey {
@@ -134,12 +132,7 @@ pub fn attach(
 
 fn pin_all(ebpf: &mut Ebpf, link: FdLink, dir: &Path) -> anyhow::Result<()> {
     crate::maps::pin(ebpf, dir, &map_names::DECAP)?;
-    object::xdp_program(ebpf, DECAP_PROGRAM_NAME)?
-        .pin(dir.join(PROGRAM))
-        .with_context(|| format!("pinning the program under {}", dir.display()))?;
-    link.pin(dir.join(LINK))
-        .with_context(|| format!("pinning the XDP link under {}", dir.display()))?;
-    Ok(())
+    crate::pins::pin_program_and_link(ebpf, DECAP_PROGRAM_NAME, link, dir)
 }
 
 /// Detaches the decapsulation program from `interface` by removing its pins.
@@ -180,7 +173,7 @@ pub fn status(pin_root: &Path) -> anyhow::Result<Vec<DecapStatus>> {
 /// interface (in the current network namespace) runs it.
 fn status_of(interface: &str, dir: &Path) -> anyhow::Result<DecapStatus> {
     let mut maps = Pinned::open(dir, &map_names::DECAP)?;
-    let program_id = ProgramInfo::from_pin(dir.join(PROGRAM))
+    let program_id = ProgramInfo::from_pin(crate::pins::program_path(dir))
         .with_context(|| format!("reading the pinned program under {}", dir.display()))?
         .id();
     let map = crate::maps::Maps::map_mut(&mut maps, map_names::DECAP_ADDRS)?;

@@ -72,18 +72,10 @@ pub fn visible(pin_path: &Path) -> Result<(), NotLoaded> {
 /// When the nearest existing ancestor of `pin_path` is not on bpffs (as inside `ip netns
 /// exec`, which remounts /sys), how to reach the pins; else nothing.
 fn hidden_bpffs_hint(pin_path: &Path) -> String {
-    /// BPF_FS_MAGIC (linux/magic.h).
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let Some(ancestor) = pin_path.ancestors().skip(1).find(|a| a.is_dir()) else {
         return String::new();
     };
-    let Ok(path) = std::ffi::CString::new(ancestor.as_os_str().as_encoded_bytes()) else {
-        return String::new();
-    };
-    // SAFETY: statfs is plain data, for which all-zero bytes are a valid value.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs writes only into the struct it is given; the path is NUL-terminated.
-    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } != 0 || fs.f_type as i64 == BPF_FS_MAGIC {
+    if on_bpffs(ancestor) {
         return String::new();
     }
     format!(
@@ -92,6 +84,24 @@ fn hidden_bpffs_hint(pin_path: &Path) -> String {
          instead (`nsenter --net=/run/netns/NAME xlb ...`)",
         ancestor.display()
     )
+}
+
+/// Whether `path` is on a bpffs mount.
+pub fn on_bpffs(path: &Path) -> bool {
+    /// BPF_FS_MAGIC (linux/magic.h).
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data, for which all-zero bytes are a valid value.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs writes only into the struct it is given; the path is NUL-terminated.
+    (unsafe { libc::statfs(path.as_ptr(), &mut fs) }) == 0 && fs.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// The path of the pinned program.
+pub fn program_path(pin_path: &Path) -> PathBuf {
+    pin_path.join(PROGRAM)
 }
 
 /// The path of the pinned XDP link.

@@ -4,7 +4,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::Path,
     process::Command,
 };
 
@@ -30,19 +29,6 @@ pub fn conf_max(setting: &str, interface: &str) -> i64 {
         .filter_map(|dev| sysctl_number(&format!("net.ipv4.conf.{dev}.{setting}")))
         .max()
         .unwrap_or(0)
-}
-
-/// Whether `path` is on a bpffs mount.
-pub fn on_bpffs(path: &Path) -> bool {
-    /// BPF_FS_MAGIC (linux/magic.h).
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain data, for which all-zero bytes are a valid value.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statfs writes only into the struct it is given; the path is NUL-terminated.
-    (unsafe { libc::statfs(path.as_ptr(), &mut fs) }) == 0 && fs.f_type as i64 == BPF_FS_MAGIC
 }
 
 /// `ip -j ARGS` as JSON; `Null` when it fails.

@@ -135,7 +135,7 @@ const BPFFS: &str = "/sys/fs/bpf";
 
 fn bpffs(_: &Context) -> Vec<Finding> {
     let path = Path::new(BPFFS);
-    vec![if host::on_bpffs(path) {
+    vec![if pins::on_bpffs(path) {
         Finding::ok("bpffs", format!("{} is a bpffs mount", path.display()))
     } else {
         Finding::problem(
@@ -223,7 +223,7 @@ fn attachment(ctx: &Context) -> Vec<Finding> {
         return vec![Finding::skipped(CHECK, "no interface")];
     };
     let name = &link.name;
-    let pinned = ProgramInfo::from_pin(ctx.pin_path.join("prog")).ok();
+    let pinned = ProgramInfo::from_pin(pins::program_path(&ctx.pin_path)).ok();
     let running = link.xdp.as_ref();
     let mut findings = Vec::new();
     match (pinned.as_ref().map(ProgramInfo::id), running) {
