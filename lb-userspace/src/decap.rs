@@ -6,6 +6,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -147,9 +148,31 @@ pub fn detach(interface: &str, pin_root: &Path) -> anyhow::Result<PathBuf> {
         ))
         .into());
     }
+    let program = ProgramInfo::from_pin(crate::pins::program_path(&dir))
+        .ok()
+        .map(|info| info.id());
     crate::pins::remove(&dir)?;
+    // The kernel releases a link whose last reference went a moment later: wait for it, so
+    // that what follows a detach sees the interface without the program.
+    let deadline = Instant::now() + DETACH_WAIT;
+    while let Some(xdp) = netdev::link(interface).ok().and_then(|link| link.xdp) {
+        if Some(xdp.program_id) != program {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "removed the pins under {} but `{interface}` still runs program {} after                  {DETACH_WAIT:?}: another process holds its link (find it with `bpftool link                  show` and stop it)",
+                dir.display(),
+                xdp.program_id
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(dir)
 }
+
+/// How long [`detach`] waits for the kernel to detach the program.
+const DETACH_WAIT: Duration = Duration::from_secs(2);
 
 /// Every decapsulation program pinned under `pin_root`, by interface.
 pub fn status(pin_root: &Path) -> anyhow::Result<Vec<DecapStatus>> {
