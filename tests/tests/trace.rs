@@ -144,7 +144,8 @@ fn trace_writes_forwarded_packets_to_a_pcap_tcpdump_reads() {
 }
 
 /// Test that the backend and client filters keep only their packets, that a reason filter
-/// no traffic matches yields nothing until --duration stops the trace, and that a backend
+/// keeps only packets of that reason (`not_vip`, passed up) and one no traffic matches yields
+/// nothing until --duration stops the trace, and that a backend
 /// unknown to the live maps is refused with exit 2, naming the fix.
 #[test]
 fn trace_filters_keep_only_what_they_name_and_stop_at_the_duration() {
@@ -162,6 +163,16 @@ fn trace_filters_keep_only_what_they_name_and_stop_at_the_duration() {
     assert_eq!(packets(&report).len(), 6, "{report}");
     for packet in packets(&report) {
         assert_eq!(packet["backend"], b1.as_str(), "{packet}");
+    }
+
+    // The backends' answers to the daemon's health checks pass up to the lb's own stack.
+    let (code, report) = trace_under_traffic(&lab, &["--reason", "not_vip", "--count", "2"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(packets(&report).len(), 2, "{report}");
+    for packet in packets(&report) {
+        assert_eq!(packet["verdict"], "pass", "{packet}");
+        assert_eq!(packet["reason"], "not_vip", "{packet}");
+        assert_eq!(packet["vip"], Value::Null, "{packet}");
     }
 
     let started = Instant::now();
