@@ -4,7 +4,7 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, completions, down, exit, explain, plan, run, stats, status,
+    apply, args, audit, backend, canary, completions, down, exit, explain, plan, run, stats, status,
     validate,
 };
 
@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         args::Command::Explain(args) => explain::run(args),
         args::Command::Audit(args) => audit::run(args),
         args::Command::Backend(args) => backend::run(args),
+        args::Command::Canary(args) => canary::verb::run(args),
         args::Command::Down(args) => down::run(args),
         args::Command::Completions(args) => completions::run(args),
     };
