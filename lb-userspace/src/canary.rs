@@ -276,10 +276,10 @@ pub fn judge_flows(
 }
 
 /// A VIP's canary as the live maps show it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VipCanary {
     /// Percent of the hash space whose new flows take the tried table.
-    pub percent: f64,
+    pub percent: u32,
     /// Seconds left in the watch (0 when it is over: the daemon promotes at its next tick);
     /// absent when no watch end is recorded.
     pub seconds_left: Option<u64>,
@@ -288,10 +288,19 @@ pub struct VipCanary {
 /// The canary of `vip` in `snapshot`, if one runs.
 pub fn of_vip(snapshot: &Snapshot, vip: &lb_common::Vip, now_unix: u64) -> Option<VipCanary> {
     (vip.canary != 0).then(|| VipCanary {
-        percent: (canary::share(vip.canary) * 100.0).round(),
+        percent: (canary::share(vip.canary) * 100.0).round() as u32,
         seconds_left: (snapshot.meta.canary_ends != 0)
             .then(|| u64::from(snapshot.meta.canary_ends).saturating_sub(now_unix)),
     })
+}
+
+impl fmt::Display for VipCanary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.seconds_left {
+            Some(left) => write!(f, "{}% {left}s left", self.percent),
+            None => write!(f, "{}%", self.percent),
+        }
+    }
 }
 
 /// The VIPs under canary in `snapshot`.
@@ -372,6 +381,79 @@ pub fn render_slice(view: &SliceView) -> String {
         crate::effect::percent(view.moved_share, 1),
         backends.join(", ")
     )
+}
+
+/// What a canary of a config would try, as `xlb plan --canary` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CanaryPlan {
+    pub percent: u32,
+    /// Why `xlb apply --canary` would refuse this change, if it would.
+    pub refused: Option<String>,
+    /// The VIPs whose tables change: what their slices would see.
+    pub vips: Vec<SliceView>,
+}
+
+/// The canary plan of the VIP plans `vips` for `percent`: a canary tries tables only, so a
+/// VIP added or removed, or one whose size, forwarding or hashing changes, refuses it.
+pub fn plan(vips: &[crate::plan::VipPlan], percent: u32) -> CanaryPlan {
+    use crate::plan::Change;
+    let slice = f64::from(percent) / 100.0;
+    let refused = vips.iter().find_map(|vip| match vip.change {
+        Change::Added | Change::Removed => Some(format!(
+            "VIP {} is {}: a canary tries new tables for the VIPs that run; add or remove VIPs \
+             with a plain apply",
+            vip.vip,
+            if vip.change == Change::Added { "added" } else { "removed" }
+        )),
+        _ if !vip.changes.is_empty() => Some(format!(
+            "VIP {} changes {}: both table copies share those, so change them with a plain apply",
+            vip.vip,
+            vip.changes
+                .iter()
+                .map(|c| c.field)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => None,
+    });
+    let vips = vips
+        .iter()
+        .filter(|vip| vip.moved_share.is_some_and(|moved| moved > 0.0))
+        .map(|vip| SliceView {
+            vip: vip.vip.clone(),
+            backends: vip
+                .backends
+                .iter()
+                .filter(|b| b.share_after > 0.0)
+                .map(|b| (b.address, b.share_after))
+                .collect(),
+            moved_share: slice * vip.moved_share.unwrap_or(0.0),
+        })
+        .collect();
+    CanaryPlan {
+        percent,
+        refused,
+        vips,
+    }
+}
+
+/// The canary section of `xlb plan --canary`.
+pub fn render_plan(plan: &CanaryPlan) -> String {
+    let mut out = format!(
+        "\ncanary {}%: new flows whose hash falls in the first {}% of the hash space take the \
+         new tables; established flows keep their backends\n",
+        plan.percent, plan.percent
+    );
+    if let Some(reason) = &plan.refused {
+        out += &format!("  refused: {reason}\n");
+    }
+    if plan.vips.is_empty() && plan.refused.is_none() {
+        out += "  no VIP's table changes: there is nothing to try on a slice\n";
+    }
+    for view in &plan.vips {
+        out += &render_slice(view);
+    }
+    out
 }
 
 /// How a canary ended.
