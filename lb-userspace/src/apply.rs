@@ -231,7 +231,9 @@ pub fn apply_file(
             return Err(exit::Coded(
                 exit::FAILED,
                 format!(
-                    "--canary needs the `xlb run --config` daemon owning {}: nobody else would                      watch the slice or roll it back; nothing was changed. Run the daemon, or                      apply without --canary",
+                    "--canary needs the `xlb run --config` daemon owning {}: nobody else would \
+                     watch the slice or roll it back; nothing was changed. Run the daemon, or \
+                     apply without --canary",
                     pin_path.display()
                 ),
             )

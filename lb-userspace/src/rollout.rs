@@ -221,7 +221,8 @@ pub fn apply_canary(
     );
     ensure!(
         snapshot.vips.len() == desired.vips.len(),
-        "a canary tries new tables for the VIPs that run now; this config has {} VIPs where {}          run: add or remove VIPs with a plain apply",
+        "a canary tries new tables for the VIPs that run now; this config has {} VIPs where {} \
+         run: add or remove VIPs with a plain apply",
         desired.vips.len(),
         snapshot.vips.len()
     );
@@ -234,7 +235,8 @@ pub fn apply_canary(
         })?;
         ensure!(
             live.table_size == want.table_size && live.flags == want.flags,
-            "VIP {}: a canary keeps each VIP's table size, forwarding and hashing (both table              copies share them); change those with a plain apply",
+            "VIP {}: a canary keeps each VIP's table size, forwarding and hashing (both table \
+             copies share them); change those with a plain apply",
             describe_vip(&want.key)
         );
     }
@@ -270,7 +272,8 @@ pub fn apply_canary(
         Err(err) => match snapshot.restore(maps) {
             Ok(()) => Err(err.context("the canary failed to start; the previous state was restored")),
             Err(restore) => Err(err.context(format!(
-                "the canary failed to start, and restoring the previous state failed too                  ({restore:#}): re-apply the last good configuration"
+                "the canary failed to start, and restoring the previous state failed too \
+                 ({restore:#}): re-apply the last good configuration"
             ))),
         },
     }
