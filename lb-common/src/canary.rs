@@ -57,7 +57,10 @@ mod tests {
     fn threshold_cuts_the_percent_of_the_hash_space() {
         for percent in [1, 5, 10, 50, 99] {
             let cut = share(threshold(percent));
-            assert!((cut - f64::from(percent) / 100.0).abs() < 1e-9, "{percent}%: {cut}");
+            assert!(
+                (cut - f64::from(percent) / 100.0).abs() < 1e-9,
+                "{percent}%: {cut}"
+            );
         }
         assert!(threshold(99) > threshold(98));
     }

@@ -214,12 +214,13 @@ pub fn apply_file(
     }
     let made = match (owner::writer(&pin_path)?, options.canary) {
         (Writer::Daemon(daemon), Some((percent, watch))) => {
-            let (pid, started) = daemon.ask::<crate::canary::Started>(&control::Request::Canary {
-                file: std::path::absolute(file)?,
-                overrides: options.overrides.clone(),
-                percent,
-                watch_ms: watch.as_millis() as u64,
-            })?;
+            let (pid, started) =
+                daemon.ask::<crate::canary::Started>(&control::Request::Canary {
+                    file: std::path::absolute(file)?,
+                    overrides: options.overrides.clone(),
+                    percent,
+                    watch_ms: watch.as_millis() as u64,
+                })?;
             report.daemon = Some(pid);
             report.applied = true;
             report.code = exit::OK;

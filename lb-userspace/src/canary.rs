@@ -243,7 +243,8 @@ pub fn judge_flows(
     };
     let mut slice_flows = BTreeMap::new();
     for (id, &observed) in new_flows {
-        let expected = n * (slice * share(&tables.new, id) + (1.0 - slice) * share(&tables.old, id));
+        let expected =
+            n * (slice * share(&tables.new, id) + (1.0 - slice) * share(&tables.old, id));
         // Three standard deviations of a Poisson count, plus a few flows: no alarm on noise.
         let slack = 3.0 * expected.sqrt() + 3.0;
         if observed as f64 > settings.skew_factor * expected + slack {
@@ -403,7 +404,11 @@ pub fn plan(vips: &[crate::plan::VipPlan], percent: u32) -> CanaryPlan {
             "VIP {} is {}: a canary tries new tables for the VIPs that run; add or remove VIPs \
              with a plain apply",
             vip.vip,
-            if vip.change == Change::Added { "added" } else { "removed" }
+            if vip.change == Change::Added {
+                "added"
+            } else {
+                "removed"
+            }
         )),
         _ if !vip.changes.is_empty() => Some(format!(
             "VIP {} changes {}: both table copies share those, so change them with a plain apply",
@@ -495,7 +500,9 @@ mod tests {
             vip: VipKey::default(),
             old: old.iter().copied().collect(),
             new: new.iter().copied().collect(),
-            addresses: (0..4).map(|id| (id, IpAddr::from([198, 18, 0, 10 + id as u8]))).collect(),
+            addresses: (0..4)
+                .map(|id| (id, IpAddr::from([198, 18, 0, 10 + id as u8])))
+                .collect(),
         }
     }
 
@@ -522,7 +529,10 @@ mod tests {
         let t = tables(&[(0, 0.5), (1, 0.5)], &[(0, 0.5), (1, 0.5)]);
         let flows = [(0, 900), (1, 100)].into_iter().collect();
         let alarm = judge_flows(&t, 0.1, &flows, &SETTINGS).expect("skew");
-        assert!(matches!(alarm, Alarm::Skew { observed: 900, .. }), "{alarm:?}");
+        assert!(
+            matches!(alarm, Alarm::Skew { observed: 900, .. }),
+            "{alarm:?}"
+        );
     }
 
     /// Test that a slice sent mostly to one backend raises dominant though the whole VIP

@@ -4,8 +4,8 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, canary, completions, down, exit, explain, plan, run, stats, status,
-    validate,
+    apply, args, audit, backend, canary, completions, down, exit, explain, plan, run, stats,
+    status, validate,
 };
 
 #[tokio::main]

@@ -260,7 +260,9 @@ pub fn apply_canary(
         "the config changes no VIP's table: there is nothing to try on a slice; apply it plainly"
     );
     let reach = Reach::Canary { threshold, ends };
-    let result = write(maps, &snapshot, &plan, desired, reach, &tried, &mut || Ok(()));
+    let result = write(maps, &snapshot, &plan, desired, reach, &tried, &mut || {
+        Ok(())
+    });
     match result {
         Ok(()) => Ok((
             Applied {
@@ -270,7 +272,9 @@ pub fn apply_canary(
             tried,
         )),
         Err(err) => match snapshot.restore(maps) {
-            Ok(()) => Err(err.context("the canary failed to start; the previous state was restored")),
+            Ok(()) => {
+                Err(err.context("the canary failed to start; the previous state was restored"))
+            }
             Err(restore) => Err(err.context(format!(
                 "the canary failed to start, and restoring the previous state failed too \
                  ({restore:#}): re-apply the last good configuration"
@@ -309,13 +313,21 @@ pub fn apply_with_fault_injection(
     let capacity = Capacity::read(maps)?;
     let plan = plan(&snapshot, &capacity, desired)?;
     let mut step = 0;
-    let result = write(maps, &snapshot, &plan, desired, Reach::Whole, &[], &mut || {
-        if fail_before == Some(step) {
-            bail!("fault injected at fault point {step}");
-        }
-        step += 1;
-        Ok(())
-    });
+    let result = write(
+        maps,
+        &snapshot,
+        &plan,
+        desired,
+        Reach::Whole,
+        &[],
+        &mut || {
+            if fail_before == Some(step) {
+                bail!("fault injected at fault point {step}");
+            }
+            step += 1;
+            Ok(())
+        },
+    );
     match result {
         Ok(()) => Ok(Applied {
             generation: snapshot.meta.generation + 1,

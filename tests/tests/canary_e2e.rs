@@ -28,7 +28,13 @@ use xlb_tests::{
 const SLACK: Duration = Duration::from_secs(8);
 
 /// `xlb apply FILE --canary PERCENT --watch WATCH [extra...] --output json`, which must start.
-fn start_canary(lab: &DaemonLab, file: &str, percent: u32, watch: &str, extra: &[&str]) -> VerbOutput {
+fn start_canary(
+    lab: &DaemonLab,
+    file: &str,
+    percent: u32,
+    watch: &str,
+    extra: &[&str],
+) -> VerbOutput {
     let percent = percent.to_string();
     let mut args = vec!["apply", file, "--canary", &percent, "--watch", watch];
     args.extend(extra);
@@ -52,7 +58,8 @@ fn metric(lab: &DaemonLab, name: &str, label: Option<(&str, &str)>) -> f64 {
     samples
         .iter()
         .find(|s| {
-            s.name == name && label.is_none_or(|(k, v)| s.labels.get(k).map(String::as_str) == Some(v))
+            s.name == name
+                && label.is_none_or(|(k, v)| s.labels.get(k).map(String::as_str) == Some(v))
         })
         .unwrap_or_else(|| panic!("no {name} {label:?} in\n{text}"))
         .value
@@ -88,7 +95,12 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
     let connector = lab.connector();
     let ask_all = || {
         connector
-            .session(|s| ports.iter().map(|&p| s.ask_from(p)).collect::<anyhow::Result<Vec<_>>>())
+            .session(|s| {
+                ports
+                    .iter()
+                    .map(|&p| s.ask_from(p))
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
             .expect("client namespace")
             .expect("every connection answered")
     };
@@ -106,10 +118,13 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
             }
             rounds
         });
-        let out = start_canary(&lab, one.to_str().expect("path"), percent, "20s", &[
-            "--override",
-            "XLB003",
-        ]);
+        let out = start_canary(
+            &lab,
+            one.to_str().expect("path"),
+            percent,
+            "20s",
+            &["--override", "XLB003"],
+        );
         let started = out.json().expect("json");
         assert_eq!(started["canary"]["percent"], percent, "{started}");
         let took = wait_ended(&lab, Duration::from_secs(20));
@@ -121,7 +136,11 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
     assert!(log.contains("canary rolled back"), "{log}");
     assert!(log.contains("concentrated"), "{log}");
     assert_eq!(
-        metric(&lab, "xlb_canary_rollbacks_total", Some(("alarm", "concentrated"))),
+        metric(
+            &lab,
+            "xlb_canary_rollbacks_total",
+            Some(("alarm", "concentrated"))
+        ),
         1.0
     );
     assert_eq!(metric(&lab, "xlb_canary_promotions_total", None), 0.0);
@@ -132,7 +151,11 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
             slice += usize::from(in_slice[i]);
             if *backend != before[i] {
                 moved += 1;
-                assert!(in_slice[i], "port {} moved though outside the slice", ports[i]);
+                assert!(
+                    in_slice[i],
+                    "port {} moved though outside the slice",
+                    ports[i]
+                );
                 assert_eq!(*backend, 0, "port {} moved elsewhere than b0", ports[i]);
             }
         }
@@ -141,7 +164,10 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
     assert!(moved <= slice);
     assert_eq!(ask_all(), before, "after the rollback every flow is back");
     let config = std::fs::read_to_string(&lab.config_path).expect("config");
-    assert!(!config.contains("weight = 0"), "the daemon's config was not touched");
+    assert!(
+        !config.contains("weight = 0"),
+        "the daemon's config was not touched"
+    );
 }
 
 /// Test that a canary adding a backend that accepts connections but fails its HTTP health
@@ -163,11 +189,17 @@ fn canary_towards_a_backend_failing_http_rolls_back() {
     assert!(log.contains("canary rolled back"), "{log}");
     assert!(log.contains("failed its health check"), "{log}");
     assert_eq!(
-        metric(&lab, "xlb_canary_rollbacks_total", Some(("alarm", "unhealthy"))),
+        metric(
+            &lab,
+            "xlb_canary_rollbacks_total",
+            Some(("alarm", "unhealthy"))
+        ),
         1.0
     );
     // Rolled back: the two configured backends take every new flow again.
-    let answered = lab.ask_many(40, Duration::from_secs(60)).expect("connections");
+    let answered = lab
+        .ask_many(40, Duration::from_secs(60))
+        .expect("connections");
     assert_eq!(answered[2], 0, "{answered:?}");
 }
 
@@ -207,7 +239,10 @@ fn good_canary_promotes_without_a_failed_connection() {
         let status = lab.status().expect("status");
         let shown = &status["vips"][0]["canary"];
         assert_eq!(shown["percent"], 30, "{status}");
-        assert!(shown["seconds_left"].as_u64().is_some_and(|s| s <= 4), "{status}");
+        assert!(
+            shown["seconds_left"].as_u64().is_some_and(|s| s <= 4),
+            "{status}"
+        );
         let took = wait_ended(&lab, Duration::from_secs(4) + SLACK);
         eprintln!("promoted {took:?} after the canary started");
         // A little traffic after the promotion too.
@@ -225,7 +260,9 @@ fn good_canary_promotes_without_a_failed_connection() {
     assert!(errors.is_empty(), "connections failed: {errors:?}");
     assert!(ok.load(Ordering::Relaxed) > 0);
     for stream in &mut streams {
-        stream.echo(7).expect("an established stream keeps its backend");
+        stream
+            .echo(7)
+            .expect("an established stream keeps its backend");
     }
     assert_eq!(metric(&lab, "xlb_canary_promotions_total", None), 1.0);
     assert_eq!(
@@ -233,8 +270,13 @@ fn good_canary_promotes_without_a_failed_connection() {
         text,
         "the promoted config is the daemon's"
     );
-    let answered = lab.ask_many(60, Duration::from_secs(60)).expect("connections");
-    assert!(answered[2] > 0, "b2 takes new flows after the promotion: {answered:?}");
+    let answered = lab
+        .ask_many(60, Duration::from_secs(60))
+        .expect("connections");
+    assert!(
+        answered[2] > 0,
+        "b2 takes new flows after the promotion: {answered:?}"
+    );
 }
 
 /// Test that without a daemon `--canary` is refused (exit 4, saying nobody would watch it)
@@ -251,7 +293,12 @@ fn canary_without_daemon_or_with_bad_values_is_refused() {
     let file = file.to_str().expect("path");
     let (code, out) = xlb.xlb_json(&["apply", file, "--canary", "10", "--watch", "5s"]);
     assert_eq!(code, Some(4), "{out}");
-    assert!(out["error"].as_str().is_some_and(|e| e.contains("nobody else would watch")), "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nobody else would watch")),
+        "{out}"
+    );
     assert_eq!(generation(&xlb), before, "nothing was written");
     for (args, flag) in [
         (&["--canary", "0", "--watch", "5s"][..], "--canary"),
@@ -264,7 +311,10 @@ fn canary_without_daemon_or_with_bad_values_is_refused() {
         line.extend(args);
         let (code, out) = xlb.xlb_json(&line);
         assert_eq!(code, Some(2), "{args:?}: {out}");
-        assert!(out["error"].as_str().is_some_and(|e| e.contains(flag)), "{args:?}: {out}");
+        assert!(
+            out["error"].as_str().is_some_and(|e| e.contains(flag)),
+            "{args:?}: {out}"
+        );
     }
     let (code, out) = xlb.xlb_json(&["canary", "abort"]);
     assert_eq!(code, Some(4), "{out}");

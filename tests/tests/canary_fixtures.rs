@@ -66,7 +66,11 @@ fn new_flows_split_at_the_threshold_as_userspace_predicts() {
             let key = flow_key(&flow, 6);
             let slot = steering::slot(&vip, &key) as usize;
             let predicted_base = steering::copy_base(&vip, &key);
-            let predicted = if predicted_base == TABLE_B { b[slot] } else { a[slot] };
+            let predicted = if predicted_base == TABLE_B {
+                b[slot]
+            } else {
+                a[slot]
+            };
             let below = flow_hash(&key, flags & VIP_HASH_SOURCE_ONLY != 0) < threshold;
             assert_eq!(predicted_base == TABLE_B, below, "flags {flags} flow {i}");
             let got = sent_to(&mut ebpf, &packets::tcp_syn(&flow));

@@ -120,20 +120,21 @@ impl Daemon {
         let before = Snapshot::read(ebpf).map_err(failed)?;
         let capacity = Capacity::read(ebpf).map_err(failed)?;
         let max_share = model.alerts.max_share;
-        let concentrated = effect::concentrated(ebpf, &before, &capacity, &desired, max_share, None)
-            .map_err(failed)?
-            .into_iter()
-            .next()
-            .map(|(vip, server)| Alarm::Concentrated {
-                vip: rollout::describe_vip(&vip),
-                server: server.address,
-                share: server.share,
-                max_share,
-            });
+        let concentrated =
+            effect::concentrated(ebpf, &before, &capacity, &desired, max_share, None)
+                .map_err(failed)?
+                .into_iter()
+                .next()
+                .map(|(vip, server)| Alarm::Concentrated {
+                    vip: rollout::describe_vip(&vip),
+                    server: server.address,
+                    share: server.share,
+                    max_share,
+                });
         let threshold = lb_common::canary::threshold(percent);
         let ends_unix = canary::now_unix() + watch.as_secs().max(1);
-        let (applied, tried) = rollout::apply_canary(ebpf, &desired, threshold, ends_unix as u32)
-            .map_err(failed)?;
+        let (applied, tried) =
+            rollout::apply_canary(ebpf, &desired, threshold, ends_unix as u32).map_err(failed)?;
         self.own_generation = applied.generation;
         let after = Snapshot::read(ebpf).map_err(failed)?;
         let mut tables = Vec::new();
@@ -169,7 +170,11 @@ impl Daemon {
             ));
             tables.push(vip_tables);
         }
-        let ids: BTreeSet<u32> = tables.iter().flat_map(|t| t.addresses.keys()).copied().collect();
+        let ids: BTreeSet<u32> = tables
+            .iter()
+            .flat_map(|t| t.addresses.keys())
+            .copied()
+            .collect();
         let base_flows = new_flows(ebpf, &ids).map_err(failed)?;
         let base_no_backend = no_backend(ebpf).map_err(failed)?;
         // The slice's backends are checked as the candidate configures them, from "up".
@@ -317,9 +322,9 @@ impl Daemon {
         );
         self.close(ebpf, running, alarm.as_ref());
         let applied = match &alarm {
-            None => self.adopt(ebpf, bytes, &overrides).map_err(|refusal| {
-                anyhow::Error::from(exit::Coded(refusal.code, refusal.message))
-            }),
+            None => self
+                .adopt(ebpf, bytes, &overrides)
+                .map_err(|refusal| anyhow::Error::from(exit::Coded(refusal.code, refusal.message))),
             Some(_) => self.reconcile(ebpf, "canary rollback"),
         }?;
         Ok(Finished {
@@ -382,12 +387,7 @@ impl Daemon {
             extra.canary.running = running
                 .tables
                 .iter()
-                .map(|t| {
-                    (
-                        rollout::describe_vip(&t.vip),
-                        f64::from(running.percent),
-                    )
-                })
+                .map(|t| (rollout::describe_vip(&t.vip), f64::from(running.percent)))
                 .collect();
             extra.canary.ends = ends_unix;
         }
@@ -420,9 +420,11 @@ fn judge_traffic(ebpf: &Ebpf, running: &Running) -> anyhow::Result<Option<Alarm>
 
 /// New flows counted per backend id (summed over CPUs).
 fn new_flows(ebpf: &Ebpf, ids: &BTreeSet<u32>) -> anyhow::Result<BTreeMap<u32, u64>> {
-    let counters: PerCpuArray<&MapData, BackendCounter> =
-        PerCpuArray::try_from(ebpf.map(map_names::BACKEND_STATS).context("no backend counters")?)
-            .context("the backend counter map is not a per-CPU array of backend counters")?;
+    let counters: PerCpuArray<&MapData, BackendCounter> = PerCpuArray::try_from(
+        ebpf.map(map_names::BACKEND_STATS)
+            .context("no backend counters")?,
+    )
+    .context("the backend counter map is not a per-CPU array of backend counters")?;
     ids.iter()
         .map(|&id| {
             let per_cpu = counters
