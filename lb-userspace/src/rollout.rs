@@ -519,10 +519,6 @@ fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec
 
 /// Writes `plan`; under a canary, the VIPs in `tried` keep their live copy with the
 /// canary's threshold, the others flip as in a whole apply (their tables are unchanged).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the plan, what it reaches and the fault hook are one write"
-)]
 fn write(
     maps: &mut (impl Maps + ?Sized),
     snapshot: &Snapshot,

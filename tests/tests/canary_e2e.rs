@@ -279,6 +279,42 @@ fn good_canary_promotes_without_a_failed_connection() {
     );
 }
 
+/// Test that a daemon killed during a canary leaves it in the data plane (`xlb status` still
+/// shows the slice), and that the restarted daemon rolls it back at start, says so in its log
+/// and its metrics, and keeps its own config.
+#[test]
+fn daemon_restarted_during_a_canary_rolls_it_back() {
+    require_privileges!();
+    let mut lab = lab_of("crestart", 2);
+    let candidate = lab
+        .write_file("three.toml", &lab.config_text(&[1, 1, 1], None))
+        .expect("candidate");
+    start_canary(&lab, candidate.to_str().expect("path"), 40, "10m", &[]);
+    lab.kill_daemon().expect("kill -9");
+    let left = lab.status().expect("status");
+    assert_eq!(left["vips"][0]["canary"]["percent"], 40, "{left}");
+    lab.start_daemon().expect("restart");
+    let status = lab.status().expect("status");
+    assert!(status["vips"][0]["canary"].is_null(), "{status}");
+    let log = lab.daemon_log();
+    assert!(log.contains("rolled back"), "{log}");
+    assert_eq!(
+        metric(
+            &lab,
+            "xlb_canary_rollbacks_total",
+            Some(("alarm", "restart"))
+        ),
+        1.0
+    );
+    let answered = lab
+        .ask_many(40, Duration::from_secs(60))
+        .expect("connections");
+    assert_eq!(
+        answered[2], 0,
+        "the daemon's own config is live: {answered:?}"
+    );
+}
+
 /// Test that without a daemon `--canary` is refused (exit 4, saying nobody would watch it)
 /// with nothing changed, that bad values are usage errors (exit 2) naming the flag, and that
 /// `xlb canary abort` with no canary running fails (exit 4).

@@ -180,7 +180,11 @@ impl Daemon {
         // The slice's backends are checked as the candidate configures them, from "up".
         let used: BTreeSet<(VipKey, std::net::IpAddr)> = tables
             .iter()
-            .flat_map(|t| t.new.keys().filter_map(|id| Some((t.vip, t.addresses[id]))))
+            .flat_map(|t| {
+                t.new
+                    .keys()
+                    .filter_map(|id| Some((t.vip, *t.addresses.get(id)?)))
+            })
             .collect();
         let targets: Vec<Target> = health::targets(&model)
             .into_iter()
