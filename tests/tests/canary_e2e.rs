@@ -51,18 +51,18 @@ fn wait_ended(lab: &DaemonLab, within: Duration) -> Duration {
     })
 }
 
-/// The value of the daemon's metric `name` with label `label` = `value` (or without labels).
-fn metric(lab: &DaemonLab, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let text = lab.scrape().expect("scrape");
-    let samples = try_parse(&text).expect("exposition");
-    samples
-        .iter()
-        .find(|s| {
+/// Waits until the daemon's metric `name` (with label `label` = its value, if given) reads
+/// `want`: the endpoint renders at most once a second, so a scrape may show the state of a
+/// moment ago.
+fn wait_metric(lab: &DaemonLab, name: &str, label: Option<(&str, &str)>, want: f64) {
+    wait_until(&format!("{name} {label:?} = {want}"), SLACK, || {
+        let samples = try_parse(&lab.scrape()?).map_err(anyhow::Error::msg)?;
+        Ok(samples.iter().any(|s| {
             s.name == name
                 && label.is_none_or(|(k, v)| s.labels.get(k).map(String::as_str) == Some(v))
-        })
-        .unwrap_or_else(|| panic!("no {name} {label:?} in\n{text}"))
-        .value
+                && s.value == want
+        }))
+    });
 }
 
 /// A lab of three backend hosts whose config (and daemon) balances the first `configured`.
@@ -135,15 +135,13 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
     let log = lab.daemon_log();
     assert!(log.contains("canary rolled back"), "{log}");
     assert!(log.contains("concentrated"), "{log}");
-    assert_eq!(
-        metric(
-            &lab,
-            "xlb_canary_rollbacks_total",
-            Some(("alarm", "concentrated"))
-        ),
-        1.0
+    wait_metric(
+        &lab,
+        "xlb_canary_rollbacks_total",
+        Some(("alarm", "concentrated")),
+        1.0,
     );
-    assert_eq!(metric(&lab, "xlb_canary_promotions_total", None), 0.0);
+    wait_metric(&lab, "xlb_canary_promotions_total", None, 0.0);
     let (mut total, mut moved, mut slice) = (0, 0, 0);
     for round in &rounds {
         for (i, backend) in round.iter().enumerate() {
@@ -188,13 +186,11 @@ fn canary_towards_a_backend_failing_http_rolls_back() {
     let log = lab.daemon_log();
     assert!(log.contains("canary rolled back"), "{log}");
     assert!(log.contains("failed its health check"), "{log}");
-    assert_eq!(
-        metric(
-            &lab,
-            "xlb_canary_rollbacks_total",
-            Some(("alarm", "unhealthy"))
-        ),
-        1.0
+    wait_metric(
+        &lab,
+        "xlb_canary_rollbacks_total",
+        Some(("alarm", "unhealthy")),
+        1.0,
     );
     // Rolled back: the two configured backends take every new flow again.
     let answered = lab
@@ -264,7 +260,7 @@ fn good_canary_promotes_without_a_failed_connection() {
             .echo(7)
             .expect("an established stream keeps its backend");
     }
-    assert_eq!(metric(&lab, "xlb_canary_promotions_total", None), 1.0);
+    wait_metric(&lab, "xlb_canary_promotions_total", None, 1.0);
     assert_eq!(
         std::fs::read_to_string(&lab.config_path).expect("config"),
         text,
@@ -298,13 +294,11 @@ fn daemon_restarted_during_a_canary_rolls_it_back() {
     assert!(status["vips"][0]["canary"].is_null(), "{status}");
     let log = lab.daemon_log();
     assert!(log.contains("rolled back"), "{log}");
-    assert_eq!(
-        metric(
-            &lab,
-            "xlb_canary_rollbacks_total",
-            Some(("alarm", "restart"))
-        ),
-        1.0
+    wait_metric(
+        &lab,
+        "xlb_canary_rollbacks_total",
+        Some(("alarm", "restart")),
+        1.0,
     );
     let answered = lab
         .ask_many(40, Duration::from_secs(60))
