@@ -241,13 +241,8 @@ pub fn apply_canary(
         );
     }
     let plan = plan(&snapshot, &capacity, desired)?;
-    let live: Vec<(u32, u32)> = plan
-        .vips
-        .iter()
-        .filter_map(|applied| snapshot.vip(&applied.key))
-        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-        .collect();
-    let old_tables = steering::read_tables(maps, &live)?;
+    // Every VIP runs already (checked above), so the old tables line up with the plan's.
+    let old_tables = live_tables(maps, &snapshot, &plan)?;
     let tried: Vec<VipKey> = plan
         .vips
         .iter()
@@ -655,13 +650,7 @@ fn mark_table_changes(
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
-        let live: Vec<(u32, u32)> = plan
-            .vips
-            .iter()
-            .filter_map(|applied| snapshot.vip(&applied.key))
-            .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-            .collect();
-        let mut old_tables = steering::read_tables(maps, &live)?.into_iter();
+        let mut old_tables = live_tables(maps, snapshot, plan)?.into_iter();
         for applied in &plan.vips {
             let unchanged = match snapshot.vip(&applied.key) {
                 Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
@@ -687,6 +676,21 @@ fn mark_table_changes(
             .with_context(|| format!("recording the share base of backend {id}"))?;
     }
     Ok(())
+}
+
+/// The live tables of the VIPs of `plan` that run in `snapshot`, in the plan's order.
+fn live_tables(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let live: Vec<(u32, u32)> = plan
+        .vips
+        .iter()
+        .filter_map(|applied| snapshot.vip(&applied.key))
+        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .collect();
+    steering::read_tables(maps, &live)
 }
 
 fn set_bit(filter: &mut VipFilter, key: &VipKey) {

@@ -1056,6 +1056,21 @@ impl Drill {
             .any(|vip| vip["vip"] == VIP_SPEC && !vip["canary"].is_null()))
     }
 
+    /// Waits up to `within` for the canary to end, shows what the daemon logged about it
+    /// since byte `log_from`, and checks that it said `outcome`.
+    fn canary_ends(&self, log_from: usize, within: Duration, outcome: &str) -> anyhow::Result<()> {
+        wait_for(&format!("\"{outcome}\""), within, || {
+            Ok(!self.canary_running()?)
+        })?;
+        let said = self.log_lines(log_from, &["canary"]);
+        println!("The daemon's log:\n{}", head(&said, 4));
+        ensure!(
+            said.contains(outcome),
+            "the daemon did not say {outcome:?}:\n{said}"
+        );
+        Ok(())
+    }
+
     /// A burst that must all succeed, shown; `why` says when.
     fn clean_burst(&self, requests: usize, why: &str) -> anyhow::Result<Burst> {
         let burst = self.show_burst(requests, why);
@@ -1113,17 +1128,7 @@ impl Drill {
             4,
         )?
         .ok()?;
-        wait_for(
-            "the daemon to roll the canary back",
-            Duration::from_secs(20),
-            || Ok(!self.canary_running()?),
-        )?;
-        let said = self.log_lines(log_from, &["canary"]);
-        println!("The daemon's log:\n{}", head(&said, 4));
-        ensure!(
-            said.contains("canary rolled back"),
-            "the daemon did not roll the canary back:\n{said}"
-        );
+        self.canary_ends(log_from, Duration::from_secs(20), "canary rolled back")?;
         let burst = self.clean_burst(60, "after the rollback")?;
         ensure!(
             ["b0", "b1", "b2"].iter().all(|b| burst.of(b) > 0),
@@ -1145,17 +1150,7 @@ impl Drill {
         .ok()?;
         self.xlb(&["status"], true, 11)?.ok()?;
         self.clean_burst(60, "during the canary")?;
-        wait_for(
-            "the daemon to promote the canary",
-            Duration::from_secs(3) + SLACK,
-            || Ok(!self.canary_running()?),
-        )?;
-        let said = self.log_lines(log_from, &["canary"]);
-        println!("The daemon's log:\n{}", head(&said, 4));
-        ensure!(
-            said.contains("canary promoted"),
-            "the good canary was not promoted:\n{said}"
-        );
+        self.canary_ends(log_from, Duration::from_secs(3) + SLACK, "canary promoted")?;
         ensure!(
             std::fs::read_to_string(&self.config_path)? == good_text,
             "the promoted config is not the daemon's config file"

@@ -65,6 +65,21 @@ fn wait_metric(lab: &DaemonLab, name: &str, label: Option<(&str, &str)>, want: f
     });
 }
 
+/// Checks that a canary adding b2 was rolled back for `alarm`: the metric counts it, and the
+/// two configured backends take every new flow again.
+fn rolled_back(lab: &DaemonLab, alarm: &str) {
+    wait_metric(
+        lab,
+        "xlb_canary_rollbacks_total",
+        Some(("alarm", alarm)),
+        1.0,
+    );
+    let answered = lab
+        .ask_many(40, Duration::from_secs(60))
+        .expect("connections");
+    assert_eq!(answered[2], 0, "b2 is out again: {answered:?}");
+}
+
 /// A lab of three backend hosts whose config (and daemon) balances the first `configured`.
 fn lab_of(label: &str, configured: usize) -> DaemonLab {
     let mut lab = DaemonLab::new(label, 3).expect("lab");
@@ -186,17 +201,7 @@ fn canary_towards_a_backend_failing_http_rolls_back() {
     let log = lab.daemon_log();
     assert!(log.contains("canary rolled back"), "{log}");
     assert!(log.contains("failed its health check"), "{log}");
-    wait_metric(
-        &lab,
-        "xlb_canary_rollbacks_total",
-        Some(("alarm", "unhealthy")),
-        1.0,
-    );
-    // Rolled back: the two configured backends take every new flow again.
-    let answered = lab
-        .ask_many(40, Duration::from_secs(60))
-        .expect("connections");
-    assert_eq!(answered[2], 0, "{answered:?}");
+    rolled_back(&lab, "unhealthy");
 }
 
 /// Test that a good canary (a third backend added) shows in `xlb status` with its slice and
@@ -294,19 +299,7 @@ fn daemon_restarted_during_a_canary_rolls_it_back() {
     assert!(status["vips"][0]["canary"].is_null(), "{status}");
     let log = lab.daemon_log();
     assert!(log.contains("rolled back"), "{log}");
-    wait_metric(
-        &lab,
-        "xlb_canary_rollbacks_total",
-        Some(("alarm", "restart")),
-        1.0,
-    );
-    let answered = lab
-        .ask_many(40, Duration::from_secs(60))
-        .expect("connections");
-    assert_eq!(
-        answered[2], 0,
-        "the daemon's own config is live: {answered:?}"
-    );
+    rolled_back(&lab, "restart");
 }
 
 /// Test that without a daemon `--canary` is refused (exit 4, saying nobody would watch it)

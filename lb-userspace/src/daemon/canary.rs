@@ -136,47 +136,20 @@ impl Daemon {
         let (applied, tried) =
             rollout::apply_canary(ebpf, &desired, threshold, ends_unix as u32).map_err(failed)?;
         self.own_generation = applied.generation;
-        let after = Snapshot::read(ebpf).map_err(failed)?;
-        let mut tables = Vec::new();
-        let mut views = Vec::new();
-        for applied_vip in applied.vips.iter().filter(|a| tried.contains(&a.key)) {
-            let Some(live) = before.vip(&applied_vip.key) else {
-                continue;
-            };
-            let old = before.active_table(ebpf, live).map_err(failed)?;
-            let moved = old
-                .iter()
-                .zip(&applied_vip.table)
-                .filter(|(a, b)| a != b)
-                .count() as f64
-                / old.len().max(1) as f64;
-            let old_shares = canary::shares(&old);
-            let new_shares = canary::shares(&applied_vip.table);
-            let addresses = old_shares
-                .keys()
-                .chain(new_shares.keys())
-                .filter_map(|id| Some((*id, live_address(after.backends.get(*id as usize)?))))
-                .collect();
-            let vip_tables = Tables {
-                vip: applied_vip.key,
-                old: old_shares,
-                new: new_shares,
-                addresses,
-            };
-            views.push(canary::slice_view(
-                &vip_tables,
-                f64::from(percent) / 100.0,
-                moved,
-            ));
-            tables.push(vip_tables);
-        }
-        let ids: BTreeSet<u32> = tables
-            .iter()
-            .flat_map(|t| t.addresses.keys())
-            .copied()
-            .collect();
-        let base_flows = new_flows(ebpf, &ids).map_err(failed)?;
-        let base_no_backend = no_backend(ebpf).map_err(failed)?;
+        // From here the slice is live: if it cannot be watched, it is undone.
+        let Watched {
+            tables,
+            views,
+            base_flows,
+            base_no_backend,
+        } = match what_to_watch(ebpf, &before, &applied, &tried, percent) {
+            Ok(watched) => watched,
+            Err(err) => {
+                let _ = rollout::end_canary(ebpf);
+                let _ = self.reconcile(ebpf, "the canary could not be watched");
+                return Err(failed(err.context("the canary was rolled back at once")));
+            }
+        };
         // The slice's backends are checked as the candidate configures them, from "up".
         let used: BTreeSet<(VipKey, std::net::IpAddr)> = tables
             .iter()
@@ -396,6 +369,72 @@ impl Daemon {
             extra.canary.ends = ends_unix;
         }
     }
+}
+
+/// What a canary is judged on, from its start.
+struct Watched {
+    tables: Vec<Tables>,
+    /// What each tried VIP's slice sees, for the operator.
+    views: Vec<canary::SliceView>,
+    base_flows: BTreeMap<u32, u64>,
+    base_no_backend: u64,
+}
+
+/// What a canary just started is judged on: each tried VIP's tables (by backend id, with
+/// addresses), what its slice sees, and the new-flow and no_backend counts to judge from.
+fn what_to_watch(
+    ebpf: &mut Ebpf,
+    before: &Snapshot,
+    applied: &rollout::Applied,
+    tried: &[VipKey],
+    percent: u32,
+) -> anyhow::Result<Watched> {
+    let after = Snapshot::read(ebpf)?;
+    let mut tables = Vec::new();
+    let mut views = Vec::new();
+    for applied_vip in applied.vips.iter().filter(|a| tried.contains(&a.key)) {
+        let Some(live) = before.vip(&applied_vip.key) else {
+            continue;
+        };
+        // The live copy: the canary wrote the other one.
+        let old = before.active_table(ebpf, live)?;
+        let moved = old
+            .iter()
+            .zip(&applied_vip.table)
+            .filter(|(a, b)| a != b)
+            .count() as f64
+            / old.len().max(1) as f64;
+        let old_shares = canary::shares(&old);
+        let new_shares = canary::shares(&applied_vip.table);
+        let addresses = old_shares
+            .keys()
+            .chain(new_shares.keys())
+            .filter_map(|id| Some((*id, live_address(after.backends.get(*id as usize)?))))
+            .collect();
+        let vip_tables = Tables {
+            vip: applied_vip.key,
+            old: old_shares,
+            new: new_shares,
+            addresses,
+        };
+        views.push(canary::slice_view(
+            &vip_tables,
+            f64::from(percent) / 100.0,
+            moved,
+        ));
+        tables.push(vip_tables);
+    }
+    let ids: BTreeSet<u32> = tables
+        .iter()
+        .flat_map(|t| t.addresses.keys())
+        .copied()
+        .collect();
+    Ok(Watched {
+        base_flows: new_flows(ebpf, &ids)?,
+        base_no_backend: no_backend(ebpf)?,
+        tables,
+        views,
+    })
 }
 
 /// The traffic alarms: no_backend drops, then each VIP's new flows against its tables.
