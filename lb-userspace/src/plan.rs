@@ -21,7 +21,9 @@
 //! `generation`, `capacity`), `global` (changed run-time settings), `vips` (each with `name`,
 //! `vip`, `change`, `changes`, `moved_share`, `backends` with `share_before`, `share_after`,
 //! `kernel_share`, `servers` (the kernel's sample per physical server), and `kernel` with the
-//! agreement counts), `sample` and `summary`. Shares are fractions of 1.
+//! agreement counts), `sample`, `summary` and, with `--canary`, `canary` (`percent`,
+//! `refused`, `vips` with the backends the slice sees and the share of new flows that moves).
+//! Shares are fractions of 1.
 
 pub mod clients;
 mod diff;

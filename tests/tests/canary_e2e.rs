@@ -92,7 +92,8 @@ fn lab_of(label: &str, configured: usize) -> DaemonLab {
 /// Test that a canary of a config putting all weight on one server (forced with `--override
 /// XLB003`) rolls itself back within its window, naming the alarm, and that while it ran only
 /// connections whose flow hash lies in the slice reached another backend than before, so no
-/// more than the slice's share of new connections went to the wrong place.
+/// more than the slice's share of new connections went to the wrong place; and that `xlb plan
+/// --canary` said beforehand which share would move and that the slice would see only b0.
 #[test]
 fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
     require_privileges!();
@@ -124,6 +125,32 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
     let one = lab
         .write_file("one.toml", &lab.config_text(&[1, 0, 0], None))
         .expect("candidate");
+    // The plan of this canary: a quarter of the flows that move, all of the slice on b0.
+    let plan = lab
+        .xlb(&[
+            "plan",
+            one.to_str().expect("path"),
+            "--canary",
+            "25",
+            "--override",
+            "XLB003",
+            "--output",
+            "json",
+        ])
+        .expect("xlb plan")
+        .json()
+        .expect("plan json");
+    let slice = &plan["canary"]["vips"][0];
+    let moved = plan["vips"][0]["moved_share"]
+        .as_f64()
+        .expect("moved share");
+    let slice_moved = slice["moved_share"].as_f64().expect("slice moved share");
+    assert!((slice_moved - moved * 0.25).abs() < 1e-9, "{plan}");
+    assert_eq!(
+        slice["backends"],
+        serde_json::json!([[lab.backends[0].address.to_string(), 1.0]]),
+        "{plan}"
+    );
     let running = Arc::new(AtomicBool::new(true));
     let rounds = std::thread::scope(|scope| {
         let traffic = scope.spawn(|| {
