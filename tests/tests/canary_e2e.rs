@@ -307,6 +307,43 @@ fn good_canary_promotes_without_a_failed_connection() {
     );
 }
 
+/// Test that an operator can end a canary by hand at any time: `xlb canary abort` rolls it
+/// back (alarm `aborted`, the daemon's config stays), `xlb canary promote` makes it the whole
+/// table and the daemon's config, both long before the watch ends.
+#[test]
+fn operator_aborts_or_promotes_by_hand() {
+    require_privileges!();
+    let lab = lab_of("chand", 2);
+    let text = lab.config_text(&[1, 1, 1], None);
+    let candidate = lab.write_file("hand.toml", &text).expect("candidate");
+    let candidate = candidate.to_str().expect("path");
+    let end = |action: &str| {
+        lab.xlb(&["canary", action, "--output", "json"])
+            .and_then(VerbOutput::ok)
+            .and_then(|out| out.json())
+            .unwrap_or_else(|err| panic!("xlb canary {action}: {err:#}"))
+    };
+    start_canary(&lab, candidate, 50, "10m", &[]);
+    let aborted = end("abort");
+    assert_eq!(aborted["outcome"], "rolled_back", "{aborted}");
+    assert_eq!(aborted["alarm"]["alarm"], "aborted", "{aborted}");
+    assert!(lab.status().expect("status")["vips"][0]["canary"].is_null());
+    rolled_back(&lab, "aborted");
+
+    start_canary(&lab, candidate, 50, "10m", &[]);
+    let promoted = end("promote");
+    assert_eq!(promoted["outcome"], "promoted", "{promoted}");
+    assert!(lab.status().expect("status")["vips"][0]["canary"].is_null());
+    assert_eq!(
+        std::fs::read_to_string(&lab.config_path).expect("config"),
+        text
+    );
+    let answered = lab
+        .ask_many(60, Duration::from_secs(60))
+        .expect("connections");
+    assert!(answered[2] > 0, "b2 takes new flows: {answered:?}");
+}
+
 /// Test that a daemon killed during a canary leaves it in the data plane (`xlb status` still
 /// shows the slice), and that the restarted daemon rolls it back at start, says so in its log
 /// and its metrics, and keeps its own config.
