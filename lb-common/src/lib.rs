@@ -4,6 +4,7 @@
 //! with padding written out, carry no `Option` or `bool`, and have a compile-time size check.
 #![no_std]
 
+pub mod canary;
 pub mod config;
 pub mod counters;
 pub mod decap;

@@ -23,7 +23,9 @@ pub struct Meta {
     /// default): the share of a VIP's new flows one server may take, which the backend verbs
     /// and the live audit judge against without the config file.
     pub max_share_ppm: u32,
-    pub pad: u32,
+    /// When the running canary apply's watch ends, seconds since the Unix epoch (fits a u32
+    /// until 2106); 0: no canary. Recorded so `xlb status` and a restarted daemon see it.
+    pub canary_ends: u32,
 }
 const _: () = assert!(core::mem::size_of::<Meta>() == 56);
 

@@ -127,8 +127,11 @@ pub struct Vip {
     pub active: u32,
     /// Start of each of the two table copies in the Maglev slot map.
     pub tables: [u32; 2],
+    /// Canary apply: new flows whose table hash is below this take the other copy (the table
+    /// being tried); 0, no canary. See [`crate::canary::table_copy`].
+    pub canary: u32,
 }
-const _: () = assert!(core::mem::size_of::<Vip>() == 24);
+const _: () = assert!(core::mem::size_of::<Vip>() == 28);
 
 /// `Backend::flags`: the backend takes traffic.
 pub const BACKEND_ACTIVE: u8 = 1 << 0;

@@ -5,6 +5,7 @@
 
 use lb_common::{
     Backend, Event, FlowSlot, Reason, Vip,
+    canary::table_copy,
     flow::{admission, first_marks},
     flow_hash, maglev_slot,
     service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
@@ -66,7 +67,8 @@ pub fn new_flow(
     } else {
         hash
     };
-    let base = if vip.active == 0 {
+    // One comparison: under a canary, the slice below the threshold takes the other copy.
+    let base = if table_copy(table_hash, vip.canary, vip.active) == 0 {
         vip.tables[0]
     } else {
         vip.tables[1]

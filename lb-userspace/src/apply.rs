@@ -36,6 +36,8 @@ pub struct ApplyReport {
     /// The new generation, when applied.
     pub generation: Option<u64>,
     pub vips: Vec<AppliedVipReport>,
+    /// The canary the daemon started, for `--canary`.
+    pub canary: Option<crate::canary::Started>,
 }
 
 /// What an apply made live: the daemon's answer to an apply request.
@@ -73,7 +75,10 @@ pub struct AppliedVipReport {
 }
 
 pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
-    let options = Options::from_args(args.accept)?;
+    let options = Options {
+        canary: args.canary.canary.zip(args.canary.watch),
+        ..Options::from_args(args.accept)?
+    };
     let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
     report::emit(args.live.output, &report, render)?;
     Ok(report.code)
@@ -90,6 +95,9 @@ pub struct Options {
     /// more than `alerts.max_share` of a VIP's new flows (also implied by overriding XLB003,
     /// which accepts exactly that).
     pub force: bool,
+    /// `--canary` and `--watch`: the percent of the hash space the new tables take while the
+    /// daemon watches.
+    pub canary: Option<(u32, std::time::Duration)>,
 }
 
 impl Options {
@@ -107,6 +115,7 @@ impl Options {
             allow_warnings: accept.allow_warnings,
             overrides: accept.overrides,
             force: accept.force,
+            canary: None,
         })
     }
 
@@ -156,6 +165,7 @@ pub fn apply_file(
         daemon: None,
         generation: None,
         vips: Vec::new(),
+        canary: None,
     };
     let (model, warnings) = match config::load_overriding(file, env, &options.overrides) {
         Ok(loaded) => loaded,
@@ -202,8 +212,35 @@ pub fn apply_file(
             return Ok(report);
         }
     }
-    let made = match owner::writer(&pin_path)? {
-        Writer::Daemon(daemon) => {
+    let made = match (owner::writer(&pin_path)?, options.canary) {
+        (Writer::Daemon(daemon), Some((percent, watch))) => {
+            let (pid, started) =
+                daemon.ask::<crate::canary::Started>(&control::Request::Canary {
+                    file: std::path::absolute(file)?,
+                    overrides: options.overrides.clone(),
+                    percent,
+                    watch_ms: watch.as_millis() as u64,
+                })?;
+            report.daemon = Some(pid);
+            report.applied = true;
+            report.code = exit::OK;
+            report.generation = Some(started.generation);
+            report.canary = Some(started);
+            return Ok(report);
+        }
+        (Writer::Direct(_lock), Some(_)) => {
+            return Err(exit::Coded(
+                exit::FAILED,
+                format!(
+                    "--canary needs the `xlb run --config` daemon owning {}: nobody else would \
+                     watch the slice or roll it back; nothing was changed. Run the daemon, or \
+                     apply without --canary",
+                    pin_path.display()
+                ),
+            )
+            .into());
+        }
+        (Writer::Daemon(daemon), None) => {
             let (pid, made) = daemon.ask::<Made>(&control::Request::Apply {
                 file: std::path::absolute(file)?,
                 overrides: options.overrides.clone(),
@@ -211,7 +248,7 @@ pub fn apply_file(
             report.daemon = Some(pid);
             made
         }
-        Writer::Direct(_lock) => {
+        (Writer::Direct(_lock), None) => {
             let applied = rollout::apply(&mut pins::open(&pin_path)?, &desired)?;
             if let Err(err) = crate::names::record(&pin_path, &model) {
                 tracing::warn!("{err:#}");
@@ -230,6 +267,9 @@ fn render(report: &ApplyReport) -> String {
     let mut out = String::new();
     for diagnostic in &report.diagnostics {
         out += &format!("{diagnostic}\n");
+    }
+    if let (None, Some(started)) = (&report.refused, &report.canary) {
+        return out + &crate::canary::render_started(started, &report.file);
     }
     match (&report.refused, report.generation) {
         (Some(reason), _) => out += &format!("xlb: {}: not applied: {reason}\n", report.file),

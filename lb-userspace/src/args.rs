@@ -68,6 +68,10 @@ pub enum Command {
     /// reloads and health changes.
     #[command(after_help = EXIT_CODES)]
     Backend(BackendArgs),
+    /// A running canary apply (`xlb apply FILE --canary PERCENT --watch DURATION`): promote
+    /// it now, or abort it (roll it back) now.
+    #[command(after_help = EXIT_CODES)]
+    Canary(CanaryVerbArgs),
     /// Print a shell completion script for xlb on stdout, e.g.
     /// `xlb completions bash > /etc/bash_completion.d/xlb`.
     #[command(after_help = EXIT_CODES)]
@@ -113,6 +117,7 @@ impl Command {
             Command::Decap(args) => args.verb.common().output,
             Command::Trace(args) => args.live.output,
             Command::Doctor(args) => args.output,
+            Command::Canary(args) => args.live.output,
             Command::Run(_) | Command::Completions(_) => OutputFormat::Text,
         }
     }
@@ -173,6 +178,10 @@ pub struct PlanArgs {
     /// (`tcpdump -w FILE`; Ethernet, raw IP or `-i any` captures).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    /// Plan a canary of this percent (see `xlb apply --canary`): which new flows would move
+    /// and which backends the slice would see.
+    #[arg(long, value_name = "PERCENT", value_parser = crate::canary::parse_percent)]
+    pub canary: Option<u32>,
     /// What the apply being planned would accept: the plan fails exactly when that apply
     /// would refuse.
     #[command(flatten)]
@@ -204,10 +213,47 @@ pub struct ApplyArgs {
     /// The config file to apply.
     pub file: PathBuf,
     #[command(flatten)]
+    pub canary: CanaryArgs,
+    #[command(flatten)]
     pub accept: AcceptArgs,
     #[command(flatten)]
     pub live: LiveArgs,
 }
+
+// ---- canary applies (see crate::canary) ----
+
+/// `xlb apply --canary`: try the config on a slice of new flows first.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    /// Give the config's new tables only the new flows whose hash falls in the first PERCENT
+    /// (1 to 99) of the hash space, for every VIP whose table changes; the rest keep the live
+    /// tables. The `xlb run --config` daemon watches the slice and rolls it back on an alarm,
+    /// or promotes it after --watch. Needs the daemon (refused without one, exit 4).
+    #[arg(long, value_name = "PERCENT", value_parser = crate::canary::parse_percent, requires = "watch")]
+    pub canary: Option<u32>,
+    /// How long the daemon watches a canary before promoting it, e.g. 30s, 5m (1s to 24h).
+    #[arg(long, value_name = "DURATION", value_parser = crate::canary::parse_watch, requires = "canary")]
+    pub watch: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct CanaryVerbArgs {
+    /// `promote`: the tried tables become the whole tables now. `abort`: every new flow takes
+    /// the live tables again now (works without a daemon too, for a canary a stopped daemon
+    /// left behind).
+    #[arg(value_enum)]
+    pub action: CanaryAction,
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+pub enum CanaryAction {
+    Promote,
+    Abort,
+}
+
+// ---- end of canary applies ----
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {

@@ -1147,6 +1147,7 @@ mod tests {
             active_copy: 0,
             backends: Default::default(),
             fingerprint: print.to_owned(),
+            canary: None,
         };
         let peer = Path::new("/sys/fs/bpf/xlb-b");
         let ours = [

@@ -61,6 +61,16 @@ pub enum Request {
         action: BackendAction,
         force: bool,
     },
+    /// Start a canary of `file` (a candidate, not the daemon's own file): `percent` of the
+    /// hash space for `watch_ms`; promoted, it is written into the daemon's file.
+    Canary {
+        file: PathBuf,
+        overrides: Vec<String>,
+        percent: u32,
+        watch_ms: u64,
+    },
+    /// Promote or abort the running canary now.
+    CanaryEnd { action: crate::args::CanaryAction },
     /// Withdraw from BGP, remove the pins (detaching the program) and exit.
     Down,
     /// Say who you are (the reply is the daemon's [`Identity`]).

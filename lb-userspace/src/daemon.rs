@@ -42,6 +42,8 @@ use crate::{
     stats,
 };
 
+mod canary;
+
 /// How often the config file is checked for changes and alerts and drains are evaluated.
 const TICK: Duration = Duration::from_secs(1);
 /// How far apart two ticks may be from exactly [`TICK`].
@@ -86,6 +88,8 @@ pub struct Daemon {
     own_generation: u64,
     /// Audit alerts firing, by VIP (`global` for program-wide findings).
     audit_alerts: BTreeMap<String, skew::Alert>,
+    /// The canary apply being watched, if any.
+    canary: Option<canary::Running>,
 }
 
 /// Why the daemon stopped.
@@ -166,6 +170,7 @@ impl Daemon {
             next_audit: Instant::now(),
             own_generation: 0,
             audit_alerts: BTreeMap::new(),
+            canary: None,
         })
     }
 
@@ -197,6 +202,7 @@ impl Daemon {
                     self.reload(ebpf, Trigger::Signal).await;
                 }
                 Some(probe) = self.probes.recv() => self.probed(ebpf, &probe),
+                Some(probe) = canary_probe(&mut self.canary) => self.canary_probed(ebpf, &probe),
                 Some((request, mut stream)) = self.requests.recv() => {
                     let down = matches!(request, Request::Down);
                     let outcome = self.serve(ebpf, request);
@@ -258,6 +264,32 @@ impl Daemon {
                 let applied = self.adopt(ebpf, bytes, &overrides)?;
                 serde_json::to_value(Made::of(&applied))
             }
+            Request::Canary {
+                file,
+                overrides,
+                percent,
+                watch_ms,
+            } => {
+                let started = self.start_canary(
+                    ebpf,
+                    &file,
+                    overrides,
+                    percent,
+                    Duration::from_millis(watch_ms),
+                )?;
+                serde_json::to_value(started)
+            }
+            Request::CanaryEnd { action } => {
+                serde_json::to_value(self.end_canary_by_hand(ebpf, action)?)
+            }
+            Request::Backend { .. } if self.canary.is_some() => {
+                return Err(Refusal {
+                    code: exit::FAILED,
+                    message: "a canary apply is being watched: `xlb canary promote|abort` \
+                              ends it, then change the backend"
+                        .to_owned(),
+                });
+            }
             Request::Backend {
                 vip,
                 backend,
@@ -316,6 +348,7 @@ impl Daemon {
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
         self.reload(ebpf, Trigger::Watch).await;
+        self.judge_canary(ebpf);
         self.restore_pins(ebpf);
         self.expire_drains(ebpf);
         self.check_alerts(ebpf);
@@ -329,6 +362,10 @@ impl Daemon {
     /// each VIP's new flows really go (outage); findings become metrics and the `audit` alert.
     /// A map edited without a new generation (bpftool) is found at the next scheduled run.
     fn audit_if_due(&mut self, ebpf: &mut Ebpf) {
+        // The tried tables' backends are not in the config yet: audit once it is over.
+        if self.canary.is_some() {
+            return;
+        }
         let now = Instant::now();
         let live_generation = generation(ebpf);
         let foreign = live_generation != self.own_generation;
@@ -620,8 +657,30 @@ impl Daemon {
     /// down, the VIP fails open: all its backends stay in the table (a health-check outage
     /// must not take the service down), and the few_healthy alert says so.
     fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) -> anyhow::Result<Applied> {
-        let mut desired = Desired::from_model(&self.model, &self.bytes);
-        for (vip, wanted) in self.model.vips.iter().zip(&mut desired.vips) {
+        self.interrupt_canary(ebpf, why);
+        let desired = self.desired_with_health(&self.model, &self.bytes);
+        let started = Instant::now();
+        let result = rollout::apply(ebpf, &desired);
+        match &result {
+            Ok(applied) => {
+                let seconds = started.elapsed().as_secs_f64();
+                if let Ok(mut extra) = self.shared.lock() {
+                    extra.last_apply_seconds = seconds;
+                }
+                self.own_generation = applied.generation;
+                info!(generation = applied.generation, seconds, "applied ({why})");
+            }
+            Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
+        }
+        self.announce();
+        result
+    }
+
+    /// The desired state of `model` (from `bytes`) with the backends' health as the daemon's
+    /// checks judge it. A backend the checks do not cover counts as healthy.
+    fn desired_with_health(&self, model: &Model, bytes: &[u8]) -> Desired {
+        let mut desired = Desired::from_model(model, bytes);
+        for (vip, wanted) in model.vips.iter().zip(&mut desired.vips) {
             let down: Vec<bool> = vip
                 .backends
                 .iter()
@@ -640,21 +699,7 @@ impl Daemon {
                 backend.unhealthy = Some(down && !all_down);
             }
         }
-        let started = Instant::now();
-        let result = rollout::apply(ebpf, &desired);
-        match &result {
-            Ok(applied) => {
-                let seconds = started.elapsed().as_secs_f64();
-                if let Ok(mut extra) = self.shared.lock() {
-                    extra.last_apply_seconds = seconds;
-                }
-                self.own_generation = applied.generation;
-                info!(generation = applied.generation, seconds, "applied ({why})");
-            }
-            Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
-        }
-        self.announce();
-        result
+        desired
     }
 
     /// Puts back any pin removed while the daemon runs (the program stays attached meanwhile:
@@ -681,6 +726,10 @@ impl Daemon {
 
     /// Disables drained backends whose drain timeout passed: their established flows move.
     fn expire_drains(&mut self, ebpf: &mut Ebpf) {
+        // A drain that times out during a watch is disabled once the canary is over.
+        if self.canary.is_some() {
+            return;
+        }
         let (snapshot, capacity) = match (Snapshot::read(ebpf), Capacity::read(ebpf)) {
             (Ok(snapshot), Ok(capacity)) => (snapshot, capacity),
             (Err(err), _) | (_, Err(err)) => return error!("reading the live state: {err:#}"),
@@ -767,6 +816,14 @@ enum Trigger {
     Signal,
     /// The tick saw the file differ from the running config.
     Watch,
+}
+
+/// The next health probe of the canary's checks; never, without a canary.
+async fn canary_probe(canary: &mut Option<canary::Running>) -> Option<Probe> {
+    match canary {
+        Some(running) => running.probes.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The live generation in the meta map (0 if it cannot be read).

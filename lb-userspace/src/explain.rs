@@ -465,7 +465,7 @@ fn table_choice(
         return Ok(None);
     }
     let slot = steering::slot(vip, key);
-    let base = vip.tables[vip.active as usize];
+    let base = steering::copy_base(vip, key);
     let id = steering::read_table(maps, base.wrapping_add(slot), 1)?[0];
     Ok(Some(TableChoice {
         flow_hash: flow_hash(key, vip.flags & VIP_HASH_SOURCE_ONLY != 0),

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod audit;
 pub mod backend;
 pub mod bgp;
+pub mod canary;
 pub mod capacity;
 pub mod child;
 pub mod completions;

@@ -4,8 +4,8 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, completions, decap_cli, doctor, down, exit, explain, plan, run,
-    stats, status, trace, validate,
+    apply, args, audit, backend, canary, completions, decap_cli, doctor, down, exit, explain, plan,
+    run, stats, status, trace, validate,
 };
 
 #[tokio::main]
@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         args::Command::Explain(args) => explain::run(args),
         args::Command::Audit(args) => audit::run(args),
         args::Command::Backend(args) => backend::run(args),
+        args::Command::Canary(args) => canary::verb::run(args),
         args::Command::Down(args) => down::run(args),
         args::Command::Completions(args) => completions::run(args),
         args::Command::Decap(args) => decap_cli::run(args),

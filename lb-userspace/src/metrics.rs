@@ -55,6 +55,8 @@ pub struct Extra {
     pub health_check_seconds: Vec<(String, IpAddr, f64)>,
     /// The daemon's scheduled audits of the live maps.
     pub audit: AuditMetrics,
+    /// Canary applies: the one being watched, promotions and rollbacks.
+    pub canary: crate::canary::Metrics,
 }
 
 /// What the daemon's scheduled audits found.
@@ -124,6 +126,53 @@ pub fn render(maps: &mut (impl Maps + ?Sized), extra: &Extra) -> anyhow::Result<
         .get(&0, 0)
         .context("reading the meta map")?;
     Ok(exposition(&stats, &sample.totals.verdicts, &meta, extra))
+}
+
+/// `xlb_canary_*`: the canary being watched (by VIP), time left, promotions and rollbacks.
+fn canary_families(out: &mut String, canary: &crate::canary::Metrics, meta: &Meta) {
+    family(
+        out,
+        "xlb_canary_percent",
+        "gauge",
+        "Percent of the VIP's hash space whose new flows take the tables of a canary apply \
+         being watched (only VIPs under canary have a sample).",
+        canary
+            .running
+            .iter()
+            .map(|(vip, percent)| (vec![("vip", vip.clone())], Value::Float(*percent))),
+    );
+    let ends = u64::from(meta.canary_ends).max(canary.ends);
+    let left = if canary.running.is_empty() {
+        0
+    } else {
+        ends.saturating_sub(crate::canary::now_unix())
+    };
+    family(
+        out,
+        "xlb_canary_seconds_left",
+        "gauge",
+        "Seconds left in the running canary's watch (0: none running).",
+        [(vec![], Value::Int(left))],
+    );
+    family(
+        out,
+        "xlb_canary_promotions_total",
+        "counter",
+        "Canary applies promoted (a clean watch, or `xlb canary promote`).",
+        [(vec![], Value::Int(canary.promotions))],
+    );
+    family(
+        out,
+        "xlb_canary_rollbacks_total",
+        "counter",
+        "Canary applies rolled back, by the alarm that did it.",
+        crate::canary::Alarm::KINDS.iter().map(|kind| {
+            (
+                vec![("alarm", (*kind).to_owned())],
+                Value::Int(canary.rollbacks.get(kind).copied().unwrap_or(0)),
+            )
+        }),
+    );
 }
 
 /// A sample value: counters print as integers, gauges as Go-style floats.
@@ -437,6 +486,8 @@ fn exposition(
                 )
             }),
     );
+
+    canary_families(&mut out, &extra.canary, meta);
 
     // Every live VIP shows every kind about a VIP, and the table-wide kinds show once with an
     // empty VIP, so a dashboard sees 0 rather than no data.

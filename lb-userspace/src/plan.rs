@@ -21,7 +21,9 @@
 //! `generation`, `capacity`), `global` (changed run-time settings), `vips` (each with `name`,
 //! `vip`, `change`, `changes`, `moved_share`, `backends` with `share_before`, `share_after`,
 //! `kernel_share`, `servers` (the kernel's sample per physical server), and `kernel` with the
-//! agreement counts), `sample` and `summary`. Shares are fractions of 1.
+//! agreement counts), `sample`, `summary` and, with `--canary`, `canary` (`percent`,
+//! `refused`, `vips` with the backends the slice sees and the share of new flows that moves).
+//! Shares are fractions of 1.
 
 pub mod clients;
 mod diff;
@@ -71,6 +73,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
         clients,
         clients_source: source.map(|p| p.display().to_string()),
         accept,
+        canary: args.canary,
     };
     let report = plan_with(&args.file, &HostEnvironment, &args.live, &options)?;
     report::emit(args.live.output, &report, text::render)?;
@@ -109,6 +112,8 @@ pub struct Options {
     /// What `apply` would be told (warnings allowed, rules overridden): the plan fails exactly
     /// when that apply would refuse.
     pub accept: apply::Options,
+    /// `--canary`: also say what a canary of this percent would try.
+    pub canary: Option<u32>,
 }
 
 /// Everything `xlb plan` found; see the module doc for the JSON shape.
@@ -141,6 +146,8 @@ pub struct PlanReport {
     /// Absent when the config was refused.
     pub sample: Option<Sample>,
     pub summary: Summary,
+    /// With `--canary`: what the slice would see, or why a canary would be refused.
+    pub canary: Option<crate::canary::CanaryPlan>,
 }
 
 /// Every new flow of `vip` would go to one server, `backend`: an XLB003 finding, or what the
@@ -324,6 +331,7 @@ pub fn plan_file(
         clients: Clients::Synthetic,
         clients_source: None,
         accept: apply::Options::default(),
+        canary: None,
     };
     plan_with(file, env, live, &options)
 }
@@ -464,6 +472,9 @@ pub fn plan_with(
         .map(|l| diff::global_changes(&l.snapshot.config, &model))
         .unwrap_or_default();
     let summary = summarize(&vips);
+    let canary = options
+        .canary
+        .map(|percent| crate::canary::plan(&vips, percent));
     let refusal = options
         .accept
         .refusal(&warnings)
@@ -499,6 +510,7 @@ pub fn plan_with(
         vips,
         sample: Some(*sample),
         summary,
+        canary,
     })
 }
 
@@ -573,6 +585,7 @@ fn refused(file: &Path, diagnostics: Vec<Diagnostic>) -> PlanReport {
         vips: Vec::new(),
         sample: None,
         summary: Summary::default(),
+        canary: None,
     }
 }
 

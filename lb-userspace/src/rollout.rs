@@ -190,6 +190,111 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
     apply_with_fault_injection(maps, desired, None)
 }
 
+/// How much of the traffic an apply gives its new tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    /// Every new flow: the new tables become the live copies.
+    Whole,
+    /// A canary: new flows whose hash is below `threshold` take the new tables (written into
+    /// the inactive copies), the rest the live ones, until `ends` (Unix seconds). Nothing is
+    /// retired and the program's settings stay, so the live tables keep working.
+    Canary { threshold: u32, ends: u32 },
+}
+
+/// Starts a canary of `desired`: each VIP whose table changes keeps its live table for most
+/// new flows and gives the hashes below `threshold` ([`lb_common::canary::threshold`]) the new
+/// one, until [`end_canary`] and a whole apply (of `desired` to promote it, of the previous
+/// state to roll it back). Only tables can be tried this way: a change that adds or removes a
+/// VIP, or changes a VIP's table size, forwarding or hashing, is refused with nothing written.
+/// Returns the applied state and the keys of the VIPs under canary.
+pub fn apply_canary(
+    maps: &mut (impl Maps + ?Sized),
+    desired: &Desired,
+    threshold: u32,
+    ends: u32,
+) -> anyhow::Result<(Applied, Vec<VipKey>)> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    ensure!(
+        !snapshot.vips.iter().any(|(_, vip)| vip.canary != 0),
+        "a canary is running already: promote or abort it first (`xlb canary promote|abort`)"
+    );
+    ensure!(
+        snapshot.vips.len() == desired.vips.len(),
+        "a canary tries new tables for the VIPs that run now; this config has {} VIPs where {} \
+         run: add or remove VIPs with a plain apply",
+        desired.vips.len(),
+        snapshot.vips.len()
+    );
+    for want in &desired.vips {
+        let live = snapshot.vip(&want.key).with_context(|| {
+            format!(
+                "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
+                describe_vip(&want.key)
+            )
+        })?;
+        ensure!(
+            live.table_size == want.table_size && live.flags == want.flags,
+            "VIP {}: a canary keeps each VIP's table size, forwarding and hashing (both table \
+             copies share them); change those with a plain apply",
+            describe_vip(&want.key)
+        );
+    }
+    let plan = plan(&snapshot, &capacity, desired)?;
+    // Every VIP runs already (checked above), so the old tables line up with the plan's.
+    let old_tables = live_tables(maps, &snapshot, &plan)?;
+    let tried: Vec<VipKey> = plan
+        .vips
+        .iter()
+        .zip(&old_tables)
+        .filter(|(applied, old)| applied.table != **old)
+        .map(|(applied, _)| applied.key)
+        .collect();
+    ensure!(
+        !tried.is_empty(),
+        "the config changes no VIP's table: there is nothing to try on a slice; apply it plainly"
+    );
+    let reach = Reach::Canary { threshold, ends };
+    let result = write(maps, &snapshot, &plan, desired, reach, &tried, &mut || {
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok((
+            Applied {
+                generation: snapshot.meta.generation + 1,
+                vips: plan.vips,
+            },
+            tried,
+        )),
+        Err(err) => match snapshot.restore(maps) {
+            Ok(()) => {
+                Err(err.context("the canary failed to start; the previous state was restored"))
+            }
+            Err(restore) => Err(err.context(format!(
+                "the canary failed to start, and restoring the previous state failed too \
+                 ({restore:#}): re-apply the last good configuration"
+            ))),
+        },
+    }
+}
+
+/// Ends a running canary at once: every VIP's threshold goes to 0, so every new flow takes
+/// the live (old) table again; established flows keep their backends. Returns the VIPs that
+/// were under canary. A whole apply follows, to promote or to clean up.
+pub fn end_canary(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<VipKey>> {
+    let snapshot = Snapshot::read(maps)?;
+    let map = maps.map_mut(map_names::VIPS)?;
+    let mut vips: HashMap<&mut MapData, VipKey, Vip> =
+        HashMap::try_from(map).context("the VIP map has an unexpected type")?;
+    let mut ended = Vec::new();
+    for (key, vip) in snapshot.vips.iter().filter(|(_, vip)| vip.canary != 0) {
+        vips.insert(key, &Vip { canary: 0, ..*vip }, 0)
+            .with_context(|| format!("ending the canary of VIP {}", describe_vip(key)))?;
+        ended.push(*key);
+    }
+    Ok(ended)
+}
+
 /// [`apply`], failing on purpose at fault point `fail_before` (0-based) when given: lets
 /// tests prove that a failure part-way leaves the old state in place. The fault points lie
 /// between the write steps and inside them: before each backend, VIP and retired backend
@@ -203,13 +308,21 @@ pub fn apply_with_fault_injection(
     let capacity = Capacity::read(maps)?;
     let plan = plan(&snapshot, &capacity, desired)?;
     let mut step = 0;
-    let result = write(maps, &snapshot, &plan, desired, &mut || {
-        if fail_before == Some(step) {
-            bail!("fault injected at fault point {step}");
-        }
-        step += 1;
-        Ok(())
-    });
+    let result = write(
+        maps,
+        &snapshot,
+        &plan,
+        desired,
+        Reach::Whole,
+        &[],
+        &mut || {
+            if fail_before == Some(step) {
+                bail!("fault injected at fault point {step}");
+            }
+            step += 1;
+            Ok(())
+        },
+    );
     match result {
         Ok(()) => Ok(Applied {
             generation: snapshot.meta.generation + 1,
@@ -356,6 +469,7 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             table_size: want.table_size,
             active,
             tables: [capacity.table_base(id, 0), capacity.table_base(id, 1)],
+            canary: 0,
         };
         vips.push(AppliedVip {
             key: want.key,
@@ -398,11 +512,15 @@ fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec
         .collect())
 }
 
+/// Writes `plan`; under a canary, the VIPs in `tried` keep their live copy with the
+/// canary's threshold, the others flip as in a whole apply (their tables are unchanged).
 fn write(
     maps: &mut (impl Maps + ?Sized),
     snapshot: &Snapshot,
     plan: &Plan,
     desired: &Desired,
+    reach: Reach,
+    tried: &[VipKey],
     step: &mut dyn FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     // New and changed backends first: no live table points at a new id yet.
@@ -443,7 +561,15 @@ fn write(
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
     for applied in &plan.vips {
         step()?;
-        vips.insert(&applied.key, &applied.vip, 0)
+        let vip = match reach {
+            Reach::Canary { threshold, .. } if tried.contains(&applied.key) => Vip {
+                active: applied.vip.active ^ 1,
+                canary: threshold,
+                ..applied.vip
+            },
+            _ => applied.vip,
+        };
+        vips.insert(&applied.key, &vip, 0)
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
     }
     step()?;
@@ -454,6 +580,20 @@ fn write(
                 .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
         }
     }
+    let canary_ends = match reach {
+        Reach::Canary { ends, .. } => {
+            // The live tables still point at every backend, and the settings stay the live
+            // ones until the promotion.
+            let meta = Meta {
+                generation: snapshot.meta.generation + 1,
+                canary_ends: ends,
+                ..snapshot.meta
+            };
+            array::<Meta>(maps, map_names::META)?.set(0, &meta, 0)?;
+            return Ok(());
+        }
+        Reach::Whole => 0,
+    };
     mark_table_changes(maps, snapshot, plan)?;
     // Nothing points at retired backends any more.
     step()?;
@@ -487,6 +627,7 @@ fn write(
             .map_or(0, |elapsed| elapsed.as_secs()),
         config_hash: desired.config_hash,
         max_share_ppm: (desired.max_share * 1e6).round() as u32,
+        canary_ends,
         ..snapshot.meta
     };
     array::<Meta>(maps, map_names::META)?.set(0, &meta, 0)?;
@@ -509,13 +650,7 @@ fn mark_table_changes(
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
-        let live: Vec<(u32, u32)> = plan
-            .vips
-            .iter()
-            .filter_map(|applied| snapshot.vip(&applied.key))
-            .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-            .collect();
-        let mut old_tables = steering::read_tables(maps, &live)?.into_iter();
+        let mut old_tables = live_tables(maps, snapshot, plan)?.into_iter();
         for applied in &plan.vips {
             let unchanged = match snapshot.vip(&applied.key) {
                 Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
@@ -541,6 +676,21 @@ fn mark_table_changes(
             .with_context(|| format!("recording the share base of backend {id}"))?;
     }
     Ok(())
+}
+
+/// The live tables of the VIPs of `plan` that run in `snapshot`, in the plan's order.
+fn live_tables(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Vec<u32>>> {
+    let live: Vec<(u32, u32)> = plan
+        .vips
+        .iter()
+        .filter_map(|applied| snapshot.vip(&applied.key))
+        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .collect();
+    steering::read_tables(maps, &live)
 }
 
 fn set_bit(filter: &mut VipFilter, key: &VipKey) {

@@ -119,6 +119,21 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // packet sees the config; counters and the flow table live on in the adopted maps.
     // Health is judged afresh: every backend starts healthy, as the daemon's checks assume
     // (an adopted map may still carry the previous daemon's verdicts).
+    // A canary the previous daemon was watching is rolled back by this apply (it writes every
+    // VIP without a threshold): nobody watched the slice meanwhile, so its verdict is unknown.
+    let left_canary = if adopting {
+        crate::canary::running(&crate::live::Snapshot::read(&mut ebpf)?)
+    } else {
+        Vec::new()
+    };
+    if !left_canary.is_empty() {
+        tracing::warn!(
+            vips = ?left_canary.iter().map(crate::rollout::describe_vip).collect::<Vec<_>>(),
+            "a canary apply was being watched when the previous daemon stopped: rolled back \
+             (every new flow takes {}'s tables); start the canary again to try it",
+            file.display()
+        );
+    }
     let mut desired = Desired::from_model(&model, &bytes);
     for backend in desired
         .vips
@@ -163,7 +178,10 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // From here the daemon's own descriptor keeps the program attached, whatever happens to
     // the link pin while it runs.
     let keeper = pins::Keeper::open(pin_path)?;
-    let daemon = Daemon::start(file, model, bytes, keeper, owner.listener()?).await?;
+    let mut daemon = Daemon::start(file, model, bytes, keeper, owner.listener()?).await?;
+    if !left_canary.is_empty() {
+        daemon.rolled_back_at_start();
+    }
     match daemon
         .run(&mut ebpf, args.duration.map(Duration::from_secs))
         .await?

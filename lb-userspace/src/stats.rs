@@ -685,6 +685,7 @@ mod tests {
                     table_size: 10,
                     active: 0,
                     tables: [0, 10],
+                    canary: 0,
                 },
                 counter: Counter {
                     packets: flows.iter().sum::<u64>() * 2,

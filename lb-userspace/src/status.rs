@@ -86,6 +86,8 @@ pub struct VipStatus {
     pub backends: BackendCounts,
     /// [`fingerprint`] of the live table, 16 hex digits.
     pub fingerprint: String,
+    /// The canary apply being watched on this VIP: its slice and time left.
+    pub canary: Option<crate::canary::VipCanary>,
 }
 
 /// A VIP's backends by operator state.
@@ -138,6 +140,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
             active_copy: vip.active,
             backends,
             fingerprint: format!("{:016x}", fingerprint(&table, &snapshot.backends)),
+            canary: crate::canary::of_vip(&snapshot, vip, crate::canary::now_unix()),
         });
     }
     let attach_mode = match meta.attach_mode {
@@ -305,6 +308,9 @@ pub fn render(status: &Status) -> String {
                 b.total.to_string(),
                 format!("{}/{}/{}/{}", b.active, b.drained, b.disabled, b.unhealthy),
                 vip.fingerprint.clone(),
+                vip.canary
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), ToString::to_string),
             ]
         })
         .collect();
@@ -318,6 +324,7 @@ pub fn render(status: &Status) -> String {
             ("backends", true),
             ("act/drn/dis/unh", true),
             ("fingerprint", false),
+            ("canary", false),
         ],
         &rows,
     );
@@ -455,6 +462,10 @@ mod tests {
                     unhealthy: 0,
                 },
                 fingerprint: format!("{:016x}", 7),
+                canary: Some(crate::canary::VipCanary {
+                    percent: 10,
+                    seconds_left: Some(25),
+                }),
             }],
         };
         let text = render(&status);
@@ -477,5 +488,6 @@ mod tests {
         );
         assert!(row.contains("  65537  "), "{text}");
         assert!(row.contains("2/1/0"), "{text}");
+        assert_eq!(header.find("canary"), row.find("10% 25s left"), "{text}");
     }
 }

@@ -194,6 +194,13 @@ pub fn set_vip_addrs<'a>(
     Ok(())
 }
 
+/// The start of the table copy a new `flow` of `vip` takes, as the kernel picks it (under a
+/// canary, by [`lb_common::canary::table_copy`]).
+pub fn copy_base(vip: &Vip, flow: &FlowKey) -> u32 {
+    let hash = flow_hash(flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0);
+    vip.tables[lb_common::canary::table_copy(hash, vip.canary, vip.active) as usize & 1]
+}
+
 /// The slot of `vip`'s live table the kernel uses for a new `flow`.
 pub fn slot(vip: &Vip, flow: &FlowKey) -> u32 {
     maglev_slot(

@@ -22,6 +22,9 @@
 //!   them is drained (`xlb backend drain`): every download completes, new requests avoid it.
 //! - `bad-config`: the running config file is edited into an invalid one; the daemon refuses it
 //!   on SIGHUP, the generation stays and traffic is unaffected.
+//! - `canary`: `xlb apply --canary`: a config sending everything to b0 (forced past XLB003)
+//!   goes live on a slice, and the daemon rolls it back by itself; a good one (b2 weighted
+//!   up) promotes itself after its watch; no request fails throughout.
 
 use std::{
     collections::BTreeMap,
@@ -43,12 +46,13 @@ use crate::{
 };
 
 /// Every drill, in the order `--drill all` runs them.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "one-backend",
     "one-server",
     "backend-dies",
     "drain",
     "bad-config",
+    "canary",
 ];
 
 /// The drills' VIP, as `xlb backend` and the metrics spell it.
@@ -140,6 +144,7 @@ fn run_one(xlb: &Path, name: &str) -> anyhow::Result<()> {
         "backend-dies" => drill.backend_dies(),
         "drain" => drill.drain(),
         "bad-config" => drill.bad_config(),
+        "canary" => drill.canary(),
         other => bail!("no drill {other:?}"),
     });
     if outcome.is_err() {
@@ -1035,6 +1040,133 @@ fn curl(client: &Netns, url: &str, extra: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Drill {
+    /// Whether `xlb status` shows a canary on the drills' VIP.
+    fn canary_running(&self) -> anyhow::Result<bool> {
+        let status = self
+            .xlb(&["status", "--output", "json"], true, 0)?
+            .ok()?
+            .json()?;
+        Ok(status["vips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|vip| vip["vip"] == VIP_SPEC && !vip["canary"].is_null()))
+    }
+
+    /// Waits up to `within` for the canary to end, shows what the daemon logged about it
+    /// since byte `log_from`, and checks that it said `outcome`.
+    fn canary_ends(&self, log_from: usize, within: Duration, outcome: &str) -> anyhow::Result<()> {
+        wait_for(&format!("\"{outcome}\""), within, || {
+            Ok(!self.canary_running()?)
+        })?;
+        let said = self.log_lines(log_from, &["canary"]);
+        println!("The daemon's log:\n{}", head(&said, 4));
+        ensure!(
+            said.contains(outcome),
+            "the daemon did not say {outcome:?}:\n{said}"
+        );
+        Ok(())
+    }
+
+    /// A burst that must all succeed, shown; `why` says when.
+    fn clean_burst(&self, requests: usize, why: &str) -> anyhow::Result<Burst> {
+        let burst = self.show_burst(requests, why);
+        ensure!(
+            burst.failed.is_empty() && burst.total() == requests as u64,
+            "requests failed {why}: {}",
+            burst.render()
+        );
+        Ok(burst)
+    }
+
+    fn canary(&mut self) -> anyhow::Result<()> {
+        println!(
+            "A canary apply: a new config takes a slice of new flows first, watched by the \
+             daemon, and undoes itself on an alarm.\n"
+        );
+        self.clean_burst(30, "before")?;
+        let bad = self.site.dir.join("all-on-b0.toml");
+        write_atomically(&bad, &self.config([1, 0, 0]))?;
+        let bad = path_str(&bad)?.to_owned();
+        println!("\nThe bad config sends everything to b0. What would a 20% canary move?");
+        let plan = self.xlb(
+            &["plan", &bad, "--canary", "20", "--override", "XLB003"],
+            false,
+            0,
+        )?;
+        let section = plan
+            .stdout
+            .find("\ncanary ")
+            .map_or("", |at| &plan.stdout[at + 1..]);
+        println!(
+            "$ xlb plan {bad} --canary 20 --override XLB003\n{}",
+            head(section, 4)
+        );
+        ensure!(
+            plan.stdout.contains("canary 20%") && plan.stdout.contains("of all new flows move"),
+            "xlb plan --canary said nothing of the slice:\n{}",
+            plan.stdout
+        );
+        println!("\nForced live on a 20% slice for at most 20 s:");
+        let log_from = self.log().len();
+        self.xlb(
+            &[
+                "apply",
+                &bad,
+                "--canary",
+                "20",
+                "--watch",
+                "20s",
+                "--override",
+                "XLB003",
+                "--allow-warnings",
+            ],
+            true,
+            4,
+        )?
+        .ok()?;
+        self.canary_ends(log_from, Duration::from_secs(20), "canary rolled back")?;
+        let burst = self.clean_burst(60, "after the rollback")?;
+        ensure!(
+            ["b0", "b1", "b2"].iter().all(|b| burst.of(b) > 0),
+            "after the rollback not every backend answers: {}",
+            burst.render()
+        );
+
+        let good_text = self.config([1, 1, 2]);
+        let good = self.site.dir.join("b2-heavier.toml");
+        write_atomically(&good, &good_text)?;
+        let good = path_str(&good)?.to_owned();
+        println!("\nA good change (b2 weight 2) on a 30% slice, watched 3 s:");
+        let log_from = self.log().len();
+        self.xlb(
+            &["apply", &good, "--canary", "30", "--watch", "3s"],
+            true,
+            4,
+        )?
+        .ok()?;
+        self.xlb(&["status"], true, 11)?.ok()?;
+        self.clean_burst(60, "during the canary")?;
+        self.canary_ends(log_from, Duration::from_secs(3) + SLACK, "canary promoted")?;
+        ensure!(
+            std::fs::read_to_string(&self.config_path)? == good_text,
+            "the promoted config is not the daemon's config file"
+        );
+        self.clean_burst(60, "after the promotion")?;
+        let metrics = self.metrics()?;
+        let lines: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("xlb_canary_promotions") || l.contains("concentrated"))
+            .collect();
+        println!(
+            "\n$ curl -s {METRICS_URL} | grep xlb_canary_\n  {}",
+            lines.join("\n  ")
+        );
+        Ok(())
+    }
 }
 
 /// Polls `done` every [`POLL`] until it says yes, or fails after `timeout`.

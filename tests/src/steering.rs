@@ -139,6 +139,7 @@ pub fn configure(ebpf: &mut Ebpf, vips: &[(VipKey, u32)], size: u32) -> Vip {
             table_size: size,
             active: 0,
             tables: [TABLE_A, TABLE_B],
+            canary: 0,
         };
         steering::set_vip(ebpf, &key, &last).expect("vip");
     }
@@ -172,6 +173,7 @@ pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
             table_size: size,
             active: 0,
             tables: [i * size, i * size],
+            canary: 0,
         };
         steering::set_vip(&mut ebpf, &vip_key(&addr, 80, 6), &vip).expect("vip");
     }

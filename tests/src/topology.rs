@@ -530,6 +530,7 @@ fn service(
         table_size: table.len() as u32,
         active: 0,
         tables,
+        canary: 0,
     };
     steering::set_vip(ebpf, &key, &vip)?;
     Ok(Service {

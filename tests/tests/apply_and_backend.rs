@@ -91,6 +91,7 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
             allow_warnings: false,
             overrides: vec!["XLB003".into()],
             force: false,
+            canary: None,
         },
     )
     .expect("apply");
@@ -138,6 +139,7 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
             allow_warnings: true,
             overrides: Vec::new(),
             force: false,
+            canary: None,
         },
     )
     .expect("apply");

@@ -106,6 +106,8 @@ fn drill(name: &str) -> String {
 ///   requests avoid it;
 /// - `bad-config`: an invalid config file is refused on SIGHUP, the generation stays and
 ///   traffic is unaffected.
+/// - `canary`: a canary of an all-on-one config rolls itself back, a good one promotes itself,
+///   and no request fails;
 #[test]
 fn drill_all_runs_every_drill_and_each_passes() {
     require_privileges!();
@@ -131,6 +133,8 @@ fn drill_all_runs_every_drill_and_each_passes() {
         ("one-server", "refused"),
         ("backend-dies", "backend down"),
         ("bad-config", "keeping the running one"),
+        ("canary", "canary rolled back"),
+        ("canary", "canary promoted"),
     ] {
         assert!(
             out.contains(said),

@@ -49,6 +49,7 @@ fn metrics_render_what_the_kernel_counted() {
         last_apply_seconds: 0.125,
         health_check_seconds: vec![(VIP_LABEL.to_owned(), down, 0.5)],
         audit: Default::default(),
+        canary: Default::default(),
     };
 
     let text = metrics::render(&mut live.ebpf, &extra).expect("render");

@@ -182,6 +182,7 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
             clients: clients::Clients::Synthetic,
             clients_source: None,
             accept: options.clone(),
+            canary: None,
         },
     )
     .expect("plan");
@@ -212,6 +213,7 @@ fn audit_finds_forced_outages_and_one_server_twice() {
             allow_warnings: false,
             overrides: vec!["XLB003".into()],
             force: false,
+            canary: None,
         },
     )
     .expect("apply");
@@ -303,6 +305,7 @@ fn plan_with_real_clients_shows_a_source_hash_outage() {
                 clients,
                 clients_source: Some("the sample".into()),
                 accept: apply::Options::default(),
+                canary: None,
             },
         )
         .expect("plan")

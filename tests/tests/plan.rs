@@ -210,7 +210,9 @@ fn plan_of_a_dominant_backend_warns_and_shows_its_80_percent() {
                 allow_warnings: true,
                 overrides: Vec::new(),
                 force: false,
+                canary: None,
             },
+            canary: None,
         },
     )
     .expect("plan");

@@ -27,13 +27,14 @@ pub struct Options {
     requests: Option<u32>,
     /// Run a training drill on a lab of its own instead of the bursts: one-backend (all traffic
     /// forced onto one server, the alert), one-server (two entries of one server; backend
-    /// verbs refuse down-to-one), backend-dies, drain, bad-config, or all. Exits
+    /// verbs refuse down-to-one), backend-dies, drain, bad-config, canary (a bad config rolled
+    /// back from its slice, a good one promoted), or all. Exits
     /// non-zero if a drill fails.
     #[arg(
         long,
         value_name = "NAME",
         conflicts_with_all = ["keep", "down", "requests"],
-        value_parser = ["one-backend", "one-server", "backend-dies", "drain", "bad-config", "all"]
+        value_parser = ["one-backend", "one-server", "backend-dies", "drain", "bad-config", "canary", "all"]
     )]
     drill: Option<String>,
     /// Run the scale-out lab instead: N xlb nodes (1 to 8), each with BIRD announcing the VIP

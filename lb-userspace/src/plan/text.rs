@@ -62,6 +62,9 @@ pub(super) fn render(report: &PlanReport) -> String {
         out.push('\n');
         vip_section(&mut out, vip);
     }
+    if let Some(canary) = &report.canary {
+        out += &crate::canary::render_plan(canary);
+    }
     let s = &report.summary;
     let _ = writeln!(
         out,
