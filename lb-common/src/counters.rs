@@ -1,4 +1,5 @@
-//! Counter layouts: one per XDP verdict and one per reason a packet got its verdict.
+//! Counter layouts: one per XDP verdict, one per reason a packet got its verdict, and one per
+//! VIP that also holds the reason and event of the packets steered to it.
 
 /// Packets and bytes seen by one CPU for one slot. Summed across CPUs in userspace.
 #[repr(C)]
@@ -13,6 +14,85 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 #[cfg(feature = "user")]
 // SAFETY: plain old data, two u64 fields, no padding.
 unsafe impl aya::Pod for Counter {}
+
+impl Counter {
+    /// The sum of two counters (of two CPUs, or two slots).
+    pub const fn plus(self, other: Counter) -> Counter {
+        Counter {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+/// Per-CPU counters of one VIP (`XLB_VIP_STATS` by VIP id). A packet steered to a backend is
+/// counted here, under its reason and (when the flow table knew its flow) its `flow_hit` event,
+/// and not in the global reason and event maps: with its backend's counter that is two counter
+/// values per steered packet instead of four. Userspace adds these slots, over every VIP id, to
+/// the global ones ([`VipCounter::reason`], [`VipCounter::event`]). The fields a steered packet
+/// touches come first, next to each other.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipCounter {
+    /// [`Reason::ForwardedDsr`].
+    pub dsr: Counter,
+    /// [`Event::FlowHit`] of the packets counted in `dsr`, `ipip` and `icmp`.
+    pub hit: Counter,
+    /// [`Reason::ForwardedIpip`].
+    pub ipip: Counter,
+    /// [`Reason::IcmpSteered`].
+    pub icmp: Counter,
+    /// Every other packet to the VIP (no backend, too big for the tunnel, ...), which the global
+    /// reason map counts.
+    pub other: Counter,
+}
+const _: () = assert!(core::mem::size_of::<VipCounter>() == 80);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data, ten u64 fields, no padding.
+unsafe impl aya::Pod for VipCounter {}
+
+impl VipCounter {
+    /// Every packet to the VIP, whatever became of it.
+    pub const fn total(&self) -> Counter {
+        self.dsr.plus(self.ipip).plus(self.icmp).plus(self.other)
+    }
+
+    /// The packets of `reason` counted here (none for a reason the global map counts).
+    pub const fn reason(&self, reason: Reason) -> Counter {
+        match reason {
+            Reason::ForwardedDsr => self.dsr,
+            Reason::ForwardedIpip => self.ipip,
+            Reason::IcmpSteered => self.icmp,
+            _ => Counter {
+                packets: 0,
+                bytes: 0,
+            },
+        }
+    }
+
+    /// The packets of `event` counted here (only `flow_hit`).
+    pub const fn event(&self, event: Event) -> Counter {
+        match event {
+            Event::FlowHit => self.hit,
+            _ => Counter {
+                packets: 0,
+                bytes: 0,
+            },
+        }
+    }
+
+    /// The sum of two VIP counters (of two CPUs).
+    pub const fn plus(self, other: VipCounter) -> VipCounter {
+        VipCounter {
+            dsr: self.dsr.plus(other.dsr),
+            hit: self.hit.plus(other.hit),
+            ipip: self.ipip.plus(other.ipip),
+            icmp: self.icmp.plus(other.icmp),
+            other: self.other.plus(other.other),
+        }
+    }
+}
 
 /// XDP verdicts, numbered as the kernel's `enum xdp_action`.
 #[repr(u32)]

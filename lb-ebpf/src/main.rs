@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipKey,
+    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipCounter, VipKey,
     config::CONFIG_DEBUG_LOG,
     flow::flow_sets,
     flow_hash,
@@ -54,7 +54,7 @@ static XLB_FLOWS: Array<FlowSet, FLOW_SETS> = Array::new();
 #[btf_map]
 static XLB_BACKEND_STATS: PerCpuArray<BackendCounter, MAX_BACKENDS> = PerCpuArray::new();
 #[btf_map]
-static XLB_VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
+static XLB_VIP_STATS: PerCpuArray<VipCounter, MAX_VIPS> = PerCpuArray::new();
 #[btf_map]
 static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
@@ -73,20 +73,24 @@ static XLB_SHARE_BASE: Array<ShareBase, MAX_BACKENDS> = Array::new();
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let bytes = lb_ebpf::headers::frame_len(&ctx) as u64;
-    let reason = steer(&ctx, bytes);
-    counters::count(bytes, reason);
+    let reason = match steer(&ctx, bytes) {
+        Ok(steered) => steered,
+        Err(reason) => {
+            counters::count(bytes, reason);
+            reason
+        }
+    };
     reason.verdict() as u32
 }
 
+/// `Ok`: the packet was steered to a backend and counted under its VIP and backend; `Err`: any
+/// other outcome, which the caller counts under its reason.
 #[inline(always)]
-fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
-    let packet = match parse::packet(ctx) {
-        Ok(packet) => packet,
-        Err(reason) => return reason,
-    };
+fn steer(ctx: &XdpContext, bytes: u64) -> Result<Reason, Reason> {
+    let packet = parse::packet(ctx)?;
     let hash = flow_hash(&packet.flow, false);
     let Some(config) = XLB_CONFIG.get(0) else {
-        return Reason::NoBackend;
+        return Err(Reason::NoBackend);
     };
     // A known flow needs no service lookup: its slot names the VIP and the backend.
     let known = if packet.syn {
@@ -99,22 +103,17 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
         Err(event) => {
             let Some(vip) = classify::vip(&packet) else {
                 // An ICMP error to a VIP address about a flow to no VIP is ICMP we do not steer.
-                return if packet.icmp {
+                return Err(if packet.icmp {
                     classify::unsteered(&classify::destination(&packet), Reason::OtherL4)
                 } else {
                     Reason::NotVip
-                };
+                });
             };
-            match select::new_flow(&packet, &vip, hash, event, bytes, config.flags) {
-                Ok(choice) => choice,
-                Err(reason) => {
-                    counters::vip(bytes, vip.id);
-                    return reason;
-                }
-            }
+            select::new_flow(&packet, &vip, hash, event, bytes, config.flags).inspect_err(|_| {
+                counters::vip_other(bytes, vip.id);
+            })?
         }
     };
-    counters::vip(bytes, choice.vip);
     let (rewritten, forwarded) = if choice.vip_flags & VIP_FORWARD_IPIP != 0 {
         (
             rewrite::ipip(ctx, &packet, hash, choice.backend, config),
@@ -123,27 +122,27 @@ fn steer(ctx: &XdpContext, bytes: u64) -> Reason {
     } else {
         (rewrite::dsr(ctx, choice.backend), Reason::ForwardedDsr)
     };
-    match rewritten {
-        Ok(()) => {}
-        Err(Reason::EncapTooBig) => {
+    if let Err(reason) = rewritten {
+        counters::vip_other(bytes, choice.vip);
+        if reason == Reason::EncapTooBig {
             let inner_mtu = rewrite::inner_mtu(choice.backend, config);
-            return too_big::answer(ctx, &packet, inner_mtu, bytes as usize);
+            return Err(too_big::answer(ctx, &packet, inner_mtu, bytes as usize));
         }
-        Err(reason) => return reason,
+        return Err(reason);
     }
-    counters::event(bytes, choice.event);
-    counters::backend(bytes, choice.id, choice.event != Event::FlowHit);
+    let reason = if packet.icmp {
+        Reason::IcmpSteered
+    } else {
+        forwarded
+    };
+    counters::steered(bytes, choice.vip, choice.id, reason, choice.event);
     if config.flags & CONFIG_DEBUG_LOG != 0 {
         debug!(
             ctx,
             "xlb: vip {} backend {} event {}", choice.vip, choice.id, choice.event as u32
         );
     }
-    if packet.icmp {
-        Reason::IcmpSteered
-    } else {
-        forwarded
-    }
+    Ok(reason)
 }
 
 #[cfg(not(test))]
