@@ -277,3 +277,43 @@ impl Event {
     }
 }
 const _: () = assert!(Event::ALL.len() as u32 <= Event::SLOTS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn counter(packets: u64, bytes: u64) -> Counter {
+        Counter { packets, bytes }
+    }
+
+    /// Test that a VIP counter's total counts each packet once (the `flow_hit` of a steered
+    /// packet is not a second packet), and that it gives the global sums only the reasons and
+    /// event it holds.
+    #[test]
+    fn vip_counter_counts_each_packet_once_and_owns_only_steered_slots() {
+        let vip = VipCounter {
+            dsr: counter(3, 300),
+            hit: counter(2, 200),
+            ipip: counter(5, 500),
+            icmp: counter(1, 70),
+            other: counter(4, 40),
+        };
+        assert_eq!(vip.total(), counter(13, 910));
+        assert_eq!(vip.reason(Reason::ForwardedDsr), counter(3, 300));
+        assert_eq!(vip.reason(Reason::ForwardedIpip), counter(5, 500));
+        assert_eq!(vip.reason(Reason::IcmpSteered), counter(1, 70));
+        assert_eq!(vip.event(Event::FlowHit), counter(2, 200));
+        for reason in Reason::ALL.into_iter().filter(|reason| {
+            !matches!(
+                reason,
+                Reason::ForwardedDsr | Reason::ForwardedIpip | Reason::IcmpSteered
+            )
+        }) {
+            assert_eq!(vip.reason(reason), Counter::default(), "{}", reason.name());
+        }
+        for event in &Event::ALL[1..] {
+            assert_eq!(vip.event(*event), Counter::default(), "{}", event.name());
+        }
+        assert_eq!(vip.plus(vip).total(), counter(26, 1820));
+    }
+}
