@@ -11,9 +11,9 @@
 //! hop limit 64, next header 4 or 41. A VLAN tag stays in front of the outer header.
 //!
 //! The headers a grown frame gets are read and written as 16-bit words: the header types are
-//! byte arrays, which the BPF backend copies a byte at a time. The kernel hands XDP a frame at
-//! an even address (its headroom is even) and every header here starts at an even offset, so
-//! the words are aligned.
+//! byte arrays, which the BPF backend copies a byte at a time. Every path by which the kernel
+//! runs XDP (driver, veth, generic on an skb, test run) starts the frame at an even address (its
+//! headroom is even), and every header here starts at an even offset, so the words are aligned.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, Config, Reason, service::FAMILY_IPV4};
@@ -84,17 +84,8 @@ pub fn grow_head(
     Ok(())
 }
 
-/// `mac` as the 16-bit words it has in a frame.
-#[inline(always)]
-fn mac_words(mac: &[u8; 6]) -> [u16; 3] {
-    [
-        u16::from_ne_bytes([mac[0], mac[1]]),
-        u16::from_ne_bytes([mac[2], mac[3]]),
-        u16::from_ne_bytes([mac[4], mac[5]]),
-    ]
-}
-
-/// `bytes` (a header field in network order) as the 16-bit words it has in a frame.
+/// `bytes` (an address or other header field in network order) as the 16-bit words it has in a
+/// frame.
 #[inline(always)]
 fn words<const N: usize, const W: usize>(bytes: &[u8; N]) -> [u16; W] {
     let mut words = [0u16; W];
@@ -142,7 +133,7 @@ pub fn ipip(
     let inner_v4 = packet.family == FAMILY_IPV4;
     let proto = if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 };
     let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    let next_hop = mac_words(&backend.mac);
+    let next_hop: [u16; 3] = words(&backend.mac);
     grow_head(
         ctx,
         packet.l2_len,
