@@ -10,10 +10,11 @@
 //! protocol 4 (IPv4 inside) or 41 (IPv6 inside). Outer IPv6: traffic class and flow label 0,
 //! hop limit 64, next header 4 or 41. A VLAN tag stays in front of the outer header.
 //!
-//! The headers a grown frame gets are read and written as 16-bit words: the header types are
-//! byte arrays, which the BPF backend copies a byte at a time. Every path by which the kernel
-//! runs XDP (driver, veth, generic on an skb, test run) starts the frame at an even address (its
-//! headroom is even), and every header here starts at an even offset, so the words are aligned.
+//! The MAC addresses, and the headers a grown frame gets, are read and written as 16-bit words:
+//! the header types are byte arrays, which the BPF backend copies a byte at a time. Every path
+//! by which the kernel runs XDP (driver, veth, generic on an skb, test run) starts the frame at
+//! an even address (its headroom is even), and every header here starts at an even offset, so
+//! the words are aligned.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, Config, Reason, service::FAMILY_IPV4};
@@ -28,11 +29,14 @@ use crate::parse::Packet;
 
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
-    let macs: *mut [[u8; 6]; 2] = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked both MAC addresses lie inside the frame.
+    let macs: *mut MacWords = ptr_at(ctx, 0)?;
+    let backend: [u16; 3] = words(&backend.mac);
+    // SAFETY: ptr_at checked both MAC addresses lie inside the frame, 2-byte aligned.
     unsafe {
-        (*macs)[1] = (*macs)[0];
-        (*macs)[0] = backend.mac;
+        let ours = *macs;
+        *macs = [
+            backend[0], backend[1], backend[2], ours[0], ours[1], ours[2],
+        ];
     }
     Ok(())
 }
