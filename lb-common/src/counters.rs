@@ -1,4 +1,5 @@
-//! Counter layouts: one per XDP verdict and one per reason a packet got its verdict.
+//! Counter layouts: one per XDP verdict, one per reason a packet got its verdict, and one per
+//! VIP that also holds the reason and event of the packets steered to it.
 
 /// Packets and bytes seen by one CPU for one slot. Summed across CPUs in userspace.
 #[repr(C)]
@@ -13,6 +14,85 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 #[cfg(feature = "user")]
 // SAFETY: plain old data, two u64 fields, no padding.
 unsafe impl aya::Pod for Counter {}
+
+impl Counter {
+    /// The sum of two counters (of two CPUs, or two slots).
+    pub const fn plus(self, other: Counter) -> Counter {
+        Counter {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+/// Per-CPU counters of one VIP (`XLB_VIP_STATS` by VIP id). A packet steered to a backend is
+/// counted here, under its reason and (when the flow table knew its flow) its `flow_hit` event,
+/// and not in the global reason and event maps: with its backend's counter that is two counter
+/// values per steered packet instead of four. Userspace adds these slots, over every VIP id, to
+/// the global ones ([`VipCounter::reason`], [`VipCounter::event`]). The fields a steered packet
+/// touches come first, next to each other.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipCounter {
+    /// [`Reason::ForwardedDsr`].
+    pub dsr: Counter,
+    /// [`Event::FlowHit`] of the packets counted in `dsr`, `ipip` and `icmp`.
+    pub hit: Counter,
+    /// [`Reason::ForwardedIpip`].
+    pub ipip: Counter,
+    /// [`Reason::IcmpSteered`].
+    pub icmp: Counter,
+    /// Every other packet to the VIP (no backend, too big for the tunnel, ...), which the global
+    /// reason map counts.
+    pub other: Counter,
+}
+const _: () = assert!(core::mem::size_of::<VipCounter>() == 80);
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data, ten u64 fields, no padding.
+unsafe impl aya::Pod for VipCounter {}
+
+impl VipCounter {
+    /// Every packet to the VIP, whatever became of it.
+    pub const fn total(&self) -> Counter {
+        self.dsr.plus(self.ipip).plus(self.icmp).plus(self.other)
+    }
+
+    /// The packets of `reason` counted here (none for a reason the global map counts).
+    pub const fn reason(&self, reason: Reason) -> Counter {
+        match reason {
+            Reason::ForwardedDsr => self.dsr,
+            Reason::ForwardedIpip => self.ipip,
+            Reason::IcmpSteered => self.icmp,
+            _ => Counter {
+                packets: 0,
+                bytes: 0,
+            },
+        }
+    }
+
+    /// The packets of `event` counted here (only `flow_hit`).
+    pub const fn event(&self, event: Event) -> Counter {
+        match event {
+            Event::FlowHit => self.hit,
+            _ => Counter {
+                packets: 0,
+                bytes: 0,
+            },
+        }
+    }
+
+    /// The sum of two VIP counters (of two CPUs).
+    pub const fn plus(self, other: VipCounter) -> VipCounter {
+        VipCounter {
+            dsr: self.dsr.plus(other.dsr),
+            hit: self.hit.plus(other.hit),
+            ipip: self.ipip.plus(other.ipip),
+            icmp: self.icmp.plus(other.icmp),
+            other: self.other.plus(other.other),
+        }
+    }
+}
 
 /// XDP verdicts, numbered as the kernel's `enum xdp_action`.
 #[repr(u32)]
@@ -197,3 +277,43 @@ impl Event {
     }
 }
 const _: () = assert!(Event::ALL.len() as u32 <= Event::SLOTS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn counter(packets: u64, bytes: u64) -> Counter {
+        Counter { packets, bytes }
+    }
+
+    /// Test that a VIP counter's total counts each packet once (the `flow_hit` of a steered
+    /// packet is not a second packet), and that it gives the global sums only the reasons and
+    /// event it holds.
+    #[test]
+    fn vip_counter_counts_each_packet_once_and_owns_only_steered_slots() {
+        let vip = VipCounter {
+            dsr: counter(3, 300),
+            hit: counter(2, 200),
+            ipip: counter(5, 500),
+            icmp: counter(1, 70),
+            other: counter(4, 40),
+        };
+        assert_eq!(vip.total(), counter(13, 910));
+        assert_eq!(vip.reason(Reason::ForwardedDsr), counter(3, 300));
+        assert_eq!(vip.reason(Reason::ForwardedIpip), counter(5, 500));
+        assert_eq!(vip.reason(Reason::IcmpSteered), counter(1, 70));
+        assert_eq!(vip.event(Event::FlowHit), counter(2, 200));
+        for reason in Reason::ALL.into_iter().filter(|reason| {
+            !matches!(
+                reason,
+                Reason::ForwardedDsr | Reason::ForwardedIpip | Reason::IcmpSteered
+            )
+        }) {
+            assert_eq!(vip.reason(reason), Counter::default(), "{}", reason.name());
+        }
+        for event in &Event::ALL[1..] {
+            assert_eq!(vip.event(*event), Counter::default(), "{}", event.name());
+        }
+        assert_eq!(vip.plus(vip).total(), counter(26, 1820));
+    }
+}

@@ -14,14 +14,15 @@ pub mod service;
 pub mod trace;
 
 pub use config::Config;
-pub use counters::{Counter, Event, Reason, Verdict};
+pub use counters::{Counter, Event, Reason, Verdict, VipCounter};
 pub use flow::{FlowKey, FlowSet, FlowSlot, flow_hash, maglev_slot};
 pub use service::{Backend, BackendCounter, Vip, VipKey};
 
 /// Names of the maps in the XDP object, as userspace looks them up and pins them.
 pub mod map_names {
     /// Per-CPU packets and bytes per reason, indexed by [`crate::Reason`]. A reason names its
-    /// verdict ([`crate::Reason::verdict`]): verdict counts are sums of reasons.
+    /// verdict ([`crate::Reason::verdict`]): verdict counts are sums of reasons. Steered
+    /// packets' reasons are in [`VIP_STATS`].
     pub const REASONS: &str = "XLB_REASONS";
     /// Services: [`crate::VipKey`] to [`crate::Vip`].
     pub const VIPS: &str = "XLB_VIPS";
@@ -34,9 +35,11 @@ pub mod map_names {
     pub const FLOWS: &str = "XLB_FLOWS";
     /// Per-CPU [`crate::BackendCounter`] by backend id.
     pub const BACKEND_STATS: &str = "XLB_BACKEND_STATS";
-    /// Per-CPU [`crate::Counter`] by VIP id.
+    /// Per-CPU [`crate::VipCounter`] by VIP id: every packet to the VIP, and the reason and
+    /// `flow_hit` event of those steered (not in [`REASONS`] and [`EVENTS`]).
     pub const VIP_STATS: &str = "XLB_VIP_STATS";
-    /// Per-CPU packets and bytes per [`crate::Event`] (not exclusive, unlike reasons).
+    /// Per-CPU packets and bytes per [`crate::Event`] (not exclusive, unlike reasons); the
+    /// `flow_hit` of steered packets is in [`VIP_STATS`].
     pub const EVENTS: &str = "XLB_EVENTS";
     /// One [`crate::service::VipFilter`] at index 0.
     pub const VIP_FILTER: &str = "XLB_VIP_FILTER";

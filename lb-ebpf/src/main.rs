@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use lb_common::{
-    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipKey,
+    Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipCounter, VipKey,
     config::{CONFIG_DEBUG_LOG, CONFIG_TRACE},
     flow::flow_sets,
     flow_hash,
@@ -56,7 +56,7 @@ static XLB_FLOWS: Array<FlowSet, FLOW_SETS> = Array::new();
 #[btf_map]
 static XLB_BACKEND_STATS: PerCpuArray<BackendCounter, MAX_BACKENDS> = PerCpuArray::new();
 #[btf_map]
-static XLB_VIP_STATS: PerCpuArray<Counter, MAX_VIPS> = PerCpuArray::new();
+static XLB_VIP_STATS: PerCpuArray<VipCounter, MAX_VIPS> = PerCpuArray::new();
 #[btf_map]
 static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
@@ -71,6 +71,7 @@ static XLB_META: Array<Meta, 1> = Array::new();
 /// Written and read only by the control plane, like `XLB_META`.
 #[btf_map]
 static XLB_SHARE_BASE: Array<ShareBase, MAX_BACKENDS> = Array::new();
+/// `xlb trace`'s events and filter: written only while a trace runs (`CONFIG_TRACE`).
 #[btf_map]
 static XLB_TRACE: RingBuf<TraceEvent, { TRACE_RING_BYTES as usize }> = RingBuf::new();
 #[btf_map]
@@ -84,20 +85,29 @@ pub fn xlb(ctx: XdpContext) -> u32 {
         return Reason::NoBackend.verdict() as u32;
     };
     let mut seen = trace::Seen::nothing();
-    let reason = steer(&ctx, bytes, config, &mut seen);
-    counters::count(bytes, reason);
+    let reason = match steer(&ctx, bytes, config, &mut seen) {
+        Ok(steered) => steered,
+        Err(reason) => {
+            counters::count(bytes, reason);
+            reason
+        }
+    };
     if config.flags & CONFIG_TRACE != 0 {
         trace::packet(&ctx, reason, &seen);
     }
     reason.verdict() as u32
 }
 
+/// `Ok`: the packet was steered to a backend and counted under its VIP and backend; `Err`: any
+/// other outcome, which the caller counts under its reason.
 #[inline(always)]
-fn steer(ctx: &XdpContext, bytes: u64, config: &Config, seen: &mut trace::Seen) -> Reason {
-    let packet = match parse::packet(ctx) {
-        Ok(packet) => packet,
-        Err(reason) => return reason,
-    };
+fn steer(
+    ctx: &XdpContext,
+    bytes: u64,
+    config: &Config,
+    seen: &mut trace::Seen,
+) -> Result<Reason, Reason> {
+    let packet = parse::packet(ctx)?;
     let hash = flow_hash(&packet.flow, false);
     // A known flow needs no service lookup: its slot names the VIP and the backend.
     let known = if packet.syn {
@@ -110,23 +120,18 @@ fn steer(ctx: &XdpContext, bytes: u64, config: &Config, seen: &mut trace::Seen) 
         Err(event) => {
             let Some(vip) = classify::vip(&packet) else {
                 // An ICMP error to a VIP address about a flow to no VIP is ICMP we do not steer.
-                return if packet.icmp {
+                return Err(if packet.icmp {
                     classify::unsteered(&classify::destination(&packet), Reason::OtherL4)
                 } else {
                     Reason::NotVip
-                };
+                });
             };
             seen.vip = vip.id;
-            match select::new_flow(&packet, &vip, hash, event, bytes, config.flags) {
-                Ok(choice) => choice,
-                Err(reason) => {
-                    counters::vip(bytes, vip.id);
-                    return reason;
-                }
-            }
+            select::new_flow(&packet, &vip, hash, event, bytes, config.flags).inspect_err(|_| {
+                counters::vip_other(bytes, vip.id);
+            })?
         }
     };
-    counters::vip(bytes, choice.vip);
     *seen = trace::Seen {
         vip: choice.vip,
         backend: choice.id,
@@ -140,27 +145,27 @@ fn steer(ctx: &XdpContext, bytes: u64, config: &Config, seen: &mut trace::Seen) 
     } else {
         (rewrite::dsr(ctx, choice.backend), Reason::ForwardedDsr)
     };
-    match rewritten {
-        Ok(()) => {}
-        Err(Reason::EncapTooBig) => {
+    if let Err(reason) = rewritten {
+        counters::vip_other(bytes, choice.vip);
+        if reason == Reason::EncapTooBig {
             let inner_mtu = rewrite::inner_mtu(choice.backend, config);
-            return too_big::answer(ctx, &packet, inner_mtu, bytes as usize);
+            return Err(too_big::answer(ctx, &packet, inner_mtu, bytes as usize));
         }
-        Err(reason) => return reason,
+        return Err(reason);
     }
-    counters::event(bytes, choice.event);
-    counters::backend(bytes, choice.id, choice.event != Event::FlowHit);
+    let reason = if packet.icmp {
+        Reason::IcmpSteered
+    } else {
+        forwarded
+    };
+    counters::steered(bytes, choice.vip, choice.id, reason, choice.event);
     if config.flags & CONFIG_DEBUG_LOG != 0 {
         debug!(
             ctx,
             "xlb: vip {} backend {} event {}", choice.vip, choice.id, choice.event as u32
         );
     }
-    if packet.icmp {
-        Reason::IcmpSteered
-    } else {
-        forwarded
-    }
+    Ok(reason)
 }
 
 #[cfg(not(test))]

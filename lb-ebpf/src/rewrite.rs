@@ -9,6 +9,12 @@
 //! hop's MAC. Outer IPv4: IHL 5, TOS copied from an inner IPv4 packet, id 0, no flags, TTL 64,
 //! protocol 4 (IPv4 inside) or 41 (IPv6 inside). Outer IPv6: traffic class and flow label 0,
 //! hop limit 64, next header 4 or 41. A VLAN tag stays in front of the outer header.
+//!
+//! The MAC addresses, and the headers a grown frame gets, are read and written as 16-bit words:
+//! the header types are byte arrays, which the BPF backend copies a byte at a time. Every path
+//! by which the kernel runs XDP (driver, veth, generic on an skb, test run) starts the frame at
+//! an even address (its headroom is even), and every header here starts at an even offset, so
+//! the words are aligned.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{Backend, Config, Reason, service::FAMILY_IPV4};
@@ -23,39 +29,38 @@ use crate::parse::Packet;
 
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
-    let macs: *mut [[u8; 6]; 2] = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked both MAC addresses lie inside the frame.
+    let macs: *mut MacWords = ptr_at(ctx, 0)?;
+    let backend: [u16; 3] = words(&backend.mac);
+    // SAFETY: ptr_at checked both MAC addresses lie inside the frame, 2-byte aligned.
     unsafe {
-        (*macs)[1] = (*macs)[0];
-        (*macs)[0] = backend.mac;
+        let ours = *macs;
+        *macs = [
+            backend[0], backend[1], backend[2], ours[0], ours[1], ours[2],
+        ];
     }
     Ok(())
 }
 
-/// The first bytes of the frame up to the VLAN tag's EtherType: what a rewrite that grows the
-/// head (`ipip`, a too-big answer) keeps.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct L2Prefix {
-    pub macs: [[u8; 6]; 2],
-    /// 0x8100 and the TCI when tagged; unused otherwise.
-    pub tag: [u8; 4],
-}
+/// The Ethernet header up to the VLAN tag's EtherType, as 16-bit words: destination MAC (0-2),
+/// source MAC (3-5), then 0x8100 and the TCI when tagged.
+pub type L2Words = [u16; 8];
+/// The two MAC addresses of [`L2Words`].
+pub type MacWords = [u16; 6];
 
 /// Grows the frame's head by `grow` bytes and writes the Ethernet header (and VLAN tag) again
-/// in front: MAC addresses `macs`, EtherType `ether_type`. Every pointer into the frame taken
-/// before is invalid afterwards.
+/// in front: MAC addresses `macs` (given the old ones), EtherType `ether_type`. Every pointer
+/// into the frame taken before is invalid afterwards.
 #[inline(always)]
 pub fn grow_head(
     ctx: &XdpContext,
     l2_len: usize,
     grow: usize,
-    macs: impl FnOnce(&L2Prefix) -> [[u8; 6]; 2],
+    macs: impl FnOnce(&MacWords) -> MacWords,
     ether_type: u16,
 ) -> Result<(), Reason> {
-    let old: *const L2Prefix = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked the prefix lies inside the frame (a frame that reached here holds
-    // at least an Ethernet and an IP header, more than the prefix).
+    let old: *const L2Words = ptr_at(ctx, 0)?;
+    // SAFETY: ptr_at checked the words lie inside the frame (a frame that reached here holds
+    // at least an Ethernet and an IP header, more than these); the frame is 2-byte aligned.
     let old = unsafe { *old };
     // SAFETY: ctx.ctx is the live xdp_md of this run; every pointer below is re-derived and
     // re-checked after the head moved.
@@ -63,18 +68,37 @@ pub fn grow_head(
         // No headroom left: cannot grow.
         return Err(Reason::EncapTooBig);
     }
-    let l2: *mut L2Prefix = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked the prefix lies inside the (grown) frame.
-    unsafe {
-        (*l2).macs = macs(&old);
-        if l2_len != EthHdr::LEN {
-            (*l2).tag = old.tag;
-        }
+    let old_macs = [old[0], old[1], old[2], old[3], old[4], old[5]];
+    let new = macs(&old_macs);
+    let ether_type = u16::from_ne_bytes(ether_type.to_be_bytes());
+    // The words after the EtherType are the new header's: the caller writes them next.
+    if l2_len == EthHdr::LEN {
+        let l2: *mut [u16; 7] = ptr_at(ctx, 0)?;
+        let words = [new[0], new[1], new[2], new[3], new[4], new[5], ether_type];
+        // SAFETY: ptr_at checked the words lie inside the (grown) frame, 2-byte aligned.
+        unsafe { *l2 = words };
+    } else {
+        let l2: *mut [u16; 9] = ptr_at(ctx, 0)?;
+        let words = [
+            new[0], new[1], new[2], new[3], new[4], new[5], old[6], old[7], ether_type,
+        ];
+        // SAFETY: as above.
+        unsafe { *l2 = words };
     }
-    let type_at: *mut [u8; 2] = ptr_at(ctx, l2_len - 2)?;
-    // SAFETY: ptr_at checked the two bytes lie inside the frame.
-    unsafe { *type_at = ether_type.to_be_bytes() };
     Ok(())
+}
+
+/// `bytes` (an address or other header field in network order) as the 16-bit words it has in a
+/// frame.
+#[inline(always)]
+fn words<const N: usize, const W: usize>(bytes: &[u8; N]) -> [u16; W] {
+    let mut words = [0u16; W];
+    let mut i = 0;
+    while i < W {
+        words[i] = u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+        i += 1;
+    }
+    words
 }
 
 /// The largest inner IP packet `ipip` may send to `backend`: the MTU less the outer header.
@@ -113,50 +137,77 @@ pub fn ipip(
     let inner_v4 = packet.family == FAMILY_IPV4;
     let proto = if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 };
     let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
+    let next_hop: [u16; 3] = words(&backend.mac);
     grow_head(
         ctx,
         packet.l2_len,
         outer_len,
-        |old| [backend.mac, old.macs[0]],
+        |old| {
+            [
+                next_hop[0],
+                next_hop[1],
+                next_hop[2],
+                old[0],
+                old[1],
+                old[2],
+            ]
+        },
         outer_type,
     )?;
     let outer_total = packet.ip_len + outer_len;
     if v4 {
-        let ip: *mut Ipv4Hdr = ptr_at(ctx, packet.l2_len)?;
-        let mut header = Ipv4Hdr {
-            vihl: 0x45,
-            tos: if inner_v4 { packet.tos } else { 0 },
-            tot_len: (outer_total as u16).to_be_bytes(),
-            id: [0; 2],
-            frags: [0; 2],
-            ttl: 64,
-            proto,
-            check: [0; 2],
-            src_addr: config.ipip_source_v4(hash),
-            dst_addr: [
-                backend.addr[0],
-                backend.addr[1],
-                backend.addr[2],
-                backend.addr[3],
-            ],
-        };
-        header.check = checksum(&header).to_be_bytes();
-        // SAFETY: ptr_at checked the header lies inside the frame.
+        let ip: *mut [u16; 10] = ptr_at(ctx, packet.l2_len)?;
+        let tos = if inner_v4 { packet.tos } else { 0 };
+        let source: [u16; 2] = words(&config.ipip_source_v4(hash));
+        let target: [u16; 2] = words(&[
+            backend.addr[0],
+            backend.addr[1],
+            backend.addr[2],
+            backend.addr[3],
+        ]);
+        let mut header = [
+            u16::from_ne_bytes([0x45, tos]),
+            u16::from_ne_bytes((outer_total as u16).to_be_bytes()),
+            0,
+            0,
+            u16::from_ne_bytes([64, proto]),
+            0,
+            source[0],
+            source[1],
+            target[0],
+            target[1],
+        ];
+        header[5] = checksum_words(&header);
+        // SAFETY: ptr_at checked the header lies inside the frame, 2-byte aligned.
         unsafe { *ip = header };
     } else {
-        let ip: *mut Ipv6Hdr = ptr_at(ctx, packet.l2_len)?;
-        let header = Ipv6Hdr {
-            vcf: [0x60, 0, 0, 0],
-            payload_len: (packet.ip_len as u16).to_be_bytes(),
-            next_hdr: proto,
-            hop_limit: 64,
-            src_addr: config.ipip_source_v6(hash),
-            dst_addr: backend.addr,
-        };
-        // SAFETY: ptr_at checked the header lies inside the frame.
+        let ip: *mut [u16; 20] = ptr_at(ctx, packet.l2_len)?;
+        let source: [u16; 8] = words(&config.ipip_source_v6(hash));
+        let target: [u16; 8] = words(&backend.addr);
+        let mut header = [0u16; 20];
+        header[0] = u16::from_ne_bytes([0x60, 0]);
+        header[2] = u16::from_ne_bytes((packet.ip_len as u16).to_be_bytes());
+        header[3] = u16::from_ne_bytes([proto, 64]);
+        header[4..12].copy_from_slice(&source);
+        header[12..].copy_from_slice(&target);
+        // SAFETY: ptr_at checked the header lies inside the frame, 2-byte aligned.
         unsafe { *ip = header };
     }
     Ok(())
+}
+
+/// The checksum field of an IPv4 header (RFC 1071) held as the 16-bit words it has in a frame,
+/// its checksum word zero. The one's complement sum does not depend on byte order (RFC 1071
+/// section 2(B)): the words are added as they are and the result stored as it comes.
+#[inline(always)]
+fn checksum_words(header: &[u16; 10]) -> u16 {
+    let mut sum = 0u32;
+    for word in header {
+        sum += u32::from(*word);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 /// The IPv4 header checksum (RFC 1071) of a header whose checksum field is zero.
@@ -186,4 +237,4 @@ pub fn fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-const _: () = assert!(size_of::<L2Prefix>() == 12 + VLAN_TAG_LEN);
+const _: () = assert!(size_of::<L2Words>() == 12 + VLAN_TAG_LEN);

@@ -63,7 +63,7 @@ fn reshape(
         ctx,
         packet.l2_len,
         grow,
-        |old| [old.macs[1], old.macs[0]],
+        |old| [old[3], old[4], old[5], old[0], old[1], old[2]],
         ether_type,
     )?;
     // The frame is now `received + grow` bytes; keep `l2_len + grow + QUOTE_LEN` of them.

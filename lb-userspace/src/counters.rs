@@ -1,10 +1,12 @@
-//! Reading the per-CPU verdict and reason counters, summed over CPUs.
+//! Reading the per-CPU verdict, reason and event counters, summed over CPUs. Steered packets'
+//! reasons and `flow_hit` events are counted in the per-VIP map ([`VipCounter`]) and added here
+//! over every VIP id, so readers see one total per reason and event.
 
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray};
 
 use crate::maps::Maps;
-use lb_common::{Counter, Event, Reason, Verdict, map_names};
+use lb_common::{Counter, Event, Reason, Verdict, VipCounter, map_names};
 
 /// Counters summed over every CPU, one entry per verdict, reason and event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,20 +18,25 @@ pub struct Totals {
 
 impl Totals {
     pub fn read(ebpf: &(impl Maps + ?Sized)) -> anyhow::Result<Totals> {
-        let reasons = sum_slots(ebpf, map_names::REASONS, &Reason::ALL, |r| *r as u32)?;
+        let vips = sum_vips(ebpf)?;
+        let reasons: Vec<(Reason, Counter)> =
+            sum_slots(ebpf, map_names::REASONS, &Reason::ALL, |r| *r as u32)?
+                .into_iter()
+                .map(|(reason, counter)| (reason, counter.plus(vips.reason(reason))))
+                .collect();
         // Every packet counts under one reason, and a reason has one verdict.
         let verdicts = Verdict::ALL
             .iter()
             .map(|&verdict| {
                 let counted = reasons.iter().filter(|(r, _)| r.verdict() == verdict);
-                let sum = counted.fold(Counter::default(), |sum, (_, c)| Counter {
-                    packets: sum.packets + c.packets,
-                    bytes: sum.bytes + c.bytes,
-                });
+                let sum = counted.fold(Counter::default(), |sum, (_, c)| sum.plus(*c));
                 (verdict, sum)
             })
             .collect();
-        let events = sum_slots(ebpf, map_names::EVENTS, &Event::ALL, |e| *e as u32)?;
+        let events = sum_slots(ebpf, map_names::EVENTS, &Event::ALL, |e| *e as u32)?
+            .into_iter()
+            .map(|(event, counter)| (event, counter.plus(vips.event(event))))
+            .collect();
         Ok(Totals {
             verdicts,
             reasons,
@@ -91,11 +98,24 @@ fn sum_slots<K: Copy>(
             let per_cpu = array
                 .get(&index(key), 0)
                 .with_context(|| format!("reading slot {} of map {name}", index(key)))?;
-            let total = per_cpu.iter().fold(Counter::default(), |sum, c| Counter {
-                packets: sum.packets + c.packets,
-                bytes: sum.bytes + c.bytes,
-            });
+            let total = per_cpu
+                .iter()
+                .fold(Counter::default(), |sum, c| sum.plus(*c));
             Ok((*key, total))
         })
         .collect()
+}
+
+/// Every VIP id's counters, summed over ids and CPUs (ids of removed VIPs included: their
+/// packets stay counted under their reasons).
+fn sum_vips(ebpf: &(impl Maps + ?Sized)) -> anyhow::Result<VipCounter> {
+    let name = map_names::VIP_STATS;
+    let array: PerCpuArray<&MapData, VipCounter> = PerCpuArray::try_from(ebpf.map(name)?)
+        .with_context(|| format!("map {name} is not a per-CPU array of VIP counters"))?;
+    array
+        .iter()
+        .try_fold(VipCounter::default(), |sum, per_cpu| {
+            let per_cpu = per_cpu.with_context(|| format!("reading map {name}"))?;
+            Ok(per_cpu.iter().fold(sum, |sum, c| sum.plus(*c)))
+        })
 }

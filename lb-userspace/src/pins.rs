@@ -118,7 +118,7 @@ pub fn pin_program_and_link(
     pin_path: &Path,
 ) -> anyhow::Result<()> {
     crate::object::xdp_program(ebpf, program)?
-        .pin(pin_path.join(PROGRAM))
+        .pin(program_path(pin_path))
         .with_context(|| format!("pinning the program under {}", pin_path.display()))?;
     link.pin(link_path(pin_path))
         .with_context(|| format!("pinning the XDP link under {}", pin_path.display()))?;
@@ -135,7 +135,7 @@ pub fn upgrade(ebpf: &mut Ebpf, program: &str, pin_path: &Path) -> anyhow::Resul
     let xdp = crate::object::xdp_program(ebpf, program)?;
     xdp.attach_to_link(link)
         .context("replacing the program behind the pinned link")?;
-    let path = pin_path.join(PROGRAM);
+    let path = program_path(pin_path);
     let _ = std::fs::remove_file(&path);
     xdp.pin(&path)
         .with_context(|| format!("pinning the program at {}", path.display()))?;
@@ -191,7 +191,7 @@ impl Keeper {
                 restored.push(path);
             }
         }
-        let path = self.pin_path.join(PROGRAM);
+        let path = program_path(&self.pin_path);
         if missing(&path) {
             crate::object::xdp_program(ebpf, program)?
                 .pin(&path)

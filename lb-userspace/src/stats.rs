@@ -6,7 +6,9 @@ use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use aya::maps::{Array, MapData, PerCpuArray};
-use lb_common::{Backend, BackendCounter, Counter, Vip, VipKey, map_names, meta::ShareBase};
+use lb_common::{
+    Backend, BackendCounter, Counter, Vip, VipCounter, VipKey, map_names, meta::ShareBase,
+};
 use serde::Serialize;
 
 use crate::{
@@ -79,9 +81,9 @@ impl Sample {
     pub fn read(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Sample> {
         let snapshot = Snapshot::read(maps)?;
         let capacity = Capacity::read(maps)?;
-        let vip_stats: PerCpuArray<&MapData, Counter> =
+        let vip_stats: PerCpuArray<&MapData, VipCounter> =
             PerCpuArray::try_from(maps.map(map_names::VIP_STATS)?)
-                .context("the VIP counter map is not a per-CPU array of counters")?;
+                .context("the VIP counter map is not a per-CPU array of VIP counters")?;
         let backend_stats: PerCpuArray<&MapData, BackendCounter> =
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
@@ -94,10 +96,7 @@ impl Sample {
                 .get(&vip.id, 0)
                 .with_context(|| format!("reading the counters of VIP {}", describe_vip(key)))?
                 .iter()
-                .fold(Counter::default(), |sum, c| Counter {
-                    packets: sum.packets + c.packets,
-                    bytes: sum.bytes + c.bytes,
-                });
+                .fold(Counter::default(), |sum, c| sum.plus(c.total()));
             let mut backends = Vec::new();
             for (id, backend) in status::live_backends(&snapshot, &capacity, vip.id) {
                 let counter = backend_stats

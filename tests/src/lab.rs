@@ -305,6 +305,8 @@ pub struct Running {
     pub daemon: u32,
     /// Where the daemon pinned its program, link and maps.
     pub pin_path: PathBuf,
+    /// The pinned XDP links of the backends' decap programs (`decap-b{i}`) and the bridge's.
+    pub links: PathBuf,
 }
 
 /// Builds the lab on `site` and starts its servers: the namespaces and links, the XDP
@@ -313,7 +315,7 @@ pub struct Running {
 pub fn start(site: &mut Site, xlb: &Path) -> anyhow::Result<Running> {
     let step = Instant::now();
     let topology = build(site)?;
-    attach_programs(site, &topology)?;
+    let links = attach_programs(site, &topology)?;
     println!(
         "lab: namespaces {} on a bridge; xlb_decap on every backend's eth0 ({:.1} s)",
         topology.namespaces().join(", "),
@@ -355,6 +357,7 @@ pub fn start(site: &mut Site, xlb: &Path) -> anyhow::Result<Running> {
         servers,
         daemon,
         pin_path,
+        links,
     })
 }
 
@@ -506,8 +509,8 @@ fn build(site: &mut Site) -> anyhow::Result<Topology> {
 /// Attaches `xlb_decap` to every backend's eth0 and `bare_pass` to the bridge's port of the
 /// lb (native XDP_TX on a veth reaches the peer only if the peer runs an XDP program). Their
 /// links are pinned in the lab's `links` pin directory, so they stay attached without this
-/// process (a kept lab) and go with the directory.
-fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<()> {
+/// process (a kept lab) and go with the directory, which is returned.
+fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<PathBuf> {
     let links = site.pin_dir("links")?;
     for host in &topology.backends {
         // As `xlb decap attach eth0 --address V4 --address V6` does on a real backend.
@@ -524,7 +527,8 @@ fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<()> {
         &topology.switch,
         "p-lb",
         &links.join("pass-p-lb"),
-    )
+    )?;
+    Ok(links)
 }
 
 /// Attaches program `name` of `ebpf` natively to `dev` in `ns` and pins its link at `pin`.

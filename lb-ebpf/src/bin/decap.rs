@@ -19,7 +19,7 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use lb_common::{Counter, Event, Reason, decap::DecapKey};
+use lb_common::{Counter, Event, Reason, VipCounter, decap::DecapKey};
 
 /// Outer addresses one host answers for: its own addresses, a handful at most.
 const MAX_DECAP_ADDRS: usize = 64;
@@ -29,6 +29,9 @@ static XLB_REASONS: PerCpuArray<Counter, { Reason::SLOTS as usize }> = PerCpuArr
 /// Never written: declared so `lb_userspace::counters::Totals::read` works on this object.
 #[btf_map]
 static XLB_EVENTS: PerCpuArray<Counter, { Event::SLOTS as usize }> = PerCpuArray::new();
+/// Never written, like `XLB_EVENTS`.
+#[btf_map]
+static XLB_VIP_STATS: PerCpuArray<VipCounter, 1> = PerCpuArray::new();
 /// This host's outer addresses; the value is unused (0).
 #[btf_map]
 static XLB_DECAP_ADDRS: HashMap<DecapKey, u32, MAX_DECAP_ADDRS> = HashMap::new();

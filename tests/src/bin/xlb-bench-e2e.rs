@@ -3,10 +3,17 @@
 //! real `xlb run --config` daemon) measured with wrk, through four paths on the same
 //! namespaces and the same cores: xlb `dsr`, xlb `ipip`, HAProxy in the lb namespace as the
 //! equivalent layer-4 balancer (`mode tcp`, `balance roundrobin`, the lab's weights) on a VIP
-//! of its own, and the client talking to one backend directly as the ceiling. Each path with
-//! keep-alive on and off (`Connection: close`: one new connection per request, so requests/s
-//! is new connections/s). Prints a table and writes JSON; the lab is removed afterwards, also
-//! on error and on Ctrl-C.
+//! of its own, the client talking to one backend directly as the ceiling, and the same backend
+//! reached through the lb namespace's kernel forwarding (the extra bridge hop that xlb's paths
+//! also take, without XDP steering: xlb passes it as `not_vip`). Each path with keep-alive on
+//! and off (`Connection: close`: one new connection per request, so requests/s is new
+//! connections/s).
+//!
+//! Beside each run, the CPU the balancers spent: the xlb program's and the backends' decap
+//! programs' run time from the kernel's BPF statistics (BPF_ENABLE_STATS, held only while the
+//! benchmark runs: the same counters `sysctl kernel.bpf_stats_enabled=1` switches on), and
+//! HAProxy's user and system time from /proc/PID/stat. Prints tables and writes JSON; the lab is
+//! removed afterwards, also on error and on Ctrl-C.
 //!
 //! `xlb-bench-e2e [REPORT]` (default `target/bench/e2e.json`). The `xlb` binary is
 //! `$XLB_BIN`, else the one beside this one. Exits 1 if any path served no request.
@@ -21,6 +28,15 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
+use aya::{
+    programs::{
+        ProgramInfo,
+        links::{FdLink, PinnedLink},
+        loaded_programs,
+    },
+    sys::{Stats, enable_stats},
+};
+use lb_userspace::pins;
 use serde_json::json;
 use xlb_tests::{
     daemon_lab::exited,
@@ -42,12 +58,18 @@ const HAPROXY_MAXCONN: u32 = 4_000;
 const READY: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 
+/// The balancer's CPU target per new connection: at most this fraction of HAProxy's.
+const CPU_TARGET: f64 = 1.0 / 60.0;
+
 /// One way from the client to an nginx.
 struct Path4 {
     name: &'static str,
     address: IpAddr,
     /// Whether xlb carries it (its rows get ratios to HAProxy and to the direct path).
     xlb: bool,
+    /// Whether the client routes it through the lb namespace's kernel forwarding (to the
+    /// direct path's address).
+    forwarded: bool,
 }
 
 /// One wrk run.
@@ -56,6 +78,8 @@ struct Row {
     address: IpAddr,
     xlb: bool,
     keepalive: bool,
+    /// What the balancers' CPU counters moved by during the run.
+    cpu: Cpu,
     requests: u64,
     requests_per_second: f64,
     latency_p50_ms: f64,
@@ -161,35 +185,54 @@ fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>
         &LB_V4.to_string(),
     ])?;
     let haproxy = start_haproxy(site, lb, &topology.backends)?;
+    // The forwarded path: lb routes what is not its VIP; no ICMP redirects, which would send
+    // the client around it.
+    lb.sysctl("net.ipv4.ip_forward", "1")?;
+    for dev in ["all", "eth0"] {
+        lb.sysctl(&format!("net.ipv4.conf.{dev}.send_redirects"), "0")?;
+    }
+    client.sysctl("net.ipv4.conf.all.accept_redirects", "0")?;
     let direct = &topology.backends[0];
     let paths = [
         Path4 {
             name: "xlb dsr",
             address: IpAddr::V4(VIP_V4),
             xlb: true,
+            forwarded: false,
         },
         Path4 {
             name: "xlb ipip",
             address: IpAddr::V4(IPIP_VIP_V4),
             xlb: true,
+            forwarded: false,
         },
         Path4 {
             name: "haproxy",
             address: IpAddr::V4(HAPROXY_VIP),
             xlb: false,
+            forwarded: false,
         },
         Path4 {
             name: "direct",
             address: IpAddr::V4(direct.v4),
             xlb: false,
+            forwarded: false,
+        },
+        Path4 {
+            name: "forwarded",
+            address: IpAddr::V4(direct.v4),
+            xlb: false,
+            forwarded: true,
         },
     ];
-    for path in &paths {
-        wait_for_answer(site, client, path, haproxy)?;
-    }
+    let programs = Programs::of(&running)?;
+    // The kernel counts programs' run time only while some process holds this.
+    let _stats = enable_stats(Stats::RunTime)
+        .context("enabling the kernel's BPF run-time statistics (BPF_ENABLE_STATS)")?;
     println!(
         "bench: haproxy (pid {haproxy}, mode tcp, balance roundrobin) on {HAPROXY_VIP}:{HTTP_PORT} \
-         in {}; every path answers ({:.1} s)",
+         in {}; forwarding on in {} for the forwarded path ({:.1} s)",
+        lb.name,
         lb.name,
         step.elapsed().as_secs_f64()
     );
@@ -202,8 +245,15 @@ fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>
 
     let mut rows = Vec::new();
     for path in &paths {
+        let route = format!("{}/32", path.address);
+        if path.forwarded {
+            client.ip(&["-4", "route", "add", &route, "via", &LB_V4.to_string()])?;
+        }
+        wait_for_answer(site, client, path, haproxy)?;
         for keepalive in [true, false] {
-            let row = wrk(client, path, keepalive)?;
+            let before = Cpu::read(&programs, haproxy)?;
+            let mut row = wrk(client, path, keepalive)?;
+            row.cpu = Cpu::read(&programs, haproxy)?.since(&before);
             println!(
                 "bench: {:<9} keep-alive {:<3} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms{}",
                 row.path,
@@ -219,11 +269,185 @@ fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>
             );
             rows.push(row);
         }
+        if path.forwarded {
+            client.ip(&["-4", "route", "del", &route])?;
+        }
     }
+    print!("{}", cpu_table(&rows));
 
     site.stop(haproxy)?;
     lab::stop(site, xlb, &running)?;
     Ok((rows, topology.namespaces()))
+}
+
+/// The programs whose run time the benchmark reads: xlb in the lb namespace (by its pin) and
+/// `xlb_decap` on every backend (by their pinned links), as kernel program ids.
+struct Programs {
+    xlb: u32,
+    decap: Vec<u32>,
+}
+
+impl Programs {
+    fn of(running: &lab::Running) -> anyhow::Result<Programs> {
+        let path = pins::program_path(&running.pin_path);
+        let xlb = ProgramInfo::from_pin(&path)
+            .with_context(|| format!("reading the program pinned at {}", path.display()))?
+            .id();
+        let decap = running
+            .topology
+            .backends
+            .iter()
+            .map(|host| {
+                let path = running.links.join(format!("decap-{}", host.name));
+                let link = PinnedLink::from_pin(&path)
+                    .with_context(|| format!("opening the link pinned at {}", path.display()))?;
+                let info = FdLink::from(link)
+                    .info()
+                    .with_context(|| format!("reading the link pinned at {}", path.display()))?;
+                Ok(info.program_id())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Programs { xlb, decap })
+    }
+}
+
+/// The balancers' CPU counters: the programs' run time (ns) and runs (packets), HAProxy's user
+/// and system time (ns). Read at one moment, or the difference over a run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    xlb_ns: u64,
+    xlb_packets: u64,
+    decap_ns: u64,
+    decap_packets: u64,
+    haproxy_ns: u64,
+}
+
+impl Cpu {
+    fn read(programs: &Programs, haproxy: u32) -> anyhow::Result<Cpu> {
+        let mut cpu = Cpu {
+            haproxy_ns: process_cpu_ns(haproxy)?,
+            ..Cpu::default()
+        };
+        // Other programs come and go meanwhile (a vanished one is an error here): skip them.
+        for info in loaded_programs().filter_map(Result::ok) {
+            let (ns, runs) = (info.run_time().as_nanos() as u64, info.run_count());
+            if info.id() == programs.xlb {
+                cpu.xlb_ns += ns;
+                cpu.xlb_packets += runs;
+            } else if programs.decap.contains(&info.id()) {
+                cpu.decap_ns += ns;
+                cpu.decap_packets += runs;
+            }
+        }
+        Ok(cpu)
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            xlb_ns: self.xlb_ns.saturating_sub(before.xlb_ns),
+            xlb_packets: self.xlb_packets.saturating_sub(before.xlb_packets),
+            decap_ns: self.decap_ns.saturating_sub(before.decap_ns),
+            decap_packets: self.decap_packets.saturating_sub(before.decap_packets),
+            haproxy_ns: self.haproxy_ns.saturating_sub(before.haproxy_ns),
+        }
+    }
+}
+
+/// User and system time of process `pid` (all its threads) in ns, from /proc/PID/stat.
+fn process_cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields from the third (state) on, after the command name, which may hold spaces; utime
+    // and stime are the 14th and 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .with_context(|| format!("{path} has no command name"))?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        let field = fields
+            .get(index)
+            .with_context(|| format!("{path} is short"))?;
+        field
+            .parse::<u64>()
+            .with_context(|| format!("{path}: bad CPU time {field:?}"))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&hz| hz > 0)
+        .context("sysconf(_SC_CLK_TCK) failed")?;
+    Ok((ticks(11)? + ticks(12)?) * 1_000_000_000 / hz)
+}
+
+/// `ns` per request of `row`, None when nothing was served.
+fn per_request(ns: u64, row: &Row) -> Option<f64> {
+    (row.requests > 0).then(|| ns as f64 / row.requests as f64)
+}
+
+/// The balancer's CPU per new connection: xlb's program time through `path` against HAProxy's
+/// process time, keep-alive off, both from the same run.
+fn cpu_versus_haproxy(rows: &[Row], path: &str) -> Option<(f64, f64)> {
+    let row = rows.iter().find(|row| row.path == path && !row.keepalive)?;
+    let haproxy = peer(rows, "haproxy", row)?;
+    Some((
+        per_request(row.cpu.xlb_ns, row)?,
+        per_request(haproxy.cpu.haproxy_ns, haproxy)?,
+    ))
+}
+
+fn cpu_table(rows: &[Row]) -> String {
+    let mut text = "\nbalancer CPU per request (keep-alive off: per new connection): the xlb and \
+                    decap programs' run time (kernel BPF statistics), HAProxy's user+system \
+                    time (/proc)\n"
+        .to_owned();
+    let _ = writeln!(
+        text,
+        "  {:<9} {:<10} {:>11} {:>12} {:>11} {:>13} {:>15}",
+        "path",
+        "keep-alive",
+        "xlb ns/req",
+        "xlb pkt/req",
+        "xlb ns/pkt",
+        "decap ns/req",
+        "haproxy ns/req"
+    );
+    let show = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    for row in rows {
+        let cpu = &row.cpu;
+        let per_packet = (cpu.xlb_packets > 0).then(|| cpu.xlb_ns as f64 / cpu.xlb_packets as f64);
+        let packets =
+            per_request(cpu.xlb_packets, row).map_or("-".to_owned(), |v| format!("{v:.1}"));
+        let _ = writeln!(
+            text,
+            "  {:<9} {:<10} {:>11} {:>12} {:>11} {:>13} {:>15}",
+            row.path,
+            on_off(row.keepalive),
+            show(per_request(cpu.xlb_ns, row)),
+            packets,
+            show(per_packet),
+            show(per_request(cpu.decap_ns, row)),
+            show(per_request(cpu.haproxy_ns, row)),
+        );
+    }
+    for path in ["xlb dsr", "xlb ipip"] {
+        if let Some((xlb, haproxy)) = cpu_versus_haproxy(rows, path) {
+            let _ = writeln!(
+                text,
+                "  {path}: {xlb:.0} ns of balancer CPU per new connection, HAProxy {haproxy:.0} \
+                 ns: 1/{:.0} (target at most 1/{:.0}: {})",
+                haproxy / xlb,
+                1.0 / CPU_TARGET,
+                if xlb <= haproxy * CPU_TARGET {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+    text
 }
 
 /// Writes HAProxy's config and starts it in the foreground in `lb`; returns its pid.
@@ -376,6 +600,7 @@ fn parse_wrk(text: &str, path: &Path4, keepalive: bool, command: String) -> anyh
         address: path.address,
         xlb: path.xlb,
         keepalive,
+        cpu: Cpu::default(),
         requests,
         requests_per_second: rps.context("no Requests/sec line")?,
         // wrk prints no distribution when nothing was answered.
@@ -441,11 +666,16 @@ fn report(rows: &[Row]) -> serde_json::Value {
     let json_rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {
-            let (haproxy, direct) = if row.xlb {
-                (peer(rows, "haproxy", row), peer(rows, "direct", row))
+            let (haproxy, direct, forwarded) = if row.xlb {
+                (
+                    peer(rows, "haproxy", row),
+                    peer(rows, "direct", row),
+                    peer(rows, "forwarded", row),
+                )
             } else {
-                (None, None)
+                (None, None, None)
             };
+            let cpu = &row.cpu;
             json!({
                 "path": row.path,
                 "address": SocketAddr::new(row.address, HTTP_PORT).to_string(),
@@ -457,8 +687,33 @@ fn report(rows: &[Row]) -> serde_json::Value {
                 "latency_p99_ms": finite(row.latency_p99_ms),
                 "xlb_over_haproxy": ratios(row, haproxy),
                 "xlb_over_direct": ratios(row, direct),
+                "xlb_over_forwarded": ratios(row, forwarded),
+                "cpu": {
+                    "xlb_program_ns": cpu.xlb_ns,
+                    "xlb_program_packets": cpu.xlb_packets,
+                    "xlb_program_ns_per_request": per_request(cpu.xlb_ns, row),
+                    "xlb_program_ns_per_packet": (cpu.xlb_packets > 0)
+                        .then(|| cpu.xlb_ns as f64 / cpu.xlb_packets as f64),
+                    "decap_programs_ns_per_request": per_request(cpu.decap_ns, row),
+                    "decap_programs_packets": cpu.decap_packets,
+                    "haproxy_cpu_ns_per_request": per_request(cpu.haproxy_ns, row),
+                },
                 "errors": row.errors,
                 "command": row.command,
+            })
+        })
+        .collect();
+    let cpu_report: Vec<serde_json::Value> = ["xlb dsr", "xlb ipip"]
+        .into_iter()
+        .map(|path| {
+            let ratio = cpu_versus_haproxy(rows, path);
+            json!({
+                "path": path,
+                "xlb_program_ns": ratio.map(|(xlb, _)| xlb),
+                "haproxy_process_ns": ratio.map(|(_, haproxy)| haproxy),
+                "xlb_over_haproxy": ratio.map(|(xlb, haproxy)| xlb / haproxy),
+                "target_at_most": CPU_TARGET,
+                "target_met": ratio.map(|(xlb, haproxy)| xlb <= haproxy * CPU_TARGET),
             })
         })
         .collect();
@@ -472,7 +727,10 @@ fn report(rows: &[Row]) -> serde_json::Value {
         "weights": WEIGHTS,
         "haproxy": { "mode": "tcp", "balance": "roundrobin", "maxconn": HAPROXY_MAXCONN },
         "direct": "the client to one backend's nginx, no balancer",
+        "forwarded": "the client to the direct path's nginx, routed through the lb namespace's \
+                      kernel forwarding (xlb passes it as not_vip)",
         "rows": json_rows,
+        "balancer_cpu_per_new_connection": cpu_report,
     })
 }
 
@@ -483,35 +741,40 @@ fn table(rows: &[Row]) -> String {
     );
     let _ = writeln!(
         text,
-        "  {:<9} {:<10} {:>10} {:>9} {:>9} {:>13} {:>12}",
-        "path", "keep-alive", "req/s", "p50 ms", "p99 ms", "vs haproxy", "vs direct"
+        "  {:<9} {:<10} {:>10} {:>9} {:>9} {:>13} {:>12} {:>13}",
+        "path",
+        "keep-alive",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "vs haproxy",
+        "vs direct",
+        "vs forwarded"
     );
     let show = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.2}x"));
     for row in rows {
-        let (vs_haproxy, vs_direct) = if row.xlb {
-            (
-                peer(rows, "haproxy", row)
-                    .and_then(|b| ratio(row.requests_per_second, b.requests_per_second)),
-                peer(rows, "direct", row)
-                    .and_then(|b| ratio(row.requests_per_second, b.requests_per_second)),
-            )
-        } else {
-            (None, None)
+        let versus = |path: &str| {
+            row.xlb
+                .then(|| peer(rows, path, row))
+                .flatten()
+                .and_then(|b| ratio(row.requests_per_second, b.requests_per_second))
         };
         let _ = writeln!(
             text,
-            "  {:<9} {:<10} {:>10.0} {:>9.2} {:>9.2} {:>13} {:>12}",
+            "  {:<9} {:<10} {:>10.0} {:>9.2} {:>9.2} {:>13} {:>12} {:>13}",
             row.path,
             on_off(row.keepalive),
             row.requests_per_second,
             row.latency_p50_ms,
             row.latency_p99_ms,
-            show(vs_haproxy),
-            show(vs_direct)
+            show(versus("haproxy")),
+            show(versus("direct")),
+            show(versus("forwarded"))
         );
     }
     text.push_str(
-        "  (vs: xlb's requests/s over HAProxy's and over the direct path's, same keep-alive)\n",
+        "  (vs: xlb's requests/s over HAProxy's, the direct path's and the forwarded path's, \
+         same keep-alive)\n",
     );
     text
 }
