@@ -80,7 +80,7 @@ pub mod map_names {
     /// One [`crate::trace::TraceFilter`] at index 0.
     pub const TRACE_FILTER: &str = "XLB_TRACE_FILTER";
     /// Every map of the `xlb_decap` program, as `xlb decap attach` pins them.
-    pub const DECAP: [&str; 3] = [REASONS, EVENTS, DECAP_ADDRS];
+    pub const DECAP: [&str; 4] = [REASONS, EVENTS, VIP_STATS, DECAP_ADDRS];
 }
 
 /// The XDP program's read-only global holding the number of sets of [`map_names::FLOWS`],
