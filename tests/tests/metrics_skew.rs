@@ -23,12 +23,38 @@ use xlb_tests::{
 
 const VIP_LABEL: &str = "198.18.1.10:80/tcp";
 
+/// Lints `text` with `promtool check metrics` (Prometheus' own parser and naming rules); panics
+/// with its findings. `cargo xtask setup` installs promtool.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("promtool: {err}: run `cargo xtask setup`"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Test that the rendered metrics parse as Prometheus text and carry exactly what went
 /// through the kernel: per-backend new flows, packets and bytes as the table steered the SYNs,
 /// shares equal to `stats`, health by config name (1 without a check), reasons, verdicts,
 /// events, the generation, the apply and health-check histograms, reload failures, the build
 /// and the table fingerprint `xlb status` shows, and every alert kind at 0; and that the pinned
-/// maps render the same text as the loaded object.
+/// maps render the same text as the loaded object; `promtool check metrics` finds nothing.
 #[test]
 fn metrics_render_what_the_kernel_counted() {
     require_privileges!();
@@ -55,6 +81,7 @@ fn metrics_render_what_the_kernel_counted() {
 
     let text = metrics::render(&mut live.ebpf, &extra).expect("render");
     let samples = parse(&text);
+    promtool_check_metrics(&text);
     let report = stats::collect(&mut live.ebpf, None, 1.5).expect("stats");
     let [vip_stats] = report.vips.as_slice() else {
         panic!("one VIP expected: {:?}", report.vips);

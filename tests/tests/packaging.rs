@@ -348,3 +348,101 @@ fn completion_scripts_name_every_verb() {
         );
     }
 }
+
+const RULES: &str = include_str!("../../packaging/xlb-alerts.yml");
+const RULE_TESTS: &str = include_str!("../prometheus/xlb-alerts.test.yml");
+
+/// Runs `promtool ARGS` in `dir` and returns its output; panics if promtool is missing (`cargo
+/// xtask setup` installs it) or fails.
+fn promtool(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("promtool: {err}: run `cargo xtask setup`, which installs it")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// The `- alert: NAME` rules of the rules file, each with its `expr:`.
+fn alert_rules() -> Vec<(&'static str, &'static str)> {
+    let mut rules = Vec::new();
+    let mut lines = RULES.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            let expr = lines
+                .next()
+                .and_then(|l| l.strip_prefix("expr: "))
+                .unwrap_or_else(|| panic!("alert {name}: `expr:` must follow `alert:`"));
+            rules.push((name, expr));
+        }
+    }
+    rules
+}
+
+/// Test that `promtool check rules` accepts packaging/xlb-alerts.yml and `promtool test rules`
+/// passes its unit tests (tests/prometheus/xlb-alerts.test.yml); that there is a rule for every
+/// alert kind the daemon raises, for failed reloads, XDP_TX failures and differing table
+/// fingerprints; and that the unit tests check each rule both firing and silent.
+#[test]
+fn alert_rules_cover_every_alert_and_pass_promtool() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let checked = promtool(&root, &["check", "rules", "packaging/xlb-alerts.yml"]);
+    let rules = alert_rules();
+    assert!(
+        checked.contains(&format!("SUCCESS: {} rules found", rules.len())),
+        "{checked}"
+    );
+    let tested = promtool(
+        &root.join("tests/prometheus"),
+        &["test", "rules", "xlb-alerts.test.yml"],
+    );
+    assert!(tested.contains("SUCCESS"), "{tested}");
+
+    let exprs: Vec<&str> = rules.iter().map(|(_, expr)| *expr).collect();
+    for kind in lb_userspace::skew::AlertKind::ALL {
+        let selector = format!("xlb_alert{{kind=\"{}\"}} == 1", kind.name());
+        assert!(exprs.contains(&selector.as_str()), "no rule `{selector}`");
+    }
+    for metric in [
+        "xlb_config_last_reload_successful",
+        "xlb_interface_xdp_tx_errors_total",
+        "xlb_vip_table_info",
+    ] {
+        assert!(
+            exprs
+                .iter()
+                .any(|expr| metric_tokens(expr).contains(&metric)),
+            "no rule reads {metric}"
+        );
+    }
+    let exported = exported_metrics();
+    for (name, expr) in &rules {
+        for token in metric_tokens(expr) {
+            assert!(
+                exported.contains(token),
+                "{name} reads {token}, which xlb does not export"
+            );
+        }
+        // Each rule's tests: an evaluation with no alert and one with an alert.
+        let cases: Vec<&str> = RULE_TESTS
+            .split("- eval_time:")
+            .filter(|case| case.contains(&format!("alertname: {name}\n")))
+            .collect();
+        assert!(
+            cases.iter().any(|c| c.contains("exp_alerts: []")),
+            "no test that {name} stays silent"
+        );
+        assert!(
+            cases.iter().any(|c| c.contains("- exp_labels:")),
+            "no test that {name} fires"
+        );
+    }
+}
