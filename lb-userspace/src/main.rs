@@ -4,8 +4,8 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, completions, down, exit, explain, plan, run, stats, status,
-    validate,
+    apply, args, audit, backend, completions, down, exit, explain, manpages, plan, run, stats,
+    status, top, validate,
 };
 
 #[tokio::main]
@@ -46,6 +46,8 @@ async fn main() -> ExitCode {
         args::Command::Backend(args) => backend::run(args),
         args::Command::Down(args) => down::run(args),
         args::Command::Completions(args) => completions::run(args),
+        args::Command::Man(args) => manpages::run(&args),
+        args::Command::Top(args) => top::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

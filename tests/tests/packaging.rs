@@ -12,7 +12,7 @@ const DASHBOARD: &str = include_str!("../../packaging/grafana-dashboard.json");
 const METRICS_SOURCE: &str = include_str!("../../lb-userspace/src/metrics.rs");
 
 /// Every top-level verb of `xlb`.
-const VERBS: [&str; 11] = [
+const VERBS: [&str; 13] = [
     "run",
     "validate",
     "plan",
@@ -24,6 +24,8 @@ const VERBS: [&str; 11] = [
     "backend",
     "down",
     "completions",
+    "man",
+    "top",
 ];
 
 /// Whether `c` may continue a metric name.

@@ -27,6 +27,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     // BIRD 2: the BGP speaker of the scale-out lab and tests (`cargo xtask lab --nodes N`).
     "bird2",
+    // A terminal for the test of `xlb top` (tests/tests/top.rs reads its screen).
+    "tmux",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
