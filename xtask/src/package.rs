@@ -108,11 +108,10 @@ pub fn run(_options: &Options) -> anyhow::Result<()> {
          Architecture: {arch}\n\
          Maintainer: xlb developers <xlb@example.invalid>\n\
          Installed-Size: {installed_kib}\n\
-         Depends: libc6\n\
+         Depends: libc6, libgcc-s1\n\
          Recommends: bird2\n\
          Section: net\n\
          Priority: optional\n\
-         Homepage: https://example.invalid/xlb\n\
          Description: XDP layer-4 load balancer\n \
          xlb steers TCP and UDP flows to backends in the kernel's XDP hook with Maglev\n \
          consistent hashing (direct server return or IP-in-IP), with health checks,\n \
