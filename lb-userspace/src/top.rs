@@ -3,7 +3,8 @@
 //! the last interval, each backend's state (health checks take a backend to `unhealthy`), and
 //! the alerts the maps show (a dominant server, skewed backends, backends out), with the
 //! skewed backend highlighted. Keys: q, Esc or Ctrl-C quit. Works over ssh (it needs only a
-//! terminal); `--once` prints one frame as plain text instead, for pipes and scripts.
+//! terminal); `--once` prints one frame as plain text instead (or, with `--output json`, the
+//! interval's `xlb stats` report), for pipes and scripts.
 
 use std::{io::IsTerminal as _, path::Path, time::Duration};
 
@@ -18,11 +19,11 @@ use ratatui::{
 };
 
 use crate::{
-    args::TopArgs,
+    args::{OutputFormat, TopArgs},
     effect, exit,
     live::BackendState,
     maps::Maps,
-    pins,
+    pins, report,
     stats::{self, Sample, Skew, Stats},
 };
 
@@ -37,6 +38,10 @@ pub fn run(args: &TopArgs) -> anyhow::Result<u8> {
             )
         })?;
     let pin_path = args.live.pin_path(None);
+    let json = args.live.output == OutputFormat::Json;
+    if json && !args.once {
+        bail!("--output json needs --once: a live view is for a terminal");
+    }
     if !args.once && !std::io::stdout().is_terminal() {
         bail!(
             "xlb top draws on a terminal and stdout is not one: use `xlb top --once` for one \
@@ -48,7 +53,8 @@ pub fn run(args: &TopArgs) -> anyhow::Result<u8> {
     if args.once {
         std::thread::sleep(interval);
         view.sample(&mut maps)?;
-        print!("{}", view.frame().plain());
+        // JSON is `xlb stats --interval`'s report of the same interval.
+        report::emit(args.live.output, &view.stats, |_| view.frame().plain())?;
         return Ok(exit::OK);
     }
     let mut terminal = ratatui::init();

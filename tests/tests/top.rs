@@ -211,7 +211,9 @@ fn top_shows_the_vip_highlights_skew_and_quits_on_q() {
 }
 
 /// Test that `xlb top` with stdout not a terminal refuses with exit 4 and says what to use
-/// instead, and that `--once` prints one plain frame with the VIP and its backends.
+/// instead; that `--once` prints one plain frame with the VIP and its backends, and with
+/// `--output json` the interval's stats report; and that `--output json` without `--once`
+/// is refused with exit 4 as a JSON error.
 #[test]
 fn top_without_a_terminal_refuses_or_prints_once() {
     require_privileges!();
@@ -252,4 +254,17 @@ fn top_without_a_terminal_refuses_or_prints_once() {
         assert!(text.contains(&format!("  {backend} ")), "{backend}: {text}");
     }
     assert!(text.contains(VIP_LABEL), "{text}");
+
+    let (code, json) = live.xlb_json(&["top", "--once", "--interval", "0.2"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["vips"][0]["vip"], VIP_LABEL, "{json}");
+    assert!(json["interval_seconds"].as_f64() >= Some(0.2), "{json}");
+    let (code, json) = live.xlb_json(&["top"]);
+    assert_eq!(code, Some(4), "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("needs --once")),
+        "{json}"
+    );
 }
