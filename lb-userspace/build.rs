@@ -20,7 +20,34 @@ fn pinned_toolchain(workspace_root: &std::path::Path) -> anyhow::Result<String> 
         .ok_or_else(|| anyhow!("{} has no `channel = \"...\"` line", path.display()))
 }
 
+/// Sets `XLB_COMMIT` (for `xlb_build_info`) to the commit being built, or `unknown` outside a
+/// git checkout (e.g. a source tarball), and rebuilds when HEAD moves.
+fn record_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .map(|text| text.trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo::rustc-env=XLB_COMMIT={commit}");
+    // HEAD names the branch; the branch's ref file (or packed-refs) moves on each commit.
+    let reference = git(&["symbolic-ref", "-q", "HEAD"]);
+    for name in ["HEAD", "packed-refs"]
+        .into_iter()
+        .chain(reference.as_deref())
+    {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", name]) {
+            println!("cargo::rerun-if-changed={path}");
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    record_commit();
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

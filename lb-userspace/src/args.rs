@@ -99,6 +99,16 @@ pub enum Command {
     /// problem.
     #[command(after_help = EXIT_CODES)]
     Doctor(DoctorArgs),
+    /// Write xlb's man pages into a directory: xlb.1 and one per verb (xlb-run.1,
+    /// xlb-backend-drain.1, ...), generated from this binary's own help.
+    #[command(after_help = EXIT_CODES)]
+    Man(ManArgs),
+    /// A live view of the running xlb, redrawn every interval: each VIP's and backend's
+    /// rates, observed against expected shares of new flows, backend states and alerts, the
+    /// skewed backend highlighted. q, Esc or Ctrl-C quit. Needs a terminal (works over ssh);
+    /// --once prints one plain frame instead.
+    #[command(after_help = EXIT_CODES)]
+    Top(TopArgs),
 }
 
 impl Command {
@@ -118,7 +128,8 @@ impl Command {
             Command::Trace(args) => args.live.output,
             Command::Doctor(args) => args.output,
             Command::Canary(args) => args.live.output,
-            Command::Run(_) | Command::Completions(_) => OutputFormat::Text,
+            Command::Top(args) => args.live.output,
+            Command::Run(_) | Command::Completions(_) | Command::Man(_) => OutputFormat::Text,
         }
     }
 }
@@ -491,6 +502,31 @@ pub struct DecapCommon {
     /// `text` for people, `json` for scripts (one document on stdout).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Install (as root): xlb man /usr/local/share/man/man1 && mandb -q; then \
+    `man xlb-backend`"
+)]
+pub struct ManArgs {
+    /// The directory to write the pages into (created if missing; pages there are replaced).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// Seconds between redraws; rates and shares are over this interval.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// How many times its expected share a backend may get before it is flagged.
+    #[arg(long, default_value_t = 1.5)]
+    pub skew_factor: f64,
+    /// Print one frame (after one interval) as plain text and exit, for pipes and scripts.
+    #[arg(long)]
+    pub once: bool,
 }
 
 impl LiveArgs {

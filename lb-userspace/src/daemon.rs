@@ -36,7 +36,9 @@ use crate::{
     down, exit, flood,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::{BackendState, Snapshot},
-    metrics, pins,
+    metrics,
+    notify::Notifier,
+    pins,
     rollout::{self, Applied, Desired, describe_vip, live_address},
     skew::{self, Detector},
     stats,
@@ -103,13 +105,14 @@ pub enum Stopped {
 
 impl Daemon {
     /// Starts health checks, the metrics endpoint and the server of `control_socket` for
-    /// `model`, already applied from `bytes`.
+    /// `model`, already applied from `bytes` in `first_apply`.
     pub async fn start(
         file: &Path,
         model: Model,
         bytes: Vec<u8>,
         keeper: pins::Keeper,
         control_socket: tokio::net::UnixListener,
+        first_apply: Duration,
     ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(1024);
         let targets = health::targets(&model);
@@ -121,10 +124,14 @@ impl Daemon {
             )
         })?;
         let pin_path = model.global.pin_path.clone();
-        shared
-            .lock()
-            .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?
-            .set_vip_names(&model);
+        {
+            let mut extra = shared
+                .lock()
+                .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?;
+            extra.set_vip_names(&model);
+            extra.interface = Some(model.global.interface.clone());
+            extra.apply_seconds.observe(first_apply);
+        }
         let render: metrics::RenderFn = {
             // Opened once: a scrape costs no open, and a removed pin cannot blind the metrics.
             let maps = Mutex::new(pins::open(&pin_path)?);
@@ -185,6 +192,18 @@ impl Daemon {
         let mut hangup = signal(SignalKind::hangup())?;
         let mut ticker = tokio::time::interval(TICK);
         self.own_generation = generation(ebpf);
+        let notifier = Notifier::from_env();
+        notifier.ready(&format!(
+            "generation {} of {} live",
+            self.own_generation,
+            self.file.display()
+        ));
+        // Without a watchdog the branch is disabled; the period only has to be valid.
+        let mut watchdog = tokio::time::interval(
+            notifier
+                .ping_interval()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
         let stop = async {
             match deadline {
                 Some(after) => tokio::time::sleep(after).await,
@@ -215,8 +234,17 @@ impl Daemon {
                     }
                 }
                 _ = ticker.tick() => self.tick(ebpf).await,
+                // Pinged from this loop, so a loop stuck in a map update or a probe stops the
+                // pings and systemd restarts the daemon (which adopts the pinned data plane).
+                _ = watchdog.tick(), if notifier.ping_interval().is_some() => {
+                    match readable_generation(ebpf) {
+                        Ok(_) => notifier.ping(),
+                        Err(err) => error!("the maps do not answer ({err:#}): no watchdog ping"),
+                    }
+                }
             }
         };
+        notifier.stopping();
         self.checker.stop();
         if let Some(announcer) = &mut self.announcer {
             match announcer.withdraw_all() {
@@ -542,7 +570,9 @@ impl Daemon {
                     running one");
             })
         };
-        let Ok(bytes) = read() else { return };
+        let Ok(bytes) = read() else {
+            return self.record_reload(Some(metrics::ReloadFailure::Unreadable));
+        };
         if bytes == self.bytes {
             if trigger == Trigger::Signal {
                 info!(file = %self.file.display(), "the config file is unchanged: nothing to apply");
@@ -567,6 +597,13 @@ impl Daemon {
         let _ = self.adopt(ebpf, bytes, &[]);
     }
 
+    /// Counts a reload's outcome in the metrics: `None` if it made the file live.
+    fn record_reload(&self, failure: Option<metrics::ReloadFailure>) {
+        if let Ok(mut extra) = self.shared.lock() {
+            extra.record_reload(failure);
+        }
+    }
+
     /// Validates `bytes` (the config file's, with the findings of `overrides` as warnings)
     /// and, if they are valid, makes them live; invalid ones are logged and the running config
     /// stays in force.
@@ -582,6 +619,7 @@ impl Daemon {
                     error!("{diagnostic}");
                 }
                 error!(file = %self.file.display(), "the new config is invalid; keeping the running one");
+                self.record_reload(Some(metrics::ReloadFailure::Invalid));
                 self.rejected = Some(bytes);
                 let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
                 Err(Refusal {
@@ -603,6 +641,7 @@ impl Daemon {
                     let message = "the pin path and the interface cannot change while running; \
                                    restart xlb to change them";
                     error!("{message}");
+                    self.record_reload(Some(metrics::ReloadFailure::Refused));
                     self.rejected = Some(bytes);
                     return Err(Refusal {
                         code: exit::FAILED,
@@ -645,7 +684,9 @@ impl Daemon {
                 self.model = model;
                 self.bytes = bytes;
                 self.rejected = None;
-                self.reconcile(ebpf, "reload").map_err(|err| Refusal {
+                let applied = self.reconcile(ebpf, "reload");
+                self.record_reload(applied.is_err().then_some(metrics::ReloadFailure::Apply));
+                applied.map_err(|err| Refusal {
                     code: exit::FAILED,
                     message: format!("{err:#}"),
                 })
@@ -665,7 +706,7 @@ impl Daemon {
             Ok(applied) => {
                 let seconds = started.elapsed().as_secs_f64();
                 if let Ok(mut extra) = self.shared.lock() {
-                    extra.last_apply_seconds = seconds;
+                    extra.apply_seconds.observe(started.elapsed());
                 }
                 self.own_generation = applied.generation;
                 info!(generation = applied.generation, seconds, "applied ({why})");
@@ -828,9 +869,13 @@ async fn canary_probe(canary: &mut Option<canary::Running>) -> Option<Probe> {
 
 /// The live generation in the meta map (0 if it cannot be read).
 fn generation(ebpf: &mut Ebpf) -> u64 {
-    crate::maps::array::<lb_common::meta::Meta>(ebpf, lb_common::map_names::META)
-        .and_then(|meta| Ok(meta.get(&0, 0)?))
-        .map_or(0, |meta| meta.generation)
+    readable_generation(ebpf).unwrap_or(0)
+}
+
+/// The live generation, or why the meta map cannot be read.
+fn readable_generation(ebpf: &mut Ebpf) -> anyhow::Result<u64> {
+    let meta = crate::maps::array::<lb_common::meta::Meta>(ebpf, lb_common::map_names::META)?;
+    Ok(meta.get(&0, 0)?.generation)
 }
 
 /// Whether `a` and `b` name the same file.

@@ -4,8 +4,8 @@ use std::{io::IsTerminal as _, process::ExitCode};
 
 use clap::Parser as _;
 use lb_userspace::{
-    apply, args, audit, backend, canary, completions, decap_cli, doctor, down, exit, explain, plan,
-    run, stats, status, trace, validate,
+    apply, args, audit, backend, canary, completions, decap_cli, doctor, down, exit, explain,
+    manpages, plan, run, stats, status, top, trace, validate,
 };
 
 #[tokio::main]
@@ -50,6 +50,8 @@ async fn main() -> ExitCode {
         args::Command::Decap(args) => decap_cli::run(args),
         args::Command::Trace(args) => trace::run(args).await,
         args::Command::Doctor(args) => doctor::run(args),
+        args::Command::Man(args) => manpages::run(&args),
+        args::Command::Top(args) => top::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -30,10 +30,12 @@ use tokio::{
 
 use crate::{
     config::Model,
+    ethtool,
     maps::{Maps, array},
     rollout::describe_vip,
     skew::{Alert, AlertKind},
     stats::{self, Stats},
+    status,
 };
 
 /// What the daemon knows beyond the maps. A VIP is named either by `describe_vip` (the `vip`
@@ -49,14 +51,99 @@ pub struct Extra {
     /// The skew detector's alerts ([`crate::skew::Detector::firing`]). Every live VIP shows a
     /// 0 for each [`AlertKind`] not firing.
     pub alerts: Vec<Alert>,
-    /// How long the last apply took.
-    pub last_apply_seconds: f64,
-    /// How long the last health check of each backend took: (VIP, backend, seconds).
-    pub health_check_seconds: Vec<(String, IpAddr, f64)>,
+    /// How long applies took.
+    pub apply_seconds: Histogram,
+    /// How long each backend's health checks took: (VIP, backend, histogram).
+    pub health_check_seconds: Vec<(String, IpAddr, Histogram)>,
     /// The daemon's scheduled audits of the live maps.
     pub audit: AuditMetrics,
     /// Canary applies: the one being watched, promotions and rollbacks.
     pub canary: crate::canary::Metrics,
+    /// Config reloads that failed, by why ([`ReloadFailure`]).
+    pub reload_failures: BTreeMap<ReloadFailure, u64>,
+    /// Whether the last reload made its config live (true before any reload).
+    pub last_reload_failed: bool,
+    /// The interface the program is attached to: its driver's XDP_TX failures are exported.
+    pub interface: Option<String>,
+}
+
+/// Why a config reload failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReloadFailure {
+    /// The file could not be read.
+    Unreadable,
+    /// The file is invalid (syntax or a validation rule).
+    Invalid,
+    /// The file changes what cannot change while running (pin path, interface).
+    Refused,
+    /// Applying the valid file to the maps failed.
+    Apply,
+}
+
+impl ReloadFailure {
+    pub const ALL: [ReloadFailure; 4] = [
+        ReloadFailure::Unreadable,
+        ReloadFailure::Invalid,
+        ReloadFailure::Refused,
+        ReloadFailure::Apply,
+    ];
+
+    /// The `reason` label of `xlb_reload_failures_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadFailure::Unreadable => "unreadable",
+            ReloadFailure::Invalid => "invalid",
+            ReloadFailure::Refused => "refused",
+            ReloadFailure::Apply => "apply",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the duration histograms' buckets: from a 1 ms apply or check to
+/// a health check that runs into a 10 s timeout.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A Prometheus histogram of durations over [`DURATION_BUCKETS`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative), then above the last.
+    counts: [u64; DURATION_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
+        self.counts[bucket] += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `_bucket` samples (cumulative, `le` label, `+Inf` last), `_sum` and `_count`, each
+    /// with `labels` too.
+    fn samples(&self, labels: &Labels) -> Vec<(&'static str, Labels, Value)> {
+        let mut below = 0;
+        let mut out = Vec::new();
+        for (i, count) in self.counts.iter().enumerate() {
+            below += count;
+            let le = DURATION_BUCKETS.get(i).map_or_else(
+                || "+Inf".to_owned(),
+                |bound| Value::Float(*bound).to_string(),
+            );
+            let mut labels = labels.clone();
+            labels.push(("le", le));
+            out.push(("_bucket", labels, Value::Int(below)));
+        }
+        out.push(("_sum", labels.clone(), Value::Float(self.sum)));
+        out.push(("_count", labels.clone(), Value::Int(below)));
+        out
+    }
 }
 
 /// What the daemon's scheduled audits found.
@@ -92,18 +179,28 @@ impl Extra {
         }
     }
 
-    /// Records how long the latest health check of `backend` of `vip` took.
+    /// Records how long a health check of `backend` of `vip` took.
     pub fn record_check(&mut self, vip: &str, backend: IpAddr, duration: Duration) {
-        let seconds = duration.as_secs_f64();
         match self
             .health_check_seconds
             .iter_mut()
             .find(|(v, b, _)| v == vip && *b == backend)
         {
-            Some(row) => row.2 = seconds,
-            None => self
-                .health_check_seconds
-                .push((vip.to_owned(), backend, seconds)),
+            Some(row) => row.2.observe(duration),
+            None => {
+                let mut histogram = Histogram::default();
+                histogram.observe(duration);
+                self.health_check_seconds
+                    .push((vip.to_owned(), backend, histogram));
+            }
+        }
+    }
+
+    /// Records the outcome of a config reload: `None` if it made the file live.
+    pub fn record_reload(&mut self, failure: Option<ReloadFailure>) {
+        self.last_reload_failed = failure.is_some();
+        if let Some(failure) = failure {
+            *self.reload_failures.entry(failure).or_default() += 1;
         }
     }
 
@@ -125,7 +222,21 @@ pub fn render(maps: &mut (impl Maps + ?Sized), extra: &Extra) -> anyhow::Result<
     let meta = array::<Meta>(maps, map_names::META)?
         .get(&0, 0)
         .context("reading the meta map")?;
-    Ok(exposition(&stats, &sample.totals.verdicts, &meta, extra))
+    let live = Live {
+        fingerprints: status::fingerprints(maps)?,
+        // A driver without the counters, or an interface gone, leaves the sample out.
+        xdp_tx_errors: extra.interface.as_ref().and_then(|interface| {
+            let errors = ethtool::xdp_tx_errors(interface);
+            Some((interface.clone(), errors.ok().flatten()?))
+        }),
+    };
+    Ok(exposition(
+        &stats,
+        &sample.totals.verdicts,
+        &meta,
+        &live,
+        extra,
+    ))
 }
 
 /// `xlb_canary_*`: the canary being watched (by VIP), time left, promotions and rollbacks.
@@ -175,6 +286,19 @@ fn canary_families(out: &mut String, canary: &crate::canary::Metrics, meta: &Met
     );
 }
 
+/// What a scrape reads beside the counters.
+#[derive(Default)]
+struct Live {
+    /// Each live VIP's label and table fingerprint ([`status::table_fingerprint`]).
+    fingerprints: Vec<(String, String)>,
+    /// The attached interface and its driver's XDP_TX failures.
+    xdp_tx_errors: Option<(String, u64)>,
+}
+
+/// The version and commit `xlb` was built from (`build.rs` records the commit).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("XLB_COMMIT");
+
 /// A sample value: counters print as integers, gauges as Go-style floats.
 #[derive(Clone, Copy)]
 enum Value {
@@ -213,16 +337,39 @@ fn family(
         escape_help(help)
     );
     for (labels, value) in samples {
-        *out += name;
-        if !labels.is_empty() {
-            let labels: Vec<String> = labels
-                .iter()
-                .map(|(label, value)| format!("{label}=\"{}\"", escape_label(value)))
-                .collect();
-            *out += &format!("{{{}}}", labels.join(","));
-        }
-        *out += &format!(" {value}\n");
+        sample(out, name, &labels, value);
     }
+}
+
+/// Writes one histogram family: each item's `_bucket`, `_sum` and `_count` samples.
+fn histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    items: impl IntoIterator<Item = (Labels, &'a Histogram)>,
+) {
+    *out += &format!(
+        "# HELP {name} {}\n# TYPE {name} histogram\n",
+        escape_help(help)
+    );
+    for (labels, histogram) in items {
+        for (suffix, labels, value) in histogram.samples(&labels) {
+            sample(out, &format!("{name}{suffix}"), &labels, value);
+        }
+    }
+}
+
+/// Writes one sample line.
+fn sample(out: &mut String, name: &str, labels: &Labels, value: Value) {
+    *out += name;
+    if !labels.is_empty() {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(label, value)| format!("{label}=\"{}\"", escape_label(value)))
+            .collect();
+        *out += &format!("{{{}}}", labels.join(","));
+    }
+    *out += &format!(" {value}\n");
 }
 
 /// A label value: backslash, double quote and line feed escaped.
@@ -243,9 +390,23 @@ fn exposition(
     stats: &Stats,
     verdicts: &[(Verdict, Counter)],
     meta: &Meta,
+    live: &Live,
     extra: &Extra,
 ) -> String {
     let mut out = String::new();
+    family(
+        &mut out,
+        "xlb_build_info",
+        "gauge",
+        "1, labelled with the version and git commit xlb was built from.",
+        [(
+            vec![
+                ("version", VERSION.to_owned()),
+                ("commit", COMMIT.to_owned()),
+            ],
+            Value::Int(1),
+        )],
+    );
     let backends = || {
         stats.vips.iter().flat_map(|vip| {
             vip.backends.iter().map(move |backend| {
@@ -425,18 +586,16 @@ fn exposition(
         "When the live generation was applied, seconds since the Unix epoch (0: never).",
         [(vec![], Value::Int(meta.applied_at))],
     );
-    family(
+    histogram(
         &mut out,
         "xlb_apply_duration_seconds",
-        "gauge",
-        "How long the last apply took.",
-        [(vec![], Value::Float(extra.last_apply_seconds))],
+        "How long the daemon's applies took.",
+        [(vec![], &extra.apply_seconds)],
     );
-    family(
+    histogram(
         &mut out,
         "xlb_health_check_duration_seconds",
-        "gauge",
-        "How long the last health check of the backend took.",
+        "How long the backend's health checks took.",
         extra
             .health_check_seconds
             .iter()
@@ -446,9 +605,55 @@ fn exposition(
                         ("vip", extra.vip_label(vip)),
                         ("backend", backend.to_string()),
                     ],
-                    Value::Float(*seconds),
+                    seconds,
                 )
             }),
+    );
+    family(
+        &mut out,
+        "xlb_reload_failures_total",
+        "counter",
+        "Config reloads that failed, by reason: unreadable (the file), invalid (a syntax error \
+         or a rule), refused (a change of pin path or interface, which needs a restart), apply \
+         (writing the maps). The running config stays in force.",
+        ReloadFailure::ALL.into_iter().map(|reason| {
+            let count = extra.reload_failures.get(&reason).copied().unwrap_or(0);
+            (
+                vec![("reason", reason.name().to_owned())],
+                Value::Int(count),
+            )
+        }),
+    );
+    family(
+        &mut out,
+        "xlb_config_last_reload_successful",
+        "gauge",
+        "1 if the last config reload made its file live (or none failed yet), 0 if it failed \
+         and an older config is in force.",
+        [(vec![], Value::Int(u64::from(!extra.last_reload_failed)))],
+    );
+    family(
+        &mut out,
+        "xlb_vip_table_info",
+        "gauge",
+        "1 for each live VIP, labelled with its table's fingerprint (as `xlb status` shows it): \
+         nodes steering the VIP alike have equal fingerprints.",
+        live.fingerprints.iter().map(|(vip, fingerprint)| {
+            (
+                vec![("vip", vip.clone()), ("fingerprint", fingerprint.clone())],
+                Value::Int(1),
+            )
+        }),
+    );
+    family(
+        &mut out,
+        "xlb_interface_xdp_tx_errors_total",
+        "counter",
+        "Frames XDP_TX failed to send on the attached interface, from its driver's statistics \
+         (ethtool -S: e.g. a veth whose peer has no XDP program). xlb counted them as forwarded.",
+        live.xdp_tx_errors.iter().map(|(interface, errors)| {
+            (vec![("interface", interface.clone())], Value::Int(*errors))
+        }),
     );
 
     family(
@@ -828,9 +1033,12 @@ mod tests {
                 message: "backend 198.18.0.10 took 75%".to_owned(),
                 firing: true,
             }],
-            last_apply_seconds: 0.25,
             ..Extra::default()
         };
+        extra.apply_seconds.observe(Duration::from_millis(250));
+        extra.apply_seconds.observe(Duration::from_millis(3));
+        extra.record_reload(Some(ReloadFailure::Invalid));
+        extra.record_reload(Some(ReloadFailure::Invalid));
         let (first, second) = (
             IpAddr::from([198, 18, 0, 10]),
             IpAddr::from([198, 18, 0, 11]),
@@ -840,10 +1048,8 @@ mod tests {
         extra.record_check("web", first, Duration::from_millis(500));
         extra.record_check("web", first, Duration::from_millis(3));
         assert_eq!(extra.health, [("web".to_owned(), second, 0)]);
-        assert_eq!(
-            extra.health_check_seconds,
-            [("web".to_owned(), first, 0.003)]
-        );
+        assert_eq!(extra.health_check_seconds.len(), 1);
+        assert_eq!(extra.health_check_seconds[0].2.count(), 2);
         let verdicts = [(
             Verdict::Tx,
             Counter {
@@ -851,7 +1057,11 @@ mod tests {
                 bytes: 12_000,
             },
         )];
-        let text = exposition(&stats(), &verdicts, &meta, &extra);
+        let live = Live {
+            fingerprints: vec![(describe_vip(&web_key()), "00000000deadbeef".to_owned())],
+            xdp_tx_errors: Some(("xlb0".to_owned(), 7)),
+        };
+        let text = exposition(&stats(), &verdicts, &meta, &live, &extra);
         let lines: Vec<&str> = text.lines().collect();
         for wanted in [
             r#"xlb_backend_new_flows_total{vip="198.18.1.10:80/tcp",backend="198.18.0.10"} 75"#,
@@ -867,14 +1077,30 @@ mod tests {
             r#"xlb_flow_events_total{event="flow_miss"} 100"#,
             "xlb_config_generation 3",
             "xlb_config_applied_timestamp_seconds 1700000000",
-            "xlb_apply_duration_seconds 0.25",
-            r#"xlb_health_check_duration_seconds{vip="198.18.1.10:80/tcp",backend="198.18.0.10"} 0.003"#,
+            r#"xlb_apply_duration_seconds_bucket{le="0.001"} 0"#,
+            r#"xlb_apply_duration_seconds_bucket{le="0.005"} 1"#,
+            r#"xlb_apply_duration_seconds_bucket{le="0.25"} 2"#,
+            r#"xlb_apply_duration_seconds_bucket{le="+Inf"} 2"#,
+            "xlb_apply_duration_seconds_sum 0.253",
+            "xlb_apply_duration_seconds_count 2",
+            r#"xlb_health_check_duration_seconds_bucket{vip="198.18.1.10:80/tcp",backend="198.18.0.10",le="0.0025"} 0"#,
+            r#"xlb_health_check_duration_seconds_bucket{vip="198.18.1.10:80/tcp",backend="198.18.0.10",le="0.005"} 1"#,
+            r#"xlb_health_check_duration_seconds_bucket{vip="198.18.1.10:80/tcp",backend="198.18.0.10",le="0.5"} 2"#,
+            r#"xlb_health_check_duration_seconds_count{vip="198.18.1.10:80/tcp",backend="198.18.0.10"} 2"#,
+            r#"xlb_reload_failures_total{reason="invalid"} 2"#,
+            r#"xlb_reload_failures_total{reason="apply"} 0"#,
+            "xlb_config_last_reload_successful 0",
+            r#"xlb_vip_table_info{vip="198.18.1.10:80/tcp",fingerprint="00000000deadbeef"} 1"#,
+            r#"xlb_interface_xdp_tx_errors_total{interface="xlb0"} 7"#,
             r#"xlb_alert{kind="skew",vip="198.18.1.10:80/tcp"} 1"#,
             r#"xlb_alert{kind="dominant",vip="198.18.1.10:80/tcp"} 0"#,
             r#"xlb_alert{kind="few_healthy",vip="198.18.1.10:80/tcp"} 0"#,
         ] {
             assert!(lines.contains(&wanted), "missing {wanted}:\n{text}");
         }
+        let build = format!(r#"xlb_build_info{{version="{VERSION}",commit="{COMMIT}"}} 1"#);
+        assert!(lines.contains(&build.as_str()), "missing {build}:\n{text}");
+        assert_eq!(COMMIT.len(), 12, "a commit of 12 hex digits: {COMMIT}");
         let mut seen = Vec::new();
         for line in &lines {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -142,7 +142,9 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     {
         backend.unhealthy = Some(false);
     }
+    let started = std::time::Instant::now();
     rollout::apply(&mut ebpf, &desired)?;
+    let first_apply = started.elapsed();
     if let Err(err) = crate::names::record(pin_path, &model) {
         tracing::warn!("{err:#}");
     }
@@ -178,7 +180,8 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // From here the daemon's own descriptor keeps the program attached, whatever happens to
     // the link pin while it runs.
     let keeper = pins::Keeper::open(pin_path)?;
-    let mut daemon = Daemon::start(file, model, bytes, keeper, owner.listener()?).await?;
+    let mut daemon =
+        Daemon::start(file, model, bytes, keeper, owner.listener()?, first_apply).await?;
     if !left_canary.is_empty() {
         daemon.rolled_back_at_start();
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend,
+    Backend, Vip, VipKey,
     meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
     service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
@@ -115,9 +115,6 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
     let meta = snapshot.meta;
     let mut vips = Vec::new();
     for (key, vip) in &snapshot.vips {
-        let table = snapshot
-            .active_table(maps, vip)
-            .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
         let mut backends = BackendCounts::default();
         for backend in live_backends(&snapshot, &capacity, vip.id).map(|(_, b)| b) {
             backends.total += 1;
@@ -139,7 +136,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
             table_size: vip.table_size,
             active_copy: vip.active,
             backends,
-            fingerprint: format!("{:016x}", fingerprint(&table, &snapshot.backends)),
+            fingerprint: table_fingerprint(maps, &snapshot, key, vip)?,
             canary: crate::canary::of_vip(&snapshot, vip, crate::canary::now_unix()),
         });
     }
@@ -166,6 +163,34 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
         },
         vips,
     })
+}
+
+/// The [`fingerprint`] of the live table of VIP `key`, as `xlb status` shows it.
+pub fn table_fingerprint(
+    maps: &mut (impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    key: &VipKey,
+    vip: &Vip,
+) -> anyhow::Result<String> {
+    let table = snapshot
+        .active_table(maps, vip)
+        .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
+    Ok(format!("{:016x}", fingerprint(&table, &snapshot.backends)))
+}
+
+/// Each live VIP's `describe_vip` label and table fingerprint.
+pub fn fingerprints(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<(String, String)>> {
+    let snapshot = Snapshot::read(maps)?;
+    snapshot
+        .vips
+        .iter()
+        .map(|(key, vip)| {
+            Ok((
+                describe_vip(key),
+                table_fingerprint(maps, &snapshot, key, vip)?,
+            ))
+        })
+        .collect()
 }
 
 /// The backends VIP `id` has (non-empty entries of its id range), with their ids.

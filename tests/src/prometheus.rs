@@ -71,10 +71,27 @@ pub fn try_parse(text: &str) -> Result<Vec<Sample>, String> {
             Ok(sample) => sample,
             Err(why) => return fail(&why),
         };
-        if !types.contains_key(&sample.name) {
+        // A histogram's samples are its name with `_bucket` (with an `le` label), `_sum` and
+        // `_count`.
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
+            let base = sample.name.strip_suffix(suffix)?;
+            (types.get(base).map(String::as_str) == Some("histogram"))
+                .then(|| (base.to_owned(), *suffix))
+        });
+        let family = match family {
+            Some((base, "_bucket")) if !sample.labels.contains_key("le") => {
+                return fail(&format!("a bucket of {base} without an le label"));
+            }
+            Some((base, _)) => base,
+            None if types.get(&sample.name).map(String::as_str) == Some("histogram") => {
+                return fail("a histogram's sample without _bucket, _sum or _count");
+            }
+            None => sample.name.clone(),
+        };
+        if !types.contains_key(&family) {
             return fail("sample without HELP and TYPE before it");
         }
-        if current.as_deref() != Some(sample.name.as_str()) || finished.contains(&sample.name) {
+        if current.as_deref() != Some(family.as_str()) || finished.contains(&family) {
             return fail("sample outside its family's block");
         }
         if samples
@@ -188,11 +205,16 @@ mod tests {
     use super::*;
 
     /// Test that the parser refuses what a scraper would: a sample without
-    /// HELP/TYPE, a counter not ending in _total, a family split in two, a bad escape.
+    /// HELP/TYPE, a counter not ending in _total, a family split in two, a bad escape, a
+    /// histogram's bucket without `le` or a sample of it without a histogram suffix; and that
+    /// it reads a histogram's buckets, sum and count.
     #[test]
     fn exposition_parser_refuses_malformed_text() {
         let good = "# HELP a_total h\n# TYPE a_total counter\na_total{x=\"q\\\"\"} 1\n";
         assert_eq!(parse(good)[0].labels["x"], "q\"");
+        let histogram = "# HELP h h\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\n\
+                         h_bucket{le=\"+Inf\"} 2\nh_sum 3.5\nh_count 2\n";
+        assert_eq!(parse(histogram).len(), 4);
         for (bad, why) in [
             ("a 1\n", "without HELP and TYPE"),
             ("# HELP a h\n# TYPE a counter\na 1\n", "must end in _total"),
@@ -201,6 +223,18 @@ mod tests {
                 "outside its family's block",
             ),
             ("# HELP a h\n# TYPE a gauge\na{x=\"\\t\"} 1\n", "bad escape"),
+            (
+                "# HELP h h\n# TYPE h histogram\nh_bucket 1\n",
+                "without an le label",
+            ),
+            (
+                "# HELP h h\n# TYPE h histogram\nh 1\n",
+                "without _bucket, _sum or _count",
+            ),
+            (
+                "# HELP g h\n# TYPE g gauge\ng_sum 1\n",
+                "without HELP and TYPE",
+            ),
         ] {
             let err = try_parse(bad).expect_err(bad);
             assert!(err.contains(why), "{bad:?}: {err}");

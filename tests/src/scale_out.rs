@@ -44,6 +44,8 @@ pub const ROUTER_FRONT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const VIP_PORT: u16 = 80;
+/// The IPv6 VIP every node also serves (ipip to the IPv4 backends) and announces.
+pub const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
 /// The backends' weights: b2 should answer half of the new connections.
 pub const WEIGHTS: [u32; 3] = [1, 1, 2];
 pub const ROUTER_AS: u32 = 65000;
@@ -238,7 +240,8 @@ impl ScaleOut {
              protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
              template bgp xlbnode {{ local {ROUTER} as {ROUTER_AS}; hold time 3; \
              keepalive time 1; connect retry time 1; error wait time 1, 2; \
-             ipv4 {{ import all; export none; }}; }}\n"
+             ipv4 {{ import all; export none; }}; \
+             ipv6 {{ import all; export none; extended next hop on; }}; }}\n"
         );
         for node in &self.nodes {
             conf += &format!(
@@ -281,13 +284,29 @@ impl ScaleOut {
         let node = &self.nodes[i];
         let mut text = format!(
             "[global]\ninterface = \"eth0\"\nxdp_mode = \"native\"\npin_path = \"{}\"\n\
-             metrics_address = \"127.0.0.1:9100\"\n\n[bgp]\nroutes_file = \"{}\"\n\
-             socket = \"{}\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nport = {VIP_PORT}\n\
-             protocol = \"tcp\"\nforwarding = \"dsr\"\n",
+             metrics_address = \"127.0.0.1:9100\"\nipip_source_v4 = \"{}\"\n\n[bgp]\n\
+             routes_file = \"{}\"\nsocket = \"{}\"\n",
             node.pin_path.display(),
+            node.address,
             node.routes_file().display(),
             node.socket().display()
         );
+        for (name, address, forwarding) in [
+            ("web", VIP.to_string(), "dsr"),
+            ("web6", VIP6.to_string(), "ipip"),
+        ] {
+            text += &format!(
+                "\n[[vip]]\nname = \"{name}\"\naddress = \"{address}\"\nport = {VIP_PORT}\n\
+                 protocol = \"tcp\"\nforwarding = \"{forwarding}\"\n"
+            );
+            text += &self.backends_text(health_port);
+        }
+        text
+    }
+
+    /// The `[[vip.backend]]` tables of the lab's backends, health-checked on `health_port`.
+    fn backends_text(&self, health_port: u16) -> String {
+        let mut text = String::new();
         for (backend, weight) in self.backends.iter().zip(WEIGHTS) {
             text += &format!(
                 "\n  [[vip.backend]]\n  address = \"{}\"\n  weight = {weight}\n  mac = \"{}\"\n\
@@ -323,7 +342,8 @@ impl ScaleOut {
             "router id {};\ninclude \"{}\";\nprotocol device {{ scan time 1; }}\n\
              protocol bgp uplink {{ local {} as {NODE_AS}; neighbor {ROUTER} as {ROUTER_AS}; \
              hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 2; \
-             ipv4 {{ import none; export where proto = \"xlb_vips4\"; }}; }}\n",
+             ipv4 {{ import none; export where proto = \"xlb_vips4\"; }}; \
+             ipv6 {{ import none; export where proto = \"xlb_vips6\"; extended next hop on; }}; }}\n",
             node.address,
             node.routes_file().display(),
             node.address
@@ -460,6 +480,30 @@ impl ScaleOut {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// The next hops the router's BIRD learned for the IPv6 VIP over BGP (`birdc show route
+    /// for VIP6`): each node's IPv4 address, carried as an extended next hop (RFC 8950).
+    pub fn ipv6_next_hops(&self) -> anyhow::Result<BTreeSet<Ipv4Addr>> {
+        let out = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(self.dir.join("router/bird.ctl"))
+            .args([
+                "show",
+                "route",
+                "for",
+                &format!("{VIP6}/128"),
+                "table",
+                "master6",
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = text.split_whitespace().collect();
+        Ok(words
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect())
     }
 
     /// Runs `f` on a thread inside the client namespace.

@@ -276,7 +276,8 @@ fn drain_times_out_into_disable() {
 /// Test that SIGHUP with an invalid config file (all weight on one backend, XLB003; then a
 /// TOML syntax error) keeps the running config: the generation stays and connections still
 /// spread over every backend; and that SIGHUP with a valid changed file (one backend's weight
-/// 0) applies it: the generation goes up and that backend gets no new flows.
+/// 0) applies it: the generation goes up and that backend gets no new flows. The metrics count
+/// the two refused files as invalid reloads and show the last reload failed, then succeeded.
 #[test]
 fn sighup_with_a_bad_file_keeps_the_config() {
     require_privileges!();
@@ -307,6 +308,24 @@ fn sighup_with_a_bad_file_keeps_the_config() {
         );
     }
 
+    let reload_metrics = || -> anyhow::Result<(Option<f64>, Option<f64>)> {
+        let samples = try_parse(&lab.scrape()?).map_err(anyhow::Error::msg)?;
+        Ok((
+            metric(
+                &samples,
+                "xlb_reload_failures_total",
+                &[("reason", "invalid")],
+            ),
+            metric(&samples, "xlb_config_last_reload_successful", &[]),
+        ))
+    };
+    wait_until(
+        "the metrics count both refused files as invalid reloads",
+        metrics::Limits::DAEMON.page_max_age + SLACK,
+        // Each file counts once or twice: the file watch and the SIGHUP may each judge it.
+        || Ok(matches!(reload_metrics()?, (Some(n), Some(0.0)) if (2.0..=4.0).contains(&n))),
+    );
+
     let zeroed = 2;
     lab.write_config(&lab.config_text(&[1, 1, 0], None))
         .expect("write the changed config");
@@ -321,6 +340,11 @@ fn sighup_with_a_bad_file_keeps_the_config() {
     assert_eq!(answered.iter().sum::<u64>(), 100);
     assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
     assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    wait_until(
+        "the metrics show the last reload succeeded",
+        metrics::Limits::DAEMON.page_max_age + SLACK,
+        || Ok(reload_metrics()?.1 == Some(1.0)),
+    );
 }
 
 /// Test that the daemon notices a changed config file by itself, without a signal: a valid
@@ -537,7 +561,9 @@ fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64
 /// Test that the metrics endpoint answers a real HTTP GET with well-formed Prometheus text
 /// (every sample line `name{labels} value`, every family with HELP and TYPE), that the
 /// backends' new-flow counters add up to at least the connections made, and that
-/// `xlb_backend_up` is 1 for healthy backends and 0 for one whose server stopped (after fall).
+/// `xlb_backend_up` is 1 for healthy backends and 0 for one whose server stopped (after fall);
+/// and that the build, the table fingerprint `xlb status` shows, the apply and health-check
+/// histograms and the interface's XDP_TX failures (equal to `ethtool -S`) are exported.
 #[test]
 fn metrics_are_served_and_parse() {
     require_privileges!();
@@ -590,6 +616,49 @@ fn metrics_are_served_and_parse() {
         Some(1.0)
     );
     assert_eq!(metric(&samples, "xlb_config_generation", &[]), Some(1.0));
+    let build = [("version", metrics::VERSION), ("commit", metrics::COMMIT)];
+    assert_eq!(metric(&samples, "xlb_build_info", &build), Some(1.0));
+    let status = lab.status().expect("status");
+    let fingerprint = status["vips"][0]["fingerprint"]
+        .as_str()
+        .expect("fingerprint");
+    assert_eq!(
+        metric(
+            &samples,
+            "xlb_vip_table_info",
+            &[("vip", VIP_SPEC), ("fingerprint", fingerprint)]
+        ),
+        Some(1.0),
+        "the fingerprint `xlb status` shows: {text}"
+    );
+    assert!(metric(&samples, "xlb_apply_duration_seconds_count", &[]) >= Some(1.0));
+    let checks = metric(
+        &samples,
+        "xlb_health_check_duration_seconds_count",
+        &[("vip", VIP_SPEC), ("backend", "198.18.0.10")],
+    );
+    assert!(checks >= Some(1.0), "health checks counted: {checks:?}");
+    // The driver's own count, as `ethtool -S` shows it (0 here: the peer runs an XDP
+    // program), read after the scrape so that XDP_TX failures can only have grown.
+    let errors = metric(
+        &samples,
+        "xlb_interface_xdp_tx_errors_total",
+        &[("interface", "eth0")],
+    )
+    .expect("xlb_interface_xdp_tx_errors_total of eth0");
+    let ethtool = lab
+        .lb
+        .command("ethtool")
+        .args(["-S", "eth0"])
+        .output()
+        .expect("ethtool -S");
+    let driver: f64 = String::from_utf8_lossy(&ethtool.stdout)
+        .lines()
+        .filter_map(|line| line.trim().split_once(": "))
+        .filter(|(name, _)| name.ends_with("xdp_tx_errors"))
+        .map(|(_, value)| value.trim().parse::<f64>().expect("a count"))
+        .sum();
+    assert_eq!(errors, driver, "ethtool -S eth0 in the lb namespace");
 
     let stopped = 2;
     let address = lab.backends[stopped].address.to_string();
@@ -988,4 +1057,52 @@ fn restart_readmits_a_backend_that_recovered_meanwhile() {
         lab.backend_stats(victim).expect("stats"),
         lab.daemon_log()
     );
+}
+
+/// Test that under a faked systemd (a unix datagram socket as NOTIFY_SOCKET, a 1 s watchdog
+/// in WATCHDOG_USEC) the daemon sends READY=1 only once its config is live (the generation is
+/// 1 when it arrives), then WATCHDOG=1 about every half second, and STOPPING=1 on SIGTERM.
+#[test]
+fn notifies_systemd_ready_then_watchdog_pings() {
+    require_privileges!();
+    let mut lab = DaemonLab::new("notify", 1).expect("lab");
+    let path = lab.dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind NOTIFY_SOCKET");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let notify = format!("NOTIFY_SOCKET={}", path.display());
+    lab.start_daemon_under(&["env", &notify, "WATCHDOG_USEC=1000000"])
+        .expect("xlb run");
+    let receive = || {
+        let mut buffer = [0u8; 4096];
+        let len = socket
+            .recv(&mut buffer)
+            .unwrap_or_else(|err| panic!("no notification: {err}; log:\n{}", lab.daemon_log()));
+        String::from_utf8_lossy(&buffer[..len]).into_owned()
+    };
+    let first = receive();
+    assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
+    assert!(first.contains("STATUS=generation 1 of "), "{first:?}");
+    assert_eq!(lab.generation().expect("generation"), 1);
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 4 {
+        let message = receive();
+        assert_eq!(message, "WATCHDOG=1\n");
+        pings += 1;
+    }
+    let took = started.elapsed();
+    eprintln!("4 watchdog pings in {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "pings every 0.5 s expected, 4 took {took:?}"
+    );
+    lab.signal_daemon(libc::SIGTERM).expect("SIGTERM");
+    let stopping = std::iter::repeat_with(receive)
+        .take(10)
+        .find(|message| message != "WATCHDOG=1\n");
+    assert_eq!(stopping.as_deref(), Some("STOPPING=1\n"));
+    let status = lab.wait_daemon_exit(SLACK).expect("exit");
+    assert!(status.success(), "{status:?}");
 }

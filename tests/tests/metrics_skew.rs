@@ -23,11 +23,38 @@ use xlb_tests::{
 
 const VIP_LABEL: &str = "198.18.1.10:80/tcp";
 
+/// Lints `text` with `promtool check metrics` (Prometheus' own parser and naming rules); panics
+/// with its findings. `cargo xtask setup` installs promtool.
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("promtool: {err}: run `cargo xtask setup`"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Test that the rendered metrics parse as Prometheus text and carry exactly what went
 /// through the kernel: per-backend new flows, packets and bytes as the table steered the SYNs,
 /// shares equal to `stats`, health by config name (1 without a check), reasons, verdicts,
-/// events, the generation, and every alert kind at 0; and that the pinned maps render the
-/// same text as the loaded object.
+/// events, the generation, the apply and health-check histograms, reload failures, the build
+/// and the table fingerprint `xlb status` shows, and every alert kind at 0; and that the pinned
+/// maps render the same text as the loaded object; `promtool check metrics` finds nothing.
 #[test]
 fn metrics_render_what_the_kernel_counted() {
     require_privileges!();
@@ -42,18 +69,19 @@ fn metrics_render_what_the_kernel_counted() {
     live.send_syns(sports);
     let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
     let down: IpAddr = "198.18.0.11".parse().unwrap();
-    let extra = Extra {
+    let mut extra = Extra {
         vip_names: vec![("web".to_owned(), vip.key)],
         health: vec![("web".to_owned(), down, 0)],
-        alerts: Vec::new(),
-        last_apply_seconds: 0.125,
-        health_check_seconds: vec![(VIP_LABEL.to_owned(), down, 0.5)],
-        audit: Default::default(),
-        canary: Default::default(),
+        ..Extra::default()
     };
+    extra.apply_seconds.observe(Duration::from_millis(125));
+    extra.record_check(VIP_LABEL, down, Duration::from_millis(500));
+    extra.record_reload(Some(metrics::ReloadFailure::Apply));
+    extra.record_reload(None);
 
     let text = metrics::render(&mut live.ebpf, &extra).expect("render");
     let samples = parse(&text);
+    promtool_check_metrics(&text);
     let report = stats::collect(&mut live.ebpf, None, 1.5).expect("stats");
     let [vip_stats] = report.vips.as_slice() else {
         panic!("one VIP expected: {:?}", report.vips);
@@ -94,14 +122,63 @@ fn metrics_render_what_the_kernel_counted() {
         value(&samples, "xlb_config_applied_timestamp_seconds", &[]),
         status.applied_at_unix as f64
     );
-    assert_eq!(value(&samples, "xlb_apply_duration_seconds", &[]), 0.125);
+    assert_eq!(
+        value(&samples, "xlb_apply_duration_seconds_sum", &[]),
+        0.125
+    );
+    assert_eq!(
+        value(&samples, "xlb_apply_duration_seconds_count", &[]),
+        1.0
+    );
+    for (le, count) in [("0.1", 0.0), ("0.25", 1.0), ("+Inf", 1.0)] {
+        let bucket = value(&samples, "xlb_apply_duration_seconds_bucket", &[("le", le)]);
+        assert_eq!(bucket, count, "apply bucket le={le}");
+    }
+    let check = [("vip", VIP_LABEL), ("backend", "198.18.0.11")];
+    assert_eq!(
+        value(&samples, "xlb_health_check_duration_seconds_sum", &check),
+        0.5
+    );
+    let check_le = |le| [check[0], check[1], ("le", le)];
     assert_eq!(
         value(
             &samples,
-            "xlb_health_check_duration_seconds",
-            &[("vip", VIP_LABEL), ("backend", "198.18.0.11")]
+            "xlb_health_check_duration_seconds_bucket",
+            &check_le("0.25")
         ),
-        0.5
+        0.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "xlb_health_check_duration_seconds_bucket",
+            &check_le("0.5")
+        ),
+        1.0
+    );
+    let reloads = |reason| value(&samples, "xlb_reload_failures_total", &[("reason", reason)]);
+    assert_eq!((reloads("apply"), reloads("invalid")), (1.0, 0.0));
+    assert_eq!(
+        value(&samples, "xlb_config_last_reload_successful", &[]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "xlb_build_info",
+            &[("version", metrics::VERSION), ("commit", metrics::COMMIT)]
+        ),
+        1.0
+    );
+    // The same fingerprint `xlb status` (and so `audit --peer`) shows.
+    let fingerprint = status.vips[0].fingerprint.as_str();
+    assert_eq!(
+        value(
+            &samples,
+            "xlb_vip_table_info",
+            &[("vip", VIP_LABEL), ("fingerprint", fingerprint)]
+        ),
+        1.0
     );
     assert_eq!(
         value(

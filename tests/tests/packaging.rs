@@ -12,7 +12,7 @@ const DASHBOARD: &str = include_str!("../../packaging/grafana-dashboard.json");
 const METRICS_SOURCE: &str = include_str!("../../lb-userspace/src/metrics.rs");
 
 /// Every top-level verb of `xlb`.
-const VERBS: [&str; 11] = [
+const VERBS: [&str; 13] = [
     "run",
     "validate",
     "plan",
@@ -24,6 +24,8 @@ const VERBS: [&str; 11] = [
     "backend",
     "down",
     "completions",
+    "man",
+    "top",
 ];
 
 /// Whether `c` may continue a metric name.
@@ -48,18 +50,36 @@ fn metric_tokens(text: &str) -> Vec<&str> {
 }
 
 /// The metric names `lb_userspace::metrics` renders: the `"xlb_...` string literals of its
-/// source outside the unit tests.
-fn exported_metrics() -> BTreeSet<&'static str> {
+/// source outside the unit tests, with the `_bucket`, `_sum` and `_count` series of those it
+/// renders as histograms (the literal passed to `histogram(`).
+fn exported_metrics() -> BTreeSet<String> {
     let code = METRICS_SOURCE
         .split("#[cfg(test)]")
         .next()
         .expect("split yields at least one part");
-    code.match_indices("\"xlb_")
-        .map(|(at, _)| {
-            let name = &code[at + 1..];
-            &name[..name.find(|c: char| !name_char(c)).unwrap_or(name.len())]
-        })
-        .collect()
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("\"xlb_") {
+        let name = &code[at + 1..];
+        let name = &name[..name.find(|c: char| !name_char(c)).unwrap_or(name.len())];
+        names.insert(name.to_owned());
+        let call = code[..at].trim_end().trim_end_matches(',').trim_end();
+        if call.ends_with("histogram(\n        &mut out") || call.ends_with("histogram(&mut out") {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+/// The family a series belongs to: a histogram's `_bucket`, `_sum` or `_count` series to the
+/// histogram.
+fn family_of<'a>(series: &'a str, exported: &BTreeSet<String>) -> &'a str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| series.strip_suffix(suffix))
+        .filter(|base| exported.contains(*base))
+        .unwrap_or(series)
 }
 
 /// Every string under a key named `key`, anywhere in `value`.
@@ -112,9 +132,16 @@ fn metric_names_are_found_in_the_exporter_source() {
         "xlb_packets_total",
         "xlb_alert",
         "xlb_health_check_duration_seconds",
+        "xlb_health_check_duration_seconds_bucket",
+        "xlb_apply_duration_seconds_count",
+        "xlb_vip_table_info",
     ] {
         assert!(names.contains(name), "{name} not found among {names:?}");
     }
+    assert!(
+        !names.contains("xlb_vip_table_info_bucket"),
+        "not a histogram"
+    );
     assert_eq!(metric_tokens("rate(xlb_a[1m]) / myxlb_b"), ["xlb_a"]);
 }
 
@@ -173,7 +200,7 @@ fn dashboard_queries_only_exported_metrics() {
                 "query {query:?} uses {token}, which lb_userspace::metrics does not render \
                  (it renders {exported:?})"
             );
-            used.insert(token);
+            used.insert(family_of(token, &exported));
         }
     }
     for wanted in [
@@ -193,8 +220,9 @@ fn dashboard_queries_only_exported_metrics() {
     }
 }
 
-/// Test that the systemd unit has its three sections, runs `xlb run --config`, reloads with
-/// SIGHUP, restarts on failure, and leaves `xlb down` on stop commented out (stopping keeps
+/// Test that the systemd unit has its three sections, runs `xlb run --config` as a notify
+/// service with a watchdog (only the main process notifies), reloads with SIGHUP, restarts on
+/// failure, and leaves `xlb down` on stop commented out (stopping keeps
 /// forwarding).
 #[test]
 fn systemd_unit_runs_reloads_and_keeps_forwarding_on_stop() {
@@ -212,7 +240,17 @@ fn systemd_unit_runs_reloads_and_keeps_forwarding_on_stop() {
             .map(|(_, v)| *v)
             .unwrap_or_else(|| panic!("[Service] has no {key}="))
     };
-    assert_eq!(get("Type"), "simple");
+    assert_eq!(get("Type"), "notify");
+    assert_eq!(get("NotifyAccess"), "main");
+    let watchdog = get("WatchdogSec");
+    let seconds: u64 = watchdog
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("WatchdogSec={watchdog}: seconds expected"));
+    assert!(
+        (10..=120).contains(&seconds),
+        "WatchdogSec={watchdog}: long enough for a slow apply, short enough to matter"
+    );
     let start: Vec<&str> = get("ExecStart").split_whitespace().collect();
     assert!(
         start[0].ends_with("/xlb") && start[1..3] == ["run", "--config"] && start.len() == 4,
@@ -309,6 +347,104 @@ fn completion_scripts_name_every_verb() {
         assert!(
             VERBS.iter().all(|verb| script.contains(verb)),
             "{shell}: a verb is missing"
+        );
+    }
+}
+
+const RULES: &str = include_str!("../../packaging/xlb-alerts.yml");
+const RULE_TESTS: &str = include_str!("../prometheus/xlb-alerts.test.yml");
+
+/// Runs `promtool ARGS` in `dir` and returns its output; panics if promtool is missing (`cargo
+/// xtask setup` installs it) or fails.
+fn promtool(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("promtool: {err}: run `cargo xtask setup`, which installs it")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// The `- alert: NAME` rules of the rules file, each with its `expr:`.
+fn alert_rules() -> Vec<(&'static str, &'static str)> {
+    let mut rules = Vec::new();
+    let mut lines = RULES.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if let Some(name) = line.strip_prefix("- alert: ") {
+            let expr = lines
+                .next()
+                .and_then(|l| l.strip_prefix("expr: "))
+                .unwrap_or_else(|| panic!("alert {name}: `expr:` must follow `alert:`"));
+            rules.push((name, expr));
+        }
+    }
+    rules
+}
+
+/// Test that `promtool check rules` accepts packaging/xlb-alerts.yml and `promtool test rules`
+/// passes its unit tests (tests/prometheus/xlb-alerts.test.yml); that there is a rule for every
+/// alert kind the daemon raises, for failed reloads, XDP_TX failures and differing table
+/// fingerprints; and that the unit tests check each rule both firing and silent.
+#[test]
+fn alert_rules_cover_every_alert_and_pass_promtool() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let checked = promtool(&root, &["check", "rules", "packaging/xlb-alerts.yml"]);
+    let rules = alert_rules();
+    assert!(
+        checked.contains(&format!("SUCCESS: {} rules found", rules.len())),
+        "{checked}"
+    );
+    let tested = promtool(
+        &root.join("tests/prometheus"),
+        &["test", "rules", "xlb-alerts.test.yml"],
+    );
+    assert!(tested.contains("SUCCESS"), "{tested}");
+
+    let exprs: Vec<&str> = rules.iter().map(|(_, expr)| *expr).collect();
+    for kind in lb_userspace::skew::AlertKind::ALL {
+        let selector = format!("xlb_alert{{kind=\"{}\"}} == 1", kind.name());
+        assert!(exprs.contains(&selector.as_str()), "no rule `{selector}`");
+    }
+    for metric in [
+        "xlb_config_last_reload_successful",
+        "xlb_interface_xdp_tx_errors_total",
+        "xlb_vip_table_info",
+    ] {
+        assert!(
+            exprs
+                .iter()
+                .any(|expr| metric_tokens(expr).contains(&metric)),
+            "no rule reads {metric}"
+        );
+    }
+    let exported = exported_metrics();
+    for (name, expr) in &rules {
+        for token in metric_tokens(expr) {
+            assert!(
+                exported.contains(token),
+                "{name} reads {token}, which xlb does not export"
+            );
+        }
+        // Each rule's tests: an evaluation with no alert and one with an alert.
+        let cases: Vec<&str> = RULE_TESTS
+            .split("- eval_time:")
+            .filter(|case| case.contains(&format!("alertname: {name}\n")))
+            .collect();
+        assert!(
+            cases.iter().any(|c| c.contains("exp_alerts: []")),
+            "no test that {name} stays silent"
+        );
+        assert!(
+            cases.iter().any(|c| c.contains("- exp_labels:")),
+            "no test that {name} fires"
         );
     }
 }

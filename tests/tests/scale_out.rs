@@ -2,14 +2,15 @@
 //! (tests/src/scale_out.rs). One lab at a time: each runs seven BIRD/xlb processes.
 
 use std::{
-    net::TcpStream,
+    collections::BTreeSet,
+    net::{Ipv4Addr, TcpStream},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use xlb_tests::{
     require_privileges,
-    scale_out::{DEAD_HEALTH_PORT, ScaleOut, WEIGHTS, connect, echo},
+    scale_out::{DEAD_HEALTH_PORT, ScaleOut, VIP6, WEIGHTS, connect, echo},
 };
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -276,4 +277,35 @@ fn vip_is_withdrawn_on_sigterm_on_down_and_on_a_bgp_change() {
         moved.display(),
         lab.nodes[0].log()
     );
+}
+
+/// Test that every node announces the IPv6 VIP it serves (ipip to the IPv4 backends) over its
+/// BGP session (an IPv4 session with an ipv6 channel and extended next hops), so the router's
+/// BIRD learns the VIP's /128 from each node, with the node as next hop; and that a node
+/// stopped with SIGTERM withdraws it there too.
+#[test]
+fn ipv6_vip_is_announced_by_every_node() {
+    require_privileges!();
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = started("bgp6", 2);
+    let want: BTreeSet<Ipv4Addr> = lab.nodes.iter().map(|n| n.address).collect();
+    let deadline = Instant::now() + CONVERGE;
+    let mut hops = BTreeSet::new();
+    while hops != want {
+        assert!(
+            Instant::now() < deadline,
+            "after {CONVERGE:?} the router learned {VIP6} from {hops:?}, not {want:?}; router \
+             BIRD log:\n{}",
+            std::fs::read_to_string(lab.dir.join("router/bird.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        hops = lab.ipv6_next_hops().expect("birdc");
+    }
+    lab.stop_daemon(1, libc::SIGTERM).expect("SIGTERM");
+    let left: BTreeSet<Ipv4Addr> = [lab.nodes[0].address].into();
+    let deadline = Instant::now() + CONVERGE;
+    while lab.ipv6_next_hops().expect("birdc") != left {
+        assert!(Instant::now() < deadline, "n1 still announces {VIP6}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -5,6 +5,8 @@ mod bench;
 mod build;
 mod cmd;
 mod lab;
+mod man;
+mod package;
 mod setup;
 mod test;
 
@@ -35,6 +37,12 @@ enum Task {
     /// Run the lab: real nginx backends behind the xlb daemon in network namespaces, HTTP
     /// through dsr and ipip VIPs (IPv4 and IPv6), the distribution next to the weights.
     Lab(lab::Options),
+    /// Write xlb's man pages (xlb.1 and one per verb) into target/man.
+    Man(man::Options),
+    /// Build the Debian package target/debian/xlb_VERSION_ARCH.deb: the release xlb
+    /// (stripped), the systemd unit, completions, man pages, an example config, the
+    /// Prometheus rules and the Grafana dashboard.
+    Package(package::Options),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,8 @@ fn main() -> ExitCode {
         Task::Test(options) => test::run(&options),
         Task::Bench(options) => bench::run(&options),
         Task::Lab(options) => lab::run(&options),
+        Task::Man(options) => man::run(&options),
+        Task::Package(options) => package::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "haproxy",
     // BIRD 2: the BGP speaker of the scale-out lab and tests (`cargo xtask lab --nodes N`).
     "bird2",
+    // A terminal for the test of `xlb top` (tests/tests/top.rs reads its screen).
+    "tmux",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -38,6 +40,7 @@ pub fn run(_options: &Options) -> anyhow::Result<()> {
     ensure_toolchain(&toolchain)?;
     ensure_bpf_linker(&toolchain)?;
     ensure_debian_packages()?;
+    ensure_promtool()?;
     ensure_bpffs()?;
     println!("setup: done");
     Ok(())
@@ -207,6 +210,47 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Where `ensure_promtool` puts promtool (on PATH).
+const PROMTOOL: &str = "/usr/local/bin/promtool";
+
+/// promtool checks and unit-tests the Prometheus rules in packaging/. Debian ships it in the
+/// `prometheus` package, which would also install and start a Prometheus server and 90 MB of
+/// web assets: only promtool is extracted from the package.
+fn ensure_promtool() -> anyhow::Result<()> {
+    if let Some(version) = cmd::output(Command::new("promtool").arg("--version")) {
+        let first = version.lines().next().unwrap_or_default();
+        println!("setup: promtool ({first}): present, skipped");
+        return Ok(());
+    }
+    require_root("installing promtool")?;
+    println!("setup: promtool: extracting it from Debian's prometheus package into {PROMTOOL}");
+    let dir = std::env::temp_dir().join(format!("xlb-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let extracted = (|| {
+        cmd::run(
+            Command::new("apt-get")
+                .args(["download", "-q", "prometheus"])
+                .current_dir(&dir),
+        )
+        .context("apt-get download prometheus failed: run `apt-get update` and try again")?;
+        let deb = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+            .context("apt-get download left no .deb")?;
+        let root = dir.join("root");
+        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        cmd::run(
+            Command::new("install")
+                .args(["-m", "0755"])
+                .arg(root.join("usr/bin/promtool"))
+                .arg(PROMTOOL),
+        )
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    extracted
 }
 
 fn ensure_bpffs() -> anyhow::Result<()> {
