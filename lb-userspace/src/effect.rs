@@ -24,7 +24,7 @@ use crate::{
     live::Snapshot,
     maglev::{self, MaglevError},
     maps::Maps,
-    rollout::{Desired, expected_tables, live_address},
+    rollout::{AppliedVip, Desired, DesiredVip, expected_tables, live_address},
 };
 
 /// One backend entry of a VIP, as the model sees it.
@@ -223,18 +223,34 @@ pub fn live_entries(snapshot: &Snapshot, capacity: &Capacity, vip: &Vip) -> Vec<
 /// The effect of a table of backend ids over `backends` (id and entry); a slot holding an id
 /// not among them (no backend) sends nowhere.
 pub fn of_ids(backends: &[(u32, Backend)], forwarding: Forwarding, table: &[u32]) -> Effect {
-    let index: HashMap<u32, usize> = backends
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, i))
-        .collect();
     let entries: Vec<Entry> = backends.iter().map(|(_, b)| live_entry(b)).collect();
-    Effect::of(
-        &entries,
-        forwarding,
-        table.iter().map(|id| index.get(id).copied()),
-    )
+    // One VIP's ids are a short run, so a dense index over their span finds each slot's entry
+    // with one load: a hash lookup per slot (65,537 of them) cost more than building the table.
+    let low = backends.iter().map(|(id, _)| *id).min().unwrap_or(0);
+    let high = backends.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    if high - low < DENSE_SPAN {
+        let mut index = vec![None; (high - low + 1) as usize];
+        for (i, (id, _)) in backends.iter().enumerate() {
+            index[(id - low) as usize] = Some(i);
+        }
+        let owner = |id: &u32| index.get(id.wrapping_sub(low) as usize).copied().flatten();
+        Effect::of(&entries, forwarding, table.iter().map(owner))
+    } else {
+        let index: HashMap<u32, usize> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        Effect::of(
+            &entries,
+            forwarding,
+            table.iter().map(|id| index.get(id).copied()),
+        )
+    }
 }
+
+/// The widest span of ids [`of_ids`] indexes densely (a VIP owns far fewer).
+const DENSE_SPAN: u32 = 1 << 16;
 
 /// Where live VIP `vip` sends its new flows now: its active table over the backends it names.
 pub fn live(
@@ -261,15 +277,35 @@ pub fn concentrated(
     max_share: f64,
     vip: Option<&VipKey>,
 ) -> anyhow::Result<Vec<(VipKey, Server)>> {
-    let mut found = Vec::new();
-    for (want, planned) in desired
+    let planned = expected_tables(snapshot, capacity, desired)?;
+    concentrated_in(maps, snapshot, capacity, desired, &planned, max_share, vip)
+}
+
+/// [`concentrated`] for tables already planned (`planned`, in the order of `desired.vips`),
+/// as [`crate::rollout::apply_guarded`] hands them over before writing them.
+pub fn concentrated_in(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    planned: &[AppliedVip],
+    max_share: f64,
+    vip: Option<&VipKey>,
+) -> anyhow::Result<Vec<(VipKey, Server)>> {
+    let judged: Vec<(&DesiredVip, &AppliedVip)> = desired
         .vips
         .iter()
-        .zip(expected_tables(snapshot, capacity, desired)?)
-    {
-        if vip.is_some_and(|only| *only != want.key) {
-            continue;
-        }
+        .zip(planned)
+        .filter(|(want, _)| vip.is_none_or(|only| *only == want.key))
+        .collect();
+    // The live tables of the VIPs that exist, through one mapping of the slot map.
+    let live_vips: Vec<&Vip> = judged
+        .iter()
+        .filter_map(|(want, _)| snapshot.vip(&want.key))
+        .collect();
+    let mut live_tables = snapshot.active_tables(maps, &live_vips)?.into_iter();
+    let mut found = Vec::new();
+    for (want, planned) in judged {
         let backends: Vec<(u32, Backend)> = planned
             .backend_ids
             .iter()
@@ -288,10 +324,11 @@ pub fn concentrated(
             })
             .collect();
         let after = of_ids(&backends, forwarding_of(want.flags), &planned.table);
-        let before = match snapshot.vip(&want.key) {
-            Some(live_vip) => Some(live(maps, snapshot, capacity, live_vip)?.1),
-            None => None,
-        };
+        let before = snapshot.vip(&want.key).map(|live_vip| {
+            let table = live_tables.next().unwrap_or_default();
+            let backends = live_entries(snapshot, capacity, live_vip);
+            of_ids(&backends, forwarding(live_vip), &table)
+        });
         if let Some(server) = worse_concentration(&after, before.as_ref(), max_share) {
             found.push((want.key, server.clone()));
         }
@@ -319,9 +356,25 @@ pub fn worse_concentration<'a>(
 /// more than 0. Backends of weight 0 get no slot; others may get none too when the table is
 /// too small for their weight (Maglev apportions slots by weight).
 pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>, MaglevError> {
+    Ok(match weighted_table(backends, size)? {
+        Some((table, weighted)) => table
+            .into_iter()
+            .map(|member| Some(weighted[member as usize]))
+            .collect(),
+        None => vec![None; size as usize],
+    })
+}
+
+/// [`table`] as the builder returns it: each slot an index into the second list, which holds
+/// the positions in `backends` of those that weigh more than 0; `None` when none does. Saves
+/// an apply a copy of every table.
+pub fn weighted_table(
+    backends: &[(IpAddr, u32)],
+    size: u32,
+) -> Result<Option<(Vec<u32>, Vec<usize>)>, MaglevError> {
     let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if weighted.is_empty() {
-        return Ok(vec![None; size as usize]);
+        return Ok(None);
     }
     let keys: Vec<[u8; 16]> = weighted
         .iter()
@@ -335,10 +388,7 @@ pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>
             weight: backends[i].1,
         })
         .collect();
-    Ok(maglev::build(&members, size)?
-        .into_iter()
-        .map(|member| Some(weighted[member as usize]))
-        .collect())
+    Ok(Some((maglev::build(&members, size)?, weighted)))
 }
 
 /// `part` of `whole` (0 when `whole` is 0).

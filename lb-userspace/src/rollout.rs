@@ -202,8 +202,37 @@ pub fn apply_with_fault_injection(
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
     let plan = plan(&snapshot, &capacity, desired)?;
+    write_plan(maps, &snapshot, plan, desired, fail_before)
+}
+
+/// [`apply`], once `guard` has seen what it would install (each VIP's new table and backend
+/// ids, planned over the live state) and found nothing to refuse: a check of the plan that
+/// needs no second planning. A refusal (`Some`) is returned with nothing written.
+pub fn apply_guarded<M: Maps + ?Sized, R>(
+    maps: &mut M,
+    desired: &Desired,
+    guard: impl FnOnce(&M, &Snapshot, &Capacity, &[AppliedVip]) -> anyhow::Result<Option<R>>,
+) -> anyhow::Result<Result<Applied, R>> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let plan = plan(&snapshot, &capacity, desired)?;
+    if let Some(refusal) = guard(maps, &snapshot, &capacity, &plan.vips)? {
+        return Ok(Err(refusal));
+    }
+    write_plan(maps, &snapshot, plan, desired, None).map(Ok)
+}
+
+/// Writes `plan`, restoring `snapshot` if a write fails (or the fault point `fail_before` is
+/// reached).
+fn write_plan(
+    maps: &mut (impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    plan: Plan,
+    desired: &Desired,
+    fail_before: Option<usize>,
+) -> anyhow::Result<Applied> {
     let mut step = 0;
-    let result = write(maps, &snapshot, &plan, desired, &mut || {
+    let result = write(maps, snapshot, &plan, desired, &mut || {
         if fail_before == Some(step) {
             bail!("fault injected at fault point {step}");
         }
@@ -392,10 +421,15 @@ pub fn expected_tables(
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
     let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
-    Ok(effect::table(&backends, size)?
-        .into_iter()
-        .map(|owner| owner.map_or(NO_BACKEND, |i| eligible[i].0))
-        .collect())
+    Ok(match effect::weighted_table(&backends, size)? {
+        Some((mut table, weighted)) => {
+            for slot in &mut table {
+                *slot = eligible[weighted[*slot as usize]].0;
+            }
+            table
+        }
+        None => vec![NO_BACKEND; size as usize],
+    })
 }
 
 fn write(
