@@ -25,6 +25,7 @@ use crate::{
     maglev::{self, MaglevError},
     maps::Maps,
     rollout::{AppliedVip, Desired, DesiredVip, expected_tables, live_address},
+    steering,
 };
 
 /// One backend entry of a VIP, as the model sees it.
@@ -224,17 +225,30 @@ pub fn live_entries(snapshot: &Snapshot, capacity: &Capacity, vip: &Vip) -> Vec<
 /// not among them (no backend) sends nowhere.
 pub fn of_ids(backends: &[(u32, Backend)], forwarding: Forwarding, table: &[u32]) -> Effect {
     let entries: Vec<Entry> = backends.iter().map(|(_, b)| live_entry(b)).collect();
-    // One VIP's ids are a short run, so a dense index over their span finds each slot's entry
-    // with one load: a hash lookup per slot (65,537 of them) cost more than building the table.
+    // One VIP's ids are a short run, so slots are counted per id in an array over their span:
+    // a hash lookup per slot (65,537 of them) cost more than building the table.
     let low = backends.iter().map(|(id, _)| *id).min().unwrap_or(0);
     let high = backends.iter().map(|(id, _)| *id).max().unwrap_or(0);
     if high - low < DENSE_SPAN {
-        let mut index = vec![None; (high - low + 1) as usize];
-        for (i, (id, _)) in backends.iter().enumerate() {
-            index[(id - low) as usize] = Some(i);
+        // Slots per id over the span, then per entry (an id named twice counts for its last
+        // entry, as a lookup by id would find it).
+        let mut per_id = vec![0u64; (high - low + 1) as usize];
+        for id in table {
+            if let Some(count) = per_id.get_mut(id.wrapping_sub(low) as usize) {
+                *count += 1;
+            }
         }
-        let owner = |id: &u32| index.get(id.wrapping_sub(low) as usize).copied().flatten();
-        Effect::of(&entries, forwarding, table.iter().map(owner))
+        let mut entry_counts = vec![0; backends.len()];
+        let mut last = vec![None; per_id.len()];
+        for (i, (id, _)) in backends.iter().enumerate() {
+            last[(id - low) as usize] = Some(i);
+        }
+        for (&count, entry) in per_id.iter().zip(&last) {
+            if let Some(i) = entry {
+                entry_counts[*i] = count;
+            }
+        }
+        Effect::of_counts(&entries, forwarding, entry_counts)
     } else {
         let index: HashMap<u32, usize> = backends
             .iter()
@@ -298,12 +312,25 @@ pub fn concentrated_in(
         .zip(planned)
         .filter(|(want, _)| vip.is_none_or(|only| *only == want.key))
         .collect();
-    // The live tables of the VIPs that exist, through one mapping of the slot map.
+    // The live effects of the VIPs that exist, counted on their live tables in place through
+    // one mapping of the slot map (a mapping costs all of the map's pages).
     let live_vips: Vec<&Vip> = judged
         .iter()
         .filter_map(|(want, _)| snapshot.vip(&want.key))
         .collect();
-    let mut live_tables = snapshot.active_tables(maps, &live_vips)?.into_iter();
+    let ranges: Vec<(u32, u32)> = live_vips
+        .iter()
+        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .collect();
+    let mut live_effects = steering::read_tables_with(maps, &ranges, |i, table| {
+        let vip = live_vips[i];
+        of_ids(
+            &live_entries(snapshot, capacity, vip),
+            forwarding(vip),
+            table,
+        )
+    })?
+    .into_iter();
     let mut found = Vec::new();
     for (want, planned) in judged {
         let backends: Vec<(u32, Backend)> = planned
@@ -324,11 +351,7 @@ pub fn concentrated_in(
             })
             .collect();
         let after = of_ids(&backends, forwarding_of(want.flags), &planned.table);
-        let before = snapshot.vip(&want.key).map(|live_vip| {
-            let table = live_tables.next().unwrap_or_default();
-            let backends = live_entries(snapshot, capacity, live_vip);
-            of_ids(&backends, forwarding(live_vip), &table)
-        });
+        let before = snapshot.vip(&want.key).and_then(|_| live_effects.next());
         if let Some(server) = worse_concentration(&after, before.as_ref(), max_share) {
             found.push((want.key, server.clone()));
         }

@@ -105,20 +105,6 @@ impl Snapshot {
         };
         steering::read_table(maps, base, vip.table_size)
     }
-
-    /// The live tables of `vips`, in order, read through one mapping of the slot map (a
-    /// mapping costs all of the map's pages, so one per VIP would dominate).
-    pub fn active_tables(
-        &self,
-        maps: &(impl Maps + ?Sized),
-        vips: &[&Vip],
-    ) -> anyhow::Result<Vec<Vec<u32>>> {
-        let ranges: Vec<(u32, u32)> = vips
-            .iter()
-            .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-            .collect();
-        steering::read_tables(maps, &ranges)
-    }
 }
 
 /// What a backend entry's flags mean, for people and for the alarms.

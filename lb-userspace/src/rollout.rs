@@ -274,6 +274,8 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
     let mut vips = Vec::new();
     let mut backends = Vec::new();
     let mut kept = BTreeSet::new();
+    // Each VIP's eligible backends and table size: built together once every VIP is planned.
+    let mut tables = Vec::new();
     for want in &desired.vips {
         let describe = || describe_vip(&want.key);
         ensure!(
@@ -376,8 +378,7 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }
-        let table = build_table(&eligible, want.table_size)
-            .with_context(|| format!("building the Maglev table of VIP {}", describe()))?;
+        tables.push((eligible, want.table_size));
         let active = live.map_or(0, |vip| 1 - vip.active.min(1));
         let vip = Vip {
             id,
@@ -390,12 +391,20 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             key: want.key,
             vip,
             backend_ids,
-            table,
+            table: Vec::new(),
         });
     }
     let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
     if keys.len() != desired.vips.len() {
         bail!("two VIPs share an address, port and protocol");
+    }
+    for (applied, table) in vips.iter_mut().zip(build_tables(&tables)) {
+        applied.table = table.with_context(|| {
+            format!(
+                "building the Maglev table of VIP {}",
+                describe_vip(&applied.key)
+            )
+        })?;
     }
     let retired = (0..snapshot.backends.len() as u32)
         .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept.contains(id))
@@ -416,6 +425,40 @@ pub fn expected_tables(
     desired: &Desired,
 ) -> anyhow::Result<Vec<AppliedVip>> {
     Ok(plan(snapshot, capacity, desired)?.vips)
+}
+
+/// Eligible backends (id, weight, address) of a VIP, and its table size.
+type TableJob = (Vec<(u32, u32, IpAddr)>, u32);
+
+/// [`build_table`] for each job, in order, on every core: the tables are independent, and an
+/// apply of many VIPs spends most of its time building them.
+fn build_tables(jobs: &[TableJob]) -> Vec<anyhow::Result<Vec<u32>>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(jobs.len());
+    if threads <= 1 {
+        return jobs.iter().map(|(e, size)| build_table(e, *size)).collect();
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = jobs
+            .chunks(jobs.len().div_ceil(threads))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(e, size)| build_table(e, *size))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
@@ -543,16 +586,21 @@ fn mark_table_changes(
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
-        let live: Vec<(u32, u32)> = plan
+        let (live, new): (Vec<(u32, u32)>, Vec<&[u32]>) = plan
             .vips
             .iter()
-            .filter_map(|applied| snapshot.vip(&applied.key))
-            .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-            .collect();
-        let mut old_tables = steering::read_tables(maps, &live)?.into_iter();
+            .filter_map(|applied| Some((snapshot.vip(&applied.key)?, applied.table.as_slice())))
+            .map(|(vip, new)| {
+                (
+                    (vip.tables[vip.active.min(1) as usize], vip.table_size),
+                    new,
+                )
+            })
+            .unzip();
+        let mut same = steering::read_tables_with(maps, &live, |i, old| old == new[i])?.into_iter();
         for applied in &plan.vips {
             let unchanged = match snapshot.vip(&applied.key) {
-                Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
+                Some(_) => same.next().unwrap_or(false),
                 None => false,
             };
             if unchanged {
