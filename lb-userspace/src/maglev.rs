@@ -369,24 +369,7 @@ pub fn build(backends: &[Backend<'_>], size: u32) -> Result<Vec<u32>, MaglevErro
         });
     }
 
-    let m = u64::from(size);
-    // In key order: a cursor's position here is its backend's rank among the weighted ones.
-    let mut cursors = Vec::new();
-    let mut weights = Vec::new();
-    for index in order {
-        let backend = &backends[index];
-        if backend.weight == 0 {
-            continue;
-        }
-        // Both remainders are below `size`, so the narrowing casts are lossless.
-        cursors.push(Cursor {
-            slot: (hash(OFFSET_SEED, backend.key) % m) as u32,
-            skip: (hash(SKIP_SEED, backend.key) % (m - 1) + 1) as u32,
-            inverse: 0,
-            index: index as u32,
-        });
-        weights.push(backend.weight);
-    }
+    let (mut cursors, weights) = cursors(backends, &order, size);
     if cursors.is_empty() {
         return Err(MaglevError::NoWeightedBackend {
             backends: backends.len(),
@@ -402,6 +385,27 @@ pub fn build(backends: &[Backend<'_>], size: u32) -> Result<Vec<u32>, MaglevErro
             }
         }
     }
+}
+
+/// The cursors and weights of the backends that weigh more than 0, in `order` (key order): a
+/// cursor's position is its backend's rank.
+fn cursors(backends: &[Backend<'_>], order: &[usize], size: u32) -> (Vec<Cursor>, Vec<u32>) {
+    let m = u64::from(size);
+    order
+        .iter()
+        .filter(|&&index| backends[index].weight > 0)
+        .map(|&index| {
+            let backend = &backends[index];
+            // Both remainders are below `size`, so the narrowing casts are lossless.
+            let cursor = Cursor {
+                slot: (hash(OFFSET_SEED, backend.key) % m) as u32,
+                skip: (hash(SKIP_SEED, backend.key) % (m - 1) + 1) as u32,
+                inverse: 0,
+                index: index as u32,
+            };
+            (cursor, backend.weight)
+        })
+        .unzip()
 }
 
 /// The order in which backends (by rank) take their turns, over one period of it, which then
@@ -718,27 +722,15 @@ mod tests {
         }
         let mut order: Vec<usize> = (0..backends.len()).collect();
         order.sort_by(|&a, &b| backends[a].key.cmp(backends[b].key));
-        let m = u64::from(size);
-        let mut cursors = Vec::new();
-        let mut turns = Vec::new();
-        for index in order {
-            let backend = &backends[index];
-            if backend.weight == 0 {
-                continue;
-            }
-            cursors.push(Cursor {
-                slot: (hash(OFFSET_SEED, backend.key) % m) as u32,
-                skip: (hash(SKIP_SEED, backend.key) % (m - 1) + 1) as u32,
-                inverse: 0,
-                index: index as u32,
-            });
-            turns.push(Turn {
+        let (mut cursors, weights) = cursors(backends, &order, size);
+        let mut turns: BinaryHeap<Turn> = (0..)
+            .zip(weights)
+            .map(|(rank, weight)| Turn {
                 numerator: 1,
-                weight: u64::from(backend.weight),
-                rank: (cursors.len() - 1) as u32,
-            });
-        }
-        let mut turns = BinaryHeap::from(turns);
+                weight: u64::from(weight),
+                rank,
+            })
+            .collect();
         let mut table = vec![EMPTY; size as usize];
         for _ in 0..size {
             let mut turn = turns.peek_mut().expect("every turn is pushed back");
