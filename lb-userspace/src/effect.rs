@@ -380,21 +380,28 @@ pub fn worse_concentration<'a>(
 /// too small for their weight (Maglev apportions slots by weight).
 pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>, MaglevError> {
     Ok(match weighted_table(backends, size)? {
-        Some((table, weighted)) => table
+        Some(WeightedTable { table, members }) => table
             .into_iter()
-            .map(|member| Some(weighted[member as usize]))
+            .map(|member| Some(members[member as usize]))
             .collect(),
         None => vec![None; size as usize],
     })
 }
 
-/// [`table`] as the builder returns it: each slot an index into the second list, which holds
-/// the positions in `backends` of those that weigh more than 0; `None` when none does. Saves
-/// an apply a copy of every table.
+/// A Maglev table as the builder returns it, over the backends that weigh more than 0.
+pub struct WeightedTable {
+    /// Each slot's owner, an index into `members`.
+    pub table: Vec<u32>,
+    /// The positions in the caller's list of the backends that weigh more than 0.
+    pub members: Vec<usize>,
+}
+
+/// [`table`] as the builder returns it; `None` when no backend weighs more than 0. Saves an
+/// apply a copy of every table.
 pub fn weighted_table(
     backends: &[(IpAddr, u32)],
     size: u32,
-) -> Result<Option<(Vec<u32>, Vec<usize>)>, MaglevError> {
+) -> Result<Option<WeightedTable>, MaglevError> {
     let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if weighted.is_empty() {
         return Ok(None);
@@ -411,7 +418,10 @@ pub fn weighted_table(
             weight: backends[i].1,
         })
         .collect();
-    Ok(Some((maglev::build(&members, size)?, weighted)))
+    Ok(Some(WeightedTable {
+        table: maglev::build(&members, size)?,
+        members: weighted,
+    }))
 }
 
 /// `part` of `whole` (0 when `whole` is 0).

@@ -465,9 +465,9 @@ fn build_tables(jobs: &[TableJob]) -> Vec<anyhow::Result<Vec<u32>>> {
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
     let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
     Ok(match effect::weighted_table(&backends, size)? {
-        Some((mut table, weighted)) => {
+        Some(effect::WeightedTable { mut table, members }) => {
             for slot in &mut table {
-                *slot = eligible[weighted[*slot as usize]].0;
+                *slot = eligible[members[*slot as usize]].0;
             }
             table
         }
