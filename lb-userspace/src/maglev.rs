@@ -565,7 +565,7 @@ mod tests {
     }
 
     /// Asserts every backend's slot count is within 1% of its weight share of `size`, and
-    /// within the Sainte-Laguë bound `1/2 + N * w / (2 * W)` documented on `Turn`; returns the
+    /// within the Sainte-Laguë bound `1/2 + N * w / (2 * W)` documented on `Group`; returns the
     /// largest deviation from the ideal count, relative to that count.
     fn assert_shares(weights: &[u32], size: u32) -> f64 {
         let keys = keys(weights.len());
@@ -737,39 +737,22 @@ mod tests {
     /// The builder before backends of one weight shared a heap entry (one entry per backend,
     /// popped once per slot): the oracle that the table stayed the same. Valid input only.
     fn previous_build(backends: &[Backend<'_>], size: u32) -> Vec<u32> {
-        #[derive(PartialEq, Eq)]
-        struct Turn {
-            numerator: u64,
-            weight: u64,
-            rank: u32,
-        }
-        impl Ord for Turn {
-            fn cmp(&self, other: &Self) -> Ordering {
-                (other.numerator * self.weight)
-                    .cmp(&(self.numerator * other.weight))
-                    .then(other.rank.cmp(&self.rank))
-            }
-        }
-        impl PartialOrd for Turn {
-            fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-                Some(self.cmp(other))
-            }
-        }
         let mut order: Vec<usize> = (0..backends.len()).collect();
         order.sort_by(|&a, &b| backends[a].key.cmp(backends[b].key));
         let (mut cursors, weights) = cursors(backends, &order, size);
-        let mut turns: BinaryHeap<Turn> = (0..)
+        // A `Group` per backend: the same order of turns, ties broken by rank.
+        let mut turns: BinaryHeap<Group> = (0..)
             .zip(weights)
-            .map(|(rank, weight)| Turn {
+            .map(|(id, weight)| Group {
                 numerator: 1,
                 weight: u64::from(weight),
-                rank,
+                id,
             })
             .collect();
         let mut table = vec![EMPTY; size as usize];
         for _ in 0..size {
             let mut turn = turns.peek_mut().expect("every turn is pushed back");
-            let cursor = &mut cursors[turn.rank as usize];
+            let cursor = &mut cursors[turn.id as usize];
             loop {
                 let slot = cursor.slot as usize;
                 cursor.slot = (cursor.slot + cursor.skip) % size;
