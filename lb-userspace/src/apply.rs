@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use lb_common::VipKey;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -192,41 +193,42 @@ pub fn apply_file(
         )
     })?;
     let desired = Desired::from_model(&model, &bytes);
-    if !options.accepts_concentration() {
-        let mut maps = pins::open(&pin_path)?;
-        let snapshot = Snapshot::read(&mut maps)?;
-        let capacity = Capacity::read(&maps)?;
-        let max_share = model.alerts.max_share;
-        let found = effect::concentrated(&maps, &snapshot, &capacity, &desired, max_share, None)?;
-        if let Some((vip, server)) = found.first() {
-            report.refused = Some(format!(
-                "with the live state kept (drained, disabled and unhealthy backends stay out), \
-                 {} of the new flows of {} would go to one server, {} (at most {} allowed by \
-                 alerts.max_share); nothing was changed: bring the other backends back (`xlb \
-                 backend enable`), or pass --force if this is really meant",
-                effect::percent(server.share, 0),
-                describe_vip(vip),
-                server.address,
-                effect::percent(max_share, 0)
-            ));
-            return Ok(report);
-        }
-    }
+    let max_share = model.alerts.max_share;
+    let guarded = !options.accepts_concentration();
     let made = match (owner::writer(&pin_path)?, options.canary) {
-        (Writer::Daemon(daemon), Some((percent, watch))) => {
-            let (pid, started) =
-                daemon.ask::<crate::canary::Started>(&control::Request::Canary {
-                    file: std::path::absolute(file)?,
-                    overrides: options.overrides.clone(),
-                    percent,
-                    watch_ms: watch.as_millis() as u64,
-                })?;
+        (Writer::Daemon(daemon), canary) => {
+            if guarded {
+                let mut maps = pins::open(&pin_path)?;
+                let snapshot = Snapshot::read(&mut maps)?;
+                let capacity = Capacity::read(&maps)?;
+                let found =
+                    effect::concentrated(&maps, &snapshot, &capacity, &desired, max_share, None)?;
+                if let Some(refusal) = concentration_refusal(&found, max_share) {
+                    report.refused = Some(refusal);
+                    return Ok(report);
+                }
+            }
+            if let Some((percent, watch)) = canary {
+                let (pid, started) =
+                    daemon.ask::<crate::canary::Started>(&control::Request::Canary {
+                        file: std::path::absolute(file)?,
+                        overrides: options.overrides.clone(),
+                        percent,
+                        watch_ms: watch.as_millis() as u64,
+                    })?;
+                report.daemon = Some(pid);
+                report.applied = true;
+                report.code = exit::OK;
+                report.generation = Some(started.generation);
+                report.canary = Some(started);
+                return Ok(report);
+            }
+            let (pid, made) = daemon.ask::<Made>(&control::Request::Apply {
+                file: std::path::absolute(file)?,
+                overrides: options.overrides.clone(),
+            })?;
             report.daemon = Some(pid);
-            report.applied = true;
-            report.code = exit::OK;
-            report.generation = Some(started.generation);
-            report.canary = Some(started);
-            return Ok(report);
+            made
         }
         (Writer::Direct(_lock), Some(_)) => {
             return Err(exit::Coded(
@@ -240,16 +242,28 @@ pub fn apply_file(
             )
             .into());
         }
-        (Writer::Daemon(daemon), None) => {
-            let (pid, made) = daemon.ask::<Made>(&control::Request::Apply {
-                file: std::path::absolute(file)?,
-                overrides: options.overrides.clone(),
-            })?;
-            report.daemon = Some(pid);
-            made
-        }
         (Writer::Direct(_lock), None) => {
-            let applied = rollout::apply(&mut pins::open(&pin_path)?, &desired)?;
+            // The check sees the tables the apply then writes: planned once.
+            let outcome = rollout::apply_guarded(
+                &mut pins::open(&pin_path)?,
+                &desired,
+                |maps, snapshot, capacity, planned| {
+                    if !guarded {
+                        return Ok(None);
+                    }
+                    let found = effect::concentrated_in(
+                        maps, snapshot, capacity, &desired, planned, max_share, None,
+                    )?;
+                    Ok(concentration_refusal(&found, max_share))
+                },
+            )?;
+            let applied = match outcome {
+                Ok(applied) => applied,
+                Err(refusal) => {
+                    report.refused = Some(refusal);
+                    return Ok(report);
+                }
+            };
             if let Err(err) = crate::names::record(&pin_path, &model) {
                 tracing::warn!("{err:#}");
             }
@@ -261,6 +275,21 @@ pub fn apply_file(
     report.generation = Some(made.generation);
     report.vips = made.vips;
     Ok(report)
+}
+
+/// Why an apply refuses a change that leaves `found` (a VIP and its server) above `max_share`.
+fn concentration_refusal(found: &[(VipKey, effect::Server)], max_share: f64) -> Option<String> {
+    let (vip, server) = found.first()?;
+    Some(format!(
+        "with the live state kept (drained, disabled and unhealthy backends stay out), {} of \
+         the new flows of {} would go to one server, {} (at most {} allowed by \
+         alerts.max_share); nothing was changed: bring the other backends back (`xlb backend \
+         enable`), or pass --force if this is really meant",
+        effect::percent(server.share, 0),
+        describe_vip(vip),
+        server.address,
+        effect::percent(max_share, 0)
+    ))
 }
 
 fn render(report: &ApplyReport) -> String {

@@ -24,7 +24,8 @@ use crate::{
     live::Snapshot,
     maglev::{self, MaglevError},
     maps::Maps,
-    rollout::{Desired, expected_tables, live_address},
+    rollout::{AppliedVip, Desired, DesiredVip, expected_tables, live_address},
+    steering,
 };
 
 /// One backend entry of a VIP, as the model sees it.
@@ -223,18 +224,47 @@ pub fn live_entries(snapshot: &Snapshot, capacity: &Capacity, vip: &Vip) -> Vec<
 /// The effect of a table of backend ids over `backends` (id and entry); a slot holding an id
 /// not among them (no backend) sends nowhere.
 pub fn of_ids(backends: &[(u32, Backend)], forwarding: Forwarding, table: &[u32]) -> Effect {
-    let index: HashMap<u32, usize> = backends
-        .iter()
-        .enumerate()
-        .map(|(i, (id, _))| (*id, i))
-        .collect();
     let entries: Vec<Entry> = backends.iter().map(|(_, b)| live_entry(b)).collect();
-    Effect::of(
-        &entries,
-        forwarding,
-        table.iter().map(|id| index.get(id).copied()),
-    )
+    // One VIP's ids are a short run, so slots are counted per id in an array over their span:
+    // a hash lookup per slot (65,537 of them) cost more than building the table.
+    let low = backends.iter().map(|(id, _)| *id).min().unwrap_or(0);
+    let high = backends.iter().map(|(id, _)| *id).max().unwrap_or(0);
+    if high - low < DENSE_SPAN {
+        // Slots per id over the span, then per entry (an id named twice counts for its last
+        // entry, as a lookup by id would find it).
+        let mut per_id = vec![0u64; (high - low + 1) as usize];
+        for id in table {
+            if let Some(count) = per_id.get_mut(id.wrapping_sub(low) as usize) {
+                *count += 1;
+            }
+        }
+        let mut entry_counts = vec![0; backends.len()];
+        let mut last = vec![None; per_id.len()];
+        for (i, (id, _)) in backends.iter().enumerate() {
+            last[(id - low) as usize] = Some(i);
+        }
+        for (&count, entry) in per_id.iter().zip(&last) {
+            if let Some(i) = entry {
+                entry_counts[*i] = count;
+            }
+        }
+        Effect::of_counts(&entries, forwarding, entry_counts)
+    } else {
+        let index: HashMap<u32, usize> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
+        Effect::of(
+            &entries,
+            forwarding,
+            table.iter().map(|id| index.get(id).copied()),
+        )
+    }
 }
+
+/// The widest span of ids [`of_ids`] indexes densely (a VIP owns far fewer).
+const DENSE_SPAN: u32 = 1 << 16;
 
 /// Where live VIP `vip` sends its new flows now: its active table over the backends it names.
 pub fn live(
@@ -261,15 +291,48 @@ pub fn concentrated(
     max_share: f64,
     vip: Option<&VipKey>,
 ) -> anyhow::Result<Vec<(VipKey, Server)>> {
-    let mut found = Vec::new();
-    for (want, planned) in desired
+    let planned = expected_tables(snapshot, capacity, desired)?;
+    concentrated_in(maps, snapshot, capacity, desired, &planned, max_share, vip)
+}
+
+/// [`concentrated`] for tables already planned (`planned`, in the order of `desired.vips`),
+/// as [`crate::rollout::apply_guarded`] hands them over before writing them.
+pub fn concentrated_in(
+    maps: &(impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    planned: &[AppliedVip],
+    max_share: f64,
+    vip: Option<&VipKey>,
+) -> anyhow::Result<Vec<(VipKey, Server)>> {
+    let judged: Vec<(&DesiredVip, &AppliedVip)> = desired
         .vips
         .iter()
-        .zip(expected_tables(snapshot, capacity, desired)?)
-    {
-        if vip.is_some_and(|only| *only != want.key) {
-            continue;
-        }
+        .zip(planned)
+        .filter(|(want, _)| vip.is_none_or(|only| *only == want.key))
+        .collect();
+    // The live effects of the VIPs that exist, counted on their live tables in place through
+    // one mapping of the slot map (a mapping costs all of the map's pages).
+    let live_vips: Vec<&Vip> = judged
+        .iter()
+        .filter_map(|(want, _)| snapshot.vip(&want.key))
+        .collect();
+    let ranges: Vec<(u32, u32)> = live_vips
+        .iter()
+        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .collect();
+    let mut live_effects = steering::read_tables_with(maps, &ranges, |i, table| {
+        let vip = live_vips[i];
+        of_ids(
+            &live_entries(snapshot, capacity, vip),
+            forwarding(vip),
+            table,
+        )
+    })?
+    .into_iter();
+    let mut found = Vec::new();
+    for (want, planned) in judged {
         let backends: Vec<(u32, Backend)> = planned
             .backend_ids
             .iter()
@@ -288,10 +351,7 @@ pub fn concentrated(
             })
             .collect();
         let after = of_ids(&backends, forwarding_of(want.flags), &planned.table);
-        let before = match snapshot.vip(&want.key) {
-            Some(live_vip) => Some(live(maps, snapshot, capacity, live_vip)?.1),
-            None => None,
-        };
+        let before = snapshot.vip(&want.key).and_then(|_| live_effects.next());
         if let Some(server) = worse_concentration(&after, before.as_ref(), max_share) {
             found.push((want.key, server.clone()));
         }
@@ -319,9 +379,32 @@ pub fn worse_concentration<'a>(
 /// more than 0. Backends of weight 0 get no slot; others may get none too when the table is
 /// too small for their weight (Maglev apportions slots by weight).
 pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>, MaglevError> {
+    Ok(match weighted_table(backends, size)? {
+        Some(WeightedTable { table, members }) => table
+            .into_iter()
+            .map(|member| Some(members[member as usize]))
+            .collect(),
+        None => vec![None; size as usize],
+    })
+}
+
+/// A Maglev table as the builder returns it, over the backends that weigh more than 0.
+pub struct WeightedTable {
+    /// Each slot's owner, an index into `members`.
+    pub table: Vec<u32>,
+    /// The positions in the caller's list of the backends that weigh more than 0.
+    pub members: Vec<usize>,
+}
+
+/// [`table`] as the builder returns it; `None` when no backend weighs more than 0. Saves an
+/// apply a copy of every table.
+pub fn weighted_table(
+    backends: &[(IpAddr, u32)],
+    size: u32,
+) -> Result<Option<WeightedTable>, MaglevError> {
     let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if weighted.is_empty() {
-        return Ok(vec![None; size as usize]);
+        return Ok(None);
     }
     let keys: Vec<[u8; 16]> = weighted
         .iter()
@@ -335,10 +418,10 @@ pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>
             weight: backends[i].1,
         })
         .collect();
-    Ok(maglev::build(&members, size)?
-        .into_iter()
-        .map(|member| Some(weighted[member as usize]))
-        .collect())
+    Ok(Some(WeightedTable {
+        table: maglev::build(&members, size)?,
+        members: weighted,
+    }))
 }
 
 /// `part` of `whole` (0 when `whole` is 0).

@@ -307,10 +307,39 @@ pub fn apply_with_fault_injection(
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
     let plan = plan(&snapshot, &capacity, desired)?;
+    write_plan(maps, &snapshot, plan, desired, fail_before)
+}
+
+/// [`apply`], once `guard` has seen what it would install (each VIP's new table and backend
+/// ids, planned over the live state) and found nothing to refuse: a check of the plan that
+/// needs no second planning. A refusal (`Some`) is returned with nothing written.
+pub fn apply_guarded<M: Maps + ?Sized, R>(
+    maps: &mut M,
+    desired: &Desired,
+    guard: impl FnOnce(&M, &Snapshot, &Capacity, &[AppliedVip]) -> anyhow::Result<Option<R>>,
+) -> anyhow::Result<Result<Applied, R>> {
+    let snapshot = Snapshot::read(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let plan = plan(&snapshot, &capacity, desired)?;
+    if let Some(refusal) = guard(maps, &snapshot, &capacity, &plan.vips)? {
+        return Ok(Err(refusal));
+    }
+    write_plan(maps, &snapshot, plan, desired, None).map(Ok)
+}
+
+/// Writes `plan`, restoring `snapshot` if a write fails (or the fault point `fail_before` is
+/// reached).
+fn write_plan(
+    maps: &mut (impl Maps + ?Sized),
+    snapshot: &Snapshot,
+    plan: Plan,
+    desired: &Desired,
+    fail_before: Option<usize>,
+) -> anyhow::Result<Applied> {
     let mut step = 0;
     let result = write(
         maps,
-        &snapshot,
+        snapshot,
         &plan,
         desired,
         Reach::Whole,
@@ -358,6 +387,8 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
     let mut vips = Vec::new();
     let mut backends = Vec::new();
     let mut kept = BTreeSet::new();
+    // Each VIP's eligible backends and table size: built together once every VIP is planned.
+    let mut tables = Vec::new();
     for want in &desired.vips {
         let describe = || describe_vip(&want.key);
         ensure!(
@@ -460,8 +491,7 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }
-        let table = build_table(&eligible, want.table_size)
-            .with_context(|| format!("building the Maglev table of VIP {}", describe()))?;
+        tables.push((eligible, want.table_size));
         let active = live.map_or(0, |vip| 1 - vip.active.min(1));
         let vip = Vip {
             id,
@@ -475,12 +505,20 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             key: want.key,
             vip,
             backend_ids,
-            table,
+            table: Vec::new(),
         });
     }
     let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
     if keys.len() != desired.vips.len() {
         bail!("two VIPs share an address, port and protocol");
+    }
+    for (applied, table) in vips.iter_mut().zip(build_tables(&tables)) {
+        applied.table = table.with_context(|| {
+            format!(
+                "building the Maglev table of VIP {}",
+                describe_vip(&applied.key)
+            )
+        })?;
     }
     let retired = (0..snapshot.backends.len() as u32)
         .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept.contains(id))
@@ -503,13 +541,52 @@ pub fn expected_tables(
     Ok(plan(snapshot, capacity, desired)?.vips)
 }
 
+/// Eligible backends (id, weight, address) of a VIP, and its table size.
+type TableJob = (Vec<(u32, u32, IpAddr)>, u32);
+
+/// [`build_table`] for each job, in order, on every core: the tables are independent, and an
+/// apply of many VIPs spends most of its time building them.
+fn build_tables(jobs: &[TableJob]) -> Vec<anyhow::Result<Vec<u32>>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(jobs.len());
+    if threads <= 1 {
+        return jobs.iter().map(|(e, size)| build_table(e, *size)).collect();
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = jobs
+            .chunks(jobs.len().div_ceil(threads))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(e, size)| build_table(e, *size))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
     let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
-    Ok(effect::table(&backends, size)?
-        .into_iter()
-        .map(|owner| owner.map_or(NO_BACKEND, |i| eligible[i].0))
-        .collect())
+    Ok(match effect::weighted_table(&backends, size)? {
+        Some(effect::WeightedTable { mut table, members }) => {
+            for slot in &mut table {
+                *slot = eligible[members[*slot as usize]].0;
+            }
+            table
+        }
+        None => vec![NO_BACKEND; size as usize],
+    })
 }
 
 /// Writes `plan`; under a canary, the VIPs in `tried` keep their live copy with the
@@ -650,10 +727,21 @@ fn mark_table_changes(
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
-        let mut old_tables = live_tables(maps, snapshot, plan)?.into_iter();
+        let (live, new): (Vec<(u32, u32)>, Vec<&[u32]>) = plan
+            .vips
+            .iter()
+            .filter_map(|applied| Some((snapshot.vip(&applied.key)?, applied.table.as_slice())))
+            .map(|(vip, new)| {
+                (
+                    (vip.tables[vip.active.min(1) as usize], vip.table_size),
+                    new,
+                )
+            })
+            .unzip();
+        let mut same = steering::read_tables_with(maps, &live, |i, old| old == new[i])?.into_iter();
         for applied in &plan.vips {
             let unchanged = match snapshot.vip(&applied.key) {
-                Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
+                Some(_) => same.next().unwrap_or(false),
                 None => false,
             };
             if unchanged {

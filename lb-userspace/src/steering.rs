@@ -88,18 +88,30 @@ pub fn read_tables(
     ebpf: &(impl Maps + ?Sized),
     ranges: &[(u32, u32)],
 ) -> anyhow::Result<Vec<Vec<u32>>> {
+    read_tables_with(ebpf, ranges, |_, table| table.to_vec())
+}
+
+/// [`read_tables`] for callers that only look at the tables (compare, count): `f` gets each
+/// table's position in `ranges` and its slots in place, which saves copying them out.
+pub fn read_tables_with<R>(
+    ebpf: &(impl Maps + ?Sized),
+    ranges: &[(u32, u32)],
+    mut f: impl FnMut(usize, &[u32]) -> R,
+) -> anyhow::Result<Vec<R>> {
     with_slots(ebpf, |slots| {
         ranges
             .iter()
-            .map(|&(base, len)| {
+            .enumerate()
+            .map(|(i, &(base, len))| {
                 let range = base as usize..base as usize + len as usize;
-                slots.get(range).map(<[u32]>::to_vec).with_context(|| {
+                let table = slots.get(range).with_context(|| {
                     format!(
                         "slots {base}..+{len} lie outside {} ({} slots)",
                         map_names::MAGLEV,
                         slots.len()
                     )
-                })
+                })?;
+                Ok(f(i, table))
             })
             .collect()
     })?
