@@ -182,10 +182,15 @@ pub fn apply_file(
         )
     })?;
     let desired = Desired::from_model(&model, &bytes);
+    let mut maps = pins::open(&pin_path)?;
+    let capacity = Capacity::read(&maps)?;
+    let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
+    if !short.is_empty() {
+        report.refused = Some(format!("{}; nothing was changed", short.join("; ")));
+        return Ok(report);
+    }
     if !options.accepts_concentration() {
-        let mut maps = pins::open(&pin_path)?;
         let snapshot = Snapshot::read(&mut maps)?;
-        let capacity = Capacity::read(&maps)?;
         let max_share = model.alerts.max_share;
         let found = effect::concentrated(&maps, &snapshot, &capacity, &desired, max_share, None)?;
         if let Some((vip, server)) = found.first() {
@@ -212,6 +217,7 @@ pub fn apply_file(
             made
         }
         Writer::Direct(_lock) => {
+            // Opened again under the lock: a restart may have replaced the maps since.
             let applied = rollout::apply(&mut pins::open(&pin_path)?, &desired)?;
             if let Err(err) = crate::names::record(&pin_path, &model) {
                 tracing::warn!("{err:#}");

@@ -234,12 +234,8 @@ struct Plan {
 }
 
 fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::Result<Plan> {
-    ensure!(
-        desired.vips.len() <= capacity.vips as usize,
-        "{} VIPs do not fit: the running program holds {}; restart xlb with a larger capacity",
-        desired.vips.len(),
-        capacity.vips
-    );
+    let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
+    ensure!(short.is_empty(), "{}", short.join("; "));
     let mut taken: BTreeSet<u32> = snapshot.vips.iter().map(|(_, vip)| vip.id).collect();
     let mut next_free = 0;
     let mut vips = Vec::new();
