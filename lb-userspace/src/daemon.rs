@@ -572,6 +572,16 @@ impl Daemon {
                         message: message.to_owned(),
                     });
                 }
+                if let Ok(running) = Capacity::read(ebpf)
+                    && running != model.capacity
+                {
+                    warn!(
+                        "[capacity] asks for {}, the running program holds {running}: the new \
+                         capacity takes effect when xlb restarts (README, \"Capacity\"); this \
+                         reload applies within the running one",
+                        model.capacity
+                    );
+                }
                 let targets = health::targets(&model);
                 if targets != self.targets {
                     // New checks start from "up", as at start-up.
