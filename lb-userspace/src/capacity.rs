@@ -178,7 +178,7 @@ impl Capacity {
         for (field, what, need, have) in fields {
             if need > have {
                 short.push(format!(
-                    "the config needs {need} {what}, the running program holds {have}: set \
+                    "{need} {what} do not fit: the running program holds {have}; set \
                      capacity.{field} = {need} or more and restart xlb (`xlb run --config \
                      FILE`) to load the program with it"
                 ));

@@ -178,6 +178,7 @@ impl Daemon {
     ) -> anyhow::Result<Stopped> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
+        info!("running: SIGHUP reloads the config, SIGTERM stops the daemon");
         let mut ticker = tokio::time::interval(TICK);
         self.own_generation = generation(ebpf);
         let stop = async {

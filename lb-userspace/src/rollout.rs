@@ -79,8 +79,12 @@ pub struct AppliedVip {
     pub vip: Vip,
     /// Backend ids, in the order of [`DesiredVip::backends`].
     pub backend_ids: Vec<u32>,
-    /// The new live table (backend ids).
+    /// The new live table (backend ids); empty when not `rebuilt`.
     pub table: Vec<u32>,
+    /// False when the VIP and its backends were live exactly as wanted: its table (built
+    /// from them alone) stands, nothing of it was rebuilt or written, and `vip` is the live
+    /// entry.
+    pub rebuilt: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,7 +205,7 @@ pub fn apply_with_fault_injection(
 ) -> anyhow::Result<Applied> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let plan = plan(&snapshot, &capacity, desired)?;
+    let plan = plan(&snapshot, &capacity, desired, Scope::Changed)?;
     let mut step = 0;
     let result = write(maps, &snapshot, &plan, desired, &mut || {
         if fail_before == Some(step) {
@@ -225,6 +229,15 @@ pub fn apply_with_fault_injection(
     }
 }
 
+/// Which VIPs a plan builds tables for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Only those whose VIP entry or backend entries change: an apply writes nothing else.
+    Changed,
+    /// Every VIP: what the tables should be, to compare with the live ones.
+    All,
+}
+
 struct Plan {
     vips: Vec<AppliedVip>,
     /// Backend entries to write, by id.
@@ -233,7 +246,12 @@ struct Plan {
     retired: Vec<u32>,
 }
 
-fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::Result<Plan> {
+fn plan(
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    scope: Scope,
+) -> anyhow::Result<Plan> {
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
     ensure!(short.is_empty(), "{}", short.join("; "));
     let mut taken: BTreeSet<u32> = snapshot.vips.iter().map(|(_, vip)| vip.id).collect();
@@ -290,8 +308,10 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             .clone()
             .filter(|&b| owned(b) != Backend::default())
             .collect();
+        let live_ids = used.len();
         let mut backend_ids = Vec::new();
         let mut eligible = Vec::new();
+        let first_entry = backends.len();
         for backend in &want.backends {
             let (addr, family) = kernel_address(backend.address);
             let existing = range.clone().find(|&b| {
@@ -343,6 +363,29 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }
+        // A live VIP whose entry and backend entries would be written as they are keeps its
+        // table: the table depends on nothing else.
+        let same = live.filter(|vip| {
+            scope == Scope::Changed
+                && vip.flags == want.flags
+                && vip.table_size == want.table_size
+                && backends[first_entry..]
+                    .iter()
+                    .all(|(id, entry)| owned(*id) == *entry)
+                // Every entry is live as it is, so every id is a live one: all of them are kept.
+                && backend_ids.len() == live_ids
+        });
+        if let Some(vip) = same {
+            backends.truncate(first_entry);
+            vips.push(AppliedVip {
+                key: want.key,
+                vip: *vip,
+                backend_ids,
+                table: Vec::new(),
+                rebuilt: false,
+            });
+            continue;
+        }
         let table = build_table(&eligible, want.table_size)
             .with_context(|| format!("building the Maglev table of VIP {}", describe()))?;
         let active = live.map_or(0, |vip| 1 - vip.active.min(1));
@@ -358,6 +401,7 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             vip,
             backend_ids,
             table,
+            rebuilt: true,
         });
     }
     let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
@@ -382,7 +426,7 @@ pub fn expected_tables(
     capacity: &Capacity,
     desired: &Desired,
 ) -> anyhow::Result<Vec<AppliedVip>> {
-    Ok(plan(snapshot, capacity, desired)?.vips)
+    Ok(plan(snapshot, capacity, desired, Scope::All)?.vips)
 }
 
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
@@ -415,6 +459,7 @@ fn write(
     let tables: Vec<(u32, &[u32])> = plan
         .vips
         .iter()
+        .filter(|applied| applied.rebuilt)
         .map(|applied| {
             (
                 applied.vip.tables[applied.vip.active as usize],
@@ -437,7 +482,7 @@ fn write(
     let map = maps.map_mut(map_names::VIPS)?;
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
-    for applied in &plan.vips {
+    for applied in plan.vips.iter().filter(|applied| applied.rebuilt) {
         step()?;
         vips.insert(&applied.key, &applied.vip, 0)
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
@@ -505,14 +550,13 @@ fn mark_table_changes(
             PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
                 .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
-        let live: Vec<(u32, u32)> = plan
-            .vips
-            .iter()
+        let rebuilt = || plan.vips.iter().filter(|applied| applied.rebuilt);
+        let live: Vec<(u32, u32)> = rebuilt()
             .filter_map(|applied| snapshot.vip(&applied.key))
             .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
             .collect();
         let mut old_tables = steering::read_tables(maps, &live)?.into_iter();
-        for applied in &plan.vips {
+        for applied in rebuilt() {
             let unchanged = match snapshot.vip(&applied.key) {
                 Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
                 None => false,

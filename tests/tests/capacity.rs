@@ -5,7 +5,7 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -98,14 +98,18 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
             .arg(&file)
             .args(["--stats-interval", "0"]);
         run.stdout(std::fs::File::create(&stdout).expect("stdout file"));
-        run.stderr(Stdio::null());
+        run.stderr(std::fs::File::create(stdout.with_extension("err")).expect("stderr file"));
         (lab.spawn(run).expect("xlb run"), stdout)
     };
-    let wait_for_generation = |generation: u64| {
+    // The daemon has applied `generation` at `vips` capacity (the pins are replaced after the
+    // apply) and handles signals.
+    let wait_for = |generation: u64, vips: u32, log: &Path| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let now = status();
-            if now["generation"] == generation {
+            let ready = std::fs::read_to_string(log.with_extension("err"))
+                .is_ok_and(|said| said.contains("running: SIGHUP reloads"));
+            if now["generation"] == generation && now["capacity"]["vips"] == vips && ready {
                 return now;
             }
             assert!(
@@ -116,7 +120,7 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         }
     };
 
-    let (pid, _) = start(
+    let (pid, first_out) = start(
         &mut lab,
         config(
             &pin_path,
@@ -125,13 +129,18 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         ),
         "first.out",
     );
-    let first = wait_for_generation(1);
+    let first = wait_for(1, 80, &first_out);
     assert_eq!(first["capacity"]["vips"], 80, "{first}");
     assert_eq!(first["vips"].as_array().map(Vec::len), Some(70), "{first}");
     let flows = map_id(&pin_path, map_names::FLOWS);
     let reasons = map_id(&pin_path, map_names::REASONS);
     let vips = map_id(&pin_path, map_names::VIPS);
-    assert!(lab.terminate(pid).expect("stop").success());
+    let stopped = lab.terminate(pid).expect("stop");
+    assert!(
+        stopped.success(),
+        "{stopped}: {}",
+        std::fs::read_to_string(first_out.with_extension("err")).unwrap_or_default()
+    );
 
     let (pid, out) = start(
         &mut lab,
@@ -142,9 +151,13 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         ),
         "second.out",
     );
-    let second = wait_for_generation(2);
+    let second = wait_for(2, 100, &out);
     assert_eq!(second["capacity"]["vips"], 100, "{second}");
-    assert_eq!(second["vips"].as_array().map(Vec::len), Some(70), "{second}");
+    assert_eq!(
+        second["vips"].as_array().map(Vec::len),
+        Some(70),
+        "{second}"
+    );
     assert_eq!(
         map_id(&pin_path, map_names::FLOWS),
         flows,
@@ -155,14 +168,15 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         reasons,
         "counters kept"
     );
-    assert_ne!(
-        map_id(&pin_path, map_names::VIPS),
-        vips,
-        "VIP map replaced"
-    );
+    assert_ne!(map_id(&pin_path, map_names::VIPS), vips, "VIP map replaced");
     let (code, audit) = verb(&["audit", file.to_str().expect("path")]);
     assert_eq!(code, Some(0), "the restarted program audits clean: {audit}");
-    assert!(lab.terminate(pid).expect("stop").success());
+    let stopped = lab.terminate(pid).expect("stop");
+    assert!(
+        stopped.success(),
+        "{stopped}: {}",
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
     let said = std::fs::read_to_string(out).expect("stdout");
     assert!(
         said.contains("capacity changed from 80 VIPs x 4 backends")
@@ -191,7 +205,7 @@ fn plan_and_apply_refuse_a_config_the_running_program_cannot_hold() {
     assert_eq!(code, Some(1), "{plan}");
     let refusal = plan["refusal"].as_str().unwrap_or_default();
     assert!(
-        refusal.contains("the config needs 9 VIPs, the running program holds 8")
+        refusal.contains("9 VIPs do not fit: the running program holds 8")
             && refusal.contains("capacity.vips = 9")
             && refusal.contains("restart xlb"),
         "{plan}"
