@@ -24,7 +24,7 @@ use crate::{
     live::Snapshot,
     maglev::{self, MaglevError},
     maps::Maps,
-    rollout::{Desired, expected_tables, live_address},
+    rollout::{Desired, changed_tables, live_address},
 };
 
 /// One backend entry of a VIP, as the model sees it.
@@ -249,10 +249,12 @@ pub fn live(
     Ok((backends, effect))
 }
 
-/// What a change to `desired` would leave too concentrated: for each VIP (or only `vip`), the
-/// tables the change builds over the live state (so drains, disables and health count), and a
-/// server above `max_share` of the new flows of a VIP that names several backends, unless the
-/// VIP is no better off today. Each entry is the VIP and that server's part of it.
+/// What a change to `desired` would leave too concentrated: for each VIP the change touches
+/// (or only `vip`), the tables the change builds over the live state (so drains, disables and
+/// health count), and a server above `max_share` of the new flows of a VIP that names several
+/// backends, unless the VIP is no better off today. A VIP the change leaves as it is is not
+/// judged: its table stays (the audit and the `dominant` alert watch it). Each entry is the VIP
+/// and that server's part of it.
 pub fn concentrated(
     maps: &(impl Maps + ?Sized),
     snapshot: &Snapshot,
@@ -265,9 +267,9 @@ pub fn concentrated(
     for (want, planned) in desired
         .vips
         .iter()
-        .zip(expected_tables(snapshot, capacity, desired)?)
+        .zip(changed_tables(snapshot, capacity, desired)?)
     {
-        if vip.is_some_and(|only| *only != want.key) {
+        if vip.is_some_and(|only| *only != want.key) || !planned.rebuilt {
             continue;
         }
         let backends: Vec<(u32, Backend)> = planned

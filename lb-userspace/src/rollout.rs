@@ -429,6 +429,16 @@ pub fn expected_tables(
     Ok(plan(snapshot, capacity, desired, Scope::All)?.vips)
 }
 
+/// What an apply of `desired` would rebuild over the live state in `snapshot`: every VIP, with
+/// a table only where [`AppliedVip::rebuilt`] (the VIPs the change touches).
+pub fn changed_tables(
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+) -> anyhow::Result<Vec<AppliedVip>> {
+    Ok(plan(snapshot, capacity, desired, Scope::Changed)?.vips)
+}
+
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
     let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
