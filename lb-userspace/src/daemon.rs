@@ -6,7 +6,7 @@
 //! [`rollout::apply`], so each change is all or nothing.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -67,7 +67,12 @@ pub struct Daemon {
     /// Operators' requests from the control socket.
     requests: mpsc::Receiver<Incoming>,
     targets: Vec<Target>,
+    /// The probes the targets share, and each probe's targets.
+    shared_probes: health::Probes,
+    /// Each target's index by VIP name and backend address.
+    target_index: HashMap<(String, IpAddr), usize>,
     tracker: Tracker,
+    /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
     probes: mpsc::Receiver<Probe>,
     probe_sender: mpsc::Sender<Probe>,
@@ -145,11 +150,14 @@ impl Daemon {
         let (request_sender, requests) = mpsc::channel(16);
         tokio::spawn(control::serve(control_socket, request_sender));
         let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
+        let shared_probes = health::Probes::of(&targets);
         Ok(Daemon {
             file: file.to_path_buf(),
             pin_path,
             tracker: Tracker::new(&targets),
-            checker: Checker::start(targets.clone(), probe_sender.clone()),
+            checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
+            target_index: target_index(&targets),
+            shared_probes,
             targets,
             detector: Detector::new(alert_settings(&model)),
             flood: flood::Detector::new(flood_settings(&model)),
@@ -294,25 +302,51 @@ impl Daemon {
         value.map_err(|err| failed(err.into()))
     }
 
+    /// One outcome of a shared probe counts for every target it serves; the tables of all the
+    /// targets that change health are rebuilt in one apply.
     fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
-        let Some(target) = self.targets.get(probe.target_index) else {
+        let Some(members) = self.shared_probes.members.get(probe.target_index) else {
             return;
         };
-        let check = &target.check;
-        let transition = self.tracker.record(probe, check.rise, check.fall);
-        if let Ok(mut extra) = self.shared.lock() {
-            extra.record_check(&target.vip, target.backend, probe.duration);
-            let up = self.tracker.health(probe.target_index) == Health::Up;
-            extra.set_health(&target.vip, target.backend, up);
+        let mut changed = false;
+        let mut extra = self.shared.lock().ok();
+        for &index in members {
+            let Some(target) = self.targets.get(index) else {
+                continue;
+            };
+            let check = &target.check;
+            let outcome = Probe {
+                target_index: index,
+                ..probe.clone()
+            };
+            let transition = self.tracker.record(&outcome, check.rise, check.fall);
+            if let Some(extra) = extra.as_mut() {
+                extra.record_check(&target.vip, target.backend, probe.duration);
+                let up = self.tracker.health(index) == Health::Up;
+                extra.set_health(&target.vip, target.backend, up);
+            }
+            let Some(transition) = transition else {
+                continue;
+            };
+            changed = true;
+            match transition.health {
+                Health::Down => warn!(vip = %target.vip, backend = %target.backend,
+                    reason = %transition.reason, "backend down: taking it out of the table"),
+                Health::Up => info!(vip = %target.vip, backend = %target.backend,
+                    reason = %transition.reason, "backend up: putting it back"),
+            }
         }
-        let Some(transition) = transition else { return };
-        match transition.health {
-            Health::Down => warn!(vip = %target.vip, backend = %target.backend,
-                reason = %transition.reason, "backend down: taking it out of the table"),
-            Health::Up => info!(vip = %target.vip, backend = %target.backend,
-                reason = %transition.reason, "backend up: putting it back"),
+        drop(extra);
+        if changed {
+            let _ = self.reconcile(ebpf, "health change");
         }
-        let _ = self.reconcile(ebpf, "health change");
+    }
+
+    /// Whether `backend` of the VIP named `vip` is down by its health checks.
+    fn down(&self, vip: &str, backend: IpAddr) -> bool {
+        self.target_index
+            .get(&(vip.to_owned(), backend))
+            .is_some_and(|&i| self.tracker.health(i) == Health::Down)
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
@@ -463,14 +497,9 @@ impl Daemon {
             .vips
             .iter()
             .filter(|vip| {
-                vip.backends.iter().any(|b| {
-                    b.weight > 0
-                        && !self
-                            .targets
-                            .iter()
-                            .position(|t| t.vip == vip.name && t.backend == b.address)
-                            .is_some_and(|i| self.tracker.health(i) == Health::Down)
-                })
+                vip.backends
+                    .iter()
+                    .any(|b| b.weight > 0 && !self.down(&vip.name, b.address))
             })
             .map(|vip| vip.address)
             .collect()
@@ -590,8 +619,13 @@ impl Daemon {
                     std::mem::replace(&mut self.checker, idle).stop();
                     // Probes the old checker queued carry the old target indices.
                     while self.probes.try_recv().is_ok() {}
-                    self.checker = Checker::start(targets.clone(), self.probe_sender.clone());
+                    self.shared_probes = health::Probes::of(&targets);
+                    self.checker = Checker::start(
+                        self.shared_probes.probes.clone(),
+                        self.probe_sender.clone(),
+                    );
                     self.tracker = Tracker::new(&targets);
+                    self.target_index = target_index(&targets);
                     self.targets = targets;
                 }
                 self.detector = Detector::new(alert_settings(&model));
@@ -636,12 +670,7 @@ impl Daemon {
             let down: Vec<bool> = vip
                 .backends
                 .iter()
-                .map(|b| {
-                    self.targets
-                        .iter()
-                        .position(|t| t.vip == vip.name && t.backend == b.address)
-                        .is_some_and(|i| self.tracker.health(i) == Health::Down)
-                })
+                .map(|b| self.down(&vip.name, b.address))
                 .collect();
             let all_down = down.iter().all(|d| *d);
             if all_down {
@@ -764,11 +793,17 @@ impl Daemon {
         else {
             return false;
         };
-        self.targets
-            .iter()
-            .position(|t| t.vip == vip.name && t.backend == backend)
-            .is_some_and(|i| self.tracker.health(i) == Health::Down)
+        self.down(&vip.name, backend)
     }
+}
+
+/// Each target's index by VIP name and backend address.
+fn target_index(targets: &[Target]) -> HashMap<(String, IpAddr), usize> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((t.vip.clone(), t.backend), i))
+        .collect()
 }
 
 /// What asked for a reload.
