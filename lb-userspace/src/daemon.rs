@@ -302,11 +302,24 @@ impl Daemon {
         value.map_err(|err| failed(err.into()))
     }
 
-    /// One outcome of a shared probe counts for every target it serves; the tables of all the
-    /// targets that change health are rebuilt in one apply.
+    /// Counts `probe` and every probe already queued behind it, then rebuilds the tables of
+    /// all the targets that changed health in one apply: a round of probes (they start
+    /// together) that takes down many backends is one apply, not one per backend.
     fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
+        let mut changed = self.record_probe(probe);
+        while let Ok(next) = self.probes.try_recv() {
+            changed |= self.record_probe(&next);
+        }
+        if changed {
+            let _ = self.reconcile(ebpf, "health change");
+        }
+    }
+
+    /// One outcome of a shared probe counts for every target it serves; whether any of them
+    /// changed health.
+    fn record_probe(&mut self, probe: &Probe) -> bool {
         let Some(members) = self.shared_probes.members.get(probe.target_index) else {
-            return;
+            return false;
         };
         let mut changed = false;
         let mut extra = self.shared.lock().ok();
@@ -336,10 +349,7 @@ impl Daemon {
                     reason = %transition.reason, "backend up: putting it back"),
             }
         }
-        drop(extra);
-        if changed {
-            let _ = self.reconcile(ebpf, "health change");
-        }
+        changed
     }
 
     /// Whether `backend` of the VIP named `vip` is down by its health checks.

@@ -6,7 +6,10 @@
 //! goes into its inactive copy and one update of the VIP entry flips to it. If any write fails,
 //! the snapshot taken at the start is written back, so the running state stays as it was.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{HashMap, MapData, PerCpuArray};
@@ -95,8 +98,13 @@ pub struct Applied {
 
 /// FNV-1a over the configuration file's bytes: recorded with each generation.
 pub fn config_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    fnv1a(bytes.iter().copied())
+}
+
+/// FNV-1a 64 over `bytes`.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
@@ -258,7 +266,10 @@ fn plan(
     let mut next_free = 0;
     let mut vips = Vec::new();
     let mut backends = Vec::new();
-    let mut kept = BTreeSet::new();
+    let mut kept = vec![false; snapshot.backends.len()];
+    // Tables are built once every VIP is planned, in parallel: (index into `vips`, eligible
+    // backends, size).
+    let mut builds = Vec::new();
     for want in &desired.vips {
         let describe = || describe_vip(&want.key);
         ensure!(
@@ -309,15 +320,20 @@ fn plan(
             .filter(|&b| owned(b) != Backend::default())
             .collect();
         let live_ids = used.len();
+        // The VIP's live backends by address: one lookup per desired backend.
+        let by_address: BTreeMap<([u8; 16], u8), u32> = used
+            .iter()
+            .map(|&b| {
+                let live = owned(b);
+                ((live.addr, live.family), b)
+            })
+            .collect();
         let mut backend_ids = Vec::new();
         let mut eligible = Vec::new();
         let first_entry = backends.len();
         for backend in &want.backends {
             let (addr, family) = kernel_address(backend.address);
-            let existing = range.clone().find(|&b| {
-                let live = owned(b);
-                live != Backend::default() && live.addr == addr && live.family == family
-            });
+            let existing = by_address.get(&(addr, family)).copied();
             let cookie = match existing {
                 Some(b) if !rebind_all => owned(b).cookie,
                 _ => fresh_cookie,
@@ -357,7 +373,9 @@ fn plan(
                 cookie,
             };
             backends.push((backend_id, entry));
-            kept.insert(backend_id);
+            if let Some(kept) = kept.get_mut(backend_id as usize) {
+                *kept = true;
+            }
             backend_ids.push(backend_id);
             if operator == 0 && unhealthy == 0 && backend.weight > 0 {
                 eligible.push((backend_id, backend.weight, backend.address));
@@ -386,8 +404,7 @@ fn plan(
             });
             continue;
         }
-        let table = build_table(&eligible, want.table_size)
-            .with_context(|| format!("building the Maglev table of VIP {}", describe()))?;
+        builds.push((vips.len(), eligible, want.table_size));
         let active = live.map_or(0, |vip| 1 - vip.active.min(1));
         let vip = Vip {
             id,
@@ -400,16 +417,25 @@ fn plan(
             key: want.key,
             vip,
             backend_ids,
-            table,
+            table: Vec::new(),
             rebuilt: true,
         });
+    }
+    for ((index, _, _), table) in builds.iter().zip(build_tables(&builds)) {
+        let applied = &mut vips[*index];
+        applied.table = table.with_context(|| {
+            format!(
+                "building the Maglev table of VIP {}",
+                describe_vip(&applied.key)
+            )
+        })?;
     }
     let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
     if keys.len() != desired.vips.len() {
         bail!("two VIPs share an address, port and protocol");
     }
     let retired = (0..snapshot.backends.len() as u32)
-        .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept.contains(id))
+        .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept[*id as usize])
         .collect();
     Ok(Plan {
         vips,
@@ -437,6 +463,43 @@ pub fn changed_tables(
     desired: &Desired,
 ) -> anyhow::Result<Vec<AppliedVip>> {
     Ok(plan(snapshot, capacity, desired, Scope::Changed)?.vips)
+}
+
+/// The tables of `builds` (index, eligible backends, size), on as many threads as the host has
+/// CPUs: each table depends on its own inputs only.
+fn build_tables(builds: &[(usize, Vec<(u32, u32, IpAddr)>, u32)]) -> Vec<anyhow::Result<Vec<u32>>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if builds.len() < 2 || threads < 2 {
+        return builds
+            .iter()
+            .map(|(_, eligible, size)| build_table(eligible, *size))
+            .collect();
+    }
+    let chunk = builds.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = builds
+            .chunks(chunk)
+            .map(|part| {
+                let worker = scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, eligible, size)| build_table(eligible, *size))
+                        .collect::<Vec<_>>()
+                });
+                (part.len(), worker)
+            })
+            .collect();
+        // One result per build, in order, whatever happens to a worker.
+        workers
+            .into_iter()
+            .flat_map(|(len, worker)| {
+                worker.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| Err(anyhow::anyhow!("a table build panicked")))
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 /// A Maglev table over `eligible` (id, weight, address) backends; all [`NO_BACKEND`] when none.
@@ -544,6 +607,38 @@ fn write(
     Ok(())
 }
 
+/// The new flows counted for each backend of `ids`, summed over CPUs: an entry at a time for a
+/// few, the whole map in one pass for many.
+fn backend_new_flows(maps: &(impl Maps + ?Sized), ids: &[u32]) -> anyhow::Result<Vec<u64>> {
+    const ONE_BY_ONE: usize = 1024;
+    if ids.len() > ONE_BY_ONE {
+        let all = crate::batch::per_cpu_sums(
+            maps,
+            map_names::BACKEND_STATS,
+            |sum, c: &BackendCounter| {
+                sum.new_flows += c.new_flows;
+            },
+        )?;
+        return Ok(ids
+            .iter()
+            .map(|&id| all.get(id as usize).map_or(0, |c| c.new_flows))
+            .collect());
+    }
+    let counters: PerCpuArray<&MapData, BackendCounter> =
+        PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
+            .context("the backend counter map is not a per-CPU array of backend counters")?;
+    ids.iter()
+        .map(|&id| {
+            Ok(counters
+                .get(&id, 0)
+                .with_context(|| format!("reading the counters of backend {id}"))?
+                .iter()
+                .map(|c| c.new_flows)
+                .sum())
+        })
+        .collect()
+}
+
 /// Records, for every VIP whose table this apply changed (or added), each of its backends'
 /// new-flow count now: `stats` judges shares over what is counted from here on.
 fn mark_table_changes(
@@ -554,11 +649,8 @@ fn mark_table_changes(
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
-    let mut bases = Vec::new();
+    let mut changed = Vec::new();
     {
-        let counters: PerCpuArray<&MapData, BackendCounter> =
-            PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
-                .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
         let rebuilt = || plan.vips.iter().filter(|applied| applied.rebuilt);
         let live: Vec<(u32, u32)> = rebuilt()
@@ -571,20 +663,16 @@ fn mark_table_changes(
                 Some(_) => old_tables.next().is_some_and(|old| old == applied.table),
                 None => false,
             };
-            if unchanged {
-                continue;
-            }
-            for &id in &applied.backend_ids {
-                let new_flows = counters
-                    .get(&id, 0)
-                    .with_context(|| format!("reading the counters of backend {id}"))?
-                    .iter()
-                    .map(|c| c.new_flows)
-                    .sum();
-                bases.push((id, ShareBase { new_flows, since }));
+            if !unchanged {
+                changed.extend_from_slice(&applied.backend_ids);
             }
         }
     }
+    let new_flows = backend_new_flows(maps, &changed)?;
+    let bases = changed
+        .iter()
+        .zip(new_flows)
+        .map(|(&id, new_flows)| (id, ShareBase { new_flows, since }));
     let mut map = array::<ShareBase>(maps, map_names::SHARE_BASE)?;
     for (id, base) in bases {
         map.set(id, &base, 0)

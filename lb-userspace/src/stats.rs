@@ -5,12 +5,12 @@
 use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use aya::maps::{Array, MapData, PerCpuArray};
 use lb_common::{Backend, BackendCounter, Counter, Vip, VipKey, map_names, meta::ShareBase};
 use serde::Serialize;
 
 use crate::{
     args::StatsArgs,
+    batch,
     capacity::Capacity,
     counters::Totals,
     effect, exit,
@@ -19,7 +19,7 @@ use crate::{
     maps::Maps,
     pins, report,
     rollout::{self, describe_vip, live_address},
-    status,
+    status, steering,
 };
 
 /// Below this many new flows a VIP's shares are noise: no over/under flag.
@@ -79,46 +79,38 @@ impl Sample {
     pub fn read(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Sample> {
         let snapshot = Snapshot::read(maps)?;
         let capacity = Capacity::read(maps)?;
-        let vip_stats: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(maps.map(map_names::VIP_STATS)?)
-                .context("the VIP counter map is not a per-CPU array of counters")?;
-        let backend_stats: PerCpuArray<&MapData, BackendCounter> =
-            PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
-                .context("the backend counter map is not a per-CPU array of backend counters")?;
-        let share_bases: Array<&MapData, ShareBase> =
-            Array::try_from(maps.map(map_names::SHARE_BASE)?)
-                .context("the share base map is not an array of share bases")?;
+        // Each map in one pass, every live table through one mapping: a read per VIP and
+        // backend costs a system call each.
+        let vip_stats = batch::per_cpu_sums(maps, map_names::VIP_STATS, |sum, c: &Counter| {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        })
+        .context("reading the VIP counters")?;
+        let backend_stats =
+            batch::per_cpu_sums(maps, map_names::BACKEND_STATS, |sum, c: &BackendCounter| {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+                sum.new_flows += c.new_flows;
+            })
+            .context("reading the backend counters")?;
+        let share_bases = batch::array::<ShareBase>(maps, map_names::SHARE_BASE)
+            .context("reading the share bases")?;
+        let live: Vec<(u32, u32)> = snapshot
+            .vips
+            .iter()
+            .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+            .collect();
+        let tables = steering::read_tables(maps, &live).context("reading the live tables")?;
         let mut vips = Vec::new();
-        for (key, vip) in &snapshot.vips {
-            let counter = vip_stats
-                .get(&vip.id, 0)
-                .with_context(|| format!("reading the counters of VIP {}", describe_vip(key)))?
-                .iter()
-                .fold(Counter::default(), |sum, c| Counter {
-                    packets: sum.packets + c.packets,
-                    bytes: sum.bytes + c.bytes,
-                });
+        for ((key, vip), table) in snapshot.vips.iter().zip(tables) {
+            let counter = vip_stats.get(vip.id as usize).copied().unwrap_or_default();
             let mut backends = Vec::new();
+            let mut bases = Vec::new();
             for (id, backend) in status::live_backends(&snapshot, &capacity, vip.id) {
-                let counter = backend_stats
-                    .get(&id, 0)
-                    .with_context(|| format!("reading the counters of backend {id}"))?
-                    .iter()
-                    .fold(BackendCounter::default(), |sum, c| BackendCounter {
-                        packets: sum.packets + c.packets,
-                        bytes: sum.bytes + c.bytes,
-                        new_flows: sum.new_flows + c.new_flows,
-                    });
+                let counter = backend_stats.get(id as usize).copied().unwrap_or_default();
                 backends.push((id, *backend, counter));
+                bases.push(share_bases.get(id as usize).copied().unwrap_or_default());
             }
-            let bases = backends
-                .iter()
-                .map(|(id, _, _)| share_bases.get(id, 0))
-                .collect::<Result<_, _>>()
-                .context("reading the share bases")?;
-            let table = snapshot
-                .active_table(maps, vip)
-                .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
             vips.push(VipSample {
                 key: *key,
                 vip: *vip,

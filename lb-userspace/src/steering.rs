@@ -108,6 +108,44 @@ pub fn read_tables(
     })?
 }
 
+/// `f` of each (`base`, `len`) table copy, read in place through one mapping (nothing is
+/// copied) on as many threads as the host has CPUs: what `status` needs of 1,000 tables.
+pub fn map_tables<R: Send>(
+    ebpf: &(impl Maps + ?Sized),
+    ranges: &[(u32, u32)],
+    f: impl Fn(&[u32]) -> R + Sync,
+) -> anyhow::Result<Vec<R>> {
+    with_slots(ebpf, ranges, |slots, origin| {
+        let slots: &[u32] = slots;
+        let tables: Vec<&[u32]> = ranges
+            .iter()
+            .map(|&(base, len)| {
+                let start = base as usize - origin;
+                slots.get(start..start + len as usize).with_context(|| {
+                    format!("slots {base}..+{len} lie outside {}", map_names::MAGLEV)
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let chunk = tables.len().div_ceil(threads).max(1);
+        let f = &f;
+        Ok(std::thread::scope(|scope| {
+            let workers: Vec<_> = tables
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|t| f(t)).collect::<Vec<R>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+                })
+                .collect()
+        }))
+    })?
+}
+
 /// Runs `f` on the slot map's memory from the page holding the first slot of `spans` (base,
 /// len) to the page holding their last, every slot as one u32; `f` gets the slots and the
 /// index of the first one (`origin`). Nothing is mapped for no spans.
