@@ -57,7 +57,7 @@ pub struct Extra {
     pub audit: AuditMetrics,
     /// The row of each (VIP, backend) in `health` and in `health_check_seconds`: a probe's
     /// outcome is recorded without a scan of 100,000 rows.
-    rows: HashMap<(String, IpAddr), (Option<usize>, Option<usize>)>,
+    pub rows: HashMap<(String, IpAddr), (Option<usize>, Option<usize>)>,
 }
 
 /// What the daemon's scheduled audits found.

@@ -465,9 +465,12 @@ pub fn changed_tables(
     Ok(plan(snapshot, capacity, desired, Scope::Changed)?.vips)
 }
 
+/// A table to build: index into the plan's VIPs, eligible (id, weight, address) backends, size.
+type Build = (usize, Vec<(u32, u32, IpAddr)>, u32);
+
 /// The tables of `builds` (index, eligible backends, size), on as many threads as the host has
 /// CPUs: each table depends on its own inputs only.
-fn build_tables(builds: &[(usize, Vec<(u32, u32, IpAddr)>, u32)]) -> Vec<anyhow::Result<Vec<u32>>> {
+fn build_tables(builds: &[Build]) -> Vec<anyhow::Result<Vec<u32>>> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     if builds.len() < 2 || threads < 2 {
         return builds

@@ -48,7 +48,7 @@ fn metrics_render_what_the_kernel_counted() {
         alerts: Vec::new(),
         last_apply_seconds: 0.125,
         health_check_seconds: vec![(VIP_LABEL.to_owned(), down, 0.5)],
-        audit: Default::default(),
+        ..Extra::default()
     };
 
     let text = metrics::render(&mut live.ebpf, &extra).expect("render");

@@ -182,6 +182,9 @@ impl Row {
     }
 }
 
+/// A verb run against the pins.
+type Verb<'a> = dyn Fn() -> anyhow::Result<()> + 'a;
+
 /// The library cases on a pinned program under `pin_path`.
 fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<(Vec<Row>, Value)> {
     let capacity = Capacity {
@@ -280,7 +283,7 @@ fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<(Vec<Row
     })?;
     let baseline = Some(("read_every_live_table", read_all.1));
     let env = FixedEnvironment::new(&["eth0"]);
-    let verbs: [(&str, Box<dyn Fn() -> anyhow::Result<()>>); 4] = [
+    let verbs: [(&str, Box<Verb>); 4] = [
         ("status", Box::new(|| status::read(pin_path).map(|_| ()))),
         (
             "stats",
