@@ -193,14 +193,19 @@ pub fn apply_file(
         )
     })?;
     let desired = Desired::from_model(&model, &bytes);
+    let mut maps = pins::open(&pin_path)?;
+    let capacity = Capacity::read(&maps)?;
+    let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
+    if !short.is_empty() {
+        report.refused = Some(format!("{}; nothing was changed", short.join("; ")));
+        return Ok(report);
+    }
     let max_share = model.alerts.max_share;
     let guarded = !options.accepts_concentration();
     let made = match (owner::writer(&pin_path)?, options.canary) {
         (Writer::Daemon(daemon), canary) => {
             if guarded {
-                let mut maps = pins::open(&pin_path)?;
                 let snapshot = Snapshot::read(&mut maps)?;
-                let capacity = Capacity::read(&maps)?;
                 let found =
                     effect::concentrated(&maps, &snapshot, &capacity, &desired, max_share, None)?;
                 if let Some(refusal) = concentration_refusal(&found, max_share) {
@@ -243,7 +248,8 @@ pub fn apply_file(
             .into());
         }
         (Writer::Direct(_lock), None) => {
-            // The check sees the tables the apply then writes: planned once.
+            // Opened again under the lock: a restart may have replaced the maps since. The
+            // check sees the tables the apply then writes: planned once.
             let outcome = rollout::apply_guarded(
                 &mut pins::open(&pin_path)?,
                 &desired,

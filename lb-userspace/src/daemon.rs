@@ -6,7 +6,7 @@
 //! [`rollout::apply`], so each change is all or nothing.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -71,7 +71,12 @@ pub struct Daemon {
     /// Operators' requests from the control socket.
     requests: mpsc::Receiver<Incoming>,
     targets: Vec<Target>,
+    /// The probes the targets share, and each probe's targets.
+    shared_probes: health::Probes,
+    /// Each target's index by VIP name and backend address.
+    target_index: HashMap<(String, IpAddr), usize>,
     tracker: Tracker,
+    /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
     probes: mpsc::Receiver<Probe>,
     probe_sender: mpsc::Sender<Probe>,
@@ -156,11 +161,14 @@ impl Daemon {
         let (request_sender, requests) = mpsc::channel(16);
         tokio::spawn(control::serve(control_socket, request_sender));
         let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
+        let shared_probes = health::Probes::of(&targets);
         Ok(Daemon {
             file: file.to_path_buf(),
             pin_path,
             tracker: Tracker::new(&targets),
-            checker: Checker::start(targets.clone(), probe_sender.clone()),
+            checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
+            target_index: target_index(&targets),
+            shared_probes,
             targets,
             detector: Detector::new(alert_settings(&model)),
             flood: flood::Detector::new(flood_settings(&model)),
@@ -190,6 +198,7 @@ impl Daemon {
     ) -> anyhow::Result<Stopped> {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut hangup = signal(SignalKind::hangup())?;
+        info!("running: SIGHUP reloads the config, SIGTERM stops the daemon");
         let mut ticker = tokio::time::interval(TICK);
         self.own_generation = generation(ebpf);
         let notifier = Notifier::from_env();
@@ -353,25 +362,61 @@ impl Daemon {
         value.map_err(|err| failed(err.into()))
     }
 
+    /// Counts `probe` and every probe already queued behind it, then rebuilds the tables of
+    /// all the targets that changed health in one apply: a round of probes (they start
+    /// together) that takes down many backends is one apply, not one per backend.
     fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
-        let Some(target) = self.targets.get(probe.target_index) else {
-            return;
+        let mut changed = self.record_probe(probe);
+        while let Ok(next) = self.probes.try_recv() {
+            changed |= self.record_probe(&next);
+        }
+        if changed {
+            let _ = self.reconcile(ebpf, "health change");
+        }
+    }
+
+    /// One outcome of a shared probe counts for every target it serves; whether any of them
+    /// changed health.
+    fn record_probe(&mut self, probe: &Probe) -> bool {
+        let Some(members) = self.shared_probes.members.get(probe.target_index) else {
+            return false;
         };
-        let check = &target.check;
-        let transition = self.tracker.record(probe, check.rise, check.fall);
-        if let Ok(mut extra) = self.shared.lock() {
-            extra.record_check(&target.vip, target.backend, probe.duration);
-            let up = self.tracker.health(probe.target_index) == Health::Up;
-            extra.set_health(&target.vip, target.backend, up);
+        let mut changed = false;
+        let mut extra = self.shared.lock().ok();
+        for &index in members {
+            let Some(target) = self.targets.get(index) else {
+                continue;
+            };
+            let check = &target.check;
+            let outcome = Probe {
+                target_index: index,
+                ..probe.clone()
+            };
+            let transition = self.tracker.record(&outcome, check.rise, check.fall);
+            if let Some(extra) = extra.as_mut() {
+                extra.record_check(&target.vip, target.backend, probe.duration);
+                let up = self.tracker.health(index) == Health::Up;
+                extra.set_health(&target.vip, target.backend, up);
+            }
+            let Some(transition) = transition else {
+                continue;
+            };
+            changed = true;
+            match transition.health {
+                Health::Down => warn!(vip = %target.vip, backend = %target.backend,
+                    reason = %transition.reason, "backend down: taking it out of the table"),
+                Health::Up => info!(vip = %target.vip, backend = %target.backend,
+                    reason = %transition.reason, "backend up: putting it back"),
+            }
         }
-        let Some(transition) = transition else { return };
-        match transition.health {
-            Health::Down => warn!(vip = %target.vip, backend = %target.backend,
-                reason = %transition.reason, "backend down: taking it out of the table"),
-            Health::Up => info!(vip = %target.vip, backend = %target.backend,
-                reason = %transition.reason, "backend up: putting it back"),
-        }
-        let _ = self.reconcile(ebpf, "health change");
+        changed
+    }
+
+    /// Whether `backend` of the VIP named `vip` is down by its health checks.
+    fn down(&self, vip: &str, backend: IpAddr) -> bool {
+        self.target_index
+            .get(&(vip.to_owned(), backend))
+            .is_some_and(|&i| self.tracker.health(i) == Health::Down)
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
@@ -527,14 +572,9 @@ impl Daemon {
             .vips
             .iter()
             .filter(|vip| {
-                vip.backends.iter().any(|b| {
-                    b.weight > 0
-                        && !self
-                            .targets
-                            .iter()
-                            .position(|t| t.vip == vip.name && t.backend == b.address)
-                            .is_some_and(|i| self.tracker.health(i) == Health::Down)
-                })
+                vip.backends
+                    .iter()
+                    .any(|b| b.weight > 0 && !self.down(&vip.name, b.address))
             })
             .map(|vip| vip.address)
             .collect()
@@ -648,6 +688,16 @@ impl Daemon {
                         message: message.to_owned(),
                     });
                 }
+                if let Ok(running) = Capacity::read(ebpf)
+                    && running != model.capacity
+                {
+                    warn!(
+                        "[capacity] asks for {}, the running program holds {running}: the new \
+                         capacity takes effect when xlb restarts (README, \"Capacity\"); this \
+                         reload applies within the running one",
+                        model.capacity
+                    );
+                }
                 let targets = health::targets(&model);
                 if targets != self.targets {
                     // New checks start from "up", as at start-up.
@@ -655,8 +705,13 @@ impl Daemon {
                     std::mem::replace(&mut self.checker, idle).stop();
                     // Probes the old checker queued carry the old target indices.
                     while self.probes.try_recv().is_ok() {}
-                    self.checker = Checker::start(targets.clone(), self.probe_sender.clone());
+                    self.shared_probes = health::Probes::of(&targets);
+                    self.checker = Checker::start(
+                        self.shared_probes.probes.clone(),
+                        self.probe_sender.clone(),
+                    );
                     self.tracker = Tracker::new(&targets);
+                    self.target_index = target_index(&targets);
                     self.targets = targets;
                 }
                 self.detector = Detector::new(alert_settings(&model));
@@ -725,12 +780,7 @@ impl Daemon {
             let down: Vec<bool> = vip
                 .backends
                 .iter()
-                .map(|b| {
-                    self.targets
-                        .iter()
-                        .position(|t| t.vip == vip.name && t.backend == b.address)
-                        .is_some_and(|i| self.tracker.health(i) == Health::Down)
-                })
+                .map(|b| self.down(&vip.name, b.address))
                 .collect();
             let all_down = down.iter().all(|d| *d);
             if all_down {
@@ -843,11 +893,17 @@ impl Daemon {
         else {
             return false;
         };
-        self.targets
-            .iter()
-            .position(|t| t.vip == vip.name && t.backend == backend)
-            .is_some_and(|i| self.tracker.health(i) == Health::Down)
+        self.down(&vip.name, backend)
     }
+}
+
+/// Each target's index by VIP name and backend address.
+fn target_index(targets: &[Target]) -> HashMap<(String, IpAddr), usize> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((t.vip.clone(), t.backend), i))
+        .collect()
 }
 
 /// What asked for a reload.

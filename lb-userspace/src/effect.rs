@@ -24,7 +24,7 @@ use crate::{
     live::Snapshot,
     maglev::{self, MaglevError},
     maps::Maps,
-    rollout::{AppliedVip, Desired, DesiredVip, expected_tables, live_address},
+    rollout::{AppliedVip, Desired, DesiredVip, changed_tables, live_address},
     steering,
 };
 
@@ -279,10 +279,12 @@ pub fn live(
     Ok((backends, effect))
 }
 
-/// What a change to `desired` would leave too concentrated: for each VIP (or only `vip`), the
-/// tables the change builds over the live state (so drains, disables and health count), and a
-/// server above `max_share` of the new flows of a VIP that names several backends, unless the
-/// VIP is no better off today. Each entry is the VIP and that server's part of it.
+/// What a change to `desired` would leave too concentrated: for each VIP the change touches
+/// (or only `vip`), the tables the change builds over the live state (so drains, disables and
+/// health count), and a server above `max_share` of the new flows of a VIP that names several
+/// backends, unless the VIP is no better off today. A VIP the change leaves as it is is not
+/// judged: its table stays (the audit and the `dominant` alert watch it). Each entry is the VIP
+/// and that server's part of it.
 pub fn concentrated(
     maps: &(impl Maps + ?Sized),
     snapshot: &Snapshot,
@@ -291,7 +293,7 @@ pub fn concentrated(
     max_share: f64,
     vip: Option<&VipKey>,
 ) -> anyhow::Result<Vec<(VipKey, Server)>> {
-    let planned = expected_tables(snapshot, capacity, desired)?;
+    let planned = changed_tables(snapshot, capacity, desired)?;
     concentrated_in(maps, snapshot, capacity, desired, &planned, max_share, vip)
 }
 
@@ -310,7 +312,8 @@ pub fn concentrated_in(
         .vips
         .iter()
         .zip(planned)
-        .filter(|(want, _)| vip.is_none_or(|only| *only == want.key))
+        // A VIP the change leaves as it is keeps its table: not judged.
+        .filter(|(want, planned)| planned.rebuilt && vip.is_none_or(|only| *only == want.key))
         .collect();
     // The live effects of the VIPs that exist, counted on their live tables in place through
     // one mapping of the slot map (a mapping costs all of the map's pages).

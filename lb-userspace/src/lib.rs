@@ -5,6 +5,7 @@ pub mod args;
 pub mod attach;
 pub mod audit;
 pub mod backend;
+pub mod batch;
 pub mod bgp;
 pub mod canary;
 pub mod capacity;

@@ -11,6 +11,7 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
+    batch,
     maps::{Maps, array},
     steering,
 };
@@ -33,14 +34,11 @@ fn vip_map(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<HashMap<&mut MapDa
 
 impl Snapshot {
     pub fn read(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Snapshot> {
-        let mut vips = vip_map(maps)?
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
-            .context("reading the VIP map")?;
+        // One pass over each map: a per-entry walk costs a system call per VIP and backend.
+        let mut vips =
+            batch::hash_map::<VipKey, Vip>(maps, map_names::VIPS).context("reading the VIP map")?;
         vips.sort_by_key(|(key, _)| *key);
-        let backends = array::<Backend>(maps, map_names::BACKENDS)?
-            .iter()
-            .collect::<Result<Vec<_>, _>>()
+        let backends = batch::array::<Backend>(maps, map_names::BACKENDS)
             .context("reading the backend map")?;
         let config = array::<Config>(maps, map_names::CONFIG)?
             .get(&0, 0)
@@ -64,8 +62,13 @@ impl Snapshot {
     /// filter and meta. Table copies are not touched: the restored VIP entries point at the
     /// copies that were live when the snapshot was taken, and nothing writes a live copy.
     pub fn restore(&self, maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<()> {
+        // Only the entries that differ: one pass to read them all, a write per difference.
+        let now = batch::array::<Backend>(maps, map_names::BACKENDS)?;
         let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
         for (id, backend) in (0..).zip(&self.backends) {
+            if now.get(id as usize) == Some(backend) {
+                continue;
+            }
             backends
                 .set(id, backend, 0)
                 .with_context(|| format!("restoring backend {id}"))?;

@@ -218,6 +218,24 @@ impl Keeper {
     }
 }
 
+/// Pins the maps `names` of `ebpf` under `pin_path` in place of whatever is pinned there by
+/// those names (a capacity change: the old maps live on while a program uses them).
+pub fn replace_maps(ebpf: &Ebpf, names: &[&str], pin_path: &Path) -> anyhow::Result<()> {
+    for &name in names {
+        let path = pin_path.join(name);
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err).with_context(|| format!("removing the pin {}", path.display()));
+            }
+            _ => {}
+        }
+        Maps::map(ebpf, name)?
+            .pin(&path)
+            .with_context(|| format!("pinning map {name} at {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Removes every pin under `pin_path` and the directory. Removing the link pin detaches the
 /// program once no process holds the link either.
 pub fn remove(pin_path: &Path) -> anyhow::Result<()> {

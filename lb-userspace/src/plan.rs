@@ -46,7 +46,7 @@ use serde::Serialize;
 use crate::{
     apply,
     args::{LiveArgs, PlanArgs},
-    capacity::Capacity,
+    capacity::{Capacity, Memory},
     config::{self, Diagnostic, Environment, HostEnvironment, Model, VipModel, rules},
     effect::{self, Effect, Entry},
     exit, object, report,
@@ -172,8 +172,13 @@ pub struct LiveState {
     pub generation: Option<u64>,
     /// Unix seconds of the last apply.
     pub applied_at: Option<u64>,
-    /// The capacity the scratch program was loaded with: the live one, or the default.
+    /// The capacity the scratch program was loaded with: the live one, or the config's when
+    /// nothing runs or the running program cannot hold the config.
     pub capacity: CapacityInfo,
+    /// The config's `[capacity]`: what the next `xlb run` loads.
+    pub config_capacity: CapacityInfo,
+    /// What the config's capacity takes in the kernel.
+    pub memory: Memory,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -351,10 +356,16 @@ pub fn plan_with(
     };
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     let current = diff::read_live(&pin_path)?;
-    let capacity = current
-        .as_ref()
-        .map_or_else(Capacity::default, |l| l.capacity);
     let desired = desired(&model, file, current.as_ref());
+    // Against the running program's capacity; a config it cannot hold is staged at its own
+    // capacity (what a restart would load) and refused, as `apply` refuses it.
+    let shortfalls = current.as_ref().map_or_else(Vec::new, |l| {
+        l.capacity.shortfalls(&Capacity::needed(&desired.vips))
+    });
+    let capacity = match &current {
+        Some(live) if shortfalls.is_empty() => live.capacity,
+        _ => model.capacity,
+    };
 
     // A program of our own to stage the new tables in: the running one's maps are only read.
     let mut scratch =
@@ -478,6 +489,7 @@ pub fn plan_with(
     let refusal = options
         .accept
         .refusal(&warnings)
+        .or_else(|| (!shortfalls.is_empty()).then(|| shortfalls.join("; ")))
         .or_else(|| concentrated.first().cloned());
     let code = if vips
         .iter()
@@ -505,6 +517,8 @@ pub fn plan_with(
             generation: current.as_ref().map(|l| l.snapshot.meta.generation),
             applied_at: current.as_ref().map(|l| l.snapshot.meta.applied_at),
             capacity: capacity.into(),
+            config_capacity: model.capacity.into(),
+            memory: model.capacity.memory_here(),
         }),
         global,
         vips,

@@ -6,7 +6,10 @@
 //! goes into its inactive copy and one update of the VIP entry flips to it. If any write fails,
 //! the snapshot taken at the start is written back, so the running state stays as it was.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{HashMap, MapData, PerCpuArray};
@@ -79,8 +82,12 @@ pub struct AppliedVip {
     pub vip: Vip,
     /// Backend ids, in the order of [`DesiredVip::backends`].
     pub backend_ids: Vec<u32>,
-    /// The new live table (backend ids).
+    /// The new live table (backend ids); empty when not `rebuilt`.
     pub table: Vec<u32>,
+    /// False when the VIP and its backends were live exactly as wanted: its table (built
+    /// from them alone) stands, nothing of it was rebuilt or written, and `vip` is the live
+    /// entry.
+    pub rebuilt: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,8 +98,13 @@ pub struct Applied {
 
 /// FNV-1a over the configuration file's bytes: recorded with each generation.
 pub fn config_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    fnv1a(bytes.iter().copied())
+}
+
+/// FNV-1a 64 over `bytes`.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
@@ -240,7 +252,7 @@ pub fn apply_canary(
             describe_vip(&want.key)
         );
     }
-    let plan = plan(&snapshot, &capacity, desired)?;
+    let plan = plan(&snapshot, &capacity, desired, Scope::All)?;
     // Every VIP runs already (checked above), so the old tables line up with the plan's.
     let old_tables = live_tables(maps, &snapshot, &plan)?;
     let tried: Vec<VipKey> = plan
@@ -306,7 +318,7 @@ pub fn apply_with_fault_injection(
 ) -> anyhow::Result<Applied> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let plan = plan(&snapshot, &capacity, desired)?;
+    let plan = plan(&snapshot, &capacity, desired, Scope::Changed)?;
     write_plan(maps, &snapshot, plan, desired, fail_before)
 }
 
@@ -320,7 +332,7 @@ pub fn apply_guarded<M: Maps + ?Sized, R>(
 ) -> anyhow::Result<Result<Applied, R>> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let plan = plan(&snapshot, &capacity, desired)?;
+    let plan = plan(&snapshot, &capacity, desired, Scope::Changed)?;
     if let Some(refusal) = guard(maps, &snapshot, &capacity, &plan.vips)? {
         return Ok(Err(refusal));
     }
@@ -367,6 +379,15 @@ fn write_plan(
     }
 }
 
+/// Which VIPs a plan builds tables for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Only those whose VIP entry or backend entries change: an apply writes nothing else.
+    Changed,
+    /// Every VIP: what the tables should be, to compare with the live ones.
+    All,
+}
+
 struct Plan {
     vips: Vec<AppliedVip>,
     /// Backend entries to write, by id.
@@ -375,20 +396,22 @@ struct Plan {
     retired: Vec<u32>,
 }
 
-fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::Result<Plan> {
-    ensure!(
-        desired.vips.len() <= capacity.vips as usize,
-        "{} VIPs do not fit: the running program holds {}; restart xlb with a larger capacity",
-        desired.vips.len(),
-        capacity.vips
-    );
+fn plan(
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    scope: Scope,
+) -> anyhow::Result<Plan> {
+    let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
+    ensure!(short.is_empty(), "{}", short.join("; "));
     let mut taken: BTreeSet<u32> = snapshot.vips.iter().map(|(_, vip)| vip.id).collect();
     let mut next_free = 0;
     let mut vips = Vec::new();
     let mut backends = Vec::new();
-    let mut kept = BTreeSet::new();
-    // Each VIP's eligible backends and table size: built together once every VIP is planned.
-    let mut tables = Vec::new();
+    let mut kept = vec![false; snapshot.backends.len()];
+    // Tables are built once every VIP is planned, in parallel: (index into `vips`, eligible
+    // backends, size).
+    let mut builds = Vec::new();
     for want in &desired.vips {
         let describe = || describe_vip(&want.key);
         ensure!(
@@ -438,14 +461,21 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             .clone()
             .filter(|&b| owned(b) != Backend::default())
             .collect();
+        let live_ids = used.len();
+        // The VIP's live backends by address: one lookup per desired backend.
+        let by_address: BTreeMap<([u8; 16], u8), u32> = used
+            .iter()
+            .map(|&b| {
+                let live = owned(b);
+                ((live.addr, live.family), b)
+            })
+            .collect();
         let mut backend_ids = Vec::new();
         let mut eligible = Vec::new();
+        let first_entry = backends.len();
         for backend in &want.backends {
             let (addr, family) = kernel_address(backend.address);
-            let existing = range.clone().find(|&b| {
-                let live = owned(b);
-                live != Backend::default() && live.addr == addr && live.family == family
-            });
+            let existing = by_address.get(&(addr, family)).copied();
             let cookie = match existing {
                 Some(b) if !rebind_all => owned(b).cookie,
                 _ => fresh_cookie,
@@ -485,13 +515,38 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
                 cookie,
             };
             backends.push((backend_id, entry));
-            kept.insert(backend_id);
+            if let Some(kept) = kept.get_mut(backend_id as usize) {
+                *kept = true;
+            }
             backend_ids.push(backend_id);
             if operator == 0 && unhealthy == 0 && backend.weight > 0 {
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }
-        tables.push((eligible, want.table_size));
+        // A live VIP whose entry and backend entries would be written as they are keeps its
+        // table: the table depends on nothing else.
+        let same = live.filter(|vip| {
+            scope == Scope::Changed
+                && vip.flags == want.flags
+                && vip.table_size == want.table_size
+                && backends[first_entry..]
+                    .iter()
+                    .all(|(id, entry)| owned(*id) == *entry)
+                // Every entry is live as it is, so every id is a live one: all of them are kept.
+                && backend_ids.len() == live_ids
+        });
+        if let Some(vip) = same {
+            backends.truncate(first_entry);
+            vips.push(AppliedVip {
+                key: want.key,
+                vip: *vip,
+                backend_ids,
+                table: Vec::new(),
+                rebuilt: false,
+            });
+            continue;
+        }
+        builds.push((vips.len(), eligible, want.table_size));
         let active = live.map_or(0, |vip| 1 - vip.active.min(1));
         let vip = Vip {
             id,
@@ -506,13 +561,11 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             vip,
             backend_ids,
             table: Vec::new(),
+            rebuilt: true,
         });
     }
-    let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
-    if keys.len() != desired.vips.len() {
-        bail!("two VIPs share an address, port and protocol");
-    }
-    for (applied, table) in vips.iter_mut().zip(build_tables(&tables)) {
+    for ((index, _, _), table) in builds.iter().zip(build_tables(&builds)) {
+        let applied = &mut vips[*index];
         applied.table = table.with_context(|| {
             format!(
                 "building the Maglev table of VIP {}",
@@ -520,8 +573,12 @@ fn plan(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> anyhow::
             )
         })?;
     }
+    let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
+    if keys.len() != desired.vips.len() {
+        bail!("two VIPs share an address, port and protocol");
+    }
     let retired = (0..snapshot.backends.len() as u32)
-        .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept.contains(id))
+        .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept[*id as usize])
         .collect();
     Ok(Plan {
         vips,
@@ -538,38 +595,54 @@ pub fn expected_tables(
     capacity: &Capacity,
     desired: &Desired,
 ) -> anyhow::Result<Vec<AppliedVip>> {
-    Ok(plan(snapshot, capacity, desired)?.vips)
+    Ok(plan(snapshot, capacity, desired, Scope::All)?.vips)
 }
 
-/// Eligible backends (id, weight, address) of a VIP, and its table size.
-type TableJob = (Vec<(u32, u32, IpAddr)>, u32);
+/// What an apply of `desired` would rebuild over the live state in `snapshot`: every VIP, with
+/// a table only where [`AppliedVip::rebuilt`] (the VIPs the change touches).
+pub fn changed_tables(
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+) -> anyhow::Result<Vec<AppliedVip>> {
+    Ok(plan(snapshot, capacity, desired, Scope::Changed)?.vips)
+}
 
-/// [`build_table`] for each job, in order, on every core: the tables are independent, and an
-/// apply of many VIPs spends most of its time building them.
-fn build_tables(jobs: &[TableJob]) -> Vec<anyhow::Result<Vec<u32>>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(jobs.len());
-    if threads <= 1 {
-        return jobs.iter().map(|(e, size)| build_table(e, *size)).collect();
+/// A table to build: index into the plan's VIPs, eligible (id, weight, address) backends, size.
+type Build = (usize, Vec<(u32, u32, IpAddr)>, u32);
+
+/// The tables of `builds` (index, eligible backends, size), on as many threads as the host has
+/// CPUs: each table depends on its own inputs only.
+fn build_tables(builds: &[Build]) -> Vec<anyhow::Result<Vec<u32>>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if builds.len() < 2 || threads < 2 {
+        return builds
+            .iter()
+            .map(|(_, eligible, size)| build_table(eligible, *size))
+            .collect();
     }
+    let chunk = builds.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = jobs
-            .chunks(jobs.len().div_ceil(threads))
+        let workers: Vec<_> = builds
+            .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || {
+                let worker = scope.spawn(move || {
                     part.iter()
-                        .map(|(e, size)| build_table(e, *size))
+                        .map(|(_, eligible, size)| build_table(eligible, *size))
                         .collect::<Vec<_>>()
-                })
+                });
+                (part.len(), worker)
             })
             .collect();
+        // One result per build, in order, whatever happens to a worker.
         workers
             .into_iter()
-            .flat_map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .flat_map(|(len, worker)| {
+                worker.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| Err(anyhow::anyhow!("a table build panicked")))
+                        .collect()
+                })
             })
             .collect()
     })
@@ -614,6 +687,7 @@ fn write(
     let tables: Vec<(u32, &[u32])> = plan
         .vips
         .iter()
+        .filter(|applied| applied.rebuilt)
         .map(|applied| {
             (
                 applied.vip.tables[applied.vip.active as usize],
@@ -636,7 +710,7 @@ fn write(
     let map = maps.map_mut(map_names::VIPS)?;
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
-    for applied in &plan.vips {
+    for applied in plan.vips.iter().filter(|applied| applied.rebuilt) {
         step()?;
         let vip = match reach {
             Reach::Canary { threshold, .. } if tried.contains(&applied.key) => Vip {
@@ -711,6 +785,38 @@ fn write(
     Ok(())
 }
 
+/// The new flows counted for each backend of `ids`, summed over CPUs: an entry at a time for a
+/// few, the whole map in one pass for many.
+fn backend_new_flows(maps: &(impl Maps + ?Sized), ids: &[u32]) -> anyhow::Result<Vec<u64>> {
+    const ONE_BY_ONE: usize = 1024;
+    if ids.len() > ONE_BY_ONE {
+        let all = crate::batch::per_cpu_sums(
+            maps,
+            map_names::BACKEND_STATS,
+            |sum, c: &BackendCounter| {
+                sum.new_flows += c.new_flows;
+            },
+        )?;
+        return Ok(ids
+            .iter()
+            .map(|&id| all.get(id as usize).map_or(0, |c| c.new_flows))
+            .collect());
+    }
+    let counters: PerCpuArray<&MapData, BackendCounter> =
+        PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
+            .context("the backend counter map is not a per-CPU array of backend counters")?;
+    ids.iter()
+        .map(|&id| {
+            Ok(counters
+                .get(&id, 0)
+                .with_context(|| format!("reading the counters of backend {id}"))?
+                .iter()
+                .map(|c| c.new_flows)
+                .sum())
+        })
+        .collect()
+}
+
 /// Records, for every VIP whose table this apply changed (or added), each of its backends'
 /// new-flow count now: `stats` judges shares over what is counted from here on.
 fn mark_table_changes(
@@ -721,15 +827,11 @@ fn mark_table_changes(
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
-    let mut bases = Vec::new();
+    let mut changed = Vec::new();
     {
-        let counters: PerCpuArray<&MapData, BackendCounter> =
-            PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
-                .context("the backend counter map is not a per-CPU array of backend counters")?;
         // The old copies are intact: the new tables went into the other ones.
-        let (live, new): (Vec<(u32, u32)>, Vec<&[u32]>) = plan
-            .vips
-            .iter()
+        let rebuilt = || plan.vips.iter().filter(|applied| applied.rebuilt);
+        let (live, new): (Vec<(u32, u32)>, Vec<&[u32]>) = rebuilt()
             .filter_map(|applied| Some((snapshot.vip(&applied.key)?, applied.table.as_slice())))
             .map(|(vip, new)| {
                 (
@@ -739,25 +841,21 @@ fn mark_table_changes(
             })
             .unzip();
         let mut same = steering::read_tables_with(maps, &live, |i, old| old == new[i])?.into_iter();
-        for applied in &plan.vips {
+        for applied in rebuilt() {
             let unchanged = match snapshot.vip(&applied.key) {
                 Some(_) => same.next().unwrap_or(false),
                 None => false,
             };
-            if unchanged {
-                continue;
-            }
-            for &id in &applied.backend_ids {
-                let new_flows = counters
-                    .get(&id, 0)
-                    .with_context(|| format!("reading the counters of backend {id}"))?
-                    .iter()
-                    .map(|c| c.new_flows)
-                    .sum();
-                bases.push((id, ShareBase { new_flows, since }));
+            if !unchanged {
+                changed.extend_from_slice(&applied.backend_ids);
             }
         }
     }
+    let new_flows = backend_new_flows(maps, &changed)?;
+    let bases = changed
+        .iter()
+        .zip(new_flows)
+        .map(|(&id, new_flows)| (id, ShareBase { new_flows, since }));
     let mut map = array::<ShareBase>(maps, map_names::SHARE_BASE)?;
     for (id, base) in bases {
         map.set(id, &base, 0)

@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     args::RunArgs,
     attach::{self, Attached},
-    capacity::Capacity,
+    capacity::{Capacity, SIZED_MAPS},
     config::{self, HostEnvironment},
     counters::Totals,
     daemon::{Daemon, Stopped},
@@ -81,16 +81,18 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     let mut owner = Owner::take(pin_path)?;
     // A pinned link means a data plane is running (its daemon may have died): adopt it.
     let adopting = pins::link_path(pin_path).exists();
-    let mut sizes = Capacity::default().map_sizes();
+    let mut sizes = model.capacity.map_sizes();
     let flow_sets = flow_sets(model.global.flow_table_size);
     sizes.push((map_names::FLOWS, flow_sets));
-    let mut ebpf = object::load_pinned(
-        object::XDP_OBJECT,
-        PROGRAM_NAME,
-        &sizes,
-        &map_names::XLB,
-        pin_path,
-    )?;
+    // A pinned program of another capacity: its sized maps are replaced (new ones, filled by
+    // the apply below, pinned once the new program has taken over), every other map adopted.
+    let resized = Capacity::pinned(pin_path)?.filter(|pinned| *pinned != model.capacity);
+    let adopted: Vec<&str> = map_names::XLB
+        .into_iter()
+        .filter(|name| resized.is_none() || !SIZED_MAPS.contains(name))
+        .collect();
+    let mut ebpf =
+        object::load_pinned(object::XDP_OBJECT, PROGRAM_NAME, &sizes, &adopted, pin_path)?;
     let adopted_sets = Array::<_, FlowSet>::try_from(Maps::map(&ebpf, map_names::FLOWS)?)
         .context("the flow table map has an unexpected type")?
         .len();
@@ -150,6 +152,10 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     }
     if adopting {
         pins::upgrade(&mut ebpf, PROGRAM_NAME, pin_path)?;
+        if let Some(pinned) = resized {
+            pins::replace_maps(&ebpf, &SIZED_MAPS, pin_path)?;
+            println!("{}", capacity_changed(&pinned, &model.capacity));
+        }
         println!(
             "xlb: adopted the data plane pinned under {} on {interface}: program replaced \
              through its link, {} VIPs applied",
@@ -165,6 +171,10 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         )?;
         // The link pin goes last: its presence means xlb is configured and attached.
         if let Err(err) = record_attachment(&mut ebpf, mode, attached.ifindex, interface)
+            .and_then(|()| match resized {
+                Some(_) => pins::replace_maps(&ebpf, &SIZED_MAPS, pin_path),
+                None => Ok(()),
+            })
             .and_then(|()| pins::pin_program_and_link(&mut ebpf, PROGRAM_NAME, link, pin_path))
         {
             // Nothing half-done stays behind: without its pins the program detaches on exit.
@@ -205,6 +215,18 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         ),
     }
     Ok(exit::OK)
+}
+
+/// What a restart with a new capacity did, and what it kept (README, "Capacity").
+fn capacity_changed(pinned: &Capacity, wanted: &Capacity) -> String {
+    format!(
+        "xlb: capacity changed from {pinned} to {wanted}: the VIP, backend and table maps were \
+         replaced and every table rebuilt ({}); kept: the flow table (established flows \
+         re-resolve through the rebuilt tables, which are the same for the same config, so \
+         they stay on their backends) and the per-reason and per-event counters; per-VIP and \
+         per-backend counters start again from zero",
+        wanted.memory_here()
+    )
 }
 
 /// The interface name recorded in the meta map.

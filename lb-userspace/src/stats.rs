@@ -5,7 +5,6 @@
 use std::{collections::BTreeMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
-use aya::maps::{Array, MapData, PerCpuArray};
 use lb_common::{
     Backend, BackendCounter, Counter, Vip, VipCounter, VipKey, map_names, meta::ShareBase,
 };
@@ -13,6 +12,7 @@ use serde::Serialize;
 
 use crate::{
     args::StatsArgs,
+    batch,
     capacity::Capacity,
     counters::Totals,
     effect, exit,
@@ -21,7 +21,7 @@ use crate::{
     maps::Maps,
     pins, report,
     rollout::{self, describe_vip, live_address},
-    status,
+    status, steering,
 };
 
 /// Below this many new flows a VIP's shares are noise: no over/under flag.
@@ -81,43 +81,40 @@ impl Sample {
     pub fn read(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Sample> {
         let snapshot = Snapshot::read(maps)?;
         let capacity = Capacity::read(maps)?;
-        let vip_stats: PerCpuArray<&MapData, VipCounter> =
-            PerCpuArray::try_from(maps.map(map_names::VIP_STATS)?)
-                .context("the VIP counter map is not a per-CPU array of VIP counters")?;
-        let backend_stats: PerCpuArray<&MapData, BackendCounter> =
-            PerCpuArray::try_from(maps.map(map_names::BACKEND_STATS)?)
-                .context("the backend counter map is not a per-CPU array of backend counters")?;
-        let share_bases: Array<&MapData, ShareBase> =
-            Array::try_from(maps.map(map_names::SHARE_BASE)?)
-                .context("the share base map is not an array of share bases")?;
+        // Each map in one pass, every live table through one mapping: a read per VIP and
+        // backend costs a system call each.
+        let vip_stats =
+            batch::per_cpu_sums(maps, map_names::VIP_STATS, |sum: &mut VipCounter, c| {
+                *sum = sum.plus(*c);
+            })
+            .context("reading the VIP counters")?;
+        let backend_stats =
+            batch::per_cpu_sums(maps, map_names::BACKEND_STATS, |sum, c: &BackendCounter| {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+                sum.new_flows += c.new_flows;
+            })
+            .context("reading the backend counters")?;
+        let share_bases = batch::array::<ShareBase>(maps, map_names::SHARE_BASE)
+            .context("reading the share bases")?;
+        let live: Vec<(u32, u32)> = snapshot
+            .vips
+            .iter()
+            .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+            .collect();
+        let tables = steering::read_tables(maps, &live).context("reading the live tables")?;
         let mut vips = Vec::new();
-        for (key, vip) in &snapshot.vips {
+        for ((key, vip), table) in snapshot.vips.iter().zip(tables) {
             let counter = vip_stats
-                .get(&vip.id, 0)
-                .with_context(|| format!("reading the counters of VIP {}", describe_vip(key)))?
-                .iter()
-                .fold(Counter::default(), |sum, c| sum.plus(c.total()));
+                .get(vip.id as usize)
+                .map_or_else(Counter::default, VipCounter::total);
             let mut backends = Vec::new();
+            let mut bases = Vec::new();
             for (id, backend) in status::live_backends(&snapshot, &capacity, vip.id) {
-                let counter = backend_stats
-                    .get(&id, 0)
-                    .with_context(|| format!("reading the counters of backend {id}"))?
-                    .iter()
-                    .fold(BackendCounter::default(), |sum, c| BackendCounter {
-                        packets: sum.packets + c.packets,
-                        bytes: sum.bytes + c.bytes,
-                        new_flows: sum.new_flows + c.new_flows,
-                    });
+                let counter = backend_stats.get(id as usize).copied().unwrap_or_default();
                 backends.push((id, *backend, counter));
+                bases.push(share_bases.get(id as usize).copied().unwrap_or_default());
             }
-            let bases = backends
-                .iter()
-                .map(|(id, _, _)| share_bases.get(id, 0))
-                .collect::<Result<_, _>>()
-                .context("reading the share bases")?;
-            let table = snapshot
-                .active_table(maps, vip)
-                .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
             vips.push(VipSample {
                 key: *key,
                 vip: *vip,
@@ -318,10 +315,15 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
         let new_flows: u64 = sample.backends.iter().map(|(_, _, c)| c.new_flows).sum();
         let (window, windowed) = window(sample, earlier);
         let window_total: u64 = windowed.iter().sum();
+        // Each backend's slots, in one pass over the table (not one per backend).
+        let mut slots_of: BTreeMap<u32, u64> = BTreeMap::new();
+        for slot in &sample.table {
+            *slots_of.entry(*slot).or_default() += 1;
+        }
         let mut backends = Vec::new();
         for (i, (id, backend, counter)) in sample.backends.iter().enumerate() {
-            let slots = sample.table.iter().filter(|slot| *slot == id).count();
-            let expected_share = share(slots as u64, sample.table.len() as u64);
+            let slots = slots_of.get(id).copied().unwrap_or(0);
+            let expected_share = share(slots, sample.table.len() as u64);
             let observed_share = share(windowed[i], window_total);
             let skew = skew(
                 window_total,

@@ -18,7 +18,8 @@ use crate::{
     live::{BackendState, Snapshot},
     maps::Maps,
     pins, report,
-    rollout::{config_hash, describe_vip},
+    rollout::{describe_vip, fnv1a},
+    steering,
 };
 
 /// Name of the program pin under the pin directory (as `pins::pin` writes it).
@@ -113,8 +114,16 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
     let meta = snapshot.meta;
+    let live: Vec<(u32, u32)> = snapshot
+        .vips
+        .iter()
+        .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .collect();
+    let fingerprints =
+        steering::map_tables(maps, &live, |table| fingerprint(table, &snapshot.backends))
+            .context("reading the live tables")?;
     let mut vips = Vec::new();
-    for (key, vip) in &snapshot.vips {
+    for ((key, vip), fingerprint) in snapshot.vips.iter().zip(fingerprints) {
         let mut backends = BackendCounts::default();
         for backend in live_backends(&snapshot, &capacity, vip.id).map(|(_, b)| b) {
             backends.total += 1;
@@ -136,7 +145,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
             table_size: vip.table_size,
             active_copy: vip.active,
             backends,
-            fingerprint: table_fingerprint(maps, &snapshot, key, vip)?,
+            fingerprint: format!("{fingerprint:016x}"),
             canary: crate::canary::of_vip(&snapshot, vip, crate::canary::now_unix()),
         });
     }
@@ -228,14 +237,11 @@ pub fn hash_name(flags: u32) -> &'static str {
 /// same backend differently); the owner per slot is what decides where a flow goes, so nodes
 /// steering alike have equal fingerprints.
 pub fn fingerprint(table: &[u32], backends: &[Backend]) -> u64 {
-    let bytes: Vec<u8> = table
-        .iter()
-        .flat_map(|id| {
-            let owner = backends.get(*id as usize).copied().unwrap_or_default();
-            owner.addr.into_iter().chain([owner.family])
-        })
-        .collect();
-    config_hash(&bytes)
+    let none = Backend::default();
+    fnv1a(table.iter().flat_map(|id| {
+        let owner = backends.get(*id as usize).unwrap_or(&none);
+        owner.addr.into_iter().chain([owner.family])
+    }))
 }
 
 /// `secs` since the Unix epoch as RFC 3339 UTC, e.g. `2023-11-14T22:13:20Z`.

@@ -54,16 +54,20 @@ pub fn write_tables_halfway(
     tables: &[(u32, &[u32])],
     halfway: &mut dyn FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    with_slots(ebpf, |slots| {
+    let spans: Vec<(u32, u32)> = tables
+        .iter()
+        .map(|&(base, table)| (base, table.len() as u32))
+        .collect();
+    with_slots(ebpf, &spans, |slots, origin| {
         for &(base, table) in tables {
-            let range = base as usize..base as usize + table.len();
+            let start = base as usize - origin;
+            let range = start..start + table.len();
             let Some(dst) = slots.get_mut(range) else {
                 bail!(
-                    "a table of {} slots at slot {base} does not fit in {} ({} slots): load \
-                     the program with a larger capacity",
+                    "a table of {} slots at slot {base} does not fit in {}: load the program \
+                     with a larger capacity",
                     table.len(),
                     map_names::MAGLEV,
-                    slots.len()
                 );
             };
             let half = table.len() / 2;
@@ -81,9 +85,9 @@ pub fn read_table(ebpf: &(impl Maps + ?Sized), base: u32, len: u32) -> anyhow::R
     Ok(tables.remove(0))
 }
 
-/// Reads each (`base`, `len`) table copy from the slot map through one mapping of it: the
-/// kernel maps every page of the map at each mmap, so one mapping per table would cost the
-/// whole map's pages per table.
+/// Reads each (`base`, `len`) table copy from the slot map through one mapping of the pages
+/// they span: the kernel maps every page of a mapping at mmap, so one mapping per table, or
+/// of the whole map for one table, would cost pages nobody reads.
 pub fn read_tables(
     ebpf: &(impl Maps + ?Sized),
     ranges: &[(u32, u32)],
@@ -98,18 +102,14 @@ pub fn read_tables_with<R>(
     ranges: &[(u32, u32)],
     mut f: impl FnMut(usize, &[u32]) -> R,
 ) -> anyhow::Result<Vec<R>> {
-    with_slots(ebpf, |slots| {
+    with_slots(ebpf, ranges, |slots, origin| {
         ranges
             .iter()
             .enumerate()
             .map(|(i, &(base, len))| {
-                let range = base as usize..base as usize + len as usize;
-                let table = slots.get(range).with_context(|| {
-                    format!(
-                        "slots {base}..+{len} lie outside {} ({} slots)",
-                        map_names::MAGLEV,
-                        slots.len()
-                    )
+                let start = base as usize - origin;
+                let table = slots.get(start..start + len as usize).with_context(|| {
+                    format!("slots {base}..+{len} lie outside {}", map_names::MAGLEV)
                 })?;
                 Ok(f(i, table))
             })
@@ -117,24 +117,81 @@ pub fn read_tables_with<R>(
     })?
 }
 
-/// Runs `f` on the slot map's memory, every slot as one u32.
+/// `f` of each (`base`, `len`) table copy, read in place through one mapping (nothing is
+/// copied) on as many threads as the host has CPUs: what `status` needs of 1,000 tables.
+pub fn map_tables<R: Send>(
+    ebpf: &(impl Maps + ?Sized),
+    ranges: &[(u32, u32)],
+    f: impl Fn(&[u32]) -> R + Sync,
+) -> anyhow::Result<Vec<R>> {
+    with_slots(ebpf, ranges, |slots, origin| {
+        let slots: &[u32] = slots;
+        let tables: Vec<&[u32]> = ranges
+            .iter()
+            .map(|&(base, len)| {
+                let start = base as usize - origin;
+                slots.get(start..start + len as usize).with_context(|| {
+                    format!("slots {base}..+{len} lie outside {}", map_names::MAGLEV)
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let chunk = tables.len().div_ceil(threads).max(1);
+        let f = &f;
+        Ok(std::thread::scope(|scope| {
+            let workers: Vec<_> = tables
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(|t| f(t)).collect::<Vec<R>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+                })
+                .collect()
+        }))
+    })?
+}
+
+/// Runs `f` on the slot map's memory from the page holding the first slot of `spans` (base,
+/// len) to the page holding their last, every slot as one u32; `f` gets the slots and the
+/// index of the first one (`origin`). Nothing is mapped for no spans.
 fn with_slots<R>(
     maps: &(impl Maps + ?Sized),
-    f: impl FnOnce(&mut [u32]) -> R,
+    spans: &[(u32, u32)],
+    f: impl FnOnce(&mut [u32], usize) -> R,
 ) -> anyhow::Result<R> {
+    const PAGE: usize = 4096;
+    const PAGE_SLOTS: usize = PAGE / size_of::<u32>();
     let name = map_names::MAGLEV;
     let Map::Array(data) = maps.map(name)? else {
         bail!("map {name} is not an array");
+    };
+    let Some(low) = spans.iter().map(|&(base, _)| base as usize).min() else {
+        return Ok(f(&mut [], 0));
     };
     let chunks = data
         .info()
         .context("reading the slot map's size")?
         .max_entries() as usize;
     let slots = chunks * MAGLEV_CHUNK_SLOTS as usize;
-    let page = 4096;
-    let len = (slots * size_of::<u32>()).div_ceil(page) * page;
+    let high = spans
+        .iter()
+        .map(|&(base, len)| base as usize + len as usize)
+        .max()
+        .unwrap_or(low)
+        .min(slots);
+    let origin = low / PAGE_SLOTS * PAGE_SLOTS;
+    if origin >= slots {
+        bail!("slot {low} lies outside {name} ({slots} slots)");
+    }
+    let mapped = high.max(origin + 1).div_ceil(PAGE_SLOTS) * PAGE_SLOTS - origin;
+    let len = mapped * size_of::<u32>();
     // SAFETY: mapping a BPF_F_MMAPABLE array map's fd shared and writable is how the kernel
-    // exposes its memory; `len` covers exactly the map's pages.
+    // exposes its memory; the range lies within the map's pages (`high` is capped at its
+    // size) and starts on a page boundary.
     let memory = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -142,15 +199,21 @@ fn with_slots<R>(
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             data.fd().as_fd().as_raw_fd(),
-            0,
+            (origin * size_of::<u32>()) as libc::off_t,
         )
     };
     if memory == libc::MAP_FAILED {
         let err = std::io::Error::last_os_error();
         bail!("memory-mapping {name} failed: {err} (is it BPF_F_MMAPABLE?)");
     }
-    // SAFETY: the mapping holds `slots` u32 values and stays mapped until munmap below.
-    let result = f(unsafe { std::slice::from_raw_parts_mut(memory.cast::<u32>(), slots) });
+    // The last page may run past the map's last slot: only whole slots of the map are shown.
+    let shown = mapped.min(slots - origin);
+    // SAFETY: the mapping holds `mapped` >= `shown` u32 values and stays mapped until munmap
+    // below.
+    let result = f(
+        unsafe { std::slice::from_raw_parts_mut(memory.cast::<u32>(), shown) },
+        origin,
+    );
     // SAFETY: unmapping exactly what was mapped; no reference into it outlives `f`.
     unsafe { libc::munmap(memory, len) };
     Ok(result)
@@ -192,15 +255,17 @@ pub fn set_vip_addrs<'a>(
     keys: impl IntoIterator<Item = &'a VipKey>,
 ) -> anyhow::Result<()> {
     let wanted: BTreeSet<AddrKey> = keys.into_iter().map(VipKey::address).collect();
+    let present: BTreeSet<AddrKey> =
+        crate::batch::hash_map::<AddrKey, u32>(maps, map_names::VIP_ADDRS)
+            .context("reading the VIP address map")?
+            .into_iter()
+            .map(|(addr, _)| addr)
+            .collect();
     let mut addrs = vip_addrs(maps)?;
-    for addr in &wanted {
+    for addr in wanted.difference(&present) {
         addrs.insert(addr, &0, 0).context("writing a VIP address")?;
     }
-    let present: Vec<AddrKey> = addrs
-        .keys()
-        .collect::<Result<_, _>>()
-        .context("reading the VIP address map")?;
-    for addr in present.iter().filter(|addr| !wanted.contains(addr)) {
+    for addr in present.difference(&wanted) {
         addrs.remove(addr).context("removing a VIP address")?;
     }
     Ok(())

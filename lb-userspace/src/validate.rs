@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::args::{OutputFormat, ValidateArgs};
+use crate::capacity::Capacity;
 use crate::config::{self, Diagnostic, Environment, HostEnvironment};
 use crate::exit;
 
@@ -27,9 +28,9 @@ pub struct Report {
 
 /// Validates the config at `path` against `env` and renders the result.
 pub fn check(path: &Path, env: &dyn Environment, strict: bool, format: OutputFormat) -> Report {
-    let diagnostics = match config::load(path, env) {
-        Ok((_, warnings)) => warnings,
-        Err(diagnostics) => diagnostics,
+    let (diagnostics, capacity) = match config::load(path, env) {
+        Ok((model, warnings)) => (warnings, Some(model.capacity)),
+        Err(diagnostics) => (diagnostics, None),
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
@@ -41,13 +42,14 @@ pub fn check(path: &Path, env: &dyn Environment, strict: bool, format: OutputFor
         exit::OK
     };
     let output = match format {
-        OutputFormat::Text => text(path, &diagnostics, errors, warnings, strict, code),
-        OutputFormat::Json => json(path, &diagnostics, errors, warnings, strict, code),
+        OutputFormat::Text => text(path, &diagnostics, errors, warnings, strict, code, capacity),
+        OutputFormat::Json => json(path, &diagnostics, errors, warnings, strict, code, capacity),
     };
     Report { code, output }
 }
 
-/// Each diagnostic as a compiler renders it (`config` sorts errors first), then a summary line.
+/// Each diagnostic as a compiler renders it (`config` sorts errors first), then a summary line
+/// and, for a valid config, the capacity `xlb run` loads and the memory it takes.
 fn text(
     path: &Path,
     diagnostics: &[Diagnostic],
@@ -55,6 +57,7 @@ fn text(
     warnings: usize,
     strict: bool,
     code: u8,
+    capacity: Option<Capacity>,
 ) -> String {
     let mut out = String::new();
     for diagnostic in diagnostics {
@@ -74,11 +77,18 @@ fn text(
         out.push_str(" (rejected: --strict treats warnings as errors)");
     }
     out.push('\n');
+    if let Some(capacity) = capacity {
+        out.push_str(&format!(
+            "capacity: {capacity}: {}\n",
+            capacity.memory_here()
+        ));
+    }
     out
 }
 
-/// `{"ok", "file", "strict", "errors", "warnings", "diagnostics": [...]}`, each diagnostic
-/// with all its fields.
+/// `{"ok", "file", "strict", "errors", "warnings", "diagnostics": [...], "capacity"}`, each
+/// diagnostic with all its fields; `capacity` (with its `memory` in bytes) is null for an
+/// invalid config.
 fn json(
     path: &Path,
     diagnostics: &[Diagnostic],
@@ -86,6 +96,7 @@ fn json(
     warnings: usize,
     strict: bool,
     code: u8,
+    capacity: Option<Capacity>,
 ) -> String {
     let document = serde_json::json!({
         "ok": code == exit::OK,
@@ -95,6 +106,12 @@ fn json(
         "errors": errors,
         "warnings": warnings,
         "diagnostics": diagnostics,
+        "capacity": capacity.map(|capacity| serde_json::json!({
+            "vips": capacity.vips,
+            "backends_per_vip": capacity.backends_per_vip,
+            "table_slots": capacity.table_slots,
+            "memory": capacity.memory_here(),
+        })),
     });
     format!("{document:#}\n")
 }

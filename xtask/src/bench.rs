@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: data-plane benchmarks through BPF_PROG_TEST_RUN and control-plane
 //! timings, each figure beside a baseline measured in the same run. Writes
-//! target/bench/dataplane.json and target/bench/controlplane.json.
+//! target/bench/dataplane.json and target/bench/controlplane.json; the control plane at 1,000
+//! VIPs x 100 backends (tests/src/bin/xlb-bench-daemon.rs) into target/bench/daemon.json.
 //!
 //! `cargo xtask bench --e2e` instead measures short HTTP requests with wrk on the lab's
 //! namespaces (tests/src/bin/xlb-bench-e2e.rs): through xlb `dsr` and `ipip`, through HAProxy
@@ -34,15 +35,22 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         "xlb-bench",
         "--bin",
         "xlb-bench-control",
+        "--bin",
+        "xlb-bench-daemon",
+        "--bin",
+        "xlb",
     ])?)?;
     let root = cmd::workspace_root();
     for (binary, report) in [
         ("xlb-bench", "dataplane.json"),
         ("xlb-bench-control", "controlplane.json"),
+        ("xlb-bench-daemon", "daemon.json"),
     ] {
         cmd::run(
             std::process::Command::new(root.join("target/release").join(binary))
-                .arg(root.join("target/bench").join(report)),
+                .arg(root.join("target/bench").join(report))
+                // The daemon bench runs the release xlb it was built with.
+                .env("XLB_BIN", root.join("target/release/xlb")),
         )?;
     }
     Ok(())

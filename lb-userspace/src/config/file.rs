@@ -20,8 +20,19 @@ pub struct ConfigFile {
     pub audit: Option<Spanned<AuditFile>>,
     pub alerts: Option<Spanned<AlertsFile>>,
     pub bgp: Option<Spanned<BgpFile>>,
+    pub capacity: Option<Spanned<CapacityFile>>,
     #[serde(default)]
     pub vip: Vec<Spanned<VipFile>>,
+}
+
+/// `[capacity]`: what the program's maps are sized for when `xlb run` loads it. Signed, so a
+/// negative or oversized value is XLB028 with the range rather than a type error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityFile {
+    pub vips: Option<Spanned<i64>>,
+    pub backends_per_vip: Option<Spanned<i64>>,
+    pub table_slots: Option<Spanned<i64>>,
 }
 
 /// `[bgp]`: announce VIPs through BIRD 2. The daemon writes `routes_file` (a BIRD include file)

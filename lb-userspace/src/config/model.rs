@@ -16,7 +16,7 @@ use lb_common::{
 use serde::Deserialize;
 
 use super::file::{self, ConfigFile};
-use crate::args::XdpModeArg;
+use crate::{args::XdpModeArg, capacity::Capacity};
 
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
 /// `global.flow_table_size` bounds: at least one flow, at most 2^24 (1.1 GiB at 72 bytes per
@@ -90,6 +90,8 @@ pub struct Model {
     pub alerts: Alerts,
     /// `[bgp]`: none when the table is absent (no announcements).
     pub bgp: Option<Bgp>,
+    /// `[capacity]`, defaults when the table is absent: what `xlb run` sizes the maps for.
+    pub capacity: Capacity,
     /// In file order.
     pub vips: Vec<VipModel>,
 }
@@ -465,7 +467,37 @@ pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
         audit: audit_thresholds(file),
         alerts: alerts(file)?,
         bgp: file.bgp.as_ref().map(|bgp| bgp_settings(bgp.get_ref())),
+        capacity: capacity(file)?,
         vips,
+    })
+}
+
+/// `[capacity]` bounds. VIPs and backends per VIP up to 65,536 each, at most 2^24 backends
+/// in all; a table of at most the data plane's largest, and all the tables' copies together at
+/// most 2^32 slots (16 GiB).
+pub const CAPACITY_VIPS_RANGE: RangeInclusive<i64> = 1..=65_536;
+pub const CAPACITY_BACKENDS_PER_VIP_RANGE: RangeInclusive<i64> = 1..=65_536;
+pub const CAPACITY_TABLE_SLOTS_RANGE: RangeInclusive<i64> =
+    1..=lb_common::service::MAX_TABLE_SIZE as i64;
+pub const CAPACITY_MAX_BACKENDS: u64 = 1 << 24;
+pub const CAPACITY_MAX_SLOTS: u64 = 1 << 32;
+
+/// The capacity in force, defaults filled in; `None` if a value is out of its type's range
+/// (the audit reports it as XLB028).
+pub(crate) fn capacity(file: &ConfigFile) -> Option<Capacity> {
+    let defaults = Capacity::default();
+    let Some(capacity) = &file.capacity else {
+        return Some(defaults);
+    };
+    let capacity = capacity.get_ref();
+    let field = |value: Option<i64>, default: u32| match value {
+        Some(value) => u32::try_from(value).ok(),
+        None => Some(default),
+    };
+    Some(Capacity {
+        vips: field(value(&capacity.vips), defaults.vips)?,
+        backends_per_vip: field(value(&capacity.backends_per_vip), defaults.backends_per_vip)?,
+        table_slots: field(value(&capacity.table_slots), defaults.table_slots)?,
     })
 }
 

@@ -167,6 +167,13 @@ pub const SOURCE_HASH_CLIENTS: Rule = warning(
     "A VIP with several backends hashes on the client's address alone: its spread follows the \
      client addresses, so clients behind a few NAT or proxy addresses land on a few servers.",
 );
+pub const CAPACITY: Rule = error(
+    "XLB028",
+    "capacity",
+    "The config does not fit its [capacity] (more VIPs than capacity.vips, a VIP with more \
+     backends than capacity.backends_per_vip, a table_size above capacity.table_slots), or a \
+     [capacity] value is out of range: the program `xlb run` loads could not hold it.",
+);
 
 /// Every rule, in id order.
 pub const RULES: &[Rule] = &[
@@ -194,6 +201,7 @@ pub const RULES: &[Rule] = &[
     METRICS_EXPOSED,
     NO_SLOT,
     SOURCE_HASH_CLIENTS,
+    CAPACITY,
 ];
 
 /// The rule with this id (`XLB003`, case-insensitive) or name (`all-on-one-server`).

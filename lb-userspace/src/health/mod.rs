@@ -144,6 +144,41 @@ pub fn targets(model: &Model) -> Vec<Target> {
         .collect()
 }
 
+/// The probes `targets` need: one per backend address and check (kind, port, path, expected
+/// status, interval, timeout). Targets that differ only in their VIP, rise or fall (a backend
+/// serving several VIPs) share one probe, whose every outcome counts for each of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probes {
+    /// The first target of each probe: what the probe checks.
+    pub probes: Vec<Target>,
+    /// For each probe, the indices (into `targets`) of the targets it serves.
+    pub members: Vec<Vec<usize>>,
+}
+
+impl Probes {
+    pub fn of(targets: &[Target]) -> Probes {
+        let mut index: std::collections::HashMap<ProbeKey<'_>, usize> =
+            std::collections::HashMap::new();
+        let mut probes = Probes::default();
+        for (i, target) in targets.iter().enumerate() {
+            let (_, backend, kind, port, interval, timeout, _, _) = target.key();
+            let next = probes.probes.len();
+            let at = *index
+                .entry((backend, kind, port, interval, timeout))
+                .or_insert(next);
+            if at == next {
+                probes.probes.push(target.clone());
+                probes.members.push(Vec::new());
+            }
+            probes.members[at].push(i);
+        }
+        probes
+    }
+}
+
+/// Backend, (check kind, path, expected status), port, interval, timeout.
+type ProbeKey<'a> = (IpAddr, (u8, &'a str, u16), u16, Duration, Duration);
+
 /// Owns one tokio task per target; dropping it (or `stop`) ends them all.
 pub struct Checker {
     tasks: JoinSet<()>,
@@ -356,6 +391,26 @@ protocol = "tcp"
         assert_eq!(base.cmp(&base.clone()), Ordering::Equal);
         // The VIP name sorts first.
         assert!(other_vip < base);
+    }
+
+    #[test]
+    fn targets_of_one_backend_and_check_share_a_probe() {
+        // Test that targets differing only in VIP, rise or fall share one probe serving each of
+        // them, and that another port or interval is a probe of its own.
+        let base = tcp_target(80, Duration::from_secs(1));
+        let mut other_vip = base.clone();
+        other_vip.vip = "api".into();
+        other_vip.check.rise = 7;
+        let other_port = tcp_target(81, Duration::from_secs(1));
+        let other_interval = tcp_target(80, Duration::from_secs(2));
+        let mut third_vip = base.clone();
+        third_vip.vip = "dns".into();
+        let targets = [base, other_port, other_vip, other_interval, third_vip];
+        let probes = Probes::of(&targets);
+        assert_eq!(probes.members, vec![vec![0, 2, 4], vec![1], vec![3]]);
+        assert_eq!(probes.probes[0], targets[0]);
+        assert_eq!(probes.probes[1], targets[1]);
+        assert_eq!(probes.probes[2], targets[3]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,25 @@ pub(super) fn render(report: &PlanReport) -> String {
                 live.pin_path
             );
         }
+        let config = &live.config_capacity;
+        let _ = writeln!(
+            out,
+            "capacity: {} VIPs x {} backends, tables of up to {} slots: {}{}",
+            config.vips,
+            config.backends_per_vip,
+            config.table_slots,
+            live.memory,
+            if live.loaded && live.capacity != *config {
+                format!(
+                    "; the running program holds {} VIPs x {} backends, {}-slot tables: the \
+                     config's capacity takes effect when xlb restarts (`xlb run`; README, \
+                     \"Capacity\")",
+                    live.capacity.vips, live.capacity.backends_per_vip, live.capacity.table_slots
+                )
+            } else {
+                String::new()
+            }
+        );
         if let Some(sample) = &report.sample {
             let _ = writeln!(
                 out,

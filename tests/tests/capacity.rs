@@ -1,0 +1,224 @@
+//! The program's capacity (`[capacity]`): `xlb run` loads what the config asks for, refuses a
+//! config beyond it, and a restart with another capacity replaces the sized maps while keeping
+//! the flow table and the per-reason counters; `plan` and `apply` refuse a config the running
+//! program cannot hold, naming the field to raise.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapInfo;
+use lb_common::map_names;
+use xlb_tests::{demo, live::LiveXlb, netns::Lab, require_privileges};
+
+/// A config of `vips` dsr VIPs (198.18.1.10, ports 1000..) of two backends each, with
+/// `capacity` as the body of a `[capacity]` table (none when empty).
+fn config(pin_path: &Path, vips: usize, capacity: &str) -> String {
+    let mut text = format!(
+        "[global]\ninterface = \"eth0\"\nxdp_mode = \"generic\"\npin_path = \"{}\"\n\n",
+        pin_path.display()
+    );
+    if !capacity.is_empty() {
+        text += &format!("[capacity]\n{capacity}\n\n");
+    }
+    for i in 0..vips {
+        text += &format!(
+            "[[vip]]\nname = \"v{i}\"\naddress = \"198.18.1.10\"\nport = {}\nprotocol = \
+             \"tcp\"\ntable_size = 251\n\n[[vip.backend]]\naddress = \"198.18.0.10\"\nmac = \
+             \"02:00:00:00:03:00\"\n\n[[vip.backend]]\naddress = \"198.18.0.11\"\nmac = \
+             \"02:00:00:00:03:01\"\n\n",
+            1000 + i
+        );
+    }
+    text
+}
+
+fn map_id(pin_path: &Path, name: &str) -> u32 {
+    MapInfo::from_pin(pin_path.join(name))
+        .unwrap_or_else(|err| panic!("{name}: {err}"))
+        .id()
+}
+
+/// Test that `xlb run` refuses 70 VIPs in the default capacity (XLB028 naming capacity.vips),
+/// runs them with `[capacity] vips = 80`, and that a restart with `vips = 100` says what it
+/// did, loads the new capacity, replaces the VIP map and keeps the flow table and the
+/// per-reason counters, with every VIP applied again.
+#[test]
+fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table() {
+    require_privileges!();
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let mut lab = Lab::new("capacity").expect("lab");
+    let lb = lab.netns("lb").expect("netns");
+    let peer = lab.netns("peer").expect("netns");
+    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
+    let pin_path = lab.pin_dir("xlb").expect("pin dir");
+    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
+    let file = lab.temp_path("xlb.toml").expect("temp path");
+
+    std::fs::write(&file, config(&pin_path, 70, "")).expect("config");
+    let refused = lb
+        .command(&xlb)
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .expect("xlb run");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("XLB028")
+            && said.contains("capacity.vips")
+            && said.contains("set vips = 70 or more in [capacity]"),
+        "{said}"
+    );
+    assert!(!pin_path.join("link").exists(), "nothing is loaded");
+
+    let verb = |args: &[&str]| {
+        let out = Command::new(&xlb)
+            .args(args)
+            .arg("--pin-path")
+            .arg(&pin_path)
+            .output()
+            .expect("run xlb");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let status = || -> serde_json::Value {
+        let (_, out) = verb(&["status", "--output", "json"]);
+        serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
+    };
+    let start = |lab: &mut Lab, text: String, log: &str| {
+        std::fs::write(&file, text).expect("config");
+        let stdout = lab.temp_path(log).expect("temp path");
+        let mut run = lb.command(&xlb);
+        run.args(["run", "--config"])
+            .arg(&file)
+            .args(["--stats-interval", "0"]);
+        run.stdout(std::fs::File::create(&stdout).expect("stdout file"));
+        run.stderr(std::fs::File::create(stdout.with_extension("err")).expect("stderr file"));
+        (lab.spawn(run).expect("xlb run"), stdout)
+    };
+    // The daemon has applied `generation` at `vips` capacity (the pins are replaced after the
+    // apply) and handles signals.
+    let wait_for = |generation: u64, vips: u32, log: &Path| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = status();
+            let ready = std::fs::read_to_string(log.with_extension("err"))
+                .is_ok_and(|said| said.contains("running: SIGHUP reloads"));
+            if now["generation"] == generation && now["capacity"]["vips"] == vips && ready {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "generation {generation} never came: {now}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let (pid, first_out) = start(
+        &mut lab,
+        config(
+            &pin_path,
+            70,
+            "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
+        ),
+        "first.out",
+    );
+    let first = wait_for(1, 80, &first_out);
+    assert_eq!(first["capacity"]["vips"], 80, "{first}");
+    assert_eq!(first["vips"].as_array().map(Vec::len), Some(70), "{first}");
+    let flows = map_id(&pin_path, map_names::FLOWS);
+    let reasons = map_id(&pin_path, map_names::REASONS);
+    let vips = map_id(&pin_path, map_names::VIPS);
+    let stopped = lab.terminate(pid).expect("stop");
+    assert!(
+        stopped.success(),
+        "{stopped}: {}",
+        std::fs::read_to_string(first_out.with_extension("err")).unwrap_or_default()
+    );
+
+    let (pid, out) = start(
+        &mut lab,
+        config(
+            &pin_path,
+            70,
+            "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
+        ),
+        "second.out",
+    );
+    let second = wait_for(2, 100, &out);
+    assert_eq!(second["capacity"]["vips"], 100, "{second}");
+    assert_eq!(
+        second["vips"].as_array().map(Vec::len),
+        Some(70),
+        "{second}"
+    );
+    assert_eq!(
+        map_id(&pin_path, map_names::FLOWS),
+        flows,
+        "flow table kept"
+    );
+    assert_eq!(
+        map_id(&pin_path, map_names::REASONS),
+        reasons,
+        "counters kept"
+    );
+    assert_ne!(map_id(&pin_path, map_names::VIPS), vips, "VIP map replaced");
+    let (code, audit) = verb(&["audit", file.to_str().expect("path")]);
+    assert_eq!(code, Some(0), "the restarted program audits clean: {audit}");
+    let stopped = lab.terminate(pid).expect("stop");
+    assert!(
+        stopped.success(),
+        "{stopped}: {}",
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
+    let said = std::fs::read_to_string(out).expect("stdout");
+    assert!(
+        said.contains("capacity changed from 80 VIPs x 4 backends")
+            && said.contains("to 100 VIPs x 4 backends")
+            && said.contains("kept: the flow table"),
+        "{said}"
+    );
+    let (code, _) = verb(&["down"]);
+    assert_eq!(code, Some(0));
+}
+
+/// Test that `plan` and `apply` refuse (exit 1) a config with more VIPs than the running
+/// program holds, naming capacity.vips and the restart, and change nothing.
+#[test]
+fn plan_and_apply_refuse_a_config_the_running_program_cannot_hold() {
+    require_privileges!();
+    let mut live = LiveXlb::new("capacity-live");
+    live.apply(&xlb_tests::live::EQUAL);
+    // The live program holds 8 VIPs (TEST_CAPACITY); the config asks for 9 and 16.
+    let text = config(&live.pin_path, 9, "vips = 16\nbackends_per_vip = 16")
+        .replace("\"eth0\"", "\"lo\"")
+        .replace("xdp_mode = \"generic\"\n", "");
+    let file = live.config_file("nine.toml", &text);
+    let path = file.to_str().expect("path");
+    let (code, plan) = live.xlb_json(&["plan", path]);
+    assert_eq!(code, Some(1), "{plan}");
+    let refusal = plan["refusal"].as_str().unwrap_or_default();
+    assert!(
+        refusal.contains("9 VIPs do not fit: the running program holds 8")
+            && refusal.contains("capacity.vips = 9")
+            && refusal.contains("restart xlb"),
+        "{plan}"
+    );
+    assert_eq!(plan["live"]["config_capacity"]["vips"], 16, "{plan}");
+    let (code, applied) = live.xlb_json(&["apply", path]);
+    assert_eq!(code, Some(1), "{applied}");
+    assert!(
+        applied["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("capacity.vips = 9")),
+        "{applied}"
+    );
+    let (_, status) = live.xlb_json(&["status"]);
+    assert_eq!(status["generation"], 1, "nothing changed: {status}");
+}
