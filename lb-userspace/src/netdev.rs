@@ -146,18 +146,6 @@ pub fn features_on(name: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// The driver's statistics of `name` (`ethtool -S`), by name.
-pub fn statistics(name: &str) -> anyhow::Result<Vec<(String, u64)>> {
-    let text = ethtool(&["-S", name])?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let (stat, value) = line.trim().split_once(": ")?;
-            Some((stat.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect())
-}
-
 fn ethtool(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("ethtool")
         .args(args)

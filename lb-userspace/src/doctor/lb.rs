@@ -587,13 +587,12 @@ fn neighbours(ctx: &Context) -> Vec<Finding> {
     findings
 }
 
-/// The sum of every `*xdp_tx_errors` statistic of `name`.
+/// The sum of `name`'s XDP_TX failure counters (0 when its driver counts none).
 fn tx_errors(name: &str) -> anyhow::Result<u64> {
-    Ok(netdev::statistics(name)?
-        .iter()
-        .filter(|(stat, _)| stat.ends_with("xdp_tx_errors"))
-        .map(|(_, value)| value)
-        .sum())
+    use anyhow::Context as _;
+    Ok(crate::ethtool::xdp_tx_errors(name)
+        .with_context(|| format!("reading the driver statistics of {name}"))?
+        .unwrap_or(0))
 }
 
 fn xdp_tx_errors(ctx: &Context) -> Vec<Finding> {
