@@ -290,7 +290,7 @@ fn canary_families(out: &mut String, canary: &crate::canary::Metrics, meta: &Met
 /// What a scrape reads beside the counters.
 #[derive(Default)]
 struct Live {
-    /// Each live VIP's label and table fingerprint ([`status::table_fingerprint`]).
+    /// Each live VIP's label and table fingerprint ([`status::fingerprints`]).
     fingerprints: Vec<(String, String)>,
     /// The attached interface and its driver's XDP_TX failures.
     xdp_tx_errors: Option<(String, u64)>,

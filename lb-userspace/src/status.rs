@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend, Vip, VipKey,
+    Backend,
     meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
     service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
@@ -114,14 +114,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
     let meta = snapshot.meta;
-    let live: Vec<(u32, u32)> = snapshot
-        .vips
-        .iter()
-        .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-        .collect();
-    let fingerprints =
-        steering::map_tables(maps, &live, |table| fingerprint(table, &snapshot.backends))
-            .context("reading the live tables")?;
+    let fingerprints = live_fingerprints(maps, &snapshot)?;
     let mut vips = Vec::new();
     for ((key, vip), fingerprint) in snapshot.vips.iter().zip(fingerprints) {
         let mut backends = BackendCounts::default();
@@ -174,32 +167,26 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
     })
 }
 
-/// The [`fingerprint`] of the live table of VIP `key`, as `xlb status` shows it.
-pub fn table_fingerprint(
-    maps: &mut (impl Maps + ?Sized),
-    snapshot: &Snapshot,
-    key: &VipKey,
-    vip: &Vip,
-) -> anyhow::Result<String> {
-    let table = snapshot
-        .active_table(maps, vip)
-        .with_context(|| format!("reading the live table of VIP {}", describe_vip(key)))?;
-    Ok(format!("{:016x}", fingerprint(&table, &snapshot.backends)))
+/// The fingerprint of each live VIP's active table, in the snapshot's order, all read through
+/// one mapping of the slot map.
+fn live_fingerprints(maps: &(impl Maps + ?Sized), snapshot: &Snapshot) -> anyhow::Result<Vec<u64>> {
+    let live: Vec<(u32, u32)> = snapshot
+        .vips
+        .iter()
+        .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .collect();
+    steering::map_tables(maps, &live, |table| fingerprint(table, &snapshot.backends))
+        .context("reading the live tables")
 }
 
 /// Each live VIP's `describe_vip` label and table fingerprint.
 pub fn fingerprints(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<(String, String)>> {
     let snapshot = Snapshot::read(maps)?;
-    snapshot
-        .vips
-        .iter()
-        .map(|(key, vip)| {
-            Ok((
-                describe_vip(key),
-                table_fingerprint(maps, &snapshot, key, vip)?,
-            ))
-        })
-        .collect()
+    let labels = snapshot.vips.iter().map(|(key, _)| describe_vip(key));
+    Ok(labels
+        .zip(live_fingerprints(maps, &snapshot)?)
+        .map(|(label, fingerprint)| (label, format!("{fingerprint:016x}")))
+        .collect())
 }
 
 /// The backends VIP `id` has (non-empty entries of its id range), with their ids.
