@@ -290,18 +290,29 @@ pub fn apply_canary(
     }
 }
 
-/// Ends a running canary at once: every VIP's threshold goes to 0, so every new flow takes
-/// the live (old) table again; established flows keep their backends. Returns the VIPs that
-/// were under canary. A whole apply follows, to promote or to clean up.
-pub fn end_canary(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<VipKey>> {
+/// Ends a running canary at once, each VIP in one map update: rolled back (`promote` false),
+/// the threshold goes to 0, so every new flow takes the live (old) table again; promoted, the
+/// copy the slice used (the new table) also becomes the active one. Established flows keep
+/// their backends. Returns the VIPs that were under canary. A whole apply follows, to clean up
+/// (it finds a promoted VIP's entries and table already as the config wants them).
+pub fn end_canary(maps: &mut (impl Maps + ?Sized), promote: bool) -> anyhow::Result<Vec<VipKey>> {
     let snapshot = Snapshot::read(maps)?;
     let map = maps.map_mut(map_names::VIPS)?;
     let mut vips: HashMap<&mut MapData, VipKey, Vip> =
         HashMap::try_from(map).context("the VIP map has an unexpected type")?;
     let mut ended = Vec::new();
     for (key, vip) in snapshot.vips.iter().filter(|(_, vip)| vip.canary != 0) {
-        vips.insert(key, &Vip { canary: 0, ..*vip }, 0)
-            .with_context(|| format!("ending the canary of VIP {}", describe_vip(key)))?;
+        let active = if promote { vip.active ^ 1 } else { vip.active };
+        vips.insert(
+            key,
+            &Vip {
+                canary: 0,
+                active,
+                ..*vip
+            },
+            0,
+        )
+        .with_context(|| format!("ending the canary of VIP {}", describe_vip(key)))?;
         ended.push(*key);
     }
     Ok(ended)

@@ -49,7 +49,7 @@ pub fn run(args: CanaryVerbArgs) -> anyhow::Result<u8> {
 /// tables again. The tried tables' backends stay loaded until the next apply retires them.
 fn abort_unwatched(pin_path: &std::path::Path) -> anyhow::Result<Finished> {
     let mut maps = pins::open(pin_path)?;
-    let ended = rollout::end_canary(&mut maps)?;
+    let ended = rollout::end_canary(&mut maps, false)?;
     if ended.is_empty() {
         return Err(Coded(
             exit::FAILED,

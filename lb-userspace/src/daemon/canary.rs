@@ -145,7 +145,7 @@ impl Daemon {
         } = match what_to_watch(ebpf, &before, &applied, &tried, percent) {
             Ok(watched) => watched,
             Err(err) => {
-                let _ = rollout::end_canary(ebpf);
+                let _ = rollout::end_canary(ebpf, false);
                 let _ = self.reconcile(ebpf, "the canary could not be watched");
                 return Err(failed(err.context("the canary was rolled back at once")));
             }
@@ -326,7 +326,7 @@ impl Daemon {
     /// Ends the canary's thresholds (every new flow takes the live tables), stops its checks
     /// and says so; the whole apply that follows promotes or cleans up.
     fn close(&mut self, ebpf: &mut Ebpf, running: Running, alarm: Option<&Alarm>) {
-        if let Err(err) = rollout::end_canary(ebpf) {
+        if let Err(err) = rollout::end_canary(ebpf, alarm.is_none()) {
             error!("ending the canary's thresholds failed: {err:#}");
         }
         running.checker.stop();
