@@ -108,6 +108,22 @@ pub enum Stopped {
     Down,
 }
 
+/// SIGTERM and SIGHUP, taken over from their default actions before the daemon changes
+/// anything: a SIGTERM while it starts stops it cleanly once it runs, instead of killing it.
+pub struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn take() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 impl Daemon {
     /// Starts health checks, the metrics endpoint and the server of `control_socket` for
     /// `model`, already applied from `bytes` in `first_apply`.
@@ -195,9 +211,12 @@ impl Daemon {
         mut self,
         ebpf: &mut Ebpf,
         deadline: Option<Duration>,
+        signals: Signals,
     ) -> anyhow::Result<Stopped> {
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut hangup = signal(SignalKind::hangup())?;
+        let Signals {
+            mut terminate,
+            mut hangup,
+        } = signals;
         info!("running: SIGHUP reloads the config, SIGTERM stops the daemon");
         let mut ticker = tokio::time::interval(TICK);
         self.own_generation = generation(ebpf);

@@ -20,7 +20,7 @@ use crate::{
     capacity::{Capacity, SIZED_MAPS},
     config::{self, HostEnvironment},
     counters::Totals,
-    daemon::{Daemon, Stopped},
+    daemon::{Daemon, Signals, Stopped},
     exit,
     maps::{Maps, array},
     object,
@@ -48,6 +48,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 }
 
 async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
+    let signals = Signals::take()?;
     // One read: the model is built from, and the meta hash taken of, the same bytes.
     let checked = config::read_bytes(file)
         .map_err(|err| config::read_error(file, err))
@@ -196,7 +197,7 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
         daemon.rolled_back_at_start();
     }
     match daemon
-        .run(&mut ebpf, args.duration.map(Duration::from_secs))
+        .run(&mut ebpf, args.duration.map(Duration::from_secs), signals)
         .await?
     {
         Stopped::Signal if pins::link_path(pin_path).exists() => println!(
