@@ -529,6 +529,25 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     ))
 }
 
+/// The bench's pin directories under /sys/fs/bpf, named by the bench's pid.
+const PIN_PREFIX: &str = "xlb-bench-daemon-";
+
+/// Removes the pins of benches that were killed (their pid is gone) before they cleaned up.
+fn sweep_stale_pins() {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(PIN_PREFIX)) else {
+            continue;
+        };
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = pins::remove(&entry.path());
+        }
+    }
+}
+
 fn bench(library_only: bool) -> anyhow::Result<Value> {
     let vips = vips();
     let idle = Duration::from_secs(
@@ -537,10 +556,8 @@ fn bench(library_only: bool) -> anyhow::Result<Value> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10),
     );
-    let pin_path = PathBuf::from(format!(
-        "/sys/fs/bpf/xlb-bench-daemon-{}",
-        std::process::id()
-    ));
+    sweep_stale_pins();
+    let pin_path = PathBuf::from(format!("/sys/fs/bpf/{PIN_PREFIX}{}", std::process::id()));
     let config = std::env::temp_dir().join(format!("xlb-bench-daemon-{}.toml", std::process::id()));
     std::fs::write(&config, config_text(vips, &pin_path, 1))?;
     let library = library(vips, &pin_path, &config);
