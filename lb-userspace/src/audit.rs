@@ -28,7 +28,8 @@ use crate::{
     maglev,
     maps::Maps,
     pins, report,
-    rollout::{self, Desired, NO_BACKEND, describe_vip, live_address},
+    rollout::{self, Desired, ExpectedTable, NO_BACKEND, describe_vip, live_address},
+    steering,
 };
 
 pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
@@ -455,8 +456,10 @@ pub fn against_config(
             );
         }
     }
-    audit.tables(maps, &desired, "the config's backends and weights")?;
-    audit.effects(maps)?;
+    let expected = rollout::expected_tables(&snapshot, &capacity, &desired);
+    let live = audit.read_tables(maps, expected.as_deref().ok())?;
+    audit.tables(expected, &live, "the config's backends and weights");
+    audit.effects(&live);
     audit.run_time_config(&model.global.kernel_config());
     let hash = rollout::config_hash(bytes);
     if snapshot.meta.config_hash != hash {
@@ -495,19 +498,59 @@ pub fn consistency(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Vec<Findin
         findings: Vec::new(),
     };
     audit.entries_and_backend_states();
-    for (key, vip) in &snapshot.vips {
-        if audit.usable(vip) {
-            audit.slots(maps, key, vip)?;
-        }
-    }
     let mut desired = Desired::from_live(&snapshot, &capacity);
     // An unusable entry is reported already; its table cannot be rebuilt.
     desired
         .vips
         .retain(|want| snapshot.vip(&want.key).is_some_and(|vip| audit.usable(vip)));
-    audit.tables(maps, &desired, "the live backends' weights")?;
-    audit.effects(maps)?;
+    let expected = rollout::expected_tables(&snapshot, &capacity, &desired);
+    let live = audit.read_tables(maps, expected.as_deref().ok())?;
+    audit.slots(&live);
+    audit.tables(expected, &live, "the live backends' weights");
+    audit.effects(&live);
     Ok(audit.findings)
+}
+
+/// What one read of a usable VIP's live table shows.
+struct LiveTable {
+    /// Slots that point at no usable backend of the VIP, by backend id (see `bad_slots`).
+    bad: BTreeMap<u32, (String, Vec<u32>)>,
+    /// The backend entries the VIP names, and where its new flows go over them.
+    backends: Vec<(u32, Backend)>,
+    effect: effect::Effect,
+    /// Against the expected table, when there is one to compare with: how the two differ
+    /// (`None`: not at all), or why the expected table could not be built.
+    differ: Option<anyhow::Result<Option<Differ>>>,
+}
+
+/// How a live table differs from the expected one.
+#[derive(Clone)]
+struct Differ {
+    /// Slots that differ, of `len`.
+    count: usize,
+    len: usize,
+    /// The first slot that differs, and the backend ids it holds and should hold.
+    first: usize,
+    live: u32,
+    expected: u32,
+}
+
+/// How `table` differs from `expected`; `None` when they are equal.
+fn differ(table: &[u32], expected: &[u32]) -> Option<Differ> {
+    if table == expected {
+        return None;
+    }
+    let mut slots = (0..)
+        .zip(table.iter().zip(expected))
+        .filter(|(_, (a, b))| a != b);
+    let (first, (&live, &want)) = slots.next()?;
+    Some(Differ {
+        count: 1 + slots.count(),
+        len: table.len(),
+        first,
+        live,
+        expected: want,
+    })
 }
 
 struct Audit<'a> {
@@ -521,13 +564,15 @@ struct Audit<'a> {
 impl Audit<'_> {
     /// The outage rules on the live maps, whatever put them there (`--override`, disables,
     /// health checks, a map edited by hand): where each usable VIP's new flows really go.
-    fn effects(&mut self, maps: &(impl Maps + ?Sized)) -> anyhow::Result<()> {
+    fn effects(&mut self, live: &[Option<LiveTable>]) {
         let max_share = rollout::max_share(&self.snapshot.meta);
-        for (key, vip) in &self.snapshot.vips {
-            if !self.usable(vip) {
+        for ((key, vip), live) in self.snapshot.vips.iter().zip(live) {
+            let Some(LiveTable {
+                backends, effect, ..
+            }) = live
+            else {
                 continue;
-            }
-            let (backends, effect) = effect::live(maps, self.snapshot, &self.capacity, vip)?;
+            };
             let forwarding = effect::forwarding(vip);
             for j in 0..backends.len() {
                 let entry = effect::live_entry(&backends[j].1);
@@ -611,7 +656,6 @@ impl Audit<'_> {
                     .to_owned(),
             );
         }
-        Ok(())
     }
 
     #[expect(clippy::too_many_arguments, reason = "one finding's fields, all named")]
@@ -777,78 +821,158 @@ impl Audit<'_> {
         }
     }
 
-    /// Slots of `vip`'s live table that point at no usable backend of the VIP, one finding per
-    /// offending backend id.
-    fn slots(
-        &mut self,
+    /// Reads the live table of every usable VIP once, all through one mapping of the slot map
+    /// and on every CPU: its bad slots, its effect, and how it differs from its table in
+    /// `expected` (built beside it, one at a time), for a VIP live with the expected size.
+    /// `None` for an unusable VIP, in the snapshot's order.
+    fn read_tables(
+        &self,
         maps: &(impl Maps + ?Sized),
-        key: &VipKey,
-        vip: &Vip,
-    ) -> anyhow::Result<()> {
-        let table = self.snapshot.active_table(maps, vip)?;
+        expected: Option<&[ExpectedTable]>,
+    ) -> anyhow::Result<Vec<Option<LiveTable>>> {
+        let usable: Vec<usize> = (0..self.snapshot.vips.len())
+            .filter(|&i| self.usable(&self.snapshot.vips[i].1))
+            .collect();
+        let mut compare_with: Vec<Option<&ExpectedTable>> = vec![None; self.snapshot.vips.len()];
+        for want in expected.unwrap_or_default() {
+            if let Ok(i) = self
+                .snapshot
+                .vips
+                .binary_search_by_key(&want.key, |(key, _)| *key)
+                && self.snapshot.vips[i].1.table_size == want.vip.table_size
+            {
+                compare_with[i] = Some(want);
+            }
+        }
+        let ranges: Vec<(u32, u32)> = usable
+            .iter()
+            .map(|&i| {
+                let vip = &self.snapshot.vips[i].1;
+                (vip.tables[vip.active as usize], vip.table_size)
+            })
+            .collect();
+        let read = steering::map_tables(maps, &ranges, |n, table| {
+            let i = usable[n];
+            let vip = &self.snapshot.vips[i].1;
+            let backends = effect::live_entries(self.snapshot, &self.capacity, vip);
+            let effect = effect::of_ids(&backends, effect::forwarding(vip), table);
+            LiveTable {
+                bad: self.bad_slots(vip, table),
+                differ: compare_with[i]
+                    .map(|want| want.build().map(|expected| differ(table, &expected))),
+                backends,
+                effect,
+            }
+        })?;
+        let mut live: Vec<Option<LiveTable>> =
+            (0..self.snapshot.vips.len()).map(|_| None).collect();
+        for (i, table) in usable.into_iter().zip(read) {
+            live[i] = Some(table);
+        }
+        Ok(live)
+    }
+
+    /// Slots of `vip`'s live table that point at no usable backend of the VIP, by backend id
+    /// (in slot order) with the problem.
+    fn bad_slots(&self, vip: &Vip, table: &[u32]) -> BTreeMap<u32, (String, Vec<u32>)> {
         let owned = self.capacity.backend_ids(vip.id);
         let eligible = self.backends_of(vip).iter().any(|(_, b)| {
             b.flags & (BACKEND_ACTIVE | BACKEND_DRAINED | BACKEND_DISABLED) == BACKEND_ACTIVE
                 && b.weight > 0
         });
-        // Offending slots by backend id, in slot order.
-        let mut bad: BTreeMap<u32, (String, Vec<u32>)> = BTreeMap::new();
-        for (slot, &id) in (0..).zip(&table) {
-            let problem = if id == NO_BACKEND {
-                if !eligible {
-                    continue;
+        // What is wrong with each of the VIP's own ids (`None`: an active backend), worded
+        // once per id rather than per slot.
+        let problems: Vec<Option<String>> = owned
+            .clone()
+            .map(|id| match self.snapshot.backends.get(id as usize) {
+                Some(b) if *b == Backend::default() => {
+                    Some(format!("backend id {id}, which holds no backend"))
                 }
-                "no backend, though the VIP has eligible backends".to_owned()
-            } else if !owned.contains(&id) {
-                format!(
+                Some(b) if b.flags & BACKEND_ACTIVE == 0 => Some(format!(
+                    "backend id {id} ({}), which is inactive",
+                    live_address(b)
+                )),
+                _ => None,
+            })
+            .collect();
+        let mut bad: BTreeMap<u32, (String, Vec<u32>)> = BTreeMap::new();
+        for (slot, &id) in (0..).zip(table) {
+            let known = problems.get(id.wrapping_sub(owned.start) as usize);
+            if matches!(known, Some(None)) || (id == NO_BACKEND && !eligible) {
+                continue;
+            }
+            let problem = || match known {
+                Some(Some(problem)) => problem.clone(),
+                _ if id == NO_BACKEND => {
+                    "no backend, though the VIP has eligible backends".to_owned()
+                }
+                _ => format!(
                     "backend id {id}, not one of this VIP's (ids {} to {})",
                     owned.start,
                     owned.end - 1
-                )
-            } else {
-                match self.snapshot.backends.get(id as usize) {
-                    Some(b) if *b == Backend::default() => {
-                        format!("backend id {id}, which holds no backend")
-                    }
-                    Some(b) if b.flags & BACKEND_ACTIVE == 0 => {
-                        format!("backend id {id} ({}), which is inactive", live_address(b))
-                    }
-                    _ => continue,
-                }
-            };
-            bad.entry(id).or_insert((problem, Vec::new())).1.push(slot);
-        }
-        for (id, (problem, slots)) in bad {
-            let backend = match self.snapshot.backends.get(id as usize) {
-                Some(b) if *b != Backend::default() => live_address(b).to_string(),
-                _ if id == NO_BACKEND => "none".to_owned(),
-                _ => format!("id {id}"),
-            };
-            self.drift(
-                Kind::Slot,
-                key,
-                Some(backend),
-                "every slot holds an active backend of this VIP".to_owned(),
-                format!(
-                    "{} {} {problem}",
-                    list_slots(&slots),
-                    if slots.len() == 1 { "holds" } else { "hold" }
                 ),
-            );
+            };
+            bad.entry(id)
+                .or_insert_with(|| (problem(), Vec::new()))
+                .1
+                .push(slot);
         }
-        Ok(())
+        bad
     }
 
-    /// Each VIP's live table against the one rollout builds for `desired` (`source` says from
-    /// what), for VIPs in the kernel with the desired table size.
+    /// One finding per backend id that slots of a usable VIP's live table hold though it is
+    /// no usable backend of the VIP.
+    fn slots(&mut self, live: &[Option<LiveTable>]) {
+        for ((key, _), live) in self.snapshot.vips.iter().zip(live) {
+            let Some(live) = live else { continue };
+            for (id, (problem, slots)) in &live.bad {
+                let backend = match self.snapshot.backends.get(*id as usize) {
+                    Some(b) if *b != Backend::default() => live_address(b).to_string(),
+                    _ if *id == NO_BACKEND => "none".to_owned(),
+                    _ => format!("id {id}"),
+                };
+                self.drift(
+                    Kind::Slot,
+                    key,
+                    Some(backend),
+                    "every slot holds an active backend of this VIP".to_owned(),
+                    format!(
+                        "{} {} {problem}",
+                        list_slots(slots),
+                        if slots.len() == 1 { "holds" } else { "hold" }
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Each VIP's live table against the one rollout builds (`expected`, planned for what
+    /// `source` says), for VIPs in the kernel with the expected table size.
     fn tables(
         &mut self,
-        maps: &(impl Maps + ?Sized),
-        desired: &Desired,
+        expected: anyhow::Result<Vec<ExpectedTable>>,
+        live: &[Option<LiveTable>],
         source: &str,
-    ) -> anyhow::Result<()> {
-        let expected = match rollout::expected_tables(self.snapshot, &self.capacity, desired) {
-            Ok(expected) => expected,
+    ) {
+        let compared = expected.and_then(|expected| {
+            let mut compared = Vec::new();
+            for want in expected {
+                let Ok(i) = self
+                    .snapshot
+                    .vips
+                    .binary_search_by_key(&want.key, |(key, _)| *key)
+                else {
+                    continue;
+                };
+                if let Some(Some(differ)) = live[i].as_ref().map(|live| &live.differ) {
+                    let differ = differ.as_ref().map_err(|err| anyhow::anyhow!("{err:#}"))?;
+                    compared.push((want.key, differ.clone()));
+                }
+            }
+            Ok(compared)
+        });
+        let compared = match compared {
+            Ok(compared) => compared,
             Err(err) => {
                 self.push(
                     Kind::Capacity,
@@ -859,46 +983,33 @@ impl Audit<'_> {
                     format!("{err:#}"),
                     "shrink the config, or restart xlb with a larger capacity".to_owned(),
                 );
-                return Ok(());
+                return;
             }
         };
-        for want in expected {
-            let Some(live) = self.snapshot.vip(&want.key) else {
-                continue;
+        for (key, differ) in compared {
+            let Some(differ) = differ else { continue };
+            let name = |id: u32| {
+                if id == NO_BACKEND {
+                    "none".to_owned()
+                } else {
+                    id.to_string()
+                }
             };
-            if live.table_size != want.vip.table_size || !self.usable(live) {
-                continue;
-            }
-            let table = self.snapshot.active_table(maps, live)?;
-            let differ: Vec<u32> = (0..)
-                .zip(table.iter().zip(&want.table))
-                .filter(|(_, (a, b))| a != b)
-                .map(|(slot, _)| slot)
-                .collect();
-            if let Some(&first) = differ.first() {
-                let name = |id: u32| {
-                    if id == NO_BACKEND {
-                        "none".to_owned()
-                    } else {
-                        id.to_string()
-                    }
-                };
-                self.drift(
-                    Kind::Table,
-                    &want.key,
-                    None,
-                    format!("the Maglev table built from {source}"),
-                    format!(
-                        "{} of {} slots differ (slot {first} holds backend {}, expected {})",
-                        differ.len(),
-                        table.len(),
-                        name(table[first as usize]),
-                        name(want.table[first as usize])
-                    ),
-                );
-            }
+            self.drift(
+                Kind::Table,
+                &key,
+                None,
+                format!("the Maglev table built from {source}"),
+                format!(
+                    "{} of {} slots differ (slot {} holds backend {}, expected {})",
+                    differ.count,
+                    differ.len,
+                    differ.first,
+                    name(differ.live),
+                    name(differ.expected)
+                ),
+            );
         }
-        Ok(())
     }
 
     fn run_time_config(&mut self, want: &Config) {

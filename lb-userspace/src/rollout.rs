@@ -413,6 +413,26 @@ fn plan(
     desired: &Desired,
     scope: Scope,
 ) -> anyhow::Result<Plan> {
+    let (mut plan, builds) = plan_entries(snapshot, capacity, desired, scope)?;
+    for ((index, _, _), table) in builds.iter().zip(build_tables(&builds)) {
+        let applied = &mut plan.vips[*index];
+        applied.table = table.with_context(|| {
+            format!(
+                "building the Maglev table of VIP {}",
+                describe_vip(&applied.key)
+            )
+        })?;
+    }
+    Ok(plan)
+}
+
+/// [`plan`] with no table built: the plan (tables empty) and what to build them from.
+fn plan_entries(
+    snapshot: &Snapshot,
+    capacity: &Capacity,
+    desired: &Desired,
+    scope: Scope,
+) -> anyhow::Result<(Plan, Vec<Build>)> {
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
     ensure!(short.is_empty(), "{}", short.join("; "));
     let mut taken: BTreeSet<u32> = snapshot.vips.iter().map(|(_, vip)| vip.id).collect();
@@ -575,15 +595,6 @@ fn plan(
             rebuilt: true,
         });
     }
-    for ((index, _, _), table) in builds.iter().zip(build_tables(&builds)) {
-        let applied = &mut vips[*index];
-        applied.table = table.with_context(|| {
-            format!(
-                "building the Maglev table of VIP {}",
-                describe_vip(&applied.key)
-            )
-        })?;
-    }
     let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
     if keys.len() != desired.vips.len() {
         bail!("two VIPs share an address, port and protocol");
@@ -591,22 +602,57 @@ fn plan(
     let retired = (0..snapshot.backends.len() as u32)
         .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept[*id as usize])
         .collect();
-    Ok(Plan {
-        vips,
-        backends,
-        retired,
-    })
+    Ok((
+        Plan {
+            vips,
+            backends,
+            retired,
+        },
+        builds,
+    ))
 }
 
 /// What an apply of `desired` would install over the live state in `snapshot` (ids, tables),
 /// planned by the same rules and Maglev builder and written nowhere: `audit` compares the live
-/// tables with it.
+/// tables with it. Each table is built when asked for ([`ExpectedTable::build`]), so a caller
+/// holds one at a time rather than all of them.
 pub fn expected_tables(
     snapshot: &Snapshot,
     capacity: &Capacity,
     desired: &Desired,
-) -> anyhow::Result<Vec<AppliedVip>> {
-    Ok(plan(snapshot, capacity, desired, Scope::All)?.vips)
+) -> anyhow::Result<Vec<ExpectedTable>> {
+    let (plan, builds) = plan_entries(snapshot, capacity, desired, Scope::All)?;
+    // Every VIP of an `All` plan is built, in the plan's order.
+    Ok(plan
+        .vips
+        .into_iter()
+        .zip(builds)
+        .map(|(applied, (_, eligible, _))| ExpectedTable {
+            key: applied.key,
+            vip: applied.vip,
+            eligible,
+        })
+        .collect())
+}
+
+/// A VIP's entry as an apply would write it, and what its table is built from.
+pub struct ExpectedTable {
+    pub key: VipKey,
+    pub vip: Vip,
+    /// (id, weight, address) of the backends in the table.
+    eligible: Vec<(u32, u32, IpAddr)>,
+}
+
+impl ExpectedTable {
+    /// The table (backend ids), as an apply builds it.
+    pub fn build(&self) -> anyhow::Result<Vec<u32>> {
+        build_table(&self.eligible, self.vip.table_size).with_context(|| {
+            format!(
+                "building the Maglev table of VIP {}",
+                describe_vip(&self.key)
+            )
+        })
+    }
 }
 
 /// What an apply of `desired` would rebuild over the live state in `snapshot`: every VIP, with
@@ -735,8 +781,9 @@ fn write(
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
     }
     step()?;
+    let planned: BTreeSet<&VipKey> = plan.vips.iter().map(|applied| &applied.key).collect();
     for (key, _) in &snapshot.vips {
-        if !plan.vips.iter().any(|applied| applied.key == *key) {
+        if !planned.contains(key) {
             step()?;
             vips.remove(key)
                 .with_context(|| format!("removing VIP {}", describe_vip(key)))?;

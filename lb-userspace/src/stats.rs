@@ -67,10 +67,10 @@ pub struct VipSample {
     pub key: VipKey,
     pub vip: Vip,
     pub counter: Counter,
-    /// The live table (backend ids).
-    pub table: Vec<u32>,
     /// The VIP's backends (non-empty entries of its id range): id, entry, counters.
     pub backends: Vec<(u32, Backend, BackendCounter)>,
+    /// The slots of the live table each of `backends` holds.
+    pub slots: Vec<u64>,
     /// Each backend's new flows when the VIP's table last changed (as `backends`).
     pub bases: Vec<ShareBase>,
 }
@@ -102,25 +102,36 @@ impl Sample {
             .iter()
             .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
             .collect();
-        let tables = steering::read_tables(maps, &live).context("reading the live tables")?;
+        let entries: Vec<Vec<(u32, Backend)>> = snapshot
+            .vips
+            .iter()
+            .map(|(_, vip)| status::live_backends(&snapshot, &capacity, vip.id))
+            .map(|backends| backends.map(|(id, b)| (id, *b)).collect())
+            .collect();
+        // Only each backend's slot count is kept: counted in place, no table copied out.
+        let slots = steering::map_tables(maps, &live, |i, table| {
+            let forwarding = effect::forwarding(&snapshot.vips[i].1);
+            effect::of_ids(&entries[i], forwarding, table).entry_counts
+        })
+        .context("reading the live tables")?;
         let mut vips = Vec::new();
-        for ((key, vip), table) in snapshot.vips.iter().zip(tables) {
+        for (((key, vip), entries), slots) in snapshot.vips.iter().zip(entries).zip(slots) {
             let counter = vip_stats
                 .get(vip.id as usize)
                 .map_or_else(Counter::default, VipCounter::total);
             let mut backends = Vec::new();
             let mut bases = Vec::new();
-            for (id, backend) in status::live_backends(&snapshot, &capacity, vip.id) {
+            for (id, backend) in entries {
                 let counter = backend_stats.get(id as usize).copied().unwrap_or_default();
-                backends.push((id, *backend, counter));
+                backends.push((id, backend, counter));
                 bases.push(share_bases.get(id as usize).copied().unwrap_or_default());
             }
             vips.push(VipSample {
                 key: *key,
                 vip: *vip,
                 counter,
-                table,
                 backends,
+                slots,
                 bases,
             });
         }
@@ -315,15 +326,9 @@ pub fn compare(now: &Sample, before: Option<(&Sample, f64)>, skew_factor: f64) -
         let new_flows: u64 = sample.backends.iter().map(|(_, _, c)| c.new_flows).sum();
         let (window, windowed) = window(sample, earlier);
         let window_total: u64 = windowed.iter().sum();
-        // Each backend's slots, in one pass over the table (not one per backend).
-        let mut slots_of: BTreeMap<u32, u64> = BTreeMap::new();
-        for slot in &sample.table {
-            *slots_of.entry(*slot).or_default() += 1;
-        }
         let mut backends = Vec::new();
         for (i, (id, backend, counter)) in sample.backends.iter().enumerate() {
-            let slots = slots_of.get(id).copied().unwrap_or(0);
-            let expected_share = share(slots, sample.table.len() as u64);
+            let expected_share = share(sample.slots[i], u64::from(sample.vip.table_size));
             let observed_share = share(windowed[i], window_total);
             let skew = skew(
                 window_total,
@@ -671,7 +676,6 @@ mod tests {
 
     /// A VIP with a 10-slot table: backend 0 holds 5 slots, 1 holds 5, 2 (drained) none.
     fn sample(flows: [u64; 3]) -> Sample {
-        let table = vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1];
         Sample {
             vips: vec![VipSample {
                 key: VipKey {
@@ -692,7 +696,6 @@ mod tests {
                     packets: flows.iter().sum::<u64>() * 2,
                     bytes: flows.iter().sum::<u64>() * 120,
                 },
-                table,
                 backends: vec![
                     (0, backend(10, BACKEND_ACTIVE, 1), counter(flows[0])),
                     (1, backend(11, BACKEND_ACTIVE, 1), counter(flows[1])),
@@ -702,6 +705,7 @@ mod tests {
                         counter(flows[2]),
                     ),
                 ],
+                slots: vec![5, 5, 0],
                 bases: vec![ShareBase::default(); 3],
             }],
             totals: Totals {
@@ -726,7 +730,8 @@ mod tests {
     fn shares_are_judged_since_the_table_changed() {
         // 500 flows each before the change; since then all 200 new ones went to backend 0.
         let mut changed = sample([700, 500, 500]);
-        changed.vips[0].table = vec![0; 10];
+        // Backend 0 holds every slot.
+        changed.vips[0].slots = vec![10, 0, 0];
         changed.vips[0].bases = vec![
             ShareBase {
                 new_flows: 500,

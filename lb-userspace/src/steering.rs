@@ -117,22 +117,24 @@ pub fn read_tables_with<R>(
     })?
 }
 
-/// `f` of each (`base`, `len`) table copy, read in place through one mapping (nothing is
-/// copied) on as many threads as the host has CPUs: what `status` needs of 1,000 tables.
+/// `f` of each (`base`, `len`) table copy (and its position in `ranges`), read in place
+/// through one mapping (nothing is copied) on as many threads as the host has CPUs: what
+/// `status`, `stats` and `audit` need of 1,000 tables.
 pub fn map_tables<R: Send>(
     ebpf: &(impl Maps + ?Sized),
     ranges: &[(u32, u32)],
-    f: impl Fn(&[u32]) -> R + Sync,
+    f: impl Fn(usize, &[u32]) -> R + Sync,
 ) -> anyhow::Result<Vec<R>> {
     with_slots(ebpf, ranges, |slots, origin| {
         let slots: &[u32] = slots;
-        let tables: Vec<&[u32]> = ranges
-            .iter()
-            .map(|&(base, len)| {
+        let tables: Vec<(usize, &[u32])> = (0..)
+            .zip(ranges)
+            .map(|(i, &(base, len))| {
                 let start = base as usize - origin;
-                slots.get(start..start + len as usize).with_context(|| {
+                let table = slots.get(start..start + len as usize).with_context(|| {
                     format!("slots {base}..+{len} lie outside {}", map_names::MAGLEV)
-                })
+                })?;
+                Ok((i, table))
             })
             .collect::<anyhow::Result<_>>()?;
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -141,7 +143,9 @@ pub fn map_tables<R: Send>(
         Ok(std::thread::scope(|scope| {
             let workers: Vec<_> = tables
                 .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(|t| f(t)).collect::<Vec<R>>()))
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|&(i, t)| f(i, t)).collect::<Vec<R>>())
+                })
                 .collect();
             workers
                 .into_iter()
