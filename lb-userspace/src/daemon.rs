@@ -41,10 +41,10 @@ use crate::{
     pins,
     rollout::{self, Applied, Desired, describe_vip, live_address},
     skew::{self, Detector},
-    stats,
 };
 
 mod canary;
+mod shares;
 
 /// How often the config file is checked for changes and alerts and drains are evaluated.
 const TICK: Duration = Duration::from_secs(1);
@@ -81,6 +81,8 @@ pub struct Daemon {
     probes: mpsc::Receiver<Probe>,
     probe_sender: mpsc::Sender<Probe>,
     detector: Detector,
+    /// The alarms' counters and expected shares, the tables counted once per change.
+    shares: shares::Shares,
     /// `flood` and `evictions` alerts.
     flood: flood::Detector,
     /// Drained backends and when the daemon first saw them drained.
@@ -187,6 +189,7 @@ impl Daemon {
             shared_probes,
             targets,
             detector: Detector::new(alert_settings(&model)),
+            shares: shares::Shares::default(),
             flood: flood::Detector::new(flood_settings(&model)),
             model,
             bytes,
@@ -473,6 +476,8 @@ impl Daemon {
             self.own_generation = live_generation;
         }
         self.next_audit = now + self.model.audit.interval;
+        // The alarms too judge against the live tables again, whoever edited them.
+        self.shares.forget();
         let findings = match audit::against_config(ebpf, &self.model, &self.bytes, &self.file) {
             Ok(findings) => findings,
             Err(err) => return error!("the scheduled audit failed: {err:#}"),
@@ -881,38 +886,40 @@ impl Daemon {
     }
 
     fn check_alerts(&mut self, ebpf: &mut Ebpf) {
-        let stats = match stats::collect(ebpf, None, self.detector.settings().factor) {
-            Ok(stats) => stats,
-            Err(err) => return error!("reading counters for alerts: {err:#}"),
+        let (snapshot, capacity) = match (Snapshot::read(ebpf), Capacity::read(ebpf)) {
+            (Ok(snapshot), Ok(capacity)) => (snapshot, capacity),
+            (Err(err), _) | (_, Err(err)) => {
+                return error!("reading counters for alerts: {err:#}");
+            }
         };
+        let mut shares = std::mem::take(&mut self.shares);
+        let names: HashMap<VipKey, &str> = self
+            .model
+            .vips
+            .iter()
+            .map(|vip| (vip.key(), vip.name.as_str()))
+            .collect();
         // Healthy: takes traffic and passes its checks. A VIP failing open keeps every backend
         // active in the table, yet none is healthy: few_healthy must still fire.
-        let samples = skew::samples(&stats, |vip, backend| {
-            backend.state == BackendState::Active && !self.down_by_checks(&vip.vip, backend.address)
-        });
+        let healthy = |key: &VipKey, address: IpAddr, state: BackendState| {
+            state == BackendState::Active
+                && !names.get(key).is_some_and(|name| self.down(name, address))
+        };
+        let reading = shares.read(ebpf, &snapshot, &capacity, healthy);
+        self.shares = shares;
+        let reading = match reading {
+            Ok(reading) => reading,
+            Err(err) => return error!("reading counters for alerts: {err:#}"),
+        };
         let now = Instant::now();
-        let mut changes = self.detector.observe(now, &samples);
-        changes.extend(self.flood.observe(now, flood::Sample::from_stats(&stats)));
+        let mut changes = self.detector.observe(now, &reading.skew);
+        changes.extend(self.flood.observe(now, reading.flood));
         for alert in changes {
             self.raise(&alert);
         }
         if let Ok(mut extra) = self.shared.lock() {
             extra.alerts = self.firing_alerts();
         }
-    }
-
-    /// Whether `backend` of the VIP `spec` (`address:port/protocol`) is down by its health
-    /// checks.
-    fn down_by_checks(&self, spec: &str, backend: IpAddr) -> bool {
-        let Some(vip) = self
-            .model
-            .vips
-            .iter()
-            .find(|vip| describe_vip(&vip.key()) == spec)
-        else {
-            return false;
-        };
-        self.down(&vip.name, backend)
     }
 }
 
