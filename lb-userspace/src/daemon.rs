@@ -74,7 +74,7 @@ pub struct Daemon {
     /// The probes the targets share, and each probe's targets.
     shared_probes: health::Probes,
     /// Each target's index by VIP name and backend address.
-    target_index: HashMap<(String, IpAddr), usize>,
+    target_index: TargetIndex,
     tracker: Tracker,
     /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
@@ -437,7 +437,8 @@ impl Daemon {
     /// Whether `backend` of the VIP named `vip` is down by its health checks.
     fn down(&self, vip: &str, backend: IpAddr) -> bool {
         self.target_index
-            .get(&(vip.to_owned(), backend))
+            .get(vip)
+            .and_then(|backends| backends.get(&backend))
             .is_some_and(|&i| self.tracker.health(i) == Health::Down)
     }
 
@@ -606,6 +607,10 @@ impl Daemon {
 
     /// Brings BGP in line with [`Daemon::announced_vips`] (a failure is retried next tick).
     fn announce(&mut self) {
+        // Without [bgp] nothing is announced: no need to judge every backend each tick.
+        if self.announcer.is_none() {
+            return;
+        }
         let vips = self.announced_vips();
         let Some(announcer) = &mut self.announcer else {
             return;
@@ -923,13 +928,16 @@ impl Daemon {
     }
 }
 
-/// Each target's index by VIP name and backend address.
-fn target_index(targets: &[Target]) -> HashMap<(String, IpAddr), usize> {
-    targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| ((t.vip.clone(), t.backend), i))
-        .collect()
+/// Each target's index by VIP name and backend address: looked up by a borrowed name, as the
+/// alarms do for every backend each second.
+type TargetIndex = HashMap<String, HashMap<IpAddr, usize>>;
+
+fn target_index(targets: &[Target]) -> TargetIndex {
+    let mut index = TargetIndex::new();
+    for (i, t) in targets.iter().enumerate() {
+        index.entry(t.vip.clone()).or_default().insert(t.backend, i);
+    }
+    index
 }
 
 /// What asked for a reload.
