@@ -41,10 +41,10 @@ use crate::{
     pins,
     rollout::{self, Applied, Desired, describe_vip, live_address},
     skew::{self, Detector},
-    stats,
 };
 
 mod canary;
+mod shares;
 
 /// How often the config file is checked for changes and alerts and drains are evaluated.
 const TICK: Duration = Duration::from_secs(1);
@@ -74,13 +74,15 @@ pub struct Daemon {
     /// The probes the targets share, and each probe's targets.
     shared_probes: health::Probes,
     /// Each target's index by VIP name and backend address.
-    target_index: HashMap<(String, IpAddr), usize>,
+    target_index: TargetIndex,
     tracker: Tracker,
     /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
     probes: mpsc::Receiver<Probe>,
     probe_sender: mpsc::Sender<Probe>,
     detector: Detector,
+    /// The alarms' counters and expected shares, the tables counted once per change.
+    shares: shares::Shares,
     /// `flood` and `evictions` alerts.
     flood: flood::Detector,
     /// Drained backends and when the daemon first saw them drained.
@@ -187,6 +189,7 @@ impl Daemon {
             shared_probes,
             targets,
             detector: Detector::new(alert_settings(&model)),
+            shares: shares::Shares::default(),
             flood: flood::Detector::new(flood_settings(&model)),
             model,
             bytes,
@@ -434,7 +437,8 @@ impl Daemon {
     /// Whether `backend` of the VIP named `vip` is down by its health checks.
     fn down(&self, vip: &str, backend: IpAddr) -> bool {
         self.target_index
-            .get(&(vip.to_owned(), backend))
+            .get(vip)
+            .and_then(|backends| backends.get(&backend))
             .is_some_and(|&i| self.tracker.health(i) == Health::Down)
     }
 
@@ -473,6 +477,8 @@ impl Daemon {
             self.own_generation = live_generation;
         }
         self.next_audit = now + self.model.audit.interval;
+        // The alarms too judge against the live tables again, whoever edited them.
+        self.shares.forget();
         let findings = match audit::against_config(ebpf, &self.model, &self.bytes, &self.file) {
             Ok(findings) => findings,
             Err(err) => return error!("the scheduled audit failed: {err:#}"),
@@ -601,6 +607,10 @@ impl Daemon {
 
     /// Brings BGP in line with [`Daemon::announced_vips`] (a failure is retried next tick).
     fn announce(&mut self) {
+        // Without [bgp] nothing is announced: no need to judge every backend each tick.
+        if self.announcer.is_none() {
+            return;
+        }
         let vips = self.announced_vips();
         let Some(announcer) = &mut self.announcer else {
             return;
@@ -881,18 +891,34 @@ impl Daemon {
     }
 
     fn check_alerts(&mut self, ebpf: &mut Ebpf) {
-        let stats = match stats::collect(ebpf, None, self.detector.settings().factor) {
-            Ok(stats) => stats,
-            Err(err) => return error!("reading counters for alerts: {err:#}"),
+        let (snapshot, capacity) = match (Snapshot::read(ebpf), Capacity::read(ebpf)) {
+            (Ok(snapshot), Ok(capacity)) => (snapshot, capacity),
+            (Err(err), _) | (_, Err(err)) => {
+                return error!("reading counters for alerts: {err:#}");
+            }
         };
+        let mut shares = std::mem::take(&mut self.shares);
+        let names: HashMap<VipKey, &str> = self
+            .model
+            .vips
+            .iter()
+            .map(|vip| (vip.key(), vip.name.as_str()))
+            .collect();
         // Healthy: takes traffic and passes its checks. A VIP failing open keeps every backend
         // active in the table, yet none is healthy: few_healthy must still fire.
-        let samples = skew::samples(&stats, |vip, backend| {
-            backend.state == BackendState::Active && !self.down_by_checks(&vip.vip, backend.address)
-        });
+        let healthy = |key: &VipKey, address: IpAddr, state: BackendState| {
+            state == BackendState::Active
+                && !names.get(key).is_some_and(|name| self.down(name, address))
+        };
+        let reading = shares.read(ebpf, &snapshot, &capacity, healthy);
+        self.shares = shares;
+        let reading = match reading {
+            Ok(reading) => reading,
+            Err(err) => return error!("reading counters for alerts: {err:#}"),
+        };
         let now = Instant::now();
-        let mut changes = self.detector.observe(now, &samples);
-        changes.extend(self.flood.observe(now, flood::Sample::from_stats(&stats)));
+        let mut changes = self.detector.observe(now, &reading.skew);
+        changes.extend(self.flood.observe(now, reading.flood));
         for alert in changes {
             self.raise(&alert);
         }
@@ -900,29 +926,18 @@ impl Daemon {
             extra.alerts = self.firing_alerts();
         }
     }
-
-    /// Whether `backend` of the VIP `spec` (`address:port/protocol`) is down by its health
-    /// checks.
-    fn down_by_checks(&self, spec: &str, backend: IpAddr) -> bool {
-        let Some(vip) = self
-            .model
-            .vips
-            .iter()
-            .find(|vip| describe_vip(&vip.key()) == spec)
-        else {
-            return false;
-        };
-        self.down(&vip.name, backend)
-    }
 }
 
-/// Each target's index by VIP name and backend address.
-fn target_index(targets: &[Target]) -> HashMap<(String, IpAddr), usize> {
-    targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| ((t.vip.clone(), t.backend), i))
-        .collect()
+/// Each target's index by VIP name and backend address: looked up by a borrowed name, as the
+/// alarms do for every backend each second.
+type TargetIndex = HashMap<String, HashMap<IpAddr, usize>>;
+
+fn target_index(targets: &[Target]) -> TargetIndex {
+    let mut index = TargetIndex::new();
+    for (i, t) in targets.iter().enumerate() {
+        index.entry(t.vip.clone()).or_default().insert(t.backend, i);
+    }
+    index
 }
 
 /// What asked for a reload.

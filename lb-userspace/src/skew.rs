@@ -109,33 +109,44 @@ pub fn samples(
         .vips
         .iter()
         .map(|vip| {
-            let entries: Vec<Entry> = vip
-                .backends
-                .iter()
-                .map(|b| Entry::new(b.address, b.mac))
-                .collect();
             let forwarding = if vip.forwarding == "ipip" {
                 Forwarding::Ipip
             } else {
                 Forwarding::Dsr
             };
-            let server = effect::servers(&entries, forwarding);
+            let server = servers(vip.backends.iter().map(|b| (b.address, b.mac)), forwarding);
             VipSample {
                 vip: vip.vip.clone(),
                 backends: vip
                     .backends
                     .iter()
-                    .zip(&server)
-                    .map(|(backend, first)| BackendSample {
+                    .zip(server)
+                    .map(|(backend, server)| BackendSample {
                         backend: backend.address,
                         new_flows_total: backend.new_flows,
                         expected_share: backend.expected_share,
                         healthy: healthy(vip, backend),
-                        server: entries[*first].address,
+                        server,
                     })
                     .collect(),
             }
         })
+        .collect()
+}
+
+/// For each of a VIP's backends (address and destination MAC), the physical server it reaches
+/// ([`BackendSample::server`]).
+pub fn servers(
+    backends: impl IntoIterator<Item = (IpAddr, [u8; 6])>,
+    forwarding: Forwarding,
+) -> Vec<IpAddr> {
+    let entries: Vec<Entry> = backends
+        .into_iter()
+        .map(|(address, mac)| Entry::new(address, mac))
+        .collect();
+    effect::servers(&entries, forwarding)
+        .into_iter()
+        .map(|first| entries[first].address)
         .collect()
 }
 

@@ -14,7 +14,7 @@
 //! logs), and the verbs run as an operator would.
 //!
 //! Knobs: `XLB_BENCH_VIPS` (default 1000), `XLB_BENCH_IDLE_SECONDS` (default 10);
-//! `--library-only` skips the daemon.
+//! `--library-only` skips the daemon, `--daemon-only` the library cases.
 
 use std::{
     fmt::Write as _,
@@ -185,13 +185,28 @@ impl Row {
 /// A verb run against the pins.
 type Verb<'a> = dyn Fn() -> anyhow::Result<()> + 'a;
 
-/// The library cases on a pinned program under `pin_path`.
-fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<(Vec<Row>, Value)> {
-    let capacity = Capacity {
+fn capacity(vips: u32) -> Capacity {
+    Capacity {
         vips,
         backends_per_vip: BACKENDS_PER_VIP,
         table_slots: TABLE_SIZE,
-    };
+    }
+}
+
+/// The maps' sizes at this capacity, in the kernel of this machine.
+fn sizes(vips: u32) -> Value {
+    let capacity = capacity(vips);
+    let memory = capacity.memory_here();
+    json!({
+        "capacity": capacity,
+        "memory": memory,
+        "memory_total_bytes": memory.total(),
+    })
+}
+
+/// The library cases on a pinned program under `pin_path`.
+fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<Vec<Row>> {
+    let capacity = capacity(vips);
     let mut ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &capacity.map_sizes())?;
     maps::pin(&ebpf, pin_path, &map_names::XLB)?;
     let mut rows = Vec::new();
@@ -309,15 +324,9 @@ fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<(Vec<Row
             note: String::new(),
         });
     }
-    let memory = capacity.memory_here();
-    let sizes = json!({
-        "capacity": capacity,
-        "memory": memory,
-        "memory_total_bytes": memory.total(),
-    });
     drop(pinned);
     drop(ebpf);
-    Ok((rows, sizes))
+    Ok(rows)
 }
 
 /// CPU seconds (user + system) process `pid` has used.
@@ -548,7 +557,15 @@ fn sweep_stale_pins() {
     }
 }
 
-fn bench(library_only: bool) -> anyhow::Result<Value> {
+/// Which cases run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phases {
+    All,
+    LibraryOnly,
+    DaemonOnly,
+}
+
+fn bench(phases: Phases) -> anyhow::Result<Value> {
     let vips = vips();
     let idle = Duration::from_secs(
         std::env::var("XLB_BENCH_IDLE_SECONDS")
@@ -557,14 +574,19 @@ fn bench(library_only: bool) -> anyhow::Result<Value> {
             .unwrap_or(10),
     );
     sweep_stale_pins();
-    let pin_path = PathBuf::from(format!("/sys/fs/bpf/{PIN_PREFIX}{}", std::process::id()));
-    let config = std::env::temp_dir().join(format!("xlb-bench-daemon-{}.toml", std::process::id()));
-    std::fs::write(&config, config_text(vips, &pin_path, 1))?;
-    let library = library(vips, &pin_path, &config);
-    let _ = pins::remove(&pin_path);
-    let _ = std::fs::remove_file(&config);
-    let (mut rows, sizes) = library?;
-    let daemon = if library_only {
+    let sizes = sizes(vips);
+    let mut rows = Vec::new();
+    if phases != Phases::DaemonOnly {
+        let pin_path = PathBuf::from(format!("/sys/fs/bpf/{PIN_PREFIX}{}", std::process::id()));
+        let config =
+            std::env::temp_dir().join(format!("xlb-bench-daemon-{}.toml", std::process::id()));
+        std::fs::write(&config, config_text(vips, &pin_path, 1))?;
+        let library = library(vips, &pin_path, &config);
+        let _ = pins::remove(&pin_path);
+        let _ = std::fs::remove_file(&config);
+        rows = library?;
+    }
+    let daemon = if phases == Phases::LibraryOnly {
         Value::Null
     } else {
         let (daemon_rows, figures) = daemon(vips, idle)?;
@@ -615,12 +637,21 @@ fn bench(library_only: bool) -> anyhow::Result<Value> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let library_only = args.iter().any(|a| a == "--library-only");
+    let only = |flag: &str| args.iter().any(|a| a == flag);
+    let phases = match (only("--library-only"), only("--daemon-only")) {
+        (false, false) => Phases::All,
+        (true, false) => Phases::LibraryOnly,
+        (false, true) => Phases::DaemonOnly,
+        (true, true) => {
+            eprintln!("xlb-bench-daemon: --library-only and --daemon-only exclude each other");
+            return ExitCode::from(2);
+        }
+    };
     let Some(out) = args.iter().find(|a| !a.starts_with("--")) else {
-        eprintln!("usage: xlb-bench-daemon OUTPUT.json [--library-only]");
+        eprintln!("usage: xlb-bench-daemon OUTPUT.json [--library-only | --daemon-only]");
         return ExitCode::from(2);
     };
-    match bench(library_only).and_then(|report| {
+    match bench(phases).and_then(|report| {
         if let Some(dir) = Path::new(out).parent() {
             std::fs::create_dir_all(dir)?;
         }
