@@ -11,7 +11,10 @@
 //! flow's backend. Flows that proved they are real ([`MARK_PROVEN`]) are kept apart from SYNs
 //! that may be spoofed: under the default admission a SYN flood only churns unproven slots.
 
-use crate::config::{CONFIG_FLOWS_AT_SYN, CONFIG_FLOWS_FIRST_ACK};
+use crate::{
+    Event,
+    config::{CONFIG_FLOWS_AT_SYN, CONFIG_FLOWS_FIRST_ACK},
+};
 
 /// The 5-tuple of a packet, addresses and ports in network byte order. Aligned to 8 so the
 /// kernel compares keys a word at a time.
@@ -237,6 +240,56 @@ pub struct Victim {
 }
 
 impl FlowSet {
+    /// The slot of `key` (5-tuple hash `hash`), marked used and proven as a packet that finds
+    /// it marks it; else [`Event::FlowMiss`], or [`Event::FlowStale`] for a slot with the key
+    /// whose check fails (torn by concurrent writers). The marks are written only when they
+    /// change, so an established flow's packets leave the tag line clean.
+    #[inline(always)]
+    pub fn find(&mut self, key: &FlowKey, hash: u32) -> Result<&FlowSlot, Event> {
+        let tag = flow_tag(hash);
+        for way in 0..FLOW_WAYS {
+            if self.tags[way] != tag || !self.slots[way].key.same(key) {
+                continue;
+            }
+            if !self.slots[way].whole(hash) {
+                return Err(Event::FlowStale);
+            }
+            if self.marks[way] != MARKS_HIT {
+                self.marks[way] = MARKS_HIT;
+            }
+            return Ok(&self.slots[way]);
+        }
+        Err(Event::FlowMiss)
+    }
+
+    /// Remembers `slot` (for the flow whose 5-tuple hash is `hash`) with `marks`: over the
+    /// flow's old slot if it has one, else where [`FlowSet::victim`] lets `admission` go.
+    /// Returns what happened: [`Event::FlowRemembered`], [`Event::FlowEvictedProven`]
+    /// (remembered over a proven flow) or [`Event::FlowNotRemembered`].
+    #[inline(always)]
+    pub fn remember(
+        &mut self,
+        slot: &FlowSlot,
+        hash: u32,
+        admission: Admission,
+        marks: u8,
+    ) -> Event {
+        let tag = flow_tag(hash);
+        if let Some(way) = self.own_way(&slot.key, hash) {
+            self.put(way, slot, tag, marks);
+            return Event::FlowRemembered;
+        }
+        let Some(victim) = self.victim(hash, admission) else {
+            return Event::FlowNotRemembered;
+        };
+        self.put(victim.way, slot, tag, marks);
+        if victim.evicts_proven {
+            Event::FlowEvictedProven
+        } else {
+            Event::FlowRemembered
+        }
+    }
+
     /// The way of `key` (5-tuple hash `hash`), if the set holds it.
     #[inline(always)]
     pub fn own_way(&self, key: &FlowKey, hash: u32) -> Option<usize> {
@@ -680,6 +733,65 @@ mod tests {
                 evicts_proven: false
             })
         );
+    }
+
+    /// Test that a packet finds its flow's slot and marks it used and proven, that a slot torn
+    /// by concurrent writers reads as stale (not as another flow), and a key the set lacks as
+    /// a miss.
+    #[test]
+    fn find_marks_the_slot_and_tells_stale_from_missing() {
+        let (mut set, hashes) = full_set([0; FLOW_WAYS]);
+        assert_eq!(
+            set.find(&key(1003), hashes[3]).map(|slot| slot.key),
+            Ok(key(1003))
+        );
+        assert_eq!(set.marks[3], MARKS_HIT);
+        assert_eq!(set.marks[2], 0, "only the found slot is marked");
+        set.slots[5].cookie ^= 1;
+        assert_eq!(set.find(&key(1005), hashes[5]), Err(Event::FlowStale));
+        assert_eq!(set.marks[5], 0, "a stale slot is not marked");
+        let missing = key(2000);
+        assert_eq!(
+            set.find(&missing, flow_hash(&missing, false)),
+            Err(Event::FlowMiss)
+        );
+    }
+
+    /// Test that remembering a flow overwrites its own slot (also a torn one) before taking
+    /// another, says when it evicted a proven flow, and refuses when the admission finds no way.
+    #[test]
+    fn remember_reuses_the_flows_slot_and_reports_evictions() {
+        let (mut set, hashes) = full_set([MARKS_HIT; FLOW_WAYS]);
+        set.slots[4].cookie ^= 1;
+        let renewed = FlowSlot::new(key(1004), hashes[4], 7, 0, 0, 0);
+        assert_eq!(
+            set.remember(&renewed, hashes[4], Admission::OwnSlot, MARK_PROVEN),
+            Event::FlowRemembered
+        );
+        assert_eq!(set.slots[4], renewed);
+        assert_eq!(set.marks[4], MARK_PROVEN);
+
+        let newcomer = key(9);
+        let hash = flow_hash(&newcomer, false);
+        let slot = FlowSlot::new(newcomer, hash, 1, 0, 0, 0);
+        let before = set;
+        assert_eq!(
+            set.remember(&slot, hash, Admission::Unproven, 0),
+            Event::FlowNotRemembered
+        );
+        assert_eq!(set, before, "a refused insert changes nothing");
+        assert_eq!(
+            set.remember(&slot, hash, Admission::Proven, MARK_PROVEN),
+            Event::FlowEvictedProven
+        );
+        assert!(set.find(&newcomer, hash).is_ok());
+
+        let (mut unproven, _) = full_set([0; FLOW_WAYS]);
+        assert_eq!(
+            unproven.remember(&slot, hash, Admission::Unproven, 0),
+            Event::FlowRemembered
+        );
+        assert_eq!(unproven.own_way(&newcomer, hash), Some(first_way(hash)));
     }
 
     /// Test that a flow's own way is found by key, and not for a key the set lacks.

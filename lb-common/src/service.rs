@@ -1,4 +1,8 @@
-//! Services (VIPs), backends and Maglev tables as the XDP program reads them.
+//! Services (VIPs), backends and Maglev tables as the XDP program reads them, and the two
+//! decisions the kernel makes with them (which entry a packet matches, which slot a new flow
+//! takes), compiled into both the XDP program and userspace.
+
+use crate::{FlowKey, canary::table_copy, flow_hash, maglev_slot};
 
 /// `VipKey::family` and `Backend::family` values.
 pub const FAMILY_IPV4: u8 = 4;
@@ -133,6 +137,72 @@ pub struct Vip {
 }
 const _: () = assert!(core::mem::size_of::<Vip>() == 28);
 
+impl Vip {
+    /// Whether the entry has a table the kernel reads: a size, and a live copy index of 0 or 1.
+    /// A new flow of a VIP without one is dropped as `no_backend`.
+    #[inline(always)]
+    pub const fn has_table(&self) -> bool {
+        self.table_size != 0 && self.active <= 1
+    }
+
+    /// The Maglev slot a new flow of `key` (whose 5-tuple hash is `hash`) takes, in a VIP that
+    /// [`Vip::has_table`].
+    #[inline(always)]
+    pub fn table_slot(&self, key: &FlowKey, hash: u32) -> TableSlot {
+        let hash = if self.flags & VIP_HASH_SOURCE_ONLY != 0 {
+            flow_hash(key, true)
+        } else {
+            hash
+        };
+        // One comparison: under a canary, the slice below the threshold takes the other copy.
+        let base = if table_copy(hash, self.canary, self.active) == 0 {
+            self.tables[0]
+        } else {
+            self.tables[1]
+        };
+        TableSlot {
+            hash,
+            slot: maglev_slot(hash, self.table_size),
+            base,
+        }
+    }
+}
+
+/// Where a new flow's backend id lies in the Maglev slot map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSlot {
+    /// The hash that indexes the table: the 5-tuple's, or the source address's
+    /// ([`VIP_HASH_SOURCE_ONLY`]).
+    pub hash: u32,
+    /// The slot within the table copy, below [`Vip::table_size`].
+    pub slot: u32,
+    /// The first slot of the copy the flow takes (under a canary, by its hash).
+    pub base: u32,
+}
+
+impl TableSlot {
+    /// The slot's index in the whole slot map.
+    #[inline(always)]
+    pub const fn index(&self) -> u32 {
+        self.base.wrapping_add(self.slot)
+    }
+}
+
+/// The service entry of a packet to `key`: the exact (address, port, protocol) entry wins over
+/// the address's all-ports entry (port 0). `get` looks a key up in the service map. Returns the
+/// entry and whether the exact port matched.
+#[inline(always)]
+pub fn find_vip<T>(
+    mut key: VipKey,
+    mut get: impl FnMut(&VipKey) -> Option<T>,
+) -> Option<(T, bool)> {
+    if let Some(vip) = get(&key) {
+        return Some((vip, true));
+    }
+    key.port = 0;
+    get(&key).map(|vip| (vip, false))
+}
+
 /// `Backend::flags`: the backend takes traffic.
 pub const BACKEND_ACTIVE: u8 = 1 << 0;
 /// `Backend::flags`, kept by the control plane (the kernel ignores it): an operator drained the
@@ -190,6 +260,97 @@ pub const MAGLEV_CHUNK_SLOTS: u32 = 16;
 pub type MaglevChunk = [u32; MAGLEV_CHUNK_SLOTS as usize];
 /// Entries of the slot map by default: two copies of a 65,537-slot table for 16 VIPs.
 pub const DEFAULT_MAGLEV_CHUNKS: u32 = (2 * 16 * 65_537u32).div_ceil(MAGLEV_CHUNK_SLOTS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip_key(port: u16) -> VipKey {
+        VipKey {
+            addr: AddrKey::v4(&[198, 18, 1, 10]).addr,
+            port: port.to_be(),
+            proto: 6,
+            family: FAMILY_IPV4,
+        }
+    }
+
+    /// Test that the exact (address, port, protocol) entry wins over the all-ports entry, that
+    /// the all-ports entry catches every other port, and that without either nothing matches.
+    #[test]
+    fn exact_port_wins_over_the_all_ports_entry() {
+        let entries = [(vip_key(80), "exact"), (vip_key(0), "all ports")];
+        let get = |key: &VipKey| {
+            entries
+                .iter()
+                .find(|(entry, _)| entry == key)
+                .map(|&(_, name)| name)
+        };
+        assert_eq!(find_vip(vip_key(80), get), Some(("exact", true)));
+        assert_eq!(find_vip(vip_key(443), get), Some(("all ports", false)));
+        let only_exact = |key: &VipKey| (*key == vip_key(80)).then_some("exact");
+        assert_eq!(find_vip(vip_key(443), only_exact), None);
+        assert_eq!(
+            find_vip(
+                VipKey {
+                    proto: 17,
+                    ..vip_key(80)
+                },
+                get
+            ),
+            None,
+            "another protocol"
+        );
+    }
+
+    /// Test that a new flow's slot is the Maglev slot of its 5-tuple hash (or of its source
+    /// address under source-only hashing) in the live copy, that a canary sends hashes below
+    /// its threshold to the other copy, and that only a sized entry with copy 0 or 1 has a table.
+    #[test]
+    fn table_slot_follows_the_hash_the_live_copy_and_the_canary() {
+        let mut key = FlowKey::v4(&[198, 18, 0, 1], &[198, 18, 1, 10], 6);
+        key.set_ports(40000u16.to_be_bytes(), 80u16.to_be_bytes());
+        let hash = flow_hash(&key, false);
+        let vip = Vip {
+            table_size: 13,
+            active: 1,
+            tables: [100, 200],
+            ..Vip::default()
+        };
+        let live = vip.table_slot(&key, hash);
+        assert_eq!(
+            live,
+            TableSlot {
+                hash,
+                slot: maglev_slot(hash, 13),
+                base: 200
+            }
+        );
+        assert_eq!(live.index(), 200 + maglev_slot(hash, 13));
+        let sticky = Vip {
+            flags: VIP_HASH_SOURCE_ONLY,
+            ..vip
+        };
+        assert_eq!(sticky.table_slot(&key, hash).hash, flow_hash(&key, true));
+        let canary = |threshold| Vip {
+            canary: threshold,
+            ..vip
+        };
+        assert_eq!(
+            canary(hash.saturating_add(1)).table_slot(&key, hash).base,
+            100
+        );
+        assert_eq!(canary(hash).table_slot(&key, hash).base, 200);
+        assert!(vip.has_table());
+        assert!(
+            !Vip {
+                table_size: 0,
+                ..vip
+            }
+            .has_table()
+        );
+        assert!(!Vip { active: 2, ..vip }.has_table());
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {

@@ -4,7 +4,10 @@
 //! addresses out: a packet xlb does not steer counts under its own reason only when its
 //! destination is a VIP address in full ([`unsteered`]).
 
-use lb_common::{Reason, Vip, VipKey, service::AddrKey};
+use lb_common::{
+    Reason, Vip, VipKey,
+    service::{AddrKey, find_vip},
+};
 
 use crate::{XLB_VIP_ADDRS, XLB_VIP_FILTER, XLB_VIPS, parse::Packet};
 
@@ -20,21 +23,17 @@ pub fn may_be_vip(bit: u32) -> bool {
     }
 }
 
+/// The VIP entry of `packet` by [`find_vip`].
 #[inline(always)]
 pub fn vip(packet: &Packet) -> Option<Vip> {
-    let mut key = VipKey {
+    let key = VipKey {
         addr: packet.flow.dst,
         port: packet.flow.dport,
         proto: packet.flow.proto,
         family: packet.family,
     };
-    if let Some(vip) = XLB_VIPS.get_ptr(&key) {
-        // SAFETY: the pointer from a map lookup is valid for this program run.
-        return Some(unsafe { *vip });
-    }
-    key.port = 0;
-    // SAFETY: as above.
-    XLB_VIPS.get_ptr(&key).map(|vip| unsafe { *vip })
+    // SAFETY: the pointer from a map lookup is valid for this program run.
+    find_vip(key, |key| XLB_VIPS.get_ptr(key).map(|vip| unsafe { *vip })).map(|(vip, _)| vip)
 }
 
 /// `reason` for a packet xlb does not steer (other transport, malformed transport header) when

@@ -3,7 +3,7 @@
 
 use lb_common::{
     Event, FlowKey, FlowSet, FlowSlot,
-    flow::{Admission, FLOW_WAYS, MARKS_HIT, flow_set, flow_tag},
+    flow::{Admission, flow_set},
 };
 
 use crate::XLB_FLOWS;
@@ -18,49 +18,18 @@ fn set(hash: u32) -> Option<&'static mut FlowSet> {
     Some(unsafe { &mut *set })
 }
 
-/// The slot of `key` (whose 5-tuple hash is `hash`), marked used and proven; else
-/// [`Event::FlowMiss`], or [`Event::FlowStale`] for a slot with the key whose check fails (torn
-/// by concurrent writers).
+/// The slot of `key` (whose 5-tuple hash is `hash`) by [`FlowSet::find`], marked used and
+/// proven; else [`Event::FlowMiss`] or [`Event::FlowStale`].
 #[inline(always)]
 pub fn find(key: &FlowKey, hash: u32) -> Result<&'static FlowSlot, Event> {
-    let set = set(hash).ok_or(Event::FlowMiss)?;
-    let tag = flow_tag(hash);
-    for way in 0..FLOW_WAYS {
-        if set.tags[way] != tag || !set.slots[way].key.same(key) {
-            continue;
-        }
-        if !set.slots[way].whole(hash) {
-            return Err(Event::FlowStale);
-        }
-        if set.marks[way] != MARKS_HIT {
-            set.marks[way] = MARKS_HIT;
-        }
-        return Ok(&set.slots[way]);
-    }
-    Err(Event::FlowMiss)
+    set(hash).ok_or(Event::FlowMiss)?.find(key, hash)
 }
 
-/// Remembers `slot` (for the flow whose 5-tuple hash is `hash`) with `marks`: over the flow's
-/// old slot if it has one, else where `admission` lets it go. Returns what happened:
-/// [`Event::FlowRemembered`], [`Event::FlowEvictedProven`] (remembered over a proven flow) or
-/// [`Event::FlowNotRemembered`].
+/// Remembers `slot` by [`FlowSet::remember`] in the set of `hash`; [`Event::FlowNotRemembered`]
+/// if the map has no such set.
 #[inline(always)]
 pub fn remember(slot: &FlowSlot, hash: u32, admission: Admission, marks: u8) -> Event {
-    let Some(set) = set(hash) else {
-        return Event::FlowNotRemembered;
-    };
-    let tag = flow_tag(hash);
-    if let Some(way) = set.own_way(&slot.key, hash) {
-        set.put(way, slot, tag, marks);
-        return Event::FlowRemembered;
-    }
-    let Some(victim) = set.victim(hash, admission) else {
-        return Event::FlowNotRemembered;
-    };
-    set.put(victim.way, slot, tag, marks);
-    if victim.evicts_proven {
-        Event::FlowEvictedProven
-    } else {
-        Event::FlowRemembered
-    }
+    set(hash).map_or(Event::FlowNotRemembered, |set| {
+        set.remember(slot, hash, admission, marks)
+    })
 }

@@ -5,10 +5,8 @@
 
 use lb_common::{
     Backend, Event, FlowSlot, Reason, Vip,
-    canary::table_copy,
     flow::{admission, first_marks},
-    flow_hash, maglev_slot,
-    service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY},
+    service::{BACKEND_ACTIVE, MAGLEV_CHUNK_SLOTS},
 };
 
 use crate::{XLB_BACKENDS, XLB_MAGLEV, counters, flows, parse::Packet};
@@ -59,21 +57,10 @@ pub fn new_flow(
     bytes: u64,
     flags: u32,
 ) -> Result<Choice, Reason> {
-    if vip.table_size == 0 || vip.active > 1 {
+    if !vip.has_table() {
         return Err(Reason::NoBackend);
     }
-    let table_hash = if vip.flags & VIP_HASH_SOURCE_ONLY != 0 {
-        flow_hash(&packet.flow, true)
-    } else {
-        hash
-    };
-    // One comparison: under a canary, the slice below the threshold takes the other copy.
-    let base = if table_copy(table_hash, vip.canary, vip.active) == 0 {
-        vip.tables[0]
-    } else {
-        vip.tables[1]
-    };
-    let slot = base.wrapping_add(maglev_slot(table_hash, vip.table_size));
+    let slot = vip.table_slot(&packet.flow, hash).index();
     let chunk = XLB_MAGLEV
         .get_ptr(slot / MAGLEV_CHUNK_SLOTS)
         .ok_or(Reason::NoBackend)?;

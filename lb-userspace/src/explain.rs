@@ -7,7 +7,8 @@ use anyhow::bail;
 use lb_common::{
     Config, Event, FlowKey, Reason, Vip, VipKey, flow_hash,
     service::{
-        BACKEND_ACTIVE, FAMILY_IPV4, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY, vip_filter_bit,
+        BACKEND_ACTIVE, FAMILY_IPV4, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY, find_vip,
+        vip_filter_bit,
     },
 };
 use serde::Serialize;
@@ -249,33 +250,28 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         return Ok(explanation);
     }
     steps.push(format!("VIP filter: bit {filter_bit} of {dst} is set"));
-    let mut vip_key = VipKey {
+    let exact_key = VipKey {
         addr: key.dst,
         port: key.dport,
         proto: key.proto,
         family,
     };
-    let exact = snapshot.vip(&vip_key).copied();
-    let exact_port = exact.is_some();
-    let found = exact.or_else(|| {
-        vip_key.port = 0;
-        snapshot.vip(&vip_key).copied()
-    });
-    let Some(vip) = found else {
+    let all_ports = VipKey {
+        port: 0,
+        ..exact_key
+    };
+    let Some((vip, exact_port)) = find_vip(exact_key, |key| snapshot.vip(key).copied()) else {
         explanation.ruled_out_by = Some("lookup");
-        let all_ports = VipKey { port: 0, ..vip_key };
         steps.push(format!(
             "no VIP {} and no all-ports VIP {}: not a VIP (the filter bit is shared with another \
              VIP address, or this address is a VIP for another port or protocol), so the packet \
              goes to the host's stack untouched (not_vip)",
-            describe_vip(&VipKey {
-                port: key.dport,
-                ..vip_key
-            }),
+            describe_vip(&exact_key),
             describe_vip(&all_ports)
         ));
         return Ok(explanation);
     };
+    let vip_key = if exact_port { exact_key } else { all_ports };
     explanation.is_vip = true;
     let ipip = vip.flags & VIP_FORWARD_IPIP != 0;
     let source_only = vip.flags & VIP_HASH_SOURCE_ONLY != 0;
@@ -453,23 +449,22 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     Ok(explanation)
 }
 
-/// The flow's slot of the live table, as `select::backend` computes it; None when the kernel
-/// would not read a table (size 0 or a copy index beyond 1).
+/// The flow's slot of the live table by [`Vip::table_slot`], as the kernel's `select` takes it;
+/// None when the kernel would not read a table ([`Vip::has_table`]).
 fn table_choice(
     maps: &(impl Maps + ?Sized),
     snapshot: &Snapshot,
     vip: &Vip,
     key: &FlowKey,
 ) -> anyhow::Result<Option<TableChoice>> {
-    if vip.table_size == 0 || vip.active > 1 {
+    if !vip.has_table() {
         return Ok(None);
     }
-    let slot = steering::slot(vip, key);
-    let base = steering::copy_base(vip, key);
-    let id = steering::read_table(maps, base.wrapping_add(slot), 1)?[0];
+    let table = vip.table_slot(key, flow_hash(key, false));
+    let id = steering::read_table(maps, table.index(), 1)?[0];
     Ok(Some(TableChoice {
-        flow_hash: flow_hash(key, vip.flags & VIP_HASH_SOURCE_ONLY != 0),
-        slot,
+        flow_hash: table.hash,
+        slot: table.slot,
         backend: (id != NO_BACKEND).then(|| backend_info(snapshot, id)),
     }))
 }

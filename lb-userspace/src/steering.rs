@@ -10,8 +10,8 @@ use crate::maps::{Maps, array};
 use anyhow::{Context as _, bail};
 use aya::maps::{HashMap, Map, MapData};
 use lb_common::{
-    Backend, Config, FlowKey, Vip, VipKey, flow_hash, maglev_slot, map_names,
-    service::{AddrKey, MAGLEV_CHUNK_SLOTS, VIP_HASH_SOURCE_ONLY, VipFilter, vip_filter_bit},
+    Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
+    service::{AddrKey, MAGLEV_CHUNK_SLOTS, VipFilter, vip_filter_bit},
 };
 
 /// Stores backend `id`.
@@ -275,19 +275,15 @@ pub fn set_vip_addrs<'a>(
     Ok(())
 }
 
-/// The start of the table copy a new `flow` of `vip` takes, as the kernel picks it (under a
-/// canary, by [`lb_common::canary::table_copy`]).
+/// The start of the table copy a new `flow` of `vip` takes, as the kernel picks it
+/// ([`Vip::table_slot`]; under a canary, by [`lb_common::canary::table_copy`]).
 pub fn copy_base(vip: &Vip, flow: &FlowKey) -> u32 {
-    let hash = flow_hash(flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0);
-    vip.tables[lb_common::canary::table_copy(hash, vip.canary, vip.active) as usize & 1]
+    vip.table_slot(flow, flow_hash(flow, false)).base
 }
 
-/// The slot of `vip`'s live table the kernel uses for a new `flow`.
+/// The slot of `vip`'s live table the kernel uses for a new `flow` ([`Vip::table_slot`]).
 pub fn slot(vip: &Vip, flow: &FlowKey) -> u32 {
-    maglev_slot(
-        flow_hash(flow, vip.flags & VIP_HASH_SOURCE_ONLY != 0),
-        vip.table_size,
-    )
+    vip.table_slot(flow, flow_hash(flow, false)).slot
 }
 
 /// Replaces the program's run-time settings (tunnel sources, MTU, debug logging).

@@ -22,7 +22,7 @@ pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
 /// `global.flow_table_size` bounds: at least one flow, at most 2^24 (1.1 GiB at 72 bytes per
 /// flow). The table holds sets of 8 flows, a power of two of them.
 pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1..=16_777_216;
-pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
+pub use crate::pins::DEFAULT_PIN_PATH;
 /// Pins must live in a bpffs mount; this is where xtask setup mounts one.
 pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
 pub const DEFAULT_METRICS_ADDRESS: SocketAddr =
