@@ -10,9 +10,8 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write as _,
     net::IpAddr,
-    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -49,10 +48,9 @@ pub fn render(vips: &BTreeSet<IpAddr>, pin_path: &Path) -> String {
     text
 }
 
-/// Writes `text` to `path` with `mode` through a temporary file and a rename, so BIRD never
-/// reads half. The temporary file gets a random name and is created with O_EXCL (so never
-/// through a symlink someone planted), in a directory no other user can write
-/// ([`trusted_dir::check`]; a missing one is created 0755, as BIRD must read the file).
+/// Writes `text` to `path` with `mode` in one step ([`trusted_dir::replace`]), so BIRD never
+/// reads half, in a directory no other user can write ([`trusted_dir::check`]; a missing one
+/// is created 0755, as BIRD must read the file).
 pub fn write_atomically(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     let dir = path
         .parent()
@@ -64,17 +62,7 @@ pub fn write_atomically(path: &Path, text: &str, mode: u32) -> anyhow::Result<()
             path.display()
         )
     })?;
-    let mut file = tempfile::Builder::new()
-        .prefix(".xlb-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    file.write_all(text.as_bytes())?;
-    file.as_file().sync_all()?;
-    file.persist(path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    trusted_dir::replace(path, text.as_bytes(), mode)
 }
 
 /// The process that makes BIRD reload: `birdc` with an argument vector, or `sh -c` with the
@@ -244,6 +232,8 @@ pub fn withdraw_recorded(pin_path: &Path) -> anyhow::Result<Option<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]

@@ -8,9 +8,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Model, owner, rollout::describe_vip};
+use crate::{config::Model, owner, rollout::describe_vip, trusted_dir};
 
 /// VIP names and the VIPs (`ADDRESS:PORT/PROTOCOL`) they name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,19 +64,13 @@ pub fn path(pin_path: &Path) -> PathBuf {
 /// Records the names of `model` for `pin_path` (atomically: readers see old or new).
 pub fn record(pin_path: &Path, model: &Model) -> anyhow::Result<()> {
     let path = path(pin_path);
-    let staging = path.with_extension(format!("json.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&staging, serde_json::to_vec(&Names::of(model))?)?;
-        std::fs::rename(&staging, &path)
+    let record = || {
+        let dir = path.parent().unwrap_or(Path::new(owner::RUN_DIR));
+        std::fs::create_dir_all(dir)?;
+        // Readable by every user, as a plain write left it.
+        trusted_dir::replace(&path, &serde_json::to_vec(&Names::of(model))?, 0o644)
     };
-    write().map_err(|err| {
-        // A half-written staging file must not stay behind (a full disk, say).
-        let _ = std::fs::remove_file(&staging);
-        anyhow::Error::new(err).context(format!("recording the VIP names in {}", path.display()))
-    })
+    record().with_context(|| format!("recording the VIP names in {}", path.display()))
 }
 
 /// The names recorded for `pin_path`; none when nothing was recorded.

@@ -1,10 +1,12 @@
 //! Whether a directory the daemon writes into (the pin directory, the BIRD routes file's
 //! directory, its own state directory) is safe from other local users: one they can write to,
 //! or reach through a path they control, lets them swap or plant files there (a symlink to a
-//! file root then overwrites, or a pin directory they can empty, detaching XDP).
+//! file root then overwrites, or a pin directory they can empty, detaching XDP); and how a
+//! file in such a directory is replaced in one step.
 
 use std::{
     fs::{DirBuilder, Metadata},
+    io::Write as _,
     os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
@@ -50,6 +52,31 @@ pub fn create(dir: &Path, mode: u32) -> anyhow::Result<()> {
         }
     }
     check(dir)
+}
+
+/// Replaces `path` with `bytes` and `mode` through a temporary file and a rename, so a reader
+/// sees the old file or the new one, never half. The temporary file gets a random name and is
+/// created with O_EXCL (never through a symlink someone planted); it is removed if anything
+/// fails.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".xlb-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let write = |file: &mut tempfile::NamedTempFile| -> std::io::Result<()> {
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.as_file().sync_all()
+    };
+    write(&mut file).with_context(|| format!("writing {}", file.path().display()))?;
+    file.persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
 }
 
 /// Refuses `dir` unless no other user can change what it holds: it is a directory (not a

@@ -254,26 +254,10 @@ fn place(path: &str) -> String {
 fn closest<'a>(typed: &str, allowed: &'a [String]) -> Option<&'a str> {
     allowed
         .iter()
-        .map(|name| (edit_distance(&typed.to_lowercase(), name), name))
+        .map(|name| (strsim::levenshtein(&typed.to_lowercase(), name), name))
         .filter(|&(distance, _)| distance <= 2)
         .min_by_key(|&(distance, _)| distance)
         .map(|(_, name)| name.as_str())
-}
-
-/// Levenshtein distance.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 /// What a field holds and an example of it, for fixes.
@@ -396,12 +380,14 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_counts_single_character_edits() {
-        // Test the distance behind "did you mean".
-        assert_eq!(edit_distance("weigth", "weight"), 2);
-        assert_eq!(edit_distance("mtu", "mtu"), 0);
-        assert_eq!(edit_distance("backends", "backend"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
+    fn closest_accepts_up_to_two_edits_in_any_case() {
+        // Test the distance behind "did you mean": two edits or a change of case still match,
+        // the nearest name wins, three edits do not.
+        let allowed = ["weight", "mtu", "backend"].map(String::from);
+        assert_eq!(closest("weigth", &allowed), Some("weight"));
+        assert_eq!(closest("MTU", &allowed), Some("mtu"));
+        assert_eq!(closest("backends", &allowed), Some("backend"));
+        assert_eq!(closest("abc", &allowed), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -30,6 +31,7 @@ use crate::{
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::Snapshot,
     rollout::{self, live_address},
+    trusted_dir,
 };
 
 /// A canary being watched.
@@ -282,8 +284,12 @@ impl Daemon {
     ) -> anyhow::Result<Finished> {
         let running = self.canary.take().context("no canary is running")?;
         let mut alarm = alarm;
+        // The promoted config replaces the file in one step (the watch never reads half of
+        // it) and keeps the file's mode.
+        let mode =
+            std::fs::metadata(&self.file).map_or(0o644, |meta| meta.permissions().mode() & 0o7777);
         if alarm.is_none()
-            && let Err(err) = write_atomically(&self.file, &running.bytes)
+            && let Err(err) = trusted_dir::replace(&self.file, &running.bytes, mode)
         {
             alarm = Some(Alarm::Interrupted {
                 why: format!(
@@ -481,15 +487,4 @@ fn new_flows(ebpf: &Ebpf, ids: &BTreeSet<u32>) -> anyhow::Result<BTreeMap<u32, u
 /// Packets dropped as no_backend so far.
 fn no_backend(ebpf: &Ebpf) -> anyhow::Result<u64> {
     Ok(Totals::read(ebpf)?.reason(Reason::NoBackend).packets)
-}
-
-/// Replaces `path` with `bytes` in one step (a rename in its directory): the daemon's watch
-/// never reads half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let staging = path.with_extension(format!("canary.{}", std::process::id()));
-    std::fs::write(&staging, bytes).with_context(|| format!("writing {}", staging.display()))?;
-    std::fs::rename(&staging, path).with_context(|| {
-        let _ = std::fs::remove_file(&staging);
-        format!("renaming {} to {}", staging.display(), path.display())
-    })
 }

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use etherparse::PacketBuilder;
 use lb_common::{FlowKey, Verdict};
 
 use super::clients::Clients;
@@ -193,94 +194,22 @@ fn probe(vip: &VipModel, client: IpAddr, sport: u16, dport: u16) -> Probe {
 /// in an untagged Ethernet frame with valid checksums.
 pub(super) fn frame(probe: &Probe, protocol: Protocol) -> Vec<u8> {
     let (sport, dport) = (probe.source.port(), probe.destination.port());
-    let mut transport = match protocol {
-        Protocol::Tcp => {
-            let mut tcp = vec![0u8; 20];
-            tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-            tcp[2..4].copy_from_slice(&dport.to_be_bytes());
-            tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
-            tcp[12] = 5 << 4; // data offset: 5 words, no options
-            tcp[13] = 0x02; // SYN
-            tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
-            tcp
-        }
-        Protocol::Udp => {
-            let payload = b"xlb plan";
-            let mut udp = vec![0u8; 8];
-            udp[0..2].copy_from_slice(&sport.to_be_bytes());
-            udp[2..4].copy_from_slice(&dport.to_be_bytes());
-            udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-            udp.extend_from_slice(payload);
-            udp
-        }
-    };
-    let proto = protocol.number();
-    let checksum_at = match protocol {
-        Protocol::Tcp => 16,
-        Protocol::Udp => 6,
-    };
-    let mut frame = Vec::with_capacity(ETH_LEN + 40 + transport.len());
-    frame.extend_from_slice(&LB_MAC);
-    frame.extend_from_slice(&CLIENT_MAC);
-    let len = transport.len() as u16;
-    match (probe.source.ip(), probe.destination.ip()) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let pseudo = pseudo_sum(&src.octets(), &dst.octets(), proto, len);
-            let checksum = finish(pseudo + sum(&transport));
-            // UDP over IPv4 writes a computed 0 as all ones (RFC 768).
-            let checksum = if checksum == 0 { 0xffff } else { checksum };
-            transport[checksum_at..checksum_at + 2].copy_from_slice(&checksum.to_be_bytes());
-            let mut ip = [0u8; 20];
-            ip[0] = 0x45;
-            ip[2..4].copy_from_slice(&(20 + len).to_be_bytes());
-            ip[6] = 0x40; // DF: not a fragment
-            ip[8] = 64;
-            ip[9] = proto;
-            ip[12..16].copy_from_slice(&src.octets());
-            ip[16..20].copy_from_slice(&dst.octets());
-            let checksum = finish(sum(&ip));
-            ip[10..12].copy_from_slice(&checksum.to_be_bytes());
-            frame.extend_from_slice(&ETHERTYPE_IPV4);
-            frame.extend_from_slice(&ip);
-        }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            let pseudo = pseudo_sum(&src.octets(), &dst.octets(), proto, len);
-            let checksum = finish(pseudo + sum(&transport));
-            let checksum = if checksum == 0 { 0xffff } else { checksum };
-            transport[checksum_at..checksum_at + 2].copy_from_slice(&checksum.to_be_bytes());
-            let mut ip = [0u8; 40];
-            ip[0] = 0x60;
-            ip[4..6].copy_from_slice(&len.to_be_bytes());
-            ip[6] = proto;
-            ip[7] = 64;
-            ip[8..24].copy_from_slice(&src.octets());
-            ip[24..40].copy_from_slice(&dst.octets());
-            frame.extend_from_slice(&ETHERTYPE_IPV6);
-            frame.extend_from_slice(&ip);
-        }
+    let ethernet = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let ip = match (probe.source.ip(), probe.destination.ip()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => ethernet.ipv4(src.octets(), dst.octets(), 64),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => ethernet.ipv6(src.octets(), dst.octets(), 64),
         _ => unreachable!("probes take the client's family from the VIP"),
-    }
-    frame.extend_from_slice(&transport);
+    };
+    let mut frame = Vec::new();
+    let written = match protocol {
+        Protocol::Tcp => ip
+            .tcp(sport, dport, 1000, 64240)
+            .syn()
+            .write(&mut frame, &[]),
+        Protocol::Udp => ip.udp(sport, dport).write(&mut frame, b"xlb plan"),
+    };
+    written.expect("a SYN or an 8-byte datagram fits its headers' length fields");
     frame
-}
-
-/// The one's-complement sum (RFC 1071) of `bytes`, not yet folded.
-fn sum(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: u16) -> u32 {
-    sum(src) + sum(dst) + u32::from(proto) + u32::from(len)
-}
-
-fn finish(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// What the XDP program did with a probe's frame.
@@ -341,6 +270,25 @@ pub(super) fn observe(code: u32, output: &[u8], ipip: bool) -> Observed {
 mod tests {
     use super::*;
     use crate::config::{Forwarding, HashMode};
+
+    /// The one's-complement sum (RFC 1071) of `bytes`, not yet folded.
+    fn sum(bytes: &[u8]) -> u32 {
+        bytes
+            .chunks(2)
+            .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+            .sum()
+    }
+
+    fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: u16) -> u32 {
+        sum(src) + sum(dst) + u32::from(proto) + u32::from(len)
+    }
+
+    fn finish(mut sum: u32) -> u16 {
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
 
     fn vip(address: &str, port: u16, protocol: Protocol) -> VipModel {
         VipModel {
