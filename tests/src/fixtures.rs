@@ -184,6 +184,7 @@ fn bench(
 /// and flow-table insert); an ACK takes it once and then hits the flow table. `dsr` only
 /// re-addresses the frame, so a repeat loop sees the same flow again and shows the path's own
 /// cost without the per-call set-up.
+#[rustfmt::skip] // One row per case, read as a table.
 fn bench_cases() -> Vec<Fixture> {
     let v4 = Flow::new("198.18.0.1", VIP_V4, 40000, 80);
     let v6 = Flow::new("2001:db8::1", VIP_V6, 40000, 80);
@@ -197,119 +198,22 @@ fn bench_cases() -> Vec<Fixture> {
     use Reason::{ForwardedDsr, ForwardedIpip, NotIp, NotVip};
     use Setup::{Dsr, Empty, Ipip, Large};
     vec![
-        bench(
-            "non_vip_ipv4_tcp_syn",
-            Empty,
-            syn(&v4),
-            NotVip,
-            unchanged,
-            NON_VIP,
-        ),
-        bench(
-            "non_vip_ipv6_udp",
-            Empty,
-            packets::udp(&v6, b"query"),
-            NotVip,
-            unchanged,
-            NON_VIP,
-        ),
-        bench(
-            "non_ip_arp",
-            Empty,
-            packets::arp_request(),
-            NotIp,
-            unchanged,
-            NON_VIP,
-        ),
-        bench(
-            "dsr_new_flow_ipv4",
-            Dsr,
-            syn(&v4),
-            ForwardedDsr,
-            tcp(v4),
-            NEW_FLOW,
-        ),
-        bench(
-            "dsr_established_ipv4",
-            Dsr,
-            ack(&v4),
-            ForwardedDsr,
-            tcp(v4),
-            ESTABLISHED,
-        ),
-        bench(
-            "dsr_new_flow_ipv6",
-            Dsr,
-            syn(&v6),
-            ForwardedDsr,
-            tcp(v6),
-            NEW_FLOW,
-        ),
-        bench(
-            "dsr_established_ipv6",
-            Dsr,
-            ack(&v6),
-            ForwardedDsr,
-            tcp(v6),
-            ESTABLISHED,
-        ),
-        bench(
-            "ipip_new_flow_ipv4",
-            Ipip,
-            syn(&v4),
-            ForwardedIpip,
-            ipip(v4),
-            NEW_FLOW,
-        ),
-        bench(
-            "ipip_established_ipv4",
-            Ipip,
-            ack(&v4),
-            ForwardedIpip,
-            ipip(v4),
-            ESTABLISHED,
-        ),
-        bench(
-            "ipip_new_flow_ipv6",
-            Ipip,
-            syn(&v6),
-            ForwardedIpip,
-            ipip(v6),
-            NEW_FLOW,
-        ),
-        bench(
-            "ipip_established_ipv6",
-            Ipip,
-            ack(&v6),
-            ForwardedIpip,
-            ipip(v6),
-            ESTABLISHED,
-        ),
+        // name                                       set-up frame                        reason         output     target
+        bench("non_vip_ipv4_tcp_syn",                 Empty, syn(&v4),                    NotVip,        unchanged, NON_VIP),
+        bench("non_vip_ipv6_udp",                     Empty, packets::udp(&v6, b"query"), NotVip,        unchanged, NON_VIP),
+        bench("non_ip_arp",                           Empty, packets::arp_request(),      NotIp,         unchanged, NON_VIP),
+        bench("dsr_new_flow_ipv4",                    Dsr,   syn(&v4),                    ForwardedDsr,  tcp(v4),   NEW_FLOW),
+        bench("dsr_established_ipv4",                 Dsr,   ack(&v4),                    ForwardedDsr,  tcp(v4),   ESTABLISHED),
+        bench("dsr_new_flow_ipv6",                    Dsr,   syn(&v6),                    ForwardedDsr,  tcp(v6),   NEW_FLOW),
+        bench("dsr_established_ipv6",                 Dsr,   ack(&v6),                    ForwardedDsr,  tcp(v6),   ESTABLISHED),
+        bench("ipip_new_flow_ipv4",                   Ipip,  syn(&v4),                    ForwardedIpip, ipip(v4),  NEW_FLOW),
+        bench("ipip_established_ipv4",                Ipip,  ack(&v4),                    ForwardedIpip, ipip(v4),  ESTABLISHED),
+        bench("ipip_new_flow_ipv6",                   Ipip,  syn(&v6),                    ForwardedIpip, ipip(v6),  NEW_FLOW),
+        bench("ipip_established_ipv6",                Ipip,  ack(&v6),                    ForwardedIpip, ipip(v6),  ESTABLISHED),
         // The small side of the scale comparison, beside the large set-up's.
-        bench(
-            "dsr_new_flow_1vip_3backends",
-            Dsr,
-            syn(&v4),
-            ForwardedDsr,
-            tcp(v4),
-            None,
-        ),
-        bench(
-            "dsr_new_flow_1000vips_100backends",
-            Large,
-            syn(&large),
-            ForwardedDsr,
-            tcp(large),
-            None,
-        ),
-        bench(
-            "dsr_established_1000vips_100backends",
-            Large,
-            ack(&large),
-            ForwardedDsr,
-            tcp(large),
-            None,
-        ),
+        bench("dsr_new_flow_1vip_3backends",          Dsr,   syn(&v4),                    ForwardedDsr,  tcp(v4),   None),
+        bench("dsr_new_flow_1000vips_100backends",    Large, syn(&large),                 ForwardedDsr,  tcp(large), None),
+        bench("dsr_established_1000vips_100backends", Large, ack(&large),                 ForwardedDsr,  tcp(large), None),
     ]
 }
 
