@@ -36,7 +36,7 @@ use lb_userspace::{args::XdpModeArg, attach, object};
 
 use crate::{
     demo, echo,
-    netns::{Lab, Netns},
+    netns::{Ipv6, Lab, Netns, Star},
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -134,27 +134,12 @@ impl DaemonLab {
         );
         let xlb = demo::xlb_binary()?;
         let mut lab = Lab::new(label)?;
-        let switch = lab.netns("sw")?;
-        let client = lab.netns("client")?;
-        let lb = lab.netns("lb")?;
-        let mut hosts = Vec::new();
-        for index in 0..backends {
-            hosts.push(lab.netns(&format!("b{index}"))?);
-        }
-        // IPv4 only: no IPv6 neighbour or router chatter through xlb, no duplicate address
-        // detection holding links back. Set before the links exist, so the defaults apply.
-        for ns in [&switch, &client, &lb].into_iter().chain(&hosts) {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        }
-        let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
-        members.extend(
-            hosts
-                .iter()
-                .enumerate()
-                .map(|(i, ns)| (ns, format!("p-b{i}"))),
-        );
-        switch.switch(&members)?;
+        let Star {
+            switch,
+            client,
+            lb,
+            backends: hosts,
+        } = Star::build(|name| lab.netns(name), backends, Ipv6::Off)?;
         client.addr("eth0", &format!("{CLIENT}/24"))?;
         lb.addr("eth0", &format!("{LB}/24"))?;
         client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;

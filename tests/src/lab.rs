@@ -40,7 +40,7 @@ use lb_userspace::{args::XdpModeArg, attach, decap, object};
 use crate::{
     daemon_lab::{exited, xlb_verb},
     lab_site::{self, Site},
-    netns::Netns,
+    netns::{Ipv6, Netns, Star},
     topology::{CLIENT_V4, CLIENT_V6, FABRIC_MTU, LB_V4, LB_V6, VIP_V4, VIP_V6},
 };
 
@@ -426,35 +426,16 @@ fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Rep
 
 /// Creates the namespaces, links and addresses of the diagram in the module doc.
 fn build(site: &mut Site) -> anyhow::Result<Topology> {
-    let switch = site.netns("sw")?;
-    let client = site.netns("client")?;
-    let lb = site.netns("lb")?;
-    let mut hosts = Vec::new();
-    for index in 0..WEIGHTS.len() {
-        hosts.push(site.netns(&format!("b{index}"))?);
-    }
-    // Duplicate address detection would hold every IPv6 address back for a second or two:
-    // off before any link exists, so the defaults apply to the new veths.
-    for ns in [&switch, &client, &lb].into_iter().chain(&hosts) {
-        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-    }
-    let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
-    members.extend(
-        hosts
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| (ns, format!("p-b{i}"))),
-    );
-    switch.switch(&members)?;
+    let star = Star::build(|name| site.netns(name), WEIGHTS.len(), Ipv6::NoDad)?;
     // Tunnelled frames are larger than the client's (see topology::FABRIC_MTU): raise the MTU
-    // of every link they cross, before any XDP program is attached (veth caps the MTU of a
-    // link whose peer runs XDP). The client's link stays at 1500.
-    let mtu = FABRIC_MTU.to_string();
-    for (ns, port) in members.iter().filter(|(_, port)| port != "p-client") {
-        switch.ip(&["link", "set", port, "mtu", &mtu])?;
-        ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
-    }
+    // of every link they cross. The client's link stays at 1500.
+    star.fabric_mtu(FABRIC_MTU)?;
+    let Star {
+        switch,
+        client,
+        lb,
+        backends: hosts,
+    } = star;
     client.addr("eth0", &format!("{CLIENT_V4}/24"))?;
     client.addr("eth0", &format!("{CLIENT_V6}/64"))?;
     lb.addr("eth0", &format!("{LB_V4}/24"))?;

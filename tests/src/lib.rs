@@ -4,6 +4,7 @@ pub mod daemon_lab;
 pub mod demo;
 pub mod drills;
 pub mod echo;
+pub mod fixtures;
 pub mod flood;
 pub mod lab;
 pub mod lab_site;

@@ -207,6 +207,81 @@ impl Netns {
     }
 }
 
+/// How a lab's namespaces treat IPv6. Set before any link exists, so the defaults apply to
+/// the new veths.
+#[derive(Clone, Copy)]
+pub enum Ipv6 {
+    /// Off: no IPv6 neighbour or router chatter through xlb, no duplicate address detection
+    /// holding links back.
+    Off,
+    /// On, without duplicate address detection, which would hold back every address for a
+    /// second or two (neighbour solicitations need a link-local one).
+    NoDad,
+}
+
+/// The labs' shape: a switch namespace `sw` whose bridge `br0` joins the `eth0` of `client`,
+/// `lb` and backends `b0`, `b1`... through ports `p-client`, `p-lb`, `p-b0`... ([`Netns::switch`]).
+pub struct Star {
+    pub switch: Netns,
+    pub client: Netns,
+    pub lb: Netns,
+    pub backends: Vec<Netns>,
+}
+
+impl Star {
+    /// Builds the star with `backends` backends, each namespace made by `netns` (a [`Lab`]'s
+    /// or a kept lab's).
+    pub fn build(
+        mut netns: impl FnMut(&str) -> anyhow::Result<Netns>,
+        backends: usize,
+        ipv6: Ipv6,
+    ) -> anyhow::Result<Star> {
+        let switch = netns("sw")?;
+        let client = netns("client")?;
+        let lb = netns("lb")?;
+        let backends = (0..backends)
+            .map(|index| netns(&format!("b{index}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (key, value) = match ipv6 {
+            Ipv6::Off => ("disable_ipv6", "1"),
+            Ipv6::NoDad => ("accept_dad", "0"),
+        };
+        for ns in [&switch, &client, &lb].into_iter().chain(&backends) {
+            ns.sysctl(&format!("net.ipv6.conf.all.{key}"), value)?;
+            ns.sysctl(&format!("net.ipv6.conf.default.{key}"), value)?;
+        }
+        let star = Star {
+            switch,
+            client,
+            lb,
+            backends,
+        };
+        let mut members = vec![(&star.client, "p-client".to_owned())];
+        members.extend(star.fabric());
+        star.switch.switch(&members)?;
+        Ok(star)
+    }
+
+    /// The members behind the load balancer, with their switch ports: `lb` and the backends.
+    fn fabric(&self) -> impl Iterator<Item = (&Netns, String)> {
+        let backends = self.backends.iter().enumerate();
+        std::iter::once((&self.lb, "p-lb".to_owned()))
+            .chain(backends.map(|(i, ns)| (ns, format!("p-b{i}"))))
+    }
+
+    /// Sets `mtu` on every link behind the load balancer (both ends), the client's link left
+    /// as it is. Before any XDP program is attached: veth caps the MTU of a link whose peer
+    /// runs XDP.
+    pub fn fabric_mtu(&self, mtu: u32) -> anyhow::Result<()> {
+        let mtu = mtu.to_string();
+        for (ns, port) in self.fabric() {
+            self.switch.ip(&["link", "set", &port, "mtu", &mtu])?;
+            ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
+        }
+        Ok(())
+    }
+}
+
 /// A set of namespaces, links, processes and pins that disappears with it.
 pub struct Lab {
     id: u64,

@@ -2,16 +2,16 @@
 //! a few active backends, VIPs pointing at a Maglev table, the keys the kernel computes, and a
 //! run of one packet that checks it was counted under exactly one reason and verdict.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::Ebpf;
 use lb_common::{
-    Backend, Counter, FlowKey, PROGRAM_NAME, Reason, Verdict, Vip, VipKey, map_names,
+    Backend, Config, Counter, FlowKey, PROGRAM_NAME, Reason, Verdict, Vip, VipKey, map_names,
     service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, MAGLEV_CHUNK_SLOTS},
 };
 use lb_userspace::{counters::Totals, maglev, object, steering, testrun};
 
-use crate::packets::{Flow, LB_MAC};
+use crate::packets::{self, Flow, LB_MAC};
 
 pub const BACKENDS: u32 = 3;
 /// Table copies live at these offsets of the slot map.
@@ -148,8 +148,9 @@ pub fn configure(ebpf: &mut Ebpf, vips: &[(VipKey, u32)], size: u32) -> Vip {
 
 /// The program with `vips` dsr VIPs (198.18.100.0 onwards, port 80/TCP) over the same
 /// `backends` active backends, each VIP with its own `size`-slot table copy: the scale at which
-/// lookup cost must not grow. 1,000 x 65,537 slots is about 260 MB of tables.
-pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
+/// lookup cost must not grow. 1,000 x 65,537 slots is about 260 MB of tables. Returns the last
+/// VIP entry and the table all the copies hold.
+pub fn load_scaled(vips: u32, backends: u32, size: u32) -> (Ebpf, Vip, Vec<u32>) {
     let chunks = (u64::from(vips) * u64::from(size)).div_ceil(u64::from(MAGLEV_CHUNK_SLOTS));
     let capacities = [
         (
@@ -165,9 +166,10 @@ pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
     let shared = table(&ids, size);
     let copies: Vec<(u32, &[u32])> = (0..vips).map(|i| (i * size, shared.as_slice())).collect();
     steering::write_tables(&mut ebpf, &copies).expect("tables");
+    let mut last = Vip::default();
     for i in 0..vips {
         let addr = format!("198.18.{}.{}", 100 + i / 256, i % 256);
-        let vip = Vip {
+        last = Vip {
             id: i,
             flags: 0,
             table_size: size,
@@ -175,9 +177,66 @@ pub fn load_scaled(vips: u32, backends: u32, size: u32) -> Ebpf {
             tables: [i * size, i * size],
             canary: 0,
         };
-        steering::set_vip(&mut ebpf, &vip_key(&addr, 80, 6), &vip).expect("vip");
+        steering::set_vip(&mut ebpf, &vip_key(&addr, 80, 6), &last).expect("vip");
     }
-    ebpf
+    (ebpf, last, shared)
+}
+
+/// Outer source addresses of the tunnels [`use_ipip`] sets up.
+pub const TUNNEL_SRC_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const TUNNEL_SRC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+/// Address of backend `id` in `ipip` set-ups: 198.18.2.10 onwards, or 2001:db8:2::10 onwards
+/// (`v6`).
+pub fn backend_addr(id: u32, v6: bool) -> IpAddr {
+    let text = if v6 {
+        format!("2001:db8:2::{}", 10 + id)
+    } else {
+        format!("198.18.2.{}", 10 + id)
+    };
+    text.parse().expect("backend address")
+}
+
+/// Readies a program loaded with `ipip` VIPs to tunnel: gives its backends addresses of the
+/// family `v6_backends` picks ([`backend_addr`]), the tunnel sources [`TUNNEL_SRC_V4`] and
+/// [`TUNNEL_SRC_V6`] and `mtu`.
+pub fn use_ipip(ebpf: &mut Ebpf, v6_backends: bool, mtu: u32) {
+    let family = if v6_backends {
+        FAMILY_IPV6
+    } else {
+        FAMILY_IPV4
+    };
+    for id in 0..BACKENDS {
+        let backend = Backend {
+            addr: addr_bytes(backend_addr(id, v6_backends)).0,
+            mac: backend_mac(id),
+            family,
+            flags: BACKEND_ACTIVE,
+            ..Backend::default()
+        };
+        steering::set_backend(ebpf, id, &backend).expect("backend");
+    }
+    let settings = Config {
+        flags: 0,
+        mtu,
+        ipip_src_v4: TUNNEL_SRC_V4.octets(),
+        ipip_src_v6: TUNNEL_SRC_V6.octets(),
+        ..Config::default()
+    };
+    steering::set_config(ebpf, &settings).expect("config");
+}
+
+/// The tunnel frame a program readied by [`use_ipip`] must emit for `inner` towards backend
+/// `id`.
+pub fn tunnelled(inner: &[u8], id: u32, v6_backends: bool) -> Vec<u8> {
+    let src = if v6_backends {
+        TUNNEL_SRC_V6.into()
+    } else {
+        TUNNEL_SRC_V4.into()
+    };
+    let mut frame = packets::encapsulated(src, backend_addr(id, v6_backends), inner);
+    frame[..6].copy_from_slice(&backend_mac(id));
+    frame
 }
 
 /// Backends `0..count`, active, with [`backend_mac`] MACs; returns their ids.

@@ -41,7 +41,7 @@ use lb_common::{
 use lb_userspace::{args::XdpModeArg, attach, decap, maglev, object, steering};
 
 use crate::{
-    netns::{Lab, Netns},
+    netns::{Ipv6, Lab, Netns, Star},
     packets::Flow,
     steering::{flow_key, vip_key},
 };
@@ -242,27 +242,7 @@ impl Topology {
         );
 
         let mut lab = Lab::new(label)?;
-        let switch = lab.netns("sw")?;
-        let client = lab.netns("client")?;
-        let lb = lab.netns("lb")?;
-        let mut hosts = Vec::new();
-        for id in 0..count {
-            hosts.push((id, lab.netns(&format!("b{id}"))?));
-        }
-        // IPv6 duplicate address detection would hold back every link-local address for a
-        // second or two, and neighbour solicitations need one: turn it off before any link
-        // exists, so the defaults apply to the new veths.
-        for ns in [&switch, &client, &lb]
-            .into_iter()
-            .chain(hosts.iter().map(|h| &h.1))
-        {
-            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
-            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
-        }
-
-        let mut members = vec![(&client, "p-client".to_owned()), (&lb, "p-lb".to_owned())];
-        members.extend(hosts.iter().map(|(id, ns)| (ns, format!("p-b{id}"))));
-        switch.switch(&members)?;
+        let star = Star::build(|name| lab.netns(name), count as usize, Ipv6::NoDad)?;
         let forwarding = options.forwarding;
         if forwarding.is_ipip() {
             // Tunnelled frames (see FABRIC_MTU) leave the lb's eth0 by XDP_TX, which a veth
@@ -271,12 +251,15 @@ impl Topology {
             // above its peer's (the backend's eth0) MTU. Set before any XDP program is
             // attached: veth caps the MTU of a link whose peer runs XDP. The client's link
             // stays at CLIENT_MTU.
-            let mtu = FABRIC_MTU.to_string();
-            for (ns, port) in members.iter().filter(|(_, port)| port != "p-client") {
-                switch.ip(&["link", "set", port, "mtu", &mtu])?;
-                ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
-            }
+            star.fabric_mtu(FABRIC_MTU)?;
         }
+        let Star {
+            switch,
+            client,
+            lb,
+            backends,
+        } = star;
+        let hosts = (0..count).zip(backends);
 
         client.addr("eth0", &format!("{CLIENT_V4}/24"))?;
         client.addr("eth0", &format!("{CLIENT_V6}/64"))?;

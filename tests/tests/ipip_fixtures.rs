@@ -3,71 +3,23 @@
 
 use std::net::IpAddr;
 
-use lb_common::{
-    Backend, Config, Reason, Verdict,
-    service::{BACKEND_ACTIVE, FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP},
-};
+use lb_common::{Config, Reason, Verdict, service::VIP_FORWARD_IPIP};
 use lb_userspace::{counters::Totals, steering};
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
     steering::{
-        BACKENDS, addr_bytes, assert_counted, backend_mac, flow_key, load, run, table, vip_key,
+        addr_bytes, assert_counted, backend_addr, backend_mac, flow_key, load, run, table,
+        tunnelled, use_ipip, vip_key,
     },
 };
-
-const TUNNEL_SRC_V4: &str = "198.18.0.2";
-const TUNNEL_SRC_V6: &str = "2001:db8::2";
-
-fn backend_addr(id: u32, v6: bool) -> IpAddr {
-    let text = if v6 {
-        format!("2001:db8:2::{}", 10 + id)
-    } else {
-        format!("198.18.2.{}", 10 + id)
-    };
-    text.parse().expect("backend address")
-}
 
 /// The program with an ipip VIP at `vip`:80/TCP, backends of the family `v6_backends` picks,
 /// and `mtu`.
 fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common::Vip) {
     let (mut ebpf, config) = load(&[(vip_key(vip, 80, 6), VIP_FORWARD_IPIP)], 13);
-    for id in 0..BACKENDS {
-        let backend = Backend {
-            addr: addr_bytes(backend_addr(id, v6_backends)).0,
-            mac: backend_mac(id),
-            family: if v6_backends {
-                FAMILY_IPV6
-            } else {
-                FAMILY_IPV4
-            },
-            flags: BACKEND_ACTIVE,
-            ..Backend::default()
-        };
-        steering::set_backend(&mut ebpf, id, &backend).expect("backend");
-    }
-    let settings = Config {
-        flags: 0,
-        mtu,
-        ipip_src_v4: [198, 18, 0, 2],
-        ipip_src_v6: addr_bytes(TUNNEL_SRC_V6.parse().unwrap()).0,
-        ..Config::default()
-    };
-    steering::set_config(&mut ebpf, &settings).expect("config");
+    use_ipip(&mut ebpf, v6_backends, mtu);
     (ebpf, config)
-}
-
-/// The tunnel frame the program must emit for `inner` towards backend `id`.
-fn tunnelled(inner: &[u8], id: u32, v6_backends: bool) -> Vec<u8> {
-    let src = if v6_backends {
-        TUNNEL_SRC_V6
-    } else {
-        TUNNEL_SRC_V4
-    };
-    let mut frame =
-        packets::encapsulated(src.parse().unwrap(), backend_addr(id, v6_backends), inner);
-    frame[..6].copy_from_slice(&backend_mac(id));
-    frame
 }
 
 /// Test that a SYN to an ipip VIP leaves as exactly the expected tunnel frame towards the

@@ -6,13 +6,14 @@
 use std::process::ExitCode;
 
 use anyhow::ensure;
-use aya::{Ebpf, programs::Xdp};
-use lb_common::{Config, Event, PROGRAM_NAME, Reason, service::VIP_FORWARD_IPIP};
+use aya::programs::Xdp;
+use lb_common::{Config, Event, PROGRAM_NAME, Reason};
 use lb_userspace::{config::FlowAdmission, counters::Totals, object, steering, testrun};
 use serde_json::json;
 use xlb_tests::{
+    fixtures,
     packets::{self, Flow},
-    steering::{load, load_scaled, vip_key},
+    steering::{load, vip_key},
 };
 
 /// Runs per case; the first one or two of a series are often high, hence min and median.
@@ -178,37 +179,6 @@ struct Row {
     proof: String,
 }
 
-/// Which program set-up a case runs against.
-enum Setup {
-    /// No VIPs.
-    Empty,
-    /// dsr or ipip VIPs 198.18.1.10 and 2001:db8:1::10, port 80/TCP, 3 backends.
-    Small(u32),
-    /// 1,000 dsr VIPs x 100 backends, a 65,537-slot table each (~260 MB of tables).
-    Large,
-}
-
-fn program(setup: &Setup) -> anyhow::Result<Ebpf> {
-    let vips = |flags| {
-        [
-            (vip_key("198.18.1.10", 80, 6), flags),
-            (vip_key("2001:db8:1::10", 80, 6), flags),
-        ]
-    };
-    Ok(match setup {
-        Setup::Empty => object::load(object::XDP_OBJECT, PROGRAM_NAME)?,
-        Setup::Small(flags) => load(&vips(*flags), 65_537).0,
-        Setup::Large => load_scaled(1000, 100, 65_537),
-    })
-}
-
-/// Targets as ratios to bare XDP_TX. They are judged on the method the paths call for: fresh
-/// packets for VIP paths (they rewrite the packet and the flow table), the repeat loop for
-/// paths that leave the packet alone.
-const ESTABLISHED: Option<f64> = Some(4.0);
-const NEW_FLOW: Option<f64> = Some(6.0);
-const NON_VIP: Option<f64> = Some(2.5);
-
 /// Keeps this thread (and so every test run, which runs on the caller's CPU) on the CPU it is
 /// on: the CPUs of this machine differ in speed from moment to moment, and a case and its
 /// baseline must be measured on the same one. Returns that CPU.
@@ -230,9 +200,6 @@ fn pin_to_this_cpu() -> anyhow::Result<usize> {
 fn bench() -> anyhow::Result<serde_json::Value> {
     let cpu = pin_to_this_cpu()?;
     let v4 = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
-    let v6 = Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 80);
-    // The large set-up's VIP 500 (VIPs are 198.18.100.0 onwards).
-    let large = Flow::new("198.18.0.1", "198.18.101.244", 40000, 80);
     let syn4 = packets::tcp_syn(&v4);
     let mut bare_tx = object::load(object::BASELINE_OBJECT, "bare_tx")?;
     let bare_tx = object::xdp_program(&mut bare_tx, "bare_tx")?;
@@ -251,139 +218,28 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         }
     }
 
-    let ipip = Setup::Small(VIP_FORWARD_IPIP);
-    let dsr = Setup::Small(0);
-    let both = [Method::Repeat, Method::Fresh];
-    let fresh = [Method::Fresh];
-    // A SYN always takes the new-flow path (Maglev lookup and flow-table insert); an ACK takes
-    // it once and then hits the flow table. dsr only re-addresses the frame, so a repeat loop
-    // sees the same flow again and shows the path's own cost without the per-call set-up; ipip
-    // grows the frame, so it is measured fresh only.
-    let cases = [
-        (
-            "non_vip_ipv4_tcp_syn",
-            &Setup::Empty,
-            syn4.clone(),
-            &both[..],
-            Reason::NotVip,
-            NON_VIP,
-        ),
-        (
-            "non_vip_ipv6_udp",
-            &Setup::Empty,
-            packets::udp(&v6, b"query"),
-            &both,
-            Reason::NotVip,
-            NON_VIP,
-        ),
-        (
-            "non_ip_arp",
-            &Setup::Empty,
-            packets::arp_request(),
-            &both,
-            Reason::NotIp,
-            NON_VIP,
-        ),
-        (
-            "dsr_new_flow_ipv4",
-            &dsr,
-            packets::tcp_syn(&v4),
-            &both,
-            Reason::ForwardedDsr,
-            NEW_FLOW,
-        ),
-        (
-            "dsr_established_ipv4",
-            &dsr,
-            packets::tcp_ack(&v4, b"GET /"),
-            &both,
-            Reason::ForwardedDsr,
-            ESTABLISHED,
-        ),
-        (
-            "dsr_new_flow_ipv6",
-            &dsr,
-            packets::tcp_syn(&v6),
-            &both,
-            Reason::ForwardedDsr,
-            NEW_FLOW,
-        ),
-        (
-            "dsr_established_ipv6",
-            &dsr,
-            packets::tcp_ack(&v6, b"GET /"),
-            &both,
-            Reason::ForwardedDsr,
-            ESTABLISHED,
-        ),
-        (
-            "ipip_new_flow_ipv4",
-            &ipip,
-            packets::tcp_syn(&v4),
-            &fresh,
-            Reason::ForwardedIpip,
-            NEW_FLOW,
-        ),
-        (
-            "ipip_established_ipv4",
-            &ipip,
-            packets::tcp_ack(&v4, b"GET /"),
-            &fresh,
-            Reason::ForwardedIpip,
-            ESTABLISHED,
-        ),
-        (
-            "ipip_new_flow_ipv6",
-            &ipip,
-            packets::tcp_syn(&v6),
-            &fresh,
-            Reason::ForwardedIpip,
-            NEW_FLOW,
-        ),
-        (
-            "ipip_established_ipv6",
-            &ipip,
-            packets::tcp_ack(&v6, b"GET /"),
-            &fresh,
-            Reason::ForwardedIpip,
-            ESTABLISHED,
-        ),
-        (
-            "dsr_new_flow_1vip_3backends",
-            &dsr,
-            packets::tcp_syn(&v4),
-            &both,
-            Reason::ForwardedDsr,
-            None,
-        ),
-        (
-            "dsr_new_flow_1000vips_100backends",
-            &Setup::Large,
-            packets::tcp_syn(&large),
-            &both,
-            Reason::ForwardedDsr,
-            None,
-        ),
-        (
-            "dsr_established_1000vips_100backends",
-            &Setup::Large,
-            packets::tcp_ack(&large, b"GET /"),
-            &both,
-            Reason::ForwardedDsr,
-            None,
-        ),
-    ];
+    // The bench's cases are the fixture table's (tests/src/fixtures.rs), which the fixture
+    // tests check for their verdict, reason and output.
     let only = std::env::var("XLB_BENCH_ONLY").unwrap_or_default();
-    for (name, setup, packet, methods, reason, target) in cases {
-        if !name.contains(&only) {
+    for fixture in fixtures::all() {
+        let Some(bench) = fixture.bench else {
+            continue;
+        };
+        if !fixture.name.contains(&only) {
             continue;
         }
+        let methods: &[Method] = if bench.repeat {
+            &[Method::Repeat, Method::Fresh]
+        } else {
+            &[Method::Fresh]
+        };
+        let (name, reason) = (fixture.name, fixture.reason);
         for &method in methods {
-            let mut ebpf = program(setup)?;
+            let mut ebpf = fixture.setup.load().ebpf;
             let paired = measure(
                 bare_tx,
                 object::xdp_program(&mut ebpf, PROGRAM_NAME)?,
-                &packet,
+                &fixture.frame,
                 method,
             )?;
             let counted = Totals::read(&ebpf)?.reason(reason).packets;
@@ -400,7 +256,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
                 name: name.into(),
                 method,
                 paired,
-                target: target.filter(|_| judged),
+                target: bench.target.filter(|_| judged),
                 proof: format!("reason.{}={counted}", reason.name()),
             });
         }
