@@ -367,6 +367,11 @@ pub const fn flow_set(hash: u32, sets: u32) -> u32 {
     hash & (sets - 1)
 }
 
+/// Flows the flow table holds unless `global.flow_table_size` says otherwise.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
+/// Largest `global.flow_table_size`: 2^24 flows (1.1 GiB at 72 bytes per flow).
+pub const MAX_FLOW_TABLE_SIZE: u32 = 1 << 24;
+
 /// Sets for a flow table of at least `flows` flows (a power of two).
 pub const fn flow_sets(flows: u32) -> u32 {
     let sets = flows.div_ceil(FLOW_WAYS as u32);

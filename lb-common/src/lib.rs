@@ -4,12 +4,14 @@
 //! with padding written out, carry no `Option` or `bool`, and have a compile-time size check.
 #![no_std]
 
+pub mod address;
 pub mod canary;
 pub mod config;
 pub mod counters;
 pub mod decap;
 pub mod flow;
 pub mod meta;
+pub mod proto;
 pub mod service;
 pub mod trace;
 

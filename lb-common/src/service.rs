@@ -249,6 +249,9 @@ const _: () = assert!(core::mem::size_of::<BackendCounter>() == 24);
 
 /// Largest Maglev table a VIP may have.
 pub const MAX_TABLE_SIZE: u32 = 1 << 24;
+/// A VIP's Maglev table size unless it sets `table_size`: the Maglev paper's production size,
+/// a prime with room for 655 backends at 100 slots each.
+pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 /// Default capacities; the control plane may size the maps differently at load time.
 pub const DEFAULT_MAX_VIPS: u32 = 1024;
 pub const DEFAULT_MAX_BACKENDS: u32 = 4096;
@@ -259,7 +262,7 @@ pub const MAGLEV_CHUNK_SLOTS: u32 = 16;
 /// A value of the slot map: slot `s` is lane `s % 16` of entry `s / 16`.
 pub type MaglevChunk = [u32; MAGLEV_CHUNK_SLOTS as usize];
 /// Entries of the slot map by default: two copies of a 65,537-slot table for 16 VIPs.
-pub const DEFAULT_MAGLEV_CHUNKS: u32 = (2 * 16 * 65_537u32).div_ceil(MAGLEV_CHUNK_SLOTS);
+pub const DEFAULT_MAGLEV_CHUNKS: u32 = (2 * 16 * DEFAULT_TABLE_SIZE).div_ceil(MAGLEV_CHUNK_SLOTS);
 
 #[cfg(test)]
 mod tests {

@@ -13,13 +13,11 @@ pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const VLAN_TAG_LEN: usize = 4;
-/// IP protocol numbers of an IPv4 (RFC 2003) and an IPv6 (RFC 2473, 4213) packet inside IP.
-pub const IPPROTO_IPIP: u8 = 4;
-pub const IPPROTO_IPV6: u8 = 41;
-/// IPv6 fragment extension header.
-pub const IPPROTO_FRAGMENT: u8 = 44;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_ICMPV6: u8 = 58;
+/// IP protocol numbers, under the kernel's names (defined once, in lb-common).
+pub use lb_common::proto::{
+    FRAGMENT as IPPROTO_FRAGMENT, ICMP as IPPROTO_ICMP, ICMPV6 as IPPROTO_ICMPV6,
+    IPIP as IPPROTO_IPIP, IPV6 as IPPROTO_IPV6, TCP as IPPROTO_TCP, UDP as IPPROTO_UDP,
+};
 /// ICMP "destination unreachable, fragmentation needed" and ICMPv6 "packet too big".
 pub const ICMP_DEST_UNREACH: u8 = 3;
 pub const ICMP_FRAG_NEEDED: u8 = 4;

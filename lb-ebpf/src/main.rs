@@ -21,7 +21,7 @@ use aya_log_ebpf::debug;
 use lb_common::{
     Backend, BackendCounter, Config, Counter, Event, FlowSet, Reason, Vip, VipCounter, VipKey,
     config::{CONFIG_DEBUG_LOG, CONFIG_TRACE},
-    flow::flow_sets,
+    flow::{DEFAULT_FLOW_TABLE_SIZE, flow_sets},
     flow_hash,
     meta::{Meta, ShareBase},
     service::{
@@ -33,9 +33,9 @@ use lb_common::{
 
 const MAX_VIPS: usize = DEFAULT_MAX_VIPS as usize;
 const MAX_BACKENDS: usize = DEFAULT_MAX_BACKENDS as usize;
-/// Sets of the flow table in the object (65,536 flows); the control plane sizes the map from
+/// Sets of the flow table in the object (the default size); the control plane sizes the map from
 /// `global.flow_table_size` and sets [`XLB_FLOW_SETS`] to match.
-const FLOW_SETS: usize = flow_sets(65_536) as usize;
+const FLOW_SETS: usize = flow_sets(DEFAULT_FLOW_TABLE_SIZE) as usize;
 /// BPF_F_MMAPABLE: the control plane writes Maglev tables straight into the map's memory.
 const MMAPABLE: usize = 1 << 10;
 

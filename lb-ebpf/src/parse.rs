@@ -11,7 +11,8 @@ use lb_common::{
 };
 use lb_ebpf::headers::{
     self, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HEADER_LEN,
-    ICMPV6_PKT_TOOBIG, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, ptr_at,
+    ICMPV6_PKT_TOOBIG, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    ptr_at,
 };
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -19,8 +20,6 @@ use network_types::{
     udp::UdpHdr,
 };
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 /// TCP flags byte (offset 13 of the header): SYN and ACK.
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;

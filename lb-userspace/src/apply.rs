@@ -168,31 +168,30 @@ pub fn apply_file(
         vips: Vec::new(),
         canary: None,
     };
-    let (model, warnings) = match config::load_overriding(file, env, &options.overrides) {
+    let loaded = match config::load_overriding(file, env, &options.overrides) {
         Ok(loaded) => loaded,
-        Err(diagnostics) => {
-            report.diagnostics = diagnostics.iter().map(ToString::to_string).collect();
+        Err(rejected) => {
+            report.diagnostics = rejected
+                .diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             report.refused = Some("the config has errors; nothing was changed".into());
-            if config::unreadable(&diagnostics) {
+            if rejected.unreadable() {
                 report.code = exit::UNREADABLE;
             }
             return Ok(report);
         }
     };
+    let (model, warnings) = (&loaded.model, &loaded.warnings);
     report.diagnostics = warnings.iter().map(ToString::to_string).collect();
-    if let Some(reason) = options.refusal(&warnings) {
+    if let Some(reason) = options.refusal(warnings) {
         report.refused = Some(format!("{reason}; nothing was changed"));
         return Ok(report);
     }
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     report.pin_path = pin_path.display().to_string();
-    let bytes = config::read_bytes(file).map_err(|err| {
-        exit::Coded(
-            exit::UNREADABLE,
-            format!("cannot read {}: {err}", file.display()),
-        )
-    })?;
-    let desired = Desired::from_model(&model, &bytes);
+    let desired = Desired::from_model(model, loaded.text.hash);
     let mut maps = pins::open(&pin_path)?;
     let capacity = Capacity::read(&maps)?;
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
@@ -270,7 +269,7 @@ pub fn apply_file(
                     return Ok(report);
                 }
             };
-            if let Err(err) = crate::names::record(&pin_path, &model) {
+            if let Err(err) = crate::names::record(&pin_path, model) {
                 tracing::warn!("{err:#}");
             }
             Made::of(&applied)

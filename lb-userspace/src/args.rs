@@ -497,7 +497,7 @@ pub struct DecapDetachArgs {
 #[derive(Debug, Args)]
 pub struct DecapCommon {
     /// Where the decapsulation programs are pinned, one directory per interface.
-    #[arg(long, env = "XLB_DECAP_PIN_PATH", default_value = crate::decap::DEFAULT_PIN_PATH)]
+    #[arg(long, env = "XLB_DECAP_PIN_PATH", default_value = crate::pins::DEFAULT_DECAP_PIN_PATH)]
     pub pin_path: PathBuf,
     /// `text` for people, `json` for scripts (one document on stdout).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -559,8 +559,8 @@ impl ProtocolArg {
     /// The IP protocol number.
     pub fn number(self) -> u8 {
         match self {
-            ProtocolArg::Tcp => 6,
-            ProtocolArg::Udp => 17,
+            ProtocolArg::Tcp => lb_common::proto::TCP,
+            ProtocolArg::Udp => lb_common::proto::UDP,
         }
     }
 }

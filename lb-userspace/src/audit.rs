@@ -9,6 +9,7 @@ use std::{
 
 use lb_common::{
     Backend, Config, Vip, VipKey,
+    address::{Mac, to_kernel},
     service::{
         BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
         VIP_HASH_SOURCE_ONLY, vip_filter_bit,
@@ -19,11 +20,8 @@ use serde::{Serialize, Serializer};
 use crate::{
     args::{AuditArgs, OutputFormat},
     capacity::Capacity,
-    config::{
-        self, Diagnostic, Environment, FlowAdmission, HostEnvironment, Model, kernel_address,
-    },
+    config::{self, Diagnostic, Environment, FlowAdmission, HostEnvironment, Model},
     effect, exit,
-    explain::format_mac,
     live::{BackendState, Snapshot},
     maglev,
     maps::Maps,
@@ -246,33 +244,34 @@ pub fn audit(
     };
     let loaded = match file {
         None => None,
-        Some(file) => {
-            match config::read(file)
-                .and_then(|text| Ok((config::check_text(&text, file, env)?, text)))
-            {
-                Ok(((model, _warnings), text)) => Some((model, text, file)),
-                Err(diagnostics) => {
-                    if config::unreadable(&diagnostics) {
-                        report.code = exit::UNREADABLE;
-                    }
-                    report.diagnostics = diagnostics;
-                    return Ok(report);
+        Some(file) => match config::load(file, env) {
+            Ok(loaded) => Some(loaded),
+            Err(rejected) => {
+                if rejected.unreadable() {
+                    report.code = exit::UNREADABLE;
                 }
+                report.diagnostics = rejected.diagnostics;
+                return Ok(report);
             }
-        }
+        },
     };
     let pin_path: PathBuf = pin_path
         .map(Path::to_path_buf)
         .or_else(|| {
             loaded
                 .as_ref()
-                .map(|(model, ..)| model.global.pin_path.clone())
+                .map(|loaded| loaded.model.global.pin_path.clone())
         })
         .unwrap_or_else(|| PathBuf::from(pins::DEFAULT_PIN_PATH));
     let mut maps = pins::open(&pin_path)?;
     report.pin_path = Some(pin_path.display().to_string());
     report.findings = match &loaded {
-        Some((model, text, file)) => against_config(&mut maps, model, text.as_bytes(), file)?,
+        Some(loaded) => against_config(
+            &mut maps,
+            &loaded.model,
+            loaded.text.hash,
+            &loaded.text.path,
+        )?,
         None => consistency(&mut maps)?,
     };
     let names = crate::names::read(&pin_path);
@@ -346,7 +345,7 @@ pub fn compare_peer(
 pub fn against_config(
     maps: &mut (impl Maps + ?Sized),
     model: &Model,
-    bytes: &[u8],
+    config_hash: u64,
     file: &Path,
 ) -> anyhow::Result<Vec<Finding>> {
     let snapshot = Snapshot::read(maps)?;
@@ -359,7 +358,7 @@ pub fn against_config(
         findings: Vec::new(),
     };
     audit.entries_and_backend_states();
-    let desired = Desired::from_model(model, bytes);
+    let desired = Desired::from_model(model, config_hash);
     for want in &desired.vips {
         let Some(live) = snapshot.vip(&want.key) else {
             audit.drift(
@@ -391,7 +390,7 @@ pub fn against_config(
         }
         let mut unmatched = audit.backends_of(live);
         for backend in &want.backends {
-            let (addr, family) = kernel_address(backend.address);
+            let (addr, family) = to_kernel(backend.address);
             let Some(at) = unmatched.iter().position(|(_, b)| b.addr == addr) else {
                 audit.drift(
                     Kind::BackendMissing,
@@ -409,8 +408,8 @@ pub fn against_config(
                     Kind::BackendMac,
                     &want.key,
                     name.clone(),
-                    format_mac(&backend.mac),
-                    format_mac(&found.mac),
+                    Mac(backend.mac).to_string(),
+                    Mac(found.mac).to_string(),
                 );
             }
             if found.weight != backend.weight {
@@ -461,14 +460,13 @@ pub fn against_config(
     audit.tables(expected, &live, "the config's backends and weights");
     audit.effects(&live);
     audit.run_time_config(&model.global.kernel_config());
-    let hash = rollout::config_hash(bytes);
-    if snapshot.meta.config_hash != hash {
+    if snapshot.meta.config_hash != config_hash {
         audit.push(
             Kind::ConfigHash,
             Severity::Note,
             None,
             None,
-            format!("{hash:#018x} (this file)"),
+            format!("{config_hash:#018x} (this file)"),
             format!(
                 "{:#018x} (applied as generation {})",
                 snapshot.meta.config_hash, snapshot.meta.generation

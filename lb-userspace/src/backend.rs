@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context as _, bail};
 use lb_common::{
     VipKey,
+    address::to_kernel,
     service::{BACKEND_DISABLED, BACKEND_DRAINED},
 };
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::{
     args::{BackendAction, BackendArgs},
     capacity::Capacity,
-    config::kernel_address,
     control, effect, exit,
     live::Snapshot,
     maps::Maps,
@@ -96,12 +96,10 @@ pub fn parse_vip(text: &str) -> anyhow::Result<VipKey> {
     };
     let (socket, protocol) = text.rsplit_once('/').with_context(usage)?;
     let socket: SocketAddr = socket.parse().ok().with_context(usage)?;
-    let proto = match protocol {
-        "tcp" => 6,
-        "udp" => 17,
-        _ => bail!("{}: the protocol must be tcp or udp", usage()),
+    let Some(proto) = lb_common::proto::number(protocol) else {
+        bail!("{}: the protocol must be tcp or udp", usage());
     };
-    let (addr, family) = kernel_address(socket.ip());
+    let (addr, family) = to_kernel(socket.ip());
     Ok(VipKey {
         addr,
         port: socket.port().to_be(),

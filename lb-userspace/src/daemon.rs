@@ -479,10 +479,11 @@ impl Daemon {
         self.next_audit = now + self.model.audit.interval;
         // The alarms too judge against the live tables again, whoever edited them.
         self.shares.forget();
-        let findings = match audit::against_config(ebpf, &self.model, &self.bytes, &self.file) {
-            Ok(findings) => findings,
-            Err(err) => return error!("the scheduled audit failed: {err:#}"),
-        };
+        let findings =
+            match audit::against_config(ebpf, &self.model, config::hash(&self.bytes), &self.file) {
+                Ok(findings) => findings,
+                Err(err) => return error!("the scheduled audit failed: {err:#}"),
+            };
         let mut by_vip: BTreeMap<String, Vec<&audit::Finding>> = BTreeMap::new();
         for finding in findings
             .iter()
@@ -683,14 +684,18 @@ impl Daemon {
         overrides: &[String],
     ) -> Result<Applied, Refusal> {
         match config::check_bytes_overriding(&bytes, &self.file, &HostEnvironment, overrides) {
-            Err(diagnostics) => {
-                for diagnostic in &diagnostics {
+            Err(rejected) => {
+                for diagnostic in &rejected.diagnostics {
                     error!("{diagnostic}");
                 }
                 error!(file = %self.file.display(), "the new config is invalid; keeping the running one");
                 self.record_reload(Some(metrics::ReloadFailure::Invalid));
                 self.rejected = Some(bytes);
-                let rendered: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                let rendered: Vec<String> = rejected
+                    .diagnostics
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 Err(Refusal {
                     code: exit::INVALID,
                     message: format!(
@@ -700,7 +705,9 @@ impl Daemon {
                     ),
                 })
             }
-            Ok((model, warnings)) => {
+            Ok(config::Loaded {
+                model, warnings, ..
+            }) => {
                 for warning in &warnings {
                     warn!("{warning}");
                 }
@@ -804,7 +811,7 @@ impl Daemon {
     /// The desired state of `model` (from `bytes`) with the backends' health as the daemon's
     /// checks judge it. A backend the checks do not cover counts as healthy.
     fn desired_with_health(&self, model: &Model, bytes: &[u8]) -> Desired {
-        let mut desired = Desired::from_model(model, bytes);
+        let mut desired = Desired::from_model(model, config::hash(bytes));
         for (vip, wanted) in model.vips.iter().zip(&mut desired.vips) {
             let down: Vec<bool> = vip
                 .backends

@@ -4,7 +4,7 @@
 //! labs both use these functions.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -15,15 +15,12 @@ use aya::{
     maps::{HashMap, MapData},
     programs::{ProgramInfo, links::FdLink},
 };
-use lb_common::{DECAP_PROGRAM_NAME, Reason, decap::DecapKey, map_names, service::FAMILY_IPV4};
+use lb_common::{DECAP_PROGRAM_NAME, Reason, decap::DecapKey, map_names};
 use serde::Serialize;
 
 use crate::{
     args::XdpModeArg, attach, counters::Totals, exit::NotLoaded, maps::Pinned, netdev, object,
 };
-
-/// Where `xlb decap` pins by default: one directory per interface beneath it.
-pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb-decap";
 
 /// The map key for `addr`: an IPv4 address fills the first 4 bytes.
 pub fn key(addr: IpAddr) -> DecapKey {
@@ -35,12 +32,7 @@ pub fn key(addr: IpAddr) -> DecapKey {
 
 /// The address a map key holds.
 fn address(key: &DecapKey) -> IpAddr {
-    if key.family == FAMILY_IPV4 {
-        let [a, b, c, d, ..] = key.addr;
-        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(key.addr))
-    }
+    lb_common::address::from_kernel(&key.addr, key.family)
 }
 
 /// Makes the decapsulation program in `ebpf` strip tunnelled packets whose outer destination

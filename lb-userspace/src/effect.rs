@@ -15,12 +15,12 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use lb_common::{Backend, Vip, VipKey, service::VIP_FORWARD_IPIP};
+use lb_common::{Backend, Vip, VipKey, address::to_kernel, service::VIP_FORWARD_IPIP};
 use serde::Serialize;
 
 use crate::{
     capacity::Capacity,
-    config::{Forwarding, kernel_address},
+    config::Forwarding,
     live::Snapshot,
     maglev::{self, MaglevError},
     maps::Maps,
@@ -341,7 +341,7 @@ pub fn concentrated_in(
             .iter()
             .zip(&want.backends)
             .map(|(id, b)| {
-                let (addr, family) = kernel_address(b.address);
+                let (addr, family) = to_kernel(b.address);
                 (
                     *id,
                     Backend {
@@ -411,7 +411,7 @@ pub fn weighted_table(
     }
     let keys: Vec<[u8; 16]> = weighted
         .iter()
-        .map(|&i| kernel_address(backends[i].0).0)
+        .map(|&i| to_kernel(backends[i].0).0)
         .collect();
     let members: Vec<maglev::Backend> = keys
         .iter()

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::bail;
 use lb_common::{
-    Config, Event, FlowKey, Reason, Vip, VipKey, flow_hash,
+    Config, Event, FlowKey, Reason, Vip, VipKey,
+    address::{Mac, to_kernel},
+    flow_hash,
     service::{
         BACKEND_ACTIVE, FAMILY_IPV4, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY, find_vip,
         vip_filter_bit,
@@ -15,7 +17,7 @@ use serde::Serialize;
 
 use crate::{
     args::{ExplainArgs, ProtocolArg},
-    config::{FlowAdmission, kernel_address},
+    config::FlowAdmission,
     exit, flow_table,
     live::{BackendState, Snapshot},
     maps::Maps,
@@ -79,8 +81,8 @@ impl Query {
     /// byte order (read from the header with a native load).
     pub fn flow_key(&self) -> FlowKey {
         FlowKey {
-            src: kernel_address(self.source.ip()).0,
-            dst: kernel_address(self.destination.ip()).0,
+            src: to_kernel(self.source.ip()).0,
+            dst: to_kernel(self.destination.ip()).0,
             sport: self.source.port().to_be(),
             dport: self.destination.port().to_be(),
             proto: self.protocol.number(),
@@ -199,11 +201,6 @@ pub struct Tunnel {
     pub max_inner: u32,
 }
 
-/// The lowercase colon-separated form of a MAC address.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.map(|byte| format!("{byte:02x}")).join(":")
-}
-
 /// Explains `query` from the maps of a loaded xlb.
 pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result<Explanation> {
     if query.source.is_ipv4() != query.destination.is_ipv4() {
@@ -216,7 +213,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     }
     let snapshot = Snapshot::read(maps)?;
     let key = query.flow_key();
-    let family = kernel_address(query.destination.ip()).1;
+    let family = to_kernel(query.destination.ip()).1;
     let protocol = match query.protocol {
         ProtocolArg::Tcp => "tcp",
         ProtocolArg::Udp => "udp",
@@ -474,7 +471,7 @@ fn backend_info(snapshot: &Snapshot, id: u32) -> BackendInfo {
         None => BackendInfo {
             id,
             address: None,
-            mac: format_mac(&[0; 6]),
+            mac: Mac([0; 6]).to_string(),
             weight: 0,
             state: BackendState::Unused,
             active: false,
@@ -484,7 +481,7 @@ fn backend_info(snapshot: &Snapshot, id: u32) -> BackendInfo {
             BackendInfo {
                 id,
                 address: (state != BackendState::Unused).then(|| live_address(backend)),
-                mac: format_mac(&backend.mac),
+                mac: Mac(backend.mac).to_string(),
                 weight: backend.weight,
                 state,
                 active: backend.flags & BACKEND_ACTIVE != 0,
@@ -649,6 +646,6 @@ mod tests {
     /// Test that MACs print as `ip` prints them.
     #[test]
     fn macs_print_as_ip_prints_them() {
-        assert_eq!(format_mac(&[2, 0, 0, 0, 3, 0xab]), "02:00:00:00:03:ab");
+        assert_eq!(Mac([2, 0, 0, 0, 3, 0xab]).to_string(), "02:00:00:00:03:ab");
     }
 }

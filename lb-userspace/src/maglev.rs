@@ -19,9 +19,8 @@ pub struct Backend<'a> {
     pub weight: u32,
 }
 
-/// Larger tables cost memory in the data plane and build time here for no gain in balance; the
-/// paper's production size is 65,537.
-const MAX_SIZE: u32 = 1 << 24;
+/// Larger tables cost memory in the data plane and build time here for no gain in balance.
+const MAX_SIZE: u32 = lb_common::service::MAX_TABLE_SIZE;
 
 /// Marks a slot nobody has claimed yet; real entries are below `MAX_SIZE`, so it cannot collide.
 const EMPTY: u32 = u32::MAX;

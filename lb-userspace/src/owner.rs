@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use crate::{
     control::{self, Daemon, Identity, Request},
     exit::{self, Coded},
-    rollout::config_hash,
+    rollout::fnv1a,
 };
 
 /// Where xlb keeps files for a pin path (bpffs holds only BPF objects).
@@ -29,7 +29,7 @@ const LOCK_POLL: Duration = Duration::from_millis(50);
 /// the absolute pin path, so the name stays short whatever the path).
 pub fn run_file(pin_path: &Path, kind: &str, extension: &str) -> PathBuf {
     let absolute = std::path::absolute(pin_path).unwrap_or_else(|_| pin_path.to_path_buf());
-    let hash = config_hash(absolute.as_os_str().as_encoded_bytes());
+    let hash = fnv1a(absolute.as_os_str().as_encoded_bytes().iter().copied());
     Path::new(RUN_DIR).join(format!("{kind}-{hash:016x}.{extension}"))
 }
 

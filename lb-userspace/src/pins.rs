@@ -19,8 +19,12 @@ use crate::{
     trusted_dir,
 };
 
-/// The default pin directory (`global.pin_path`).
+/// Where pins must live: a bpffs mount, here where `cargo xtask setup` mounts one.
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// The default pin directory (`global.pin_path`), beneath [`BPFFS_ROOT`].
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xlb";
+/// Where `xlb decap` pins by default: one directory per interface beneath it.
+pub const DEFAULT_DECAP_PIN_PATH: &str = "/sys/fs/bpf/xlb-decap";
 const PROGRAM: &str = "prog";
 const LINK: &str = "link";
 

@@ -350,13 +350,17 @@ pub fn plan_with(
     options: &Options,
 ) -> anyhow::Result<PlanReport> {
     let sample = &options.sample;
-    let (model, warnings) = match config::load_overriding(file, env, &options.accept.overrides) {
-        Ok(checked) => checked,
-        Err(diagnostics) => return Ok(refused(file, diagnostics)),
+    let config::Loaded {
+        model,
+        warnings,
+        text,
+    } = match config::load_overriding(file, env, &options.accept.overrides) {
+        Ok(loaded) => loaded,
+        Err(rejected) => return Ok(refused(file, rejected)),
     };
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     let current = diff::read_live(&pin_path)?;
-    let desired = desired(&model, file, current.as_ref());
+    let desired = desired(&model, text.hash, current.as_ref());
     // Against the running program's capacity; a config it cannot hold is staged at its own
     // capacity (what a restart would load) and refused, as `apply` refuses it.
     let shortfalls = current.as_ref().map_or_else(Vec::new, |l| {
@@ -548,9 +552,8 @@ fn sample_effect(vip: &VipModel, plan: &VipPlan) -> Option<Effect> {
 
 /// The state an apply of `model` would install: the live operator state (drained, disabled)
 /// of every backend the config keeps is carried over, as `apply` keeps it.
-fn desired(model: &Model, file: &Path, current: Option<&diff::Live>) -> Desired {
-    let bytes = std::fs::read(file).unwrap_or_default();
-    let mut desired = Desired::from_model(model, &bytes);
+fn desired(model: &Model, config_hash: u64, current: Option<&diff::Live>) -> Desired {
+    let mut desired = Desired::from_model(model, config_hash);
     let Some(current) = current else {
         return desired;
     };
@@ -568,17 +571,15 @@ fn desired(model: &Model, file: &Path, current: Option<&diff::Live>) -> Desired 
 }
 
 /// The report of a config with errors: its diagnostics, and nothing planned.
-fn refused(file: &Path, diagnostics: Vec<Diagnostic>) -> PlanReport {
-    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
-    let code = if diagnostics
-        .iter()
-        .any(|d| d.rule == rules::UNREADABLE_FILE.id)
-    {
+fn refused(file: &Path, rejected: config::Rejected) -> PlanReport {
+    let code = if rejected.unreadable() {
         exit::UNREADABLE
     } else {
         exit::INVALID
     };
-    let text = config::read(file).unwrap_or_default();
+    let config::Rejected { diagnostics, text } = rejected;
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let text = text.map(|t| t.text).unwrap_or_default();
     let outages = diagnostics
         .iter()
         .filter(|d| d.rule == rules::ALL_WEIGHT_ON_ONE.id)
@@ -668,14 +669,6 @@ fn summarize(vips: &[VipPlan]) -> Summary {
         }
     }
     summary
-}
-
-/// `02:00:00:00:03:0a`.
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]

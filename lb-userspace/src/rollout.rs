@@ -15,18 +15,19 @@ use anyhow::{Context as _, bail, ensure};
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use lb_common::{
     Backend, BackendCounter, Config, Vip, VipKey,
+    address::{from_kernel, to_kernel},
     config::CONFIG_FLOW_ADMISSION,
     map_names,
     meta::{Meta, ShareBase},
     service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, FAMILY_IPV4,
-        VipFilter, vip_filter_bit,
+        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VipFilter,
+        vip_filter_bit,
     },
 };
 
 use crate::{
     capacity::Capacity,
-    config::{Model, kernel_address},
+    config::Model,
     effect,
     live::Snapshot,
     maglev,
@@ -69,7 +70,7 @@ pub struct Desired {
     pub vips: Vec<DesiredVip>,
     /// Tunnel sources and MTU; the debug flag of the running program is kept.
     pub config: Config,
-    /// Identifies the configuration file (see [`config_hash`]).
+    /// Identifies the configuration file (see [`crate::config::hash`]).
     pub config_hash: u64,
     /// The config's `alerts.max_share`, recorded with the live state (see [`Meta`]).
     pub max_share: f64,
@@ -96,11 +97,6 @@ pub struct Applied {
     pub vips: Vec<AppliedVip>,
 }
 
-/// FNV-1a over the configuration file's bytes: recorded with each generation.
-pub fn config_hash(bytes: &[u8]) -> u64 {
-    fnv1a(bytes.iter().copied())
-}
-
 /// FNV-1a 64 over `bytes`.
 pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
@@ -110,7 +106,7 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 
 impl Desired {
     /// The desired state of a validated config; `bytes` is the file it came from.
-    pub fn from_model(model: &Model, bytes: &[u8]) -> Desired {
+    pub fn from_model(model: &Model, config_hash: u64) -> Desired {
         let vips = model
             .vips
             .iter()
@@ -134,7 +130,7 @@ impl Desired {
         Desired {
             vips,
             config: model.global.kernel_config(),
-            config_hash: config_hash(bytes),
+            config_hash,
             max_share: model.alerts.max_share,
         }
     }
@@ -185,16 +181,7 @@ pub fn max_share(meta: &Meta) -> f64 {
 
 /// The address of a backend entry.
 pub fn live_address(backend: &Backend) -> IpAddr {
-    if backend.family == FAMILY_IPV4 {
-        IpAddr::from([
-            backend.addr[0],
-            backend.addr[1],
-            backend.addr[2],
-            backend.addr[3],
-        ])
-    } else {
-        IpAddr::from(backend.addr)
-    }
+    from_kernel(&backend.addr, backend.family)
 }
 
 /// Applies `desired` to the program behind `maps`.
@@ -505,7 +492,7 @@ fn plan_entries(
         let mut eligible = Vec::new();
         let first_entry = backends.len();
         for backend in &want.backends {
-            let (addr, family) = kernel_address(backend.address);
+            let (addr, family) = to_kernel(backend.address);
             let existing = by_address.get(&(addr, family)).copied();
             let cookie = match existing {
                 Some(b) if !rebind_all => owned(b).cookie,
@@ -944,19 +931,10 @@ fn set_bit(filter: &mut VipFilter, key: &VipKey) {
 
 /// `address:port/protocol` of a VIP key, for messages.
 pub fn describe_vip(key: &VipKey) -> String {
-    let address: IpAddr = if key.family == FAMILY_IPV4 {
-        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
-    } else {
-        IpAddr::from(key.addr)
-    };
-    let protocol = match key.proto {
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        other => format!("proto {other}"),
-    };
-    let port = u16::from_be(key.port);
-    match address {
-        IpAddr::V4(_) => format!("{address}:{port}/{protocol}"),
-        IpAddr::V6(_) => format!("[{address}]:{port}/{protocol}"),
+    let socket =
+        std::net::SocketAddr::new(from_kernel(&key.addr, key.family), u16::from_be(key.port));
+    match lb_common::proto::name(key.proto) {
+        Some(protocol) => format!("{socket}/{protocol}"),
+        None => format!("{socket}/proto {}", key.proto),
     }
 }

@@ -49,20 +49,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
 async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     let signals = Signals::take()?;
-    // One read: the model is built from, and the meta hash taken of, the same bytes.
-    let checked = config::read_bytes(file)
-        .map_err(|err| config::read_error(file, err))
-        .and_then(|bytes| {
-            config::check_bytes(&bytes, file, &HostEnvironment).map(|loaded| (bytes, loaded))
-        });
-    let (bytes, (model, warnings)) = match checked {
+    // One read: the model is built from, and the meta hash taken of, the same text.
+    let config::Loaded {
+        model,
+        warnings,
+        text,
+    } = match config::load(file, &HostEnvironment) {
         Ok(loaded) => loaded,
-        Err(diagnostics) => {
-            for diagnostic in &diagnostics {
+        Err(rejected) => {
+            for diagnostic in &rejected.diagnostics {
                 eprintln!("{diagnostic}");
             }
             eprintln!("xlb: {} is invalid; nothing was loaded", file.display());
-            return Ok(if config::unreadable(&diagnostics) {
+            return Ok(if rejected.unreadable() {
                 exit::UNREADABLE
             } else {
                 exit::INVALID
@@ -137,7 +136,7 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
             file.display()
         );
     }
-    let mut desired = Desired::from_model(&model, &bytes);
+    let mut desired = Desired::from_model(&model, text.hash);
     for backend in desired
         .vips
         .iter_mut()
@@ -191,8 +190,15 @@ async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
     // From here the daemon's own descriptor keeps the program attached, whatever happens to
     // the link pin while it runs.
     let keeper = pins::Keeper::open(pin_path)?;
-    let mut daemon =
-        Daemon::start(file, model, bytes, keeper, owner.listener()?, first_apply).await?;
+    let mut daemon = Daemon::start(
+        file,
+        model,
+        text.text.into_bytes(),
+        keeper,
+        owner.listener()?,
+        first_apply,
+    )
+    .await?;
     if !left_canary.is_empty() {
         daemon.rolled_back_at_start();
     }

@@ -29,8 +29,8 @@ pub struct Report {
 /// Validates the config at `path` against `env` and renders the result.
 pub fn check(path: &Path, env: &dyn Environment, strict: bool, format: OutputFormat) -> Report {
     let (diagnostics, capacity) = match config::load(path, env) {
-        Ok((model, warnings)) => (warnings, Some(model.capacity)),
-        Err(diagnostics) => (diagnostics, None),
+        Ok(loaded) => (loaded.warnings, Some(loaded.model.capacity)),
+        Err(rejected) => (rejected.diagnostics, None),
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;

@@ -84,15 +84,16 @@ impl LiveXlb {
 
     /// Validates config `text` as on a host with `lo` and applies it.
     pub fn apply_text(&mut self, text: &str) -> Applied {
-        let (model, _warnings) = config::check_text(
+        let model = config::check_text(
             text,
             Path::new("test.toml"),
             &FixedEnvironment::new(&["lo"]),
         )
-        .unwrap_or_else(|diagnostics| panic!("test config invalid: {diagnostics:?}"));
+        .unwrap_or_else(|rejected| panic!("test config invalid: {rejected:?}"))
+        .model;
         rollout::apply(
             &mut self.ebpf,
-            &Desired::from_model(&model, text.as_bytes()),
+            &Desired::from_model(&model, config::hash(text.as_bytes())),
         )
         .expect("apply")
     }

@@ -6,7 +6,9 @@ use std::{net::IpAddr, path::PathBuf};
 
 use aya::maps::HashMap;
 use lb_common::{
-    Backend, FlowSlot, PROGRAM_NAME, Verdict, Vip, VipKey, flow_hash, map_names,
+    Backend, FlowSlot, PROGRAM_NAME, Verdict, Vip, VipKey,
+    address::Mac,
+    flow_hash, map_names,
     service::{BACKEND_DRAINED, vip_filter_bit},
 };
 use lb_userspace::{
@@ -15,7 +17,7 @@ use lb_userspace::{
     capacity::Capacity,
     config::{self, HostEnvironment},
     exit,
-    explain::{self, Explanation, Query, format_mac},
+    explain::{self, Explanation, Query},
     flow_table,
     live::Snapshot,
     object, pins,
@@ -67,11 +69,12 @@ fn three_vips() -> String {
 /// Writes `text` as config `name`, validates it as `xlb` does and applies it; returns the file.
 fn apply_config(live: &mut LiveXlb, name: &str, text: &str) -> PathBuf {
     let path = live.config_file(name, text);
-    let (model, _) = config::load(&path, &HostEnvironment)
-        .unwrap_or_else(|diagnostics| panic!("config {name} is invalid: {diagnostics:#?}"));
+    let model = config::load(&path, &HostEnvironment)
+        .unwrap_or_else(|rejected| panic!("config {name} is invalid: {rejected:#?}"))
+        .model;
     rollout::apply(
         &mut live.ebpf,
-        &Desired::from_model(&model, text.as_bytes()),
+        &Desired::from_model(&model, config::hash(text.as_bytes())),
     )
     .expect("apply");
     path
@@ -183,7 +186,11 @@ fn explain_names_the_backend_the_kernel_picks() {
         };
         let frame_out = decision.frame.as_ref().expect("forwarded");
         let mac: [u8; 6] = outcome.output[..6].try_into().expect("MAC");
-        assert_eq!(frame_out.dst_mac, format_mac(&mac), "{flow:?}: {report:#?}");
+        assert_eq!(
+            frame_out.dst_mac,
+            Mac(mac).to_string(),
+            "{flow:?}: {report:#?}"
+        );
         if let Some(tunnel) = &frame_out.tunnel {
             let outer: [u8; 4] = outcome.output[30..34].try_into().expect("outer dst");
             assert_eq!(tunnel.outer_dst, IpAddr::from(outer), "{flow:?}");
@@ -238,7 +245,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
     let outcome = kernel(&mut live, &packets::tcp_ack(&flow, b"data"));
     assert_eq!(Verdict::from_code(outcome.code), Some(Verdict::Tx));
     assert_eq!(
-        format_mac(outcome.output[..6].try_into().unwrap()),
+        Mac(outcome.output[..6].try_into().unwrap()).to_string(),
         remembered.mac
     );
 
@@ -265,7 +272,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
     );
     let outcome = kernel(&mut live, &packets::tcp_ack(&flow, b"more"));
     assert_eq!(
-        format_mac(outcome.output[..6].try_into().unwrap()),
+        Mac(outcome.output[..6].try_into().unwrap()).to_string(),
         table_choice.mac
     );
 }

@@ -35,10 +35,12 @@ fn live_args(live: &LiveXlb) -> LiveArgs {
 /// Writes `text` as `name` and makes it the live state of `live`, as `xlb apply` would.
 fn make_live(live: &mut LiveXlb, name: &str, text: &str) -> PathBuf {
     let path = live.config_file(name, text);
-    let (model, _) = config::load(&path, &HostEnvironment).expect("a valid config");
+    let model = config::load(&path, &HostEnvironment)
+        .expect("a valid config")
+        .model;
     rollout::apply(
         &mut live.ebpf,
-        &Desired::from_model(&model, text.as_bytes()),
+        &Desired::from_model(&model, config::hash(text.as_bytes())),
     )
     .expect("apply");
     path

@@ -9,10 +9,9 @@ use std::{
 
 use lb_common::{PROGRAM_NAME, Verdict};
 use lb_userspace::{
-    exit,
+    config, exit,
     live::BackendState,
     object, pins,
-    rollout::{self},
     stats::{self, Skew},
     status, testrun,
 };
@@ -58,10 +57,7 @@ fn status_reports_generation_vip_and_table_fingerprint() {
     );
     assert_eq!(
         status.config_hash,
-        format!(
-            "{:016x}",
-            rollout::config_hash(config_text(&EQUAL).as_bytes())
-        )
+        format!("{:016x}", config::hash(config_text(&EQUAL).as_bytes()))
     );
     // LiveXlb pins maps only, unattached: as after a load without `xlb run`.
     assert!(!status.program_pinned && !status.link_pinned);

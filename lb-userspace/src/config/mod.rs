@@ -15,26 +15,72 @@ mod syntax;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Rule, Severity};
 pub use environment::{Environment, FixedEnvironment, HostEnvironment};
 pub use model::{
     Alerts, AuditThresholds, BackendModel, Bgp, CheckKind, FlowAdmission, Forwarding, Global,
-    HashMode, HealthCheck, Model, Protocol, Reload, VipModel, kernel_address,
+    HashMode, HealthCheck, Model, Protocol, Reload, VipModel,
 };
 
 use diagnostic::Source;
 
-/// Ok: the model and any warnings. Err: at least one error, and any warnings; errors first,
-/// each group in file order.
-pub type Checked = Result<(Model, Vec<Diagnostic>), Vec<Diagnostic>>;
+/// A config file's text as it was read, once, and checked: what every verb hashes and shows,
+/// so none reads the file again (it may have changed in between).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigText {
+    pub path: PathBuf,
+    pub text: String,
+    /// [`hash`] of the text: the `config_hash` an apply records in the meta map.
+    pub hash: u64,
+}
+
+impl ConfigText {
+    pub fn new(path: &Path, text: &str) -> Self {
+        ConfigText {
+            path: path.to_path_buf(),
+            text: text.to_owned(),
+            hash: hash(text.as_bytes()),
+        }
+    }
+}
+
+/// Identifies a config file's contents: FNV-1a 64 over its bytes.
+pub fn hash(bytes: &[u8]) -> u64 {
+    crate::rollout::fnv1a(bytes.iter().copied())
+}
+
+/// A config without errors: its model, its warnings (in file order) and the text it was built
+/// from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub model: Model,
+    pub warnings: Vec<Diagnostic>,
+    pub text: ConfigText,
+}
+
+/// A config with at least one error: every finding, errors first, each group in file order;
+/// and its text, unless it could not be read.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    pub diagnostics: Vec<Diagnostic>,
+    pub text: Option<ConfigText>,
+}
+
+impl Rejected {
+    /// Whether the file could not be read at all (exit code 2, not 1).
+    pub fn unreadable(&self) -> bool {
+        unreadable(&self.diagnostics)
+    }
+}
+
+pub type Checked = Result<Loaded, Rejected>;
 
 /// Reads and validates the config at `path`. A file that cannot be read is one
 /// [`rules::UNREADABLE_FILE`] error.
 pub fn load(path: &Path, env: &dyn Environment) -> Checked {
-    let text = read(path)?;
-    check_text(&text, path, env)
+    load_overriding(path, env, &[])
 }
 
 /// Validates config text; `file` is the name diagnostics give it.
@@ -49,8 +95,8 @@ pub const OVERRIDABLE: [&str; 6] = ["XLB001", "XLB002", "XLB003", "XLB008", "XLB
 /// Like [`load`], with the findings of the `overrides` rules (only [`OVERRIDABLE`] ones)
 /// turned into warnings that say they were overridden.
 pub fn load_overriding(path: &Path, env: &dyn Environment, overrides: &[String]) -> Checked {
-    let text = read(path)?;
-    check_text_overriding(&text, path, env, overrides)
+    let bytes = read_bytes(path).map_err(|err| unreadable_file(path, err))?;
+    check_bytes_overriding(&bytes, path, env, overrides)
 }
 
 fn check_text_overriding(
@@ -60,7 +106,11 @@ fn check_text_overriding(
     overrides: &[String],
 ) -> Checked {
     let source = Source::new(text, file);
-    let parsed = syntax::parse(&source)?;
+    let rejected = |diagnostics| Rejected {
+        diagnostics,
+        text: Some(ConfigText::new(file, text)),
+    };
+    let parsed = syntax::parse(&source).map_err(rejected)?;
     let mut diagnostics = audit::audit(&parsed, &source, env);
     for diagnostic in &mut diagnostics {
         if OVERRIDABLE.contains(&diagnostic.rule) && overrides.iter().any(|o| o == diagnostic.rule)
@@ -74,19 +124,23 @@ fn check_text_overriding(
     }
     diagnostics.sort_by_key(|d| (d.severity, d.line, d.column));
     if diagnostics.iter().any(Diagnostic::is_error) {
-        return Err(diagnostics);
+        return Err(rejected(diagnostics));
     }
     match model::build(&parsed) {
-        Some(model) => Ok((model, diagnostics)),
+        Some(model) => Ok(Loaded {
+            model,
+            warnings: diagnostics,
+            text: ConfigText::new(file, text),
+        }),
         // The audit reports every value `build` cannot convert, so this is a bug in xlb; still,
         // refuse the config rather than guess.
-        None => Err(vec![source.diagnostic(
+        None => Err(rejected(vec![source.diagnostic(
             &rules::SYNTAX,
             0..0,
             "",
             "the config passed the audit but could not be converted: this is a bug in xlb",
             "please report it with this config file",
-        )]),
+        )])),
     }
 }
 
@@ -140,8 +194,8 @@ pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Validates the config `bytes`, read from `file`: the daemon reads a file once and applies (and
-/// hashes) exactly the bytes it checked.
+/// Validates the config `bytes`, read from `file`: the daemon reads a file (twice, until it
+/// settles) and applies exactly the bytes it checked.
 pub fn check_bytes(bytes: &[u8], file: &Path, env: &dyn Environment) -> Checked {
     check_bytes_overriding(bytes, file, env, &[])
 }
@@ -154,29 +208,18 @@ pub fn check_bytes_overriding(
     env: &dyn Environment,
     overrides: &[String],
 ) -> Checked {
-    let text = std::str::from_utf8(bytes).map_err(|err| {
-        read_error(
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        unreadable_file(
             file,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, err),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8"),
         )
     })?;
     check_text_overriding(text, file, env, overrides)
 }
 
-/// The text of the config file, or one [`rules::UNREADABLE_FILE`] error naming the path and the
-/// OS error (in a `Vec`, as `load` reports it).
-pub fn read(path: &Path) -> Result<String, Vec<Diagnostic>> {
-    read_bytes(path)
-        .and_then(|bytes| {
-            String::from_utf8(bytes).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8")
-            })
-        })
-        .map_err(|err| read_error(path, err))
-}
-
-/// One [`rules::UNREADABLE_FILE`] error for `err` on `path`.
-pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
+/// The rejection of a file that cannot be read: one [`rules::UNREADABLE_FILE`] error naming
+/// the path and the OS error.
+pub fn unreadable_file(path: &Path, err: std::io::Error) -> Rejected {
     let fix = match err.kind() {
         std::io::ErrorKind::NotFound => {
             "check the path (a relative path starts from the \
@@ -191,7 +234,7 @@ pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
         std::io::ErrorKind::InvalidInput => "name a regular file, not a FIFO, socket or device",
         _ => "check that the path names a readable file",
     };
-    vec![Diagnostic {
+    let diagnostic = Diagnostic {
         rule: rules::UNREADABLE_FILE.id,
         name: rules::UNREADABLE_FILE.name,
         severity: rules::UNREADABLE_FILE.severity,
@@ -201,5 +244,9 @@ pub fn read_error(path: &Path, err: std::io::Error) -> Vec<Diagnostic> {
         field: String::new(),
         message: format!("cannot read {}: {err}", path.display()),
         fix: fix.to_owned(),
-    }]
+    };
+    Rejected {
+        diagnostics: vec![diagnostic],
+        text: None,
+    }
 }

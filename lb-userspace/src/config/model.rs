@@ -9,22 +9,22 @@ use std::time::Duration;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use lb_common::{
-    Config, VipKey,
+    Config, VipKey, address,
     config::{CONFIG_FLOWS_AT_SYN, CONFIG_FLOWS_FIRST_ACK},
-    service::{FAMILY_IPV4, FAMILY_IPV6, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
+    flow::MAX_FLOW_TABLE_SIZE,
+    proto,
+    service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
 use serde::Deserialize;
 
 use super::file::{self, ConfigFile};
 use crate::{args::XdpModeArg, capacity::Capacity};
 
-pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
-/// `global.flow_table_size` bounds: at least one flow, at most 2^24 (1.1 GiB at 72 bytes per
-/// flow). The table holds sets of 8 flows, a power of two of them.
-pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1..=16_777_216;
-pub use crate::pins::DEFAULT_PIN_PATH;
-/// Pins must live in a bpffs mount; this is where xtask setup mounts one.
-pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+pub use lb_common::flow::DEFAULT_FLOW_TABLE_SIZE;
+/// `global.flow_table_size` bounds: at least one flow, at most the data plane's largest. The
+/// table holds sets of 8 flows, a power of two of them.
+pub const FLOW_TABLE_SIZE_RANGE: RangeInclusive<u32> = 1..=MAX_FLOW_TABLE_SIZE;
+pub use crate::pins::{BPFFS_ROOT, DEFAULT_PIN_PATH};
 pub const DEFAULT_METRICS_ADDRESS: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9100);
 pub const DEFAULT_MTU: u32 = Config::DEFAULT_MTU;
@@ -43,8 +43,7 @@ pub const DEFAULT_MIN_BACKENDS: u32 = 2;
 pub const DEFAULT_AUDIT_INTERVAL_SECONDS: u64 = 60;
 /// `audit.interval_seconds` bounds: at least a second, at most a day.
 pub const AUDIT_INTERVAL_SECONDS_RANGE: RangeInclusive<i64> = 1..=86_400;
-/// The Maglev paper's production size: a prime with room for 655 backends at 100 slots each.
-pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+pub use lb_common::service::DEFAULT_TABLE_SIZE;
 /// Maglev shares stay within about 1% of the weights with this many slots per backend.
 pub const SLOTS_PER_BACKEND: u32 = 100;
 pub const DEFAULT_WEIGHT: u32 = 1;
@@ -230,8 +229,8 @@ impl Protocol {
     /// The IP protocol number.
     pub fn number(self) -> u8 {
         match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
+            Protocol::Tcp => proto::TCP,
+            Protocol::Udp => proto::UDP,
         }
     }
 }
@@ -341,23 +340,10 @@ pub enum CheckKind {
     Http { path: String, expect_status: u16 },
 }
 
-/// The kernel's form of an address: 16 bytes in network order (IPv4 in the first 4) and the
-/// family.
-pub fn kernel_address(address: IpAddr) -> ([u8; 16], u8) {
-    let mut bytes = [0; 16];
-    match address {
-        IpAddr::V4(v4) => {
-            bytes[..4].copy_from_slice(&v4.octets());
-            (bytes, FAMILY_IPV4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6),
-    }
-}
-
 impl VipModel {
     /// The key of this VIP in the service map.
     pub fn key(&self) -> VipKey {
-        let (addr, family) = kernel_address(self.address);
+        let (addr, family) = address::to_kernel(self.address);
         VipKey {
             addr,
             port: self.port.to_be(),

@@ -26,8 +26,8 @@ fn env() -> FixedEnvironment {
 /// Every diagnostic of a load, whether it succeeded or not.
 fn diagnostics(checked: &Checked) -> &[Diagnostic] {
     match checked {
-        Ok((_, warnings)) => warnings,
-        Err(diagnostics) => diagnostics,
+        Ok(loaded) => &loaded.warnings,
+        Err(rejected) => &rejected.diagnostics,
     }
 }
 
@@ -175,10 +175,10 @@ fn good_configs_have_no_findings() {
     assert!(files.len() >= 2);
     for path in files {
         match load(&path, &env()) {
-            Ok((_, warnings)) => {
+            Ok(Loaded { warnings, .. }) => {
                 assert!(warnings.is_empty(), "{}: {}", path.display(), warnings[0])
             }
-            Err(errors) => panic!("{}: {}", path.display(), errors[0]),
+            Err(rejected) => panic!("{}: {}", path.display(), rejected.diagnostics[0]),
         }
     }
 }
@@ -186,10 +186,13 @@ fn good_configs_have_no_findings() {
 #[test]
 fn example_config_is_valid_without_warnings() {
     // Test that examples/xlb.toml, the documented config, passes cleanly.
-    let (model, warnings) = load(&example(), &env()).unwrap_or_else(|errors| {
+    let Loaded {
+        model, warnings, ..
+    } = load(&example(), &env()).unwrap_or_else(|rejected| {
         panic!(
             "{}",
-            errors
+            rejected
+                .diagnostics
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -203,8 +206,9 @@ fn example_config_is_valid_without_warnings() {
 #[test]
 fn example_and_its_compact_copy_give_the_same_model() {
     // Test that tests/configs/good/example.toml stays the example's equivalent.
-    let (example, _) = load(&example(), &env()).expect("example");
-    let (copy, _) = load(&configs().join("good/example.toml"), &env()).expect("copy");
+    let Loaded { model: example, .. } = load(&example(), &env()).expect("example");
+    let Loaded { model: copy, .. } =
+        load(&configs().join("good/example.toml"), &env()).expect("copy");
     assert_eq!(example, copy);
 }
 
@@ -212,7 +216,7 @@ fn example_and_its_compact_copy_give_the_same_model() {
 fn model_holds_typed_values_defaults_and_file_order() {
     // Test the model of the example: typed values, defaults filled in, VIPs and backends in
     // file order, and the kernel forms derived from it.
-    let (model, _) = load(&example(), &env()).expect("example");
+    let Loaded { model, .. } = load(&example(), &env()).expect("example");
     assert_eq!(model.global.interface, "eth0");
     assert_eq!(model.global.xdp_mode, XdpModeArg::Native);
     assert_eq!(model.global.flow_table_size, 65_536);
@@ -398,7 +402,9 @@ fn audit_thresholds_change_the_warnings() {
         1,
     );
     assert_eq!(only(&check(&single)).rule, "XLB001");
-    let (model, warnings) = check(&format!("[audit]\nmin_backends = 1\n{single}")).expect("valid");
+    let Loaded {
+        model, warnings, ..
+    } = check(&format!("[audit]\nmin_backends = 1\n{single}")).expect("valid");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(model.audit.min_backends, 1);
 }
@@ -411,7 +417,7 @@ fn every_syntax_error_is_reported() {
         Path::new("x.toml"),
         &env(),
     );
-    let errors = checked.expect_err("broken TOML");
+    let errors = checked.expect_err("broken TOML").diagnostics;
     assert!(errors.len() >= 2, "{errors:#?}");
     assert!(errors.iter().all(|d| d.rule == "XLB000" && d.line > 0));
 }
@@ -420,7 +426,7 @@ fn every_syntax_error_is_reported() {
 fn unreadable_file_is_one_error_naming_the_path() {
     // Test that load reports a missing file as XLB021 with the path and the OS error.
     let path = configs().join("bad/does-not-exist.toml");
-    let errors = load(&path, &env()).expect_err("missing file");
+    let errors = load(&path, &env()).expect_err("missing file").diagnostics;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].rule, "XLB021");
     assert!(errors[0].message.contains(&path.display().to_string()));
@@ -435,7 +441,7 @@ fn errors_come_before_warnings() {
          protocol = \"udp\"\ntable_size = 100\n  [[vip.backend]]\n  address = \"198.18.0.20\"\n  \
          mac = \"02:00:00:00:02:00\"\n"
     );
-    let found = check(&vips).expect_err("not prime");
+    let found = check(&vips).expect_err("not prime").diagnostics;
     let rules: Vec<&str> = found.iter().map(|d| d.rule).collect();
     assert_eq!(rules, ["XLB007", "XLB001"]);
 }
@@ -445,7 +451,9 @@ fn daemon_settings_default_when_absent() {
     // Test that a config without drain_timeout_seconds or [alerts] gets the documented
     // defaults: a 300 s drain, a 10 s window, factor 1.5, share 0.9, 1 healthy, 100 flows and
     // no command.
-    let (model, warnings) = load(&configs().join("good/minimal.toml"), &env()).expect("minimal");
+    let Loaded {
+        model, warnings, ..
+    } = load(&configs().join("good/minimal.toml"), &env()).expect("minimal");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(model.global.drain_timeout, Duration::from_secs(300));
     assert_eq!(
@@ -468,7 +476,7 @@ fn daemon_settings_default_when_absent() {
 #[test]
 fn empty_alerts_table_means_defaults() {
     // Test that `[alerts]` with no fields is the same as no table.
-    let (model, _) = check(&format!("[alerts]\n{TWO_BACKENDS}")).expect("valid");
+    let Loaded { model, .. } = check(&format!("[alerts]\n{TWO_BACKENDS}")).expect("valid");
     assert_eq!(model.alerts, Alerts::default());
 }
 
@@ -476,7 +484,9 @@ fn empty_alerts_table_means_defaults() {
 fn daemon_settings_are_parsed() {
     // Test that every new field of tests/configs/good/alerts.toml reaches the model, an
     // integer skew_factor included, and the flow admission reaches the kernel's config flags.
-    let (model, warnings) = load(&configs().join("good/alerts.toml"), &env()).expect("alerts");
+    let Loaded {
+        model, warnings, ..
+    } = load(&configs().join("good/alerts.toml"), &env()).expect("alerts");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(model.global.drain_timeout, Duration::from_secs(900));
     assert_eq!(model.global.flow_admission, FlowAdmission::FirstAck);
@@ -508,7 +518,7 @@ fn daemon_settings_are_parsed() {
 fn example_documents_the_daemon_settings() {
     // Test that examples/xlb.toml sets the daemon's settings to their defaults and names every
     // variable the alert command sees.
-    let (model, _) = load(&example(), &env()).expect("example");
+    let Loaded { model, .. } = load(&example(), &env()).expect("example");
     assert_eq!(model.global.drain_timeout, Duration::from_secs(300));
     assert_eq!(
         Alerts {
@@ -672,7 +682,7 @@ fn bgp_settings_reach_the_model_with_the_default_reload_command() {
     // Test that tests/configs/good/bgp.toml gives a routes file and a reload command built
     // from its socket, that no [bgp] means no announcements, and that a reload_command is
     // taken as written.
-    let (model, _) = load(&configs().join("good/bgp.toml"), &env()).expect("bgp");
+    let Loaded { model, .. } = load(&configs().join("good/bgp.toml"), &env()).expect("bgp");
     let bgp = model.bgp.expect("[bgp]");
     assert_eq!(bgp.routes_file, Path::new("/run/xlb/bird-vips.conf"));
     assert_eq!(
@@ -681,9 +691,9 @@ fn bgp_settings_reach_the_model_with_the_default_reload_command() {
             socket: "/run/bird/xlb-node.ctl".into()
         }
     );
-    let (model, _) = check(TWO_BACKENDS).expect("valid");
+    let Loaded { model, .. } = check(TWO_BACKENDS).expect("valid");
     assert_eq!(model.bgp, None);
-    let (model, _) = check(&format!(
+    let Loaded { model, .. } = check(&format!(
         "[bgp]\nroutes_file = \"/run/v.conf\"\n{TWO_BACKENDS}"
     ))
     .expect("default socket");
@@ -693,7 +703,7 @@ fn bgp_settings_reach_the_model_with_the_default_reload_command() {
             socket: "/run/bird/bird.ctl".into()
         }
     );
-    let (model, _) = check(&format!(
+    let Loaded { model, .. } = check(&format!(
         "[bgp]\nroutes_file = \"/run/v.conf\"\nreload_command = \"birdc configure\"\n{TWO_BACKENDS}"
     ))
     .expect("own command");
@@ -710,7 +720,7 @@ fn ipip_source_prefix_gives_the_kernel_its_host_bits() {
     // Test that a tunnel source prefix reaches the kernel as its network and host bits (a
     // single address as no host bits), and that flows spread over the prefix by their hash.
     let path = configs().join("good/ipip-source-prefix.toml");
-    let (model, _) = load(&path, &env()).expect("prefix config");
+    let Loaded { model, .. } = load(&path, &env()).expect("prefix config");
     let config = model.global.kernel_config();
     assert_eq!(config.ipip_src_v4, [198, 18, 200, 0]);
     assert_eq!(config.ipip_src_v4_hosts, [0, 0, 0, 255]);
@@ -731,7 +741,7 @@ fn ipip_source_prefix_gives_the_kernel_its_host_bits() {
         sources.iter().all(|s| s[..3] == [198, 18, 200]),
         "{sources:?}"
     );
-    let (single, _) = load(&example(), &env()).expect("example");
+    let Loaded { model: single, .. } = load(&example(), &env()).expect("example");
     let single = single.global.kernel_config();
     assert_eq!(single.ipip_src_v4_hosts, [0; 4]);
     assert_eq!(single.ipip_source_v4(0xdead_beef), [198, 18, 0, 2]);

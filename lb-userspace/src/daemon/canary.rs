@@ -91,21 +91,25 @@ impl Daemon {
                 format!("cannot read {}: {err}", file.display()),
             )
         })?;
-        let (model, warnings) =
-            config::check_bytes_overriding(&bytes, file, &HostEnvironment, &overrides).map_err(
-                |diagnostics| {
-                    let rendered: Vec<String> =
-                        diagnostics.iter().map(ToString::to_string).collect();
-                    refuse(
-                        exit::INVALID,
-                        format!(
-                            "{} is invalid; nothing was changed:\n{}",
-                            file.display(),
-                            rendered.join("\n")
-                        ),
-                    )
-                },
-            )?;
+        let config::Loaded {
+            model, warnings, ..
+        } = config::check_bytes_overriding(&bytes, file, &HostEnvironment, &overrides).map_err(
+            |rejected| {
+                let rendered: Vec<String> = rejected
+                    .diagnostics
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                refuse(
+                    exit::INVALID,
+                    format!(
+                        "{} is invalid; nothing was changed:\n{}",
+                        file.display(),
+                        rendered.join("\n")
+                    ),
+                )
+            },
+        )?;
         for warning in &warnings {
             warn!("{warning}");
         }

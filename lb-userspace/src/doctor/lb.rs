@@ -43,7 +43,7 @@ impl Context {
     pub fn from_args(args: &DoctorArgs) -> anyhow::Result<Context> {
         let config = match &args.config {
             Some(path) => Some(match config::load(path, &AnyInterface) {
-                Ok((model, _)) => model,
+                Ok(loaded) => loaded.model,
                 Err(_) => {
                     return Err(exit::Coded(
                         exit::INVALID,
@@ -130,11 +130,8 @@ pub const CHECKS: &[Check<Context>] = &[
     },
 ];
 
-/// Where bpffs belongs.
-const BPFFS: &str = "/sys/fs/bpf";
-
 fn bpffs(_: &Context) -> Vec<Finding> {
-    let path = Path::new(BPFFS);
+    let path = Path::new(pins::BPFFS_ROOT);
     vec![if pins::on_bpffs(path) {
         Finding::ok("bpffs", format!("{} is a bpffs mount", path.display()))
     } else {
@@ -546,11 +543,7 @@ fn neighbours(ctx: &Context) -> Vec<Finding> {
     }
     let mut findings = Vec::new();
     for (addr, mac) in &backends {
-        let want = mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
+        let want = lb_common::address::Mac(*mac).to_string();
         let entry = host::neighbour(*addr, &link.name);
         match entry.filter(host::Neighbour::resolved) {
             None => findings.push(Finding::problem(

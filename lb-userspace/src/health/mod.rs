@@ -329,8 +329,9 @@ protocol = "tcp"
         // Test that every backend with a health section is a target, once per VIP, in file
         // order, with the check's defaults applied; a backend without one is not probed.
         let env = FixedEnvironment::new(&["eth0"]);
-        let (model, _warnings) = check_text(CONFIG, Path::new("xlb.toml"), &env)
-            .unwrap_or_else(|errors| panic!("the test config is invalid: {errors:#?}"));
+        let model = check_text(CONFIG, Path::new("xlb.toml"), &env)
+            .unwrap_or_else(|rejected| panic!("the test config is invalid: {rejected:#?}"))
+            .model;
         let found: Vec<(String, String, String)> = targets(&model)
             .iter()
             .map(|t| {

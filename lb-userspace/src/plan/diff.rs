@@ -11,10 +11,11 @@ use std::{
 use anyhow::Context as _;
 use lb_common::{
     Backend, Config, Vip, VipKey,
+    address::Mac,
     service::{BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
 
-use super::{BackendPlan, Change, FieldChange, VipPlan, kernel, mac_text, sample::Probe};
+use super::{BackendPlan, Change, FieldChange, VipPlan, kernel, sample::Probe};
 use crate::{
     capacity::Capacity,
     config::{FlowAdmission, Model, VipModel},
@@ -249,7 +250,11 @@ pub(super) fn vip_plan(
                     old.weight.to_string(),
                     backend.weight.to_string(),
                 ));
-                field_changes.extend(change("mac", mac_text(&old.mac), mac_text(&backend.mac)));
+                field_changes.extend(change(
+                    "mac",
+                    Mac(old.mac).to_string(),
+                    Mac(backend.mac).to_string(),
+                ));
             }
             let kernel_flows = outcome.as_ref().map(|o| o.counts[i]);
             backends.push(BackendPlan {
@@ -261,7 +266,7 @@ pub(super) fn vip_plan(
                 },
                 changes: field_changes,
                 weight: backend.weight,
-                mac: mac_text(&backend.mac),
+                mac: Mac(backend.mac).to_string(),
                 state: state(backend.flags),
                 share_before: live.map_or(0.0, |(b, j)| b.share(j)),
                 share_after: a.share(i),
@@ -287,7 +292,7 @@ pub(super) fn vip_plan(
                 change: Change::Removed,
                 changes: Vec::new(),
                 weight: backend.weight,
-                mac: mac_text(&backend.mac),
+                mac: Mac(backend.mac).to_string(),
                 state: state(backend.flags),
                 share_before: b.share(j),
                 share_after: 0.0,

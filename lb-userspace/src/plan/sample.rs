@@ -4,10 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::PacketBuilder;
-use lb_common::{FlowKey, Verdict};
+use lb_common::{FlowKey, Verdict, address::to_kernel};
 
 use super::clients::Clients;
-use crate::config::{Protocol, VipModel, kernel_address};
+use crate::config::{Protocol, VipModel};
 
 /// Clients come from ranges reserved for benchmarking and documentation (RFC 2544, RFC 3849),
 /// so a sample can never be mistaken for real traffic: 198.18.128.0/17 and 2001:db8:ffff::/48.
@@ -147,7 +147,7 @@ pub(super) fn client_probes(
 
 /// One random stream per VIP and seed, independent of the other VIPs in the config.
 fn vip_rng(vip: &VipModel, seed: u64) -> Rng {
-    let (vip_bytes, _) = kernel_address(vip.address);
+    let (vip_bytes, _) = to_kernel(vip.address);
     let salt = vip_bytes
         .iter()
         .chain(&vip.port.to_be_bytes())
@@ -180,8 +180,8 @@ fn probe(vip: &VipModel, client: IpAddr, sport: u16, dport: u16) -> Probe {
         source: SocketAddr::new(client, sport),
         destination: SocketAddr::new(vip.address, dport),
         key: FlowKey {
-            src: kernel_address(client).0,
-            dst: kernel_address(vip.address).0,
+            src: to_kernel(client).0,
+            dst: to_kernel(vip.address).0,
             sport: sport.to_be(),
             dport: dport.to_be(),
             proto: vip.protocol.number(),
@@ -228,7 +228,7 @@ pub(super) enum Observed {
 impl std::fmt::Display for Observed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Observed::Mac(mac) => write!(f, "sent to MAC {}", super::mac_text(mac)),
+            Observed::Mac(mac) => write!(f, "sent to MAC {}", lb_common::address::Mac(*mac)),
             Observed::Tunnel(address) => write!(f, "tunnelled to {address}"),
             Observed::Dropped => f.write_str("dropped"),
             Observed::Other(code) => match Verdict::from_code(*code) {

@@ -233,7 +233,7 @@ fn maglev_against_c() -> anyhow::Result<serde_json::Value> {
     let mut cases = Vec::new();
     for count in [10u32, 100, 1000] {
         let keys: Vec<[u8; 16]> = (0..count)
-            .map(|i| lb_userspace::config::kernel_address(backend_address(i)).0)
+            .map(|i| lb_common::address::to_kernel(backend_address(i)).0)
             .collect();
         for weighted in [false, true] {
             let members: Vec<maglev::Backend> = keys
