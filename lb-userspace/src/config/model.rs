@@ -49,6 +49,8 @@ pub const SLOTS_PER_BACKEND: u32 = 100;
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const DEFAULT_HTTP_PATH: &str = "/";
 pub const DEFAULT_EXPECT_STATUS: u16 = 200;
+/// `expect_status` bounds: the statuses HTTP defines (RFC 9110, section 15).
+pub const HTTP_STATUS_RANGE: RangeInclusive<u16> = 100..=599;
 pub const DEFAULT_INTERVAL_MS: u32 = 1000;
 pub const DEFAULT_TIMEOUT_MS: u32 = 500;
 pub const DEFAULT_RISE: u32 = 2;

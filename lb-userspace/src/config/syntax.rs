@@ -4,13 +4,23 @@
 //! toml reports an error as a message and a byte span but not the field it is in, so the field
 //! path is found by locating the span in the document's spanned tree.
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::{Diagnostic, Source};
 use super::file::ConfigFile;
+use super::model::{
+    ALERT_WINDOW_SECONDS_RANGE, BPFFS_ROOT, DEFAULT_ALERT_WINDOW_SECONDS,
+    DEFAULT_DRAIN_TIMEOUT_SECONDS, DEFAULT_EXPECT_STATUS, DEFAULT_FALL, DEFAULT_FLOOD_FACTOR,
+    DEFAULT_FLOOD_MIN_RATE, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_INTERVAL_MS,
+    DEFAULT_MAX_BACKEND_SHARE, DEFAULT_MAX_EVICTED_PROVEN, DEFAULT_MAX_SHARE,
+    DEFAULT_METRICS_ADDRESS, DEFAULT_MIN_BACKENDS, DEFAULT_MIN_HEALTHY, DEFAULT_MIN_NEW_FLOWS,
+    DEFAULT_MTU, DEFAULT_PIN_PATH, DEFAULT_RISE, DEFAULT_SKEW_FACTOR, DEFAULT_TABLE_SIZE,
+    DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE, FLOW_TABLE_SIZE_RANGE,
+    HTTP_STATUS_RANGE, MIN_HEALTHY_RANGE, MTU_RANGE, SLOTS_PER_BACKEND,
+};
 use super::rules::SYNTAX;
 
 /// The file's typed form, or every syntax error (or the first shape error) in it.
@@ -260,106 +270,193 @@ fn closest<'a>(typed: &str, allowed: &'a [String]) -> Option<&'a str> {
         .map(|(_, name)| name.as_str())
 }
 
-/// What a field holds and an example of it, for fixes.
+/// What a field holds and an example of it, for fixes. Ranges and examples come from the
+/// model's constants, so a hint never drifts from what the audit accepts.
 pub(crate) struct Hint {
-    pub form: &'static str,
-    pub example: &'static str,
+    pub form: String,
+    pub example: String,
+}
+
+/// "an integer in START..=END".
+fn range<T: std::fmt::Display>(range: &RangeInclusive<T>) -> String {
+    format!("an integer in {}..={}", range.start(), range.end())
 }
 
 /// The hint for a field, by its name.
 pub(crate) fn hint(leaf: &str) -> Option<Hint> {
-    let (form, example) = match leaf {
-        "global" => ("a table", "[global] with interface = \"eth0\""),
+    let (form, example): (String, String) = match leaf {
+        "global" => (
+            "a table".into(),
+            "[global] with interface = \"eth0\"".into(),
+        ),
         "interface" => (
-            "a network interface's name as a string",
-            "interface = \"eth0\"",
+            "a network interface's name as a string".into(),
+            "interface = \"eth0\"".into(),
         ),
         "xdp_mode" => (
-            "\"native\", \"generic\" or \"auto\"",
-            "xdp_mode = \"native\"",
+            "\"native\", \"generic\" or \"auto\"".into(),
+            "xdp_mode = \"native\"".into(),
         ),
-        "flow_table_size" => ("an integer in 1..=16777216", "flow_table_size = 65536"),
+        "flow_table_size" => (
+            range(&FLOW_TABLE_SIZE_RANGE),
+            format!("flow_table_size = {DEFAULT_FLOW_TABLE_SIZE}"),
+        ),
         "flow_admission" => (
-            "\"protect\", \"first_ack\" or \"syn\"",
-            "flow_admission = \"protect\"",
+            "\"protect\", \"first_ack\" or \"syn\"".into(),
+            "flow_admission = \"protect\"".into(),
         ),
         "pin_path" => (
-            "an absolute path under /sys/fs/bpf",
-            "pin_path = \"/sys/fs/bpf/xlb\"",
+            format!("an absolute path under {BPFFS_ROOT}"),
+            format!("pin_path = \"{DEFAULT_PIN_PATH}\""),
         ),
         "metrics_address" => (
-            "an IP address and port",
-            "metrics_address = \"127.0.0.1:9100\"",
+            "an IP address and port".into(),
+            format!("metrics_address = \"{DEFAULT_METRICS_ADDRESS}\""),
         ),
-        "mtu" => ("an integer in 576..=9216", "mtu = 1500"),
+        "mtu" => (range(&MTU_RANGE), format!("mtu = {DEFAULT_MTU}")),
         "ipip_source_v4" => (
-            "an IPv4 address of this host, or a prefix the tunnels' sources spread over",
-            "ipip_source_v4 = \"198.18.0.2\" or \"198.18.0.0/24\"",
+            "an IPv4 address of this host, or a prefix the tunnels' sources spread over".into(),
+            "ipip_source_v4 = \"198.18.0.2\" or \"198.18.0.0/24\"".into(),
         ),
         "ipip_source_v6" => (
-            "an IPv6 address of this host, or a prefix the tunnels' sources spread over",
-            "ipip_source_v6 = \"2001:db8::2\" or \"2001:db8::/120\"",
+            "an IPv6 address of this host, or a prefix the tunnels' sources spread over".into(),
+            "ipip_source_v6 = \"2001:db8::2\" or \"2001:db8::/120\"".into(),
         ),
         "drain_timeout_seconds" => (
-            "seconds in 1..=86400 that a drained backend keeps its flows",
-            "drain_timeout_seconds = 300",
+            format!(
+                "seconds in {}..={} that a drained backend keeps its flows",
+                DRAIN_TIMEOUT_SECONDS_RANGE.start(),
+                DRAIN_TIMEOUT_SECONDS_RANGE.end()
+            ),
+            format!("drain_timeout_seconds = {DEFAULT_DRAIN_TIMEOUT_SECONDS}"),
         ),
-        "audit" => ("a table", "[audit] with max_backend_share = 0.5"),
-        "max_backend_share" => ("a number above 0 and at most 1", "max_backend_share = 0.5"),
-        "min_backends" => ("a non-negative integer", "min_backends = 2"),
-        "alerts" => ("a table", "[alerts] with window_seconds = 10"),
-        "window_seconds" => ("seconds in 1..=3600", "window_seconds = 10"),
-        "skew_factor" => ("a number above 1", "skew_factor = 1.5"),
-        "max_share" => ("a number above 0 and at most 1", "max_share = 0.9"),
-        "min_healthy" => ("a count of at least 1", "min_healthy = 1"),
-        "min_new_flows" => ("a non-negative count of flows", "min_new_flows = 100"),
-        "flood_factor" => ("a number above 1", "flood_factor = 10"),
+        "audit" => (
+            "a table".into(),
+            format!("[audit] with max_backend_share = {DEFAULT_MAX_BACKEND_SHARE}"),
+        ),
+        "max_backend_share" => (
+            "a number above 0 and at most 1".into(),
+            format!("max_backend_share = {DEFAULT_MAX_BACKEND_SHARE}"),
+        ),
+        "min_backends" => (
+            "a non-negative integer".into(),
+            format!("min_backends = {DEFAULT_MIN_BACKENDS}"),
+        ),
+        "alerts" => (
+            "a table".into(),
+            format!("[alerts] with window_seconds = {DEFAULT_ALERT_WINDOW_SECONDS}"),
+        ),
+        "window_seconds" => (
+            format!(
+                "seconds in {}..={}",
+                ALERT_WINDOW_SECONDS_RANGE.start(),
+                ALERT_WINDOW_SECONDS_RANGE.end()
+            ),
+            format!("window_seconds = {DEFAULT_ALERT_WINDOW_SECONDS}"),
+        ),
+        "skew_factor" => (
+            "a number above 1".into(),
+            format!("skew_factor = {DEFAULT_SKEW_FACTOR}"),
+        ),
+        "max_share" => (
+            "a number above 0 and at most 1".into(),
+            format!("max_share = {DEFAULT_MAX_SHARE}"),
+        ),
+        "min_healthy" => (
+            format!("a count of at least {}", MIN_HEALTHY_RANGE.start()),
+            format!("min_healthy = {DEFAULT_MIN_HEALTHY}"),
+        ),
+        "min_new_flows" => (
+            "a non-negative count of flows".into(),
+            format!("min_new_flows = {DEFAULT_MIN_NEW_FLOWS}"),
+        ),
+        "flood_factor" => (
+            "a number above 1".into(),
+            format!("flood_factor = {DEFAULT_FLOOD_FACTOR}"),
+        ),
         "flood_min_rate" => (
-            "a non-negative number of new flows per second",
-            "flood_min_rate = 1000",
+            "a non-negative number of new flows per second".into(),
+            format!("flood_min_rate = {DEFAULT_FLOOD_MIN_RATE}"),
         ),
-        "max_evicted_proven" => ("a non-negative count of flows", "max_evicted_proven = 0"),
+        "max_evicted_proven" => (
+            "a non-negative count of flows".into(),
+            format!("max_evicted_proven = {DEFAULT_MAX_EVICTED_PROVEN}"),
+        ),
         "command" => (
-            "a shell command as a string, run with sh -c",
-            r#"command = 'logger -t xlb "$XLB_ALERT_MESSAGE"'"#,
+            "a shell command as a string, run with sh -c".into(),
+            r#"command = 'logger -t xlb "$XLB_ALERT_MESSAGE"'"#.into(),
         ),
         "vip" => (
-            "one [[vip]] table per VIP",
-            "[[vip]] with name, address, port, protocol",
+            "one [[vip]] table per VIP".into(),
+            "[[vip]] with name, address, port, protocol".into(),
         ),
         "name" => (
-            "lowercase letters, digits and '-' as a string",
-            "name = \"web\"",
+            "lowercase letters, digits and '-' as a string".into(),
+            "name = \"web\"".into(),
         ),
         "address" => (
-            "an IPv4 or IPv6 address as a string",
-            "address = \"198.18.1.10\"",
+            "an IPv4 or IPv6 address as a string".into(),
+            "address = \"198.18.1.10\"".into(),
         ),
-        "port" => ("an integer in 0..=65535 (0: every port)", "port = 80"),
-        "protocol" => ("\"tcp\" or \"udp\"", "protocol = \"tcp\""),
-        "forwarding" => ("\"dsr\" or \"ipip\"", "forwarding = \"dsr\""),
-        "hash" => ("\"5-tuple\" or \"source\"", "hash = \"5-tuple\""),
-        "table_size" => ("a prime, at least 100 per backend", "table_size = 65537"),
+        "port" => (
+            format!("{} (0: every port)", range(&(0..=u16::MAX))),
+            "port = 80".into(),
+        ),
+        "protocol" => ("\"tcp\" or \"udp\"".into(), "protocol = \"tcp\"".into()),
+        "forwarding" => ("\"dsr\" or \"ipip\"".into(), "forwarding = \"dsr\"".into()),
+        "hash" => (
+            "\"5-tuple\" or \"source\"".into(),
+            "hash = \"5-tuple\"".into(),
+        ),
+        "table_size" => (
+            format!("a prime, at least {SLOTS_PER_BACKEND} per backend"),
+            format!("table_size = {DEFAULT_TABLE_SIZE}"),
+        ),
         "backend" => (
-            "one [[vip.backend]] table per backend",
-            "[[vip.backend]] with address, mac",
+            "one [[vip.backend]] table per backend".into(),
+            "[[vip.backend]] with address, mac".into(),
         ),
-        "weight" => ("an integer in 0..=4294967295 (0 drains)", "weight = 1"),
+        "weight" => (
+            format!("{} (0 drains)", range(&(0..=u32::MAX))),
+            format!("weight = {DEFAULT_WEIGHT}"),
+        ),
         "mac" => (
-            "six hex bytes separated by colons",
-            "mac = \"02:00:00:00:01:00\"",
+            "six hex bytes separated by colons".into(),
+            "mac = \"02:00:00:00:01:00\"".into(),
         ),
-        "health" => ("a table", "[vip.backend.health] with check = \"tcp\""),
-        "check" => ("\"tcp\" or \"http\"", "check = \"tcp\""),
+        "health" => (
+            "a table".into(),
+            "[vip.backend.health] with check = \"tcp\"".into(),
+        ),
+        "check" => ("\"tcp\" or \"http\"".into(), "check = \"tcp\"".into()),
         "path" => (
-            "an HTTP path starting with / as a string",
-            "path = \"/healthz\"",
+            "an HTTP path starting with / as a string".into(),
+            "path = \"/healthz\"".into(),
         ),
-        "expect_status" => ("an HTTP status in 100..=599", "expect_status = 200"),
-        "interval_ms" => ("milliseconds between probes", "interval_ms = 1000"),
-        "timeout_ms" => ("milliseconds, below interval_ms", "timeout_ms = 500"),
-        "rise" => ("a count of at least 1", "rise = 2"),
-        "fall" => ("a count of at least 1", "fall = 3"),
+        "expect_status" => (
+            format!(
+                "an HTTP status in {}..={}",
+                HTTP_STATUS_RANGE.start(),
+                HTTP_STATUS_RANGE.end()
+            ),
+            format!("expect_status = {DEFAULT_EXPECT_STATUS}"),
+        ),
+        "interval_ms" => (
+            "milliseconds between probes".into(),
+            format!("interval_ms = {DEFAULT_INTERVAL_MS}"),
+        ),
+        "timeout_ms" => (
+            "milliseconds, below interval_ms".into(),
+            format!("timeout_ms = {DEFAULT_TIMEOUT_MS}"),
+        ),
+        "rise" => (
+            "a count of at least 1".into(),
+            format!("rise = {DEFAULT_RISE}"),
+        ),
+        "fall" => (
+            "a count of at least 1".into(),
+            format!("fall = {DEFAULT_FALL}"),
+        ),
         _ => return None,
     };
     Some(Hint { form, example })

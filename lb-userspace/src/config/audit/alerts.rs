@@ -1,0 +1,120 @@
+//! `[alerts]`: settings that would alert on noise or never alert (XLB015).
+
+use super::*;
+
+impl Audit<'_> {
+    /// XLB015: settings of the daemon's alerts that would alert on noise or never alert.
+    pub(super) fn alerts(&mut self, alerts: &AlertsFile) {
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.window_seconds,
+            "alerts.window_seconds",
+            ALERT_WINDOW_SECONDS_RANGE,
+            format!(
+                "write window_seconds = {} (the default) or another number of seconds in \
+                 {}..={}: the sliding window over which new flows are counted",
+                model::DEFAULT_ALERT_WINDOW_SECONDS,
+                ALERT_WINDOW_SECONDS_RANGE.start(),
+                ALERT_WINDOW_SECONDS_RANGE.end()
+            ),
+        );
+        self.factor(
+            &alerts.skew_factor,
+            "skew_factor",
+            model::DEFAULT_SKEW_FACTOR,
+            "a backend alerts when its share of new flows is more than skew_factor times its \
+             expected share, so 1 or less would flag backends that get their fair share",
+        );
+        self.factor(
+            &alerts.flood_factor,
+            "flood_factor",
+            model::DEFAULT_FLOOD_FACTOR,
+            "a VIP alerts when its new flows per second are more than flood_factor times its \
+             normal rate, so 1 or less would flag ordinary traffic",
+        );
+        if let Some(share) = &alerts.max_share {
+            let value = *share.get_ref();
+            // Written so that NaN fails too.
+            if !(value > 0.0 && value <= 1.0) {
+                self.report(
+                    &BAD_ALERTS,
+                    share.span(),
+                    "alerts.max_share".into(),
+                    format!(
+                        "alerts.max_share = {value} is out of range: it must be above 0 and at \
+                         most 1"
+                    ),
+                    format!(
+                        "write max_share = {} (the default) or another share above 0 and at most \
+                         1 (1 turns this alert off)",
+                        model::DEFAULT_MAX_SHARE
+                    ),
+                );
+            }
+        }
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.min_healthy,
+            "alerts.min_healthy",
+            MIN_HEALTHY_RANGE,
+            format!(
+                "write min_healthy = {} (the default) or a larger count: a VIP alerts when fewer \
+                 of its backends are healthy, so 0 would never alert",
+                model::DEFAULT_MIN_HEALTHY
+            ),
+        );
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.min_new_flows,
+            "alerts.min_new_flows",
+            MIN_NEW_FLOWS_RANGE,
+            format!(
+                "write min_new_flows = {} (the default) or another count of at least 0 (0 lets \
+                 share alerts fire on any traffic)",
+                model::DEFAULT_MIN_NEW_FLOWS
+            ),
+        );
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.flood_min_rate,
+            "alerts.flood_min_rate",
+            FLOOD_MIN_RATE_RANGE,
+            format!(
+                "write flood_min_rate = {} (the default) or another number of new flows per \
+                 second of at least 0: below it no rate is a flood",
+                model::DEFAULT_FLOOD_MIN_RATE
+            ),
+        );
+        self.integer(
+            &BAD_ALERTS,
+            &alerts.max_evicted_proven,
+            "alerts.max_evicted_proven",
+            MAX_EVICTED_PROVEN_RANGE,
+            format!(
+                "write max_evicted_proven = {} (the default) or another count of at least 0: \
+                 the established flows the flow table may evict in a window before `evictions` \
+                 fires",
+                model::DEFAULT_MAX_EVICTED_PROVEN
+            ),
+        );
+        if let Some(command) = &alerts.command {
+            let text = command.get_ref();
+            let problem = if text.trim().is_empty() {
+                Some("is empty: there is nothing to run")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.report(
+                    &BAD_ALERTS,
+                    command.span(),
+                    "alerts.command".into(),
+                    format!("alerts.command = {text:?} {problem}"),
+                    "write the shell command to run when an alert starts or stops firing, e.g. \
+                     command = 'logger -t xlb \"$XLB_ALERT_MESSAGE\"', or remove command to run \
+                     nothing",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The checks a well-formed config must pass (XLB001..): values in range, VIPs and backends
+//! consistent with each other and with the host, and weights that do not put a VIP's traffic
+//! on one server. One module per section of the file; `audit` runs them in file order.
+
+mod alerts;
+mod bgp;
+mod capacity;
+mod global;
+mod health;
+mod text;
+mod vip;
+mod weights;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::{Component, Path};
+
+use lb_common::service::MAX_TABLE_SIZE;
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, Rule, Source};
+use super::environment::Environment;
+use super::file::{
+    AlertsFile, BackendFile, BgpFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile,
+};
+use super::model::{
+    self, ALERT_WINDOW_SECONDS_RANGE, AUDIT_INTERVAL_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT,
+    CAPACITY_BACKENDS_PER_VIP_RANGE, CAPACITY_MAX_BACKENDS, CAPACITY_MAX_SLOTS,
+    CAPACITY_TABLE_SLOTS_RANGE, CAPACITY_VIPS_RANGE, DEFAULT_EXPECT_STATUS, DEFAULT_INTERVAL_MS,
+    DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
+    FLOOD_MIN_RATE_RANGE, FLOW_TABLE_SIZE_RANGE, Forwarding, HTTP_STATUS_RANGE, HashMode,
+    MAX_EVICTED_PROVEN_RANGE, MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol,
+    SLOTS_PER_BACKEND, value,
+};
+use super::rules::*;
+use crate::{
+    capacity::Capacity,
+    effect::{self, Effect, Entry, SameServer},
+    maglev::is_prime,
+};
+
+/// Every finding about a config that parsed.
+pub(crate) fn audit(
+    file: &ConfigFile,
+    source: &Source<'_>,
+    env: &dyn Environment,
+) -> Vec<Diagnostic> {
+    let mut audit = Audit {
+        source,
+        findings: Vec::new(),
+        missing_sources: Vec::new(),
+    };
+    audit.lengths(file);
+    audit.control_characters(file);
+    audit.global(file.global.get_ref(), env);
+    audit.thresholds(file);
+    if let Some(alerts) = &file.alerts {
+        audit.alerts(alerts.get_ref());
+    }
+    if let Some(bgp) = &file.bgp {
+        audit.bgp(bgp);
+    }
+    audit.capacity(file);
+    let thresholds = model::audit_thresholds(file);
+    audit.vips(file, &thresholds);
+    audit.findings
+}
+
+/// A VIP endpoint as messages show it: `198.18.1.10 port 80/tcp`.
+fn endpoint(address: IpAddr, port: u16, protocol: Protocol) -> String {
+    let protocol = match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    if port == 0 {
+        format!("{address} every port/{protocol}")
+    } else {
+        format!("{address} port {port}/{protocol}")
+    }
+}
+
+/// The span of an optional field, or of the table it would be in.
+fn span_or<T>(field: &Option<Spanned<T>>, table: Range<usize>) -> Range<usize> {
+    field.as_ref().map_or(table, Spanned::span)
+}
+
+/// "IPv4" or "IPv6".
+fn family(address: IpAddr) -> &'static str {
+    if address.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// Why an address cannot be a VIP, a backend or a tunnel source, if it cannot.
+fn unusable(address: IpAddr) -> Option<&'static str> {
+    if address.is_unspecified() {
+        Some("the unspecified address")
+    } else if address.is_loopback() {
+        Some("a loopback address")
+    } else if address.is_multicast() {
+        Some("a multicast address")
+    } else if address == IpAddr::from([255, 255, 255, 255]) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
+/// A backend entry as the effect model sees it.
+fn entry(backend: &BackendFile) -> Entry {
+    Entry {
+        address: backend.address.get_ref().0,
+        mac: backend.mac.as_ref().map(|m| m.get_ref().0),
+    }
+}
+
+/// The smallest prime at least `n` (for `n` up to the data plane's maximum table size, below
+/// which there is always one).
+fn prime_at_least(n: u32) -> u32 {
+    (n.max(2)..=u32::MAX)
+        .find(|&candidate| is_prime(candidate))
+        .unwrap_or(n)
+}
+
+struct Audit<'a> {
+    source: &'a Source<'a>,
+    findings: Vec<Diagnostic>,
+    /// Tunnel sources already reported missing: one finding per source is enough, as one line
+    /// of [global] fixes them all.
+    missing_sources: Vec<&'static str>,
+}
+
+/// The longest value of each free-text field: the kernel's limit where it has one (IFNAMSIZ,
+/// sun_path), else far beyond any sane value, so a mistaken paste stops here.
+const MAX_INTERFACE_LEN: usize = 15;
+const MAX_SOCKET_PATH_LEN: usize = 107;
+const MAX_PATH_LEN: usize = 1024;
+const MAX_COMMAND_LEN: usize = 4096;
+
+impl Audit<'_> {
+    fn report(
+        &mut self,
+        rule: &Rule,
+        span: Range<usize>,
+        field: String,
+        message: String,
+        fix: impl Into<String>,
+    ) {
+        self.findings
+            .push(self.source.diagnostic(rule, span, field, message, fix));
+    }
+
+    /// A finding of `rule` if an integer field is given and outside `range`: the message names
+    /// the field, the value and the range; `fix` says what to write instead.
+    fn integer(
+        &mut self,
+        rule: &Rule,
+        field: &Option<Spanned<i64>>,
+        path: &str,
+        range: RangeInclusive<i64>,
+        fix: String,
+    ) {
+        let Some(spanned) = field else { return };
+        let value = *spanned.get_ref();
+        if range.contains(&value) {
+            return;
+        }
+        // An upper bound that only the model's type sets is noise next to a value too small.
+        let allowed = if *range.end() == i64::MAX
+            || (value < *range.start() && *range.end() >= i64::from(u32::MAX))
+        {
+            format!("at least {}", range.start())
+        } else {
+            format!("in {}..={}", range.start(), range.end())
+        };
+        self.report(
+            rule,
+            spanned.span(),
+            path.to_owned(),
+            format!("{path} = {value} is out of range: it must be {allowed}"),
+            fix,
+        );
+    }
+
+    /// A finding of XLB015 if factor `alerts.NAME` is given and not a finite number above 1;
+    /// `meaning` says why.
+    fn factor(&mut self, field: &Option<Spanned<f64>>, name: &str, default: f64, meaning: &str) {
+        let Some(factor) = field else { return };
+        let value = *factor.get_ref();
+        // Written so that NaN fails too; infinity would never alert.
+        if !(value > 1.0 && value.is_finite()) {
+            self.report(
+                &BAD_ALERTS,
+                factor.span(),
+                format!("alerts.{name}"),
+                format!(
+                    "alerts.{name} = {value} is out of range: it must be a finite number above 1"
+                ),
+                format!(
+                    "write {name} = {default} (the default) or another number above 1: {meaning}"
+                ),
+            );
+        }
+    }
+}

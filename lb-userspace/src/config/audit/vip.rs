@@ -1,0 +1,394 @@
+//! `[[vip]]`: unique VIPs, usable addresses, table sizes, backend families and duplicates.
+
+use super::*;
+
+impl Audit<'_> {
+    /// Every VIP: unique names and endpoints, then each VIP's own checks.
+    pub(super) fn vips(&mut self, file: &ConfigFile, thresholds: &AuditThresholds) {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
+        let vip_addresses: Vec<(IpAddr, &str)> = file
+            .vip
+            .iter()
+            .map(|vip| {
+                (
+                    vip.get_ref().address.get_ref().0,
+                    vip.get_ref().name.get_ref().0.as_str(),
+                )
+            })
+            .collect();
+        for (i, spanned) in file.vip.iter().enumerate() {
+            let vip = spanned.get_ref();
+            let name = vip.name.get_ref().0.as_str();
+            if let Some(&first) = names.get(name) {
+                self.report(
+                    &DUPLICATE_VIP,
+                    vip.name.span(),
+                    format!("vip[{i}].name"),
+                    format!("vip name \"{name}\" is used twice (first by vip[{first}])"),
+                    "give every VIP a unique name: counters, logs and other verbs refer to VIPs by \
+                     name",
+                );
+            } else {
+                names.insert(name, i);
+            }
+            let key = (
+                vip.address.get_ref().0,
+                *vip.port.get_ref(),
+                *vip.protocol.get_ref(),
+            );
+            if let Some(&first) = keys.get(&key) {
+                let other = file.vip[first].get_ref().name.get_ref().0.as_str();
+                self.report(
+                    &DUPLICATE_VIP,
+                    vip.address.span(),
+                    format!("vip[{i}].address"),
+                    format!(
+                        "vip \"{name}\" has the same address, port and protocol as vip \"{other}\" \
+                         ({})",
+                        endpoint(key.0, key.1, key.2)
+                    ),
+                    "change the address, port or protocol of one of them, or merge their backends \
+                     into one VIP",
+                );
+            } else {
+                keys.insert(key, i);
+            }
+            self.vip(
+                i,
+                spanned,
+                &vip_addresses,
+                file.global.get_ref(),
+                thresholds,
+            );
+        }
+    }
+
+    fn vip(
+        &mut self,
+        i: usize,
+        spanned: &Spanned<VipFile>,
+        vip_addresses: &[(IpAddr, &str)],
+        global: &GlobalFile,
+        thresholds: &AuditThresholds,
+    ) {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        let address = vip.address.get_ref().0;
+        if let Some(why) = unusable(address) {
+            self.report(
+                &UNUSABLE_ADDRESS,
+                vip.address.span(),
+                format!("vip[{i}].address"),
+                format!("vip \"{name}\" address {address} is {why}: no client can reach it"),
+                "use a unicast address that routes to this host",
+            );
+        }
+        self.table_size(i, spanned);
+        let forwarding = value(&vip.forwarding).unwrap_or_default();
+        let entries: Vec<Entry> = vip.backend.iter().map(|b| entry(b.get_ref())).collect();
+        for (j, backend) in vip.backend.iter().enumerate() {
+            let field = |name: &str| format!("vip[{i}].backend[{j}].{name}");
+            let table = backend.span();
+            let backend = backend.get_ref();
+            let at = backend.address.span();
+            let addr = backend.address.get_ref().0;
+            if let Some(why) = unusable(addr) {
+                self.report(
+                    &UNUSABLE_ADDRESS,
+                    at.clone(),
+                    field("address"),
+                    format!("backend {addr} of vip \"{name}\" is {why}"),
+                    "use the backend's own unicast address",
+                );
+            }
+            self.same_server(i, j, name, forwarding, &vip.backend, &entries);
+            if let Some((_, other)) = vip_addresses.iter().find(|(vip, _)| *vip == addr) {
+                self.report(
+                    &BACKEND_IS_VIP,
+                    at.clone(),
+                    field("address"),
+                    format!("backend {addr} of vip \"{name}\" is the address of vip \"{other}\""),
+                    "use the backend's own address: packets sent to a VIP address come back to \
+                     xlb instead of reaching a server",
+                );
+            }
+            self.family(i, j, name, address, forwarding, backend, global);
+            match &backend.mac {
+                None => {
+                    let next_hop = match forwarding {
+                        Forwarding::Dsr => format!(
+                            "the backend's own MAC (on the backend: `ip link`; from here: `ip \
+                             neigh show {addr}`)"
+                        ),
+                        Forwarding::Ipip => format!(
+                            "the MAC of the next hop towards {addr} (`ip route get {addr}`, then \
+                             `ip neigh`)"
+                        ),
+                    };
+                    self.report(
+                        &MISSING_MAC,
+                        table,
+                        field("mac"),
+                        format!("backend {addr} of vip \"{name}\" has no mac"),
+                        format!("add mac = \"xx:xx:xx:xx:xx:xx\": {next_hop}"),
+                    );
+                }
+                Some(mac) => {
+                    let bytes = mac.get_ref().0;
+                    let why = if bytes == [0; 6] {
+                        Some("the all-zero MAC")
+                    } else if bytes[0] & 1 == 1 {
+                        Some("a multicast or broadcast MAC")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        self.report(
+                            &UNUSABLE_ADDRESS,
+                            mac.span(),
+                            field("mac"),
+                            format!("mac of backend {addr} of vip \"{name}\" is {why}"),
+                            "use the unicast MAC the frames must go to (`ip neigh`)",
+                        );
+                    }
+                }
+            }
+            if let Some(health) = &backend.health {
+                self.health(i, j, *vip.port.get_ref(), health);
+            }
+        }
+        if value(&vip.hash) == Some(HashMode::Source)
+            && vip.backend.len() >= 2
+            && value(&vip.source_hash_checked) != Some(true)
+        {
+            self.report(
+                &SOURCE_HASH_CLIENTS,
+                span_or(&vip.hash, spanned.span()),
+                format!("vip[{i}].hash"),
+                format!(
+                    "vip \"{name}\" hashes on the client address alone: its {} backends share \
+                     its clients by address, so clients behind a few NAT or proxy addresses \
+                     land on a few servers",
+                    vip.backend.len()
+                ),
+                "use hash = \"5-tuple\" unless clients must stick to one server; otherwise \
+                 check the spread over real clients with `xlb plan FILE --clients ADDRESSES` \
+                 (or --pcap CAPTURE) and then set source_hash_checked = true on the VIP",
+            );
+        }
+        self.weights(i, spanned, forwarding, &entries, thresholds);
+    }
+
+    /// XLB005: backend `j` reaches the same server as an earlier entry of its VIP.
+    fn same_server(
+        &mut self,
+        i: usize,
+        j: usize,
+        name: &str,
+        forwarding: Forwarding,
+        backends: &[Spanned<BackendFile>],
+        entries: &[Entry],
+    ) {
+        let Some((first, why)) = (0..j).find_map(|k| {
+            effect::same_server(&entries[k], &entries[j], forwarding).map(|why| (k, why))
+        }) else {
+            return;
+        };
+        let backend = backends[j].get_ref();
+        let addr = entries[j].address;
+        let other = entries[first].address;
+        let (span, field, message, fix) = match why {
+            SameServer::Address if addr == other => (
+                backend.address.span(),
+                "address",
+                format!(
+                    "backend {addr} appears twice in vip \"{name}\" (first as backend[{first}])"
+                ),
+                "remove one of the entries or merge their weights".to_owned(),
+            ),
+            SameServer::Address => (
+                backend.address.span(),
+                "address",
+                format!(
+                    "backend {addr} of vip \"{name}\" is backend[{first}] ({other}) written \
+                     another way: both entries reach the same server"
+                ),
+                format!(
+                    "remove one of the entries or merge their weights, and write the address \
+                     once, as {}",
+                    addr.to_canonical()
+                ),
+            ),
+            SameServer::Mac => (
+                backend
+                    .mac
+                    .as_ref()
+                    .map_or(backends[j].span(), Spanned::span),
+                "mac",
+                format!(
+                    "backend {addr} of vip \"{name}\" has the MAC of backend[{first}] ({other}): \
+                     dsr sends the frame to whoever owns that MAC, so both entries are one server"
+                ),
+                format!(
+                    "set the MAC of {addr}'s own interface (`ip neigh show {addr}`), or remove \
+                     the entry if {addr} is another address of the same server"
+                ),
+            ),
+        };
+        self.report(
+            &DUPLICATE_BACKEND,
+            span,
+            format!("vip[{i}].backend[{j}].{field}"),
+            message,
+            fix,
+        );
+    }
+
+    fn table_size(&mut self, i: usize, spanned: &Spanned<VipFile>) {
+        let vip = spanned.get_ref();
+        let name = vip.name.get_ref().0.as_str();
+        let size = value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE);
+        let span = span_or(&vip.table_size, spanned.span());
+        let field = format!("vip[{i}].table_size");
+        let backends = vip.backend.len();
+        if size > MAX_TABLE_SIZE {
+            self.report(
+                &TABLE_SIZE_OUT_OF_RANGE,
+                span,
+                field,
+                format!(
+                    "table_size {size} of vip \"{name}\" is above the data plane's maximum of \
+                     {MAX_TABLE_SIZE}"
+                ),
+                format!(
+                    "use a prime of at most {MAX_TABLE_SIZE}, e.g. {DEFAULT_TABLE_SIZE} (room \
+                     for {} backends)",
+                    DEFAULT_TABLE_SIZE / SLOTS_PER_BACKEND
+                ),
+            );
+            return;
+        }
+        if !is_prime(size) {
+            self.report(
+                &TABLE_SIZE_NOT_PRIME,
+                span.clone(),
+                field.clone(),
+                format!("table_size {size} of vip \"{name}\" is not prime"),
+                format!(
+                    "use {}, the next prime: Maglev needs a prime size so that every backend's \
+                     walk covers the whole table",
+                    prime_at_least(size.saturating_add(1))
+                ),
+            );
+        }
+        let wanted = u32::try_from(backends)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(SLOTS_PER_BACKEND);
+        if backends > size as usize {
+            self.report(
+                &TABLE_SIZE_OUT_OF_RANGE,
+                span,
+                field,
+                format!(
+                    "table_size {size} of vip \"{name}\" has fewer slots than its {backends} \
+                     backends"
+                ),
+                format!(
+                    "use a prime of at least {wanted} (100 slots per backend), e.g. {}",
+                    prime_at_least(wanted)
+                ),
+            );
+        } else if size < wanted {
+            self.report(
+                &TABLE_TOO_SMALL,
+                span,
+                field,
+                format!(
+                    "table_size {size} of vip \"{name}\" is below 100 slots for each of its \
+                     {backends} backends: their shares of the traffic will drift from their \
+                     weights"
+                ),
+                format!(
+                    "use a prime of at least {wanted}, e.g. {}",
+                    prime_at_least(wanted)
+                ),
+            );
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one backend's context, used once"
+    )]
+    fn family(
+        &mut self,
+        i: usize,
+        j: usize,
+        name: &str,
+        vip_address: IpAddr,
+        forwarding: Forwarding,
+        backend: &BackendFile,
+        global: &GlobalFile,
+    ) {
+        let addr = backend.address.get_ref().0;
+        let field = format!("vip[{i}].backend[{j}].address");
+        match forwarding {
+            Forwarding::Dsr if addr.is_ipv4() != vip_address.is_ipv4() => {
+                let other = if addr.is_ipv4() {
+                    "ipip_source_v4"
+                } else {
+                    "ipip_source_v6"
+                };
+                self.report(
+                    &FAMILY_MISMATCH,
+                    backend.address.span(),
+                    field,
+                    format!(
+                        "backend {addr} of vip \"{name}\" is {} but the VIP is {}: dsr cannot \
+                         change address families",
+                        family(addr),
+                        family(vip_address)
+                    ),
+                    format!(
+                        "use an {} backend, or set forwarding = \"ipip\" on the VIP (with \
+                         global.{other})",
+                        family(vip_address)
+                    ),
+                );
+            }
+            Forwarding::Ipip => {
+                let (configured, source, example) = match addr {
+                    IpAddr::V4(_) => (
+                        global.ipip_source_v4.is_some(),
+                        "ipip_source_v4",
+                        "198.18.0.2",
+                    ),
+                    IpAddr::V6(_) => (
+                        global.ipip_source_v6.is_some(),
+                        "ipip_source_v6",
+                        "2001:db8::2",
+                    ),
+                };
+                if !configured && !self.missing_sources.contains(&source) {
+                    self.missing_sources.push(source);
+                    self.report(
+                        &FAMILY_MISMATCH,
+                        backend.address.span(),
+                        field,
+                        format!(
+                            "vip \"{name}\" tunnels to {} backend {addr}, but global.{source} is \
+                             not set",
+                            family(addr)
+                        ),
+                        format!(
+                            "set global.{source} (e.g. \"{example}\") to an address of this host \
+                             that {addr} can reach: it is the tunnel's outer source"
+                        ),
+                    );
+                }
+            }
+            Forwarding::Dsr => {}
+        }
+    }
+}
