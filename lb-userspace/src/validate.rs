@@ -62,6 +62,9 @@ fn text(
     let mut out = String::new();
     for diagnostic in diagnostics {
         out.push_str(&format!("{diagnostic}\n"));
+        if !diagnostic.snippet.is_empty() {
+            out.push_str(&format!("{}\n", diagnostic.snippet));
+        }
     }
     if code == exit::UNREADABLE {
         return out;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 use serde::Serialize;
 
 /// Whether a finding rejects the config.
@@ -54,6 +55,10 @@ pub struct Diagnostic {
     pub field: String,
     pub message: String,
     pub fix: String,
+    /// The source line the finding points at, with a caret under the value, as rustc shows
+    /// it; empty when the finding has no place in the file. Text output only.
+    #[serde(skip)]
+    pub snippet: String,
 }
 
 fn serialize_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
@@ -123,6 +128,36 @@ impl<'a> Source<'a> {
         (line + 1, column + 1)
     }
 
+    /// The line of `span`'s start with a caret under the span (up to that line's end) and
+    /// `label` beside it, as annotate-snippets renders it; empty for an empty span.
+    fn snippet(&self, severity: Severity, span: &Range<usize>, label: &str) -> String {
+        let start = span.start;
+        if span.is_empty() || !self.text.is_char_boundary(start) {
+            return String::new();
+        }
+        let (line, _) = self.position(start);
+        let line_start = self.line_starts[line - 1];
+        let line_end = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |at| start + at);
+        // A span over several lines (a whole table) is marked on its first line.
+        let end = span.end.min(line_end);
+        let source = &self.text[line_start..line_end];
+        let level = match severity {
+            Severity::Error => Level::ERROR,
+            Severity::Warning => Level::WARNING,
+        };
+        let annotation = AnnotationKind::Primary
+            .span(start - line_start..end - line_start)
+            .label(label);
+        let report = [Group::with_level(level).element(
+            Snippet::source(source)
+                .line_start(line)
+                .annotation(annotation),
+        )];
+        Renderer::plain().render(&report)
+    }
+
     /// A finding of `rule` at `span`.
     pub fn diagnostic(
         &self,
@@ -133,6 +168,8 @@ impl<'a> Source<'a> {
         fix: impl Into<String>,
     ) -> Diagnostic {
         let (line, column) = self.position(span.start);
+        let field = field.into();
+        let snippet = self.snippet(rule.severity, &span, &field);
         Diagnostic {
             rule: rule.id,
             name: rule.name,
@@ -140,9 +177,10 @@ impl<'a> Source<'a> {
             file: self.file.to_path_buf(),
             line,
             column,
-            field: field.into(),
+            field,
             message: message.into(),
             fix: fix.into(),
+            snippet,
         }
     }
 }
@@ -161,5 +199,36 @@ mod tests {
         // "# é" is 4 bytes; 'b' of line 3 starts after its newline.
         assert_eq!(source.position(11), (3, 1));
         assert_eq!(source.position(10), (2, 4));
+    }
+
+    #[test]
+    fn snippets_show_the_line_with_a_caret_under_the_value() {
+        // Test that a finding shows its source line, numbered, with carets under exactly the
+        // span on that line (a span over several lines is cut at the first line's end), and
+        // that a finding without a place has no snippet.
+        let text = "[global]\nmtu = 99999\n[audit]\nx = 1\n";
+        let source = Source::new(text, Path::new("x.toml"));
+        let rule = crate::config::rules::BAD_GLOBAL;
+        let at = text.find("99999").unwrap();
+        let found = source.diagnostic(&rule, at..at + 5, "global.mtu", "m", "f");
+        let lines: Vec<&str> = found.snippet.lines().collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with("2 | mtu = 99999")),
+            "{lines:?}"
+        );
+        let caret = lines
+            .iter()
+            .find(|l| l.contains('^'))
+            .expect("a caret line");
+        assert_eq!(caret.find('^'), Some("2 | mtu = ".len()), "{caret}");
+        assert!(caret.contains("^^^^^ global.mtu"), "{caret}");
+        let table = source.diagnostic(&rule, 0..text.len(), "global", "m", "f");
+        assert!(!table.snippet.contains("mtu"), "{}", table.snippet);
+        assert!(
+            source
+                .diagnostic(&rule, 0..0, "", "m", "f")
+                .snippet
+                .is_empty()
+        );
     }
 }

@@ -244,6 +244,7 @@ pub fn unreadable_file(path: &Path, err: std::io::Error) -> Rejected {
         field: String::new(),
         message: format!("cannot read {}: {err}", path.display()),
         fix: fix.to_owned(),
+        snippet: String::new(),
     };
     Rejected {
         diagnostics: vec![diagnostic],
