@@ -111,7 +111,7 @@ fn check_text_overriding(
         text: Some(ConfigText::new(file, text)),
     };
     let parsed = syntax::parse(&source).map_err(rejected)?;
-    let mut diagnostics = audit::audit(&parsed, &source, env);
+    let (model, mut diagnostics) = audit::check(&parsed, &source, env);
     for diagnostic in &mut diagnostics {
         if OVERRIDABLE.contains(&diagnostic.rule) && overrides.iter().any(|o| o == diagnostic.rule)
         {
@@ -126,14 +126,14 @@ fn check_text_overriding(
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(rejected(diagnostics));
     }
-    match model::build(&parsed) {
+    match model {
         Some(model) => Ok(Loaded {
             model,
             warnings: diagnostics,
             text: ConfigText::new(file, text),
         }),
-        // The audit reports every value `build` cannot convert, so this is a bug in xlb; still,
-        // refuse the config rather than guess.
+        // Every value without a model form is an error, so this is a bug in xlb; still, refuse
+        // the config rather than guess.
         None => Err(rejected(vec![source.diagnostic(
             &rules::SYNTAX,
             0..0,

@@ -17,7 +17,7 @@ use lb_common::{
 };
 use serde::Deserialize;
 
-use super::file::{self, ConfigFile};
+use super::file;
 use crate::{args::XdpModeArg, capacity::Capacity};
 
 pub use lb_common::flow::DEFAULT_FLOW_TABLE_SIZE;
@@ -387,77 +387,13 @@ impl Global {
     }
 }
 
-/// The model of a file the audit found no error in. `None` only if something the audit
-/// reports as an error is there (a metrics address that does not parse, a backend without a
-/// MAC), so never after a clean audit.
-pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
-    let global = file.global.get_ref();
-    let metrics_address = match &global.metrics_address {
-        Some(text) => text.get_ref().parse().ok()?,
-        None => DEFAULT_METRICS_ADDRESS,
-    };
-    let global = Global {
-        interface: global.interface.get_ref().clone(),
-        xdp_mode: match global.xdp_mode.as_ref().map(|m| *m.get_ref()) {
-            None | Some(file::XdpMode::Native) => XdpModeArg::Native,
-            Some(file::XdpMode::Generic) => XdpModeArg::Generic,
-            Some(file::XdpMode::Auto) => XdpModeArg::Auto,
-        },
-        flow_table_size: value(&global.flow_table_size).unwrap_or(DEFAULT_FLOW_TABLE_SIZE),
-        flow_admission: value(&global.flow_admission).unwrap_or_default(),
-        pin_path: global
-            .pin_path
-            .as_ref()
-            .map_or_else(|| DEFAULT_PIN_PATH.into(), |p| p.get_ref().into()),
-        metrics_address,
-        mtu: value(&global.mtu).unwrap_or(DEFAULT_MTU),
-        ipip_source_v4: value(&global.ipip_source_v4).map(|a| a.0),
-        ipip_source_v6: value(&global.ipip_source_v6).map(|a| a.0),
-        drain_timeout: Duration::from_secs(match value(&global.drain_timeout_seconds) {
-            Some(seconds) => seconds.try_into().ok()?,
-            None => DEFAULT_DRAIN_TIMEOUT_SECONDS,
-        }),
-    };
-    let vips = file
-        .vip
-        .iter()
-        .map(|vip| {
-            let vip = vip.get_ref();
-            Some(VipModel {
-                name: vip.name.get_ref().0.clone(),
-                address: vip.address.get_ref().0,
-                port: *vip.port.get_ref(),
-                protocol: *vip.protocol.get_ref(),
-                forwarding: value(&vip.forwarding).unwrap_or_default(),
-                hash: value(&vip.hash).unwrap_or_default(),
-                table_size: value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE),
-                backends: vip
-                    .backend
-                    .iter()
-                    .map(|backend| {
-                        let backend = backend.get_ref();
-                        Some(BackendModel {
-                            address: backend.address.get_ref().0,
-                            weight: value(&backend.weight).unwrap_or(DEFAULT_WEIGHT),
-                            mac: value(&backend.mac)?.0,
-                            health: backend
-                                .health
-                                .as_ref()
-                                .map(|h| health(h.get_ref(), *vip.port.get_ref())),
-                        })
-                    })
-                    .collect::<Option<_>>()?,
-            })
-        })
-        .collect::<Option<_>>()?;
-    Some(Model {
-        global,
-        audit: audit_thresholds(file),
-        alerts: alerts(file)?,
-        bgp: file.bgp.as_ref().map(|bgp| bgp_settings(bgp.get_ref())),
-        capacity: capacity(file)?,
-        vips,
-    })
+/// The attach mode `global.xdp_mode` asks for (native unless given).
+pub(crate) fn xdp_mode(mode: Option<file::XdpMode>) -> XdpModeArg {
+    match mode {
+        None | Some(file::XdpMode::Native) => XdpModeArg::Native,
+        Some(file::XdpMode::Generic) => XdpModeArg::Generic,
+        Some(file::XdpMode::Auto) => XdpModeArg::Auto,
+    }
 }
 
 /// `[capacity]` bounds. VIPs and backends per VIP up to 65,536 each, at most 2^24 backends
@@ -469,122 +405,6 @@ pub const CAPACITY_TABLE_SLOTS_RANGE: RangeInclusive<i64> =
     1..=lb_common::service::MAX_TABLE_SIZE as i64;
 pub const CAPACITY_MAX_BACKENDS: u64 = 1 << 24;
 pub const CAPACITY_MAX_SLOTS: u64 = 1 << 32;
-
-/// The capacity in force, defaults filled in; `None` if a value is out of its type's range
-/// (the audit reports it as XLB028).
-pub(crate) fn capacity(file: &ConfigFile) -> Option<Capacity> {
-    let defaults = Capacity::default();
-    let Some(capacity) = &file.capacity else {
-        return Some(defaults);
-    };
-    let capacity = capacity.get_ref();
-    let field = |value: Option<i64>, default: u32| match value {
-        Some(value) => u32::try_from(value).ok(),
-        None => Some(default),
-    };
-    Some(Capacity {
-        vips: field(value(&capacity.vips), defaults.vips)?,
-        backends_per_vip: field(value(&capacity.backends_per_vip), defaults.backends_per_vip)?,
-        table_slots: field(value(&capacity.table_slots), defaults.table_slots)?,
-    })
-}
-
-/// The thresholds in force, defaults filled in.
-pub(crate) fn audit_thresholds(file: &ConfigFile) -> AuditThresholds {
-    let defaults = AuditThresholds::default();
-    let Some(audit) = &file.audit else {
-        return defaults;
-    };
-    let audit = audit.get_ref();
-    AuditThresholds {
-        max_backend_share: value(&audit.max_backend_share).unwrap_or(defaults.max_backend_share),
-        min_backends: value(&audit.min_backends).unwrap_or(defaults.min_backends),
-        interval: value(&audit.interval_seconds)
-            .and_then(|seconds| u64::try_from(seconds).ok())
-            .map_or(defaults.interval, Duration::from_secs),
-    }
-}
-
-/// The alert settings in force, defaults filled in; `None` if a value is out of its type's
-/// range (the audit reports it as XLB015).
-fn alerts(file: &ConfigFile) -> Option<Alerts> {
-    let defaults = Alerts::default();
-    let Some(alerts) = &file.alerts else {
-        return Some(defaults);
-    };
-    let alerts = alerts.get_ref();
-    Some(Alerts {
-        window: match value(&alerts.window_seconds) {
-            Some(seconds) => Duration::from_secs(seconds.try_into().ok()?),
-            None => defaults.window,
-        },
-        skew_factor: value(&alerts.skew_factor).unwrap_or(defaults.skew_factor),
-        max_share: value(&alerts.max_share).unwrap_or(defaults.max_share),
-        min_healthy: match value(&alerts.min_healthy) {
-            Some(count) => count.try_into().ok()?,
-            None => defaults.min_healthy,
-        },
-        min_new_flows: match value(&alerts.min_new_flows) {
-            Some(count) => count.try_into().ok()?,
-            None => defaults.min_new_flows,
-        },
-        flood_factor: value(&alerts.flood_factor).unwrap_or(defaults.flood_factor),
-        flood_min_rate: match value(&alerts.flood_min_rate) {
-            Some(rate) => rate.try_into().ok()?,
-            None => defaults.flood_min_rate,
-        },
-        max_evicted_proven: match value(&alerts.max_evicted_proven) {
-            Some(count) => count.try_into().ok()?,
-            None => defaults.max_evicted_proven,
-        },
-        command: alerts.command.as_ref().map(|c| c.get_ref().clone()),
-    })
-}
-
-fn bgp_settings(bgp: &file::BgpFile) -> Bgp {
-    Bgp {
-        routes_file: bgp.routes_file.get_ref().into(),
-        reload: match (&bgp.reload_command, &bgp.socket) {
-            (Some(command), _) => Reload::Shell {
-                command: command.get_ref().clone(),
-            },
-            (None, socket) => Reload::Birdc {
-                socket: socket
-                    .as_ref()
-                    .map_or(DEFAULT_BIRD_SOCKET, |s| s.get_ref().as_str())
-                    .into(),
-            },
-        },
-    }
-}
-
-fn health(health: &file::HealthFile, vip_port: u16) -> HealthCheck {
-    HealthCheck {
-        check: match health.check.get_ref() {
-            file::Check::Tcp => CheckKind::Tcp,
-            file::Check::Http => CheckKind::Http {
-                path: health
-                    .path
-                    .as_ref()
-                    .map_or_else(|| DEFAULT_HTTP_PATH.to_owned(), |p| p.get_ref().clone()),
-                expect_status: value(&health.expect_status).unwrap_or(DEFAULT_EXPECT_STATUS),
-            },
-        },
-        port: value(&health.port).unwrap_or(vip_port),
-        interval: Duration::from_millis(
-            value(&health.interval_ms)
-                .unwrap_or(DEFAULT_INTERVAL_MS)
-                .into(),
-        ),
-        timeout: Duration::from_millis(
-            value(&health.timeout_ms)
-                .unwrap_or(DEFAULT_TIMEOUT_MS)
-                .into(),
-        ),
-        rise: value(&health.rise).unwrap_or(DEFAULT_RISE),
-        fall: value(&health.fall).unwrap_or(DEFAULT_FALL),
-    }
-}
 
 /// The value of an optional field, if given.
 pub(crate) fn value<T: Copy>(field: &Option<toml::Spanned<T>>) -> Option<T> {

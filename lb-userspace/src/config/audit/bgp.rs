@@ -3,8 +3,9 @@
 use super::*;
 
 impl Audit<'_> {
-    /// XLB016: `[bgp]` settings the daemon could not use to announce or withdraw.
-    pub(super) fn bgp(&mut self, spanned: &Spanned<BgpFile>) {
+    /// XLB016: `[bgp]` settings the daemon could not use to announce or withdraw. The
+    /// settings, the default reload command applied.
+    pub(super) fn bgp(&mut self, spanned: &Spanned<BgpFile>) -> Bgp {
         let bgp = spanned.get_ref();
         let path_problem = |text: &str| {
             if text.is_empty() {
@@ -70,6 +71,20 @@ impl Audit<'_> {
                      (and keep socket) for that default",
                 );
             }
+        }
+        Bgp {
+            routes_file: bgp.routes_file.get_ref().into(),
+            reload: match (&bgp.reload_command, &bgp.socket) {
+                (Some(command), _) => Reload::Shell {
+                    command: command.get_ref().clone(),
+                },
+                (None, socket) => Reload::Birdc {
+                    socket: socket
+                        .as_ref()
+                        .map_or(DEFAULT_BIRD_SOCKET, |s| s.get_ref().as_str())
+                        .into(),
+                },
+            },
         }
     }
 }

@@ -3,54 +3,55 @@
 use super::*;
 
 impl Audit<'_> {
-    /// XLB028: `[capacity]` in range, and the VIPs within it.
-    pub(super) fn capacity(&mut self, file: &ConfigFile) {
+    /// XLB028: `[capacity]` in range, and the VIPs within it. The capacity in force, its
+    /// defaults applied; `None` if it cannot be.
+    pub(super) fn capacity(&mut self, file: &ConfigFile) -> Option<Capacity> {
         let table = file.capacity.as_ref();
         let fields = table.map(|t| t.get_ref());
+        let defaults = Capacity::default();
         let ranges = [
             (
                 "vips",
                 fields.and_then(|f| f.vips.as_ref()),
                 CAPACITY_VIPS_RANGE,
+                defaults.vips,
             ),
             (
                 "backends_per_vip",
                 fields.and_then(|f| f.backends_per_vip.as_ref()),
                 CAPACITY_BACKENDS_PER_VIP_RANGE,
+                defaults.backends_per_vip,
             ),
             (
                 "table_slots",
                 fields.and_then(|f| f.table_slots.as_ref()),
                 CAPACITY_TABLE_SLOTS_RANGE,
+                defaults.table_slots,
             ),
         ];
-        let mut in_range = true;
-        for (name, field, range) in ranges {
-            let Some(spanned) = field else { continue };
-            if range.contains(spanned.get_ref()) {
-                continue;
-            }
-            in_range = false;
-            self.integer(
+        let mut values = [None; 3];
+        for (value, (name, field, range, default)) in values.iter_mut().zip(ranges) {
+            *value = self.integer(
                 &CAPACITY,
-                &Some(spanned.clone()),
+                &field.cloned(),
                 &format!("capacity.{name}"),
                 range.clone(),
+                default,
                 format!(
                     "write {name} as a number in {}..={}, or leave it out for the default \
-                     ({})",
+                     ({default})",
                     range.start(),
                     range.end(),
-                    match name {
-                        "vips" => Capacity::default().vips,
-                        "backends_per_vip" => Capacity::default().backends_per_vip,
-                        _ => Capacity::default().table_slots,
-                    }
                 ),
             );
         }
-        let Some(capacity) = model::capacity(file).filter(|_| in_range) else {
-            return;
+        let [Some(vips), Some(backends_per_vip), Some(table_slots)] = values else {
+            return None;
+        };
+        let capacity = Capacity {
+            vips,
+            backends_per_vip,
+            table_slots,
         };
         let whole = table.map(Spanned::span);
         let span_of = |field: Option<&Spanned<i64>>, otherwise: Range<usize>| {
@@ -73,7 +74,7 @@ impl Audit<'_> {
                 "lower capacity.vips, capacity.backends_per_vip or capacity.table_slots to \
                  what this host serves (the product is what the kernel allocates)",
             );
-            return;
+            return None;
         }
         let restart = "a change of capacity takes effect when `xlb run` starts (a restart)";
         let count = file.vip.len();
@@ -139,5 +140,6 @@ impl Audit<'_> {
                 );
             }
         }
+        Some(capacity)
     }
 }

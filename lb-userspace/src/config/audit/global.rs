@@ -4,7 +4,8 @@
 use super::*;
 
 impl Audit<'_> {
-    pub(super) fn global(&mut self, global: &GlobalFile, env: &dyn Environment) {
+    /// `[global]`, its defaults applied; `None` if a value has no model form.
+    pub(super) fn global(&mut self, global: &GlobalFile, env: &dyn Environment) -> Option<Global> {
         let interface = global.interface.get_ref();
         // A name too long for the kernel is reported by `lengths`, one with a control character
         // is XLB024's finding: no interface can carry either.
@@ -119,11 +120,12 @@ impl Audit<'_> {
                  (host names are not resolved)",
             );
         }
-        self.integer(
+        let drain_timeout = self.integer(
             &BAD_GLOBAL,
             &global.drain_timeout_seconds,
             "global.drain_timeout_seconds",
             DRAIN_TIMEOUT_SECONDS_RANGE,
+            model::DEFAULT_DRAIN_TIMEOUT_SECONDS,
             format!(
                 "write drain_timeout_seconds = {} (the default) or another number of seconds in \
                  {}..={}: how long a drained backend keeps its established flows before the \
@@ -162,15 +164,39 @@ impl Audit<'_> {
                 );
             }
         }
+        Some(Global {
+            interface: interface.clone(),
+            xdp_mode: model::xdp_mode(value(&global.xdp_mode)),
+            flow_table_size: value(&global.flow_table_size).unwrap_or(DEFAULT_FLOW_TABLE_SIZE),
+            flow_admission: value(&global.flow_admission).unwrap_or_default(),
+            pin_path: global
+                .pin_path
+                .as_ref()
+                .map_or_else(|| DEFAULT_PIN_PATH.into(), |p| p.get_ref().into()),
+            metrics_address: match metrics_address {
+                Some((_, parsed)) => parsed.ok()?,
+                None => DEFAULT_METRICS_ADDRESS,
+            },
+            mtu: value(&global.mtu).unwrap_or(DEFAULT_MTU),
+            ipip_source_v4: value(&global.ipip_source_v4).map(|a| a.0),
+            ipip_source_v6: value(&global.ipip_source_v6).map(|a| a.0),
+            drain_timeout: Duration::from_secs(drain_timeout?),
+        })
     }
 
-    pub(super) fn thresholds(&mut self, file: &ConfigFile) {
-        let Some(audit) = &file.audit else { return };
-        self.integer(
+    /// `[audit]`, its defaults applied (and in place of a value out of range, whose finding
+    /// rejects the config, so the VIPs are still judged).
+    pub(super) fn thresholds(&mut self, file: &ConfigFile) -> AuditThresholds {
+        let defaults = AuditThresholds::default();
+        let Some(audit) = &file.audit else {
+            return defaults;
+        };
+        let interval = self.integer(
             &BAD_GLOBAL,
             &audit.get_ref().interval_seconds,
             "audit.interval_seconds",
             AUDIT_INTERVAL_SECONDS_RANGE,
+            model::DEFAULT_AUDIT_INTERVAL_SECONDS,
             format!(
                 "write interval_seconds = {} (the default) or another number of seconds in \
                  {}..={}: how often the daemon audits the live maps",
@@ -191,6 +217,13 @@ impl Audit<'_> {
                     "use a share above 0 and at most 1, e.g. 0.5 (1 turns the warning off)",
                 );
             }
+        }
+        let audit = audit.get_ref();
+        AuditThresholds {
+            max_backend_share: value(&audit.max_backend_share)
+                .unwrap_or(defaults.max_backend_share),
+            min_backends: value(&audit.min_backends).unwrap_or(defaults.min_backends),
+            interval: interval.map_or(defaults.interval, Duration::from_secs),
         }
     }
 }

@@ -3,13 +3,14 @@
 use super::*;
 
 impl Audit<'_> {
+    /// XLB013: a health check that cannot work. The check, its defaults applied.
     pub(super) fn health(
         &mut self,
         i: usize,
         j: usize,
         vip_port: u16,
         spanned: &Spanned<HealthFile>,
-    ) {
+    ) -> HealthCheck {
         let health = spanned.get_ref();
         let field = |name: &str| format!("vip[{i}].backend[{j}].health.{name}");
         let check = *health.check.get_ref();
@@ -119,6 +120,31 @@ impl Audit<'_> {
                     ),
                 );
             }
+        }
+        HealthCheck {
+            check: match check {
+                Check::Tcp => CheckKind::Tcp,
+                Check::Http => CheckKind::Http {
+                    path: health
+                        .path
+                        .as_ref()
+                        .map_or_else(|| DEFAULT_HTTP_PATH.to_owned(), |p| p.get_ref().clone()),
+                    expect_status: value(&health.expect_status).unwrap_or(DEFAULT_EXPECT_STATUS),
+                },
+            },
+            port: value(&health.port).unwrap_or(vip_port),
+            interval: Duration::from_millis(
+                value(&health.interval_ms)
+                    .unwrap_or(DEFAULT_INTERVAL_MS)
+                    .into(),
+            ),
+            timeout: Duration::from_millis(
+                value(&health.timeout_ms)
+                    .unwrap_or(DEFAULT_TIMEOUT_MS)
+                    .into(),
+            ),
+            rise: value(&health.rise).unwrap_or(DEFAULT_RISE),
+            fall: value(&health.fall).unwrap_or(DEFAULT_FALL),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Component, Path};
+use std::time::Duration;
 
 use lb_common::service::MAX_TABLE_SIZE;
 use toml::Spanned;
@@ -25,13 +26,15 @@ use super::file::{
     AlertsFile, BackendFile, BgpFile, Check, ConfigFile, GlobalFile, HealthFile, VipFile,
 };
 use super::model::{
-    self, ALERT_WINDOW_SECONDS_RANGE, AUDIT_INTERVAL_SECONDS_RANGE, AuditThresholds, BPFFS_ROOT,
-    CAPACITY_BACKENDS_PER_VIP_RANGE, CAPACITY_MAX_BACKENDS, CAPACITY_MAX_SLOTS,
-    CAPACITY_TABLE_SLOTS_RANGE, CAPACITY_VIPS_RANGE, DEFAULT_EXPECT_STATUS, DEFAULT_INTERVAL_MS,
-    DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE,
-    FLOOD_MIN_RATE_RANGE, FLOW_TABLE_SIZE_RANGE, Forwarding, HTTP_STATUS_RANGE, HashMode,
-    MAX_EVICTED_PROVEN_RANGE, MIN_HEALTHY_RANGE, MIN_NEW_FLOWS_RANGE, MTU_RANGE, Protocol,
-    SLOTS_PER_BACKEND, value,
+    self, ALERT_WINDOW_SECONDS_RANGE, AUDIT_INTERVAL_SECONDS_RANGE, Alerts, AuditThresholds,
+    BPFFS_ROOT, BackendModel, Bgp, CAPACITY_BACKENDS_PER_VIP_RANGE, CAPACITY_MAX_BACKENDS,
+    CAPACITY_MAX_SLOTS, CAPACITY_TABLE_SLOTS_RANGE, CAPACITY_VIPS_RANGE, CheckKind,
+    DEFAULT_BIRD_SOCKET, DEFAULT_EXPECT_STATUS, DEFAULT_FALL, DEFAULT_FLOW_TABLE_SIZE,
+    DEFAULT_HTTP_PATH, DEFAULT_INTERVAL_MS, DEFAULT_METRICS_ADDRESS, DEFAULT_MTU, DEFAULT_PIN_PATH,
+    DEFAULT_RISE, DEFAULT_TABLE_SIZE, DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT,
+    DRAIN_TIMEOUT_SECONDS_RANGE, FLOOD_MIN_RATE_RANGE, FLOW_TABLE_SIZE_RANGE, Forwarding, Global,
+    HTTP_STATUS_RANGE, HashMode, HealthCheck, MAX_EVICTED_PROVEN_RANGE, MIN_HEALTHY_RANGE,
+    MIN_NEW_FLOWS_RANGE, MTU_RANGE, Model, Protocol, Reload, SLOTS_PER_BACKEND, VipModel, value,
 };
 use super::rules::*;
 use crate::{
@@ -40,12 +43,14 @@ use crate::{
     maglev::is_prime,
 };
 
-/// Every finding about a config that parsed.
-pub(crate) fn audit(
+/// Every finding about a config that parsed, and its model: each section is checked and
+/// converted, defaults applied, in one pass. The model is `None` only where a finding is an
+/// error (a value that has no model form).
+pub(crate) fn check(
     file: &ConfigFile,
     source: &Source<'_>,
     env: &dyn Environment,
-) -> Vec<Diagnostic> {
+) -> (Option<Model>, Vec<Diagnostic>) {
     let mut audit = Audit {
         source,
         findings: Vec::new(),
@@ -53,18 +58,24 @@ pub(crate) fn audit(
     };
     audit.lengths(file);
     audit.control_characters(file);
-    audit.global(file.global.get_ref(), env);
-    audit.thresholds(file);
-    if let Some(alerts) = &file.alerts {
-        audit.alerts(alerts.get_ref());
-    }
-    if let Some(bgp) = &file.bgp {
-        audit.bgp(bgp);
-    }
-    audit.capacity(file);
-    let thresholds = model::audit_thresholds(file);
-    audit.vips(file, &thresholds);
-    audit.findings
+    let global = audit.global(file.global.get_ref(), env);
+    let thresholds = audit.thresholds(file);
+    let alerts = audit.alerts(file.alerts.as_ref().map(Spanned::get_ref));
+    let bgp = file.bgp.as_ref().map(|bgp| audit.bgp(bgp));
+    let capacity = audit.capacity(file);
+    let vips = audit.vips(file, &thresholds);
+    let model = match (global, alerts, capacity, vips) {
+        (Some(global), Some(alerts), Some(capacity), Some(vips)) => Some(Model {
+            global,
+            audit: thresholds,
+            alerts,
+            bgp,
+            capacity,
+            vips,
+        }),
+        _ => None,
+    };
+    (model, audit.findings)
 }
 
 /// A VIP endpoint as messages show it: `198.18.1.10 port 80/tcp`.
@@ -149,20 +160,24 @@ impl Audit<'_> {
             .push(self.source.diagnostic(rule, span, field, message, fix));
     }
 
-    /// A finding of `rule` if an integer field is given and outside `range`: the message names
-    /// the field, the value and the range; `fix` says what to write instead.
-    fn integer(
+    /// An integer field in the model's type: `default` when absent, its value when inside
+    /// `range`; else a finding of `rule` that names the field, the value and the range (`fix`
+    /// says what to write instead), and `None`.
+    fn integer<T: TryFrom<i64>>(
         &mut self,
         rule: &Rule,
         field: &Option<Spanned<i64>>,
         path: &str,
         range: RangeInclusive<i64>,
+        default: T,
         fix: String,
-    ) {
-        let Some(spanned) = field else { return };
+    ) -> Option<T> {
+        let Some(spanned) = field else {
+            return Some(default);
+        };
         let value = *spanned.get_ref();
         if range.contains(&value) {
-            return;
+            return T::try_from(value).ok();
         }
         // An upper bound that only the model's type sets is noise next to a value too small.
         let allowed = if *range.end() == i64::MAX
@@ -179,6 +194,7 @@ impl Audit<'_> {
             format!("{path} = {value} is out of range: it must be {allowed}"),
             fix,
         );
+        None
     }
 
     /// A finding of XLB015 if factor `alerts.NAME` is given and not a finite number above 1;

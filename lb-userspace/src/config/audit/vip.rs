@@ -3,8 +3,14 @@
 use super::*;
 
 impl Audit<'_> {
-    /// Every VIP: unique names and endpoints, then each VIP's own checks.
-    pub(super) fn vips(&mut self, file: &ConfigFile, thresholds: &AuditThresholds) {
+    /// Every VIP: unique names and endpoints, then each VIP's own checks. The VIPs in file
+    /// order, or `None` if one has no model form.
+    pub(super) fn vips(
+        &mut self,
+        file: &ConfigFile,
+        thresholds: &AuditThresholds,
+    ) -> Option<Vec<VipModel>> {
+        let mut models = Vec::with_capacity(file.vip.len());
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
         let vip_addresses: Vec<(IpAddr, &str)> = file
@@ -54,14 +60,15 @@ impl Audit<'_> {
             } else {
                 keys.insert(key, i);
             }
-            self.vip(
+            models.push(self.vip(
                 i,
                 spanned,
                 &vip_addresses,
                 file.global.get_ref(),
                 thresholds,
-            );
+            ));
         }
+        models.into_iter().collect()
     }
 
     fn vip(
@@ -71,7 +78,7 @@ impl Audit<'_> {
         vip_addresses: &[(IpAddr, &str)],
         global: &GlobalFile,
         thresholds: &AuditThresholds,
-    ) {
+    ) -> Option<VipModel> {
         let vip = spanned.get_ref();
         let name = vip.name.get_ref().0.as_str();
         let address = vip.address.get_ref().0;
@@ -87,6 +94,7 @@ impl Audit<'_> {
         self.table_size(i, spanned);
         let forwarding = value(&vip.forwarding).unwrap_or_default();
         let entries: Vec<Entry> = vip.backend.iter().map(|b| entry(b.get_ref())).collect();
+        let mut backends = Vec::with_capacity(vip.backend.len());
         for (j, backend) in vip.backend.iter().enumerate() {
             let field = |name: &str| format!("vip[{i}].backend[{j}].{name}");
             let table = backend.span();
@@ -154,9 +162,16 @@ impl Audit<'_> {
                     }
                 }
             }
-            if let Some(health) = &backend.health {
-                self.health(i, j, *vip.port.get_ref(), health);
-            }
+            let health = backend
+                .health
+                .as_ref()
+                .map(|health| self.health(i, j, *vip.port.get_ref(), health));
+            backends.push(backend.mac.as_ref().map(|mac| BackendModel {
+                address: addr,
+                weight: value(&backend.weight).unwrap_or(DEFAULT_WEIGHT),
+                mac: mac.get_ref().0,
+                health,
+            }));
         }
         if value(&vip.hash) == Some(HashMode::Source)
             && vip.backend.len() >= 2
@@ -178,6 +193,16 @@ impl Audit<'_> {
             );
         }
         self.weights(i, spanned, forwarding, &entries, thresholds);
+        Some(VipModel {
+            name: name.to_owned(),
+            address,
+            port: *vip.port.get_ref(),
+            protocol: *vip.protocol.get_ref(),
+            forwarding,
+            hash: value(&vip.hash).unwrap_or_default(),
+            table_size: value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE),
+            backends: backends.into_iter().collect::<Option<_>>()?,
+        })
     }
 
     /// XLB005: backend `j` reaches the same server as an earlier entry of its VIP.
