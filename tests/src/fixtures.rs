@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use aya::Ebpf;
 use lb_common::{
     PROGRAM_NAME, Reason, Verdict, Vip,
+    proto::{TCP as IPPROTO_TCP, UDP as IPPROTO_UDP},
     service::{VIP_FORWARD_IPIP, vip_filter_bit_v4},
 };
 use lb_userspace::{object, steering as kernel};
@@ -22,9 +23,7 @@ const VIP_V6: &str = "2001:db8:1::10";
 /// Shares the IPv6 VIP's last 8 bytes, so its filter bit, but is no VIP address.
 const NEIGHBOUR_V6: &str = "2001:db8:2::10";
 /// Slots of the bench set-ups' tables, the default.
-const BENCH_SLOTS: u32 = 65_537;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+const BENCH_SLOTS: u32 = lb_common::service::DEFAULT_TABLE_SIZE;
 const IPPROTO_GRE: u8 = 47;
 const IPPROTO_HOP_BY_HOP: u8 = 0;
 

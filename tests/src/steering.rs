@@ -70,16 +70,8 @@ pub fn assert_counted(ebpf: &Ebpf, reason: Reason, packets: u64, bytes: u64, con
     }
 }
 
-pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
-    let mut bytes = [0u8; 16];
-    match addr {
-        IpAddr::V4(v4) => {
-            bytes[..4].copy_from_slice(&v4.octets());
-            (bytes, FAMILY_IPV4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_IPV6),
-    }
-}
+/// An address's kernel form: its 16 bytes and family.
+pub use lb_common::address::to_kernel as addr_bytes;
 
 pub fn vip_key(addr: &str, port: u16, proto: u8) -> VipKey {
     let (addr, family) = addr_bytes(addr.parse().expect("VIP address"));

@@ -36,6 +36,7 @@ use aya::{
 };
 use lb_common::{
     Backend, BackendCounter, Config, DECAP_PROGRAM_NAME, PROGRAM_NAME, Vip, VipKey, map_names,
+    proto::TCP,
     service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
 use lb_userspace::{args::XdpModeArg, attach, decap, maglev, object, steering};
@@ -73,7 +74,6 @@ pub const CLIENT_MTU: u32 = 1500;
 /// 1500 instead, xlb answers every full-size segment with a too-big error carrying 1480 (IPv4
 /// outer) or 1460 (IPv6 outer), and the client's path MTU shrinks to it.
 pub const FABRIC_MTU: u32 = 1600;
-const TCP: u8 = 6;
 /// Where the VIPs' live tables start in the Maglev slot map (the second copy of each, unused
 /// here, would start 100,000 slots later as in [`crate::steering`]).
 const V4_TABLES: [u32; 2] = [0, 100_000];
