@@ -10,6 +10,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fmt;
 
+use lb_common::service::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE};
+
 /// One backend as the table builder sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backend<'a> {
@@ -19,10 +21,8 @@ pub struct Backend<'a> {
     pub weight: u32,
 }
 
-/// Larger tables cost memory in the data plane and build time here for no gain in balance.
-const MAX_SIZE: u32 = lb_common::service::MAX_TABLE_SIZE;
-
-/// Marks a slot nobody has claimed yet; real entries are below `MAX_SIZE`, so it cannot collide.
+/// Marks a slot nobody has claimed yet; real entries are below `MAX_TABLE_SIZE`, so it cannot
+/// collide.
 const EMPTY: u32 = u32::MAX;
 
 /// Different seeds make `offset` and `skip` independent, as the paper's two hash functions are.
@@ -58,12 +58,12 @@ impl fmt::Display for MaglevError {
             MaglevError::SizeTooSmall { size } => write!(
                 f,
                 "Maglev table size {size} is too small: use a prime of at least 2 \
-                 (65537 is the usual choice)"
+                 ({DEFAULT_TABLE_SIZE} is the usual choice)"
             ),
             MaglevError::SizeTooLarge { size, max } => write!(
                 f,
                 "Maglev table size {size} exceeds the maximum of {max}: use a smaller prime \
-                 (65537 is the usual choice)"
+                 ({DEFAULT_TABLE_SIZE} is the usual choice)"
             ),
             MaglevError::SizeNotPrime { size, suggestion } => write!(
                 f,
@@ -116,13 +116,13 @@ pub fn is_prime(n: u32) -> bool {
 /// The prime nearest above `size` that `build` accepts, or the one below if none above is.
 fn suggest_prime(size: u32) -> u32 {
     let mut up = size.saturating_add(1);
-    while up <= MAX_SIZE {
+    while up <= MAX_TABLE_SIZE {
         if is_prime(up) {
             return up;
         }
         up += 1;
     }
-    let mut down = size.min(MAX_SIZE);
+    let mut down = size.min(MAX_TABLE_SIZE);
     while down > 2 && !is_prime(down) {
         down -= 1;
     }
@@ -358,10 +358,10 @@ pub fn build(backends: &[Backend<'_>], size: u32) -> Result<Vec<u32>, MaglevErro
     if size < 2 {
         return Err(MaglevError::SizeTooSmall { size });
     }
-    if size > MAX_SIZE {
+    if size > MAX_TABLE_SIZE {
         return Err(MaglevError::SizeTooLarge {
             size,
-            max: MAX_SIZE,
+            max: MAX_TABLE_SIZE,
         });
     }
     if !is_prime(size) {
@@ -846,9 +846,9 @@ mod tests {
             })
         );
         assert_eq!(
-            build(&good, MAX_SIZE),
+            build(&good, MAX_TABLE_SIZE),
             Err(MaglevError::SizeNotPrime {
-                size: MAX_SIZE,
+                size: MAX_TABLE_SIZE,
                 suggestion: 16_777_213
             })
         );
@@ -857,7 +857,7 @@ mod tests {
             build(&good, 16_777_259),
             Err(MaglevError::SizeTooLarge {
                 size: 16_777_259,
-                max: MAX_SIZE
+                max: MAX_TABLE_SIZE
             })
         );
         assert_eq!(
@@ -906,7 +906,7 @@ mod tests {
             (
                 MaglevError::SizeTooLarge {
                     size: 16_777_259,
-                    max: MAX_SIZE,
+                    max: MAX_TABLE_SIZE,
                 },
                 "16777259",
             ),
