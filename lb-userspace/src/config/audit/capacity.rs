@@ -122,7 +122,7 @@ impl Audit<'_> {
                     ),
                 );
             }
-            let size = value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE);
+            let size = maglev_size(vip);
             if size > capacity.table_slots && size <= MAX_TABLE_SIZE {
                 self.report(
                     &CAPACITY,

@@ -133,16 +133,8 @@ impl Audit<'_> {
                 },
             },
             port: value(&health.port).unwrap_or(vip_port),
-            interval: Duration::from_millis(
-                value(&health.interval_ms)
-                    .unwrap_or(DEFAULT_INTERVAL_MS)
-                    .into(),
-            ),
-            timeout: Duration::from_millis(
-                value(&health.timeout_ms)
-                    .unwrap_or(DEFAULT_TIMEOUT_MS)
-                    .into(),
-            ),
+            interval: Duration::from_millis(interval.into()),
+            timeout: Duration::from_millis(timeout.into()),
             rise: value(&health.rise).unwrap_or(DEFAULT_RISE),
             fall: value(&health.fall).unwrap_or(DEFAULT_FALL),
         }

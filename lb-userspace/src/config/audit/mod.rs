@@ -116,6 +116,16 @@ fn unusable(address: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// A backend's weight, the default applied.
+fn weight(backend: &BackendFile) -> u32 {
+    value(&backend.weight).unwrap_or(DEFAULT_WEIGHT)
+}
+
+/// A VIP's Maglev table size, the default applied.
+fn maglev_size(vip: &VipFile) -> u32 {
+    value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE)
+}
+
 /// A backend entry as the effect model sees it.
 fn entry(backend: &BackendFile) -> Entry {
     Entry {

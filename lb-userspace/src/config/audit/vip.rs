@@ -168,7 +168,7 @@ impl Audit<'_> {
                 .map(|health| self.health(i, j, *vip.port.get_ref(), health));
             backends.push(backend.mac.as_ref().map(|mac| BackendModel {
                 address: addr,
-                weight: value(&backend.weight).unwrap_or(DEFAULT_WEIGHT),
+                weight: weight(backend),
                 mac: mac.get_ref().0,
                 health,
             }));
@@ -200,7 +200,7 @@ impl Audit<'_> {
             protocol: *vip.protocol.get_ref(),
             forwarding,
             hash: value(&vip.hash).unwrap_or_default(),
-            table_size: value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE),
+            table_size: maglev_size(vip),
             backends: backends.into_iter().collect::<Option<_>>()?,
         })
     }
@@ -273,7 +273,7 @@ impl Audit<'_> {
     fn table_size(&mut self, i: usize, spanned: &Spanned<VipFile>) {
         let vip = spanned.get_ref();
         let name = vip.name.get_ref().0.as_str();
-        let size = value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE);
+        let size = maglev_size(vip);
         let span = span_or(&vip.table_size, spanned.span());
         let field = format!("vip[{i}].table_size");
         let backends = vip.backend.len();

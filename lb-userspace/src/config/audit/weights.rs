@@ -17,13 +17,14 @@ impl Audit<'_> {
         let vip = spanned.get_ref();
         let name = vip.name.get_ref().0.as_str();
         let backends = &vip.backend;
-        let weight =
-            |b: &Spanned<BackendFile>| value(&b.get_ref().weight).unwrap_or(DEFAULT_WEIGHT);
         // The weight's span, or the backend table's when the weight is the default.
         let weight_span = |b: &Spanned<BackendFile>| span_or(&b.get_ref().weight, b.span());
-        let total: u64 = backends.iter().map(|b| u64::from(weight(b))).sum();
+        let total: u64 = backends
+            .iter()
+            .map(|b| u64::from(weight(b.get_ref())))
+            .sum();
         let taking: Vec<usize> = (0..backends.len())
-            .filter(|&j| weight(&backends[j]) > 0)
+            .filter(|&j| weight(backends[j].get_ref()) > 0)
             .collect();
         if backends.is_empty() {
             self.report(
@@ -48,11 +49,11 @@ impl Audit<'_> {
             );
             return;
         }
-        let size = value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE);
+        let size = maglev_size(vip);
         let weighted: Vec<(IpAddr, u32)> = entries
             .iter()
             .zip(backends)
-            .map(|(entry, b)| (entry.address, weight(b)))
+            .map(|(entry, b)| (entry.address, weight(b.get_ref())))
             .collect();
         let owners = match effect::table(&weighted, size) {
             Ok(owners) => owners,
@@ -70,7 +71,7 @@ impl Audit<'_> {
             if effect.entry_counts[j] > 0 {
                 continue;
             }
-            let needed = (total / u64::from(weight(&backends[j])))
+            let needed = (total / u64::from(weight(backends[j].get_ref())))
                 .max(backends.len() as u64 * u64::from(SLOTS_PER_BACKEND));
             self.report(
                 &NO_SLOT,
@@ -80,7 +81,7 @@ impl Audit<'_> {
                     "backend {} of vip \"{name}\" weighs {} of {total} but gets no slot of the \
                      {size}-slot table: it would take no new flow",
                     entries[j].address,
-                    weight(&backends[j]),
+                    weight(backends[j].get_ref()),
                 ),
                 format!(
                     "use a table_size of at least {needed}, e.g. {}, or weights closer \
@@ -203,13 +204,13 @@ impl Audit<'_> {
             let wanted = (backends.len() as u32).saturating_mul(SLOTS_PER_BACKEND);
             let least = taking
                 .iter()
-                .map(|&j| value(&backends[j].get_ref().weight).unwrap_or(DEFAULT_WEIGHT))
+                .map(|&j| weight(backends[j].get_ref()))
                 .min()
                 .unwrap_or(1)
                 .max(1);
             let total: u32 = taking
                 .iter()
-                .map(|&j| value(&backends[j].get_ref().weight).unwrap_or(DEFAULT_WEIGHT))
+                .map(|&j| weight(backends[j].get_ref()))
                 .fold(0, u32::saturating_add);
             let needed = wanted.max(total / least);
             self.report(
