@@ -423,6 +423,27 @@ fn every_syntax_error_is_reported() {
 }
 
 #[test]
+fn loading_keeps_the_text_it_checked_and_its_hash() {
+    // Test that a load hands back the bytes it read and their hash, so no verb reads the file
+    // again: for a valid config, for one with errors, and none for a file it cannot read.
+    let bytes = std::fs::read(example()).expect("example");
+    let loaded = load(&example(), &env()).expect("example");
+    assert_eq!(loaded.text.text.as_bytes(), bytes);
+    assert_eq!(loaded.text.hash, hash(&bytes));
+    assert_eq!(loaded.text.path, example());
+    let bad = configs().join("bad/all-weight-on-one.toml");
+    let rejected = load(&bad, &env()).expect_err("XLB003");
+    let text = rejected.text.expect("the text of a readable file");
+    assert_eq!(
+        text.text,
+        std::fs::read_to_string(&bad).expect("bad config")
+    );
+    assert_ne!(text.hash, loaded.text.hash);
+    let missing = load(&configs().join("bad/does-not-exist.toml"), &env());
+    assert!(missing.expect_err("missing file").text.is_none());
+}
+
+#[test]
 fn unreadable_file_is_one_error_naming_the_path() {
     // Test that load reports a missing file as XLB021 with the path and the OS error.
     let path = configs().join("bad/does-not-exist.toml");
