@@ -16,7 +16,7 @@ use lb_common::{
 use serde::Deserialize;
 
 use super::file::{self, ConfigFile};
-use crate::{args::XdpModeArg, capacity::Capacity};
+use crate::{attach::AttachMode, capacity::Capacity};
 
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
 /// `global.flow_table_size` bounds: at least one flow, at most 2^24 (1.1 GiB at 72 bytes per
@@ -99,7 +99,7 @@ pub struct Model {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Global {
     pub interface: String,
-    pub xdp_mode: XdpModeArg,
+    pub xdp_mode: AttachMode,
     pub flow_table_size: u32,
     /// When the flow table remembers a new flow.
     pub flow_admission: FlowAdmission,
@@ -411,9 +411,9 @@ pub(crate) fn build(file: &ConfigFile) -> Option<Model> {
     let global = Global {
         interface: global.interface.get_ref().clone(),
         xdp_mode: match global.xdp_mode.as_ref().map(|m| *m.get_ref()) {
-            None | Some(file::XdpMode::Native) => XdpModeArg::Native,
-            Some(file::XdpMode::Generic) => XdpModeArg::Generic,
-            Some(file::XdpMode::Auto) => XdpModeArg::Auto,
+            None | Some(file::XdpMode::Native) => AttachMode::Native,
+            Some(file::XdpMode::Generic) => AttachMode::Generic,
+            Some(file::XdpMode::Auto) => AttachMode::Auto,
         },
         flow_table_size: value(&global.flow_table_size).unwrap_or(DEFAULT_FLOW_TABLE_SIZE),
         flow_admission: value(&global.flow_admission).unwrap_or_default(),
