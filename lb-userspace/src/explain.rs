@@ -14,30 +14,13 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    config::{FlowAdmission, kernel_address},
+    config::{FlowAdmission, Protocol, kernel_address},
     flow_table,
     live::{BackendState, Snapshot},
     maps::Maps,
     rollout::{NO_BACKEND, describe_vip, live_address},
     steering,
 };
-
-/// The transport protocol of a flow to explain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Protocol::Tcp => 6,
-            Protocol::Udp => 17,
-        }
-    }
-}
 
 /// Explains a flow from `source` to `destination` (an address with `protocol`, or a live VIP's
 /// name or `ADDRESS:PORT/PROTOCOL`) on the xlb pinned under `pin_path`, the VIP named as its

@@ -12,9 +12,9 @@ use lb_common::{
 use lb_userspace::{
     audit::{self, Kind, Severity},
     capacity::Capacity,
-    config::{self, HostEnvironment},
+    config::{self, HostEnvironment, Protocol},
     exit,
-    explain::{self, Explanation, Protocol, Query, format_mac},
+    explain::{self, Explanation, Query, format_mac},
     flow_table,
     live::Snapshot,
     object, pins,

@@ -7,7 +7,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use lb_userspace::{
-    attach::AttachMode, backend::BackendAction, canary::CanaryAction, explain::Protocol, pins,
+    attach::AttachMode, backend::BackendAction, canary::CanaryAction, config::Protocol, pins,
 };
 
 /// xlb: a layer-4 load balancer in XDP, steering packets in the NIC driver with Maglev hashing.
