@@ -8,13 +8,12 @@ use lb_common::VipKey;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    args::{AcceptArgs, ApplyArgs, LiveArgs},
     capacity::Capacity,
-    config::{self, Environment, HostEnvironment, rules},
+    config::{self, Environment, rules},
     control, effect, exit,
     live::Snapshot,
     owner::{self, Writer},
-    pins, report,
+    pins,
     rollout::{self, Applied, Desired, describe_vip},
 };
 
@@ -75,16 +74,6 @@ pub struct AppliedVipReport {
     pub backends: usize,
 }
 
-pub fn run(args: ApplyArgs) -> anyhow::Result<u8> {
-    let options = Options {
-        canary: args.canary.canary.zip(args.canary.watch),
-        ..Options::from_args(args.accept)?
-    };
-    let report = apply_file(&args.file, &HostEnvironment, &args.live, &options)?;
-    report::emit(args.live.output, &report, render)?;
-    Ok(report.code)
-}
-
 /// How strict an apply is.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -102,10 +91,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// The options of the command line; an `--override` of a rule that cannot be overridden
-    /// is refused, naming the ones that can.
-    pub fn from_args(accept: AcceptArgs) -> anyhow::Result<Options> {
-        for rule in &accept.overrides {
+    /// Options accepting `overrides` (refused if a rule cannot be overridden, naming the ones
+    /// that can), warnings if `allow_warnings`, one dominant server if `force`.
+    pub fn accepting(
+        allow_warnings: bool,
+        overrides: Vec<String>,
+        force: bool,
+    ) -> anyhow::Result<Options> {
+        for rule in &overrides {
             anyhow::ensure!(
                 config::OVERRIDABLE.contains(&rule.as_str()),
                 "--override {rule}: only {} can be overridden",
@@ -113,9 +106,9 @@ impl Options {
             );
         }
         Ok(Options {
-            allow_warnings: accept.allow_warnings,
-            overrides: accept.overrides,
-            force: accept.force,
+            allow_warnings,
+            overrides,
+            force,
             canary: None,
         })
     }
@@ -153,7 +146,7 @@ impl Options {
 pub fn apply_file(
     file: &Path,
     env: &dyn Environment,
-    live: &LiveArgs,
+    live: &pins::Live,
     options: &Options,
 ) -> anyhow::Result<ApplyReport> {
     let mut report = ApplyReport {
@@ -297,7 +290,8 @@ fn concentration_refusal(found: &[(VipKey, effect::Server)], max_share: f64) -> 
     ))
 }
 
-fn render(report: &ApplyReport) -> String {
+/// What `xlb apply` prints.
+pub fn render(report: &ApplyReport) -> String {
     let mut out = String::new();
     for diagnostic in &report.diagnostics {
         out += &format!("{diagnostic}\n");

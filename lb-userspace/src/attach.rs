@@ -5,7 +5,14 @@ use std::ffi::CString;
 use anyhow::{Context as _, bail};
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 
-use crate::args::XdpModeArg;
+/// Where the program is asked to run: `Native` in the driver, `Generic` in the kernel stack,
+/// `Auto` native with a fallback to generic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Native,
+    Generic,
+    Auto,
+}
 
 /// The mode the program ended up attached in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +31,7 @@ pub struct Attachment {
 }
 
 /// Attaches `program` to `interface` in the current network namespace.
-pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::Result<Attachment> {
+pub fn attach(program: &mut Xdp, interface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
     let name = CString::new(interface)
         .with_context(|| format!("interface name {interface:?} contains a NUL byte"))?;
     // SAFETY: if_nametoindex reads a valid NUL-terminated string.
@@ -42,11 +49,11 @@ pub fn attach(program: &mut Xdp, interface: &str, mode: XdpModeArg) -> anyhow::R
         )
     };
     let (mode, link) = match mode {
-        XdpModeArg::Native => program_attach(program, &name, XdpMode::Driver, Attached::Native)
+        AttachMode::Native => program_attach(program, &name, XdpMode::Driver, Attached::Native)
             .with_context(native_hint),
-        XdpModeArg::Generic => program_attach(program, &name, XdpMode::Skb, Attached::Generic)
+        AttachMode::Generic => program_attach(program, &name, XdpMode::Skb, Attached::Generic)
             .with_context(|| format!("attaching in generic mode to `{interface}` failed")),
-        XdpModeArg::Auto => {
+        AttachMode::Auto => {
             match program_attach(program, &name, XdpMode::Driver, Attached::Native) {
                 Ok(attached) => Ok(attached),
                 Err(native_err) => {

@@ -18,28 +18,30 @@ use lb_common::{
 use serde::{Serialize, Serializer};
 
 use crate::{
-    args::{AuditArgs, OutputFormat},
     capacity::Capacity,
-    config::{self, Diagnostic, Environment, FlowAdmission, HostEnvironment, Model},
+    config::{self, Diagnostic, Environment, FlowAdmission, Model},
     effect, exit,
     live::{BackendState, Snapshot},
     maglev,
     maps::Maps,
-    pins, report,
+    pins,
     rollout::{self, Desired, ExpectedTable, NO_BACKEND, describe_vip, live_address},
     steering,
 };
 
-pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
-    let mut report = audit(
-        args.file.as_deref(),
-        args.live.pin_path.as_deref(),
-        &HostEnvironment,
-    )?;
-    if report.diagnostics.is_empty() && !args.peers.is_empty() {
+/// Audits as [`audit`] does, then compares each VIP's table fingerprint with the xlb pinned
+/// under each of `peers`.
+pub fn audit_with_peers(
+    file: Option<&Path>,
+    pin_path: Option<&Path>,
+    env: &dyn Environment,
+    peers: &[PathBuf],
+) -> anyhow::Result<Report> {
+    let mut report = audit(file, pin_path, env)?;
+    if report.diagnostics.is_empty() && !peers.is_empty() {
         let own = PathBuf::from(report.pin_path.clone().unwrap_or_default());
         let ours = crate::status::read(&own)?;
-        for peer in &args.peers {
+        for peer in peers {
             let theirs = crate::status::read(peer)?;
             report
                 .findings
@@ -55,24 +57,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<u8> {
         report.ok = report.drift == 0;
         report.code = if report.ok { exit::OK } else { exit::INVALID };
     }
-    if !report.diagnostics.is_empty() && args.live.output == OutputFormat::Text {
-        // The config is broken, not the kernel: say so on stderr, as `validate` does.
-        for diagnostic in &report.diagnostics {
-            eprintln!("{diagnostic}");
-        }
-        let file = report.file.as_deref().unwrap_or("the config");
-        if report.code == exit::UNREADABLE {
-            eprintln!("xlb: {file} cannot be read, so the kernel was not audited");
-        } else {
-            eprintln!(
-                "xlb: {file} is invalid, so the kernel was not audited: fix it (`xlb validate \
-                 {file}` lists every problem) and audit again"
-            );
-        }
-        return Ok(report.code);
-    }
-    report::emit(args.live.output, &report, text)?;
-    Ok(report.code)
+    Ok(report)
 }
 
 /// The result of an audit.

@@ -15,15 +15,25 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    args::{BackendAction, BackendArgs},
     capacity::Capacity,
     control, effect, exit,
     live::Snapshot,
     maps::Maps,
     owner::{self, Writer},
-    pins, report,
+    pins,
     rollout::{self, Desired, describe_vip},
 };
+
+/// What `xlb backend` does to one backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendAction {
+    /// No new flows; established flows stay until they end.
+    Drain,
+    /// Out of the table and inactive: its established flows move to other backends.
+    Disable,
+    /// Back in the table with its configured weight.
+    Enable,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackendReport {
@@ -37,10 +47,16 @@ pub struct BackendReport {
     pub daemon: Option<u32>,
 }
 
-pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
-    let (action, args) = args.verb.parts();
-    let pin_path = args.live.pin_path(None);
-    let spec = crate::names::read(&pin_path).resolve(&args.vip);
+/// Applies `action` to `backend` of `vip` (`ADDRESS:PORT/PROTOCOL` or a live VIP's name) on the
+/// xlb pinned under `pin_path`: through its daemon when one owns the pins, else here.
+pub fn change_live(
+    pin_path: &std::path::Path,
+    vip: &str,
+    backend: IpAddr,
+    action: BackendAction,
+    force: bool,
+) -> anyhow::Result<BackendReport> {
+    let spec = crate::names::read(pin_path).resolve(vip);
     // A VIP that does not parse is a wrong command line.
     let vip = parse_vip(&spec).map_err(|err| {
         exit::Coded(
@@ -48,13 +64,13 @@ pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
             format!("{err:#}, or the name of a live VIP (`xlb status` lists them)"),
         )
     })?;
-    let report = match owner::writer(&pin_path)? {
+    let report = match owner::writer(pin_path)? {
         Writer::Daemon(daemon) => {
             let request = control::Request::Backend {
                 vip: spec,
-                backend: args.backend,
+                backend,
                 action,
-                force: args.force,
+                force,
             };
             let (pid, report) = daemon.ask::<BackendReport>(&request)?;
             BackendReport {
@@ -63,27 +79,23 @@ pub fn run(args: BackendArgs) -> anyhow::Result<u8> {
             }
         }
         // A refusal by the guard is exit 1 (see exit::code_of), in text or JSON.
-        Writer::Direct(_lock) => change(
-            &mut pins::open(&pin_path)?,
-            &vip,
-            args.backend,
-            action,
-            args.force,
-        )?,
+        Writer::Direct(_lock) => change(&mut pins::open(pin_path)?, &vip, backend, action, force)?,
     };
-    report::emit(args.live.output, &report, |r| {
-        format!(
-            "xlb: backend {} of {} {} (generation {}){}\n",
-            r.backend,
-            r.vip,
-            r.state,
-            r.generation,
-            r.daemon
-                .map(|pid| format!(" through xlb run (pid {pid}), which keeps it"))
-                .unwrap_or_default()
-        )
-    })?;
-    Ok(exit::OK)
+    Ok(report)
+}
+
+/// What `xlb backend` prints.
+pub fn render(r: &BackendReport) -> String {
+    format!(
+        "xlb: backend {} of {} {} (generation {}){}\n",
+        r.backend,
+        r.vip,
+        r.state,
+        r.generation,
+        r.daemon
+            .map(|pid| format!(" through xlb run (pid {pid}), which keeps it"))
+            .unwrap_or_default()
+    )
 }
 
 /// Parses `ADDRESS:PORT/PROTOCOL` (`198.18.1.10:80/tcp`, `[2001:db8:1::10]:443/udp`).

@@ -14,6 +14,15 @@ use crate::{live::Snapshot, rollout::describe_vip};
 
 pub mod verb;
 
+/// How `xlb canary` ends a running canary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanaryAction {
+    /// The tried tables become the whole tables now.
+    Promote,
+    /// Every new flow takes the live tables again now.
+    Abort,
+}
+
 /// The `--canary` value: a whole percent of the hash space, 1 to 99 (0 would try nothing and
 /// 100 is a plain apply).
 pub fn parse_percent(text: &str) -> Result<u32, String> {

@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use crate::{
-    args::BackendAction,
+    backend::BackendAction,
     exit::{self, Coded, NotLoaded},
     owner::run_file,
 };
@@ -70,7 +70,7 @@ pub enum Request {
         watch_ms: u64,
     },
     /// Promote or abort the running canary now.
-    CanaryEnd { action: crate::args::CanaryAction },
+    CanaryEnd { action: crate::canary::CanaryAction },
     /// Withdraw from BGP, remove the pins (detaching the program) and exit.
     Down,
     /// Say who you are (the reply is the daemon's [`Identity`]).

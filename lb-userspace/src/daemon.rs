@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 
 use crate::{
     apply::Made,
-    args::BackendAction,
-    audit, backend,
+    audit,
+    backend::{self, BackendAction},
     bgp::Announcer,
     capacity::Capacity,
     config::{self, HostEnvironment, Model},

@@ -19,7 +19,11 @@ use lb_common::{DECAP_PROGRAM_NAME, Reason, decap::DecapKey, map_names};
 use serde::Serialize;
 
 use crate::{
-    args::XdpModeArg, attach, counters::Totals, exit::NotLoaded, maps::Pinned, netdev, object,
+    attach::{self, AttachMode},
+    counters::Totals,
+    exit::NotLoaded,
+    maps::Pinned,
+    netdev, object,
 };
 
 /// The map key for `addr`: an IPv4 address fills the first 4 bytes.
@@ -92,7 +96,7 @@ pub struct DecapStatus {
 pub fn attach(
     interface: &str,
     addresses: &[IpAddr],
-    mode: XdpModeArg,
+    mode: AttachMode,
     pin_root: &Path,
 ) -> anyhow::Result<DecapStatus> {
     if addresses.is_empty() {

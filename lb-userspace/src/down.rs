@@ -10,11 +10,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    args::LiveArgs,
     control,
     exit::{self, Coded},
     owner::{self, Writer},
-    pins, report,
+    pins,
 };
 
 /// How long `xlb down` waits for the daemon it stopped to exit (its exit closes the last
@@ -34,9 +33,10 @@ pub struct DownReport {
     pub daemon: Option<u32>,
 }
 
-pub fn run(args: LiveArgs) -> anyhow::Result<u8> {
-    let pin_path = args.pin_path(None);
-    let report = match owner::writer(&pin_path)? {
+/// Takes the xlb pinned under `pin_path` down: through its daemon when one owns the pins
+/// (waiting for it to exit), else here under the pin lock.
+pub fn down(pin_path: &Path) -> anyhow::Result<DownReport> {
+    let report = match owner::writer(pin_path)? {
         Writer::Daemon(daemon) => {
             let (pid, report) = daemon.ask::<DownReport>(&control::Request::Down)?;
             wait_for_exit(pid)?;
@@ -45,10 +45,9 @@ pub fn run(args: LiveArgs) -> anyhow::Result<u8> {
                 ..report
             }
         }
-        Writer::Direct(_lock) => take_down(&pin_path, || crate::bgp::withdraw_recorded(&pin_path))?,
+        Writer::Direct(_lock) => take_down(pin_path, || crate::bgp::withdraw_recorded(pin_path))?,
     };
-    report::emit(args.output, &report, render)?;
-    Ok(exit::OK)
+    Ok(report)
 }
 
 /// Withdraws with `withdraw` (routers must stop sending flows before the data plane goes),
@@ -100,7 +99,8 @@ fn wait_for_exit(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render(report: &DownReport) -> String {
+/// What `xlb down` prints.
+pub fn render(report: &DownReport) -> String {
     let mut out = String::new();
     if let Some(file) = &report.withdrawn {
         out += &format!(

@@ -16,24 +16,29 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    args::{ExplainArgs, ProtocolArg},
-    config::FlowAdmission,
-    exit, flow_table,
+    config::{FlowAdmission, Protocol},
+    flow_table,
     live::{BackendState, Snapshot},
     maps::Maps,
-    pins, report,
     rollout::{NO_BACKEND, describe_vip, live_address},
     steering,
 };
 
-pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
-    let pin_path = args.live.pin_path(None);
-    let mut maps = pins::open(&pin_path)?;
-    let names = crate::names::read(&pin_path);
-    let (destination, protocol) = destination(&names.resolve(&args.destination), args.protocol)
+/// Explains a flow from `source` to `destination` (an address with `protocol`, or a live VIP's
+/// name or `ADDRESS:PORT/PROTOCOL`) on the xlb pinned under `pin_path`, the VIP named as its
+/// last apply named it.
+pub fn explain_live(
+    pin_path: &std::path::Path,
+    source: SocketAddr,
+    destination_text: &str,
+    protocol: Option<Protocol>,
+) -> anyhow::Result<Explanation> {
+    let mut maps = crate::pins::open(pin_path)?;
+    let names = crate::names::read(pin_path);
+    let (destination, protocol) = destination(&names.resolve(destination_text), protocol)
         .map_err(|err| crate::exit::Coded(crate::exit::UNREADABLE, err))?;
     let query = Query {
-        source: args.source,
+        source,
         destination,
         protocol,
     };
@@ -41,19 +46,15 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<u8> {
     if let Some(matched) = &mut explanation.vip {
         matched.name = names.name_of(&matched.vip);
     }
-    report::emit(args.live.output, &explanation, text)?;
-    Ok(exit::OK)
+    Ok(explanation)
 }
 
 /// The destination and protocol of `text` (`ADDRESS:PORT` with `protocol`, or a VIP's
 /// `ADDRESS:PORT/PROTOCOL`, which a name resolves to); the error says what was wrong.
-fn destination(
-    text: &str,
-    protocol: Option<ProtocolArg>,
-) -> Result<(SocketAddr, ProtocolArg), String> {
+fn destination(text: &str, protocol: Option<Protocol>) -> Result<(SocketAddr, Protocol), String> {
     let (address, named) = match text.rsplit_once('/') {
-        Some((address, "tcp")) => (address, Some(ProtocolArg::Tcp)),
-        Some((address, "udp")) => (address, Some(ProtocolArg::Udp)),
+        Some((address, "tcp")) => (address, Some(Protocol::Tcp)),
+        Some((address, "udp")) => (address, Some(Protocol::Udp)),
         _ => (text, None),
     };
     let address: SocketAddr = address.parse().map_err(|_| {
@@ -73,7 +74,7 @@ fn destination(
 pub struct Query {
     pub source: SocketAddr,
     pub destination: SocketAddr,
-    pub protocol: ProtocolArg,
+    pub protocol: Protocol,
 }
 
 impl Query {
@@ -215,8 +216,8 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     let key = query.flow_key();
     let family = to_kernel(query.destination.ip()).1;
     let protocol = match query.protocol {
-        ProtocolArg::Tcp => "tcp",
-        ProtocolArg::Udp => "udp",
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
     };
     let filter_bit = vip_filter_bit(&key.dst, family);
     let filter_set = snapshot.filter[(filter_bit / 64) as usize] & (1 << (filter_bit % 64)) != 0;
@@ -352,7 +353,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         hash: flow_hash(&key, false),
     };
     let from_table = |event: Event| decide(&table, "table", event, &rewrite);
-    let syn = (query.protocol == ProtocolArg::Tcp).then(|| from_table(Event::FlowMiss));
+    let syn = (query.protocol == Protocol::Tcp).then(|| from_table(Event::FlowMiss));
     let syn_remembered = match syn {
         Some(_) => Some(flow_table::syn_remembered(
             maps,
@@ -380,7 +381,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
         .as_ref()
         .and_then(|t| t.backend.as_ref())
         .map(|b| b.id);
-    let others = if query.protocol == ProtocolArg::Tcp {
+    let others = if query.protocol == Protocol::Tcp {
         "other packets follow the flow-table entry"
     } else {
         "every datagram follows the flow-table entry"
@@ -400,7 +401,7 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
                     "flow table: entry -> backend {}, the table's choice too",
                     remembered.id
                 )
-            } else if query.protocol == ProtocolArg::Tcp {
+            } else if query.protocol == Protocol::Tcp {
                 format!(
                     "flow table: entry -> backend {}{}: a new TCP SYN re-hashes (to the table's \
                      choice); {others}",
@@ -633,7 +634,7 @@ mod tests {
         let query = Query {
             source: "198.18.0.1:40000".parse().unwrap(),
             destination: "198.18.1.10:80".parse().unwrap(),
-            protocol: ProtocolArg::Udp,
+            protocol: Protocol::Udp,
         };
         let key = query.flow_key();
         assert_eq!(key.src[..4], [198, 18, 0, 1]);

@@ -1,7 +1,7 @@
 //! The xlb control plane: loading and attaching the XDP program, reading its counters, running
-//! it on test packets. The `xlb` binary is a thin dispatcher over these modules.
+//! it on test packets. The `xlb` binary's `cli` module parses the command line over these modules:
+//! nothing here knows about clap or output formats.
 pub mod apply;
-pub mod args;
 pub mod attach;
 pub mod audit;
 pub mod backend;
@@ -10,13 +10,11 @@ pub mod bgp;
 pub mod canary;
 pub mod capacity;
 pub mod child;
-pub mod completions;
 pub mod config;
 pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod decap;
-pub mod decap_cli;
 pub mod doctor;
 pub mod down;
 pub mod effect;
@@ -28,7 +26,6 @@ pub mod flow_table;
 pub mod health;
 pub mod live;
 pub mod maglev;
-pub mod manpages;
 pub mod maps;
 pub mod metrics;
 pub mod names;
@@ -39,7 +36,6 @@ pub mod owner;
 pub mod pins;
 pub mod plan;
 pub mod privilege;
-pub mod report;
 pub mod rollout;
 pub mod run;
 pub mod skew;
@@ -47,7 +43,6 @@ pub mod stats;
 pub mod status;
 pub mod steering;
 pub mod testrun;
-pub mod top;
 pub mod trace;
 pub mod trusted_dir;
 pub mod validate;

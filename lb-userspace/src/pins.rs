@@ -28,6 +28,22 @@ pub const DEFAULT_DECAP_PIN_PATH: &str = "/sys/fs/bpf/xlb-decap";
 const PROGRAM: &str = "prog";
 const LINK: &str = "link";
 
+/// Where a verb finds the running xlb: an explicit pin directory, if one was given.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub pin_path: Option<PathBuf>,
+}
+
+impl Live {
+    /// The pin directory: the one given, else `config_pin_path`, else the default.
+    pub fn pin_path(&self, config_pin_path: Option<&Path>) -> PathBuf {
+        self.pin_path
+            .clone()
+            .or_else(|| config_pin_path.map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_PATH))
+    }
+}
+
 /// The live maps of the xlb pinned under `pin_path`.
 pub fn open(pin_path: &Path) -> anyhow::Result<Pinned> {
     Pinned::open(pin_path, &map_names::XLB)

@@ -45,40 +45,16 @@ use serde::Serialize;
 
 use crate::{
     apply,
-    args::{LiveArgs, PlanArgs},
     capacity::{Capacity, Memory},
-    config::{self, Diagnostic, Environment, HostEnvironment, Model, VipModel, rules},
+    config::{self, Diagnostic, Environment, Model, VipModel, rules},
     effect::{self, Effect, Entry},
-    exit, object, report,
+    exit, object, pins,
     rollout::{self, Desired},
 };
 use clients::Clients;
 
 /// The default `--seed`: the same sample on every run and host unless asked otherwise.
 pub const DEFAULT_SEED: u64 = 0x786c_625f_706c_616e; // "xlb_plan"
-
-pub fn run(args: PlanArgs) -> anyhow::Result<u8> {
-    let accept = apply::Options::from_args(args.accept)?;
-    let sample = Sample {
-        flows: args.flows,
-        seed: args.seed,
-    };
-    let (clients, source) = match (&args.clients, &args.pcap) {
-        (Some(path), _) => (clients::read_addresses(path)?, Some(path)),
-        (None, Some(path)) => (clients::read_pcap(path)?, Some(path)),
-        (None, None) => (Clients::Synthetic, None),
-    };
-    let options = Options {
-        sample,
-        clients,
-        clients_source: source.map(|p| p.display().to_string()),
-        accept,
-        canary: args.canary,
-    };
-    let report = plan_with(&args.file, &HostEnvironment, &args.live, &options)?;
-    report::emit(args.live.output, &report, text::render)?;
-    Ok(report.code)
-}
 
 /// The text report of `report`, as `xlb plan` prints it.
 pub fn render_text(report: &PlanReport) -> String {
@@ -114,6 +90,31 @@ pub struct Options {
     pub accept: apply::Options,
     /// `--canary`: also say what a canary of this percent would try.
     pub canary: Option<u32>,
+}
+
+impl Options {
+    /// Options sampling `sample` flows from the clients in `clients_file` or the flows in
+    /// `pcap` (random clients without either), judged as an apply with `accept` would judge.
+    pub fn reading(
+        sample: Sample,
+        clients_file: Option<&Path>,
+        pcap: Option<&Path>,
+        accept: apply::Options,
+        canary: Option<u32>,
+    ) -> anyhow::Result<Options> {
+        let (clients, source) = match (clients_file, pcap) {
+            (Some(path), _) => (clients::read_addresses(path)?, Some(path)),
+            (None, Some(path)) => (clients::read_pcap(path)?, Some(path)),
+            (None, None) => (Clients::Synthetic, None),
+        };
+        Ok(Options {
+            sample,
+            clients,
+            clients_source: source.map(|p| p.display().to_string()),
+            accept,
+            canary,
+        })
+    }
 }
 
 /// Everything `xlb plan` found; see the module doc for the JSON shape.
@@ -328,7 +329,7 @@ pub struct Summary {
 pub fn plan_file(
     file: &Path,
     env: &dyn Environment,
-    live: &LiveArgs,
+    live: &pins::Live,
     sample: &Sample,
 ) -> anyhow::Result<PlanReport> {
     let options = Options {
@@ -346,7 +347,7 @@ pub fn plan_file(
 pub fn plan_with(
     file: &Path,
     env: &dyn Environment,
-    live: &LiveArgs,
+    live: &pins::Live,
     options: &Options,
 ) -> anyhow::Result<PlanReport> {
     let sample = &options.sample;
@@ -718,10 +719,9 @@ mod tests {
         assert!(text::render(&report).contains("/nonexistent/xlb-plan.toml"));
     }
 
-    fn no_live() -> LiveArgs {
-        LiveArgs {
+    fn no_live() -> pins::Live {
+        pins::Live {
             pin_path: Some("/nonexistent/xlb-pins".into()),
-            output: Default::default(),
         }
     }
 }

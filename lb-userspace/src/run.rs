@@ -2,7 +2,10 @@
 //! stopped. With a config, the program, its link and its maps are pinned, so forwarding does
 //! not depend on this process and the other verbs can reach the live state.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use aya::{Ebpf, maps::Array, programs::links::FdLink};
@@ -15,8 +18,7 @@ use lb_common::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    args::RunArgs,
-    attach::{self, Attached},
+    attach::{self, AttachMode, Attached},
     capacity::{Capacity, SIZED_MAPS},
     config::{self, HostEnvironment},
     counters::Totals,
@@ -29,7 +31,23 @@ use crate::{
     rollout::{self, Desired},
 };
 
-pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+/// What `xlb run` runs: a config, or an interface with no services.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The config to run (its interface, pin path and mode).
+    pub config: Option<PathBuf>,
+    /// Without a config: the interface to attach to, pinning nothing.
+    pub interface: Option<String>,
+    /// Without a config: where the program runs.
+    pub xdp_mode: AttachMode,
+    /// Stop after this many seconds instead of waiting for a signal.
+    pub duration: Option<u64>,
+    /// Without a config: print the counters every this many seconds (0: only at exit).
+    pub stats_interval: u64,
+}
+
+/// Runs until stopped; the exit code.
+pub async fn run(args: RunOptions) -> anyhow::Result<u8> {
     match (&args.config, &args.interface) {
         (Some(file), _) => run_config(file, &args).await,
         (None, Some(interface)) => {
@@ -47,7 +65,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
 }
 
-async fn run_config(file: &Path, args: &RunArgs) -> anyhow::Result<u8> {
+async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     let signals = Signals::take()?;
     // One read: the model is built from, and the meta hash taken of, the same text.
     let config::Loaded {
@@ -275,7 +293,10 @@ fn record_attachment(
     Ok(())
 }
 
-async fn report_until_stopped(maps: &(impl Maps + ?Sized), args: &RunArgs) -> anyhow::Result<()> {
+async fn report_until_stopped(
+    maps: &(impl Maps + ?Sized),
+    args: &RunOptions,
+) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = async {
         match args.duration {

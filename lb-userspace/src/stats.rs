@@ -11,15 +11,14 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    args::StatsArgs,
     batch,
     capacity::Capacity,
     counters::Totals,
-    effect, exit,
+    effect,
     live::BackendState,
     live::Snapshot,
     maps::Maps,
-    pins, report,
+    pins,
     rollout::{self, describe_vip, live_address},
     status, steering,
 };
@@ -27,29 +26,18 @@ use crate::{
 /// Below this many new flows a VIP's shares are noise: no over/under flag.
 pub const SKEW_MIN_FLOWS: u64 = 100;
 
-pub fn run(args: StatsArgs) -> anyhow::Result<u8> {
-    let interval = match args.interval {
-        None => None,
-        Some(seconds) => Some(
-            Duration::try_from_secs_f64(seconds)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .with_context(|| {
-                    format!(
-                        "--interval {seconds} is not a positive number of seconds: pass e.g. \
-                         --interval 1 (or leave it out for totals only)"
-                    )
-                })?,
-        ),
-    };
-    let pin_path = args.live.pin_path(None);
-    let mut stats = read(&pin_path, interval, args.skew_factor)?;
-    let names = crate::names::read(&pin_path);
+/// The report of [`read`], each VIP named as its last apply named it.
+pub fn read_named(
+    pin_path: &Path,
+    interval: Option<Duration>,
+    skew_factor: f64,
+) -> anyhow::Result<Stats> {
+    let mut stats = read(pin_path, interval, skew_factor)?;
+    let names = crate::names::read(pin_path);
     for vip in &mut stats.vips {
         vip.name = names.name_of(&vip.vip);
     }
-    report::emit(args.live.output, &stats, render)?;
-    Ok(exit::OK)
+    Ok(stats)
 }
 
 /// Every counter `stats` reports, at one instant.
@@ -266,7 +254,7 @@ pub struct Rates {
     pub new_flows_per_second: f64,
 }
 
-/// The stats of the xlb pinned under `pin_path`; a [`exit::NotLoaded`] error if none is.
+/// The stats of the xlb pinned under `pin_path`; a [`crate::exit::NotLoaded`] error if none is.
 pub fn read(
     pin_path: &Path,
     interval: Option<Duration>,

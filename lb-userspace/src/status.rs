@@ -12,12 +12,10 @@ use lb_common::{
 use serde::Serialize;
 
 use crate::{
-    args::LiveArgs,
     capacity::Capacity,
-    exit,
     live::{BackendState, Snapshot},
     maps::Maps,
-    pins, report,
+    pins,
     rollout::describe_vip,
     steering,
 };
@@ -25,15 +23,14 @@ use crate::{
 /// Name of the program pin under the pin directory (as `pins::pin` writes it).
 const PROGRAM_PIN: &str = "prog";
 
-pub fn run(args: LiveArgs) -> anyhow::Result<u8> {
-    let pin_path = args.pin_path(None);
-    let mut status = read(&pin_path)?;
-    let names = crate::names::read(&pin_path);
+/// The state of the xlb pinned under `pin_path`, each VIP named as its last apply named it.
+pub fn read_named(pin_path: &Path) -> anyhow::Result<Status> {
+    let mut status = read(pin_path)?;
+    let names = crate::names::read(pin_path);
     for vip in &mut status.vips {
         vip.name = names.name_of(&vip.vip);
     }
-    report::emit(args.output, &status, render)?;
-    Ok(exit::OK)
+    Ok(status)
 }
 
 /// The state of the xlb pinned under one directory.
@@ -103,7 +100,7 @@ pub struct BackendCounts {
     pub unhealthy: u32,
 }
 
-/// The status of the xlb pinned under `pin_path`; a [`exit::NotLoaded`] error if none is.
+/// The status of the xlb pinned under `pin_path`; a [`crate::exit::NotLoaded`] error if none is.
 pub fn read(pin_path: &Path) -> anyhow::Result<Status> {
     let mut maps = pins::open(pin_path)?;
     collect(&mut maps, pin_path)

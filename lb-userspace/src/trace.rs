@@ -9,7 +9,7 @@ use std::{
     fs::File,
     io::BufWriter,
     net::{IpAddr, SocketAddr},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -33,7 +33,6 @@ use tokio::{
 };
 
 use crate::{
-    args::{OutputFormat, TraceArgs},
     capacity::Capacity,
     exit,
     live::Snapshot,
@@ -42,6 +41,25 @@ use crate::{
     rollout::{describe_vip, live_address},
     status::live_backends,
 };
+
+/// What to trace and for how long: the `xlb trace` options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Only packets of this VIP (`ADDRESS:PORT/PROTOCOL` or a live VIP's name).
+    pub vip: Option<String>,
+    /// Only packets steered to the backend with this address.
+    pub backend: Option<IpAddr>,
+    /// Only packets counted under the reason of this name.
+    pub reason: Option<String>,
+    /// Only packets from this client address.
+    pub client: Option<IpAddr>,
+    /// Stop after this many packets.
+    pub count: u64,
+    /// Stop after this many seconds.
+    pub duration: f64,
+    /// Also write the packets to this pcap file.
+    pub write: Option<PathBuf>,
+}
 
 /// One traced packet, decoded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -74,11 +92,13 @@ pub enum Stopped {
     Signal,
 }
 
+/// What a trace caught and why it stopped.
 #[derive(Debug, Serialize)]
-struct Report {
-    packets: Vec<Traced>,
-    stopped: Stopped,
-    pcap: Option<std::path::PathBuf>,
+pub struct Report {
+    pub packets: Vec<Traced>,
+    pub stopped: Stopped,
+    /// The pcap file written, with `write`.
+    pub pcap: Option<PathBuf>,
 }
 
 /// What the live maps say about ids: VIP and backend of each, for display and filters.
@@ -99,7 +119,7 @@ impl Ids {
 
 /// The kernel-side filter for `args`, resolved against the live maps.
 fn filter(
-    args: &TraceArgs,
+    args: &Options,
     snapshot: &Snapshot,
     capacity: &Capacity,
     ids: &Ids,
@@ -175,27 +195,32 @@ fn filter(
     Ok(filter)
 }
 
-pub async fn run(args: TraceArgs) -> anyhow::Result<u8> {
-    let pin_path = args.live.pin_path(None);
-    let mut maps = pins::open(&pin_path)?;
+/// Traces the packets `args` selects at the XDP program pinned under `pin_path`, handing each
+/// to `on_packet` as it comes, until `args.count` packets, `args.duration` or a signal.
+pub async fn trace(
+    pin_path: &Path,
+    args: &Options,
+    on_packet: impl FnMut(&Traced),
+) -> anyhow::Result<Report> {
+    let mut maps = pins::open(pin_path)?;
     let snapshot = Snapshot::read(&mut maps)?;
     let capacity = Capacity::read(&maps)?;
     let ids = Ids {
         vips: snapshot.vips.iter().map(|(k, v)| (*k, v.id)).collect(),
         backends: snapshot.backends.iter().map(live_address).collect(),
-        names: crate::names::read(&pin_path),
+        names: crate::names::read(pin_path),
     };
-    let kernel_filter = filter(&args, &snapshot, &capacity, &ids)?;
+    let kernel_filter = filter(args, &snapshot, &capacity, &ids)?;
     let mut writer = match &args.write {
         Some(path) => Some(pcap_writer(path)?),
         None => None,
     };
-    let mut ring = open_ring(&pin_path)?;
+    let mut ring = open_ring(pin_path)?;
     // What an earlier trace left unread is not this trace's.
     while ring.next().is_some() {}
     array::<TraceFilter>(&mut maps, map_names::TRACE_FILTER)?.set(0, &kernel_filter, 0)?;
     switch(&mut maps, true)?;
-    let traced = collect(ring, &args, &ids, writer.as_mut()).await;
+    let traced = collect(ring, args, &ids, writer.as_mut(), on_packet).await;
     // Off whatever happened: tracing costs every packet a ring-buffer write.
     let off = switch(&mut maps, false);
     let (packets, stopped) = traced?;
@@ -206,31 +231,11 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<u8> {
             .into_inner()
             .context("flushing the pcap file")?;
     }
-    let report = Report {
+    Ok(Report {
         packets,
         stopped,
         pcap: args.write.clone(),
-    };
-    match args.live.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => {
-            let stopped = match report.stopped {
-                Stopped::Count => "--count reached",
-                Stopped::Duration => "--duration over",
-                Stopped::Signal => "interrupted",
-            };
-            let written = args
-                .write
-                .as_ref()
-                .map(|path| format!(", written to {}", path.display()))
-                .unwrap_or_default();
-            eprintln!(
-                "xlb trace: {} packets ({stopped}){written}",
-                report.packets.len()
-            );
-        }
-    }
-    Ok(exit::OK)
+    })
 }
 
 fn pcap_writer(path: &Path) -> anyhow::Result<PcapWriter<BufWriter<File>>> {
@@ -272,9 +277,10 @@ fn switch(maps: &mut (impl Maps + ?Sized), on: bool) -> anyhow::Result<()> {
 /// Reads events until `--count` matching packets, `--duration` or a signal.
 async fn collect(
     ring: RingBuf<MapData>,
-    args: &TraceArgs,
+    args: &Options,
     ids: &Ids,
     mut writer: Option<&mut PcapWriter<BufWriter<File>>>,
+    mut on_packet: impl FnMut(&Traced),
 ) -> anyhow::Result<(Vec<Traced>, Stopped)> {
     // SAFETY: the ring buffer owns its map's descriptor and keeps it open while registered.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -318,9 +324,7 @@ async fn collect(
                     ))
                     .context("writing to the pcap file")?;
             }
-            if args.live.output == OutputFormat::Text {
-                println!("{}", line(&traced));
-            }
+            on_packet(&traced);
             packets.push(traced);
         }
         ready.clear_ready();

@@ -1,122 +1,100 @@
-//! `xlb validate`: check a config file and print every finding, errors first.
+//! `xlb validate`: check a config file and report every finding, errors first.
 
-use std::io::Write as _;
 use std::path::Path;
 
-use crate::args::{OutputFormat, ValidateArgs};
-use crate::capacity::Capacity;
-use crate::config::{self, Diagnostic, Environment, HostEnvironment};
+use serde::Serialize;
+
+use crate::capacity::{Capacity, Memory};
+use crate::config::{self, Diagnostic, Environment};
 use crate::exit;
 
-pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
-    let report = check(&args.file, &HostEnvironment, args.strict, args.output);
-    // A file that cannot be read is a failure of the command, not a finding about a config.
-    if report.code == exit::UNREADABLE && args.output == OutputFormat::Text {
-        std::io::stderr().write_all(report.output.as_bytes())?;
-    } else {
-        std::io::stdout().write_all(report.output.as_bytes())?;
-    }
-    Ok(report.code)
+/// What `xlb validate` found in a config file, and the code it exits with. As JSON:
+/// `{"ok", "exit_code", "file", "strict", "errors", "warnings", "diagnostics": [...],
+/// "capacity"}`, each diagnostic with all its fields; `capacity` (with its `memory` in bytes)
+/// is null for an invalid config.
+#[derive(Clone, Debug, Serialize)]
+pub struct Validation {
+    pub ok: bool,
+    pub exit_code: u8,
+    pub file: String,
+    pub strict: bool,
+    pub errors: usize,
+    pub warnings: usize,
+    pub diagnostics: Vec<Diagnostic>,
+    pub capacity: Option<Loaded>,
 }
 
-/// What `xlb validate` prints and the code it exits with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Report {
-    pub code: u8,
-    pub output: String,
+/// The capacity `xlb run` loads for a valid config, and the memory it takes on this host.
+#[derive(Clone, Debug, Serialize)]
+pub struct Loaded {
+    #[serde(flatten)]
+    pub capacity: Capacity,
+    pub memory: Memory,
 }
 
-/// Validates the config at `path` against `env` and renders the result.
-pub fn check(path: &Path, env: &dyn Environment, strict: bool, format: OutputFormat) -> Report {
+/// Validates the config at `path` against `env`; with `strict`, warnings fail it too.
+pub fn check(path: &Path, env: &dyn Environment, strict: bool) -> Validation {
     let (diagnostics, capacity) = match config::load(path, env) {
         Ok(loaded) => (loaded.warnings, Some(loaded.model.capacity)),
         Err(rejected) => (rejected.diagnostics, None),
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
-    let code = if config::unreadable(&diagnostics) {
+    let exit_code = if config::unreadable(&diagnostics) {
         exit::UNREADABLE
     } else if errors > 0 || (strict && warnings > 0) {
         exit::INVALID
     } else {
         exit::OK
     };
-    let output = match format {
-        OutputFormat::Text => text(path, &diagnostics, errors, warnings, strict, code, capacity),
-        OutputFormat::Json => json(path, &diagnostics, errors, warnings, strict, code, capacity),
-    };
-    Report { code, output }
+    Validation {
+        ok: exit_code == exit::OK,
+        exit_code,
+        file: path.to_string_lossy().into_owned(),
+        strict,
+        errors,
+        warnings,
+        diagnostics,
+        capacity: capacity.map(|capacity| Loaded {
+            capacity,
+            memory: capacity.memory_here(),
+        }),
+    }
 }
 
-/// Each diagnostic as a compiler renders it (`config` sorts errors first), then a summary line
-/// and, for a valid config, the capacity `xlb run` loads and the memory it takes.
-fn text(
-    path: &Path,
-    diagnostics: &[Diagnostic],
-    errors: usize,
-    warnings: usize,
-    strict: bool,
-    code: u8,
-    capacity: Option<Capacity>,
-) -> String {
-    let mut out = String::new();
-    for diagnostic in diagnostics {
-        out.push_str(&format!("{diagnostic}\n"));
-        if !diagnostic.snippet.is_empty() {
-            out.push_str(&format!("{}\n", diagnostic.snippet));
+impl Validation {
+    /// Each diagnostic as a compiler renders it (`config` sorts errors first), then a summary
+    /// line and, for a valid config, the capacity `xlb run` loads and the memory it takes.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for diagnostic in &self.diagnostics {
+            out.push_str(&format!("{diagnostic}\n"));
+            if !diagnostic.snippet.is_empty() {
+                out.push_str(&format!("{}\n", diagnostic.snippet));
+            }
         }
-    }
-    if code == exit::UNREADABLE {
-        return out;
-    }
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    out.push_str(&format!(
-        "{}: {}, {}",
-        path.display(),
-        plural(errors, "error"),
-        plural(warnings, "warning")
-    ));
-    if errors == 0 && warnings > 0 && strict {
-        out.push_str(" (rejected: --strict treats warnings as errors)");
-    }
-    out.push('\n');
-    if let Some(capacity) = capacity {
+        if self.exit_code == exit::UNREADABLE {
+            return out;
+        }
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         out.push_str(&format!(
-            "capacity: {capacity}: {}\n",
-            capacity.memory_here()
+            "{}: {}, {}",
+            self.file,
+            plural(self.errors, "error"),
+            plural(self.warnings, "warning")
         ));
+        if self.errors == 0 && self.warnings > 0 && self.strict {
+            out.push_str(" (rejected: --strict treats warnings as errors)");
+        }
+        out.push('\n');
+        if let Some(loaded) = &self.capacity {
+            out.push_str(&format!(
+                "capacity: {}: {}\n",
+                loaded.capacity, loaded.memory
+            ));
+        }
+        out
     }
-    out
-}
-
-/// `{"ok", "file", "strict", "errors", "warnings", "diagnostics": [...], "capacity"}`, each
-/// diagnostic with all its fields; `capacity` (with its `memory` in bytes) is null for an
-/// invalid config.
-fn json(
-    path: &Path,
-    diagnostics: &[Diagnostic],
-    errors: usize,
-    warnings: usize,
-    strict: bool,
-    code: u8,
-    capacity: Option<Capacity>,
-) -> String {
-    let document = serde_json::json!({
-        "ok": code == exit::OK,
-        "exit_code": code,
-        "file": path.to_string_lossy(),
-        "strict": strict,
-        "errors": errors,
-        "warnings": warnings,
-        "diagnostics": diagnostics,
-        "capacity": capacity.map(|capacity| serde_json::json!({
-            "vips": capacity.vips,
-            "backends_per_vip": capacity.backends_per_vip,
-            "table_slots": capacity.table_slots,
-            "memory": capacity.memory_here(),
-        })),
-    });
-    format!("{document:#}\n")
 }
 
 #[cfg(test)]
@@ -140,9 +118,9 @@ mod tests {
     fn json_output_has_ok_counts_and_every_diagnostic_field() {
         // Test the shape of `--output json` for a config with an error.
         let path = corpus("bad/all-weight-on-one.toml");
-        let report = check(&path, &env(), false, OutputFormat::Json);
-        assert_eq!(report.code, exit::INVALID);
-        let document: serde_json::Value = serde_json::from_str(&report.output).expect("JSON");
+        let report = check(&path, &env(), false);
+        assert_eq!(report.exit_code, exit::INVALID);
+        let document = serde_json::to_value(&report).expect("JSON");
         assert_eq!(document["ok"], false);
         assert_eq!(document["errors"], 1);
         assert_eq!(document["file"], path.to_string_lossy().as_ref());
@@ -162,14 +140,9 @@ mod tests {
     #[test]
     fn json_output_of_a_valid_config_is_ok_with_no_diagnostics() {
         // Test that a clean config is `ok: true` with an empty list and exit code 0.
-        let report = check(
-            &corpus("good/minimal.toml"),
-            &env(),
-            true,
-            OutputFormat::Json,
-        );
-        assert_eq!(report.code, exit::OK);
-        let document: serde_json::Value = serde_json::from_str(&report.output).expect("JSON");
+        let report = check(&corpus("good/minimal.toml"), &env(), true);
+        assert_eq!(report.exit_code, exit::OK);
+        let document = serde_json::to_value(&report).expect("JSON");
         assert_eq!(document["ok"], true);
         assert_eq!(document["diagnostics"], serde_json::json!([]));
     }
@@ -178,11 +151,11 @@ mod tests {
     fn strict_rejects_warnings() {
         // Test that warnings pass by default and fail under --strict, in both outputs.
         let path = corpus("bad/single-backend.toml");
-        let lenient = check(&path, &env(), false, OutputFormat::Text);
-        assert_eq!(lenient.code, exit::OK, "{}", lenient.output);
-        let strict = check(&path, &env(), true, OutputFormat::Json);
-        assert_eq!(strict.code, exit::INVALID);
-        let document: serde_json::Value = serde_json::from_str(&strict.output).expect("JSON");
+        let lenient = check(&path, &env(), false);
+        assert_eq!(lenient.exit_code, exit::OK, "{}", lenient.text());
+        let strict = check(&path, &env(), true);
+        assert_eq!(strict.exit_code, exit::INVALID);
+        let document = serde_json::to_value(&strict).expect("JSON");
         assert_eq!(document["ok"], false);
         assert_eq!(document["warnings"], 1);
     }
@@ -221,9 +194,10 @@ table_size = 1000
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("xlb.toml");
         std::fs::write(&path, text).expect("temporary config");
-        let report = check(&path, &env(), false, OutputFormat::Text);
-        assert_eq!(report.code, exit::INVALID);
-        let lines: Vec<&str> = report.output.lines().collect();
+        let report = check(&path, &env(), false);
+        assert_eq!(report.exit_code, exit::INVALID);
+        let text = report.text();
+        let lines: Vec<&str> = text.lines().collect();
         let first_warning = lines.iter().position(|l| l.contains(": warning["));
         let last_error = lines.iter().rposition(|l| l.contains(": error["));
         assert!(first_warning.expect("a warning") > last_error.expect("an error"));
@@ -243,17 +217,17 @@ table_size = 1000
     fn unreadable_file_exits_2_naming_path_and_os_error() {
         // Test that a missing file is exit code 2 with the path and the OS error in the message.
         let path = corpus("no-such-file.toml");
-        let report = check(&path, &env(), false, OutputFormat::Text);
-        assert_eq!(report.code, exit::UNREADABLE);
+        let report = check(&path, &env(), false);
+        assert_eq!(report.exit_code, exit::UNREADABLE);
         assert!(
-            report.output.contains(&path.display().to_string()),
+            report.text().contains(&path.display().to_string()),
             "{}",
-            report.output
+            report.text()
         );
         assert!(
-            report.output.contains("No such file or directory"),
+            report.text().contains("No such file or directory"),
             "{}",
-            report.output
+            report.text()
         );
     }
 }

@@ -32,7 +32,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
-use lb_userspace::{args::XdpModeArg, attach, object};
+use lb_userspace::{
+    attach::{self, AttachMode},
+    object,
+};
 
 use crate::{
     demo, echo,
@@ -162,7 +165,7 @@ impl DaemonLab {
         let mut bridge_pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
         let pass = object::xdp_program(&mut bridge_pass, "bare_pass")?;
         switch
-            .run(|| attach::attach(pass, "p-lb", XdpModeArg::Native))?
+            .run(|| attach::attach(pass, "p-lb", AttachMode::Native))?
             .context("attaching bare_pass to p-lb")?;
 
         let pin_path = lab.pin_dir("xlb")?;

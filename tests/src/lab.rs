@@ -35,7 +35,10 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use aya::{Ebpf, programs::links::FdLink};
 use lb_common::DECAP_PROGRAM_NAME;
-use lb_userspace::{args::XdpModeArg, attach, decap, object};
+use lb_userspace::{
+    attach::{self, AttachMode},
+    decap, object,
+};
 
 use crate::{
     daemon_lab::{exited, xlb_verb},
@@ -498,7 +501,7 @@ fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<PathB
         let root = links.join(format!("decap-{}", host.name));
         let addresses = [IpAddr::V4(host.v4), IpAddr::V6(host.v6)];
         host.ns
-            .run(|| decap::attach("eth0", &addresses, XdpModeArg::Native, &root))?
+            .run(|| decap::attach("eth0", &addresses, AttachMode::Native, &root))?
             .with_context(|| format!("attaching {DECAP_PROGRAM_NAME} in {}", host.ns.name))?;
     }
     let pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
@@ -522,7 +525,7 @@ fn attach_pinned(
 ) -> anyhow::Result<()> {
     let program = object::xdp_program(&mut ebpf, name)?;
     let attached = ns
-        .run(|| attach::attach(program, dev, XdpModeArg::Native))?
+        .run(|| attach::attach(program, dev, AttachMode::Native))?
         .with_context(|| format!("attaching {name} to {dev} in {}", ns.name))?;
     let link = FdLink::try_from(program.take_link(attached.link)?)
         .context("the kernel attached the program without a bpf_link (kernel older than 5.9?)")?;

@@ -31,7 +31,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
-use lb_userspace::{args::XdpModeArg, attach, object};
+use lb_userspace::{
+    attach::{self, AttachMode},
+    object,
+};
 
 use crate::{
     daemon_lab::{VerbOutput, exited, xlb_verb},
@@ -203,7 +206,7 @@ impl ScaleOut {
             let program = object::xdp_program(&mut pass, "bare_pass")?;
             let port = format!("p-n{i}");
             switch
-                .run(|| attach::attach(program, &port, XdpModeArg::Native))?
+                .run(|| attach::attach(program, &port, AttachMode::Native))?
                 .with_context(|| format!("attaching bare_pass to {port}"))?;
             passes.push(pass);
         }

@@ -39,7 +39,10 @@ use lb_common::{
     proto::TCP,
     service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
-use lb_userspace::{args::XdpModeArg, attach, decap, maglev, object, steering};
+use lb_userspace::{
+    attach::{self, AttachMode},
+    decap, maglev, object, steering,
+};
 
 use crate::{
     netns::{Ipv6, Lab, Netns, Star},
@@ -355,12 +358,12 @@ impl Topology {
         let upload_v4 = vip(IpAddr::V4(VIP_V4), UPLOAD_PORT, 2, V4_TABLES)?;
         let upload_v6 = vip(IpAddr::V6(VIP_V6), UPLOAD_PORT, 3, V6_TABLES)?;
         let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
-        lb.run(|| attach::attach(program, "eth0", XdpModeArg::Native))??;
+        lb.run(|| attach::attach(program, "eth0", AttachMode::Native))??;
 
         // Native XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
         let mut bridge_pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
         let pass = object::xdp_program(&mut bridge_pass, "bare_pass")?;
-        switch.run(|| attach::attach(pass, "p-lb", XdpModeArg::Native))??;
+        switch.run(|| attach::attach(pass, "p-lb", AttachMode::Native))??;
 
         let mut servers = Servers::default();
         for host in &backends {
@@ -531,7 +534,7 @@ fn attach_decap(host: &BackendHost) -> anyhow::Result<Ebpf> {
     let mut ebpf = decap::load(&[IpAddr::V4(host.v4), IpAddr::V6(host.v6)])?;
     let program = object::xdp_program(&mut ebpf, DECAP_PROGRAM_NAME)?;
     host.ns
-        .run(|| attach::attach(program, "eth0", XdpModeArg::Native))?
+        .run(|| attach::attach(program, "eth0", AttachMode::Native))?
         .with_context(|| format!("attaching {DECAP_PROGRAM_NAME} in {}", host.ns.name))?;
     Ok(ebpf)
 }

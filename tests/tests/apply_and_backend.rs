@@ -6,12 +6,13 @@ use aya::Ebpf;
 use lb_common::{PROGRAM_NAME, Verdict, service::BACKEND_DRAINED};
 use lb_userspace::{
     apply::{Options, apply_file},
-    args::{BackendAction, LiveArgs},
-    backend::{change, parse_vip},
+    backend::{BackendAction, change, parse_vip},
     config::HostEnvironment,
     exit,
     live::Snapshot,
-    object, pins, testrun,
+    object,
+    pins::{self, Live},
+    testrun,
 };
 use xlb_tests::{
     live::{LiveXlb, config_text},
@@ -21,10 +22,9 @@ use xlb_tests::{
 
 const BACKENDS: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
 
-fn live_args(live: &LiveXlb) -> LiveArgs {
-    LiveArgs {
+fn live_args(live: &LiveXlb) -> Live {
+    Live {
         pin_path: Some(live.pin_path.clone()),
-        output: Default::default(),
     }
 }
 
@@ -152,9 +152,8 @@ fn apply_verb_without_a_running_xlb_is_not_loaded() {
     require_privileges!();
     let live = LiveXlb::new("noapply");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    let missing = LiveArgs {
+    let missing = Live {
         pin_path: Some(live.pin_path.join("nothing")),
-        output: Default::default(),
     };
     let err = apply_file(&good, &HostEnvironment, &missing, &Options::default())
         .expect_err("nothing runs");

@@ -5,7 +5,10 @@
 
 use std::{path::Path, process::Stdio};
 
-use lb_userspace::{args::XdpModeArg, attach, object};
+use lb_userspace::{
+    attach::{self, AttachMode},
+    object,
+};
 use serde_json::Value;
 use xlb_tests::{
     daemon_lab::{DaemonLab, VerbOutput, xlb_verb},
@@ -184,7 +187,7 @@ fn doctor_reports_a_veth_peer_without_xdp_and_its_tx_errors() {
         .expect("neigh");
     let mut reflect = object::load(object::BASELINE_OBJECT, "bare_tx").expect("bare_tx");
     let program = object::xdp_program(&mut reflect, "bare_tx").expect("program");
-    a.run(|| attach::attach(program, "va", XdpModeArg::Native))
+    a.run(|| attach::attach(program, "va", AttachMode::Native))
         .expect("netns")
         .expect("attach bare_tx");
 

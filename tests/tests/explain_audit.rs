@@ -12,10 +12,9 @@ use lb_common::{
     service::{BACKEND_DRAINED, vip_filter_bit},
 };
 use lb_userspace::{
-    args::ProtocolArg,
     audit::{self, Kind, Severity},
     capacity::Capacity,
-    config::{self, HostEnvironment},
+    config::{self, HostEnvironment, Protocol},
     exit,
     explain::{self, Explanation, Query},
     flow_table,
@@ -86,7 +85,7 @@ fn kernel(live: &mut LiveXlb, frame: &[u8]) -> testrun::Outcome {
     testrun::run(program, frame).expect("test run")
 }
 
-fn explain_flow(live: &LiveXlb, flow: &Flow, protocol: ProtocolArg) -> Explanation {
+fn explain_flow(live: &LiveXlb, flow: &Flow, protocol: Protocol) -> Explanation {
     let mut maps = pins::open(&live.pin_path).expect("open pins");
     let query = Query {
         source: (flow.src, flow.sport).into(),
@@ -159,18 +158,18 @@ fn explain_names_the_backend_the_kernel_picks() {
             0 => {
                 let src = format!("198.18.{}.{}", (r >> 40) % 256, (r >> 48) % 256);
                 let flow = Flow::new(&src, "198.18.1.10", sport, 80);
-                (flow, ProtocolArg::Tcp, packets::tcp_syn(&flow))
+                (flow, Protocol::Tcp, packets::tcp_syn(&flow))
             }
             1 => {
                 let src = format!("198.19.{}.{}", (r >> 40) % 256, (r >> 48) % 256);
                 let dport = 1 + ((r >> 16) % 65_000) as u16;
                 let flow = Flow::new(&src, "198.18.1.20", sport, dport);
-                (flow, ProtocolArg::Tcp, packets::tcp_syn(&flow))
+                (flow, Protocol::Tcp, packets::tcp_syn(&flow))
             }
             _ => {
                 let src = format!("2001:db8:7::{:x}", (r >> 40) & 0xffff);
                 let flow = Flow::new(&src, "2001:db8:1::53", sport, 53);
-                (flow, ProtocolArg::Udp, packets::udp(&flow, b"query"))
+                (flow, Protocol::Udp, packets::udp(&flow, b"query"))
             }
         };
         let report = explain_flow(&live, &flow, protocol);
@@ -181,8 +180,8 @@ fn explain_names_the_backend_the_kernel_picks() {
             "{flow:?}"
         );
         let decision = match protocol {
-            ProtocolArg::Tcp => report.syn.as_ref().expect("a SYN decision"),
-            ProtocolArg::Udp => report.established.as_ref().expect("a decision"),
+            Protocol::Tcp => report.syn.as_ref().expect("a SYN decision"),
+            Protocol::Udp => report.established.as_ref().expect("a decision"),
         };
         let frame_out = decision.frame.as_ref().expect("forwarded");
         let mac: [u8; 6] = outcome.output[..6].try_into().expect("MAC");
@@ -211,7 +210,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
     let mut live = LiveXlb::new("explain-established");
     apply_config(&mut live, "three.toml", &three_vips());
     let flow = Flow::new("198.18.0.77", "198.18.1.10", 41_000, 80);
-    let fresh = explain_flow(&live, &flow, ProtocolArg::Tcp);
+    let fresh = explain_flow(&live, &flow, Protocol::Tcp);
     assert!(fresh.flow_entry.is_none(), "{fresh:#?}");
     let table_choice = fresh.syn.expect("SYN").backend.expect("backend");
     let other = ["198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.13"]
@@ -221,7 +220,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
         .expect("another backend");
     remember(&mut live, &flow, &vip_key("198.18.1.10", 80, 6), other);
 
-    let report = explain_flow(&live, &flow, ProtocolArg::Tcp);
+    let report = explain_flow(&live, &flow, Protocol::Tcp);
     let established = report.established.as_ref().expect("established");
     assert_eq!(established.via, "flow_table");
     assert_eq!(established.event, "flow_hit");
@@ -256,7 +255,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
         ..snapshot.backends[other as usize]
     };
     steering::set_backend(&mut live.ebpf, other, &inactive).expect("backend");
-    let report = explain_flow(&live, &flow, ProtocolArg::Tcp);
+    let report = explain_flow(&live, &flow, Protocol::Tcp);
     let established = report.established.as_ref().expect("established");
     assert_eq!(
         (established.via, established.event),
@@ -296,17 +295,17 @@ fn explain_of_a_non_vip_destination_says_so() {
     let cases = [
         (
             Flow::new("198.18.0.1", &clear, 40_000, 80),
-            ProtocolArg::Tcp,
+            Protocol::Tcp,
             "filter",
         ),
         (
             Flow::new("198.18.0.1", "198.18.1.10", 40_000, 81),
-            ProtocolArg::Tcp,
+            Protocol::Tcp,
             "lookup",
         ),
         (
             Flow::new("198.18.0.1", "198.18.1.20", 40_000, 53),
-            ProtocolArg::Udp,
+            Protocol::Udp,
             "lookup",
         ),
     ];
@@ -318,8 +317,8 @@ fn explain_of_a_non_vip_destination_says_so() {
         let last = report.steps.last().expect("a step");
         assert!(last.contains("not_vip") && last.contains("stack"), "{last}");
         let frame = match protocol {
-            ProtocolArg::Tcp => packets::tcp_syn(&flow),
-            ProtocolArg::Udp => packets::udp(&flow, b"query"),
+            Protocol::Tcp => packets::tcp_syn(&flow),
+            Protocol::Udp => packets::udp(&flow, b"query"),
         };
         let outcome = kernel(&mut live, &frame);
         assert_eq!(

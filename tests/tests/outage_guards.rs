@@ -7,12 +7,12 @@ use std::{path::PathBuf, process::Command};
 
 use lb_userspace::{
     apply::{self, apply_file},
-    args::{BackendAction, LiveArgs},
     audit::{self, Kind, Severity},
-    backend::{Refused, change, parse_vip},
+    backend::{BackendAction, Refused, change, parse_vip},
     config::HostEnvironment,
     exit,
     live::Snapshot,
+    pins::Live,
     plan::{self, Options, Sample, clients},
     stats,
 };
@@ -25,10 +25,9 @@ use xlb_tests::{
 
 const WEB: &str = "198.18.1.10:80/tcp";
 
-fn live_args(live: &LiveXlb) -> LiveArgs {
-    LiveArgs {
+fn live_args(live: &LiveXlb) -> Live {
+    Live {
         pin_path: Some(live.pin_path.clone()),
-        output: Default::default(),
     }
 }
 

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 
-use lb_userspace::completions::{self, Shell};
 use serde_json::Value;
-use xlb_tests::systemd::{self, UNIT, settings as unit_settings};
+use xlb_tests::{
+    demo,
+    systemd::{self, UNIT, settings as unit_settings},
+};
 
 const DASHBOARD: &str = include_str!("../../packaging/grafana-dashboard.json");
 /// The exporter's source: the metric names it renders are its `"xlb_..."` string literals.
@@ -335,20 +337,34 @@ fn systemd_unit_sandboxes_the_daemon_with_the_smallest_capabilities() {
 /// gets a script.
 #[test]
 fn completion_scripts_name_every_verb() {
-    let bash = completions::script(Shell::Bash);
+    let bash = completion_script("bash");
     for verb in VERBS {
         assert!(
             bash.contains(&format!("xlb,{verb})")),
             "bash completion does not complete `xlb {verb}`"
         );
     }
-    for shell in [Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
-        let script = completions::script(shell);
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let script = completion_script(shell);
         assert!(
             VERBS.iter().all(|verb| script.contains(verb)),
             "{shell}: a verb is missing"
         );
     }
+}
+
+/// What `xlb completions SHELL` prints.
+fn completion_script(shell: &str) -> String {
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let output = std::process::Command::new(&xlb)
+        .args(["completions", shell])
+        .output()
+        .expect("run xlb completions");
+    assert!(
+        output.status.success(),
+        "xlb completions {shell}: {output:?}"
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
 }
 
 const RULES: &str = include_str!("../../packaging/xlb-alerts.yml");

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use lb_common::service::BACKEND_DRAINED;
 use lb_userspace::{
-    args::LiveArgs,
     capacity::Capacity,
     config::{self, HostEnvironment},
     counters::Totals,
     exit,
     live::Snapshot,
+    pins::Live,
     plan::{Change, Options, PlanReport, Sample, VipPlan, clients::Clients, plan_file, plan_with},
     rollout::{self, Desired},
     steering,
@@ -25,10 +25,9 @@ use xlb_tests::{
 /// standard deviations of a binomial at p = 1/3).
 const TOLERANCE: f64 = 0.03;
 
-fn live_args(live: &LiveXlb) -> LiveArgs {
-    LiveArgs {
+fn live_args(live: &LiveXlb) -> Live {
+    Live {
         pin_path: Some(live.pin_path.clone()),
-        output: Default::default(),
     }
 }
 
@@ -248,9 +247,8 @@ fn plan_with_nothing_running_adds_everything() {
     require_privileges!();
     let live = LiveXlb::new("plan-empty");
     let path = live.config_file("new.toml", &config_text(&THREE));
-    let nowhere = LiveArgs {
+    let nowhere = Live {
         pin_path: Some(live.pin_path.join("nothing-here")),
-        output: Default::default(),
     };
     let report = plan_file(&path, &HostEnvironment, &nowhere, &Sample::default()).expect("plan");
     assert_eq!(report.code, exit::OK);

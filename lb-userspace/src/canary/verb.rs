@@ -3,27 +3,21 @@
 use anyhow::Context as _;
 use lb_common::{map_names, meta::Meta};
 
-use super::{Alarm, Finished, Outcome};
+use super::{Alarm, CanaryAction, Finished, Outcome};
 use crate::{
-    args::{CanaryAction, CanaryVerbArgs},
     control::Request,
     exit::{self, Coded},
     maps::array,
     owner::{self, Writer},
-    pins, report, rollout,
+    pins, rollout,
 };
 
-pub fn run(args: CanaryVerbArgs) -> anyhow::Result<u8> {
-    let pin_path = args.live.pin_path(None);
-    let finished = match owner::writer(&pin_path)? {
-        Writer::Daemon(daemon) => {
-            daemon
-                .ask::<Finished>(&Request::CanaryEnd {
-                    action: args.action,
-                })?
-                .1
-        }
-        Writer::Direct(_lock) => match args.action {
+/// Ends the canary running under `pin_path` with `action`: through the daemon watching it, or
+/// (an abort only) here when no daemon is left.
+pub fn end(pin_path: &std::path::Path, action: CanaryAction) -> anyhow::Result<Finished> {
+    let finished = match owner::writer(pin_path)? {
+        Writer::Daemon(daemon) => daemon.ask::<Finished>(&Request::CanaryEnd { action })?.1,
+        Writer::Direct(_lock) => match action {
             CanaryAction::Promote => {
                 return Err(Coded(
                     exit::FAILED,
@@ -38,11 +32,10 @@ pub fn run(args: CanaryVerbArgs) -> anyhow::Result<u8> {
             }
             // A daemon that stopped during a watch leaves its canary behind: ending it needs
             // nobody's judgement.
-            CanaryAction::Abort => abort_unwatched(&pin_path)?,
+            CanaryAction::Abort => abort_unwatched(pin_path)?,
         },
     };
-    report::emit(args.live.output, &finished, render)?;
-    Ok(exit::OK)
+    Ok(finished)
 }
 
 /// Ends the canary left under `pin_path` without a daemon: every new flow takes the live
@@ -73,7 +66,8 @@ fn abort_unwatched(pin_path: &std::path::Path) -> anyhow::Result<Finished> {
     })
 }
 
-fn render(finished: &Finished) -> String {
+/// What `xlb canary` prints.
+pub fn render(finished: &Finished) -> String {
     match finished.outcome {
         Outcome::Promoted => format!(
             "xlb: canary promoted as generation {}: {}\n",

@@ -18,7 +18,7 @@ use lb_common::{
 use serde::Deserialize;
 
 use super::file;
-use crate::{args::XdpModeArg, capacity::Capacity};
+use crate::{attach::AttachMode, capacity::Capacity};
 
 pub use lb_common::flow::DEFAULT_FLOW_TABLE_SIZE;
 /// `global.flow_table_size` bounds: at least one flow, at most the data plane's largest. The
@@ -100,7 +100,7 @@ pub struct Model {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Global {
     pub interface: String,
-    pub xdp_mode: XdpModeArg,
+    pub xdp_mode: AttachMode,
     pub flow_table_size: u32,
     /// When the flow table remembers a new flow.
     pub flow_admission: FlowAdmission,
@@ -388,11 +388,11 @@ impl Global {
 }
 
 /// The attach mode `global.xdp_mode` asks for (native unless given).
-pub(crate) fn xdp_mode(mode: Option<file::XdpMode>) -> XdpModeArg {
+pub(crate) fn xdp_mode(mode: Option<file::XdpMode>) -> AttachMode {
     match mode {
-        None | Some(file::XdpMode::Native) => XdpModeArg::Native,
-        Some(file::XdpMode::Generic) => XdpModeArg::Generic,
-        Some(file::XdpMode::Auto) => XdpModeArg::Auto,
+        None | Some(file::XdpMode::Native) => AttachMode::Native,
+        Some(file::XdpMode::Generic) => AttachMode::Generic,
+        Some(file::XdpMode::Auto) => AttachMode::Auto,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use lb_common::service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY};
 
 use super::*;
-use crate::args::XdpModeArg;
+use crate::attach::AttachMode;
 
 fn configs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/configs")
@@ -218,7 +218,7 @@ fn model_holds_typed_values_defaults_and_file_order() {
     // file order, and the kernel forms derived from it.
     let Loaded { model, .. } = load(&example(), &env()).expect("example");
     assert_eq!(model.global.interface, "eth0");
-    assert_eq!(model.global.xdp_mode, XdpModeArg::Native);
+    assert_eq!(model.global.xdp_mode, AttachMode::Native);
     assert_eq!(model.global.flow_table_size, 65_536);
     assert_eq!(model.global.pin_path, Path::new("/sys/fs/bpf/xlb"));
     assert_eq!(model.global.metrics_address.to_string(), "127.0.0.1:9100");

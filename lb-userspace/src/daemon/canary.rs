@@ -21,8 +21,7 @@ use tracing::{error, info, warn};
 
 use super::Daemon;
 use crate::{
-    args::CanaryAction,
-    canary::{self, Alarm, Finished, Outcome, Started, Tables},
+    canary::{self, Alarm, CanaryAction, Finished, Outcome, Started, Tables},
     capacity::Capacity,
     config::{self, HostEnvironment},
     control::Refusal,

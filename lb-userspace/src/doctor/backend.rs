@@ -6,9 +6,8 @@ use std::net::IpAddr;
 
 use anyhow::bail;
 
-use super::{Check, Finding, host};
+use super::{Check, Finding, Options, host};
 use crate::{
-    args::DoctorArgs,
     exit,
     netdev::{self, Link},
 };
@@ -21,7 +20,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn from_args(args: &DoctorArgs) -> anyhow::Result<Context> {
+    pub fn from_options(args: &Options) -> anyhow::Result<Context> {
         if args.vips.is_empty() {
             bail!(exit::Coded(
                 exit::UNREADABLE,

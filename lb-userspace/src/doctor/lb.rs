@@ -9,9 +9,8 @@ use std::{
 
 use aya::programs::ProgramInfo;
 
-use super::{Check, Finding, host};
+use super::{Check, Finding, Options, host};
 use crate::{
-    args::DoctorArgs,
     config::{self, Environment, Forwarding, Model},
     exit,
     netdev::{self, Link, XdpMode},
@@ -40,7 +39,7 @@ impl Environment for AnyInterface {
 }
 
 impl Context {
-    pub fn from_args(args: &DoctorArgs) -> anyhow::Result<Context> {
+    pub fn from_options(args: &Options) -> anyhow::Result<Context> {
         let config = match &args.config {
             Some(path) => Some(match config::load(path, &AnyInterface) {
                 Ok(loaded) => loaded.model,

@@ -7,12 +7,31 @@ pub mod backend;
 pub mod host;
 pub mod lb;
 
+use std::{net::IpAddr, path::PathBuf};
+
 use serde::Serialize;
 
-use crate::{
-    args::{DoctorArgs, OutputFormat},
-    exit,
-};
+use crate::exit;
+
+/// What to check: this host as the load balancer (its config, interface and pins), or as a
+/// backend serving `vips`.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The load balancer's config.
+    pub config: Option<PathBuf>,
+    /// The interface (default: the config's); required for a backend.
+    pub interface: Option<String>,
+    /// The pins to check against the attachment (default: the config's, else the default).
+    pub pin_path: Option<PathBuf>,
+    /// Check this host as a backend.
+    pub backend: bool,
+    /// A backend's VIPs.
+    pub vips: Vec<IpAddr>,
+    /// xlb reaches the backend through `ipip` tunnels.
+    pub ipip: bool,
+    /// How long to watch xdp_tx_errors for growth, in seconds.
+    pub sample: f64,
+}
 
 /// How a check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -117,33 +136,37 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
-pub fn run(args: DoctorArgs) -> anyhow::Result<u8> {
-    let (role, findings) = if args.backend {
-        let context = backend::Context::from_args(&args)?;
+/// Runs every check of the role `options` asks for.
+pub fn check(options: &Options) -> anyhow::Result<Report> {
+    let (role, findings) = if options.backend {
+        let context = backend::Context::from_options(options)?;
         ("backend", run_checks(backend::CHECKS, &context))
     } else {
-        let context = lb::Context::from_args(&args)?;
+        let context = lb::Context::from_options(options)?;
         ("load_balancer", run_checks(lb::CHECKS, &context))
     };
     let count = |status| findings.iter().filter(|f| f.status == status).count();
-    let report = Report {
+    Ok(Report {
         role,
         problems: count(Status::Problem),
         warnings: count(Status::Warning),
         findings,
-    };
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => print!("{}", render(&report)),
-    }
-    Ok(if report.problems > 0 {
-        exit::INVALID
-    } else {
-        exit::OK
     })
 }
 
-fn render(report: &Report) -> String {
+impl Report {
+    /// `xlb doctor`'s exit code: 1 on any problem.
+    pub fn code(&self) -> u8 {
+        if self.problems > 0 {
+            exit::INVALID
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// What `xlb doctor` prints.
+pub fn render(report: &Report) -> String {
     let mut out = String::new();
     for finding in &report.findings {
         let mark = match finding.status {

@@ -1,13 +1,18 @@
-//! `xlb decap attach|detach|status`: the backend side of `ipip` as verbs (see [`crate::decap`]).
+//! `xlb decap attach|detach|status`: the backend side of `ipip` as verbs (see
+//! [`lb_userspace::decap`]).
 
 use std::{net::IpAddr, path::PathBuf};
 
 use serde::Serialize;
 
-use crate::{
-    args::{DecapArgs, DecapVerb},
+use lb_userspace::{
     decap::{self, DecapStatus},
-    exit, report,
+    exit,
+};
+
+use super::{
+    args::{DecapArgs, DecapVerb},
+    emit,
 };
 
 #[derive(Serialize)]
@@ -21,9 +26,13 @@ pub fn run(args: DecapArgs) -> anyhow::Result<u8> {
     let (root, output) = (common.pin_path.clone(), common.output);
     match &args.verb {
         DecapVerb::Attach(attach) => {
-            let status =
-                decap::attach(&attach.interface, &attach.addresses, attach.xdp_mode, &root)?;
-            report::emit(output, &status, |s| {
+            let status = decap::attach(
+                &attach.interface,
+                &attach.addresses,
+                attach.xdp_mode.into(),
+                &root,
+            )?;
+            emit(output, &status, |s| {
                 format!(
                     "attached xlb_decap to {} ({}) for {}; pinned under {}\n",
                     s.interface,
@@ -39,7 +48,7 @@ pub fn run(args: DecapArgs) -> anyhow::Result<u8> {
                 interface: detach.interface.clone(),
                 pin_path,
             };
-            report::emit(output, &detached, |d| {
+            emit(output, &detached, |d| {
                 format!(
                     "detached xlb_decap from {} (removed {})\n",
                     d.interface,
@@ -49,7 +58,7 @@ pub fn run(args: DecapArgs) -> anyhow::Result<u8> {
         }
         DecapVerb::Status(_) => {
             let all = decap::status(&root)?;
-            report::emit(output, &all, |all| render(all, &root))?;
+            emit(output, &all, |all| render(all, &root))?;
         }
     }
     Ok(exit::OK)

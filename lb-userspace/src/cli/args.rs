@@ -6,6 +6,9 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lb_userspace::{
+    attach::AttachMode, backend::BackendAction, canary::CanaryAction, config::Protocol, pins,
+};
 
 /// xlb: a layer-4 load balancer in XDP, steering packets in the NIC driver with Maglev hashing.
 #[derive(Debug, Parser)]
@@ -177,7 +180,7 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub flows: u32,
     /// Seed of the synthetic flows' addresses and ports: the same seed, the same sample.
-    #[arg(long, default_value_t = crate::plan::DEFAULT_SEED)]
+    #[arg(long, default_value_t = lb_userspace::plan::DEFAULT_SEED)]
     pub seed: u64,
     /// Real clients instead of random ones: a file with one client address per line
     /// (`ADDRESS` or `ADDRESS COUNT`, COUNT its relative number of flows; `#` comments). The
@@ -191,7 +194,7 @@ pub struct PlanArgs {
     pub pcap: Option<PathBuf>,
     /// Plan a canary of this percent (see `xlb apply --canary`): which new flows would move
     /// and which backends the slice would see.
-    #[arg(long, value_name = "PERCENT", value_parser = crate::canary::parse_percent)]
+    #[arg(long, value_name = "PERCENT", value_parser = lb_userspace::canary::parse_percent)]
     pub canary: Option<u32>,
     /// What the apply being planned would accept: the plan fails exactly when that apply
     /// would refuse.
@@ -231,7 +234,7 @@ pub struct ApplyArgs {
     pub live: LiveArgs,
 }
 
-// ---- canary applies (see crate::canary) ----
+// ---- canary applies (see lb_userspace::canary) ----
 
 /// `xlb apply --canary`: try the config on a slice of new flows first.
 #[derive(Debug, Args)]
@@ -240,10 +243,10 @@ pub struct CanaryArgs {
     /// (1 to 99) of the hash space, for every VIP whose table changes; the rest keep the live
     /// tables. The `xlb run --config` daemon watches the slice and rolls it back on an alarm,
     /// or promotes it after --watch. Needs the daemon (refused without one, exit 4).
-    #[arg(long, value_name = "PERCENT", value_parser = crate::canary::parse_percent, requires = "watch")]
+    #[arg(long, value_name = "PERCENT", value_parser = lb_userspace::canary::parse_percent, requires = "watch")]
     pub canary: Option<u32>,
     /// How long the daemon watches a canary before promoting it, e.g. 30s, 5m (1s to 24h).
-    #[arg(long, value_name = "DURATION", value_parser = crate::canary::parse_watch, requires = "canary")]
+    #[arg(long, value_name = "DURATION", value_parser = lb_userspace::canary::parse_watch, requires = "canary")]
     pub watch: Option<std::time::Duration>,
 }
 
@@ -253,15 +256,24 @@ pub struct CanaryVerbArgs {
     /// the live tables again now (works without a daemon too, for a canary a stopped daemon
     /// left behind).
     #[arg(value_enum)]
-    pub action: CanaryAction,
+    pub action: CanaryActionArg,
     #[command(flatten)]
     pub live: LiveArgs,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-pub enum CanaryAction {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CanaryActionArg {
     Promote,
     Abort,
+}
+
+impl From<CanaryActionArg> for CanaryAction {
+    fn from(action: CanaryActionArg) -> CanaryAction {
+        match action {
+            CanaryActionArg::Promote => CanaryAction::Promote,
+            CanaryActionArg::Abort => CanaryAction::Abort,
+        }
+    }
 }
 
 // ---- end of canary applies ----
@@ -497,7 +509,7 @@ pub struct DecapDetachArgs {
 #[derive(Debug, Args)]
 pub struct DecapCommon {
     /// Where the decapsulation programs are pinned, one directory per interface.
-    #[arg(long, env = "XLB_DECAP_PIN_PATH", default_value = crate::pins::DEFAULT_DECAP_PIN_PATH)]
+    #[arg(long, env = "XLB_DECAP_PIN_PATH", default_value = lb_userspace::pins::DEFAULT_DECAP_PIN_PATH)]
     pub pin_path: PathBuf,
     /// `text` for people, `json` for scripts (one document on stdout).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
@@ -530,23 +542,12 @@ pub struct TopArgs {
 }
 
 impl LiveArgs {
-    /// The pin directory: `--pin-path`, else `config_pin_path`, else the default.
-    pub fn pin_path(&self, config_pin_path: Option<&std::path::Path>) -> PathBuf {
-        self.pin_path
-            .clone()
-            .or_else(|| config_pin_path.map(std::path::Path::to_path_buf))
-            .unwrap_or_else(|| PathBuf::from(crate::pins::DEFAULT_PIN_PATH))
+    /// Where the library finds the running xlb.
+    pub fn live(&self) -> pins::Live {
+        pins::Live {
+            pin_path: self.pin_path.clone(),
+        }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum BackendAction {
-    /// No new flows; established flows stay until they end.
-    Drain,
-    /// Out of the table and inactive: its established flows move to other backends.
-    Disable,
-    /// Back in the table with its configured weight.
-    Enable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -555,12 +556,11 @@ pub enum ProtocolArg {
     Udp,
 }
 
-impl ProtocolArg {
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            ProtocolArg::Tcp => lb_common::proto::TCP,
-            ProtocolArg::Udp => lb_common::proto::UDP,
+impl From<ProtocolArg> for Protocol {
+    fn from(protocol: ProtocolArg) -> Protocol {
+        match protocol {
+            ProtocolArg::Tcp => Protocol::Tcp,
+            ProtocolArg::Udp => Protocol::Udp,
         }
     }
 }
@@ -595,6 +595,16 @@ pub enum XdpModeArg {
     Native,
     Generic,
     Auto,
+}
+
+impl From<XdpModeArg> for AttachMode {
+    fn from(mode: XdpModeArg) -> AttachMode {
+        match mode {
+            XdpModeArg::Native => AttachMode::Native,
+            XdpModeArg::Generic => AttachMode::Generic,
+            XdpModeArg::Auto => AttachMode::Auto,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

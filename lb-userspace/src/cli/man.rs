@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::CommandFactory as _;
 
-use crate::{args::ManArgs, exit};
+use lb_userspace::exit;
+
+use super::args::{Cli, ManArgs};
 
 pub fn run(args: &ManArgs) -> anyhow::Result<u8> {
     for path in write(&args.dir)? {
@@ -17,8 +19,8 @@ pub fn run(args: &ManArgs) -> anyhow::Result<u8> {
 }
 
 /// Every page: (file name, roff text).
-pub fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut command = crate::args::Cli::command().version(env!("CARGO_PKG_VERSION"));
+fn pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut command = Cli::command().version(env!("CARGO_PKG_VERSION"));
     // Fills in each sub-command's bin name (`xlb backend drain`) for its synopsis.
     command.build();
     let mut pages = Vec::new();
@@ -49,7 +51,7 @@ fn collect(
 }
 
 /// Writes every page into `dir` (created if missing) and returns their paths.
-pub fn write(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn write(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     pages()?
         .into_iter()

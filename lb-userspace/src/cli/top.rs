@@ -18,13 +18,17 @@ use ratatui::{
     widgets::{Block, Cell, Paragraph, Row, Table},
 };
 
-use crate::{
-    args::{OutputFormat, TopArgs},
+use lb_userspace::{
     effect, exit,
     live::BackendState,
     maps::Maps,
-    pins, report,
+    pins,
     stats::{self, Sample, Skew, Stats},
+};
+
+use super::{
+    args::{OutputFormat, TopArgs},
+    emit,
 };
 
 pub fn run(args: &TopArgs) -> anyhow::Result<u8> {
@@ -37,7 +41,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<u8> {
                 args.interval
             )
         })?;
-    let pin_path = args.live.pin_path(None);
+    let pin_path = args.live.live().pin_path(None);
     let json = args.live.output == OutputFormat::Json;
     if json && !args.once {
         bail!("--output json needs --once: a live view is for a terminal");
@@ -54,7 +58,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<u8> {
         std::thread::sleep(interval);
         view.sample(&mut maps)?;
         // JSON is `xlb stats --interval`'s report of the same interval.
-        report::emit(args.live.output, &view.stats, |_| view.frame().plain())?;
+        emit(args.live.output, &view.stats, |_| view.frame().plain())?;
         return Ok(exit::OK);
     }
     let mut terminal = ratatui::init();
@@ -106,7 +110,7 @@ fn show(
 /// The samples behind the view.
 struct View {
     pin_path: String,
-    names: crate::names::Names,
+    names: lb_userspace::names::Names,
     skew_factor: f64,
     last: Sample,
     taken: std::time::Instant,
@@ -124,7 +128,7 @@ impl View {
         let stats = stats::collect(maps, None, skew_factor)?;
         Ok(View {
             pin_path: pin_path.display().to_string(),
-            names: crate::names::read(pin_path),
+            names: lb_userspace::names::read(pin_path),
             skew_factor,
             last,
             taken: std::time::Instant::now(),
@@ -179,7 +183,7 @@ struct Frame {
     alerts: Vec<String>,
 }
 
-fn frame(stats: &Stats, pin_path: &str, names: &crate::names::Names) -> Frame {
+fn frame(stats: &Stats, pin_path: &str, names: &lb_userspace::names::Names) -> Frame {
     let rate = |rates: Option<stats::Rates>, pick: fn(&stats::Rates) -> f64| {
         rates.map_or_else(|| "-".to_owned(), |r| format!("{:.1}", pick(&r)))
     };
@@ -191,7 +195,7 @@ fn frame(stats: &Stats, pin_path: &str, names: &crate::names::Names) -> Frame {
     let mut rows = Vec::new();
     let mut alerts = Vec::new();
     for vip in &stats.vips {
-        let label = crate::names::label(&vip.vip, names.name_of(&vip.vip).as_deref());
+        let label = lb_userspace::names::label(&vip.vip, names.name_of(&vip.vip).as_deref());
         rows.push((
             [
                 label.clone(),
@@ -372,7 +376,7 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::stats::{BackendStats, Dominant, Rates, VipStats, Window};
+    use lb_userspace::stats::{BackendStats, Dominant, Rates, VipStats, Window};
 
     fn backend(last: u8, observed: f64, skew: Option<Skew>, state: BackendState) -> BackendStats {
         BackendStats {
@@ -436,7 +440,7 @@ mod tests {
             reasons: Default::default(),
             events: Default::default(),
         };
-        let names = crate::names::Names::default();
+        let names = lb_userspace::names::Names::default();
         let text = frame(&stats, "/sys/fs/bpf/x", &names).plain();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].contains("rates over 1.0 s"), "{text}");

@@ -5,10 +5,10 @@ use std::io::{ErrorKind, Write as _};
 
 use anyhow::Context as _;
 use clap::CommandFactory as _;
-/// The shells there are scripts for (re-exported so callers need no clap_complete dependency).
-pub use clap_complete::Shell;
+use clap_complete::Shell;
+use lb_userspace::exit;
 
-use crate::{args::CompletionsArgs, exit};
+use super::args::{Cli, CompletionsArgs};
 
 pub fn run(args: CompletionsArgs) -> anyhow::Result<u8> {
     let mut stdout = std::io::stdout().lock();
@@ -24,9 +24,9 @@ pub fn run(args: CompletionsArgs) -> anyhow::Result<u8> {
 }
 
 /// The completion script of the `xlb` command for `shell`.
-pub fn script(shell: Shell) -> String {
+fn script(shell: Shell) -> String {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut crate::args::Cli::command(), "xlb", &mut out);
+    clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut out);
     // clap_complete writes only the strings it is given, all UTF-8.
     String::from_utf8_lossy(&out).into_owned()
 }
