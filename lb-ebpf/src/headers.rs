@@ -30,6 +30,31 @@ const IP_DF: u16 = 0x4000;
 const IP_MF: u16 = 0x2000;
 const IP_OFFSET: u16 = 0x1fff;
 
+/// A 2-byte header field as a number, read in one 16-bit load: the header types hold byte
+/// arrays, which the BPF backend reads a byte per load. Every field read so lies at an even
+/// offset of a frame that starts at an even address (see `rewrite`), so the load is aligned.
+#[inline(always)]
+pub fn be16(field: &[u8; 2]) -> u16 {
+    // SAFETY: two bytes of a header in the frame, 2-byte aligned (above).
+    u16::from_be(unsafe { *field.as_ptr().cast::<u16>() })
+}
+
+/// An address field (4 or 16 bytes at an even offset of the frame) read 16 bits at a time, as
+/// [`be16`] reads.
+#[inline(always)]
+pub fn address<const N: usize>(field: &[u8; N]) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let mut i = 0;
+    while i + 1 < N {
+        // SAFETY: inside the field (i + 2 <= N) and 2-byte aligned, as in `be16`.
+        let [a, b] = unsafe { *field.as_ptr().add(i).cast::<u16>() }.to_ne_bytes();
+        bytes[i] = a;
+        bytes[i + 1] = b;
+        i += 2;
+    }
+    bytes
+}
+
 /// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
@@ -76,13 +101,13 @@ impl V4<'_> {
     /// MF set or a non-zero offset: only the first fragment carries ports.
     #[inline(always)]
     pub fn fragment(&self) -> bool {
-        u16::from_be_bytes(self.header.frags) & (IP_MF | IP_OFFSET) != 0
+        be16(&self.header.frags) & (IP_MF | IP_OFFSET) != 0
     }
 
     /// DF set: the sender asks for a "fragmentation needed" error rather than fragments.
     #[inline(always)]
     pub fn dont_fragment(&self) -> bool {
-        u16::from_be_bytes(self.header.frags) & IP_DF != 0
+        be16(&self.header.frags) & IP_DF != 0
     }
 }
 
@@ -93,7 +118,7 @@ pub fn ipv4(ctx: &XdpContext, offset: usize) -> Result<V4<'_>, Reason> {
     // borrow for this program run.
     let header = unsafe { &*ip };
     let header_len = usize::from(header.vihl & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes(header.tot_len));
+    let total_len = usize::from(be16(&header.tot_len));
     if header.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN || total_len < header_len {
         return Err(Reason::BadHeader);
     }
@@ -118,7 +143,7 @@ pub fn ipv6(ctx: &XdpContext, offset: usize) -> Result<(&Ipv6Hdr, usize), Reason
     if header.vcf[0] >> 4 != 6 {
         return Err(Reason::BadHeader);
     }
-    let ip_len = Ipv6Hdr::LEN + usize::from(u16::from_be_bytes(header.payload_len));
+    let ip_len = Ipv6Hdr::LEN + usize::from(be16(&header.payload_len));
     if offset + ip_len > frame_len(ctx) {
         return Err(Reason::Truncated);
     }

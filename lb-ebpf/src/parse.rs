@@ -63,11 +63,12 @@ fn ipv4(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
     }
     let (ip, header_len, total_len) = (v4.header, v4.header_len, v4.total_len);
     // Most packets are for the host, not a VIP: stop before the transport header for them.
-    if !classify::may_be_vip(vip_filter_bit_v4(&ip.dst_addr)) {
+    let dst = headers::address(&ip.dst_addr);
+    if !classify::may_be_vip(vip_filter_bit_v4(&dst)) {
         return Err(Reason::NotVip);
     }
     let packet = Packet {
-        flow: FlowKey::v4(&ip.src_addr, &ip.dst_addr, ip.proto),
+        flow: FlowKey::v4(&headers::address(&ip.src_addr), &dst, ip.proto),
         family: FAMILY_IPV4,
         syn: false,
         icmp: false,
@@ -92,11 +93,12 @@ fn ipv6(ctx: &XdpContext, l2_len: usize) -> Result<Packet, Reason> {
     if ip.next_hdr == IPPROTO_FRAGMENT {
         return Err(Reason::Fragment);
     }
-    if !classify::may_be_vip(vip_filter_bit_v6(&ip.dst_addr)) {
+    let dst = headers::address(&ip.dst_addr);
+    if !classify::may_be_vip(vip_filter_bit_v6(&dst)) {
         return Err(Reason::NotVip);
     }
     let packet = Packet {
-        flow: FlowKey::v6(&ip.src_addr, &ip.dst_addr, ip.next_hdr),
+        flow: FlowKey::v6(&headers::address(&ip.src_addr), &dst, ip.next_hdr),
         family: FAMILY_IPV6,
         syn: false,
         icmp: false,

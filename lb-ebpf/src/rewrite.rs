@@ -58,16 +58,18 @@ pub fn grow_head(
     macs: impl FnOnce(&MacWords) -> MacWords,
     ether_type: u16,
 ) -> Result<(), Reason> {
-    let old: *const L2Words = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked the words lie inside the frame (a frame that reached here holds
-    // at least an Ethernet and an IP header, more than these); the frame is 2-byte aligned.
-    let old = unsafe { *old };
     // SAFETY: ctx.ctx is the live xdp_md of this run; every pointer below is re-derived and
     // re-checked after the head moved.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
         // No headroom left: cannot grow.
         return Err(Reason::EncapTooBig);
     }
+    // Moving the head leaves the bytes in place: the old header is read `grow` bytes in,
+    // after the call, so nothing of it is held (spilled to the stack) across the call.
+    let old: *const L2Words = ptr_at(ctx, grow)?;
+    // SAFETY: ptr_at checked the words lie inside the frame (a frame that reached here holds
+    // at least an Ethernet and an IP header, more than these); the frame is 2-byte aligned.
+    let old = unsafe { *old };
     let old_macs = [old[0], old[1], old[2], old[3], old[4], old[5]];
     let new = macs(&old_macs);
     let ether_type = u16::from_ne_bytes(ether_type.to_be_bytes());

@@ -29,14 +29,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use aya::{
-    programs::{
-        ProgramInfo,
-        links::{FdLink, PinnedLink},
-        loaded_programs,
-    },
+    programs::{ProgramInfo, loaded_programs},
     sys::{Stats, enable_stats},
 };
-use lb_userspace::pins;
+use lb_userspace::{decap, pins};
 use serde_json::json;
 use xlb_tests::{
     daemon_lab::exited,
@@ -281,7 +277,7 @@ fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>
 }
 
 /// The programs whose run time the benchmark reads: xlb in the lb namespace (by its pin) and
-/// `xlb_decap` on every backend (by their pinned links), as kernel program ids.
+/// `xlb_decap` on every backend (by their pins), as kernel program ids.
 struct Programs {
     xlb: u32,
     decap: Vec<u32>,
@@ -289,26 +285,27 @@ struct Programs {
 
 impl Programs {
     fn of(running: &lab::Running) -> anyhow::Result<Programs> {
-        let path = pins::program_path(&running.pin_path);
-        let xlb = ProgramInfo::from_pin(&path)
-            .with_context(|| format!("reading the program pinned at {}", path.display()))?
-            .id();
+        let xlb = pinned_program(&running.pin_path)?;
         let decap = running
             .topology
             .backends
             .iter()
             .map(|host| {
-                let path = running.links.join(format!("decap-{}", host.name));
-                let link = PinnedLink::from_pin(&path)
-                    .with_context(|| format!("opening the link pinned at {}", path.display()))?;
-                let info = FdLink::from(link)
-                    .info()
-                    .with_context(|| format!("reading the link pinned at {}", path.display()))?;
-                Ok(info.program_id())
+                // Pinned as `xlb decap attach eth0` pins: one directory per interface.
+                let root = running.links.join(format!("decap-{}", host.name));
+                pinned_program(&decap::pin_dir(&root, "eth0"))
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Programs { xlb, decap })
     }
+}
+
+/// The kernel id of the program pinned under `pin_path`.
+fn pinned_program(pin_path: &Path) -> anyhow::Result<u32> {
+    let path = pins::program_path(pin_path);
+    Ok(ProgramInfo::from_pin(&path)
+        .with_context(|| format!("reading the program pinned at {}", path.display()))?
+        .id())
 }
 
 /// The balancers' CPU counters: the programs' run time (ns) and runs (packets), HAProxy's user
