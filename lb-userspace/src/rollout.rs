@@ -18,16 +18,13 @@ use lb_common::{
     config::CONFIG_FLOW_ADMISSION,
     map_names,
     meta::{Meta, ShareBase},
-    service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, FAMILY_IPV4,
-        VipFilter, vip_filter_bit,
-    },
+    service::{FAMILY_IPV4, VipFilter, vip_filter_bit},
 };
 
 use crate::{
     capacity::Capacity,
     config::{Model, kernel_address},
-    effect,
+    diff, effect,
     live::Snapshot,
     maglev,
     maps::{Maps, array},
@@ -476,8 +473,6 @@ fn plan_entries(
             "VIP {}: id {id} is beyond the program's capacity",
             describe()
         );
-        // A backend bound anew, or whose VIP changes how it forwards, gets this apply's cookie,
-        // so flows remembered under the old binding are re-hashed rather than misdelivered.
         let fresh_cookie = (snapshot.meta.generation.wrapping_add(1) as u32).max(1);
         let rebind_all = live.is_some_and(|vip| vip.flags != want.flags);
         let range = capacity.backend_ids(id);
@@ -507,10 +502,7 @@ fn plan_entries(
         for backend in &want.backends {
             let (addr, family) = kernel_address(backend.address);
             let existing = by_address.get(&(addr, family)).copied();
-            let cookie = match existing {
-                Some(b) if !rebind_all => owned(b).cookie,
-                _ => fresh_cookie,
-            };
+            let cookie = diff::cookie(existing.map(owned).as_ref(), rebind_all, fresh_cookie);
             let backend_id = match existing {
                 Some(b) => b,
                 None => {
@@ -526,22 +518,12 @@ fn plan_entries(
                     free
                 }
             };
-            // Operator and health state survive an apply unless they are the change.
-            let live_flags = owned(backend_id).flags;
-            let operator =
-                backend.operator.unwrap_or(live_flags) & (BACKEND_DRAINED | BACKEND_DISABLED);
-            let unhealthy = match backend.unhealthy {
-                Some(true) => BACKEND_UNHEALTHY,
-                Some(false) => 0,
-                None => live_flags & BACKEND_UNHEALTHY,
-            };
-            let out = operator & BACKEND_DISABLED != 0 || unhealthy != 0;
-            let active = if out { 0 } else { BACKEND_ACTIVE };
+            let flags = diff::backend_flags(backend, owned(backend_id).flags);
             let entry = Backend {
                 addr,
                 mac: backend.mac,
                 family,
-                flags: operator | unhealthy | active,
+                flags,
                 weight: backend.weight,
                 cookie,
             };
@@ -550,21 +532,13 @@ fn plan_entries(
                 *kept = true;
             }
             backend_ids.push(backend_id);
-            if operator == 0 && unhealthy == 0 && backend.weight > 0 {
+            if diff::in_table(flags, backend.weight) {
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }
-        // A live VIP whose entry and backend entries would be written as they are keeps its
-        // table: the table depends on nothing else.
         let same = live.filter(|vip| {
             scope == Scope::Changed
-                && vip.flags == want.flags
-                && vip.table_size == want.table_size
-                && backends[first_entry..]
-                    .iter()
-                    .all(|(id, entry)| owned(*id) == *entry)
-                // Every entry is live as it is, so every id is a live one: all of them are kept.
-                && backend_ids.len() == live_ids
+                && diff::keeps_table(vip, want, &backends[first_entry..], owned, live_ids)
         });
         if let Some(vip) = same {
             backends.truncate(first_entry);
