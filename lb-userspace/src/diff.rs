@@ -234,13 +234,11 @@ mod tests {
     use super::*;
 
     fn backend(last: u8, weight: u32) -> DesiredBackend {
-        DesiredBackend {
-            address: IpAddr::from([198, 18, 0, last]),
+        DesiredBackend::keeping_state(
+            IpAddr::from([198, 18, 0, last]),
             weight,
-            mac: [2, 0, 0, 0, 0, last],
-            operator: None,
-            unhealthy: None,
-        }
+            [2, 0, 0, 0, 0, last],
+        )
     }
 
     fn vip(port: u16, backends: Vec<DesiredBackend>) -> DesiredVip {

@@ -50,6 +50,19 @@ pub struct DesiredBackend {
     pub unhealthy: Option<bool>,
 }
 
+impl DesiredBackend {
+    /// A backend whose operator and health state an apply keeps as they are live.
+    pub fn keeping_state(address: IpAddr, weight: u32, mac: [u8; 6]) -> DesiredBackend {
+        DesiredBackend {
+            address,
+            weight,
+            mac,
+            operator: None,
+            unhealthy: None,
+        }
+    }
+}
+
 /// A VIP as the configuration wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredVip {
@@ -118,13 +131,7 @@ impl Desired {
                 backends: vip
                     .backends
                     .iter()
-                    .map(|b| DesiredBackend {
-                        address: b.address,
-                        weight: b.weight,
-                        mac: b.mac,
-                        operator: None,
-                        unhealthy: None,
-                    })
+                    .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
                     .collect(),
             })
             .collect();
@@ -152,13 +159,7 @@ impl Desired {
                     .backend_ids(vip.id)
                     .filter_map(|id| snapshot.backends.get(id as usize))
                     .filter(|b| **b != Backend::default())
-                    .map(|b| DesiredBackend {
-                        address: live_address(b),
-                        weight: b.weight,
-                        mac: b.mac,
-                        operator: None,
-                        unhealthy: None,
-                    })
+                    .map(|b| DesiredBackend::keeping_state(live_address(b), b.weight, b.mac))
                     .collect(),
             })
             .collect();

@@ -162,13 +162,7 @@ impl Side {
             backends: self
                 .backends
                 .iter()
-                .map(|b| DesiredBackend {
-                    address: b.address,
-                    weight: b.weight,
-                    mac: b.mac,
-                    operator: None,
-                    unhealthy: None,
-                })
+                .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
                 .collect(),
         }
     }
