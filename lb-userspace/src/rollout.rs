@@ -236,18 +236,18 @@ pub fn apply_canary(
         desired.vips.len(),
         snapshot.vips.len()
     );
-    for want in &desired.vips {
-        let live = snapshot.vip(&want.key).with_context(|| {
-            format!(
-                "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
-                describe_vip(&want.key)
-            )
-        })?;
+    // With as many VIPs on both sides, a VIP added comes before the one it replaces.
+    for vip in diff::diff(desired, &Desired::from_live(&snapshot, &capacity)).vips {
         ensure!(
-            live.table_size == want.table_size && live.flags == want.flags,
+            vip.change != diff::Change::Added,
+            "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
+            vip.vip
+        );
+        ensure!(
+            vip.table_size.is_none() && vip.flags.is_none(),
             "VIP {}: a canary keeps each VIP's table size, forwarding and hashing (both table \
              copies share them); change those with a plain apply",
-            describe_vip(&want.key)
+            vip.vip
         );
     }
     let plan = plan(&snapshot, &capacity, desired, Scope::All)?;
