@@ -9,7 +9,7 @@ use std::{
 
 use lb_common::{
     Backend, Config, Vip, VipKey,
-    address::{Mac, to_kernel},
+    address::Mac,
     service::{
         BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
         VIP_HASH_SOURCE_ONLY, vip_filter_bit,
@@ -20,6 +20,7 @@ use serde::{Serialize, Serializer};
 use crate::{
     capacity::Capacity,
     config::{self, Diagnostic, Environment, FlowAdmission, Model},
+    diff::{self, Change, VipDiff},
     effect, exit,
     live::{BackendState, Snapshot},
     maglev,
@@ -126,7 +127,6 @@ pub enum Kind {
     BackendExtra,
     BackendMac,
     BackendWeight,
-    BackendFamily,
     /// Backend flags no xlb verb writes (inactive without a disable, or both).
     BackendState,
     /// A backend drained or disabled by an operator (a note).
@@ -172,7 +172,6 @@ impl Kind {
             Kind::BackendExtra => "backend_extra",
             Kind::BackendMac => "backend_mac",
             Kind::BackendWeight => "backend_weight",
-            Kind::BackendFamily => "backend_family",
             Kind::BackendState => "backend_state",
             Kind::BackendOperator => "backend_operator",
             Kind::BackendHealth => "backend_health",
@@ -344,101 +343,9 @@ pub fn against_config(
     };
     audit.entries_and_backend_states();
     let desired = Desired::from_model(model, config_hash);
-    for want in &desired.vips {
-        let Some(live) = snapshot.vip(&want.key) else {
-            audit.drift(
-                Kind::VipMissing,
-                &want.key,
-                None,
-                format!("in the kernel with {} backends", want.backends.len()),
-                "absent: its packets go to the host's stack unsteered".to_owned(),
-            );
-            continue;
-        };
-        if live.flags != want.flags {
-            audit.drift(
-                Kind::VipFlags,
-                &want.key,
-                None,
-                describe_flags(want.flags),
-                describe_flags(live.flags),
-            );
-        }
-        if live.table_size != want.table_size {
-            audit.drift(
-                Kind::VipTableSize,
-                &want.key,
-                None,
-                format!("{} slots", want.table_size),
-                format!("{} slots", live.table_size),
-            );
-        }
-        let mut unmatched = audit.backends_of(live);
-        for backend in &want.backends {
-            let (addr, family) = to_kernel(backend.address);
-            let Some(at) = unmatched.iter().position(|(_, b)| b.addr == addr) else {
-                audit.drift(
-                    Kind::BackendMissing,
-                    &want.key,
-                    Some(backend.address.to_string()),
-                    format!("in the VIP with weight {}", backend.weight),
-                    "absent: it gets no traffic".to_owned(),
-                );
-                continue;
-            };
-            let (_, found) = unmatched.remove(at);
-            let name = Some(backend.address.to_string());
-            if found.mac != backend.mac {
-                audit.drift(
-                    Kind::BackendMac,
-                    &want.key,
-                    name.clone(),
-                    Mac(backend.mac).to_string(),
-                    Mac(found.mac).to_string(),
-                );
-            }
-            if found.weight != backend.weight {
-                audit.drift(
-                    Kind::BackendWeight,
-                    &want.key,
-                    name.clone(),
-                    format!("weight {}", backend.weight),
-                    format!("weight {}", found.weight),
-                );
-            }
-            if found.family != family {
-                audit.drift(
-                    Kind::BackendFamily,
-                    &want.key,
-                    name,
-                    format!("family {family}"),
-                    format!("family {}", found.family),
-                );
-            }
-        }
-        for (id, extra) in unmatched {
-            audit.drift(
-                Kind::BackendExtra,
-                &want.key,
-                Some(live_address(&extra).to_string()),
-                "not in the VIP (the config does not list it)".to_owned(),
-                format!("backend id {id}, {}", state_of(&extra)),
-            );
-        }
-    }
-    for (key, _) in &snapshot.vips {
-        if !desired.vips.iter().any(|want| want.key == *key) {
-            let fix = format!("{reapply} to remove it, or add it to the config");
-            audit.push(
-                Kind::VipExtra,
-                Severity::Drift,
-                Some(key),
-                None,
-                "absent (the config does not list it)".to_owned(),
-                "in the kernel, steering packets".to_owned(),
-                fix,
-            );
-        }
+    let live = Desired::from_live(&snapshot, &capacity);
+    for vip in diff::diff(&desired, &live).vips {
+        audit.vip_drift(&vip, &desired, &reapply);
     }
     let expected = rollout::expected_tables(&snapshot, &capacity, &desired);
     let live = audit.read_tables(maps, expected.as_deref().ok())?;
@@ -686,6 +593,114 @@ impl Audit<'_> {
     }
 
     /// Whether the kernel can use `vip`'s entry as rollout writes it.
+    /// The findings of one VIP's difference from the config (`desired`, the side it was
+    /// computed from).
+    fn vip_drift(&mut self, vip: &VipDiff, desired: &Desired, reapply: &str) {
+        let key = &vip.key;
+        let want = vip.desired.map(|i| &desired.vips[i]);
+        match vip.change {
+            Change::Unchanged => return,
+            Change::Removed => {
+                let fix = format!("{reapply} to remove it, or add it to the config");
+                self.push(
+                    Kind::VipExtra,
+                    Severity::Drift,
+                    Some(key),
+                    None,
+                    "absent (the config does not list it)".to_owned(),
+                    "in the kernel, steering packets".to_owned(),
+                    fix,
+                );
+                return;
+            }
+            Change::Added => {
+                self.drift(
+                    Kind::VipMissing,
+                    key,
+                    None,
+                    format!("in the kernel with {} backends", vip.backends.len()),
+                    "absent: its packets go to the host's stack unsteered".to_owned(),
+                );
+                return;
+            }
+            Change::Changed => {}
+        }
+        if let Some(flags) = vip.flags {
+            self.drift(
+                Kind::VipFlags,
+                key,
+                None,
+                describe_flags(flags.desired),
+                describe_flags(flags.live),
+            );
+        }
+        if let Some(size) = vip.table_size {
+            self.drift(
+                Kind::VipTableSize,
+                key,
+                None,
+                format!("{} slots", size.desired),
+                format!("{} slots", size.live),
+            );
+        }
+        // The live side was read from the snapshot in its order (`Desired::from_live`).
+        let live_entries = vip
+            .live
+            .map(|j| self.backends_of(&self.snapshot.vips[j].1))
+            .unwrap_or_default();
+        for backend in &vip.backends {
+            let name = Some(backend.address.to_string());
+            match backend.change {
+                Change::Unchanged => {}
+                Change::Added => {
+                    let weight = backend
+                        .desired
+                        .and_then(|i| want.map(|want| want.backends[i].weight))
+                        .unwrap_or_default();
+                    self.drift(
+                        Kind::BackendMissing,
+                        key,
+                        name,
+                        format!("in the VIP with weight {weight}"),
+                        "absent: it gets no traffic".to_owned(),
+                    );
+                }
+                Change::Removed => {
+                    let Some((id, extra)) = backend.live.and_then(|j| live_entries.get(j)) else {
+                        continue;
+                    };
+                    self.drift(
+                        Kind::BackendExtra,
+                        key,
+                        name,
+                        "not in the VIP (the config does not list it)".to_owned(),
+                        format!("backend id {id}, {}", state_of(extra)),
+                    );
+                }
+                Change::Changed => {
+                    if let Some(mac) = backend.mac {
+                        self.drift(
+                            Kind::BackendMac,
+                            key,
+                            name.clone(),
+                            Mac(mac.desired).to_string(),
+                            Mac(mac.live).to_string(),
+                        );
+                    }
+                    if let Some(weight) = backend.weight {
+                        self.drift(
+                            Kind::BackendWeight,
+                            key,
+                            name,
+                            format!("weight {}", weight.desired),
+                            format!("weight {}", weight.live),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     fn usable(&self, vip: &Vip) -> bool {
         vip.id < self.capacity.vips
             && vip.active <= 1

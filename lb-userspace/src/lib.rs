@@ -15,6 +15,7 @@ pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod decap;
+pub mod diff;
 pub mod doctor;
 pub mod down;
 pub mod effect;

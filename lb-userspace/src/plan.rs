@@ -26,9 +26,9 @@
 //! Shares are fractions of 1.
 
 pub mod clients;
-mod diff;
 mod kernel;
 mod sample;
+mod sides;
 mod text;
 
 use std::{
@@ -199,26 +199,7 @@ impl From<Capacity> for CapacityInfo {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Change {
-    Added,
-    Removed,
-    Changed,
-    Unchanged,
-}
-
-impl Change {
-    /// `+`, `-`, `~` or a space, in front of a line of the text report.
-    pub fn marker(self) -> char {
-        match self {
-            Change::Added => '+',
-            Change::Removed => '-',
-            Change::Changed => '~',
-            Change::Unchanged => ' ',
-        }
-    }
-}
+pub use crate::diff::Change;
 
 /// One setting that differs: its name and both values as text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -360,7 +341,7 @@ pub fn plan_with(
         Err(rejected) => return Ok(refused(file, rejected)),
     };
     let pin_path = live.pin_path(Some(&model.global.pin_path));
-    let current = diff::read_live(&pin_path)?;
+    let current = sides::read_live(&pin_path)?;
     let desired = desired(&model, text.hash, current.as_ref());
     // Against the running program's capacity; a config it cannot hold is staged at its own
     // capacity (what a restart would load) and refused, as `apply` refuses it.
@@ -393,9 +374,9 @@ pub fn plan_with(
             .zip(&applied.vips)
             .find(|(want, _)| want.key == key)
             .context("the scratch apply lost a VIP: this is a bug in xlb")?;
-        let after = diff::Side::applied(done, want);
+        let after = sides::Side::applied(done, want);
         let before = current.as_ref().and_then(|l| l.vips.get(&key));
-        let before_effect = before.map(diff::Side::effect);
+        let before_effect = before.map(sides::Side::effect);
         if !options.accept.accepts_concentration()
             && let after_effect = after.effect()
             && let Some(server) = effect::worse_concentration(
@@ -440,7 +421,7 @@ pub fn plan_with(
                 })?,
             )
         };
-        let mut plan = diff::vip_plan(
+        let mut plan = sides::vip_plan(
             Some(vip),
             before,
             Some(&after),
@@ -479,13 +460,13 @@ pub fn plan_with(
     if let Some(current) = &current {
         for (key, before) in &current.vips {
             if !model.vips.iter().any(|vip| vip.key() == *key) {
-                vips.push(diff::vip_plan(None, Some(before), None, None, &[], &[]));
+                vips.push(sides::vip_plan(None, Some(before), None, None, &[], &[]));
             }
         }
     }
     let global = current
         .as_ref()
-        .map(|l| diff::global_changes(&l.snapshot.config, &model))
+        .map(|l| sides::global_changes(&l.snapshot.config, &model))
         .unwrap_or_default();
     let summary = summarize(&vips);
     let canary = options
@@ -553,7 +534,7 @@ fn sample_effect(vip: &VipModel, plan: &VipPlan) -> Option<Effect> {
 
 /// The state an apply of `model` would install: the live operator state (drained, disabled)
 /// of every backend the config keeps is carried over, as `apply` keeps it.
-fn desired(model: &Model, config_hash: u64, current: Option<&diff::Live>) -> Desired {
+fn desired(model: &Model, config_hash: u64, current: Option<&sides::Live>) -> Desired {
     let mut desired = Desired::from_model(model, config_hash);
     let Some(current) = current else {
         return desired;

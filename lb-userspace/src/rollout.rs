@@ -19,16 +19,13 @@ use lb_common::{
     config::CONFIG_FLOW_ADMISSION,
     map_names,
     meta::{Meta, ShareBase},
-    service::{
-        BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VipFilter,
-        vip_filter_bit,
-    },
+    service::{VipFilter, vip_filter_bit},
 };
 
 use crate::{
     capacity::Capacity,
     config::Model,
-    effect,
+    diff, effect,
     live::Snapshot,
     maglev,
     maps::{Maps, array},
@@ -52,6 +49,19 @@ pub struct DesiredBackend {
     /// Whether the backend failed its health checks; `None` keeps what the live backend has,
     /// so an apply from the command line does not undo the daemon's verdict.
     pub unhealthy: Option<bool>,
+}
+
+impl DesiredBackend {
+    /// A backend whose operator and health state an apply keeps as they are live.
+    pub fn keeping_state(address: IpAddr, weight: u32, mac: [u8; 6]) -> DesiredBackend {
+        DesiredBackend {
+            address,
+            weight,
+            mac,
+            operator: None,
+            unhealthy: None,
+        }
+    }
 }
 
 /// A VIP as the configuration wants it.
@@ -117,13 +127,7 @@ impl Desired {
                 backends: vip
                     .backends
                     .iter()
-                    .map(|b| DesiredBackend {
-                        address: b.address,
-                        weight: b.weight,
-                        mac: b.mac,
-                        operator: None,
-                        unhealthy: None,
-                    })
+                    .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
                     .collect(),
             })
             .collect();
@@ -151,13 +155,7 @@ impl Desired {
                     .backend_ids(vip.id)
                     .filter_map(|id| snapshot.backends.get(id as usize))
                     .filter(|b| **b != Backend::default())
-                    .map(|b| DesiredBackend {
-                        address: live_address(b),
-                        weight: b.weight,
-                        mac: b.mac,
-                        operator: None,
-                        unhealthy: None,
-                    })
+                    .map(|b| DesiredBackend::keeping_state(live_address(b), b.weight, b.mac))
                     .collect(),
             })
             .collect();
@@ -225,18 +223,18 @@ pub fn apply_canary(
         desired.vips.len(),
         snapshot.vips.len()
     );
-    for want in &desired.vips {
-        let live = snapshot.vip(&want.key).with_context(|| {
-            format!(
-                "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
-                describe_vip(&want.key)
-            )
-        })?;
+    // With as many VIPs on both sides, a VIP added comes before the one it replaces.
+    for vip in diff::diff(desired, &Desired::from_live(&snapshot, &capacity)).vips {
         ensure!(
-            live.table_size == want.table_size && live.flags == want.flags,
+            vip.change != diff::Change::Added,
+            "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
+            vip.vip
+        );
+        ensure!(
+            vip.table_size.is_none() && vip.flags.is_none(),
             "VIP {}: a canary keeps each VIP's table size, forwarding and hashing (both table \
              copies share them); change those with a plain apply",
-            describe_vip(&want.key)
+            vip.vip
         );
     }
     let plan = plan(&snapshot, &capacity, desired, Scope::All)?;
@@ -463,8 +461,6 @@ fn plan_entries(
             "VIP {}: id {id} is beyond the program's capacity",
             describe()
         );
-        // A backend bound anew, or whose VIP changes how it forwards, gets this apply's cookie,
-        // so flows remembered under the old binding are re-hashed rather than misdelivered.
         let fresh_cookie = (snapshot.meta.generation.wrapping_add(1) as u32).max(1);
         let rebind_all = live.is_some_and(|vip| vip.flags != want.flags);
         let range = capacity.backend_ids(id);
@@ -494,10 +490,7 @@ fn plan_entries(
         for backend in &want.backends {
             let (addr, family) = to_kernel(backend.address);
             let existing = by_address.get(&(addr, family)).copied();
-            let cookie = match existing {
-                Some(b) if !rebind_all => owned(b).cookie,
-                _ => fresh_cookie,
-            };
+            let cookie = diff::cookie(existing.map(owned).as_ref(), rebind_all, fresh_cookie);
             let backend_id = match existing {
                 Some(b) => b,
                 None => {
@@ -513,22 +506,12 @@ fn plan_entries(
                     free
                 }
             };
-            // Operator and health state survive an apply unless they are the change.
-            let live_flags = owned(backend_id).flags;
-            let operator =
-                backend.operator.unwrap_or(live_flags) & (BACKEND_DRAINED | BACKEND_DISABLED);
-            let unhealthy = match backend.unhealthy {
-                Some(true) => BACKEND_UNHEALTHY,
-                Some(false) => 0,
-                None => live_flags & BACKEND_UNHEALTHY,
-            };
-            let out = operator & BACKEND_DISABLED != 0 || unhealthy != 0;
-            let active = if out { 0 } else { BACKEND_ACTIVE };
+            let flags = diff::backend_flags(backend, owned(backend_id).flags);
             let entry = Backend {
                 addr,
                 mac: backend.mac,
                 family,
-                flags: operator | unhealthy | active,
+                flags,
                 weight: backend.weight,
                 cookie,
             };
@@ -537,21 +520,13 @@ fn plan_entries(
                 *kept = true;
             }
             backend_ids.push(backend_id);
-            if operator == 0 && unhealthy == 0 && backend.weight > 0 {
+            if diff::in_table(flags, backend.weight) {
                 eligible.push((backend_id, backend.weight, backend.address));
             }
         }
-        // A live VIP whose entry and backend entries would be written as they are keeps its
-        // table: the table depends on nothing else.
         let same = live.filter(|vip| {
             scope == Scope::Changed
-                && vip.flags == want.flags
-                && vip.table_size == want.table_size
-                && backends[first_entry..]
-                    .iter()
-                    .all(|(id, entry)| owned(*id) == *entry)
-                // Every entry is live as it is, so every id is a live one: all of them are kept.
-                && backend_ids.len() == live_ids
+                && diff::keeps_table(vip, want, &backends[first_entry..], owned, live_ids)
         });
         if let Some(vip) = same {
             backends.truncate(first_entry);

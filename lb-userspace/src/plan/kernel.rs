@@ -5,8 +5,8 @@ use aya::programs::Xdp;
 
 use super::{
     Disagreement, KernelCheck,
-    diff::Side,
     sample::{self, Observed, Probe},
+    sides::Side,
 };
 use crate::{
     config::{Forwarding, Protocol, VipModel},
@@ -110,7 +110,7 @@ mod tests {
     use lb_common::Vip;
 
     use super::*;
-    use crate::plan::diff::SideBackend;
+    use crate::plan::sides::SideBackend;
 
     fn side() -> Side {
         let backend = |last: u8, mac: u8| SideBackend {

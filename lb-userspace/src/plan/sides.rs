@@ -21,7 +21,7 @@ use crate::{
     config::{FlowAdmission, Model, VipModel},
     live::Snapshot,
     pins,
-    rollout::{AppliedVip, DesiredVip, describe_vip, live_address},
+    rollout::{AppliedVip, DesiredBackend, DesiredVip, describe_vip, live_address},
     steering,
 };
 
@@ -154,6 +154,20 @@ impl Side {
         }
     }
 
+    /// This side in the shape of a desired state, to compare with [`crate::diff::vip`].
+    fn desired(&self) -> DesiredVip {
+        DesiredVip {
+            key: self.key,
+            flags: self.vip.flags,
+            table_size: self.vip.table_size,
+            backends: self
+                .backends
+                .iter()
+                .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
+                .collect(),
+        }
+    }
+
     /// The expected share of new flows of backend `i`.
     pub fn share(&self, i: usize) -> f64 {
         f64::from(self.slots[i]) / f64::from(self.vip.table_size.max(1))
@@ -166,10 +180,6 @@ impl Side {
             .copied()
             .flatten()
             .map(|i| self.backends[i].address)
-    }
-
-    fn find(&self, address: IpAddr) -> Option<usize> {
-        self.backends.iter().position(|b| b.address == address)
     }
 }
 
@@ -219,88 +229,82 @@ pub(super) fn vip_plan(
     warnings: &[(Option<usize>, &'static str)],
 ) -> VipPlan {
     let reference = after.or(before).expect("a VIP on at least one side");
+    let (want, have) = (after.map(Side::desired), before.map(Side::desired));
+    let diff = crate::diff::vip(want.as_ref().map(|w| (0, w)), have.as_ref().map(|h| (0, h)));
     let mut changes = Vec::new();
-    if let (Some(b), Some(a)) = (before, after) {
+    if let Some(flags) = diff.flags {
         changes.extend(change(
             "forwarding",
-            forwarding(b.vip.flags).into(),
-            forwarding(a.vip.flags).into(),
+            forwarding(flags.live).into(),
+            forwarding(flags.desired).into(),
         ));
         changes.extend(change(
             "hash",
-            hash(b.vip.flags).into(),
-            hash(a.vip.flags).into(),
+            hash(flags.live).into(),
+            hash(flags.desired).into(),
         ));
+    }
+    if let Some(size) = diff.table_size {
         changes.extend(change(
             "table_size",
-            b.vip.table_size.to_string(),
-            a.vip.table_size.to_string(),
+            size.live.to_string(),
+            size.desired.to_string(),
         ));
     }
 
     let mut backends = Vec::new();
-    if let Some(a) = after {
-        for (i, backend) in a.backends.iter().enumerate() {
-            let live = before.and_then(|b| b.find(backend.address).map(|j| (b, j)));
-            let mut field_changes = Vec::new();
-            if let Some((b, j)) = live {
-                let old = &b.backends[j];
-                field_changes.extend(change(
-                    "weight",
-                    old.weight.to_string(),
-                    backend.weight.to_string(),
-                ));
-                field_changes.extend(change(
-                    "mac",
-                    Mac(old.mac).to_string(),
-                    Mac(backend.mac).to_string(),
-                ));
-            }
-            let kernel_flows = outcome.as_ref().map(|o| o.counts[i]);
-            backends.push(BackendPlan {
-                address: backend.address,
-                change: match (live, field_changes.is_empty()) {
-                    (None, _) => Change::Added,
-                    (Some(_), true) => Change::Unchanged,
-                    (Some(_), false) => Change::Changed,
-                },
-                changes: field_changes,
-                weight: backend.weight,
-                mac: Mac(backend.mac).to_string(),
-                state: state(backend.flags),
-                share_before: live.map_or(0.0, |(b, j)| b.share(j)),
-                share_after: a.share(i),
-                kernel_flows,
-                kernel_share: outcome
-                    .as_ref()
-                    .map(|o| f64::from(o.counts[i]) / f64::from(o.check.flows.max(1))),
-                warnings: warnings
+    for backend in &diff.backends {
+        let (side, index) = match (after, backend.desired, before, backend.live) {
+            (Some(a), Some(i), _, _) => (a, i),
+            (_, _, Some(b), Some(j)) => (b, j),
+            _ => continue,
+        };
+        let entry = &side.backends[index];
+        let mut field_changes = Vec::new();
+        if let Some(weight) = backend.weight {
+            field_changes.extend(change(
+                "weight",
+                weight.live.to_string(),
+                weight.desired.to_string(),
+            ));
+        }
+        if let Some(mac) = backend.mac {
+            field_changes.extend(change(
+                "mac",
+                Mac(mac.live).to_string(),
+                Mac(mac.desired).to_string(),
+            ));
+        }
+        let share_before = match (before, backend.live) {
+            (Some(b), Some(j)) => b.share(j),
+            _ => 0.0,
+        };
+        let in_after = backend.desired.filter(|_| after.is_some());
+        backends.push(BackendPlan {
+            address: backend.address,
+            change: backend.change,
+            changes: field_changes,
+            weight: entry.weight,
+            mac: Mac(entry.mac).to_string(),
+            state: state(entry.flags),
+            share_before,
+            share_after: in_after.map_or(0.0, |i| after.map_or(0.0, |a| a.share(i))),
+            kernel_flows: outcome
+                .as_ref()
+                .map(|o| in_after.map_or(0, |i| o.counts[i])),
+            kernel_share: outcome.as_ref().map(|o| {
+                in_after.map_or(0.0, |i| {
+                    f64::from(o.counts[i]) / f64::from(o.check.flows.max(1))
+                })
+            }),
+            warnings: in_after.map_or_else(Vec::new, |i| {
+                warnings
                     .iter()
                     .filter(|(backend, _)| *backend == Some(i))
                     .map(|(_, rule)| *rule)
-                    .collect(),
-            });
-        }
-    }
-    if let Some(b) = before {
-        for (j, backend) in b.backends.iter().enumerate() {
-            if after.is_some_and(|a| a.find(backend.address).is_some()) {
-                continue;
-            }
-            backends.push(BackendPlan {
-                address: backend.address,
-                change: Change::Removed,
-                changes: Vec::new(),
-                weight: backend.weight,
-                mac: Mac(backend.mac).to_string(),
-                state: state(backend.flags),
-                share_before: b.share(j),
-                share_after: 0.0,
-                kernel_flows: outcome.as_ref().map(|_| 0),
-                kernel_share: outcome.as_ref().map(|_| 0.0),
-                warnings: Vec::new(),
-            });
-        }
+                    .collect()
+            }),
+        });
     }
 
     let mut notes = Vec::new();
@@ -326,15 +330,12 @@ pub(super) fn vip_plan(
                 .to_owned(),
         );
     }
-    let unchanged_settings =
-        changes.is_empty() && backends.iter().all(|b| b.change == Change::Unchanged);
-    let change = match (before, after) {
-        (None, _) => Change::Added,
-        (_, None) => Change::Removed,
-        _ if unchanged_settings && moved_share.is_none_or(|m| m == 0.0) => Change::Unchanged,
-        _ => Change::Changed,
+    let unchanged_settings = diff.change == Change::Unchanged;
+    let change = match diff.change {
+        Change::Unchanged if moved_share.is_some_and(|m| m > 0.0) => Change::Changed,
+        change => change,
     };
-    if before.is_some() && after.is_some() && unchanged_settings && change == Change::Changed {
+    if unchanged_settings && change == Change::Changed {
         notes.push(
             "the live table differs from the one this config builds (changed outside this \
              config?): applying it rebuilds the table"

@@ -1,0 +1,330 @@
+//! Desired state against live state, compared once: which VIPs are added, removed or changed,
+//! and within a VIP which settings and backends differ. `plan` prints it, `audit` reports it
+//! as drift; the rules for what an apply derives from it (a backend's flags and cookie,
+//! whether a VIP's table is rebuilt) are here too, and `rollout` writes by them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use lb_common::{
+    Backend, Vip, VipKey,
+    service::{BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY},
+};
+use serde::Serialize;
+
+use crate::rollout::{Desired, DesiredBackend, DesiredVip, describe_vip};
+
+/// How one VIP or backend differs between the live state and the desired one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Added,
+    Removed,
+    Changed,
+    Unchanged,
+}
+
+impl Change {
+    /// `+`, `-`, `~` or a space, in front of a line of the text report.
+    pub fn marker(self) -> char {
+        match self {
+            Change::Added => '+',
+            Change::Removed => '-',
+            Change::Changed => '~',
+            Change::Unchanged => ' ',
+        }
+    }
+}
+
+/// A value that differs: live, and as desired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Field<T> {
+    pub live: T,
+    pub desired: T,
+}
+
+fn field<T: PartialEq>(live: T, desired: T) -> Option<Field<T>> {
+    (live != desired).then_some(Field { live, desired })
+}
+
+/// Every VIP of both sides: the desired ones in their order, then those only live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub vips: Vec<VipDiff>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipDiff {
+    #[serde(skip)]
+    pub key: VipKey,
+    pub vip: String,
+    pub change: Change,
+    /// Its index in the desired VIPs, and in the live ones.
+    #[serde(skip)]
+    pub desired: Option<usize>,
+    #[serde(skip)]
+    pub live: Option<usize>,
+    /// `VIP_*` flags, when both sides hold the VIP and they differ.
+    pub flags: Option<Field<u32>>,
+    pub table_size: Option<Field<u32>>,
+    /// The desired backends in their order, then those only live.
+    pub backends: Vec<BackendDiff>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendDiff {
+    pub address: IpAddr,
+    pub change: Change,
+    /// Its index in the desired VIP's backends, and in the live one's.
+    #[serde(skip)]
+    pub desired: Option<usize>,
+    #[serde(skip)]
+    pub live: Option<usize>,
+    pub weight: Option<Field<u32>>,
+    pub mac: Option<Field<[u8; 6]>>,
+}
+
+/// What differs between `desired` and `live` (the live state read as a desired one,
+/// [`Desired::from_live`]).
+pub fn diff(desired: &Desired, live: &Desired) -> Changes {
+    let live_by_key: HashMap<VipKey, usize> =
+        (0..).zip(&live.vips).map(|(j, vip)| (vip.key, j)).collect();
+    let mut vips: Vec<VipDiff> = (0..)
+        .zip(&desired.vips)
+        .map(|(i, want)| {
+            let j = live_by_key.get(&want.key).copied();
+            vip(Some((i, want)), j.map(|j| (j, &live.vips[j])))
+        })
+        .collect();
+    let wanted: HashSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
+    vips.extend(
+        (0..)
+            .zip(&live.vips)
+            .filter(|(_, have)| !wanted.contains(&have.key))
+            .map(|have| vip(None, Some(have))),
+    );
+    Changes { vips }
+}
+
+/// How one VIP differs; at least one side holds it (with its index among that side's VIPs).
+/// Backends match by address.
+pub fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>) -> VipDiff {
+    let (desired_index, desired) = (desired.map(|(i, _)| i), desired.map(|(_, vip)| vip));
+    let (live_index, live) = (live.map(|(j, _)| j), live.map(|(_, vip)| vip));
+    let key = desired.or(live).expect("a VIP on at least one side").key;
+    let no_backends = Vec::new();
+    let wanted = desired.map_or(&no_backends, |vip| &vip.backends);
+    let had = live.map_or(&no_backends, |vip| &vip.backends);
+    let mut unmatched: Vec<usize> = (0..had.len()).collect();
+    let mut backends = Vec::with_capacity(wanted.len());
+    for (i, want) in wanted.iter().enumerate() {
+        let at = unmatched
+            .iter()
+            .position(|&j| had[j].address == want.address);
+        let j = at.map(|at| unmatched.remove(at));
+        let (weight, mac) = match j {
+            Some(j) => (
+                field(had[j].weight, want.weight),
+                field(had[j].mac, want.mac),
+            ),
+            None => (None, None),
+        };
+        let change = match j {
+            None => Change::Added,
+            Some(_) if weight.is_none() && mac.is_none() => Change::Unchanged,
+            Some(_) => Change::Changed,
+        };
+        backends.push(BackendDiff {
+            address: want.address,
+            change,
+            desired: Some(i),
+            live: j,
+            weight,
+            mac,
+        });
+    }
+    backends.extend(unmatched.into_iter().map(|j| BackendDiff {
+        address: had[j].address,
+        change: Change::Removed,
+        desired: None,
+        live: Some(j),
+        weight: None,
+        mac: None,
+    }));
+    let (flags, table_size) = match (desired, live) {
+        (Some(want), Some(have)) => (
+            field(have.flags, want.flags),
+            field(have.table_size, want.table_size),
+        ),
+        _ => (None, None),
+    };
+    let change = match (desired, live) {
+        (_, None) => Change::Added,
+        (None, _) => Change::Removed,
+        _ if flags.is_none()
+            && table_size.is_none()
+            && backends.iter().all(|b| b.change == Change::Unchanged) =>
+        {
+            Change::Unchanged
+        }
+        _ => Change::Changed,
+    };
+    VipDiff {
+        key,
+        vip: describe_vip(&key),
+        change,
+        desired: desired_index,
+        live: live_index,
+        flags,
+        table_size,
+        backends,
+    }
+}
+
+/// The flags an apply writes for `want` over a live entry holding `live`: operator and health
+/// state survive an apply unless they are the change, and a backend out of service is not
+/// active.
+pub fn backend_flags(want: &DesiredBackend, live: u8) -> u8 {
+    let operator = want.operator.unwrap_or(live) & (BACKEND_DRAINED | BACKEND_DISABLED);
+    let unhealthy = match want.unhealthy {
+        Some(true) => BACKEND_UNHEALTHY,
+        Some(false) => 0,
+        None => live & BACKEND_UNHEALTHY,
+    };
+    let out = operator & BACKEND_DISABLED != 0 || unhealthy != 0;
+    operator | unhealthy | if out { 0 } else { BACKEND_ACTIVE }
+}
+
+/// Whether a backend with `flags` ([`backend_flags`]) and `weight` gets slots in its table.
+pub fn in_table(flags: u8, weight: u32) -> bool {
+    flags & (BACKEND_DRAINED | BACKEND_DISABLED | BACKEND_UNHEALTHY) == 0 && weight > 0
+}
+
+/// The cookie of a backend entry: the live one's (`bound`) while it stays bound to a VIP that
+/// forwards as before (`rebind` false); otherwise `fresh`, this apply's, so flows remembered
+/// under the old binding are re-hashed rather than misdelivered.
+pub fn cookie(bound: Option<&Backend>, rebind: bool, fresh: u32) -> u32 {
+    match bound {
+        Some(backend) if !rebind => backend.cookie,
+        _ => fresh,
+    }
+}
+
+/// Whether a live VIP keeps its table: its entry and every backend entry (`entries`, by id)
+/// would be written as they are (`live_entry`), and no live backend (`live_backends` of them)
+/// leaves. The table depends on nothing else.
+pub fn keeps_table(
+    live: &Vip,
+    want: &DesiredVip,
+    entries: &[(u32, Backend)],
+    live_entry: impl Fn(u32) -> Backend,
+    live_backends: usize,
+) -> bool {
+    live.flags == want.flags
+        && live.table_size == want.table_size
+        && entries.iter().all(|(id, entry)| live_entry(*id) == *entry)
+        // Every entry is live as it is, so every id is a live one: all of them are kept.
+        && entries.len() == live_backends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(last: u8, weight: u32) -> DesiredBackend {
+        DesiredBackend::keeping_state(
+            IpAddr::from([198, 18, 0, last]),
+            weight,
+            [2, 0, 0, 0, 0, last],
+        )
+    }
+
+    fn vip(port: u16, backends: Vec<DesiredBackend>) -> DesiredVip {
+        DesiredVip {
+            key: VipKey {
+                port,
+                ..VipKey::default()
+            },
+            flags: 0,
+            table_size: 13,
+            backends,
+        }
+    }
+
+    fn state(vips: Vec<DesiredVip>) -> Desired {
+        Desired {
+            vips,
+            config: lb_common::Config::default(),
+            config_hash: 0,
+            max_share: 0.5,
+        }
+    }
+
+    #[test]
+    fn vips_and_backends_are_matched_and_compared() {
+        let live = state(vec![
+            vip(80, vec![backend(1, 1), backend(2, 1)]),
+            vip(81, vec![backend(1, 1)]),
+            vip(82, vec![backend(1, 1)]),
+        ]);
+        let desired = state(vec![
+            vip(80, vec![backend(1, 1), backend(3, 1), backend(2, 5)]),
+            vip(82, vec![backend(1, 1)]),
+            vip(83, vec![]),
+        ]);
+        let changes = super::diff(&desired, &live);
+        let kinds: Vec<(u16, Change)> = changes
+            .vips
+            .iter()
+            .map(|v| (v.key.port, v.change))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (80, Change::Changed),
+                (82, Change::Unchanged),
+                (83, Change::Added),
+                (81, Change::Removed)
+            ]
+        );
+        let backends: Vec<(Change, Option<usize>, Option<usize>)> = changes.vips[0]
+            .backends
+            .iter()
+            .map(|b| (b.change, b.desired, b.live))
+            .collect();
+        assert_eq!(
+            backends,
+            [
+                (Change::Unchanged, Some(0), Some(0)),
+                (Change::Added, Some(1), None),
+                (Change::Changed, Some(2), Some(1)),
+            ]
+        );
+        assert_eq!(
+            changes.vips[0].backends[2].weight,
+            Some(Field {
+                live: 1,
+                desired: 5
+            })
+        );
+        assert_eq!(changes.vips[3].backends[0].change, Change::Removed);
+    }
+
+    #[test]
+    fn flags_keep_live_state_unless_they_are_the_change() {
+        let drained_unhealthy = BACKEND_DRAINED | BACKEND_UNHEALTHY;
+        let kept = backend_flags(&backend(1, 1), drained_unhealthy);
+        assert_eq!(kept, drained_unhealthy);
+        assert!(!in_table(kept, 1));
+        let healed = DesiredBackend {
+            operator: Some(0),
+            unhealthy: Some(false),
+            ..backend(1, 1)
+        };
+        assert_eq!(backend_flags(&healed, drained_unhealthy), BACKEND_ACTIVE);
+        assert!(in_table(BACKEND_ACTIVE, 1));
+        assert!(!in_table(BACKEND_ACTIVE, 0));
+    }
+}
