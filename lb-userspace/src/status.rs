@@ -295,33 +295,17 @@ impl OwnerSteps {
     }
 }
 
-/// `secs` since the Unix epoch as RFC 3339 UTC, e.g. `2023-11-14T22:13:20Z`.
+/// `secs` since the Unix epoch as RFC 3339 UTC, e.g. `2023-11-14T22:13:20Z`. An instant
+/// after 9999 (which RFC 3339's four-digit year cannot write) shows as the last one it can.
 pub fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// The Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`, restricted
-/// to dates from 1970 on, which is all a u64 of seconds since the epoch can hold).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01 so leap days fall at the end of a 400-year era.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    /// 9999-12-31T23:59:59Z.
+    const LAST: i64 = 253_402_300_799;
+    let secs = i64::try_from(secs).map_or(LAST, |secs| secs.min(LAST));
+    let instant = time::OffsetDateTime::from_unix_timestamp(secs)
+        .expect("every instant from 1970 to 9999 is in time's range");
+    instant
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC instant up to 9999 is an RFC 3339 date")
 }
 
 /// The interface name `xlb run` recorded when it attached (an index means nothing outside
@@ -464,6 +448,7 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
         assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 
     /// Backend 198.18.0.`last`.

@@ -21,7 +21,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd as _, FromRawFd as _},
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -32,14 +32,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
-use lb_userspace::{
-    attach::{self, AttachMode},
-    object,
-};
 
 use crate::{
     demo, echo,
-    netns::{Ipv6, Lab, Netns, Star},
+    netns::{Ipv6, Lab, Netns, Star, Switch},
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -61,7 +57,7 @@ pub const FALL: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often server threads look at their stop flags.
-const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// How long the daemon may take to attach (or adopt) and serve metrics.
 const DAEMON_READY: Duration = Duration::from_secs(15);
 
@@ -161,12 +157,7 @@ impl DaemonLab {
             });
         }
 
-        // Native XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
-        let mut bridge_pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
-        let pass = object::xdp_program(&mut bridge_pass, "bare_pass")?;
-        switch
-            .run(|| attach::attach(pass, "p-lb", AttachMode::Native))?
-            .context("attaching bare_pass to p-lb")?;
+        let bridge_pass = Switch::pass_xdp(&switch, "lb")?;
 
         let pin_path = lab.pin_dir("xlb")?;
         // The lab removes the directory on drop; xlb creates it itself.
@@ -270,11 +261,6 @@ impl DaemonLab {
     /// that execs the rest, e.g. `setpriv --no-new-privs`).
     pub fn start_daemon_under(&mut self, wrapper: &[&str]) -> anyhow::Result<u32> {
         ensure!(self.daemon.is_none(), "the daemon already runs");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .context("opening the daemon log")?;
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = self.lb.command(program);
@@ -287,25 +273,17 @@ impl DaemonLab {
             .args(["run", "--config"])
             .arg(&self.config_path)
             // No NO_COLOR: the log is a file, so xlb must write plain lines by itself.
-            .env_remove("NO_COLOR")
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .env_remove("NO_COLOR");
+        log_to(&mut command, &self.log_path())?;
         let pid = self.lab.spawn(command)?;
         self.daemon = Some(pid);
-        let deadline = Instant::now() + DAEMON_READY;
-        loop {
-            if self.pin_path.join("link").exists() && self.scrape().is_ok() {
-                return Ok(pid);
-            }
-            if exited(pid) || Instant::now() >= deadline {
-                bail!(
-                    "xlb run (pid {pid}) did not become ready within {DAEMON_READY:?}; its \
-                     log:\n{}",
-                    self.daemon_log()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
+        wait_ready(
+            pid,
+            DAEMON_READY,
+            || self.pin_path.join("link").exists() && self.scrape().is_ok(),
+            || format!("xlb run: {}", self.daemon_log()),
+        )?;
+        Ok(pid)
     }
 
     /// The running daemon's pid.
@@ -761,7 +739,39 @@ pub fn exited(pid: u32) -> bool {
     }
 }
 
-fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+/// Sends `command`'s output to the end of the file at `log`.
+pub fn log_to(command: &mut Command, log: &Path) -> anyhow::Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    command.stdout(file.try_clone()?).stderr(file);
+    Ok(())
+}
+
+/// Polls `ready` until it holds; fails with `what` (who, and its log) once process `pid`
+/// exits or `within` has passed.
+pub fn wait_ready(
+    pid: u32,
+    within: Duration,
+    mut ready: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        ensure!(
+            !exited(pid) && Instant::now() < deadline,
+            "pid {pid} did not become ready within {within:?}; {}",
+            what()
+        );
+        std::thread::sleep(POLL);
+    }
+    Ok(())
+}
+
+/// Replaces the file at `path` with `text` in one step (a rename), so no reader sees half.
+pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
     let staging = path.with_extension("staging");
     let mut file =
         File::create(&staging).with_context(|| format!("creating {}", staging.display()))?;

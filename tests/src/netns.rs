@@ -22,6 +22,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use aya::Ebpf;
+use lb_userspace::{
+    attach::{self, AttachMode},
+    object,
+};
 
 /// Prefix of every namespace, pin directory and /tmp entry a lab creates.
 pub const PREFIX: &str = "xlbt";
@@ -219,8 +224,75 @@ pub enum Ipv6 {
     NoDad,
 }
 
-/// The labs' shape: a switch namespace `sw` whose bridge `br0` joins the `eth0` of `client`,
-/// `lb` and backends `b0`, `b1`... through ports `p-client`, `p-lb`, `p-b0`... ([`Netns::switch`]).
+impl Ipv6 {
+    /// Sets this treatment in `ns`, for its existing links and the ones to come.
+    pub fn apply(self, ns: &Netns) -> anyhow::Result<()> {
+        let (key, value) = match self {
+            Ipv6::Off => ("disable_ipv6", "1"),
+            Ipv6::NoDad => ("accept_dad", "0"),
+        };
+        ns.sysctl(&format!("net.ipv6.conf.all.{key}"), value)?;
+        ns.sysctl(&format!("net.ipv6.conf.default.{key}"), value)
+    }
+}
+
+/// Every lab's core: a switch namespace `sw` whose bridge `br0` joins the `eth0` of each
+/// member namespace through port `p-NAME` ([`Netns::switch`]).
+pub struct Switch {
+    pub ns: Netns,
+    /// The members, in the order their names were given.
+    pub members: Vec<Netns>,
+}
+
+impl Switch {
+    /// Builds the switch and its `members` (namespace names), each namespace made by `netns`
+    /// (a [`Lab`]'s or a kept lab's) and given `ipv6` before any link exists.
+    pub fn build(
+        mut netns: impl FnMut(&str) -> anyhow::Result<Netns>,
+        members: &[String],
+        ipv6: Ipv6,
+    ) -> anyhow::Result<Switch> {
+        let mut make = |name: &str| {
+            let ns = netns(name)?;
+            ipv6.apply(&ns)?;
+            anyhow::Ok(ns)
+        };
+        let ns = make("sw")?;
+        let joined: Vec<Netns> = members
+            .iter()
+            .map(|name| make(name))
+            .collect::<anyhow::Result<_>>()?;
+        let ports: Vec<(&Netns, String)> = joined
+            .iter()
+            .zip(members)
+            .map(|(member, name)| (member, Switch::port(name)))
+            .collect();
+        ns.switch(&ports)?;
+        let members = joined;
+        Ok(Switch { ns, members })
+    }
+
+    /// The switch port of member `name`.
+    pub fn port(name: &str) -> String {
+        format!("p-{name}")
+    }
+
+    /// Attaches `bare_pass` natively to member `name`'s port on `switch`: native XDP_TX on a
+    /// veth reaches the peer only if the peer runs an XDP program. Attached while the returned
+    /// object lives.
+    pub fn pass_xdp(switch: &Netns, name: &str) -> anyhow::Result<Ebpf> {
+        let mut pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
+        let program = object::xdp_program(&mut pass, "bare_pass")?;
+        let port = Switch::port(name);
+        switch
+            .run(|| attach::attach(program, &port, AttachMode::Native))?
+            .with_context(|| format!("attaching bare_pass to {port}"))?;
+        Ok(pass)
+    }
+}
+
+/// The demo and daemon labs' shape: a [`Switch`] joining `client`, `lb` and backends `b0`,
+/// `b1`...
 pub struct Star {
     pub switch: Netns,
     pub client: Netns,
@@ -229,44 +301,36 @@ pub struct Star {
 }
 
 impl Star {
-    /// Builds the star with `backends` backends, each namespace made by `netns` (a [`Lab`]'s
-    /// or a kept lab's).
+    /// Builds the star with `backends` backends (see [`Switch::build`] for `netns`).
     pub fn build(
-        mut netns: impl FnMut(&str) -> anyhow::Result<Netns>,
+        netns: impl FnMut(&str) -> anyhow::Result<Netns>,
         backends: usize,
         ipv6: Ipv6,
     ) -> anyhow::Result<Star> {
-        let switch = netns("sw")?;
-        let client = netns("client")?;
-        let lb = netns("lb")?;
-        let backends = (0..backends)
-            .map(|index| netns(&format!("b{index}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let (key, value) = match ipv6 {
-            Ipv6::Off => ("disable_ipv6", "1"),
-            Ipv6::NoDad => ("accept_dad", "0"),
-        };
-        for ns in [&switch, &client, &lb].into_iter().chain(&backends) {
-            ns.sysctl(&format!("net.ipv6.conf.all.{key}"), value)?;
-            ns.sysctl(&format!("net.ipv6.conf.default.{key}"), value)?;
-        }
-        let star = Star {
+        let names: Vec<String> = ["client", "lb"]
+            .map(String::from)
+            .into_iter()
+            .chain((0..backends).map(|index| format!("b{index}")))
+            .collect();
+        let Switch {
+            ns: switch,
+            mut members,
+        } = Switch::build(netns, &names, ipv6)?;
+        let backends = members.split_off(2);
+        let [client, lb]: [Netns; 2] = members.try_into().expect("client and lb come first");
+        Ok(Star {
             switch,
             client,
             lb,
             backends,
-        };
-        let mut members = vec![(&star.client, "p-client".to_owned())];
-        members.extend(star.fabric());
-        star.switch.switch(&members)?;
-        Ok(star)
+        })
     }
 
     /// The members behind the load balancer, with their switch ports: `lb` and the backends.
     fn fabric(&self) -> impl Iterator<Item = (&Netns, String)> {
         let backends = self.backends.iter().enumerate();
-        std::iter::once((&self.lb, "p-lb".to_owned()))
-            .chain(backends.map(|(i, ns)| (ns, format!("p-b{i}"))))
+        std::iter::once((&self.lb, Switch::port("lb")))
+            .chain(backends.map(|(i, ns)| (ns, Switch::port(&format!("b{i}")))))
     }
 
     /// Sets `mtu` on every link behind the load balancer (both ends), the client's link left

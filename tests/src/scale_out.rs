@@ -17,7 +17,6 @@
 
 use std::{
     collections::BTreeSet,
-    fs::OpenOptions,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
@@ -31,15 +30,11 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
-use lb_userspace::{
-    attach::{self, AttachMode},
-    object,
-};
 
 use crate::{
-    daemon_lab::{VerbOutput, exited, xlb_verb},
+    daemon_lab::{POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb},
     demo, echo,
-    netns::{Lab, Netns},
+    netns::{Ipv6, Lab, Netns, Switch},
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
@@ -59,7 +54,6 @@ const HEALTH_INTERVAL_MS: u32 = 200;
 const HEALTH_TIMEOUT_MS: u32 = 100;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
-const POLL: Duration = Duration::from_millis(50);
 const READY: Duration = Duration::from_secs(20);
 
 /// One xlb node: its namespace, address, files and processes.
@@ -118,39 +112,20 @@ impl ScaleOut {
         ensure!((1..=8).contains(&nodes), "{nodes} nodes: use 1 to 8");
         let xlb = demo::xlb_binary()?;
         let mut lab = Lab::new(label)?;
-        let switch = lab.netns("sw")?;
         let client = lab.netns("client")?;
-        let router = lab.netns("router")?;
-        let node_ns: Vec<Netns> = (0..nodes)
-            .map(|i| lab.netns(&format!("n{i}")))
-            .collect::<anyhow::Result<_>>()?;
-        let backend_ns: Vec<Netns> = (0..WEIGHTS.len())
-            .map(|i| lab.netns(&format!("b{i}")))
-            .collect::<anyhow::Result<_>>()?;
-        let all: Vec<&Netns> = [&switch, &client, &router]
-            .into_iter()
-            .chain(&node_ns)
-            .chain(&backend_ns)
+        Ipv6::Off.apply(&client)?;
+        let names: Vec<String> = std::iter::once("router".to_owned())
+            .chain((0..nodes).map(|i| format!("n{i}")))
+            .chain((0..WEIGHTS.len()).map(|i| format!("b{i}")))
             .collect();
-        for ns in &all {
-            ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        }
+        let Switch {
+            ns: switch,
+            mut members,
+        } = Switch::build(|name| lab.netns(name), &names, Ipv6::Off)?;
+        let backend_ns = members.split_off(1 + nodes);
+        let node_ns = members.split_off(1);
+        let router = members.pop().context("the router comes first")?;
         crate::netns::veth((&client, "eth0"), (&router, "eth1"))?;
-        let mut members = vec![(&router, "p-r".to_owned())];
-        members.extend(
-            node_ns
-                .iter()
-                .enumerate()
-                .map(|(i, ns)| (ns, format!("p-n{i}"))),
-        );
-        members.extend(
-            backend_ns
-                .iter()
-                .enumerate()
-                .map(|(i, ns)| (ns, format!("p-b{i}"))),
-        );
-        switch.switch(&members)?;
         client.tx_checksum_off("eth0")?;
         router.tx_checksum_off("eth1")?;
         client.addr("eth0", &format!("{CLIENT}/24"))?;
@@ -199,17 +174,9 @@ impl ScaleOut {
                 mac,
             });
         }
-        // Native XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
-        let mut passes = Vec::new();
-        for i in 0..nodes {
-            let mut pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
-            let program = object::xdp_program(&mut pass, "bare_pass")?;
-            let port = format!("p-n{i}");
-            switch
-                .run(|| attach::attach(program, &port, AttachMode::Native))?
-                .with_context(|| format!("attaching bare_pass to {port}"))?;
-            passes.push(pass);
-        }
+        let passes = (0..nodes)
+            .map(|i| Switch::pass_xdp(&switch, &format!("n{i}")))
+            .collect::<anyhow::Result<_>>()?;
         let shared = Arc::new(echo::Shared::default());
         let mut listeners = Vec::new();
         for backend in &backends {
@@ -262,10 +229,6 @@ impl ScaleOut {
     fn spawn_bird(&mut self, ns: &Netns, dir: &std::path::Path, conf: &str) -> anyhow::Result<u32> {
         let path = dir.join("bird.conf");
         std::fs::write(&path, conf)?;
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("bird.log"))?;
         let mut command = ns.command("bird");
         command
             .arg("-f")
@@ -274,9 +237,8 @@ impl ScaleOut {
             .arg("-s")
             .arg(dir.join("bird.ctl"))
             .arg("-P")
-            .arg(dir.join("bird.pid"))
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .arg(dir.join("bird.pid"));
+        log_to(&mut command, &dir.join("bird.log"))?;
         self.lab.spawn(command)
     }
 
@@ -323,11 +285,7 @@ impl ScaleOut {
     }
 
     pub fn write_config(&self, i: usize, text: &str) -> anyhow::Result<()> {
-        let path = self.nodes[i].config_path();
-        let staging = path.with_extension("staging");
-        std::fs::write(&staging, text)?;
-        std::fs::rename(&staging, &path)?;
-        Ok(())
+        write_atomically(&self.nodes[i].config_path(), text)
     }
 
     /// Starts node `i`: its BIRD (with an empty routes file), then `xlb run --config`; waits
@@ -357,41 +315,35 @@ impl ScaleOut {
             self.nodes[i].bird_pid = Some(pid);
             // birdc needs the control socket before the daemon's first reload.
             let socket = self.nodes[i].socket();
-            let deadline = Instant::now() + READY;
-            while !socket.exists() {
-                ensure!(
-                    Instant::now() < deadline && !exited(pid),
-                    "BIRD in {} did not start: {}",
-                    ns.name,
-                    std::fs::read_to_string(dir.join("bird.log")).unwrap_or_default()
-                );
-                std::thread::sleep(POLL);
-            }
+            wait_ready(
+                pid,
+                READY,
+                || socket.exists(),
+                || {
+                    format!(
+                        "BIRD in {}: {}",
+                        ns.name,
+                        std::fs::read_to_string(dir.join("bird.log")).unwrap_or_default()
+                    )
+                },
+            )?;
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("xlb.log"))?;
         let mut command = ns.command(&self.xlb);
         command
             .args(["run", "--config"])
             .arg(self.nodes[i].config_path())
-            .env("NO_COLOR", "1")
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .env("NO_COLOR", "1");
+        log_to(&mut command, &dir.join("xlb.log"))?;
         let pid = self.lab.spawn(command)?;
-        self.nodes[i].xlb_pid = Some(pid);
-        let deadline = Instant::now() + READY;
-        while !self.nodes[i].pin_path.join("link").exists() {
-            ensure!(
-                Instant::now() < deadline && !exited(pid),
-                "xlb run in {} did not become ready: {}",
-                ns.name,
-                self.nodes[i].log()
-            );
-            std::thread::sleep(POLL);
-        }
-        Ok(())
+        let node = &mut self.nodes[i];
+        node.xlb_pid = Some(pid);
+        let link = node.pin_path.join("link");
+        wait_ready(
+            pid,
+            READY,
+            || link.exists(),
+            || format!("xlb run in {}: {}", ns.name, node.log()),
+        )
     }
 
     /// Kills node `i` hard: `kill -9` its daemon, `xlb down` its pins (which withdraws its

@@ -45,7 +45,7 @@ use lb_userspace::{
 };
 
 use crate::{
-    netns::{Ipv6, Lab, Netns, Star},
+    netns::{Ipv6, Lab, Netns, Star, Switch},
     packets::Flow,
     steering::{flow_key, vip_key},
 };
@@ -360,10 +360,7 @@ impl Topology {
         let program = object::xdp_program(&mut ebpf, PROGRAM_NAME)?;
         lb.run(|| attach::attach(program, "eth0", AttachMode::Native))??;
 
-        // Native XDP_TX on a veth reaches the peer only if the peer runs an XDP program.
-        let mut bridge_pass = object::load(object::BASELINE_OBJECT, "bare_pass")?;
-        let pass = object::xdp_program(&mut bridge_pass, "bare_pass")?;
-        switch.run(|| attach::attach(pass, "p-lb", AttachMode::Native))??;
+        let bridge_pass = Switch::pass_xdp(&switch, "lb")?;
 
         let mut servers = Servers::default();
         for host in &backends {
