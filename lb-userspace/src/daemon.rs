@@ -410,15 +410,10 @@ impl Daemon {
                 continue;
             };
             let check = &target.check;
-            let outcome = Probe {
-                target_index: index,
-                ..probe.clone()
-            };
-            let transition = self.tracker.record(&outcome, check.rise, check.fall);
+            let transition = self.tracker.record(index, probe, check.rise, check.fall);
             if let Some(extra) = extra.as_mut() {
-                extra.record_check(&target.vip, target.backend, probe.duration);
                 let up = self.tracker.health(index) == Health::Up;
-                extra.set_health(&target.vip, target.backend, up);
+                extra.record_check(&target.vip, target.backend, probe.duration, up);
             }
             let Some(transition) = transition else {
                 continue;

@@ -65,9 +65,10 @@ pub struct Extra {
     pub last_reload_failed: bool,
     /// The interface the program is attached to: its driver's XDP_TX failures are exported.
     pub interface: Option<String>,
-    /// The row of each (VIP, backend) in `health` and in `health_check_seconds`: a probe's
-    /// outcome is recorded without a scan of 100,000 rows.
-    pub rows: HashMap<(String, IpAddr), (Option<usize>, Option<usize>)>,
+    /// The row of each backend of each VIP, the same in `health` and in
+    /// `health_check_seconds` ([`Extra::record_check`] adds both): a probe's outcome is
+    /// recorded without a scan of 100,000 rows.
+    pub rows: HashMap<String, HashMap<IpAddr, usize>>,
 }
 
 /// Why a config reload failed.
@@ -169,26 +170,28 @@ impl Extra {
             .collect();
     }
 
-    /// Records a health-check result of `backend` of `vip`: up (1) or down (0).
-    pub fn set_health(&mut self, vip: &str, backend: IpAddr, up: bool) {
+    /// Records one health check of `backend` of `vip`: how long it took and whether the
+    /// backend is now up (1) or down (0). Called for every target of every probe (100,000 a
+    /// second at scale): the VIP's name is looked up borrowed and copied only for a new row.
+    pub fn record_check(&mut self, vip: &str, backend: IpAddr, duration: Duration, up: bool) {
         let up = u8::from(up);
-        let row = &mut self.rows.entry((vip.to_owned(), backend)).or_default().0;
-        match row.and_then(|i| self.health.get_mut(i)) {
-            Some(existing) => existing.2 = up,
-            None => {
-                *row = Some(self.health.len());
-                self.health.push((vip.to_owned(), backend, up));
+        let row = self
+            .rows
+            .get(vip)
+            .and_then(|backends| backends.get(&backend))
+            .copied();
+        match row {
+            Some(i) => {
+                self.health[i].2 = up;
+                self.health_check_seconds[i].2.observe(duration);
             }
-        }
-    }
-
-    /// Records how long a health check of `backend` of `vip` took.
-    pub fn record_check(&mut self, vip: &str, backend: IpAddr, duration: Duration) {
-        let row = &mut self.rows.entry((vip.to_owned(), backend)).or_default().1;
-        match row.and_then(|i| self.health_check_seconds.get_mut(i)) {
-            Some(existing) => existing.2.observe(duration),
             None => {
-                *row = Some(self.health_check_seconds.len());
+                let i = self.health.len();
+                self.rows
+                    .entry(vip.to_owned())
+                    .or_default()
+                    .insert(backend, i);
+                self.health.push((vip.to_owned(), backend, up));
                 let mut histogram = Histogram::default();
                 histogram.observe(duration);
                 self.health_check_seconds
@@ -1044,13 +1047,16 @@ mod tests {
             IpAddr::from([198, 18, 0, 10]),
             IpAddr::from([198, 18, 0, 11]),
         );
-        extra.set_health("web", second, true);
-        extra.set_health("web", second, false);
-        extra.record_check("web", first, Duration::from_millis(500));
-        extra.record_check("web", first, Duration::from_millis(3));
-        assert_eq!(extra.health, [("web".to_owned(), second, 0)]);
-        assert_eq!(extra.health_check_seconds.len(), 1);
-        assert_eq!(extra.health_check_seconds[0].2.count(), 2);
+        extra.record_check("web", second, Duration::from_millis(1), true);
+        extra.record_check("web", second, Duration::from_millis(1), false);
+        extra.record_check("web", first, Duration::from_millis(500), true);
+        extra.record_check("web", first, Duration::from_millis(3), true);
+        assert_eq!(
+            extra.health,
+            [("web".to_owned(), second, 0), ("web".to_owned(), first, 1)]
+        );
+        assert_eq!(extra.health_check_seconds.len(), 2);
+        assert_eq!(extra.health_check_seconds[1].2.count(), 2);
         let verdicts = [(
             Verdict::Tx,
             Counter {
