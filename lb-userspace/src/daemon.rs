@@ -35,7 +35,7 @@ use crate::{
     control::{self, Identity, Incoming, Refusal, Request},
     down, exit, flood,
     health::{self, Checker, Health, Probe, Target, Tracker},
-    live::{BackendState, Snapshot},
+    live::BackendState,
     metrics,
     notify::Notifier,
     pins,
@@ -152,6 +152,7 @@ impl Daemon {
                 .lock()
                 .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?;
             extra.set_vip_names(&model);
+            extra.set_targets(targets.iter().map(|t| (t.vip.as_str(), t.backend)));
             extra.interface = Some(model.global.interface.clone());
             extra.apply_seconds.observe(first_apply);
         }
@@ -410,15 +411,10 @@ impl Daemon {
                 continue;
             };
             let check = &target.check;
-            let outcome = Probe {
-                target_index: index,
-                ..probe.clone()
-            };
-            let transition = self.tracker.record(&outcome, check.rise, check.fall);
+            let transition = self.tracker.record(index, probe, check.rise, check.fall);
             if let Some(extra) = extra.as_mut() {
-                extra.record_check(&target.vip, target.backend, probe.duration);
                 let up = self.tracker.health(index) == Health::Up;
-                extra.set_health(&target.vip, target.backend, up);
+                extra.record_check(index, probe.duration, up);
             }
             let Some(transition) = transition else {
                 continue;
@@ -748,6 +744,9 @@ impl Daemon {
                     );
                     self.tracker = Tracker::new(&targets);
                     self.target_index = target_index(&targets);
+                    if let Ok(mut extra) = self.shared.lock() {
+                        extra.set_targets(targets.iter().map(|t| (t.vip.as_str(), t.backend)));
+                    }
                     self.targets = targets;
                 }
                 self.detector = Detector::new(alert_settings(&model));
@@ -857,7 +856,7 @@ impl Daemon {
         if self.canary.is_some() {
             return;
         }
-        let (snapshot, capacity) = match (Snapshot::read(ebpf), Capacity::read(ebpf)) {
+        let (snapshot, capacity) = match (self.shares.snapshot(ebpf), Capacity::read(ebpf)) {
             (Ok(snapshot), Ok(capacity)) => (snapshot, capacity),
             (Err(err), _) | (_, Err(err)) => return error!("reading the live state: {err:#}"),
         };
@@ -898,11 +897,9 @@ impl Daemon {
     }
 
     fn check_alerts(&mut self, ebpf: &mut Ebpf) {
-        let (snapshot, capacity) = match (Snapshot::read(ebpf), Capacity::read(ebpf)) {
-            (Ok(snapshot), Ok(capacity)) => (snapshot, capacity),
-            (Err(err), _) | (_, Err(err)) => {
-                return error!("reading counters for alerts: {err:#}");
-            }
+        let capacity = match Capacity::read(ebpf) {
+            Ok(capacity) => capacity,
+            Err(err) => return error!("reading counters for alerts: {err:#}"),
         };
         let mut shares = std::mem::take(&mut self.shares);
         let names: HashMap<VipKey, &str> = self
@@ -917,7 +914,7 @@ impl Daemon {
             state == BackendState::Active
                 && !names.get(key).is_some_and(|name| self.down(name, address))
         };
-        let reading = shares.read(ebpf, &snapshot, &capacity, healthy);
+        let reading = shares.read(ebpf, &capacity, healthy);
         self.shares = shares;
         let reading = match reading {
             Ok(reading) => reading,

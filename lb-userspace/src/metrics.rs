@@ -45,8 +45,9 @@ pub struct Extra {
     /// Config name → VIP key ([`Extra::set_vip_names`]); adds `xlb_vip_info{vip,name}` and
     /// lets the rows below name VIPs as the config does.
     pub vip_names: Vec<(String, VipKey)>,
-    /// Health-check state: (VIP, backend, 1 up / 0 down). A backend without a row has no
-    /// check and counts as up.
+    /// Health-check state: (VIP, backend, 1 up / 0 down), a row per health-checked target in
+    /// the daemon's order ([`Extra::set_targets`]). A backend without a row has no check and
+    /// counts as up.
     pub health: Vec<(String, IpAddr, u8)>,
     /// The skew detector's alerts ([`crate::skew::Detector::firing`]). Every live VIP shows a
     /// 0 for each [`AlertKind`] not firing.
@@ -65,9 +66,6 @@ pub struct Extra {
     pub last_reload_failed: bool,
     /// The interface the program is attached to: its driver's XDP_TX failures are exported.
     pub interface: Option<String>,
-    /// The row of each (VIP, backend) in `health` and in `health_check_seconds`: a probe's
-    /// outcome is recorded without a scan of 100,000 rows.
-    pub rows: HashMap<(String, IpAddr), (Option<usize>, Option<usize>)>,
 }
 
 /// Why a config reload failed.
@@ -169,31 +167,33 @@ impl Extra {
             .collect();
     }
 
-    /// Records a health-check result of `backend` of `vip`: up (1) or down (0).
-    pub fn set_health(&mut self, vip: &str, backend: IpAddr, up: bool) {
-        let up = u8::from(up);
-        let row = &mut self.rows.entry((vip.to_owned(), backend)).or_default().0;
-        match row.and_then(|i| self.health.get_mut(i)) {
-            Some(existing) => existing.2 = up,
-            None => {
-                *row = Some(self.health.len());
-                self.health.push((vip.to_owned(), backend, up));
-            }
+    /// Makes the health rows those of `targets` (VIP name, backend), in their order and all
+    /// up (checks start from up); the histograms of targets that stay are kept.
+    pub fn set_targets<'a>(&mut self, targets: impl IntoIterator<Item = (&'a str, IpAddr)>) {
+        let mut old: HashMap<(String, IpAddr), Histogram> =
+            std::mem::take(&mut self.health_check_seconds)
+                .into_iter()
+                .map(|(vip, backend, histogram)| ((vip, backend), histogram))
+                .collect();
+        self.health.clear();
+        for (vip, backend) in targets {
+            let histogram = old.remove(&(vip.to_owned(), backend)).unwrap_or_default();
+            self.health.push((vip.to_owned(), backend, 1));
+            self.health_check_seconds
+                .push((vip.to_owned(), backend, histogram));
         }
     }
 
-    /// Records how long a health check of `backend` of `vip` took.
-    pub fn record_check(&mut self, vip: &str, backend: IpAddr, duration: Duration) {
-        let row = &mut self.rows.entry((vip.to_owned(), backend)).or_default().1;
-        match row.and_then(|i| self.health_check_seconds.get_mut(i)) {
-            Some(existing) => existing.2.observe(duration),
-            None => {
-                *row = Some(self.health_check_seconds.len());
-                let mut histogram = Histogram::default();
-                histogram.observe(duration);
-                self.health_check_seconds
-                    .push((vip.to_owned(), backend, histogram));
-            }
+    /// Records one health check of the target in row `row` ([`Extra::set_targets`]): how
+    /// long it took and whether the backend is now up (1) or down (0). Called for every
+    /// target of every probe (100,000 a second at scale), so by row, without a lookup.
+    pub fn record_check(&mut self, row: usize, duration: Duration, up: bool) {
+        if let (Some(health), Some(seconds)) = (
+            self.health.get_mut(row),
+            self.health_check_seconds.get_mut(row),
+        ) {
+            health.2 = u8::from(up);
+            seconds.2.observe(duration);
         }
     }
 
@@ -1044,13 +1044,25 @@ mod tests {
             IpAddr::from([198, 18, 0, 10]),
             IpAddr::from([198, 18, 0, 11]),
         );
-        extra.set_health("web", second, true);
-        extra.set_health("web", second, false);
-        extra.record_check("web", first, Duration::from_millis(500));
-        extra.record_check("web", first, Duration::from_millis(3));
-        assert_eq!(extra.health, [("web".to_owned(), second, 0)]);
-        assert_eq!(extra.health_check_seconds.len(), 1);
+        extra.set_targets([("web", second)]);
+        extra.record_check(0, Duration::from_millis(1), true);
+        extra.record_check(0, Duration::from_millis(1), false);
+        // A new target list keeps the histograms of the targets that stay, all up again.
+        extra.set_targets([("web", first), ("web", second)]);
+        assert_eq!(
+            extra.health,
+            [("web".to_owned(), first, 1), ("web".to_owned(), second, 1)]
+        );
+        assert_eq!(extra.health_check_seconds[1].2.count(), 2);
+        extra.record_check(1, Duration::from_millis(1), false);
+        extra.record_check(0, Duration::from_millis(500), true);
+        extra.record_check(0, Duration::from_millis(3), true);
+        assert_eq!(
+            extra.health,
+            [("web".to_owned(), first, 1), ("web".to_owned(), second, 0)]
+        );
         assert_eq!(extra.health_check_seconds[0].2.count(), 2);
+        assert_eq!(extra.health_check_seconds[1].2.count(), 3);
         let verdicts = [(
             Verdict::Tx,
             Counter {

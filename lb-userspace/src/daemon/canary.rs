@@ -233,7 +233,11 @@ impl Daemon {
             return;
         };
         let check = &target.check;
-        let Some(transition) = running.tracker.record(probe, check.rise, check.fall) else {
+        let Some(transition) =
+            running
+                .tracker
+                .record(probe.target_index, probe, check.rise, check.fall)
+        else {
             return;
         };
         if transition.health == Health::Down {

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend, BackendCounter, Event, Vip, VipKey, map_names, service::VIP_FORWARD_IPIP,
+    Backend, BackendCounter, Event, Vip, VipKey, map_names, meta::Meta, service::VIP_FORWARD_IPIP,
 };
 
 use crate::{
@@ -44,6 +44,9 @@ struct Counted {
 #[derive(Default)]
 pub struct Shares {
     counted: HashMap<VipKey, Counted>,
+    /// The VIP and backend entries last read, reused while the live generation stays (every
+    /// change through xlb moves it): 100,000 backend entries are not copied out each second.
+    snapshot: Option<Snapshot>,
 }
 
 /// The samples the skew and flood detectors take from one reading.
@@ -53,15 +56,48 @@ pub struct Reading {
 }
 
 impl Shares {
-    /// Counts every table again at the next reading.
+    /// Reads the entries and counts every table again at the next reading.
     pub fn forget(&mut self) {
         self.counted.clear();
+        self.snapshot = None;
     }
 
-    /// The counters of every VIP in `snapshot` with the shares of its live table (read only
+    /// The live VIP and backend entries: those read last if the live generation is still
+    /// theirs. A change behind xlb's back without a new generation is seen after [`forget`].
+    ///
+    /// [`forget`]: Shares::forget
+    pub fn snapshot(
+        &mut self,
+        maps: &mut (impl crate::maps::Maps + ?Sized),
+    ) -> anyhow::Result<&Snapshot> {
+        let generation = crate::maps::array::<Meta>(maps, map_names::META)?
+            .get(&0, 0)
+            .context("reading the meta map")?
+            .generation;
+        let snapshot = match self.snapshot.take() {
+            Some(kept) if kept.meta.generation == generation => kept,
+            _ => Snapshot::read(maps)?,
+        };
+        Ok(self.snapshot.insert(snapshot))
+    }
+
+    /// The counters of every live VIP with the shares of its live table (read only
     /// for VIPs whose entries changed since it was counted); `healthy` judges each backend of
     /// a VIP by its address and state.
     pub fn read(
+        &mut self,
+        maps: &mut (impl crate::maps::Maps + ?Sized),
+        capacity: &Capacity,
+        healthy: impl Fn(&VipKey, IpAddr, BackendState) -> bool,
+    ) -> anyhow::Result<Reading> {
+        self.snapshot(maps)?;
+        let snapshot = self.snapshot.take().context("the snapshot just read")?;
+        let reading = self.read_with(maps, &snapshot, capacity, healthy);
+        self.snapshot = Some(snapshot);
+        reading
+    }
+
+    fn read_with(
         &mut self,
         maps: &mut (impl crate::maps::Maps + ?Sized),
         snapshot: &Snapshot,

@@ -32,18 +32,22 @@ impl Tracker {
         }
     }
 
-    /// Counts one probe. Returns the transition when this probe completes a run of `rise`
+    /// Counts one probe's outcome for target `index` (a shared probe's outcome counts for
+    /// each target it serves, without a copy per target). Returns the transition when this probe completes a run of `rise`
     /// successes of a Down target or `fall` failures of an Up one; a run that goes on past that
     /// changes nothing more. A `rise` or `fall` of 0 counts as 1 (the config rejects 0).
     ///
-    /// Panics if `probe.target_index` is not the index of a target given to `new`.
-    pub fn record(&mut self, probe: &Probe, rise: u32, fall: u32) -> Option<Transition> {
+    /// Panics if `index` is not the index of a target given to `new`.
+    pub fn record(
+        &mut self,
+        index: usize,
+        probe: &Probe,
+        rise: u32,
+        fall: u32,
+    ) -> Option<Transition> {
         let count = self.states.len();
-        let state = self.states.get_mut(probe.target_index).unwrap_or_else(|| {
-            panic!(
-                "probe of target {} recorded by a tracker of {count} targets",
-                probe.target_index
-            )
+        let state = self.states.get_mut(index).unwrap_or_else(|| {
+            panic!("probe of target {index} recorded by a tracker of {count} targets")
         });
         if probe.ok {
             state.failures = 0;
@@ -51,7 +55,7 @@ impl Tracker {
             if state.health == Health::Down && state.successes >= rise.max(1) {
                 state.health = Health::Up;
                 return Some(Transition {
-                    target_index: probe.target_index,
+                    target_index: index,
                     health: Health::Up,
                     reason: format!("{} checks in a row passed", state.successes),
                 });
@@ -63,7 +67,7 @@ impl Tracker {
                 state.health = Health::Down;
                 let last = probe.error.as_deref().unwrap_or("no error given");
                 return Some(Transition {
-                    target_index: probe.target_index,
+                    target_index: index,
                     health: Health::Down,
                     reason: format!(
                         "{} checks in a row failed, the last: {last}",
@@ -131,7 +135,7 @@ mod tests {
     fn feed(tracker: &mut Tracker, probes: &[Probe]) -> Vec<Option<Transition>> {
         probes
             .iter()
-            .map(|p| tracker.record(p, RISE, FALL))
+            .map(|p| tracker.record(p.target_index, p, RISE, FALL))
             .collect()
     }
 
@@ -153,7 +157,7 @@ mod tests {
         assert_eq!(outcomes, [None, None]);
         assert_eq!(tracker.health(0), Health::Up);
 
-        let down = tracker.record(&failure(0), RISE, FALL);
+        let down = tracker.record(0, &failure(0), RISE, FALL);
         assert_eq!(
             down,
             Some(Transition {
@@ -173,10 +177,10 @@ mod tests {
         // Test that a Down target comes Up on the rise-th success in a row, and only once.
         let mut tracker = Tracker::new(&targets(1));
         feed(&mut tracker, &[failure(0), failure(0), failure(0)]);
-        assert_eq!(tracker.record(&success(0), RISE, FALL), None);
+        assert_eq!(tracker.record(0, &success(0), RISE, FALL), None);
         assert_eq!(tracker.health(0), Health::Down);
         let up = tracker
-            .record(&success(0), RISE, FALL)
+            .record(0, &success(0), RISE, FALL)
             .expect("an Up transition");
         assert_eq!(
             (up.target_index, up.health, up.reason.as_str()),
@@ -194,7 +198,7 @@ mod tests {
         let probes = [failure(0), failure(0), success(0), failure(0), failure(0)];
         assert_eq!(feed(&mut tracker, &probes), [None, None, None, None, None]);
         assert_eq!(tracker.health(0), Health::Up);
-        assert!(tracker.record(&failure(0), RISE, FALL).is_some());
+        assert!(tracker.record(0, &failure(0), RISE, FALL).is_some());
     }
 
     #[test]
@@ -205,7 +209,7 @@ mod tests {
         let probes = [success(0), failure(0), success(0)];
         assert_eq!(feed(&mut tracker, &probes), [None, None, None]);
         assert_eq!(tracker.health(0), Health::Down);
-        assert!(tracker.record(&success(0), RISE, FALL).is_some());
+        assert!(tracker.record(0, &success(0), RISE, FALL).is_some());
     }
 
     #[test]
@@ -228,7 +232,7 @@ mod tests {
         let mut tracker = Tracker::new(&targets(1));
         let flips: Vec<Option<Health>> = [failure(0), failure(0), success(0), failure(0)]
             .iter()
-            .map(|p| tracker.record(p, 1, 1).map(|t| t.health))
+            .map(|p| tracker.record(p.target_index, p, 1, 1).map(|t| t.health))
             .collect();
         assert_eq!(
             flips,

@@ -329,8 +329,8 @@ fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<Vec<Row>
     Ok(rows)
 }
 
-/// CPU seconds (user + system) process `pid` has used.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+/// CPU seconds process `pid` has used: (user, system).
+fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -339,10 +339,12 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         .split_whitespace()
         .collect();
     // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the command's ")".
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
+    Ok((
+        fields[11].parse::<f64>()? / hz,
+        fields[12].parse::<f64>()? / hz,
+    ))
 }
 
 /// Resident memory of process `pid`, in bytes.
@@ -419,7 +421,13 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     let cpu_before = cpu_seconds(pid)?;
     let idle_started = Instant::now();
     std::thread::sleep(idle);
-    let cpu = (cpu_seconds(pid)? - cpu_before) / idle_started.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds(pid)?;
+    let seconds = idle_started.elapsed().as_secs_f64();
+    // User time is the daemon's own code; system time includes the kernel's handling of the
+    // probes' SYNs and the local targets' RSTs, which runs in the daemon's context.
+    let user = (cpu_after.0 - cpu_before.0) / seconds;
+    let system = (cpu_after.1 - cpu_before.1) / seconds;
+    let cpu = user + system;
 
     let mut rows = vec![Row {
         name: format!("daemon_first_apply_{vips}_vips"),
@@ -527,6 +535,8 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
         json!({
             "resident_bytes": rss,
             "idle_cpu_share_of_one_core": cpu,
+            "idle_cpu_user_share": user,
+            "idle_cpu_system_share": system,
             "idle_cpu_target": 0.2,
             "idle_seconds": idle.as_secs_f64(),
             "health_targets": TARGETS,
