@@ -71,11 +71,11 @@ fn metrics_render_what_the_kernel_counted() {
     let down: IpAddr = "198.18.0.11".parse().unwrap();
     let mut extra = Extra {
         vip_names: vec![("web".to_owned(), vip.key)],
-        health: vec![("web".to_owned(), down, 0)],
         ..Extra::default()
     };
+    extra.set_targets([("web", down)]);
     extra.apply_seconds.observe(Duration::from_millis(125));
-    extra.record_check(VIP_LABEL, down, Duration::from_millis(500));
+    extra.record_check(0, Duration::from_millis(500), false);
     extra.record_reload(Some(metrics::ReloadFailure::Apply));
     extra.record_reload(None);
 
