@@ -2,23 +2,9 @@
 //! `cargo build` produces a complete `xlb`. `cargo xtask setup` installs what this needs.
 use anyhow::{Context as _, anyhow};
 
-/// The toolchain from rust-toolchain.toml: aya-build would otherwise use a floating nightly.
-fn pinned_toolchain(workspace_root: &std::path::Path) -> anyhow::Result<String> {
-    let path = workspace_root.join("rust-toolchain.toml");
-    println!("cargo::rerun-if-changed={}", path.display());
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .find_map(|line| {
-            let value = line
-                .trim()
-                .strip_prefix("channel")?
-                .trim()
-                .strip_prefix('=')?;
-            Some(value.trim().trim_matches('"').to_owned())
-        })
-        .ok_or_else(|| anyhow!("{} has no `channel = \"...\"` line", path.display()))
-}
+// One reading of rust-toolchain.toml for xtask and this script.
+#[path = "../xtask/src/toolchain.rs"]
+mod toolchain;
 
 /// Sets `XLB_COMMIT` (for `xlb_build_info`) to the commit being built, or `unknown` outside a
 /// git checkout (e.g. a source tarball), and rebuilds when HEAD moves.
@@ -61,7 +47,13 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", ebpf.manifest_path))?;
-    let toolchain = pinned_toolchain(metadata.workspace_root.as_std_path())?;
+    // The pinned toolchain: aya-build would otherwise use a floating nightly.
+    let workspace_root = metadata.workspace_root.as_std_path();
+    println!(
+        "cargo::rerun-if-changed={}",
+        workspace_root.join("rust-toolchain.toml").display()
+    );
+    let toolchain = toolchain::pinned(workspace_root)?;
     let package = aya_build::Package {
         name: ebpf.name.as_str(),
         root_dir: root_dir.as_str(),

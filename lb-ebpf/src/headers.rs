@@ -89,6 +89,23 @@ pub fn ethernet(ctx: &XdpContext) -> Result<(u16, usize), Reason> {
     ))
 }
 
+/// The Ethernet header, then `v4` or `v6` by its EtherType, given the offset of the IP header;
+/// any other EtherType stops as `not_ip`. Generic rather than function pointers: BPF has no
+/// indirect calls.
+#[inline(always)]
+pub fn ip<T>(
+    ctx: &XdpContext,
+    v4: impl FnOnce(&XdpContext, usize) -> Result<T, Reason>,
+    v6: impl FnOnce(&XdpContext, usize) -> Result<T, Reason>,
+) -> Result<T, Reason> {
+    let (ether_type, l2_len) = ethernet(ctx)?;
+    match ether_type {
+        ETH_P_IP => v4(ctx, l2_len),
+        ETH_P_IPV6 => v6(ctx, l2_len),
+        _ => Err(Reason::NotIp),
+    }
+}
+
 /// A consistent IPv4 header at `offset` whose whole packet lies inside the frame.
 pub struct V4<'a> {
     pub header: &'a Ipv4Hdr,

@@ -5,3 +5,21 @@
 
 pub mod count;
 pub mod headers;
+
+/// The panic handler and license section that every XDP program of this crate carries. A macro
+/// rather than items of this library: the library is also built for the host, as a
+/// build-dependency of lb-userspace, where a panic handler would clash with std's.
+#[macro_export]
+macro_rules! license_and_panic_handler {
+    () => {
+        #[cfg(not(test))]
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo) -> ! {
+            loop {}
+        }
+
+        #[unsafe(link_section = "license")]
+        #[unsafe(no_mangle)]
+        static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+    };
+}

@@ -10,9 +10,8 @@ use lb_common::{
     service::{AddrKey, FAMILY_IPV4, FAMILY_IPV6, vip_filter_bit_v4, vip_filter_bit_v6},
 };
 use lb_ebpf::headers::{
-    self, ETH_P_IP, ETH_P_IPV6, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HEADER_LEN,
-    ICMPV6_PKT_TOOBIG, IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    ptr_at,
+    self, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_HEADER_LEN, ICMPV6_PKT_TOOBIG,
+    IPPROTO_FRAGMENT, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ptr_at,
 };
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -47,12 +46,7 @@ pub struct Packet {
 
 #[inline(always)]
 pub fn packet(ctx: &XdpContext) -> Result<Packet, Reason> {
-    let (ether_type, l2_len) = headers::ethernet(ctx)?;
-    match ether_type {
-        ETH_P_IP => ipv4(ctx, l2_len),
-        ETH_P_IPV6 => ipv6(ctx, l2_len),
-        _ => Err(Reason::NotIp),
-    }
+    headers::ip(ctx, ipv4, ipv6)
 }
 
 #[inline(always)]

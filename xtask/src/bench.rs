@@ -10,8 +10,6 @@
 
 use std::process::Command;
 
-use anyhow::{Context as _, bail};
-
 use crate::{cmd, setup};
 
 #[derive(clap::Args)]
@@ -28,78 +26,29 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if options.e2e {
         return run_e2e();
     }
-    cmd::run(&mut cmd::cargo(&[
-        "build",
-        "--release",
-        "--bin",
-        "xlb-bench",
-        "--bin",
-        "xlb-bench-control",
-        "--bin",
-        "xlb-bench-daemon",
-        "--bin",
-        "xlb",
-    ])?)?;
-    let root = cmd::workspace_root();
+    let release =
+        cmd::build_release(&["xlb-bench", "xlb-bench-control", "xlb-bench-daemon", "xlb"])?;
+    let reports = cmd::workspace_root().join("target/bench");
     for (binary, report) in [
         ("xlb-bench", "dataplane.json"),
         ("xlb-bench-control", "controlplane.json"),
         ("xlb-bench-daemon", "daemon.json"),
     ] {
         cmd::run(
-            std::process::Command::new(root.join("target/release").join(binary))
-                .arg(root.join("target/bench").join(report))
+            Command::new(release.join(binary))
+                .arg(reports.join(report))
                 // The daemon bench runs the release xlb it was built with.
-                .env("XLB_BIN", root.join("target/release/xlb")),
+                .env("XLB_BIN", release.join("xlb")),
         )?;
     }
     Ok(())
 }
 
 fn run_e2e() -> anyhow::Result<()> {
-    cmd::run(&mut cmd::cargo(&[
-        "build",
-        "--release",
-        "--bin",
-        "xlb",
-        "--bin",
-        "xlb-bench-e2e",
-    ])?)?;
-    let root = cmd::workspace_root();
-    let release = root.join("target/release");
-    let mut bench = Command::new(release.join("xlb-bench-e2e"));
-    bench
-        .arg(root.join("target/bench/e2e.json"))
-        .env("XLB_BIN", release.join("xlb"));
-    println!("xtask: $ {}", describe(&bench));
-    // Ctrl-C reaches the whole foreground process group: xtask waits while the benchmark
-    // removes its lab instead of returning the prompt in the middle of it.
-    extern "C" fn ignore(_signal: libc::c_int) {}
-    // SAFETY: `ignore` is async-signal-safe (it does nothing); exec resets it in the child.
-    let previous = unsafe {
-        libc::signal(
-            libc::SIGINT,
-            ignore as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-        )
-    };
-    let status = bench
-        .status()
-        .with_context(|| format!("could not start `{}`", describe(&bench)));
-    // SAFETY: restores the disposition saved above.
-    unsafe { libc::signal(libc::SIGINT, previous) };
-    let status = status?;
-    match status.code() {
-        Some(0) => Ok(()),
-        Some(130) => std::process::exit(130),
-        _ => bail!("`{}` failed ({status})", describe(&bench)),
-    }
-}
-
-fn describe(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
-    }
-    text
+    let release = cmd::build_release(&["xlb", "xlb-bench-e2e"])?;
+    cmd::run_to_cleanup(
+        Command::new(release.join("xlb-bench-e2e"))
+            .arg(cmd::workspace_root().join("target/bench/e2e.json"))
+            .env("XLB_BIN", release.join("xlb")),
+    )
 }

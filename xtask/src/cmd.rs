@@ -39,6 +39,16 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<Command> {
     Ok(command)
 }
 
+/// `cargo build --release` of the named binaries; returns target/release, where they are.
+pub fn build_release(binaries: &[&str]) -> anyhow::Result<PathBuf> {
+    let mut args = vec!["build", "--release"];
+    for binary in binaries {
+        args.extend(["--bin", binary]);
+    }
+    run(&mut cargo(&args)?)?;
+    Ok(workspace_root().join("target/release"))
+}
+
 /// Prints the command, runs it with inherited output, and fails if it fails.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     println!("xtask: $ {}", describe(command));
@@ -49,6 +59,35 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
         bail!("`{}` failed ({status})", describe(command));
     }
     Ok(())
+}
+
+/// Like [`run`] for a lab or benchmark that removes what it built on Ctrl-C. Ctrl-C reaches
+/// the whole foreground process group: xtask waits meanwhile instead of returning the prompt
+/// in the middle of the clean-up, then exits 130 as the command did.
+pub fn run_to_cleanup(command: &mut Command) -> anyhow::Result<()> {
+    extern "C" fn ignore(_signal: libc::c_int) {}
+    println!("xtask: $ {}", describe(command));
+    // A handler rather than SIG_IGN: exec resets handlers, so the command still gets the
+    // default.
+    // SAFETY: `ignore` is async-signal-safe (it does nothing).
+    let previous = unsafe {
+        libc::signal(
+            libc::SIGINT,
+            ignore as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
+        )
+    };
+    let status = command
+        .status()
+        .with_context(|| format!("could not start `{}`", describe(command)));
+    // SAFETY: restores the disposition saved above.
+    unsafe { libc::signal(libc::SIGINT, previous) };
+    let status = status?;
+    match status.code() {
+        Some(0) => Ok(()),
+        // Ctrl-C: the command has removed what it built and said so; exit as it did.
+        Some(130) => std::process::exit(130),
+        _ => bail!("`{}` failed ({status})", describe(command)),
+    }
 }
 
 /// Like [`run`] for `cargo test`: passes its output through and returns the passed and failed

@@ -7,9 +7,7 @@
 //! `--nodes N` runs the scale-out lab instead (`xlb-scale-lab`, tests/src/scale_out.rs): N xlb
 //! nodes announcing the VIP over BGP (BIRD 2) to a router spreading flows with ECMP.
 
-use std::process::{Command, ExitStatus};
-
-use anyhow::{Context as _, bail};
+use std::process::Command;
 
 use crate::{cmd, setup};
 
@@ -47,37 +45,16 @@ pub struct Options {
 pub fn run(options: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options {})?;
     if let Some(nodes) = options.nodes {
-        cmd::run(&mut cmd::cargo(&[
-            "build",
-            "--release",
-            "--bin",
-            "xlb",
-            "--bin",
-            "xlb-scale-lab",
-        ])?)?;
-        let release = cmd::workspace_root().join("target/release");
+        let release = cmd::build_release(&["xlb", "xlb-scale-lab"])?;
         let mut lab = Command::new(release.join("xlb-scale-lab"));
         lab.env("XLB_BIN", release.join("xlb"))
             .args(["--nodes", &nodes.to_string()]);
         if let Some(requests) = options.requests {
             lab.args(["--requests", &requests.to_string()]);
         }
-        let status = run_through_ctrl_c(&mut lab)?;
-        return match status.code() {
-            Some(0) => Ok(()),
-            Some(130) => std::process::exit(130),
-            _ => bail!("`{}` failed ({status})", describe(&lab)),
-        };
+        return cmd::run_to_cleanup(&mut lab);
     }
-    cmd::run(&mut cmd::cargo(&[
-        "build",
-        "--release",
-        "--bin",
-        "xlb",
-        "--bin",
-        "xlb-lab",
-    ])?)?;
-    let release = cmd::workspace_root().join("target/release");
+    let release = cmd::build_release(&["xlb", "xlb-lab"])?;
     let mut lab = Command::new(release.join("xlb-lab"));
     lab.env("XLB_BIN", release.join("xlb"));
     if options.keep {
@@ -92,42 +69,5 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     if let Some(drill) = &options.drill {
         lab.args(["--drill", drill]);
     }
-    let status = run_through_ctrl_c(&mut lab)?;
-    match status.code() {
-        Some(0) => Ok(()),
-        // Ctrl-C: the lab has removed what it built and said so; exit as it did.
-        Some(130) => std::process::exit(130),
-        _ => bail!("`{}` failed ({status})", describe(&lab)),
-    }
-}
-
-/// Runs `command` while Ctrl-C reaches only it (the whole foreground process group gets the
-/// signal): xtask waits for the lab to remove what it built instead of returning the prompt
-/// in the middle of it.
-fn run_through_ctrl_c(command: &mut Command) -> anyhow::Result<ExitStatus> {
-    extern "C" fn ignore(_signal: libc::c_int) {}
-    println!("xtask: $ {}", describe(command));
-    // A handler rather than SIG_IGN: exec resets handlers, so the lab still gets the default.
-    // SAFETY: `ignore` is async-signal-safe (it does nothing).
-    let previous = unsafe {
-        libc::signal(
-            libc::SIGINT,
-            ignore as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t,
-        )
-    };
-    let status = command
-        .status()
-        .with_context(|| format!("could not start `{}`", describe(command)));
-    // SAFETY: restores the disposition saved above.
-    unsafe { libc::signal(libc::SIGINT, previous) };
-    status
-}
-
-fn describe(command: &Command) -> String {
-    let mut text = command.get_program().to_string_lossy().into_owned();
-    for arg in command.get_args() {
-        text.push(' ');
-        text.push_str(&arg.to_string_lossy());
-    }
-    text
+    cmd::run_to_cleanup(&mut lab)
 }

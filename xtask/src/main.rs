@@ -9,6 +9,7 @@ mod man;
 mod package;
 mod setup;
 mod test;
+mod toolchain;
 
 use std::process::ExitCode;
 

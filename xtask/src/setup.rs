@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd;
+use crate::{cmd, toolchain};
 
 /// bpf-linker release built against the pinned toolchain's own libLLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -36,7 +36,7 @@ const BPFFS: &str = "/sys/fs/bpf";
 pub struct Options {}
 
 pub fn run(_options: &Options) -> anyhow::Result<()> {
-    let toolchain = pinned_toolchain()?;
+    let toolchain = toolchain::pinned(&cmd::workspace_root())?;
     ensure_toolchain(&toolchain)?;
     ensure_bpf_linker(&toolchain)?;
     ensure_debian_packages()?;
@@ -44,23 +44,6 @@ pub fn run(_options: &Options) -> anyhow::Result<()> {
     ensure_bpffs()?;
     println!("setup: done");
     Ok(())
-}
-
-/// The channel pinned in rust-toolchain.toml.
-pub fn pinned_toolchain() -> anyhow::Result<String> {
-    let path = cmd::workspace_root().join("rust-toolchain.toml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .find_map(|line| {
-            let value = line
-                .trim()
-                .strip_prefix("channel")?
-                .trim()
-                .strip_prefix('=')?;
-            Some(value.trim().trim_matches('"').to_owned())
-        })
-        .with_context(|| format!("{} has no `channel = \"...\"` line", path.display()))
 }
 
 fn rustup_run(toolchain: &str, program: &str) -> Command {

@@ -28,12 +28,7 @@ pub struct Tunnel {
 
 #[inline(always)]
 pub fn tunnel(ctx: &XdpContext) -> Result<Tunnel, Reason> {
-    let (ether_type, l2_len) = headers::ethernet(ctx)?;
-    match ether_type {
-        ETH_P_IP => ipv4(ctx, l2_len),
-        ETH_P_IPV6 => ipv6(ctx, l2_len),
-        _ => Err(Reason::NotIp),
-    }
+    headers::ip(ctx, ipv4, ipv6)
 }
 
 /// The inner family an outer protocol number announces; any other packet is not for us.
