@@ -541,28 +541,6 @@ mod tests {
         counts
     }
 
-    /// A small fixed xorshift, so the "random" inputs are the same on every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn shuffle<T>(&mut self, items: &mut [T]) {
-            for i in (1..items.len()).rev() {
-                items.swap(i, self.below(i + 1));
-            }
-        }
-    }
-
     /// Asserts every backend's slot count is within 1% of its weight share of `size`, and
     /// within the Sainte-Laguë bound `1/2 + N * w / (2 * W)` documented on `Group`; returns the
     /// largest deviation from the ideal count, relative to that count.
@@ -623,11 +601,11 @@ mod tests {
     /// Test that the apportionment bound holds for many random weightings, sizes and counts.
     #[test]
     fn random_weightings_stay_within_the_apportionment_bound() {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
         for size in [65_537, 10_007, 251] {
             for _ in 0..20 {
-                let n = 1 + rng.below(if size > 1000 { 200 } else { 20 });
-                let weights: Vec<u32> = (0..n).map(|_| 1 + rng.below(100) as u32).collect();
+                let n = 1 + rng.usize(..if size > 1000 { 200 } else { 20 });
+                let weights: Vec<u32> = (0..n).map(|_| 1 + rng.u32(..100)).collect();
                 let keys = keys(n);
                 let backends = backends(&keys, &weights);
                 let table = build(&backends, size).expect("valid input");
@@ -704,9 +682,9 @@ mod tests {
     /// slice, and that building twice gives the same table.
     #[test]
     fn shuffled_input_gives_the_same_owners() {
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
         let keys = keys(100);
-        let weights: Vec<u32> = (0..100).map(|_| rng.below(5) as u32).collect();
+        let weights: Vec<u32> = (0..100).map(|_| rng.u32(..5)).collect();
         let mut input = backends(&keys, &weights);
         let table = build(&input, M).expect("valid input");
         assert_eq!(build(&input, M), Ok(table.clone()));
@@ -766,12 +744,12 @@ mod tests {
     }
 
     /// Random distinct keys of 1 to 16 bytes, so key order is not slice order.
-    fn random_keys(rng: &mut Rng, count: usize) -> Vec<Vec<u8>> {
+    fn random_keys(rng: &mut fastrand::Rng, count: usize) -> Vec<Vec<u8>> {
         let mut seen = std::collections::BTreeSet::new();
         let mut keys = Vec::new();
         while keys.len() < count {
-            let len = 1 + rng.below(16);
-            let key: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let len = 1 + rng.usize(..16);
+            let key: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
             if seen.insert(key.clone()) {
                 keys.push(key);
             }
@@ -799,19 +777,19 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .unwrap_or(200);
         let sizes = [2, 3, 13, 251, 1009, 10_007, 65_537];
-        let mut rng = Rng(0xd1b5_4a32_d192_ed03);
+        let mut rng = fastrand::Rng::with_seed(0xd1b5_4a32_d192_ed03);
         for case in 0..cases {
-            let size = sizes[rng.below(sizes.len())];
-            let n = 1 + rng.below((size as usize).min(300));
+            let size = sizes[rng.usize(..sizes.len())];
+            let n = 1 + rng.usize(..(size as usize).min(300));
             let keys = random_keys(&mut rng, n);
-            let scheme = rng.below(4);
-            let equal = 1 + rng.below(1000) as u32;
+            let scheme = rng.usize(..4);
+            let equal = 1 + rng.u32(..1000);
             let mut weights: Vec<u32> = (0..n)
                 .map(|_| match scheme {
                     0 => equal,
-                    1 => 1 + rng.below(10) as u32,
-                    2 => rng.below(3) as u32,
-                    _ => rng.next() as u32,
+                    1 => 1 + rng.u32(..10),
+                    2 => rng.u32(..3),
+                    _ => rng.u32(..),
                 })
                 .collect();
             if weights.iter().all(|&w| w == 0) {

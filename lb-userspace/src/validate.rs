@@ -102,7 +102,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::config::FixedEnvironment;
+    use crate::config::{FixedEnvironment, test_texts::TWO_BACKENDS};
 
     fn corpus(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -163,34 +163,13 @@ mod tests {
     #[test]
     fn text_output_puts_errors_first_and_ends_with_a_summary() {
         // Test the text rendering: errors before warnings, each with a fix line, then counts.
-        // The corpus holds one mistake per file, so this config (a warning on the first VIP,
-        // an error on the second) is written here.
-        let text = r#"
-[global]
-interface = "eth0"
-
-[[vip]]
-name = "web"
-address = "198.18.1.10"
-port = 80
-protocol = "tcp"
-  [[vip.backend]]
-  address = "198.18.0.10"
-  mac = "02:00:00:00:01:00"
-
-[[vip]]
-name = "api"
-address = "198.18.1.10"
-port = 443
-protocol = "tcp"
-table_size = 1000
-  [[vip.backend]]
-  address = "198.18.0.10"
-  mac = "02:00:00:00:01:00"
-  [[vip.backend]]
-  address = "198.18.0.11"
-  mac = "02:00:00:00:01:01"
-"#;
+        // The corpus holds one mistake per file, so this config (the corpus's warning on the
+        // first VIP, an error on a second one) is put together here.
+        let warning = std::fs::read_to_string(corpus("bad/single-backend.toml")).expect("corpus");
+        let error = TWO_BACKENDS
+            .replace("name = \"web\"", "name = \"api\"")
+            .replace("port = 80\n", "port = 443\ntable_size = 1000\n");
+        let text = format!("{warning}\n{error}");
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("xlb.toml");
         std::fs::write(&path, text).expect("temporary config");

@@ -13,6 +13,8 @@ mod model;
 pub mod rules;
 mod syntax;
 #[cfg(test)]
+pub(crate) mod test_texts;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

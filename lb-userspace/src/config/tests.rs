@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lb_common::service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY};
 
+use super::test_texts::TWO_BACKENDS;
 use super::*;
 use crate::attach::AttachMode;
 
@@ -299,20 +300,6 @@ fn only(checked: &Checked) -> &Diagnostic {
     assert_eq!(found.len(), 1, "{found:#?}");
     &found[0]
 }
-
-const TWO_BACKENDS: &str = r#"
-[[vip]]
-name = "web"
-address = "198.18.1.10"
-port = 80
-protocol = "tcp"
-  [[vip.backend]]
-  address = "198.18.0.10"
-  mac = "02:00:00:00:01:00"
-  [[vip.backend]]
-  address = "198.18.0.11"
-  mac = "02:00:00:00:01:01"
-"#;
 
 #[test]
 fn duplicate_backend_points_at_the_second_address() {

@@ -251,53 +251,20 @@ async fn run(
 mod tests {
     use std::collections::{BTreeSet, HashSet};
     use std::net::Ipv4Addr;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use tokio::net::TcpListener;
     use tokio::sync::mpsc::error::TryRecvError;
 
     use super::*;
-    use crate::config::{FixedEnvironment, check_text};
+    use crate::config::{FixedEnvironment, load};
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    const CONFIG: &str = r#"
-[global]
-interface = "eth0"
-
-[[vip]]
-name = "web"
-address = "198.18.1.10"
-port = 80
-protocol = "tcp"
-  [[vip.backend]]
-  address = "198.18.0.10"
-  mac = "02:00:00:00:01:00"
-    [vip.backend.health]
-    check = "http"
-    path = "/healthz"
-  [[vip.backend]]
-  address = "198.18.0.11"
-  mac = "02:00:00:00:01:01"
-  [[vip.backend]]
-  address = "198.18.0.12"
-  mac = "02:00:00:00:01:02"
-    [vip.backend.health]
-    check = "tcp"
-
-[[vip]]
-name = "tls"
-address = "198.18.1.10"
-port = 443
-protocol = "tcp"
-  [[vip.backend]]
-  address = "198.18.0.10"
-  mac = "02:00:00:00:01:00"
-    [vip.backend.health]
-    check = "tcp"
-    interval_ms = 2000
-    timeout_ms = 1000
-"#;
+    /// A corpus config with health checks on some backends only.
+    fn config_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/configs/good/health-checks.toml")
+    }
 
     fn tcp_target(port: u16, interval: Duration) -> Target {
         Target {
@@ -329,7 +296,7 @@ protocol = "tcp"
         // Test that every backend with a health section is a target, once per VIP, in file
         // order, with the check's defaults applied; a backend without one is not probed.
         let env = FixedEnvironment::new(&["eth0"]);
-        let model = check_text(CONFIG, Path::new("xlb.toml"), &env)
+        let model = load(&config_path(), &env)
             .unwrap_or_else(|rejected| panic!("the test config is invalid: {rejected:#?}"))
             .model;
         let found: Vec<(String, String, String)> = targets(&model)
