@@ -189,9 +189,9 @@ impl Daemon {
             target_index: target_index(&targets),
             shared_probes,
             targets,
-            detector: Detector::new(alert_settings(&model)),
+            detector: Detector::new(skew::Settings::from(&model.alerts)),
             shares: shares::Shares::default(),
-            flood: flood::Detector::new(flood_settings(&model)),
+            flood: flood::Detector::new(flood::Settings::from(&model.alerts)),
             model,
             bytes,
             rejected: None,
@@ -749,8 +749,8 @@ impl Daemon {
                     }
                     self.targets = targets;
                 }
-                self.detector = Detector::new(alert_settings(&model));
-                self.flood = flood::Detector::new(flood_settings(&model));
+                self.detector = Detector::new(skew::Settings::from(&model.alerts));
+                self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
                 if let Ok(mut extra) = self.shared.lock() {
                     extra.set_vip_names(&model);
                 }
@@ -982,27 +982,6 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {
     bgp.clone().map(|bgp| Announcer::new(bgp, pin_path))
-}
-
-fn alert_settings(model: &Model) -> skew::Settings {
-    let alerts = &model.alerts;
-    skew::Settings {
-        window: alerts.window,
-        factor: alerts.skew_factor,
-        max_share: alerts.max_share,
-        min_healthy: alerts.min_healthy,
-        min_new_flows: alerts.min_new_flows,
-    }
-}
-
-fn flood_settings(model: &Model) -> flood::Settings {
-    let alerts = &model.alerts;
-    flood::Settings {
-        window: alerts.window,
-        factor: alerts.flood_factor,
-        min_rate: alerts.flood_min_rate,
-        max_evicted_proven: alerts.max_evicted_proven,
-    }
 }
 
 /// Runs the configured alert command with the alert in its environment, without waiting, and

@@ -12,6 +12,7 @@ use std::{
 use lb_common::Event;
 
 use crate::{
+    config::Alerts,
     skew::{Alert, AlertKind, alert},
     stats::Stats,
 };
@@ -32,6 +33,18 @@ pub struct Settings {
     pub min_rate: u64,
     /// `evictions`: more proven flows evicted in the window than this.
     pub max_evicted_proven: u64,
+}
+
+/// The `[alerts]` settings of the flood detector.
+impl From<&Alerts> for Settings {
+    fn from(alerts: &Alerts) -> Self {
+        Settings {
+            window: alerts.window,
+            factor: alerts.flood_factor,
+            min_rate: alerts.flood_min_rate,
+            max_evicted_proven: alerts.max_evicted_proven,
+        }
+    }
 }
 
 /// The counters the detector reads from one stats report.
@@ -221,13 +234,10 @@ mod tests {
 
     const VIP: &str = "198.18.1.10:80/tcp";
 
+    /// The shipped `[alerts]` defaults, which the rates below are chosen around: a 10 s window,
+    /// 10x the normal rate, at least 1,000 new flows a second, no proven flow evicted.
     fn settings() -> Settings {
-        Settings {
-            window: Duration::from_secs(10),
-            factor: 10.0,
-            min_rate: 1000,
-            max_evicted_proven: 0,
-        }
+        Settings::from(&Alerts::default())
     }
 
     /// One VIP with one backend that counted `new_flows`.

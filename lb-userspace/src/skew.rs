@@ -14,7 +14,7 @@ use anyhow::ensure;
 use serde::Serialize;
 
 use crate::{
-    config::Forwarding,
+    config::{Alerts, Forwarding},
     effect::{self, Entry},
     stats::{self, BackendStats, Stats, VipStats},
 };
@@ -50,6 +50,19 @@ impl Default for Settings {
             max_share: 0.9,
             min_healthy: 2,
             min_new_flows: stats::SKEW_MIN_FLOWS,
+        }
+    }
+}
+
+/// The `[alerts]` settings of the skew detector.
+impl From<&Alerts> for Settings {
+    fn from(alerts: &Alerts) -> Self {
+        Settings {
+            window: alerts.window,
+            factor: alerts.skew_factor,
+            max_share: alerts.max_share,
+            min_healthy: alerts.min_healthy,
+            min_new_flows: alerts.min_new_flows,
         }
     }
 }
