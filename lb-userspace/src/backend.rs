@@ -121,16 +121,9 @@ pub fn parse_vip(text: &str) -> anyhow::Result<VipKey> {
 }
 
 /// A change the outage guard refused; nothing was written.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Refused(pub String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
 
 /// Applies `action` to `backend` of `vip` on the live state behind `maps`. Unless `force`, a
 /// change that would leave one server with more of the VIP's new flows than the recorded

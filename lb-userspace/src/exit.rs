@@ -17,28 +17,14 @@ pub const NOT_LOADED: u8 = 3;
 pub const FAILED: u8 = 4;
 
 /// An error meaning [`NOT_LOADED`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct NotLoaded(pub String);
 
-impl std::fmt::Display for NotLoaded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotLoaded {}
-
 /// An error with its exit code (e.g. the daemon's refusal, relayed).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{1}")]
 pub struct Coded(pub u8, pub String);
-
-impl std::fmt::Display for Coded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-impl std::error::Error for Coded {}
 
 /// The exit code for a verb's error. A permission the kernel denied counts as missing
 /// privilege ([`NOT_LOADED`]) in every verb.

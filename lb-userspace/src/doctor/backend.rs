@@ -99,46 +99,49 @@ fn vip_on_loopback(ctx: &Context) -> Vec<Finding> {
 }
 
 fn arp_ignore(ctx: &Context) -> Vec<Finding> {
-    const CHECK: &str = "arp_ignore";
-    if !ctx.has_v4() {
-        return vec![Finding::skipped(CHECK, "no IPv4 VIP")];
-    }
-    let value = host::conf_max("arp_ignore", ctx.name());
-    vec![if value >= 1 {
-        Finding::ok(CHECK, format!("arp_ignore = {value} on `{}`", ctx.name()))
-    } else {
-        Finding::problem(
-            CHECK,
-            format!(
-                "this host answers ARP for its loopback VIPs on `{}` (arp_ignore = 0)",
-                ctx.name()
-            ),
-            "routers then send VIP traffic straight here instead of through the load \
-             balancer: one backend gets every client",
-            "sysctl -w net.ipv4.conf.all.arp_ignore=1",
-        )
-    }]
+    arp_setting(
+        ctx,
+        "arp_ignore",
+        1,
+        "this host answers ARP for its loopback VIPs",
+        "routers then send VIP traffic straight here instead of through the load balancer: one \
+         backend gets every client",
+    )
 }
 
 fn arp_announce(ctx: &Context) -> Vec<Finding> {
-    const CHECK: &str = "arp_announce";
+    arp_setting(
+        ctx,
+        "arp_announce",
+        2,
+        "this host may use a VIP as the source of its own ARP requests",
+        "neighbours learn the VIP at this host's MAC and send VIP traffic here, around the load \
+         balancer",
+    )
+}
+
+/// The IPv4 ARP setting `check`, which must be at least `at_least` on the backend's interface
+/// (the kernel applies the larger of `all` and the interface's own); `problem` is what a lower
+/// value makes the host do, `why` what follows. Skipped without an IPv4 VIP.
+fn arp_setting(
+    ctx: &Context,
+    check: &'static str,
+    at_least: i64,
+    problem: &str,
+    why: &str,
+) -> Vec<Finding> {
     if !ctx.has_v4() {
-        return vec![Finding::skipped(CHECK, "no IPv4 VIP")];
+        return vec![Finding::skipped(check, "no IPv4 VIP")];
     }
-    let value = host::conf_max("arp_announce", ctx.name());
-    vec![if value >= 2 {
-        Finding::ok(CHECK, format!("arp_announce = {value} on `{}`", ctx.name()))
+    let value = host::conf_max(check, ctx.name());
+    vec![if value >= at_least {
+        Finding::ok(check, format!("{check} = {value} on `{}`", ctx.name()))
     } else {
         Finding::problem(
-            CHECK,
-            format!(
-                "this host may use a VIP as the source of its own ARP requests on `{}` \
-                 (arp_announce = {value})",
-                ctx.name()
-            ),
-            "neighbours learn the VIP at this host's MAC and send VIP traffic here, around \
-             the load balancer",
-            "sysctl -w net.ipv4.conf.all.arp_announce=2",
+            check,
+            format!("{problem} on `{}` ({check} = {value})", ctx.name()),
+            why,
+            format!("sysctl -w net.ipv4.conf.all.{check}={at_least}"),
         )
     }]
 }
