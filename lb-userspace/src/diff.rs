@@ -124,7 +124,7 @@ pub fn diff(desired: &Desired, live: &Desired) -> Changes {
 
 /// How one VIP differs; at least one side holds it (with its index among that side's VIPs).
 /// Backends match by address.
-pub fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>) -> VipDiff {
+fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>) -> VipDiff {
     let (desired_index, desired) = (desired.map(|(i, _)| i), desired.map(|(_, vip)| vip));
     let (live_index, live) = (live.map(|(j, _)| j), live.map(|(_, vip)| vip));
     let key = desired.or(live).expect("a VIP on at least one side").key;
@@ -314,6 +314,33 @@ mod tests {
             })
         );
         assert_eq!(changes.vips[3].backends[0].change, Change::Removed);
+    }
+
+    #[test]
+    fn a_backend_state_change_is_a_change() {
+        // Test that draining a backend (its state, not its weight or MAC) changes it and its
+        // VIP, and that a desired backend keeping the live state changes nothing.
+        let unhealthy = DesiredBackend {
+            operator: Some(0),
+            unhealthy: Some(true),
+            ..backend(1, 1)
+        };
+        let live = state(vec![vip(80, vec![unhealthy])]);
+        let keep = state(vec![vip(80, vec![backend(1, 1)])]);
+        assert_eq!(super::diff(&keep, &live).vips[0].change, Change::Unchanged);
+        let drained = DesiredBackend {
+            operator: Some(BACKEND_DRAINED),
+            ..backend(1, 1)
+        };
+        let changes = super::diff(&state(vec![vip(80, vec![drained])]), &live);
+        assert_eq!(changes.vips[0].change, Change::Changed);
+        assert_eq!(
+            changes.vips[0].backends[0].state,
+            Some(Field {
+                live: BACKEND_UNHEALTHY,
+                desired: BACKEND_DRAINED | BACKEND_UNHEALTHY
+            })
+        );
     }
 
     #[test]

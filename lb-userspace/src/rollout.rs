@@ -403,6 +403,8 @@ struct Plan {
     vips: Vec<AppliedVip>,
     /// Backend entries added or changed, by id.
     backends: Vec<(u32, Backend)>,
+    /// Live VIPs the desired state does not have.
+    removed: Vec<VipKey>,
     /// Backend ids in use before and no longer after: cleared once no table points at them.
     retired: Vec<u32>,
     /// VIPs are added or removed: the address filter and VIP addresses change.
@@ -456,6 +458,7 @@ fn plan_entries(
     let mut next_free = 0;
     let mut vips = Vec::new();
     let mut backends = Vec::new();
+    let mut removed = Vec::new();
     let mut retired = Vec::new();
     // Tables are built once every VIP is planned, in parallel: (index into `vips`, eligible
     // backends, size).
@@ -478,7 +481,8 @@ fn plan_entries(
                 .collect()
         });
         let Some(index) = change.desired else {
-            // Removed: its entry goes with the flips, then its backends.
+            // Removed: its entry goes after the flips, then its backends.
+            removed.push(change.key);
             retired.extend(live_ids);
             continue;
         };
@@ -594,13 +598,14 @@ fn plan_entries(
         });
     }
     let plan = Plan {
-        vips,
-        backends,
-        retired,
         vip_set: changes
             .vips
             .iter()
             .any(|vip| matches!(vip.change, Change::Added | Change::Removed)),
+        vips,
+        backends,
+        removed,
+        retired,
         settings: !changes.settings.is_empty(),
     };
     Ok((plan, builds))
@@ -779,13 +784,10 @@ fn write(
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
     }
     step()?;
-    let planned: BTreeSet<&VipKey> = plan.vips.iter().map(|applied| &applied.key).collect();
-    for (key, _) in &snapshot.vips {
-        if !planned.contains(key) {
-            step()?;
-            vips.remove(key)
-                .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
-        }
+    for key in &plan.removed {
+        step()?;
+        vips.remove(key)
+            .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
     }
     let canary_ends = match reach {
         Reach::Canary { ends, .. } => {
