@@ -139,6 +139,18 @@ fn owners(state: &VipState) -> Vec<Option<&String>> {
         .collect()
 }
 
+/// What an apply did to a thing found `before` and `after` it (or on one side only), `same`
+/// saying whether it was left as it was.
+fn observed<T>(before: Option<T>, after: Option<T>, same: impl FnOnce(&T, &T) -> bool) -> Change {
+    match (before, after) {
+        (None, Some(_)) => Change::Added,
+        (Some(_), None) => Change::Removed,
+        (Some(was), Some(is)) if same(&was, &is) => Change::Unchanged,
+        (Some(_), Some(_)) => Change::Changed,
+        (None, None) => panic!("the plan lists something on neither side"),
+    }
+}
+
 /// Checks the backends of one VIP the plan reports against the entries before and after.
 fn assert_backends(plan: &VipPlan, before: Option<&VipState>, after: Option<&VipState>) {
     let entries = |state: Option<&VipState>| state.map(|s| s.backends.clone()).unwrap_or_default();
@@ -157,13 +169,7 @@ fn assert_backends(plan: &VipPlan, before: Option<&VipState>, after: Option<&Vip
             old.get(&address).map(settings),
             new.get(&address).map(settings),
         );
-        let observed = match seen {
-            (None, Some(_)) => Change::Added,
-            (Some(_), None) => Change::Removed,
-            (Some(was), Some(is)) if was == is => Change::Unchanged,
-            (Some(_), Some(_)) => Change::Changed,
-            (None, None) => panic!("{}: backend {address} is on no side", plan.vip),
-        };
+        let observed = observed(seen.0, seen.1, |was, is| was == is);
         assert_eq!(
             backend.change, observed,
             "{} backend {address}: planned {:?}, the apply made it {observed:?} ({seen:?})",
@@ -174,22 +180,16 @@ fn assert_backends(plan: &VipPlan, before: Option<&VipState>, after: Option<&Vip
 
 /// Checks one VIP of the plan against the maps before and after the apply.
 fn assert_vip(plan: &VipPlan, before: Option<&VipState>, after: Option<&VipState>) {
-    let observed = match (before, after) {
-        (None, Some(_)) => Change::Added,
-        (Some(_), None) => Change::Removed,
-        // A VIP an apply touches gets its new table in the other copy and flips to it.
-        (Some(was), Some(is)) if was.vip == is.vip => {
-            assert_eq!(
-                was.table, is.table,
-                "{}: entry kept, table rewritten",
-                plan.vip
-            );
-            assert_eq!(was.backends, is.backends, "{}: entry kept", plan.vip);
-            Change::Unchanged
-        }
-        (Some(_), Some(_)) => Change::Changed,
-        (None, None) => panic!("{} is on no side", plan.vip),
-    };
+    // A VIP an apply touches gets its new table in the other copy and flips to it.
+    let observed = observed(before, after, |was, is| was.vip == is.vip);
+    if let (Change::Unchanged, Some(was), Some(is)) = (observed, before, after) {
+        assert_eq!(
+            was.table, is.table,
+            "{}: entry kept, table rewritten",
+            plan.vip
+        );
+        assert_eq!(was.backends, is.backends, "{}: entry kept", plan.vip);
+    }
     assert_eq!(
         plan.change, observed,
         "{}: planned {:?}, the apply made it {observed:?}",
