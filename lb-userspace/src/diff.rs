@@ -9,7 +9,7 @@ pub mod effect;
 mod settings;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
 };
 
@@ -131,13 +131,21 @@ fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>
     let no_backends = Vec::new();
     let wanted = desired.map_or(&no_backends, |vip| &vip.backends);
     let had = live.map_or(&no_backends, |vip| &vip.backends);
-    let mut unmatched: Vec<usize> = (0..had.len()).collect();
+    // The live backends by address, each list in live order: one lookup per desired backend
+    // (an apply diffs every VIP, up to thousands of backends each).
+    let mut unmatched: HashMap<IpAddr, VecDeque<usize>> = HashMap::new();
+    for (j, have) in had.iter().enumerate() {
+        unmatched.entry(have.address).or_default().push_back(j);
+    }
+    let mut matched = vec![false; had.len()];
     let mut backends = Vec::with_capacity(wanted.len());
     for (i, want) in wanted.iter().enumerate() {
-        let at = unmatched
-            .iter()
-            .position(|&j| had[j].address == want.address);
-        let j = at.map(|at| unmatched.remove(at));
+        let j = unmatched
+            .get_mut(&want.address)
+            .and_then(VecDeque::pop_front);
+        if let Some(j) = j {
+            matched[j] = true;
+        }
         let (weight, mac, state) = match j {
             Some(j) => {
                 // A live side that does not know a backend's state reads as in service.
@@ -165,7 +173,8 @@ fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>
             state,
         });
     }
-    backends.extend(unmatched.into_iter().map(|j| BackendDiff {
+    let removed = (0..had.len()).filter(|&j| !matched[j]);
+    backends.extend(removed.map(|j| BackendDiff {
         address: had[j].address,
         change: Change::Removed,
         desired: None,
