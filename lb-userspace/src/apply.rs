@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::{
     capacity::Capacity,
     config::{self, Environment, rules},
-    control, effect, exit,
+    control,
+    diff::effect,
+    exit,
     live::Snapshot,
     owner::{self, Writer},
     pins,

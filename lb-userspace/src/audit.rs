@@ -3,12 +3,11 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use lb_common::{
-    Backend, Config, Vip, VipKey,
+    Backend, Vip, VipKey,
     address::Mac,
     service::{
         BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
@@ -19,8 +18,8 @@ use serde::{Serialize, Serializer};
 
 use crate::{
     capacity::Capacity,
-    config::{self, Diagnostic, Environment, FlowAdmission, Model},
-    diff::{self, Change, VipDiff},
+    config::{self, Diagnostic, Environment, Model},
+    diff::{self, Change, Setting, SettingDiff, VipDiff},
     effect, exit,
     live::{BackendState, Snapshot},
     maglev,
@@ -344,14 +343,15 @@ pub fn against_config(
     audit.entries_and_backend_states();
     let desired = Desired::from_model(model, config_hash);
     let live = Desired::from_live(&snapshot, &capacity);
-    for vip in diff::diff(&desired, &live).vips {
-        audit.vip_drift(&vip, &desired, &reapply);
+    let changes = diff::diff(&desired, &live);
+    for vip in &changes.vips {
+        audit.vip_drift(vip, &desired, &reapply);
     }
     let expected = rollout::expected_tables(&snapshot, &capacity, &desired);
     let live = audit.read_tables(maps, expected.as_deref().ok())?;
     audit.tables(expected, &live, "the config's backends and weights");
     audit.effects(&live);
-    audit.run_time_config(&model.global.kernel_config());
+    audit.run_time_config(&changes.settings);
     if snapshot.meta.config_hash != config_hash {
         audit.push(
             Kind::ConfigHash,
@@ -1010,61 +1010,28 @@ impl Audit<'_> {
         }
     }
 
-    fn run_time_config(&mut self, want: &Config) {
-        let live = &self.snapshot.config;
-        let mtu = |c: &Config| {
-            if c.mtu == 0 {
-                Config::DEFAULT_MTU
-            } else {
-                c.mtu
-            }
-        };
-        let fix = self.reapply.to_owned();
-        let admission = |c: &Config| FlowAdmission::from_flags(c.flags);
-        if admission(live) != admission(want) {
+    /// The run-time settings that differ ([`diff::settings`]).
+    fn run_time_config(&mut self, settings: &[SettingDiff]) {
+        for setting in settings {
+            let kind = match setting.setting {
+                Setting::FlowAdmission => Kind::FlowAdmission,
+                Setting::Mtu => Kind::Mtu,
+                Setting::IpipSourceV4 | Setting::IpipSourceV6 => Kind::TunnelSource,
+            };
+            // A tunnel source reads alone; the others with their name, as in the config.
+            let show = |value: &str| match kind {
+                Kind::TunnelSource => value.to_owned(),
+                _ => format!("{} {value}", setting.setting.name()),
+            };
             self.push(
-                Kind::FlowAdmission,
+                kind,
                 Severity::Drift,
                 None,
                 None,
-                format!("flow_admission {}", admission(want).name()),
-                format!("flow_admission {}", admission(live).name()),
-                fix.clone(),
+                show(&setting.desired),
+                show(&setting.live),
+                self.reapply.to_owned(),
             );
-        }
-        if mtu(live) != mtu(want) {
-            self.push(
-                Kind::Mtu,
-                Severity::Drift,
-                None,
-                None,
-                format!("mtu {}", mtu(want)),
-                format!("mtu {}", mtu(live)),
-                fix.clone(),
-            );
-        }
-        let sources = [
-            (
-                IpAddr::from(want.ipip_src_v4),
-                IpAddr::from(live.ipip_src_v4),
-            ),
-            (
-                IpAddr::from(want.ipip_src_v6),
-                IpAddr::from(live.ipip_src_v6),
-            ),
-        ];
-        for (want, live) in sources {
-            if want != live {
-                self.push(
-                    Kind::TunnelSource,
-                    Severity::Drift,
-                    None,
-                    None,
-                    want.to_string(),
-                    live.to_string(),
-                    fix.clone(),
-                );
-            }
         }
     }
 }

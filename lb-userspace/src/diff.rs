@@ -1,18 +1,25 @@
 //! Desired state against live state, compared once: which VIPs are added, removed or changed,
-//! and within a VIP which settings and backends differ. `plan` prints it, `audit` reports it
-//! as drift; the rules for what an apply derives from it (a backend's flags and cookie,
-//! whether a VIP's table is rebuilt) are here too, and `rollout` writes by them.
+//! within a VIP which settings and backends differ, and which run-time settings
+//! ([`settings`]). `plan` prints it, `audit` reports it as drift, and `rollout` executes it:
+//! an apply writes what it lists and nothing else. The rules for what an apply derives from it
+//! (a backend's flags and cookie) are here too, and so is the model of where a table sends new
+//! flows ([`effect`]), which the outage guards judge a change by.
+
+pub mod effect;
+mod settings;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
 };
 
 use lb_common::{
-    Backend, Vip, VipKey,
+    Backend, VipKey,
     service::{BACKEND_ACTIVE, BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY},
 };
 use serde::Serialize;
+
+pub use settings::{Setting, SettingDiff, settings};
 
 use crate::rollout::{Desired, DesiredBackend, DesiredVip, describe_vip};
 
@@ -49,10 +56,12 @@ fn field<T: PartialEq>(live: T, desired: T) -> Option<Field<T>> {
     (live != desired).then_some(Field { live, desired })
 }
 
-/// Every VIP of both sides: the desired ones in their order, then those only live.
+/// Every VIP of both sides (the desired ones in their order, then those only live), and the
+/// run-time settings that differ.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Changes {
     pub vips: Vec<VipDiff>,
+    pub settings: Vec<SettingDiff>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -84,10 +93,12 @@ pub struct BackendDiff {
     pub live: Option<usize>,
     pub weight: Option<Field<u32>>,
     pub mac: Option<Field<[u8; 6]>>,
+    /// `BACKEND_*` state flags ([`backend_flags`]), as an apply would write them.
+    pub state: Option<Field<u8>>,
 }
 
 /// What differs between `desired` and `live` (the live state read as a desired one,
-/// [`Desired::from_live`]).
+/// [`Desired::observed`], or [`Desired::from_live`] where the backends' state is not compared).
 pub fn diff(desired: &Desired, live: &Desired) -> Changes {
     let live_by_key: HashMap<VipKey, usize> =
         (0..).zip(&live.vips).map(|(j, vip)| (vip.key, j)).collect();
@@ -105,35 +116,51 @@ pub fn diff(desired: &Desired, live: &Desired) -> Changes {
             .filter(|(_, have)| !wanted.contains(&have.key))
             .map(|have| vip(None, Some(have))),
     );
-    Changes { vips }
+    Changes {
+        vips,
+        settings: settings(&live.config, &desired.config),
+    }
 }
 
 /// How one VIP differs; at least one side holds it (with its index among that side's VIPs).
 /// Backends match by address.
-pub fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>) -> VipDiff {
+fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>) -> VipDiff {
     let (desired_index, desired) = (desired.map(|(i, _)| i), desired.map(|(_, vip)| vip));
     let (live_index, live) = (live.map(|(j, _)| j), live.map(|(_, vip)| vip));
     let key = desired.or(live).expect("a VIP on at least one side").key;
     let no_backends = Vec::new();
     let wanted = desired.map_or(&no_backends, |vip| &vip.backends);
     let had = live.map_or(&no_backends, |vip| &vip.backends);
-    let mut unmatched: Vec<usize> = (0..had.len()).collect();
+    // The live backends by address, each list in live order: one lookup per desired backend
+    // (an apply diffs every VIP, up to thousands of backends each).
+    let mut unmatched: HashMap<IpAddr, VecDeque<usize>> = HashMap::new();
+    for (j, have) in had.iter().enumerate() {
+        unmatched.entry(have.address).or_default().push_back(j);
+    }
+    let mut matched = vec![false; had.len()];
     let mut backends = Vec::with_capacity(wanted.len());
     for (i, want) in wanted.iter().enumerate() {
-        let at = unmatched
-            .iter()
-            .position(|&j| had[j].address == want.address);
-        let j = at.map(|at| unmatched.remove(at));
-        let (weight, mac) = match j {
-            Some(j) => (
-                field(had[j].weight, want.weight),
-                field(had[j].mac, want.mac),
-            ),
-            None => (None, None),
+        let j = unmatched
+            .get_mut(&want.address)
+            .and_then(VecDeque::pop_front);
+        if let Some(j) = j {
+            matched[j] = true;
+        }
+        let (weight, mac, state) = match j {
+            Some(j) => {
+                // A live side that does not know a backend's state reads as in service.
+                let live_state = backend_flags(&had[j], BACKEND_ACTIVE);
+                (
+                    field(had[j].weight, want.weight),
+                    field(had[j].mac, want.mac),
+                    field(live_state, backend_flags(want, live_state)),
+                )
+            }
+            None => (None, None, None),
         };
         let change = match j {
             None => Change::Added,
-            Some(_) if weight.is_none() && mac.is_none() => Change::Unchanged,
+            Some(_) if weight.is_none() && mac.is_none() && state.is_none() => Change::Unchanged,
             Some(_) => Change::Changed,
         };
         backends.push(BackendDiff {
@@ -143,15 +170,18 @@ pub fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredV
             live: j,
             weight,
             mac,
+            state,
         });
     }
-    backends.extend(unmatched.into_iter().map(|j| BackendDiff {
+    let removed = (0..had.len()).filter(|&j| !matched[j]);
+    backends.extend(removed.map(|j| BackendDiff {
         address: had[j].address,
         change: Change::Removed,
         desired: None,
         live: Some(j),
         weight: None,
         mac: None,
+        state: None,
     }));
     let (flags, table_size) = match (desired, live) {
         (Some(want), Some(have)) => (
@@ -210,23 +240,6 @@ pub fn cookie(bound: Option<&Backend>, rebind: bool, fresh: u32) -> u32 {
         Some(backend) if !rebind => backend.cookie,
         _ => fresh,
     }
-}
-
-/// Whether a live VIP keeps its table: its entry and every backend entry (`entries`, by id)
-/// would be written as they are (`live_entry`), and no live backend (`live_backends` of them)
-/// leaves. The table depends on nothing else.
-pub fn keeps_table(
-    live: &Vip,
-    want: &DesiredVip,
-    entries: &[(u32, Backend)],
-    live_entry: impl Fn(u32) -> Backend,
-    live_backends: usize,
-) -> bool {
-    live.flags == want.flags
-        && live.table_size == want.table_size
-        && entries.iter().all(|(id, entry)| live_entry(*id) == *entry)
-        // Every entry is live as it is, so every id is a live one: all of them are kept.
-        && entries.len() == live_backends
 }
 
 #[cfg(test)]
@@ -310,6 +323,33 @@ mod tests {
             })
         );
         assert_eq!(changes.vips[3].backends[0].change, Change::Removed);
+    }
+
+    #[test]
+    fn a_backend_state_change_is_a_change() {
+        // Test that draining a backend (its state, not its weight or MAC) changes it and its
+        // VIP, and that a desired backend keeping the live state changes nothing.
+        let unhealthy = DesiredBackend {
+            operator: Some(0),
+            unhealthy: Some(true),
+            ..backend(1, 1)
+        };
+        let live = state(vec![vip(80, vec![unhealthy])]);
+        let keep = state(vec![vip(80, vec![backend(1, 1)])]);
+        assert_eq!(super::diff(&keep, &live).vips[0].change, Change::Unchanged);
+        let drained = DesiredBackend {
+            operator: Some(BACKEND_DRAINED),
+            ..backend(1, 1)
+        };
+        let changes = super::diff(&state(vec![vip(80, vec![drained])]), &live);
+        assert_eq!(changes.vips[0].change, Change::Changed);
+        assert_eq!(
+            changes.vips[0].backends[0].state,
+            Some(Field {
+                live: BACKEND_UNHEALTHY,
+                desired: BACKEND_DRAINED | BACKEND_UNHEALTHY
+            })
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::{
 use anyhow::Context as _;
 use lb_common::{
     PROGRAM_NAME,
-    service::{BACKEND_DISABLED, BACKEND_DRAINED},
+    service::{BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY},
 };
 use serde::Serialize;
 
@@ -47,7 +47,10 @@ use crate::{
     apply,
     capacity::{Capacity, Memory},
     config::{self, Diagnostic, Environment, Model, VipModel, rules},
-    effect::{self, Effect, Entry},
+    diff::{
+        self,
+        effect::{self, Effect, Entry},
+    },
     exit, object, pins,
     rollout::{self, Desired},
 };
@@ -343,6 +346,17 @@ pub fn plan_with(
     let pin_path = live.pin_path(Some(&model.global.pin_path));
     let current = sides::read_live(&pin_path)?;
     let desired = desired(&model, text.hash, current.as_ref());
+    // What an apply would execute: the same diff against the same live state.
+    let changes = match &current {
+        Some(live) => diff::diff(&desired, &Desired::observed(&live.snapshot, &live.capacity)),
+        None => diff::diff(
+            &desired,
+            &Desired {
+                vips: Vec::new(),
+                ..desired.clone()
+            },
+        ),
+    };
     // Against the running program's capacity; a config it cannot hold is staged at its own
     // capacity (what a restart would load) and refused, as `apply` refuses it.
     let shortfalls = current.as_ref().map_or_else(Vec::new, |l| {
@@ -366,7 +380,8 @@ pub fn plan_with(
     let mut vips = Vec::new();
     let mut outages = Vec::new();
     let mut concentrated: Vec<String> = Vec::new();
-    for (index, vip) in model.vips.iter().enumerate() {
+    // The diff lists the config's VIPs first, in its order.
+    for ((index, vip), change) in model.vips.iter().enumerate().zip(&changes.vips) {
         let key = vip.key();
         let (want, done) = desired
             .vips
@@ -425,6 +440,7 @@ pub fn plan_with(
             Some(vip),
             before,
             Some(&after),
+            change,
             outcome,
             &probes,
             &vip_warnings(&warnings, index),
@@ -457,17 +473,20 @@ pub fn plan_with(
         }
         vips.push(plan);
     }
-    if let Some(current) = &current {
-        for (key, before) in &current.vips {
-            if !model.vips.iter().any(|vip| vip.key() == *key) {
-                vips.push(sides::vip_plan(None, Some(before), None, None, &[], &[]));
-            }
-        }
+    // Then the live VIPs it removes.
+    for change in &changes.vips[model.vips.len()..] {
+        let before = current.as_ref().and_then(|l| l.vips.get(&change.key));
+        vips.push(sides::vip_plan(None, before, None, change, None, &[], &[]));
     }
-    let global = current
-        .as_ref()
-        .map(|l| sides::global_changes(&l.snapshot.config, &model))
-        .unwrap_or_default();
+    let global = changes
+        .settings
+        .iter()
+        .map(|setting| FieldChange {
+            field: setting.setting.name(),
+            before: setting.live.clone(),
+            after: setting.desired.clone(),
+        })
+        .collect();
     let summary = summarize(&vips);
     let canary = options
         .canary
@@ -532,8 +551,8 @@ fn sample_effect(vip: &VipModel, plan: &VipPlan) -> Option<Effect> {
     Some(Effect::of_counts(&entries, vip.forwarding, counts))
 }
 
-/// The state an apply of `model` would install: the live operator state (drained, disabled)
-/// of every backend the config keeps is carried over, as `apply` keeps it.
+/// The state an apply of `model` would install: the live operator and health state (drained,
+/// disabled, unhealthy) of every backend the config keeps is carried over, as `apply` keeps it.
 fn desired(model: &Model, config_hash: u64, current: Option<&sides::Live>) -> Desired {
     let mut desired = Desired::from_model(model, config_hash);
     let Some(current) = current else {
@@ -546,6 +565,7 @@ fn desired(model: &Model, config_hash: u64, current: Option<&sides::Live>) -> De
         for backend in &mut vip.backends {
             if let Some(found) = live.backends.iter().find(|b| b.address == backend.address) {
                 backend.operator = Some(found.flags & (BACKEND_DRAINED | BACKEND_DISABLED));
+                backend.unhealthy = Some(found.flags & BACKEND_UNHEALTHY != 0);
             }
         }
     }

@@ -6,10 +6,7 @@
 //! goes into its inactive copy and one update of the VIP entry flips to it. If any write fails,
 //! the snapshot taken at the start is written back, so the running state stays as it was.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use anyhow::{Context as _, bail, ensure};
 use aya::maps::{HashMap, MapData, PerCpuArray};
@@ -19,13 +16,13 @@ use lb_common::{
     config::CONFIG_FLOW_ADMISSION,
     map_names,
     meta::{Meta, ShareBase},
-    service::{VipFilter, vip_filter_bit},
+    service::{BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VipFilter, vip_filter_bit},
 };
 
 use crate::{
     capacity::Capacity,
     config::Model,
-    diff, effect,
+    diff::{self, Change, Changes, effect},
     live::Snapshot,
     maglev,
     maps::{Maps, array},
@@ -141,9 +138,20 @@ impl Desired {
 }
 
 impl Desired {
-    /// The desired state that is live now: re-applying it changes nothing but the table copy
-    /// in use. Starting point for operator changes (drain, disable, enable a backend).
+    /// The desired state that is live now, each backend keeping whatever state it has when
+    /// applied: re-applying it changes nothing. Starting point for operator changes (drain,
+    /// disable, enable a backend).
     pub fn from_live(snapshot: &Snapshot, capacity: &Capacity) -> Desired {
+        let mut live = Desired::observed(snapshot, capacity);
+        for backend in live.vips.iter_mut().flat_map(|vip| &mut vip.backends) {
+            (backend.operator, backend.unhealthy) = (None, None);
+        }
+        live
+    }
+
+    /// The live state as it is, each backend's operator and health state included: the live
+    /// side of the [`diff::diff`] an apply executes. Backends are in id order.
+    pub fn observed(snapshot: &Snapshot, capacity: &Capacity) -> Desired {
         let vips = snapshot
             .vips
             .iter()
@@ -151,11 +159,13 @@ impl Desired {
                 key: *key,
                 flags: vip.flags,
                 table_size: vip.table_size,
-                backends: capacity
-                    .backend_ids(vip.id)
-                    .filter_map(|id| snapshot.backends.get(id as usize))
-                    .filter(|b| **b != Backend::default())
-                    .map(|b| DesiredBackend::keeping_state(live_address(b), b.weight, b.mac))
+                backends: effect::live_entries(snapshot, capacity, vip)
+                    .iter()
+                    .map(|(_, b)| DesiredBackend {
+                        operator: Some(b.flags & (BACKEND_DRAINED | BACKEND_DISABLED)),
+                        unhealthy: Some(b.flags & BACKEND_UNHEALTHY != 0),
+                        ..DesiredBackend::keeping_state(live_address(b), b.weight, b.mac)
+                    })
                     .collect(),
             })
             .collect();
@@ -223,10 +233,11 @@ pub fn apply_canary(
         desired.vips.len(),
         snapshot.vips.len()
     );
+    let changes = changes(&snapshot, &capacity, desired);
     // With as many VIPs on both sides, a VIP added comes before the one it replaces.
-    for vip in diff::diff(desired, &Desired::from_live(&snapshot, &capacity)).vips {
+    for vip in &changes.vips {
         ensure!(
-            vip.change != diff::Change::Added,
+            vip.change != Change::Added,
             "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
             vip.vip
         );
@@ -237,7 +248,7 @@ pub fn apply_canary(
             vip.vip
         );
     }
-    let plan = plan(&snapshot, &capacity, desired, Scope::All)?;
+    let plan = plan(&snapshot, &capacity, desired, &changes, Scope::All)?;
     // Every VIP runs already (checked above), so the old tables line up with the plan's.
     let old_tables = live_tables(maps, &snapshot, &plan)?;
     let tried: Vec<VipKey> = plan
@@ -314,7 +325,8 @@ pub fn apply_with_fault_injection(
 ) -> anyhow::Result<Applied> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let plan = plan(&snapshot, &capacity, desired, Scope::Changed)?;
+    let changes = changes(&snapshot, &capacity, desired);
+    let plan = plan(&snapshot, &capacity, desired, &changes, Scope::Changed)?;
     write_plan(maps, &snapshot, plan, desired, fail_before)
 }
 
@@ -328,7 +340,8 @@ pub fn apply_guarded<M: Maps + ?Sized, R>(
 ) -> anyhow::Result<Result<Applied, R>> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let plan = plan(&snapshot, &capacity, desired, Scope::Changed)?;
+    let changes = changes(&snapshot, &capacity, desired);
+    let plan = plan(&snapshot, &capacity, desired, &changes, Scope::Changed)?;
     if let Some(refusal) = guard(maps, &snapshot, &capacity, &plan.vips)? {
         return Ok(Err(refusal));
     }
@@ -384,21 +397,36 @@ enum Scope {
     All,
 }
 
+/// The writes that execute a [`Changes`]: one step per kind of change.
 struct Plan {
+    /// The desired VIPs in their order: those rebuilt get a new entry and table.
     vips: Vec<AppliedVip>,
-    /// Backend entries to write, by id.
+    /// Backend entries added or changed, by id.
     backends: Vec<(u32, Backend)>,
+    /// Live VIPs the desired state does not have.
+    removed: Vec<VipKey>,
     /// Backend ids in use before and no longer after: cleared once no table points at them.
     retired: Vec<u32>,
+    /// VIPs are added or removed: the address filter and VIP addresses change.
+    vip_set: bool,
+    /// The run-time settings change.
+    settings: bool,
 }
 
+/// What differs between `desired` and the live state an apply writes over.
+fn changes(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> Changes {
+    diff::diff(desired, &Desired::observed(snapshot, capacity))
+}
+
+/// The writes that execute `changes` (of `desired` over `snapshot`), every table built.
 fn plan(
     snapshot: &Snapshot,
     capacity: &Capacity,
     desired: &Desired,
+    changes: &Changes,
     scope: Scope,
 ) -> anyhow::Result<Plan> {
-    let (mut plan, builds) = plan_entries(snapshot, capacity, desired, scope)?;
+    let (mut plan, builds) = plan_entries(snapshot, capacity, desired, changes, scope)?;
     for ((index, _, _), table) in builds.iter().zip(build_tables(&builds)) {
         let applied = &mut plan.vips[*index];
         applied.table = table.with_context(|| {
@@ -416,19 +444,49 @@ fn plan_entries(
     snapshot: &Snapshot,
     capacity: &Capacity,
     desired: &Desired,
+    changes: &Changes,
     scope: Scope,
 ) -> anyhow::Result<(Plan, Vec<Build>)> {
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
     ensure!(short.is_empty(), "{}", short.join("; "));
+    let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
+    ensure!(
+        keys.len() == desired.vips.len(),
+        "two VIPs share an address, port and protocol"
+    );
     let mut taken: BTreeSet<u32> = snapshot.vips.iter().map(|(_, vip)| vip.id).collect();
     let mut next_free = 0;
     let mut vips = Vec::new();
     let mut backends = Vec::new();
-    let mut kept = vec![false; snapshot.backends.len()];
+    let mut removed = Vec::new();
+    let mut retired = Vec::new();
     // Tables are built once every VIP is planned, in parallel: (index into `vips`, eligible
     // backends, size).
     let mut builds = Vec::new();
-    for want in &desired.vips {
+    let fresh_cookie = (snapshot.meta.generation.wrapping_add(1) as u32).max(1);
+    let owned = |id: u32| {
+        snapshot
+            .backends
+            .get(id as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    for change in &changes.vips {
+        let live = snapshot.vip(&change.key);
+        // The ids of the live backends, in the order the diff's live side lists them.
+        let live_ids: Vec<u32> = live.map_or_else(Vec::new, |vip| {
+            effect::live_entries(snapshot, capacity, vip)
+                .iter()
+                .map(|(id, _)| *id)
+                .collect()
+        });
+        let Some(index) = change.desired else {
+            // Removed: its entry goes after the flips, then its backends.
+            removed.push(change.key);
+            retired.extend(live_ids);
+            continue;
+        };
+        let want = &desired.vips[index];
         let describe = || describe_vip(&want.key);
         ensure!(
             want.table_size <= capacity.table_slots && maglev::is_prime(want.table_size),
@@ -445,7 +503,6 @@ fn plan_entries(
             want.backends.len(),
             capacity.backends_per_vip
         );
-        let live = snapshot.vip(&want.key);
         let id = match live {
             Some(vip) => vip.id,
             None => {
@@ -461,36 +518,18 @@ fn plan_entries(
             "VIP {}: id {id} is beyond the program's capacity",
             describe()
         );
-        let fresh_cookie = (snapshot.meta.generation.wrapping_add(1) as u32).max(1);
-        let rebind_all = live.is_some_and(|vip| vip.flags != want.flags);
+        // New forwarding or hashing: every flow remembered under the old binding is re-hashed.
+        let rebind_all = change.flags.is_some();
         let range = capacity.backend_ids(id);
-        let owned = |id: u32| {
-            snapshot
-                .backends
-                .get(id as usize)
-                .copied()
-                .unwrap_or_default()
-        };
-        let mut used: BTreeSet<u32> = range
-            .clone()
-            .filter(|&b| owned(b) != Backend::default())
-            .collect();
-        let live_ids = used.len();
-        // The VIP's live backends by address: one lookup per desired backend.
-        let by_address: BTreeMap<([u8; 16], u8), u32> = used
-            .iter()
-            .map(|&b| {
-                let live = owned(b);
-                ((live.addr, live.family), b)
-            })
-            .collect();
+        let mut used: BTreeSet<u32> = live_ids.iter().copied().collect();
         let mut backend_ids = Vec::new();
         let mut eligible = Vec::new();
-        let first_entry = backends.len();
-        for backend in &want.backends {
-            let (addr, family) = to_kernel(backend.address);
-            let existing = by_address.get(&(addr, family)).copied();
-            let cookie = diff::cookie(existing.map(owned).as_ref(), rebind_all, fresh_cookie);
+        for backend in &change.backends {
+            let existing = backend.live.map(|j| live_ids[j]);
+            let Some(wanted) = backend.desired.map(|i| &want.backends[i]) else {
+                retired.extend(existing);
+                continue;
+            };
             let backend_id = match existing {
                 Some(b) => b,
                 None => {
@@ -499,37 +538,38 @@ fn plan_entries(
                             "VIP {}: no free backend id for {}: too many backends replaced at \
                              once; apply the change in two steps",
                             describe(),
-                            backend.address
+                            wanted.address
                         )
                     })?;
                     used.insert(free);
                     free
                 }
             };
-            let flags = diff::backend_flags(backend, owned(backend_id).flags);
-            let entry = Backend {
-                addr,
-                mac: backend.mac,
-                family,
-                flags,
-                weight: backend.weight,
-                cookie,
-            };
-            backends.push((backend_id, entry));
-            if let Some(kept) = kept.get_mut(backend_id as usize) {
-                *kept = true;
+            let flags = diff::backend_flags(wanted, owned(backend_id).flags);
+            // An entry the diff leaves alone (address, weight, MAC, state and cookie as live)
+            // is not written.
+            if backend.change != Change::Unchanged || rebind_all {
+                let (addr, family) = to_kernel(wanted.address);
+                let cookie = diff::cookie(existing.map(owned).as_ref(), rebind_all, fresh_cookie);
+                let entry = Backend {
+                    addr,
+                    mac: wanted.mac,
+                    family,
+                    flags,
+                    weight: wanted.weight,
+                    cookie,
+                };
+                backends.push((backend_id, entry));
             }
             backend_ids.push(backend_id);
-            if diff::in_table(flags, backend.weight) {
-                eligible.push((backend_id, backend.weight, backend.address));
+            if diff::in_table(flags, wanted.weight) {
+                eligible.push((backend_id, wanted.weight, wanted.address));
             }
         }
-        let same = live.filter(|vip| {
-            scope == Scope::Changed
-                && diff::keeps_table(vip, want, &backends[first_entry..], owned, live_ids)
-        });
-        if let Some(vip) = same {
-            backends.truncate(first_entry);
+        // A VIP the diff leaves alone keeps its table, which depends on nothing else.
+        if let Some(vip) =
+            live.filter(|_| scope == Scope::Changed && change.change == Change::Unchanged)
+        {
             vips.push(AppliedVip {
                 key: want.key,
                 vip: *vip,
@@ -557,21 +597,18 @@ fn plan_entries(
             rebuilt: true,
         });
     }
-    let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
-    if keys.len() != desired.vips.len() {
-        bail!("two VIPs share an address, port and protocol");
-    }
-    let retired = (0..snapshot.backends.len() as u32)
-        .filter(|id| snapshot.backends[*id as usize] != Backend::default() && !kept[*id as usize])
-        .collect();
-    Ok((
-        Plan {
-            vips,
-            backends,
-            retired,
-        },
-        builds,
-    ))
+    let plan = Plan {
+        vip_set: changes
+            .vips
+            .iter()
+            .any(|vip| matches!(vip.change, Change::Added | Change::Removed)),
+        vips,
+        backends,
+        removed,
+        retired,
+        settings: !changes.settings.is_empty(),
+    };
+    Ok((plan, builds))
 }
 
 /// What an apply of `desired` would install over the live state in `snapshot` (ids, tables),
@@ -583,7 +620,8 @@ pub fn expected_tables(
     capacity: &Capacity,
     desired: &Desired,
 ) -> anyhow::Result<Vec<ExpectedTable>> {
-    let (plan, builds) = plan_entries(snapshot, capacity, desired, Scope::All)?;
+    let changes = changes(snapshot, capacity, desired);
+    let (plan, builds) = plan_entries(snapshot, capacity, desired, &changes, Scope::All)?;
     // Every VIP of an `All` plan is built, in the plan's order.
     Ok(plan
         .vips
@@ -624,7 +662,8 @@ pub fn changed_tables(
     capacity: &Capacity,
     desired: &Desired,
 ) -> anyhow::Result<Vec<AppliedVip>> {
-    Ok(plan(snapshot, capacity, desired, Scope::Changed)?.vips)
+    let changes = changes(snapshot, capacity, desired);
+    Ok(plan(snapshot, capacity, desired, &changes, Scope::Changed)?.vips)
 }
 
 /// A table to build: index into the plan's VIPs, eligible (id, weight, address) backends, size.
@@ -717,13 +756,15 @@ fn write(
     steering::write_tables_halfway(maps, &tables, step)?;
     // Filter bits and addresses before the VIPs they admit.
     step()?;
-    let mut filter = snapshot.filter;
-    for applied in &plan.vips {
-        set_bit(&mut filter, &applied.key);
+    if plan.vip_set {
+        let mut filter = snapshot.filter;
+        for applied in &plan.vips {
+            set_bit(&mut filter, &applied.key);
+        }
+        array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
+        let old_keys = snapshot.vips.iter().map(|(key, _)| key);
+        steering::set_vip_addrs(maps, old_keys.chain(plan.vips.iter().map(|a| &a.key)))?;
     }
-    array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
-    let old_keys = snapshot.vips.iter().map(|(key, _)| key);
-    steering::set_vip_addrs(maps, old_keys.chain(plan.vips.iter().map(|a| &a.key)))?;
     // The flips: one atomic update per VIP.
     step()?;
     let map = maps.map_mut(map_names::VIPS)?;
@@ -743,13 +784,10 @@ fn write(
             .with_context(|| format!("writing VIP {}", describe_vip(&applied.key)))?;
     }
     step()?;
-    let planned: BTreeSet<&VipKey> = plan.vips.iter().map(|applied| &applied.key).collect();
-    for (key, _) in &snapshot.vips {
-        if !planned.contains(key) {
-            step()?;
-            vips.remove(key)
-                .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
-        }
+    for key in &plan.removed {
+        step()?;
+        vips.remove(key)
+            .with_context(|| format!("removing VIP {}", describe_vip(key)))?;
     }
     let canary_ends = match reach {
         Reach::Canary { ends, .. } => {
@@ -776,20 +814,24 @@ fn write(
             .with_context(|| format!("clearing backend {id}"))?;
     }
     step()?;
-    let mut filter = [0u64; 64];
-    for applied in &plan.vips {
-        set_bit(&mut filter, &applied.key);
+    if plan.vip_set {
+        let mut filter = [0u64; 64];
+        for applied in &plan.vips {
+            set_bit(&mut filter, &applied.key);
+        }
+        array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
+        steering::set_vip_addrs(maps, plan.vips.iter().map(|applied| &applied.key))?;
     }
-    array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
-    steering::set_vip_addrs(maps, plan.vips.iter().map(|applied| &applied.key))?;
     step()?;
-    // Debug logging is switched at run time and stays; the flow admission is the config's.
-    let config = Config {
-        flags: snapshot.config.flags & !CONFIG_FLOW_ADMISSION
-            | desired.config.flags & CONFIG_FLOW_ADMISSION,
-        ..desired.config
-    };
-    array::<Config>(maps, map_names::CONFIG)?.set(0, &config, 0)?;
+    if plan.settings {
+        // Debug logging is switched at run time and stays; the flow admission is the config's.
+        let config = Config {
+            flags: snapshot.config.flags & !CONFIG_FLOW_ADMISSION
+                | desired.config.flags & CONFIG_FLOW_ADMISSION,
+            ..desired.config
+        };
+        array::<Config>(maps, map_names::CONFIG)?.set(0, &config, 0)?;
+    }
     step()?;
     let meta = Meta {
         generation: snapshot.meta.generation + 1,

@@ -1,27 +1,31 @@
-//! The two sides of a plan (the live state and the state the config would install) and what
-//! differs between them: VIP settings, backends, each backend's share of the table, and the
-//! share of new flows that would move.
+//! The two sides of a plan (the live state and the state the config would install) and how
+//! [`crate::diff`] finds them to differ, shown: VIP settings, backends, each backend's share of
+//! the table, and the share of new flows that would move.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     path::Path,
 };
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend, Config, Vip, VipKey,
+    Backend, Vip, VipKey,
     address::Mac,
-    service::{BACKEND_DISABLED, BACKEND_DRAINED, VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
+    service::{
+        BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
+        VIP_HASH_SOURCE_ONLY,
+    },
 };
 
 use super::{BackendPlan, Change, FieldChange, VipPlan, kernel, sample::Probe};
 use crate::{
     capacity::Capacity,
-    config::{FlowAdmission, Model, VipModel},
+    config::VipModel,
+    diff::VipDiff,
     live::Snapshot,
     pins,
-    rollout::{AppliedVip, DesiredBackend, DesiredVip, describe_vip, live_address},
+    rollout::{AppliedVip, DesiredVip, describe_vip, live_address},
     steering,
 };
 
@@ -154,20 +158,6 @@ impl Side {
         }
     }
 
-    /// This side in the shape of a desired state, to compare with [`crate::diff::vip`].
-    fn desired(&self) -> DesiredVip {
-        DesiredVip {
-            key: self.key,
-            flags: self.vip.flags,
-            table_size: self.vip.table_size,
-            backends: self
-                .backends
-                .iter()
-                .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
-                .collect(),
-        }
-    }
-
     /// The expected share of new flows of backend `i`.
     pub fn share(&self, i: usize) -> f64 {
         f64::from(self.slots[i]) / f64::from(self.vip.table_size.max(1))
@@ -209,6 +199,15 @@ fn state(flags: u8) -> Option<&'static str> {
     }
 }
 
+/// A backend's whole state (operator and health), for a change of it.
+fn full_state(flags: u8) -> &'static str {
+    match state(flags) {
+        Some(operator) => operator,
+        None if flags & BACKEND_UNHEALTHY != 0 => "unhealthy",
+        None => "active",
+    }
+}
+
 fn change(field: &'static str, before: String, after: String) -> Option<FieldChange> {
     (before != after).then_some(FieldChange {
         field,
@@ -217,20 +216,20 @@ fn change(field: &'static str, before: String, after: String) -> Option<FieldCha
     })
 }
 
-/// The plan of one VIP: in the config (`model`, `after`, and the kernel's `outcome` unless
-/// the sample is empty), live (`before`), or both. `probes` are the sample flows (for a moved share that cannot be
-/// counted by slots); `warnings` the config warnings about it (backend index, rule id).
+/// The plan of one VIP, which `diff` (the change an apply executes) finds in the config
+/// (`model`, `after`, and the kernel's `outcome` unless the sample is empty), live (`before`),
+/// or both. `probes` are the sample flows (for a moved share that cannot be counted by
+/// slots); `warnings` the config warnings about it (backend index, rule id).
 pub(super) fn vip_plan(
     model: Option<&VipModel>,
     before: Option<&Side>,
     after: Option<&Side>,
+    diff: &VipDiff,
     outcome: Option<kernel::Outcome>,
     probes: &[Probe],
     warnings: &[(Option<usize>, &'static str)],
 ) -> VipPlan {
     let reference = after.or(before).expect("a VIP on at least one side");
-    let (want, have) = (after.map(Side::desired), before.map(Side::desired));
-    let diff = crate::diff::vip(want.as_ref().map(|w| (0, w)), have.as_ref().map(|h| (0, h)));
     let mut changes = Vec::new();
     if let Some(flags) = diff.flags {
         changes.extend(change(
@@ -275,6 +274,13 @@ pub(super) fn vip_plan(
                 Mac(mac.desired).to_string(),
             ));
         }
+        if let Some(flags) = backend.state {
+            field_changes.extend(change(
+                "state",
+                full_state(flags.live).into(),
+                full_state(flags.desired).into(),
+            ));
+        }
         let share_before = match (before, backend.live) {
             (Some(b), Some(j)) => b.share(j),
             _ => 0.0,
@@ -309,6 +315,20 @@ pub(super) fn vip_plan(
 
     let mut notes = Vec::new();
     let (moved_share, moved_estimated) = match (before, after) {
+        (Some(b), Some(a)) if diff.change == Change::Unchanged => {
+            // An apply leaves this VIP, its table included, as it is: no new flow moves.
+            if let (Some(share), _) = moved(b, a, probes)
+                && share > 0.0
+            {
+                notes.push(format!(
+                    "the live table sends {} of new flows elsewhere than the one this config \
+                     builds (changed outside xlb?): an apply leaves it, as the VIP's entries \
+                     are what the config wants; `xlb audit` reports it",
+                    crate::effect::percent(share, 1)
+                ));
+            }
+            (Some(0.0), false)
+        }
         (Some(b), Some(a)) => moved(b, a, probes),
         (Some(_), None) => {
             notes.push(
@@ -330,22 +350,10 @@ pub(super) fn vip_plan(
                 .to_owned(),
         );
     }
-    let unchanged_settings = diff.change == Change::Unchanged;
-    let change = match diff.change {
-        Change::Unchanged if moved_share.is_some_and(|m| m > 0.0) => Change::Changed,
-        change => change,
-    };
-    if unchanged_settings && change == Change::Changed {
-        notes.push(
-            "the live table differs from the one this config builds (changed outside this \
-             config?): applying it rebuilds the table"
-                .to_owned(),
-        );
-    }
     VipPlan {
         name: model.map(|m| m.name.clone()),
         vip: describe_vip(&reference.key),
-        change,
+        change: diff.change,
         changes,
         forwarding: forwarding(reference.vip.flags),
         hash: hash(reference.vip.flags),
@@ -389,47 +397,4 @@ fn moved(before: &Side, after: &Side, probes: &[Probe]) -> (Option<f64>, bool) {
         })
         .count();
     (Some(moved as f64 / probes.len() as f64), true)
-}
-
-/// The run-time settings (flow admission, MTU, tunnel sources) the config changes.
-pub(super) fn global_changes(live: &Config, model: &Model) -> Vec<FieldChange> {
-    let new = model.global.kernel_config();
-    // The kernel reads an MTU of 0 as the default.
-    let mtu = |c: &Config| {
-        if c.mtu == 0 {
-            Config::DEFAULT_MTU
-        } else {
-            c.mtu
-        }
-        .to_string()
-    };
-    // A prefix shows as its network and length; one address alone.
-    let source = |addr: IpAddr, hosts: [u8; 4]| match u32::from_be_bytes(hosts).count_ones() {
-        0 => addr.to_string(),
-        bits => format!("{addr}/{}", if addr.is_ipv4() { 32 } else { 128 } - bits),
-    };
-    let v4 = |c: &Config| {
-        if c.ipip_src_v4 == [0; 4] {
-            "unset".to_owned()
-        } else {
-            source(Ipv4Addr::from(c.ipip_src_v4).into(), c.ipip_src_v4_hosts)
-        }
-    };
-    let v6 = |c: &Config| {
-        if c.ipip_src_v6 == [0; 16] {
-            "unset".to_owned()
-        } else {
-            source(Ipv6Addr::from(c.ipip_src_v6).into(), c.ipip_src_v6_hosts)
-        }
-    };
-    let admission = |c: &Config| FlowAdmission::from_flags(c.flags).name().to_owned();
-    [
-        change("flow_admission", admission(live), admission(&new)),
-        change("mtu", mtu(live), mtu(&new)),
-        change("ipip_source_v4", v4(live), v4(&new)),
-        change("ipip_source_v6", v6(live), v6(&new)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
 }
