@@ -56,9 +56,11 @@ pub mod map_names {
 
     /// One [`crate::meta::ShareBase`] per backend id.
     pub const SHARE_BASE: &str = "XLB_SHARE_BASE";
+    /// One [`crate::meta::TableRecord`] per table copy (`2 * VIP id + copy`).
+    pub const TABLE_RECORDS: &str = "XLB_TABLE_RECORDS";
 
     /// Every map of the `xlb` program, as pinned under the pin directory.
-    pub const XLB: [&str; 15] = [
+    pub const XLB: [&str; 16] = [
         REASONS,
         VIPS,
         BACKENDS,
@@ -72,6 +74,7 @@ pub mod map_names {
         META,
         VIP_ADDRS,
         SHARE_BASE,
+        TABLE_RECORDS,
         TRACE,
         TRACE_FILTER,
     ];

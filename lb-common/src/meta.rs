@@ -52,3 +52,21 @@ const _: () = assert!(core::mem::size_of::<ShareBase>() == 16);
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)] plain data (two u64), no padding.
 unsafe impl aya::Pod for ShareBase {}
+
+/// Per table copy (index `2 * VIP id + copy`): what the control plane last wrote there, so an
+/// audit rebuilds only the tables this does not vouch for. Written and read only by the
+/// control plane; all zero: nothing recorded (rebuild to check).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableRecord {
+    /// Digest of what decided the table: its size, and each backend in it (id, weight,
+    /// address) in order.
+    pub inputs: u64,
+    /// Digest of the slots as written.
+    pub slots: u64,
+}
+const _: () = assert!(core::mem::size_of::<TableRecord>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)] plain data (two u64), no padding.
+unsafe impl aya::Pod for TableRecord {}

@@ -23,7 +23,7 @@ use lb_common::{
     config::{CONFIG_DEBUG_LOG, CONFIG_TRACE},
     flow::{DEFAULT_FLOW_TABLE_SIZE, flow_sets},
     flow_hash,
-    meta::{Meta, ShareBase},
+    meta::{Meta, ShareBase, TableRecord},
     service::{
         AddrKey, DEFAULT_MAGLEV_CHUNKS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_VIPS, MaglevChunk,
         VIP_FORWARD_IPIP, VipFilter,
@@ -71,6 +71,9 @@ static XLB_META: Array<Meta, 1> = Array::new();
 /// Written and read only by the control plane, like `XLB_META`.
 #[btf_map]
 static XLB_SHARE_BASE: Array<ShareBase, MAX_BACKENDS> = Array::new();
+/// Written and read only by the control plane, like `XLB_META`: two per VIP, one per table copy.
+#[btf_map]
+static XLB_TABLE_RECORDS: Array<TableRecord, { 2 * MAX_VIPS }> = Array::new();
 /// `xlb trace`'s events and filter: written only while a trace runs (`CONFIG_TRACE`).
 #[btf_map]
 static XLB_TRACE: RingBuf<TraceEvent, { TRACE_RING_BYTES as usize }> = RingBuf::new();

@@ -27,6 +27,7 @@ use crate::{
     pins,
     rollout::{self, Desired, ExpectedTable, NO_BACKEND, describe_vip, live_address},
     steering,
+    table_record::Records,
 };
 
 /// Audits as [`audit`] does, then compares each VIP's table fingerprint with the xlb pinned
@@ -821,7 +822,8 @@ impl Audit<'_> {
 
     /// Reads the live table of every usable VIP once, all through one mapping of the slot map
     /// and on every CPU: its bad slots, its effect, and how it differs from its table in
-    /// `expected` (built beside it, one at a time), for a VIP live with the expected size.
+    /// `expected`, for a VIP live with the expected size: built beside it, one at a time,
+    /// unless the table's record vouches for it (see [`crate::table_record`]).
     /// `None` for an unusable VIP, in the snapshot's order.
     fn read_tables(
         &self,
@@ -849,15 +851,22 @@ impl Audit<'_> {
                 (vip.tables[vip.active as usize], vip.table_size)
             })
             .collect();
+        let records = Records::read(maps)?;
         let read = steering::map_tables(maps, &ranges, |n, table| {
             let i = usable[n];
             let vip = &self.snapshot.vips[i].1;
             let backends = effect::live_entries(self.snapshot, &self.capacity, vip);
             let effect = effect::of_ids(&backends, effect::forwarding(vip), table);
+            // A table its record vouches for is the one its inputs build: no build to compare.
+            let differ = compare_with[i].map(|want| {
+                if records.vouches(vip, want.inputs(), table) {
+                    return Ok(None);
+                }
+                want.build().map(|expected| differ(table, &expected))
+            });
             LiveTable {
                 bad: self.bad_slots(vip, table),
-                differ: compare_with[i]
-                    .map(|want| want.build().map(|expected| differ(table, &expected))),
+                differ,
                 backends,
                 effect,
             }

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use aya::maps::{Map, MapInfo};
 use lb_common::{
     Backend, BackendCounter, Counter, Vip, VipKey, map_names,
-    meta::ShareBase,
+    meta::{ShareBase, TableRecord},
     service::{AddrKey, MAGLEV_CHUNK_SLOTS},
 };
 use serde::Serialize;
@@ -39,13 +39,14 @@ impl Default for Capacity {
 /// The maps whose size the capacity sets: a capacity change replaces them (see
 /// [`crate::run`]); every other map (flow table, per-reason and per-event counters, config,
 /// meta) is kept.
-pub const SIZED_MAPS: [&str; 7] = [
+pub const SIZED_MAPS: [&str; 8] = [
     map_names::VIPS,
     map_names::VIP_STATS,
     map_names::VIP_ADDRS,
     map_names::BACKENDS,
     map_names::BACKEND_STATS,
     map_names::SHARE_BASE,
+    map_names::TABLE_RECORDS,
     map_names::MAGLEV,
 ];
 
@@ -54,7 +55,7 @@ pub const SIZED_MAPS: [&str; 7] = [
 pub struct Memory {
     /// Two copies of a `table_slots` table per VIP.
     pub tables: u64,
-    /// Backend entries, share bases, VIP entries and addresses.
+    /// Backend entries, share bases, VIP entries, addresses and table records.
     pub entries: u64,
     /// Per-CPU VIP and backend counters, for `cpus` CPUs.
     pub counters: u64,
@@ -107,6 +108,7 @@ impl Capacity {
             (map_names::BACKENDS, backends),
             (map_names::BACKEND_STATS, backends),
             (map_names::SHARE_BASE, backends),
+            (map_names::TABLE_RECORDS, 2 * self.vips),
             (map_names::MAGLEV, self.maglev_chunks()),
         ]
     }
@@ -127,7 +129,14 @@ impl Capacity {
         Memory {
             tables: u64::from(self.maglev_chunks()) * chunk,
             entries: backends * size(size_of::<Backend>() + size_of::<ShareBase>())
-                + vips * size(size_of::<VipKey>() + size_of::<Vip>() + size_of::<AddrKey>() + 4),
+                + vips
+                    * size(
+                        size_of::<VipKey>()
+                            + size_of::<Vip>()
+                            + size_of::<AddrKey>()
+                            + 4
+                            + 2 * size_of::<TableRecord>(),
+                    ),
             counters: u64::from(cpus)
                 * (backends * size(size_of::<BackendCounter>())
                     + vips * size(size_of::<Counter>())),

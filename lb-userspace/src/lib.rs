@@ -44,6 +44,7 @@ pub mod skew;
 pub mod stats;
 pub mod status;
 pub mod steering;
+pub mod table_record;
 pub mod testrun;
 pub mod trace;
 pub mod trusted_dir;

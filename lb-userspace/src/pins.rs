@@ -46,7 +46,13 @@ impl Live {
 
 /// The live maps of the xlb pinned under `pin_path`.
 pub fn open(pin_path: &Path) -> anyhow::Result<Pinned> {
-    Pinned::open(pin_path, &map_names::XLB)
+    // Pins of an xlb from before table records lack their map: an audit then rebuilds every
+    // table to check it.
+    let names: Vec<&str> = map_names::XLB
+        .into_iter()
+        .filter(|&name| name != map_names::TABLE_RECORDS || pin_path.join(name).exists())
+        .collect();
+    Pinned::open(pin_path, &names)
 }
 
 /// Makes `pin_path` ready for a daemon's pins: created 0700 if missing, and refused (nothing

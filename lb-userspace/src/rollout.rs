@@ -26,7 +26,7 @@ use crate::{
     live::Snapshot,
     maglev,
     maps::{Maps, array},
-    steering,
+    steering, table_record,
 };
 
 /// Backend id meaning "no backend": the kernel finds no backend there and drops as no_backend.
@@ -92,6 +92,8 @@ pub struct AppliedVip {
     pub backend_ids: Vec<u32>,
     /// The new live table (backend ids); empty when not `rebuilt`.
     pub table: Vec<u32>,
+    /// [`table_record::inputs`] of the new table; 0 when not `rebuilt`.
+    pub inputs: u64,
     /// False when the VIP and its backends were live exactly as wanted: its table (built
     /// from them alone) stands, nothing of it was rebuilt or written, and `vip` is the live
     /// entry.
@@ -427,8 +429,9 @@ fn plan(
     scope: Scope,
 ) -> anyhow::Result<Plan> {
     let (mut plan, builds) = plan_entries(snapshot, capacity, desired, changes, scope)?;
-    for ((index, _, _), table) in builds.iter().zip(build_tables(&builds)) {
+    for ((index, eligible, size), table) in builds.iter().zip(build_tables(&builds)) {
         let applied = &mut plan.vips[*index];
+        applied.inputs = table_record::inputs(eligible, *size);
         applied.table = table.with_context(|| {
             format!(
                 "building the Maglev table of VIP {}",
@@ -575,6 +578,7 @@ fn plan_entries(
                 vip: *vip,
                 backend_ids,
                 table: Vec::new(),
+                inputs: 0,
                 rebuilt: false,
             });
             continue;
@@ -594,6 +598,7 @@ fn plan_entries(
             vip,
             backend_ids,
             table: Vec::new(),
+            inputs: 0,
             rebuilt: true,
         });
     }
@@ -644,6 +649,11 @@ pub struct ExpectedTable {
 }
 
 impl ExpectedTable {
+    /// [`table_record::inputs`] of the table.
+    pub fn inputs(&self) -> u64 {
+        table_record::inputs(&self.eligible, self.vip.table_size)
+    }
+
     /// The table (backend ids), as an apply builds it.
     pub fn build(&self) -> anyhow::Result<Vec<u32>> {
         build_table(&self.eligible, self.vip.table_size).with_context(|| {
@@ -754,6 +764,13 @@ fn write(
         })
         .collect();
     steering::write_tables_halfway(maps, &tables, step)?;
+    table_record::write(
+        maps,
+        plan.vips
+            .iter()
+            .filter(|applied| applied.rebuilt)
+            .map(|applied| (&applied.vip, applied.inputs, applied.table.as_slice())),
+    )?;
     // Filter bits and addresses before the VIPs they admit.
     step()?;
     if plan.vip_set {

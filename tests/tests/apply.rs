@@ -13,7 +13,9 @@ use lb_userspace::{
     live::Snapshot,
     object,
     rollout::{self as apply, Desired, DesiredBackend, DesiredVip},
-    steering, testrun,
+    steering,
+    table_record::Records,
+    testrun,
 };
 use xlb_tests::{
     packets::{self, Flow},
@@ -88,7 +90,7 @@ fn kernel_choice(ebpf: &mut Ebpf, flow: &Flow) -> [u8; 6] {
 
 /// Test that an apply installs every VIP, backend and table, that the kernel then steers by
 /// those tables, and that a second apply flips each VIP to its other table copy, keeping ids
-/// and leaving the previous copy intact.
+/// and leaving the previous copy intact; each apply records the tables it wrote.
 #[test]
 fn apply_installs_tables_and_flips_copies() {
     require_privileges!();
@@ -110,6 +112,7 @@ fn apply_installs_tables_and_flips_copies() {
             assert_eq!(snapshot.backends[*id as usize].weight, 1);
         }
     }
+    assert_records_vouch(&ebpf, &first.vips);
     let v4 = &first.vips[0];
     for sport in 1000..1100 {
         let flow = Flow::new("198.18.0.1", "198.18.1.10", sport, 80);
@@ -122,6 +125,7 @@ fn apply_installs_tables_and_flips_copies() {
     let second = apply::apply(&mut ebpf, &desired([1, 0, 3])).expect("second apply");
     assert_eq!(second.generation, 2);
     let after = Snapshot::read(&mut ebpf).expect("snapshot");
+    assert_records_vouch(&ebpf, &second.vips);
     let (old, new) = (&first.vips[0], &second.vips[0]);
     assert_eq!(new.vip.id, old.vip.id, "VIP id kept");
     assert_eq!(new.backend_ids, old.backend_ids, "backend ids kept");
@@ -136,6 +140,21 @@ fn apply_installs_tables_and_flips_copies() {
         !new.table.contains(&new.backend_ids[1]),
         "weight 0 is out of the table"
     );
+}
+
+/// Checks that the table record of each VIP `applied` rebuilt vouches for the table the apply
+/// wrote into its live copy, and for no other table.
+fn assert_records_vouch(ebpf: &Ebpf, applied: &[apply::AppliedVip]) {
+    let records = Records::read(ebpf).expect("table records");
+    for applied in applied.iter().filter(|applied| applied.rebuilt) {
+        assert!(
+            records.vouches(&applied.vip, applied.inputs, &applied.table),
+            "{applied:?}"
+        );
+        let mut edited = applied.table.clone();
+        edited[0] = edited[0].wrapping_add(1);
+        assert!(!records.vouches(&applied.vip, applied.inputs, &edited));
+    }
 }
 
 /// Test that removing a VIP and a backend clears them from the maps, and that the kernel stops

@@ -463,6 +463,36 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
     );
 }
 
+/// Test that the pins of an older xlb, which has no table records, are audited as before: the
+/// audit opens them, finds them clean, and finds a slot changed behind xlb's back by rebuilding
+/// the table to compare.
+#[test]
+fn audit_of_pins_without_table_records_rebuilds_to_compare() {
+    require_privileges!();
+    let mut live = LiveXlb::new("audit-old-pins");
+    let path = apply_config(&mut live, "three.toml", &three_vips());
+    std::fs::remove_file(live.pin_path.join(map_names::TABLE_RECORDS)).expect("unpin records");
+    let clean = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
+    assert_eq!(clean.code, exit::OK, "{clean:#?}");
+
+    let api = vip_key("198.18.1.20", 0, 6);
+    let vip = live_vip(&mut live, &api);
+    let base = vip.tables[vip.active as usize];
+    let table = steering::read_table(&live.ebpf, base, vip.table_size).expect("table");
+    let other = *table
+        .iter()
+        .find(|id| **id != table[7])
+        .expect("two backends");
+    steering::write_table(&mut live.ebpf, base + 7, &[other]).expect("change slot 7");
+    let report = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
+    assert_eq!(drift_kinds(&report), ["table"], "{report:#?}");
+    assert!(
+        find(&report, Kind::Table)
+            .actual
+            .starts_with("1 of 1031 slots differ (slot 7 ")
+    );
+}
+
 /// Test that a backend drained by an operator is reported as a note naming the command, and the
 /// audit stays clean with and without the config.
 #[test]
