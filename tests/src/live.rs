@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use aya::Ebpf;
 use lb_common::{PROGRAM_NAME, Verdict, map_names};
 use lb_userspace::{
+    apply::{self, ApplyReport, apply_file},
     capacity::Capacity,
-    config::{self, FixedEnvironment},
+    config::{self, FixedEnvironment, HostEnvironment, Model},
     maps, object,
+    pins::Live,
     rollout::{self, Applied, AppliedVip, Desired},
     steering, testrun,
 };
@@ -91,11 +93,38 @@ impl LiveXlb {
         )
         .unwrap_or_else(|rejected| panic!("test config invalid: {rejected:?}"))
         .model;
+        self.apply_model(&model, text)
+    }
+
+    /// Writes `text` as config `name`, validates it as `xlb` does on this host and applies
+    /// it; returns the file.
+    pub fn apply_config(&mut self, name: &str, text: &str) -> PathBuf {
+        let path = self.config_file(name, text);
+        let model = config::load(&path, &HostEnvironment)
+            .unwrap_or_else(|rejected| panic!("config {name} is invalid: {rejected:#?}"))
+            .model;
+        self.apply_model(&model, text);
+        path
+    }
+
+    fn apply_model(&mut self, model: &Model, text: &str) -> Applied {
         rollout::apply(
             &mut self.ebpf,
-            &Desired::from_model(&model, config::hash(text.as_bytes())),
+            &Desired::from_model(model, config::hash(text.as_bytes())),
         )
         .expect("apply")
+    }
+
+    /// How the verbs' library functions are told to reach this xlb (`--pin-path PIN`).
+    pub fn live(&self) -> Live {
+        Live {
+            pin_path: Some(self.pin_path.clone()),
+        }
+    }
+
+    /// `xlb apply FILE` through the library, on this host, against this xlb.
+    pub fn apply_file(&self, file: &Path, options: &apply::Options) -> anyhow::Result<ApplyReport> {
+        apply_file(file, &HostEnvironment, &self.live(), options)
     }
 
     /// Runs the real `xlb ARGS --pin-path PIN --output json` against this xlb and returns its

@@ -22,12 +22,6 @@ use xlb_tests::{
 
 const BACKENDS: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
 
-fn live_args(live: &LiveXlb) -> Live {
-    Live {
-        pin_path: Some(live.pin_path.clone()),
-    }
-}
-
 /// The last byte of the MAC the kernel sent `packet` to (config_text MACs end in the index).
 fn sent_to(ebpf: &mut Ebpf, packet: &[u8]) -> u8 {
     let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
@@ -43,22 +37,10 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
     require_privileges!();
     let mut live = LiveXlb::new("apply");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    let report = apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let report = live.apply_file(&good, &Options::default()).expect("apply");
     assert!(report.applied, "{report:?}");
     assert_eq!(report.generation, Some(1));
-    let again = apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let again = live.apply_file(&good, &Options::default()).expect("apply");
     assert_eq!(again.generation, Some(2));
     let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
 
@@ -66,13 +48,9 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         "outage.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
     );
-    let refused = apply_file(
-        &outage,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let refused = live
+        .apply_file(&outage, &Options::default())
+        .expect("apply");
     assert!(!refused.applied);
     assert!(
         refused.diagnostics.iter().any(|d| d.contains("XLB003")),
@@ -83,18 +61,15 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         before,
         "refused: unchanged"
     );
-    let forced = apply_file(
-        &outage,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options {
-            allow_warnings: false,
-            overrides: vec!["XLB003".into()],
-            force: false,
-            canary: None,
-        },
-    )
-    .expect("apply");
+    let forced = live
+        .apply_file(
+            &outage,
+            &Options {
+                overrides: vec!["XLB003".into()],
+                ..Options::default()
+            },
+        )
+        .expect("apply");
     assert!(
         forced.applied,
         "--override XLB003 forces the outage config live: {forced:?}"
@@ -103,25 +78,15 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         forced.diagnostics.iter().any(|d| d.contains("overridden")),
         "{forced:?}"
     );
-    apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    live.apply_file(&good, &Options::default()).expect("apply");
     let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
     let warned = live.config_file(
         "single.toml",
         &config_text(&[("198.18.0.10", 1)]).replace("min_backends = 1", "min_backends = 2"),
     );
-    let refused = apply_file(
-        &warned,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let refused = live
+        .apply_file(&warned, &Options::default())
+        .expect("apply");
     assert!(
         !refused.applied,
         "a warning refuses without --allow-warnings"
@@ -131,18 +96,15 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         before,
         "nothing changed"
     );
-    let allowed = apply_file(
-        &warned,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options {
-            allow_warnings: true,
-            overrides: Vec::new(),
-            force: false,
-            canary: None,
-        },
-    )
-    .expect("apply");
+    let allowed = live
+        .apply_file(
+            &warned,
+            &Options {
+                allow_warnings: true,
+                ..Options::default()
+            },
+        )
+        .expect("apply");
     assert!(allowed.applied);
 }
 
@@ -168,13 +130,7 @@ fn backend_drain_disable_enable() {
     require_privileges!();
     let mut live = LiveXlb::new("backend");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    live.apply_file(&good, &Options::default()).expect("apply");
     let vip = parse_vip("198.18.1.10:80/tcp").expect("vip");
     // Establish one flow on each backend.
     let mut established = std::collections::BTreeMap::new();
@@ -210,13 +166,8 @@ fn backend_drain_disable_enable() {
         );
     }
     // A re-apply of the same config keeps the operator's drain.
-    apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("re-apply");
+    live.apply_file(&good, &Options::default())
+        .expect("re-apply");
     let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
     assert!(
         snapshot

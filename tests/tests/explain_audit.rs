@@ -2,7 +2,7 @@
 //! picks (by table and by flow-table entry), and audit finds each change made to the maps
 //! behind xlb's back.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::net::IpAddr;
 
 use aya::maps::HashMap;
 use lb_common::{
@@ -14,7 +14,7 @@ use lb_common::{
 use lb_userspace::{
     audit::{self, Kind, Severity},
     capacity::Capacity,
-    config::{self, HostEnvironment, Protocol},
+    config::{HostEnvironment, Protocol},
     exit,
     explain::{self, Explanation, Query},
     flow_table,
@@ -63,20 +63,6 @@ fn three_vips() -> String {
         );
     }
     text
-}
-
-/// Writes `text` as config `name`, validates it as `xlb` does and applies it; returns the file.
-fn apply_config(live: &mut LiveXlb, name: &str, text: &str) -> PathBuf {
-    let path = live.config_file(name, text);
-    let model = config::load(&path, &HostEnvironment)
-        .unwrap_or_else(|rejected| panic!("config {name} is invalid: {rejected:#?}"))
-        .model;
-    rollout::apply(
-        &mut live.ebpf,
-        &Desired::from_model(&model, config::hash(text.as_bytes())),
-    )
-    .expect("apply");
-    path
 }
 
 /// The verdict and output of the real program for `frame`.
@@ -149,7 +135,7 @@ impl Rng {
 fn explain_names_the_backend_the_kernel_picks() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-random");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..200 {
         let r = rng.next();
@@ -208,7 +194,7 @@ fn explain_names_the_backend_the_kernel_picks() {
 fn explain_follows_the_flow_table_for_established_flows() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-established");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let flow = Flow::new("198.18.0.77", "198.18.1.10", 41_000, 80);
     let fresh = explain_flow(&live, &flow, Protocol::Tcp);
     assert!(fresh.flow_entry.is_none(), "{fresh:#?}");
@@ -282,7 +268,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
 fn explain_of_a_non_vip_destination_says_so() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-not-vip");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let filter = Snapshot::read(&mut live.ebpf).expect("snapshot").filter;
     let clear = (1..=254)
         .map(|i| format!("198.18.3.{i}"))
@@ -357,7 +343,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-config");
     let text = three_vips();
-    let path = apply_config(&mut live, "three.toml", &text);
+    let path = live.apply_config("three.toml", &text);
     let clean = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
     assert!(clean.ok && clean.findings.is_empty(), "{clean:#?}");
@@ -411,7 +397,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     assert_eq!(missing.vip.as_deref(), Some("[2001:db8:1::53]:53/udp"));
 
     // Repaired by re-applying; then a config with one more VIP finds it missing.
-    apply_config(&mut live, "three.toml", &text);
+    live.apply_config("three.toml", &text);
     let repaired = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).unwrap();
     assert_eq!(repaired.code, exit::OK, "{repaired:#?}");
     let more = text
@@ -434,7 +420,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
 fn audit_without_a_config_checks_the_maps_against_themselves() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-self");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let clean = audit::audit(None, Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
     assert!(clean.findings.is_empty(), "{clean:#?}");
@@ -469,7 +455,7 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
 fn audit_reports_an_operator_drain_as_a_note() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-drain");
-    let path = apply_config(&mut live, "three.toml", &three_vips());
+    let path = live.apply_config("three.toml", &three_vips());
     let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let mut desired = Desired::from_live(&snapshot, &capacity);
@@ -502,7 +488,7 @@ fn audit_reports_an_operator_drain_as_a_note() {
 fn explain_and_audit_json_have_the_documented_fields() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-audit-json");
-    let path = apply_config(&mut live, "three.toml", &three_vips());
+    let path = live.apply_config("three.toml", &three_vips());
     let (code, json) = live.xlb_json(&["explain", "198.18.0.1:40000", "198.18.1.20:8443", "tcp"]);
     assert_eq!(code, Some(0), "{json}");
     for field in [

@@ -6,13 +6,12 @@
 use std::{path::PathBuf, process::Command};
 
 use lb_userspace::{
-    apply::{self, apply_file},
+    apply,
     audit::{self, Kind, Severity},
     backend::{BackendAction, Refused, change, parse_vip},
     config::HostEnvironment,
     exit,
     live::Snapshot,
-    pins::Live,
     plan::{self, Options, Sample, clients},
     stats,
 };
@@ -24,12 +23,6 @@ use xlb_tests::{
 };
 
 const WEB: &str = "198.18.1.10:80/tcp";
-
-fn live_args(live: &LiveXlb) -> Live {
-    Live {
-        pin_path: Some(live.pin_path.clone()),
-    }
-}
 
 /// `xlb ARGS --pin-path PIN` with the real binary: (exit code, stdout, stderr).
 fn xlb(live: &LiveXlb, args: &[&str]) -> (Option<i32>, String, String) {
@@ -65,13 +58,8 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
     require_privileges!();
     let mut live = LiveXlb::new("guard-disable");
     let file = live.config_file("web.toml", &config_text(&xlb_tests::live::EQUAL));
-    apply_file(
-        &file,
-        &HostEnvironment,
-        &live_args(&live),
-        &apply::Options::default(),
-    )
-    .expect("apply");
+    live.apply_file(&file, &apply::Options::default())
+        .expect("apply");
     let vip = parse_vip(WEB).expect("vip");
     change(
         &mut live.ebpf,
@@ -146,7 +134,7 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
     let mut live = LiveXlb::new("guard-apply");
     let equal = live.config_file("equal.toml", &config_text(&xlb_tests::live::EQUAL));
     let options = apply::Options::default();
-    apply_file(&equal, &HostEnvironment, &live_args(&live), &options).expect("apply");
+    live.apply_file(&equal, &options).expect("apply");
     let vip = parse_vip(WEB).expect("vip");
     change(
         &mut live.ebpf,
@@ -161,7 +149,7 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
         "paper.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 0)]),
     );
-    let report = apply_file(&paper, &HostEnvironment, &live_args(&live), &options).expect("apply");
+    let report = live.apply_file(&paper, &options).expect("apply");
     assert!(!report.applied, "{report:?}");
     let why = report.refused.as_deref().unwrap_or_default();
     assert!(
@@ -172,7 +160,7 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
     let plan = plan::plan_with(
         &paper,
         &HostEnvironment,
-        &live_args(&live),
+        &live.live(),
         &Options {
             sample: Sample {
                 flows: 100,
@@ -204,18 +192,15 @@ fn audit_finds_forced_outages_and_one_server_twice() {
         "forced.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
     );
-    let report = apply_file(
-        &forced,
-        &HostEnvironment,
-        &live_args(&live),
-        &apply::Options {
-            allow_warnings: false,
-            overrides: vec!["XLB003".into()],
-            force: false,
-            canary: None,
-        },
-    )
-    .expect("apply");
+    let report = live
+        .apply_file(
+            &forced,
+            &apply::Options {
+                overrides: vec!["XLB003".into()],
+                ..apply::Options::default()
+            },
+        )
+        .expect("apply");
     assert!(report.applied, "{report:?}");
     let report = audit::audit(None, Some(&live.pin_path), &HostEnvironment).expect("audit");
     let outage: Vec<_> = report
@@ -295,7 +280,7 @@ fn plan_with_real_clients_shows_a_source_hash_outage() {
         plan::plan_with(
             &file,
             &HostEnvironment,
-            &live_args(&live),
+            &live.live(),
             &Options {
                 sample: Sample {
                     flows: 600,
