@@ -712,7 +712,15 @@ pub fn xlb_verb(
     pin_path: &Path,
     args: &[&str],
 ) -> anyhow::Result<VerbOutput> {
-    let mut command = ns.command(xlb);
+    verb_output(ns.command(xlb), pin_path, args)
+}
+
+/// [`xlb_verb`] in the test's own namespace.
+pub fn host_verb(xlb: &Path, pin_path: &Path, args: &[&str]) -> anyhow::Result<VerbOutput> {
+    verb_output(Command::new(xlb), pin_path, args)
+}
+
+fn verb_output(mut command: Command, pin_path: &Path, args: &[&str]) -> anyhow::Result<VerbOutput> {
     command
         .args(args)
         .arg("--pin-path")

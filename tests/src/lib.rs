@@ -14,6 +14,7 @@ pub mod packets;
 pub mod privilege;
 pub mod prometheus;
 pub mod report;
+pub mod run_lab;
 pub mod scale_out;
 pub mod steering;
 pub mod systemd;

@@ -5,13 +5,14 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use aya::maps::MapInfo;
 use lb_common::map_names;
-use xlb_tests::{demo, live::LiveXlb, netns::Lab, require_privileges};
+use xlb_tests::{
+    daemon_lab::host_verb, live::LiveXlb, netns::Lab, require_privileges, run_lab::RunLab,
+};
 
 /// A config of `vips` dsr VIPs (198.18.1.10, ports 1000..) of two backends each, with
 /// `capacity` as the body of a `[capacity]` table (none when empty).
@@ -48,14 +49,13 @@ fn map_id(pin_path: &Path, name: &str) -> u32 {
 #[test]
 fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("capacity").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
-    let file = lab.temp_path("xlb.toml").expect("temp path");
+    let RunLab {
+        xlb,
+        lb,
+        pin_path,
+        config: file,
+        mut lab,
+    } = RunLab::new("capacity");
 
     std::fs::write(&file, config(&pin_path, 70, "")).expect("config");
     let refused = lb
@@ -75,16 +75,8 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
     assert!(!pin_path.join("link").exists(), "nothing is loaded");
 
     let verb = |args: &[&str]| {
-        let out = Command::new(&xlb)
-            .args(args)
-            .arg("--pin-path")
-            .arg(&pin_path)
-            .output()
-            .expect("run xlb");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = host_verb(&xlb, &pin_path, args).expect("run xlb");
+        (out.code, out.stdout)
     };
     let status = || -> serde_json::Value {
         let (_, out) = verb(&["status", "--output", "json"]);

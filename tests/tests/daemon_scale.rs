@@ -16,10 +16,9 @@ use lb_userspace::{
     steering,
 };
 use xlb_tests::{
-    demo,
     live::{LiveXlb, TEST_CAPACITY},
-    netns::Lab,
     require_privileges,
+    run_lab::RunLab,
 };
 
 /// `count` VIPs (198.18.1.10, ports 1000..) of three backends each.
@@ -120,19 +119,19 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
 #[test]
 fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("sharedprobe").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
+    let RunLab {
+        xlb,
+        lb,
+        pin_path,
+        config: file,
+        mut lab,
+    } = RunLab::new("sharedprobe");
     lb.addr("lo", "198.18.0.10/32").expect("backend address");
     let listener = lb
         .run(|| TcpListener::bind("198.18.0.10:8080"))
         .expect("netns")
         .expect("listen");
     listener.set_nonblocking(true).expect("nonblocking");
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
     let mut text = format!(
         "[global]\ninterface = \"eth0\"\nxdp_mode = \"generic\"\npin_path = \"{}\"\n\n\
          [audit]\nmin_backends = 1\nmax_backend_share = 1.0\n\n",
@@ -147,7 +146,6 @@ fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
              \"02:00:00:00:03:01\"\n"
         );
     }
-    let file = lab.temp_path("xlb.toml").expect("temp path");
     std::fs::write(&file, text).expect("config");
     let mut run = lb.command(&xlb);
     run.args(["run", "--config"])

@@ -13,7 +13,7 @@ use std::{
 };
 
 use lb_userspace::{bgp, trusted_dir};
-use xlb_tests::{daemon_lab::DaemonLab, demo, netns::Lab, require_privileges, systemd};
+use xlb_tests::{daemon_lab::DaemonLab, require_privileges, run_lab::RunLab, systemd};
 
 /// How long the daemon may take to notice a removed pin: its 1 s tick plus slack.
 const REPIN_WITHIN: Duration = Duration::from_secs(5);
@@ -78,16 +78,14 @@ fn xdp_attached(namespace: &str, interface: &str) -> bool {
 #[test]
 fn pin_directory_another_user_controls_is_refused() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("doorpin").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
+    let RunLab {
+        xlb,
+        lb,
+        pin_path,
+        config,
+        mut lab,
+    } = RunLab::new("doorpin");
     let decoy = lab.pin_dir("decoy").expect("decoy dir");
-    std::fs::remove_dir(&pin_path).expect("remove the lab's pin dir");
-    let config = std::env::temp_dir().join(format!("{}.toml", lb.name));
-    let _config = Scratch(config.clone());
     std::fs::write(
         &config,
         format!(

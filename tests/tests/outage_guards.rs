@@ -3,7 +3,7 @@
 //! go to one server however it got there, `plan` shows what the kernel does with a real client
 //! sample (a list or a pcap capture), and `stats` judges shares since the table changed.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use lb_userspace::{
     apply,
@@ -16,6 +16,7 @@ use lb_userspace::{
     stats,
 };
 use xlb_tests::{
+    daemon_lab::host_verb,
     demo::xlb_binary,
     live::{LiveXlb, VIP, config_text},
     packets::{self, Flow},
@@ -26,17 +27,8 @@ const WEB: &str = "198.18.1.10:80/tcp";
 
 /// `xlb ARGS --pin-path PIN` with the real binary: (exit code, stdout, stderr).
 fn xlb(live: &LiveXlb, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(xlb_binary().expect("xlb binary"))
-        .args(args)
-        .arg("--pin-path")
-        .arg(&live.pin_path)
-        .output()
-        .expect("run xlb");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = host_verb(&xlb_binary().expect("xlb binary"), &live.pin_path, args).expect("run xlb");
+    (out.code, out.stdout, out.stderr)
 }
 
 /// The live audit's findings of `kind` (without a config file).

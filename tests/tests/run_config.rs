@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xlb_tests::{demo, netns::Lab, require_privileges};
+use xlb_tests::{daemon_lab::host_verb, require_privileges, run_lab::RunLab};
 
 fn config(pin_path: &std::path::Path) -> String {
     format!(
@@ -25,15 +25,14 @@ fn config(pin_path: &std::path::Path) -> String {
 #[test]
 fn run_with_config_pins_applies_adopts_and_goes_down() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("runcfg").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
     // A pin path of our own, removed with the lab; xlb creates it.
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
-    let file = lab.temp_path("xlb.toml").expect("temp path");
+    let RunLab {
+        xlb,
+        lb,
+        pin_path,
+        config: file,
+        mut lab,
+    } = RunLab::new("runcfg");
     std::fs::write(&file, config(&pin_path)).expect("config");
 
     let mut run = lb.command(&xlb);
@@ -48,16 +47,8 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let verb = |args: &[&str]| {
-        let out = Command::new(&xlb)
-            .args(args)
-            .arg("--pin-path")
-            .arg(&pin_path)
-            .output()
-            .expect("run xlb");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = host_verb(&xlb, &pin_path, args).expect("run xlb");
+        (out.code, out.stdout)
     };
     let (code, status) = verb(&["status", "--output", "json"]);
     assert_eq!(code, Some(0), "{status}");
