@@ -11,7 +11,7 @@ use std::{
 use aya::maps::MapInfo;
 use lb_common::map_names;
 use xlb_tests::{
-    daemon_lab::host_verb, live::LiveXlb, netns::Lab, require_privileges, run_lab::RunLab,
+    daemon_lab::host_verb, demo, live::LiveXlb, netns::Lab, require_privileges, run_lab::run_lab,
 };
 
 /// A config of `vips` dsr VIPs (198.18.1.10, ports 1000..) of two backends each, with
@@ -49,13 +49,9 @@ fn map_id(pin_path: &Path, name: &str) -> u32 {
 #[test]
 fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table() {
     require_privileges!();
-    let RunLab {
-        xlb,
-        lb,
-        pin_path,
-        config: file,
-        mut lab,
-    } = RunLab::new("capacity");
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let (mut lab, lb, pin_path) = run_lab("capacity");
+    let file = lab.temp_path("xlb.toml").expect("temp path");
 
     std::fs::write(&file, config(&pin_path, 70, "")).expect("config");
     let refused = lb

@@ -16,9 +16,10 @@ use lb_userspace::{
     steering,
 };
 use xlb_tests::{
+    demo,
     live::{LiveXlb, TEST_CAPACITY},
     require_privileges,
-    run_lab::RunLab,
+    run_lab::run_lab,
 };
 
 /// `count` VIPs (198.18.1.10, ports 1000..) of three backends each.
@@ -119,13 +120,9 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
 #[test]
 fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     require_privileges!();
-    let RunLab {
-        xlb,
-        lb,
-        pin_path,
-        config: file,
-        mut lab,
-    } = RunLab::new("sharedprobe");
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let (mut lab, lb, pin_path) = run_lab("sharedprobe");
+    let file = lab.temp_path("xlb.toml").expect("temp path");
     lb.addr("lo", "198.18.0.10/32").expect("backend address");
     let listener = lb
         .run(|| TcpListener::bind("198.18.0.10:8080"))

@@ -13,7 +13,7 @@ use std::{
 };
 
 use lb_userspace::{bgp, trusted_dir};
-use xlb_tests::{daemon_lab::DaemonLab, require_privileges, run_lab::RunLab, systemd};
+use xlb_tests::{daemon_lab::DaemonLab, demo, require_privileges, run_lab::run_lab, systemd};
 
 /// How long the daemon may take to notice a removed pin: its 1 s tick plus slack.
 const REPIN_WITHIN: Duration = Duration::from_secs(5);
@@ -78,13 +78,9 @@ fn xdp_attached(namespace: &str, interface: &str) -> bool {
 #[test]
 fn pin_directory_another_user_controls_is_refused() {
     require_privileges!();
-    let RunLab {
-        xlb,
-        lb,
-        pin_path,
-        config,
-        mut lab,
-    } = RunLab::new("doorpin");
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let (mut lab, lb, pin_path) = run_lab("doorpin");
+    let config = lab.temp_path("xlb.toml").expect("temp path");
     let decoy = lab.pin_dir("decoy").expect("decoy dir");
     std::fs::write(
         &config,

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xlb_tests::{daemon_lab::host_verb, require_privileges, run_lab::RunLab};
+use xlb_tests::{daemon_lab::host_verb, demo, require_privileges, run_lab::run_lab};
 
 fn config(pin_path: &std::path::Path) -> String {
     format!(
@@ -26,13 +26,9 @@ fn config(pin_path: &std::path::Path) -> String {
 fn run_with_config_pins_applies_adopts_and_goes_down() {
     require_privileges!();
     // A pin path of our own, removed with the lab; xlb creates it.
-    let RunLab {
-        xlb,
-        lb,
-        pin_path,
-        config: file,
-        mut lab,
-    } = RunLab::new("runcfg");
+    let xlb = demo::xlb_binary().expect("xlb binary");
+    let (mut lab, lb, pin_path) = run_lab("runcfg");
+    let file = lab.temp_path("xlb.toml").expect("temp path");
     std::fs::write(&file, config(&pin_path)).expect("config");
 
     let mut run = lb.command(&xlb);
