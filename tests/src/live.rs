@@ -5,12 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use lb_common::{PROGRAM_NAME, Verdict, map_names};
+use lb_common::{PROGRAM_NAME, Verdict, VipKey, map_names};
 use lb_userspace::{
     apply::{self, ApplyReport, apply_file},
+    backend::{self, BackendAction, BackendReport},
     capacity::Capacity,
     config::{self, FixedEnvironment, HostEnvironment, Model},
-    maps, object,
+    live::Snapshot,
+    maps::{self, Maps},
+    object,
     pins::Live,
     rollout::{self, Applied, AppliedVip, Desired},
     steering, testrun,
@@ -127,6 +130,11 @@ impl LiveXlb {
         apply_file(file, &HostEnvironment, &self.live(), options)
     }
 
+    /// The live state, as `xlb status` reads it.
+    pub fn snapshot(&mut self) -> Snapshot {
+        Snapshot::read(&mut self.ebpf).expect("snapshot")
+    }
+
     /// Runs the real `xlb ARGS --pin-path PIN --output json` against this xlb and returns its
     /// exit code and its stdout parsed as the one JSON document it must be.
     pub fn xlb_json(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
@@ -164,6 +172,17 @@ impl LiveXlb {
             );
         }
     }
+}
+
+/// `xlb backend ACTION VIP BACKEND` (without `--force`) through the library on `maps`.
+pub fn change_backend(
+    maps: &mut (impl Maps + ?Sized),
+    vip: &VipKey,
+    backend: &str,
+    action: BackendAction,
+) -> anyhow::Result<BackendReport> {
+    let address = backend.parse().expect("backend address");
+    backend::change(maps, vip, address, action, false)
 }
 
 /// A TCP flow from the client's `sport` to the VIP's port 80.

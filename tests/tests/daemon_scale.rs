@@ -11,7 +11,6 @@ use std::{
 use lb_common::map_names;
 use lb_userspace::{
     capacity::Capacity,
-    live::Snapshot,
     rollout::{self, Desired},
     steering,
 };
@@ -62,7 +61,7 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
     let mut live = LiveXlb::new("scale-incremental");
     let first = live.apply_text(&many_vips(8, 1));
     assert!(first.vips.iter().all(|vip| vip.rebuilt));
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let before = live.snapshot();
     let copies_before = all_copies(&live, &TEST_CAPACITY);
 
     let changed = live.apply_text(&many_vips(8, 3));
@@ -73,7 +72,7 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
         .map(|vip| u16::from_be(vip.key.port))
         .collect();
     assert_eq!(rebuilt, vec![1003], "only the VIP whose weight changed");
-    let after = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let after = live.snapshot();
     assert_eq!(after.meta.generation, before.meta.generation + 1);
     let copies_after = all_copies(&live, &TEST_CAPACITY);
     for ((key, old), (_, new)) in before.vips.iter().zip(&after.vips) {

@@ -17,9 +17,7 @@ use lb_userspace::{
     config::{HostEnvironment, Protocol},
     exit,
     explain::{self, Explanation, Query},
-    flow_table,
-    live::Snapshot,
-    object, pins,
+    flow_table, object, pins,
     rollout::{self, Desired},
     steering, testrun,
 };
@@ -83,7 +81,7 @@ fn explain_flow(live: &LiveXlb, flow: &Flow, protocol: Protocol) -> Explanation 
 
 /// The id of the live backend with address `address`.
 fn backend_id(live: &mut LiveXlb, address: &str) -> u32 {
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let addr = xlb_tests::steering::addr_bytes(address.parse().expect("address")).0;
     (0..)
         .zip(&snapshot.backends)
@@ -93,17 +91,14 @@ fn backend_id(live: &mut LiveXlb, address: &str) -> u32 {
 }
 
 fn live_vip(live: &mut LiveXlb, key: &VipKey) -> Vip {
-    *Snapshot::read(&mut live.ebpf)
-        .expect("snapshot")
-        .vip(key)
-        .expect("VIP entry")
+    *live.snapshot().vip(key).expect("VIP entry")
 }
 
 /// Makes the flow table remember `flow` (to VIP `vip`) on backend `backend`, as the kernel
 /// would have.
 fn remember(live: &mut LiveXlb, flow: &Flow, vip: &VipKey, backend: u32) {
     let vip = live_vip(live, vip);
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let key = flow_key(flow, 6);
     let slot = FlowSlot::new(
         key,
@@ -235,7 +230,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
     );
 
     // The remembered backend goes inactive behind xlb's back: the flow is re-hashed.
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let inactive = Backend {
         flags: 0,
         ..snapshot.backends[other as usize]
@@ -269,7 +264,7 @@ fn explain_of_a_non_vip_destination_says_so() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-not-vip");
     live.apply_config("three.toml", &three_vips());
-    let filter = Snapshot::read(&mut live.ebpf).expect("snapshot").filter;
+    let filter = live.snapshot().filter;
     let clear = (1..=254)
         .map(|i| format!("198.18.3.{i}"))
         .find(|address| {
@@ -351,7 +346,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     let web = vip_key("198.18.1.10", 80, 6);
     let dns6 = vip_key("2001:db8:1::53", 53, 17);
     let id = backend_id(&mut live, "198.18.0.11");
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let changed = Backend {
         mac: [0x02, 0, 0, 0, 0, 0x99],
         ..snapshot.backends[id as usize]
@@ -456,7 +451,7 @@ fn audit_reports_an_operator_drain_as_a_note() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-drain");
     let path = live.apply_config("three.toml", &three_vips());
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let mut desired = Desired::from_live(&snapshot, &capacity);
     let drained: IpAddr = "198.18.0.12".parse().unwrap();

@@ -11,14 +11,13 @@ use lb_userspace::{
     backend::{BackendAction, Refused, change, parse_vip},
     config::HostEnvironment,
     exit,
-    live::Snapshot,
     plan::{self, Options, Sample, clients},
     stats,
 };
 use xlb_tests::{
     daemon_lab::host_verb,
     demo::xlb_binary,
-    live::{LiveXlb, VIP, config_text},
+    live::{LiveXlb, VIP, change_backend, config_text},
     packets::{self, Flow},
     require_privileges,
 };
@@ -53,35 +52,19 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
     live.apply_file(&file, &apply::Options::default())
         .expect("apply");
     let vip = parse_vip(WEB).expect("vip");
-    change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Disable,
-        false,
-    )
-    .expect("two of three left: 50% each is allowed");
+    change_backend(&mut live.ebpf, &vip, "198.18.0.11", BackendAction::Disable)
+        .expect("two of three left: 50% each is allowed");
     assert!(live_findings(&live, Kind::Outage).is_empty());
 
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
-    let err = change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.12".parse().unwrap(),
-        BackendAction::Drain,
-        false,
-    )
-    .expect_err("draining the second leaves 198.18.0.10 with everything");
+    let before = live.snapshot();
+    let err = change_backend(&mut live.ebpf, &vip, "198.18.0.12", BackendAction::Drain)
+        .expect_err("draining the second leaves 198.18.0.10 with everything");
     let refused = err.downcast_ref::<Refused>().expect("a refusal");
     assert!(
         refused.0.contains("198.18.0.10") && refused.0.contains("100%"),
         "{refused}"
     );
-    assert_eq!(
-        Snapshot::read(&mut live.ebpf).expect("snapshot"),
-        before,
-        "a refused change writes nothing"
-    );
+    assert_eq!(live.snapshot(), before, "a refused change writes nothing");
 
     let (code, _, stderr) = xlb(&live, &["backend", "disable", WEB, "198.18.0.12"]);
     assert_eq!(code, Some(i32::from(exit::INVALID)), "{stderr}");
@@ -89,7 +72,7 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
         stderr.contains("refused") && stderr.contains("--force"),
         "{stderr}"
     );
-    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    assert_eq!(live.snapshot(), before);
 
     let (code, stdout, stderr) = xlb(
         &live,
@@ -105,14 +88,7 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
     assert!(stdout.contains("outage"), "{stdout}");
 
     // Bringing one back lowers the share: allowed without --force.
-    change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Enable,
-        false,
-    )
-    .expect("enable");
+    change_backend(&mut live.ebpf, &vip, "198.18.0.11", BackendAction::Enable).expect("enable");
     assert!(live_findings(&live, Kind::Outage).is_empty());
 }
 
@@ -128,15 +104,9 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
     let options = apply::Options::default();
     live.apply_file(&equal, &options).expect("apply");
     let vip = parse_vip(WEB).expect("vip");
-    change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Disable,
-        false,
-    )
-    .expect("disable one of three");
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    change_backend(&mut live.ebpf, &vip, "198.18.0.11", BackendAction::Disable)
+        .expect("disable one of three");
+    let before = live.snapshot();
     let paper = live.config_file(
         "paper.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 0)]),
@@ -148,7 +118,7 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
         why.contains("198.18.0.10") && why.contains("--force"),
         "{why}"
     );
-    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    assert_eq!(live.snapshot(), before);
     let plan = plan::plan_with(
         &paper,
         &HostEnvironment,
@@ -216,7 +186,7 @@ fn audit_finds_forced_outages_and_one_server_twice() {
     // Validation refuses one server written twice (XLB005, an error no --override lets
     // through); another writer of the maps does not ask: write such a state directly.
     let mut desired = lb_userspace::rollout::Desired::from_live(
-        &Snapshot::read(&mut live.ebpf).expect("snapshot"),
+        &live.snapshot(),
         &lb_userspace::capacity::Capacity::read(&live.ebpf).expect("capacity"),
     );
     for backend in &mut desired.vips[0].backends {

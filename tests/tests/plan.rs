@@ -10,7 +10,6 @@ use lb_userspace::{
     config::HostEnvironment,
     counters::Totals,
     exit,
-    live::Snapshot,
     pins::Live,
     plan::{Change, Options, PlanReport, Sample, VipPlan, clients::Clients, plan_file, plan_with},
     rollout::{self, Desired},
@@ -137,7 +136,7 @@ fn plan_refuses_all_weight_on_one_backend() {
     require_privileges!();
     let mut live = LiveXlb::new("plan-outage");
     live.apply_config("good.toml", &config_text(&THREE));
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let before = live.snapshot();
     let outage = live.config_file(
         "outage.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
@@ -155,7 +154,7 @@ fn plan_refuses_all_weight_on_one_backend() {
     assert!(text.contains("EVERY new flow"), "{text}");
     assert!(text.contains("ONE server, 198.18.0.10"), "{text}");
     assert!(text.contains("REFUSED"), "{text}");
-    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    assert_eq!(live.snapshot(), before);
 }
 
 /// Test that a 1:1:8 config is valid with the XLB002 warning shown on the heavy backend, that
@@ -257,7 +256,7 @@ fn plan_leaves_the_live_state_unchanged() {
     let mut live = LiveXlb::new("plan-untouched");
     live.apply_config("live.toml", &config_text(&THREE));
     let read = |live: &mut LiveXlb| {
-        let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+        let snapshot = live.snapshot();
         let tables: Vec<Vec<u32>> = snapshot
             .vips
             .iter()
@@ -405,7 +404,7 @@ fn plan_keeps_an_operator_drain() {
     require_privileges!();
     let mut live = LiveXlb::new("plan-drain");
     let path = live.apply_config("live.toml", &config_text(&THREE));
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let mut drained = Desired::from_live(&snapshot, &capacity);
     drained.vips[0].backends[1].operator = Some(BACKEND_DRAINED);
