@@ -485,16 +485,7 @@ impl Drop for DaemonLab {
                 listening.stop();
             }
         }
-        let handlers = std::mem::take(
-            &mut *self
-                .shared
-                .handlers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for handler in handlers {
-            let _ = handler.join();
-        }
+        self.shared.join_handlers();
     }
 }
 

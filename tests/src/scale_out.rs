@@ -408,13 +408,7 @@ impl ScaleOut {
             .command("ip")
             .args(["-4", "route", "show", &format!("{VIP}/32")])
             .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        Ok(words
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect())
+        Ok(via_addresses(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Waits until the router's next hops for the VIP are exactly `nodes`; returns how long.
@@ -452,13 +446,7 @@ impl ScaleOut {
                 "master6",
             ])
             .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        Ok(words
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect())
+        Ok(via_addresses(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Runs `f` on a thread inside the client namespace.
@@ -478,16 +466,7 @@ impl Drop for ScaleOut {
         for listener in self.listeners.drain(..) {
             let _ = listener.join();
         }
-        let handlers = std::mem::take(
-            &mut *self
-                .shared
-                .handlers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for handler in handlers {
-            let _ = handler.join();
-        }
+        self.shared.join_handlers();
         for node in &self.nodes {
             let _ = std::fs::remove_file(lb_userspace::bgp::state_path(&node.pin_path));
         }
@@ -513,6 +492,16 @@ pub fn echo(stream: &mut TcpStream, byte: u8) -> anyhow::Result<()> {
     stream.read_exact(&mut back).context("reading the echo")?;
     ensure!(back[0] == byte, "sent {byte}, echoed {}", back[0]);
     Ok(())
+}
+
+/// The IPv4 addresses after each `via` in a route listing (`ip route`, `birdc show route`).
+fn via_addresses(text: &str) -> BTreeSet<Ipv4Addr> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
 }
 
 fn listen(backend: &Backend, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
