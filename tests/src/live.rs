@@ -185,6 +185,17 @@ pub fn change_backend(
     backend::change(maps, vip, address, action, false)
 }
 
+/// Asserts that the JSON `document` (named `what` in the message) has each of the
+/// space-separated `fields`, as a verb's `--output json` documents them.
+pub fn assert_fields(document: &serde_json::Value, what: &str, fields: &str) {
+    for field in fields.split_whitespace() {
+        assert!(
+            document.get(field).is_some(),
+            "{what} lacks {field}: {document}"
+        );
+    }
+}
+
 /// A TCP flow from the client's `sport` to the VIP's port 80.
 pub fn flow(sport: u16) -> Flow {
     Flow::new(CLIENT, VIP, sport, 80)

@@ -11,7 +11,7 @@ use std::{
 use aya::maps::MapInfo;
 use lb_common::map_names;
 use xlb_tests::{
-    daemon_lab::host_verb, demo, live::LiveXlb, netns::Lab, require_privileges, run_lab::run_lab,
+    daemon_lab::host_verb, live::LiveXlb, netns::Lab, require_privileges, run_lab::RunLab,
 };
 
 /// A config of `vips` dsr VIPs (198.18.1.10, ports 1000..) of two backends each, with
@@ -49,15 +49,14 @@ fn map_id(pin_path: &Path, name: &str) -> u32 {
 #[test]
 fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let (mut lab, lb, pin_path) = run_lab("capacity");
-    let file = lab.temp_path("xlb.toml").expect("temp path");
+    let mut setup = RunLab::new("capacity");
 
-    std::fs::write(&file, config(&pin_path, 70, "")).expect("config");
-    let refused = lb
-        .command(&xlb)
+    std::fs::write(&setup.config, config(&setup.pin_path, 70, "")).expect("config");
+    let refused = setup
+        .lb
+        .command(&setup.xlb)
         .args(["run", "--config"])
-        .arg(&file)
+        .arg(&setup.config)
         .output()
         .expect("xlb run");
     let said = String::from_utf8_lossy(&refused.stderr);
@@ -68,10 +67,10 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
             && said.contains("set vips = 70 or more in [capacity]"),
         "{said}"
     );
-    assert!(!pin_path.join("link").exists(), "nothing is loaded");
+    assert!(!setup.pin_path.join("link").exists(), "nothing is loaded");
 
     let verb = |args: &[&str]| {
-        let out = host_verb(&xlb, &pin_path, args).expect("run xlb");
+        let out = host_verb(&setup.xlb, &setup.pin_path, args).expect("run xlb");
         (out.code, out.stdout)
     };
     let status = || -> serde_json::Value {
@@ -79,11 +78,11 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
     };
     let start = |lab: &mut Lab, text: String, log: &str| {
-        std::fs::write(&file, text).expect("config");
+        std::fs::write(&setup.config, text).expect("config");
         let stdout = lab.temp_path(log).expect("temp path");
-        let mut run = lb.command(&xlb);
+        let mut run = setup.lb.command(&setup.xlb);
         run.args(["run", "--config"])
-            .arg(&file)
+            .arg(&setup.config)
             .args(["--stats-interval", "0"]);
         run.stdout(std::fs::File::create(&stdout).expect("stdout file"));
         run.stderr(std::fs::File::create(stdout.with_extension("err")).expect("stderr file"));
@@ -109,9 +108,9 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
     };
 
     let (pid, first_out) = start(
-        &mut lab,
+        &mut setup.lab,
         config(
-            &pin_path,
+            &setup.pin_path,
             70,
             "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
         ),
@@ -120,10 +119,10 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
     let first = wait_for(1, 80, &first_out);
     assert_eq!(first["capacity"]["vips"], 80, "{first}");
     assert_eq!(first["vips"].as_array().map(Vec::len), Some(70), "{first}");
-    let flows = map_id(&pin_path, map_names::FLOWS);
-    let reasons = map_id(&pin_path, map_names::REASONS);
-    let vips = map_id(&pin_path, map_names::VIPS);
-    let stopped = lab.terminate(pid).expect("stop");
+    let flows = map_id(&setup.pin_path, map_names::FLOWS);
+    let reasons = map_id(&setup.pin_path, map_names::REASONS);
+    let vips = map_id(&setup.pin_path, map_names::VIPS);
+    let stopped = setup.lab.terminate(pid).expect("stop");
     assert!(
         stopped.success(),
         "{stopped}: {}",
@@ -131,9 +130,9 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
     );
 
     let (pid, out) = start(
-        &mut lab,
+        &mut setup.lab,
         config(
-            &pin_path,
+            &setup.pin_path,
             70,
             "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
         ),
@@ -147,19 +146,23 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         "{second}"
     );
     assert_eq!(
-        map_id(&pin_path, map_names::FLOWS),
+        map_id(&setup.pin_path, map_names::FLOWS),
         flows,
         "flow table kept"
     );
     assert_eq!(
-        map_id(&pin_path, map_names::REASONS),
+        map_id(&setup.pin_path, map_names::REASONS),
         reasons,
         "counters kept"
     );
-    assert_ne!(map_id(&pin_path, map_names::VIPS), vips, "VIP map replaced");
-    let (code, audit) = verb(&["audit", file.to_str().expect("path")]);
+    assert_ne!(
+        map_id(&setup.pin_path, map_names::VIPS),
+        vips,
+        "VIP map replaced"
+    );
+    let (code, audit) = verb(&["audit", setup.config.to_str().expect("path")]);
     assert_eq!(code, Some(0), "the restarted program audits clean: {audit}");
-    let stopped = lab.terminate(pid).expect("stop");
+    let stopped = setup.lab.terminate(pid).expect("stop");
     assert!(
         stopped.success(),
         "{stopped}: {}",

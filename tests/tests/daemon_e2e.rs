@@ -5,19 +5,14 @@
 //! daemon, scrape its metrics and force skew alerts. The lab is [`xlb_tests::daemon_lab`];
 //! timings are printed with `--nocapture`.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use lb_userspace::metrics;
 use xlb_tests::{
-    daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP, VIP_NAME, VIP_SPEC},
+    daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, Stream, VIP, VIP_NAME, VIP_SPEC},
     prometheus::{Sample, try_parse},
     require_privileges,
+    steady_client::{Ran, SteadyClient},
     wait::{try_wait_until, wait_until},
 };
 
@@ -36,11 +31,17 @@ fn started(label: &str) -> DaemonLab {
     lab
 }
 
-/// Index of the largest count.
-fn busiest(counts: &[u64]) -> usize {
-    (0..counts.len())
-        .max_by_key(|&i| counts[i])
-        .expect("at least one backend")
+/// The backend with the most of `streams` and the streams per backend (printed).
+fn busiest(lab: &DaemonLab, streams: &[Stream]) -> (usize, Vec<u64>) {
+    let mut per_backend = vec![0u64; lab.backends.len()];
+    for stream in streams {
+        per_backend[stream.backend] += 1;
+    }
+    eprintln!("streams per backend: {per_backend:?}");
+    let busiest = (0..per_backend.len())
+        .max_by_key(|&i| per_backend[i])
+        .expect("at least one backend");
+    (busiest, per_backend)
 }
 
 /// Test that a backend whose server stops leaves the table within interval×fall (plus slack),
@@ -105,12 +106,7 @@ fn drain_keeps_established_streams() {
     require_privileges!();
     let lab = started("drain");
     let mut streams = lab.open_streams(20).expect("20 streams");
-    let mut per_backend = vec![0u64; lab.backends.len()];
-    for stream in &streams {
-        per_backend[stream.backend] += 1;
-    }
-    eprintln!("streams per backend: {per_backend:?}");
-    let drained = busiest(&per_backend);
+    let (drained, per_backend) = busiest(&lab, &streams);
     let address = lab.backends[drained].address.to_string();
     let out = lab
         .xlb(&["backend", "drain", VIP_SPEC, &address])
@@ -178,12 +174,7 @@ fn drain_times_out_into_disable() {
     lab.start_daemon().expect("xlb run");
 
     let mut streams = lab.open_streams(20).expect("20 streams");
-    let mut per_backend = vec![0u64; lab.backends.len()];
-    for stream in &streams {
-        per_backend[stream.backend] += 1;
-    }
-    eprintln!("streams per backend: {per_backend:?}");
-    let drained = busiest(&per_backend);
+    let (drained, _) = busiest(&lab, &streams);
     let address = lab.backends[drained].address.to_string();
     let draining = Instant::now();
     let out = lab
@@ -418,11 +409,9 @@ fn config_file_change_reloads_without_a_signal() {
 #[test]
 fn kill_9_keeps_forwarding_and_restart_adopts() {
     require_privileges!();
-    /// Bounds of the client: connections and time (generous: the test stops the client),
-    /// and the pause between connections.
+    /// Bounds of the client: connections and time (generous: the test stops the client).
     const MAX_CONNECTIONS: u64 = 50_000;
     const MAX_TIME: Duration = Duration::from_secs(120);
-    const PACE: Duration = Duration::from_millis(2);
     /// Connections the client must complete in each phase (before the kill, without a
     /// daemon, after the restart).
     const PER_PHASE: u64 = 200;
@@ -432,50 +421,28 @@ fn kill_9_keeps_forwarding_and_restart_adopts() {
     for stream in &mut streams {
         stream.echo(1).expect("a stream before the kill");
     }
-    let made = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (connector, made, stop) = (lab.connector(), Arc::clone(&made), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            connector.session(|session| {
-                let start = Instant::now();
-                let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed)
-                    && start.elapsed() < MAX_TIME
-                    && made.load(Ordering::Relaxed) < MAX_CONNECTIONS
-                {
-                    if let Err(err) = session.ask() {
-                        failures.push(format!("at {:?}: {err:#}", start.elapsed()));
-                    }
-                    made.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(PACE);
-                }
-                failures
-            })
-        })
-    };
+    let client = SteadyClient::start(lab.connector(), MAX_CONNECTIONS, MAX_TIME);
     // The client's progress proves it runs through each phase.
     let progressed = |what: &str, from: u64| {
         wait_until(what, Duration::from_secs(60), || {
-            Ok(made.load(Ordering::Relaxed) >= from + PER_PHASE)
+            Ok(client.made() >= from + PER_PHASE)
         });
     };
     progressed("the client is under way", 0);
-    let at_kill = made.load(Ordering::Relaxed);
+    let at_kill = client.made();
     lab.kill_daemon().expect("kill -9");
     progressed("connections while no daemon runs", at_kill);
-    let at_restart = made.load(Ordering::Relaxed);
+    let at_restart = client.made();
     let restarting = Instant::now();
     lab.start_daemon().expect("xlb run again");
     eprintln!("the new daemon was ready in {:?}", restarting.elapsed());
-    let at_ready = made.load(Ordering::Relaxed);
+    let at_ready = client.made();
     progressed("connections after the restart", at_ready);
-    stop.store(true, Ordering::Relaxed);
-    let failures = client
-        .join()
-        .expect("client thread")
-        .expect("client namespace");
-    let total = made.load(Ordering::Relaxed);
+    let Ran {
+        made: total,
+        failures,
+        ..
+    } = client.stop();
     eprintln!(
         "{total} connections: {at_kill} before the kill, {} without a daemon, {} after the \
          restart; {} failed",

@@ -15,10 +15,9 @@ use lb_userspace::{
     steering,
 };
 use xlb_tests::{
-    demo,
     live::{LiveXlb, TEST_CAPACITY},
     require_privileges,
-    run_lab::run_lab,
+    run_lab::RunLab,
 };
 
 /// `count` VIPs (198.18.1.10, ports 1000..) of three backends each.
@@ -119,11 +118,13 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
 #[test]
 fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let (mut lab, lb, pin_path) = run_lab("sharedprobe");
-    let file = lab.temp_path("xlb.toml").expect("temp path");
-    lb.addr("lo", "198.18.0.10/32").expect("backend address");
-    let listener = lb
+    let mut setup = RunLab::new("sharedprobe");
+    setup
+        .lb
+        .addr("lo", "198.18.0.10/32")
+        .expect("backend address");
+    let listener = setup
+        .lb
         .run(|| TcpListener::bind("198.18.0.10:8080"))
         .expect("netns")
         .expect("listen");
@@ -131,7 +132,7 @@ fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     let mut text = format!(
         "[global]\ninterface = \"eth0\"\nxdp_mode = \"generic\"\npin_path = \"{}\"\n\n\
          [audit]\nmin_backends = 1\nmax_backend_share = 1.0\n\n",
-        pin_path.display()
+        setup.pin_path.display()
     );
     for port in [80, 81, 82] {
         text += &format!(
@@ -142,14 +143,14 @@ fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
              \"02:00:00:00:03:01\"\n"
         );
     }
-    std::fs::write(&file, text).expect("config");
-    let mut run = lb.command(&xlb);
+    std::fs::write(&setup.config, text).expect("config");
+    let mut run = setup.lb.command(&setup.xlb);
     run.args(["run", "--config"])
-        .arg(&file)
+        .arg(&setup.config)
         .args(["--stats-interval", "0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let pid = lab.spawn(run).expect("xlb run");
+    let pid = setup.lab.spawn(run).expect("xlb run");
     let accept_until = |deadline: Instant| {
         let mut accepted = 0;
         while Instant::now() < deadline {
@@ -173,10 +174,10 @@ fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     }
     let window = Duration::from_millis(3000);
     let accepted = accept_until(Instant::now() + window);
-    let status = lab.terminate(pid).expect("stop");
-    let _ = std::process::Command::new(&xlb)
+    let status = setup.lab.terminate(pid).expect("stop");
+    let _ = std::process::Command::new(&setup.xlb)
         .args(["down", "--pin-path"])
-        .arg(&pin_path)
+        .arg(&setup.pin_path)
         .output();
     assert!(status.success(), "xlb run exited with {status}");
     // 10 intervals fit the window: one probe each, plus one at either edge. Three probes per

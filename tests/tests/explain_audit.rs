@@ -22,7 +22,7 @@ use lb_userspace::{
     steering, testrun,
 };
 use xlb_tests::{
-    live::{LiveXlb, config_text},
+    live::{LiveXlb, assert_fields, config_text},
     packets::{self, Flow},
     require_privileges,
     steering::{flow_key, vip_key},
@@ -486,44 +486,28 @@ fn explain_and_audit_json_have_the_documented_fields() {
     let path = live.apply_config("three.toml", &three_vips());
     let (code, json) = live.xlb_json(&["explain", "198.18.0.1:40000", "198.18.1.20:8443", "tcp"]);
     assert_eq!(code, Some(0), "{json}");
-    for field in [
-        "source",
-        "destination",
-        "protocol",
-        "filter_bit",
-        "filter_set",
-        "is_vip",
-        "ruled_out_by",
-        "vip",
-        "table",
-        "flow_entry",
-        "syn",
-        "established",
-        "steps",
-    ] {
-        assert!(
-            json.get(field).is_some(),
-            "explain JSON lacks {field}: {json}"
-        );
-    }
+    assert_fields(
+        &json,
+        "explain JSON",
+        "source destination protocol filter_bit filter_set is_vip ruled_out_by \
+         vip table flow_entry syn established steps",
+    );
     assert_eq!(json["vip"]["vip"], "198.18.1.20:0/tcp");
     assert_eq!(json["vip"]["exact_port"], false);
     assert_eq!(json["vip"]["forwarding"], "ipip");
     assert_eq!(json["vip"]["hash"], "source");
-    for field in ["via", "event", "reason", "verdict", "backend", "frame"] {
-        assert!(
-            json["syn"].get(field).is_some(),
-            "syn lacks {field}: {json}"
-        );
-    }
+    assert_fields(
+        &json["syn"],
+        "syn",
+        "via event reason verdict backend frame",
+    );
     assert_eq!(json["syn"]["reason"], "forwarded_ipip");
     assert_eq!(json["syn"]["frame"]["tunnel"]["outer_src"], "198.18.0.2");
-    for field in ["id", "address", "mac", "weight", "state", "active"] {
-        assert!(
-            json["syn"]["backend"].get(field).is_some(),
-            "backend lacks {field}"
-        );
-    }
+    assert_fields(
+        &json["syn"]["backend"],
+        "backend",
+        "id address mac weight state active",
+    );
     assert!(
         json["steps"].as_array().is_some_and(|s| s.len() >= 5),
         "{json}"
@@ -536,31 +520,19 @@ fn explain_and_audit_json_have_the_documented_fields() {
     steering::write_table(&mut live.ebpf, base, &[rollout::NO_BACKEND]).expect("corrupt");
     let (code, json) = live.xlb_json(&["audit", path.to_str().expect("path")]);
     assert_eq!(code, Some(1), "drift exits 1: {json}");
-    for field in [
-        "ok",
-        "file",
-        "pin_path",
-        "diagnostics",
-        "drift",
-        "notes",
-        "findings",
-    ] {
-        assert!(
-            json.get(field).is_some(),
-            "audit JSON lacks {field}: {json}"
-        );
-    }
+    assert_fields(
+        &json,
+        "audit JSON",
+        "ok file pin_path diagnostics drift notes findings",
+    );
     assert_eq!(json["ok"], false);
     assert_eq!(json["drift"], 1);
     let finding = &json["findings"][0];
-    for field in [
-        "kind", "severity", "vip", "backend", "expected", "actual", "fix",
-    ] {
-        assert!(
-            finding.get(field).is_some(),
-            "finding lacks {field}: {finding}"
-        );
-    }
+    assert_fields(
+        finding,
+        "finding",
+        "kind severity vip backend expected actual fix",
+    );
     assert_eq!(finding["kind"], "table");
     assert_eq!(finding["severity"], "drift");
     assert_eq!(finding["vip"], "198.18.1.10:80/tcp");

@@ -16,7 +16,7 @@ use lb_userspace::{
     steering,
 };
 use xlb_tests::{
-    live::{LiveXlb, config_text},
+    live::{LiveXlb, assert_fields, config_text},
     require_privileges,
 };
 
@@ -310,22 +310,12 @@ fn plan_json_has_the_documented_fields() {
     let path = live.config_file("one.toml", &text);
     let (code, document) = live.xlb_json(&["plan", path.to_str().expect("path")]);
     assert_eq!(code, Some(0), "{document:#}");
-    for key in [
-        "file",
-        "code",
-        "valid",
-        "errors",
-        "warnings",
-        "diagnostics",
-        "outages",
-        "live",
-        "global",
-        "vips",
-        "sample",
-        "summary",
-    ] {
-        assert!(document.get(key).is_some(), "no {key} in {document:#}");
-    }
+    assert_fields(
+        &document,
+        "plan JSON",
+        "file code valid errors warnings diagnostics outages live global vips \
+         sample summary",
+    );
     assert_eq!(document["code"], 0);
     assert_eq!(document["live"]["loaded"], true);
     assert_eq!(document["live"]["generation"], 1);
@@ -345,19 +335,12 @@ fn plan_json_has_the_documented_fields() {
     let moved = web["moved_share"].as_f64().expect("moved share");
     assert!((moved - 2.0 / 3.0).abs() < 0.05, "moved {moved}");
     let backend = &web["backends"][0];
-    for key in [
-        "address",
-        "change",
-        "weight",
-        "mac",
-        "share_before",
-        "share_after",
-        "kernel_flows",
-        "kernel_share",
-        "warnings",
-    ] {
-        assert!(backend.get(key).is_some(), "no {key} in {backend:#}");
-    }
+    assert_fields(
+        backend,
+        "plan backend",
+        "address change weight mac share_before share_after kernel_flows \
+         kernel_share warnings",
+    );
     assert_eq!(backend["address"], "198.18.0.10");
     assert_eq!(web["kernel"]["agrees"], true);
     assert_eq!(web["kernel"]["agreed"], 10_000);

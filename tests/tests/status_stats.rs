@@ -16,7 +16,7 @@ use lb_userspace::{
     status, testrun,
 };
 use xlb_tests::{
-    live::{EQUAL, LiveXlb, TEST_CAPACITY, config_text, flow, predicted},
+    live::{EQUAL, LiveXlb, TEST_CAPACITY, assert_fields, config_text, flow, predicted},
     netns::Lab,
     packets::{self},
     require_privileges,
@@ -352,38 +352,21 @@ fn status_and_stats_json_have_the_documented_fields() {
     live.send_syns(50_000..50_200);
     let (code, status) = live.xlb_json(&["status"]);
     assert_eq!(code, Some(0), "{status}");
-    for key in [
-        "pin_path",
-        "program_pinned",
-        "link_pinned",
-        "ifindex",
-        "interface",
-        "attach_mode",
-        "generation",
-        "applied_at",
-        "applied_at_unix",
-        "config_hash",
-        "capacity",
-        "vips",
-    ] {
-        assert!(status.get(key).is_some(), "status lacks {key}: {status}");
-    }
+    assert_fields(
+        &status,
+        "status",
+        "pin_path program_pinned link_pinned ifindex interface attach_mode \
+         generation applied_at applied_at_unix config_hash capacity vips",
+    );
     assert_eq!(status["generation"], 1);
     assert_eq!(status["interface"], serde_json::Value::Null);
     assert_eq!(status["capacity"]["table_slots"], TEST_CAPACITY.table_slots);
     let vip = &status["vips"][0];
-    for key in [
-        "vip",
-        "id",
-        "forwarding",
-        "hash",
-        "table_size",
-        "active_copy",
-        "backends",
-        "fingerprint",
-    ] {
-        assert!(vip.get(key).is_some(), "status VIP lacks {key}: {vip}");
-    }
+    assert_fields(
+        vip,
+        "status VIP",
+        "vip id forwarding hash table_size active_copy backends fingerprint",
+    );
     assert_eq!(vip["vip"], "198.18.1.10:80/tcp");
     assert_eq!(vip["hash"], "5-tuple");
     assert_eq!(vip["backends"]["active"], 3);
@@ -391,53 +374,28 @@ fn status_and_stats_json_have_the_documented_fields() {
 
     let (code, stats) = live.xlb_json(&["stats"]);
     assert_eq!(code, Some(0), "{stats}");
-    for key in [
-        "interval_seconds",
-        "skew_factor",
-        "skew_min_new_flows",
-        "skewed_backends",
-        "vips",
-        "reasons",
-        "events",
-    ] {
-        assert!(stats.get(key).is_some(), "stats lacks {key}: {stats}");
-    }
+    assert_fields(
+        &stats,
+        "stats",
+        "interval_seconds skew_factor skew_min_new_flows skewed_backends vips \
+         reasons events",
+    );
     assert_eq!(stats["reasons"]["forwarded_dsr"]["packets"], 200);
     assert_eq!(stats["events"]["flow_miss"]["packets"], 200);
     let vip = &stats["vips"][0];
-    for key in [
-        "vip",
-        "id",
-        "forwarding",
-        "table_size",
-        "packets",
-        "bytes",
-        "new_flows",
-        "rates",
-        "backends",
-    ] {
-        assert!(vip.get(key).is_some(), "stats VIP lacks {key}: {vip}");
-    }
+    assert_fields(
+        vip,
+        "stats VIP",
+        "vip id forwarding table_size packets bytes new_flows rates backends",
+    );
     assert_eq!(vip["new_flows"], 200);
     let backend = &vip["backends"][0];
-    for key in [
-        "id",
-        "address",
-        "state",
-        "weight",
-        "packets",
-        "bytes",
-        "new_flows",
-        "observed_share",
-        "expected_share",
-        "skew",
-        "rates",
-    ] {
-        assert!(
-            backend.get(key).is_some(),
-            "stats backend lacks {key}: {backend}"
-        );
-    }
+    assert_fields(
+        backend,
+        "stats backend",
+        "id address state weight packets bytes new_flows observed_share \
+         expected_share skew rates",
+    );
     assert_eq!(backend["address"], "198.18.0.10");
     assert_eq!(backend["state"], "active");
     assert!(backend["expected_share"].as_f64().is_some());
