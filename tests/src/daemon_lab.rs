@@ -73,6 +73,22 @@ pub struct BackendHost {
     pub mac: String,
 }
 
+impl BackendHost {
+    /// Backend `index` on `ns`: 198.18.0.(10 + index)/24 on eth0, holding `vip` on lo.
+    pub fn set_up(ns: Netns, index: usize, vip: Ipv4Addr) -> anyhow::Result<BackendHost> {
+        let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
+        ns.addr("eth0", &format!("{address}/24"))?;
+        ns.hold_vips_on_lo(&[vip.into()])?;
+        let mac = ns.mac("eth0")?;
+        Ok(BackendHost {
+            name: format!("b{index}"),
+            ns,
+            address,
+            mac,
+        })
+    }
+}
+
 /// What one `xlb` verb printed and how it exited.
 #[derive(Clone, Debug)]
 pub struct VerbOutput {
@@ -144,19 +160,11 @@ impl DaemonLab {
         lb.addr("eth0", &format!("{LB}/24"))?;
         client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;
 
-        let mut hosts_out = Vec::new();
-        for (index, ns) in hosts.into_iter().enumerate() {
-            let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
-            ns.addr("eth0", &format!("{address}/24"))?;
-            ns.hold_vips_on_lo(&[VIP.into()])?;
-            let mac = ns.mac("eth0")?;
-            hosts_out.push(BackendHost {
-                name: format!("b{index}"),
-                ns,
-                address,
-                mac,
-            });
-        }
+        let hosts_out = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(index, ns)| BackendHost::set_up(ns, index, VIP))
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         let bridge_pass = Switch::pass_xdp(&switch, "lb")?;
 

@@ -50,6 +50,14 @@ impl LiveXlb {
         Self::with_sizes(label, &TEST_CAPACITY.map_sizes())
     }
 
+    /// [`LiveXlb::new`] with the [`config_text`] of the three [`EQUAL`] backends applied, and
+    /// its one VIP as applied.
+    pub fn equal(label: &str) -> (LiveXlb, AppliedVip) {
+        let mut live = Self::new(label);
+        let vip = live.apply(&EQUAL).vips.swap_remove(0);
+        (live, vip)
+    }
+
     /// [`LiveXlb::new`] with a flow table of `sets` sets (8 flows each).
     pub fn with_flow_sets(label: &str, sets: u32) -> LiveXlb {
         let mut sizes = TEST_CAPACITY.map_sizes();

@@ -32,7 +32,9 @@ use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
 
 use crate::{
-    daemon_lab::{POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb},
+    daemon_lab::{
+        BackendHost, POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb,
+    },
     demo, echo,
     netns::{Ipv6, Lab, Netns, Switch},
 };
@@ -82,13 +84,6 @@ impl Node {
     }
 }
 
-pub struct Backend {
-    pub name: String,
-    pub ns: Netns,
-    pub address: Ipv4Addr,
-    pub mac: String,
-}
-
 /// The scale-out lab; dropping it stops every process and removes every namespace and pin.
 pub struct ScaleOut {
     shared: Arc<echo::Shared>,
@@ -98,7 +93,7 @@ pub struct ScaleOut {
     pub router: Netns,
     pub switch: Netns,
     pub nodes: Vec<Node>,
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendHost>,
     pub dir: PathBuf,
     pub xlb: PathBuf,
     router_bird: Option<u32>,
@@ -162,17 +157,11 @@ impl ScaleOut {
         }
         let mut backends = Vec::new();
         for (i, ns) in backend_ns.into_iter().enumerate() {
-            let address = Ipv4Addr::new(198, 18, 0, 10 + i as u8);
-            ns.addr("eth0", &format!("{address}/24"))?;
-            ns.hold_vips_on_lo(&[VIP.into()])?;
-            ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
-            let mac = ns.mac("eth0")?;
-            backends.push(Backend {
-                name: format!("b{i}"),
-                ns,
-                address,
-                mac,
-            });
+            let backend = BackendHost::set_up(ns, i, VIP)?;
+            backend
+                .ns
+                .ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
+            backends.push(backend);
         }
         let passes = (0..nodes)
             .map(|i| Switch::pass_xdp(&switch, &format!("n{i}")))
@@ -504,7 +493,7 @@ fn via_addresses(text: &str) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
-fn listen(backend: &Backend, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
+fn listen(backend: &BackendHost, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
     let listener = backend
         .ns
         .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?

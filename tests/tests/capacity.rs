@@ -77,8 +77,9 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         let (_, out) = verb(&["status", "--output", "json"]);
         serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
     };
-    let start = |lab: &mut Lab, text: String, log: &str| {
-        std::fs::write(&setup.config, text).expect("config");
+    // Runs `xlb run` on the config of 70 VIPs with `capacity`, its output to file `log`.
+    let start = |lab: &mut Lab, capacity: &str, log: &str| {
+        std::fs::write(&setup.config, config(&setup.pin_path, 70, capacity)).expect("config");
         let stdout = lab.temp_path(log).expect("temp path");
         let mut run = setup.lb.command(&setup.xlb);
         run.args(["run", "--config"])
@@ -109,11 +110,7 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
 
     let (pid, first_out) = start(
         &mut setup.lab,
-        config(
-            &setup.pin_path,
-            70,
-            "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
-        ),
+        "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
         "first.out",
     );
     let first = wait_for(1, 80, &first_out);
@@ -131,11 +128,7 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
 
     let (pid, out) = start(
         &mut setup.lab,
-        config(
-            &setup.pin_path,
-            70,
-            "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
-        ),
+        "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
         "second.out",
     );
     let second = wait_for(2, 100, &out);

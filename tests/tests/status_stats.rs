@@ -129,13 +129,11 @@ fn status_and_stats_without_pins_are_not_loaded() {
 #[test]
 fn stats_count_new_flows_per_backend_as_the_table_steers() {
     require_privileges!();
-    let mut live = LiveXlb::new("stats");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("stats");
     let sports = 10_000..13_000u16;
     let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
     for sport in sports.clone() {
-        *expected.entry(predicted(vip, sport)).or_default() += 1;
+        *expected.entry(predicted(&vip, sport)).or_default() += 1;
     }
     live.send_syns(sports);
     let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
@@ -213,12 +211,10 @@ fn stats_expected_share_follows_weights() {
 #[test]
 fn stats_flag_skewed_and_unexpected_backends() {
     require_privileges!();
-    let mut live = LiveXlb::new("skew");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("skew");
     let target = vip.backend_ids[0];
     let chosen: Vec<u16> = (30_000..u16::MAX)
-        .filter(|sport| predicted(vip, *sport) == target)
+        .filter(|sport| predicted(&vip, *sport) == target)
         .take(300)
         .collect();
     assert_eq!(chosen.len(), 300);
