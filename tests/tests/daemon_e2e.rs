@@ -31,6 +31,23 @@ fn started(label: &str) -> DaemonLab {
     lab
 }
 
+/// Asks 100 new connections (`when` names the moment in messages); all must be answered.
+/// Returns how many each backend answered.
+fn ask_100(lab: &DaemonLab, when: &str) -> Vec<u64> {
+    let answered = lab
+        .ask_many(100, BATCH)
+        .unwrap_or_else(|err| panic!("{when}: {err:#}"));
+    eprintln!("{when}: {answered:?}");
+    assert_eq!(answered.iter().sum::<u64>(), 100);
+    answered
+}
+
+/// Asserts that backend `zeroed` (weight 0) got none of `answered` and b0 and b1 some.
+fn assert_weight_zero_skipped(answered: &[u64], zeroed: usize) {
+    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
+    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+}
+
 /// The backend with the most of `streams` and the streams per backend (printed).
 fn busiest(lab: &DaemonLab, streams: &[Stream]) -> (usize, Vec<u64>) {
     let mut per_backend = vec![0u64; lab.backends.len()];
@@ -68,11 +85,7 @@ fn failed_backend_leaves_and_returns() {
     assert_eq!(row["expected_share"].as_f64(), Some(0.0), "{row}");
     assert_ne!(row["state"], "active", "{row}");
 
-    let answered = lab
-        .ask_many(100, BATCH)
-        .unwrap_or_else(|err| panic!("with b{victim} down: {err:#}"));
-    eprintln!("with b{victim} down: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
+    let answered = ask_100(&lab, &format!("with b{victim} down"));
     assert_eq!(answered[victim], 0, "{answered:?}");
 
     lab.start_backend(victim).expect("start b1");
@@ -137,9 +150,7 @@ fn drain_keeps_established_streams() {
         start.elapsed()
     );
 
-    let answered = lab.ask_many(100, BATCH).expect("new connections");
-    eprintln!("new connections after the drain: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
+    let answered = ask_100(&lab, "new connections after the drain");
     assert_eq!(
         answered[drained], 0,
         "the drained b{drained} got new connections"
@@ -241,11 +252,7 @@ fn drain_times_out_into_disable() {
         lab.daemon_log()
     );
 
-    let answered = lab
-        .ask_many(100, BATCH)
-        .unwrap_or_else(|err| panic!("with b{drained} disabled: {err:#}"));
-    eprintln!("new connections after the drain timeout: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
+    let answered = ask_100(&lab, "new connections after the drain timeout");
     assert_eq!(
         answered[drained], 0,
         "the disabled b{drained} got new connections"
@@ -326,11 +333,8 @@ fn sighup_with_a_bad_file_keeps_the_config() {
     });
     eprintln!("the valid config was live {took:?} after SIGHUP");
     assert!(!lab.in_table(zeroed).expect("stats"));
-    let answered = lab.ask_many(100, BATCH).expect("connections");
-    eprintln!("after the valid reload: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
-    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
-    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    let answered = ask_100(&lab, "after the valid reload");
+    assert_weight_zero_skipped(&answered, zeroed);
     wait_until(
         "the metrics show the last reload succeeded",
         metrics::Limits::DAEMON.page_max_age + SLACK,
@@ -367,11 +371,8 @@ fn config_file_change_reloads_without_a_signal() {
     let reloaded = lab.status().expect("status");
     let live = reloaded["generation"].as_u64().expect("generation");
     assert!(!lab.in_table(zeroed).expect("stats"));
-    let answered = lab.ask_many(100, BATCH).expect("connections");
-    eprintln!("after the file changed: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
-    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
-    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    let answered = ask_100(&lab, "after the file changed");
+    assert_weight_zero_skipped(&answered, zeroed);
 
     let refusals = lab.daemon_log().matches(KEPT).count();
     lab.write_config(&format!("{changed}\n[[vip\n"))
@@ -390,13 +391,8 @@ fn config_file_change_reloads_without_a_signal() {
     );
     assert_eq!(now["config_hash"], reloaded["config_hash"], "{now}");
     assert!(!lab.in_table(zeroed).expect("stats"));
-    let answered = lab
-        .ask_many(100, BATCH)
-        .unwrap_or_else(|err| panic!("after the invalid file: {err:#}"));
-    eprintln!("after the invalid file: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
-    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
-    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    let answered = ask_100(&lab, "after the invalid file");
+    assert_weight_zero_skipped(&answered, zeroed);
 }
 
 /// Test that `kill -9` of the daemon does not interrupt forwarding (the pinned link keeps the
