@@ -19,7 +19,6 @@ use std::{
     fs::{File, OpenOptions},
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsRawFd as _, FromRawFd as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -32,8 +31,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
+use socket2::SockRef;
 
 use crate::{
+    connect::connect_from,
     demo, echo,
     netns::{Ipv6, Lab, Netns, Star, Switch},
 };
@@ -70,6 +71,22 @@ pub struct BackendHost {
     pub address: Ipv4Addr,
     /// Its eth0's MAC, as `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
+}
+
+impl BackendHost {
+    /// Backend `index` on `ns`: 198.18.0.(10 + index)/24 on eth0, holding `vip` on lo.
+    pub fn set_up(ns: Netns, index: usize, vip: Ipv4Addr) -> anyhow::Result<BackendHost> {
+        let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
+        ns.addr("eth0", &format!("{address}/24"))?;
+        ns.hold_vips_on_lo(&[vip.into()])?;
+        let mac = ns.mac("eth0")?;
+        Ok(BackendHost {
+            name: format!("b{index}"),
+            ns,
+            address,
+            mac,
+        })
+    }
 }
 
 /// What one `xlb` verb printed and how it exited.
@@ -143,19 +160,11 @@ impl DaemonLab {
         lb.addr("eth0", &format!("{LB}/24"))?;
         client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;
 
-        let mut hosts_out = Vec::new();
-        for (index, ns) in hosts.into_iter().enumerate() {
-            let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
-            ns.addr("eth0", &format!("{address}/24"))?;
-            ns.hold_vips_on_lo(&[VIP.into()])?;
-            let mac = ns.mac("eth0")?;
-            hosts_out.push(BackendHost {
-                name: format!("b{index}"),
-                ns,
-                address,
-                mac,
-            });
-        }
+        let hosts_out = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(index, ns)| BackendHost::set_up(ns, index, VIP))
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         let bridge_pass = Switch::pass_xdp(&switch, "lb")?;
 
@@ -485,16 +494,7 @@ impl Drop for DaemonLab {
                 listening.stop();
             }
         }
-        let handlers = std::mem::take(
-            &mut *self
-                .shared
-                .handlers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for handler in handlers {
-            let _ = handler.join();
-        }
+        self.shared.join_handlers();
     }
 }
 
@@ -510,6 +510,11 @@ impl Connector {
     pub fn session<R: Send>(&self, f: impl FnOnce(&Session) -> R + Send) -> anyhow::Result<R> {
         let session = Session { names: &self.names };
         self.client.run(|| f(&session))
+    }
+
+    /// How many backends the lab has (the range of [`Session::ask`]'s answers).
+    pub fn backends(&self) -> usize {
+        self.names.len()
     }
 }
 
@@ -539,29 +544,14 @@ impl Session<'_> {
     pub fn ask_from(&self, port: u16) -> anyhow::Result<usize> {
         let vip = SocketAddr::from((VIP, VIP_PORT));
         let source = SocketAddr::from((CLIENT, port));
-        let mut stream = connect_from(port).with_context(|| format!("{source} -> {vip}"))?;
+        let mut stream = connect_from(source, vip, CONNECT_TIMEOUT)
+            .with_context(|| format!("{source} -> {vip}"))?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         let name = echo::read_line(&mut stream).with_context(|| format!("{source} -> {vip}"))?;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on a socket this function owns, with a valid linger struct.
-        let set = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw const linger).cast(),
-                size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        ensure!(
-            set == 0,
-            "SO_LINGER on {source}: {}",
-            std::io::Error::last_os_error()
-        );
+        SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .with_context(|| format!("SO_LINGER on {source}"))?;
         drop(stream);
         self.names
             .iter()
@@ -614,62 +604,6 @@ impl Stream {
     }
 }
 
-/// A blocking TCP connection from `CLIENT:port` to the VIP, bound with SO_REUSEADDR; the
-/// handshake is bounded by CONNECT_TIMEOUT (SO_SNDTIMEO bounds a blocking connect).
-fn connect_from(port: u16) -> anyhow::Result<TcpStream> {
-    // SAFETY: a new socket; its fd is owned by the TcpStream below or closed on error.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    // SAFETY: fd is a fresh socket nobody else owns; the stream closes it when dropped.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    let timeout = libc::timeval {
-        tv_sec: CONNECT_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: CONNECT_TIMEOUT.subsec_micros() as libc::suseconds_t,
-    };
-    let sockaddr = |address: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(address).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let local = sockaddr(CLIENT, port);
-    let remote = sockaddr(VIP, VIP_PORT);
-    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: option and address pointers are to live values of the sizes passed.
-    unsafe {
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        ) != 0
-        {
-            bail!("SO_REUSEADDR: {}", std::io::Error::last_os_error());
-        }
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&raw const timeout).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        ) != 0
-        {
-            bail!("SO_SNDTIMEO: {}", std::io::Error::last_os_error());
-        }
-        if libc::bind(fd, (&raw const local).cast(), len) != 0 {
-            bail!("binding: {}", std::io::Error::last_os_error());
-        }
-        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
-            bail!("connecting: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(stream)
-}
-
 struct Server {
     host: BackendHost,
     listening: Option<Listening>,
@@ -712,7 +646,15 @@ pub fn xlb_verb(
     pin_path: &Path,
     args: &[&str],
 ) -> anyhow::Result<VerbOutput> {
-    let mut command = ns.command(xlb);
+    verb_output(ns.command(xlb), pin_path, args)
+}
+
+/// [`xlb_verb`] in the test's own namespace.
+pub fn host_verb(xlb: &Path, pin_path: &Path, args: &[&str]) -> anyhow::Result<VerbOutput> {
+    verb_output(Command::new(xlb), pin_path, args)
+}
+
+fn verb_output(mut command: Command, pin_path: &Path, args: &[&str]) -> anyhow::Result<VerbOutput> {
     command
         .args(args)
         .arg("--pin-path")

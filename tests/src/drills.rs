@@ -385,7 +385,7 @@ impl Drill {
             for _ in 0..CONCURRENCY {
                 scope.spawn(|| {
                     while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                        let answer = curl(client, &url, &[]);
+                        let answer = lab::curl(client, &url, &["--max-time", "3"]);
                         let mut burst = burst.lock().unwrap_or_else(|p| p.into_inner());
                         match answer {
                             Ok(name) => *burst.answered.entry(name).or_default() += 1,
@@ -1020,26 +1020,6 @@ fn render_assignments(names: &[String]) -> String {
         .map(|(name, n)| format!("{name}: {n} flows"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// One `curl` from `client`: the body, trimmed.
-fn curl(client: &Netns, url: &str, extra: &[&str]) -> anyhow::Result<String> {
-    let mut command = client.command("curl");
-    command
-        .args(["-sS", "--max-time", "3"])
-        .args(extra)
-        .arg(url)
-        .stdin(Stdio::null());
-    lab_site::die_with_parent(&mut command, libc::SIGKILL);
-    let out = command.output().context("running curl")?;
-    if !out.status.success() {
-        bail!(
-            "curl {url}: {} ({})",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            out.status
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 impl Drill {

@@ -46,6 +46,21 @@ pub struct Shared {
     pub handlers: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Shared {
+    /// Waits for every connection handler to end (after the shutdown flag is set).
+    pub fn join_handlers(&self) {
+        let handlers = std::mem::take(
+            &mut *self
+                .handlers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for handler in handlers {
+            let _ = handler.join();
+        }
+    }
+}
+
 /// Accepts on `listener` (non-blocking) until `stop` or the shutdown flag is set, serving
 /// each connection on its own thread as the backend `name`.
 pub fn accept(listener: &TcpListener, name: &str, stop: &AtomicBool, shared: &Arc<Shared>) {

@@ -728,7 +728,7 @@ fn burst(topology: &Topology, vip: LabVip, requests: u32) -> VipBurst {
         for _ in 0..CONCURRENCY {
             scope.spawn(|| {
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let answer = curl(&topology.client, &url);
+                    let answer = curl(&topology.client, &url, &["-g", "--max-time", CURL_MAX_TIME]);
                     let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
                     match answer {
                         Ok(name) if names.contains(&name.as_str()) => {
@@ -771,12 +771,14 @@ fn burst(topology: &Topology, vip: LabVip, requests: u32) -> VipBurst {
     }
 }
 
-/// One `curl -s --max-time 2 URL` from `client`: the body, trimmed.
-fn curl(client: &Netns, url: &str) -> anyhow::Result<String> {
+/// One `curl -sS OPTIONS URL` from `client`: the body, trimmed.
+pub fn curl(client: &Netns, url: &str, options: &[&str]) -> anyhow::Result<String> {
     let mut command = client.command("curl");
-    // -S: say why a request failed; -g: the brackets of an IPv6 URL are no glob.
+    // -S: say why a request failed.
     command
-        .args(["-sS", "-g", "--max-time", CURL_MAX_TIME, url])
+        .arg("-sS")
+        .args(options)
+        .arg(url)
         .stdin(Stdio::null());
     lab_site::die_with_parent(&mut command, libc::SIGKILL);
     let out = command

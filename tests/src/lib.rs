@@ -1,5 +1,6 @@
 //! xlb's test harness: the privilege gate for kernel-backed tests, network-namespace labs, and
 //! packet fixtures. Used by the integration tests in tests/tests, the lab and the benchmarks.
+pub mod connect;
 pub mod daemon_lab;
 pub mod demo;
 pub mod drills;
@@ -14,7 +15,9 @@ pub mod packets;
 pub mod privilege;
 pub mod prometheus;
 pub mod report;
+pub mod run_lab;
 pub mod scale_out;
+pub mod steady_client;
 pub mod steering;
 pub mod systemd;
 pub mod topology;

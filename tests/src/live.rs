@@ -5,11 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use lb_common::{PROGRAM_NAME, Verdict, map_names};
+use lb_common::{PROGRAM_NAME, Verdict, VipKey, map_names};
 use lb_userspace::{
+    apply::{self, ApplyReport, apply_file},
+    backend::{self, BackendAction, BackendReport},
     capacity::Capacity,
-    config::{self, FixedEnvironment},
-    maps, object,
+    config::{self, FixedEnvironment, HostEnvironment, Model},
+    live::Snapshot,
+    maps::{self, Maps},
+    object,
+    pins::Live,
     rollout::{self, Applied, AppliedVip, Desired},
     steering, testrun,
 };
@@ -43,6 +48,14 @@ pub struct LiveXlb {
 impl LiveXlb {
     pub fn new(label: &str) -> LiveXlb {
         Self::with_sizes(label, &TEST_CAPACITY.map_sizes())
+    }
+
+    /// [`LiveXlb::new`] with the [`config_text`] of the three [`EQUAL`] backends applied, and
+    /// its one VIP as applied.
+    pub fn equal(label: &str) -> (LiveXlb, AppliedVip) {
+        let mut live = Self::new(label);
+        let vip = live.apply(&EQUAL).vips.swap_remove(0);
+        (live, vip)
     }
 
     /// [`LiveXlb::new`] with a flow table of `sets` sets (8 flows each).
@@ -91,11 +104,43 @@ impl LiveXlb {
         )
         .unwrap_or_else(|rejected| panic!("test config invalid: {rejected:?}"))
         .model;
+        self.apply_model(&model, text)
+    }
+
+    /// Writes `text` as config `name`, validates it as `xlb` does on this host and applies
+    /// it; returns the file.
+    pub fn apply_config(&mut self, name: &str, text: &str) -> PathBuf {
+        let path = self.config_file(name, text);
+        let model = config::load(&path, &HostEnvironment)
+            .unwrap_or_else(|rejected| panic!("config {name} is invalid: {rejected:#?}"))
+            .model;
+        self.apply_model(&model, text);
+        path
+    }
+
+    fn apply_model(&mut self, model: &Model, text: &str) -> Applied {
         rollout::apply(
             &mut self.ebpf,
-            &Desired::from_model(&model, config::hash(text.as_bytes())),
+            &Desired::from_model(model, config::hash(text.as_bytes())),
         )
         .expect("apply")
+    }
+
+    /// How the verbs' library functions are told to reach this xlb (`--pin-path PIN`).
+    pub fn live(&self) -> Live {
+        Live {
+            pin_path: Some(self.pin_path.clone()),
+        }
+    }
+
+    /// `xlb apply FILE` through the library, on this host, against this xlb.
+    pub fn apply_file(&self, file: &Path, options: &apply::Options) -> anyhow::Result<ApplyReport> {
+        apply_file(file, &HostEnvironment, &self.live(), options)
+    }
+
+    /// The live state, as `xlb status` reads it.
+    pub fn snapshot(&mut self) -> Snapshot {
+        Snapshot::read(&mut self.ebpf).expect("snapshot")
     }
 
     /// Runs the real `xlb ARGS --pin-path PIN --output json` against this xlb and returns its
@@ -134,6 +179,28 @@ impl LiveXlb {
                 "SYN from port {sport}"
             );
         }
+    }
+}
+
+/// `xlb backend ACTION VIP BACKEND` (without `--force`) through the library on `maps`.
+pub fn change_backend(
+    maps: &mut (impl Maps + ?Sized),
+    vip: &VipKey,
+    backend: &str,
+    action: BackendAction,
+) -> anyhow::Result<BackendReport> {
+    let address = backend.parse().expect("backend address");
+    backend::change(maps, vip, address, action, false)
+}
+
+/// Asserts that the JSON `document` (named `what` in the message) has each of the
+/// space-separated `fields`, as a verb's `--output json` documents them.
+pub fn assert_fields(document: &serde_json::Value, what: &str, fields: &str) {
+    for field in fields.split_whitespace() {
+        assert!(
+            document.get(field).is_some(),
+            "{what} lacks {field}: {document}"
+        );
     }
 }
 

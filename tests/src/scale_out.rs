@@ -32,7 +32,9 @@ use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
 
 use crate::{
-    daemon_lab::{POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb},
+    daemon_lab::{
+        BackendHost, POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb,
+    },
     demo, echo,
     netns::{Ipv6, Lab, Netns, Switch},
 };
@@ -82,13 +84,6 @@ impl Node {
     }
 }
 
-pub struct Backend {
-    pub name: String,
-    pub ns: Netns,
-    pub address: Ipv4Addr,
-    pub mac: String,
-}
-
 /// The scale-out lab; dropping it stops every process and removes every namespace and pin.
 pub struct ScaleOut {
     shared: Arc<echo::Shared>,
@@ -98,7 +93,7 @@ pub struct ScaleOut {
     pub router: Netns,
     pub switch: Netns,
     pub nodes: Vec<Node>,
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendHost>,
     pub dir: PathBuf,
     pub xlb: PathBuf,
     router_bird: Option<u32>,
@@ -162,17 +157,11 @@ impl ScaleOut {
         }
         let mut backends = Vec::new();
         for (i, ns) in backend_ns.into_iter().enumerate() {
-            let address = Ipv4Addr::new(198, 18, 0, 10 + i as u8);
-            ns.addr("eth0", &format!("{address}/24"))?;
-            ns.hold_vips_on_lo(&[VIP.into()])?;
-            ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
-            let mac = ns.mac("eth0")?;
-            backends.push(Backend {
-                name: format!("b{i}"),
-                ns,
-                address,
-                mac,
-            });
+            let backend = BackendHost::set_up(ns, i, VIP)?;
+            backend
+                .ns
+                .ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
+            backends.push(backend);
         }
         let passes = (0..nodes)
             .map(|i| Switch::pass_xdp(&switch, &format!("n{i}")))
@@ -408,13 +397,7 @@ impl ScaleOut {
             .command("ip")
             .args(["-4", "route", "show", &format!("{VIP}/32")])
             .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        Ok(words
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect())
+        Ok(via_addresses(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Waits until the router's next hops for the VIP are exactly `nodes`; returns how long.
@@ -452,13 +435,7 @@ impl ScaleOut {
                 "master6",
             ])
             .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let words: Vec<&str> = text.split_whitespace().collect();
-        Ok(words
-            .windows(2)
-            .filter(|w| w[0] == "via")
-            .filter_map(|w| w[1].parse().ok())
-            .collect())
+        Ok(via_addresses(&String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Runs `f` on a thread inside the client namespace.
@@ -478,16 +455,7 @@ impl Drop for ScaleOut {
         for listener in self.listeners.drain(..) {
             let _ = listener.join();
         }
-        let handlers = std::mem::take(
-            &mut *self
-                .shared
-                .handlers
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for handler in handlers {
-            let _ = handler.join();
-        }
+        self.shared.join_handlers();
         for node in &self.nodes {
             let _ = std::fs::remove_file(lb_userspace::bgp::state_path(&node.pin_path));
         }
@@ -515,7 +483,17 @@ pub fn echo(stream: &mut TcpStream, byte: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn listen(backend: &Backend, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
+/// The IPv4 addresses after each `via` in a route listing (`ip route`, `birdc show route`).
+fn via_addresses(text: &str) -> BTreeSet<Ipv4Addr> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "via")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+fn listen(backend: &BackendHost, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
     let listener = backend
         .ns
         .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?

@@ -20,7 +20,7 @@ use std::{
     io::{Read as _, Write as _},
     mem,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -45,6 +45,7 @@ use lb_userspace::{
 };
 
 use crate::{
+    connect::connect_from,
     netns::{Ipv6, Lab, Netns, Star, Switch},
     packets::Flow,
     steering::{flow_key, vip_key},
@@ -662,123 +663,9 @@ fn path_mtu(stream: &TcpStream) -> std::io::Result<u32> {
     Ok(mtu as u32)
 }
 
-/// A TCP connection from `local` (bound before connecting, so the caller picks the source
-/// port) to `remote`, given up after `timeout`.
-fn connect_from(
-    local: SocketAddr,
-    remote: SocketAddr,
-    timeout: Duration,
-) -> std::io::Result<TcpStream> {
-    let domain = if remote.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
-    // SAFETY: socket has no memory preconditions; the fd is owned right below.
-    let fd = unsafe { libc::socket(domain, kind, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh socket nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: the option value points to a c_int of the given size.
-    let set = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    check(set)?;
-    let (addr, len) = sockaddr(local);
-    // SAFETY: addr is a valid sockaddr of length len.
-    check(unsafe { libc::bind(fd, (&raw const addr).cast(), len) })?;
-    let (addr, len) = sockaddr(remote);
-    // SAFETY: addr is a valid sockaddr of length len.
-    if unsafe { libc::connect(fd, (&raw const addr).cast(), len) } != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(err);
-        }
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut poll, 1, ms) };
-        check(ready)?;
-        if ready == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no handshake with {remote} within {timeout:?}"),
-            ));
-        }
-        let mut error: libc::c_int = 0;
-        let mut size = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: error and size point to a c_int and its size.
-        let got = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&raw mut error).cast(),
-                &mut size,
-            )
-        };
-        check(got)?;
-        if error != 0 {
-            return Err(std::io::Error::from_raw_os_error(error));
-        }
-    }
-    let stream = TcpStream::from(socket);
-    stream.set_nonblocking(false)?;
-    Ok(stream)
-}
-
 fn check(result: libc::c_int) -> std::io::Result<()> {
     if result < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero bytes are a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }

@@ -15,12 +15,11 @@ use lb_userspace::{
     rollout::{self as apply, Desired, DesiredBackend, DesiredVip},
     steering,
     table_record::Records,
-    testrun,
 };
 use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
-    steering::{flow_key, vip_key},
+    steering::{flow_key, run, vip_key},
 };
 
 const CAPACITY: Capacity = Capacity {
@@ -78,14 +77,9 @@ fn desired(weights: [u32; 3]) -> Desired {
 
 /// The MAC the kernel sent a SYN of `flow` to.
 fn kernel_choice(ebpf: &mut Ebpf, flow: &Flow) -> [u8; 6] {
-    let program = object::xdp_program(ebpf, PROGRAM_NAME).expect("program");
-    let outcome = testrun::run(program, &packets::tcp_syn(flow)).expect("test run");
-    assert_eq!(
-        Verdict::from_code(outcome.code),
-        Some(Verdict::Tx),
-        "{flow:?}"
-    );
-    outcome.output[..6].try_into().expect("MAC")
+    let (verdict, output) = run(ebpf, &packets::tcp_syn(flow));
+    assert_eq!(verdict, Some(Verdict::Tx), "{flow:?}");
+    output[..6].try_into().expect("MAC")
 }
 
 /// Test that an apply installs every VIP, backend and table, that the kernel then steers by
@@ -178,11 +172,9 @@ fn apply_removes_what_the_config_no_longer_has() {
     for id in &first.vips[1].backend_ids {
         assert_eq!(after.backends[*id as usize], lb_common::Backend::default());
     }
-    let program = object::xdp_program(&mut ebpf, PROGRAM_NAME).expect("program");
     let syn = packets::tcp_syn(&Flow::new("2001:db8::1", "2001:db8:1::10", 1, 443));
-    let outcome = testrun::run(program, &syn).expect("test run");
     assert_eq!(
-        Verdict::from_code(outcome.code),
+        run(&mut ebpf, &syn).0,
         Some(Verdict::Pass),
         "removed VIP is not steered"
     );
@@ -197,13 +189,7 @@ fn apply_removes_what_the_config_no_longer_has() {
         };
         let mut gre = packets::udp(&Flow::new(src, dst, 1, 1), b"x");
         packets::set_ip_proto(&mut gre, 47);
-        let program = object::xdp_program(&mut ebpf, PROGRAM_NAME).expect("program");
-        let outcome = testrun::run(program, &gre).expect("test run");
-        assert_eq!(
-            Verdict::from_code(outcome.code),
-            Some(Verdict::Pass),
-            "{dst}"
-        );
+        assert_eq!(run(&mut ebpf, &gre).0, Some(Verdict::Pass), "{dst}");
     }
     let after = Totals::read(&ebpf).expect("counters");
     let counted = |reason| after.reason(reason).packets - before.reason(reason).packets;

@@ -6,27 +6,19 @@ use aya::Ebpf;
 use lb_common::{PROGRAM_NAME, Verdict, service::BACKEND_DRAINED};
 use lb_userspace::{
     apply::{Options, apply_file},
-    backend::{BackendAction, change, parse_vip},
+    backend::{BackendAction, parse_vip},
     config::HostEnvironment,
-    exit,
-    live::Snapshot,
-    object,
+    exit, object,
     pins::{self, Live},
     testrun,
 };
 use xlb_tests::{
-    live::{LiveXlb, config_text},
+    live::{LiveXlb, change_backend, config_text},
     packets::{self, Flow},
     require_privileges,
 };
 
 const BACKENDS: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 1)];
-
-fn live_args(live: &LiveXlb) -> Live {
-    Live {
-        pin_path: Some(live.pin_path.clone()),
-    }
-}
 
 /// The last byte of the MAC the kernel sent `packet` to (config_text MACs end in the index).
 fn sent_to(ebpf: &mut Ebpf, packet: &[u8]) -> u8 {
@@ -43,58 +35,35 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
     require_privileges!();
     let mut live = LiveXlb::new("apply");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    let report = apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let report = live.apply_file(&good, &Options::default()).expect("apply");
     assert!(report.applied, "{report:?}");
     assert_eq!(report.generation, Some(1));
-    let again = apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let again = live.apply_file(&good, &Options::default()).expect("apply");
     assert_eq!(again.generation, Some(2));
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let before = live.snapshot();
 
     let outage = live.config_file(
         "outage.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
     );
-    let refused = apply_file(
-        &outage,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let refused = live
+        .apply_file(&outage, &Options::default())
+        .expect("apply");
     assert!(!refused.applied);
     assert!(
         refused.diagnostics.iter().any(|d| d.contains("XLB003")),
         "{refused:?}"
     );
-    assert_eq!(
-        Snapshot::read(&mut live.ebpf).expect("snapshot"),
-        before,
-        "refused: unchanged"
-    );
-    let forced = apply_file(
-        &outage,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options {
-            allow_warnings: false,
-            overrides: vec!["XLB003".into()],
-            force: false,
-            canary: None,
-        },
-    )
-    .expect("apply");
+    assert_eq!(live.snapshot(), before, "refused: unchanged");
+    let forced = live
+        .apply_file(
+            &outage,
+            &Options {
+                overrides: vec!["XLB003".into()],
+                ..Options::default()
+            },
+        )
+        .expect("apply");
     assert!(
         forced.applied,
         "--override XLB003 forces the outage config live: {forced:?}"
@@ -103,46 +72,29 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         forced.diagnostics.iter().any(|d| d.contains("overridden")),
         "{forced:?}"
     );
-    apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    live.apply_file(&good, &Options::default()).expect("apply");
+    let before = live.snapshot();
     let warned = live.config_file(
         "single.toml",
         &config_text(&[("198.18.0.10", 1)]).replace("min_backends = 1", "min_backends = 2"),
     );
-    let refused = apply_file(
-        &warned,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    let refused = live
+        .apply_file(&warned, &Options::default())
+        .expect("apply");
     assert!(
         !refused.applied,
         "a warning refuses without --allow-warnings"
     );
-    assert_eq!(
-        Snapshot::read(&mut live.ebpf).expect("snapshot"),
-        before,
-        "nothing changed"
-    );
-    let allowed = apply_file(
-        &warned,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options {
-            allow_warnings: true,
-            overrides: Vec::new(),
-            force: false,
-            canary: None,
-        },
-    )
-    .expect("apply");
+    assert_eq!(live.snapshot(), before, "nothing changed");
+    let allowed = live
+        .apply_file(
+            &warned,
+            &Options {
+                allow_warnings: true,
+                ..Options::default()
+            },
+        )
+        .expect("apply");
     assert!(allowed.applied);
 }
 
@@ -168,13 +120,7 @@ fn backend_drain_disable_enable() {
     require_privileges!();
     let mut live = LiveXlb::new("backend");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("apply");
+    live.apply_file(&good, &Options::default()).expect("apply");
     let vip = parse_vip("198.18.1.10:80/tcp").expect("vip");
     // Establish one flow on each backend.
     let mut established = std::collections::BTreeMap::new();
@@ -187,14 +133,7 @@ fn backend_drain_disable_enable() {
     let drained_flow = established[&1];
 
     let mut maps = pins::open(&live.pin_path).expect("pins");
-    change(
-        &mut maps,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Drain,
-        false,
-    )
-    .expect("drain");
+    change_backend(&mut maps, &vip, "198.18.0.11", BackendAction::Drain).expect("drain");
     let ack = packets::tcp_ack(&drained_flow, b"more");
     assert_eq!(
         sent_to(&mut live.ebpf, &ack),
@@ -210,14 +149,9 @@ fn backend_drain_disable_enable() {
         );
     }
     // A re-apply of the same config keeps the operator's drain.
-    apply_file(
-        &good,
-        &HostEnvironment,
-        &live_args(&live),
-        &Options::default(),
-    )
-    .expect("re-apply");
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    live.apply_file(&good, &Options::default())
+        .expect("re-apply");
+    let snapshot = live.snapshot();
     assert!(
         snapshot
             .backends
@@ -226,54 +160,28 @@ fn backend_drain_disable_enable() {
         "drain kept"
     );
 
-    change(
-        &mut maps,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Disable,
-        false,
-    )
-    .expect("disable");
+    change_backend(&mut maps, &vip, "198.18.0.11", BackendAction::Disable).expect("disable");
     assert_ne!(
         sent_to(&mut live.ebpf, &ack),
         1,
         "a disabled backend's flows move"
     );
-    change(
-        &mut maps,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Enable,
-        false,
-    )
-    .expect("enable");
+    change_backend(&mut maps, &vip, "198.18.0.11", BackendAction::Enable).expect("enable");
     let back = (40000..40100).any(|sport| {
         let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", sport, 80));
         sent_to(&mut live.ebpf, &syn) == 1
     });
     assert!(back, "the enabled backend takes new flows again");
 
-    let err = change(
-        &mut maps,
-        &vip,
-        "198.18.0.99".parse().unwrap(),
-        BackendAction::Drain,
-        false,
-    )
-    .expect_err("unknown backend");
+    let err = change_backend(&mut maps, &vip, "198.18.0.99", BackendAction::Drain)
+        .expect_err("unknown backend");
     assert!(
         format!("{err:#}").contains("198.18.0.10"),
         "lists the VIP's backends: {err:#}"
     );
     let other = parse_vip("198.18.1.11:80/tcp").unwrap();
-    let err = change(
-        &mut maps,
-        &other,
-        "198.18.0.10".parse().unwrap(),
-        BackendAction::Drain,
-        false,
-    )
-    .expect_err("unknown VIP");
+    let err = change_backend(&mut maps, &other, "198.18.0.10", BackendAction::Drain)
+        .expect_err("unknown VIP");
     assert!(format!("{err:#}").contains("xlb status"), "{err:#}");
 }
 

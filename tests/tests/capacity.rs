@@ -5,13 +5,14 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use aya::maps::MapInfo;
 use lb_common::map_names;
-use xlb_tests::{demo, live::LiveXlb, netns::Lab, require_privileges};
+use xlb_tests::{
+    daemon_lab::host_verb, live::LiveXlb, netns::Lab, require_privileges, run_lab::RunLab,
+};
 
 /// A config of `vips` dsr VIPs (198.18.1.10, ports 1000..) of two backends each, with
 /// `capacity` as the body of a `[capacity]` table (none when empty).
@@ -48,20 +49,14 @@ fn map_id(pin_path: &Path, name: &str) -> u32 {
 #[test]
 fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("capacity").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
-    let file = lab.temp_path("xlb.toml").expect("temp path");
+    let mut setup = RunLab::new("capacity");
 
-    std::fs::write(&file, config(&pin_path, 70, "")).expect("config");
-    let refused = lb
-        .command(&xlb)
+    std::fs::write(&setup.config, config(&setup.pin_path, 70, "")).expect("config");
+    let refused = setup
+        .lb
+        .command(&setup.xlb)
         .args(["run", "--config"])
-        .arg(&file)
+        .arg(&setup.config)
         .output()
         .expect("xlb run");
     let said = String::from_utf8_lossy(&refused.stderr);
@@ -72,30 +67,23 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
             && said.contains("set vips = 70 or more in [capacity]"),
         "{said}"
     );
-    assert!(!pin_path.join("link").exists(), "nothing is loaded");
+    assert!(!setup.pin_path.join("link").exists(), "nothing is loaded");
 
     let verb = |args: &[&str]| {
-        let out = Command::new(&xlb)
-            .args(args)
-            .arg("--pin-path")
-            .arg(&pin_path)
-            .output()
-            .expect("run xlb");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = host_verb(&setup.xlb, &setup.pin_path, args).expect("run xlb");
+        (out.code, out.stdout)
     };
     let status = || -> serde_json::Value {
         let (_, out) = verb(&["status", "--output", "json"]);
         serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
     };
-    let start = |lab: &mut Lab, text: String, log: &str| {
-        std::fs::write(&file, text).expect("config");
+    // Runs `xlb run` on the config of 70 VIPs with `capacity`, its output to file `log`.
+    let start = |lab: &mut Lab, capacity: &str, log: &str| {
+        std::fs::write(&setup.config, config(&setup.pin_path, 70, capacity)).expect("config");
         let stdout = lab.temp_path(log).expect("temp path");
-        let mut run = lb.command(&xlb);
+        let mut run = setup.lb.command(&setup.xlb);
         run.args(["run", "--config"])
-            .arg(&file)
+            .arg(&setup.config)
             .args(["--stats-interval", "0"]);
         run.stdout(std::fs::File::create(&stdout).expect("stdout file"));
         run.stderr(std::fs::File::create(stdout.with_extension("err")).expect("stderr file"));
@@ -121,21 +109,17 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
     };
 
     let (pid, first_out) = start(
-        &mut lab,
-        config(
-            &pin_path,
-            70,
-            "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
-        ),
+        &mut setup.lab,
+        "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
         "first.out",
     );
     let first = wait_for(1, 80, &first_out);
     assert_eq!(first["capacity"]["vips"], 80, "{first}");
     assert_eq!(first["vips"].as_array().map(Vec::len), Some(70), "{first}");
-    let flows = map_id(&pin_path, map_names::FLOWS);
-    let reasons = map_id(&pin_path, map_names::REASONS);
-    let vips = map_id(&pin_path, map_names::VIPS);
-    let stopped = lab.terminate(pid).expect("stop");
+    let flows = map_id(&setup.pin_path, map_names::FLOWS);
+    let reasons = map_id(&setup.pin_path, map_names::REASONS);
+    let vips = map_id(&setup.pin_path, map_names::VIPS);
+    let stopped = setup.lab.terminate(pid).expect("stop");
     assert!(
         stopped.success(),
         "{stopped}: {}",
@@ -143,12 +127,8 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
     );
 
     let (pid, out) = start(
-        &mut lab,
-        config(
-            &pin_path,
-            70,
-            "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
-        ),
+        &mut setup.lab,
+        "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
         "second.out",
     );
     let second = wait_for(2, 100, &out);
@@ -159,19 +139,23 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         "{second}"
     );
     assert_eq!(
-        map_id(&pin_path, map_names::FLOWS),
+        map_id(&setup.pin_path, map_names::FLOWS),
         flows,
         "flow table kept"
     );
     assert_eq!(
-        map_id(&pin_path, map_names::REASONS),
+        map_id(&setup.pin_path, map_names::REASONS),
         reasons,
         "counters kept"
     );
-    assert_ne!(map_id(&pin_path, map_names::VIPS), vips, "VIP map replaced");
-    let (code, audit) = verb(&["audit", file.to_str().expect("path")]);
+    assert_ne!(
+        map_id(&setup.pin_path, map_names::VIPS),
+        vips,
+        "VIP map replaced"
+    );
+    let (code, audit) = verb(&["audit", setup.config.to_str().expect("path")]);
     assert_eq!(code, Some(0), "the restarted program audits clean: {audit}");
-    let stopped = lab.terminate(pid).expect("stop");
+    let stopped = setup.lab.terminate(pid).expect("stop");
     assert!(
         stopped.success(),
         "{stopped}: {}",

@@ -5,19 +5,14 @@
 //! daemon, scrape its metrics and force skew alerts. The lab is [`xlb_tests::daemon_lab`];
 //! timings are printed with `--nocapture`.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use lb_userspace::metrics;
 use xlb_tests::{
-    daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, VIP, VIP_NAME, VIP_SPEC},
+    daemon_lab::{DaemonLab, FALL, HEALTH_INTERVAL, RISE, Stream, VIP, VIP_NAME, VIP_SPEC},
     prometheus::{Sample, try_parse},
     require_privileges,
+    steady_client::{Ran, SteadyClient},
     wait::{try_wait_until, wait_until},
 };
 
@@ -36,11 +31,34 @@ fn started(label: &str) -> DaemonLab {
     lab
 }
 
-/// Index of the largest count.
-fn busiest(counts: &[u64]) -> usize {
-    (0..counts.len())
-        .max_by_key(|&i| counts[i])
-        .expect("at least one backend")
+/// Asks 100 new connections (`when` names the moment in messages); all must be answered.
+/// Returns how many each backend answered.
+fn ask_100(lab: &DaemonLab, when: &str) -> Vec<u64> {
+    let answered = lab
+        .ask_many(100, BATCH)
+        .unwrap_or_else(|err| panic!("{when}: {err:#}"));
+    eprintln!("{when}: {answered:?}");
+    assert_eq!(answered.iter().sum::<u64>(), 100);
+    answered
+}
+
+/// Asserts that backend `zeroed` (weight 0) got none of `answered` and b0 and b1 some.
+fn assert_weight_zero_skipped(answered: &[u64], zeroed: usize) {
+    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
+    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+}
+
+/// The backend with the most of `streams` and the streams per backend (printed).
+fn busiest(lab: &DaemonLab, streams: &[Stream]) -> (usize, Vec<u64>) {
+    let mut per_backend = vec![0u64; lab.backends.len()];
+    for stream in streams {
+        per_backend[stream.backend] += 1;
+    }
+    eprintln!("streams per backend: {per_backend:?}");
+    let busiest = (0..per_backend.len())
+        .max_by_key(|&i| per_backend[i])
+        .expect("at least one backend");
+    (busiest, per_backend)
 }
 
 /// Test that a backend whose server stops leaves the table within interval×fall (plus slack),
@@ -67,11 +85,7 @@ fn failed_backend_leaves_and_returns() {
     assert_eq!(row["expected_share"].as_f64(), Some(0.0), "{row}");
     assert_ne!(row["state"], "active", "{row}");
 
-    let answered = lab
-        .ask_many(100, BATCH)
-        .unwrap_or_else(|err| panic!("with b{victim} down: {err:#}"));
-    eprintln!("with b{victim} down: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
+    let answered = ask_100(&lab, &format!("with b{victim} down"));
     assert_eq!(answered[victim], 0, "{answered:?}");
 
     lab.start_backend(victim).expect("start b1");
@@ -105,12 +119,7 @@ fn drain_keeps_established_streams() {
     require_privileges!();
     let lab = started("drain");
     let mut streams = lab.open_streams(20).expect("20 streams");
-    let mut per_backend = vec![0u64; lab.backends.len()];
-    for stream in &streams {
-        per_backend[stream.backend] += 1;
-    }
-    eprintln!("streams per backend: {per_backend:?}");
-    let drained = busiest(&per_backend);
+    let (drained, per_backend) = busiest(&lab, &streams);
     let address = lab.backends[drained].address.to_string();
     let out = lab
         .xlb(&["backend", "drain", VIP_SPEC, &address])
@@ -141,9 +150,7 @@ fn drain_keeps_established_streams() {
         start.elapsed()
     );
 
-    let answered = lab.ask_many(100, BATCH).expect("new connections");
-    eprintln!("new connections after the drain: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
+    let answered = ask_100(&lab, "new connections after the drain");
     assert_eq!(
         answered[drained], 0,
         "the drained b{drained} got new connections"
@@ -178,12 +185,7 @@ fn drain_times_out_into_disable() {
     lab.start_daemon().expect("xlb run");
 
     let mut streams = lab.open_streams(20).expect("20 streams");
-    let mut per_backend = vec![0u64; lab.backends.len()];
-    for stream in &streams {
-        per_backend[stream.backend] += 1;
-    }
-    eprintln!("streams per backend: {per_backend:?}");
-    let drained = busiest(&per_backend);
+    let (drained, _) = busiest(&lab, &streams);
     let address = lab.backends[drained].address.to_string();
     let draining = Instant::now();
     let out = lab
@@ -250,11 +252,7 @@ fn drain_times_out_into_disable() {
         lab.daemon_log()
     );
 
-    let answered = lab
-        .ask_many(100, BATCH)
-        .unwrap_or_else(|err| panic!("with b{drained} disabled: {err:#}"));
-    eprintln!("new connections after the drain timeout: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
+    let answered = ask_100(&lab, "new connections after the drain timeout");
     assert_eq!(
         answered[drained], 0,
         "the disabled b{drained} got new connections"
@@ -335,11 +333,8 @@ fn sighup_with_a_bad_file_keeps_the_config() {
     });
     eprintln!("the valid config was live {took:?} after SIGHUP");
     assert!(!lab.in_table(zeroed).expect("stats"));
-    let answered = lab.ask_many(100, BATCH).expect("connections");
-    eprintln!("after the valid reload: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
-    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
-    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    let answered = ask_100(&lab, "after the valid reload");
+    assert_weight_zero_skipped(&answered, zeroed);
     wait_until(
         "the metrics show the last reload succeeded",
         metrics::Limits::DAEMON.page_max_age + SLACK,
@@ -376,11 +371,8 @@ fn config_file_change_reloads_without_a_signal() {
     let reloaded = lab.status().expect("status");
     let live = reloaded["generation"].as_u64().expect("generation");
     assert!(!lab.in_table(zeroed).expect("stats"));
-    let answered = lab.ask_many(100, BATCH).expect("connections");
-    eprintln!("after the file changed: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
-    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
-    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    let answered = ask_100(&lab, "after the file changed");
+    assert_weight_zero_skipped(&answered, zeroed);
 
     let refusals = lab.daemon_log().matches(KEPT).count();
     lab.write_config(&format!("{changed}\n[[vip\n"))
@@ -399,13 +391,8 @@ fn config_file_change_reloads_without_a_signal() {
     );
     assert_eq!(now["config_hash"], reloaded["config_hash"], "{now}");
     assert!(!lab.in_table(zeroed).expect("stats"));
-    let answered = lab
-        .ask_many(100, BATCH)
-        .unwrap_or_else(|err| panic!("after the invalid file: {err:#}"));
-    eprintln!("after the invalid file: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), 100);
-    assert_eq!(answered[zeroed], 0, "b{zeroed} has weight 0: {answered:?}");
-    assert!(answered[0] > 0 && answered[1] > 0, "{answered:?}");
+    let answered = ask_100(&lab, "after the invalid file");
+    assert_weight_zero_skipped(&answered, zeroed);
 }
 
 /// Test that `kill -9` of the daemon does not interrupt forwarding (the pinned link keeps the
@@ -418,11 +405,9 @@ fn config_file_change_reloads_without_a_signal() {
 #[test]
 fn kill_9_keeps_forwarding_and_restart_adopts() {
     require_privileges!();
-    /// Bounds of the client: connections and time (generous: the test stops the client),
-    /// and the pause between connections.
+    /// Bounds of the client: connections and time (generous: the test stops the client).
     const MAX_CONNECTIONS: u64 = 50_000;
     const MAX_TIME: Duration = Duration::from_secs(120);
-    const PACE: Duration = Duration::from_millis(2);
     /// Connections the client must complete in each phase (before the kill, without a
     /// daemon, after the restart).
     const PER_PHASE: u64 = 200;
@@ -432,50 +417,28 @@ fn kill_9_keeps_forwarding_and_restart_adopts() {
     for stream in &mut streams {
         stream.echo(1).expect("a stream before the kill");
     }
-    let made = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (connector, made, stop) = (lab.connector(), Arc::clone(&made), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            connector.session(|session| {
-                let start = Instant::now();
-                let mut failures = Vec::new();
-                while !stop.load(Ordering::Relaxed)
-                    && start.elapsed() < MAX_TIME
-                    && made.load(Ordering::Relaxed) < MAX_CONNECTIONS
-                {
-                    if let Err(err) = session.ask() {
-                        failures.push(format!("at {:?}: {err:#}", start.elapsed()));
-                    }
-                    made.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(PACE);
-                }
-                failures
-            })
-        })
-    };
+    let client = SteadyClient::start(lab.connector(), MAX_CONNECTIONS, MAX_TIME);
     // The client's progress proves it runs through each phase.
     let progressed = |what: &str, from: u64| {
         wait_until(what, Duration::from_secs(60), || {
-            Ok(made.load(Ordering::Relaxed) >= from + PER_PHASE)
+            Ok(client.made() >= from + PER_PHASE)
         });
     };
     progressed("the client is under way", 0);
-    let at_kill = made.load(Ordering::Relaxed);
+    let at_kill = client.made();
     lab.kill_daemon().expect("kill -9");
     progressed("connections while no daemon runs", at_kill);
-    let at_restart = made.load(Ordering::Relaxed);
+    let at_restart = client.made();
     let restarting = Instant::now();
     lab.start_daemon().expect("xlb run again");
     eprintln!("the new daemon was ready in {:?}", restarting.elapsed());
-    let at_ready = made.load(Ordering::Relaxed);
+    let at_ready = client.made();
     progressed("connections after the restart", at_ready);
-    stop.store(true, Ordering::Relaxed);
-    let failures = client
-        .join()
-        .expect("client thread")
-        .expect("client namespace");
-    let total = made.load(Ordering::Relaxed);
+    let Ran {
+        made: total,
+        failures,
+        ..
+    } = client.stop();
     eprintln!(
         "{total} connections: {at_kill} before the kill, {} without a daemon, {} after the \
          restart; {} failed",

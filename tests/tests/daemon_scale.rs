@@ -11,15 +11,13 @@ use std::{
 use lb_common::map_names;
 use lb_userspace::{
     capacity::Capacity,
-    live::Snapshot,
     rollout::{self, Desired},
     steering,
 };
 use xlb_tests::{
-    demo,
     live::{LiveXlb, TEST_CAPACITY},
-    netns::Lab,
     require_privileges,
+    run_lab::RunLab,
 };
 
 /// `count` VIPs (198.18.1.10, ports 1000..) of three backends each.
@@ -62,7 +60,7 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
     let mut live = LiveXlb::new("scale-incremental");
     let first = live.apply_text(&many_vips(8, 1));
     assert!(first.vips.iter().all(|vip| vip.rebuilt));
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let before = live.snapshot();
     let copies_before = all_copies(&live, &TEST_CAPACITY);
 
     let changed = live.apply_text(&many_vips(8, 3));
@@ -73,7 +71,7 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
         .map(|vip| u16::from_be(vip.key.port))
         .collect();
     assert_eq!(rebuilt, vec![1003], "only the VIP whose weight changed");
-    let after = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let after = live.snapshot();
     assert_eq!(after.meta.generation, before.meta.generation + 1);
     let copies_after = all_copies(&live, &TEST_CAPACITY);
     for ((key, old), (_, new)) in before.vips.iter().zip(&after.vips) {
@@ -120,23 +118,21 @@ fn an_apply_rewrites_only_the_vip_that_changed() {
 #[test]
 fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("sharedprobe").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
-    lb.addr("lo", "198.18.0.10/32").expect("backend address");
-    let listener = lb
+    let mut setup = RunLab::new("sharedprobe");
+    setup
+        .lb
+        .addr("lo", "198.18.0.10/32")
+        .expect("backend address");
+    let listener = setup
+        .lb
         .run(|| TcpListener::bind("198.18.0.10:8080"))
         .expect("netns")
         .expect("listen");
     listener.set_nonblocking(true).expect("nonblocking");
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
     let mut text = format!(
         "[global]\ninterface = \"eth0\"\nxdp_mode = \"generic\"\npin_path = \"{}\"\n\n\
          [audit]\nmin_backends = 1\nmax_backend_share = 1.0\n\n",
-        pin_path.display()
+        setup.pin_path.display()
     );
     for port in [80, 81, 82] {
         text += &format!(
@@ -147,15 +143,14 @@ fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
              \"02:00:00:00:03:01\"\n"
         );
     }
-    let file = lab.temp_path("xlb.toml").expect("temp path");
-    std::fs::write(&file, text).expect("config");
-    let mut run = lb.command(&xlb);
+    std::fs::write(&setup.config, text).expect("config");
+    let mut run = setup.lb.command(&setup.xlb);
     run.args(["run", "--config"])
-        .arg(&file)
+        .arg(&setup.config)
         .args(["--stats-interval", "0"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let pid = lab.spawn(run).expect("xlb run");
+    let pid = setup.lab.spawn(run).expect("xlb run");
     let accept_until = |deadline: Instant| {
         let mut accepted = 0;
         while Instant::now() < deadline {
@@ -179,10 +174,10 @@ fn a_backend_shared_by_three_vips_is_probed_once_per_interval() {
     }
     let window = Duration::from_millis(3000);
     let accepted = accept_until(Instant::now() + window);
-    let status = lab.terminate(pid).expect("stop");
-    let _ = std::process::Command::new(&xlb)
+    let status = setup.lab.terminate(pid).expect("stop");
+    let _ = std::process::Command::new(&setup.xlb)
         .args(["down", "--pin-path"])
-        .arg(&pin_path)
+        .arg(&setup.pin_path)
         .output();
     assert!(status.success(), "xlb run exited with {status}");
     // 10 intervals fit the window: one probe each, plus one at either edge. Three probes per

@@ -21,6 +21,16 @@ fn decap(topology: &Topology, id: usize, root: &std::path::Path, args: &[&str]) 
     xlb_verb(&topology.backends[id].ns, &xlb, root, &full).expect("running xlb decap")
 }
 
+/// An `ipip` topology of `backends` equal backends that strip no tunnels yet.
+fn without_decap(label: &str, backends: u32) -> Topology {
+    let options = Options {
+        forwarding: Forwarding::IpipV4,
+        attach_decap: false,
+        ..Options::equal(backends)
+    };
+    Topology::new(label, &options).expect("ipip topology")
+}
+
 /// Test that `xlb decap attach` on each backend makes real `ipip` connections work (none
 /// without it), that `status` shows the program attached natively with its addresses and a
 /// decapsulated count covering the connections, and that after `detach` the interface runs no
@@ -28,12 +38,7 @@ fn decap(topology: &Topology, id: usize, root: &std::path::Path, args: &[&str]) 
 #[test]
 fn decap_attach_strips_real_ipip_traffic_until_detached() {
     require_privileges!();
-    let options = Options {
-        forwarding: Forwarding::IpipV4,
-        attach_decap: false,
-        ..Options::equal(2)
-    };
-    let topology = Topology::new("decapcli", &options).expect("ipip topology");
+    let topology = without_decap("decapcli", 2);
     let mut lab = Lab::new("decappins").expect("lab");
     let roots: Vec<_> = (0..2)
         .map(|id| lab.pin_dir(&format!("b{id}")).expect("pin dir"))
@@ -137,12 +142,7 @@ fn decap_attach_strips_real_ipip_traffic_until_detached() {
 #[test]
 fn decap_attach_refuses_bad_input_naming_the_fix() {
     require_privileges!();
-    let options = Options {
-        forwarding: Forwarding::IpipV4,
-        attach_decap: false,
-        ..Options::equal(1)
-    };
-    let topology = Topology::new("decapbad", &options).expect("topology");
+    let topology = without_decap("decapbad", 1);
     let mut lab = Lab::new("decapbadpins").expect("lab");
     let root = lab.pin_dir("b0").expect("pin dir");
     let missing = decap(

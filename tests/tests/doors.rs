@@ -13,7 +13,7 @@ use std::{
 };
 
 use lb_userspace::{bgp, trusted_dir};
-use xlb_tests::{daemon_lab::DaemonLab, demo, netns::Lab, require_privileges, systemd};
+use xlb_tests::{daemon_lab::DaemonLab, require_privileges, run_lab::RunLab, systemd};
 
 /// How long the daemon may take to notice a removed pin: its 1 s tick plus slack.
 const REPIN_WITHIN: Duration = Duration::from_secs(5);
@@ -78,68 +78,66 @@ fn xdp_attached(namespace: &str, interface: &str) -> bool {
 #[test]
 fn pin_directory_another_user_controls_is_refused() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("doorpin").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    let decoy = lab.pin_dir("decoy").expect("decoy dir");
-    std::fs::remove_dir(&pin_path).expect("remove the lab's pin dir");
-    let config = std::env::temp_dir().join(format!("{}.toml", lb.name));
-    let _config = Scratch(config.clone());
+    let mut setup = RunLab::new("doorpin");
+    let decoy = setup.lab.pin_dir("decoy").expect("decoy dir");
     std::fs::write(
-        &config,
+        &setup.config,
         format!(
             "[global]\ninterface = \"eth0\"\nxdp_mode = \"generic\"\npin_path = \"{}\"\n\
              metrics_address = \"127.0.0.1:9100\"\n\n[[vip]]\nname = \"web\"\n\
              address = \"198.18.1.10\"\nport = 80\nprotocol = \"tcp\"\n\n[[vip.backend]]\n\
              address = \"198.18.0.10\"\nmac = \"02:00:00:00:03:00\"\n\n[[vip.backend]]\n\
              address = \"198.18.0.11\"\nmac = \"02:00:00:00:03:01\"\n",
-            pin_path.display()
+            setup.pin_path.display()
         ),
     )
     .expect("config");
     let try_run = |why: &str, expected: &str| {
-        let mut run = lb.command(&xlb);
+        let mut run = setup.lb.command(&setup.xlb);
         // Were it accepted, it would stop by itself.
         run.args(["run", "--duration", "3", "--config"])
-            .arg(&config);
+            .arg(&setup.config);
         let (ok, stderr) = self::run(run);
         assert!(!ok, "{why}: xlb run accepted the pin directory:\n{stderr}");
         assert!(
             stderr.contains("not safe to pin into") && stderr.contains(expected),
             "{why}: {stderr}"
         );
-        assert!(!xdp_attached(&lb.name, "eth0"), "{why}: attached anyway");
+        assert!(
+            !xdp_attached(&setup.lb.name, "eth0"),
+            "{why}: attached anyway"
+        );
     };
 
     let mut mkdir = as_nobody("mkdir");
-    mkdir.arg(&pin_path);
+    mkdir.arg(&setup.pin_path);
     let (ok, stderr) = run(mkdir);
     assert!(
         ok,
         "nobody could not create {}: {stderr}",
-        pin_path.display()
+        setup.pin_path.display()
     );
     try_run("made by nobody", "owned by uid 65534");
     assert_eq!(
-        std::fs::read_dir(&pin_path).expect("nobody's dir").count(),
+        std::fs::read_dir(&setup.pin_path)
+            .expect("nobody's dir")
+            .count(),
         0,
         "xlb pinned into nobody's directory"
     );
 
-    std::fs::remove_dir(&pin_path).expect("remove nobody's dir");
+    std::fs::remove_dir(&setup.pin_path).expect("remove nobody's dir");
     let mut link = as_nobody("ln");
-    link.arg("-s").arg(&decoy).arg(&pin_path);
+    link.arg("-s").arg(&decoy).arg(&setup.pin_path);
     let (ok, stderr) = run(link);
     assert!(ok, "nobody could not plant a symlink: {stderr}");
     try_run("a symlink", "not a directory but a symlink");
     assert_eq!(std::fs::read_dir(&decoy).expect("decoy").count(), 0);
 
-    std::fs::remove_file(&pin_path).expect("remove the symlink");
-    std::fs::create_dir(&pin_path).expect("mkdir");
-    std::fs::set_permissions(&pin_path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::remove_file(&setup.pin_path).expect("remove the symlink");
+    std::fs::create_dir(&setup.pin_path).expect("mkdir");
+    std::fs::set_permissions(&setup.pin_path, std::fs::Permissions::from_mode(0o777))
+        .expect("chmod");
     try_run("world-writable", "writable by other users (mode 777)");
 }
 

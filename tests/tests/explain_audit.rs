@@ -2,7 +2,7 @@
 //! picks (by table and by flow-table entry), and audit finds each change made to the maps
 //! behind xlb's back.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::net::IpAddr;
 
 use aya::maps::HashMap;
 use lb_common::{
@@ -14,17 +14,15 @@ use lb_common::{
 use lb_userspace::{
     audit::{self, Kind, Severity},
     capacity::Capacity,
-    config::{self, HostEnvironment, Protocol},
+    config::{HostEnvironment, Protocol},
     exit,
     explain::{self, Explanation, Query},
-    flow_table,
-    live::Snapshot,
-    object, pins,
+    flow_table, object, pins,
     rollout::{self, Desired},
     steering, testrun,
 };
 use xlb_tests::{
-    live::{LiveXlb, config_text},
+    live::{LiveXlb, assert_fields, config_text},
     packets::{self, Flow},
     require_privileges,
     steering::{flow_key, vip_key},
@@ -65,20 +63,6 @@ fn three_vips() -> String {
     text
 }
 
-/// Writes `text` as config `name`, validates it as `xlb` does and applies it; returns the file.
-fn apply_config(live: &mut LiveXlb, name: &str, text: &str) -> PathBuf {
-    let path = live.config_file(name, text);
-    let model = config::load(&path, &HostEnvironment)
-        .unwrap_or_else(|rejected| panic!("config {name} is invalid: {rejected:#?}"))
-        .model;
-    rollout::apply(
-        &mut live.ebpf,
-        &Desired::from_model(&model, config::hash(text.as_bytes())),
-    )
-    .expect("apply");
-    path
-}
-
 /// The verdict and output of the real program for `frame`.
 fn kernel(live: &mut LiveXlb, frame: &[u8]) -> testrun::Outcome {
     let program = object::xdp_program(&mut live.ebpf, PROGRAM_NAME).expect("program");
@@ -97,7 +81,7 @@ fn explain_flow(live: &LiveXlb, flow: &Flow, protocol: Protocol) -> Explanation 
 
 /// The id of the live backend with address `address`.
 fn backend_id(live: &mut LiveXlb, address: &str) -> u32 {
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let addr = xlb_tests::steering::addr_bytes(address.parse().expect("address")).0;
     (0..)
         .zip(&snapshot.backends)
@@ -107,17 +91,14 @@ fn backend_id(live: &mut LiveXlb, address: &str) -> u32 {
 }
 
 fn live_vip(live: &mut LiveXlb, key: &VipKey) -> Vip {
-    *Snapshot::read(&mut live.ebpf)
-        .expect("snapshot")
-        .vip(key)
-        .expect("VIP entry")
+    *live.snapshot().vip(key).expect("VIP entry")
 }
 
 /// Makes the flow table remember `flow` (to VIP `vip`) on backend `backend`, as the kernel
 /// would have.
 fn remember(live: &mut LiveXlb, flow: &Flow, vip: &VipKey, backend: u32) {
     let vip = live_vip(live, vip);
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let key = flow_key(flow, 6);
     let slot = FlowSlot::new(
         key,
@@ -149,7 +130,7 @@ impl Rng {
 fn explain_names_the_backend_the_kernel_picks() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-random");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..200 {
         let r = rng.next();
@@ -208,7 +189,7 @@ fn explain_names_the_backend_the_kernel_picks() {
 fn explain_follows_the_flow_table_for_established_flows() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-established");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let flow = Flow::new("198.18.0.77", "198.18.1.10", 41_000, 80);
     let fresh = explain_flow(&live, &flow, Protocol::Tcp);
     assert!(fresh.flow_entry.is_none(), "{fresh:#?}");
@@ -249,7 +230,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
     );
 
     // The remembered backend goes inactive behind xlb's back: the flow is re-hashed.
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let inactive = Backend {
         flags: 0,
         ..snapshot.backends[other as usize]
@@ -282,8 +263,8 @@ fn explain_follows_the_flow_table_for_established_flows() {
 fn explain_of_a_non_vip_destination_says_so() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-not-vip");
-    apply_config(&mut live, "three.toml", &three_vips());
-    let filter = Snapshot::read(&mut live.ebpf).expect("snapshot").filter;
+    live.apply_config("three.toml", &three_vips());
+    let filter = live.snapshot().filter;
     let clear = (1..=254)
         .map(|i| format!("198.18.3.{i}"))
         .find(|address| {
@@ -357,7 +338,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-config");
     let text = three_vips();
-    let path = apply_config(&mut live, "three.toml", &text);
+    let path = live.apply_config("three.toml", &text);
     let clean = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
     assert!(clean.ok && clean.findings.is_empty(), "{clean:#?}");
@@ -365,7 +346,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     let web = vip_key("198.18.1.10", 80, 6);
     let dns6 = vip_key("2001:db8:1::53", 53, 17);
     let id = backend_id(&mut live, "198.18.0.11");
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let snapshot = live.snapshot();
     let changed = Backend {
         mac: [0x02, 0, 0, 0, 0, 0x99],
         ..snapshot.backends[id as usize]
@@ -411,7 +392,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     assert_eq!(missing.vip.as_deref(), Some("[2001:db8:1::53]:53/udp"));
 
     // Repaired by re-applying; then a config with one more VIP finds it missing.
-    apply_config(&mut live, "three.toml", &text);
+    live.apply_config("three.toml", &text);
     let repaired = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).unwrap();
     assert_eq!(repaired.code, exit::OK, "{repaired:#?}");
     let more = text
@@ -434,7 +415,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
 fn audit_without_a_config_checks_the_maps_against_themselves() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-self");
-    apply_config(&mut live, "three.toml", &three_vips());
+    live.apply_config("three.toml", &three_vips());
     let clean = audit::audit(None, Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
     assert!(clean.findings.is_empty(), "{clean:#?}");
@@ -470,7 +451,7 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
 fn audit_of_pins_without_table_records_rebuilds_to_compare() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-old-pins");
-    let path = apply_config(&mut live, "three.toml", &three_vips());
+    let path = live.apply_config("three.toml", &three_vips());
     std::fs::remove_file(live.pin_path.join(map_names::TABLE_RECORDS)).expect("unpin records");
     let clean = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
@@ -499,8 +480,8 @@ fn audit_of_pins_without_table_records_rebuilds_to_compare() {
 fn audit_reports_an_operator_drain_as_a_note() {
     require_privileges!();
     let mut live = LiveXlb::new("audit-drain");
-    let path = apply_config(&mut live, "three.toml", &three_vips());
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let path = live.apply_config("three.toml", &three_vips());
+    let snapshot = live.snapshot();
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let mut desired = Desired::from_live(&snapshot, &capacity);
     let drained: IpAddr = "198.18.0.12".parse().unwrap();
@@ -532,47 +513,31 @@ fn audit_reports_an_operator_drain_as_a_note() {
 fn explain_and_audit_json_have_the_documented_fields() {
     require_privileges!();
     let mut live = LiveXlb::new("explain-audit-json");
-    let path = apply_config(&mut live, "three.toml", &three_vips());
+    let path = live.apply_config("three.toml", &three_vips());
     let (code, json) = live.xlb_json(&["explain", "198.18.0.1:40000", "198.18.1.20:8443", "tcp"]);
     assert_eq!(code, Some(0), "{json}");
-    for field in [
-        "source",
-        "destination",
-        "protocol",
-        "filter_bit",
-        "filter_set",
-        "is_vip",
-        "ruled_out_by",
-        "vip",
-        "table",
-        "flow_entry",
-        "syn",
-        "established",
-        "steps",
-    ] {
-        assert!(
-            json.get(field).is_some(),
-            "explain JSON lacks {field}: {json}"
-        );
-    }
+    assert_fields(
+        &json,
+        "explain JSON",
+        "source destination protocol filter_bit filter_set is_vip ruled_out_by \
+         vip table flow_entry syn established steps",
+    );
     assert_eq!(json["vip"]["vip"], "198.18.1.20:0/tcp");
     assert_eq!(json["vip"]["exact_port"], false);
     assert_eq!(json["vip"]["forwarding"], "ipip");
     assert_eq!(json["vip"]["hash"], "source");
-    for field in ["via", "event", "reason", "verdict", "backend", "frame"] {
-        assert!(
-            json["syn"].get(field).is_some(),
-            "syn lacks {field}: {json}"
-        );
-    }
+    assert_fields(
+        &json["syn"],
+        "syn",
+        "via event reason verdict backend frame",
+    );
     assert_eq!(json["syn"]["reason"], "forwarded_ipip");
     assert_eq!(json["syn"]["frame"]["tunnel"]["outer_src"], "198.18.0.2");
-    for field in ["id", "address", "mac", "weight", "state", "active"] {
-        assert!(
-            json["syn"]["backend"].get(field).is_some(),
-            "backend lacks {field}"
-        );
-    }
+    assert_fields(
+        &json["syn"]["backend"],
+        "backend",
+        "id address mac weight state active",
+    );
     assert!(
         json["steps"].as_array().is_some_and(|s| s.len() >= 5),
         "{json}"
@@ -585,31 +550,19 @@ fn explain_and_audit_json_have_the_documented_fields() {
     steering::write_table(&mut live.ebpf, base, &[rollout::NO_BACKEND]).expect("corrupt");
     let (code, json) = live.xlb_json(&["audit", path.to_str().expect("path")]);
     assert_eq!(code, Some(1), "drift exits 1: {json}");
-    for field in [
-        "ok",
-        "file",
-        "pin_path",
-        "diagnostics",
-        "drift",
-        "notes",
-        "findings",
-    ] {
-        assert!(
-            json.get(field).is_some(),
-            "audit JSON lacks {field}: {json}"
-        );
-    }
+    assert_fields(
+        &json,
+        "audit JSON",
+        "ok file pin_path diagnostics drift notes findings",
+    );
     assert_eq!(json["ok"], false);
     assert_eq!(json["drift"], 1);
     let finding = &json["findings"][0];
-    for field in [
-        "kind", "severity", "vip", "backend", "expected", "actual", "fix",
-    ] {
-        assert!(
-            finding.get(field).is_some(),
-            "finding lacks {field}: {finding}"
-        );
-    }
+    assert_fields(
+        finding,
+        "finding",
+        "kind severity vip backend expected actual fix",
+    );
     assert_eq!(finding["kind"], "table");
     assert_eq!(finding["severity"], "drift");
     assert_eq!(finding["vip"], "198.18.1.10:80/tcp");

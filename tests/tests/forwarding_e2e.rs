@@ -12,18 +12,31 @@ use xlb_tests::{
     topology::{CLIENT_MTU, Forwarding, Options, Topology, VIP_V4, VIP_V6},
 };
 
-/// Opens one connection to `vip` from each source port in `ports` and returns, per backend id,
-/// how many it answered. Bounded: one connection per port, each with its own timeouts (speed
-/// is `cargo xtask bench`'s business, not this test's).
-fn connect_all(topology: &Topology, vip: IpAddr, ports: std::ops::Range<u16>) -> Vec<u64> {
+/// Opens one connection to `vip` from each of the `total` source ports from `first` and
+/// returns, per backend id, how many it answered; all must be. Bounded: one connection per
+/// port, each with its own timeouts (speed is `cargo xtask bench`'s business, not this test's).
+fn connect_all(topology: &Topology, vip: IpAddr, first: u16, total: u16) -> Vec<u64> {
     let mut answered = vec![0u64; topology.backends.len()];
-    for sport in ports {
+    for sport in first..first + total {
         let id = topology
             .ask(vip, sport)
             .unwrap_or_else(|err| panic!("connection to {vip} from port {sport}: {err:#}"));
         answered[id as usize] += 1;
     }
+    assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     answered
+}
+
+/// Asserts that backend `id`'s new-flow counter covers the `count` connections it answered
+/// (one new flow per SYN: a retransmitted SYN counts again, so only a lower bound).
+fn assert_new_flows_cover(topology: &Topology, id: usize, count: u64) {
+    let stats = topology.backend_stats(id as u32).expect("backend stats");
+    eprintln!("b{id}: {} new flows counted", stats.new_flows);
+    assert!(
+        stats.new_flows >= count,
+        "b{id} answered {count} connections but counted {} new flows",
+        stats.new_flows
+    );
 }
 
 /// Asserts backend `id`'s `count` of `total` connections is a third, ± 5 points.
@@ -48,18 +61,10 @@ fn dsr_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
     let topology = Topology::new("spread4", &Options::equal(3)).expect("topology");
     let total = 600u16;
-    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 20_000..20_000 + total);
-    assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
+    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 20_000, total);
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
-        let stats = topology.backend_stats(id as u32).expect("backend stats");
-        eprintln!("b{id}: {} new flows counted", stats.new_flows);
-        // One new flow per SYN: a retransmitted SYN counts again, so only a lower bound.
-        assert!(
-            stats.new_flows >= count,
-            "b{id} answered {count} connections but counted {} new flows",
-            stats.new_flows
-        );
+        assert_new_flows_cover(&topology, id, count);
     }
 }
 
@@ -69,17 +74,11 @@ fn dsr_serves_the_ipv6_vip() {
     require_privileges!();
     let topology = Topology::new("spread6", &Options::equal(3)).expect("topology");
     let total = 150u16;
-    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 21_000..21_000 + total);
+    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 21_000, total);
     eprintln!("IPv6 answers per backend: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
         assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
-        let stats = topology.backend_stats(id as u32).expect("backend stats");
-        assert!(
-            stats.new_flows >= count,
-            "b{id} answered {count} connections but counted {} new flows",
-            stats.new_flows
-        );
+        assert_new_flows_cover(&topology, id, count);
     }
 }
 
@@ -212,16 +211,10 @@ fn ipip_spreads_real_tcp_connections_by_weight() {
     let topology =
         Topology::new("ipip4", &ipip_options(Forwarding::IpipV4)).expect("ipip topology");
     let total = 600u16;
-    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 22_000..22_000 + total);
-    assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
+    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 22_000, total);
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
-        let stats = topology.backend_stats(id as u32).expect("backend stats");
-        assert!(
-            stats.new_flows >= count,
-            "b{id} answered {count} connections but counted {} new flows",
-            stats.new_flows
-        );
+        assert_new_flows_cover(&topology, id, count);
     }
     assert_tunnelled(&topology, &answered);
 }
@@ -235,9 +228,8 @@ fn ipip_serves_the_ipv6_vip() {
     let topology =
         Topology::new("ipip6", &ipip_options(Forwarding::IpipV6)).expect("ipip topology");
     let total = 150u16;
-    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 23_000..23_000 + total);
+    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 23_000, total);
     eprintln!("IPv6-in-IPv6 answers per backend: {answered:?}");
-    assert_eq!(answered.iter().sum::<u64>(), u64::from(total));
     for (id, &count) in answered.iter().enumerate() {
         assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
     }

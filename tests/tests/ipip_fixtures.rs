@@ -22,17 +22,20 @@ fn ipip_program(vip: &str, v6_backends: bool, mtu: u32) -> (aya::Ebpf, lb_common
     (ebpf, config)
 }
 
+/// (VIP, client, backends on IPv6): IPv4 in IPv4, IPv6 in IPv6, IPv6 in IPv4, IPv4 in IPv6.
+const FAMILY_PAIRS: [(&str, &str, bool); 4] = [
+    ("198.18.1.10", "198.18.0.1", false),
+    ("2001:db8:1::10", "2001:db8::1", true),
+    ("2001:db8:1::10", "2001:db8::1", false),
+    ("198.18.1.10", "198.18.0.1", true),
+];
+
 /// Test that a SYN to an ipip VIP leaves as exactly the expected tunnel frame towards the
 /// predicted backend, for IPv4 in IPv4, IPv6 in IPv6, IPv6 in IPv4 and IPv4 in IPv6.
 #[test]
 fn syn_is_tunnelled_to_the_predicted_backend_in_every_family_pair() {
     require_privileges!();
-    for (vip, client, v6_backends) in [
-        ("198.18.1.10", "198.18.0.1", false),
-        ("2001:db8:1::10", "2001:db8::1", true),
-        ("2001:db8:1::10", "2001:db8::1", false),
-        ("198.18.1.10", "198.18.0.1", true),
-    ] {
+    for (vip, client, v6_backends) in FAMILY_PAIRS {
         let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
         let flow = Flow::new(client, vip, 40000, 80);
         let syn = packets::tcp_syn(&flow);
@@ -153,10 +156,7 @@ fn too_big_error_about_an_ipip_flow_is_tunnelled_to_its_backend() {
 #[test]
 fn outer_source_spreads_flows_over_the_configured_prefix() {
     require_privileges!();
-    for (vip, client, v6_backends) in [
-        ("198.18.1.10", "198.18.0.1", false),
-        ("2001:db8:1::10", "2001:db8::1", true),
-    ] {
+    for &(vip, client, v6_backends) in &FAMILY_PAIRS[..2] {
         let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
         let settings = Config {
             mtu: 1500,

@@ -7,14 +7,15 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
-use xlb_tests::{daemon_lab::DaemonLab, require_privileges, wait::wait_until};
+use xlb_tests::{
+    daemon_lab::DaemonLab,
+    require_privileges,
+    steady_client::{Ran, SteadyClient},
+    wait::wait_until,
+};
 
 /// How long the daemon may take to notice a changed config file and apply it: its 1 s tick
 /// plus slack for a loaded host.
@@ -299,10 +300,9 @@ fn removing_a_backend_moves_only_its_flows() {
 fn apply_under_steady_load_fails_no_connection() {
     require_privileges!();
     /// Bounds of the client: connections and time (generous: the client runs until the last
-    /// apply is done and stops it), and the pause between connections.
+    /// apply is done and stops it).
     const MAX_CONNECTIONS: u64 = 100_000;
     const MAX_TIME: Duration = Duration::from_secs(300);
-    const PACE: Duration = Duration::from_millis(2);
     /// Connections the client must complete on each config once it is live.
     const AFTER_EACH: u64 = 50;
     const CONFIGS: [[u32; 3]; 5] = [[2, 1, 1], [1, 2, 3], [1, 1, 0], [1, 3, 0], [1, 1, 1]];
@@ -310,44 +310,21 @@ fn apply_under_steady_load_fails_no_connection() {
     lab.start_daemon().expect("xlb run");
     let first = lab.generation().expect("generation");
 
-    let made = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (connector, made, stop) = (lab.connector(), Arc::clone(&made), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            connector.session(|session| {
-                let start = Instant::now();
-                let mut failures = Vec::new();
-                let mut answered = [0u64; 3];
-                while !stop.load(Ordering::Relaxed)
-                    && start.elapsed() < MAX_TIME
-                    && made.load(Ordering::Relaxed) < MAX_CONNECTIONS
-                {
-                    match session.ask() {
-                        Ok(backend) => answered[backend] += 1,
-                        Err(err) => failures.push(format!("at {:?}: {err:#}", start.elapsed())),
-                    }
-                    made.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(PACE);
-                }
-                (failures, answered)
-            })
-        })
-    };
+    let client = SteadyClient::start(lab.connector(), MAX_CONNECTIONS, MAX_TIME);
     // The client's progress is the proof that it is still running: a stopped client (bound
     // hit, thread died) makes this wait fail.
     let progressed = |what: &str, from: u64| {
         wait_until(what, LOAD_PROGRESS, || {
-            Ok(made.load(Ordering::Relaxed) >= from + AFTER_EACH)
+            Ok(client.made() >= from + AFTER_EACH)
         });
     };
     progressed("the client is under way", 0);
 
     let mut generation = first;
     for weights in CONFIGS {
-        let at_write = made.load(Ordering::Relaxed);
+        let at_write = client.made();
         let (now, took) = reload(&lab, &lab.config_text(&weights, None), generation);
-        let at_live = made.load(Ordering::Relaxed);
+        let at_live = client.made();
         assert_eq!(
             now,
             generation + 1,
@@ -365,12 +342,11 @@ fn apply_under_steady_load_fails_no_connection() {
             at_live,
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    let (failures, answered) = client
-        .join()
-        .expect("client thread")
-        .expect("client namespace");
-    let total = made.load(Ordering::Relaxed);
+    let Ran {
+        made: total,
+        failures,
+        answered,
+    } = client.stop();
     eprintln!(
         "{total} connections ({answered:?} per backend), {} failed",
         failures.len()

@@ -15,7 +15,7 @@ use lb_userspace::{
     stats, status,
 };
 use xlb_tests::{
-    live::{EQUAL, LiveXlb, flow, predicted},
+    live::{LiveXlb, flow, predicted},
     packets::{self},
     prometheus::{parse, value},
     require_privileges,
@@ -58,13 +58,11 @@ fn promtool_check_metrics(text: &str) {
 #[test]
 fn metrics_render_what_the_kernel_counted() {
     require_privileges!();
-    let mut live = LiveXlb::new("metrics");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("metrics");
     let sports = 10_000..10_600u16;
     let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
     for sport in sports.clone() {
-        *expected.entry(predicted(vip, sport)).or_default() += 1;
+        *expected.entry(predicted(&vip, sport)).or_default() += 1;
     }
     live.send_syns(sports);
     let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
@@ -214,9 +212,7 @@ fn metrics_render_what_the_kernel_counted() {
 #[test]
 fn skew_alarm_fires_on_kernel_counters_and_clears() {
     require_privileges!();
-    let mut live = LiveXlb::new("skewalarm");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("skewalarm");
     let mut detector = Detector::new(Settings {
         window: Duration::from_secs(60),
         factor: 1.5,
@@ -234,7 +230,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
 
     let target = vip.backend_ids[0];
     let chosen: Vec<u16> = (30_000..u16::MAX)
-        .filter(|sport| predicted(vip, *sport) == target)
+        .filter(|sport| predicted(&vip, *sport) == target)
         .take(300)
         .collect();
     live.send_syns(chosen);

@@ -3,47 +3,31 @@
 //! go to one server however it got there, `plan` shows what the kernel does with a real client
 //! sample (a list or a pcap capture), and `stats` judges shares since the table changed.
 
-use std::{path::PathBuf, process::Command};
+use std::path::PathBuf;
 
 use lb_userspace::{
-    apply::{self, apply_file},
+    apply,
     audit::{self, Kind, Severity},
     backend::{BackendAction, Refused, change, parse_vip},
     config::HostEnvironment,
     exit,
-    live::Snapshot,
-    pins::Live,
     plan::{self, Options, Sample, clients},
     stats,
 };
 use xlb_tests::{
+    daemon_lab::host_verb,
     demo::xlb_binary,
-    live::{LiveXlb, VIP, config_text},
+    live::{LiveXlb, VIP, change_backend, config_text},
     packets::{self, Flow},
     require_privileges,
 };
 
 const WEB: &str = "198.18.1.10:80/tcp";
 
-fn live_args(live: &LiveXlb) -> Live {
-    Live {
-        pin_path: Some(live.pin_path.clone()),
-    }
-}
-
 /// `xlb ARGS --pin-path PIN` with the real binary: (exit code, stdout, stderr).
 fn xlb(live: &LiveXlb, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(xlb_binary().expect("xlb binary"))
-        .args(args)
-        .arg("--pin-path")
-        .arg(&live.pin_path)
-        .output()
-        .expect("run xlb");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = host_verb(&xlb_binary().expect("xlb binary"), &live.pin_path, args).expect("run xlb");
+    (out.code, out.stdout, out.stderr)
 }
 
 /// The live audit's findings of `kind` (without a config file).
@@ -65,43 +49,22 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
     require_privileges!();
     let mut live = LiveXlb::new("guard-disable");
     let file = live.config_file("web.toml", &config_text(&xlb_tests::live::EQUAL));
-    apply_file(
-        &file,
-        &HostEnvironment,
-        &live_args(&live),
-        &apply::Options::default(),
-    )
-    .expect("apply");
+    live.apply_file(&file, &apply::Options::default())
+        .expect("apply");
     let vip = parse_vip(WEB).expect("vip");
-    change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Disable,
-        false,
-    )
-    .expect("two of three left: 50% each is allowed");
+    change_backend(&mut live.ebpf, &vip, "198.18.0.11", BackendAction::Disable)
+        .expect("two of three left: 50% each is allowed");
     assert!(live_findings(&live, Kind::Outage).is_empty());
 
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
-    let err = change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.12".parse().unwrap(),
-        BackendAction::Drain,
-        false,
-    )
-    .expect_err("draining the second leaves 198.18.0.10 with everything");
+    let before = live.snapshot();
+    let err = change_backend(&mut live.ebpf, &vip, "198.18.0.12", BackendAction::Drain)
+        .expect_err("draining the second leaves 198.18.0.10 with everything");
     let refused = err.downcast_ref::<Refused>().expect("a refusal");
     assert!(
         refused.0.contains("198.18.0.10") && refused.0.contains("100%"),
         "{refused}"
     );
-    assert_eq!(
-        Snapshot::read(&mut live.ebpf).expect("snapshot"),
-        before,
-        "a refused change writes nothing"
-    );
+    assert_eq!(live.snapshot(), before, "a refused change writes nothing");
 
     let (code, _, stderr) = xlb(&live, &["backend", "disable", WEB, "198.18.0.12"]);
     assert_eq!(code, Some(i32::from(exit::INVALID)), "{stderr}");
@@ -109,7 +72,7 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
         stderr.contains("refused") && stderr.contains("--force"),
         "{stderr}"
     );
-    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    assert_eq!(live.snapshot(), before);
 
     let (code, stdout, stderr) = xlb(
         &live,
@@ -125,14 +88,7 @@ fn disabling_down_to_one_server_is_refused_unless_forced() {
     assert!(stdout.contains("outage"), "{stdout}");
 
     // Bringing one back lowers the share: allowed without --force.
-    change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Enable,
-        false,
-    )
-    .expect("enable");
+    change_backend(&mut live.ebpf, &vip, "198.18.0.11", BackendAction::Enable).expect("enable");
     assert!(live_findings(&live, Kind::Outage).is_empty());
 }
 
@@ -146,33 +102,27 @@ fn apply_that_leaves_one_server_with_the_live_disables_is_refused() {
     let mut live = LiveXlb::new("guard-apply");
     let equal = live.config_file("equal.toml", &config_text(&xlb_tests::live::EQUAL));
     let options = apply::Options::default();
-    apply_file(&equal, &HostEnvironment, &live_args(&live), &options).expect("apply");
+    live.apply_file(&equal, &options).expect("apply");
     let vip = parse_vip(WEB).expect("vip");
-    change(
-        &mut live.ebpf,
-        &vip,
-        "198.18.0.11".parse().unwrap(),
-        BackendAction::Disable,
-        false,
-    )
-    .expect("disable one of three");
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    change_backend(&mut live.ebpf, &vip, "198.18.0.11", BackendAction::Disable)
+        .expect("disable one of three");
+    let before = live.snapshot();
     let paper = live.config_file(
         "paper.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 1), ("198.18.0.12", 0)]),
     );
-    let report = apply_file(&paper, &HostEnvironment, &live_args(&live), &options).expect("apply");
+    let report = live.apply_file(&paper, &options).expect("apply");
     assert!(!report.applied, "{report:?}");
     let why = report.refused.as_deref().unwrap_or_default();
     assert!(
         why.contains("198.18.0.10") && why.contains("--force"),
         "{why}"
     );
-    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    assert_eq!(live.snapshot(), before);
     let plan = plan::plan_with(
         &paper,
         &HostEnvironment,
-        &live_args(&live),
+        &live.live(),
         &Options {
             sample: Sample {
                 flows: 100,
@@ -204,18 +154,15 @@ fn audit_finds_forced_outages_and_one_server_twice() {
         "forced.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
     );
-    let report = apply_file(
-        &forced,
-        &HostEnvironment,
-        &live_args(&live),
-        &apply::Options {
-            allow_warnings: false,
-            overrides: vec!["XLB003".into()],
-            force: false,
-            canary: None,
-        },
-    )
-    .expect("apply");
+    let report = live
+        .apply_file(
+            &forced,
+            &apply::Options {
+                overrides: vec!["XLB003".into()],
+                ..apply::Options::default()
+            },
+        )
+        .expect("apply");
     assert!(report.applied, "{report:?}");
     let report = audit::audit(None, Some(&live.pin_path), &HostEnvironment).expect("audit");
     let outage: Vec<_> = report
@@ -239,7 +186,7 @@ fn audit_finds_forced_outages_and_one_server_twice() {
     // Validation refuses one server written twice (XLB005, an error no --override lets
     // through); another writer of the maps does not ask: write such a state directly.
     let mut desired = lb_userspace::rollout::Desired::from_live(
-        &Snapshot::read(&mut live.ebpf).expect("snapshot"),
+        &live.snapshot(),
         &lb_userspace::capacity::Capacity::read(&live.ebpf).expect("capacity"),
     );
     for backend in &mut desired.vips[0].backends {
@@ -295,7 +242,7 @@ fn plan_with_real_clients_shows_a_source_hash_outage() {
         plan::plan_with(
             &file,
             &HostEnvironment,
-            &live_args(&live),
+            &live.live(),
             &Options {
                 sample: Sample {
                     flows: 600,

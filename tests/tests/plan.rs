@@ -2,22 +2,21 @@
 //! expected shares before and after, the share of new flows that would move, the kernel check
 //! through a scratch program, the outage refusal, and that nothing live changes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use lb_common::service::BACKEND_DRAINED;
 use lb_userspace::{
     capacity::Capacity,
-    config::{self, HostEnvironment},
+    config::HostEnvironment,
     counters::Totals,
     exit,
-    live::Snapshot,
     pins::Live,
     plan::{Change, Options, PlanReport, Sample, VipPlan, clients::Clients, plan_file, plan_with},
     rollout::{self, Desired},
     steering,
 };
 use xlb_tests::{
-    live::{LiveXlb, config_text},
+    live::{LiveXlb, assert_fields, config_text},
     require_privileges,
 };
 
@@ -25,28 +24,8 @@ use xlb_tests::{
 /// standard deviations of a binomial at p = 1/3).
 const TOLERANCE: f64 = 0.03;
 
-fn live_args(live: &LiveXlb) -> Live {
-    Live {
-        pin_path: Some(live.pin_path.clone()),
-    }
-}
-
-/// Writes `text` as `name` and makes it the live state of `live`, as `xlb apply` would.
-fn make_live(live: &mut LiveXlb, name: &str, text: &str) -> PathBuf {
-    let path = live.config_file(name, text);
-    let model = config::load(&path, &HostEnvironment)
-        .expect("a valid config")
-        .model;
-    rollout::apply(
-        &mut live.ebpf,
-        &Desired::from_model(&model, config::hash(text.as_bytes())),
-    )
-    .expect("apply");
-    path
-}
-
 fn plan(live: &LiveXlb, path: &Path) -> PlanReport {
-    plan_file(path, &HostEnvironment, &live_args(live), &Sample::default()).expect("plan")
+    plan_file(path, &HostEnvironment, &live.live(), &Sample::default()).expect("plan")
 }
 
 fn only_vip(report: &PlanReport) -> &VipPlan {
@@ -80,7 +59,7 @@ const THREE: [(&str, u32); 3] = [("198.18.0.10", 1), ("198.18.0.11", 1), ("198.1
 fn plan_of_the_live_config_changes_nothing() {
     require_privileges!();
     let mut live = LiveXlb::new("plan-same");
-    let path = make_live(&mut live, "same.toml", &config_text(&THREE));
+    let path = live.apply_config("same.toml", &config_text(&THREE));
     let report = plan(&live, &path);
     assert_eq!(report.code, exit::OK);
     assert!(report.live.as_ref().expect("live").loaded);
@@ -117,7 +96,7 @@ fn plan_removing_one_of_four_backends_moves_a_quarter() {
         ("198.18.0.12", 1),
         ("198.18.0.13", 1),
     ];
-    make_live(&mut live, "four.toml", &config_text(&four));
+    live.apply_config("four.toml", &config_text(&four));
     let three = live.config_file("three.toml", &config_text(&four[..3]));
     let report = plan(&live, &three);
     assert_eq!(report.code, exit::OK);
@@ -156,8 +135,8 @@ fn plan_removing_one_of_four_backends_moves_a_quarter() {
 fn plan_refuses_all_weight_on_one_backend() {
     require_privileges!();
     let mut live = LiveXlb::new("plan-outage");
-    make_live(&mut live, "good.toml", &config_text(&THREE));
-    let before = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    live.apply_config("good.toml", &config_text(&THREE));
+    let before = live.snapshot();
     let outage = live.config_file(
         "outage.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
@@ -175,7 +154,7 @@ fn plan_refuses_all_weight_on_one_backend() {
     assert!(text.contains("EVERY new flow"), "{text}");
     assert!(text.contains("ONE server, 198.18.0.10"), "{text}");
     assert!(text.contains("REFUSED"), "{text}");
-    assert_eq!(Snapshot::read(&mut live.ebpf).expect("snapshot"), before);
+    assert_eq!(live.snapshot(), before);
 }
 
 /// Test that a 1:1:8 config is valid with the XLB002 warning shown on the heavy backend, that
@@ -202,16 +181,14 @@ fn plan_of_a_dominant_backend_warns_and_shows_its_80_percent() {
     let report = plan_with(
         &path,
         &HostEnvironment,
-        &live_args(&live),
+        &live.live(),
         &Options {
             sample: Sample::default(),
             clients: Clients::Synthetic,
             clients_source: None,
             accept: lb_userspace::apply::Options {
                 allow_warnings: true,
-                overrides: Vec::new(),
-                force: false,
-                canary: None,
+                ..lb_userspace::apply::Options::default()
             },
             canary: None,
         },
@@ -277,9 +254,9 @@ fn plan_with_nothing_running_adds_everything() {
 fn plan_leaves_the_live_state_unchanged() {
     require_privileges!();
     let mut live = LiveXlb::new("plan-untouched");
-    make_live(&mut live, "live.toml", &config_text(&THREE));
+    live.apply_config("live.toml", &config_text(&THREE));
     let read = |live: &mut LiveXlb| {
-        let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+        let snapshot = live.snapshot();
         let tables: Vec<Vec<u32>> = snapshot
             .vips
             .iter()
@@ -325,7 +302,7 @@ fn plan_json_has_the_documented_fields() {
     let two_vips = config_text(&THREE)
         + "\n[[vip]]\nname = \"dns\"\naddress = \"198.18.1.20\"\nport = 53\nprotocol = \"udp\"\n\
            \n[[vip.backend]]\naddress = \"198.18.0.20\"\nmac = \"02:00:00:00:04:00\"\n";
-    make_live(&mut live, "two.toml", &two_vips);
+    live.apply_config("two.toml", &two_vips);
     let text = config_text(&THREE).replace(
         "protocol = \"tcp\"\n",
         "protocol = \"tcp\"\ntable_size = 1031\n",
@@ -333,22 +310,12 @@ fn plan_json_has_the_documented_fields() {
     let path = live.config_file("one.toml", &text);
     let (code, document) = live.xlb_json(&["plan", path.to_str().expect("path")]);
     assert_eq!(code, Some(0), "{document:#}");
-    for key in [
-        "file",
-        "code",
-        "valid",
-        "errors",
-        "warnings",
-        "diagnostics",
-        "outages",
-        "live",
-        "global",
-        "vips",
-        "sample",
-        "summary",
-    ] {
-        assert!(document.get(key).is_some(), "no {key} in {document:#}");
-    }
+    assert_fields(
+        &document,
+        "plan JSON",
+        "file code valid errors warnings diagnostics outages live global vips \
+         sample summary",
+    );
     assert_eq!(document["code"], 0);
     assert_eq!(document["live"]["loaded"], true);
     assert_eq!(document["live"]["generation"], 1);
@@ -368,19 +335,12 @@ fn plan_json_has_the_documented_fields() {
     let moved = web["moved_share"].as_f64().expect("moved share");
     assert!((moved - 2.0 / 3.0).abs() < 0.05, "moved {moved}");
     let backend = &web["backends"][0];
-    for key in [
-        "address",
-        "change",
-        "weight",
-        "mac",
-        "share_before",
-        "share_after",
-        "kernel_flows",
-        "kernel_share",
-        "warnings",
-    ] {
-        assert!(backend.get(key).is_some(), "no {key} in {backend:#}");
-    }
+    assert_fields(
+        backend,
+        "plan backend",
+        "address change weight mac share_before share_after kernel_flows \
+         kernel_share warnings",
+    );
     assert_eq!(backend["address"], "198.18.0.10");
     assert_eq!(web["kernel"]["agrees"], true);
     assert_eq!(web["kernel"]["agreed"], 10_000);
@@ -426,8 +386,8 @@ fn plan_checks_an_ipip_port_zero_vip_in_the_kernel() {
 fn plan_keeps_an_operator_drain() {
     require_privileges!();
     let mut live = LiveXlb::new("plan-drain");
-    let path = make_live(&mut live, "live.toml", &config_text(&THREE));
-    let snapshot = Snapshot::read(&mut live.ebpf).expect("snapshot");
+    let path = live.apply_config("live.toml", &config_text(&THREE));
+    let snapshot = live.snapshot();
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let mut drained = Desired::from_live(&snapshot, &capacity);
     drained.vips[0].backends[1].operator = Some(BACKEND_DRAINED);

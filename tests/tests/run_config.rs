@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xlb_tests::{demo, netns::Lab, require_privileges};
+use xlb_tests::{daemon_lab::host_verb, require_privileges, run_lab::RunLab};
 
 fn config(pin_path: &std::path::Path) -> String {
     format!(
@@ -25,81 +25,66 @@ fn config(pin_path: &std::path::Path) -> String {
 #[test]
 fn run_with_config_pins_applies_adopts_and_goes_down() {
     require_privileges!();
-    let xlb = demo::xlb_binary().expect("xlb binary");
-    let mut lab = Lab::new("runcfg").expect("lab");
-    let lb = lab.netns("lb").expect("netns");
-    let peer = lab.netns("peer").expect("netns");
-    xlb_tests::netns::veth((&lb, "eth0"), (&peer, "eth0")).expect("veth");
     // A pin path of our own, removed with the lab; xlb creates it.
-    let pin_path = lab.pin_dir("xlb").expect("pin dir");
-    std::fs::remove_dir(&pin_path).expect("xlb creates the directory itself");
-    let file = lab.temp_path("xlb.toml").expect("temp path");
-    std::fs::write(&file, config(&pin_path)).expect("config");
+    let mut setup = RunLab::new("runcfg");
+    std::fs::write(&setup.config, config(&setup.pin_path)).expect("config");
 
-    let mut run = lb.command(&xlb);
+    let mut run = setup.lb.command(&setup.xlb);
     run.args(["run", "--config"])
-        .arg(&file)
+        .arg(&setup.config)
         .args(["--stats-interval", "0"]);
     run.stdout(Stdio::piped());
-    let pid = lab.spawn(run).expect("xlb run");
+    let pid = setup.lab.spawn(run).expect("xlb run");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !pin_path.join("link").exists() {
+    while !setup.pin_path.join("link").exists() {
         assert!(Instant::now() < deadline, "xlb run never pinned its link");
         std::thread::sleep(Duration::from_millis(50));
     }
     let verb = |args: &[&str]| {
-        let out = Command::new(&xlb)
-            .args(args)
-            .arg("--pin-path")
-            .arg(&pin_path)
-            .output()
-            .expect("run xlb");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = host_verb(&setup.xlb, &setup.pin_path, args).expect("run xlb");
+        (out.code, out.stdout)
     };
     let (code, status) = verb(&["status", "--output", "json"]);
     assert_eq!(code, Some(0), "{status}");
     assert!(status.contains("198.18.1.10"), "{status}");
-    let (code, audit) = verb(&["audit", file.to_str().unwrap()]);
+    let (code, audit) = verb(&["audit", setup.config.to_str().unwrap()]);
     assert_eq!(
         code,
         Some(0),
         "a freshly applied config audits clean: {audit}"
     );
-    let (code, applied) = verb(&["apply", file.to_str().unwrap(), "--allow-warnings"]);
+    let (code, applied) = verb(&["apply", setup.config.to_str().unwrap(), "--allow-warnings"]);
     assert_eq!(code, Some(0), "{applied}");
     assert!(applied.contains("generation 2"), "{applied}");
 
-    let status = lab.terminate(pid).expect("stop xlb run");
+    let status = setup.lab.terminate(pid).expect("stop xlb run");
     assert!(status.success(), "xlb run exited with {status}");
     let attached = || {
         let link = Command::new("ip")
-            .args(["-n", &lb.name, "link", "show", "eth0"])
+            .args(["-n", &setup.lb.name, "link", "show", "eth0"])
             .output();
         String::from_utf8_lossy(&link.expect("ip link").stdout).contains("xdp")
     };
     assert!(attached(), "forwarding stops with the daemon");
     assert!(
-        pin_path.join("link").exists(),
+        setup.pin_path.join("link").exists(),
         "pins removed by a plain stop"
     );
 
     // A new daemon adopts the pinned data plane: same maps (generation goes on), new program.
     // Its config asks for another flow-table size: the pinned table keeps its own, and says so.
-    let resized = lab.temp_path("resized.toml").expect("temp path");
-    let text = config(&pin_path).replace("[[vip]]", "flow_table_size = 1024\n\n[[vip]]");
+    let resized = setup.lab.temp_path("resized.toml").expect("temp path");
+    let text = config(&setup.pin_path).replace("[[vip]]", "flow_table_size = 1024\n\n[[vip]]");
     std::fs::write(&resized, text).expect("config");
-    let stderr = lab.temp_path("stderr").expect("temp path");
-    let mut again = lb.command(&xlb);
+    let stderr = setup.lab.temp_path("stderr").expect("temp path");
+    let mut again = setup.lb.command(&setup.xlb);
     again
         .args(["run", "--config"])
         .arg(&resized)
         .args(["--stats-interval", "0"]);
     again.stdout(Stdio::piped());
     again.stderr(std::fs::File::create(&stderr).expect("stderr file"));
-    let pid = lab.spawn(again).expect("xlb run again");
+    let pid = setup.lab.spawn(again).expect("xlb run again");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, status) = verb(&["status", "--output", "json"]);
@@ -113,7 +98,7 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(attached());
-    let status = lab.terminate(pid).expect("stop xlb run");
+    let status = setup.lab.terminate(pid).expect("stop xlb run");
     assert!(status.success(), "xlb run exited with {status}");
     let said = std::fs::read_to_string(&stderr).expect("stderr");
     assert!(
@@ -125,9 +110,9 @@ fn run_with_config_pins_applies_adopts_and_goes_down() {
     let (code, _) = verb(&["down"]);
     assert_eq!(code, Some(0));
     assert!(
-        !pin_path.exists(),
+        !setup.pin_path.exists(),
         "pins left behind at {}",
-        pin_path.display()
+        setup.pin_path.display()
     );
     assert!(!attached(), "still attached after xlb down");
     let (code, _) = verb(&["status"]);

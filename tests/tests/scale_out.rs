@@ -76,6 +76,18 @@ fn broken(streams: &mut [(TcpStream, String)], byte: u8) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that every stream still echoes bytes 2, 3 and 4.
+fn assert_none_break(streams: &mut [(TcpStream, String)]) {
+    for byte in 2..5 {
+        let failed = broken(streams, byte);
+        assert!(
+            failed.is_empty(),
+            "{} streams broke: {failed:#?}",
+            failed.len()
+        );
+    }
+}
+
 fn assert_shares(answered: &[u64]) {
     let total: u64 = answered.iter().sum();
     let weight: u32 = WEIGHTS.iter().sum();
@@ -148,14 +160,7 @@ fn killed_node_is_withdrawn_and_its_streams_keep_their_backend() {
         "streams per node {opened:?}; withdrawn {took:?} after the kill ({:?} in all)",
         killed.elapsed()
     );
-    for byte in 2..5 {
-        let failed = broken(&mut streams, byte);
-        assert!(
-            failed.is_empty(),
-            "{} streams broke: {failed:#?}",
-            failed.len()
-        );
-    }
+    assert_none_break(&mut streams);
 }
 
 /// Test that a node whose health checks fail for every backend (its config probes a port
@@ -199,14 +204,7 @@ fn node_added_back_gets_flows_and_no_stream_breaks() {
         "node back in the router's route {took:?} ({:?} from start)",
         back.elapsed()
     );
-    for byte in 2..5 {
-        let failed = broken(&mut streams, byte);
-        assert!(
-            failed.is_empty(),
-            "{} streams broke: {failed:#?}",
-            failed.len()
-        );
-    }
+    assert_none_break(&mut streams);
     let before = lab.node_new_flows(2).expect("stats").iter().sum::<u64>();
     ask_many(&lab, 150);
     let after = lab.node_new_flows(2).expect("stats").iter().sum::<u64>();

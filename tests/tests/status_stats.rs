@@ -16,7 +16,7 @@ use lb_userspace::{
     status, testrun,
 };
 use xlb_tests::{
-    live::{EQUAL, LiveXlb, TEST_CAPACITY, config_text, flow, predicted},
+    live::{EQUAL, LiveXlb, TEST_CAPACITY, assert_fields, config_text, flow, predicted},
     netns::Lab,
     packets::{self},
     require_privileges,
@@ -129,13 +129,11 @@ fn status_and_stats_without_pins_are_not_loaded() {
 #[test]
 fn stats_count_new_flows_per_backend_as_the_table_steers() {
     require_privileges!();
-    let mut live = LiveXlb::new("stats");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("stats");
     let sports = 10_000..13_000u16;
     let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
     for sport in sports.clone() {
-        *expected.entry(predicted(vip, sport)).or_default() += 1;
+        *expected.entry(predicted(&vip, sport)).or_default() += 1;
     }
     live.send_syns(sports);
     let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
@@ -213,12 +211,10 @@ fn stats_expected_share_follows_weights() {
 #[test]
 fn stats_flag_skewed_and_unexpected_backends() {
     require_privileges!();
-    let mut live = LiveXlb::new("skew");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("skew");
     let target = vip.backend_ids[0];
     let chosen: Vec<u16> = (30_000..u16::MAX)
-        .filter(|sport| predicted(vip, *sport) == target)
+        .filter(|sport| predicted(&vip, *sport) == target)
         .take(300)
         .collect();
     assert_eq!(chosen.len(), 300);
@@ -352,38 +348,21 @@ fn status_and_stats_json_have_the_documented_fields() {
     live.send_syns(50_000..50_200);
     let (code, status) = live.xlb_json(&["status"]);
     assert_eq!(code, Some(0), "{status}");
-    for key in [
-        "pin_path",
-        "program_pinned",
-        "link_pinned",
-        "ifindex",
-        "interface",
-        "attach_mode",
-        "generation",
-        "applied_at",
-        "applied_at_unix",
-        "config_hash",
-        "capacity",
-        "vips",
-    ] {
-        assert!(status.get(key).is_some(), "status lacks {key}: {status}");
-    }
+    assert_fields(
+        &status,
+        "status",
+        "pin_path program_pinned link_pinned ifindex interface attach_mode \
+         generation applied_at applied_at_unix config_hash capacity vips",
+    );
     assert_eq!(status["generation"], 1);
     assert_eq!(status["interface"], serde_json::Value::Null);
     assert_eq!(status["capacity"]["table_slots"], TEST_CAPACITY.table_slots);
     let vip = &status["vips"][0];
-    for key in [
-        "vip",
-        "id",
-        "forwarding",
-        "hash",
-        "table_size",
-        "active_copy",
-        "backends",
-        "fingerprint",
-    ] {
-        assert!(vip.get(key).is_some(), "status VIP lacks {key}: {vip}");
-    }
+    assert_fields(
+        vip,
+        "status VIP",
+        "vip id forwarding hash table_size active_copy backends fingerprint",
+    );
     assert_eq!(vip["vip"], "198.18.1.10:80/tcp");
     assert_eq!(vip["hash"], "5-tuple");
     assert_eq!(vip["backends"]["active"], 3);
@@ -391,53 +370,28 @@ fn status_and_stats_json_have_the_documented_fields() {
 
     let (code, stats) = live.xlb_json(&["stats"]);
     assert_eq!(code, Some(0), "{stats}");
-    for key in [
-        "interval_seconds",
-        "skew_factor",
-        "skew_min_new_flows",
-        "skewed_backends",
-        "vips",
-        "reasons",
-        "events",
-    ] {
-        assert!(stats.get(key).is_some(), "stats lacks {key}: {stats}");
-    }
+    assert_fields(
+        &stats,
+        "stats",
+        "interval_seconds skew_factor skew_min_new_flows skewed_backends vips \
+         reasons events",
+    );
     assert_eq!(stats["reasons"]["forwarded_dsr"]["packets"], 200);
     assert_eq!(stats["events"]["flow_miss"]["packets"], 200);
     let vip = &stats["vips"][0];
-    for key in [
-        "vip",
-        "id",
-        "forwarding",
-        "table_size",
-        "packets",
-        "bytes",
-        "new_flows",
-        "rates",
-        "backends",
-    ] {
-        assert!(vip.get(key).is_some(), "stats VIP lacks {key}: {vip}");
-    }
+    assert_fields(
+        vip,
+        "stats VIP",
+        "vip id forwarding table_size packets bytes new_flows rates backends",
+    );
     assert_eq!(vip["new_flows"], 200);
     let backend = &vip["backends"][0];
-    for key in [
-        "id",
-        "address",
-        "state",
-        "weight",
-        "packets",
-        "bytes",
-        "new_flows",
-        "observed_share",
-        "expected_share",
-        "skew",
-        "rates",
-    ] {
-        assert!(
-            backend.get(key).is_some(),
-            "stats backend lacks {key}: {backend}"
-        );
-    }
+    assert_fields(
+        backend,
+        "stats backend",
+        "id address state weight packets bytes new_flows observed_share \
+         expected_share skew rates",
+    );
     assert_eq!(backend["address"], "198.18.0.10");
     assert_eq!(backend["state"], "active");
     assert!(backend["expected_share"].as_f64().is_some());

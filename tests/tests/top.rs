@@ -93,9 +93,7 @@ impl Drop for Tmux {
 #[test]
 fn top_shows_the_vip_highlights_skew_and_quits_on_q() {
     require_privileges!();
-    let mut live = LiveXlb::new("top");
-    let applied = live.apply(&EQUAL);
-    let vip = &applied.vips[0];
+    let (mut live, vip) = LiveXlb::equal("top");
     let xlb = xlb_tests::demo::xlb_binary().expect("xlb");
     let top = format!(
         "{} top --interval 0.5 --pin-path {}",
@@ -133,7 +131,7 @@ fn top_shows_the_vip_highlights_skew_and_quits_on_q() {
     );
     // New flows, all to the first backend: fresh source ports each round (a port sent
     // before is a known flow, not a new one) until top flags it.
-    let skewed = ports_to(vip, vip.backend_ids[0], 6000);
+    let skewed = ports_to(&vip, vip.backend_ids[0], 6000);
     let mut rounds = skewed.chunks(100);
     let deadline = Instant::now() + PATIENCE;
     while !tmux.screen(false).contains("SKEW over") {
