@@ -240,6 +240,37 @@ pub struct Detector {
     /// VIP's window starts again, so flows counted under the old table are not judged
     /// against the new one.
     expected: BTreeMap<String, Vec<(IpAddr, f64)>>,
+    /// Each VIP's last `few_healthy` message with the backends it was written for (how many,
+    /// and those down): while they stay, the message is not written again every sample.
+    few_healthy: BTreeMap<String, FewHealthy>,
+}
+
+/// A `few_healthy` message and what it says: the VIP's backend count and those not healthy.
+#[derive(Clone, Debug)]
+struct FewHealthy {
+    backends: usize,
+    down: Vec<IpAddr>,
+    message: String,
+}
+
+/// The `few_healthy` message of `vip`, which has `backends` backends, `down` of them not
+/// healthy.
+fn few_healthy_message(vip: &str, settings: &Settings, backends: usize, down: &[IpAddr]) -> String {
+    if backends == 0 {
+        return format!(
+            "vip {vip}: has no backends (at least {} healthy wanted): add backends to its \
+             config and apply it",
+            settings.min_healthy
+        );
+    }
+    let down: Vec<String> = down.iter().map(ToString::to_string).collect();
+    format!(
+        "vip {vip}: only {} of {backends} backends healthy (at least {} wanted), down: {}: \
+         check the backends and their health-check errors in the xlb log",
+        backends - down.len(),
+        settings.min_healthy,
+        down.join(", ")
+    )
 }
 
 /// One VIP over the window, as the newest sample and the counters' growth show it.
@@ -279,6 +310,7 @@ impl Detector {
             samples: VecDeque::new(),
             firing: BTreeMap::new(),
             expected: BTreeMap::new(),
+            few_healthy: BTreeMap::new(),
         }
     }
 
@@ -319,6 +351,8 @@ impl Detector {
         }
         self.expected
             .retain(|name, _| sample.iter().any(|vip| vip.vip == *name));
+        self.few_healthy
+            .retain(|name, _| self.expected.contains_key(name));
         self.samples.push_back((now, counters));
         while let Some((taken, _)) = self.samples.front()
             && now.saturating_duration_since(*taken) > self.settings.window
@@ -394,31 +428,32 @@ impl Detector {
     }
 
     /// The alerts `window` of `vip` calls for.
-    fn judge(&self, vip: &str, window: &Window) -> Vec<Alert> {
-        let settings = &self.settings;
+    fn judge(&mut self, vip: &str, window: &Window) -> Vec<Alert> {
+        let settings = self.settings;
         let mut alerts = Vec::new();
         let healthy = window.healthy();
         if (healthy as u64) < u64::from(settings.min_healthy) {
-            let down: Vec<String> = window
+            let down: Vec<IpAddr> = window
                 .backends
                 .iter()
                 .filter(|(b, _)| !b.healthy)
-                .map(|(b, _)| b.backend.to_string())
+                .map(|(b, _)| b.backend)
                 .collect();
-            let message = if window.backends.is_empty() {
-                format!(
-                    "vip {vip}: has no backends (at least {} healthy wanted): add backends to \
-                     its config and apply it",
-                    settings.min_healthy
-                )
-            } else {
-                format!(
-                    "vip {vip}: only {healthy} of {} backends healthy (at least {} wanted), \
-                     down: {}: check the backends and their health-check errors in the xlb log",
-                    window.backends.len(),
-                    settings.min_healthy,
-                    down.join(", ")
-                )
+            let backends = window.backends.len();
+            let message = match self.few_healthy.get(vip) {
+                Some(seen) if seen.backends == backends && seen.down == down => {
+                    seen.message.clone()
+                }
+                _ => {
+                    let message = few_healthy_message(vip, &self.settings, backends, &down);
+                    let seen = FewHealthy {
+                        backends,
+                        down,
+                        message: message.clone(),
+                    };
+                    self.few_healthy.insert(vip.to_owned(), seen);
+                    message
+                }
             };
             alerts.push(alert(AlertKind::FewHealthy, vip, None, message));
         }
@@ -710,6 +745,43 @@ mod tests {
         );
         let cleared = detector.observe(start + Duration::from_secs(2), &all_up([0; 3]));
         assert_eq!(kinds(&cleared), [(AlertKind::FewHealthy, None, false)]);
+    }
+
+    /// Test that a firing few_healthy alert keeps naming the backends down now: the message
+    /// kept while they stay is written again when another one goes down.
+    #[test]
+    fn few_healthy_message_follows_the_backends_down() {
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut detector = Detector::new(Settings {
+            min_healthy: 3,
+            ..settings()
+        });
+        let message = |detector: &Detector| {
+            let firing = detector.firing();
+            assert_eq!(kinds(&firing), [(AlertKind::FewHealthy, None, true)]);
+            firing[0].message.clone()
+        };
+        detector.observe(at(0), &sample([0; 3], [true, false, true]));
+        assert_eq!(
+            message(&detector),
+            "vip 198.18.1.10:80/tcp: only 2 of 3 backends healthy (at least 3 wanted), down: \
+             198.18.0.11: check the backends and their health-check errors in the xlb log"
+        );
+        detector.observe(at(1), &sample([0; 3], [true, false, true]));
+        assert!(message(&detector).contains("only 2 of 3 backends healthy"));
+        assert_eq!(
+            detector.observe(at(2), &sample([0; 3], [false, false, true])),
+            [],
+            "still firing: no transition"
+        );
+        assert!(
+            message(&detector).contains(
+                "only 1 of 3 backends healthy (at least 3 wanted), down: 198.18.0.10, 198.18.0.11"
+            ),
+            "{}",
+            message(&detector)
+        );
     }
 
     /// Test that below min_new_flows in the window a lopsided split raises no share alert,

@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend, BackendCounter, Event, Vip, VipKey, map_names, meta::Meta, service::VIP_FORWARD_IPIP,
+    Backend, BackendCounter, Event, Verdict, Vip, VipKey, map_names, meta::Meta,
+    service::VIP_FORWARD_IPIP,
 };
 
 use crate::{
@@ -47,6 +48,10 @@ pub struct Shares {
     /// The VIP and backend entries last read, reused while the live generation stays (every
     /// change through xlb moves it): 100,000 backend entries are not copied out each second.
     snapshot: Option<Snapshot>,
+    /// Each backend's new flows (by id), with the packets transmitted in all when they were
+    /// read: every packet steered to a backend is one of those, so while that total stays,
+    /// no backend counter moved and the whole per-CPU map is not read again.
+    new_flows: Option<(u64, Vec<u64>)>,
 }
 
 /// The samples the skew and flood detectors take from one reading.
@@ -105,16 +110,10 @@ impl Shares {
         healthy: impl Fn(&VipKey, IpAddr, BackendState) -> bool,
     ) -> anyhow::Result<Reading> {
         self.count_changed(maps, snapshot, capacity)?;
-        let new_flows =
-            batch::per_cpu_sums(maps, map_names::BACKEND_STATS, |sum, c: &BackendCounter| {
-                sum.new_flows += c.new_flows;
-            })
-            .context("reading the backend counters")?;
-        let evicted_proven = Totals::read(maps)?
-            .events
-            .iter()
-            .find(|(event, _)| *event == Event::FlowEvictedProven)
-            .map_or(0, |(_, counter)| counter.packets);
+        let totals = Totals::read(maps)?;
+        let evicted_proven = totals.event(Event::FlowEvictedProven).packets;
+        self.read_new_flows(maps, totals.verdict(Verdict::Tx).packets)?;
+        let new_flows: &[u64] = self.new_flows.as_ref().map_or(&[], |(_, flows)| flows);
         let mut reading = Reading {
             skew: Vec::with_capacity(snapshot.vips.len()),
             flood: flood::Sample {
@@ -133,9 +132,7 @@ impl Shares {
                     let address = live_address(backend);
                     BackendSample {
                         backend: address,
-                        new_flows_total: new_flows
-                            .get(*id as usize)
-                            .map_or(0, |counter| counter.new_flows),
+                        new_flows_total: new_flows.get(*id as usize).copied().unwrap_or(0),
                         expected_share,
                         healthy: healthy(key, address, BackendState::of(backend)),
                         server,
@@ -155,6 +152,30 @@ impl Shares {
             });
         }
         Ok(reading)
+    }
+
+    /// Each backend's new-flow counter, summed over CPUs, into `new_flows`; read again only when `transmitted`
+    /// (the packets the program transmitted in all) moved since the last read.
+    fn read_new_flows(
+        &mut self,
+        maps: &(impl crate::maps::Maps + ?Sized),
+        transmitted: u64,
+    ) -> anyhow::Result<()> {
+        let kept = self.new_flows.take().filter(|(at, _)| *at == transmitted);
+        let new_flows = match kept {
+            Some(kept) => kept,
+            None => {
+                let sums = batch::per_cpu_sums(
+                    maps,
+                    map_names::BACKEND_STATS,
+                    |sum, c: &BackendCounter| sum.new_flows += c.new_flows,
+                )
+                .context("reading the backend counters")?;
+                (transmitted, sums.iter().map(|c| c.new_flows).collect())
+            }
+        };
+        self.new_flows = Some(new_flows);
+        Ok(())
     }
 
     /// Counts the live tables of the VIPs that are new or whose entries changed, and drops the
