@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use aya::{Ebpf, EbpfLoader, maps::MapInfo, programs::Xdp};
+use aya_obj::generated::{BPF_F_RDONLY, BPF_F_WRONLY};
 use lb_common::{FLOW_SETS_GLOBAL, map_names};
 
 /// The ELF bytes of the xlb XDP program built by build.rs, aligned for the ELF parser.
@@ -73,6 +74,69 @@ pub fn load_sized(object: &[u8], name: &str, capacities: &[(&str, u32)]) -> anyh
         .load()
         .with_context(|| format!("the kernel verifier rejected XDP program `{name}`"))?;
     Ok(ebpf)
+}
+
+/// A pinned map that `object` defines otherwise, e.g. one an older xlb created without a flag
+/// the program now asks for: the kernel cannot change a map's type, key or value size or
+/// flags, so it cannot be adopted, only replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redefined {
+    /// The map's name (one of [`map_names::XLB`]).
+    pub map: &'static str,
+    /// The first property that differs: `map_type`, `key_size`, `value_size` or `map_flags`.
+    pub property: &'static str,
+    /// Its value in the pinned map.
+    pub pinned: u32,
+    /// Its value in the object.
+    pub wanted: u32,
+}
+
+/// The maps of `names` pinned under `pin_path` whose definition differs from `object`'s, by
+/// the properties aya checks before it reuses a pin. Size is not one of them: an adopted map
+/// keeps its size (see [`load_pinned`]).
+pub fn redefined_maps(
+    object: &[u8],
+    names: &[&'static str],
+    pin_path: &Path,
+) -> anyhow::Result<Vec<Redefined>> {
+    let parsed = aya_obj::Object::parse(object).context("parsing the embedded XDP object")?;
+    // Access modes describe a descriptor, not the map: aya masks them too.
+    let access = BPF_F_RDONLY | BPF_F_WRONLY;
+    let mut redefined = Vec::new();
+    for &map in names {
+        let path = pin_path.join(map);
+        if !path.exists() {
+            continue;
+        }
+        let wanted = parsed
+            .maps
+            .get(map)
+            .with_context(|| format!("the XDP object has no map `{map}`"))?;
+        let pinned = MapInfo::from_pin(&path)
+            .with_context(|| format!("reading the definition of the pinned {}", path.display()))?;
+        let pinned_type = pinned.map_type().map_or(u32::MAX, |kind| kind as u32);
+        let differs = [
+            ("map_type", pinned_type, wanted.map_type()),
+            ("key_size", pinned.key_size(), wanted.key_size()),
+            ("value_size", pinned.value_size(), wanted.value_size()),
+            (
+                "map_flags",
+                pinned.map_flags() & !access,
+                wanted.map_flags() & !access,
+            ),
+        ]
+        .into_iter()
+        .find(|(_, pinned, wanted)| pinned != wanted);
+        if let Some((property, pinned, wanted)) = differs {
+            redefined.push(Redefined {
+                map,
+                property,
+                pinned,
+                wanted,
+            });
+        }
+    }
+    Ok(redefined)
 }
 
 /// Like [`load_sized`], with every map of `names` pinned by name under `pin_path`: a map

@@ -25,7 +25,7 @@ use crate::{
     daemon::{Daemon, Signals, Stopped},
     exit,
     maps::{Maps, array},
-    object,
+    object::{self, Redefined},
     owner::Owner,
     pins,
     rollout::{self, Desired},
@@ -105,10 +105,14 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     // A pinned program of another capacity: its sized maps are replaced (new ones, filled by
     // the apply below, pinned once the new program has taken over), every other map adopted.
     let resized = Capacity::pinned(pin_path)?.filter(|pinned| *pinned != model.capacity);
-    let adopted: Vec<&str> = map_names::XLB
-        .into_iter()
-        .filter(|name| resized.is_none() || !SIZED_MAPS.contains(name))
-        .collect();
+    // Pinned maps an older xlb defined otherwise (type, key or value size, flags) are replaced
+    // the same way.
+    let redefined = object::redefined_maps(object::XDP_OBJECT, &map_names::XLB, pin_path)?;
+    let (replaced, adopted): (Vec<&str>, Vec<&str>) =
+        map_names::XLB.into_iter().partition(|name| {
+            (resized.is_some() && SIZED_MAPS.contains(name))
+                || redefined.iter().any(|map| map.map == *name)
+        });
     let mut ebpf =
         object::load_pinned(object::XDP_OBJECT, PROGRAM_NAME, &sizes, &adopted, pin_path)?;
     let adopted_sets = Array::<_, FlowSet>::try_from(Maps::map(&ebpf, map_names::FLOWS)?)
@@ -170,9 +174,12 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     }
     if adopting {
         pins::upgrade(&mut ebpf, PROGRAM_NAME, pin_path)?;
+        pins::replace_maps(&ebpf, &replaced, pin_path)?;
         if let Some(pinned) = resized {
-            pins::replace_maps(&ebpf, &SIZED_MAPS, pin_path)?;
             println!("{}", capacity_changed(&pinned, &model.capacity));
+        }
+        if !redefined.is_empty() {
+            println!("{}", redefined_replaced(&redefined));
         }
         println!(
             "xlb: adopted the data plane pinned under {} on {interface}: program replaced \
@@ -189,10 +196,7 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
         )?;
         // The link pin goes last: its presence means xlb is configured and attached.
         if let Err(err) = record_attachment(&mut ebpf, mode, attached.ifindex, interface)
-            .and_then(|()| match resized {
-                Some(_) => pins::replace_maps(&ebpf, &SIZED_MAPS, pin_path),
-                None => Ok(()),
-            })
+            .and_then(|()| pins::replace_maps(&ebpf, &replaced, pin_path))
             .and_then(|()| pins::pin_program_and_link(&mut ebpf, PROGRAM_NAME, link, pin_path))
         {
             // Nothing half-done stays behind: without its pins the program detaches on exit.
@@ -251,6 +255,36 @@ fn capacity_changed(pinned: &Capacity, wanted: &Capacity) -> String {
          they stay on their backends) and the per-reason and per-event counters; per-VIP and \
          per-backend counters start again from zero",
         wanted.memory_here()
+    )
+}
+
+/// What replacing the maps an older xlb defined otherwise did, and what each replacement means
+/// (README, "Capacity").
+fn redefined_replaced(redefined: &[Redefined]) -> String {
+    let maps = redefined
+        .iter()
+        .map(|map| {
+            let meaning = match map.map {
+                map_names::FLOWS => {
+                    "established flows re-resolve through the tables, which are the same for \
+                     the same config, so they stay on their backends"
+                }
+                map_names::REASONS
+                | map_names::EVENTS
+                | map_names::VIP_STATS
+                | map_names::BACKEND_STATS => "its counters start again from zero",
+                _ => "written afresh from the config",
+            };
+            format!(
+                "{} ({} {} here, {} wanted): {meaning}",
+                map.map, map.property, map.pinned, map.wanted
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "xlb: maps pinned by an older xlb are defined otherwise and were replaced by new ones, \
+         filled by this apply and pinned once the new program took over: {maps}"
     )
 }
 

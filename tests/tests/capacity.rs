@@ -1,17 +1,23 @@
 //! The program's capacity (`[capacity]`): `xlb run` loads what the config asks for, refuses a
 //! config beyond it, and a restart with another capacity replaces the sized maps while keeping
 //! the flow table and the per-reason counters; `plan` and `apply` refuse a config the running
-//! program cannot hold, naming the field to raise.
+//! program cannot hold, naming the field to raise. A pinned map an older xlb defined
+//! otherwise (flags, key or value size) is replaced the same way, with traffic flowing.
 
 use std::{
     path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use aya::maps::MapInfo;
 use lb_common::map_names;
 use xlb_tests::{
-    daemon_lab::host_verb, live::LiveXlb, netns::Lab, require_privileges, run_lab::RunLab,
+    daemon_lab::{DaemonLab, host_verb},
+    live::LiveXlb,
+    netns::Lab,
+    require_privileges,
+    run_lab::RunLab,
 };
 
 /// A config of `vips` dsr VIPs (198.18.1.10, ports 1000..) of two backends each, with
@@ -205,4 +211,64 @@ fn plan_and_apply_refuse_a_config_the_running_program_cannot_hold() {
     );
     let (_, status) = live.xlb_json(&["status"]);
     assert_eq!(status["generation"], 1, "nothing changed: {status}");
+}
+
+/// Test that `xlb run` over a data plane whose pinned flow table an older xlb created without
+/// the flags the program now asks for (an array of the same key and value size and entries,
+/// flags 0, made with bpftool) adopts it: it says it replaced the flow table and what that
+/// means, connections to the VIP still reach every backend, and the flow table pinned now has
+/// the flags the object's map has.
+#[test]
+fn run_replaces_a_pinned_map_an_older_xlb_defined_otherwise() {
+    require_privileges!();
+    let mut lab = DaemonLab::new("olderflags", 2).expect("lab");
+    lab.start_daemon().expect("xlb run");
+    lab.signal_daemon(libc::SIGTERM).expect("SIGTERM");
+    let stopped = lab
+        .wait_daemon_exit(Duration::from_secs(20))
+        .expect("xlb run stops");
+    assert!(stopped.success(), "{stopped}: {}", lab.daemon_log());
+    let flows = lab.pin_path.join(map_names::FLOWS);
+    let wanted = MapInfo::from_pin(&flows).expect("the pinned flow table");
+    assert_ne!(wanted.map_flags(), 0, "the object's flow table has flags");
+
+    // The older xlb's flow table: the same layout without the flags. The test process is in
+    // the host's mount namespace, so bpftool sees the pins (`ip netns exec` would hide them).
+    std::fs::remove_file(&flows).expect("remove the flow table pin");
+    let created = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&flows)
+        .args(["type", "array", "key", "4", "value"])
+        .arg(wanted.value_size().to_string())
+        .arg("entries")
+        .arg(wanted.max_entries().to_string())
+        .args(["name", map_names::FLOWS])
+        .status()
+        .expect("bpftool");
+    assert!(created.success(), "bpftool map create: {created}");
+    let older = MapInfo::from_pin(&flows).expect("the older flow table");
+    assert_eq!(older.map_flags(), 0);
+
+    lab.start_daemon()
+        .expect("xlb run over the older flow table");
+    let log = lab.daemon_log();
+    assert!(
+        log.contains("adopted the data plane")
+            && log.contains(&format!(
+                "{} (map_flags 0 here, {} wanted): established flows re-resolve",
+                map_names::FLOWS,
+                wanted.map_flags()
+            )),
+        "{log}"
+    );
+    let answered = lab
+        .ask_many(100, Duration::from_secs(60))
+        .expect("connections to the VIP");
+    assert!(
+        answered.iter().all(|&count| count > 0),
+        "every backend answers: {answered:?}"
+    );
+    let now = MapInfo::from_pin(&flows).expect("the new flow table");
+    assert_ne!(now.id(), older.id(), "the older flow table was replaced");
+    assert_eq!(now.map_flags(), wanted.map_flags(), "{log}");
 }
