@@ -19,8 +19,8 @@ use serde::{Serialize, Serializer};
 use crate::{
     capacity::Capacity,
     config::{self, Diagnostic, Environment, Model},
-    diff::{self, Change, Setting, SettingDiff, VipDiff},
-    effect, exit,
+    diff::{self, Change, Setting, SettingDiff, VipDiff, effect},
+    exit,
     live::{BackendState, Snapshot},
     maglev,
     maps::Maps,

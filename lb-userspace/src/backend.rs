@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     capacity::Capacity,
-    control, effect, exit,
+    control,
+    diff::effect,
+    exit,
     live::Snapshot,
     maps::Maps,
     owner::{self, Writer},

@@ -138,7 +138,7 @@ impl Alarm {
 
 impl fmt::Display for Alarm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pct = |x: f64| crate::effect::percent(x, 0);
+        let pct = |x: f64| crate::diff::effect::percent(x, 0);
         match self {
             Alarm::Concentrated {
                 vip,
@@ -383,12 +383,12 @@ pub fn render_slice(view: &SliceView) -> String {
     let backends: Vec<String> = view
         .backends
         .iter()
-        .map(|(address, share)| format!("{address} {}", crate::effect::percent(*share, 1)))
+        .map(|(address, share)| format!("{address} {}", crate::diff::effect::percent(*share, 1)))
         .collect();
     format!(
         "  {}: {} of all new flows move; the slice sees {}\n",
         view.vip,
-        crate::effect::percent(view.moved_share, 1),
+        crate::diff::effect::percent(view.moved_share, 1),
         backends.join(", ")
     )
 }

@@ -18,8 +18,6 @@ pub mod decap;
 pub mod diff;
 pub mod doctor;
 pub mod down;
-// The effect model lives beside the diff; this keeps its short path for the verbs using it.
-pub use diff::effect;
 pub mod ethtool;
 pub mod exit;
 pub mod explain;

@@ -11,7 +11,7 @@
 //! The sample flows come from random clients, or from real ones (`--clients`, `--pcap`): with
 //! `hash = "source"` a VIP's spread follows its clients, and only a sample of the real ones
 //! shows a service behind a few NAT addresses landing on a few servers. Where the kernel sent
-//! the sample is reported per physical server ([`crate::effect`]); all of it on one server is
+//! the sample is reported per physical server ([`crate::diff::effect`]); all of it on one server is
 //! an outage. The plan fails (exit 1) when `apply` with the same options would refuse.
 //!
 //! `--output json` prints one [`PlanReport`]: `file`, `code` (the exit code), `valid`,

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::{
     config::{Alerts, Forwarding},
-    effect::{self, Entry},
+    diff::effect::{self, Entry},
     stats::{self, BackendStats, Stats, VipStats},
 };
 
@@ -108,7 +108,7 @@ pub struct BackendSample {
     /// As the daemon judges it (health check up; whether drained backends count is its call).
     pub healthy: bool,
     /// The physical server it reaches (the first address of its server, see
-    /// [`crate::effect::servers`]): entries of one server are judged together.
+    /// [`crate::diff::effect::servers`]): entries of one server are judged together.
     pub server: IpAddr,
 }
 

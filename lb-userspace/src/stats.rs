@@ -14,7 +14,7 @@ use crate::{
     batch,
     capacity::Capacity,
     counters::Totals,
-    effect,
+    diff::effect,
     live::BackendState,
     live::Snapshot,
     maps::Maps,

@@ -12,7 +12,7 @@ use lb_userspace::{
     apply::{Options, apply_file},
     capacity::Capacity,
     config::HostEnvironment,
-    effect,
+    diff::effect,
     live::Snapshot,
     pins::Live,
     plan::{Change, DEFAULT_SEED, PlanReport, Sample, VipPlan, plan_file},

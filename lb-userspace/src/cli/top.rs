@@ -19,7 +19,8 @@ use ratatui::{
 };
 
 use lb_userspace::{
-    effect, exit,
+    diff::effect,
+    exit,
     live::BackendState,
     maps::Maps,
     pins,

@@ -57,15 +57,15 @@ pub(super) struct SideBackend {
 
 impl Side {
     /// Where this side's table sends new flows, by physical server.
-    pub fn effect(&self) -> crate::effect::Effect {
-        let entries: Vec<crate::effect::Entry> = self
+    pub fn effect(&self) -> crate::diff::effect::Effect {
+        let entries: Vec<crate::diff::effect::Entry> = self
             .backends
             .iter()
-            .map(|b| crate::effect::Entry::new(b.address, b.mac))
+            .map(|b| crate::diff::effect::Entry::new(b.address, b.mac))
             .collect();
-        crate::effect::Effect::of(
+        crate::diff::effect::Effect::of(
             &entries,
-            crate::effect::forwarding(&self.vip),
+            crate::diff::effect::forwarding(&self.vip),
             self.owners.iter().copied(),
         )
     }
@@ -324,7 +324,7 @@ pub(super) fn vip_plan(
                     "the live table sends {} of new flows elsewhere than the one this config \
                      builds (changed outside xlb?): an apply leaves it, as the VIP's entries \
                      are what the config wants; `xlb audit` reports it",
-                    crate::effect::percent(share, 1)
+                    crate::diff::effect::percent(share, 1)
                 ));
             }
             (Some(0.0), false)

@@ -359,7 +359,7 @@ fn columns(rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
 }
 
 fn percent(share: f64) -> String {
-    crate::effect::percent(share, 1)
+    crate::diff::effect::percent(share, 1)
 }
 
 fn plural(n: usize, word: &str) -> String {

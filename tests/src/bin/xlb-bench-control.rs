@@ -17,7 +17,8 @@ use anyhow::{Context as _, ensure};
 use lb_common::{Config, PROGRAM_NAME};
 use lb_userspace::{
     capacity::Capacity,
-    effect, maglev, object,
+    diff::effect,
+    maglev, object,
     rollout::{self, Desired, DesiredBackend, DesiredVip},
     steering,
 };

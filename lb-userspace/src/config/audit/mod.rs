@@ -39,7 +39,7 @@ use super::model::{
 use super::rules::*;
 use crate::{
     capacity::Capacity,
-    effect::{self, Effect, Entry, SameServer},
+    diff::effect::{self, Effect, Entry, SameServer},
     maglev::is_prime,
 };
 
