@@ -49,14 +49,7 @@ pub fn audit_with_peers(
                 .extend(compare_peer(&ours.vips, &theirs.vips, peer));
             report.peers.push(peer.display().to_string());
         }
-        report.drift = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Drift)
-            .count();
-        report.notes = report.findings.len() - report.drift;
-        report.ok = report.drift == 0;
-        report.code = if report.ok { exit::OK } else { exit::INVALID };
+        report.tally();
     }
     Ok(report)
 }
@@ -83,6 +76,20 @@ pub struct Report {
     /// [`exit::UNREADABLE`] (the config cannot be read).
     #[serde(rename = "exit_code")]
     pub code: u8,
+}
+
+impl Report {
+    /// Counts the findings into drift and notes and sets the verdict and exit code from them.
+    fn tally(&mut self) {
+        self.drift = self
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Drift)
+            .count();
+        self.notes = self.findings.len() - self.drift;
+        self.ok = self.drift == 0;
+        self.code = if self.ok { exit::OK } else { exit::INVALID };
+    }
 }
 
 /// One difference between the maps and what they should hold.
@@ -262,14 +269,7 @@ pub fn audit(
     for finding in &mut report.findings {
         finding.vip_name = finding.vip.as_deref().and_then(|vip| names.name_of(vip));
     }
-    report.drift = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Drift)
-        .count();
-    report.notes = report.findings.len() - report.drift;
-    report.ok = report.drift == 0;
-    report.code = if report.ok { exit::OK } else { exit::INVALID };
+    report.tally();
     Ok(report)
 }
 
