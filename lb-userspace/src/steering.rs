@@ -159,21 +159,19 @@ pub fn map_tables<R: Send>(
     })?
 }
 
-/// Runs `f` on the slot map's memory from the page holding the first slot of `spans` (base,
-/// len) to the page holding their last, every slot as one u32; `f` gets the slots and the
-/// index of the first one (`origin`). Nothing is mapped for no spans.
+/// Runs `f` on the slot map's memory from the first slot of `spans` (base, len) to their last,
+/// every slot as one u32; `f` gets the slots and the index of the first one (`origin`).
+/// Nothing is mapped for no spans.
 fn with_slots<R>(
     maps: &(impl Maps + ?Sized),
     spans: &[(u32, u32)],
     f: impl FnOnce(&mut [u32], usize) -> R,
 ) -> anyhow::Result<R> {
-    const PAGE: usize = 4096;
-    const PAGE_SLOTS: usize = PAGE / size_of::<u32>();
     let name = map_names::MAGLEV;
     let Map::Array(data) = maps.map(name)? else {
         bail!("map {name} is not an array");
     };
-    let Some(low) = spans.iter().map(|&(base, _)| base as usize).min() else {
+    let Some(origin) = spans.iter().map(|&(base, _)| base as usize).min() else {
         return Ok(f(&mut [], 0));
     };
     let chunks = data
@@ -181,46 +179,30 @@ fn with_slots<R>(
         .context("reading the slot map's size")?
         .max_entries() as usize;
     let slots = chunks * MAGLEV_CHUNK_SLOTS as usize;
+    if origin >= slots {
+        bail!("slot {origin} lies outside {name} ({slots} slots)");
+    }
     let high = spans
         .iter()
         .map(|&(base, len)| base as usize + len as usize)
         .max()
-        .unwrap_or(low)
-        .min(slots);
-    let origin = low / PAGE_SLOTS * PAGE_SLOTS;
-    if origin >= slots {
-        bail!("slot {low} lies outside {name} ({slots} slots)");
-    }
-    let mapped = high.max(origin + 1).div_ceil(PAGE_SLOTS) * PAGE_SLOTS - origin;
-    let len = mapped * size_of::<u32>();
+        .unwrap_or(origin)
+        .clamp(origin + 1, slots);
+    let shown = high - origin;
     // SAFETY: mapping a BPF_F_MMAPABLE array map's fd shared and writable is how the kernel
-    // exposes its memory; the range lies within the map's pages (`high` is capped at its
-    // size) and starts on a page boundary.
-    let memory = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            data.fd().as_fd().as_raw_fd(),
-            (origin * size_of::<u32>()) as libc::off_t,
-        )
-    };
-    if memory == libc::MAP_FAILED {
-        let err = std::io::Error::last_os_error();
-        bail!("memory-mapping {name} failed: {err} (is it BPF_F_MMAPABLE?)");
+    // exposes its memory; the range lies within the map (`high` is capped at its size), and
+    // the kernel is the only other party writing it, one aligned u32 slot at a time.
+    let mut memory = unsafe {
+        memmap2::MmapOptions::new()
+            .offset((origin * size_of::<u32>()) as u64)
+            .len(shown * size_of::<u32>())
+            .map_mut(data.fd().as_fd().as_raw_fd())
     }
-    // The last page may run past the map's last slot: only whole slots of the map are shown.
-    let shown = mapped.min(slots - origin);
-    // SAFETY: the mapping holds `mapped` >= `shown` u32 values and stays mapped until munmap
-    // below.
-    let result = f(
-        unsafe { std::slice::from_raw_parts_mut(memory.cast::<u32>(), shown) },
-        origin,
-    );
-    // SAFETY: unmapping exactly what was mapped; no reference into it outlives `f`.
-    unsafe { libc::munmap(memory, len) };
-    Ok(result)
+    .with_context(|| format!("memory-mapping {name} failed (is it BPF_F_MMAPABLE?)"))?;
+    // SAFETY: the mapping holds `shown` u32 values from an offset that is a multiple of 4 in a
+    // page-aligned mapping, so the pointer is aligned; it stays mapped while `memory` lives.
+    let slots = unsafe { std::slice::from_raw_parts_mut(memory.as_mut_ptr().cast::<u32>(), shown) };
+    Ok(f(slots, origin))
 }
 
 /// Creates or replaces the VIP `key`. Replacing is atomic for packets: this is how a table
