@@ -33,6 +33,7 @@ pub mod netdev;
 pub mod notify;
 pub mod object;
 pub mod owner;
+pub mod parallel;
 pub mod pins;
 pub mod plan;
 pub mod privilege;

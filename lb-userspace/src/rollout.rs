@@ -682,37 +682,10 @@ type Build = (usize, Vec<(u32, u32, IpAddr)>, u32);
 /// The tables of `builds` (index, eligible backends, size), on as many threads as the host has
 /// CPUs: each table depends on its own inputs only.
 fn build_tables(builds: &[Build]) -> Vec<anyhow::Result<Vec<u32>>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    if builds.len() < 2 || threads < 2 {
-        return builds
-            .iter()
-            .map(|(_, eligible, size)| build_table(eligible, *size))
-            .collect();
-    }
-    let chunk = builds.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = builds
-            .chunks(chunk)
-            .map(|part| {
-                let worker = scope.spawn(move || {
-                    part.iter()
-                        .map(|(_, eligible, size)| build_table(eligible, *size))
-                        .collect::<Vec<_>>()
-                });
-                (part.len(), worker)
-            })
-            .collect();
-        // One result per build, in order, whatever happens to a worker.
-        workers
-            .into_iter()
-            .flat_map(|(len, worker)| {
-                worker.join().unwrap_or_else(|_| {
-                    (0..len)
-                        .map(|_| Err(anyhow::anyhow!("a table build panicked")))
-                        .collect()
-                })
-            })
-            .collect()
+    crate::parallel::map(builds, |(_, eligible, size)| {
+        // One result per build, in order, whatever happens to another build.
+        std::panic::catch_unwind(|| build_table(eligible, *size))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a table build panicked")))
     })
 }
 

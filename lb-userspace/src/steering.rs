@@ -137,25 +137,7 @@ pub fn map_tables<R: Send>(
                 Ok((i, table))
             })
             .collect::<anyhow::Result<_>>()?;
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let chunk = tables.len().div_ceil(threads).max(1);
-        let f = &f;
-        Ok(std::thread::scope(|scope| {
-            let workers: Vec<_> = tables
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|&(i, t)| f(i, t)).collect::<Vec<R>>())
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-                })
-                .collect()
-        }))
+        Ok(crate::parallel::map(&tables, |&(i, t)| f(i, t)))
     })?
 }
 

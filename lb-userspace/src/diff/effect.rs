@@ -377,18 +377,19 @@ pub fn worse_concentration<'a>(
         .then_some(server)
 }
 
-/// The Maglev table of `backends` (address, weight) in `size` slots, as an apply builds it: the
-/// owner of each slot as an index into `backends`, `None` everywhere when no backend weighs
-/// more than 0. Backends of weight 0 get no slot; others may get none too when the table is
-/// too small for their weight (Maglev apportions slots by weight).
-pub fn table(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<Option<usize>>, MaglevError> {
-    Ok(match weighted_table(backends, size)? {
-        Some(WeightedTable { table, members }) => table
-            .into_iter()
-            .map(|member| Some(members[member as usize]))
-            .collect(),
-        None => vec![None; size as usize],
-    })
+/// The slots of each of `backends` (address, weight) in the Maglev table of `size` slots an
+/// apply builds, counted from the builder's table (a table of owners would cost 1 MiB more per
+/// 65,537 slots); all 0 when no backend weighs more than 0. Backends of weight 0 get no slot;
+/// others may get none too when the table is too small for their weight (Maglev apportions
+/// slots by weight).
+pub fn slot_counts(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<u64>, MaglevError> {
+    let mut counts = vec![0; backends.len()];
+    if let Some(WeightedTable { table, members }) = weighted_table(backends, size)? {
+        for member in table {
+            counts[members[member as usize]] += 1;
+        }
+    }
+    Ok(counts)
 }
 
 /// A Maglev table as the builder returns it, over the backends that weigh more than 0.
@@ -512,17 +513,18 @@ mod tests {
     /// Test that a small table can leave a weighted backend without a slot, as the apply would
     /// build it, and that weight 0 never gets one.
     #[test]
-    fn table_quantises_weights() {
+    fn slot_counts_quantise_weights() {
         let a: IpAddr = "198.18.0.10".parse().unwrap();
         let b: IpAddr = "198.18.0.11".parse().unwrap();
         let c: IpAddr = "198.18.0.12".parse().unwrap();
-        let slots = table(&[(a, 1000), (b, 1), (c, 0)], 7).unwrap();
-        assert_eq!(slots.len(), 7);
-        assert!(slots.iter().all(|s| *s == Some(0)), "{slots:?}");
-        let even = table(&[(a, 1), (b, 1), (c, 0)], 101).unwrap();
-        assert!(even.contains(&Some(0)) && even.contains(&Some(1)));
-        assert!(!even.contains(&Some(2)));
-        assert_eq!(table(&[(a, 0)], 7).unwrap(), vec![None; 7]);
+        assert_eq!(
+            slot_counts(&[(a, 1000), (b, 1), (c, 0)], 7).unwrap(),
+            [7, 0, 0]
+        );
+        let even = slot_counts(&[(a, 1), (b, 1), (c, 0)], 101).unwrap();
+        assert!(even[0] > 0 && even[1] > 0 && even[2] == 0, "{even:?}");
+        assert_eq!(even.iter().sum::<u64>(), 101);
+        assert_eq!(slot_counts(&[(a, 0)], 7).unwrap(), [0]);
     }
 
     /// Test that percentages never round a share that is not whole to 100% or one that is not

@@ -23,7 +23,9 @@ impl Audit<'_> {
                 )
             })
             .collect();
-        for (i, spanned) in file.vip.iter().enumerate() {
+        // Building every VIP's table is most of a config's check: a thread per CPU.
+        let effects = crate::parallel::map(&file.vip, |vip| Self::table_effect(vip.get_ref()));
+        for (i, (spanned, effect)) in file.vip.iter().zip(effects).enumerate() {
             let vip = spanned.get_ref();
             let name = vip.name.get_ref().0.as_str();
             if let Some(&first) = names.get(name) {
@@ -63,6 +65,7 @@ impl Audit<'_> {
             models.push(self.vip(
                 i,
                 spanned,
+                effect,
                 &vip_addresses,
                 file.global.get_ref(),
                 thresholds,
@@ -75,6 +78,7 @@ impl Audit<'_> {
         &mut self,
         i: usize,
         spanned: &Spanned<VipFile>,
+        effect: Option<Effect>,
         vip_addresses: &[(IpAddr, &str)],
         global: &GlobalFile,
         thresholds: &AuditThresholds,
@@ -192,7 +196,7 @@ impl Audit<'_> {
                  (or --pcap CAPTURE) and then set source_hash_checked = true on the VIP",
             );
         }
-        self.weights(i, spanned, forwarding, &entries, thresholds);
+        self.weights(i, spanned, &entries, effect, thresholds);
         Some(VipModel {
             name: name.to_owned(),
             address,

@@ -10,8 +10,8 @@ impl Audit<'_> {
         &mut self,
         i: usize,
         spanned: &Spanned<VipFile>,
-        forwarding: Forwarding,
         entries: &[Entry],
+        effect: Option<Effect>,
         thresholds: &AuditThresholds,
     ) {
         let vip = spanned.get_ref();
@@ -50,19 +50,10 @@ impl Audit<'_> {
             return;
         }
         let size = maglev_size(vip);
-        let weighted: Vec<(IpAddr, u32)> = entries
-            .iter()
-            .zip(backends)
-            .map(|(entry, b)| (entry.address, weight(b.get_ref())))
-            .collect();
-        let owners = match effect::table(&weighted, size) {
-            Ok(owners) => owners,
-            // One weighted backend owns every slot of any table.
-            Err(_) if taking.len() == 1 => vec![Some(taking[0])],
-            // An unusable size or a repeated address is reported on its own.
-            Err(_) => return,
+        // An unusable size or a repeated address is reported on its own.
+        let Some(effect) = effect else {
+            return;
         };
-        let effect = Effect::of(entries, forwarding, owners);
         if let Some(server) = effect.all_on_one() {
             self.all_on_one(i, spanned, &effect, server, &taking, size);
             return;
@@ -140,6 +131,32 @@ impl Audit<'_> {
 
     /// XLB003: every new flow of VIP `i` would reach `server` although it names more backends;
     /// the finding says why (weights, one server written twice, or a table too small).
+    /// The effect of the table an apply would build for `vip` (what XLB001..XLB004 and XLB026
+    /// judge), `None` when no backend weighs more than 0 or the table cannot be built. Free of
+    /// `self` so that every VIP's table is built in parallel.
+    pub(super) fn table_effect(vip: &VipFile) -> Option<Effect> {
+        let entries: Vec<Entry> = vip.backend.iter().map(|b| entry(b.get_ref())).collect();
+        let weighted: Vec<(IpAddr, u32)> = entries
+            .iter()
+            .zip(&vip.backend)
+            .map(|(entry, b)| (entry.address, weight(b.get_ref())))
+            .collect();
+        let mut taking = (0..weighted.len()).filter(|&j| weighted[j].1 > 0);
+        let first = taking.next()?;
+        let counts = match effect::slot_counts(&weighted, maglev_size(vip)) {
+            Ok(counts) => counts,
+            // One weighted backend owns every slot of any table.
+            Err(_) if taking.next().is_none() => {
+                let mut counts = vec![0; weighted.len()];
+                counts[first] = 1;
+                counts
+            }
+            Err(_) => return None,
+        };
+        let forwarding = value(&vip.forwarding).unwrap_or_default();
+        Some(Effect::of_counts(&entries, forwarding, counts))
+    }
+
     fn all_on_one(
         &mut self,
         i: usize,
