@@ -131,18 +131,10 @@ fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>
     let no_backends = Vec::new();
     let wanted = desired.map_or(&no_backends, |vip| &vip.backends);
     let had = live.map_or(&no_backends, |vip| &vip.backends);
-    // The live backends by address, each list in live order: one lookup per desired backend
-    // (an apply diffs every VIP, up to thousands of backends each).
-    let mut unmatched: HashMap<IpAddr, VecDeque<usize>> = HashMap::new();
-    for (j, have) in had.iter().enumerate() {
-        unmatched.entry(have.address).or_default().push_back(j);
-    }
+    let pairs = live_matches(wanted, had);
     let mut matched = vec![false; had.len()];
     let mut backends = Vec::with_capacity(wanted.len());
-    for (i, want) in wanted.iter().enumerate() {
-        let j = unmatched
-            .get_mut(&want.address)
-            .and_then(VecDeque::pop_front);
+    for ((i, want), j) in wanted.iter().enumerate().zip(pairs) {
         if let Some(j) = j {
             matched[j] = true;
         }
@@ -211,6 +203,33 @@ fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>
         table_size,
         backends,
     }
+}
+
+/// The live backend each desired one matches, by address (each live one matched once, in live
+/// order). The same addresses in the same order, as an apply over its own last write finds
+/// them, pair by position; otherwise one lookup each (an apply diffs every VIP, up to thousands
+/// of backends each).
+fn live_matches(wanted: &[DesiredBackend], had: &[DesiredBackend]) -> Vec<Option<usize>> {
+    let same_order = wanted.len() == had.len()
+        && wanted
+            .iter()
+            .zip(had)
+            .all(|(want, have)| want.address == have.address);
+    if same_order {
+        return (0..wanted.len()).map(Some).collect();
+    }
+    let mut unmatched: HashMap<IpAddr, VecDeque<usize>> = HashMap::new();
+    for (j, have) in had.iter().enumerate() {
+        unmatched.entry(have.address).or_default().push_back(j);
+    }
+    wanted
+        .iter()
+        .map(|want| {
+            unmatched
+                .get_mut(&want.address)
+                .and_then(VecDeque::pop_front)
+        })
+        .collect()
 }
 
 /// The flags an apply writes for `want` over a live entry holding `live`: operator and health
