@@ -18,7 +18,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{
@@ -36,11 +36,11 @@ use socket2::SockRef;
 use crate::{
     connect::connect_from,
     demo, echo,
-    netns::{Ipv6, Lab, Netns, Star, Switch},
+    netns::{Ipv6, Lab, Netns},
+    network::{Balancers, Built, Network},
 };
 
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-pub const LB: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub use crate::network::{CLIENT_V4 as CLIENT, Host, LB_V4 as LB};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const VIP_PORT: u16 = 80;
 /// The VIP as the `xlb backend` verb and the metrics' `vip` label spell it.
@@ -61,33 +61,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// How long the daemon may take to attach (or adopt) and serve metrics.
 const DAEMON_READY: Duration = Duration::from_secs(15);
-
-/// One backend host.
-#[derive(Clone, Debug)]
-pub struct BackendHost {
-    /// `b{index}`: what its server answers.
-    pub name: String,
-    pub ns: Netns,
-    pub address: Ipv4Addr,
-    /// Its eth0's MAC, as `aa:bb:cc:dd:ee:ff`.
-    pub mac: String,
-}
-
-impl BackendHost {
-    /// Backend `index` on `ns`: 198.18.0.(10 + index)/24 on eth0, holding `vip` on lo.
-    pub fn set_up(ns: Netns, index: usize, vip: Ipv4Addr) -> anyhow::Result<BackendHost> {
-        let address = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
-        ns.addr("eth0", &format!("{address}/24"))?;
-        ns.hold_vips_on_lo(&[vip.into()])?;
-        let mac = ns.mac("eth0")?;
-        Ok(BackendHost {
-            name: format!("b{index}"),
-            ns,
-            address,
-            mac,
-        })
-    }
-}
 
 /// What one `xlb` verb printed and how it exited.
 #[derive(Clone, Debug)]
@@ -127,7 +100,7 @@ pub struct DaemonLab {
     pub client: Netns,
     pub lb: Netns,
     pub switch: Netns,
-    pub backends: Vec<BackendHost>,
+    pub backends: Vec<Host>,
     /// The daemon's pin directory (xlb creates it).
     pub pin_path: PathBuf,
     /// The daemon's config file.
@@ -150,23 +123,23 @@ impl DaemonLab {
         );
         let xlb = demo::xlb_binary()?;
         let mut lab = Lab::new(label)?;
-        let Star {
+        let net = Network {
+            ipv6: Ipv6::Off,
+            balancers: Balancers::One,
+            backends,
+            vips: &[IpAddr::V4(VIP)],
+            fabric_mtu: None,
+        }
+        .build(|name| lab.netns(name))?;
+        let mut passes = net.pass_xdp()?;
+        let Built {
             switch,
             client,
-            lb,
-            backends: hosts,
-        } = Star::build(|name| lab.netns(name), backends, Ipv6::Off)?;
-        client.addr("eth0", &format!("{CLIENT}/24"))?;
-        lb.addr("eth0", &format!("{LB}/24"))?;
-        client.ip(&["route", "add", &format!("{VIP}/32"), "via", &LB.to_string()])?;
-
-        let hosts_out = hosts
-            .into_iter()
-            .enumerate()
-            .map(|(index, ns)| BackendHost::set_up(ns, index, VIP))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-
-        let bridge_pass = Switch::pass_xdp(&switch, "lb")?;
+            mut balancers,
+            backends: hosts_out,
+            ..
+        } = net;
+        let lb = balancers.pop().context("one balancer")?.ns;
 
         let pin_path = lab.pin_dir("xlb")?;
         // The lab removes the directory on drop; xlb creates it itself.
@@ -187,7 +160,7 @@ impl DaemonLab {
         let mut daemon_lab = DaemonLab {
             servers,
             shared,
-            _bridge_pass: bridge_pass,
+            _bridge_pass: passes.pop().context("one balancer")?,
             client,
             lb,
             switch,
@@ -605,7 +578,7 @@ impl Stream {
 }
 
 struct Server {
-    host: BackendHost,
+    host: Host,
     listening: Option<Listening>,
 }
 
@@ -616,7 +589,7 @@ struct Listening {
 }
 
 impl Listening {
-    fn start(host: &BackendHost, shared: &Arc<echo::Shared>) -> anyhow::Result<Listening> {
+    fn start(host: &Host, shared: &Arc<echo::Shared>) -> anyhow::Result<Listening> {
         let listener = host
             .ns
             .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?

@@ -211,7 +211,7 @@ impl Burst {
 
 impl Drill {
     fn lb(&self) -> &Netns {
-        &self.running.topology.lb
+        self.running.topology.lb()
     }
 
     fn client(&self) -> &Netns {
@@ -223,7 +223,7 @@ impl Drill {
             .topology
             .backends
             .iter()
-            .find(|h| h.v4.to_string() == address)
+            .find(|h| h.address.to_string() == address)
             .map_or_else(|| address.to_owned(), |h| h.name.clone())
     }
 
@@ -250,7 +250,7 @@ impl Drill {
                  \x20   [vip.backend.health]\n    check = \"http\"\n    path = \"/\"\n\
                  \x20   interval_ms = {}\n    timeout_ms = 300\n    rise = {RISE}\n    \
                  fall = {FALL}\n",
-                host.v4,
+                host.address,
                 host.mac,
                 INTERVAL.as_millis()
             );
@@ -778,7 +778,7 @@ impl Drill {
             .clone();
         println!("\n{drained} serves {count} of them. Drain it:");
         self.xlb(
-            &["backend", "drain", VIP_SPEC, &host.v4.to_string()],
+            &["backend", "drain", VIP_SPEC, &host.address.to_string()],
             true,
             4,
         )?
@@ -880,7 +880,7 @@ impl Drill {
         ensure!(
             validate.code == Some(1)
                 && validate.stdout.contains("XLB005")
-                && validate.stdout.contains(&b1.v4.to_string()),
+                && validate.stdout.contains(&b1.address.to_string()),
             "xlb validate did not flag the shared MAC with XLB005 (exit {:?})",
             validate.code
         );
@@ -896,13 +896,13 @@ impl Drill {
 A maintenance round: take b1 and b2 out, one after the other."
         );
         let vip = VIP_SPEC;
-        let (a1, a2) = (b1.v4.to_string(), b2.v4.to_string());
+        let (a1, a2) = (b1.address.to_string(), b2.address.to_string());
         self.xlb(&["backend", "disable", vip, &a1], true, 2)?.ok()?;
         let refused = self.xlb(&["backend", "disable", vip, &a2], true, 4)?;
         ensure!(
             refused.code == Some(1)
                 && refused.stderr.contains("refused")
-                && refused.stderr.contains(&b0.v4.to_string()),
+                && refused.stderr.contains(&b0.address.to_string()),
             "disabling b2 too was not refused naming b0 (exit {:?})",
             refused.code
         );
@@ -949,8 +949,11 @@ The right order: b1 back first, then b2 out."
         );
 
         let good = std::fs::read_to_string(&self.config_path)?;
-        let from = format!("address = \"{}\"", self.running.topology.backends[2].v4);
-        let to = format!("address = \"{}", self.running.topology.backends[2].v4);
+        let from = format!(
+            "address = \"{}\"",
+            self.running.topology.backends[2].address
+        );
+        let to = format!("address = \"{}", self.running.topology.backends[2].address);
         ensure!(good.contains(&from), "no {from} in the config");
         let bad = good.replacen(&from, &to, 1);
         let path = path_str(&self.config_path)?.to_owned();

@@ -43,8 +43,9 @@ use lb_userspace::{
 use crate::{
     daemon_lab::{exited, xlb_verb},
     lab_site::{self, Site},
-    netns::{Ipv6, Netns, Star},
-    topology::{CLIENT_V4, CLIENT_V6, FABRIC_MTU, LB_V4, LB_V6, VIP_V4, VIP_V6},
+    netns::{Ipv6, Netns},
+    network::{Balancers, Built, CLIENT_V4, CLIENT_V6, Host, LB_V4, LB_V6, Network},
+    topology::{FABRIC_MTU, VIP_V4, VIP_V6},
 };
 
 /// The backends' weights, in every VIP: b2 should answer half of the requests.
@@ -189,47 +190,8 @@ impl Report {
     }
 }
 
-/// One backend host.
-#[derive(Clone, Debug)]
-pub struct Host {
-    /// `b{index}`: what its nginx answers.
-    pub name: String,
-    pub ns: Netns,
-    /// Its own addresses on eth0, where its nginx listens too (besides the VIPs).
-    pub v4: Ipv4Addr,
-    pub v6: Ipv6Addr,
-    /// Its eth0's MAC, as `aa:bb:cc:dd:ee:ff`.
-    pub mac: String,
-}
-
-impl Host {
-    /// Its address of `vip`'s family: what xlb's config names it by in that VIP.
-    pub fn address_for(&self, vip: IpAddr) -> IpAddr {
-        match vip {
-            IpAddr::V4(_) => IpAddr::V4(self.v4),
-            IpAddr::V6(_) => IpAddr::V6(self.v6),
-        }
-    }
-}
-
 /// The namespaces and links of the lab.
-pub struct Topology {
-    pub switch: Netns,
-    pub client: Netns,
-    pub lb: Netns,
-    pub backends: Vec<Host>,
-}
-
-impl Topology {
-    /// The names of all its namespaces.
-    pub fn namespaces(&self) -> Vec<String> {
-        [&self.switch, &self.client, &self.lb]
-            .into_iter()
-            .chain(self.backends.iter().map(|host| &host.ns))
-            .map(|ns| ns.name.clone())
-            .collect()
-    }
-}
+pub type Topology = Built;
 
 /// Runs the lab with the `xlb` binary `xlb`; prints what it does and finds as it goes.
 pub fn run(xlb: &Path, options: &Options) -> anyhow::Result<Report> {
@@ -347,11 +309,11 @@ pub fn start(site: &mut Site, xlb: &Path) -> anyhow::Result<Running> {
     let config_path = site.dir.join("xlb.toml");
     std::fs::write(&config_path, config_text(&pin_path, &topology.backends))
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let daemon = start_daemon(site, &topology.lb, xlb, &config_path, &pin_path)?;
+    let daemon = start_daemon(site, topology.lb(), xlb, &config_path, &pin_path)?;
     println!(
         "lab: xlb run --config {} in {} (pid {daemon}), pinned under {} ({:.1} s)",
         config_path.display(),
-        topology.lb.name,
+        topology.lb().name,
         pin_path.display(),
         step.elapsed().as_secs_f64()
     );
@@ -374,7 +336,7 @@ pub fn stop(site: &mut Site, xlb: &Path, running: &Running) -> anyhow::Result<St
         "xlb run exited with {status} when stopped; its log:\n{}",
         daemon_log(&site.dir)
     );
-    let down = xlb_verb(&running.topology.lb, xlb, &running.pin_path, &["down"])?.ok()?;
+    let down = xlb_verb(running.topology.lb(), xlb, &running.pin_path, &["down"])?.ok()?;
     for &pid in &running.servers {
         site.stop_nginx(pid)?;
     }
@@ -393,7 +355,7 @@ fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Rep
         print!("{}", render_burst(&burst));
         bursts.push(burst);
     }
-    let stats = xlb_verb(&topology.lb, xlb, pin_path, &["stats"])?
+    let stats = xlb_verb(topology.lb(), xlb, pin_path, &["stats"])?
         .ok()?
         .stdout;
     println!(
@@ -429,65 +391,17 @@ fn run_on(site: &mut Site, xlb: &Path, options: &Options) -> anyhow::Result<(Rep
 
 /// Creates the namespaces, links and addresses of the diagram in the module doc.
 fn build(site: &mut Site) -> anyhow::Result<Topology> {
-    let star = Star::build(|name| site.netns(name), WEIGHTS.len(), Ipv6::NoDad)?;
-    // Tunnelled frames are larger than the client's (see topology::FABRIC_MTU): raise the MTU
-    // of every link they cross. The client's link stays at 1500.
-    star.fabric_mtu(FABRIC_MTU)?;
-    let Star {
-        switch,
-        client,
-        lb,
-        backends: hosts,
-    } = star;
-    client.addr("eth0", &format!("{CLIENT_V4}/24"))?;
-    client.addr("eth0", &format!("{CLIENT_V6}/64"))?;
-    lb.addr("eth0", &format!("{LB_V4}/24"))?;
-    lb.addr("eth0", &format!("{LB_V6}/64"))?;
-    // The client reaches every VIP through the load balancer.
-    for vip in VIPS {
-        let (family, prefix) = if vip.address.is_ipv4() {
-            ("-4", 32)
-        } else {
-            ("-6", 128)
-        };
-        let via = if vip.address.is_ipv4() {
-            LB_V4.to_string()
-        } else {
-            LB_V6.to_string()
-        };
-        client.ip(&[
-            family,
-            "route",
-            "add",
-            &format!("{}/{prefix}", vip.address),
-            "via",
-            &via,
-        ])?;
+    let vips = VIPS.map(|vip| vip.address);
+    Network {
+        ipv6: Ipv6::NoDad,
+        balancers: Balancers::One,
+        backends: WEIGHTS.len(),
+        vips: &vips,
+        // Tunnelled frames are larger than the client's (see topology::FABRIC_MTU): raise the
+        // MTU of every link they cross. The client's link stays at 1500.
+        fabric_mtu: Some(FABRIC_MTU),
     }
-
-    let mut backends = Vec::new();
-    for (index, ns) in hosts.into_iter().enumerate() {
-        let v4 = Ipv4Addr::new(198, 18, 0, 10 + index as u8);
-        let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + index as u16);
-        ns.addr("eth0", &format!("{v4}/24"))?;
-        ns.addr("eth0", &format!("{v6}/64"))?;
-        let vips: Vec<IpAddr> = VIPS.iter().map(|vip| vip.address).collect();
-        ns.hold_vips_on_lo(&vips)?;
-        let mac = ns.mac("eth0")?;
-        backends.push(Host {
-            name: format!("b{index}"),
-            ns,
-            v4,
-            v6,
-            mac,
-        });
-    }
-    Ok(Topology {
-        switch,
-        client,
-        lb,
-        backends,
-    })
+    .build(|name| site.netns(name))
 }
 
 /// Attaches `xlb_decap` to every backend's eth0 and `bare_pass` to the bridge's port of the
@@ -499,7 +413,7 @@ fn attach_programs(site: &mut Site, topology: &Topology) -> anyhow::Result<PathB
     for host in &topology.backends {
         // As `xlb decap attach eth0 --address V4 --address V6` does on a real backend.
         let root = links.join(format!("decap-{}", host.name));
-        let addresses = [IpAddr::V4(host.v4), IpAddr::V6(host.v6)];
+        let addresses = host.addresses();
         host.ns
             .run(|| decap::attach("eth0", &addresses, AttachMode::Native, &root))?
             .with_context(|| format!("attaching {DECAP_PROGRAM_NAME} in {}", host.ns.name))?;
@@ -565,11 +479,7 @@ fn nginx_config(host: &Host, dir: &Path, prefix: &Path) -> String {
     let prefix = prefix.display();
     let name = &host.name;
     let mut listen = String::new();
-    for address in VIPS
-        .iter()
-        .map(|vip| vip.address)
-        .chain([IpAddr::V4(host.v4), IpAddr::V6(host.v6)])
-    {
+    for address in VIPS.iter().map(|vip| vip.address).chain(host.addresses()) {
         let _ = writeln!(
             listen,
             "        listen {};",
@@ -610,7 +520,7 @@ fn nginx_config(host: &Host, dir: &Path, prefix: &Path) -> String {
 
 /// Waits until `host`'s nginx accepts connections on its own IPv4 address.
 pub fn wait_for_nginx(site: &Site, host: &Host, pid: u32) -> anyhow::Result<()> {
-    let address = SocketAddr::new(IpAddr::V4(host.v4), HTTP_PORT);
+    let address = SocketAddr::new(IpAddr::V4(host.address), HTTP_PORT);
     let deadline = Instant::now() + NGINX_READY;
     loop {
         let connected = host
@@ -871,7 +781,7 @@ fn poke_at(topology: &Topology, xlb: &Path, pin_path: &Path, dir: &Path) -> Stri
         "  ip netns exec {} curl -s http://{METRICS_ADDRESS}/metrics | grep ^xlb_backend_new_flows\n\
          \x20 tail -f {}/xlb.log {}/b0-access.log\n\
          Remove it: cargo xtask lab --down\n",
-        topology.lb.name,
+        topology.lb().name,
         dir.display(),
         dir.display()
     );

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod lab_site;
 pub mod live;
 pub mod netns;
+pub mod network;
 pub mod packets;
 pub mod privilege;
 pub mod prometheus;

@@ -291,61 +291,6 @@ impl Switch {
     }
 }
 
-/// The demo and daemon labs' shape: a [`Switch`] joining `client`, `lb` and backends `b0`,
-/// `b1`...
-pub struct Star {
-    pub switch: Netns,
-    pub client: Netns,
-    pub lb: Netns,
-    pub backends: Vec<Netns>,
-}
-
-impl Star {
-    /// Builds the star with `backends` backends (see [`Switch::build`] for `netns`).
-    pub fn build(
-        netns: impl FnMut(&str) -> anyhow::Result<Netns>,
-        backends: usize,
-        ipv6: Ipv6,
-    ) -> anyhow::Result<Star> {
-        let names: Vec<String> = ["client", "lb"]
-            .map(String::from)
-            .into_iter()
-            .chain((0..backends).map(|index| format!("b{index}")))
-            .collect();
-        let Switch {
-            ns: switch,
-            mut members,
-        } = Switch::build(netns, &names, ipv6)?;
-        let backends = members.split_off(2);
-        let [client, lb]: [Netns; 2] = members.try_into().expect("client and lb come first");
-        Ok(Star {
-            switch,
-            client,
-            lb,
-            backends,
-        })
-    }
-
-    /// The members behind the load balancer, with their switch ports: `lb` and the backends.
-    fn fabric(&self) -> impl Iterator<Item = (&Netns, String)> {
-        let backends = self.backends.iter().enumerate();
-        std::iter::once((&self.lb, Switch::port("lb")))
-            .chain(backends.map(|(i, ns)| (ns, Switch::port(&format!("b{i}")))))
-    }
-
-    /// Sets `mtu` on every link behind the load balancer (both ends), the client's link left
-    /// as it is. Before any XDP program is attached: veth caps the MTU of a link whose peer
-    /// runs XDP.
-    pub fn fabric_mtu(&self, mtu: u32) -> anyhow::Result<()> {
-        let mtu = mtu.to_string();
-        for (ns, port) in self.fabric() {
-            self.switch.ip(&["link", "set", &port, "mtu", &mtu])?;
-            ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
-        }
-        Ok(())
-    }
-}
-
 /// A set of namespaces, links, processes and pins that disappears with it.
 pub struct Lab {
     id: u64,

@@ -18,7 +18,7 @@
 use std::{
     collections::BTreeSet,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::PathBuf,
     sync::{
         Arc,
@@ -32,16 +32,13 @@ use anyhow::{Context as _, bail, ensure};
 use aya::Ebpf;
 
 use crate::{
-    daemon_lab::{
-        BackendHost, POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb,
-    },
+    daemon_lab::{POLL, VerbOutput, exited, log_to, wait_ready, write_atomically, xlb_verb},
     demo, echo,
-    netns::{Ipv6, Lab, Netns, Switch},
+    netns::{Ipv6, Lab, Netns},
+    network::{Balancers, Built, Host, Network},
 };
 
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
-pub const ROUTER_FRONT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
-pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
+pub use crate::network::{ROUTED_CLIENT as CLIENT, ROUTER};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const VIP_PORT: u16 = 80;
 /// The IPv6 VIP every node also serves (ipip to the IPv4 backends) and announces.
@@ -93,7 +90,7 @@ pub struct ScaleOut {
     pub router: Netns,
     pub switch: Netns,
     pub nodes: Vec<Node>,
-    pub backends: Vec<BackendHost>,
+    pub backends: Vec<Host>,
     pub dir: PathBuf,
     pub xlb: PathBuf,
     router_bird: Option<u32>,
@@ -107,65 +104,43 @@ impl ScaleOut {
         ensure!((1..=8).contains(&nodes), "{nodes} nodes: use 1 to 8");
         let xlb = demo::xlb_binary()?;
         let mut lab = Lab::new(label)?;
-        let client = lab.netns("client")?;
-        Ipv6::Off.apply(&client)?;
-        let names: Vec<String> = std::iter::once("router".to_owned())
-            .chain((0..nodes).map(|i| format!("n{i}")))
-            .chain((0..WEIGHTS.len()).map(|i| format!("b{i}")))
-            .collect();
-        let Switch {
-            ns: switch,
-            mut members,
-        } = Switch::build(|name| lab.netns(name), &names, Ipv6::Off)?;
-        let backend_ns = members.split_off(1 + nodes);
-        let node_ns = members.split_off(1);
-        let router = members.pop().context("the router comes first")?;
-        crate::netns::veth((&client, "eth0"), (&router, "eth1"))?;
-        client.tx_checksum_off("eth0")?;
-        router.tx_checksum_off("eth1")?;
-        client.addr("eth0", &format!("{CLIENT}/24"))?;
-        client.ip(&["route", "add", "default", "via", &ROUTER_FRONT.to_string()])?;
-        router.addr("eth1", &format!("{ROUTER_FRONT}/24"))?;
-        router.addr("eth0", &format!("{ROUTER}/24"))?;
-        router.sysctl("net.ipv4.ip_forward", "1")?;
-        // Hash multipath routes on the 5-tuple (L4), so each connection picks its own node.
-        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
-        for dev in ["all", "default", "eth0", "eth1"] {
-            router.sysctl(&format!("net.ipv4.conf.{dev}.rp_filter"), "0")?;
+        let net = Network {
+            ipv6: Ipv6::Off,
+            balancers: Balancers::BehindRouter(nodes),
+            backends: WEIGHTS.len(),
+            vips: &[IpAddr::V4(VIP)],
+            fabric_mtu: None,
         }
+        .build(|name| lab.netns(name))?;
+        let passes = net.pass_xdp()?;
+        let Built {
+            switch,
+            client,
+            router,
+            balancers,
+            backends,
+        } = net;
+        let router = router.context("a router in front of the nodes")?;
 
         let dir = lab.temp_path("files")?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
         let mut node_list = Vec::new();
-        for (i, ns) in node_ns.into_iter().enumerate() {
-            let address = Ipv4Addr::new(198, 18, 0, 2 + i as u8);
-            ns.addr("eth0", &format!("{address}/24"))?;
-            let pin_path = lab.pin_dir(&format!("n{i}"))?;
+        for host in balancers {
+            let pin_path = lab.pin_dir(&host.name)?;
             std::fs::remove_dir(&pin_path)?;
-            let node_dir = dir.join(format!("n{i}"));
+            let node_dir = dir.join(&host.name);
             std::fs::create_dir_all(&node_dir)?;
             node_list.push(Node {
-                name: format!("n{i}"),
-                ns,
-                address,
+                name: host.name,
+                ns: host.ns,
+                address: host.address,
                 pin_path,
                 dir: node_dir,
                 xlb_pid: None,
                 bird_pid: None,
             });
         }
-        let mut backends = Vec::new();
-        for (i, ns) in backend_ns.into_iter().enumerate() {
-            let backend = BackendHost::set_up(ns, i, VIP)?;
-            backend
-                .ns
-                .ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
-            backends.push(backend);
-        }
-        let passes = (0..nodes)
-            .map(|i| Switch::pass_xdp(&switch, &format!("n{i}")))
-            .collect::<anyhow::Result<_>>()?;
         let shared = Arc::new(echo::Shared::default());
         let mut listeners = Vec::new();
         for backend in &backends {
@@ -493,7 +468,7 @@ fn via_addresses(text: &str) -> BTreeSet<Ipv4Addr> {
         .collect()
 }
 
-fn listen(backend: &BackendHost, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
+fn listen(backend: &Host, shared: &Arc<echo::Shared>) -> anyhow::Result<JoinHandle<()>> {
     let listener = backend
         .ns
         .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, VIP_PORT)))?

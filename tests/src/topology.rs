@@ -46,15 +46,13 @@ use lb_userspace::{
 
 use crate::{
     connect::connect_from,
-    netns::{Ipv6, Lab, Netns, Star, Switch},
+    netns::{Ipv6, Lab, Netns, Switch},
+    network::{Balancers, Built, Network},
     packets::Flow,
     steering::{flow_key, vip_key},
 };
 
-pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-pub const LB_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub use crate::network::{CLIENT_V4, CLIENT_V6, LB_V4, LB_V6};
 /// `ipip` outer sources: each flow's from its hash within 198.18.200.0/24 and
 /// 2001:db8:200::/120.
 pub const TUNNEL_SOURCES_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 0);
@@ -246,62 +244,38 @@ impl Topology {
         );
 
         let mut lab = Lab::new(label)?;
-        let star = Star::build(|name| lab.netns(name), count as usize, Ipv6::NoDad)?;
         let forwarding = options.forwarding;
-        if forwarding.is_ipip() {
+        let Built {
+            switch,
+            client,
+            balancers,
+            backends: hosts,
+            ..
+        } = Network {
+            ipv6: Ipv6::NoDad,
+            balancers: Balancers::One,
+            backends: count as usize,
+            vips: &[IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)],
             // Tunnelled frames (see FABRIC_MTU) leave the lb's eth0 by XDP_TX, which a veth
             // drops silently when the frame exceeds its peer's (p-lb's) MTU; the bridge drops
             // frames above the MTU of the port they leave by (p-b{i}); a veth drops frames
-            // above its peer's (the backend's eth0) MTU. Set before any XDP program is
-            // attached: veth caps the MTU of a link whose peer runs XDP. The client's link
-            // stays at CLIENT_MTU.
-            star.fabric_mtu(FABRIC_MTU)?;
+            // above its peer's (the backend's eth0) MTU. The client's link stays at CLIENT_MTU.
+            fabric_mtu: forwarding.is_ipip().then_some(FABRIC_MTU),
         }
-        let Star {
-            switch,
-            client,
-            lb,
-            backends,
-        } = star;
-        let hosts = (0..count).zip(backends);
-
-        client.addr("eth0", &format!("{CLIENT_V4}/24"))?;
-        client.addr("eth0", &format!("{CLIENT_V6}/64"))?;
-        lb.addr("eth0", &format!("{LB_V4}/24"))?;
-        lb.addr("eth0", &format!("{LB_V6}/64"))?;
-        client.ip(&[
-            "route",
-            "add",
-            &format!("{VIP_V4}/32"),
-            "via",
-            &LB_V4.to_string(),
-        ])?;
-        client.ip(&[
-            "-6",
-            "route",
-            "add",
-            &format!("{VIP_V6}/128"),
-            "via",
-            &LB_V6.to_string(),
-        ])?;
+        .build(|name| lab.netns(name))?;
+        let lb = balancers.into_iter().next().context("one balancer")?.ns;
 
         let mut backends = Vec::new();
-        for (id, ns) in hosts {
-            let v4 = Ipv4Addr::new(198, 18, 0, 10 + id as u8);
-            let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + id as u16);
-            ns.addr("eth0", &format!("{v4}/24"))?;
-            ns.addr("eth0", &format!("{v6}/64"))?;
-            ns.hold_vips_on_lo(&[VIP_V4.into(), VIP_V6.into()])?;
+        for (id, host) in (0..count).zip(hosts) {
             // One [::]:80 socket serves both families.
-            ns.sysctl("net.ipv6.bindv6only", "0")?;
-            let mac = mac_of(&ns, "eth0")?;
+            host.ns.sysctl("net.ipv6.bindv6only", "0")?;
             backends.push(BackendHost {
                 id,
-                name: format!("b{id}"),
-                ns,
-                mac,
-                v4,
-                v6,
+                mac: mac_of(&host.mac)?,
+                v6: host.v6.context("a dual-stack lab")?,
+                v4: host.address,
+                name: host.name,
+                ns: host.ns,
             });
         }
 
@@ -537,10 +511,8 @@ fn attach_decap(host: &BackendHost) -> anyhow::Result<Ebpf> {
     Ok(ebpf)
 }
 
-/// The MAC address of `dev` in `ns`, as bytes.
-fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
-    let text = ns.mac(dev)?;
-    let text = text.as_str();
+/// The MAC address `text` (`aa:bb:cc:dd:ee:ff`) as bytes.
+fn mac_of(text: &str) -> anyhow::Result<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.split(':');
     for byte in &mut mac {

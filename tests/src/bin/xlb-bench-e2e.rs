@@ -39,7 +39,8 @@ use xlb_tests::{
     lab::{self, HTTP_PORT, IPIP_VIP_V4, WEIGHTS},
     lab_site::{self, Site},
     netns::Netns,
-    topology::{LB_V4, VIP_V4},
+    network::{Host, LB_V4},
+    topology::VIP_V4,
 };
 
 /// HAProxy's VIP, on the lb namespace's loopback (xlb passes what is not its VIP).
@@ -166,7 +167,7 @@ fn xlb_binary() -> anyhow::Result<PathBuf> {
 fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
     let running = lab::start(site, xlb)?;
     let topology = &running.topology;
-    let (client, lb) = (&topology.client, &topology.lb);
+    let (client, lb) = (&topology.client, topology.lb());
     // Keep-alive off opens thousands of connections a second: the client's whole port range.
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
 
@@ -210,13 +211,13 @@ fn measure(site: &mut Site, xlb: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>
         },
         Path4 {
             name: "direct",
-            address: IpAddr::V4(direct.v4),
+            address: IpAddr::V4(direct.address),
             xlb: false,
             forwarded: false,
         },
         Path4 {
             name: "forwarded",
-            address: IpAddr::V4(direct.v4),
+            address: IpAddr::V4(direct.address),
             xlb: false,
             forwarded: true,
         },
@@ -448,14 +449,14 @@ fn cpu_table(rows: &[Row]) -> String {
 }
 
 /// Writes HAProxy's config and starts it in the foreground in `lb`; returns its pid.
-fn start_haproxy(site: &mut Site, lb: &Netns, backends: &[lab::Host]) -> anyhow::Result<u32> {
+fn start_haproxy(site: &mut Site, lb: &Netns, backends: &[Host]) -> anyhow::Result<u32> {
     let dir = site.dir.display().to_string();
     let mut servers = String::new();
     for (host, weight) in backends.iter().zip(WEIGHTS) {
         let _ = writeln!(
             servers,
             "    server {} {}:{HTTP_PORT} weight {weight}",
-            host.name, host.v4
+            host.name, host.address
         );
     }
     let config = format!(
