@@ -180,6 +180,13 @@ impl DaemonLab {
         Ok(daemon_lab)
     }
 
+    /// [`DaemonLab::new`], with the daemon started.
+    pub fn started(label: &str, backends: usize) -> anyhow::Result<DaemonLab> {
+        let mut lab = DaemonLab::new(label, backends)?;
+        lab.start_daemon()?;
+        Ok(lab)
+    }
+
     /// A config for this lab: the dsr VIP [`VIP_SPEC`] over every backend with `weights`
     /// (one per backend) and TCP health checks, native XDP on the lb's eth0, the lab's pin
     /// path and metrics on 127.0.0.1:[`METRICS_PORT`]; `alerts` is the body of an `[alerts]`
@@ -666,7 +673,7 @@ pub fn log_to(command: &mut Command, log: &Path) -> anyhow::Result<()> {
 }
 
 /// Polls `ready` until it holds; fails with `what` (who, and its log) once process `pid`
-/// exits or `within` has passed.
+/// exits or `within` has passed, saying which.
 pub fn wait_ready(
     pid: u32,
     within: Duration,
@@ -675,11 +682,15 @@ pub fn wait_ready(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     while !ready() {
-        ensure!(
-            !exited(pid) && Instant::now() < deadline,
-            "pid {pid} did not become ready within {within:?}; {}",
-            what()
-        );
+        let gone = exited(pid);
+        if gone || Instant::now() >= deadline {
+            let how = if gone {
+                "exited".to_owned()
+            } else {
+                format!("did not become ready within {within:?}")
+            };
+            bail!("pid {pid} {how}; {}", what());
+        }
         std::thread::sleep(POLL);
     }
     Ok(())

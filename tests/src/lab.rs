@@ -41,7 +41,7 @@ use lb_userspace::{
 };
 
 use crate::{
-    daemon_lab::{exited, xlb_verb},
+    daemon_lab::{wait_ready, xlb_verb},
     lab_site::{self, Site},
     netns::{Ipv6, Netns},
     network::{Balancers, Built, CLIENT_V4, CLIENT_V6, Host, LB_V4, LB_V6, Network},
@@ -67,7 +67,6 @@ const CURL_MAX_TIME: &str = "2";
 /// How long nginx and the daemon may take to be ready.
 const NGINX_READY: Duration = Duration::from_secs(10);
 const DAEMON_READY: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(50);
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -521,29 +520,19 @@ fn nginx_config(host: &Host, dir: &Path, prefix: &Path) -> String {
 /// Waits until `host`'s nginx accepts connections on its own IPv4 address.
 pub fn wait_for_nginx(site: &Site, host: &Host, pid: u32) -> anyhow::Result<()> {
     let address = SocketAddr::new(IpAddr::V4(host.address), HTTP_PORT);
-    let deadline = Instant::now() + NGINX_READY;
-    loop {
-        let connected = host
-            .ns
-            .run(|| TcpStream::connect_timeout(&address, Duration::from_millis(200)))?;
-        if connected.is_ok() {
-            return Ok(());
-        }
-        let gone = exited(pid);
-        if gone || Instant::now() >= deadline {
-            let log = std::fs::read_to_string(error_log(&site.dir, host)).unwrap_or_default();
-            let what = if gone {
-                "exited".to_owned()
-            } else {
-                format!("did not answer on {address} within {NGINX_READY:?}")
-            };
-            bail!(
-                "nginx in {} (pid {pid}) {what}; its error log:\n{log}",
-                host.ns.name
-            );
-        }
-        std::thread::sleep(POLL);
-    }
+    let answers = || {
+        let connect = || TcpStream::connect_timeout(&address, Duration::from_millis(200));
+        host.ns
+            .run(connect)
+            .is_ok_and(|connected| connected.is_ok())
+    };
+    wait_ready(pid, NGINX_READY, answers, || {
+        let log = std::fs::read_to_string(error_log(&site.dir, host)).unwrap_or_default();
+        format!(
+            "nginx in {} answering on {address}; its error log:\n{log}",
+            host.ns.name
+        )
+    })
 }
 
 /// The daemon's config: the four VIPs over the three backends, weighted [`WEIGHTS`], with
@@ -603,22 +592,10 @@ fn start_daemon(
         .stdout(log.try_clone()?)
         .stderr(log);
     let pid = site.spawn(command)?;
-    let deadline = Instant::now() + DAEMON_READY;
-    while !pin_path.join("link").exists() {
-        let gone = exited(pid);
-        if gone || Instant::now() >= deadline {
-            let what = if gone {
-                "exited before attaching".to_owned()
-            } else {
-                format!("did not attach within {DAEMON_READY:?}")
-            };
-            bail!(
-                "xlb run (pid {pid}) {what}; its log:\n{}",
-                daemon_log(&site.dir)
-            );
-        }
-        std::thread::sleep(POLL);
-    }
+    let attached = || pin_path.join("link").exists();
+    wait_ready(pid, DAEMON_READY, attached, || {
+        format!("xlb run attaching; its log:\n{}", daemon_log(&site.dir))
+    })?;
     Ok(pid)
 }
 

@@ -276,6 +276,34 @@ pub fn exit_if_interrupted() {
     }
 }
 
+/// Sends `signal` to each of `pids`, processes of the kept lab, saying `doing` (and `place`)
+/// with each one's command line, and waits for them to exit.
+fn signal_and_wait(pids: &[u32], signal: libc::c_int, doing: &str, place: &str) {
+    for pid in pids {
+        println!(
+            "lab: {doing} pid {pid}{place}: {}",
+            command_line(*pid).unwrap_or_default()
+        );
+        // SAFETY: kill(2) on a pid the caller found to be the kept lab's: still running the
+        // lab's own command line, or inside one of its namespaces, which is being removed.
+        unsafe { libc::kill(*pid as i32, signal) };
+    }
+    wait_exited(pids);
+}
+
+/// What a lab binary named `program` exits with after `result`: success, or the error printed
+/// once an interrupted lab has been removed (see [`exit_if_interrupted`]).
+pub fn exit_code(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            exit_if_interrupted();
+            eprintln!("{program}: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Creates a resource of a kept lab with `create` and appends the line it returns to the
 /// state file, both under [`CREATING`]; nothing is created once interrupted.
 fn record<T>(create: impl FnOnce() -> anyhow::Result<(T, String)>) -> anyhow::Result<T> {
@@ -414,15 +442,7 @@ pub fn down(xlb: Option<&Path>) -> anyhow::Result<bool> {
         .into_iter()
         .filter(|pid| command_line(*pid).is_some_and(|line| line.contains(&dir)))
         .collect();
-    for pid in &ours {
-        println!(
-            "lab: stopping pid {pid}: {}",
-            command_line(*pid).unwrap_or_default()
-        );
-        // SAFETY: signalling a process of the kept lab, checked by its command line above.
-        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
-    }
-    wait_exited(&ours);
+    signal_and_wait(&ours, libc::SIGTERM, "stopping", "");
     for pid in ours.iter().filter(|pid| !exited(**pid)) {
         // SAFETY: as above; it ignored SIGTERM for the grace period.
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
@@ -474,15 +494,12 @@ pub fn down(xlb: Option<&Path>) -> anyhow::Result<bool> {
             .split_whitespace()
             .filter_map(|pid| pid.parse().ok())
             .collect();
-        for pid in &left {
-            println!(
-                "lab: killing pid {pid} still in {name}: {}",
-                command_line(*pid).unwrap_or_default()
-            );
-            // SAFETY: a process inside a namespace of the kept lab, which is being removed.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-        wait_exited(&left);
+        signal_and_wait(
+            &left,
+            libc::SIGKILL,
+            "killing",
+            &format!(" still in {name}"),
+        );
         let deleted = Command::new("ip")
             .args(["netns", "delete", name])
             .stderr(Stdio::null())

@@ -2,7 +2,10 @@
 //! one: what the verbs that read or change the live state (`apply`, `status`, `stats`,
 //! `explain`, `audit`, `plan`, `backend`) are tested against. Removed with its lab.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use aya::Ebpf;
 use lb_common::{PROGRAM_NAME, Verdict, VipKey, map_names};
@@ -180,6 +183,21 @@ impl LiveXlb {
             );
         }
     }
+
+    /// [`LiveXlb::send_syns`] from `sports` to `vip`; returns the SYNs the live table sends each
+    /// backend id (what its counters should show) and the length of one SYN frame.
+    pub fn send_predicted_syns(
+        &mut self,
+        vip: &AppliedVip,
+        sports: std::ops::Range<u16>,
+    ) -> (BTreeMap<u32, u64>, u64) {
+        let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
+        for sport in sports.clone() {
+            *expected.entry(predicted(vip, sport)).or_default() += 1;
+        }
+        self.send_syns(sports);
+        (expected, packets::tcp_syn(&flow(0)).len() as u64)
+    }
 }
 
 /// `xlb backend ACTION VIP BACKEND` (without `--force`) through the library on `maps`.
@@ -202,6 +220,23 @@ pub fn assert_fields(document: &serde_json::Value, what: &str, fields: &str) {
             "{what} lacks {field}: {document}"
         );
     }
+}
+
+/// Asserts that a verb's exit code and JSON document (as [`LiveXlb::xlb_json`] returns them)
+/// are `code` and a string `field` (e.g. `error`) that contains `says`.
+pub fn assert_says(
+    (exited, document): &(Option<i32>, serde_json::Value),
+    code: i32,
+    field: &str,
+    says: &str,
+) {
+    assert_eq!(*exited, Some(code), "{document}");
+    assert!(
+        document[field]
+            .as_str()
+            .is_some_and(|text| text.contains(says)),
+        "{document}"
+    );
 }
 
 /// A TCP flow from the client's `sport` to the VIP's port 80.

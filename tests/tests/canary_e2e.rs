@@ -16,7 +16,7 @@ use std::{
 use lb_common::{canary, flow_hash};
 use xlb_tests::{
     daemon_lab::{CLIENT, DaemonLab, FALL, HEALTH_INTERVAL, VIP, VerbOutput},
-    live::{self, EQUAL, LiveXlb},
+    live::{self, EQUAL, LiveXlb, assert_says},
     packets::Flow,
     prometheus::try_parse,
     require_privileges,
@@ -378,13 +378,11 @@ fn canary_without_daemon_or_with_bad_values_is_refused() {
     let before = generation(&xlb);
     let file = xlb.config_file("two.toml", &live::config_text(&EQUAL[..2]));
     let file = file.to_str().expect("path");
-    let (code, out) = xlb.xlb_json(&["apply", file, "--canary", "10", "--watch", "5s"]);
-    assert_eq!(code, Some(4), "{out}");
-    assert!(
-        out["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("nobody else would watch")),
-        "{out}"
+    assert_says(
+        &xlb.xlb_json(&["apply", file, "--canary", "10", "--watch", "5s"]),
+        4,
+        "error",
+        "nobody else would watch",
     );
     assert_eq!(generation(&xlb), before, "nothing was written");
     for (args, flag) in [

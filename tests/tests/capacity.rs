@@ -14,7 +14,7 @@ use aya::maps::MapInfo;
 use lb_common::map_names;
 use xlb_tests::{
     daemon_lab::{DaemonLab, host_verb},
-    live::LiveXlb,
+    live::{LiveXlb, assert_says},
     netns::Lab,
     require_privileges,
     run_lab::RunLab,
@@ -201,13 +201,11 @@ fn plan_and_apply_refuse_a_config_the_running_program_cannot_hold() {
         "{plan}"
     );
     assert_eq!(plan["live"]["config_capacity"]["vips"], 16, "{plan}");
-    let (code, applied) = live.xlb_json(&["apply", path]);
-    assert_eq!(code, Some(1), "{applied}");
-    assert!(
-        applied["refused"]
-            .as_str()
-            .is_some_and(|r| r.contains("capacity.vips = 9")),
-        "{applied}"
+    assert_says(
+        &live.xlb_json(&["apply", path]),
+        1,
+        "refused",
+        "capacity.vips = 9",
     );
     let (_, status) = live.xlb_json(&["status"]);
     assert_eq!(status["generation"], 1, "nothing changed: {status}");
@@ -221,8 +219,7 @@ fn plan_and_apply_refuse_a_config_the_running_program_cannot_hold() {
 #[test]
 fn run_replaces_a_pinned_map_an_older_xlb_defined_otherwise() {
     require_privileges!();
-    let mut lab = DaemonLab::new("olderflags", 2).expect("lab");
-    lab.start_daemon().expect("xlb run");
+    let mut lab = DaemonLab::started("olderflags", 2).expect("lab with xlb run");
     lab.signal_daemon(libc::SIGTERM).expect("SIGTERM");
     let stopped = lab
         .wait_daemon_exit(Duration::from_secs(20))

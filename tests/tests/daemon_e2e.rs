@@ -26,8 +26,7 @@ const BATCH: Duration = Duration::from_secs(60);
 
 /// A running lab of three equal backends with its daemon started.
 fn started(label: &str) -> DaemonLab {
-    let mut lab = DaemonLab::new(label, 3).expect("lab");
-    lab.start_daemon().expect("xlb run");
+    let lab = DaemonLab::started(label, 3).expect("lab with xlb run");
     lab
 }
 

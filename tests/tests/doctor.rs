@@ -3,7 +3,10 @@
 //! it guards is broken on purpose (the JIT and LRO cannot be broken in a namespace here: their
 //! decisions are unit-tested in `lb_userspace::doctor::lb`).
 
-use std::{path::Path, process::Stdio};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
 
 use lb_userspace::{
     attach::{self, AttachMode},
@@ -64,8 +67,7 @@ fn assert_problem(code: Option<i32>, report: &Value, check: &str, fix: &str) {
 #[test]
 fn doctor_on_the_load_balancer_reports_each_broken_setting() {
     require_privileges!();
-    let mut lab = DaemonLab::new("doctor", 2).expect("lab");
-    lab.start_daemon().expect("daemon");
+    let lab = DaemonLab::started("doctor", 2).expect("lab with xlb run");
     let config = lab.config_path.display().to_string();
     let pins = lab.pin_path.clone();
     let run = |args: &[&str]| doctor(&lab.lb, &pins, args);
@@ -174,11 +176,7 @@ fn doctor_on_the_load_balancer_reports_each_broken_setting() {
 #[test]
 fn doctor_reports_a_veth_peer_without_xdp_and_its_tx_errors() {
     require_privileges!();
-    let mut lab = Lab::new("doctorveth").expect("lab");
-    let a = lab.netns("a").expect("netns");
-    let b = lab.netns("b").expect("netns");
-    let root = lab.pin_dir("decap").expect("pin dir");
-    veth((&a, "va"), (&b, "vb")).expect("veth");
+    let (_lab, a, b, root) = veth_lab("doctorveth", ("a", "va"), ("b", "vb"));
     a.addr("va", "198.18.5.1/24").expect("addr");
     b.addr("vb", "198.18.5.2/24").expect("addr");
     // No ARP through a program that reflects every frame: a static entry instead.
@@ -251,11 +249,7 @@ fn doctor_under_traffic(a: &Netns, b: &Netns, pins: &Path) -> (Option<i32>, Valu
 #[test]
 fn doctor_on_a_backend_reports_each_broken_setting() {
     require_privileges!();
-    let mut lab = Lab::new("doctorbe").expect("lab");
-    let be = lab.netns("be").expect("netns");
-    let other = lab.netns("o").expect("netns");
-    let root = lab.pin_dir("decap").expect("pin dir");
-    veth((&be, "eth0"), (&other, "eth0")).expect("veth");
+    let (_lab, be, other, root) = veth_lab("doctorbe", ("be", "eth0"), ("o", "eth0"));
     for ns in [&be, &other] {
         ns.ip(&["link", "set", "eth0", "mtu", "1600"]).expect("mtu");
     }
@@ -363,4 +357,17 @@ fn lb_userspace_sysctl(ns: &Netns, key: &str) -> String {
         .expect("sysctl")
         .trim()
         .to_owned()
+}
+
+/// A new lab of two namespaces joined by a veth, each end named as given, and a pin directory
+/// for the decapsulation program's links.
+fn veth_lab(label: &str, a: (&str, &str), b: (&str, &str)) -> (Lab, Netns, Netns, PathBuf) {
+    let mut lab = Lab::new(label).expect("lab");
+    let (a_ns, b_ns) = (
+        lab.netns(a.0).expect("netns"),
+        lab.netns(b.0).expect("netns"),
+    );
+    let root = lab.pin_dir("decap").expect("pin dir");
+    veth((&a_ns, a.1), (&b_ns, b.1)).expect("veth");
+    (lab, a_ns, b_ns, root)
 }

@@ -148,8 +148,7 @@ fn pin_directory_another_user_controls_is_refused() {
 #[test]
 fn removed_pins_neither_detach_nor_stay_removed() {
     require_privileges!();
-    let mut lab = DaemonLab::new("doorlink", 2).expect("lab");
-    lab.start_daemon().expect("daemon");
+    let lab = DaemonLab::started("doorlink", 2).expect("lab with xlb run");
     let mode = std::fs::metadata(&lab.pin_path)
         .expect("pin dir")
         .permissions()
@@ -223,8 +222,7 @@ fn metrics_answer_while_nobody_holds_thousands_of_idle_connections() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let mut lab = DaemonLab::new("doormetrics", 2).expect("lab");
-    lab.start_daemon().expect("daemon");
+    let lab = DaemonLab::started("doormetrics", 2).expect("lab with xlb run");
     let mut command = lab.lb.command("setpriv");
     command
         .args([

@@ -228,8 +228,7 @@ fn removing_a_backend_moves_only_its_flows() {
     require_privileges!();
     const PORTS: std::ops::Range<u16> = 20_000..20_200;
     let removed = 2;
-    let mut lab = DaemonLab::new("remove", 3).expect("lab");
-    lab.start_daemon().expect("xlb run");
+    let lab = DaemonLab::started("remove", 3).expect("lab with xlb run");
     let generation = lab.generation().expect("generation");
 
     let round = |lab: &DaemonLab| -> BTreeMap<u16, usize> {
@@ -306,8 +305,7 @@ fn apply_under_steady_load_fails_no_connection() {
     /// Connections the client must complete on each config once it is live.
     const AFTER_EACH: u64 = 50;
     const CONFIGS: [[u32; 3]; 5] = [[2, 1, 1], [1, 2, 3], [1, 1, 0], [1, 3, 0], [1, 1, 1]];
-    let mut lab = DaemonLab::new("applyload", 3).expect("lab");
-    lab.start_daemon().expect("xlb run");
+    let lab = DaemonLab::started("applyload", 3).expect("lab with xlb run");
     let first = lab.generation().expect("generation");
 
     let client = SteadyClient::start(lab.connector(), MAX_CONNECTIONS, MAX_TIME);

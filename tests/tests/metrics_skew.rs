@@ -3,7 +3,6 @@
 //! detector fed from `stats` samples.
 
 use std::{
-    collections::BTreeMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -15,8 +14,7 @@ use lb_userspace::{
     stats, status,
 };
 use xlb_tests::{
-    live::{LiveXlb, flow, predicted},
-    packets::{self},
+    live::{LiveXlb, predicted},
     prometheus::{parse, value},
     require_privileges,
 };
@@ -59,13 +57,7 @@ fn promtool_check_metrics(text: &str) {
 fn metrics_render_what_the_kernel_counted() {
     require_privileges!();
     let (mut live, vip) = LiveXlb::equal("metrics");
-    let sports = 10_000..10_600u16;
-    let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
-    for sport in sports.clone() {
-        *expected.entry(predicted(&vip, sport)).or_default() += 1;
-    }
-    live.send_syns(sports);
-    let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
+    let (expected, frame) = live.send_predicted_syns(&vip, 10_000..10_600);
     let down: IpAddr = "198.18.0.11".parse().unwrap();
     let mut extra = Extra {
         vip_names: vec![("web".to_owned(), vip.key)],

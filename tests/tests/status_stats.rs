@@ -2,7 +2,6 @@
 //! through the real XDP program, and the reports read back from the pinned maps.
 
 use std::{
-    collections::BTreeMap,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -130,13 +129,7 @@ fn status_and_stats_without_pins_are_not_loaded() {
 fn stats_count_new_flows_per_backend_as_the_table_steers() {
     require_privileges!();
     let (mut live, vip) = LiveXlb::equal("stats");
-    let sports = 10_000..13_000u16;
-    let mut expected: BTreeMap<u32, u64> = BTreeMap::new();
-    for sport in sports.clone() {
-        *expected.entry(predicted(&vip, sport)).or_default() += 1;
-    }
-    live.send_syns(sports);
-    let frame = packets::tcp_syn(&flow(10_000)).len() as u64;
+    let (expected, frame) = live.send_predicted_syns(&vip, 10_000..13_000);
 
     let stats = stats::read(&live.pin_path, None, 1.5).expect("stats");
     let [report] = stats.vips.as_slice() else {

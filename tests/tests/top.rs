@@ -7,7 +7,7 @@ use std::{
 };
 
 use xlb_tests::{
-    live::{EQUAL, LiveXlb, predicted},
+    live::{EQUAL, LiveXlb, assert_says, predicted},
     require_privileges,
 };
 
@@ -257,12 +257,5 @@ fn top_without_a_terminal_refuses_or_prints_once() {
     assert_eq!(code, Some(0), "{json}");
     assert_eq!(json["vips"][0]["vip"], VIP_LABEL, "{json}");
     assert!(json["interval_seconds"].as_f64() >= Some(0.2), "{json}");
-    let (code, json) = live.xlb_json(&["top"]);
-    assert_eq!(code, Some(4), "{json}");
-    assert!(
-        json["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("needs --once")),
-        "{json}"
-    );
+    assert_says(&live.xlb_json(&["top"]), 4, "error", "needs --once");
 }

@@ -84,8 +84,7 @@ fn tracing_on(lab: &DaemonLab) -> bool {
 #[test]
 fn trace_writes_forwarded_packets_to_a_pcap_tcpdump_reads() {
     require_privileges!();
-    let mut lab = DaemonLab::new("trace", 2).expect("lab");
-    lab.start_daemon().expect("daemon");
+    let lab = DaemonLab::started("trace", 2).expect("lab with xlb run");
     let pcap = lab.dir.join("trace.pcap");
     let pcap_arg = pcap.display().to_string();
     let (code, report) = trace_under_traffic(
@@ -150,8 +149,7 @@ fn trace_writes_forwarded_packets_to_a_pcap_tcpdump_reads() {
 #[test]
 fn trace_filters_keep_only_what_they_name_and_stop_at_the_duration() {
     require_privileges!();
-    let mut lab = DaemonLab::new("tracefilt", 2).expect("lab");
-    lab.start_daemon().expect("daemon");
+    let lab = DaemonLab::started("tracefilt", 2).expect("lab with xlb run");
     let b1 = lab.backends[1].address.to_string();
     let client = CLIENT.to_string();
     let (code, report) = trace_under_traffic(

@@ -92,14 +92,7 @@ fn main() -> ExitCode {
             .nth(1)
             .unwrap_or_else(|| "target/bench/e2e.json".into()),
     );
-    match run(&out) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            lab_site::exit_if_interrupted();
-            eprintln!("xlb-bench-e2e: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lab_site::exit_code("xlb-bench-e2e", run(&out))
 }
 
 fn run(out: &Path) -> anyhow::Result<()> {

@@ -83,14 +83,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            lab_site::exit_if_interrupted();
-            eprintln!("xlb-lab: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lab_site::exit_code("xlb-lab", run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use xlb_tests::{netns, scale_out};
+use xlb_tests::{lab_site, scale_out};
 
 const USAGE: &str = "usage: xlb-scale-lab [--nodes N] [--requests N]";
 
@@ -46,12 +46,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match scale_out::run_lab(nodes, requests) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            netns::exit_if_interrupted();
-            eprintln!("xlb-scale-lab: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lab_site::exit_code("xlb-scale-lab", scale_out::run_lab(nodes, requests))
 }
