@@ -80,6 +80,14 @@ impl LiveXlb {
         }
     }
 
+    /// Where an xlb that does not run would have its pins: a directory inside this one's that
+    /// does not exist.
+    pub fn nowhere(&self) -> Live {
+        Live {
+            pin_path: Some(self.pin_path.join("nothing-here")),
+        }
+    }
+
     /// Writes `text` as a config file in a fresh temporary directory and returns its path.
     pub fn config_file(&self, name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(self.pin_path.file_name().expect("pin dir name"));

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use lb_common::Reason;
+
 use etherparse::{IpHeaders, Ipv4Header, Ipv4Options, PacketBuilder, PacketBuilderStep};
 
 /// MAC of the sending side in fixtures.
@@ -190,6 +192,64 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// Malformed IPv4 headers, as a field of a well-formed untagged IPv4 frame set to a value,
+/// each named and with the reason the program counts it under, to a VIP or not: run by the
+/// parse fixtures and by the steering fixtures (which check none is forwarded).
+pub const MALFORMED_IPV4: [(&str, Ipv4Field, u16, Reason); 6] = [
+    ("ipv4 ihl 4", Ipv4Field::Ihl, 4, Reason::BadHeader),
+    (
+        "ipv4 ihl beyond the frame",
+        Ipv4Field::Ihl,
+        15,
+        Reason::BadHeader,
+    ),
+    (
+        "ipv4 total length shorter than the header",
+        Ipv4Field::TotalLen,
+        19,
+        Reason::BadHeader,
+    ),
+    (
+        "ipv4 total length beyond the frame",
+        Ipv4Field::TotalLen,
+        1400,
+        Reason::Truncated,
+    ),
+    (
+        "ipv4 first fragment",
+        Ipv4Field::Frag,
+        0x2000,
+        Reason::Fragment,
+    ),
+    (
+        "ipv4 later fragment",
+        Ipv4Field::Frag,
+        0x0010,
+        Reason::Fragment,
+    ),
+];
+
+/// An IPv4 header field of [`MALFORMED_IPV4`].
+#[derive(Clone, Copy, Debug)]
+pub enum Ipv4Field {
+    /// The header length, in 32-bit words.
+    Ihl,
+    TotalLen,
+    /// The flags and fragment offset.
+    Frag,
+}
+
+impl Ipv4Field {
+    /// Sets this field of an untagged IPv4 frame to `value`.
+    pub fn set(self, frame: &mut [u8], value: u16) {
+        match self {
+            Ipv4Field::Ihl => set_ipv4_ihl(frame, value as u8),
+            Ipv4Field::TotalLen => set_ipv4_total_len(frame, value),
+            Ipv4Field::Frag => set_ipv4_frag(frame, value),
+        }
+    }
 }
 
 /// Sets the IPv4 header length field (in 32-bit words) of an untagged IPv4 frame.

@@ -42,31 +42,33 @@ pub fn dsr_output(packet: &[u8], id: u32) -> Vec<u8> {
 pub fn assert_counted(ebpf: &Ebpf, reason: Reason, packets: u64, bytes: u64, context: &str) {
     let totals = Totals::read(ebpf).expect("read counters");
     let counted = Counter { packets, bytes };
-    for other in Reason::ALL {
-        let want = if other == reason {
+    assert_only(Reason::ALL, reason, counted, |r| {
+        (totals.reason(r), format!("{context}: reason {}", r.name()))
+    });
+    assert_only(Verdict::ALL, reason.verdict(), counted, |v| {
+        (
+            totals.verdict(v),
+            format!("{context}: verdict {}", v.name()),
+        )
+    });
+}
+
+/// Asserts that of `all` (reasons or verdicts), `chosen` counted `counted` and every other
+/// nothing; `count` gives what one counted and how to name it in a failure.
+fn assert_only<T: Copy + PartialEq>(
+    all: impl IntoIterator<Item = T>,
+    chosen: T,
+    counted: Counter,
+    count: impl Fn(T) -> (Counter, String),
+) {
+    for each in all {
+        let want = if each == chosen {
             counted
         } else {
             Counter::default()
         };
-        assert_eq!(
-            totals.reason(other),
-            want,
-            "{context}: reason {}",
-            other.name()
-        );
-    }
-    for verdict in Verdict::ALL {
-        let want = if verdict == reason.verdict() {
-            counted
-        } else {
-            Counter::default()
-        };
-        assert_eq!(
-            totals.verdict(verdict),
-            want,
-            "{context}: verdict {}",
-            verdict.name()
-        );
+        let (got, what) = count(each);
+        assert_eq!(got, want, "{what}");
     }
 }
 
@@ -276,18 +278,9 @@ pub fn run_counted(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>,
     };
     assert_eq!(count, one, "reason {}", reason.name());
     assert_eq!(verdict, Some(reason.verdict()), "reason {}", reason.name());
-    for v in Verdict::ALL {
-        let want = if v == reason.verdict() {
-            one
-        } else {
-            Counter::default()
-        };
-        assert_eq!(
-            grew(before.verdict(v), after.verdict(v)),
-            want,
-            "verdict {}",
-            v.name()
-        );
-    }
+    assert_only(Verdict::ALL, reason.verdict(), one, |v| {
+        let what = format!("verdict {}", v.name());
+        (grew(before.verdict(v), after.verdict(v)), what)
+    });
     (verdict, output, reason)
 }

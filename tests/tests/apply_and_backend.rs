@@ -9,7 +9,7 @@ use lb_userspace::{
     backend::{BackendAction, parse_vip},
     config::HostEnvironment,
     exit, object,
-    pins::{self, Live},
+    pins::{self},
     testrun,
 };
 use xlb_tests::{
@@ -104,11 +104,13 @@ fn apply_verb_without_a_running_xlb_is_not_loaded() {
     require_privileges!();
     let live = LiveXlb::new("noapply");
     let good = live.config_file("good.toml", &config_text(&BACKENDS));
-    let missing = Live {
-        pin_path: Some(live.pin_path.join("nothing")),
-    };
-    let err = apply_file(&good, &HostEnvironment, &missing, &Options::default())
-        .expect_err("nothing runs");
+    let err = apply_file(
+        &good,
+        &HostEnvironment,
+        &live.nowhere(),
+        &Options::default(),
+    )
+    .expect_err("nothing runs");
     assert_eq!(exit::code_of(&err), exit::NOT_LOADED, "{err:#}");
 }
 

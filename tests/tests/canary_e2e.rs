@@ -89,6 +89,13 @@ fn lab_of(label: &str, configured: usize) -> DaemonLab {
     lab
 }
 
+/// A [`lab_of`] two configured backends, and the text of a config adding the third (b2).
+fn adding_b2(label: &str) -> (DaemonLab, String) {
+    let lab = lab_of(label, 2);
+    let text = lab.config_text(&[1, 1, 1], None);
+    (lab, text)
+}
+
 /// Test that a canary of a config putting all weight on one server (forced with `--override
 /// XLB003`) rolls itself back within its window, naming the alarm, and that while it ran only
 /// connections whose flow hash lies in the slice reached another backend than before, so no
@@ -216,8 +223,7 @@ fn canary_to_one_server_rolls_back_and_only_the_slice_moved() {
 #[test]
 fn canary_towards_a_backend_failing_http_rolls_back() {
     require_privileges!();
-    let lab = lab_of("chttp", 2);
-    let text = lab.config_text(&[1, 1, 1], None);
+    let (lab, text) = adding_b2("chttp");
     // b2's server answers its name, not HTTP: its HTTP check fails, its TCP connects do not.
     let at = text.rfind("check = \"tcp\"").expect("b2's check");
     let text = format!("{}check = \"http\"{}", &text[..at], &text[at + 13..]);
@@ -238,8 +244,7 @@ fn canary_towards_a_backend_failing_http_rolls_back() {
 #[test]
 fn good_canary_promotes_without_a_failed_connection() {
     require_privileges!();
-    let lab = lab_of("cgood", 2);
-    let text = lab.config_text(&[1, 1, 1], None);
+    let (lab, text) = adding_b2("cgood");
     let candidate = lab.write_file("good.toml", &text).expect("candidate");
     let mut streams = lab.open_streams(8).expect("streams");
     let running = AtomicBool::new(true);
@@ -313,8 +318,7 @@ fn good_canary_promotes_without_a_failed_connection() {
 #[test]
 fn operator_aborts_or_promotes_by_hand() {
     require_privileges!();
-    let lab = lab_of("chand", 2);
-    let text = lab.config_text(&[1, 1, 1], None);
+    let (lab, text) = adding_b2("chand");
     let candidate = lab.write_file("hand.toml", &text).expect("candidate");
     let candidate = candidate.to_str().expect("path");
     let end = |action: &str| {

@@ -83,18 +83,6 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         let (_, out) = verb(&["status", "--output", "json"]);
         serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
     };
-    // Runs `xlb run` on the config of 70 VIPs with `capacity`, its output to file `log`.
-    let start = |lab: &mut Lab, capacity: &str, log: &str| {
-        std::fs::write(&setup.config, config(&setup.pin_path, 70, capacity)).expect("config");
-        let stdout = lab.temp_path(log).expect("temp path");
-        let mut run = setup.lb.command(&setup.xlb);
-        run.args(["run", "--config"])
-            .arg(&setup.config)
-            .args(["--stats-interval", "0"]);
-        run.stdout(std::fs::File::create(&stdout).expect("stdout file"));
-        run.stderr(std::fs::File::create(stdout.with_extension("err")).expect("stderr file"));
-        (lab.spawn(run).expect("xlb run"), stdout)
-    };
     // The daemon has applied `generation` at `vips` capacity (the pins are replaced after the
     // apply) and handles signals.
     let wait_for = |generation: u64, vips: u32, log: &Path| {
@@ -114,14 +102,26 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         }
     };
 
-    let (pid, first_out) = start(
-        &mut setup.lab,
-        "vips = 80\nbackends_per_vip = 4\ntable_slots = 251",
-        "first.out",
-    );
-    let first = wait_for(1, 80, &first_out);
-    assert_eq!(first["capacity"]["vips"], 80, "{first}");
-    assert_eq!(first["vips"].as_array().map(Vec::len), Some(70), "{first}");
+    // Runs `xlb run` on the config of 70 VIPs with room for `vips`, its output to file `log`,
+    // and waits until it has applied `generation` at that capacity, holding all 70.
+    let start = |lab: &mut Lab, vips: u32, generation: u64, log: &str| {
+        let capacity = format!("vips = {vips}\nbackends_per_vip = 4\ntable_slots = 251");
+        std::fs::write(&setup.config, config(&setup.pin_path, 70, &capacity)).expect("config");
+        let stdout = lab.temp_path(log).expect("temp path");
+        let mut run = setup.lb.command(&setup.xlb);
+        run.args(["run", "--config"])
+            .arg(&setup.config)
+            .args(["--stats-interval", "0"]);
+        run.stdout(std::fs::File::create(&stdout).expect("stdout file"));
+        run.stderr(std::fs::File::create(stdout.with_extension("err")).expect("stderr file"));
+        let pid = lab.spawn(run).expect("xlb run");
+        let now = wait_for(generation, vips, &stdout);
+        assert_eq!(now["capacity"]["vips"], vips, "{now}");
+        assert_eq!(now["vips"].as_array().map(Vec::len), Some(70), "{now}");
+        (pid, stdout)
+    };
+
+    let (pid, first_out) = start(&mut setup.lab, 80, 1, "first.out");
     let flows = map_id(&setup.pin_path, map_names::FLOWS);
     let reasons = map_id(&setup.pin_path, map_names::REASONS);
     let vips = map_id(&setup.pin_path, map_names::VIPS);
@@ -132,18 +132,7 @@ fn run_loads_the_configs_capacity_and_a_change_restarts_keeping_the_flow_table()
         std::fs::read_to_string(first_out.with_extension("err")).unwrap_or_default()
     );
 
-    let (pid, out) = start(
-        &mut setup.lab,
-        "vips = 100\nbackends_per_vip = 4\ntable_slots = 251",
-        "second.out",
-    );
-    let second = wait_for(2, 100, &out);
-    assert_eq!(second["capacity"]["vips"], 100, "{second}");
-    assert_eq!(
-        second["vips"].as_array().map(Vec::len),
-        Some(70),
-        "{second}"
-    );
+    let (pid, out) = start(&mut setup.lab, 100, 2, "second.out");
     assert_eq!(
         map_id(&setup.pin_path, map_names::FLOWS),
         flows,

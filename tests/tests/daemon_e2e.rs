@@ -26,8 +26,7 @@ const BATCH: Duration = Duration::from_secs(60);
 
 /// A running lab of three equal backends with its daemon started.
 fn started(label: &str) -> DaemonLab {
-    let lab = DaemonLab::started(label, 3).expect("lab with xlb run");
-    lab
+    DaemonLab::started(label, 3).expect("lab with xlb run")
 }
 
 /// Asks 100 new connections (`when` names the moment in messages); all must be answered.

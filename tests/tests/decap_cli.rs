@@ -145,36 +145,29 @@ fn decap_attach_refuses_bad_input_naming_the_fix() {
     let topology = without_decap("decapbad", 1);
     let mut lab = Lab::new("decapbadpins").expect("lab");
     let root = lab.pin_dir("b0").expect("pin dir");
-    let missing = decap(
-        &topology,
-        0,
-        &root,
-        &["attach", "eth9", "--address", "198.18.0.10"],
-    );
-    assert_eq!(missing.code, Some(4), "{missing:?}");
-    let message = missing.json().expect("json")["error"].to_string();
+    let attach = |dev: &str| {
+        decap(
+            &topology,
+            0,
+            &root,
+            &["attach", dev, "--address", "198.18.0.10"],
+        )
+    };
+    // The error of an attach refused with exit 4.
+    let refused = |attached: &str| {
+        let out = attach(attached);
+        assert_eq!(out.code, Some(4), "{out:?}");
+        out.json().expect("json")["error"].to_string()
+    };
+    let message = refused("eth9");
     assert!(
         message.contains("`eth9`") && message.contains("ip link"),
         "{message}"
     );
     assert_eq!(std::fs::read_dir(&root).expect("root").count(), 0);
 
-    decap(
-        &topology,
-        0,
-        &root,
-        &["attach", "eth0", "--address", "198.18.0.10"],
-    )
-    .ok()
-    .expect("first attach");
-    let second = decap(
-        &topology,
-        0,
-        &root,
-        &["attach", "eth0", "--address", "198.18.0.10"],
-    );
-    assert_eq!(second.code, Some(4), "{second:?}");
-    let message = second.json().expect("json")["error"].to_string();
+    attach("eth0").ok().expect("first attach");
+    let message = refused("eth0");
     assert!(message.contains("xlb decap detach eth0"), "{message}");
 
     let no_address = decap(&topology, 0, &root, &["attach", "eth0"]);

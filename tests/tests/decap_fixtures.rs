@@ -148,60 +148,28 @@ fn encapsulated_frames_have_standard_outer_headers() {
     assert_eq!(&frame[ETH_LEN + IPV6_HEADER..], &inner[ETH_LEN..]);
 }
 
-/// Test that IPv4 inside IPv4 to a listed address comes out as the inner frame, passed up.
+/// Test that a tunnel to a listed address comes out as the inner frame, passed up: IPv4 or
+/// IPv6 inside IPv4 (protocol 4 or 41) or inside IPv6 (next header 4 or 41), each with the
+/// inner frame's EtherType.
 #[test]
-fn ipv4_in_ipv4_to_a_listed_address_is_stripped() {
+fn tunnels_to_a_listed_address_are_stripped() {
     require_privileges!();
-    let inner = v4_syn();
-    let tunnel = in_v4(&inner, HOST_V4);
-    check(
-        "ipv4 in ipv4",
-        &tunnel,
-        Reason::Decapsulated,
-        &stripped(&tunnel, &inner),
-    );
-}
-
-/// Test that IPv6 inside IPv6 to a listed address comes out as the inner frame, passed up.
-#[test]
-fn ipv6_in_ipv6_to_a_listed_address_is_stripped() {
-    require_privileges!();
-    let inner = v6_udp();
-    let tunnel = in_v6(&inner, HOST_V6);
-    check(
-        "ipv6 in ipv6",
-        &tunnel,
-        Reason::Decapsulated,
-        &stripped(&tunnel, &inner),
-    );
-}
-
-/// Test that IPv6 inside IPv4 (protocol 41) comes out with the IPv6 EtherType.
-#[test]
-fn ipv6_in_ipv4_to_a_listed_address_is_stripped() {
-    require_privileges!();
-    let inner = v6_udp();
-    let tunnel = in_v4(&inner, HOST_V4);
-    check(
-        "ipv6 in ipv4",
-        &tunnel,
-        Reason::Decapsulated,
-        &stripped(&tunnel, &inner),
-    );
-}
-
-/// Test that IPv4 inside IPv6 (next header 4) comes out with the IPv4 EtherType.
-#[test]
-fn ipv4_in_ipv6_to_a_listed_address_is_stripped() {
-    require_privileges!();
-    let inner = v4_syn();
-    let tunnel = in_v6(&inner, HOST_V6);
-    check(
-        "ipv4 in ipv6",
-        &tunnel,
-        Reason::Decapsulated,
-        &stripped(&tunnel, &inner),
-    );
+    let v4: fn(&[u8], &str) -> Vec<u8> = in_v4;
+    let v6: fn(&[u8], &str) -> Vec<u8> = in_v6;
+    for (name, inner, encapsulate, host) in [
+        ("ipv4 in ipv4", v4_syn(), v4, HOST_V4),
+        ("ipv6 in ipv6", v6_udp(), v6, HOST_V6),
+        ("ipv6 in ipv4", v6_udp(), v4, HOST_V4),
+        ("ipv4 in ipv6", v4_syn(), v6, HOST_V6),
+    ] {
+        let tunnel = encapsulate(&inner, host);
+        check(
+            name,
+            &tunnel,
+            Reason::Decapsulated,
+            &stripped(&tunnel, &inner),
+        );
+    }
 }
 
 /// Test that an outer IPv4 header with options is removed whole, options included.

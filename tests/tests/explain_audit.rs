@@ -2,7 +2,7 @@
 //! picks (by table and by flow-table entry), and audit finds each change made to the maps
 //! behind xlb's back.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, path::PathBuf};
 
 use aya::maps::HashMap;
 use lb_common::{
@@ -129,8 +129,7 @@ impl Rng {
 #[test]
 fn explain_names_the_backend_the_kernel_picks() {
     require_privileges!();
-    let mut live = LiveXlb::new("explain-random");
-    live.apply_config("three.toml", &three_vips());
+    let (mut live, _) = three_applied("explain-random");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..200 {
         let r = rng.next();
@@ -188,8 +187,7 @@ fn explain_names_the_backend_the_kernel_picks() {
 #[test]
 fn explain_follows_the_flow_table_for_established_flows() {
     require_privileges!();
-    let mut live = LiveXlb::new("explain-established");
-    live.apply_config("three.toml", &three_vips());
+    let (mut live, _) = three_applied("explain-established");
     let flow = Flow::new("198.18.0.77", "198.18.1.10", 41_000, 80);
     let fresh = explain_flow(&live, &flow, Protocol::Tcp);
     assert!(fresh.flow_entry.is_none(), "{fresh:#?}");
@@ -262,8 +260,7 @@ fn explain_follows_the_flow_table_for_established_flows() {
 #[test]
 fn explain_of_a_non_vip_destination_says_so() {
     require_privileges!();
-    let mut live = LiveXlb::new("explain-not-vip");
-    live.apply_config("three.toml", &three_vips());
+    let (mut live, _) = three_applied("explain-not-vip");
     let filter = live.snapshot().filter;
     let clear = (1..=254)
         .map(|i| format!("198.18.3.{i}"))
@@ -414,8 +411,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
 #[test]
 fn audit_without_a_config_checks_the_maps_against_themselves() {
     require_privileges!();
-    let mut live = LiveXlb::new("audit-self");
-    live.apply_config("three.toml", &three_vips());
+    let (mut live, _) = three_applied("audit-self");
     let clean = audit::audit(None, Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
     assert!(clean.findings.is_empty(), "{clean:#?}");
@@ -437,11 +433,7 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
         )),
         "{slot:?}"
     );
-    assert!(
-        find(&report, Kind::Table)
-            .actual
-            .starts_with("1 of 1031 slots differ (slot 7 ")
-    );
+    assert_slot_7_differs(&report);
 }
 
 /// Test that the pins of an older xlb, which has no table records, are audited as before: the
@@ -450,8 +442,7 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
 #[test]
 fn audit_of_pins_without_table_records_rebuilds_to_compare() {
     require_privileges!();
-    let mut live = LiveXlb::new("audit-old-pins");
-    let path = live.apply_config("three.toml", &three_vips());
+    let (mut live, path) = three_applied("audit-old-pins");
     std::fs::remove_file(live.pin_path.join(map_names::TABLE_RECORDS)).expect("unpin records");
     let clean = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
@@ -467,11 +458,7 @@ fn audit_of_pins_without_table_records_rebuilds_to_compare() {
     steering::write_table(&mut live.ebpf, base + 7, &[other]).expect("change slot 7");
     let report = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(drift_kinds(&report), ["table"], "{report:#?}");
-    assert!(
-        find(&report, Kind::Table)
-            .actual
-            .starts_with("1 of 1031 slots differ (slot 7 ")
-    );
+    assert_slot_7_differs(&report);
 }
 
 /// Test that a backend drained by an operator is reported as a note naming the command, and the
@@ -479,8 +466,7 @@ fn audit_of_pins_without_table_records_rebuilds_to_compare() {
 #[test]
 fn audit_reports_an_operator_drain_as_a_note() {
     require_privileges!();
-    let mut live = LiveXlb::new("audit-drain");
-    let path = live.apply_config("three.toml", &three_vips());
+    let (mut live, path) = three_applied("audit-drain");
     let snapshot = live.snapshot();
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let mut desired = Desired::from_live(&snapshot, &capacity);
@@ -512,8 +498,7 @@ fn audit_reports_an_operator_drain_as_a_note() {
 #[test]
 fn explain_and_audit_json_have_the_documented_fields() {
     require_privileges!();
-    let mut live = LiveXlb::new("explain-audit-json");
-    let path = live.apply_config("three.toml", &three_vips());
+    let (mut live, path) = three_applied("explain-audit-json");
     let (code, json) = live.xlb_json(&["explain", "198.18.0.1:40000", "198.18.1.20:8443", "tcp"]);
     assert_eq!(code, Some(0), "{json}");
     assert_fields(
@@ -567,4 +552,21 @@ fn explain_and_audit_json_have_the_documented_fields() {
     assert_eq!(finding["severity"], "drift");
     assert_eq!(finding["vip"], "198.18.1.10:80/tcp");
     assert!(finding["backend"].is_null());
+}
+
+/// A live xlb with the [`three_vips`] config applied from a file; returns the file too.
+fn three_applied(label: &str) -> (LiveXlb, PathBuf) {
+    let mut live = LiveXlb::new(label);
+    let path = live.apply_config("three.toml", &three_vips());
+    (live, path)
+}
+
+/// Asserts that `report` has a table finding of exactly one slot differing, slot 7.
+fn assert_slot_7_differs(report: &audit::Report) {
+    assert!(
+        find(report, Kind::Table)
+            .actual
+            .starts_with("1 of 1031 slots differ (slot 7 "),
+        "{report:#?}"
+    );
 }

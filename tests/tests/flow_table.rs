@@ -5,7 +5,7 @@
 
 use aya::Ebpf;
 use lb_common::{
-    Backend, Event, FlowSlot, PROGRAM_NAME, Reason, Verdict,
+    Backend, Event, FlowSlot, PROGRAM_NAME, Reason, Verdict, Vip,
     flow::FLOW_WAYS,
     flow_hash, map_names,
     service::{BACKEND_ACTIVE, FAMILY_IPV4},
@@ -41,6 +41,14 @@ fn event(ebpf: &Ebpf, event: Event) -> u64 {
 
 fn remembered(ebpf: &Ebpf, sport: u16) -> Option<FlowSlot> {
     flow_table::lookup(ebpf, &flow_key(&flow(sport), 6)).expect("flow table")
+}
+
+/// The program with the one VIP over the test backends (table size 13), after a SYN from
+/// `sport`; returns it, the VIP and the backend the SYN went to.
+fn first_syn(sport: u16) -> (Ebpf, Vip, u32) {
+    let (mut ebpf, vip) = load(&[(vip_key(VIP, 80, 6), 0)], 13);
+    let (_, backend) = run(&mut ebpf, &packets::tcp_syn(&flow(sport)));
+    (ebpf, vip, backend)
 }
 
 /// Test that in a full set the flow a packet used since the last insert survives the next
@@ -89,9 +97,7 @@ fn full_set_keeps_the_flow_used_since_the_last_insert() {
 #[test]
 fn remembered_flow_does_not_follow_a_re_bound_backend_id() {
     require_privileges!();
-    let key = vip_key(VIP, 80, 6);
-    let (mut ebpf, _) = load(&[(key, 0)], 13);
-    let (_, first) = run(&mut ebpf, &packets::tcp_syn(&flow(41_000)));
+    let (mut ebpf, _, first) = first_syn(41_000);
     let slot = remembered(&ebpf, 41_000).expect("remembered");
     assert_eq!(slot.backend, first);
 
@@ -126,9 +132,7 @@ fn remembered_flow_does_not_follow_a_re_bound_backend_id() {
 #[test]
 fn torn_slot_is_stale_and_never_followed() {
     require_privileges!();
-    let key = vip_key(VIP, 80, 6);
-    let (mut ebpf, vip) = load(&[(key, 0)], 13);
-    let (_, choice) = run(&mut ebpf, &packets::tcp_syn(&flow(42_000)));
+    let (mut ebpf, vip, choice) = first_syn(42_000);
     let other = (choice + 1) % BACKENDS;
     let flow_key = flow_key(&flow(42_000), 6);
     // A whole slot for the table's choice, then another writer's backend over it.

@@ -118,6 +118,20 @@ fn ipip_options(forwarding: Forwarding) -> Options {
     }
 }
 
+/// A fresh `ipip` topology of [`ipip_options`] and the answers per backend of `total`
+/// connections to `vip` from source ports `first_sport` on (see [`connect_all`]).
+fn ipip_answers(
+    forwarding: Forwarding,
+    vip: IpAddr,
+    first_sport: u16,
+    total: u16,
+) -> (Topology, Vec<u64>) {
+    let label = format!("ipip{first_sport}");
+    let topology = Topology::new(&label, &ipip_options(forwarding)).expect("ipip topology");
+    let answered = connect_all(&topology, vip, first_sport, total);
+    (topology, answered)
+}
+
 /// Test that 200 KB uploads through `ipip` VIPs whose tunnel MTU is the client's own (1500)
 /// complete, for both VIPs and both outer families: xlb answers the client's full-size
 /// segments with ICMP "fragmentation needed" / ICMPv6 "packet too big" carrying the MTU less
@@ -208,10 +222,8 @@ fn assert_tunnelled(topology: &Topology, answered: &[u64]) {
 #[test]
 fn ipip_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
-    let topology =
-        Topology::new("ipip4", &ipip_options(Forwarding::IpipV4)).expect("ipip topology");
     let total = 600u16;
-    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 22_000, total);
+    let (topology, answered) = ipip_answers(Forwarding::IpipV4, IpAddr::V4(VIP_V4), 22_000, total);
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
         assert_new_flows_cover(&topology, id, count);
@@ -225,10 +237,8 @@ fn ipip_spreads_real_tcp_connections_by_weight() {
 #[test]
 fn ipip_serves_the_ipv6_vip() {
     require_privileges!();
-    let topology =
-        Topology::new("ipip6", &ipip_options(Forwarding::IpipV6)).expect("ipip topology");
     let total = 150u16;
-    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 23_000, total);
+    let (topology, answered) = ipip_answers(Forwarding::IpipV6, IpAddr::V6(VIP_V6), 23_000, total);
     eprintln!("IPv6-in-IPv6 answers per backend: {answered:?}");
     for (id, &count) in answered.iter().enumerate() {
         assert!(count > 0, "b{id} answered none of {total}: {answered:?}");

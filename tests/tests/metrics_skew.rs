@@ -10,7 +10,7 @@ use std::{
 use lb_userspace::{
     metrics::{self, Extra},
     pins,
-    skew::{self, AlertKind, Detector, Settings},
+    skew::{self, Alert, AlertKind, Detector, Settings},
     stats, status,
 };
 use xlb_tests::{
@@ -227,12 +227,7 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
         .collect();
     live.send_syns(chosen);
     let fired = observe(&mut detector, &mut live, 10);
-    let kinds: Vec<(AlertKind, bool)> = fired.iter().map(|a| (a.kind, a.firing)).collect();
-    assert_eq!(
-        kinds,
-        [(AlertKind::Dominant, true), (AlertKind::Skew, true)],
-        "{fired:?}"
-    );
+    assert_kinds(&fired, true);
     let target_address: IpAddr = "198.18.0.10".parse().unwrap();
     assert!(
         fired
@@ -258,12 +253,17 @@ fn skew_alarm_fires_on_kernel_counters_and_clears() {
 
     // 3000 flows spread by the table: over the window the target has about 1300 of 3300.
     live.send_syns(20_000..23_000);
-    let cleared = observe(&mut detector, &mut live, 30);
-    let kinds: Vec<(AlertKind, bool)> = cleared.iter().map(|a| (a.kind, a.firing)).collect();
+    assert_kinds(&observe(&mut detector, &mut live, 30), false);
+    assert_eq!(detector.firing(), []);
+}
+
+/// Asserts that `alerts` are exactly the dominant and the skew alert, both `firing` (or both
+/// cleared).
+fn assert_kinds(alerts: &[Alert], firing: bool) {
+    let kinds: Vec<(AlertKind, bool)> = alerts.iter().map(|a| (a.kind, a.firing)).collect();
     assert_eq!(
         kinds,
-        [(AlertKind::Dominant, false), (AlertKind::Skew, false)],
-        "{cleared:?}"
+        [(AlertKind::Dominant, firing), (AlertKind::Skew, firing)],
+        "{alerts:?}"
     );
-    assert_eq!(detector.firing(), []);
 }

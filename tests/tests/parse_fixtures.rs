@@ -36,7 +36,12 @@ fn corpus() -> Vec<Fixture> {
     };
     let v4_syn = packets::tcp_syn(&v4());
     let v6_udp = packets::udp(&v6(), b"hello");
-    vec![
+    let malformed = packets::MALFORMED_IPV4.map(|(name, field, value, reason)| Fixture {
+        name,
+        packet: edited(v4_syn.clone(), &|p| field.set(p, value)),
+        reason,
+    });
+    let mut corpus = vec![
         Fixture {
             name: "ipv4 tcp syn",
             packet: v4_syn.clone(),
@@ -123,39 +128,9 @@ fn corpus() -> Vec<Fixture> {
             reason: Reason::NotVip,
         },
         Fixture {
-            name: "ipv4 ihl 4",
-            packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_ihl(p, 4)),
-            reason: Reason::BadHeader,
-        },
-        Fixture {
             name: "ipv4 ihl 0",
             packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_ihl(p, 0)),
             reason: Reason::BadHeader,
-        },
-        Fixture {
-            name: "ipv4 ihl beyond the frame",
-            packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_ihl(p, 15)),
-            reason: Reason::BadHeader,
-        },
-        Fixture {
-            name: "ipv4 total length shorter than the header",
-            packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_total_len(p, 19)),
-            reason: Reason::BadHeader,
-        },
-        Fixture {
-            name: "ipv4 total length beyond the frame",
-            packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_total_len(p, 1400)),
-            reason: Reason::Truncated,
-        },
-        Fixture {
-            name: "ipv4 first fragment",
-            packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_frag(p, 0x2000)),
-            reason: Reason::Fragment,
-        },
-        Fixture {
-            name: "ipv4 later fragment",
-            packet: edited(v4_syn.clone(), &|p| packets::set_ipv4_frag(p, 0x0010)),
-            reason: Reason::Fragment,
         },
         Fixture {
             name: "ipv4 don't-fragment is not a fragment",
@@ -182,7 +157,9 @@ fn corpus() -> Vec<Fixture> {
             packet: truncated(v4_syn.clone(), 14),
             reason: Reason::Truncated,
         },
-    ]
+    ];
+    corpus.extend(malformed);
+    corpus
 }
 
 /// Test that every fixture gets its verdict, leaves the packet unchanged, and is counted once

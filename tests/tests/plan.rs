@@ -10,7 +10,6 @@ use lb_userspace::{
     config::HostEnvironment,
     counters::Totals,
     exit,
-    pins::Live,
     plan::{Change, Options, PlanReport, Sample, VipPlan, clients::Clients, plan_file, plan_with},
     rollout::{self, Desired},
     steering,
@@ -224,10 +223,8 @@ fn plan_with_nothing_running_adds_everything() {
     require_privileges!();
     let live = LiveXlb::new("plan-empty");
     let path = live.config_file("new.toml", &config_text(&THREE));
-    let nowhere = Live {
-        pin_path: Some(live.pin_path.join("nothing-here")),
-    };
-    let report = plan_file(&path, &HostEnvironment, &nowhere, &Sample::default()).expect("plan");
+    let report =
+        plan_file(&path, &HostEnvironment, &live.nowhere(), &Sample::default()).expect("plan");
     assert_eq!(report.code, exit::OK);
     let state = report.live.as_ref().expect("live");
     assert!(!state.loaded);

@@ -385,41 +385,11 @@ fn malformed_packets_to_a_vip_are_never_forwarded() {
         }
     }
     let syn = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 80));
-    let edited = |edit: &dyn Fn(&mut Vec<u8>)| {
+    for (what, field, value, reason) in packets::MALFORMED_IPV4 {
         let mut packet = syn.clone();
-        edit(&mut packet);
-        packet
-    };
-    expect(
-        edited(&|p| packets::set_ipv4_ihl(p, 4)),
-        Reason::BadHeader,
-        "ihl 4",
-    );
-    expect(
-        edited(&|p| packets::set_ipv4_ihl(p, 15)),
-        Reason::BadHeader,
-        "ihl 15",
-    );
-    expect(
-        edited(&|p| packets::set_ipv4_total_len(p, 19)),
-        Reason::BadHeader,
-        "total length 19",
-    );
-    expect(
-        edited(&|p| packets::set_ipv4_total_len(p, 1400)),
-        Reason::Truncated,
-        "total length 1400",
-    );
-    expect(
-        edited(&|p| packets::set_ipv4_frag(p, 0x2000)),
-        Reason::Fragment,
-        "first fragment",
-    );
-    expect(
-        edited(&|p| packets::set_ipv4_frag(p, 0x0010)),
-        Reason::Fragment,
-        "later fragment",
-    );
+        field.set(&mut packet, value);
+        expect(packet, reason, what);
+    }
     let mut v6 = packets::udp(&Flow::new("2001:db8::1", "2001:db8:1::10", 40000, 80), b"x");
     packets::add_ipv6_fragment_header(&mut v6);
     expect(v6, Reason::Fragment, "ipv6 fragment");

@@ -113,12 +113,7 @@ fn protect_keeps_established_flows_through_a_flood_and_a_backend_change() {
     require_privileges!();
     let size = table_size();
     for ipv6 in [false, true] {
-        let outcome = run(FlowAdmission::Protect, 10 * size, ipv6);
-        assert!(
-            outcome.moved_share() <= MAX_MOVED,
-            "protect moved too many flows: {outcome:?}"
-        );
-        assert_eq!(outcome.evicted_proven, 0, "{outcome:?}");
+        let outcome = kept_established(FlowAdmission::Protect, "protect", 10 * size, ipv6);
         assert!(
             outcome.remembered >= u64::from(20 * size),
             "spoofed SYNs still take unproven slots: {outcome:?}"
@@ -133,18 +128,25 @@ fn protect_keeps_established_flows_through_a_flood_and_a_backend_change() {
 fn first_ack_keeps_established_flows_through_a_flood_and_a_backend_change() {
     require_privileges!();
     let size = table_size();
-    let outcome = run(FlowAdmission::FirstAck, 10 * size, false);
-    assert!(
-        outcome.moved_share() <= MAX_MOVED,
-        "first_ack moved too many flows: {outcome:?}"
-    );
-    assert_eq!(outcome.evicted_proven, 0, "{outcome:?}");
+    let outcome = kept_established(FlowAdmission::FirstAck, "first_ack", 10 * size, false);
     // Each client's SYN, and every spoofed SYN of both bursts.
     assert_eq!(
         outcome.not_remembered,
         u64::from(flows() + 20 * size),
         "{outcome:?}"
     );
+}
+
+/// [`run`] under `admission` (named `name`), asserting that at most [`MAX_MOVED`] of the
+/// established flows moved and no proven flow was evicted.
+fn kept_established(admission: FlowAdmission, name: &str, spoofed: u32, ipv6: bool) -> Outcome {
+    let outcome = run(admission, spoofed, ipv6);
+    assert!(
+        outcome.moved_share() <= MAX_MOVED,
+        "{name} moved too many flows: {outcome:?}"
+    );
+    assert_eq!(outcome.evicted_proven, 0, "{outcome:?}");
+    outcome
 }
 
 /// Test the trade-off of each policy for a handshake whose SYN and first ACK straddle a table
