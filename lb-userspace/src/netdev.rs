@@ -136,7 +136,7 @@ pub fn netns_name(nsid: i64) -> Option<String> {
 
 /// The offload features of `name` that are on (`ethtool -k`), e.g. `tx-checksumming`.
 pub fn features_on(name: &str) -> anyhow::Result<Vec<String>> {
-    let text = ethtool(&["-k", name])?;
+    let text = run_checked(Command::new("ethtool").args(["-k", name]))?;
     Ok(text
         .lines()
         .filter_map(|line| {
@@ -146,15 +146,20 @@ pub fn features_on(name: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn ethtool(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("ethtool")
-        .args(args)
-        .output()
-        .context("running ethtool (install it: `apt-get install ethtool`)")?;
+/// Runs `command` to its end: its stdout, or an error naming the command with its stderr.
+pub fn run_checked(command: &mut Command) -> anyhow::Result<String> {
+    let shown = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = command.output().with_context(|| {
+        let program = command.get_program().to_string_lossy();
+        format!("running `{shown}`: is `{program}` installed?")
+    })?;
     if !out.status.success() {
         bail!(
-            "`ethtool {}` failed: {}",
-            args.join(" "),
+            "`{shown}` failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -28,7 +28,7 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::{
     daemon_lab::exited,
-    netns::{self, BPFFS, Lab, Netns},
+    netns::{self, BPFFS, Lab, Netns, run_checked},
 };
 
 /// Prefix of every name a kept lab uses: namespaces, pin directories, its directory under
@@ -541,16 +541,4 @@ fn wait_exited(pids: &[u32]) {
     while pids.iter().any(|pid| !exited(*pid)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn run_checked(command: &mut Command) -> anyhow::Result<()> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?} (is iproute2 installed?)"))?;
-    ensure!(
-        out.status.success(),
-        "{command:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
 }

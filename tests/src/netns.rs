@@ -23,6 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::Ebpf;
+pub use lb_userspace::netdev::run_checked;
 use lb_userspace::{
     attach::{self, AttachMode},
     object,
@@ -171,7 +172,7 @@ impl Netns {
     /// otherwise reach their receiver with checksums it drops as bad.
     pub fn tx_checksum_off(&self, dev: &str) -> anyhow::Result<()> {
         let mut command = self.command("ethtool");
-        run_checked(command.args(["-K", dev, "tx", "off"]))
+        run_checked(command.args(["-K", dev, "tx", "off"])).map(drop)
     }
 
     /// The MAC address of `dev`, as `ip` prints it. Read with `ip -j`: /sys/class/net shows the
@@ -199,7 +200,7 @@ impl Netns {
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
         let mut full = vec!["-n", &self.name];
         full.extend_from_slice(args);
-        run_checked(Command::new("ip").args(&full))
+        run_checked(Command::new("ip").args(&full)).map(drop)
     }
 
     /// Sets the sysctl `key` (dotted, e.g. `net.ipv4.conf.all.rp_filter`) to `value` in this
@@ -600,19 +601,6 @@ fn check_lab_address(cidr: &str) -> anyhow::Result<()> {
     };
     if !ok {
         bail!("lab address {cidr} is outside 198.18.0.0/15 and 2001:db8::/32; use one inside them");
-    }
-    Ok(())
-}
-
-fn run_checked(command: &mut Command) -> anyhow::Result<()> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?} (is iproute2 installed?)"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
     }
     Ok(())
 }

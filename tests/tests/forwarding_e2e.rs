@@ -59,9 +59,8 @@ fn assert_third(id: usize, count: u64, total: u16, answered: &[u64]) {
 #[test]
 fn dsr_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
-    let topology = Topology::new("spread4", &Options::equal(3)).expect("topology");
     let total = 600u16;
-    let answered = connect_all(&topology, IpAddr::V4(VIP_V4), 20_000, total);
+    let (topology, answered) = answers(Forwarding::Dsr, IpAddr::V4(VIP_V4), 20_000, total);
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
         assert_new_flows_cover(&topology, id, count);
@@ -72,9 +71,8 @@ fn dsr_spreads_real_tcp_connections_by_weight() {
 #[test]
 fn dsr_serves_the_ipv6_vip() {
     require_privileges!();
-    let topology = Topology::new("spread6", &Options::equal(3)).expect("topology");
     let total = 150u16;
-    let answered = connect_all(&topology, IpAddr::V6(VIP_V6), 21_000, total);
+    let (topology, answered) = answers(Forwarding::Dsr, IpAddr::V6(VIP_V6), 21_000, total);
     eprintln!("IPv6 answers per backend: {answered:?}");
     for (id, &count) in answered.iter().enumerate() {
         assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
@@ -110,24 +108,24 @@ fn dsr_connection_follows_the_predicted_backend() {
     }
 }
 
-/// Three equal backends reached in `ipip` mode with `forwarding`'s outer family.
-fn ipip_options(forwarding: Forwarding) -> Options {
+/// Three equal backends reached by `forwarding` (with `ipip`, its outer family).
+fn equal_three(forwarding: Forwarding) -> Options {
     Options {
         forwarding,
         ..Options::equal(3)
     }
 }
 
-/// A fresh `ipip` topology of [`ipip_options`] and the answers per backend of `total`
+/// A fresh topology of [`equal_three`] and the answers per backend of `total`
 /// connections to `vip` from source ports `first_sport` on (see [`connect_all`]).
-fn ipip_answers(
+fn answers(
     forwarding: Forwarding,
     vip: IpAddr,
     first_sport: u16,
     total: u16,
 ) -> (Topology, Vec<u64>) {
-    let label = format!("ipip{first_sport}");
-    let topology = Topology::new(&label, &ipip_options(forwarding)).expect("ipip topology");
+    let label = format!("spread{first_sport}");
+    let topology = Topology::new(&label, &equal_three(forwarding)).expect("topology");
     let answered = connect_all(&topology, vip, first_sport, total);
     (topology, answered)
 }
@@ -147,7 +145,7 @@ fn ipip_upload_larger_than_the_tunnel_mtu_completes() {
     ] {
         let options = Options {
             tunnel_mtu: CLIENT_MTU,
-            ..ipip_options(forwarding)
+            ..equal_three(forwarding)
         };
         let topology = Topology::new(label, &options).expect("ipip topology");
         for (sport, vip) in [(25_000, IpAddr::V4(VIP_V4)), (25_001, IpAddr::V6(VIP_V6))] {
@@ -223,7 +221,7 @@ fn assert_tunnelled(topology: &Topology, answered: &[u64]) {
 fn ipip_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
     let total = 600u16;
-    let (topology, answered) = ipip_answers(Forwarding::IpipV4, IpAddr::V4(VIP_V4), 22_000, total);
+    let (topology, answered) = answers(Forwarding::IpipV4, IpAddr::V4(VIP_V4), 22_000, total);
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
         assert_new_flows_cover(&topology, id, count);
@@ -238,7 +236,7 @@ fn ipip_spreads_real_tcp_connections_by_weight() {
 fn ipip_serves_the_ipv6_vip() {
     require_privileges!();
     let total = 150u16;
-    let (topology, answered) = ipip_answers(Forwarding::IpipV6, IpAddr::V6(VIP_V6), 23_000, total);
+    let (topology, answered) = answers(Forwarding::IpipV6, IpAddr::V6(VIP_V6), 23_000, total);
     eprintln!("IPv6-in-IPv6 answers per backend: {answered:?}");
     for (id, &count) in answered.iter().enumerate() {
         assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
@@ -262,7 +260,7 @@ fn ipip_large_request_stays_within_the_mtu() {
     const BODY: usize = 100_000;
     const UPLOADS: u16 = 4;
     for (label, forwarding) in [("big4", Forwarding::IpipV4), ("big6", Forwarding::IpipV6)] {
-        let topology = Topology::new(label, &ipip_options(forwarding)).expect("ipip topology");
+        let topology = Topology::new(label, &equal_three(forwarding)).expect("ipip topology");
         let mut answered = vec![0u64; topology.backends.len()];
         for vip in [IpAddr::V4(VIP_V4), IpAddr::V6(VIP_V6)] {
             for sport in 24_000..24_000 + UPLOADS {

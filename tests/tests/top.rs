@@ -8,6 +8,7 @@ use std::{
 
 use xlb_tests::{
     live::{EQUAL, LiveXlb, assert_says, predicted},
+    netns::run_checked,
     require_privileges,
 };
 
@@ -37,17 +38,8 @@ impl Tmux {
 
     /// Runs `tmux ARGS` on this server and returns its stdout.
     fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux (cargo xtask setup installs it)");
-        assert!(
-            out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_checked(Command::new("tmux").args(["-L", &self.socket]).args(args))
+            .unwrap_or_else(|err| panic!("{err:#}"))
     }
 
     /// The screen as the terminal shows it; with `styles`, with its colour escapes.

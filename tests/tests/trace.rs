@@ -14,6 +14,7 @@ use lb_userspace::maps::{Pinned, array};
 use serde_json::Value;
 use xlb_tests::{
     daemon_lab::{CLIENT, DaemonLab, VIP_NAME, VIP_SPEC},
+    netns::run_checked,
     require_privileges,
 };
 
@@ -121,17 +122,8 @@ fn trace_writes_forwarded_packets_to_a_pcap_tcpdump_reads() {
         "the trace flag is still set after the trace"
     );
 
-    let out = Command::new("tcpdump")
-        .args(["-nn", "-r"])
-        .arg(&pcap)
-        .output()
-        .expect("tcpdump");
-    assert!(
-        out.status.success(),
-        "tcpdump -r failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_checked(Command::new("tcpdump").args(["-nn", "-r"]).arg(&pcap))
+        .unwrap_or_else(|err| panic!("{err:#}"));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 12, "{text}");
     for line in lines {
