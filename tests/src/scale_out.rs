@@ -57,9 +57,8 @@ const READY: Duration = Duration::from_secs(20);
 
 /// One xlb node: its namespace, address, files and processes.
 pub struct Node {
-    pub name: String,
-    pub ns: Netns,
-    pub address: Ipv4Addr,
+    /// `n{i}` on the switch.
+    pub host: Host,
     pub pin_path: PathBuf,
     pub dir: PathBuf,
     pub xlb_pid: Option<u32>,
@@ -132,9 +131,7 @@ impl ScaleOut {
             let node_dir = dir.join(&host.name);
             std::fs::create_dir_all(&node_dir)?;
             node_list.push(Node {
-                name: host.name,
-                ns: host.ns,
-                address: host.address,
+                host,
                 pin_path,
                 dir: node_dir,
                 xlb_pid: None,
@@ -180,7 +177,7 @@ impl ScaleOut {
         for node in &self.nodes {
             conf += &format!(
                 "protocol bgp {} from xlbnode {{ neighbor {} as {NODE_AS}; }}\n",
-                node.name, node.address
+                node.host.name, node.host.address
             );
         }
         let dir = self.dir.join("router");
@@ -216,7 +213,7 @@ impl ScaleOut {
              metrics_address = \"127.0.0.1:9100\"\nipip_source_v4 = \"{}\"\n\n[bgp]\n\
              routes_file = \"{}\"\nsocket = \"{}\"\n",
             node.pin_path.display(),
-            node.address,
+            node.host.address,
             node.routes_file().display(),
             node.socket().display()
         );
@@ -256,7 +253,7 @@ impl ScaleOut {
     /// until the link is pinned.
     pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
-        ensure!(node.xlb_pid.is_none(), "{} already runs", node.name);
+        ensure!(node.xlb_pid.is_none(), "{} already runs", node.host.name);
         if !node.routes_file().exists() {
             std::fs::write(
                 node.routes_file(),
@@ -269,11 +266,11 @@ impl ScaleOut {
              hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 2; \
              ipv4 {{ import none; export where proto = \"xlb_vips4\"; }}; \
              ipv6 {{ import none; export where proto = \"xlb_vips6\"; extended next hop on; }}; }}\n",
-            node.address,
+            node.host.address,
             node.routes_file().display(),
-            node.address
+            node.host.address
         );
-        let (ns, dir) = (node.ns.clone(), node.dir.clone());
+        let (ns, dir) = (node.host.ns.clone(), node.dir.clone());
         if self.nodes[i].bird_pid.is_none() {
             let pid = self.spawn_bird(&ns, &dir, &conf)?;
             self.nodes[i].bird_pid = Some(pid);
@@ -343,7 +340,7 @@ impl ScaleOut {
     /// `xlb ARGS --pin-path PIN` in node `i`'s namespace.
     pub fn xlb(&self, i: usize, args: &[&str]) -> anyhow::Result<VerbOutput> {
         let node = &self.nodes[i];
-        xlb_verb(&node.ns, &self.xlb, &node.pin_path, args)
+        xlb_verb(&node.host.ns, &self.xlb, &node.pin_path, args)
     }
 
     /// New flows node `i` steered for the VIP, per backend (its `xlb stats`).
@@ -377,7 +374,7 @@ impl ScaleOut {
 
     /// Waits until the router's next hops for the VIP are exactly `nodes`; returns how long.
     pub fn wait_next_hops(&self, nodes: &[usize], within: Duration) -> anyhow::Result<Duration> {
-        let want: BTreeSet<Ipv4Addr> = nodes.iter().map(|i| self.nodes[*i].address).collect();
+        let want: BTreeSet<Ipv4Addr> = nodes.iter().map(|i| self.nodes[*i].host.address).collect();
         let started = Instant::now();
         loop {
             let hops = self.next_hops()?;
@@ -505,7 +502,7 @@ pub fn run_lab(nodes: usize, requests: usize) -> anyhow::Result<()> {
         lab.start_node(i)?;
         println!(
             "lab: node {} ({}) up: xlb run --config, BIRD announcing {VIP}/32",
-            lab.nodes[i].name, lab.nodes[i].address
+            lab.nodes[i].host.name, lab.nodes[i].host.address
         );
     }
     let all: Vec<usize> = (0..nodes).collect();
@@ -547,7 +544,7 @@ pub fn run_lab(nodes: usize, requests: usize) -> anyhow::Result<()> {
         let flows = now - old.iter().sum::<u64>();
         println!(
             "  {} {:>5} ({:.1}%)",
-            lab.nodes[i].name,
+            lab.nodes[i].host.name,
             flows,
             flows as f64 * 100.0 / requests as f64
         );
@@ -572,7 +569,7 @@ pub fn run_lab(nodes: usize, requests: usize) -> anyhow::Result<()> {
             .flatten()
             .map(|v| format!("{} {}", v["vip"], v["fingerprint"]))
             .collect();
-        println!("  {} {}", lab.nodes[i].name, prints.join(", "));
+        println!("  {} {}", lab.nodes[i].host.name, prints.join(", "));
     }
     if nodes > 1 {
         let mut args = vec!["audit".to_owned()];
@@ -630,8 +627,8 @@ impl ScaleOut {
         Ok(self
             .nodes
             .iter()
-            .find(|n| n.address.to_string() == via)
-            .map_or(via, |n| n.name.clone()))
+            .find(|n| n.host.address.to_string() == via)
+            .map_or(via, |n| n.host.name.clone()))
     }
 
     /// Stops node `i` as an operator would: SIGTERM to its daemon (which withdraws the VIP),

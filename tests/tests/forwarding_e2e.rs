@@ -59,12 +59,7 @@ fn assert_third(id: usize, count: u64, total: u16, answered: &[u64]) {
 #[test]
 fn dsr_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
-    let total = 600u16;
-    let (topology, answered) = answers(Forwarding::Dsr, IpAddr::V4(VIP_V4), 20_000, total);
-    for (id, &count) in answered.iter().enumerate() {
-        assert_third(id, count, total, &answered);
-        assert_new_flows_cover(&topology, id, count);
-    }
+    spread_in_thirds(Forwarding::Dsr, 20_000);
 }
 
 /// Test that real TCP connections to the IPv6 VIP are all answered, by all three backends.
@@ -127,6 +122,18 @@ fn answers(
     let label = format!("spread{first_sport}");
     let topology = Topology::new(&label, &equal_three(forwarding)).expect("topology");
     let answered = connect_all(&topology, vip, first_sport, total);
+    (topology, answered)
+}
+
+/// 600 connections to the IPv4 VIP from source ports `first_sport` on ([`answers`]), each
+/// backend asserted to answer a third of them (±5 points) and to count them as new flows.
+fn spread_in_thirds(forwarding: Forwarding, first_sport: u16) -> (Topology, Vec<u64>) {
+    let total = 600u16;
+    let (topology, answered) = answers(forwarding, IpAddr::V4(VIP_V4), first_sport, total);
+    for (id, &count) in answered.iter().enumerate() {
+        assert_third(id, count, total, &answered);
+        assert_new_flows_cover(&topology, id, count);
+    }
     (topology, answered)
 }
 
@@ -220,12 +227,7 @@ fn assert_tunnelled(topology: &Topology, answered: &[u64]) {
 #[test]
 fn ipip_spreads_real_tcp_connections_by_weight() {
     require_privileges!();
-    let total = 600u16;
-    let (topology, answered) = answers(Forwarding::IpipV4, IpAddr::V4(VIP_V4), 22_000, total);
-    for (id, &count) in answered.iter().enumerate() {
-        assert_third(id, count, total, &answered);
-        assert_new_flows_cover(&topology, id, count);
-    }
+    let (topology, answered) = spread_in_thirds(Forwarding::IpipV4, 22_000);
     assert_tunnelled(&topology, &answered);
 }
 

@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xlb_tests::{demo, netns::Lab, require_privileges};
+use xlb_tests::{
+    demo,
+    netns::{Ipv6, Lab, Switch},
+    require_privileges,
+};
 
 /// Requests per VIP in the end-to-end run: enough that a share within ±10 points of the
 /// expected one is a test of xlb, not of luck (one standard deviation is 2.5 points for the
@@ -303,17 +307,17 @@ fn lab_is_removed_on_ctrl_c() {
     assert!(left.is_empty(), "left behind after Ctrl-C: {left:#?}");
 }
 
-/// Test that two hosts joined through a bridge in a third namespace exchange real traffic.
+/// Test that two hosts joined through the labs' switch (veths to a bridge in a third
+/// namespace) exchange real traffic.
 #[test]
 fn lab_bridge_joins_hosts() {
     require_privileges!();
     let mut lab = Lab::new("bridge").expect("lab");
-    let switch = lab.netns("sw").expect("netns");
-    let a = lab.netns("a").expect("netns");
-    let b = lab.netns("b").expect("netns");
-    xlb_tests::netns::veth((&a, "eth0"), (&switch, "pa")).expect("veth a");
-    xlb_tests::netns::veth((&b, "eth0"), (&switch, "pb")).expect("veth b");
-    switch.bridge("br0", &["pa", "pb"]).expect("bridge");
+    let names = ["a", "b"].map(String::from);
+    let switch = Switch::build(|name| lab.netns(name), &names, Ipv6::Off).expect("switch");
+    let [a, b] = &switch.members[..] else {
+        panic!("two members: {:?}", switch.members)
+    };
     a.addr("eth0", "198.18.5.1/24").expect("addr a");
     b.addr("eth0", "198.18.5.2/24").expect("addr b");
     let receiver = b

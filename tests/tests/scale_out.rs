@@ -286,7 +286,7 @@ fn ipv6_vip_is_announced_by_every_node() {
     require_privileges!();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = started("bgp6", 2);
-    let want: BTreeSet<Ipv4Addr> = lab.nodes.iter().map(|n| n.address).collect();
+    let want: BTreeSet<Ipv4Addr> = lab.nodes.iter().map(|n| n.host.address).collect();
     let deadline = Instant::now() + CONVERGE;
     let mut hops = BTreeSet::new();
     while hops != want {
@@ -300,7 +300,7 @@ fn ipv6_vip_is_announced_by_every_node() {
         hops = lab.ipv6_next_hops().expect("birdc");
     }
     lab.stop_daemon(1, libc::SIGTERM).expect("SIGTERM");
-    let left: BTreeSet<Ipv4Addr> = [lab.nodes[0].address].into();
+    let left: BTreeSet<Ipv4Addr> = [lab.nodes[0].host.address].into();
     let deadline = Instant::now() + CONVERGE;
     while lab.ipv6_next_hops().expect("birdc") != left {
         assert!(Instant::now() < deadline, "n1 still announces {VIP6}");
