@@ -2,15 +2,15 @@
 //! becomes live, a bad one changes nothing, and drain/disable/enable act on established and
 //! new flows as documented.
 
+use std::path::Path;
+
 use aya::Ebpf;
 use lb_common::{PROGRAM_NAME, Verdict, service::BACKEND_DRAINED};
 use lb_userspace::{
-    apply::{Options, apply_file},
+    apply::{ApplyReport, Options, apply_file},
     backend::{BackendAction, parse_vip},
     config::HostEnvironment,
-    exit, object,
-    pins::{self},
-    testrun,
+    exit, object, pins, testrun,
 };
 use xlb_tests::{
     live::{LiveXlb, change_backend, config_text},
@@ -40,30 +40,20 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
     assert_eq!(report.generation, Some(1));
     let again = live.apply_file(&good, &Options::default()).expect("apply");
     assert_eq!(again.generation, Some(2));
-    let before = live.snapshot();
 
     let outage = live.config_file(
         "outage.toml",
         &config_text(&[("198.18.0.10", 1), ("198.18.0.11", 0), ("198.18.0.12", 0)]),
     );
-    let refused = live
-        .apply_file(&outage, &Options::default())
-        .expect("apply");
-    assert!(!refused.applied);
+    let overriding = Options {
+        overrides: vec!["XLB003".into()],
+        ..Options::default()
+    };
+    let (refused, forced) = refused_unless(&mut live, &outage, &overriding);
     assert!(
         refused.diagnostics.iter().any(|d| d.contains("XLB003")),
         "{refused:?}"
     );
-    assert_eq!(live.snapshot(), before, "refused: unchanged");
-    let forced = live
-        .apply_file(
-            &outage,
-            &Options {
-                overrides: vec!["XLB003".into()],
-                ..Options::default()
-            },
-        )
-        .expect("apply");
     assert!(
         forced.applied,
         "--override XLB003 forces the outage config live: {forced:?}"
@@ -73,29 +63,31 @@ fn apply_verb_applies_valid_configs_and_refuses_others() {
         "{forced:?}"
     );
     live.apply_file(&good, &Options::default()).expect("apply");
-    let before = live.snapshot();
     let warned = live.config_file(
         "single.toml",
         &config_text(&[("198.18.0.10", 1)]).replace("min_backends = 1", "min_backends = 2"),
     );
-    let refused = live
-        .apply_file(&warned, &Options::default())
-        .expect("apply");
-    assert!(
-        !refused.applied,
-        "a warning refuses without --allow-warnings"
-    );
-    assert_eq!(live.snapshot(), before, "nothing changed");
-    let allowed = live
-        .apply_file(
-            &warned,
-            &Options {
-                allow_warnings: true,
-                ..Options::default()
-            },
-        )
-        .expect("apply");
+    let allowing = Options {
+        allow_warnings: true,
+        ..Options::default()
+    };
+    let (_, allowed) = refused_unless(&mut live, &warned, &allowing);
     assert!(allowed.applied);
+}
+
+/// Applies `file` with the default options, which must refuse it and change nothing, then
+/// with `options`; returns both reports.
+fn refused_unless(
+    live: &mut LiveXlb,
+    file: &Path,
+    options: &Options,
+) -> (ApplyReport, ApplyReport) {
+    let before = live.snapshot();
+    let refused = live.apply_file(file, &Options::default()).expect("apply");
+    assert!(!refused.applied, "refused without {options:?}: {refused:?}");
+    assert_eq!(live.snapshot(), before, "refused: unchanged");
+    let report = live.apply_file(file, options).expect("apply");
+    (refused, report)
 }
 
 /// Test that `apply` with nothing running fails with the not-loaded exit code.

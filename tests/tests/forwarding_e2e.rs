@@ -66,11 +66,8 @@ fn dsr_spreads_real_tcp_connections_by_weight() {
 #[test]
 fn dsr_serves_the_ipv6_vip() {
     require_privileges!();
-    let total = 150u16;
-    let (topology, answered) = answers(Forwarding::Dsr, IpAddr::V6(VIP_V6), 21_000, total);
-    eprintln!("IPv6 answers per backend: {answered:?}");
+    let (topology, answered) = served_by_all(Forwarding::Dsr, 21_000);
     for (id, &count) in answered.iter().enumerate() {
-        assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
         assert_new_flows_cover(&topology, id, count);
     }
 }
@@ -133,6 +130,18 @@ fn spread_in_thirds(forwarding: Forwarding, first_sport: u16) -> (Topology, Vec<
     for (id, &count) in answered.iter().enumerate() {
         assert_third(id, count, total, &answered);
         assert_new_flows_cover(&topology, id, count);
+    }
+    (topology, answered)
+}
+
+/// 150 connections to the IPv6 VIP from source ports `first_sport` on ([`answers`]), every
+/// backend asserted to answer some.
+fn served_by_all(forwarding: Forwarding, first_sport: u16) -> (Topology, Vec<u64>) {
+    let total = 150u16;
+    let (topology, answered) = answers(forwarding, IpAddr::V6(VIP_V6), first_sport, total);
+    eprintln!("{forwarding:?} answers per backend: {answered:?}");
+    for (id, &count) in answered.iter().enumerate() {
+        assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
     }
     (topology, answered)
 }
@@ -237,12 +246,7 @@ fn ipip_spreads_real_tcp_connections_by_weight() {
 #[test]
 fn ipip_serves_the_ipv6_vip() {
     require_privileges!();
-    let total = 150u16;
-    let (topology, answered) = answers(Forwarding::IpipV6, IpAddr::V6(VIP_V6), 23_000, total);
-    eprintln!("IPv6-in-IPv6 answers per backend: {answered:?}");
-    for (id, &count) in answered.iter().enumerate() {
-        assert!(count > 0, "b{id} answered none of {total}: {answered:?}");
-    }
+    let (topology, answered) = served_by_all(Forwarding::IpipV6, 23_000);
     assert_tunnelled(&topology, &answered);
 }
 
