@@ -641,6 +641,17 @@ mod tests {
             .collect()
     }
 
+    /// A detector with [`settings`] that has observed `first`, and the test's clock: `at(s)`
+    /// is `s` seconds after that first sample.
+    fn seen(first: &[VipSample]) -> (Detector, impl Fn(u64) -> Instant + use<>) {
+        let start = Instant::now();
+        let mut detector = Detector::new(settings());
+        detector.observe(start, first);
+        (detector, move |seconds| {
+            start + Duration::from_secs(seconds)
+        })
+    }
+
     /// Test that an even spread of new flows over equal, healthy backends raises nothing.
     #[test]
     fn even_sample_raises_nothing() {
@@ -656,10 +667,8 @@ mod tests {
     /// for it within one window, with a message naming the VIP, backend, shares and next step.
     #[test]
     fn one_backend_taking_everything_fires_skew_and_dominant() {
-        let start = Instant::now();
-        let mut detector = Detector::new(settings());
-        detector.observe(start, &all_up([1000, 1000, 1000]));
-        let alerts = detector.observe(start + Duration::from_secs(10), &all_up([1300, 1000, 1000]));
+        let (mut detector, at) = seen(&all_up([1000, 1000, 1000]));
+        let alerts = detector.observe(at(10), &all_up([1300, 1000, 1000]));
         assert_eq!(
             kinds(&alerts),
             [
@@ -680,7 +689,7 @@ mod tests {
         assert_eq!(detector.firing(), alerts);
 
         // Still skewed: no new transition, still firing.
-        let later = detector.observe(start + Duration::from_secs(12), &all_up([1400, 1000, 1000]));
+        let later = detector.observe(at(12), &all_up([1400, 1000, 1000]));
         assert_eq!(later, []);
         assert_eq!(detector.firing().len(), 2);
     }
@@ -689,10 +698,7 @@ mod tests {
     /// the old lopsided samples having left it.
     #[test]
     fn skew_clears_when_the_distribution_evens_out() {
-        let start = Instant::now();
-        let at = |seconds| start + Duration::from_secs(seconds);
-        let mut detector = Detector::new(settings());
-        detector.observe(at(0), &all_up([0, 0, 0]));
+        let (mut detector, at) = seen(&all_up([0, 0, 0]));
         assert_eq!(detector.observe(at(5), &all_up([300, 0, 0])).len(), 2);
         assert_eq!(detector.observe(at(10), &all_up([600, 0, 0])), []);
         // From here on each backend gets 100 new flows every 5 s; the window (10 s) keeps
@@ -788,10 +794,7 @@ mod tests {
     /// and that a firing one clears when traffic falls below it.
     #[test]
     fn below_min_new_flows_no_share_alert() {
-        let start = Instant::now();
-        let at = |seconds| start + Duration::from_secs(seconds);
-        let mut detector = Detector::new(settings());
-        detector.observe(at(0), &all_up([0, 0, 0]));
+        let (mut detector, at) = seen(&all_up([0, 0, 0]));
         assert_eq!(detector.observe(at(1), &all_up([99, 0, 0])), []);
 
         assert_eq!(detector.observe(at(2), &all_up([200, 0, 0])).len(), 2);
@@ -876,17 +879,15 @@ mod tests {
     /// starved ones are not called skewed for flows counted under the old table.
     #[test]
     fn a_table_change_restarts_the_window_and_names_the_overloaded_server() {
-        let start = Instant::now();
-        let mut detector = Detector::new(settings());
-        detector.observe(start, &all_up([0, 0, 0]));
-        detector.observe(start + Duration::from_secs(2), &all_up([1000, 1000, 1000]));
+        let (mut detector, at) = seen(&all_up([0, 0, 0]));
+        detector.observe(at(2), &all_up([1000, 1000, 1000]));
         let mut changed = all_up([1000, 1000, 1000]);
         for (b, share) in changed[0].backends.iter_mut().zip([1.0, 0.0, 0.0]) {
             b.expected_share = share;
         }
-        detector.observe(start + Duration::from_secs(3), &changed);
+        detector.observe(at(3), &changed);
         changed[0].backends[0].new_flows_total = 1300;
-        let alerts = detector.observe(start + Duration::from_secs(4), &changed);
+        let alerts = detector.observe(at(4), &changed);
         assert_eq!(
             kinds(&alerts),
             [(AlertKind::Dominant, Some(address(10)), true)],
@@ -898,16 +899,14 @@ mod tests {
     /// program reloaded) counts from zero instead of wrapping.
     #[test]
     fn vanished_vip_clears_and_reset_counters_restart() {
-        let start = Instant::now();
-        let mut detector = Detector::new(settings());
-        detector.observe(start, &all_up([5000, 5000, 5000]));
-        let alerts = detector.observe(start + Duration::from_secs(1), &all_up([300, 0, 0]));
+        let (mut detector, at) = seen(&all_up([5000, 5000, 5000]));
+        let alerts = detector.observe(at(1), &all_up([300, 0, 0]));
         assert_eq!(
             alerts.len(),
             2,
             "reset counters count from zero: {alerts:?}"
         );
-        let cleared = detector.observe(start + Duration::from_secs(2), &[]);
+        let cleared = detector.observe(at(2), &[]);
         assert_eq!(cleared.len(), 2);
         assert!(
             cleared[0].message.contains("no longer in the live config"),
@@ -920,25 +919,17 @@ mod tests {
     #[test]
     fn settings_check_names_the_field() {
         assert!(Settings::default().check().is_ok());
-        let bad = Settings {
+        let factor = Settings {
             factor: 1.0,
             ..Settings::default()
         };
-        assert!(
-            bad.check()
-                .unwrap_err()
-                .to_string()
-                .contains("skew factor 1")
-        );
-        let bad = Settings {
+        let max_share = Settings {
             max_share: 1.5,
             ..Settings::default()
         };
-        assert!(
-            bad.check()
-                .unwrap_err()
-                .to_string()
-                .contains("max_share 1.5")
-        );
+        for (bad, says) in [(factor, "skew factor 1"), (max_share, "max_share 1.5")] {
+            let refused = bad.check().unwrap_err().to_string();
+            assert!(refused.contains(says), "{refused}");
+        }
     }
 }

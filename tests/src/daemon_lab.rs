@@ -1,7 +1,8 @@
 //! A load-balancer lab run by the real daemon: the client, lb, switch and backend namespaces of
-//! [`crate::topology`], but xlb is the `xlb run --config FILE` process in the lb namespace
-//! (health checks, reloads, metrics, alerts), driven as an operator would: by its config file,
-//! signals, the `xlb` verbs and HTTP scrapes of its metrics endpoint.
+//! [`crate::network`] (as in [`crate::topology`]), but xlb is the `xlb run --config FILE`
+//! process in the lb namespace (health checks, reloads, metrics, alerts), driven as an
+//! operator would: by its config file, signals, the `xlb` verbs and HTTP scrapes of its
+//! metrics endpoint.
 //!
 //! ```text
 //!   client (eth0: 198.18.0.1) ──┐

@@ -2,13 +2,15 @@
 //! balancer nodes and the backend hosts, with the one address plan all labs share.
 //!
 //! ```text
-//!   client (eth0: 198.18.0.1, 2001:db8::1) ─┐            one balancer on the switch
-//!   lb     (eth0: 198.18.0.2, 2001:db8::2) ─┼── br0 in sw
-//!   b{i}   (eth0: 198.18.0.{10+i}, ::1{i}) ─┘   every b{i} holds the VIPs on lo
+//!   Balancers::One (the demo, daemon and topology labs):
+//!   client (eth0: 198.18.0.1, 2001:db8::1)  ─┐
+//!   lb     (eth0: 198.18.0.2, 2001:db8::2)  ─┼── br0 in sw; every b{i} holds the VIPs on lo
+//!   b{i}   (eth0: 198.18.0.{10+i}, ::1{i})  ─┘
 //!
-//!   client (198.18.2.1) ── router (198.18.2.254; 198.18.0.254) ─┐   balancers behind a
-//!   n{i}   (eth0: 198.18.0.{2+i})                               ├── br0 in sw    router
-//!   b{i}   (eth0: 198.18.0.{10+i}, default route via the router) ┘
+//!   Balancers::BehindRouter (the scale-out lab):
+//!   client (198.18.2.1) ── router (198.18.2.254 | 198.18.0.254) ─┐
+//!   n{i}   (eth0: 198.18.0.{2+i})                                ├── br0 in sw
+//!   b{i}   (eth0: 198.18.0.{10+i}; default route via the router) ─┘
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
