@@ -66,13 +66,14 @@ impl Snapshot {
     /// copies that were live when the snapshot was taken, and nothing writes a live copy.
     pub fn restore(&self, maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<()> {
         // Only the entries that differ: compared in place, a write per difference.
-        let differ: Vec<u32> = with_mapped(maps, map_names::BACKENDS, .., |now: &mut [Backend]| {
-            (0..)
-                .zip(&self.backends)
-                .filter(|&(id, backend)| now.get(id as usize) != Some(backend))
-                .map(|(id, _)| id)
-                .collect()
-        })?;
+        let differ: Vec<u32> =
+            with_mapped(maps, map_names::BACKENDS, .., |now: &mut [Backend]| {
+                (0..)
+                    .zip(&self.backends)
+                    .filter(|&(id, backend)| now.get(id as usize) != Some(backend))
+                    .map(|(id, _)| id)
+                    .collect()
+            })?;
         let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
         for id in differ {
             backends

@@ -157,9 +157,12 @@ fn with_slots<R>(
         .max()
         .unwrap_or(low)
         .max(low + 1);
-    crate::maps::with_mapped(maps, map_names::MAGLEV, low..high, |chunks: &mut [MaglevChunk]| {
-        f(chunks.as_flattened_mut(), low * chunk)
-    })
+    crate::maps::with_mapped(
+        maps,
+        map_names::MAGLEV,
+        low..high,
+        |chunks: &mut [MaglevChunk]| f(chunks.as_flattened_mut(), low * chunk),
+    )
 }
 
 /// Creates or replaces the VIP `key`. Replacing is atomic for packets: this is how a table
