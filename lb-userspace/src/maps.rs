@@ -102,7 +102,7 @@ pub fn with_mapped<V: aya::Pod, R>(
         .info()
         .with_context(|| format!("reading the size of {name}"))?;
     ensure!(
-        info.value_size() as usize == size_of::<V>() && size_of::<V>() % 8 == 0,
+        info.value_size() as usize == size_of::<V>() && size_of::<V>().is_multiple_of(8),
         "map {name} holds {}-byte values where {} were expected: the pins come from another \
          version of xlb",
         info.value_size(),
