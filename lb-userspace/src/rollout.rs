@@ -1048,3 +1048,146 @@ pub fn describe_vip(key: &VipKey) -> String {
         None => format!("{socket}/proto {}", key.proto),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lb_common::service::FAMILY_IPV4;
+
+    use super::*;
+
+    const CAPACITY: Capacity = Capacity {
+        vips: 4,
+        backends_per_vip: 4,
+        table_slots: 13,
+    };
+
+    fn key(port: u16) -> VipKey {
+        VipKey {
+            addr: to_kernel(IpAddr::from([198, 18, 0, 10])).0,
+            port: port.to_be(),
+            proto: 6,
+            family: FAMILY_IPV4,
+        }
+    }
+
+    fn vip(port: u16, weights: &[u32]) -> DesiredVip {
+        DesiredVip {
+            key: key(port),
+            flags: 0,
+            table_size: 13,
+            backends: (1..)
+                .zip(weights)
+                .map(|(last, &weight)| {
+                    let address = IpAddr::from([198, 18, 1, last]);
+                    DesiredBackend::keeping_state(address, weight, [2, 0, 0, 0, 0, last])
+                })
+                .collect(),
+        }
+    }
+
+    fn desired(vips: Vec<DesiredVip>) -> Desired {
+        Desired {
+            vips,
+            config: Config::default(),
+            config_hash: 1,
+            max_share: 0.5,
+        }
+    }
+
+    /// The plan of `desired` over `snapshot`, and the same planned from the whole diff (no VIP
+    /// settled).
+    fn both_plans(snapshot: &Snapshot, desired: &Desired) -> (Plan, Plan) {
+        let settling = compare(snapshot, &CAPACITY, desired, Scope::Changed);
+        let whole = Compared {
+            scope: Scope::Changed,
+            changes: diff::diff(desired, &Desired::observed(snapshot, &CAPACITY)),
+            settled: vec![None; desired.vips.len()],
+        };
+        let plan = |compared| {
+            plan_entries(snapshot, &CAPACITY, desired, compared)
+                .expect("plan")
+                .0
+        };
+        (plan(&settling), plan(&whole))
+    }
+
+    /// `snapshot` with `plan` written into it, as an apply writes it.
+    fn written(mut snapshot: Snapshot, plan: &Plan) -> Snapshot {
+        for (id, backend) in &plan.backends {
+            snapshot.backends[*id as usize] = *backend;
+        }
+        for applied in &plan.vips {
+            match snapshot
+                .vips
+                .binary_search_by_key(&applied.key, |(k, _)| *k)
+            {
+                Ok(i) => snapshot.vips[i].1 = applied.vip,
+                Err(i) => snapshot.vips.insert(i, (applied.key, applied.vip)),
+            }
+        }
+        snapshot
+    }
+
+    /// Test that settling the VIPs that run as wanted plans exactly what the whole diff plans
+    /// (entries, ids, which VIPs are rebuilt, backends written), and settles only those: for a
+    /// change of one weight, a backend drained live, backends reordered, a VIP added and one
+    /// removed.
+    #[test]
+    fn settled_vips_plan_as_the_whole_diff() {
+        let empty = Snapshot {
+            vips: Vec::new(),
+            backends: vec![Backend::default(); 16],
+            config: Config::default(),
+            filter: [0; 64],
+            meta: Meta::default(),
+        };
+        let first = desired(vec![vip(80, &[1, 1, 1]), vip(81, &[1, 2]), vip(82, &[3])]);
+        let (plan, _) = both_plans(&empty, &first);
+        let mut live = written(empty, &plan);
+        assert_eq!(
+            compare(&live, &CAPACITY, &first, Scope::Changed)
+                .settled
+                .iter()
+                .filter(|ids| ids.is_some())
+                .count(),
+            3,
+            "an apply over its own write settles every VIP"
+        );
+        let drained = live_id(&live, 81, 1);
+        live.backends[drained as usize].flags |= BACKEND_DRAINED;
+        let mut reordered = vip(82, &[3]);
+        reordered
+            .backends
+            .insert(0, vip(82, &[1, 1]).backends[1].clone());
+        let cases = [
+            desired(vec![vip(80, &[1, 5, 1]), vip(81, &[1, 2]), vip(82, &[3])]),
+            desired(vec![vip(80, &[1, 1, 1]), vip(81, &[1, 2]), reordered]),
+            desired(vec![vip(80, &[1, 1, 1]), vip(83, &[1]), vip(82, &[3])]),
+        ];
+        for want in &cases {
+            let (settling, whole) = both_plans(&live, want);
+            assert_eq!(settling.vips, whole.vips);
+            assert_eq!(settling.backends, whole.backends);
+            assert_eq!(settling.removed, whole.removed);
+            assert_eq!(settling.retired, whole.retired);
+            assert_eq!(
+                (settling.vip_set, settling.settings),
+                (whole.vip_set, whole.settings)
+            );
+            let settled = compare(&live, &CAPACITY, want, Scope::Changed).settled;
+            let rebuilt: Vec<bool> = settling.vips.iter().map(|v| v.rebuilt).collect();
+            let unsettled: Vec<bool> = settled.iter().map(Option::is_none).collect();
+            assert!(
+                rebuilt.iter().zip(&unsettled).all(|(r, u)| !r || *u),
+                "a settled VIP is never rebuilt"
+            );
+            assert_ne!(unsettled, [false; 3], "the change is not settled away");
+        }
+    }
+
+    /// The id of backend `index` (in id order) of the live VIP on `port`.
+    fn live_id(snapshot: &Snapshot, port: u16, index: usize) -> u32 {
+        let vip = snapshot.vip(&key(port)).expect("live VIP");
+        effect::live_entries(snapshot, &CAPACITY, vip)[index].0
+    }
+}
