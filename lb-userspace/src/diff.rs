@@ -139,15 +139,7 @@ fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>
             matched[j] = true;
         }
         let (weight, mac, state) = match j {
-            Some(j) => {
-                // A live side that does not know a backend's state reads as in service.
-                let live_state = backend_flags(&had[j], BACKEND_ACTIVE);
-                (
-                    field(had[j].weight, want.weight),
-                    field(had[j].mac, want.mac),
-                    field(live_state, backend_flags(want, live_state)),
-                )
-            }
+            Some(j) => backend_fields(want, &had[j]),
             None => (None, None, None),
         };
         let change = match j {
@@ -203,6 +195,32 @@ fn vip(desired: Option<(usize, &DesiredVip)>, live: Option<(usize, &DesiredVip)>
         table_size,
         backends,
     }
+}
+
+/// The weight, MAC and state ([`backend_flags`]) of a desired backend that differ from those
+/// of the live one it matches.
+#[expect(clippy::type_complexity, reason = "the three fields of a BackendDiff")]
+fn backend_fields(
+    want: &DesiredBackend,
+    have: &DesiredBackend,
+) -> (
+    Option<Field<u32>>,
+    Option<Field<[u8; 6]>>,
+    Option<Field<u8>>,
+) {
+    // A live side that does not know a backend's state reads as in service.
+    let live_state = backend_flags(have, BACKEND_ACTIVE);
+    (
+        field(have.weight, want.weight),
+        field(have.mac, want.mac),
+        field(live_state, backend_flags(want, live_state)),
+    )
+}
+
+/// Whether live backend `have` is as `want` asks: the same address, and no field differs (what
+/// [`diff`] calls unchanged).
+pub fn backend_unchanged(want: &DesiredBackend, have: &DesiredBackend) -> bool {
+    want.address == have.address && backend_fields(want, have) == (None, None, None)
 }
 
 /// The live backend each desired one matches, by address (each live one matched once, in live

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     batch,
-    maps::{Maps, array},
+    maps::{Maps, array, with_mapped},
     steering,
 };
 
@@ -34,12 +34,15 @@ fn vip_map(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<HashMap<&mut MapDa
 
 impl Snapshot {
     pub fn read(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Snapshot> {
-        // One pass over each map: a per-entry walk costs a system call per VIP and backend.
+        // One pass over the VIP map and one copy of the (memory-mapped) backend map: a
+        // per-entry walk costs a system call per VIP and backend.
         let mut vips =
             batch::hash_map::<VipKey, Vip>(maps, map_names::VIPS).context("reading the VIP map")?;
         vips.sort_by_key(|(key, _)| *key);
-        let backends = batch::array::<Backend>(maps, map_names::BACKENDS)
-            .context("reading the backend map")?;
+        let backends = with_mapped(maps, map_names::BACKENDS, .., |all: &mut [Backend]| {
+            all.to_vec()
+        })
+        .context("reading the backend map")?;
         let config = array::<Config>(maps, map_names::CONFIG)?
             .get(&0, 0)
             .context("reading the config map")?;
@@ -62,15 +65,19 @@ impl Snapshot {
     /// filter and meta. Table copies are not touched: the restored VIP entries point at the
     /// copies that were live when the snapshot was taken, and nothing writes a live copy.
     pub fn restore(&self, maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<()> {
-        // Only the entries that differ: one pass to read them all, a write per difference.
-        let now = batch::array::<Backend>(maps, map_names::BACKENDS)?;
+        // Only the entries that differ: compared in place, a write per difference.
+        let differ: Vec<u32> =
+            with_mapped(maps, map_names::BACKENDS, .., |now: &mut [Backend]| {
+                (0..)
+                    .zip(&self.backends)
+                    .filter(|&(id, backend)| now.get(id as usize) != Some(backend))
+                    .map(|(id, _)| id)
+                    .collect()
+            })?;
         let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
-        for (id, backend) in (0..).zip(&self.backends) {
-            if now.get(id as usize) == Some(backend) {
-                continue;
-            }
+        for id in differ {
             backends
-                .set(id, backend, 0)
+                .set(id, &self.backends[id as usize], 0)
                 .with_context(|| format!("restoring backend {id}"))?;
         }
         let mut vips = vip_map(maps)?;

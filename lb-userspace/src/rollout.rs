@@ -154,20 +154,26 @@ impl Desired {
     /// The live state as it is, each backend's operator and health state included: the live
     /// side of the [`diff::diff`] an apply executes. Backends are in id order.
     pub fn observed(snapshot: &Snapshot, capacity: &Capacity) -> Desired {
+        Desired::observed_where(snapshot, capacity, |_| true)
+    }
+
+    /// [`Desired::observed`] of the live VIPs whose key passes `keep`.
+    fn observed_where(
+        snapshot: &Snapshot,
+        capacity: &Capacity,
+        keep: impl Fn(&VipKey) -> bool,
+    ) -> Desired {
         let vips = snapshot
             .vips
             .iter()
+            .filter(|(key, _)| keep(key))
             .map(|(key, vip)| DesiredVip {
                 key: *key,
                 flags: vip.flags,
                 table_size: vip.table_size,
                 backends: effect::live_entries(snapshot, capacity, vip)
                     .iter()
-                    .map(|(_, b)| DesiredBackend {
-                        operator: Some(b.flags & (BACKEND_DRAINED | BACKEND_DISABLED)),
-                        unhealthy: Some(b.flags & BACKEND_UNHEALTHY != 0),
-                        ..DesiredBackend::keeping_state(live_address(b), b.weight, b.mac)
-                    })
+                    .map(|(_, b)| observed_backend(b))
                     .collect(),
             })
             .collect();
@@ -186,6 +192,15 @@ pub fn max_share(meta: &Meta) -> f64 {
         crate::config::Alerts::default().max_share
     } else {
         f64::from(meta.max_share_ppm) / 1e6
+    }
+}
+
+/// A live backend entry read as a desired backend, its operator and health state included.
+fn observed_backend(backend: &Backend) -> DesiredBackend {
+    DesiredBackend {
+        operator: Some(backend.flags & (BACKEND_DRAINED | BACKEND_DISABLED)),
+        unhealthy: Some(backend.flags & BACKEND_UNHEALTHY != 0),
+        ..DesiredBackend::keeping_state(live_address(backend), backend.weight, backend.mac)
     }
 }
 
@@ -235,9 +250,9 @@ pub fn apply_canary(
         desired.vips.len(),
         snapshot.vips.len()
     );
-    let changes = changes(&snapshot, &capacity, desired);
+    let compared = compare(&snapshot, &capacity, desired, Scope::All);
     // With as many VIPs on both sides, a VIP added comes before the one it replaces.
-    for vip in &changes.vips {
+    for vip in &compared.changes.vips {
         ensure!(
             vip.change != Change::Added,
             "VIP {} is not running: a canary cannot add VIPs; add it with a plain apply",
@@ -250,7 +265,7 @@ pub fn apply_canary(
             vip.vip
         );
     }
-    let plan = plan(&snapshot, &capacity, desired, &changes, Scope::All)?;
+    let plan = plan(&snapshot, &capacity, desired, &compared)?;
     // Every VIP runs already (checked above), so the old tables line up with the plan's.
     let old_tables = live_tables(maps, &snapshot, &plan)?;
     let tried: Vec<VipKey> = plan
@@ -327,8 +342,8 @@ pub fn apply_with_fault_injection(
 ) -> anyhow::Result<Applied> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let changes = changes(&snapshot, &capacity, desired);
-    let plan = plan(&snapshot, &capacity, desired, &changes, Scope::Changed)?;
+    let compared = compare(&snapshot, &capacity, desired, Scope::Changed);
+    let plan = plan(&snapshot, &capacity, desired, &compared)?;
     write_plan(maps, &snapshot, plan, desired, fail_before)
 }
 
@@ -342,8 +357,8 @@ pub fn apply_guarded<M: Maps + ?Sized, R>(
 ) -> anyhow::Result<Result<Applied, R>> {
     let snapshot = Snapshot::read(maps)?;
     let capacity = Capacity::read(maps)?;
-    let changes = changes(&snapshot, &capacity, desired);
-    let plan = plan(&snapshot, &capacity, desired, &changes, Scope::Changed)?;
+    let compared = compare(&snapshot, &capacity, desired, Scope::Changed);
+    let plan = plan(&snapshot, &capacity, desired, &compared)?;
     if let Some(refusal) = guard(maps, &snapshot, &capacity, &plan.vips)? {
         return Ok(Err(refusal));
     }
@@ -415,9 +430,77 @@ struct Plan {
     settings: bool,
 }
 
-/// What differs between `desired` and the live state an apply writes over.
-fn changes(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired) -> Changes {
-    diff::diff(desired, &Desired::observed(snapshot, capacity))
+/// What an apply compares of `desired` with the live state it writes over.
+struct Compared {
+    scope: Scope,
+    /// What differs, for every VIP but the settled ones.
+    changes: Changes,
+    /// By desired index: the live backend ids (in the desired order) of each VIP found running
+    /// exactly as wanted ([`settled`]), which the diff leaves out. Only a [`Scope::Changed`]
+    /// comparison settles VIPs: the other needs every VIP's inputs.
+    settled: Vec<Option<Vec<u32>>>,
+}
+
+/// Compares `desired` with the live state in `snapshot`: under [`Scope::Changed`], the desired
+/// VIPs that run exactly as wanted are settled in place (nothing of them is copied or diffed:
+/// one changed VIP among 1,000 costs one VIP's diff), the rest go through [`diff::diff`].
+fn compare(snapshot: &Snapshot, capacity: &Capacity, desired: &Desired, scope: Scope) -> Compared {
+    let settled: Vec<Option<Vec<u32>>> = desired
+        .vips
+        .iter()
+        .map(|want| match scope {
+            Scope::Changed => settled(snapshot, capacity, want),
+            Scope::All => None,
+        })
+        .collect();
+    // The desired index of each VIP the diff compares.
+    let unsettled: Vec<usize> = (0..desired.vips.len())
+        .filter(|&i| settled[i].is_none())
+        .collect();
+    let mut settled_keys: Vec<VipKey> = (0..desired.vips.len())
+        .filter(|&i| settled[i].is_some())
+        .map(|i| desired.vips[i].key)
+        .collect();
+    settled_keys.sort_unstable();
+    let is_settled = |key: &VipKey| settled_keys.binary_search(key).is_ok();
+    let rest = Desired {
+        vips: unsettled.iter().map(|&i| desired.vips[i].clone()).collect(),
+        config: desired.config,
+        config_hash: desired.config_hash,
+        max_share: desired.max_share,
+    };
+    let live = Desired::observed_where(snapshot, capacity, |key| !is_settled(key));
+    let mut changes = diff::diff(&rest, &live);
+    // Back to indices among all the VIPs of each side.
+    let live_index: Vec<usize> = (0..snapshot.vips.len())
+        .filter(|&j| !is_settled(&snapshot.vips[j].0))
+        .collect();
+    for vip in &mut changes.vips {
+        vip.desired = vip.desired.map(|i| unsettled[i]);
+        vip.live = vip.live.map(|j| live_index[j]);
+    }
+    Compared {
+        scope,
+        changes,
+        settled,
+    }
+}
+
+/// The live backend ids of `want` when it runs exactly as wanted, its backends live in the
+/// desired order (as an apply finds its own last write): what [`diff::diff`] finds unchanged,
+/// pairing the backends by position. `None` otherwise.
+fn settled(snapshot: &Snapshot, capacity: &Capacity, want: &DesiredVip) -> Option<Vec<u32>> {
+    let live = snapshot.vip(&want.key)?;
+    if live.flags != want.flags || live.table_size != want.table_size {
+        return None;
+    }
+    let entries = effect::live_entries(snapshot, capacity, live);
+    let same = entries.len() == want.backends.len()
+        && entries
+            .iter()
+            .zip(&want.backends)
+            .all(|((_, have), wanted)| diff::backend_unchanged(wanted, &observed_backend(have)));
+    same.then(|| entries.iter().map(|(id, _)| *id).collect())
 }
 
 /// The writes that execute `changes` (of `desired` over `snapshot`), every table built.
@@ -425,10 +508,9 @@ fn plan(
     snapshot: &Snapshot,
     capacity: &Capacity,
     desired: &Desired,
-    changes: &Changes,
-    scope: Scope,
+    compared: &Compared,
 ) -> anyhow::Result<Plan> {
-    let (mut plan, builds) = plan_entries(snapshot, capacity, desired, changes, scope)?;
+    let (mut plan, builds) = plan_entries(snapshot, capacity, desired, compared)?;
     for ((index, eligible, size), table) in builds.iter().zip(build_tables(&builds)) {
         let applied = &mut plan.vips[*index];
         applied.inputs = table_record::inputs(eligible, *size);
@@ -447,9 +529,13 @@ fn plan_entries(
     snapshot: &Snapshot,
     capacity: &Capacity,
     desired: &Desired,
-    changes: &Changes,
-    scope: Scope,
+    compared: &Compared,
 ) -> anyhow::Result<(Plan, Vec<Build>)> {
+    let Compared {
+        scope,
+        changes,
+        settled,
+    } = compared;
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
     ensure!(short.is_empty(), "{}", short.join("; "));
     let keys: BTreeSet<VipKey> = desired.vips.iter().map(|vip| vip.key).collect();
@@ -459,11 +545,27 @@ fn plan_entries(
     );
     let mut taken: BTreeSet<u32> = snapshot.vips.iter().map(|(_, vip)| vip.id).collect();
     let mut next_free = 0;
-    let mut vips = Vec::new();
+    // By desired index; a settled VIP keeps its live entry and table.
+    let mut vips: Vec<Option<AppliedVip>> = desired
+        .vips
+        .iter()
+        .zip(settled)
+        .map(|(want, ids)| {
+            let vip = *snapshot.vip(&want.key)?;
+            Some(AppliedVip {
+                key: want.key,
+                vip,
+                backend_ids: ids.clone()?,
+                table: Vec::new(),
+                inputs: 0,
+                rebuilt: false,
+            })
+        })
+        .collect();
     let mut backends = Vec::new();
     let mut removed = Vec::new();
     let mut retired = Vec::new();
-    // Tables are built once every VIP is planned, in parallel: (index into `vips`, eligible
+    // Tables are built once every VIP is planned, in parallel: (desired index, eligible
     // backends, size).
     let mut builds = Vec::new();
     let fresh_cookie = (snapshot.meta.generation.wrapping_add(1) as u32).max(1);
@@ -571,9 +673,9 @@ fn plan_entries(
         }
         // A VIP the diff leaves alone keeps its table, which depends on nothing else.
         if let Some(vip) =
-            live.filter(|_| scope == Scope::Changed && change.change == Change::Unchanged)
+            live.filter(|_| *scope == Scope::Changed && change.change == Change::Unchanged)
         {
-            vips.push(AppliedVip {
+            vips[index] = Some(AppliedVip {
                 key: want.key,
                 vip: *vip,
                 backend_ids,
@@ -583,7 +685,7 @@ fn plan_entries(
             });
             continue;
         }
-        builds.push((vips.len(), eligible, want.table_size));
+        builds.push((index, eligible, want.table_size));
         let active = live.map_or(0, |vip| 1 - vip.active.min(1));
         let vip = Vip {
             id,
@@ -593,7 +695,7 @@ fn plan_entries(
             tables: [capacity.table_base(id, 0), capacity.table_base(id, 1)],
             canary: 0,
         };
-        vips.push(AppliedVip {
+        vips[index] = Some(AppliedVip {
             key: want.key,
             vip,
             backend_ids,
@@ -607,7 +709,8 @@ fn plan_entries(
             .vips
             .iter()
             .any(|vip| matches!(vip.change, Change::Added | Change::Removed)),
-        vips,
+        // Every desired VIP is settled or in the diff.
+        vips: vips.into_iter().flatten().collect(),
         backends,
         removed,
         retired,
@@ -625,8 +728,8 @@ pub fn expected_tables(
     capacity: &Capacity,
     desired: &Desired,
 ) -> anyhow::Result<Vec<ExpectedTable>> {
-    let changes = changes(snapshot, capacity, desired);
-    let (plan, builds) = plan_entries(snapshot, capacity, desired, &changes, Scope::All)?;
+    let compared = compare(snapshot, capacity, desired, Scope::All);
+    let (plan, builds) = plan_entries(snapshot, capacity, desired, &compared)?;
     // Every VIP of an `All` plan is built, in the plan's order.
     Ok(plan
         .vips
@@ -672,8 +775,8 @@ pub fn changed_tables(
     capacity: &Capacity,
     desired: &Desired,
 ) -> anyhow::Result<Vec<AppliedVip>> {
-    let changes = changes(snapshot, capacity, desired);
-    Ok(plan(snapshot, capacity, desired, &changes, Scope::Changed)?.vips)
+    let compared = compare(snapshot, capacity, desired, Scope::Changed);
+    Ok(plan(snapshot, capacity, desired, &compared)?.vips)
 }
 
 /// A table to build: index into the plan's VIPs, eligible (id, weight, address) backends, size.
@@ -943,5 +1046,148 @@ pub fn describe_vip(key: &VipKey) -> String {
     match lb_common::proto::name(key.proto) {
         Some(protocol) => format!("{socket}/{protocol}"),
         None => format!("{socket}/proto {}", key.proto),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::service::FAMILY_IPV4;
+
+    use super::*;
+
+    const CAPACITY: Capacity = Capacity {
+        vips: 4,
+        backends_per_vip: 4,
+        table_slots: 13,
+    };
+
+    fn key(port: u16) -> VipKey {
+        VipKey {
+            addr: to_kernel(IpAddr::from([198, 18, 0, 10])).0,
+            port: port.to_be(),
+            proto: 6,
+            family: FAMILY_IPV4,
+        }
+    }
+
+    fn vip(port: u16, weights: &[u32]) -> DesiredVip {
+        DesiredVip {
+            key: key(port),
+            flags: 0,
+            table_size: 13,
+            backends: (1..)
+                .zip(weights)
+                .map(|(last, &weight)| {
+                    let address = IpAddr::from([198, 18, 1, last]);
+                    DesiredBackend::keeping_state(address, weight, [2, 0, 0, 0, 0, last])
+                })
+                .collect(),
+        }
+    }
+
+    fn desired(vips: Vec<DesiredVip>) -> Desired {
+        Desired {
+            vips,
+            config: Config::default(),
+            config_hash: 1,
+            max_share: 0.5,
+        }
+    }
+
+    /// The plan of `desired` over `snapshot`, and the same planned from the whole diff (no VIP
+    /// settled).
+    fn both_plans(snapshot: &Snapshot, desired: &Desired) -> (Plan, Plan) {
+        let settling = compare(snapshot, &CAPACITY, desired, Scope::Changed);
+        let whole = Compared {
+            scope: Scope::Changed,
+            changes: diff::diff(desired, &Desired::observed(snapshot, &CAPACITY)),
+            settled: vec![None; desired.vips.len()],
+        };
+        let plan = |compared| {
+            plan_entries(snapshot, &CAPACITY, desired, compared)
+                .expect("plan")
+                .0
+        };
+        (plan(&settling), plan(&whole))
+    }
+
+    /// `snapshot` with `plan` written into it, as an apply writes it.
+    fn written(mut snapshot: Snapshot, plan: &Plan) -> Snapshot {
+        for (id, backend) in &plan.backends {
+            snapshot.backends[*id as usize] = *backend;
+        }
+        for applied in &plan.vips {
+            match snapshot
+                .vips
+                .binary_search_by_key(&applied.key, |(k, _)| *k)
+            {
+                Ok(i) => snapshot.vips[i].1 = applied.vip,
+                Err(i) => snapshot.vips.insert(i, (applied.key, applied.vip)),
+            }
+        }
+        snapshot
+    }
+
+    /// Test that settling the VIPs that run as wanted plans exactly what the whole diff plans
+    /// (entries, ids, which VIPs are rebuilt, backends written), and settles only those: for a
+    /// change of one weight, a backend drained live, backends reordered, a VIP added and one
+    /// removed.
+    #[test]
+    fn settled_vips_plan_as_the_whole_diff() {
+        let empty = Snapshot {
+            vips: Vec::new(),
+            backends: vec![Backend::default(); 16],
+            config: Config::default(),
+            filter: [0; 64],
+            meta: Meta::default(),
+        };
+        let first = desired(vec![vip(80, &[1, 1, 1]), vip(81, &[1, 2]), vip(82, &[3])]);
+        let (plan, _) = both_plans(&empty, &first);
+        let mut live = written(empty, &plan);
+        assert_eq!(
+            compare(&live, &CAPACITY, &first, Scope::Changed)
+                .settled
+                .iter()
+                .filter(|ids| ids.is_some())
+                .count(),
+            3,
+            "an apply over its own write settles every VIP"
+        );
+        let drained = live_id(&live, 81, 1);
+        live.backends[drained as usize].flags |= BACKEND_DRAINED;
+        let mut reordered = vip(82, &[3]);
+        reordered
+            .backends
+            .insert(0, vip(82, &[1, 1]).backends[1].clone());
+        let cases = [
+            desired(vec![vip(80, &[1, 5, 1]), vip(81, &[1, 2]), vip(82, &[3])]),
+            desired(vec![vip(80, &[1, 1, 1]), vip(81, &[1, 2]), reordered]),
+            desired(vec![vip(80, &[1, 1, 1]), vip(83, &[1]), vip(82, &[3])]),
+        ];
+        for want in &cases {
+            let (settling, whole) = both_plans(&live, want);
+            assert_eq!(settling.vips, whole.vips);
+            assert_eq!(settling.backends, whole.backends);
+            assert_eq!(settling.removed, whole.removed);
+            assert_eq!(settling.retired, whole.retired);
+            assert_eq!(
+                (settling.vip_set, settling.settings),
+                (whole.vip_set, whole.settings)
+            );
+            let settled = compare(&live, &CAPACITY, want, Scope::Changed).settled;
+            let rebuilt: Vec<bool> = settling.vips.iter().map(|v| v.rebuilt).collect();
+            let unsettled: Vec<bool> = settled.iter().map(Option::is_none).collect();
+            assert!(
+                rebuilt.iter().zip(&unsettled).all(|(r, u)| !r || *u),
+                "a settled VIP is never rebuilt"
+            );
+            assert_ne!(unsettled, [false; 3], "the change is not settled away");
+        }
+    }
+
+    /// The id of backend `index` (in id order) of the live VIP on `port`.
+    fn live_id(snapshot: &Snapshot, port: u16, index: usize) -> u32 {
+        let vip = snapshot.vip(&key(port)).expect("live VIP");
+        effect::live_entries(snapshot, &CAPACITY, vip)[index].0
     }
 }

@@ -1,17 +1,14 @@
 //! Writing services, backends and Maglev tables into the XDP program's maps, and reproducing
 //! in userspace the choice the kernel makes for a flow.
 
-use std::{
-    collections::BTreeSet,
-    os::fd::{AsFd as _, AsRawFd as _},
-};
+use std::collections::BTreeSet;
 
 use crate::maps::{Maps, array};
 use anyhow::{Context as _, bail};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use lb_common::{
     Backend, Config, FlowKey, Vip, VipKey, flow_hash, map_names,
-    service::{AddrKey, MAGLEV_CHUNK_SLOTS, VipFilter, vip_filter_bit},
+    service::{AddrKey, MAGLEV_CHUNK_SLOTS, MaglevChunk, VipFilter, vip_filter_bit},
 };
 
 /// Stores backend `id`.
@@ -141,50 +138,31 @@ pub fn map_tables<R: Send>(
     })?
 }
 
-/// Runs `f` on the slot map's memory from the first slot of `spans` (base, len) to their last,
-/// every slot as one u32; `f` gets the slots and the index of the first one (`origin`).
-/// Nothing is mapped for no spans.
+/// Runs `f` on the slot map's memory around `spans` (base, len), every slot as one u32: `f`
+/// gets the slots of the chunks from the one holding the first slot of `spans` to the one
+/// holding their last, and the index of the first slot it gets (`origin`). Nothing is mapped
+/// for no spans.
 fn with_slots<R>(
     maps: &(impl Maps + ?Sized),
     spans: &[(u32, u32)],
     f: impl FnOnce(&mut [u32], usize) -> R,
 ) -> anyhow::Result<R> {
-    let name = map_names::MAGLEV;
-    let Map::Array(data) = maps.map(name)? else {
-        bail!("map {name} is not an array");
-    };
-    let Some(origin) = spans.iter().map(|&(base, _)| base as usize).min() else {
+    let chunk = MAGLEV_CHUNK_SLOTS as usize;
+    let Some(low) = spans.iter().map(|&(base, _)| base as usize / chunk).min() else {
         return Ok(f(&mut [], 0));
     };
-    let chunks = data
-        .info()
-        .context("reading the slot map's size")?
-        .max_entries() as usize;
-    let slots = chunks * MAGLEV_CHUNK_SLOTS as usize;
-    if origin >= slots {
-        bail!("slot {origin} lies outside {name} ({slots} slots)");
-    }
     let high = spans
         .iter()
-        .map(|&(base, len)| base as usize + len as usize)
+        .map(|&(base, len)| (base as usize + len as usize).div_ceil(chunk))
         .max()
-        .unwrap_or(origin)
-        .clamp(origin + 1, slots);
-    let shown = high - origin;
-    // SAFETY: mapping a BPF_F_MMAPABLE array map's fd shared and writable is how the kernel
-    // exposes its memory; the range lies within the map (`high` is capped at its size), and
-    // the kernel is the only other party writing it, one aligned u32 slot at a time.
-    let mut memory = unsafe {
-        memmap2::MmapOptions::new()
-            .offset((origin * size_of::<u32>()) as u64)
-            .len(shown * size_of::<u32>())
-            .map_mut(data.fd().as_fd().as_raw_fd())
-    }
-    .with_context(|| format!("memory-mapping {name} failed (is it BPF_F_MMAPABLE?)"))?;
-    // SAFETY: the mapping holds `shown` u32 values from an offset that is a multiple of 4 in a
-    // page-aligned mapping, so the pointer is aligned; it stays mapped while `memory` lives.
-    let slots = unsafe { std::slice::from_raw_parts_mut(memory.as_mut_ptr().cast::<u32>(), shown) };
-    Ok(f(slots, origin))
+        .unwrap_or(low)
+        .max(low + 1);
+    crate::maps::with_mapped(
+        maps,
+        map_names::MAGLEV,
+        low..high,
+        |chunks: &mut [MaglevChunk]| f(chunks.as_flattened_mut(), low * chunk),
+    )
 }
 
 /// Creates or replaces the VIP `key`. Replacing is atomic for packets: this is how a table
