@@ -37,48 +37,43 @@ pub unsafe fn load_u64(ptr: *const u8) -> u64 {
     }
 }
 
-/// Stores `value` at `ptr` as [`load_u64`] reads it.
-///
-/// # Safety
-/// As for [`load_u64`].
-#[inline(always)]
-pub unsafe fn store_u64(ptr: *mut u8, value: u64) {
-    #[cfg(target_arch = "bpf")]
-    // SAFETY: the caller's.
-    unsafe {
-        core::arch::asm!(
-            "*(u64 *)({ptr} + 0) = {value}",
-            ptr = in(reg) ptr,
-            value = in(reg) value,
-            options(nostack, preserves_flags),
-        );
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: the caller's.
-    unsafe {
-        ptr.cast::<u64>().write_unaligned(value)
-    }
+/// A store of a `u64` or `u32`: the one BPF instruction, or an unaligned write on the host.
+macro_rules! store {
+    ($(#[$doc:meta])* $name:ident, $type:ty, $instruction:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As for [`load_u64`].
+        #[inline(always)]
+        pub unsafe fn $name(ptr: *mut u8, value: $type) {
+            #[cfg(target_arch = "bpf")]
+            // SAFETY: the caller's.
+            unsafe {
+                core::arch::asm!(
+                    $instruction,
+                    ptr = in(reg) ptr,
+                    value = in(reg) u64::from(value),
+                    options(nostack, preserves_flags),
+                );
+            }
+            #[cfg(not(target_arch = "bpf"))]
+            // SAFETY: the caller's.
+            unsafe {
+                ptr.cast::<$type>().write_unaligned(value)
+            }
+        }
+    };
 }
 
-/// Stores the 4 bytes of `value` at `ptr`, likewise.
-///
-/// # Safety
-/// As for [`load_u64`].
-#[inline(always)]
-pub unsafe fn store_u32(ptr: *mut u8, value: u32) {
-    #[cfg(target_arch = "bpf")]
-    // SAFETY: the caller's.
-    unsafe {
-        core::arch::asm!(
-            "*(u32 *)({ptr} + 0) = {value}",
-            ptr = in(reg) ptr,
-            value = in(reg) u64::from(value),
-            options(nostack, preserves_flags),
-        );
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: the caller's.
-    unsafe {
-        ptr.cast::<u32>().write_unaligned(value)
-    }
-}
+store!(
+    /// Stores `value` at `ptr` as [`load_u64`] reads it.
+    store_u64,
+    u64,
+    "*(u64 *)({ptr} + 0) = {value}"
+);
+store!(
+    /// Stores the 4 bytes of `value` at `ptr`, likewise.
+    store_u32,
+    u32,
+    "*(u32 *)({ptr} + 0) = {value}"
+);
