@@ -37,12 +37,21 @@ use crate::parse::Packet;
 pub type Mac = u64;
 const MAC_BITS: u64 = (1 << 48) - 1;
 
-/// `bytes` (a backend's MAC in its map entry) as a [`Mac`].
+/// `backend`'s MAC as a [`Mac`], in a 4-byte and a 2-byte load (the BPF backend reads a byte
+/// array a byte at a time).
 #[inline(always)]
-fn mac(bytes: &[u8; 6]) -> Mac {
-    let [a, b, c, d, e, f] = *bytes;
-    u64::from(u32::from_le_bytes([a, b, c, d])) | u64::from(u16::from_le_bytes([e, f])) << 32
+fn mac(backend: &Backend) -> Mac {
+    let field = (&raw const backend.mac).cast::<u8>();
+    // SAFETY: the 6-byte field is 4-aligned (asserted below): a u32 and then a u16.
+    let (low, high) = unsafe {
+        (
+            field.cast::<u32>().read(),
+            field.add(4).cast::<u16>().read(),
+        )
+    };
+    u64::from(low) | u64::from(high) << 32
 }
+const _: () = assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, mac) % 4 == 0);
 
 /// Writes the destination and source MAC at the start of the frame (12 bytes, checked).
 ///
@@ -64,7 +73,7 @@ pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
     // SAFETY: ptr_at checked both MAC addresses lie inside the frame.
     unsafe {
         let ours = load_u64(frame) & MAC_BITS;
-        write_macs(frame, mac(&backend.mac), ours);
+        write_macs(frame, mac(backend), ours);
     }
     Ok(())
 }
@@ -142,12 +151,12 @@ pub fn ipip(
     let inner_v4 = packet.family == FAMILY_IPV4;
     let proto = u64::from(if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 });
     let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    let next_hop = mac(&backend.mac);
     grow_head(
         ctx,
         packet.l2_len,
         outer_len,
-        |ours, _| (next_hop, ours),
+        // Read after the head moved: nothing of the entry is held across the call.
+        |ours, _| (mac(backend), ours),
         outer_type,
     )?;
     if v4 {
