@@ -54,10 +54,15 @@ impl Config {
     #[inline(always)]
     pub fn ipip_source_v6(&self, hash: u32) -> [u8; 16] {
         let mut source = self.ipip_src_v6;
-        let low = [source[12], source[13], source[14], source[15]];
-        let low = spread(low, self.ipip_src_v6_hosts, hash);
-        source[12..].copy_from_slice(&low);
+        source[12..].copy_from_slice(&self.ipip_source_v6_low(hash));
         source
+    }
+
+    /// The last 4 bytes of [`Self::ipip_source_v6`], the only ones the hash may set.
+    #[inline(always)]
+    pub fn ipip_source_v6_low(&self, hash: u32) -> [u8; 4] {
+        let [.., a, b, c, d] = self.ipip_src_v6;
+        spread([a, b, c, d], self.ipip_src_v6_hosts, hash)
     }
 }
 

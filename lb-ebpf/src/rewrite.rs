@@ -10,52 +10,83 @@
 //! protocol 4 (IPv4 inside) or 41 (IPv6 inside). Outer IPv6: traffic class and flow label 0,
 //! hop limit 64, next header 4 or 41. A VLAN tag stays in front of the outer header.
 //!
-//! The MAC addresses, and the headers a grown frame gets, are read and written as 16-bit words:
-//! the header types are byte arrays, which the BPF backend copies a byte at a time. Every path
-//! by which the kernel runs XDP (driver, veth, generic on an skb, test run) starts the frame at
-//! an even address (its headroom is even), and every header here starts at an even offset, so
-//! the words are aligned.
+//! The headers are read and written 8 and 4 bytes at a time ([`lb_ebpf::wide`]): the header
+//! types are byte arrays, which the BPF backend copies a byte at a time, and even 16-bit words
+//! made a grown IPv4 frame 17 stores. Every path by which the kernel runs XDP (driver, veth,
+//! generic on an skb, test run) starts the frame at an even address (its headroom is even), and
+//! every 2-byte field here starts at an even offset, so those are aligned.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use core::mem::offset_of;
+
 use lb_common::{Backend, Config, Reason, service::FAMILY_IPV4};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use lb_ebpf::headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, VLAN_TAG_LEN, ptr_at};
+use lb_ebpf::{
+    headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, VLAN_TAG_LEN, ptr_at},
+    wide::{load_u64, store_u32, store_u64},
+};
 
 use crate::parse::Packet;
 
+/// A MAC address as the low 48 bits of a number, its first byte lowest: as
+/// [`lb_ebpf::wide::load_u64`] reads it from a frame.
+pub type Mac = u64;
+const MAC_BITS: u64 = (1 << 48) - 1;
+
+/// `backend`'s MAC as a [`Mac`], in a 4-byte and a 2-byte load (the BPF backend reads a byte
+/// array a byte at a time).
+#[inline(always)]
+fn mac(backend: &Backend) -> Mac {
+    let field = (&raw const backend.mac).cast::<u8>();
+    // SAFETY: the 6-byte field is 4-aligned (asserted below): a u32 and then a u16.
+    let (low, high) = unsafe {
+        (
+            field.cast::<u32>().read(),
+            field.add(4).cast::<u16>().read(),
+        )
+    };
+    u64::from(low) | u64::from(high) << 32
+}
+const _: () = assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, mac) % 4 == 0);
+
+/// Writes the destination and source MAC at the start of the frame (12 bytes, checked).
+///
+/// # Safety
+/// `frame` is the frame's start, with 12 bytes checked inside it.
+#[inline(always)]
+unsafe fn write_macs(frame: *mut u8, dst: Mac, src: Mac) {
+    // SAFETY: the caller's; bytes 0..8 and 8..12.
+    unsafe {
+        store_u64(frame, dst | src << 48);
+        store_u32(frame.add(8), (src >> 16) as u32);
+    }
+}
+
 #[inline(always)]
 pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
-    let macs: *mut MacWords = ptr_at(ctx, 0)?;
-    let backend: [u16; 3] = words(&backend.mac);
-    // SAFETY: ptr_at checked both MAC addresses lie inside the frame, 2-byte aligned.
+    let frame: *mut [u8; 12] = ptr_at(ctx, 0)?;
+    let frame = frame.cast::<u8>();
+    // SAFETY: ptr_at checked both MAC addresses lie inside the frame.
     unsafe {
-        let ours = *macs;
-        *macs = [
-            backend[0], backend[1], backend[2], ours[0], ours[1], ours[2],
-        ];
+        let ours = load_u64(frame) & MAC_BITS;
+        write_macs(frame, mac(backend), ours);
     }
     Ok(())
 }
 
-/// The Ethernet header up to the VLAN tag's EtherType, as 16-bit words: destination MAC (0-2),
-/// source MAC (3-5), then 0x8100 and the TCI when tagged.
-pub type L2Words = [u16; 8];
-/// The two MAC addresses of [`L2Words`].
-pub type MacWords = [u16; 6];
-
 /// Grows the frame's head by `grow` bytes and writes the Ethernet header (and VLAN tag) again
-/// in front: MAC addresses `macs` (given the old ones), EtherType `ether_type`. Every pointer
-/// into the frame taken before is invalid afterwards.
+/// in front: MAC addresses `macs(destination, source)` of the old ones, EtherType `ether_type`.
+/// Every pointer into the frame taken before is invalid afterwards.
 #[inline(always)]
 pub fn grow_head(
     ctx: &XdpContext,
     l2_len: usize,
     grow: usize,
-    macs: impl FnOnce(&MacWords) -> MacWords,
+    macs: impl FnOnce(Mac, Mac) -> (Mac, Mac),
     ether_type: u16,
 ) -> Result<(), Reason> {
     // SAFETY: ctx.ctx is the live xdp_md of this run; every pointer below is re-derived and
@@ -65,42 +96,23 @@ pub fn grow_head(
         return Err(Reason::EncapTooBig);
     }
     // Moving the head leaves the bytes in place: the old header is read `grow` bytes in,
-    // after the call, so nothing of it is held (spilled to the stack) across the call.
-    let old: *const L2Words = ptr_at(ctx, grow)?;
-    // SAFETY: ptr_at checked the words lie inside the frame (a frame that reached here holds
-    // at least an Ethernet and an IP header, more than these); the frame is 2-byte aligned.
-    let old = unsafe { *old };
-    let old_macs = [old[0], old[1], old[2], old[3], old[4], old[5]];
-    let new = macs(&old_macs);
-    let ether_type = u16::from_ne_bytes(ether_type.to_be_bytes());
-    // The words after the EtherType are the new header's: the caller writes them next.
-    if l2_len == EthHdr::LEN {
-        let l2: *mut [u16; 7] = ptr_at(ctx, 0)?;
-        let words = [new[0], new[1], new[2], new[3], new[4], new[5], ether_type];
-        // SAFETY: ptr_at checked the words lie inside the (grown) frame, 2-byte aligned.
-        unsafe { *l2 = words };
-    } else {
-        let l2: *mut [u16; 9] = ptr_at(ctx, 0)?;
-        let words = [
-            new[0], new[1], new[2], new[3], new[4], new[5], old[6], old[7], ether_type,
-        ];
-        // SAFETY: as above.
-        unsafe { *l2 = words };
+    // after the call, so nothing of it is held (spilled to the stack) across the call. Its
+    // first 16 bytes: the MAC addresses, then a VLAN tag or the EtherType and 2 bytes more (a
+    // frame that reached here holds at least an Ethernet and an IP header).
+    let old: *const [u8; 16] = ptr_at(ctx, grow)?;
+    let frame: *mut [u8; EthHdr::LEN + VLAN_TAG_LEN] = ptr_at(ctx, 0)?;
+    let (old, frame) = (old.cast::<u8>(), frame.cast::<u8>());
+    // SAFETY: ptr_at checked both spans lie inside the frame; the EtherType's offset is even.
+    unsafe {
+        let (low, high) = (load_u64(old), load_u64(old.add(8)));
+        let (dst, src) = macs(low & MAC_BITS, low >> 48 | (high & 0xffff_ffff) << 16);
+        write_macs(frame, dst, src);
+        if l2_len != EthHdr::LEN {
+            store_u32(frame.add(12), (high >> 32) as u32);
+        }
+        *frame.add(l2_len - 2).cast::<u16>() = ether_type.to_be();
     }
     Ok(())
-}
-
-/// `bytes` (an address or other header field in network order) as the 16-bit words it has in a
-/// frame.
-#[inline(always)]
-fn words<const N: usize, const W: usize>(bytes: &[u8; N]) -> [u16; W] {
-    let mut words = [0u16; W];
-    let mut i = 0;
-    while i < W {
-        words[i] = u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
-        i += 1;
-    }
-    words
 }
 
 /// The largest inner IP packet `ipip` may send to `backend`: the MTU less the outer header.
@@ -137,76 +149,89 @@ pub fn ipip(
         return Err(Reason::EncapTooBig);
     }
     let inner_v4 = packet.family == FAMILY_IPV4;
-    let proto = if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 };
+    let proto = u64::from(if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 });
     let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    let next_hop: [u16; 3] = words(&backend.mac);
     grow_head(
         ctx,
         packet.l2_len,
         outer_len,
-        |old| {
-            [
-                next_hop[0],
-                next_hop[1],
-                next_hop[2],
-                old[0],
-                old[1],
-                old[2],
-            ]
-        },
+        // Read after the head moved: nothing of the entry is held across the call.
+        |ours, _| (mac(backend), ours),
         outer_type,
     )?;
-    let outer_total = packet.ip_len + outer_len;
     if v4 {
-        let ip: *mut [u16; 10] = ptr_at(ctx, packet.l2_len)?;
-        let tos = if inner_v4 { packet.tos } else { 0 };
-        let source: [u16; 2] = words(&config.ipip_source_v4(hash));
-        let target: [u16; 2] = words(&[
-            backend.addr[0],
-            backend.addr[1],
-            backend.addr[2],
-            backend.addr[3],
-        ]);
-        let mut header = [
-            u16::from_ne_bytes([0x45, tos]),
-            u16::from_ne_bytes((outer_total as u16).to_be_bytes()),
-            0,
-            0,
-            u16::from_ne_bytes([64, proto]),
-            0,
-            source[0],
-            source[1],
-            target[0],
-            target[1],
-        ];
-        header[5] = checksum_words(&header);
-        // SAFETY: ptr_at checked the header lies inside the frame, 2-byte aligned.
-        unsafe { *ip = header };
+        let ip: *mut [u8; Ipv4Hdr::LEN] = ptr_at(ctx, packet.l2_len)?;
+        let ip = ip.cast::<u8>();
+        let tos = if inner_v4 { u64::from(packet.tos) } else { 0 };
+        let total = u64::from(((packet.ip_len + outer_len) as u16).to_be());
+        // Bytes 0-7: version and IHL, TOS, total length, id 0, no flags; 8-11: TTL, protocol,
+        // checksum; then the addresses.
+        let first = 0x45 | tos << 8 | total << 16;
+        let ttl_proto = 64 | proto << 8;
+        let source = u32::from_ne_bytes(config.ipip_source_v4(hash));
+        let [a, b, c, d, ..] = backend.addr;
+        let target = u32::from_ne_bytes([a, b, c, d]);
+        let check = ipv4_checksum(first + ttl_proto + u64::from(source) + u64::from(target));
+        // SAFETY: ptr_at checked the header lies inside the frame.
+        unsafe {
+            store_u64(ip, first);
+            store_u64(
+                ip.add(8),
+                ttl_proto | u64::from(check) << 16 | u64::from(source) << 32,
+            );
+            store_u32(ip.add(16), target);
+        }
     } else {
-        let ip: *mut [u16; 20] = ptr_at(ctx, packet.l2_len)?;
-        let source: [u16; 8] = words(&config.ipip_source_v6(hash));
-        let target: [u16; 8] = words(&backend.addr);
-        let mut header = [0u16; 20];
-        header[0] = u16::from_ne_bytes([0x60, 0]);
-        header[2] = u16::from_ne_bytes((packet.ip_len as u16).to_be_bytes());
-        header[3] = u16::from_ne_bytes([proto, 64]);
-        header[4..12].copy_from_slice(&source);
-        header[12..].copy_from_slice(&target);
-        // SAFETY: ptr_at checked the header lies inside the frame, 2-byte aligned.
-        unsafe { *ip = header };
+        let ip: *mut [u8; Ipv6Hdr::LEN] = ptr_at(ctx, packet.l2_len)?;
+        let ip = ip.cast::<u8>();
+        let payload = u64::from((packet.ip_len as u16).to_be());
+        // Version 6, traffic class and flow label 0, payload length, next header, hop limit 64.
+        let first = 0x60 | payload << 32 | proto << 48 | 64 << 56;
+        // The hash sets only the last 4 bytes of the source.
+        // SAFETY: both fields are 4-aligned (asserted at `quads`).
+        let ([s0, s1, s2, _], [t0, t1, t2, t3]) = unsafe {
+            (
+                quads(&raw const config.ipip_src_v6),
+                quads(&raw const backend.addr),
+            )
+        };
+        // The hash sets only the source's last 4 bytes.
+        let s3 = u32::from_ne_bytes(config.ipip_source_v6_low(hash));
+        let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
+        // SAFETY: ptr_at checked the header lies inside the frame.
+        unsafe {
+            store_u64(ip, first);
+            store_u64(ip.add(8), pair(s0, s1));
+            store_u64(ip.add(16), pair(s2, s3));
+            store_u64(ip.add(24), pair(t0, t1));
+            store_u64(ip.add(32), pair(t2, t3));
+        }
     }
     Ok(())
 }
 
-/// The checksum field of an IPv4 header (RFC 1071) held as the 16-bit words it has in a frame,
-/// its checksum word zero. The one's complement sum does not depend on byte order (RFC 1071
-/// section 2(B)): the words are added as they are and the result stored as it comes.
+/// A 16-byte address field of a map value in 4-byte groups, one load each (the BPF backend
+/// reads a byte array a byte at a time), each group as [`lb_ebpf::wide`] reads it from a frame.
+///
+/// # Safety
+/// `addr` is 4-aligned: a field at a multiple of 4 in a type aligned to 4 (asserted below for
+/// each field read so).
 #[inline(always)]
-fn checksum_words(header: &[u16; 10]) -> u16 {
-    let mut sum = 0u32;
-    for word in header {
-        sum += u32::from(*word);
-    }
+unsafe fn quads(addr: *const [u8; 16]) -> [u32; 4] {
+    // SAFETY: the caller's.
+    unsafe { addr.cast::<[u32; 4]>().read() }
+}
+const _: () = assert!(align_of::<Backend>() >= 4 && offset_of!(Backend, addr) % 4 == 0);
+const _: () = assert!(align_of::<Config>() >= 4 && offset_of!(Config, ipip_src_v6) % 4 == 0);
+
+/// The checksum of an IPv4 header (RFC 1071) from `sum`, the sum of its 16-bit words (its
+/// checksum word zero) in any grouping into wider numbers as the CPU loads them: 2^16 is 1 in
+/// one's complement arithmetic, and the sum does not depend on byte order (section 2(B)), so
+/// the folded result is stored as it comes.
+#[inline(always)]
+fn ipv4_checksum(mut sum: u64) -> u16 {
+    // A sum of four 32-bit numbers is below 2^34: three folds bring it below 2^16.
+    sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
@@ -238,5 +263,3 @@ pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
-
-const _: () = assert!(size_of::<L2Words>() == 12 + VLAN_TAG_LEN);

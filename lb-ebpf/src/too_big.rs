@@ -59,13 +59,7 @@ fn reshape(
     ether_type: u16,
     received: usize,
 ) -> Result<(), Reason> {
-    rewrite::grow_head(
-        ctx,
-        packet.l2_len,
-        grow,
-        |old| [old[3], old[4], old[5], old[0], old[1], old[2]],
-        ether_type,
-    )?;
+    rewrite::grow_head(ctx, packet.l2_len, grow, |dst, src| (src, dst), ether_type)?;
     // The frame is now `received + grow` bytes; keep `l2_len + grow + QUOTE_LEN` of them.
     let cut = received - (packet.l2_len + QUOTE_LEN);
     // SAFETY: ctx.ctx is the live xdp_md of this run; pointers are re-derived afterwards.
