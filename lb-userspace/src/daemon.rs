@@ -33,6 +33,7 @@ use crate::{
     capacity::Capacity,
     config::{self, HostEnvironment, Model},
     control::{self, Identity, Incoming, Refusal, Request},
+    diff::effect::KnownCounts,
     down, exit, flood,
     health::{self, Checker, Health, Probe, Target, Tracker},
     live::BackendState,
@@ -63,6 +64,9 @@ pub struct Daemon {
     model: Model,
     /// The config file's bytes as last applied.
     bytes: Vec<u8>,
+    /// The slot counts of the tables the running config was judged on: a reload builds only
+    /// the tables of the VIPs its change touches to check them.
+    counts: KnownCounts,
     /// The bytes of the last file found invalid, so the watch does not re-check them every
     /// second (a SIGHUP does).
     rejected: Option<Vec<u8>>,
@@ -128,11 +132,13 @@ impl Signals {
 
 impl Daemon {
     /// Starts health checks, the metrics endpoint and the server of `control_socket` for
-    /// `model`, already applied from `bytes` in `first_apply`.
+    /// `model`, already applied from `bytes` (whose tables were judged on `counts`) in
+    /// `first_apply`.
     pub async fn start(
         file: &Path,
         model: Model,
         bytes: Vec<u8>,
+        counts: KnownCounts,
         keeper: pins::Keeper,
         control_socket: tokio::net::UnixListener,
         first_apply: Duration,
@@ -194,6 +200,7 @@ impl Daemon {
             flood: flood::Detector::new(flood::Settings::from(&model.alerts)),
             model,
             bytes,
+            counts,
             rejected: None,
             keeper,
             requests,
@@ -679,7 +686,10 @@ impl Daemon {
         bytes: Vec<u8>,
         overrides: &[String],
     ) -> Result<Applied, Refusal> {
-        match config::check_bytes_overriding(&bytes, &self.file, &HostEnvironment, overrides) {
+        let checked = config::parse_bytes(&bytes, &self.file).and_then(|parsed| {
+            config::check_parsed(parsed, &HostEnvironment, overrides, &self.counts)
+        });
+        match checked {
             Err(rejected) => {
                 for diagnostic in &rejected.diagnostics {
                     error!("{diagnostic}");
@@ -702,7 +712,10 @@ impl Daemon {
                 })
             }
             Ok(config::Loaded {
-                model, warnings, ..
+                model,
+                warnings,
+                counts,
+                ..
             }) => {
                 for warning in &warnings {
                     warn!("{warning}");
@@ -773,6 +786,7 @@ impl Daemon {
                 }
                 self.model = model;
                 self.bytes = bytes;
+                self.counts = counts;
                 self.rejected = None;
                 let applied = self.reconcile(ebpf, "reload");
                 self.record_reload(applied.is_err().then_some(metrics::ReloadFailure::Apply));

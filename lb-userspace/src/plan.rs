@@ -339,6 +339,7 @@ pub fn plan_with(
         model,
         warnings,
         text,
+        ..
     } = match config::load_overriding(file, env, &options.accept.overrides) {
         Ok(loaded) => loaded,
         Err(rejected) => return Ok(refused(file, rejected)),

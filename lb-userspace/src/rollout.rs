@@ -757,6 +757,21 @@ impl ExpectedTable {
         table_record::inputs(&self.eligible, self.vip.table_size)
     }
 
+    /// Each of `backends` (the VIP's entries: id and entry) with its weight in the table, 0
+    /// for one not in it.
+    pub fn weights(&self, backends: &[(u32, Backend)]) -> Vec<(IpAddr, u32)> {
+        backends
+            .iter()
+            .map(|(id, backend)| {
+                let weight = self.eligible.iter().find(|(eligible, ..)| eligible == id);
+                (
+                    live_address(backend),
+                    weight.map_or(0, |(_, weight, _)| *weight),
+                )
+            })
+            .collect()
+    }
+
     /// The table (backend ids), as an apply builds it.
     pub fn build(&self) -> anyhow::Result<Vec<u32>> {
         build_table(&self.eligible, self.vip.table_size).with_context(|| {

@@ -72,6 +72,7 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
         model,
         warnings,
         text,
+        counts,
     } = match config::load(file, &HostEnvironment) {
         Ok(loaded) => loaded,
         Err(rejected) => {
@@ -216,6 +217,7 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
         file,
         model,
         text.text.into_bytes(),
+        counts,
         keeper,
         owner.listener()?,
         first_apply,

@@ -14,7 +14,7 @@ use lb_common::{
 use lb_userspace::{
     audit::{self, Kind, Severity},
     capacity::Capacity,
-    config::{HostEnvironment, Protocol},
+    config::{self, HostEnvironment, Protocol},
     exit,
     explain::{self, Explanation, Query},
     flow_table, object, pins,
@@ -436,6 +436,19 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
     assert_slot_7_differs(&report);
 }
 
+/// Points slot 7 of `api`'s live table at another of its backends, behind xlb's back.
+fn change_slot_7_of_api(live: &mut LiveXlb) {
+    let api = vip_key("198.18.1.20", 0, 6);
+    let vip = live_vip(live, &api);
+    let base = vip.tables[vip.active as usize];
+    let table = steering::read_table(&live.ebpf, base, vip.table_size).expect("table");
+    let other = *table
+        .iter()
+        .find(|id| **id != table[7])
+        .expect("two backends");
+    steering::write_table(&mut live.ebpf, base + 7, &[other]).expect("change slot 7");
+}
+
 /// Test that the pins of an older xlb, which has no table records, are audited as before: the
 /// audit opens them, finds them clean, and finds a slot changed behind xlb's back by rebuilding
 /// the table to compare.
@@ -447,18 +460,38 @@ fn audit_of_pins_without_table_records_rebuilds_to_compare() {
     let clean = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(clean.code, exit::OK, "{clean:#?}");
 
-    let api = vip_key("198.18.1.20", 0, 6);
-    let vip = live_vip(&mut live, &api);
-    let base = vip.tables[vip.active as usize];
-    let table = steering::read_table(&live.ebpf, base, vip.table_size).expect("table");
-    let other = *table
-        .iter()
-        .find(|id| **id != table[7])
-        .expect("two backends");
-    steering::write_table(&mut live.ebpf, base + 7, &[other]).expect("change slot 7");
+    change_slot_7_of_api(&mut live);
     let report = audit::audit(Some(&path), Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(drift_kinds(&report), ["table"], "{report:#?}");
     assert_slot_7_differs(&report);
+}
+
+/// Test that the live tables a config check may take instead of building them are exactly
+/// the tables their records vouch for: just applied, every VIP's live counts are the counts
+/// its build gives, and a check on them finds what a fresh check finds; once a slot is edited
+/// by hand, that VIP's table is no longer taken (it is built and judged), and the check still
+/// finds the same.
+#[test]
+fn audit_checks_the_config_on_live_tables_only_where_records_vouch() {
+    require_privileges!();
+    let mut live = LiveXlb::new("audit-counts");
+    let path = live.apply_config("three.toml", &three_vips());
+    let fresh = config::load(&path, &HostEnvironment).expect("valid");
+    let on_live = |live: &LiveXlb| {
+        let known = audit::live_counts(&live.pin_path);
+        let text = std::fs::read(&path).expect("config");
+        let parsed = config::parse_bytes(&text, &path).expect("TOML");
+        let checked = config::check_parsed(parsed, &HostEnvironment, &[], &known);
+        let loaded = checked.expect("valid on the live tables");
+        assert_eq!(loaded.warnings, fresh.warnings);
+        assert_eq!(loaded.model, fresh.model);
+        known
+    };
+    assert_eq!(on_live(&live), fresh.counts);
+
+    change_slot_7_of_api(&mut live);
+    let known = on_live(&live);
+    assert_eq!(known.len(), fresh.counts.len() - 1, "{known:?}");
 }
 
 /// Test that a backend drained by an operator is reported as a note naming the command, and the

@@ -28,6 +28,8 @@ pub use model::{
 
 use diagnostic::Source;
 
+use crate::diff::effect::KnownCounts;
+
 /// A config file's text as it was read, once, and checked: what every verb hashes and shows,
 /// so none reads the file again (it may have changed in between).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +62,24 @@ pub struct Loaded {
     pub model: Model,
     pub warnings: Vec<Diagnostic>,
     pub text: ConfigText,
+    /// The slot counts of the tables its VIPs were judged on: a later check of the file, once
+    /// changed, builds only the tables of the VIPs the change touches (see [`check_parsed`]).
+    pub counts: KnownCounts,
+}
+
+/// A config file's text with its TOML parsed: the first step of a check (see [`check_parsed`]).
+#[derive(Debug)]
+pub struct Parsed {
+    text: ConfigText,
+    file: file::ConfigFile,
+}
+
+impl Parsed {
+    /// The pin path the file names (`global.pin_path`, not yet checked), else the default.
+    pub fn pin_path(&self) -> PathBuf {
+        let named = self.file.global.get_ref().pin_path.as_ref();
+        PathBuf::from(named.map_or(model::DEFAULT_PIN_PATH, |path| path.get_ref()))
+    }
 }
 
 /// A config with at least one error: every finding, errors first, each group in file order;
@@ -87,7 +107,7 @@ pub fn load(path: &Path, env: &dyn Environment) -> Checked {
 
 /// Validates config text; `file` is the name diagnostics give it.
 pub fn check_text(text: &str, file: &Path, env: &dyn Environment) -> Checked {
-    check_text_overriding(text, file, env, &[])
+    check_parsed(parse(text, file)?, env, &[], &KnownCounts::default())
 }
 
 /// Audit rules an operator may override (`xlb apply --override RULE`): they judge the
@@ -101,19 +121,32 @@ pub fn load_overriding(path: &Path, env: &dyn Environment, overrides: &[String])
     check_bytes_overriding(&bytes, path, env, overrides)
 }
 
-fn check_text_overriding(
-    text: &str,
-    file: &Path,
+/// The config `text`, read from `file`, parsed: every syntax error, or its [`Parsed`] form.
+pub fn parse(text: &str, file: &Path) -> Result<Parsed, Rejected> {
+    let text = ConfigText::new(file, text);
+    match syntax::parse(&Source::new(&text.text, file)) {
+        Ok(parsed) => Ok(Parsed { text, file: parsed }),
+        Err(diagnostics) => Err(Rejected {
+            diagnostics,
+            text: Some(text),
+        }),
+    }
+}
+
+/// Checks a parsed config, with the findings of the `overrides` rules (only [`OVERRIDABLE`]
+/// ones) turned into warnings that say they were overridden. A VIP's table is counted from
+/// `known` when it holds the same inputs (the daemon keeps the counts of the config it runs;
+/// `audit` takes them from the live tables their records vouch for), else built: the findings
+/// are the same either way.
+pub fn check_parsed(
+    parsed: Parsed,
     env: &dyn Environment,
     overrides: &[String],
+    known: &KnownCounts,
 ) -> Checked {
-    let source = Source::new(text, file);
-    let rejected = |diagnostics| Rejected {
-        diagnostics,
-        text: Some(ConfigText::new(file, text)),
-    };
-    let parsed = syntax::parse(&source).map_err(rejected)?;
-    let (model, mut diagnostics) = audit::check(&parsed, &source, env);
+    let Parsed { text, file } = parsed;
+    let source = Source::new(&text.text, &text.path);
+    let (model, mut diagnostics, counts) = audit::check(&file, &source, env, known);
     for diagnostic in &mut diagnostics {
         if OVERRIDABLE.contains(&diagnostic.rule) && overrides.iter().any(|o| o == diagnostic.rule)
         {
@@ -126,23 +159,30 @@ fn check_text_overriding(
     }
     diagnostics.sort_by_key(|d| (d.severity, d.line, d.column));
     if diagnostics.iter().any(Diagnostic::is_error) {
-        return Err(rejected(diagnostics));
+        return Err(Rejected {
+            diagnostics,
+            text: Some(text),
+        });
     }
     match model {
         Some(model) => Ok(Loaded {
             model,
             warnings: diagnostics,
-            text: ConfigText::new(file, text),
+            text,
+            counts,
         }),
         // Every value without a model form is an error, so this is a bug in xlb; still, refuse
         // the config rather than guess.
-        None => Err(rejected(vec![source.diagnostic(
-            &rules::SYNTAX,
-            0..0,
-            "",
-            "the config passed the audit but could not be converted: this is a bug in xlb",
-            "please report it with this config file",
-        )])),
+        None => Err(Rejected {
+            diagnostics: vec![source.diagnostic(
+                &rules::SYNTAX,
+                0..0,
+                "",
+                "the config passed the audit but could not be converted: this is a bug in xlb",
+                "please report it with this config file",
+            )],
+            text: Some(text),
+        }),
     }
 }
 
@@ -210,13 +250,24 @@ pub fn check_bytes_overriding(
     env: &dyn Environment,
     overrides: &[String],
 ) -> Checked {
+    check_parsed(
+        parse_bytes(bytes, file)?,
+        env,
+        overrides,
+        &KnownCounts::default(),
+    )
+}
+
+/// The config `bytes`, read from `file`, parsed (see [`parse`]); bytes that are not UTF-8 are
+/// an [`rules::UNREADABLE_FILE`] error.
+pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Parsed, Rejected> {
     let text = std::str::from_utf8(bytes).map_err(|_| {
         unreadable_file(
             file,
             std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8"),
         )
     })?;
-    check_text_overriding(text, file, env, overrides)
+    parse(text, file)
 }
 
 /// The rejection of a file that cannot be read: one [`rules::UNREADABLE_FILE`] error naming

@@ -6,6 +6,7 @@
 
 use std::ops::{Range, RangeInclusive};
 
+use serde::Deserialize as _;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -26,14 +27,20 @@ use super::rules::SYNTAX;
 /// The file's typed form, or every syntax error (or the first shape error) in it.
 pub(crate) fn parse(source: &Source<'_>) -> Result<ConfigFile, Vec<Diagnostic>> {
     let (tree, errors) = DeTable::parse_recoverable(source.text);
-    let fields = index(&tree);
     if !errors.is_empty() {
+        let fields = index(&tree);
         return Err(errors
             .iter()
             .map(|error| diagnostic(source, &fields, error))
             .collect());
     }
-    toml::from_str(source.text).map_err(|error| vec![diagnostic(source, &fields, &error)])
+    // The typed form comes from the tree already parsed (`toml::from_str` would parse the
+    // text again); the index of fields is only for naming an error's field, so it is built
+    // only then, from a second parse of a file that is already known to be wrong.
+    ConfigFile::deserialize(toml::de::Deserializer::from(tree)).map_err(|error| {
+        let (tree, _) = DeTable::parse_recoverable(source.text);
+        vec![diagnostic(source, &index(&tree), &error)]
+    })
 }
 
 /// One key or value of the document and the path of its field.

@@ -754,3 +754,81 @@ fn ipip_source_prefix_gives_the_kernel_its_host_bits() {
     assert_eq!(single.ipip_src_v4_hosts, [0; 4]);
     assert_eq!(single.ipip_source_v4(0xdead_beef), [198, 18, 0, 2]);
 }
+
+/// [`TWO_BACKENDS`] with a third backend, the first weighing 8 and the others 1, in a 101-slot
+/// table: judged XLB002 (the first takes most new flows) and XLB008 (the table is small), both
+/// on its table's counts.
+fn weighed() -> String {
+    let two = TWO_BACKENDS
+        .replace("port = 80\n", "port = 80\ntable_size = 101\n")
+        .replace("01:00\"\n", "01:00\"\n  weight = 8\n");
+    format!("{two}  [[vip.backend]]\n  address = \"198.18.0.12\"\n  mac = \"02:00:00:00:01:02\"\n")
+}
+
+/// [`weighed`] with each input of its table changed in turn: a weight, an address, the size,
+/// one backend more, one weighing 0; and unchanged, last.
+fn weighed_variants() -> Vec<String> {
+    let base = weighed();
+    vec![
+        base.replace("weight = 8", "weight = 7"),
+        base.replace("198.18.0.12", "198.18.0.13"),
+        base.replace("table_size = 101", "table_size = 103"),
+        format!(
+            "{base}  [[vip.backend]]\n  address = \"198.18.0.14\"\n  mac = \"02:00:00:00:01:04\"\n"
+        ),
+        base.replace("weight = 8", "weight = 0"),
+        base,
+    ]
+}
+
+/// A check of `vips` (under a `[global]`) that counts tables from `known`.
+fn check_knowing(vips: &str, known: &KnownCounts) -> Checked {
+    let text = format!("[global]\ninterface = \"eth0\"\n{vips}");
+    let parsed = parse(&text, Path::new("xlb.toml")).expect("TOML");
+    check_parsed(parsed, &env(), &[], known)
+}
+
+#[test]
+fn known_counts_give_the_findings_a_build_gives() {
+    // Test that a check taking its tables from the counts of an earlier check (as the
+    // daemon's reload does) finds exactly what a fresh check finds, with the same model,
+    // whichever input of the table changed since.
+    let base = check(&weighed()).expect("warnings only");
+    let rules: Vec<&str> = base.warnings.iter().map(|d| d.rule).collect();
+    assert_eq!(rules, ["XLB008", "XLB002"]);
+    assert_eq!(base.counts.len(), 1);
+    for vips in weighed_variants() {
+        let fresh = check(&vips);
+        let reused = check_knowing(&vips, &base.counts);
+        assert_eq!(diagnostics(&reused), diagnostics(&fresh), "{vips}");
+        assert_eq!(
+            reused.as_ref().ok().map(|l| &l.model),
+            fresh.as_ref().ok().map(|l| &l.model),
+            "{vips}"
+        );
+    }
+}
+
+#[test]
+fn known_counts_are_taken_only_for_the_same_inputs() {
+    // Test that a table found in the known counts is not built (counts that put every slot
+    // on the first backend make the unchanged VIP XLB003), and that a change of any input of
+    // the table (address, weight, size, backends) builds it (the fresh findings).
+    let address = |last: u8| IpAddr::V4(Ipv4Addr::new(198, 18, 0, last));
+    let mut known = KnownCounts::default();
+    known.insert(
+        vec![(address(10), 8), (address(11), 1), (address(12), 1)],
+        101,
+        vec![101, 0, 0],
+    );
+    let unchanged = check_knowing(&weighed(), &known);
+    let rules: Vec<&str> = diagnostics(&unchanged).iter().map(|d| d.rule).collect();
+    assert_eq!(rules, ["XLB003", "XLB008"]);
+    for vips in &weighed_variants()[..5] {
+        assert_eq!(
+            diagnostics(&check_knowing(vips, &known)),
+            diagnostics(&check(vips)),
+            "{vips}"
+        );
+    }
+}

@@ -392,6 +392,44 @@ pub fn slot_counts(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<u64>, Ma
     Ok(counts)
 }
 
+/// The slot counts ([`slot_counts`]) of tables already counted, by their exact inputs (size,
+/// and each entry's address and weight in the entries' order; not a digest, so a count found
+/// here is the one a build would give): a check that meets the same inputs again (the daemon's
+/// next reload, a live table its record vouches for) builds only the tables not found here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownCounts(HashMap<TableInputs, Vec<u64>>);
+
+/// What decides a table's slot counts: its size, and each entry's address and weight.
+type TableInputs = (u32, Vec<(IpAddr, u32)>);
+
+impl KnownCounts {
+    /// Records that the table of `size` slots over `backends` gives each one `counts` slots.
+    pub fn insert(&mut self, backends: Vec<(IpAddr, u32)>, size: u32, counts: Vec<u64>) {
+        self.0.insert((size, backends), counts);
+    }
+
+    /// [`slot_counts`] of `backends` in a table of `size`: found here, or built.
+    pub fn slot_counts(
+        &self,
+        backends: &[(IpAddr, u32)],
+        size: u32,
+    ) -> Result<Vec<u64>, MaglevError> {
+        match self.0.get(&(size, backends.to_vec())) {
+            Some(counts) => Ok(counts.clone()),
+            None => slot_counts(backends, size),
+        }
+    }
+
+    /// How many tables are known.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A Maglev table as the builder returns it, over the backends that weigh more than 0.
 pub struct WeightedTable {
     /// Each slot's owner, an index into `members`.

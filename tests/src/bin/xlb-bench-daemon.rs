@@ -25,7 +25,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use lb_common::{Config, PROGRAM_NAME, map_names};
+use lb_common::{Config, PROGRAM_NAME, map_names, meta::Meta};
 use lb_userspace::{
     audit,
     capacity::Capacity,
@@ -441,15 +441,13 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     }];
 
     // One weight, through the daemon: SIGHUP, then the generation moves (the reload waits
-    // 200 ms for a second read of the file to agree).
-    let generation = || -> u64 {
-        Command::new(&xlb)
-            .args(["status", "--output", "json", "--pin-path"])
-            .arg(&pin_path)
-            .output()
-            .ok()
-            .and_then(|out| serde_json::from_slice::<Value>(&out.stdout).ok())
-            .and_then(|v| v["generation"].as_u64())
+    // 200 ms for a second read of the file to agree). The generation is polled in the meta
+    // map, a system call (`xlb status` would cost a process and a read of every table per
+    // poll, on the cores the daemon checks the file on).
+    let mut pinned = pins::open(&pin_path)?;
+    let mut generation = || -> u64 {
+        maps::array::<Meta>(&mut pinned, map_names::META)
+            .and_then(|meta| Ok(meta.get(&0, 0)?.generation))
             .unwrap_or(0)
     };
     let before = generation();
@@ -466,6 +464,7 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
         std::thread::sleep(Duration::from_millis(5));
     }
     let reload = sent.elapsed();
+    drop(pinned);
     let applied = std::fs::read_to_string(&log)?
         .lines()
         .rev()

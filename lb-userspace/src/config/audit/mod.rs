@@ -39,22 +39,25 @@ use super::model::{
 use super::rules::*;
 use crate::{
     capacity::Capacity,
-    diff::effect::{self, Effect, Entry, SameServer},
+    diff::effect::{self, Effect, Entry, KnownCounts, SameServer},
     maglev::is_prime,
 };
 
 /// Every finding about a config that parsed, and its model: each section is checked and
 /// converted, defaults applied, in one pass. The model is `None` only where a finding is an
-/// error (a value that has no model form).
+/// error (a value that has no model form). Tables are counted from `known` where it has them;
+/// the counts of this config's tables come back, for the next check.
 pub(crate) fn check(
     file: &ConfigFile,
     source: &Source<'_>,
     env: &dyn Environment,
-) -> (Option<Model>, Vec<Diagnostic>) {
+    known: &KnownCounts,
+) -> (Option<Model>, Vec<Diagnostic>, KnownCounts) {
     let mut audit = Audit {
         source,
         findings: Vec::new(),
         missing_sources: Vec::new(),
+        counted: KnownCounts::default(),
     };
     audit.lengths(file);
     audit.control_characters(file);
@@ -63,7 +66,7 @@ pub(crate) fn check(
     let alerts = audit.alerts(file.alerts.as_ref().map(Spanned::get_ref));
     let bgp = file.bgp.as_ref().map(|bgp| audit.bgp(bgp));
     let capacity = audit.capacity(file);
-    let vips = audit.vips(file, &thresholds);
+    let vips = audit.vips(file, &thresholds, known);
     let model = match (global, alerts, capacity, vips) {
         (Some(global), Some(alerts), Some(capacity), Some(vips)) => Some(Model {
             global,
@@ -75,7 +78,7 @@ pub(crate) fn check(
         }),
         _ => None,
     };
-    (model, audit.findings)
+    (model, audit.findings, audit.counted)
 }
 
 /// A VIP endpoint as messages show it: `198.18.1.10 port 80/tcp`.
@@ -126,6 +129,15 @@ fn maglev_size(vip: &VipFile) -> u32 {
     value(&vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE)
 }
 
+/// What decides a VIP's table: each backend's address and weight, in file order (its size
+/// aside).
+fn table_inputs(vip: &VipFile) -> Vec<(IpAddr, u32)> {
+    vip.backend
+        .iter()
+        .map(|b| (b.get_ref().address.get_ref().0, weight(b.get_ref())))
+        .collect()
+}
+
 /// A backend entry as the effect model sees it.
 fn entry(backend: &BackendFile) -> Entry {
     Entry {
@@ -148,6 +160,8 @@ struct Audit<'a> {
     /// Tunnel sources already reported missing: one finding per source is enough, as one line
     /// of [global] fixes them all.
     missing_sources: Vec<&'static str>,
+    /// The slot counts of the tables judged.
+    counted: KnownCounts,
 }
 
 /// The longest value of each free-text field: the kernel's limit where it has one (IFNAMSIZ,

@@ -9,24 +9,28 @@ impl Audit<'_> {
         &mut self,
         file: &ConfigFile,
         thresholds: &AuditThresholds,
+        known: &KnownCounts,
     ) -> Option<Vec<VipModel>> {
         let mut models = Vec::with_capacity(file.vip.len());
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
-        let vip_addresses: Vec<(IpAddr, &str)> = file
-            .vip
-            .iter()
-            .map(|vip| {
-                (
-                    vip.get_ref().address.get_ref().0,
-                    vip.get_ref().name.get_ref().0.as_str(),
-                )
-            })
-            .collect();
-        // Building every VIP's table is most of a config's check: a thread per CPU.
-        let effects = crate::parallel::map(&file.vip, |vip| Self::table_effect(vip.get_ref()));
-        for (i, (spanned, effect)) in file.vip.iter().zip(effects).enumerate() {
+        // The first VIP of each address, by address: a lookup per backend, not a scan of
+        // every VIP (100,000 backends and 1,000 VIPs).
+        let mut vip_addresses: HashMap<IpAddr, &str> = HashMap::with_capacity(file.vip.len());
+        for vip in file.vip.iter().rev() {
+            let vip = vip.get_ref();
+            vip_addresses.insert(vip.address.get_ref().0, vip.name.get_ref().0.as_str());
+        }
+        // Building every VIP's table is most of a config's check: only the tables `known`
+        // lacks are built, a thread per CPU.
+        let effects =
+            crate::parallel::map(&file.vip, |vip| Self::table_effect(vip.get_ref(), known));
+        for (i, (spanned, (effect, counts))) in file.vip.iter().zip(effects).enumerate() {
             let vip = spanned.get_ref();
+            if let Some(counts) = counts {
+                self.counted
+                    .insert(table_inputs(vip), maglev_size(vip), counts);
+            }
             let name = vip.name.get_ref().0.as_str();
             if let Some(&first) = names.get(name) {
                 self.report(
@@ -79,7 +83,7 @@ impl Audit<'_> {
         i: usize,
         spanned: &Spanned<VipFile>,
         effect: Option<Effect>,
-        vip_addresses: &[(IpAddr, &str)],
+        vip_addresses: &HashMap<IpAddr, &str>,
         global: &GlobalFile,
         thresholds: &AuditThresholds,
     ) -> Option<VipModel> {
@@ -115,7 +119,7 @@ impl Audit<'_> {
                 );
             }
             self.same_server(i, j, name, forwarding, &vip.backend, &entries);
-            if let Some((_, other)) = vip_addresses.iter().find(|(vip, _)| *vip == addr) {
+            if let Some(other) = vip_addresses.get(&addr) {
                 self.report(
                     &BACKEND_IS_VIP,
                     at.clone(),

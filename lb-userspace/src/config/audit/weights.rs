@@ -129,34 +129,36 @@ impl Audit<'_> {
         }
     }
 
-    /// XLB003: every new flow of VIP `i` would reach `server` although it names more backends;
-    /// the finding says why (weights, one server written twice, or a table too small).
     /// The effect of the table an apply would build for `vip` (what XLB001..XLB004 and XLB026
-    /// judge), `None` when no backend weighs more than 0 or the table cannot be built. Free of
-    /// `self` so that every VIP's table is built in parallel.
-    pub(super) fn table_effect(vip: &VipFile) -> Option<Effect> {
+    /// judge), `None` when no backend weighs more than 0 or the table cannot be built; and the
+    /// slot counts behind it when a table gave them (from `known`, or built). Free of `self`
+    /// so that every VIP's table is built in parallel.
+    pub(super) fn table_effect(
+        vip: &VipFile,
+        known: &KnownCounts,
+    ) -> (Option<Effect>, Option<Vec<u64>>) {
         let entries: Vec<Entry> = vip.backend.iter().map(|b| entry(b.get_ref())).collect();
-        let weighted: Vec<(IpAddr, u32)> = entries
-            .iter()
-            .zip(&vip.backend)
-            .map(|(entry, b)| (entry.address, weight(b.get_ref())))
-            .collect();
+        let weighted = table_inputs(vip);
         let mut taking = (0..weighted.len()).filter(|&j| weighted[j].1 > 0);
-        let first = taking.next()?;
-        let counts = match effect::slot_counts(&weighted, maglev_size(vip)) {
-            Ok(counts) => counts,
+        let Some(first) = taking.next() else {
+            return (None, None);
+        };
+        let (counts, built) = match known.slot_counts(&weighted, maglev_size(vip)) {
+            Ok(counts) => (counts.clone(), Some(counts)),
             // One weighted backend owns every slot of any table.
             Err(_) if taking.next().is_none() => {
                 let mut counts = vec![0; weighted.len()];
                 counts[first] = 1;
-                counts
+                (counts, None)
             }
-            Err(_) => return None,
+            Err(_) => return (None, None),
         };
         let forwarding = value(&vip.forwarding).unwrap_or_default();
-        Some(Effect::of_counts(&entries, forwarding, counts))
+        (Some(Effect::of_counts(&entries, forwarding, counts)), built)
     }
 
+    /// XLB003: every new flow of VIP `i` would reach `server` although it names more backends;
+    /// the finding says why (weights, one server written twice, or a table too small).
     fn all_on_one(
         &mut self,
         i: usize,
