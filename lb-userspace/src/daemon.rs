@@ -45,6 +45,7 @@ use crate::{
 
 mod canary;
 mod shares;
+mod watch;
 
 /// How often the config file is checked for changes and alerts and drains are evaluated.
 const TICK: Duration = Duration::from_secs(1);
@@ -66,6 +67,9 @@ pub struct Daemon {
     /// The bytes of the last file found invalid, so the watch does not re-check them every
     /// second (a SIGHUP does).
     rejected: Option<Vec<u8>>,
+    /// The file's metadata when the bytes above were read: the tick reads the file only when
+    /// that moved.
+    watch: watch::Watch,
     /// Keeps the XDP link open and puts back pins removed while the daemon runs.
     keeper: pins::Keeper,
     /// Operators' requests from the control socket.
@@ -139,6 +143,7 @@ impl Daemon {
     ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(1024);
         let targets = health::targets(&model);
+        let shared_probes = health::Probes::of(&targets);
         let shared: Shared = Arc::default();
         let listener = metrics::listen(model.global.metrics_address).with_context(|| {
             format!(
@@ -152,7 +157,7 @@ impl Daemon {
                 .lock()
                 .map_err(|_| anyhow::anyhow!("metrics state poisoned"))?;
             extra.set_vip_names(&model);
-            extra.set_targets(targets.iter().map(|t| (t.vip.as_str(), t.backend)));
+            extra.set_targets(shared_probes.rows(&targets));
             extra.interface = Some(model.global.interface.clone());
             extra.apply_seconds.observe(first_apply);
         }
@@ -180,11 +185,10 @@ impl Daemon {
         let (request_sender, requests) = mpsc::channel(16);
         tokio::spawn(control::serve(control_socket, request_sender));
         let (model_bgp, pin_path_for_bgp) = (model.bgp.clone(), pin_path.clone());
-        let shared_probes = health::Probes::of(&targets);
         Ok(Daemon {
             file: file.to_path_buf(),
             pin_path,
-            tracker: Tracker::new(&targets),
+            tracker: Tracker::new(shared_probes.tracks.len()),
             checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
             target_index: target_index(&targets),
             shared_probes,
@@ -195,6 +199,7 @@ impl Daemon {
             model,
             bytes,
             rejected: None,
+            watch: watch::Watch::default(),
             keeper,
             requests,
             probes,
@@ -398,33 +403,38 @@ impl Daemon {
         }
     }
 
-    /// One outcome of a shared probe counts for every target it serves; whether any of them
-    /// changed health.
+    /// One outcome of a shared probe counts once for each of its tracks, and so for every
+    /// target it serves; whether any of them changed health.
     fn record_probe(&mut self, probe: &Probe) -> bool {
-        let Some(members) = self.shared_probes.members.get(probe.target_index) else {
+        let Some(tracks) = self.shared_probes.members.get(probe.target_index) else {
             return false;
         };
         let mut changed = false;
         let mut extra = self.shared.lock().ok();
-        for &index in members {
-            let Some(target) = self.targets.get(index) else {
-                continue;
-            };
-            let check = &target.check;
-            let transition = self.tracker.record(index, probe, check.rise, check.fall);
-            if let Some(extra) = extra.as_mut() {
-                let up = self.tracker.health(index) == Health::Up;
-                extra.record_check(index, probe.duration, up);
-            }
-            let Some(transition) = transition else {
+        if let Some(extra) = extra.as_mut() {
+            extra.record_check(probe.target_index, probe.duration);
+        }
+        for &t in tracks {
+            let track = &self.shared_probes.tracks[t];
+            let Some(transition) = self.tracker.record(t, probe, track.rise, track.fall) else {
                 continue;
             };
             changed = true;
-            match transition.health {
-                Health::Down => warn!(vip = %target.vip, backend = %target.backend,
-                    reason = %transition.reason, "backend down: taking it out of the table"),
-                Health::Up => info!(vip = %target.vip, backend = %target.backend,
-                    reason = %transition.reason, "backend up: putting it back"),
+            let up = transition.health == Health::Up;
+            for &index in &track.targets {
+                let Some(target) = self.targets.get(index) else {
+                    continue;
+                };
+                if let Some(extra) = extra.as_mut() {
+                    extra.set_up(index, up);
+                }
+                if up {
+                    info!(vip = %target.vip, backend = %target.backend,
+                        reason = %transition.reason, "backend up: putting it back");
+                } else {
+                    warn!(vip = %target.vip, backend = %target.backend,
+                        reason = %transition.reason, "backend down: taking it out of the table");
+                }
             }
         }
         changed
@@ -435,7 +445,8 @@ impl Daemon {
         self.target_index
             .get(vip)
             .and_then(|backends| backends.get(&backend))
-            .is_some_and(|&i| self.tracker.health(i) == Health::Down)
+            .and_then(|&i| self.shared_probes.track_of.get(i))
+            .is_some_and(|&track| self.tracker.health(track) == Health::Down)
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
@@ -629,6 +640,11 @@ impl Daemon {
     /// checked are the bytes applied (and hashed), and only once the file stopped changing:
     /// a changed file is read again [`SETTLE`] later and applied only if both reads agree.
     async fn reload(&mut self, ebpf: &mut Ebpf, trigger: Trigger) {
+        // Taken before the read: a change after it moves the stamp again.
+        let stamp = watch::Stamp::of(&self.file);
+        if trigger == Trigger::Watch && self.watch.unchanged(stamp) {
+            return;
+        }
         let file = self.file.clone();
         let read = || {
             config::read_bytes(&file).inspect_err(|err| {
@@ -643,10 +659,10 @@ impl Daemon {
             if trigger == Trigger::Signal {
                 info!(file = %self.file.display(), "the config file is unchanged: nothing to apply");
             }
-            return;
+            return self.watch.saw(stamp);
         }
         if trigger == Trigger::Watch && Some(&bytes) == self.rejected.as_ref() {
-            return;
+            return self.watch.saw(stamp);
         }
         tokio::time::sleep(SETTLE).await;
         match read() {
@@ -660,7 +676,9 @@ impl Daemon {
         if trigger == Trigger::Watch {
             info!(file = %self.file.display(), "config file changed: reloading");
         }
+        // Applied or rejected, these bytes are dealt with.
         let _ = self.adopt(ebpf, bytes, &[]);
+        self.watch.saw(stamp);
     }
 
     /// Counts a reload's outcome in the metrics: `None` if it made the file live.
@@ -742,10 +760,10 @@ impl Daemon {
                         self.shared_probes.probes.clone(),
                         self.probe_sender.clone(),
                     );
-                    self.tracker = Tracker::new(&targets);
+                    self.tracker = Tracker::new(self.shared_probes.tracks.len());
                     self.target_index = target_index(&targets);
                     if let Ok(mut extra) = self.shared.lock() {
-                        extra.set_targets(targets.iter().map(|t| (t.vip.as_str(), t.backend)));
+                        extra.set_targets(self.shared_probes.rows(&targets));
                     }
                     self.targets = targets;
                 }
