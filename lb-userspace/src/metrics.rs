@@ -54,8 +54,11 @@ pub struct Extra {
     pub alerts: Vec<Alert>,
     /// How long applies took.
     pub apply_seconds: Histogram,
-    /// How long each backend's health checks took: (VIP, backend, histogram).
-    pub health_check_seconds: Vec<(String, IpAddr, Histogram)>,
+    /// For each health row, the index of its probe in `probe_seconds`: targets that share a
+    /// probe share its outcomes, so their durations are recorded once, not once per VIP.
+    pub row_probes: Vec<usize>,
+    /// How long each probe's health checks took.
+    pub probe_seconds: Vec<Histogram>,
     /// The daemon's scheduled audits of the live maps.
     pub audit: AuditMetrics,
     /// Canary applies: the one being watched, promotions and rollbacks.
@@ -167,33 +170,44 @@ impl Extra {
             .collect();
     }
 
-    /// Makes the health rows those of `targets` (VIP name, backend), in their order and all
-    /// up (checks start from up); the histograms of targets that stay are kept.
-    pub fn set_targets<'a>(&mut self, targets: impl IntoIterator<Item = (&'a str, IpAddr)>) {
-        let mut old: HashMap<(String, IpAddr), Histogram> =
-            std::mem::take(&mut self.health_check_seconds)
-                .into_iter()
-                .map(|(vip, backend, histogram)| ((vip, backend), histogram))
-                .collect();
-        self.health.clear();
-        for (vip, backend) in targets {
-            let histogram = old.remove(&(vip.to_owned(), backend)).unwrap_or_default();
+    /// Makes the health rows those of `targets` (VIP name, backend, index of the probe that
+    /// checks it), in their order and all up (checks start from up); a probe keeps the
+    /// histogram of the first of its targets that had one.
+    pub fn set_targets<'a>(&mut self, targets: impl IntoIterator<Item = (&'a str, IpAddr, usize)>) {
+        let old_seconds = std::mem::take(&mut self.probe_seconds);
+        let mut old: HashMap<(String, IpAddr), usize> = std::mem::take(&mut self.health)
+            .into_iter()
+            .zip(std::mem::take(&mut self.row_probes))
+            .map(|((vip, backend, _), probe)| ((vip, backend), probe))
+            .collect();
+        for (vip, backend, probe) in targets {
+            if self.probe_seconds.len() <= probe {
+                self.probe_seconds
+                    .resize_with(probe + 1, Histogram::default);
+            }
+            let kept = old.remove(&(vip.to_owned(), backend));
+            if let Some(histogram) = kept.and_then(|old| old_seconds.get(old))
+                && self.probe_seconds[probe] == Histogram::default()
+            {
+                self.probe_seconds[probe] = histogram.clone();
+            }
             self.health.push((vip.to_owned(), backend, 1));
-            self.health_check_seconds
-                .push((vip.to_owned(), backend, histogram));
+            self.row_probes.push(probe);
         }
     }
 
-    /// Records one health check of the target in row `row` ([`Extra::set_targets`]): how
-    /// long it took and whether the backend is now up (1) or down (0). Called for every
-    /// target of every probe (100,000 a second at scale), so by row, without a lookup.
-    pub fn record_check(&mut self, row: usize, duration: Duration, up: bool) {
-        if let (Some(health), Some(seconds)) = (
-            self.health.get_mut(row),
-            self.health_check_seconds.get_mut(row),
-        ) {
+    /// Records how long one check of probe `probe` took ([`Extra::set_targets`]). Called for
+    /// every probe (10,000 a second at scale), so by index, without a lookup.
+    pub fn record_check(&mut self, probe: usize, duration: Duration) {
+        if let Some(seconds) = self.probe_seconds.get_mut(probe) {
+            seconds.observe(duration);
+        }
+    }
+
+    /// Records whether the target in row `row` is now up: called when its health changes.
+    pub fn set_up(&mut self, row: usize, up: bool) {
+        if let Some(health) = self.health.get_mut(row) {
             health.2 = u8::from(up);
-            seconds.2.observe(duration);
         }
     }
 
@@ -598,16 +612,15 @@ fn exposition(
         "xlb_health_check_duration_seconds",
         "How long the backend's health checks took.",
         extra
-            .health_check_seconds
+            .health
             .iter()
-            .map(|(vip, backend, seconds)| {
-                (
-                    vec![
-                        ("vip", extra.vip_label(vip)),
-                        ("backend", backend.to_string()),
-                    ],
-                    seconds,
-                )
+            .zip(&extra.row_probes)
+            .filter_map(|((vip, backend, _), probe)| {
+                let labels = vec![
+                    ("vip", extra.vip_label(vip)),
+                    ("backend", backend.to_string()),
+                ];
+                Some((labels, extra.probe_seconds.get(*probe)?))
             }),
     );
     family(
@@ -1044,25 +1057,27 @@ mod tests {
             IpAddr::from([198, 18, 0, 10]),
             IpAddr::from([198, 18, 0, 11]),
         );
-        extra.set_targets([("web", second)]);
-        extra.record_check(0, Duration::from_millis(1), true);
-        extra.record_check(0, Duration::from_millis(1), false);
+        extra.set_targets([("web", second, 0)]);
+        extra.record_check(0, Duration::from_millis(1));
+        extra.record_check(0, Duration::from_millis(1));
+        extra.set_up(0, false);
         // A new target list keeps the histograms of the targets that stay, all up again.
-        extra.set_targets([("web", first), ("web", second)]);
+        extra.set_targets([("web", first, 0), ("web", second, 1)]);
         assert_eq!(
             extra.health,
             [("web".to_owned(), first, 1), ("web".to_owned(), second, 1)]
         );
-        assert_eq!(extra.health_check_seconds[1].2.count(), 2);
-        extra.record_check(1, Duration::from_millis(1), false);
-        extra.record_check(0, Duration::from_millis(500), true);
-        extra.record_check(0, Duration::from_millis(3), true);
+        assert_eq!(extra.probe_seconds[1].count(), 2);
+        extra.record_check(1, Duration::from_millis(1));
+        extra.set_up(1, false);
+        extra.record_check(0, Duration::from_millis(500));
+        extra.record_check(0, Duration::from_millis(3));
         assert_eq!(
             extra.health,
             [("web".to_owned(), first, 1), ("web".to_owned(), second, 0)]
         );
-        assert_eq!(extra.health_check_seconds[0].2.count(), 2);
-        assert_eq!(extra.health_check_seconds[1].2.count(), 3);
+        assert_eq!(extra.probe_seconds[0].count(), 2);
+        assert_eq!(extra.probe_seconds[1].count(), 3);
         let verdicts = [(
             Verdict::Tx,
             Counter {

@@ -5,7 +5,7 @@
 //! and nobody noticed; this is the part that notices.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -333,24 +333,32 @@ impl Detector {
             })
             .collect();
         for vip in sample {
-            let expected: Vec<(IpAddr, f64)> = vip
+            let same = |old: &Vec<(IpAddr, f64)>| {
+                old.len() == vip.backends.len()
+                    && old.iter().zip(&vip.backends).all(|(&(address, share), b)| {
+                        (address, share) == (b.backend, b.expected_share)
+                    })
+            };
+            // Compared in place: the shares stay the same most seconds.
+            match self.expected.get(&vip.vip).map(same) {
+                Some(true) => continue,
+                Some(false) => {
+                    for (_, counters) in &mut self.samples {
+                        counters.remove(&vip.vip);
+                    }
+                }
+                None => {}
+            }
+            let expected = vip
                 .backends
                 .iter()
                 .map(|b| (b.backend, b.expected_share))
                 .collect();
-            if self
-                .expected
-                .get(&vip.vip)
-                .is_some_and(|old| *old != expected)
-            {
-                for (_, counters) in &mut self.samples {
-                    counters.remove(&vip.vip);
-                }
-            }
             self.expected.insert(vip.vip.clone(), expected);
         }
+        let names: HashSet<&str> = sample.iter().map(|vip| vip.vip.as_str()).collect();
         self.expected
-            .retain(|name, _| sample.iter().any(|vip| vip.vip == *name));
+            .retain(|name, _| names.contains(name.as_str()));
         self.few_healthy
             .retain(|name, _| self.expected.contains_key(name));
         self.samples.push_back((now, counters));
@@ -360,13 +368,11 @@ impl Detector {
             self.samples.pop_front();
         }
 
-        let windows: BTreeMap<&str, Window> = sample
-            .iter()
-            .map(|vip| (vip.vip.as_str(), self.window(now, vip)))
-            .collect();
+        // In the sample's order: a VIP's window is found by its position.
+        let windows: Vec<Window> = sample.iter().map(|vip| self.window(now, vip)).collect();
         let mut current = BTreeMap::new();
-        for vip in sample {
-            for alert in self.judge(&vip.vip, &windows[vip.vip.as_str()]) {
+        for (vip, window) in sample.iter().zip(&windows) {
+            for alert in self.judge(&vip.vip, window) {
                 current.insert((alert.vip.clone(), alert.kind, alert.backend), alert);
             }
         }
@@ -378,8 +384,9 @@ impl Detector {
             .collect();
         for (key, alert) in &self.firing {
             if !current.contains_key(key) {
+                let window = sample.iter().position(|vip| vip.vip == alert.vip);
                 changes.push(Alert {
-                    message: self.cleared(alert, windows.get(alert.vip.as_str())),
+                    message: self.cleared(alert, window.map(|i| &windows[i])),
                     firing: false,
                     ..alert.clone()
                 });
@@ -400,10 +407,16 @@ impl Detector {
     /// window that has it (a backend added within the window starts from its first sample).
     fn window<'a>(&self, now: Instant, vip: &'a VipSample) -> Window<'a> {
         let mut span = Duration::ZERO;
-        let mut backends = Vec::new();
+        let mut backends = Vec::with_capacity(vip.backends.len());
+        // The VIP's counters in each sample, looked up by name once, not once per backend.
+        let counters: Vec<(Instant, &BTreeMap<IpAddr, u64>)> = self
+            .samples
+            .iter()
+            .filter_map(|(taken, counters)| Some((*taken, counters.get(&vip.vip)?)))
+            .collect();
         for backend in &vip.backends {
-            let first = self.samples.iter().find_map(|(taken, counters)| {
-                let old = counters.get(&vip.vip)?.get(&backend.backend)?;
+            let first = counters.iter().find_map(|(taken, counters)| {
+                let old = counters.get(&backend.backend)?;
                 Some((*taken, *old))
             });
             let flows = match first {

@@ -63,9 +63,10 @@ fn metrics_render_what_the_kernel_counted() {
         vip_names: vec![("web".to_owned(), vip.key)],
         ..Extra::default()
     };
-    extra.set_targets([("web", down)]);
+    extra.set_targets([("web", down, 0)]);
     extra.apply_seconds.observe(Duration::from_millis(125));
-    extra.record_check(0, Duration::from_millis(500), false);
+    extra.record_check(0, Duration::from_millis(500));
+    extra.set_up(0, false);
     extra.record_reload(Some(metrics::ReloadFailure::Apply));
     extra.record_reload(None);
 

@@ -198,7 +198,7 @@ impl Daemon {
             },
             concentrated,
             checker: Checker::start(targets.clone(), sender),
-            tracker: Tracker::new(&targets),
+            tracker: Tracker::new(targets.len()),
             targets,
             probes,
         });

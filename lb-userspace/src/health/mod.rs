@@ -6,6 +6,7 @@ mod probe;
 mod tracker;
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -16,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use probe::probe;
+pub use probe::{Cause, Failure, probe};
 pub use tracker::Tracker;
 
 use crate::config::{CheckKind, HealthCheck, Model};
@@ -114,7 +115,7 @@ pub struct Probe {
     /// From the start of the probe to its outcome (at most about the check's timeout).
     pub duration: Duration,
     /// What failed, when `ok` is false.
-    pub error: Option<String>,
+    pub error: Option<Failure>,
 }
 
 /// A change of a target's health after `rise` successes / `fall` failures in a row.
@@ -147,32 +148,76 @@ pub fn targets(model: &Model) -> Vec<Target> {
 /// The probes `targets` need: one per backend address and check (kind, port, path, expected
 /// status, interval, timeout). Targets that differ only in their VIP, rise or fall (a backend
 /// serving several VIPs) share one probe, whose every outcome counts for each of them.
+///
+/// The targets of one probe with the same rise and fall are one track: they see the same
+/// outcomes from the same start (every target starts up when its checks start), so they have
+/// the same health, and the daemon counts each outcome once per track, not once per target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Probes {
     /// The first target of each probe: what the probe checks.
     pub probes: Vec<Target>,
-    /// For each probe, the indices (into `targets`) of the targets it serves.
+    /// For each probe, the indices (into `tracks`) of its tracks.
     pub members: Vec<Vec<usize>>,
+    pub tracks: Vec<Track>,
+    /// For each target, the index of its track.
+    pub track_of: Vec<usize>,
+}
+
+/// Targets of one probe with the same rise and fall.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Track {
+    /// The index of the probe (into [`Probes::probes`]).
+    pub probe: usize,
+    pub rise: u32,
+    pub fall: u32,
+    /// The indices of the targets, in their order.
+    pub targets: Vec<usize>,
 }
 
 impl Probes {
     pub fn of(targets: &[Target]) -> Probes {
-        let mut index: std::collections::HashMap<ProbeKey<'_>, usize> =
-            std::collections::HashMap::new();
+        let mut probe_index: HashMap<ProbeKey<'_>, usize> = HashMap::new();
+        let mut track_index: HashMap<(usize, u32, u32), usize> = HashMap::new();
         let mut probes = Probes::default();
         for (i, target) in targets.iter().enumerate() {
-            let (_, backend, kind, port, interval, timeout, _, _) = target.key();
+            let (_, backend, kind, port, interval, timeout, rise, fall) = target.key();
             let next = probes.probes.len();
-            let at = *index
+            let probe = *probe_index
                 .entry((backend, kind, port, interval, timeout))
                 .or_insert(next);
-            if at == next {
+            if probe == next {
                 probes.probes.push(target.clone());
                 probes.members.push(Vec::new());
             }
-            probes.members[at].push(i);
+            let next = probes.tracks.len();
+            let track = *track_index.entry((probe, rise, fall)).or_insert(next);
+            if track == next {
+                probes.tracks.push(Track {
+                    probe,
+                    rise,
+                    fall,
+                    targets: Vec::new(),
+                });
+                probes.members[probe].push(track);
+            }
+            probes.tracks[track].targets.push(i);
+            probes.track_of.push(track);
         }
         probes
+    }
+
+    /// Each target as the metrics show it: VIP name, backend, the index of its probe.
+    pub fn rows<'a>(
+        &'a self,
+        targets: &'a [Target],
+    ) -> impl Iterator<Item = (&'a str, IpAddr, usize)> + 'a {
+        targets.iter().zip(&self.track_of).map(|(target, &track)| {
+            (
+                target.vip.as_str(),
+                target.backend,
+                self.tracks[track].probe,
+            )
+        })
     }
 }
 
@@ -364,7 +409,8 @@ mod tests {
     #[test]
     fn targets_of_one_backend_and_check_share_a_probe() {
         // Test that targets differing only in VIP, rise or fall share one probe serving each of
-        // them, and that another port or interval is a probe of its own.
+        // them, that those with the same rise and fall share a track, and that another port
+        // or interval is a probe of its own.
         let base = tcp_target(80, Duration::from_secs(1));
         let mut other_vip = base.clone();
         other_vip.vip = "api".into();
@@ -375,7 +421,24 @@ mod tests {
         third_vip.vip = "dns".into();
         let targets = [base, other_port, other_vip, other_interval, third_vip];
         let probes = Probes::of(&targets);
-        assert_eq!(probes.members, vec![vec![0, 2, 4], vec![1], vec![3]]);
+        let track = |probe, rise, targets: &[usize]| Track {
+            probe,
+            rise,
+            fall: 3,
+            targets: targets.to_vec(),
+        };
+        // The VIP with rise 7 is a track of its own on the first probe.
+        assert_eq!(
+            probes.tracks,
+            [
+                track(0, 2, &[0, 4]),
+                track(1, 2, &[1]),
+                track(0, 7, &[2]),
+                track(2, 2, &[3])
+            ]
+        );
+        assert_eq!(probes.members, vec![vec![0, 2], vec![1], vec![3]]);
+        assert_eq!(probes.track_of, [0, 1, 2, 3, 0]);
         assert_eq!(probes.probes[0], targets[0]);
         assert_eq!(probes.probes[1], targets[1]);
         assert_eq!(probes.probes[2], targets[3]);
@@ -437,7 +500,11 @@ mod tests {
             .expect("no probe at once")
             .expect("a probe");
         assert_eq!(
-            (probe.target_index, probe.ok, probe.error),
+            (
+                probe.target_index,
+                probe.ok,
+                probe.error.map(|failure| failure.to_string())
+            ),
             (
                 0,
                 false,

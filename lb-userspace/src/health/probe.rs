@@ -1,7 +1,9 @@
 //! One probe of one backend: a TCP connection, or an HTTP GET whose status line is checked.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,22 +16,80 @@ use crate::config::{CheckKind, HealthCheck};
 /// reading forever, nor pass by sending "HTTP/1.1 200 " and junk).
 const MAX_STATUS_LINE: usize = 2048;
 
+/// Why a probe failed, kept as data: a backend that refuses every second costs no text until
+/// a transition or a log shows it. Displays as e.g. "connect to 198.18.0.10:80: connection
+/// refused", "connect to 198.18.0.10:80: timed out after 500 ms", "GET / answered 503,
+/// expected 200".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection was not made.
+    Connect { address: SocketAddr, cause: Cause },
+    /// An HTTP check's exchange failed, in words.
+    Http(String),
+}
+
+/// Why a connection was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The connect failed with this error (its OS error number, if it has one).
+    Io {
+        kind: io::ErrorKind,
+        os: Option<i32>,
+    },
+    /// Not made within the check's timeout.
+    TimedOut(Duration),
+}
+
+impl From<&io::Error> for Cause {
+    fn from(err: &io::Error) -> Cause {
+        Cause::Io {
+            kind: err.kind(),
+            os: err.raw_os_error(),
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Cause::Io { kind, os } => match (phrase(kind), os) {
+                (Some(phrase), _) => f.write_str(phrase),
+                (None, Some(code)) => write!(f, "{}", io::Error::from_raw_os_error(code)),
+                (None, None) => write!(f, "{}", io::Error::from(kind)),
+            },
+            Cause::TimedOut(after) => write!(f, "timed out after {} ms", after.as_millis()),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect { address, cause } => write!(f, "connect to {address}: {cause}"),
+            Failure::Http(text) => f.write_str(text),
+        }
+    }
+}
+
 /// One probe. TCP: a connection to `backend:port` is accepted within the timeout. HTTP:
 /// `GET path HTTP/1.1` with `Host` and `Connection: close` is answered with `expect_status`
-/// within the timeout. The error says what failed, e.g. "connect to 198.18.0.10:80: connection
-/// refused", "GET / answered 503, expected 200", "connect to 198.18.0.10:80: timed out after
-/// 500 ms".
-pub async fn probe(backend: IpAddr, check: &HealthCheck) -> Result<(), String> {
+/// within the timeout. The failure says what failed (see [`Failure`]).
+pub async fn probe(backend: IpAddr, check: &HealthCheck) -> Result<(), Failure> {
     let address = SocketAddr::new(backend, check.port);
     // One deadline for the whole probe, so an HTTP check's connect and answer share the timeout.
     let deadline = Instant::now() + check.timeout;
-    let timed_out = || format!("timed out after {} ms", check.timeout.as_millis());
 
     let connect = timeout_at(deadline, TcpStream::connect(address)).await;
     let mut stream = match connect {
         Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => return Err(format!("connect to {address}: {}", describe(&err))),
-        Err(_) => return Err(format!("connect to {address}: {}", timed_out())),
+        Ok(Err(err)) => {
+            let cause = Cause::from(&err);
+            return Err(Failure::Connect { address, cause });
+        }
+        Err(_) => {
+            let cause = Cause::TimedOut(check.timeout);
+            return Err(Failure::Connect { address, cause });
+        }
     };
     let CheckKind::Http {
         path,
@@ -40,15 +100,18 @@ pub async fn probe(backend: IpAddr, check: &HealthCheck) -> Result<(), String> {
     };
     let status = match timeout_at(deadline, get_status(&mut stream, address, path)).await {
         Ok(Ok(status)) => status,
-        Ok(Err(err)) => return Err(format!("GET {path} on {address}: {err}")),
-        Err(_) => return Err(format!("GET {path} on {address}: {}", timed_out())),
+        Ok(Err(err)) => return Err(Failure::Http(format!("GET {path} on {address}: {err}"))),
+        Err(_) => {
+            let cause = Cause::TimedOut(check.timeout);
+            return Err(Failure::Http(format!("GET {path} on {address}: {cause}")));
+        }
     };
     if status == *expect_status {
         Ok(())
     } else {
-        Err(format!(
+        Err(Failure::Http(format!(
             "GET {path} answered {status}, expected {expect_status}"
-        ))
+        )))
     }
 }
 
@@ -145,7 +208,12 @@ fn parse_status(line: &[u8]) -> Option<u16> {
 /// An I/O error as a short phrase: "connection refused" rather than "Connection refused (os
 /// error 111)".
 fn describe(err: &io::Error) -> String {
-    let phrase = match err.kind() {
+    phrase(err.kind()).map_or_else(|| err.to_string(), str::to_owned)
+}
+
+/// The short phrase for the errors a probe meets most, if `kind` is one of them.
+fn phrase(kind: io::ErrorKind) -> Option<&'static str> {
+    Some(match kind {
         io::ErrorKind::ConnectionRefused => "connection refused",
         io::ErrorKind::ConnectionReset => "connection reset by the backend",
         io::ErrorKind::ConnectionAborted => "connection aborted",
@@ -154,9 +222,8 @@ fn describe(err: &io::Error) -> String {
         io::ErrorKind::NetworkUnreachable => "network unreachable",
         io::ErrorKind::AddrNotAvailable => "no local address can reach it",
         io::ErrorKind::TimedOut => "timed out in the kernel",
-        _ => return err.to_string(),
-    };
-    phrase.to_owned()
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -277,7 +344,10 @@ pub(super) mod tests {
         let result = tokio::time::timeout(check.timeout + SLACK, probe(LOOPBACK, check))
             .await
             .unwrap_or_else(|_| panic!("the probe outlived its timeout of {:?}", check.timeout));
-        (result, started.elapsed())
+        (
+            result.map_err(|failure| failure.to_string()),
+            started.elapsed(),
+        )
     }
 
     #[tokio::test]

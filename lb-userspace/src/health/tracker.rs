@@ -1,7 +1,7 @@
 //! The rise/fall state machine: probes in, health changes out. Pure, so the daemon's policy is
 //! testable without sockets or clocks.
 
-use super::{Health, Probe, Target, Transition};
+use super::{Health, Probe, Transition};
 
 /// The health of every target and its current run of successes or failures.
 #[derive(Clone, Debug)]
@@ -19,16 +19,16 @@ struct State {
 }
 
 impl Tracker {
-    /// Every target starts Up: a (re)started daemon never pulls a backend before its checks
-    /// have failed `fall` times.
-    pub fn new(targets: &[Target]) -> Tracker {
+    /// `count` targets (or tracks of targets), every one Up: a (re)started daemon never pulls
+    /// a backend before its checks have failed `fall` times.
+    pub fn new(count: usize) -> Tracker {
         let up = State {
             health: Health::Up,
             successes: 0,
             failures: 0,
         };
         Tracker {
-            states: vec![up; targets.len()],
+            states: vec![up; count],
         }
     }
 
@@ -65,14 +65,15 @@ impl Tracker {
             state.failures = state.failures.saturating_add(1);
             if state.health == Health::Up && state.failures >= fall.max(1) {
                 state.health = Health::Down;
-                let last = probe.error.as_deref().unwrap_or("no error given");
+                let failures = state.failures;
+                let reason = match &probe.error {
+                    Some(last) => format!("{failures} checks in a row failed, the last: {last}"),
+                    None => format!("{failures} checks in a row failed, the last: no error given"),
+                };
                 return Some(Transition {
                     target_index: index,
                     health: Health::Down,
-                    reason: format!(
-                        "{} checks in a row failed, the last: {last}",
-                        state.failures
-                    ),
+                    reason,
                 });
             }
         }
@@ -87,31 +88,13 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{CheckKind, HealthCheck};
+    use crate::health::{Cause, Failure};
 
     const RISE: u32 = 2;
     const FALL: u32 = 3;
-
-    fn targets(count: usize) -> Vec<Target> {
-        (0..count)
-            .map(|i| Target {
-                vip: "web".into(),
-                backend: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + i as u8)),
-                check: HealthCheck {
-                    check: CheckKind::Tcp,
-                    port: 80,
-                    interval: Duration::from_secs(1),
-                    timeout: Duration::from_millis(500),
-                    rise: RISE,
-                    fall: FALL,
-                },
-            })
-            .collect()
-    }
 
     fn success(target_index: usize) -> Probe {
         Probe {
@@ -127,7 +110,13 @@ mod tests {
             target_index,
             ok: false,
             duration: Duration::from_millis(1),
-            error: Some("connect to 198.18.0.10:80: connection refused".into()),
+            error: Some(Failure::Connect {
+                address: "198.18.0.10:80".parse().expect("an address"),
+                cause: Cause::Io {
+                    kind: std::io::ErrorKind::ConnectionRefused,
+                    os: None,
+                },
+            }),
         }
     }
 
@@ -142,7 +131,7 @@ mod tests {
     #[test]
     fn targets_start_up() {
         // Test that a new tracker holds every target Up, so nothing is pulled before probing.
-        let tracker = Tracker::new(&targets(3));
+        let tracker = Tracker::new(3);
         for index in 0..3 {
             assert_eq!(tracker.health(index), Health::Up);
         }
@@ -152,7 +141,7 @@ mod tests {
     fn fall_failures_in_a_row_take_a_target_down_once() {
         // Test that the fall-th failure in a row, and no earlier one, brings one Down transition
         // naming the last error, and further failures bring none.
-        let mut tracker = Tracker::new(&targets(1));
+        let mut tracker = Tracker::new(1);
         let outcomes = feed(&mut tracker, &[failure(0), failure(0)]);
         assert_eq!(outcomes, [None, None]);
         assert_eq!(tracker.health(0), Health::Up);
@@ -175,7 +164,7 @@ mod tests {
     #[test]
     fn rise_successes_in_a_row_bring_a_target_back_up_once() {
         // Test that a Down target comes Up on the rise-th success in a row, and only once.
-        let mut tracker = Tracker::new(&targets(1));
+        let mut tracker = Tracker::new(1);
         feed(&mut tracker, &[failure(0), failure(0), failure(0)]);
         assert_eq!(tracker.record(0, &success(0), RISE, FALL), None);
         assert_eq!(tracker.health(0), Health::Down);
@@ -194,7 +183,7 @@ mod tests {
     fn a_success_between_failures_restarts_the_count() {
         // Test that failures must be consecutive: a success in between resets the count, so
         // fall-1 failures, a success, and fall-1 failures again leave the target Up.
-        let mut tracker = Tracker::new(&targets(1));
+        let mut tracker = Tracker::new(1);
         let probes = [failure(0), failure(0), success(0), failure(0), failure(0)];
         assert_eq!(feed(&mut tracker, &probes), [None, None, None, None, None]);
         assert_eq!(tracker.health(0), Health::Up);
@@ -204,7 +193,7 @@ mod tests {
     #[test]
     fn a_failure_between_successes_restarts_the_rise() {
         // Test that a Down target needs rise successes in a row: a failure in between resets it.
-        let mut tracker = Tracker::new(&targets(1));
+        let mut tracker = Tracker::new(1);
         feed(&mut tracker, &[failure(0), failure(0), failure(0)]);
         let probes = [success(0), failure(0), success(0)];
         assert_eq!(feed(&mut tracker, &probes), [None, None, None]);
@@ -215,7 +204,7 @@ mod tests {
     #[test]
     fn targets_are_tracked_apart() {
         // Test that one target's failures do not count against another's.
-        let mut tracker = Tracker::new(&targets(2));
+        let mut tracker = Tracker::new(2);
         let probes = [failure(0), failure(1), failure(0), success(1), failure(0)];
         let outcomes = feed(&mut tracker, &probes);
         assert_eq!(outcomes[..4], [None, None, None, None]);
@@ -229,7 +218,7 @@ mod tests {
     #[test]
     fn rise_and_fall_of_one_flip_at_once() {
         // Test the smallest thresholds: every change of outcome is a transition.
-        let mut tracker = Tracker::new(&targets(1));
+        let mut tracker = Tracker::new(1);
         let flips: Vec<Option<Health>> = [failure(0), failure(0), success(0), failure(0)]
             .iter()
             .map(|p| tracker.record(p.target_index, p, 1, 1).map(|t| t.health))
