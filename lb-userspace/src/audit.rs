@@ -1289,13 +1289,15 @@ mod tests {
         // Test that `--peer` finds a VIP whose fingerprint differs, a VIP only here and a VIP
         // only at the peer, and nothing when the tables are the same.
         let vip = |name: &str, print: &str| crate::status::VipStatus {
-            vip: name.to_owned(),
-            name: None,
-            id: 0,
-            forwarding: "dsr",
-            hash: "5-tuple",
-            table_size: 7,
-            active_copy: 0,
+            entry: crate::status::VipEntry {
+                vip: name.to_owned(),
+                name: None,
+                id: 0,
+                forwarding: "dsr",
+                hash: "5-tuple",
+                table_size: 7,
+                active_copy: 0,
+            },
             backends: Default::default(),
             fingerprint: print.to_owned(),
             canary: None,

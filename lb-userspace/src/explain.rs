@@ -21,6 +21,7 @@ use crate::{
     live::{BackendState, Snapshot},
     maps::Maps,
     rollout::{NO_BACKEND, describe_vip, live_address},
+    status::VipEntry,
     steering,
 };
 
@@ -44,7 +45,7 @@ pub fn explain_live(
     };
     let mut explanation = explain(&mut maps, &query)?;
     if let Some(matched) = &mut explanation.vip {
-        matched.name = names.name_of(&matched.vip);
+        matched.entry.name_from(&names);
     }
     Ok(explanation)
 }
@@ -124,20 +125,11 @@ pub struct Explanation {
 /// The VIP entry the flow matched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VipMatch {
-    /// `address:port/protocol` of the entry (port 0 for an all-ports VIP).
-    pub vip: String,
-    /// The VIP's name in the config last applied (see [`crate::names`]).
-    pub name: Option<String>,
-    pub id: u32,
+    #[serde(flatten)]
+    pub entry: VipEntry,
     /// Whether the exact port matched (else the all-ports entry did).
     pub exact_port: bool,
-    /// `dsr` or `ipip`.
-    pub forwarding: &'static str,
-    /// `5-tuple` or `source`.
-    pub hash: &'static str,
-    pub table_size: u32,
-    /// The live table copy (0 or 1) and its first slot in the slot map.
-    pub active_copy: u32,
+    /// The live table copy's first slot in the slot map.
     pub table_base: u32,
 }
 
@@ -274,33 +266,28 @@ pub fn explain(maps: &mut (impl Maps + ?Sized), query: &Query) -> anyhow::Result
     let ipip = vip.flags & VIP_FORWARD_IPIP != 0;
     let source_only = vip.flags & VIP_HASH_SOURCE_ONLY != 0;
     let matched = VipMatch {
-        name: None,
-        vip: describe_vip(&vip_key),
-        id: vip.id,
+        entry: VipEntry::of(&vip_key, &vip),
         exact_port,
-        forwarding: if ipip { "ipip" } else { "dsr" },
-        hash: if source_only { "source" } else { "5-tuple" },
-        table_size: vip.table_size,
-        active_copy: vip.active,
         table_base: if vip.active == 0 {
             vip.tables[0]
         } else {
             vip.tables[1]
         },
     };
+    let entry = &matched.entry;
     steps.push(format!(
         "VIP {} (id {}) matches {}: {} forwarding, {} hash, {}-slot table, copy {} live",
-        matched.vip,
-        matched.id,
+        entry.vip,
+        entry.id,
         if exact_port {
             "the exact port"
         } else {
             "on all ports (its port-0 entry)"
         },
-        matched.forwarding,
-        matched.hash,
-        matched.table_size,
-        matched.active_copy
+        entry.forwarding,
+        entry.hash,
+        entry.table_size,
+        entry.active_copy
     ));
 
     let table = table_choice(maps, &snapshot, &vip, &key)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend,
+    Backend, Vip, VipKey,
     meta::{ATTACH_GENERIC, ATTACH_NATIVE, Meta},
     service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY},
 };
@@ -28,7 +28,7 @@ pub fn read_named(pin_path: &Path) -> anyhow::Result<Status> {
     let mut status = read(pin_path)?;
     let names = crate::names::read(pin_path);
     for vip in &mut status.vips {
-        vip.name = names.name_of(&vip.vip);
+        vip.entry.name_from(&names);
     }
     Ok(status)
 }
@@ -67,9 +67,11 @@ pub struct CapacityStatus {
     pub table_slots: u32,
 }
 
+/// A live VIP entry as the verbs show it (`status` lists them, `explain` names the one a flow
+/// matched): one shape, built from the kernel's key and value by [`VipEntry::of`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct VipStatus {
-    /// `address:port/protocol`.
+pub struct VipEntry {
+    /// `address:port/protocol` (port 0 for an all-ports VIP).
     pub vip: String,
     /// The VIP's name in the config last applied (see [`crate::names`]).
     pub name: Option<String>,
@@ -81,11 +83,46 @@ pub struct VipStatus {
     pub table_size: u32,
     /// Which of the two table copies is live (0 or 1).
     pub active_copy: u32,
+}
+
+impl VipEntry {
+    /// The entry `vip` stored under `key`; unnamed until [`VipEntry::name_from`].
+    pub fn of(key: &VipKey, vip: &Vip) -> VipEntry {
+        VipEntry {
+            vip: describe_vip(key),
+            name: None,
+            id: vip.id,
+            forwarding: forwarding_name(vip.flags),
+            hash: hash_name(vip.flags),
+            table_size: vip.table_size,
+            active_copy: vip.active,
+        }
+    }
+
+    /// Names the entry as the last apply named its VIP.
+    pub fn name_from(&mut self, names: &crate::names::Names) {
+        self.name = names.name_of(&self.vip);
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VipStatus {
+    #[serde(flatten)]
+    pub entry: VipEntry,
     pub backends: BackendCounts,
     /// [`fingerprint`] of the live table, 16 hex digits.
     pub fingerprint: String,
     /// The canary apply being watched on this VIP: its slice and time left.
     pub canary: Option<crate::canary::VipCanary>,
+}
+
+/// A VIP's status reads its entry's fields as its own, as its JSON shows them.
+impl std::ops::Deref for VipStatus {
+    type Target = VipEntry;
+
+    fn deref(&self) -> &VipEntry {
+        &self.entry
+    }
 }
 
 /// A VIP's backends by operator state.
@@ -127,13 +164,7 @@ pub fn collect(maps: &mut (impl Maps + ?Sized), pin_path: &Path) -> anyhow::Resu
             }
         }
         vips.push(VipStatus {
-            vip: describe_vip(key),
-            name: None,
-            id: vip.id,
-            forwarding: forwarding_name(vip.flags),
-            hash: hash_name(vip.flags),
-            table_size: vip.table_size,
-            active_copy: vip.active,
+            entry: VipEntry::of(key, vip),
             backends,
             fingerprint: format!("{fingerprint:016x}"),
             canary: crate::canary::of_vip(&snapshot, vip, crate::canary::now_unix()),
@@ -440,6 +471,39 @@ mod tests {
     use super::*;
     use crate::rollout::fnv1a;
 
+    /// Test that a VIP entry reads forwarding and hash from the kernel's flags, and that a VIP's
+    /// status shows the entry's fields at its own top level, in their order (as `explain` does).
+    #[test]
+    fn a_vip_entry_reads_the_flags_and_flattens_into_the_status() {
+        let key = VipKey {
+            addr: [198, 18, 1, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            port: 80u16.to_be(),
+            proto: 6,
+            family: lb_common::service::FAMILY_IPV4,
+        };
+        let vip = Vip {
+            id: 3,
+            flags: VIP_FORWARD_IPIP | VIP_HASH_SOURCE_ONLY,
+            table_size: 13,
+            active: 1,
+            ..Vip::default()
+        };
+        let status = VipStatus {
+            entry: VipEntry::of(&key, &vip),
+            backends: BackendCounts::default(),
+            fingerprint: "0".into(),
+            canary: None,
+        };
+        let json = serde_json::to_string(&status).expect("json");
+        assert!(
+            json.starts_with(
+                "{\"vip\":\"198.18.1.10:80/tcp\",\"name\":null,\"id\":3,\"forwarding\":\"ipip\",\
+                 \"hash\":\"source\",\"table_size\":13,\"active_copy\":1,\"backends\":"
+            ),
+            "{json}"
+        );
+    }
+
     /// Test that timestamps render as RFC 3339 UTC, across a leap day and a year boundary.
     #[test]
     fn rfc3339_renders_known_instants() {
@@ -554,13 +618,15 @@ mod tests {
                 table_slots: 65_537,
             },
             vips: vec![VipStatus {
-                vip: "198.18.1.10:80/tcp".into(),
-                name: None,
-                id: 0,
-                forwarding: "dsr",
-                hash: "5-tuple",
-                table_size: 65_537,
-                active_copy: 1,
+                entry: VipEntry {
+                    vip: "198.18.1.10:80/tcp".into(),
+                    name: None,
+                    id: 0,
+                    forwarding: "dsr",
+                    hash: "5-tuple",
+                    table_size: 65_537,
+                    active_copy: 1,
+                },
                 backends: BackendCounts {
                     total: 3,
                     active: 2,
