@@ -20,7 +20,7 @@ use crate::{
     capacity::Capacity,
     config::{self, Diagnostic, Environment, Model},
     diff::{
-        self, Change, Setting, SettingDiff, VipDiff,
+        self, Change, Field, Setting, SettingDiff, VipDiff,
         effect::{self, KnownCounts},
     },
     exit,
@@ -31,6 +31,7 @@ use crate::{
     rollout::{self, Desired, ExpectedTable, NO_BACKEND, describe_vip, live_address},
     steering,
     table_record::Records,
+    validate::plural,
 };
 
 /// Audits as [`audit`] does, then compares each VIP's table fingerprint with the xlb pinned
@@ -659,7 +660,20 @@ impl Audit<'_> {
         );
     }
 
-    /// Whether the kernel can use `vip`'s entry as rollout writes it.
+    /// Drift of one field that differs (`field`), both sides shown by `show`.
+    fn field_drift<T: Copy>(
+        &mut self,
+        kind: Kind,
+        vip: &VipKey,
+        backend: Option<String>,
+        field: Option<Field<T>>,
+        show: impl Fn(T) -> String,
+    ) {
+        if let Some(field) = field {
+            self.drift(kind, vip, backend, show(field.desired), show(field.live));
+        }
+    }
+
     /// The findings of one VIP's difference from the config (`desired`, the side it was
     /// computed from).
     fn vip_drift(&mut self, vip: &VipDiff, desired: &Desired, reapply: &str) {
@@ -692,24 +706,10 @@ impl Audit<'_> {
             }
             Change::Changed => {}
         }
-        if let Some(flags) = vip.flags {
-            self.drift(
-                Kind::VipFlags,
-                key,
-                None,
-                describe_flags(flags.desired),
-                describe_flags(flags.live),
-            );
-        }
-        if let Some(size) = vip.table_size {
-            self.drift(
-                Kind::VipTableSize,
-                key,
-                None,
-                format!("{} slots", size.desired),
-                format!("{} slots", size.live),
-            );
-        }
+        self.field_drift(Kind::VipFlags, key, None, vip.flags, describe_flags);
+        self.field_drift(Kind::VipTableSize, key, None, vip.table_size, |size| {
+            format!("{size} slots")
+        });
         // The live side was read from the snapshot in its order (`Desired::from_live`).
         let live_entries = vip
             .live
@@ -745,24 +745,12 @@ impl Audit<'_> {
                     );
                 }
                 Change::Changed => {
-                    if let Some(mac) = backend.mac {
-                        self.drift(
-                            Kind::BackendMac,
-                            key,
-                            name.clone(),
-                            Mac(mac.desired).to_string(),
-                            Mac(mac.live).to_string(),
-                        );
-                    }
-                    if let Some(weight) = backend.weight {
-                        self.drift(
-                            Kind::BackendWeight,
-                            key,
-                            name,
-                            format!("weight {}", weight.desired),
-                            format!("weight {}", weight.live),
-                        );
-                    }
+                    self.field_drift(Kind::BackendMac, key, name.clone(), backend.mac, |mac| {
+                        Mac(mac).to_string()
+                    });
+                    self.field_drift(Kind::BackendWeight, key, name, backend.weight, |weight| {
+                        format!("weight {weight}")
+                    });
                 }
             }
         }
@@ -1204,10 +1192,6 @@ pub fn text(report: &Report) -> String {
         out += &format!("{:w$}  fix: {}\n", "", finding.fix, w = widths[0]);
     }
     out
-}
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

@@ -76,7 +76,6 @@ impl Validation {
         if self.exit_code == exit::UNREADABLE {
             return out;
         }
-        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
         out.push_str(&format!(
             "{}: {}, {}",
             self.file,
@@ -95,6 +94,11 @@ impl Validation {
         }
         out
     }
+}
+
+/// `n word` or `n words`: the count in a report's summary line (validate, plan, audit).
+pub fn plural(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

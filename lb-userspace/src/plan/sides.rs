@@ -12,20 +12,18 @@ use anyhow::Context as _;
 use lb_common::{
     Backend, Vip, VipKey,
     address::Mac,
-    service::{
-        BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_FORWARD_IPIP,
-        VIP_HASH_SOURCE_ONLY,
-    },
+    service::{BACKEND_DISABLED, BACKEND_DRAINED, BACKEND_UNHEALTHY, VIP_HASH_SOURCE_ONLY},
 };
 
 use super::{BackendPlan, Change, FieldChange, VipPlan, kernel, sample::Probe};
 use crate::{
     capacity::Capacity,
     config::VipModel,
-    diff::VipDiff,
+    diff::{Field, VipDiff},
     live::Snapshot,
     pins,
     rollout::{AppliedVip, DesiredVip, describe_vip, live_address},
+    status::{forwarding_name, hash_name},
     steering,
 };
 
@@ -173,22 +171,6 @@ impl Side {
     }
 }
 
-fn forwarding(flags: u32) -> &'static str {
-    if flags & VIP_FORWARD_IPIP != 0 {
-        "ipip"
-    } else {
-        "dsr"
-    }
-}
-
-fn hash(flags: u32) -> &'static str {
-    if flags & VIP_HASH_SOURCE_ONLY != 0 {
-        "source"
-    } else {
-        "5-tuple"
-    }
-}
-
 fn state(flags: u8) -> Option<&'static str> {
     if flags & BACKEND_DISABLED != 0 {
         Some("disabled")
@@ -208,7 +190,16 @@ fn full_state(flags: u8) -> &'static str {
     }
 }
 
-fn change(field: &'static str, before: String, after: String) -> Option<FieldChange> {
+fn change<T: Copy, S: ToString>(
+    field: &'static str,
+    values: Option<Field<T>>,
+    show: impl Fn(T) -> S,
+) -> Option<FieldChange> {
+    let values = values?;
+    let (before, after) = (
+        show(values.live).to_string(),
+        show(values.desired).to_string(),
+    );
     (before != after).then_some(FieldChange {
         field,
         before,
@@ -230,26 +221,14 @@ pub(super) fn vip_plan(
     warnings: &[(Option<usize>, &'static str)],
 ) -> VipPlan {
     let reference = after.or(before).expect("a VIP on at least one side");
-    let mut changes = Vec::new();
-    if let Some(flags) = diff.flags {
-        changes.extend(change(
-            "forwarding",
-            forwarding(flags.live).into(),
-            forwarding(flags.desired).into(),
-        ));
-        changes.extend(change(
-            "hash",
-            hash(flags.live).into(),
-            hash(flags.desired).into(),
-        ));
-    }
-    if let Some(size) = diff.table_size {
-        changes.extend(change(
-            "table_size",
-            size.live.to_string(),
-            size.desired.to_string(),
-        ));
-    }
+    let changes: Vec<FieldChange> = [
+        change("forwarding", diff.flags, forwarding_name),
+        change("hash", diff.flags, hash_name),
+        change("table_size", diff.table_size, |size| size),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
 
     let mut backends = Vec::new();
     for backend in &diff.backends {
@@ -259,28 +238,14 @@ pub(super) fn vip_plan(
             _ => continue,
         };
         let entry = &side.backends[index];
-        let mut field_changes = Vec::new();
-        if let Some(weight) = backend.weight {
-            field_changes.extend(change(
-                "weight",
-                weight.live.to_string(),
-                weight.desired.to_string(),
-            ));
-        }
-        if let Some(mac) = backend.mac {
-            field_changes.extend(change(
-                "mac",
-                Mac(mac.live).to_string(),
-                Mac(mac.desired).to_string(),
-            ));
-        }
-        if let Some(flags) = backend.state {
-            field_changes.extend(change(
-                "state",
-                full_state(flags.live).into(),
-                full_state(flags.desired).into(),
-            ));
-        }
+        let field_changes = [
+            change("weight", backend.weight, |weight| weight),
+            change("mac", backend.mac, Mac),
+            change("state", backend.state, full_state),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let share_before = match (before, backend.live) {
             (Some(b), Some(j)) => b.share(j),
             _ => 0.0,
@@ -355,8 +320,8 @@ pub(super) fn vip_plan(
         vip: describe_vip(&reference.key),
         change: diff.change,
         changes,
-        forwarding: forwarding(reference.vip.flags),
-        hash: hash(reference.vip.flags),
+        forwarding: forwarding_name(reference.vip.flags),
+        hash: hash_name(reference.vip.flags),
         table_size: reference.vip.table_size,
         moved_share,
         moved_estimated,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{BackendPlan, Change, FieldChange, Outage, PlanReport, VipPlan};
-use crate::{config::rules, exit};
+use crate::{config::rules, exit, validate::plural};
 
 pub(super) fn render(report: &PlanReport) -> String {
     if !report.valid {
@@ -360,10 +360,6 @@ fn columns(rows: &[Vec<String>], right: &[usize]) -> Vec<String> {
 
 fn percent(share: f64) -> String {
     crate::diff::effect::percent(share, 1)
-}
-
-fn plural(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
