@@ -532,12 +532,18 @@ mod tests {
         assert_eq!(judge_flows(&t, 0.1, &few, &SETTINGS), None);
     }
 
+    /// What `judge_flows` says of `flows` in a canary of `slice` between two tables that
+    /// both split evenly between backends 0 and 1.
+    fn judge_even(slice: f64, flows: &[(u32, u64)]) -> Option<Alarm> {
+        let even = [(0, 0.5), (1, 0.5)];
+        let flows = flows.iter().copied().collect();
+        judge_flows(&tables(&even, &even), slice, &flows, &SETTINGS)
+    }
+
     /// Test that a backend far above its predicted flows raises skew, naming it.
     #[test]
     fn a_backend_above_prediction_raises_skew() {
-        let t = tables(&[(0, 0.5), (1, 0.5)], &[(0, 0.5), (1, 0.5)]);
-        let flows = [(0, 900), (1, 100)].into_iter().collect();
-        let alarm = judge_flows(&t, 0.1, &flows, &SETTINGS).expect("skew");
+        let alarm = judge_even(0.1, &[(0, 900), (1, 100)]).expect("skew");
         assert!(
             matches!(alarm, Alarm::Skew { observed: 900, .. }),
             "{alarm:?}"
@@ -548,10 +554,8 @@ mod tests {
     /// looks balanced.
     #[test]
     fn a_slice_on_one_backend_raises_dominant() {
-        let t = tables(&[(0, 0.5), (1, 0.5)], &[(0, 0.5), (1, 0.5)]);
         // 20% slice all to backend 1: 0 gets 400, 1 gets 400 + 200.
-        let flows = [(0, 400), (1, 600)].into_iter().collect();
-        let alarm = judge_flows(&t, 0.2, &flows, &SETTINGS).expect("dominant");
+        let alarm = judge_even(0.2, &[(0, 400), (1, 600)]).expect("dominant");
         assert!(
             matches!(alarm, Alarm::Dominant { backend, .. } if backend == IpAddr::from([198, 18, 0, 11])),
             "{alarm:?}"

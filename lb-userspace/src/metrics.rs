@@ -1170,6 +1170,14 @@ mod tests {
         response
     }
 
+    /// The response to `request` (`METHOD TARGET`) sent to `address`, checked to have `status`.
+    async fn answer(address: SocketAddr, request: &str, status: &str) -> String {
+        let response = fetch(address, &format!("{request} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        let status_line = format!("HTTP/1.1 {status}\r\n");
+        assert!(response.starts_with(&status_line), "{response}");
+        response
+    }
+
     async fn server(
         limits: Limits,
         render: RenderFn,
@@ -1186,39 +1194,24 @@ mod tests {
     async fn serve_answers_metrics_and_refuses_the_rest() {
         let render: RenderFn = Arc::new(|| Ok("xlb_config_generation 1\n".to_owned()));
         let (address, task) = server(Limits::DAEMON, render).await;
-        let ok = fetch(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(
-            ok.contains("\r\nContent-Type: text/plain; version=0.0.4\r\n"),
-            "{ok}"
-        );
-        assert!(ok.contains("\r\nContent-Length: 24\r\n"), "{ok}");
+        let ok = answer(address, "GET /metrics", "200 OK").await;
+        for part in [
+            "\r\nContent-Type: text/plain; version=0.0.4\r\n",
+            "\r\nContent-Length: 24\r\n",
+        ] {
+            assert!(ok.contains(part), "{ok}");
+        }
         assert!(ok.ends_with("\r\n\r\nxlb_config_generation 1\n"), "{ok}");
-        let head = fetch(address, "HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(
-            head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
-            "{head}"
-        );
-        let missing = fetch(address, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(
-            missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
-            "{missing}"
-        );
-        let post = fetch(address, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(
-            post.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{post}"
-        );
+        let head = answer(address, "HEAD /metrics?x=1", "200 OK").await;
+        assert!(head.ends_with("\r\n\r\n"), "{head}");
+        answer(address, "GET /", "404 Not Found").await;
+        let post = answer(address, "POST /metrics", "405 Method Not Allowed").await;
         assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
         task.abort();
 
         let render: RenderFn = Arc::new(|| anyhow::bail!("map XLB_META is gone"));
         let (address, task) = server(Limits::DAEMON, render).await;
-        let failed = fetch(address, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(
-            failed.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
-            "{failed}"
-        );
+        let failed = answer(address, "GET /metrics", "500 Internal Server Error").await;
         assert!(failed.contains("map XLB_META is gone"), "{failed}");
         task.abort();
     }
