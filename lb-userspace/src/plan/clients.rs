@@ -11,12 +11,56 @@ use std::{
     path::Path,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use pcap_file::{DataLink, pcap::PcapReader};
 
 /// Longest client list or capture read: a sample, not an archive.
 const MAX_FLOWS: usize = 1_000_000;
+
+/// What a client list or capture at `path` gave so far: a sample, so reading stops past
+/// [`MAX_FLOWS`], and one that gave nothing is refused. `verb` and `noun` name it in errors
+/// (`lists … clients`, `holds … flows`).
+struct Bounded<'a, T> {
+    path: &'a Path,
+    verb: &'static str,
+    noun: &'static str,
+    items: Vec<T>,
+}
+
+impl<'a, T> Bounded<'a, T> {
+    fn new(path: &'a Path, verb: &'static str, noun: &'static str) -> Self {
+        Bounded {
+            path,
+            verb,
+            noun,
+            items: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, item: T) -> anyhow::Result<()> {
+        self.items.push(item);
+        ensure!(
+            self.items.len() <= MAX_FLOWS,
+            "{} {} more than {MAX_FLOWS} {}: pass a sample",
+            self.path.display(),
+            self.verb,
+            self.noun
+        );
+        Ok(())
+    }
+
+    /// The items; an error ending in `none` (what is missing and the fix) if there are none.
+    fn finish(self, none: &str) -> anyhow::Result<Vec<T>> {
+        ensure!(
+            !self.items.is_empty(),
+            "{} {} {none}",
+            self.path.display(),
+            self.verb
+        );
+        Ok(self.items)
+    }
+}
 
 /// Where `plan`'s sample flows come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +78,7 @@ pub enum Clients {
 pub fn read_addresses(path: &Path) -> anyhow::Result<Clients> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the client list {}", path.display()))?;
-    let mut clients = Vec::new();
+    let mut clients = Bounded::new(path, "lists", "clients");
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -70,20 +114,10 @@ pub fn read_addresses(path: &Path) -> anyhow::Result<Clients> {
                 at()
             );
         }
-        clients.push((address.to_canonical(), count));
-        if clients.len() > MAX_FLOWS {
-            bail!(
-                "{} lists more than {MAX_FLOWS} clients: pass a sample",
-                path.display()
-            );
-        }
+        clients.push((address.to_canonical(), count))?;
     }
-    if clients.is_empty() {
-        bail!(
-            "{} lists no client: write one address per line (`ADDRESS` or `ADDRESS COUNT`)",
-            path.display()
-        );
-    }
+    let clients =
+        clients.finish("no client: write one address per line (`ADDRESS` or `ADDRESS COUNT`)")?;
     Ok(Clients::Addresses(clients))
 }
 
@@ -101,29 +135,20 @@ pub fn read_pcap(path: &Path) -> anyhow::Result<Clients> {
     })?;
     let link = reader.header().datalink;
     let mut seen = BTreeSet::new();
-    let mut flows = Vec::new();
+    let mut flows = Bounded::new(path, "holds", "flows");
     while let Some(packet) = reader.next_packet() {
         let packet = packet.with_context(|| format!("reading a packet of {}", path.display()))?;
         let Some(flow) = flow_of(link, &packet.data) else {
             continue;
         };
         if seen.insert(flow) {
-            flows.push(flow);
-            if flows.len() > MAX_FLOWS {
-                bail!(
-                    "{} holds more than {MAX_FLOWS} flows: pass a sample",
-                    path.display()
-                );
-            }
+            flows.push(flow)?;
         }
     }
-    if flows.is_empty() {
-        bail!(
-            "{} holds no TCP or UDP packet over IPv4 or IPv6: capture the VIPs' traffic, e.g. \
-             `tcpdump -w FILE -c 100000 dst host VIP`",
-            path.display()
-        );
-    }
+    let flows = flows.finish(
+        "no TCP or UDP packet over IPv4 or IPv6: capture the VIPs' traffic, e.g. `tcpdump -w \
+         FILE -c 100000 dst host VIP`",
+    )?;
     Ok(Clients::Flows(flows))
 }
 
@@ -189,5 +214,26 @@ mod tests {
         );
         std::fs::write(&path, "198.51.100.7 0\n").unwrap();
         assert!(read_addresses(&path).is_err());
+    }
+
+    /// Test that a list or capture past `MAX_FLOWS` stops the read, and one that gives nothing
+    /// is refused, each naming the file and the fix.
+    #[test]
+    fn samples_stop_past_the_limit_and_refuse_nothing() {
+        let path = Path::new("capture.pcap");
+        let mut flows = Bounded::new(path, "holds", "flows");
+        for _ in 0..MAX_FLOWS {
+            flows.push(()).expect("within the limit");
+        }
+        let err = flows.push(()).expect_err("past the limit").to_string();
+        assert_eq!(
+            err,
+            format!("capture.pcap holds more than {MAX_FLOWS} flows: pass a sample")
+        );
+        let empty = Bounded::<()>::new(path, "holds", "flows").finish("no flow: capture some");
+        assert_eq!(
+            empty.expect_err("empty").to_string(),
+            "capture.pcap holds no flow: capture some"
+        );
     }
 }
