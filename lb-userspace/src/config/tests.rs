@@ -583,9 +583,27 @@ fn bad_daemon_settings_point_at_their_field() {
 
 #[test]
 fn out_of_range_alerts_name_the_field_value_and_range() {
-    // Test the words of XLB015 and XLB014: the field, the value, the allowed range, and a fix
-    // that says what to write.
+    // Test the words of XLB015 and XLB014 (in [global], [audit] and [alerts]): the field, the
+    // value, the allowed range, and a fix that says what to write.
     let cases = [
+        (
+            "[global]\nflow_table_size = 0",
+            "global.flow_table_size = 0",
+            "1..=16777216",
+            "flow_table_size = 65536",
+        ),
+        (
+            "[global]\nmtu = 100",
+            "global.mtu = 100",
+            "576..=9216",
+            "mtu = 1500",
+        ),
+        (
+            "[audit]\nmax_backend_share = 1.5",
+            "audit.max_backend_share = 1.5",
+            "above 0 and at most 1",
+            "max_backend_share = 0.5",
+        ),
         (
             "[global]\ndrain_timeout_seconds = 86401",
             "global.drain_timeout_seconds = 86401",
@@ -637,10 +655,15 @@ fn out_of_range_alerts_name_the_field_value_and_range() {
     ];
     for (table, message, range, fix) in cases {
         // `check` writes [global] with its interface (lines 1-2): a [global] field goes on line
-        // 3, an [alerts] table on line 3 with its field on line 4.
-        let (checked, rule, line) = match table.strip_prefix("[global]\n") {
-            Some(field) => (check(&format!("{field}\n{TWO_BACKENDS}")), "XLB014", 3),
-            None => (check(&format!("{table}\n{TWO_BACKENDS}")), "XLB015", 4),
+        // 3, another table on line 3 with its field on line 4.
+        let (checked, line) = match table.strip_prefix("[global]\n") {
+            Some(field) => (check(&format!("{field}\n{TWO_BACKENDS}")), 3),
+            None => (check(&format!("{table}\n{TWO_BACKENDS}")), 4),
+        };
+        let rule = if table.starts_with("[alerts]") {
+            "XLB015"
+        } else {
+            "XLB014"
         };
         let d = only(&checked);
         assert_eq!((d.rule, d.line), (rule, line), "{table}: {d}");
