@@ -32,6 +32,24 @@ fn diagnostics(checked: &Checked) -> &[Diagnostic] {
     }
 }
 
+/// The model of a config that must load without an error or a warning; a panic names `what`
+/// and lists every finding.
+fn clean(checked: Checked, what: &str) -> Model {
+    match checked {
+        Ok(Loaded {
+            model, warnings, ..
+        }) if warnings.is_empty() => model,
+        other => panic!(
+            "{what}: {}",
+            diagnostics(&other)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
+
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|err| panic!("reading {}: {err}", dir.display()))
@@ -175,32 +193,14 @@ fn good_configs_have_no_findings() {
     let files = toml_files(&configs().join("good"));
     assert!(files.len() >= 2);
     for path in files {
-        match load(&path, &env()) {
-            Ok(Loaded { warnings, .. }) => {
-                assert!(warnings.is_empty(), "{}: {}", path.display(), warnings[0])
-            }
-            Err(rejected) => panic!("{}: {}", path.display(), rejected.diagnostics[0]),
-        }
+        clean(load(&path, &env()), &path.display().to_string());
     }
 }
 
 #[test]
 fn example_config_is_valid_without_warnings() {
     // Test that examples/xlb.toml, the documented config, passes cleanly.
-    let Loaded {
-        model, warnings, ..
-    } = load(&example(), &env()).unwrap_or_else(|rejected| {
-        panic!(
-            "{}",
-            rejected
-                .diagnostics
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
-    assert!(warnings.is_empty(), "{}", warnings[0]);
+    let model = clean(load(&example(), &env()), "examples/xlb.toml");
     assert_eq!(model.vips.len(), 2);
 }
 
@@ -389,10 +389,10 @@ fn audit_thresholds_change_the_warnings() {
         1,
     );
     assert_eq!(only(&check(&single)).rule, "XLB001");
-    let Loaded {
-        model, warnings, ..
-    } = check(&format!("[audit]\nmin_backends = 1\n{single}")).expect("valid");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let model = clean(
+        check(&format!("[audit]\nmin_backends = 1\n{single}")),
+        "min_backends = 1",
+    );
     assert_eq!(model.audit.min_backends, 1);
 }
 
@@ -459,10 +459,10 @@ fn daemon_settings_default_when_absent() {
     // Test that a config without drain_timeout_seconds or [alerts] gets the documented
     // defaults: a 300 s drain, a 10 s window, factor 1.5, share 0.9, 1 healthy, 100 flows and
     // no command.
-    let Loaded {
-        model, warnings, ..
-    } = load(&configs().join("good/minimal.toml"), &env()).expect("minimal");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let model = clean(
+        load(&configs().join("good/minimal.toml"), &env()),
+        "minimal",
+    );
     assert_eq!(model.global.drain_timeout, Duration::from_secs(300));
     assert_eq!(
         model.alerts,
@@ -492,10 +492,7 @@ fn empty_alerts_table_means_defaults() {
 fn daemon_settings_are_parsed() {
     // Test that every new field of tests/configs/good/alerts.toml reaches the model, an
     // integer skew_factor included, and the flow admission reaches the kernel's config flags.
-    let Loaded {
-        model, warnings, ..
-    } = load(&configs().join("good/alerts.toml"), &env()).expect("alerts");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let model = clean(load(&configs().join("good/alerts.toml"), &env()), "alerts");
     assert_eq!(model.global.drain_timeout, Duration::from_secs(900));
     assert_eq!(model.global.flow_admission, FlowAdmission::FirstAck);
     assert_eq!(
