@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lb_common::service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY};
 
-use super::test_texts::TWO_BACKENDS;
+use super::test_texts::{TWO_BACKENDS, two_backends_with};
 use super::*;
 use crate::attach::AttachMode;
 
@@ -294,6 +294,11 @@ fn check(vips: &str) -> Checked {
     check_text(&text, Path::new("xlb.toml"), &env())
 }
 
+/// The only diagnostic of a check of [`TWO_BACKENDS`] with its first `from` written as `to`.
+fn only_with(from: &str, to: &str) -> Diagnostic {
+    only(&check(&two_backends_with(from, to))).clone()
+}
+
 /// The only diagnostic of a check.
 fn only(checked: &Checked) -> &Diagnostic {
     let found = diagnostics(checked);
@@ -324,13 +329,7 @@ fn duplicate_backend_points_at_the_second_address() {
 #[test]
 fn unknown_field_points_at_the_key_and_suggests_the_right_name() {
     // Test the position and fix of a serde error: the misspelt key on line 10, column 3.
-    let vips = TWO_BACKENDS.replacen(
-        "  mac = \"02:00:00:00:01:00\"",
-        "  mca = \"02:00:00:00:01:00\"",
-        1,
-    );
-    let checked = check(&vips);
-    let d = only(&checked);
+    let d = only_with("mac = \"02:00:00:00:01:00\"", "mca = \"02:00:00:00:01:00\"");
     assert_eq!((d.rule, d.line, d.column), ("XLB000", 11, 3));
     assert_eq!(d.field, "vip[0].backend[0].mca");
     assert!(d.message.contains("unknown field `mca`"), "{}", d.message);
@@ -341,9 +340,7 @@ fn unknown_field_points_at_the_key_and_suggests_the_right_name() {
 #[test]
 fn bad_enum_value_names_the_field_and_the_allowed_values() {
     // Test the position of a value error (column of the opening quote) and its message.
-    let vips = TWO_BACKENDS.replace("protocol = \"tcp\"", "protocol = \"tpc\"");
-    let checked = check(&vips);
-    let d = only(&checked);
+    let d = only_with("protocol = \"tcp\"", "protocol = \"tpc\"");
     assert_eq!((d.rule, d.line, d.column), ("XLB000", 8, 12));
     assert_eq!(d.field, "vip[0].protocol");
     assert_eq!(d.message, "protocol = \"tpc\" is not allowed");
@@ -353,9 +350,7 @@ fn bad_enum_value_names_the_field_and_the_allowed_values() {
 #[test]
 fn missing_mac_points_at_the_backend_table() {
     // Test that a finding about an absent field points at the table it belongs in.
-    let vips = TWO_BACKENDS.replacen("  mac = \"02:00:00:00:01:01\"\n", "", 1);
-    let checked = check(&vips);
-    let d = only(&checked);
+    let d = only_with("  mac = \"02:00:00:00:01:01\"\n", "");
     assert_eq!((d.rule, d.line, d.column), ("XLB012", 12, 3));
     assert_eq!(d.field, "vip[0].backend[1].mac");
 }
@@ -363,12 +358,10 @@ fn missing_mac_points_at_the_backend_table() {
 #[test]
 fn all_weight_on_one_says_where_every_flow_would_go() {
     // Test that the outage xlb was born from is an error that says so plainly.
-    let vips = TWO_BACKENDS.replacen(
-        "  mac = \"02:00:00:00:01:01\"\n",
-        "  mac = \"02:00:00:00:01:01\"\n  weight = 0\n",
-        1,
-    );
-    let checked = check(&vips);
+    let checked = check(&two_backends_with(
+        "mac = \"02:00:00:00:01:01\"\n",
+        "mac = \"02:00:00:00:01:01\"\n  weight = 0\n",
+    ));
     assert!(checked.is_err());
     let d = only(&checked);
     assert_eq!(d.rule, "XLB003");
@@ -383,10 +376,9 @@ fn all_weight_on_one_says_where_every_flow_would_go() {
 #[test]
 fn audit_thresholds_change_the_warnings() {
     // Test that [audit] moves the thresholds: a single backend is fine with min_backends = 1.
-    let single = TWO_BACKENDS.replacen(
+    let single = two_backends_with(
         "  [[vip.backend]]\n  address = \"198.18.0.11\"\n  mac = \"02:00:00:00:01:01\"\n",
         "",
-        1,
     );
     assert_eq!(only(&check(&single)).rule, "XLB001");
     let model = clean(
@@ -721,26 +713,33 @@ fn bgp_settings_reach_the_model_with_the_default_reload_command() {
     );
     let Loaded { model, .. } = check(TWO_BACKENDS).expect("valid");
     assert_eq!(model.bgp, None);
-    let Loaded { model, .. } = check(&format!(
-        "[bgp]\nroutes_file = \"/run/v.conf\"\n{TWO_BACKENDS}"
-    ))
-    .expect("default socket");
-    assert_eq!(
-        model.bgp.expect("[bgp]").reload,
-        Reload::Birdc {
-            socket: "/run/bird/bird.ctl".into()
-        }
-    );
-    let Loaded { model, .. } = check(&format!(
-        "[bgp]\nroutes_file = \"/run/v.conf\"\nreload_command = \"birdc configure\"\n{TWO_BACKENDS}"
-    ))
-    .expect("own command");
-    assert_eq!(
-        model.bgp.expect("[bgp]").reload,
-        Reload::Shell {
-            command: "birdc configure".to_owned()
-        }
-    );
+    let reloads = [
+        (
+            "",
+            Reload::Birdc {
+                socket: "/run/bird/bird.ctl".into(),
+            },
+        ),
+        (
+            "reload_command = \"birdc configure\"\n",
+            Reload::Shell {
+                command: "birdc configure".to_owned(),
+            },
+        ),
+    ];
+    for (reload_command, reload) in reloads {
+        let checked = check(&format!(
+            "[bgp]\nroutes_file = \"/run/v.conf\"\n{reload_command}{TWO_BACKENDS}"
+        ));
+        let Ok(Loaded { model, .. }) = checked else {
+            panic!("{reload_command:?}: {:#?}", diagnostics(&checked));
+        };
+        assert_eq!(
+            model.bgp.expect("[bgp]").reload,
+            reload,
+            "{reload_command:?}"
+        );
+    }
 }
 
 #[test]
