@@ -3,11 +3,11 @@
 //! stays with the host.
 
 use lb_common::{Reason, Verdict};
-use lb_userspace::{counters::Totals, steering};
+use lb_userspace::counters::Totals;
 use xlb_tests::{
     packets::{self, Flow, LB_MAC},
     require_privileges,
-    steering::{assert_counted, backend_mac, flow_key, load, run, table, vip_key},
+    steering::{assert_counted, backend_mac, load, predicted_backend, run, vip_key},
 };
 
 /// Test that an ICMP "fragmentation needed" and an ICMPv6 "packet too big" about a connection
@@ -21,7 +21,7 @@ fn too_big_errors_follow_their_flow_to_its_backend() {
     ] {
         let (mut ebpf, config) = load(&[(vip_key(vip, 80, 6), 0)], 13);
         let flow = Flow::new(client, vip, 40000, 80);
-        let owner = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let owner = predicted_backend(&config, &flow, 6);
         // The connection's own SYN goes to `owner`...
         let (_, out) = run(&mut ebpf, &packets::tcp_syn(&flow));
         assert_eq!(out[..6], backend_mac(owner), "{vip}: SYN");

@@ -16,7 +16,8 @@ use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
     steering::{
-        BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, run_counted, table, vip_key,
+        BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, predicted_backend, run_counted,
+        table, vip_key,
     },
 };
 
@@ -25,6 +26,20 @@ use xlb_tests::{
 fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
     let (verdict, output, _) = run_counted(ebpf, packet);
     (verdict, output)
+}
+
+/// Asserts that `packet` left for backend `id` with exactly the MACs rewritten (dsr), counted
+/// once as forwarded; `what` names the case.
+fn assert_steered(ebpf: &mut Ebpf, packet: &[u8], id: u32, what: &str) {
+    assert_eq!(
+        run_counted(ebpf, packet),
+        (
+            Some(Verdict::Tx),
+            dsr_output(packet, id),
+            Reason::ForwardedDsr
+        ),
+        "{what}"
+    );
 }
 
 fn backend_stats(ebpf: &Ebpf, id: u32) -> BackendCounter {
@@ -56,7 +71,7 @@ fn syn_to_vip_is_sent_to_the_predicted_backend() {
         let (mut ebpf, vip) = load(&[(vip_key(vip_addr, 80, 6), 0)], 13);
         let flow = Flow::new(client, vip_addr, 40000, 80);
         let syn = packets::tcp_syn(&flow);
-        let expected = table(&[0, 1, 2], 13)[steering::slot(&vip, &flow_key(&flow, 6)) as usize];
+        let expected = predicted_backend(&vip, &flow, 6);
         let (verdict, output) = run(&mut ebpf, &syn);
         assert_eq!(verdict, Some(Verdict::Tx), "{vip_addr}");
         assert_eq!(
@@ -224,15 +239,8 @@ fn vlan_tagged_syn_to_vip_keeps_its_tag() {
     let (mut ebpf, vip) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
     let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
     let tagged = packets::tagged_tcp_syn(&flow, 42);
-    let expected = table(&[0, 1, 2], 13)[steering::slot(&vip, &flow_key(&flow, 6)) as usize];
-    assert_eq!(
-        run_counted(&mut ebpf, &tagged),
-        (
-            Some(Verdict::Tx),
-            dsr_output(&tagged, expected),
-            Reason::ForwardedDsr
-        )
-    );
+    let expected = predicted_backend(&vip, &flow, 6);
+    assert_steered(&mut ebpf, &tagged, expected, "tagged");
 }
 
 /// Collects aya-log records as text.
@@ -322,32 +330,14 @@ fn udp_and_ipv4_options_are_steered_exactly() {
         ],
         13,
     );
-    let maglev = table(&[0, 1, 2], 13);
     let dns = Flow::new("198.18.0.1", "198.18.1.10", 40000, 53);
     let udp = packets::udp(&dns, b"query");
-    let id = maglev[steering::slot(&vip, &flow_key(&dns, 17)) as usize];
-    assert_eq!(
-        run_counted(&mut ebpf, &udp),
-        (
-            Some(Verdict::Tx),
-            dsr_output(&udp, id),
-            Reason::ForwardedDsr
-        ),
-        "udp"
-    );
+    assert_steered(&mut ebpf, &udp, predicted_backend(&vip, &dns, 17), "udp");
     for sport in 40000..40016 {
         let web = Flow::new("198.18.0.1", "198.18.1.10", sport, 80);
         let syn = packets::ipv4_tcp_syn_with_options(&web, &[1, 1, 1, 0, 1, 1, 1, 0]);
-        let id = maglev[steering::slot(&vip, &flow_key(&web, 6)) as usize];
-        assert_eq!(
-            run_counted(&mut ebpf, &syn),
-            (
-                Some(Verdict::Tx),
-                dsr_output(&syn, id),
-                Reason::ForwardedDsr
-            ),
-            "port {sport}"
-        );
+        let id = predicted_backend(&vip, &web, 6);
+        assert_steered(&mut ebpf, &syn, id, &format!("port {sport}"));
     }
 }
 
