@@ -851,3 +851,18 @@ fn known_counts_are_taken_only_for_the_same_inputs() {
         );
     }
 }
+
+#[test]
+fn out_of_range_health_status_names_the_field_value_and_range() {
+    // Test that XLB013's expect_status finding gives the value, the allowed range and the
+    // default, like every other range check.
+    let d = only_with(
+        "mac = \"02:00:00:00:01:00\"\n",
+        "mac = \"02:00:00:00:01:00\"\n  health = { check = \"http\", expect_status = 99 }\n",
+    );
+    let field = "vip[0].backend[0].health.expect_status";
+    assert_eq!((d.rule, d.line, d.field.as_str()), ("XLB013", 12, field));
+    let range = "health.expect_status = 99 is out of range: it must be in 100..=599";
+    assert!(d.message.ends_with(range), "{d}");
+    assert!(d.fix.starts_with("write expect_status = 200"), "{d}");
+}
