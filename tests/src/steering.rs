@@ -119,6 +119,16 @@ pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
     load_sized(&[], vips, size)
 }
 
+/// [`load`] with VIPs `(address, port, protocol)`, no flags, and 13-slot tables: the set-up
+/// most fixtures share.
+pub fn load_vips(vips: &[(&str, u16, u8)]) -> (Ebpf, Vip) {
+    let keys: Vec<(VipKey, u32)> = vips
+        .iter()
+        .map(|&(address, port, proto)| (vip_key(address, port, proto), 0))
+        .collect();
+    load(&keys, 13)
+}
+
 /// [`load`] with the map capacities `capacities`.
 pub fn load_sized(capacities: &[(&str, u32)], vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
     let mut ebpf =
