@@ -84,6 +84,14 @@ impl VerbOutput {
         Ok(self)
     }
 
+    /// Whether the verb refused (exit 1) with each of `in_stdout` in its stdout and each of
+    /// `in_stderr` in its stderr.
+    pub fn refused_with(&self, in_stdout: &[&str], in_stderr: &[&str]) -> bool {
+        self.code == Some(1)
+            && in_stdout.iter().all(|word| self.stdout.contains(word))
+            && in_stderr.iter().all(|word| self.stderr.contains(word))
+    }
+
     /// stdout as JSON (for `--output json`).
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_str(&self.stdout)

@@ -434,7 +434,7 @@ impl Drill {
         println!("The new config gives b0 weight 1, b1 and b2 weight 0. Check it first:");
         let validate = self.xlb(&["validate", forced], false, 12)?;
         ensure!(
-            validate.code == Some(1) && validate.stdout.contains("XLB003"),
+            validate.refused_with(&["XLB003"], &[]),
             "xlb validate did not flag XLB003 with exit 1 (exit {:?})",
             validate.code
         );
@@ -869,9 +869,7 @@ impl Drill {
         );
         let validate = self.xlb(&["validate", slipped], false, 12)?;
         ensure!(
-            validate.code == Some(1)
-                && validate.stdout.contains("XLB005")
-                && validate.stdout.contains(&b1.address.to_string()),
+            validate.refused_with(&["XLB005", &b1.address.to_string()], &[]),
             "xlb validate did not flag the shared MAC with XLB005 (exit {:?})",
             validate.code
         );
@@ -891,9 +889,7 @@ A maintenance round: take b1 and b2 out, one after the other."
         self.xlb(&["backend", "disable", vip, &a1], true, 2)?.ok()?;
         let refused = self.xlb(&["backend", "disable", vip, &a2], true, 4)?;
         ensure!(
-            refused.code == Some(1)
-                && refused.stderr.contains("refused")
-                && refused.stderr.contains(&b0.address.to_string()),
+            refused.refused_with(&[], &["refused", &b0.address.to_string()]),
             "disabling b2 too was not refused naming b0 (exit {:?})",
             refused.code
         );
@@ -953,7 +949,7 @@ The right order: b1 back first, then b2 out."
         write_atomically(&self.config_path, &bad)?;
         let validate = self.xlb(&["validate", &path], false, 8)?;
         ensure!(
-            validate.code == Some(1),
+            validate.refused_with(&[], &[]),
             "xlb validate did not reject the broken file (exit {:?})",
             validate.code
         );

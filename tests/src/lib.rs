@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod report;
 pub mod run_lab;
 pub mod scale_out;
+pub mod shares;
 pub mod steady_client;
 pub mod steering;
 pub mod systemd;

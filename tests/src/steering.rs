@@ -107,9 +107,26 @@ pub fn table(ids: &[u32], size: u32) -> Vec<u32> {
     slots.into_iter().map(|index| ids[index as usize]).collect()
 }
 
+/// The backend a VIP set up by [`configure`] sends `flow` (protocol `proto`) to: the userspace
+/// reproduction of the kernel's hash and Maglev lookup over the VIP's table.
+pub fn predicted_backend(vip: &Vip, flow: &Flow, proto: u8) -> u32 {
+    let ids: Vec<u32> = (0..BACKENDS).collect();
+    table(&ids, vip.table_size)[steering::slot(vip, &flow_key(flow, proto)) as usize]
+}
+
 /// The program loaded with `BACKENDS` active backends and `vips` pointing at table A.
 pub fn load(vips: &[(VipKey, u32)], size: u32) -> (Ebpf, Vip) {
     load_sized(&[], vips, size)
+}
+
+/// [`load`] with VIPs `(address, port, protocol)`, no flags, and 13-slot tables: the set-up
+/// most fixtures share.
+pub fn load_vips(vips: &[(&str, u16, u8)]) -> (Ebpf, Vip) {
+    let keys: Vec<(VipKey, u32)> = vips
+        .iter()
+        .map(|&(address, port, proto)| (vip_key(address, port, proto), 0))
+        .collect();
+    load(&keys, 13)
 }
 
 /// [`load`] with the map capacities `capacities`.

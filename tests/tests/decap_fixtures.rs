@@ -119,33 +119,35 @@ fn check_unchanged(name: &str, packet: &[u8], reason: Reason) {
 /// etherparse reads them: the right protocol, lengths, addresses and a valid IPv4 checksum.
 #[test]
 fn encapsulated_frames_have_standard_outer_headers() {
-    use etherparse::{NetSlice, SlicedPacket};
-    let inner = v4_syn();
-    let frame = in_v4(&inner, HOST_V4);
-    let sliced = SlicedPacket::from_ethernet(&frame).expect("IPv4 tunnel frame parses");
-    let Some(NetSlice::Ipv4(outer)) = sliced.net else {
-        panic!("outer header is not IPv4: {:?}", sliced.net);
-    };
-    let header = outer.header().to_header();
-    assert_eq!(header.protocol, etherparse::IpNumber::IPV4);
-    assert_eq!(header.time_to_live, 64);
-    assert_eq!(header.header_checksum, header.calc_header_checksum());
-    assert_eq!(usize::from(header.total_len), frame.len() - ETH_LEN);
-    assert_eq!(IpAddr::from(header.destination), addr(HOST_V4));
-    assert_eq!(&frame[ETH_LEN + IPV4_HEADER..], &inner[ETH_LEN..]);
-
-    let inner = v6_udp();
-    let frame = in_v6(&inner, HOST_V6);
-    let sliced = SlicedPacket::from_ethernet(&frame).expect("IPv6 tunnel frame parses");
-    let Some(NetSlice::Ipv6(outer)) = sliced.net else {
-        panic!("outer header is not IPv6: {:?}", sliced.net);
-    };
-    let header = outer.header().to_header();
-    assert_eq!(header.next_header, etherparse::IpNumber::IPV6);
-    assert_eq!(header.hop_limit, 64);
-    assert_eq!(usize::from(header.payload_length), inner.len() - ETH_LEN);
-    assert_eq!(IpAddr::from(header.destination), addr(HOST_V6));
-    assert_eq!(&frame[ETH_LEN + IPV6_HEADER..], &inner[ETH_LEN..]);
+    use etherparse::{IpHeaders, IpNumber, IpSlice};
+    let v4: fn(&[u8], &str) -> Vec<u8> = in_v4;
+    let v6: fn(&[u8], &str) -> Vec<u8> = in_v6;
+    for (inner, encapsulate, host, carried) in [
+        (v4_syn(), v4, HOST_V4, IpNumber::IPV4),
+        (v6_udp(), v6, HOST_V6, IpNumber::IPV6),
+    ] {
+        let frame = encapsulate(&inner, host);
+        let outer = IpSlice::from_slice(&frame[ETH_LEN..])
+            .unwrap_or_else(|e| panic!("tunnel frame to {host} does not parse: {e}"));
+        let header_len = match outer.to_header() {
+            IpHeaders::Ipv4(header, _) => {
+                assert_eq!(header.protocol, carried, "{host}");
+                assert_eq!(header.time_to_live, 64, "{host}");
+                assert_eq!(header.header_checksum, header.calc_header_checksum());
+                assert_eq!(usize::from(header.total_len), frame.len() - ETH_LEN);
+                IPV4_HEADER
+            }
+            IpHeaders::Ipv6(header, _) => {
+                assert_eq!(header.next_header, carried, "{host}");
+                assert_eq!(header.hop_limit, 64, "{host}");
+                assert_eq!(usize::from(header.payload_length), inner.len() - ETH_LEN);
+                IPV6_HEADER
+            }
+        };
+        // The destination's family is the outer header's.
+        assert_eq!(outer.destination_addr(), addr(host));
+        assert_eq!(&frame[ETH_LEN + header_len..], &inner[ETH_LEN..], "{host}");
+    }
 }
 
 /// Test that a tunnel to a listed address comes out as the inner frame, passed up: IPv4 or

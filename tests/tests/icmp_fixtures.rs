@@ -3,11 +3,11 @@
 //! stays with the host.
 
 use lb_common::{Reason, Verdict};
-use lb_userspace::{counters::Totals, steering};
+use lb_userspace::counters::Totals;
 use xlb_tests::{
     packets::{self, Flow, LB_MAC},
     require_privileges,
-    steering::{assert_counted, backend_mac, flow_key, load, run, table, vip_key},
+    steering::{assert_counted, backend_mac, load_vips, predicted_backend, run},
 };
 
 /// Test that an ICMP "fragmentation needed" and an ICMPv6 "packet too big" about a connection
@@ -19,9 +19,9 @@ fn too_big_errors_follow_their_flow_to_its_backend() {
         ("198.18.1.10", "198.18.0.1", "198.18.3.1"),
         ("2001:db8:1::10", "2001:db8::1", "2001:db8:3::1"),
     ] {
-        let (mut ebpf, config) = load(&[(vip_key(vip, 80, 6), 0)], 13);
+        let (mut ebpf, config) = load_vips(&[(vip, 80, 6)]);
         let flow = Flow::new(client, vip, 40000, 80);
-        let owner = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let owner = predicted_backend(&config, &flow, 6);
         // The connection's own SYN goes to `owner`...
         let (_, out) = run(&mut ebpf, &packets::tcp_syn(&flow));
         assert_eq!(out[..6], backend_mac(owner), "{vip}: SYN");
@@ -52,7 +52,7 @@ fn too_big_errors_follow_their_flow_to_its_backend() {
 #[test]
 fn other_icmp_to_a_vip_address_passes_as_other_l4() {
     require_privileges!();
-    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 80, 6)]);
     let echo = packets::icmpv4_echo(&Flow::new("198.18.0.1", "198.18.1.10", 0, 0));
     let other_port =
         packets::icmp_too_big("198.18.3.1", &Flow::new("198.18.0.1", "198.18.1.10", 1, 22));
@@ -97,7 +97,7 @@ fn too_big_to_a_filter_bit_neighbour_passes_as_not_vip() {
             "2001:db8:2::10".to_owned(),
         ),
     ] {
-        let (mut ebpf, _) = load(&[(vip_key(vip, 80, 6), 0)], 13);
+        let (mut ebpf, _) = load_vips(&[(vip, 80, 6)]);
         let flow = Flow::new(client, vip, 40000, 80);
         let syn = packets::tcp_syn(&flow);
         assert_eq!(run(&mut ebpf, &syn).0, Some(Verdict::Tx), "{vip}: SYN");
@@ -126,7 +126,7 @@ fn too_big_to_a_filter_bit_neighbour_passes_as_not_vip() {
 #[test]
 fn truncated_quote_passes_to_the_host() {
     require_privileges!();
-    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 80, 6)]);
     let whole = packets::icmp_too_big("198.18.3.1", &Flow::new("198.18.0.1", "198.18.1.10", 4, 80));
     // Cut inside the quoted TCP ports, and fix the IP total length to match the cut.
     let mut cut = whole[..whole.len() - 6].to_vec();

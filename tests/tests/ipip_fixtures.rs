@@ -9,8 +9,8 @@ use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
     steering::{
-        addr_bytes, assert_counted, backend_addr, backend_mac, flow_key, load, run, table,
-        tunnelled, use_ipip, vip_key,
+        addr_bytes, assert_counted, backend_addr, backend_mac, flow_key, load, predicted_backend,
+        run, tunnelled, use_ipip, vip_key,
     },
 };
 
@@ -39,7 +39,7 @@ fn syn_is_tunnelled_to_the_predicted_backend_in_every_family_pair() {
         let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
         let flow = Flow::new(client, vip, 40000, 80);
         let syn = packets::tcp_syn(&flow);
-        let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let id = predicted_backend(&config, &flow, 6);
         let what = format!(
             "{vip} via {} backends",
             if v6_backends { "IPv6" } else { "IPv4" }
@@ -65,7 +65,7 @@ fn vlan_tag_stays_in_front_of_the_tunnel() {
     require_privileges!();
     let (mut ebpf, config) = ipip_program("198.18.1.10", false, 1500);
     let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
-    let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+    let id = predicted_backend(&config, &flow, 6);
     let mut expected = tunnelled(&packets::tcp_syn(&flow), id, false);
     expected.splice(12..12, [0x81, 0x00, 0x00, 42]);
     assert_eq!(
@@ -138,7 +138,7 @@ fn too_big_error_about_an_ipip_flow_is_tunnelled_to_its_backend() {
     ] {
         let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
         let flow = Flow::new(client, vip, 40000, 80);
-        let id = table(&[0, 1, 2], 13)[steering::slot(&config, &flow_key(&flow, 6)) as usize];
+        let id = predicted_backend(&config, &flow, 6);
         let error = packets::icmp_too_big(router, &flow);
         assert_eq!(
             run(&mut ebpf, &error),
@@ -171,7 +171,7 @@ fn outer_source_spreads_flows_over_the_configured_prefix() {
         for sport in 40_000..40_064 {
             let flow = Flow::new(client, vip, sport, 80);
             let key = flow_key(&flow, 6);
-            let id = table(&[0, 1, 2], 13)[steering::slot(&config, &key) as usize];
+            let id = predicted_backend(&config, &flow, 6);
             let hash = lb_common::flow_hash(&key, false);
             let source: IpAddr = if v6_backends {
                 settings.ipip_source_v6(hash).into()

@@ -12,7 +12,7 @@ use std::{
 
 use xlb_tests::{
     daemon_lab::DaemonLab,
-    require_privileges,
+    require_privileges, shares,
     steady_client::{Ran, SteadyClient},
     wait::wait_until,
 };
@@ -96,33 +96,27 @@ fn distribution_follows_weights_over_ten_thousand_connections() {
     let total: u64 = answered.iter().sum();
     assert_eq!(total, CONNECTIONS as u64, "{answered:?}");
 
-    let weight_sum: u32 = weights.iter().sum();
-    let mut report = Vec::new();
-    for (index, (&count, &weight)) in answered.iter().zip(&weights).enumerate() {
-        let share = 100.0 * count as f64 / total as f64;
-        let expected = 100.0 * f64::from(weight) / f64::from(weight_sum);
-        report.push(format!(
-            "b{index} (weight {weight}): {count} = {share:.2}% (expected {expected:.2}%, off \
-             {:+.2} points)",
-            share - expected
-        ));
-    }
+    let spread = shares::shares(&answered, &weights);
+    let report: Vec<String> = spread
+        .iter()
+        .enumerate()
+        .map(|(index, share)| {
+            format!(
+                "b{index} (weight {}): {} = {:.2}% (expected {:.2}%, off {:+.2} points)",
+                share.weight,
+                share.answered,
+                share.percent,
+                share.expected,
+                share.percent - share.expected
+            )
+        })
+        .collect();
     eprintln!(
         "{CONNECTIONS} connections in {took:?}:\n  {}",
         report.join("\n  ")
     );
-    for (index, (&count, &weight)) in answered.iter().zip(&weights).enumerate() {
-        let share = 100.0 * count as f64 / total as f64;
-        let expected = 100.0 * f64::from(weight) / f64::from(weight_sum);
-        assert!(
-            (share - expected).abs() <= 5.0,
-            "b{index}: {share:.2}% against {expected:.2}% (±5 points): {report:#?}"
-        );
-        assert!(
-            (share - expected).abs() <= 2.0,
-            "b{index}: {share:.2}% against {expected:.2}% (±2 points): {report:#?}"
-        );
-    }
+    shares::assert_within(&spread, 5.0, &report);
+    shares::assert_within(&spread, 2.0, &report);
 }
 
 /// Test that adding a fourth backend to the config (its server started first) breaks none of

@@ -11,6 +11,7 @@ use std::{
 use xlb_tests::{
     require_privileges,
     scale_out::{DEAD_HEALTH_PORT, ScaleOut, VIP6, WEIGHTS, connect, echo},
+    shares,
 };
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -88,19 +89,6 @@ fn assert_none_break(streams: &mut [(TcpStream, String)]) {
     }
 }
 
-fn assert_shares(answered: &[u64]) {
-    let total: u64 = answered.iter().sum();
-    let weight: u32 = WEIGHTS.iter().sum();
-    for (i, (count, w)) in answered.iter().zip(WEIGHTS).enumerate() {
-        let share = *count as f64 * 100.0 / total as f64;
-        let expected = f64::from(w) * 100.0 / f64::from(weight);
-        assert!(
-            (share - expected).abs() <= 10.0,
-            "backend b{i}: {share:.1}% of {total}, weight says {expected:.1}%: {answered:?}"
-        );
-    }
-}
-
 /// Test that with three nodes up, 600 new connections from many client ports spread over
 /// all nodes (each node's own counters) and land on the backends by their weights.
 #[test]
@@ -120,7 +108,7 @@ fn new_connections_spread_over_every_node_and_land_by_weight() {
             "node n{i} steered {flows} of 600: {per_node:?}"
         );
     }
-    assert_shares(&answered);
+    shares::assert_within(&shares::shares(&answered, &WEIGHTS), 10.0, &answered);
     // Same config, same tables: every node audits clean against the others.
     for i in 0..3 {
         let mut args = vec!["audit".to_owned()];

@@ -16,7 +16,8 @@ use xlb_tests::{
     packets::{self, Flow},
     require_privileges,
     steering::{
-        BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, run_counted, table, vip_key,
+        BACKENDS, TABLE_B, backend_mac, dsr_output, flow_key, load, load_vips, predicted_backend,
+        run_counted, table, vip_key,
     },
 };
 
@@ -25,6 +26,20 @@ use xlb_tests::{
 fn run(ebpf: &mut Ebpf, packet: &[u8]) -> (Option<Verdict>, Vec<u8>) {
     let (verdict, output, _) = run_counted(ebpf, packet);
     (verdict, output)
+}
+
+/// Asserts that `packet` left for backend `id` with exactly the MACs rewritten (dsr), counted
+/// once as forwarded; `what` names the case.
+fn assert_steered(ebpf: &mut Ebpf, packet: &[u8], id: u32, what: &str) {
+    assert_eq!(
+        run_counted(ebpf, packet),
+        (
+            Some(Verdict::Tx),
+            dsr_output(packet, id),
+            Reason::ForwardedDsr
+        ),
+        "{what}"
+    );
 }
 
 fn backend_stats(ebpf: &Ebpf, id: u32) -> BackendCounter {
@@ -53,10 +68,10 @@ fn syn_to_vip_is_sent_to_the_predicted_backend() {
         ("198.18.1.10", "198.18.0.1"),
         ("2001:db8:1::10", "2001:db8::1"),
     ] {
-        let (mut ebpf, vip) = load(&[(vip_key(vip_addr, 80, 6), 0)], 13);
+        let (mut ebpf, vip) = load_vips(&[(vip_addr, 80, 6)]);
         let flow = Flow::new(client, vip_addr, 40000, 80);
         let syn = packets::tcp_syn(&flow);
-        let expected = table(&[0, 1, 2], 13)[steering::slot(&vip, &flow_key(&flow, 6)) as usize];
+        let expected = predicted_backend(&vip, &flow, 6);
         let (verdict, output) = run(&mut ebpf, &syn);
         assert_eq!(verdict, Some(Verdict::Tx), "{vip_addr}");
         assert_eq!(
@@ -86,7 +101,7 @@ fn syn_to_vip_is_sent_to_the_predicted_backend() {
 #[test]
 fn vip_port_must_match_unless_the_vip_takes_all_ports() {
     require_privileges!();
-    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 80, 6)]);
     let other_port = packets::tcp_syn(&Flow::new("198.18.0.1", "198.18.1.10", 40000, 81));
     assert_eq!(
         run_counted(&mut ebpf, &other_port),
@@ -99,7 +114,7 @@ fn vip_port_must_match_unless_the_vip_takes_all_ports() {
         "UDP to a TCP VIP"
     );
 
-    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 0, 6), 0)], 13);
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 0, 6)]);
     let (verdict, _, reason) = run_counted(&mut ebpf, &other_port);
     assert_eq!(
         (verdict, reason),
@@ -112,7 +127,7 @@ fn vip_port_must_match_unless_the_vip_takes_all_ports() {
 #[test]
 fn vip_without_active_backends_drops() {
     require_privileges!();
-    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 80, 6)]);
     for id in 0..BACKENDS {
         let inactive = Backend {
             mac: backend_mac(id),
@@ -221,18 +236,11 @@ fn kernel_choice_matches_userspace_prediction_for_random_flows() {
 #[test]
 fn vlan_tagged_syn_to_vip_keeps_its_tag() {
     require_privileges!();
-    let (mut ebpf, vip) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, vip) = load_vips(&[("198.18.1.10", 80, 6)]);
     let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
     let tagged = packets::tagged_tcp_syn(&flow, 42);
-    let expected = table(&[0, 1, 2], 13)[steering::slot(&vip, &flow_key(&flow, 6)) as usize];
-    assert_eq!(
-        run_counted(&mut ebpf, &tagged),
-        (
-            Some(Verdict::Tx),
-            dsr_output(&tagged, expected),
-            Reason::ForwardedDsr
-        )
-    );
+    let expected = predicted_backend(&vip, &flow, 6);
+    assert_steered(&mut ebpf, &tagged, expected, "tagged");
 }
 
 /// Collects aya-log records as text.
@@ -254,7 +262,7 @@ impl log::Log for Records {
 #[test]
 fn debug_log_switches_at_run_time() {
     require_privileges!();
-    let (mut ebpf, _) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 80, 6)]);
     let records = Records::default();
     let mut logger =
         aya_log::EbpfLogger::init_with_logger(&mut ebpf, records.clone()).expect("logger");
@@ -285,7 +293,7 @@ fn debug_log_switches_at_run_time() {
 #[test]
 fn vip_filter_gates_the_service_lookup() {
     require_privileges!();
-    let (mut ebpf, vip) = load(&[(vip_key("198.18.1.10", 80, 6), 0)], 13);
+    let (mut ebpf, vip) = load_vips(&[("198.18.1.10", 80, 6)]);
     let key = vip_key("198.18.1.11", 80, 6);
     let bit = |key: lb_common::VipKey| lb_common::service::vip_filter_bit(&key.addr, key.family);
     assert_ne!(bit(key), bit(vip_key("198.18.1.10", 80, 6)));
@@ -315,39 +323,15 @@ fn vip_filter_gates_the_service_lookup() {
 #[test]
 fn udp_and_ipv4_options_are_steered_exactly() {
     require_privileges!();
-    let (mut ebpf, vip) = load(
-        &[
-            (vip_key("198.18.1.10", 53, 17), 0),
-            (vip_key("198.18.1.10", 80, 6), 0),
-        ],
-        13,
-    );
-    let maglev = table(&[0, 1, 2], 13);
+    let (mut ebpf, vip) = load_vips(&[("198.18.1.10", 53, 17), ("198.18.1.10", 80, 6)]);
     let dns = Flow::new("198.18.0.1", "198.18.1.10", 40000, 53);
     let udp = packets::udp(&dns, b"query");
-    let id = maglev[steering::slot(&vip, &flow_key(&dns, 17)) as usize];
-    assert_eq!(
-        run_counted(&mut ebpf, &udp),
-        (
-            Some(Verdict::Tx),
-            dsr_output(&udp, id),
-            Reason::ForwardedDsr
-        ),
-        "udp"
-    );
+    assert_steered(&mut ebpf, &udp, predicted_backend(&vip, &dns, 17), "udp");
     for sport in 40000..40016 {
         let web = Flow::new("198.18.0.1", "198.18.1.10", sport, 80);
         let syn = packets::ipv4_tcp_syn_with_options(&web, &[1, 1, 1, 0, 1, 1, 1, 0]);
-        let id = maglev[steering::slot(&vip, &flow_key(&web, 6)) as usize];
-        assert_eq!(
-            run_counted(&mut ebpf, &syn),
-            (
-                Some(Verdict::Tx),
-                dsr_output(&syn, id),
-                Reason::ForwardedDsr
-            ),
-            "port {sport}"
-        );
+        let id = predicted_backend(&vip, &web, 6);
+        assert_steered(&mut ebpf, &syn, id, &format!("port {sport}"));
     }
 }
 
@@ -359,13 +343,7 @@ fn udp_and_ipv4_options_are_steered_exactly() {
 #[test]
 fn malformed_packets_to_a_vip_are_never_forwarded() {
     require_privileges!();
-    let (mut ebpf, _) = load(
-        &[
-            (vip_key("198.18.1.10", 0, 6), 0),
-            (vip_key("2001:db8:1::10", 0, 6), 0),
-        ],
-        13,
-    );
+    let (mut ebpf, _) = load_vips(&[("198.18.1.10", 0, 6), ("2001:db8:1::10", 0, 6)]);
     let mut expect = |packet: Vec<u8>, reason: Reason, what: &str| {
         let (_, output, counted) = run_counted(&mut ebpf, &packet);
         assert_eq!(counted, reason, "{what}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lb_common::service::{VIP_FORWARD_IPIP, VIP_HASH_SOURCE_ONLY};
 
-use super::test_texts::TWO_BACKENDS;
+use super::test_texts::{TWO_BACKENDS, two_backends_with};
 use super::*;
 use crate::attach::AttachMode;
 
@@ -29,6 +29,24 @@ fn diagnostics(checked: &Checked) -> &[Diagnostic] {
     match checked {
         Ok(loaded) => &loaded.warnings,
         Err(rejected) => &rejected.diagnostics,
+    }
+}
+
+/// The model of a config that must load without an error or a warning; a panic names `what`
+/// and lists every finding.
+fn clean(checked: Checked, what: &str) -> Model {
+    match checked {
+        Ok(Loaded {
+            model, warnings, ..
+        }) if warnings.is_empty() => model,
+        other => panic!(
+            "{what}: {}",
+            diagnostics(&other)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
     }
 }
 
@@ -175,32 +193,14 @@ fn good_configs_have_no_findings() {
     let files = toml_files(&configs().join("good"));
     assert!(files.len() >= 2);
     for path in files {
-        match load(&path, &env()) {
-            Ok(Loaded { warnings, .. }) => {
-                assert!(warnings.is_empty(), "{}: {}", path.display(), warnings[0])
-            }
-            Err(rejected) => panic!("{}: {}", path.display(), rejected.diagnostics[0]),
-        }
+        clean(load(&path, &env()), &path.display().to_string());
     }
 }
 
 #[test]
 fn example_config_is_valid_without_warnings() {
     // Test that examples/xlb.toml, the documented config, passes cleanly.
-    let Loaded {
-        model, warnings, ..
-    } = load(&example(), &env()).unwrap_or_else(|rejected| {
-        panic!(
-            "{}",
-            rejected
-                .diagnostics
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
-    assert!(warnings.is_empty(), "{}", warnings[0]);
+    let model = clean(load(&example(), &env()), "examples/xlb.toml");
     assert_eq!(model.vips.len(), 2);
 }
 
@@ -294,6 +294,11 @@ fn check(vips: &str) -> Checked {
     check_text(&text, Path::new("xlb.toml"), &env())
 }
 
+/// The only diagnostic of a check of [`TWO_BACKENDS`] with its first `from` written as `to`.
+fn only_with(from: &str, to: &str) -> Diagnostic {
+    only(&check(&two_backends_with(from, to))).clone()
+}
+
 /// The only diagnostic of a check.
 fn only(checked: &Checked) -> &Diagnostic {
     let found = diagnostics(checked);
@@ -324,13 +329,7 @@ fn duplicate_backend_points_at_the_second_address() {
 #[test]
 fn unknown_field_points_at_the_key_and_suggests_the_right_name() {
     // Test the position and fix of a serde error: the misspelt key on line 10, column 3.
-    let vips = TWO_BACKENDS.replacen(
-        "  mac = \"02:00:00:00:01:00\"",
-        "  mca = \"02:00:00:00:01:00\"",
-        1,
-    );
-    let checked = check(&vips);
-    let d = only(&checked);
+    let d = only_with("mac = \"02:00:00:00:01:00\"", "mca = \"02:00:00:00:01:00\"");
     assert_eq!((d.rule, d.line, d.column), ("XLB000", 11, 3));
     assert_eq!(d.field, "vip[0].backend[0].mca");
     assert!(d.message.contains("unknown field `mca`"), "{}", d.message);
@@ -341,9 +340,7 @@ fn unknown_field_points_at_the_key_and_suggests_the_right_name() {
 #[test]
 fn bad_enum_value_names_the_field_and_the_allowed_values() {
     // Test the position of a value error (column of the opening quote) and its message.
-    let vips = TWO_BACKENDS.replace("protocol = \"tcp\"", "protocol = \"tpc\"");
-    let checked = check(&vips);
-    let d = only(&checked);
+    let d = only_with("protocol = \"tcp\"", "protocol = \"tpc\"");
     assert_eq!((d.rule, d.line, d.column), ("XLB000", 8, 12));
     assert_eq!(d.field, "vip[0].protocol");
     assert_eq!(d.message, "protocol = \"tpc\" is not allowed");
@@ -353,9 +350,7 @@ fn bad_enum_value_names_the_field_and_the_allowed_values() {
 #[test]
 fn missing_mac_points_at_the_backend_table() {
     // Test that a finding about an absent field points at the table it belongs in.
-    let vips = TWO_BACKENDS.replacen("  mac = \"02:00:00:00:01:01\"\n", "", 1);
-    let checked = check(&vips);
-    let d = only(&checked);
+    let d = only_with("  mac = \"02:00:00:00:01:01\"\n", "");
     assert_eq!((d.rule, d.line, d.column), ("XLB012", 12, 3));
     assert_eq!(d.field, "vip[0].backend[1].mac");
 }
@@ -363,12 +358,10 @@ fn missing_mac_points_at_the_backend_table() {
 #[test]
 fn all_weight_on_one_says_where_every_flow_would_go() {
     // Test that the outage xlb was born from is an error that says so plainly.
-    let vips = TWO_BACKENDS.replacen(
-        "  mac = \"02:00:00:00:01:01\"\n",
-        "  mac = \"02:00:00:00:01:01\"\n  weight = 0\n",
-        1,
-    );
-    let checked = check(&vips);
+    let checked = check(&two_backends_with(
+        "mac = \"02:00:00:00:01:01\"\n",
+        "mac = \"02:00:00:00:01:01\"\n  weight = 0\n",
+    ));
     assert!(checked.is_err());
     let d = only(&checked);
     assert_eq!(d.rule, "XLB003");
@@ -383,16 +376,15 @@ fn all_weight_on_one_says_where_every_flow_would_go() {
 #[test]
 fn audit_thresholds_change_the_warnings() {
     // Test that [audit] moves the thresholds: a single backend is fine with min_backends = 1.
-    let single = TWO_BACKENDS.replacen(
+    let single = two_backends_with(
         "  [[vip.backend]]\n  address = \"198.18.0.11\"\n  mac = \"02:00:00:00:01:01\"\n",
         "",
-        1,
     );
     assert_eq!(only(&check(&single)).rule, "XLB001");
-    let Loaded {
-        model, warnings, ..
-    } = check(&format!("[audit]\nmin_backends = 1\n{single}")).expect("valid");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let model = clean(
+        check(&format!("[audit]\nmin_backends = 1\n{single}")),
+        "min_backends = 1",
+    );
     assert_eq!(model.audit.min_backends, 1);
 }
 
@@ -459,10 +451,10 @@ fn daemon_settings_default_when_absent() {
     // Test that a config without drain_timeout_seconds or [alerts] gets the documented
     // defaults: a 300 s drain, a 10 s window, factor 1.5, share 0.9, 1 healthy, 100 flows and
     // no command.
-    let Loaded {
-        model, warnings, ..
-    } = load(&configs().join("good/minimal.toml"), &env()).expect("minimal");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let model = clean(
+        load(&configs().join("good/minimal.toml"), &env()),
+        "minimal",
+    );
     assert_eq!(model.global.drain_timeout, Duration::from_secs(300));
     assert_eq!(
         model.alerts,
@@ -492,10 +484,7 @@ fn empty_alerts_table_means_defaults() {
 fn daemon_settings_are_parsed() {
     // Test that every new field of tests/configs/good/alerts.toml reaches the model, an
     // integer skew_factor included, and the flow admission reaches the kernel's config flags.
-    let Loaded {
-        model, warnings, ..
-    } = load(&configs().join("good/alerts.toml"), &env()).expect("alerts");
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let model = clean(load(&configs().join("good/alerts.toml"), &env()), "alerts");
     assert_eq!(model.global.drain_timeout, Duration::from_secs(900));
     assert_eq!(model.global.flow_admission, FlowAdmission::FirstAck);
     assert_eq!(
@@ -583,9 +572,27 @@ fn bad_daemon_settings_point_at_their_field() {
 
 #[test]
 fn out_of_range_alerts_name_the_field_value_and_range() {
-    // Test the words of XLB015 and XLB014: the field, the value, the allowed range, and a fix
-    // that says what to write.
+    // Test the words of XLB015 and XLB014 (in [global], [audit] and [alerts]): the field, the
+    // value, the allowed range, and a fix that says what to write.
     let cases = [
+        (
+            "[global]\nflow_table_size = 0",
+            "global.flow_table_size = 0",
+            "1..=16777216",
+            "flow_table_size = 65536",
+        ),
+        (
+            "[global]\nmtu = 100",
+            "global.mtu = 100",
+            "576..=9216",
+            "mtu = 1500",
+        ),
+        (
+            "[audit]\nmax_backend_share = 1.5",
+            "audit.max_backend_share = 1.5",
+            "above 0 and at most 1",
+            "max_backend_share = 0.5",
+        ),
         (
             "[global]\ndrain_timeout_seconds = 86401",
             "global.drain_timeout_seconds = 86401",
@@ -637,10 +644,15 @@ fn out_of_range_alerts_name_the_field_value_and_range() {
     ];
     for (table, message, range, fix) in cases {
         // `check` writes [global] with its interface (lines 1-2): a [global] field goes on line
-        // 3, an [alerts] table on line 3 with its field on line 4.
-        let (checked, rule, line) = match table.strip_prefix("[global]\n") {
-            Some(field) => (check(&format!("{field}\n{TWO_BACKENDS}")), "XLB014", 3),
-            None => (check(&format!("{table}\n{TWO_BACKENDS}")), "XLB015", 4),
+        // 3, another table on line 3 with its field on line 4.
+        let (checked, line) = match table.strip_prefix("[global]\n") {
+            Some(field) => (check(&format!("{field}\n{TWO_BACKENDS}")), 3),
+            None => (check(&format!("{table}\n{TWO_BACKENDS}")), 4),
+        };
+        let rule = if table.starts_with("[alerts]") {
+            "XLB015"
+        } else {
+            "XLB014"
         };
         let d = only(&checked);
         assert_eq!((d.rule, d.line), (rule, line), "{table}: {d}");
@@ -701,26 +713,33 @@ fn bgp_settings_reach_the_model_with_the_default_reload_command() {
     );
     let Loaded { model, .. } = check(TWO_BACKENDS).expect("valid");
     assert_eq!(model.bgp, None);
-    let Loaded { model, .. } = check(&format!(
-        "[bgp]\nroutes_file = \"/run/v.conf\"\n{TWO_BACKENDS}"
-    ))
-    .expect("default socket");
-    assert_eq!(
-        model.bgp.expect("[bgp]").reload,
-        Reload::Birdc {
-            socket: "/run/bird/bird.ctl".into()
-        }
-    );
-    let Loaded { model, .. } = check(&format!(
-        "[bgp]\nroutes_file = \"/run/v.conf\"\nreload_command = \"birdc configure\"\n{TWO_BACKENDS}"
-    ))
-    .expect("own command");
-    assert_eq!(
-        model.bgp.expect("[bgp]").reload,
-        Reload::Shell {
-            command: "birdc configure".to_owned()
-        }
-    );
+    let reloads = [
+        (
+            "",
+            Reload::Birdc {
+                socket: "/run/bird/bird.ctl".into(),
+            },
+        ),
+        (
+            "reload_command = \"birdc configure\"\n",
+            Reload::Shell {
+                command: "birdc configure".to_owned(),
+            },
+        ),
+    ];
+    for (reload_command, reload) in reloads {
+        let checked = check(&format!(
+            "[bgp]\nroutes_file = \"/run/v.conf\"\n{reload_command}{TWO_BACKENDS}"
+        ));
+        let Ok(Loaded { model, .. }) = checked else {
+            panic!("{reload_command:?}: {:#?}", diagnostics(&checked));
+        };
+        assert_eq!(
+            model.bgp.expect("[bgp]").reload,
+            reload,
+            "{reload_command:?}"
+        );
+    }
 }
 
 #[test]
@@ -831,4 +850,19 @@ fn known_counts_are_taken_only_for_the_same_inputs() {
             "{vips}"
         );
     }
+}
+
+#[test]
+fn out_of_range_health_status_names_the_field_value_and_range() {
+    // Test that XLB013's expect_status finding gives the value, the allowed range and the
+    // default, like every other range check.
+    let d = only_with(
+        "mac = \"02:00:00:00:01:00\"\n",
+        "mac = \"02:00:00:00:01:00\"\n  health = { check = \"http\", expect_status = 99 }\n",
+    );
+    let field = "vip[0].backend[0].health.expect_status";
+    assert_eq!((d.rule, d.line, d.field.as_str()), ("XLB013", 12, field));
+    let range = "health.expect_status = 99 is out of range: it must be in 100..=599";
+    assert!(d.message.ends_with(range), "{d}");
+    assert!(d.fix.starts_with("write expect_status = 200"), "{d}");
 }

@@ -25,6 +25,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use aya::Ebpf;
 use lb_common::{Config, PROGRAM_NAME, map_names, meta::Meta};
 use lb_userspace::{
     audit,
@@ -156,6 +157,28 @@ fn time(mut f: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<(f64, 
     Ok((ms(samples[0]), ms(samples[RUNS / 2])))
 }
 
+/// Min and median of applies of `want` with `change` on (even runs) and off (odd runs), each
+/// of which must rebuild `rebuilt` VIPs' tables (`what` names the change); leaves it off and
+/// applied.
+fn toggle(
+    ebpf: &mut Ebpf,
+    want: &mut Desired,
+    rebuilt: usize,
+    what: &str,
+    change: impl Fn(&mut Desired, bool),
+) -> anyhow::Result<(f64, f64)> {
+    let timed = time(|run| {
+        change(want, run % 2 == 0);
+        let applied = rollout::apply(ebpf, want)?;
+        let count = applied.vips.iter().filter(|v| v.rebuilt).count();
+        anyhow::ensure!(count == rebuilt, "{count} VIPs rebuilt for {what}");
+        Ok(())
+    })?;
+    change(want, false);
+    rollout::apply(ebpf, want)?;
+    Ok(timed)
+}
+
 struct Row {
     name: String,
     min: f64,
@@ -230,15 +253,9 @@ fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<Vec<Row>
     };
     let baseline = Some(("write_one_table", copy.1));
     let middle = (vips / 2) as usize;
-    let (min, median) = time(|run| {
-        want.vips[middle].backends[5].weight = if run % 2 == 0 { 2 } else { 1 };
-        let applied = rollout::apply(&mut ebpf, &want)?;
-        let rebuilt = applied.vips.iter().filter(|v| v.rebuilt).count();
-        anyhow::ensure!(rebuilt == 1, "{rebuilt} VIPs rebuilt for one weight");
-        Ok(())
+    let (min, median) = toggle(&mut ebpf, &mut want, 1, "one weight", |want, on| {
+        want.vips[middle].backends[5].weight = if on { 2 } else { 1 };
     })?;
-    want.vips[middle].backends[5].weight = 1;
-    rollout::apply(&mut ebpf, &want)?;
     rows.push(Row {
         name: format!("one_weight_among_{vips}_vips"),
         min,
@@ -256,23 +273,13 @@ fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<Vec<Row>
         target: None,
         note: "nothing rebuilt; generation and meta written".into(),
     });
-    let (min, median) = time(|run| {
-        let down = run % 2 == 0;
+    let shared = SHARED_VIPS.min(vips as usize);
+    let what = format!("a backend in {SHARED_VIPS}");
+    let (min, median) = toggle(&mut ebpf, &mut want, shared, &what, |want, down| {
         for vip in want.vips.iter_mut().take(SHARED_VIPS) {
             vip.backends[0].unhealthy = Some(down);
         }
-        let applied = rollout::apply(&mut ebpf, &want)?;
-        let rebuilt = applied.vips.iter().filter(|v| v.rebuilt).count();
-        anyhow::ensure!(
-            rebuilt == SHARED_VIPS.min(vips as usize),
-            "{rebuilt} VIPs rebuilt for a backend in {SHARED_VIPS}"
-        );
-        Ok(())
     })?;
-    for vip in want.vips.iter_mut().take(SHARED_VIPS) {
-        vip.backends[0].unhealthy = Some(false);
-    }
-    rollout::apply(&mut ebpf, &want)?;
     rows.push(Row {
         name: format!("shared_backend_health_{SHARED_VIPS}_vips"),
         min,

@@ -25,40 +25,41 @@ impl Audit<'_> {
                 ALERT_WINDOW_SECONDS_RANGE.end()
             ),
         );
-        self.factor(
+        self.real(
+            &BAD_ALERTS,
             &alerts.skew_factor,
-            "skew_factor",
-            model::DEFAULT_SKEW_FACTOR,
-            "a backend alerts when its share of new flows is more than skew_factor times its \
-             expected share, so 1 or less would flag backends that get their fair share",
+            "alerts.skew_factor",
+            Real::Factor,
+            format!(
+                "write skew_factor = {} (the default) or another number above 1: a backend alerts \
+                 when its share of new flows is more than skew_factor times its expected share, \
+                 so 1 or less would flag backends that get their fair share",
+                model::DEFAULT_SKEW_FACTOR
+            ),
         );
-        self.factor(
+        self.real(
+            &BAD_ALERTS,
             &alerts.flood_factor,
-            "flood_factor",
-            model::DEFAULT_FLOOD_FACTOR,
-            "a VIP alerts when its new flows per second are more than flood_factor times its \
-             normal rate, so 1 or less would flag ordinary traffic",
+            "alerts.flood_factor",
+            Real::Factor,
+            format!(
+                "write flood_factor = {} (the default) or another number above 1: a VIP alerts \
+                 when its new flows per second are more than flood_factor times its normal \
+                 rate, so 1 or less would flag ordinary traffic",
+                model::DEFAULT_FLOOD_FACTOR
+            ),
         );
-        if let Some(share) = &alerts.max_share {
-            let value = *share.get_ref();
-            // Written so that NaN fails too.
-            if !(value > 0.0 && value <= 1.0) {
-                self.report(
-                    &BAD_ALERTS,
-                    share.span(),
-                    "alerts.max_share".into(),
-                    format!(
-                        "alerts.max_share = {value} is out of range: it must be above 0 and at \
-                         most 1"
-                    ),
-                    format!(
-                        "write max_share = {} (the default) or another share above 0 and at most \
-                         1 (1 turns this alert off)",
-                        model::DEFAULT_MAX_SHARE
-                    ),
-                );
-            }
-        }
+        self.real(
+            &BAD_ALERTS,
+            &alerts.max_share,
+            "alerts.max_share",
+            Real::Share,
+            format!(
+                "write max_share = {} (the default) or another share above 0 and at most 1 (1 \
+                 turns this alert off)",
+                model::DEFAULT_MAX_SHARE
+            ),
+        );
         let min_healthy = self.integer(
             &BAD_ALERTS,
             &alerts.min_healthy,
@@ -109,23 +110,16 @@ impl Audit<'_> {
             ),
         );
         if let Some(command) = &alerts.command {
-            let text = command.get_ref();
-            let problem = if text.trim().is_empty() {
-                Some("is empty: there is nothing to run")
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                self.report(
-                    &BAD_ALERTS,
-                    command.span(),
-                    "alerts.command".into(),
-                    format!("alerts.command = {text:?} {problem}"),
-                    "write the shell command to run when an alert starts or stops firing, e.g. \
-                     command = 'logger -t xlb \"$XLB_ALERT_MESSAGE\"', or remove command to run \
-                     nothing",
-                );
-            }
+            let empty = command.get_ref().trim().is_empty();
+            self.text(
+                &BAD_ALERTS,
+                command,
+                "alerts.command",
+                empty.then_some("is empty: there is nothing to run"),
+                "write the shell command to run when an alert starts or stops firing, e.g. \
+                 command = 'logger -t xlb \"$XLB_ALERT_MESSAGE\"', or remove command to run \
+                 nothing",
+            );
         }
         Some(Alerts {
             window: Duration::from_secs(window?),

@@ -23,27 +23,20 @@ impl Audit<'_> {
                 None
             }
         };
-        if let Some(problem) = path_problem(bgp.routes_file.get_ref()) {
-            self.report(
+        self.text(
+            &BAD_BGP,
+            &bgp.routes_file,
+            "bgp.routes_file",
+            path_problem(bgp.routes_file.get_ref()),
+            "write the absolute path of the file the daemon writes and bird.conf includes, e.g. \
+             routes_file = \"/run/xlb/bird-vips.conf\"",
+        );
+        if let Some(socket) = &bgp.socket {
+            self.text(
                 &BAD_BGP,
-                bgp.routes_file.span(),
-                "bgp.routes_file".into(),
-                format!(
-                    "bgp.routes_file = {:?} {problem}",
-                    bgp.routes_file.get_ref()
-                ),
-                "write the absolute path of the file the daemon writes and bird.conf includes, \
-                 e.g. routes_file = \"/run/xlb/bird-vips.conf\"",
-            );
-        }
-        if let Some(socket) = &bgp.socket
-            && let Some(problem) = path_problem(socket.get_ref())
-        {
-            self.report(
-                &BAD_BGP,
-                socket.span(),
-                "bgp.socket".into(),
-                format!("bgp.socket = {:?} {problem}", socket.get_ref()),
+                socket,
+                "bgp.socket",
+                path_problem(socket.get_ref()),
                 format!(
                     "write the absolute path of BIRD's control socket (bird -s), e.g. socket = \
                      \"{}\", or remove socket for that default",
@@ -52,25 +45,22 @@ impl Audit<'_> {
             );
         }
         if let Some(command) = &bgp.reload_command {
-            let text = command.get_ref();
-            let problem = if text.trim().is_empty() {
+            let problem = if command.get_ref().trim().is_empty() {
                 Some("is empty: BIRD would never reload the routes")
             } else if bgp.socket.is_some() {
                 Some("is given with socket: only one of them can say how BIRD reloads")
             } else {
                 None
             };
-            if let Some(problem) = problem {
-                self.report(
-                    &BAD_BGP,
-                    command.span(),
-                    "bgp.reload_command".into(),
-                    format!("bgp.reload_command = {text:?} {problem}"),
-                    "write the shell command that makes BIRD re-read its config, e.g. \
-                     reload_command = \"birdc -s /run/bird/bird.ctl configure\", or remove it \
-                     (and keep socket) for that default",
-                );
-            }
+            self.text(
+                &BAD_BGP,
+                command,
+                "bgp.reload_command",
+                problem,
+                "write the shell command that makes BIRD re-read its config, e.g. \
+                 reload_command = \"birdc -s /run/bird/bird.ctl configure\", or remove it (and \
+                 keep socket) for that default",
+            );
         }
         Bgp {
             routes_file: bgp.routes_file.get_ref().into(),

@@ -30,38 +30,27 @@ impl Audit<'_> {
                 fix + "; or validate on the host that will run xlb",
             );
         }
-        if let Some(size) = &global.flow_table_size
-            && !FLOW_TABLE_SIZE_RANGE.contains(size.get_ref())
-        {
-            self.report(
-                &BAD_GLOBAL,
-                size.span(),
-                "global.flow_table_size".into(),
-                format!("flow_table_size {} is out of range", size.get_ref()),
-                format!(
-                    "use a value in {}..={} (the number of flows remembered; default {})",
-                    FLOW_TABLE_SIZE_RANGE.start(),
-                    FLOW_TABLE_SIZE_RANGE.end(),
-                    model::DEFAULT_FLOW_TABLE_SIZE
-                ),
-            );
-        }
-        if let Some(mtu) = &global.mtu
-            && !MTU_RANGE.contains(mtu.get_ref())
-        {
-            self.report(
-                &BAD_GLOBAL,
-                mtu.span(),
-                "global.mtu".into(),
-                format!("mtu {} is out of range", mtu.get_ref()),
-                format!(
-                    "use a value in {}..={}: the MTU of the path to the backends (default {})",
-                    MTU_RANGE.start(),
-                    MTU_RANGE.end(),
-                    model::DEFAULT_MTU
-                ),
-            );
-        }
+        let flow_table_size = self.integer(
+            &BAD_GLOBAL,
+            &global.flow_table_size,
+            "global.flow_table_size",
+            FLOW_TABLE_SIZE_RANGE,
+            DEFAULT_FLOW_TABLE_SIZE,
+            format!(
+                "write flow_table_size = {DEFAULT_FLOW_TABLE_SIZE} (the default) or another \
+                 number of flows to remember"
+            ),
+        );
+        let mtu = self.integer(
+            &BAD_GLOBAL,
+            &global.mtu,
+            "global.mtu",
+            MTU_RANGE,
+            DEFAULT_MTU,
+            format!(
+                "write mtu = {DEFAULT_MTU} (the default) or the MTU of the path to the backends"
+            ),
+        );
         if let Some(pin_path) = &global.pin_path {
             let path = Path::new(pin_path.get_ref());
             let under_bpffs = path.is_absolute()
@@ -167,7 +156,7 @@ impl Audit<'_> {
         Some(Global {
             interface: interface.clone(),
             xdp_mode: model::xdp_mode(value(&global.xdp_mode)),
-            flow_table_size: value(&global.flow_table_size).unwrap_or(DEFAULT_FLOW_TABLE_SIZE),
+            flow_table_size: flow_table_size?,
             flow_admission: value(&global.flow_admission).unwrap_or_default(),
             pin_path: global
                 .pin_path
@@ -177,7 +166,7 @@ impl Audit<'_> {
                 Some((_, parsed)) => parsed.ok()?,
                 None => DEFAULT_METRICS_ADDRESS,
             },
-            mtu: value(&global.mtu).unwrap_or(DEFAULT_MTU),
+            mtu: mtu?,
             ipip_source_v4: value(&global.ipip_source_v4).map(|a| a.0),
             ipip_source_v6: value(&global.ipip_source_v6).map(|a| a.0),
             drain_timeout: Duration::from_secs(drain_timeout?),
@@ -205,19 +194,15 @@ impl Audit<'_> {
                 AUDIT_INTERVAL_SECONDS_RANGE.end()
             ),
         );
-        if let Some(share) = &audit.get_ref().max_backend_share {
-            let value = *share.get_ref();
-            // Written so that NaN fails too.
-            if !(value > 0.0 && value <= 1.0) {
-                self.report(
-                    &BAD_GLOBAL,
-                    share.span(),
-                    "audit.max_backend_share".into(),
-                    format!("max_backend_share {value} is out of range"),
-                    "use a share above 0 and at most 1, e.g. 0.5 (1 turns the warning off)",
-                );
-            }
-        }
+        self.real(
+            &BAD_GLOBAL,
+            &audit.get_ref().max_backend_share,
+            "audit.max_backend_share",
+            Real::Share,
+            "write a share above 0 and at most 1, e.g. max_backend_share = 0.5 (1 turns the \
+             warning off)"
+                .into(),
+        );
         let audit = audit.get_ref();
         AuditThresholds {
             max_backend_share: value(&audit.max_backend_share)

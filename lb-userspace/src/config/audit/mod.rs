@@ -12,6 +12,7 @@ mod vip;
 mod weights;
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Component, Path};
@@ -119,6 +120,17 @@ fn unusable(address: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Why a MAC cannot be the destination of a frame towards a backend, if it cannot.
+fn unusable_mac(mac: [u8; 6]) -> Option<&'static str> {
+    if mac == [0; 6] {
+        Some("the all-zero MAC")
+    } else if mac[0] & 1 == 1 {
+        Some("a multicast or broadcast MAC")
+    } else {
+        None
+    }
+}
+
 /// A backend's weight, the default applied.
 fn weight(backend: &BackendFile) -> u32 {
     value(&backend.weight).unwrap_or(DEFAULT_WEIGHT)
@@ -187,15 +199,19 @@ impl Audit<'_> {
     /// An integer field in the model's type: `default` when absent, its value when inside
     /// `range`; else a finding of `rule` that names the field, the value and the range (`fix`
     /// says what to write instead), and `None`.
-    fn integer<T: TryFrom<i64>>(
+    fn integer<S, T>(
         &mut self,
         rule: &Rule,
-        field: &Option<Spanned<i64>>,
+        field: &Option<Spanned<S>>,
         path: &str,
-        range: RangeInclusive<i64>,
+        range: RangeInclusive<S>,
         default: T,
         fix: String,
-    ) -> Option<T> {
+    ) -> Option<T>
+    where
+        S: Copy + PartialOrd + Display + Into<i64>,
+        T: TryFrom<S>,
+    {
         let Some(spanned) = field else {
             return Some(default);
         };
@@ -204,9 +220,8 @@ impl Audit<'_> {
             return T::try_from(value).ok();
         }
         // An upper bound that only the model's type sets is noise next to a value too small.
-        let allowed = if *range.end() == i64::MAX
-            || (value < *range.start() && *range.end() >= i64::from(u32::MAX))
-        {
+        let end: i64 = (*range.end()).into();
+        let allowed = if end == i64::MAX || (value < *range.start() && end >= i64::from(u32::MAX)) {
             format!("at least {}", range.start())
         } else {
             format!("in {}..={}", range.start(), range.end())
@@ -221,24 +236,76 @@ impl Audit<'_> {
         None
     }
 
-    /// A finding of XLB015 if factor `alerts.NAME` is given and not a finite number above 1;
-    /// `meaning` says why.
-    fn factor(&mut self, field: &Option<Spanned<f64>>, name: &str, default: f64, meaning: &str) {
-        let Some(factor) = field else { return };
-        let value = *factor.get_ref();
-        // Written so that NaN fails too; infinity would never alert.
-        if !(value > 1.0 && value.is_finite()) {
+    /// A finding of `rule` if real field `path` is given and outside `bounds`; `fix` says
+    /// what to write instead.
+    fn real(
+        &mut self,
+        rule: &Rule,
+        field: &Option<Spanned<f64>>,
+        path: &str,
+        bounds: Real,
+        fix: String,
+    ) {
+        let Some(spanned) = field else { return };
+        let value = *spanned.get_ref();
+        if !bounds.contains(value) {
             self.report(
-                &BAD_ALERTS,
-                factor.span(),
-                format!("alerts.{name}"),
+                rule,
+                spanned.span(),
+                path.to_owned(),
                 format!(
-                    "alerts.{name} = {value} is out of range: it must be a finite number above 1"
+                    "{path} = {value} is out of range: it must be {}",
+                    bounds.describe()
                 ),
-                format!(
-                    "write {name} = {default} (the default) or another number above 1: {meaning}"
-                ),
+                fix,
             );
+        }
+    }
+
+    /// A finding of `rule` on text field `path` when `problem` says what is wrong with its
+    /// value (the message quotes the value, then the problem).
+    fn text(
+        &mut self,
+        rule: &Rule,
+        field: &Spanned<String>,
+        path: &str,
+        problem: Option<&str>,
+        fix: impl Into<String>,
+    ) {
+        if let Some(problem) = problem {
+            self.report(
+                rule,
+                field.span(),
+                path.to_owned(),
+                format!("{path} = {:?} {problem}", field.get_ref()),
+                fix,
+            );
+        }
+    }
+}
+
+/// The bounds of a real-valued setting.
+#[derive(Clone, Copy)]
+enum Real {
+    /// Above 0 and at most 1.
+    Share,
+    /// A finite number above 1 (infinity would never alert).
+    Factor,
+}
+
+impl Real {
+    /// Written so that NaN lies outside every bound.
+    fn contains(self, value: f64) -> bool {
+        match self {
+            Real::Share => value > 0.0 && value <= 1.0,
+            Real::Factor => value > 1.0 && value.is_finite(),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Real::Share => "above 0 and at most 1",
+            Real::Factor => "a finite number above 1",
         }
     }
 }

@@ -151,15 +151,7 @@ impl Audit<'_> {
                     );
                 }
                 Some(mac) => {
-                    let bytes = mac.get_ref().0;
-                    let why = if bytes == [0; 6] {
-                        Some("the all-zero MAC")
-                    } else if bytes[0] & 1 == 1 {
-                        Some("a multicast or broadcast MAC")
-                    } else {
-                        None
-                    };
-                    if let Some(why) = why {
+                    if let Some(why) = unusable_mac(mac.get_ref().0) {
                         self.report(
                             &UNUSABLE_ADDRESS,
                             mac.span(),
