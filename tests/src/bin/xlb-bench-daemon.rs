@@ -440,39 +440,49 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
             .into(),
     }];
 
-    // One weight, through the daemon: SIGHUP, then the generation moves (the reload waits
-    // 200 ms for a second read of the file to agree). The generation is polled in the meta
-    // map, a system call (`xlb status` would cost a process and a read of every table per
-    // poll, on the cores the daemon checks the file on).
+    // One weight, through the daemon: SIGHUP, then the reload's generation reaches the meta
+    // map (the reload waits 200 ms for a second read of the file to agree). The generation is
+    // polled in the meta map, a system call (`xlb status` would cost a process and a read of
+    // every table per poll, on the cores the daemon checks the file on). A health change may
+    // move the generation first: the reload's own generation is the one its log line names.
     let mut pinned = pins::open(&pin_path)?;
     let mut generation = || -> u64 {
         maps::array::<Meta>(&mut pinned, map_names::META)
             .and_then(|meta| Ok(meta.get(&0, 0)?.generation))
             .unwrap_or(0)
     };
-    let before = generation();
+    let reloads_before = reload_applies(&log)?.len();
+    let mut last = generation();
+    // Each generation seen, with when it was first seen.
+    let mut seen: Vec<(u64, Duration)> = Vec::new();
     std::fs::write(&file, config_text(vips, &pin_path, 2))?;
     let sent = Instant::now();
     // SAFETY: signalling a child this process spawned.
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    while generation() == before {
+    let reload_apply = loop {
+        let now = generation();
+        if now != last {
+            seen.push((now, sent.elapsed()));
+            last = now;
+            // The daemon logs an apply after writing its generation.
+            if let Some(&apply) = reload_applies(&log)?.get(reloads_before) {
+                break apply;
+            }
+        }
         anyhow::ensure!(
             sent.elapsed() < Duration::from_secs(60),
             "the reload never applied; the daemon's log ends: {}",
             tail()
         );
         std::thread::sleep(Duration::from_millis(5));
-    }
-    let reload = sent.elapsed();
+    };
+    let reload = seen
+        .iter()
+        .find(|(seen, _)| *seen >= reload_apply.generation)
+        .map(|(_, at)| *at)
+        .context("the reload's generation was logged but never seen in the meta map")?;
     drop(pinned);
-    let applied = std::fs::read_to_string(&log)?
-        .lines()
-        .rev()
-        .find(|l| l.contains("applied (reload)"))
-        .and_then(|l| l.split("seconds=").nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(f64::NAN);
+    let applied = reload_apply.seconds;
     rows.push(Row {
         name: format!("daemon_one_weight_reload_{vips}_vips"),
         min: ms(reload),
@@ -545,6 +555,36 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
             "stopped_cleanly": stopped.success(),
         }),
     ))
+}
+
+/// An apply the daemon logged: its generation and how long it took.
+#[derive(Clone, Copy)]
+struct LoggedApply {
+    generation: u64,
+    seconds: f64,
+}
+
+/// The reload applies the daemon logged in `log`, in order.
+fn reload_applies(log: &Path) -> anyhow::Result<Vec<LoggedApply>> {
+    let field = |line: &str, name: &str| -> Option<String> {
+        let value = line.split(&format!("{name}=")).nth(1)?;
+        value.split_whitespace().next().map(str::to_owned)
+    };
+    std::fs::read_to_string(log)?
+        .lines()
+        .filter(|line| line.contains("applied (reload)"))
+        .map(|line| {
+            let parsed = field(line, "generation")
+                .and_then(|g| g.parse().ok())
+                .zip(field(line, "seconds").and_then(|s| s.parse().ok()));
+            let (generation, seconds) = parsed
+                .with_context(|| format!("the daemon's apply line is not understood: {line}"))?;
+            Ok(LoggedApply {
+                generation,
+                seconds,
+            })
+        })
+        .collect()
 }
 
 /// The bench's pin directories under /sys/fs/bpf, named by the bench's pid.
