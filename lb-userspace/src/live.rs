@@ -61,6 +61,19 @@ impl Snapshot {
         })
     }
 
+    /// The live state: `kept` (read or written earlier) while the live generation is still
+    /// its own, else read afresh. Every change through xlb moves the generation; an edit behind
+    /// its back (bpftool) does not, and is seen once the caller stops keeping a snapshot.
+    pub fn read_unless_kept(
+        maps: &mut (impl Maps + ?Sized),
+        kept: Option<Snapshot>,
+    ) -> anyhow::Result<Snapshot> {
+        match kept {
+            Some(kept) if generation(maps)? == kept.meta.generation => Ok(kept),
+            _ => Snapshot::read(maps),
+        }
+    }
+
     /// Writes this snapshot back: VIP entries (removing any added since), backends, config,
     /// filter and meta. Table copies are not touched: the restored VIP entries point at the
     /// copies that were live when the snapshot was taken, and nothing writes a live copy.
@@ -115,6 +128,14 @@ impl Snapshot {
         };
         steering::read_table(maps, base, vip.table_size)
     }
+}
+
+/// The generation in the meta map: every apply, and every other change through xlb, moves it.
+pub fn generation(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<u64> {
+    let meta = array::<Meta>(maps, map_names::META)?
+        .get(&0, 0)
+        .context("reading the meta map")?;
+    Ok(meta.generation)
 }
 
 /// What a backend entry's flags mean, for people and for the alarms.

@@ -216,7 +216,7 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     let mut daemon = Daemon::start(
         file,
         model,
-        text.text.into_bytes(),
+        text,
         counts,
         keeper,
         owner.listener()?,
