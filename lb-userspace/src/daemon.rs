@@ -78,6 +78,8 @@ pub struct Daemon {
     /// The slot counts of the tables the running config was judged on: a reload builds only
     /// the tables of the VIPs its change touches to check them.
     counts: KnownCounts,
+    /// The parsed VIPs of the last file parsed: a reload parses only the VIPs that changed.
+    reparse: config::Reparse,
     /// The bytes of the last file found invalid, so the watch does not re-check them every
     /// second (a SIGHUP does).
     rejected: Option<Vec<u8>>,
@@ -153,13 +155,18 @@ impl Signals {
 
 impl Daemon {
     /// Starts health checks, the metrics endpoint and the server of `control_socket` for
-    /// `model`, already applied from `text` (whose tables were judged on `counts`) in
-    /// `first_apply`.
+    /// `model`, already applied from `text` (whose tables were judged on `counts`, and whose
+    /// VIPs `reparse` parsed) in `first_apply`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one part of the state `xlb run` hands over"
+    )]
     pub async fn start(
         file: &Path,
         model: Model,
         text: ConfigText,
         counts: KnownCounts,
+        reparse: config::Reparse,
         keeper: pins::Keeper,
         control_socket: tokio::net::UnixListener,
         first_apply: Duration,
@@ -224,6 +231,7 @@ impl Daemon {
             bytes: text.text.into_bytes(),
             hash: text.hash,
             counts,
+            reparse,
             rejected: None,
             watch: watch::Watch::default(),
             keeper,
@@ -725,9 +733,20 @@ impl Daemon {
         bytes: Vec<u8>,
         overrides: &[String],
     ) -> Result<Applied, Refusal> {
-        let checked = config::parse_bytes(&bytes, &self.file).and_then(|parsed| {
+        let started = Instant::now();
+        let parsed = config::parse_bytes_reusing(&bytes, &self.file, &mut self.reparse);
+        let parse_seconds = started.elapsed().as_secs_f64();
+        let checked = parsed.and_then(|parsed| {
             config::check_parsed(parsed, &HostEnvironment, overrides, &self.counts)
         });
+        let check_seconds = started.elapsed().as_secs_f64() - parse_seconds;
+        match self.reparse.parsed() {
+            Some(vips_parsed) => info!(
+                vips_parsed,
+                parse_seconds, check_seconds, "config checked: only the VIPs that changed parsed"
+            ),
+            None => info!(parse_seconds, check_seconds, "config checked: parsed whole"),
+        }
         match checked {
             Err(rejected) => {
                 for diagnostic in &rejected.diagnostics {
