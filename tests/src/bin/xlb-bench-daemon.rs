@@ -451,7 +451,9 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
             .and_then(|meta| Ok(meta.get(&0, 0)?.generation))
             .unwrap_or(0)
     };
-    let reloads_before = reload_applies(&log)?.len();
+    let reload_applies = || log_fields(&log, "applied (reload)", ["generation", "seconds"]);
+    let checks = || log_fields(&log, "config checked", ["parse_seconds", "check_seconds"]);
+    let (reloads_before, checks_before) = (reload_applies()?.len(), checks()?.len());
     let mut last = generation();
     // Each generation seen, with when it was first seen.
     let mut seen: Vec<(u64, Duration)> = Vec::new();
@@ -459,13 +461,13 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     let sent = Instant::now();
     // SAFETY: signalling a child this process spawned.
     unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    let reload_apply = loop {
+    let [reload_generation, applied] = loop {
         let now = generation();
         if now != last {
             seen.push((now, sent.elapsed()));
             last = now;
             // The daemon logs an apply after writing its generation.
-            if let Some(&apply) = reload_applies(&log)?.get(reloads_before) {
+            if let Some(&apply) = reload_applies()?.get(reloads_before) {
                 break apply;
             }
         }
@@ -478,11 +480,13 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     };
     let reload = seen
         .iter()
-        .find(|(seen, _)| *seen >= reload_apply.generation)
+        .find(|(seen, _)| *seen as f64 >= reload_generation)
         .map(|(_, at)| *at)
         .context("the reload's generation was logged but never seen in the meta map")?;
     drop(pinned);
-    let applied = reload_apply.seconds;
+    let [parse, check] = *checks()?
+        .get(checks_before)
+        .context("the reload's config check was not logged")?;
     rows.push(Row {
         name: format!("daemon_one_weight_reload_{vips}_vips"),
         min: ms(reload),
@@ -501,6 +505,27 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
         target: Some(20.0),
         note: "the apply itself, as the daemon logs it".into(),
     });
+    for (part, seconds, note) in [
+        (
+            "parse",
+            parse,
+            "parsing the file (only the VIPs that changed)",
+        ),
+        (
+            "check",
+            check,
+            "checking the whole config, table counts known",
+        ),
+    ] {
+        rows.push(Row {
+            name: format!("daemon_one_weight_reload_{part}_{vips}_vips"),
+            min: seconds * 1000.0,
+            median: seconds * 1000.0,
+            baseline: None,
+            target: None,
+            note: format!("{note}, as the daemon logs it"),
+        });
+    }
     for (verb, args) in [
         ("status", vec!["status"]),
         ("stats", vec!["stats"]),
@@ -557,32 +582,25 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
     ))
 }
 
-/// An apply the daemon logged: its generation and how long it took.
-#[derive(Clone, Copy)]
-struct LoggedApply {
-    generation: u64,
-    seconds: f64,
-}
-
-/// The reload applies the daemon logged in `log`, in order.
-fn reload_applies(log: &Path) -> anyhow::Result<Vec<LoggedApply>> {
-    let field = |line: &str, name: &str| -> Option<String> {
-        let value = line.split(&format!("{name}=")).nth(1)?;
-        value.split_whitespace().next().map(str::to_owned)
+/// The values of the fields `names` on each line of `log` that contains `what`, in order.
+fn log_fields<const N: usize>(
+    log: &Path,
+    what: &str,
+    names: [&str; N],
+) -> anyhow::Result<Vec<[f64; N]>> {
+    let field = |line: &str, name: &str| -> Option<f64> {
+        let value = line.split(&format!(" {name}=")).nth(1)?;
+        value.split_whitespace().next()?.parse().ok()
     };
     std::fs::read_to_string(log)?
         .lines()
-        .filter(|line| line.contains("applied (reload)"))
+        .filter(|line| line.contains(what))
         .map(|line| {
-            let parsed = field(line, "generation")
-                .and_then(|g| g.parse().ok())
-                .zip(field(line, "seconds").and_then(|s| s.parse().ok()));
-            let (generation, seconds) = parsed
-                .with_context(|| format!("the daemon's apply line is not understood: {line}"))?;
-            Ok(LoggedApply {
-                generation,
-                seconds,
-            })
+            let values = names.map(|name| field(line, name));
+            let values: Option<Vec<f64>> = values.into_iter().collect();
+            values
+                .and_then(|values| values.try_into().ok())
+                .with_context(|| format!("no {names:?} in the daemon's line: {line}"))
         })
         .collect()
 }
