@@ -43,9 +43,7 @@ impl Snapshot {
             all.to_vec()
         })
         .context("reading the backend map")?;
-        let config = array::<Config>(maps, map_names::CONFIG)?
-            .get(&0, 0)
-            .context("reading the config map")?;
+        let config = settings(maps)?;
         let filter = array::<VipFilter>(maps, map_names::VIP_FILTER)?
             .get(&0, 0)
             .context("reading the VIP filter")?;
@@ -136,6 +134,13 @@ pub fn generation(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<u64> {
         .get(&0, 0)
         .context("reading the meta map")?;
     Ok(meta.generation)
+}
+
+/// The run-time settings in the config map.
+pub fn settings(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Config> {
+    array::<Config>(maps, map_names::CONFIG)?
+        .get(&0, 0)
+        .context("reading the config map")
 }
 
 /// What a backend entry's flags mean, for people and for the alarms.

@@ -215,14 +215,17 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
 }
 
 /// [`apply`] over `live`, the live state as the caller last read or wrote it, without reading
-/// the maps again: the caller vouches that nothing wrote them since (the daemon, their one
-/// writer, while the generation in the meta map is still its own). Returns the state the apply
-/// leaves, what [`Snapshot::read`] would find, for the next apply to start from.
+/// the VIP and backend entries again: the caller vouches that nothing wrote them since (the
+/// daemon, their one writer, while the generation in the meta map is still its own). The run-time
+/// settings are read again: `xlb trace` switches its flag there without a new generation.
+/// Returns the state the apply leaves, what [`Snapshot::read`] would find, for the next apply to
+/// start from.
 pub fn apply_over(
     maps: &mut (impl Maps + ?Sized),
-    live: Snapshot,
+    mut live: Snapshot,
     desired: &Desired,
 ) -> anyhow::Result<(Applied, Snapshot)> {
+    live.config = crate::live::settings(maps)?;
     let capacity = Capacity::read(maps)?;
     let compared = compare(&live, &capacity, desired, Scope::Changed);
     let plan = plan(&live, &capacity, desired, &compared)?;

@@ -5,13 +5,15 @@
 use aya::Ebpf;
 use lb_common::{
     Config, PROGRAM_NAME, Reason, Verdict,
+    config::CONFIG_TRACE,
+    map_names,
     service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
 use lb_userspace::{
     capacity::Capacity,
     counters::Totals,
     live::Snapshot,
-    object,
+    maps, object,
     rollout::{self as apply, Desired, DesiredBackend, DesiredVip},
     steering,
     table_record::Records,
@@ -177,6 +179,24 @@ fn apply_over_returns_the_state_it_wrote() {
         );
         live = left;
     }
+    // `xlb trace` switches its flag without a new generation: an apply over a kept snapshot
+    // that changes the settings keeps it.
+    let mut configs = maps::array::<Config>(&mut ebpf, map_names::CONFIG).expect("config map");
+    let traced = Config {
+        flags: configs.get(&0, 0).expect("config").flags | CONFIG_TRACE,
+        ..configs.get(&0, 0).expect("config")
+    };
+    configs.set(0, &traced, 0).expect("trace on");
+    let mut mtu = desired([1, 2, 3]);
+    mtu.config.mtu = 1300;
+    let (_, live) = apply::apply_over(&mut ebpf, live, &mtu).expect("apply");
+    assert_eq!(live, Snapshot::read(&mut ebpf).expect("snapshot"));
+    assert_ne!(
+        live.config.flags & CONFIG_TRACE,
+        0,
+        "the trace flag was lost"
+    );
+    assert_eq!(live.config.mtu, 1300);
     let kept = live.clone();
     apply::apply(&mut ebpf, &desired([2, 2, 2])).expect("another writer's apply");
     let now = Snapshot::read_unless_kept(&mut ebpf, Some(kept.clone())).expect("snapshot");
