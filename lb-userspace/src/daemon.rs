@@ -31,12 +31,12 @@ use crate::{
     backend::{self, BackendAction},
     bgp::Announcer,
     capacity::Capacity,
-    config::{self, HostEnvironment, Model},
+    config::{self, ConfigText, HostEnvironment, Model},
     control::{self, Identity, Incoming, Refusal, Request},
     diff::effect::KnownCounts,
     down, exit, flood,
     health::{self, Checker, Health, Probe, Target, Tracker},
-    live::BackendState,
+    live::{BackendState, Snapshot},
     metrics,
     notify::Notifier,
     pins,
@@ -72,9 +72,14 @@ pub struct Daemon {
     model: Model,
     /// The config file's bytes as last applied.
     bytes: Vec<u8>,
+    /// [`config::hash`] of `bytes`, taken once when they were checked: hashing 10 MB costs
+    /// milliseconds, and every apply records it.
+    hash: u64,
     /// The slot counts of the tables the running config was judged on: a reload builds only
     /// the tables of the VIPs its change touches to check them.
     counts: KnownCounts,
+    /// The parsed VIPs of the last file parsed: a reload parses only the VIPs that changed.
+    reparse: config::Reparse,
     /// The bytes of the last file found invalid, so the watch does not re-check them every
     /// second (a SIGHUP does).
     rejected: Option<Vec<u8>>,
@@ -99,6 +104,12 @@ pub struct Daemon {
     detector: Detector,
     /// The alarms' counters and expected shares, the tables counted once per change.
     shares: shares::Shares,
+    /// The live state as the daemon's last apply left it: the next apply starts from it rather
+    /// than reading 100,000 entries again, while the generation is still that apply's (any
+    /// other writer through xlb moves it, and the apply reads the maps afresh: repair on apply
+    /// as before). An edit behind xlb's back that keeps the generation (bpftool) is repaired
+    /// by the first apply after the scheduled audit, which drops this.
+    written: Option<Snapshot>,
     /// `flood` and `evictions` alerts.
     flood: flood::Detector,
     /// Drained backends and when the daemon first saw them drained.
@@ -144,13 +155,18 @@ impl Signals {
 
 impl Daemon {
     /// Starts health checks, the metrics endpoint and the server of `control_socket` for
-    /// `model`, already applied from `bytes` (whose tables were judged on `counts`) in
-    /// `first_apply`.
+    /// `model`, already applied from `text` (whose tables were judged on `counts`, and whose
+    /// VIPs `reparse` parsed) in `first_apply`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one part of the state `xlb run` hands over"
+    )]
     pub async fn start(
         file: &Path,
         model: Model,
-        bytes: Vec<u8>,
+        text: ConfigText,
         counts: KnownCounts,
+        reparse: config::Reparse,
         keeper: pins::Keeper,
         control_socket: tokio::net::UnixListener,
         first_apply: Duration,
@@ -209,10 +225,13 @@ impl Daemon {
             targets,
             detector: Detector::new(skew::Settings::from(&model.alerts)),
             shares: shares::Shares::default(),
+            written: None,
             flood: flood::Detector::new(flood::Settings::from(&model.alerts)),
             model,
-            bytes,
+            bytes: text.text.into_bytes(),
+            hash: text.hash,
             counts,
+            reparse,
             rejected: None,
             watch: watch::Watch::default(),
             keeper,
@@ -500,13 +519,14 @@ impl Daemon {
             self.own_generation = live_generation;
         }
         self.next_audit = now + self.model.audit.interval;
-        // The alarms too judge against the live tables again, whoever edited them.
+        // The alarms too judge against the live tables again, and the next apply starts from
+        // them, whoever edited them.
         self.shares.forget();
-        let findings =
-            match audit::against_config(ebpf, &self.model, config::hash(&self.bytes), &self.file) {
-                Ok(findings) => findings,
-                Err(err) => return error!("the scheduled audit failed: {err:#}"),
-            };
+        self.written = None;
+        let findings = match audit::against_config(ebpf, &self.model, self.hash, &self.file) {
+            Ok(findings) => findings,
+            Err(err) => return error!("the scheduled audit failed: {err:#}"),
+        };
         let mut by_vip: BTreeMap<String, Vec<&audit::Finding>> = BTreeMap::new();
         for finding in findings
             .iter()
@@ -713,9 +733,20 @@ impl Daemon {
         bytes: Vec<u8>,
         overrides: &[String],
     ) -> Result<Applied, Refusal> {
-        let checked = config::parse_bytes(&bytes, &self.file).and_then(|parsed| {
+        let started = Instant::now();
+        let parsed = config::parse_bytes_reusing(&bytes, &self.file, &mut self.reparse);
+        let parse_seconds = started.elapsed().as_secs_f64();
+        let checked = parsed.and_then(|parsed| {
             config::check_parsed(parsed, &HostEnvironment, overrides, &self.counts)
         });
+        let check_seconds = started.elapsed().as_secs_f64() - parse_seconds;
+        match self.reparse.parsed() {
+            Some(vips_parsed) => info!(
+                vips_parsed,
+                parse_seconds, check_seconds, "config checked: only the VIPs that changed parsed"
+            ),
+            None => info!(parse_seconds, check_seconds, "config checked: parsed whole"),
+        }
         match checked {
             Err(rejected) => {
                 for diagnostic in &rejected.diagnostics {
@@ -742,7 +773,7 @@ impl Daemon {
                 model,
                 warnings,
                 counts,
-                ..
+                text,
             }) => {
                 for warning in &warnings {
                     warn!("{warning}");
@@ -812,7 +843,9 @@ impl Daemon {
                     warn!("{err:#}");
                 }
                 self.model = model;
-                self.bytes = bytes;
+                // The checked text is these bytes: kept once, with the hash its check took.
+                self.bytes = text.text.into_bytes();
+                self.hash = text.hash;
                 self.counts = counts;
                 self.rejected = None;
                 let applied = self.reconcile(ebpf, "reload");
@@ -830,9 +863,14 @@ impl Daemon {
     /// must not take the service down), and the few_healthy alert says so.
     fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) -> anyhow::Result<Applied> {
         self.interrupt_canary(ebpf, why);
-        let desired = self.desired_with_health(&self.model, &self.bytes);
+        let desired = self.desired_with_health(&self.model, self.hash);
         let started = Instant::now();
-        let result = rollout::apply(ebpf, &desired);
+        let result = Snapshot::read_unless_kept(ebpf, self.written.take())
+            .and_then(|live| rollout::apply_over(ebpf, live, &desired))
+            .map(|(applied, left)| {
+                self.written = Some(left);
+                applied
+            });
         match &result {
             Ok(applied) => {
                 let seconds = started.elapsed().as_secs_f64();
@@ -840,7 +878,11 @@ impl Daemon {
                     extra.apply_seconds.observe(started.elapsed());
                 }
                 self.own_generation = applied.generation;
-                info!(generation = applied.generation, seconds, "applied ({why})");
+                let rebuilt = applied.vips.iter().filter(|vip| vip.rebuilt).count();
+                info!(
+                    generation = applied.generation,
+                    rebuilt, seconds, "applied ({why})"
+                );
             }
             Err(err) => error!("apply after {why} failed, the previous state stays: {err:#}"),
         }
@@ -848,10 +890,11 @@ impl Daemon {
         result
     }
 
-    /// The desired state of `model` (from `bytes`) with the backends' health as the daemon's
-    /// checks judge it. A backend the checks do not cover counts as healthy.
-    fn desired_with_health(&self, model: &Model, bytes: &[u8]) -> Desired {
-        let mut desired = Desired::from_model(model, config::hash(bytes));
+    /// The desired state of `model` (from the file whose [`config::hash`] is `hash`) with the
+    /// backends' health as the daemon's checks judge it. A backend the checks do not cover
+    /// counts as healthy.
+    fn desired_with_health(&self, model: &Model, hash: u64) -> Desired {
+        let mut desired = Desired::from_model(model, hash);
         for (vip, wanted) in model.vips.iter().zip(&mut desired.vips) {
             let down: Vec<bool> = vip
                 .backends
@@ -1009,8 +1052,7 @@ fn generation(ebpf: &mut Ebpf) -> u64 {
 
 /// The live generation, or why the meta map cannot be read.
 fn readable_generation(ebpf: &mut Ebpf) -> anyhow::Result<u64> {
-    let meta = crate::maps::array::<lb_common::meta::Meta>(ebpf, lb_common::map_names::META)?;
-    Ok(meta.get(&0, 0)?.generation)
+    crate::live::generation(ebpf)
 }
 
 /// Whether `a` and `b` name the same file.

@@ -43,9 +43,7 @@ impl Snapshot {
             all.to_vec()
         })
         .context("reading the backend map")?;
-        let config = array::<Config>(maps, map_names::CONFIG)?
-            .get(&0, 0)
-            .context("reading the config map")?;
+        let config = settings(maps)?;
         let filter = array::<VipFilter>(maps, map_names::VIP_FILTER)?
             .get(&0, 0)
             .context("reading the VIP filter")?;
@@ -59,6 +57,19 @@ impl Snapshot {
             filter,
             meta,
         })
+    }
+
+    /// The live state: `kept` (read or written earlier) while the live generation is still
+    /// its own, else read afresh. Every change through xlb moves the generation; an edit behind
+    /// its back (bpftool) does not, and is seen once the caller stops keeping a snapshot.
+    pub fn read_unless_kept(
+        maps: &mut (impl Maps + ?Sized),
+        kept: Option<Snapshot>,
+    ) -> anyhow::Result<Snapshot> {
+        match kept {
+            Some(kept) if generation(maps)? == kept.meta.generation => Ok(kept),
+            _ => Snapshot::read(maps),
+        }
     }
 
     /// Writes this snapshot back: VIP entries (removing any added since), backends, config,
@@ -115,6 +126,21 @@ impl Snapshot {
         };
         steering::read_table(maps, base, vip.table_size)
     }
+}
+
+/// The generation in the meta map: every apply, and every other change through xlb, moves it.
+pub fn generation(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<u64> {
+    let meta = array::<Meta>(maps, map_names::META)?
+        .get(&0, 0)
+        .context("reading the meta map")?;
+    Ok(meta.generation)
+}
+
+/// The run-time settings in the config map.
+pub fn settings(maps: &mut (impl Maps + ?Sized)) -> anyhow::Result<Config> {
+    array::<Config>(maps, map_names::CONFIG)?
+        .get(&0, 0)
+        .context("reading the config map")
 }
 
 /// What a backend entry's flags mean, for people and for the alarms.

@@ -214,6 +214,24 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
     apply_with_fault_injection(maps, desired, None)
 }
 
+/// [`apply`] over `live`, the live state as the caller last read or wrote it, without reading
+/// the VIP and backend entries again: the caller vouches that nothing wrote them since (the
+/// daemon, their one writer, while the generation in the meta map is still its own). The run-time
+/// settings are read again: `xlb trace` switches its flag there without a new generation.
+/// Returns the state the apply leaves, what [`Snapshot::read`] would find, for the next apply to
+/// start from.
+pub fn apply_over(
+    maps: &mut (impl Maps + ?Sized),
+    mut live: Snapshot,
+    desired: &Desired,
+) -> anyhow::Result<(Applied, Snapshot)> {
+    live.config = crate::live::settings(maps)?;
+    let capacity = Capacity::read(maps)?;
+    let compared = compare(&live, &capacity, desired, Scope::Changed);
+    let plan = plan(&live, &capacity, desired, &compared)?;
+    write_plan(maps, live, plan, desired, None)
+}
+
 /// How much of the traffic an apply gives its new tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reach {
@@ -284,7 +302,7 @@ pub fn apply_canary(
         Ok(())
     });
     match result {
-        Ok(()) => Ok((
+        Ok(_) => Ok((
             Applied {
                 generation: snapshot.meta.generation + 1,
                 vips: plan.vips,
@@ -344,7 +362,7 @@ pub fn apply_with_fault_injection(
     let capacity = Capacity::read(maps)?;
     let compared = compare(&snapshot, &capacity, desired, Scope::Changed);
     let plan = plan(&snapshot, &capacity, desired, &compared)?;
-    write_plan(maps, &snapshot, plan, desired, fail_before)
+    write_plan(maps, snapshot, plan, desired, fail_before).map(|(applied, _)| applied)
 }
 
 /// [`apply`], once `guard` has seen what it would install (each VIP's new table and backend
@@ -362,22 +380,22 @@ pub fn apply_guarded<M: Maps + ?Sized, R>(
     if let Some(refusal) = guard(maps, &snapshot, &capacity, &plan.vips)? {
         return Ok(Err(refusal));
     }
-    write_plan(maps, &snapshot, plan, desired, None).map(Ok)
+    write_plan(maps, snapshot, plan, desired, None).map(|(applied, _)| Ok(applied))
 }
 
 /// Writes `plan`, restoring `snapshot` if a write fails (or the fault point `fail_before` is
-/// reached).
+/// reached); returns what it applied and the state it left.
 fn write_plan(
     maps: &mut (impl Maps + ?Sized),
-    snapshot: &Snapshot,
+    snapshot: Snapshot,
     plan: Plan,
     desired: &Desired,
     fail_before: Option<usize>,
-) -> anyhow::Result<Applied> {
+) -> anyhow::Result<(Applied, Snapshot)> {
     let mut step = 0;
     let result = write(
         maps,
-        snapshot,
+        &snapshot,
         &plan,
         desired,
         Reach::Whole,
@@ -391,10 +409,14 @@ fn write_plan(
         },
     );
     match result {
-        Ok(()) => Ok(Applied {
-            generation: snapshot.meta.generation + 1,
-            vips: plan.vips,
-        }),
+        Ok(settings) => {
+            let left = written(snapshot, &plan, settings);
+            let applied = Applied {
+                generation: left.meta.generation,
+                vips: plan.vips,
+            };
+            Ok((applied, left))
+        }
         Err(err) => match snapshot.restore(maps) {
             Ok(()) => Err(err.context("apply failed; the previous state was restored")),
             Err(restore) => Err(err.context(format!(
@@ -821,8 +843,45 @@ fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec
     })
 }
 
+/// The single-entry maps a write set: the filter and config if it wrote them, and the meta.
+struct Settings {
+    filter: Option<VipFilter>,
+    config: Option<Config>,
+    meta: Meta,
+}
+
+/// `snapshot` once `plan` is written whole with `settings`: what a read of the maps finds
+/// then, built without reading them.
+fn written(mut snapshot: Snapshot, plan: &Plan, settings: Settings) -> Snapshot {
+    let retired = plan.retired.iter().map(|&id| (id, Backend::default()));
+    for (id, backend) in plan.backends.iter().copied().chain(retired) {
+        if let Some(slot) = snapshot.backends.get_mut(id as usize) {
+            *slot = backend;
+        }
+    }
+    for applied in plan.vips.iter().filter(|applied| applied.rebuilt) {
+        match snapshot
+            .vips
+            .binary_search_by_key(&applied.key, |(key, _)| *key)
+        {
+            Ok(i) => snapshot.vips[i].1 = applied.vip,
+            Err(i) => snapshot.vips.insert(i, (applied.key, applied.vip)),
+        }
+    }
+    let mut removed = plan.removed.clone();
+    removed.sort_unstable();
+    snapshot
+        .vips
+        .retain(|(key, _)| removed.binary_search(key).is_err());
+    snapshot.filter = settings.filter.unwrap_or(snapshot.filter);
+    snapshot.config = settings.config.unwrap_or(snapshot.config);
+    snapshot.meta = settings.meta;
+    snapshot
+}
+
 /// Writes `plan`; under a canary, the VIPs in `tried` keep their live copy with the
 /// canary's threshold, the others flip as in a whole apply (their tables are unchanged).
+/// Returns the settings it left (under a canary, only the meta is of use).
 fn write(
     maps: &mut (impl Maps + ?Sized),
     snapshot: &Snapshot,
@@ -831,7 +890,7 @@ fn write(
     reach: Reach,
     tried: &[VipKey],
     step: &mut dyn FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Settings> {
     // New and changed backends first: no live table points at a new id yet.
     step()?;
     let mut backends = array::<Backend>(maps, map_names::BACKENDS)?;
@@ -907,7 +966,11 @@ fn write(
                 ..snapshot.meta
             };
             array::<Meta>(maps, map_names::META)?.set(0, &meta, 0)?;
-            return Ok(());
+            return Ok(Settings {
+                filter: None,
+                config: None,
+                meta,
+            });
         }
         Reach::Whole => 0,
     };
@@ -922,16 +985,19 @@ fn write(
             .with_context(|| format!("clearing backend {id}"))?;
     }
     step()?;
-    if plan.vip_set {
+    let filter = if plan.vip_set {
         let mut filter = [0u64; 64];
         for applied in &plan.vips {
             set_bit(&mut filter, &applied.key);
         }
         array::<VipFilter>(maps, map_names::VIP_FILTER)?.set(0, &filter, 0)?;
         steering::set_vip_addrs(maps, plan.vips.iter().map(|applied| &applied.key))?;
-    }
+        Some(filter)
+    } else {
+        None
+    };
     step()?;
-    if plan.settings {
+    let config = if plan.settings {
         // Debug logging is switched at run time and stays; the flow admission is the config's.
         let config = Config {
             flags: snapshot.config.flags & !CONFIG_FLOW_ADMISSION
@@ -939,7 +1005,10 @@ fn write(
             ..desired.config
         };
         array::<Config>(maps, map_names::CONFIG)?.set(0, &config, 0)?;
-    }
+        Some(config)
+    } else {
+        None
+    };
     step()?;
     let meta = Meta {
         generation: snapshot.meta.generation + 1,
@@ -952,7 +1021,11 @@ fn write(
         ..snapshot.meta
     };
     array::<Meta>(maps, map_names::META)?.set(0, &meta, 0)?;
-    Ok(())
+    Ok(Settings {
+        filter,
+        config,
+        meta,
+    })
 }
 
 /// The new flows counted for each backend of `ids`, summed over CPUs: an entry at a time for a

@@ -67,13 +67,15 @@ pub async fn run(args: RunOptions) -> anyhow::Result<u8> {
 
 async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     let signals = Signals::take()?;
-    // One read: the model is built from, and the meta hash taken of, the same text.
+    // One read: the model is built from, and the meta hash taken of, the same text. The
+    // daemon's reloads reparse only the VIPs that change.
+    let mut reparse = config::Reparse::default();
     let config::Loaded {
         model,
         warnings,
         text,
         counts,
-    } = match config::load(file, &HostEnvironment) {
+    } = match config::load_reusing(file, &HostEnvironment, &mut reparse) {
         Ok(loaded) => loaded,
         Err(rejected) => {
             for diagnostic in &rejected.diagnostics {
@@ -216,8 +218,9 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     let mut daemon = Daemon::start(
         file,
         model,
-        text.text.into_bytes(),
+        text,
         counts,
+        reparse,
         keeper,
         owner.listener()?,
         first_apply,

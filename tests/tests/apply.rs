@@ -5,13 +5,15 @@
 use aya::Ebpf;
 use lb_common::{
     Config, PROGRAM_NAME, Reason, Verdict,
+    config::CONFIG_TRACE,
+    map_names,
     service::{BACKEND_ACTIVE, VIP_FORWARD_IPIP},
 };
 use lb_userspace::{
     capacity::Capacity,
     counters::Totals,
     live::Snapshot,
-    object,
+    maps, object,
     rollout::{self as apply, Desired, DesiredBackend, DesiredVip},
     steering,
     table_record::Records,
@@ -134,6 +136,72 @@ fn apply_installs_tables_and_flips_copies() {
         !new.table.contains(&new.backend_ids[1]),
         "weight 0 is out of the table"
     );
+}
+
+/// Test that the state `apply_over` returns is the one a read of the maps finds after it,
+/// through a chain of applies each starting from the state the previous one returned: the
+/// first, a weight change, a removal of a VIP and a backend, an added VIP, a settings change
+/// and an apply that changes nothing. And that a snapshot kept past another writer's apply is
+/// not used: the generation moved, so the maps are read again.
+#[test]
+fn apply_over_returns_the_state_it_wrote() {
+    require_privileges!();
+    let mut ebpf = program();
+    let mut removal = desired([5, 1, 0]);
+    removal.vips.remove(0);
+    removal.vips[0].backends.pop();
+    let mut growth = desired([1, 2, 3]);
+    let mut third = growth.vips[0].clone();
+    third.key = vip_key("198.18.1.11", 80, 6);
+    growth.vips.push(third);
+    let mut settings = growth.clone();
+    settings.config.mtu = 1400;
+    settings.config_hash = 43;
+    let mut live = Snapshot::read(&mut ebpf).expect("snapshot");
+    for (n, change) in [
+        desired([1, 1, 1]),
+        desired([1, 0, 3]),
+        removal,
+        growth,
+        settings.clone(),
+        settings,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let generation = live.meta.generation;
+        let (applied, left) = apply::apply_over(&mut ebpf, live, change).expect("apply");
+        assert_eq!(applied.generation, generation + 1, "change {n}");
+        let read = Snapshot::read(&mut ebpf).expect("snapshot");
+        assert_eq!(
+            left, read,
+            "change {n}: the state returned is not the state written"
+        );
+        live = left;
+    }
+    // `xlb trace` switches its flag without a new generation: an apply over a kept snapshot
+    // that changes the settings keeps it.
+    let mut configs = maps::array::<Config>(&mut ebpf, map_names::CONFIG).expect("config map");
+    let traced = Config {
+        flags: configs.get(&0, 0).expect("config").flags | CONFIG_TRACE,
+        ..configs.get(&0, 0).expect("config")
+    };
+    configs.set(0, &traced, 0).expect("trace on");
+    let mut mtu = desired([1, 2, 3]);
+    mtu.config.mtu = 1300;
+    let (_, live) = apply::apply_over(&mut ebpf, live, &mtu).expect("apply");
+    assert_eq!(live, Snapshot::read(&mut ebpf).expect("snapshot"));
+    assert_ne!(
+        live.config.flags & CONFIG_TRACE,
+        0,
+        "the trace flag was lost"
+    );
+    assert_eq!(live.config.mtu, 1300);
+    let kept = live.clone();
+    apply::apply(&mut ebpf, &desired([2, 2, 2])).expect("another writer's apply");
+    let now = Snapshot::read_unless_kept(&mut ebpf, Some(kept.clone())).expect("snapshot");
+    assert_ne!(now, kept, "a snapshot of an older generation was used");
+    assert_eq!(now, Snapshot::read(&mut ebpf).expect("snapshot"));
 }
 
 /// Checks that the table record of each VIP `applied` rebuilt vouches for the table the apply

@@ -59,6 +59,18 @@ fn busiest(lab: &DaemonLab, streams: &[Stream]) -> (usize, Vec<u64>) {
     (busiest, per_backend)
 }
 
+/// Stops backend `victim`'s server and waits until its failing checks take it out of the
+/// table.
+fn take_out(lab: &mut DaemonLab, victim: usize) {
+    lab.stop_backend(victim)
+        .unwrap_or_else(|err| panic!("stop b{victim}: {err:#}"));
+    wait_until(
+        "the stopped backend leaves the table",
+        HEALTH_INTERVAL * FALL + SLACK,
+        || Ok(!lab.in_table(victim)?),
+    );
+}
+
 /// Test that a backend whose server stops leaves the table within interval×fall (plus slack),
 /// so 100 new connections all succeed and none reaches it, and that once its server listens
 /// again it gets new connections within interval×rise (plus slack).
@@ -338,6 +350,34 @@ fn sighup_with_a_bad_file_keeps_the_config() {
         metrics::Limits::DAEMON.page_max_age + SLACK,
         || Ok(reload_metrics()?.1 == Some(1.0)),
     );
+}
+
+/// Test that a reload applies the health of the moment without rebuilding what it leaves as
+/// it was: with one backend out of the table for failing its checks, SIGHUP with a file that
+/// changes nothing the tables are built from (a comment) makes a new generation that rebuilds
+/// no table, and the failing backend stays out.
+#[test]
+fn reload_with_unchanged_health_rebuilds_nothing() {
+    require_privileges!();
+    let mut lab = started("samehealth");
+    let victim = 1;
+    take_out(&mut lab, victim);
+    let generation = lab.generation().expect("generation");
+    let good = std::fs::read_to_string(&lab.config_path).expect("config");
+    lab.write_config(&format!("{good}\n# a comment: the tables stay\n"))
+        .expect("write the commented config");
+    lab.signal_daemon(libc::SIGHUP).expect("SIGHUP");
+    wait_until("the commented config is applied", SLACK, || {
+        Ok(lab.daemon_log().contains("applied (reload)"))
+    });
+    let log = lab.daemon_log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("applied (reload)"))
+        .expect("the reload's apply");
+    assert!(line.contains("rebuilt=0"), "{line}");
+    assert!(lab.generation().expect("generation") > generation);
+    assert!(!lab.in_table(victim).expect("stats"), "{log}");
 }
 
 /// Test that the daemon notices a changed config file by itself, without a signal: a valid
@@ -989,12 +1029,7 @@ fn restart_readmits_a_backend_that_recovered_meanwhile() {
     require_privileges!();
     let mut lab = started("readmit");
     let victim = 1;
-    lab.stop_backend(victim).expect("stop b1");
-    wait_until(
-        "the stopped backend leaves the table",
-        HEALTH_INTERVAL * FALL + SLACK,
-        || Ok(!lab.in_table(victim)?),
-    );
+    take_out(&mut lab, victim);
     lab.kill_daemon().expect("kill -9");
     lab.start_backend(victim).expect("start b1");
     lab.start_daemon().expect("xlb run again");

@@ -98,7 +98,7 @@ pub struct AlertsFile {
     pub command: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipFile {
     pub name: Spanned<Name>,
@@ -115,7 +115,7 @@ pub struct VipFile {
     pub backend: Vec<Spanned<BackendFile>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendFile {
     pub address: Spanned<Ip>,
@@ -124,7 +124,7 @@ pub struct BackendFile {
     pub health: Option<Spanned<HealthFile>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthFile {
     pub check: Spanned<Check>,

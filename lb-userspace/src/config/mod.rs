@@ -10,6 +10,7 @@ mod diagnostic;
 mod environment;
 mod file;
 mod model;
+mod reparse;
 pub mod rules;
 mod syntax;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use model::{
 };
 
 use diagnostic::Source;
+pub use reparse::Reparse;
 
 use crate::diff::effect::KnownCounts;
 
@@ -121,10 +123,27 @@ pub fn load_overriding(path: &Path, env: &dyn Environment, overrides: &[String])
     check_bytes_overriding(&bytes, path, env, overrides)
 }
 
+/// [`load`], keeping in `reparse` what a parse of the file once changed can reuse (see
+/// [`parse_bytes_reusing`]).
+pub fn load_reusing(path: &Path, env: &dyn Environment, reparse: &mut Reparse) -> Checked {
+    let bytes = read_bytes(path).map_err(|err| unreadable_file(path, err))?;
+    let parsed = parse_bytes_reusing(&bytes, path, reparse)?;
+    check_parsed(parsed, env, &[], &KnownCounts::default())
+}
+
 /// The config `text`, read from `file`, parsed: every syntax error, or its [`Parsed`] form.
 pub fn parse(text: &str, file: &Path) -> Result<Parsed, Rejected> {
+    parse_with(text, file, syntax::parse)
+}
+
+/// [`parse`] through `parse`, one of the parsers in `syntax`.
+fn parse_with(
+    text: &str,
+    file: &Path,
+    parse: impl FnOnce(&Source<'_>) -> Result<file::ConfigFile, Vec<Diagnostic>>,
+) -> Result<Parsed, Rejected> {
     let text = ConfigText::new(file, text);
-    match syntax::parse(&Source::new(&text.text, file)) {
+    match parse(&Source::new(&text.text, file)) {
         Ok(parsed) => Ok(Parsed { text, file: parsed }),
         Err(diagnostics) => Err(Rejected {
             diagnostics,
@@ -261,13 +280,30 @@ pub fn check_bytes_overriding(
 /// The config `bytes`, read from `file`, parsed (see [`parse`]); bytes that are not UTF-8 are
 /// an [`rules::UNREADABLE_FILE`] error.
 pub fn parse_bytes(bytes: &[u8], file: &Path) -> Result<Parsed, Rejected> {
-    let text = std::str::from_utf8(bytes).map_err(|_| {
+    parse(utf8(bytes, file)?, file)
+}
+
+/// [`parse_bytes`], parsing again only the VIPs that changed since the last text `reparse`
+/// parsed (the daemon's reload of one VIP among thousands); the result and the diagnostics
+/// are those of [`parse_bytes`].
+pub fn parse_bytes_reusing(
+    bytes: &[u8],
+    file: &Path,
+    reparse: &mut Reparse,
+) -> Result<Parsed, Rejected> {
+    parse_with(utf8(bytes, file)?, file, |source| {
+        syntax::parse_reusing(source, reparse)
+    })
+}
+
+/// `bytes` as text; bytes that are not UTF-8 are an [`rules::UNREADABLE_FILE`] error.
+fn utf8<'b>(bytes: &'b [u8], file: &Path) -> Result<&'b str, Rejected> {
+    std::str::from_utf8(bytes).map_err(|_| {
         unreadable_file(
             file,
             std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is not UTF-8"),
         )
-    })?;
-    parse(text, file)
+    })
 }
 
 /// The rejection of a file that cannot be read: one [`rules::UNREADABLE_FILE`] error naming

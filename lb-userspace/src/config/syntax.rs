@@ -22,6 +22,7 @@ use super::model::{
     DEFAULT_TIMEOUT_MS, DEFAULT_WEIGHT, DRAIN_TIMEOUT_SECONDS_RANGE, FLOW_TABLE_SIZE_RANGE,
     HTTP_STATUS_RANGE, MIN_HEALTHY_RANGE, MTU_RANGE, SLOTS_PER_BACKEND,
 };
+use super::reparse::Reparse;
 use super::rules::SYNTAX;
 
 /// The file's typed form, or every syntax error (or the first shape error) in it.
@@ -41,6 +42,18 @@ pub(crate) fn parse(source: &Source<'_>) -> Result<ConfigFile, Vec<Diagnostic>> 
         let (tree, _) = DeTable::parse_recoverable(source.text);
         vec![diagnostic(source, &index(&tree), &error)]
     })
+}
+
+/// [`parse`], reusing the VIPs `reparse` kept of the last text it parsed where that gives the
+/// same file; the diagnostics are always the full parse's.
+pub(crate) fn parse_reusing(
+    source: &Source<'_>,
+    reparse: &mut Reparse,
+) -> Result<ConfigFile, Vec<Diagnostic>> {
+    match reparse.parse(source.text) {
+        Some(file) => Ok(file),
+        None => parse(source),
+    }
 }
 
 /// One key or value of the document and the path of its field.

@@ -92,7 +92,10 @@ impl Daemon {
             )
         })?;
         let config::Loaded {
-            model, warnings, ..
+            model,
+            warnings,
+            text,
+            ..
         } = config::check_bytes_overriding(&bytes, file, &HostEnvironment, &overrides).map_err(
             |rejected| {
                 let rendered: Vec<String> = rejected
@@ -122,7 +125,7 @@ impl Daemon {
             ));
         }
         let failed = |err: anyhow::Error| refuse(exit::code_of(&err), format!("{err:#}"));
-        let desired = self.desired_with_health(&model, &bytes);
+        let desired = self.desired_with_health(&model, text.hash);
         let before = Snapshot::read(ebpf).map_err(failed)?;
         let capacity = Capacity::read(ebpf).map_err(failed)?;
         let max_share = model.alerts.max_share;

@@ -12,8 +12,7 @@ use std::{
 
 use anyhow::Context as _;
 use lb_common::{
-    Backend, BackendCounter, Event, Verdict, Vip, VipKey, map_names, meta::Meta,
-    service::VIP_FORWARD_IPIP,
+    Backend, BackendCounter, Event, Verdict, Vip, VipKey, map_names, service::VIP_FORWARD_IPIP,
 };
 
 use crate::{
@@ -76,14 +75,7 @@ impl Shares {
         &mut self,
         maps: &mut (impl crate::maps::Maps + ?Sized),
     ) -> anyhow::Result<&Snapshot> {
-        let generation = crate::maps::array::<Meta>(maps, map_names::META)?
-            .get(&0, 0)
-            .context("reading the meta map")?
-            .generation;
-        let snapshot = match self.snapshot.take() {
-            Some(kept) if kept.meta.generation == generation => kept,
-            _ => Snapshot::read(maps)?,
-        };
+        let snapshot = Snapshot::read_unless_kept(maps, self.snapshot.take())?;
         Ok(self.snapshot.insert(snapshot))
     }
 

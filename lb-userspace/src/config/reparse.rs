@@ -1,0 +1,328 @@
+//! Parsing a changed config again: only the `[[vip]]` tables whose text changed.
+//!
+//! The text is cut into pieces where a line opens a top-level `[[vip]]` table and where the
+//! VIPs give way to another top-level table. Each piece is parsed on its own and its spans are
+//! moved to where it sits in the file; each VIP's typed form is kept with its byte range and
+//! text, so a reload that edits one VIP in place parses that VIP's piece and the few small
+//! pieces outside the VIPs. (An edit that changes a VIP's length moves every later piece: those
+//! are parsed again.)
+//!
+//! The result is the full parse's or nothing: a piece that fails to parse, a VIP piece that is
+//! not exactly one VIP, a key two pieces both define, or a `vip` key outside the VIP pieces
+//! gives `None`, and the caller parses the whole text, so every diagnostic is the full
+//! parse's. A cut inside a multi-line string, array or inline table leaves the piece before it
+//! unterminated, so it fails to parse rather than being misread.
+
+use std::{collections::HashMap, ops::Range};
+
+use serde::Deserialize;
+use toml::{
+    Spanned,
+    de::{DeTable, DeValue, Deserializer},
+};
+
+use super::file::{ConfigFile, VipFile};
+
+/// The VIPs of the last text parsed, for the next parse to reuse.
+#[derive(Debug, Default)]
+pub struct Reparse {
+    /// The last text parsed; the ranges below are of it.
+    text: String,
+    /// Each VIP piece's end and typed form, by its start.
+    vips: HashMap<usize, (usize, Spanned<VipFile>)>,
+    /// The VIP pieces the last parse parsed (the others it reused); `None` if it gave up.
+    parsed: Option<usize>,
+}
+
+/// One `[[vip]]` table parsed alone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VipPiece {
+    vip: Vec<Spanned<VipFile>>,
+}
+
+/// A piece of the text: a VIP's table, or top-level tables and keys other than VIPs.
+struct Piece {
+    range: Range<usize>,
+    vip: bool,
+}
+
+impl Reparse {
+    /// `text` parsed, with the typed VIPs of the last text parsed whose piece is where it was
+    /// and unchanged; `None` where only a parse of the whole text can tell (see the module).
+    pub fn parse(&mut self, text: &str) -> Option<ConfigFile> {
+        let mut root = DeTable::new();
+        let mut vips = Vec::new();
+        // Each VIP reused moves from the old text's to the new one's.
+        let mut kept = HashMap::new();
+        let mut parsed = 0;
+        self.parsed = None;
+        for Piece { range, vip } in pieces(text) {
+            let piece = &text[range.clone()];
+            if vip {
+                let known = self.vips.remove(&range.start).filter(|(end, _)| {
+                    *end == range.end && self.text.get(range.clone()) == Some(piece)
+                });
+                let parsed = match known {
+                    Some((_, parsed)) => parsed,
+                    None => {
+                        parsed += 1;
+                        parse_vip(piece, range.start)?
+                    }
+                };
+                vips.push(parsed.clone());
+                kept.insert(range.start, (range.end, parsed));
+                continue;
+            }
+            for (key, value) in moved_table(DeTable::parse(piece).ok()?.into_inner(), range.start) {
+                if key.get_ref() == "vip" || root.insert(key, value).is_some() {
+                    return None;
+                }
+            }
+        }
+        let mut file =
+            ConfigFile::deserialize(Deserializer::from(Spanned::new(0..text.len(), root))).ok()?;
+        file.vip = vips;
+        self.text = text.to_owned();
+        self.vips = kept;
+        self.parsed = Some(parsed);
+        Some(file)
+    }
+
+    /// How many VIPs the last parse parsed (it reused the others); `None` if it left the text
+    /// to a parse of the whole.
+    pub fn parsed(&self) -> Option<usize> {
+        self.parsed
+    }
+}
+
+/// `text` cut before each line that opens a top-level `[[vip]]` table, and before the first
+/// other table header after one.
+fn pieces(text: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut in_vip = false;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let header = line.trim_start_matches([' ', '\t']);
+        let cut = if opens_vip(header) {
+            Some(true)
+        } else if in_vip && header.starts_with('[') && !header_under_vip(header) {
+            Some(false)
+        } else {
+            None
+        };
+        if let Some(vip) = cut {
+            if at > start {
+                pieces.push(Piece {
+                    range: start..at,
+                    vip: in_vip,
+                });
+            }
+            start = at;
+            in_vip = vip;
+        }
+        at += line.len();
+    }
+    if at > start || pieces.is_empty() {
+        pieces.push(Piece {
+            range: start..at,
+            vip: in_vip,
+        });
+    }
+    pieces
+}
+
+/// Whether a line opens a top-level `[[vip]]` table (a comment may follow).
+fn opens_vip(line: &str) -> bool {
+    line.strip_prefix("[[vip]]").is_some_and(|rest| {
+        let rest = rest.trim_start_matches([' ', '\t']);
+        rest.is_empty() || rest.starts_with(['#', '\n', '\r'])
+    })
+}
+
+/// Whether a table header line names a table under a VIP (`[vip.health]`, `[[vip.backend]]`).
+fn header_under_vip(line: &str) -> bool {
+    let name = line.trim_start_matches('[').trim_start_matches([' ', '\t']);
+    name.strip_prefix("vip")
+        .is_some_and(|rest| rest.trim_start_matches([' ', '\t']).starts_with(['.', ']']))
+}
+
+/// The one VIP of a piece that starts `offset` bytes into the file.
+fn parse_vip(piece: &str, offset: usize) -> Option<Spanned<VipFile>> {
+    let tree = DeTable::parse(piece).ok()?;
+    let span = moved(tree.span(), offset);
+    let tree = Spanned::new(span, moved_table(tree.into_inner(), offset));
+    let VipPiece { vip } = VipPiece::deserialize(Deserializer::from(tree)).ok()?;
+    let [vip] = <[_; 1]>::try_from(vip).ok()?;
+    Some(vip)
+}
+
+fn moved(span: Range<usize>, offset: usize) -> Range<usize> {
+    span.start + offset..span.end + offset
+}
+
+/// `table`, parsed from a piece `offset` bytes into the file, with the spans of the file.
+fn moved_table(table: DeTable<'_>, offset: usize) -> DeTable<'_> {
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let span = moved(key.span(), offset);
+            (
+                Spanned::new(span, key.into_inner()),
+                moved_value(value, offset),
+            )
+        })
+        .collect()
+}
+
+fn moved_value(value: Spanned<DeValue<'_>>, offset: usize) -> Spanned<DeValue<'_>> {
+    let span = moved(value.span(), offset);
+    let inner = match value.into_inner() {
+        DeValue::Table(table) => DeValue::Table(moved_table(table, offset)),
+        DeValue::Array(mut items) => {
+            // In place: the array keeps what the parser marked on it.
+            for item in items.iter_mut() {
+                let taken = std::mem::replace(item, Spanned::new(0..0, DeValue::Boolean(false)));
+                *item = moved_value(taken, offset);
+            }
+            DeValue::Array(items)
+        }
+        other => other,
+    };
+    Spanned::new(span, inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::Reparse;
+    use crate::config::{diagnostic::Source, syntax};
+
+    /// A config of `vips` VIPs of two backends each, backend 0 of VIP `heavy` weighing
+    /// `weight`, with comments, a health table and `[alerts]` after the VIPs.
+    fn config(vips: usize, heavy: usize, weight: u32) -> String {
+        let mut text = String::from("# xlb\n[global]\ninterface = \"eth0\"\n\n");
+        for i in 0..vips {
+            let weight = if i == heavy { weight } else { 1 };
+            text += &format!(
+                "# VIP {i}\n[[vip]] # web\nname = \"web{i}\"\naddress = \"198.51.100.{i}\"\n\
+                 port = 80\nprotocol = \"tcp\"\n\n  [[vip.backend]]\n  address = \"10.0.{i}.1\"\n  \
+                 weight = {weight}\n    [vip.backend.health]\n    check = \"http\"\n\n  \
+                 [[vip.backend]]\n  address = \"10.0.{i}.2\"\n\n"
+            );
+        }
+        text + "[alerts]\nmin_healthy = 1\n"
+    }
+
+    /// Parses `text` with `reparse` and alone, checks that both give the same file (every
+    /// value and span) or the same diagnostics, and returns how many VIPs `reparse` parsed
+    /// (`usize::MAX` when it left the text to the full parse).
+    fn same_as_full(reparse: &mut Reparse, text: &str) -> usize {
+        let source = Source::new(text, Path::new("xlb.toml"));
+        let full = format!("{:?}", syntax::parse(&source));
+        let reused = format!("{:?}", syntax::parse_reusing(&source, reparse));
+        assert_eq!(reused, full, "{text}");
+        reparse.parsed().unwrap_or(usize::MAX)
+    }
+
+    /// Test that a reparse after an edit that keeps a VIP's length parses that VIP alone, and
+    /// that one that changes it parses it and every VIP after it (their offsets moved), each
+    /// giving the file, spans and line numbers included, that a full parse gives.
+    #[test]
+    fn an_edited_vip_is_parsed_again_and_the_rest_reused() {
+        let mut reparse = Reparse::default();
+        assert_eq!(same_as_full(&mut reparse, &config(10, 3, 1)), 10);
+        assert_eq!(same_as_full(&mut reparse, &config(10, 3, 2)), 1);
+        assert_eq!(same_as_full(&mut reparse, &config(10, 3, 2)), 0);
+        assert_eq!(same_as_full(&mut reparse, &config(10, 6, 10)), 5);
+        // The comment before a `[[vip]]` ends the piece of the VIP before it.
+        assert_eq!(same_as_full(&mut reparse, &config(12, 6, 10)), 3);
+        assert_eq!(same_as_full(&mut reparse, &config(9, 6, 10)), 1);
+    }
+
+    /// Test that a VIP that fails to parse, or a mistake outside the VIPs, gives the full
+    /// parse's diagnostics, and that the next valid text is parsed as a whole would be.
+    #[test]
+    fn errors_are_the_full_parse_ones() {
+        let mut reparse = Reparse::default();
+        let good = config(5, 0, 1);
+        same_as_full(&mut reparse, &good);
+        for bad in [
+            good.replace("weight = 1\n", "weight = \n"),
+            good.replace("name = \"web2\"", "name = \"web2\"\nnmae = \"x\""),
+            good.replace("port = 80\n", "port = 80\nport = 81\n"),
+            good.replace("[alerts]", "[alerts]\nwindow = 1\n[global]\nmtu = 1500"),
+            good.replace("min_healthy = 1\n", "[alerts]\nmin_healthy = 2\n"),
+            good.replace("[global]", "[vip.extra]\n[global]"),
+            good.replace(
+                "[alerts]",
+                "[[vip.backend]]\naddress = \"10.9.9.9\"\n[alerts]",
+            ),
+            good.replace(
+                "\n[[vip]] # web\nname = \"web4\"",
+                "\n[[vip]]\n[[vip]]\nname = \"web4\"",
+            ),
+        ] {
+            same_as_full(&mut reparse, &bad);
+            same_as_full(&mut reparse, &good);
+        }
+    }
+
+    /// Test that text that only looks like a `[[vip]]` header (inside multi-line strings, in a
+    /// comment, spelled with spaces or quotes) and CRLF line ends parse as a full parse does.
+    #[test]
+    fn odd_files_parse_as_a_whole() {
+        let mut reparse = Reparse::default();
+        let good = config(4, 0, 1);
+        for odd in [
+            good.replace(
+                "min_healthy = 1\n",
+                "command = \"\"\"\n[[vip]]\nname = 1\n\"\"\"\n",
+            ),
+            good.replace(
+                "min_healthy = 1\n",
+                "command = '''\n[alerts]\n[[vip]]\n'''\nmin_healthy = 1\n",
+            ),
+            good.replace(
+                "check = \"http\"",
+                "check = \"http\"\n    path = \"\"\"\n[[vip]]\n\"\"\"",
+            ),
+            good.replace("# VIP 2\n", "# [[vip]]\n#[[vip]]\n"),
+            good.replace(
+                "[[vip]] # web\nname = \"web1\"",
+                "[[ vip ]]\nname = \"web1\"",
+            ),
+            good.replace(
+                "[[vip]] # web\nname = \"web1\"",
+                "[[\"vip\"]]\nname = \"web1\"",
+            ),
+            good.replace(
+                "[[vip.backend]]\n  address = \"10.0.2.1\"",
+                "[[vip . backend]]\n  address = \"10.0.2.1\"",
+            ),
+            good.replace('\n', "\r\n"),
+            good.replace("\n[alerts]", "\n[capacity]\nvips = 8\n[alerts]"),
+            String::new(),
+        ] {
+            same_as_full(&mut reparse, &odd);
+        }
+        let crlf = |text: String| text.replace('\n', "\r\n");
+        same_as_full(&mut reparse, &crlf(config(6, 0, 1)));
+        assert_eq!(same_as_full(&mut reparse, &crlf(config(6, 2, 3))), 1);
+    }
+
+    /// Test that the example config, and an edit of it, parse as a full parse does.
+    #[test]
+    fn the_example_parses_as_a_whole() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/xlb.toml");
+        let example = std::fs::read_to_string(path).expect("the example config");
+        let mut reparse = Reparse::default();
+        same_as_full(&mut reparse, &example);
+        same_as_full(
+            &mut reparse,
+            &example.replacen("weight = ", "weight = 1", 1),
+        );
+    }
+}
