@@ -145,6 +145,19 @@ impl Vip {
         self.table_size != 0 && self.active <= 1
     }
 
+    /// The live table copy as (first slot in the slot map, size): what every flow outside a
+    /// canary's slice is hashed into. An `active` beyond 1 reads as copy 1, so a corrupt entry
+    /// never indexes past `tables`.
+    #[inline(always)]
+    pub const fn live_table(&self) -> (u32, u32) {
+        let base = if self.active == 0 {
+            self.tables[0]
+        } else {
+            self.tables[1]
+        };
+        (base, self.table_size)
+    }
+
     /// The Maglev slot a new flow of `key` (whose 5-tuple hash is `hash`) takes, in a VIP that
     /// [`Vip::has_table`].
     #[inline(always)]
@@ -329,6 +342,9 @@ mod tests {
             }
         );
         assert_eq!(live.index(), 200 + maglev_slot(hash, 13));
+        assert_eq!(vip.live_table(), (200, 13));
+        assert_eq!(Vip { active: 0, ..vip }.live_table(), (100, 13));
+        assert_eq!(Vip { active: 7, ..vip }.live_table(), (200, 13));
         let sticky = Vip {
             flags: VIP_HASH_SOURCE_ONLY,
             ..vip

@@ -317,10 +317,7 @@ pub fn live_counts(pin_path: &Path) -> KnownCounts {
             .filter_map(|want| Some((want, snapshot.vip(&want.key)?)))
             .filter(|(want, vip)| vip.table_size == want.vip.table_size)
             .collect();
-        let ranges: Vec<(u32, u32)> = live
-            .iter()
-            .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-            .collect();
+        let ranges: Vec<(u32, u32)> = live.iter().map(|(_, vip)| vip.live_table()).collect();
         let records = Records::read(&maps)?;
         let counted = steering::map_tables(&maps, &ranges, |i, table| {
             let (want, vip) = live[i];
@@ -902,7 +899,7 @@ impl Audit<'_> {
             .iter()
             .map(|&i| {
                 let vip = &self.snapshot.vips[i].1;
-                (vip.tables[vip.active as usize], vip.table_size)
+                vip.live_table()
             })
             .collect();
         let records = Records::read(maps)?;

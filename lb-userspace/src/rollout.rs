@@ -906,12 +906,7 @@ fn write(
         .vips
         .iter()
         .filter(|applied| applied.rebuilt)
-        .map(|applied| {
-            (
-                applied.vip.tables[applied.vip.active as usize],
-                applied.table.as_slice(),
-            )
-        })
+        .map(|applied| (applied.vip.live_table().0, applied.table.as_slice()))
         .collect();
     steering::write_tables_halfway(maps, &tables, step)?;
     table_record::write(
@@ -1076,12 +1071,7 @@ fn mark_table_changes(
         let rebuilt = || plan.vips.iter().filter(|applied| applied.rebuilt);
         let (live, new): (Vec<(u32, u32)>, Vec<&[u32]>) = rebuilt()
             .filter_map(|applied| Some((snapshot.vip(&applied.key)?, applied.table.as_slice())))
-            .map(|(vip, new)| {
-                (
-                    (vip.tables[vip.active.min(1) as usize], vip.table_size),
-                    new,
-                )
-            })
+            .map(|(vip, new)| (vip.live_table(), new))
             .unzip();
         let mut same = steering::read_tables_with(maps, &live, |i, old| old == new[i])?.into_iter();
         for applied in rebuilt() {
@@ -1117,7 +1107,7 @@ fn live_tables(
         .vips
         .iter()
         .filter_map(|applied| snapshot.vip(&applied.key))
-        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .map(|vip| vip.live_table())
         .collect();
     steering::read_tables(maps, &live)
 }

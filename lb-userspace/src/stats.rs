@@ -88,7 +88,7 @@ impl Sample {
         let live: Vec<(u32, u32)> = snapshot
             .vips
             .iter()
-            .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+            .map(|(_, vip)| vip.live_table())
             .collect();
         let entries: Vec<Vec<(u32, Backend)>> = snapshot
             .vips

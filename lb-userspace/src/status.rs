@@ -201,7 +201,7 @@ fn live_fingerprints(maps: &(impl Maps + ?Sized), snapshot: &Snapshot) -> anyhow
     let live: Vec<(u32, u32)> = snapshot
         .vips
         .iter()
-        .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
+        .map(|(_, vip)| vip.live_table())
         .collect();
     steering::map_tables(maps, &live, |_, table| {
         fingerprint(table, &snapshot.backends)

@@ -350,7 +350,7 @@ fn audit_against_a_config_finds_each_change_behind_xlbs_back() {
     };
     steering::set_backend(&mut live.ebpf, id, &changed).expect("overwrite MAC");
     let vip = live_vip(&mut live, &web);
-    let base = vip.tables[vip.active as usize];
+    let base = vip.live_table().0;
     let table = steering::read_table(&live.ebpf, base, vip.table_size).expect("table");
     let wrong = backend_id(&mut live, "198.18.0.10");
     let slot = (0..)
@@ -420,7 +420,7 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
     let vip = live_vip(&mut live, &api);
     let capacity = Capacity::read(&live.ebpf).expect("capacity");
     let foreign = capacity.backend_ids(vip.id + 1).start;
-    let base = vip.tables[vip.active as usize];
+    let base = vip.live_table().0;
     steering::write_table(&mut live.ebpf, base + 7, &[foreign]).expect("corrupt slot 7");
     let report = audit::audit(None, Some(&live.pin_path), &HostEnvironment).expect("audit");
     assert_eq!(report.code, exit::INVALID, "{report:#?}");
@@ -440,7 +440,7 @@ fn audit_without_a_config_checks_the_maps_against_themselves() {
 fn change_slot_7_of_api(live: &mut LiveXlb) {
     let api = vip_key("198.18.1.20", 0, 6);
     let vip = live_vip(live, &api);
-    let base = vip.tables[vip.active as usize];
+    let base = vip.live_table().0;
     let table = steering::read_table(&live.ebpf, base, vip.table_size).expect("table");
     let other = *table
         .iter()
@@ -563,7 +563,7 @@ fn explain_and_audit_json_have_the_documented_fields() {
 
     let base = {
         let vip = live_vip(&mut live, &vip_key("198.18.1.10", 80, 6));
-        vip.tables[vip.active as usize]
+        vip.live_table().0
     };
     steering::write_table(&mut live.ebpf, base, &[rollout::NO_BACKEND]).expect("corrupt");
     let (code, json) = live.xlb_json(&["audit", path.to_str().expect("path")]);

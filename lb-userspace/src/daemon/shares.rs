@@ -191,10 +191,7 @@ impl Shares {
                 })
             })
             .collect();
-        let ranges: Vec<(u32, u32)> = changed
-            .iter()
-            .map(|(_, vip)| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-            .collect();
+        let ranges: Vec<(u32, u32)> = changed.iter().map(|(_, vip)| vip.live_table()).collect();
         // Each backend's slots, in one pass over the table.
         let slots = steering::read_tables_with(maps, &ranges, |i, table| {
             let ids = capacity.backend_ids(changed[i].1.id);

@@ -321,10 +321,7 @@ pub fn concentrated_in(
         .iter()
         .filter_map(|(want, _)| snapshot.vip(&want.key))
         .collect();
-    let ranges: Vec<(u32, u32)> = live_vips
-        .iter()
-        .map(|vip| (vip.tables[vip.active.min(1) as usize], vip.table_size))
-        .collect();
+    let ranges: Vec<(u32, u32)> = live_vips.iter().map(|vip| vip.live_table()).collect();
     let mut live_effects = steering::read_tables_with(maps, &ranges, |i, table| {
         let vip = live_vips[i];
         of_ids(

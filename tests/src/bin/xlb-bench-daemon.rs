@@ -298,7 +298,7 @@ fn library(vips: u32, pin_path: &Path, config: &Path) -> anyhow::Result<Vec<Row>
         let ranges: Vec<(u32, u32)> = snapshot
             .vips
             .iter()
-            .map(|(_, vip)| (vip.tables[vip.active as usize], vip.table_size))
+            .map(|(_, vip)| vip.live_table())
             .collect();
         std::hint::black_box(steering::read_tables(&pinned, &ranges)?);
         Ok(())
