@@ -9,33 +9,52 @@
 //! The library is also built for the host (lb-userspace's build-dependency), where nothing calls
 //! these: there they are plain unaligned accesses.
 
-/// The 8 bytes at `ptr`.
-///
-/// # Safety
-/// `ptr` points into the frame and the access's bytes lie inside it (checked by
-/// [`crate::headers::ptr_at`]).
-#[inline(always)]
-pub unsafe fn load_u64(ptr: *const u8) -> u64 {
-    #[cfg(target_arch = "bpf")]
-    {
-        let value: u64;
-        // SAFETY: the caller's.
-        unsafe {
-            core::arch::asm!(
-                "{value} = *(u64 *)({ptr} + 0)",
-                value = out(reg) value,
-                ptr = in(reg) ptr,
-                options(pure, nostack, readonly, preserves_flags),
-            );
+/// A load of a `u64` or `u32`: the one BPF instruction (a 4-byte load zero-extends), or an
+/// unaligned read on the host.
+macro_rules! load {
+    ($(#[$doc:meta])* $name:ident, $type:ty, $instruction:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// `ptr` points into the frame and the access's bytes lie inside it (checked by
+        /// [`crate::headers::ptr_at`]).
+        #[inline(always)]
+        pub unsafe fn $name(ptr: *const u8) -> $type {
+            #[cfg(target_arch = "bpf")]
+            {
+                let value: u64;
+                // SAFETY: the caller's.
+                unsafe {
+                    core::arch::asm!(
+                        $instruction,
+                        value = out(reg) value,
+                        ptr = in(reg) ptr,
+                        options(pure, nostack, readonly, preserves_flags),
+                    );
+                }
+                value as $type
+            }
+            #[cfg(not(target_arch = "bpf"))]
+            // SAFETY: the caller's.
+            unsafe {
+                ptr.cast::<$type>().read_unaligned()
+            }
         }
-        value
-    }
-    #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: the caller's.
-    unsafe {
-        ptr.cast::<u64>().read_unaligned()
-    }
+    };
 }
+
+load!(
+    /// The 8 bytes at `ptr`.
+    load_u64,
+    u64,
+    "{value} = *(u64 *)({ptr} + 0)"
+);
+load!(
+    /// The 4 bytes at `ptr`, likewise.
+    load_u32,
+    u32,
+    "{value} = *(u32 *)({ptr} + 0)"
+);
 
 /// A store of a `u64` or `u32`: the one BPF instruction, or an unaligned write on the host.
 macro_rules! store {

@@ -127,7 +127,7 @@ pub struct Bench {
 /// paths that leave the packet alone.
 const ESTABLISHED: Option<f64> = Some(4.0);
 const NEW_FLOW: Option<f64> = Some(6.0);
-const NON_VIP: Option<f64> = Some(2.5);
+const NON_VIP: Option<f64> = Some(1.5);
 
 pub struct Fixture {
     pub name: &'static str,

@@ -1,7 +1,8 @@
 //! Data-plane benchmark (run by `cargo xtask bench`): kernel-measured ns/packet of xlb's paths
 //! through BPF_PROG_TEST_RUN, each beside bare XDP_DROP and XDP_TX programs measured the same
 //! way in the same run, as min and median over several runs and as a ratio to bare XDP_TX.
-//! Every case proves the path it measured by its counter. Writes JSON.
+//! Every case proves the path it measured by its counter. `ipip`'s cost over `dsr` is printed
+//! beside its floor, a bare program that only grows the frame's head. Writes JSON.
 
 use std::process::ExitCode;
 
@@ -205,7 +206,11 @@ fn bench() -> anyhow::Result<serde_json::Value> {
     let bare_tx = object::xdp_program(&mut bare_tx, "bare_tx")?;
     let mut rows = Vec::new();
     for method in [Method::Repeat, Method::Fresh] {
-        for name in ["bare_drop", "bare_tx"] {
+        for name in ["bare_drop", "bare_tx", "bare_adjust_head"] {
+            // The repeat loop would grow one frame until its headroom ran out.
+            if name == "bare_adjust_head" && method == Method::Repeat {
+                continue;
+            }
             let mut ebpf = object::load(object::BASELINE_OBJECT, name)?;
             let program = object::xdp_program(&mut ebpf, name)?;
             rows.push(Row {
@@ -315,6 +320,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         }));
     }
     let scale = scale_rows(&rows);
+    let ipip = ipip_over_dsr(&rows);
     Ok(json!({
         "runs": RUNS,
         "repeat": REPEAT,
@@ -322,6 +328,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         "cpu": cpu,
         "cases": json_rows,
         "scale": scale,
+        "ipip_over_dsr": ipip,
     }))
 }
 
@@ -376,10 +383,7 @@ fn admission_rows(bare_tx: &Xdp, only: &str) -> anyhow::Result<Vec<Row>> {
 /// The large set-up's cost over the small one's, per path and method: the lookup must not
 /// grow with the number of VIPs and backends.
 fn scale_rows(rows: &[Row]) -> Vec<serde_json::Value> {
-    let find = |name: &str, method: Method| {
-        rows.iter()
-            .find(|row| row.name == name && row.method == method)
-    };
+    let find = |name, method| find(rows, name, method);
     let mut scale = Vec::new();
     for (path, small, large) in [
         (
@@ -416,6 +420,42 @@ fn scale_rows(rows: &[Row]) -> Vec<serde_json::Value> {
         }
     }
     scale
+}
+
+/// The row of case `name` measured by `method`, if it ran.
+fn find<'a>(rows: &'a [Row], name: &str, method: Method) -> Option<&'a Row> {
+    rows.iter()
+        .find(|row| row.name == name && row.method == method)
+}
+
+/// What `ipip` established costs over `dsr` established (fresh packets, ns above bare XDP_TX
+/// from the same run), beside its floor: `bare_adjust_head`, the one helper call `ipip` makes
+/// and `dsr` does not.
+fn ipip_over_dsr(rows: &[Row]) -> Vec<serde_json::Value> {
+    let net = |name: &str| find(rows, name, Method::Fresh).map(|row| row.paired.net);
+    let Some(floor) = net("bare_adjust_head") else {
+        return Vec::new();
+    };
+    let mut figures = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        let (Some(ipip), Some(dsr)) = (
+            net(&format!("ipip_established_{family}")),
+            net(&format!("dsr_established_{family}")),
+        ) else {
+            continue;
+        };
+        println!(
+            "ipip over dsr, established {family} (fresh): {:.1} ns, of which the head's growth \
+             (bare_adjust_head) {floor:.1} ns",
+            ipip - dsr
+        );
+        figures.push(json!({
+            "family": family,
+            "ns_over_dsr": ipip - dsr,
+            "adjust_head_ns": floor,
+        }));
+    }
+    figures
 }
 
 fn main() -> ExitCode {
