@@ -83,10 +83,10 @@ pub async fn probe(backend: IpAddr, check: &HealthCheck) -> Result<(), Failure> 
 /// The connections of one target's probes. A backend that refuses keeps refusing, probe
 /// after probe: the socket of a failed connect is kept for the next one (Linux connects a
 /// TCP socket again once its connect failed), so such a probe costs two `connect` calls and
-/// an epoll registration and removal, not also a socket's making and closing (most of the
-/// kernel's work for a probe) and an error read. A connection made, or one that timed out, is closed as always, and the next probe
-/// opens a new socket. A kept socket holds a descriptor between probes; the probes of a round
-/// start together, so each target's probe held one at the same moment anyway.
+/// an epoll registration and removal, without a socket made and freed and an error read. A
+/// connection made, or one that timed out, is closed as always, and the next probe opens a
+/// new socket. A kept socket holds a descriptor between probes; the probes of a round start
+/// together, so each target's probe held one at the same moment anyway.
 #[derive(Debug, Default)]
 pub struct Connector {
     kept: Option<Socket>,
