@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use aya::maps::{MapData, PerCpuArray};
 
-use crate::maps::Maps;
+use crate::{batch, maps::Maps};
 use lb_common::{Counter, Event, Reason, Verdict, VipCounter, map_names};
 
 /// Counters summed over every CPU, one entry per verdict, reason and event.
@@ -107,15 +107,14 @@ fn sum_slots<K: Copy>(
 }
 
 /// Every VIP id's counters, summed over ids and CPUs (ids of removed VIPs included: their
-/// packets stay counted under their reasons).
+/// packets stay counted under their reasons). Read in batches: the daemon's alarms read them
+/// each second, a lookup per id would be a system call per VIP.
 fn sum_vips(ebpf: &(impl Maps + ?Sized)) -> anyhow::Result<VipCounter> {
-    let name = map_names::VIP_STATS;
-    let array: PerCpuArray<&MapData, VipCounter> = PerCpuArray::try_from(ebpf.map(name)?)
-        .with_context(|| format!("map {name} is not a per-CPU array of VIP counters"))?;
-    array
-        .iter()
-        .try_fold(VipCounter::default(), |sum, per_cpu| {
-            let per_cpu = per_cpu.with_context(|| format!("reading map {name}"))?;
-            Ok(per_cpu.iter().fold(sum, |sum, c| sum.plus(*c)))
-        })
+    let per_id = batch::per_cpu_sums(ebpf, map_names::VIP_STATS, |sum: &mut VipCounter, c| {
+        *sum = sum.plus(*c)
+    })
+    .with_context(|| format!("reading map {}", map_names::VIP_STATS))?;
+    Ok(per_id
+        .into_iter()
+        .fold(VipCounter::default(), |sum, c| sum.plus(c)))
 }

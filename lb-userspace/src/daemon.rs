@@ -97,6 +97,9 @@ pub struct Daemon {
     target_index: TargetIndex,
     /// The health of each track (a target's is its track's).
     tracker: Tracker,
+    /// Moves whenever a backend's health may have changed (a transition, a reload): the
+    /// alarms judge each backend's health again only then.
+    health_epoch: u64,
     /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
     probes: mpsc::Receiver<Probe>,
@@ -219,6 +222,7 @@ impl Daemon {
             file: file.to_path_buf(),
             pin_path,
             tracker: Tracker::new(shared_probes.tracks.len()),
+            health_epoch: 0,
             checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
             target_index: target_index(&targets),
             shared_probes,
@@ -455,6 +459,7 @@ impl Daemon {
                 continue;
             };
             changed = true;
+            self.health_epoch += 1;
             let up = transition.health == Health::Up;
             for &index in &track.targets {
                 let Some(target) = self.targets.get(index) else {
@@ -843,6 +848,7 @@ impl Daemon {
                     warn!("{err:#}");
                 }
                 self.model = model;
+                self.health_epoch += 1;
                 // The checked text is these bytes: kept once, with the hash its check took.
                 self.bytes = text.text.into_bytes();
                 self.hash = text.hash;
@@ -998,15 +1004,23 @@ impl Daemon {
             state == BackendState::Active
                 && !names.get(key).is_some_and(|name| self.down(name, address))
         };
-        let reading = shares.read(ebpf, &capacity, healthy);
+        let read = shares.read(ebpf, &capacity, self.health_epoch, healthy);
+        let now = Instant::now();
+        let changes = read.map(|evicted_proven| {
+            let mut changes = self.detector.observe(now, shares.samples());
+            let sample = flood::Sample {
+                // The skew detector's counters: a VIP's are shared while they stand still.
+                new_flows: self.detector.newest().cloned().unwrap_or_default(),
+                evicted_proven,
+            };
+            changes.extend(self.flood.observe(now, sample));
+            changes
+        });
         self.shares = shares;
-        let reading = match reading {
-            Ok(reading) => reading,
+        let changes = match changes {
+            Ok(changes) => changes,
             Err(err) => return error!("reading counters for alerts: {err:#}"),
         };
-        let now = Instant::now();
-        let mut changes = self.detector.observe(now, &reading.skew);
-        changes.extend(self.flood.observe(now, reading.flood));
         for alert in changes {
             self.raise(&alert);
         }

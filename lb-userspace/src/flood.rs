@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -13,7 +13,7 @@ use lb_common::Event;
 
 use crate::{
     config::Alerts,
-    skew::{Alert, AlertKind, alert},
+    skew::{Alert, AlertKind, Counters, alert},
     stats::Stats,
 };
 
@@ -50,28 +50,21 @@ impl From<&Alerts> for Settings {
 /// The counters the detector reads from one stats report.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
-    /// Each backend's new-flow counter, by VIP (as alerts name it) and backend address:
-    /// per backend, so a backend leaving the VIP is not read as a counter reset.
-    pub new_flows: BTreeMap<String, BTreeMap<IpAddr, u64>>,
+    /// Each backend's new-flow counter, by VIP (as alerts name it), with its address: a
+    /// backend leaving the VIP is not read as a counter reset.
+    pub new_flows: Counters,
     /// The flow table's `flow_evicted_proven` counter.
     pub evicted_proven: u64,
 }
 
 impl Sample {
     pub fn from_stats(stats: &Stats) -> Sample {
+        let vips = stats.vips.iter().map(|vip| {
+            let backends = vip.backends.iter().map(|b| (b.address, b.new_flows));
+            (vip.vip.as_str(), backends)
+        });
         Sample {
-            new_flows: stats
-                .vips
-                .iter()
-                .map(|vip| {
-                    let backends = vip
-                        .backends
-                        .iter()
-                        .map(|backend| (backend.address, backend.new_flows))
-                        .collect();
-                    (vip.vip.clone(), backends)
-                })
-                .collect(),
+            new_flows: Counters::of(vips, None),
             evicted_proven: stats
                 .events
                 .get(Event::FlowEvictedProven.name())
@@ -87,7 +80,7 @@ pub struct Detector {
     /// Oldest first; none older than the window before the newest.
     samples: VecDeque<(Instant, Sample)>,
     /// Each VIP's normal new flows per second, once a whole window was seen.
-    normal: BTreeMap<String, f64>,
+    normal: BTreeMap<Arc<str>, f64>,
     /// When the normal rates were last updated.
     learned_at: Option<Instant>,
     firing: BTreeMap<(AlertKind, String), Alert>,
@@ -138,18 +131,27 @@ impl Detector {
         };
         let mut current = BTreeMap::new();
         let mut normal = BTreeMap::new();
-        for (vip, backends) in &newest.new_flows {
+        for (vip, backends) in newest.new_flows.vips() {
             let Some(old) = oldest.new_flows.get(vip) else {
                 continue;
             };
-            // A backend added within the window counts from its first sample, as in skew.
-            let grown: u64 = backends
-                .iter()
-                .filter_map(|(backend, &total)| Some(growth(*old.get(backend)?, total)))
-                .sum();
+            let grown: u64 = if oldest.new_flows.unmoved(&newest.new_flows, vip) {
+                0
+            } else {
+                // A backend added within the window counts from its first sample, as in skew.
+                backends
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, &(backend, total))| {
+                        let at = old.get(i).filter(|(address, _)| *address == backend);
+                        let (_, old) = at.or_else(|| old.iter().find(|(a, _)| *a == backend))?;
+                        Some(growth(*old, total))
+                    })
+                    .sum()
+            };
             let rate = grown as f64 / seconds;
             let Some(&usual) = self.normal.get(vip) else {
-                normal.insert(vip.clone(), rate);
+                normal.insert(Arc::clone(vip), rate);
                 continue;
             };
             let limit = (usual * self.settings.factor).max(self.settings.min_rate as f64);
@@ -162,12 +164,12 @@ impl Detector {
                     rate / usual.max(1.0)
                 );
                 current.insert(
-                    (AlertKind::Flood, vip.clone()),
+                    (AlertKind::Flood, vip.to_string()),
                     alert(AlertKind::Flood, vip, None, message),
                 );
-                normal.insert(vip.clone(), usual);
+                normal.insert(Arc::clone(vip), usual);
             } else {
-                normal.insert(vip.clone(), usual + (rate - usual) * learn);
+                normal.insert(Arc::clone(vip), usual + (rate - usual) * learn);
             }
         }
         let evicted = growth(oldest.evicted_proven, newest.evicted_proven);
@@ -197,7 +199,7 @@ impl Detector {
                 continue;
             }
             let message = match kind {
-                AlertKind::Flood => match self.normal.get(vip) {
+                AlertKind::Flood => match self.normal.get(vip.as_str()) {
                     Some(usual) => format!(
                         "vip {vip}: new flows back under {}x the normal {usual:.0}/s over the \
                          last {last}",
@@ -242,9 +244,9 @@ mod tests {
 
     /// One VIP with one backend that counted `new_flows`.
     fn sample(new_flows: u64, evicted_proven: u64) -> Sample {
-        let backend: IpAddr = [198, 18, 0, 10].into();
+        let backend: std::net::IpAddr = [198, 18, 0, 10].into();
         Sample {
-            new_flows: [(VIP.to_owned(), [(backend, new_flows)].into())].into(),
+            new_flows: Counters::of([(VIP, [(backend, new_flows)])], None),
             evicted_proven,
         }
     }
@@ -304,6 +306,39 @@ mod tests {
         changes.extend(feed(&mut detector, start, 50, 600, 500, &mut total));
         changes.extend(feed(&mut detector, start, 650, 20, 2_500, &mut total));
         assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    /// Test that counters shared between samples while they stand still (as the daemon passes
+    /// them) read as no new flows, and that a flood after a still minute fires.
+    #[test]
+    fn still_counters_shared_between_samples_read_as_no_new_flows() {
+        let mut detector = Detector::new(settings());
+        let start = Instant::now();
+        let mut total = 0;
+        feed(&mut detector, start, 0, 30, 2_000, &mut total);
+        let backend: std::net::IpAddr = [198, 18, 0, 10].into();
+        let mut previous = sample(total, 0).new_flows;
+        let mut changes = Vec::new();
+        for (second, rate) in (30..90)
+            .map(|s| (s, 0))
+            .chain((90..95).map(|s| (s, 100_000)))
+        {
+            total += rate;
+            let new_flows = Counters::of([(VIP, [(backend, total)])], Some(&previous));
+            let sample = Sample {
+                new_flows: new_flows.clone(),
+                evicted_proven: 0,
+            };
+            let now = start + Duration::from_secs(second);
+            changes.extend(
+                detector
+                    .observe(now, sample)
+                    .into_iter()
+                    .map(|a| (a.kind, a.firing)),
+            );
+            previous = new_flows;
+        }
+        assert_eq!(changes, vec![(AlertKind::Flood, true)]);
     }
 
     /// Test that any growth of the proven-flow evictions above `max_evicted_proven` in the

@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -226,8 +227,66 @@ pub struct Alert {
 /// Identifies an alert across samples.
 type AlertKey = (String, AlertKind, Option<IpAddr>);
 
-/// New-flow counters of one sample: VIP → backend → counter.
-type Counters = BTreeMap<String, BTreeMap<IpAddr, u64>>;
+/// One VIP's backends' new-flow counters in a sample, (address, counter) in the VIP's order.
+type NewFlows = Arc<[(IpAddr, u64)]>;
+
+/// New-flow counters of one sample, by VIP. A VIP's counters are shared with the sample before
+/// while none of them moved: a window holds them once per change, not once per second, and a
+/// VIP whose counters stood still over the window is known by pointer, without a comparison.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters(BTreeMap<Arc<str>, NewFlows>);
+
+impl Counters {
+    /// The counters of `vips` (name, then each backend's address and counter), shared with
+    /// `previous` for each VIP whose counters are the same there.
+    pub fn of<'a, B>(
+        vips: impl IntoIterator<Item = (&'a str, B)>,
+        previous: Option<&Counters>,
+    ) -> Counters
+    where
+        B: IntoIterator<Item = (IpAddr, u64)>,
+        B::IntoIter: Clone,
+    {
+        let counters = vips.into_iter().map(|(vip, backends)| {
+            let backends = backends.into_iter();
+            match previous.and_then(|previous| previous.0.get_key_value(vip)) {
+                Some((name, kept)) if kept.iter().copied().eq(backends.clone()) => {
+                    (Arc::clone(name), Arc::clone(kept))
+                }
+                Some((name, _)) => (Arc::clone(name), backends.collect()),
+                None => (Arc::from(vip), backends.collect()),
+            }
+        });
+        Counters(counters.collect())
+    }
+
+    /// The counters of one sample of the skew detector.
+    fn of_sample(sample: &[VipSample], previous: Option<&Counters>) -> Counters {
+        let vips = sample.iter().map(|vip| {
+            let backends = vip.backends.iter().map(|b| (b.backend, b.new_flows_total));
+            (vip.vip.as_str(), backends)
+        });
+        Counters::of(vips, previous)
+    }
+
+    /// Each VIP with its backends' counters.
+    pub fn vips(&self) -> impl Iterator<Item = (&Arc<str>, &[(IpAddr, u64)])> {
+        self.0.iter().map(|(vip, flows)| (vip, &flows[..]))
+    }
+
+    /// `vip`'s counters, if it is in the sample.
+    pub fn get(&self, vip: &str) -> Option<&[(IpAddr, u64)]> {
+        self.0.get(vip).map(|flows| &flows[..])
+    }
+
+    /// Whether `vip`'s counters here are the very ones of `newer` (none moved in between).
+    pub fn unmoved(&self, newer: &Counters, vip: &str) -> bool {
+        match (self.0.get(vip), newer.0.get(vip)) {
+            (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+            _ => false,
+        }
+    }
+}
 
 /// Watches samples of new-flow counters and reports alerts as they start and stop.
 #[derive(Clone, Debug)]
@@ -243,6 +302,9 @@ pub struct Detector {
     /// Each VIP's last `few_healthy` message with the backends it was written for (how many,
     /// and those down): while they stay, the message is not written again every sample.
     few_healthy: BTreeMap<String, FewHealthy>,
+    /// Each VIP last judged on a window in which none of its counters moved, with its
+    /// backends' health then: judged so again, it raises the same alerts.
+    flat: BTreeMap<String, Vec<bool>>,
 }
 
 /// A `few_healthy` message and what it says: the VIP's backend count and those not healthy.
@@ -311,6 +373,7 @@ impl Detector {
             firing: BTreeMap::new(),
             expected: BTreeMap::new(),
             few_healthy: BTreeMap::new(),
+            flat: BTreeMap::new(),
         }
     }
 
@@ -321,17 +384,7 @@ impl Detector {
     /// Adds the sample taken at `now` and returns the alerts that started (`firing: true`) or
     /// stopped (`firing: false`) with it, sorted by VIP, kind and backend.
     pub fn observe(&mut self, now: Instant, sample: &[VipSample]) -> Vec<Alert> {
-        let counters: Counters = sample
-            .iter()
-            .map(|vip| {
-                let backends = vip
-                    .backends
-                    .iter()
-                    .map(|b| (b.backend, b.new_flows_total))
-                    .collect();
-                (vip.vip.clone(), backends)
-            })
-            .collect();
+        let counters = Counters::of_sample(sample, self.samples.back().map(|(_, c)| c));
         for vip in sample {
             let same = |old: &Vec<(IpAddr, f64)>| {
                 old.len() == vip.backends.len()
@@ -344,8 +397,9 @@ impl Detector {
                 Some(true) => continue,
                 Some(false) => {
                     for (_, counters) in &mut self.samples {
-                        counters.remove(&vip.vip);
+                        counters.0.remove(vip.vip.as_str());
                     }
+                    self.flat.remove(&vip.vip);
                 }
                 None => {}
             }
@@ -368,34 +422,90 @@ impl Detector {
             self.samples.pop_front();
         }
 
-        // In the sample's order: a VIP's window is found by its position.
-        let windows: Vec<Window> = sample.iter().map(|vip| self.window(now, vip)).collect();
-        let mut current = BTreeMap::new();
-        for (vip, window) in sample.iter().zip(&windows) {
-            for alert in self.judge(&vip.vip, window) {
-                current.insert((alert.vip.clone(), alert.kind, alert.backend), alert);
+        let mut changes = Vec::new();
+        for vip in sample {
+            if self.settled(vip) {
+                continue;
+            }
+            let window = self.window(now, vip);
+            let alerts = self.judge(&vip.vip, &window);
+            let start = (vip.vip.clone(), AlertKind::Dominant, None);
+            let was: Vec<AlertKey> = self
+                .firing
+                .range(start..)
+                .take_while(|((name, _, _), _)| *name == vip.vip)
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in was {
+                if alerts.iter().any(|a| (a.kind, a.backend) == (key.1, key.2)) {
+                    continue;
+                }
+                if let Some(alert) = self.firing.remove(&key) {
+                    changes.push(Alert {
+                        message: self.cleared(&alert, Some(&window)),
+                        firing: false,
+                        ..alert
+                    });
+                }
+            }
+            for alert in alerts {
+                let key = (alert.vip.clone(), alert.kind, alert.backend);
+                // Firing alerts keep their latest message (the shares move while they fire).
+                if self.firing.insert(key, alert.clone()).is_none() {
+                    changes.push(alert);
+                }
             }
         }
-
-        let mut changes: Vec<Alert> = current
-            .iter()
-            .filter(|(key, _)| !self.firing.contains_key(*key))
-            .map(|(_, alert)| alert.clone())
+        let gone: Vec<AlertKey> = self
+            .firing
+            .keys()
+            .filter(|(vip, _, _)| !names.contains(vip.as_str()))
+            .cloned()
             .collect();
-        for (key, alert) in &self.firing {
-            if !current.contains_key(key) {
-                let window = sample.iter().position(|vip| vip.vip == alert.vip);
+        for key in gone {
+            if let Some(alert) = self.firing.remove(&key) {
                 changes.push(Alert {
-                    message: self.cleared(alert, window.map(|i| &windows[i])),
+                    message: self.cleared(&alert, None),
                     firing: false,
-                    ..alert.clone()
+                    ..alert
                 });
             }
         }
+        self.flat.retain(|name, _| names.contains(name.as_str()));
         changes.sort_by(|a, b| (&a.vip, a.kind, a.backend).cmp(&(&b.vip, b.kind, b.backend)));
-        // Firing alerts keep their latest message (the shares move while they fire).
-        self.firing = current;
         changes
+    }
+
+    /// Whether `vip` would raise exactly the alerts it raised last: no counter moved in its
+    /// window then or now, and its backends' health is the same. Records what it was judged on
+    /// otherwise. Most VIPs of an idle daemon are settled each second.
+    fn settled(&mut self, vip: &VipSample) -> bool {
+        let healthy = vip.backends.iter().map(|b| b.healthy);
+        let flat = match (self.oldest(&vip.vip), self.samples.back()) {
+            (Some((_, old)), Some((_, newest))) => old.unmoved(newest, &vip.vip),
+            _ => true,
+        };
+        if !flat {
+            self.flat.remove(&vip.vip);
+            return false;
+        }
+        match self.flat.get_mut(&vip.vip) {
+            Some(judged) if judged.iter().copied().eq(healthy.clone()) => true,
+            Some(judged) => {
+                judged.clear();
+                judged.extend(healthy);
+                false
+            }
+            None => {
+                self.flat.insert(vip.vip.clone(), healthy.collect());
+                false
+            }
+        }
+    }
+
+    /// The counters of the latest sample.
+    pub fn newest(&self) -> Option<&Counters> {
+        self.samples.back().map(|(_, counters)| counters)
     }
 
     /// The alerts firing after the latest sample, sorted by VIP, kind and backend.
@@ -404,40 +514,50 @@ impl Detector {
     }
 
     /// `vip` over the window: each backend's counter growth since the oldest sample in the
-    /// window that has it (a backend added within the window starts from its first sample).
+    /// window that has the VIP. Every sample since a VIP's shares last changed holds its backends
+    /// in the same order (another backend is another share), so a backend's old counter is
+    /// found by its position.
     fn window<'a>(&self, now: Instant, vip: &'a VipSample) -> Window<'a> {
-        let mut span = Duration::ZERO;
-        let mut backends = Vec::with_capacity(vip.backends.len());
-        // The VIP's counters in each sample, looked up by name once, not once per backend.
-        let counters: Vec<(Instant, &BTreeMap<IpAddr, u64>)> = self
-            .samples
+        let (span, old) = match self.oldest(&vip.vip) {
+            Some((taken, old)) => (
+                now.saturating_duration_since(*taken),
+                old.get(&vip.vip).unwrap_or_default(),
+            ),
+            None => (Duration::ZERO, &[][..]),
+        };
+        let backends: Vec<(&BackendSample, u64)> = vip
+            .backends
             .iter()
-            .filter_map(|(taken, counters)| Some((*taken, counters.get(&vip.vip)?)))
-            .collect();
-        for backend in &vip.backends {
-            let first = counters.iter().find_map(|(taken, counters)| {
-                let old = counters.get(&backend.backend)?;
-                Some((*taken, *old))
-            });
-            let flows = match first {
-                Some((taken, old)) => {
-                    span = span.max(now.saturating_duration_since(taken));
+            .enumerate()
+            .map(|(i, backend)| {
+                let flows = match old.get(i) {
                     // A counter below its old value was reset (the program was reloaded):
                     // everything it counted since is new.
-                    backend
+                    Some(&(address, old)) if address == backend.backend => backend
                         .new_flows_total
                         .checked_sub(old)
-                        .unwrap_or(backend.new_flows_total)
-                }
-                None => 0,
-            };
-            backends.push((backend, flows));
-        }
+                        .unwrap_or(backend.new_flows_total),
+                    _ => 0,
+                };
+                (backend, flows)
+            })
+            .collect();
         Window {
-            span,
+            span: if backends.is_empty() {
+                Duration::ZERO
+            } else {
+                span
+            },
             total: backends.iter().map(|(_, flows)| flows).sum(),
             backends,
         }
+    }
+
+    /// The oldest sample in the window that has `vip`.
+    fn oldest(&self, vip: &str) -> Option<&(Instant, Counters)> {
+        self.samples
+            .iter()
+            .find(|(_, counters)| counters.0.contains_key(vip))
     }
 
     /// The alerts `window` of `vip` calls for.
@@ -906,6 +1026,49 @@ mod tests {
             [(AlertKind::Dominant, Some(address(10)), true)],
             "{alerts:?}"
         );
+    }
+
+    /// Test that a sample's counters share each VIP's with the sample before while none of
+    /// them moved, and that a moved counter or a new VIP gets counters of its own.
+    #[test]
+    fn counters_are_shared_while_they_stand_still() {
+        let first = Counters::of_sample(&all_up([5, 6, 7]), None);
+        let same = Counters::of_sample(&all_up([5, 6, 7]), Some(&first));
+        assert!(first.unmoved(&same, VIP));
+        let moved = Counters::of_sample(&all_up([5, 6, 8]), Some(&same));
+        assert!(!same.unmoved(&moved, VIP));
+        assert_eq!(moved.get(VIP).map(|c| c[2]), Some((address(12), 8)));
+        let fresh = Counters::of_sample(&all_up([5, 6, 8]), None);
+        assert!(
+            !fresh.unmoved(&moved, VIP),
+            "equal counters read apart are not shared"
+        );
+        assert_eq!(fresh, moved);
+    }
+
+    /// Test that a VIP left alone while its counters stand still keeps its alerts, and is
+    /// judged again as soon as its health or its counters move.
+    #[test]
+    fn a_still_vip_is_judged_again_when_health_or_counters_move() {
+        let (mut detector, at) = seen(&all_up([0, 0, 0]));
+        assert_eq!(detector.observe(at(1), &all_up([0, 0, 0])), []);
+        let down = [true, false, false];
+        let fired = detector.observe(at(2), &sample([0; 3], down));
+        assert_eq!(kinds(&fired), [(AlertKind::FewHealthy, None, true)]);
+        for second in 3..15 {
+            assert_eq!(detector.observe(at(second), &sample([0; 3], down)), []);
+            assert_eq!(kinds(&detector.firing()), kinds(&fired));
+        }
+        let skewed = detector.observe(at(15), &sample([300, 0, 0], down));
+        assert_eq!(
+            kinds(&skewed),
+            [
+                (AlertKind::Dominant, Some(address(10)), true),
+                (AlertKind::Skew, Some(address(10)), true),
+            ]
+        );
+        let cleared = detector.observe(at(16), &all_up([300, 0, 0]));
+        assert_eq!(kinds(&cleared), [(AlertKind::FewHealthy, None, false)]);
     }
 
     /// Test that a VIP leaving the samples clears its alerts, and that a counter reset (the

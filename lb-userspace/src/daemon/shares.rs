@@ -5,10 +5,7 @@
 //! back (bpftool) is the scheduled audit's to find; its runs also drop what is kept here
 //! ([`Shares::forget`]), so the alarms judge against the live table again from then on.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::HashMap, net::IpAddr};
 
 use anyhow::Context as _;
 use lb_common::{
@@ -21,7 +18,6 @@ use crate::{
     config::Forwarding,
     counters::Totals,
     diff::effect,
-    flood,
     live::{BackendState, Snapshot},
     rollout::{describe_vip, live_address},
     skew::{self, BackendSample, VipSample},
@@ -41,6 +37,25 @@ struct Counted {
     servers: Vec<IpAddr>,
 }
 
+impl Counted {
+    /// The VIP's sample with its counters at 0 and every backend healthy, until read.
+    fn sample(&self) -> VipSample {
+        let backends = self.backends.iter().zip(&self.expected).zip(&self.servers);
+        VipSample {
+            vip: self.label.clone(),
+            backends: backends
+                .map(|(((_, backend), &expected_share), &server)| BackendSample {
+                    backend: live_address(backend),
+                    new_flows_total: 0,
+                    expected_share,
+                    healthy: true,
+                    server,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Each live VIP's counted table, by VIP.
 #[derive(Default)]
 pub struct Shares {
@@ -52,12 +67,13 @@ pub struct Shares {
     /// read: every packet steered to a backend is one of those, so while that total stays,
     /// no backend counter moved and the whole per-CPU map is not read again.
     new_flows: Option<(u64, Vec<u64>)>,
-}
-
-/// The samples the skew and flood detectors take from one reading.
-pub struct Reading {
-    pub skew: Vec<VipSample>,
-    pub flood: flood::Sample,
+    /// The skew detector's input, a sample per live VIP in the snapshot's order, updated in
+    /// place: its counters when they were read again, its health when that moved.
+    samples: Vec<VipSample>,
+    /// The health epoch (see [`Shares::read`]) the samples' health was judged in.
+    judged_in: Option<u64>,
+    /// The snapshot was read since the samples were made from it.
+    unsampled: bool,
 }
 
 impl Shares {
@@ -75,24 +91,36 @@ impl Shares {
         &mut self,
         maps: &mut (impl crate::maps::Maps + ?Sized),
     ) -> anyhow::Result<&Snapshot> {
-        let snapshot = Snapshot::read_unless_kept(maps, self.snapshot.take())?;
+        let kept = self.snapshot.take();
+        let kept_generation = kept.as_ref().map(|kept| kept.meta.generation);
+        let snapshot = Snapshot::read_unless_kept(maps, kept)?;
+        // Read afresh: the samples are made again from it.
+        self.unsampled |= kept_generation != Some(snapshot.meta.generation);
         Ok(self.snapshot.insert(snapshot))
     }
 
-    /// The counters of every live VIP with the shares of its live table (read only
-    /// for VIPs whose entries changed since it was counted); `healthy` judges each backend of
-    /// a VIP by its address and state.
+    /// Brings the samples of every live VIP ([`Shares::samples`]) up to date, with the shares
+    /// of its live table (counted again only for VIPs whose entries changed), and returns the
+    /// flow table's `flow_evicted_proven` counter. `healthy` judges each backend of a VIP by its
+    /// address and state; it is asked again only when the entries were read again or
+    /// `health_epoch` moved (the caller moves it whenever its answers may have changed).
     pub fn read(
         &mut self,
         maps: &mut (impl crate::maps::Maps + ?Sized),
         capacity: &Capacity,
+        health_epoch: u64,
         healthy: impl Fn(&VipKey, IpAddr, BackendState) -> bool,
-    ) -> anyhow::Result<Reading> {
+    ) -> anyhow::Result<u64> {
         self.snapshot(maps)?;
         let snapshot = self.snapshot.take().context("the snapshot just read")?;
-        let reading = self.read_with(maps, &snapshot, capacity, healthy);
+        let read = self.read_with(maps, &snapshot, capacity, health_epoch, healthy);
         self.snapshot = Some(snapshot);
-        reading
+        read
+    }
+
+    /// The samples as last read.
+    pub fn samples(&self) -> &[VipSample] {
+        &self.samples
     }
 
     fn read_with(
@@ -100,75 +128,59 @@ impl Shares {
         maps: &mut (impl crate::maps::Maps + ?Sized),
         snapshot: &Snapshot,
         capacity: &Capacity,
+        health_epoch: u64,
         healthy: impl Fn(&VipKey, IpAddr, BackendState) -> bool,
-    ) -> anyhow::Result<Reading> {
-        self.count_changed(maps, snapshot, capacity)?;
-        let totals = Totals::read(maps)?;
-        let evicted_proven = totals.event(Event::FlowEvictedProven).packets;
-        self.read_new_flows(maps, totals.verdict(Verdict::Tx).packets)?;
-        let new_flows: &[u64] = self.new_flows.as_ref().map_or(&[], |(_, flows)| flows);
-        let mut reading = Reading {
-            skew: Vec::with_capacity(snapshot.vips.len()),
-            flood: flood::Sample {
-                new_flows: BTreeMap::new(),
-                evicted_proven,
-            },
-        };
-        for (key, _) in &snapshot.vips {
-            let counted = &self.counted[key];
-            let backends: Vec<BackendSample> = counted
-                .backends
+    ) -> anyhow::Result<u64> {
+        let reread = std::mem::take(&mut self.unsampled);
+        if reread {
+            self.count_changed(maps, snapshot, capacity)
+                .inspect_err(|_| self.unsampled = true)?;
+            self.samples = snapshot
+                .vips
                 .iter()
-                .zip(&counted.expected)
-                .zip(&counted.servers)
-                .map(|(((id, backend), &expected_share), &server)| {
-                    let address = live_address(backend);
-                    BackendSample {
-                        backend: address,
-                        new_flows_total: new_flows.get(*id as usize).copied().unwrap_or(0),
-                        expected_share,
-                        healthy: healthy(key, address, BackendState::of(backend)),
-                        server,
-                    }
-                })
+                .map(|(key, _)| self.counted[key].sample())
                 .collect();
-            reading.flood.new_flows.insert(
-                counted.label.clone(),
-                backends
-                    .iter()
-                    .map(|b| (b.backend, b.new_flows_total))
-                    .collect(),
-            );
-            reading.skew.push(VipSample {
-                vip: counted.label.clone(),
-                backends,
-            });
+            self.judged_in = None;
         }
-        Ok(reading)
+        let totals = Totals::read(maps)?;
+        let moved = self.read_new_flows(maps, totals.verdict(Verdict::Tx).packets)?;
+        let new_flows: &[u64] = self.new_flows.as_ref().map_or(&[], |(_, flows)| flows);
+        let judge = self.judged_in != Some(health_epoch);
+        if reread || moved || judge {
+            for ((key, _), sample) in snapshot.vips.iter().zip(&mut self.samples) {
+                let counted = &self.counted[key];
+                for ((id, backend), b) in counted.backends.iter().zip(&mut sample.backends) {
+                    b.new_flows_total = new_flows.get(*id as usize).copied().unwrap_or(0);
+                    if judge {
+                        b.healthy = healthy(key, b.backend, BackendState::of(backend));
+                    }
+                }
+            }
+        }
+        self.judged_in = Some(health_epoch);
+        Ok(totals.event(Event::FlowEvictedProven).packets)
     }
 
-    /// Each backend's new-flow counter, summed over CPUs, into `new_flows`; read again only when `transmitted`
-    /// (the packets the program transmitted in all) moved since the last read.
+    /// Each backend's new-flow counter, summed over CPUs, into `new_flows`; read again only
+    /// when `transmitted` (the packets the program transmitted in all) moved since the last
+    /// read. Whether it was read again.
     fn read_new_flows(
         &mut self,
         maps: &(impl crate::maps::Maps + ?Sized),
         transmitted: u64,
-    ) -> anyhow::Result<()> {
-        let kept = self.new_flows.take().filter(|(at, _)| *at == transmitted);
-        let new_flows = match kept {
-            Some(kept) => kept,
-            None => {
-                let sums = batch::per_cpu_sums(
-                    maps,
-                    map_names::BACKEND_STATS,
-                    |sum, c: &BackendCounter| sum.new_flows += c.new_flows,
-                )
-                .context("reading the backend counters")?;
-                (transmitted, sums.iter().map(|c| c.new_flows).collect())
-            }
-        };
-        self.new_flows = Some(new_flows);
-        Ok(())
+    ) -> anyhow::Result<bool> {
+        if let Some((at, _)) = &self.new_flows
+            && *at == transmitted
+        {
+            return Ok(false);
+        }
+        let sums =
+            batch::per_cpu_sums(maps, map_names::BACKEND_STATS, |sum, c: &BackendCounter| {
+                sum.new_flows += c.new_flows
+            })
+            .context("reading the backend counters")?;
+        self.new_flows = Some((transmitted, sums.iter().map(|c| c.new_flows).collect()));
+        Ok(true)
     }
 
     /// Counts the live tables of the VIPs that are new or whose entries changed, and drops the

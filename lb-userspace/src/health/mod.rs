@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use probe::{Cause, Failure, probe};
+pub use probe::{Cause, Connector, Failure, probe};
 pub use tracker::Tracker;
 
 use crate::config::{CheckKind, HealthCheck, Model};
@@ -271,10 +271,11 @@ async fn run(
     let mut ticker = tokio::time::interval(target.check.interval.max(Duration::from_millis(1)));
     // A receiver that falls behind delays the next probe rather than getting a burst of them.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut connector = Connector::default();
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let result = probe(target.backend, &target.check).await;
+        let result = connector.probe(target.backend, &target.check).await;
         let outcome = Probe {
             target_index: index,
             ok: result.is_ok(),

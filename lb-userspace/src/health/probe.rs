@@ -5,7 +5,9 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use socket2::{Domain, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
@@ -75,44 +77,129 @@ impl fmt::Display for Failure {
 /// `GET path HTTP/1.1` with `Host` and `Connection: close` is answered with `expect_status`
 /// within the timeout. The failure says what failed (see [`Failure`]).
 pub async fn probe(backend: IpAddr, check: &HealthCheck) -> Result<(), Failure> {
-    let address = SocketAddr::new(backend, check.port);
-    // One deadline for the whole probe, so an HTTP check's connect and answer share the timeout.
-    let deadline = Instant::now() + check.timeout;
+    Connector::default().probe(backend, check).await
+}
 
-    let connect = timeout_at(deadline, TcpStream::connect(address)).await;
-    let mut stream = match connect {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
+/// The connections of one target's probes. A backend that refuses keeps refusing, probe
+/// after probe: the socket of a failed connect is kept for the next one (Linux connects a
+/// TCP socket again once its connect failed), so such a probe costs two `connect` calls and
+/// an epoll registration and removal, without a socket made and freed and an error read. A
+/// connection made, or one that timed out, is closed as always, and the next probe opens a
+/// new socket. A kept socket holds a descriptor between probes; the probes of a round start
+/// together, so each target's probe held one at the same moment anyway.
+#[derive(Debug, Default)]
+pub struct Connector {
+    kept: Option<Socket>,
+}
+
+/// How a connect in progress ended, as a second `connect` tells.
+enum Connect {
+    Made,
+    Pending,
+    Failed(io::Error),
+}
+
+impl Connector {
+    /// [`probe`], with this target's kept socket.
+    pub async fn probe(&mut self, backend: IpAddr, check: &HealthCheck) -> Result<(), Failure> {
+        let address = SocketAddr::new(backend, check.port);
+        // One deadline for the whole probe, so an HTTP check's connect and answer share the
+        // timeout.
+        let deadline = Instant::now() + check.timeout;
+
+        let connect = timeout_at(deadline, self.connect(address)).await;
+        let socket = match connect {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(err)) => {
+                let cause = Cause::from(&err);
+                return Err(Failure::Connect { address, cause });
+            }
+            Err(_) => {
+                let cause = Cause::TimedOut(check.timeout);
+                return Err(Failure::Connect { address, cause });
+            }
+        };
+        let CheckKind::Http {
+            path,
+            expect_status,
+        } = &check.check
+        else {
+            return Ok(());
+        };
+        let mut stream = TcpStream::from_std(socket.into_inner().into()).map_err(|err| {
             let cause = Cause::from(&err);
-            return Err(Failure::Connect { address, cause });
+            Failure::Connect { address, cause }
+        })?;
+        let status = match timeout_at(deadline, get_status(&mut stream, address, path)).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(err)) => return Err(Failure::Http(format!("GET {path} on {address}: {err}"))),
+            Err(_) => {
+                let cause = Cause::TimedOut(check.timeout);
+                return Err(Failure::Http(format!("GET {path} on {address}: {cause}")));
+            }
+        };
+        if status == *expect_status {
+            Ok(())
+        } else {
+            Err(Failure::Http(format!(
+                "GET {path} answered {status}, expected {expect_status}"
+            )))
         }
-        Err(_) => {
-            let cause = Cause::TimedOut(check.timeout);
-            return Err(Failure::Connect { address, cause });
-        }
-    };
-    let CheckKind::Http {
-        path,
-        expect_status,
-    } = &check.check
-    else {
-        return Ok(());
-    };
-    let status = match timeout_at(deadline, get_status(&mut stream, address, path)).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(err)) => return Err(Failure::Http(format!("GET {path} on {address}: {err}"))),
-        Err(_) => {
-            let cause = Cause::TimedOut(check.timeout);
-            return Err(Failure::Http(format!("GET {path} on {address}: {cause}")));
-        }
-    };
-    if status == *expect_status {
-        Ok(())
-    } else {
-        Err(Failure::Http(format!(
-            "GET {path} answered {status}, expected {expect_status}"
-        )))
     }
+
+    /// A socket connected to `address`: the kept one, or a new one. A connect that failed
+    /// keeps the socket for the next probe; one that could not start, or was cut short by the
+    /// timeout, closes it.
+    async fn connect(&mut self, address: SocketAddr) -> io::Result<AsyncFd<Socket>> {
+        let socket = match self.kept.take() {
+            Some(kept) => kept,
+            None => Socket::new(
+                Domain::for_address(address),
+                Type::STREAM.nonblocking(),
+                None,
+            )?,
+        };
+        match socket.connect(&address.into()) {
+            Ok(()) => return register(socket),
+            Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(err) => return Err(err),
+        }
+        // Registered once the connect is under way, and only until it ends: an unconnected
+        // socket reads as closed, and tokio keeps "closed" for good.
+        let socket = register(socket)?;
+        loop {
+            let mut ready = socket.writable().await?;
+            // Connecting again says how the first connect ended; after a failure it returns
+            // the error and leaves the socket unconnected, ready for the next probe.
+            let ended = match socket.get_ref().connect(&address.into()) {
+                Ok(()) => Connect::Made,
+                Err(err) => match err.raw_os_error() {
+                    Some(libc::EISCONN) => Connect::Made,
+                    Some(libc::EALREADY | libc::EINPROGRESS) => Connect::Pending,
+                    _ => Connect::Failed(err),
+                },
+            };
+            match ended {
+                Connect::Made => {
+                    drop(ready);
+                    return Ok(socket);
+                }
+                Connect::Pending => ready.clear_ready(),
+                Connect::Failed(err) => {
+                    drop(ready);
+                    self.kept = Some(socket.into_inner());
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// `socket` registered with tokio's reactor for writability (a connect's end).
+fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: the socket owns its descriptor and keeps it open, the same one, for as long as
+    // the AsyncFd holds it (until dropped or `into_inner`).
+    unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }.map_err(io::Error::from)
 }
 
 /// Sends the request and reads the status code of the answer.
@@ -371,6 +458,32 @@ pub(super) mod tests {
             Err(format!("connect to 127.0.0.1:{port}: connection refused"))
         );
         assert!(took < TIMEOUT, "a refusal took {took:?}");
+    }
+
+    /// Test that a refused probe keeps its socket for the next one, which connects it again
+    /// (and is refused again, naming the refusal), and that the kept socket connects once the
+    /// backend listens.
+    #[tokio::test]
+    async fn a_refused_probe_keeps_its_socket_for_the_next() {
+        use std::os::fd::AsRawFd as _;
+        let (held, port) = refusing_port();
+        let mut connector = Connector::default();
+        let kept = |connector: &Connector| connector.kept.as_ref().map(|s| s.as_raw_fd());
+        let refused = Err(format!("connect to 127.0.0.1:{port}: connection refused"));
+        let mut sockets = Vec::new();
+        for _ in 0..3 {
+            let result = connector.probe(LOOPBACK, &tcp(port)).await;
+            assert_eq!(result.map_err(|failure| failure.to_string()), refused);
+            sockets.extend(kept(&connector));
+        }
+        assert_eq!(sockets.len(), 3, "the refused socket is kept");
+        assert!(
+            sockets.iter().all(|s| *s == sockets[0]),
+            "one socket: {sockets:?}"
+        );
+        let _listener = held.listen(16).expect("listen");
+        assert_eq!(connector.probe(LOOPBACK, &tcp(port)).await, Ok(()));
+        assert_eq!(kept(&connector), None, "a connection made is closed");
     }
 
     #[tokio::test]
