@@ -552,8 +552,8 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
         target: Some(20.0),
         note: format!(
             "`xlb apply FILE` of a one-weight change with the daemon running, process start to \
-             exit, the file written just before (the CLI's check, the daemon's reload and \
-             apply); the daemon's watch reloaded the file too in {watched} of {RUNS} runs"
+             exit, the file written just before; the daemon's watch reloaded the file too in \
+             {watched} of {RUNS} runs"
         ),
     });
     for (part, seconds, note) in [
