@@ -863,8 +863,9 @@ impl Daemon {
                 model.capacity
             );
         }
-        let targets = health::targets(&model);
-        if targets != self.targets {
+        // A reload that changes what no check reads (a weight) builds none of the targets.
+        let targets = (!same_checks(&model, &self.model)).then(|| health::targets(&model));
+        if let Some(targets) = targets.filter(|targets| *targets != self.targets) {
             // New checks start from "up", as at start-up.
             let idle = Checker::start(Vec::new(), self.probe_sender.clone());
             std::mem::replace(&mut self.checker, idle).stop();
@@ -882,7 +883,8 @@ impl Daemon {
         }
         self.detector = Detector::new(skew::Settings::from(&model.alerts));
         self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
-        if let Ok(mut extra) = self.shared.lock() {
+        let renamed = !same_names(&model, &self.model);
+        if renamed && let Ok(mut extra) = self.shared.lock() {
             extra.set_vip_names(&model);
         }
         if model.bgp != self.model.bgp {
@@ -897,7 +899,7 @@ impl Daemon {
             }
             self.announcer = model_announcer(&model.bgp, &self.pin_path);
         }
-        if let Err(err) = crate::names::record(&self.pin_path, &model) {
+        if renamed && let Err(err) = crate::names::record(&self.pin_path, &model) {
             warn!("{err:#}");
         }
         self.model = model;
@@ -1084,6 +1086,32 @@ fn target_index(targets: &[Target]) -> TargetIndex {
     index
 }
 
+/// Whether `a` and `b` have the same VIPs by name and key, in order: all the recorded names
+/// and the metrics' VIP names are made of.
+fn same_names(a: &Model, b: &Model) -> bool {
+    a.vips.len() == b.vips.len()
+        && a.vips
+            .iter()
+            .zip(&b.vips)
+            .all(|(a, b)| a.name == b.name && a.key() == b.key())
+}
+
+/// Whether `a` and `b` give the same [`health::targets`]: the same VIP names, and in each the
+/// same backends (address and check), in order.
+fn same_checks(a: &Model, b: &Model) -> bool {
+    fn backend(b: &config::BackendModel) -> (IpAddr, &Option<config::HealthCheck>) {
+        (b.address, &b.health)
+    }
+    a.vips.len() == b.vips.len()
+        && a.vips.iter().zip(&b.vips).all(|(a, b)| {
+            a.name == b.name
+                && a.backends
+                    .iter()
+                    .map(backend)
+                    .eq(b.backends.iter().map(backend))
+        })
+}
+
 /// The refusal of a request that failed with `err`: its message and exit code.
 fn failed(err: anyhow::Error) -> Refusal {
     Refusal {
@@ -1148,5 +1176,49 @@ fn run_alert_command(command: &str, alert: &skew::Alert) {
             });
         }
         Err(err) => error!("running the alert command failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FixedEnvironment, test_texts::two_backends_with};
+
+    /// The two-backend config with VIP `name` and `lines` added to its first backend.
+    fn model(name: &str, lines: &str) -> Model {
+        let mac = "mac = \"02:00:00:00:01:00\"\n";
+        let text = format!(
+            "[global]\ninterface = \"eth0\"\n{}",
+            two_backends_with(mac, &format!("{mac}{lines}"))
+                .replace("name = \"web\"", &format!("name = \"{name}\""))
+        );
+        config::check_text(
+            &text,
+            Path::new("xlb.toml"),
+            &FixedEnvironment::new(&["eth0"]),
+        )
+        .expect("a valid config")
+        .model
+    }
+
+    /// Test that the shortcuts a reload takes agree with what they skip: a weight changed keeps
+    /// the names and the health targets (equal when built); a check changed keeps the names,
+    /// not the targets; a VIP renamed changes both.
+    #[test]
+    fn a_reload_rebuilds_targets_and_names_only_when_they_change() {
+        let health = "  health = { check = \"tcp\", port = 80 }\n";
+        let base = model("web", health);
+        for (changed, checks_kept, names_kept) in [
+            (model("web", &format!("{health}  weight = 3\n")), true, true),
+            (model("web", &health.replace("80", "81")), false, true),
+            (model("api", health), false, false),
+        ] {
+            assert_eq!(same_checks(&base, &changed), checks_kept, "{changed:?}");
+            assert_eq!(same_names(&base, &changed), names_kept, "{changed:?}");
+            if checks_kept {
+                assert_eq!(health::targets(&base), health::targets(&changed));
+                assert!(!health::targets(&base).is_empty());
+            }
+        }
     }
 }
