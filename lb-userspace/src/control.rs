@@ -83,7 +83,7 @@ pub enum Request {
 /// The daemon's answer to [`Request::Identify`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Identity {
-    /// The config file the daemon keeps live.
+    /// The config file the daemon keeps live, as an absolute path.
     pub config: PathBuf,
 }
 

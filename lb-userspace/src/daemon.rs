@@ -330,8 +330,9 @@ impl Daemon {
     /// every later reconcile keeps: see [`Desired::from_model`]).
     fn serve(&mut self, ebpf: &mut Ebpf, request: Request) -> Result<serde_json::Value, Refusal> {
         let value = match request {
+            // Absolute: the asker's working directory may be another.
             Request::Identify => serde_json::to_value(Identity {
-                config: self.file.clone(),
+                config: std::path::absolute(&self.file).unwrap_or_else(|_| self.file.clone()),
             }),
             Request::Apply {
                 file,

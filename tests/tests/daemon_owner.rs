@@ -298,12 +298,22 @@ fn apply_checked_by_the_daemon_refuses_as_the_verb_did() {
     let good = lab.config_text(&[1, 1, 1], None);
     lab.write_config(&good.replace("protocol = \"tcp\"", "protocol = \"tcpx\""))
         .expect("config");
-    let (out, answer) = json(&lab, &["apply", &config]);
-    assert_eq!(out.code, Some(1), "{answer}\n{}", out.stderr);
+    // Named from its directory: the findings name it as the operator did.
+    let dir = lab.config_path.parent().expect("the config's directory");
+    let name = lab.config_path.file_name().expect("the config's name");
+    let out = Command::new(&lab.xlb)
+        .current_dir(dir)
+        .arg("apply")
+        .arg(name)
+        .args(["--output", "json"])
+        .output()
+        .expect("xlb apply");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(1), "{answer}");
     assert_eq!(answer["daemon"], pid, "not judged by the daemon: {answer}");
-    let diagnostics = answer["diagnostics"].to_string();
+    let first = answer["diagnostics"][0].as_str().unwrap_or_default();
     assert!(
-        diagnostics.contains("xlb.toml:") && diagnostics.contains("protocol"),
+        first.starts_with(&format!("{}:", name.to_string_lossy())) && first.contains("protocol"),
         "{answer}"
     );
     assert_eq!(answer["applied"], false, "{answer}");
