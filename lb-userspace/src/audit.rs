@@ -239,7 +239,7 @@ pub fn audit(
     };
     let loaded = match file {
         None => None,
-        Some(file) => match check_on_live_tables(file, pin_path, env) {
+        Some(file) => match check_on_live_tables(file, pin_path, env, &[]) {
             Ok(loaded) => Some(loaded),
             Err(rejected) => {
                 if rejected.unreadable() {
@@ -280,11 +280,13 @@ pub fn audit(
 /// Checks the config `file` as `validate` does, taking the tables of the VIPs whose live
 /// tables (under `pin_path`, else the pin path the file names) are vouched for by their records
 /// from there rather than building them: the same findings, without 1,000 Maglev builds. With
-/// `pin_path` given, those tables are counted while the file is parsed.
-fn check_on_live_tables(
+/// `pin_path` given, those tables are counted while the file is parsed. The findings of the
+/// `overrides` rules are warnings, as in [`config::load_overriding`].
+pub fn check_on_live_tables(
     file: &Path,
     pin_path: Option<&Path>,
     env: &dyn Environment,
+    overrides: &[String],
 ) -> config::Checked {
     std::thread::scope(|scope| {
         let counting = pin_path.map(|pin_path| scope.spawn(|| live_counts(pin_path)));
@@ -297,7 +299,7 @@ fn check_on_live_tables(
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             None => live_counts(&parsed.pin_path()),
         };
-        config::check_parsed(parsed, env, &[], &known)
+        config::check_parsed(parsed, env, overrides, &known)
     })
 }
 

@@ -48,11 +48,14 @@ pub struct Daemon {
 /// What a verb asks the daemon to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// Reload the daemon's config file now (only its own file: the daemon keeps the live state
-    /// in line with it, so another file's change would be undone), with these overrides.
+    /// Check the daemon's config file now and apply it if `options` accept it (only its own
+    /// file: the daemon keeps the live state in line with it, so another file's change would
+    /// be undone). The answer is the verb's [`crate::apply::ApplyReport`], its findings naming
+    /// the file as `shown` (the operator's spelling).
     Apply {
         file: PathBuf,
-        overrides: Vec<String>,
+        shown: PathBuf,
+        options: crate::apply::Options,
     },
     /// Drain, disable or enable a backend (`force`: even past alerts.max_share).
     Backend {
@@ -80,7 +83,7 @@ pub enum Request {
 /// The daemon's answer to [`Request::Identify`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Identity {
-    /// The config file the daemon keeps live.
+    /// The config file the daemon keeps live, as an absolute path.
     pub config: PathBuf,
 }
 
@@ -204,6 +207,14 @@ pub async fn answer(
     line.push(b'\n');
     tokio::time::timeout(REQUEST_WAIT, stream.write_all(&line)).await??;
     Ok(())
+}
+
+/// Whether `a` and `b` name the same file (as spelled, if either cannot be resolved).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Reads one JSON line of at most [`MAX_LINE`] bytes.

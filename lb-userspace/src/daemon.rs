@@ -26,7 +26,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    apply::Made,
+    apply::{self, ApplyReport, Made},
     audit,
     backend::{self, BackendAction},
     bgp::Announcer,
@@ -333,16 +333,17 @@ impl Daemon {
     /// Does what an operator's verb asked; the daemon records the change (in the maps, which
     /// every later reconcile keeps: see [`Desired::from_model`]).
     fn serve(&mut self, ebpf: &mut Ebpf, request: Request) -> Result<serde_json::Value, Refusal> {
-        let failed = |err: anyhow::Error| Refusal {
-            code: exit::code_of(&err),
-            message: format!("{err:#}"),
-        };
         let value = match request {
+            // Absolute: the asker's working directory may be another.
             Request::Identify => serde_json::to_value(Identity {
-                config: self.file.clone(),
+                config: std::path::absolute(&self.file).unwrap_or_else(|_| self.file.clone()),
             }),
-            Request::Apply { file, overrides } => {
-                if !same_file(&file, &self.file) {
+            Request::Apply {
+                file,
+                shown,
+                options,
+            } => {
+                if !control::same_file(&file, &self.file) {
                     return Err(Refusal {
                         code: exit::FAILED,
                         message: format!(
@@ -360,12 +361,7 @@ impl Daemon {
                     });
                 }
                 info!(file = %self.file.display(), "xlb apply: reloading");
-                let bytes = config::read_bytes(&self.file).map_err(|err| Refusal {
-                    code: exit::UNREADABLE,
-                    message: format!("cannot read {}: {err}", self.file.display()),
-                })?;
-                let applied = self.adopt(ebpf, bytes, &overrides)?;
-                serde_json::to_value(Made::of(&applied))
+                serde_json::to_value(self.apply_requested(ebpf, &shown, &options)?)
             }
             Request::Canary {
                 file,
@@ -729,6 +725,53 @@ impl Daemon {
         }
     }
 
+    /// `xlb apply` of the daemon's config file: checked once here, with the VIPs parsed and
+    /// the tables counted last time (its findings naming the file `shown`, as the operator
+    /// spelled it), refused unless `options` accept its warnings and what it does to the live
+    /// state, else made live as a reload would. A refusal changes nothing, not the reload
+    /// metrics either: the operator is told why, as when the verb checked the file itself.
+    fn apply_requested(
+        &mut self,
+        ebpf: &mut Ebpf,
+        shown: &Path,
+        options: &apply::Options,
+    ) -> Result<ApplyReport, Refusal> {
+        let mut report = ApplyReport::new(shown, &self.pin_path);
+        report.daemon = Some(std::process::id());
+        let checked = config::read_bytes(&self.file)
+            .map_err(|err| config::unreadable_file(shown, err))
+            .and_then(|bytes| Ok((self.check(&bytes, shown, &options.overrides)?, bytes)));
+        let (loaded, bytes) = match checked {
+            Ok(checked) => checked,
+            Err(rejected) => {
+                report.reject(&rejected);
+                return Ok(report);
+            }
+        };
+        if !report.accept(&loaded.warnings, options) {
+            return Ok(report);
+        }
+        let desired = self.desired_with_health(&loaded.model, loaded.text.hash);
+        let capacity = Capacity::read(ebpf).map_err(failed)?;
+        let snapshot = Snapshot::read_unless_kept(ebpf, self.written.take()).map_err(failed)?;
+        let refusal = apply::live_refusal(
+            ebpf,
+            &snapshot,
+            &capacity,
+            &desired,
+            loaded.model.alerts.max_share,
+            options,
+        );
+        // Read at the live generation: the apply below starts from it.
+        self.written = Some(snapshot);
+        if let Some(refusal) = refusal.map_err(failed)? {
+            report.refused = Some(refusal);
+            return Ok(report);
+        }
+        report.made(Made::of(&self.commit(ebpf, bytes, loaded)?));
+        Ok(report)
+    }
+
     /// Validates `bytes` (the config file's, with the findings of `overrides` as warnings)
     /// and, if they are valid, makes them live; invalid ones are logged and the running config
     /// stays in force.
@@ -738,21 +781,8 @@ impl Daemon {
         bytes: Vec<u8>,
         overrides: &[String],
     ) -> Result<Applied, Refusal> {
-        let started = Instant::now();
-        let parsed = config::parse_bytes_reusing(&bytes, &self.file, &mut self.reparse);
-        let parse_seconds = started.elapsed().as_secs_f64();
-        let checked = parsed.and_then(|parsed| {
-            config::check_parsed(parsed, &HostEnvironment, overrides, &self.counts)
-        });
-        let check_seconds = started.elapsed().as_secs_f64() - parse_seconds;
-        match self.reparse.parsed() {
-            Some(vips_parsed) => info!(
-                vips_parsed,
-                parse_seconds, check_seconds, "config checked: only the VIPs that changed parsed"
-            ),
-            None => info!(parse_seconds, check_seconds, "config checked: parsed whole"),
-        }
-        match checked {
+        let file = self.file.clone();
+        match self.check(&bytes, &file, overrides) {
             Err(rejected) => {
                 for diagnostic in &rejected.diagnostics {
                     error!("{diagnostic}");
@@ -774,94 +804,124 @@ impl Daemon {
                     ),
                 })
             }
-            Ok(config::Loaded {
-                model,
-                warnings,
-                counts,
-                text,
-            }) => {
-                for warning in &warnings {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
                     warn!("{warning}");
                 }
-                if model.global.pin_path != self.pin_path
-                    || model.global.interface != self.model.global.interface
-                {
-                    let message = "the pin path and the interface cannot change while running; \
-                                   restart xlb to change them";
-                    error!("{message}");
-                    self.record_reload(Some(metrics::ReloadFailure::Refused));
-                    self.rejected = Some(bytes);
-                    return Err(Refusal {
-                        code: exit::FAILED,
-                        message: message.to_owned(),
-                    });
-                }
-                if let Ok(running) = Capacity::read(ebpf)
-                    && running != model.capacity
-                {
-                    warn!(
-                        "[capacity] asks for {}, the running program holds {running}: the new \
-                         capacity takes effect when xlb restarts (README, \"Capacity\"); this \
-                         reload applies within the running one",
-                        model.capacity
-                    );
-                }
-                let targets = health::targets(&model);
-                if targets != self.targets {
-                    // New checks start from "up", as at start-up.
-                    let idle = Checker::start(Vec::new(), self.probe_sender.clone());
-                    std::mem::replace(&mut self.checker, idle).stop();
-                    // Probes the old checker queued carry the old target indices.
-                    while self.probes.try_recv().is_ok() {}
-                    self.shared_probes = health::Probes::of(&targets);
-                    self.checker = Checker::start(
-                        self.shared_probes.probes.clone(),
-                        self.probe_sender.clone(),
-                    );
-                    self.tracker = Tracker::new(self.shared_probes.tracks.len());
-                    self.target_index = target_index(&targets);
-                    if let Ok(mut extra) = self.shared.lock() {
-                        extra.set_targets(self.shared_probes.rows(&targets));
-                    }
-                    self.targets = targets;
-                }
-                self.detector = Detector::new(skew::Settings::from(&model.alerts));
-                self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
-                if let Ok(mut extra) = self.shared.lock() {
-                    extra.set_vip_names(&model);
-                }
-                if model.bgp != self.model.bgp {
-                    if let Some(old) = &mut self.announcer
-                        && model
-                            .bgp
-                            .as_ref()
-                            .is_none_or(|b| b.routes_file != old.settings().routes_file)
-                        && let Err(err) = old.withdraw_all()
-                    {
-                        error!(
-                            "withdrawing the VIPs from the old [bgp] routes file failed: {err:#}"
-                        );
-                    }
-                    self.announcer = model_announcer(&model.bgp, &self.pin_path);
-                }
-                if let Err(err) = crate::names::record(&self.pin_path, &model) {
-                    warn!("{err:#}");
-                }
-                self.model = model;
-                self.health_epoch += 1;
-                // The checked text is these bytes: kept once, with the hash its check took.
-                self.bytes = text.text.into_bytes();
-                self.hash = text.hash;
-                self.counts = counts;
-                self.rejected = None;
-                let applied = self.reconcile(ebpf, "reload");
-                self.record_reload(applied.is_err().then_some(metrics::ReloadFailure::Apply));
-                applied.map_err(|err| Refusal {
-                    code: exit::FAILED,
-                    message: format!("{err:#}"),
-                })
+                self.commit(ebpf, bytes, loaded)
             }
         }
+    }
+
+    /// Checks `bytes` (the config file's, named `file` in the findings), parsing only the VIPs
+    /// that changed and counting only the tables not counted before; logs how long that took.
+    fn check(&mut self, bytes: &[u8], file: &Path, overrides: &[String]) -> config::Checked {
+        let started = Instant::now();
+        let parsed = config::parse_bytes_reusing(bytes, file, &mut self.reparse);
+        let parse_seconds = started.elapsed().as_secs_f64();
+        let checked = parsed.and_then(|parsed| {
+            config::check_parsed(parsed, &HostEnvironment, overrides, &self.counts)
+        });
+        let check_seconds = started.elapsed().as_secs_f64() - parse_seconds;
+        match self.reparse.parsed() {
+            Some(vips_parsed) => info!(
+                vips_parsed,
+                parse_seconds, check_seconds, "config checked: only the VIPs that changed parsed"
+            ),
+            None => info!(parse_seconds, check_seconds, "config checked: parsed whole"),
+        }
+        checked
+    }
+
+    /// Makes `loaded` (checked from `bytes`, the config file's) the running config and applies
+    /// it; a change of pin path or interface is refused (those need a restart).
+    fn commit(
+        &mut self,
+        ebpf: &mut Ebpf,
+        bytes: Vec<u8>,
+        config::Loaded {
+            model,
+            warnings: _,
+            counts,
+            text,
+        }: config::Loaded,
+    ) -> Result<Applied, Refusal> {
+        if model.global.pin_path != self.pin_path
+            || model.global.interface != self.model.global.interface
+        {
+            let message = "the pin path and the interface cannot change while running; \
+                           restart xlb to change them";
+            error!("{message}");
+            self.record_reload(Some(metrics::ReloadFailure::Refused));
+            self.rejected = Some(bytes);
+            return Err(Refusal {
+                code: exit::FAILED,
+                message: message.to_owned(),
+            });
+        }
+        if let Ok(running) = Capacity::read(ebpf)
+            && running != model.capacity
+        {
+            warn!(
+                "[capacity] asks for {}, the running program holds {running}: the new \
+                 capacity takes effect when xlb restarts (README, \"Capacity\"); this \
+                 reload applies within the running one",
+                model.capacity
+            );
+        }
+        // A reload that changes what no check reads (a weight) builds none of the targets.
+        let targets = (!same_checks(&model, &self.model)).then(|| health::targets(&model));
+        if let Some(targets) = targets.filter(|targets| *targets != self.targets) {
+            // New checks start from "up", as at start-up.
+            let idle = Checker::start(Vec::new(), self.probe_sender.clone());
+            std::mem::replace(&mut self.checker, idle).stop();
+            // Probes the old checker queued carry the old target indices.
+            while self.probes.try_recv().is_ok() {}
+            self.shared_probes = health::Probes::of(&targets);
+            self.checker =
+                Checker::start(self.shared_probes.probes.clone(), self.probe_sender.clone());
+            self.tracker = Tracker::new(self.shared_probes.tracks.len());
+            self.target_index = target_index(&targets);
+            if let Ok(mut extra) = self.shared.lock() {
+                extra.set_targets(self.shared_probes.rows(&targets));
+            }
+            self.targets = targets;
+        }
+        self.detector = Detector::new(skew::Settings::from(&model.alerts));
+        self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
+        let renamed = !same_names(&model, &self.model);
+        if renamed && let Ok(mut extra) = self.shared.lock() {
+            extra.set_vip_names(&model);
+        }
+        if model.bgp != self.model.bgp {
+            if let Some(old) = &mut self.announcer
+                && model
+                    .bgp
+                    .as_ref()
+                    .is_none_or(|b| b.routes_file != old.settings().routes_file)
+                && let Err(err) = old.withdraw_all()
+            {
+                error!("withdrawing the VIPs from the old [bgp] routes file failed: {err:#}");
+            }
+            self.announcer = model_announcer(&model.bgp, &self.pin_path);
+        }
+        if renamed && let Err(err) = crate::names::record(&self.pin_path, &model) {
+            warn!("{err:#}");
+        }
+        self.model = model;
+        // The samples ask each backend's health again: its targets may have changed.
+        self.health_epoch += 1;
+        // The checked text is these bytes: kept once, with the hash its check took.
+        self.bytes = text.text.into_bytes();
+        self.hash = text.hash;
+        self.counts = counts;
+        self.rejected = None;
+        let applied = self.reconcile(ebpf, "reload");
+        self.record_reload(applied.is_err().then_some(metrics::ReloadFailure::Apply));
+        applied.map_err(|err| Refusal {
+            code: exit::FAILED,
+            message: format!("{err:#}"),
+        })
     }
 
     /// Applies the config with the backends' health. When every checked backend of a VIP is
@@ -1042,6 +1102,40 @@ fn target_index(targets: &[Target]) -> TargetIndex {
     index
 }
 
+/// Whether `a` and `b` have the same VIPs by name and key, in order: all the recorded names
+/// and the metrics' VIP names are made of.
+fn same_names(a: &Model, b: &Model) -> bool {
+    a.vips.len() == b.vips.len()
+        && a.vips
+            .iter()
+            .zip(&b.vips)
+            .all(|(a, b)| a.name == b.name && a.key() == b.key())
+}
+
+/// Whether `a` and `b` give the same [`health::targets`]: the same VIP names, and in each the
+/// same backends (address and check), in order.
+fn same_checks(a: &Model, b: &Model) -> bool {
+    fn backend(b: &config::BackendModel) -> (IpAddr, &Option<config::HealthCheck>) {
+        (b.address, &b.health)
+    }
+    a.vips.len() == b.vips.len()
+        && a.vips.iter().zip(&b.vips).all(|(a, b)| {
+            a.name == b.name
+                && a.backends
+                    .iter()
+                    .map(backend)
+                    .eq(b.backends.iter().map(backend))
+        })
+}
+
+/// The refusal of a request that failed with `err`: its message and exit code.
+fn failed(err: anyhow::Error) -> Refusal {
+    Refusal {
+        code: exit::code_of(&err),
+        message: format!("{err:#}"),
+    }
+}
+
 /// What asked for a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Trigger {
@@ -1070,13 +1164,6 @@ fn readable_generation(ebpf: &mut Ebpf) -> anyhow::Result<u64> {
 }
 
 /// Whether `a` and `b` name the same file.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
-}
-
 fn model_announcer(bgp: &Option<config::Bgp>, pin_path: &Path) -> Option<Announcer> {
     bgp.clone().map(|bgp| Announcer::new(bgp, pin_path))
 }
@@ -1105,5 +1192,49 @@ fn run_alert_command(command: &str, alert: &skew::Alert) {
             });
         }
         Err(err) => error!("running the alert command failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FixedEnvironment, test_texts::two_backends_with};
+
+    /// The two-backend config with VIP `name` and `lines` added to its first backend.
+    fn model(name: &str, lines: &str) -> Model {
+        let mac = "mac = \"02:00:00:00:01:00\"\n";
+        let text = format!(
+            "[global]\ninterface = \"eth0\"\n{}",
+            two_backends_with(mac, &format!("{mac}{lines}"))
+                .replace("name = \"web\"", &format!("name = \"{name}\""))
+        );
+        config::check_text(
+            &text,
+            Path::new("xlb.toml"),
+            &FixedEnvironment::new(&["eth0"]),
+        )
+        .expect("a valid config")
+        .model
+    }
+
+    /// Test that the shortcuts a reload takes agree with what they skip: a weight changed keeps
+    /// the names and the health targets (equal when built); a check changed keeps the names,
+    /// not the targets; a VIP renamed changes both.
+    #[test]
+    fn a_reload_rebuilds_targets_and_names_only_when_they_change() {
+        let health = "  health = { check = \"tcp\", port = 80 }\n";
+        let base = model("web", health);
+        for (changed, checks_kept, names_kept) in [
+            (model("web", &format!("{health}  weight = 3\n")), true, true),
+            (model("web", &health.replace("80", "81")), false, true),
+            (model("api", health), false, false),
+        ] {
+            assert_eq!(same_checks(&base, &changed), checks_kept, "{changed:?}");
+            assert_eq!(same_names(&base, &changed), names_kept, "{changed:?}");
+            if checks_kept {
+                assert_eq!(health::targets(&base), health::targets(&changed));
+                assert!(!health::targets(&base).is_empty());
+            }
+        }
     }
 }

@@ -284,6 +284,59 @@ fn pins_removed_under_the_daemon_are_restored_and_it_stays_the_owner() {
     );
 }
 
+/// Test that `xlb apply` of the daemon's own file, which the daemon checks and guards itself
+/// (the verb no longer checks it first), refuses as the verb did, changing nothing, and says the
+/// daemon judged it: a file with an error (exit 1, its finding), all weight on one backend
+/// (XLB003, exit 1); and that with `--override XLB003` the daemon makes that live.
+#[test]
+fn apply_checked_by_the_daemon_refuses_as_the_verb_did() {
+    require_privileges!();
+    let (lab, pid) = started("ownchecks");
+    let config = lab.config_path.to_str().expect("path").to_owned();
+    let before = lab.generation().expect("generation");
+
+    let good = lab.config_text(&[1, 1, 1], None);
+    lab.write_config(&good.replace("protocol = \"tcp\"", "protocol = \"tcpx\""))
+        .expect("config");
+    // Named from its directory: the findings name it as the operator did.
+    let dir = lab.config_path.parent().expect("the config's directory");
+    let name = lab.config_path.file_name().expect("the config's name");
+    let out = Command::new(&lab.xlb)
+        .current_dir(dir)
+        .arg("apply")
+        .arg(name)
+        .args(["--output", "json"])
+        .output()
+        .expect("xlb apply");
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(1), "{answer}");
+    assert_eq!(answer["daemon"], pid, "not judged by the daemon: {answer}");
+    let first = answer["diagnostics"][0].as_str().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{}:", name.to_string_lossy())) && first.contains("protocol"),
+        "{answer}"
+    );
+    assert_eq!(answer["applied"], false, "{answer}");
+
+    lab.write_config(&lab.config_text(&[1, 0, 0], None))
+        .expect("config");
+    let (out, answer) = json(&lab, &["apply", &config]);
+    assert_eq!(out.code, Some(1), "{answer}\n{}", out.stderr);
+    assert_eq!(answer["daemon"], pid, "not judged by the daemon: {answer}");
+    assert!(
+        answer["diagnostics"].to_string().contains("XLB003"),
+        "{answer}"
+    );
+    assert_eq!(lab.generation().expect("generation"), before, "changed");
+
+    let (out, answer) = json(&lab, &["apply", &config, "--override", "XLB003"]);
+    assert_eq!(out.code, Some(0), "{answer}\n{}", out.stderr);
+    assert_eq!(answer["daemon"], pid, "{answer}");
+    assert!(answer["generation"].as_u64() > Some(before), "{answer}");
+    let in_table: Vec<bool> = (0..3).map(|i| lab.in_table(i).expect("stats")).collect();
+    assert_eq!(in_table, [true, false, false], "all on b0 is not live");
+}
+
 /// Runs `writers` writers at once (applies of the daemon's config, drains and enables of every
 /// backend in turn) and returns the generation each reported; every one must succeed.
 fn concurrent_writers(lab: &DaemonLab, writers: usize) -> Vec<u64> {

@@ -41,8 +41,9 @@ pub enum Command {
     /// Validate a config and make it live: every VIP's new table is written into its inactive
     /// copy, then one update per VIP flips to it. All or nothing: on any error the running
     /// state stays exactly as it was. With an `xlb run --config` daemon owning the pins, the
-    /// daemon reloads its own config file and keeps it (another file is refused: the daemon
-    /// would undo it); without one, xlb writes under a lock on the pin directory.
+    /// daemon checks its own config file once and makes it live at once (no 200 ms settle, as
+    /// SIGHUP waits for: the file is taken as finished) and keeps it (another file is refused:
+    /// the daemon would undo it); without one, xlb writes under a lock on the pin directory.
     #[command(after_help = EXIT_CODES)]
     Apply(ApplyArgs),
     /// What is loaded, where it is attached and in which mode, the config generation and when

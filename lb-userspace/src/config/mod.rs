@@ -205,6 +205,29 @@ pub fn check_parsed(
     }
 }
 
+/// The pin path the config `file` names (`global.pin_path`, else the default), read without
+/// parsing or checking its VIPs: `xlb apply` finds the daemon owning it, which checks the file
+/// once. `None` if the file cannot be read or its tables outside the VIPs do not parse alone:
+/// a full check then says why.
+pub fn named_pin_path(file: &Path) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Outside {
+        global: Option<GlobalPinPath>,
+    }
+    #[derive(serde::Deserialize)]
+    struct GlobalPinPath {
+        pin_path: Option<PathBuf>,
+    }
+    let bytes = read_bytes(file).ok()?;
+    let outside = reparse::outside_vips(std::str::from_utf8(&bytes).ok()?);
+    let Outside { global } = toml::from_str(&outside).ok()?;
+    Some(
+        global
+            .and_then(|global| global.pin_path)
+            .unwrap_or_else(|| PathBuf::from(model::DEFAULT_PIN_PATH)),
+    )
+}
+
 /// Whether `diagnostics` say the file could not be read at all (exit code 2, not 1).
 pub fn unreadable(diagnostics: &[Diagnostic]) -> bool {
     diagnostics

@@ -96,6 +96,16 @@ impl Reparse {
     }
 }
 
+/// The text of `text`'s pieces outside the VIPs, in order: the top-level tables and keys that
+/// are not VIPs, without parsing the VIPs (`xlb apply` finds the pin path in it).
+pub fn outside_vips(text: &str) -> String {
+    pieces(text)
+        .into_iter()
+        .filter(|piece| !piece.vip)
+        .map(|piece| &text[piece.range])
+        .collect()
+}
+
 /// `text` cut before each line that opens a top-level `[[vip]]` table, and before the first
 /// other table header after one.
 fn pieces(text: &str) -> Vec<Piece> {

@@ -866,3 +866,30 @@ fn out_of_range_health_status_names_the_field_value_and_range() {
     assert!(d.message.ends_with(range), "{d}");
     assert!(d.fix.starts_with("write expect_status = 200"), "{d}");
 }
+
+/// Test that `named_pin_path` finds `global.pin_path` without the VIPs, before or after them,
+/// gives the default without one and the full parse's `Parsed::pin_path` either way, and gives
+/// up (`None`) on a file that is missing or whose tables outside the VIPs do not parse alone.
+#[test]
+fn the_pin_path_is_found_without_parsing_the_vips() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("xlb.toml");
+    let named = |text: &str| {
+        std::fs::write(&file, text).expect("writing the config");
+        let found = named_pin_path(&file);
+        if let Ok(parsed) = parse(text, &file) {
+            assert_eq!(found, Some(parsed.pin_path()), "{text}");
+        }
+        found
+    };
+    let pin = "[global]\ninterface = \"eth0\"\npin_path = \"/sys/fs/bpf/edge\"\n";
+    let edge = Some(PathBuf::from("/sys/fs/bpf/edge"));
+    assert_eq!(named(&format!("{pin}{TWO_BACKENDS}")), edge);
+    assert_eq!(named(&format!("{TWO_BACKENDS}\n{pin}")), edge);
+    assert_eq!(
+        named(TWO_BACKENDS),
+        Some(PathBuf::from(model::DEFAULT_PIN_PATH))
+    );
+    assert_eq!(named(&format!("{pin}pin_path = 5\n{TWO_BACKENDS}")), None);
+    assert_eq!(named_pin_path(&dir.path().join("missing.toml")), None);
+}

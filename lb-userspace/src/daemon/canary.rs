@@ -73,7 +73,7 @@ impl Daemon {
                 "a canary is running already: `xlb canary promote|abort` ends it".to_owned(),
             ));
         }
-        if super::same_file(file, &self.file) {
+        if crate::control::same_file(file, &self.file) {
             return Err(refuse(
                 exit::FAILED,
                 format!(

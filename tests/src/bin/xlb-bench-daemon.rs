@@ -11,7 +11,7 @@
 //! most refusing (local addresses without a listener), the rest dropping (routed to a peer that
 //! does not forward): time to the first apply, resident memory beside the size of the tables,
 //! CPU while idle, a one-weight reload (end to end through SIGHUP, and the apply the daemon
-//! logs), and the verbs run as an operator would.
+//! logs), the same change through `xlb apply FILE`, and the verbs run as an operator would.
 //!
 //! Knobs: `XLB_BENCH_VIPS` (default 1000), `XLB_BENCH_IDLE_SECONDS` (default 10);
 //! `--library-only` skips the daemon, `--daemon-only` the library cases.
@@ -155,6 +155,37 @@ fn time(mut f: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<(f64, 
     }
     samples.sort();
     Ok((ms(samples[0]), ms(samples[RUNS / 2])))
+}
+
+/// Min and median of [`RUNS`] one-weight changes made live by `xlb apply FILE` through the
+/// daemon, process start to exit, and how many of the runs the daemon's watch (it looks at the
+/// file every second) reloaded the file too: as it would for an operator, whose apply then
+/// waits for that reload.
+fn cli_apply(
+    xlb: &Path,
+    file: &Path,
+    log: &Path,
+    vips: u32,
+    pin_path: &Path,
+) -> anyhow::Result<((f64, f64), usize)> {
+    let watched = || -> anyhow::Result<usize> {
+        Ok(std::fs::read_to_string(log)?
+            .matches("config file changed: reloading")
+            .count())
+    };
+    let before = watched()?;
+    let timed = time(|run| {
+        std::fs::write(file, config_text(vips, pin_path, 3 + run as u32))?;
+        let out = Command::new(xlb).arg("apply").arg(file).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "xlb apply failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    })?;
+    Ok((timed, watched()? - before))
 }
 
 /// Min and median of applies of `want` with `change` on (even runs) and off (odd runs), each
@@ -511,6 +542,19 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
         baseline: None,
         target: Some(20.0),
         note: "the apply itself, as the daemon logs it".into(),
+    });
+    let ((min, median), watched) = cli_apply(&xlb, &file, &log, vips, &pin_path)?;
+    rows.push(Row {
+        name: format!("cli_apply_one_weight_{vips}_vips"),
+        min,
+        median,
+        baseline: None,
+        target: Some(20.0),
+        note: format!(
+            "`xlb apply FILE` of a one-weight change with the daemon running, process start to \
+             exit, the file written just before; the daemon's watch reloaded the file too in \
+             {watched} of {RUNS} runs"
+        ),
     });
     for (part, seconds, note) in [
         (
