@@ -83,12 +83,11 @@ impl Audit<'_> {
         }
         for (i, vip) in file.vip.iter().enumerate() {
             for (j, backend) in vip.get_ref().backend.iter().enumerate() {
-                let path = backend
-                    .get_ref()
-                    .health
-                    .as_ref()
-                    .and_then(|h| h.get_ref().path.as_ref());
-                values.push((format!("vip[{i}].backend[{j}].health.path"), path));
+                let health = backend.get_ref().health.as_ref();
+                // Only paths given are named: a field name per backend is 100,000 of them.
+                if let Some(path) = health.and_then(|h| h.get_ref().path.as_ref()) {
+                    values.push((format!("vip[{i}].backend[{j}].health.path"), Some(path)));
+                }
             }
         }
         for (field, value) in values {
