@@ -768,7 +768,12 @@ impl Daemon {
             report.refused = Some(refusal);
             return Ok(report);
         }
-        report.made(Made::of(&self.commit(ebpf, bytes, loaded)?));
+        report.made(Made::of(&self.commit(
+            ebpf,
+            bytes,
+            loaded,
+            Some(desired),
+        )?));
         Ok(report)
     }
 
@@ -808,7 +813,7 @@ impl Daemon {
                 for warning in &loaded.warnings {
                     warn!("{warning}");
                 }
-                self.commit(ebpf, bytes, loaded)
+                self.commit(ebpf, bytes, loaded, None)
             }
         }
     }
@@ -834,7 +839,9 @@ impl Daemon {
     }
 
     /// Makes `loaded` (checked from `bytes`, the config file's) the running config and applies
-    /// it; a change of pin path or interface is refused (those need a restart).
+    /// it; a change of pin path or interface is refused (those need a restart). `desired` is
+    /// its desired state if the caller computed it (for the outage guards) with the health
+    /// the daemon holds now: it is applied unless new checks restart that health.
     fn commit(
         &mut self,
         ebpf: &mut Ebpf,
@@ -845,6 +852,7 @@ impl Daemon {
             counts,
             text,
         }: config::Loaded,
+        desired: Option<Desired>,
     ) -> Result<Applied, Refusal> {
         if model.global.pin_path != self.pin_path
             || model.global.interface != self.model.global.interface
@@ -871,7 +879,10 @@ impl Daemon {
         }
         // A reload that changes what no check reads (a weight) builds none of the targets.
         let targets = (!same_checks(&model, &self.model)).then(|| health::targets(&model));
+        let mut desired = desired;
         if let Some(targets) = targets.filter(|targets| *targets != self.targets) {
+            // The health `desired` was computed with is gone.
+            desired = None;
             // New checks start from "up", as at start-up.
             let idle = Checker::start(Vec::new(), self.probe_sender.clone());
             std::mem::replace(&mut self.checker, idle).stop();
@@ -916,7 +927,7 @@ impl Daemon {
         self.hash = text.hash;
         self.counts = counts;
         self.rejected = None;
-        let applied = self.reconcile(ebpf, "reload");
+        let applied = self.reconcile_with(ebpf, "reload", desired);
         self.record_reload(applied.is_err().then_some(metrics::ReloadFailure::Apply));
         applied.map_err(|err| Refusal {
             code: exit::FAILED,
@@ -928,8 +939,19 @@ impl Daemon {
     /// down, the VIP fails open: all its backends stay in the table (a health-check outage
     /// must not take the service down), and the few_healthy alert says so.
     fn reconcile(&mut self, ebpf: &mut Ebpf, why: &str) -> anyhow::Result<Applied> {
+        self.reconcile_with(ebpf, why, None)
+    }
+
+    /// [`Self::reconcile`], applying `desired` where the caller already has that state (an
+    /// apply's outage guards computed it: computing it again takes as long).
+    fn reconcile_with(
+        &mut self,
+        ebpf: &mut Ebpf,
+        why: &str,
+        desired: Option<Desired>,
+    ) -> anyhow::Result<Applied> {
         self.interrupt_canary(ebpf, why);
-        let desired = self.desired_with_health(&self.model, self.hash);
+        let desired = desired.unwrap_or_else(|| self.desired_with_health(&self.model, self.hash));
         let started = Instant::now();
         let result = Snapshot::read_unless_kept(ebpf, self.written.take())
             .and_then(|live| rollout::apply_over(ebpf, live, &desired))
