@@ -6,6 +6,7 @@
 //! and its default is applied by the model.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, de::Error as _};
@@ -21,8 +22,20 @@ pub struct ConfigFile {
     pub alerts: Option<Spanned<AlertsFile>>,
     pub bgp: Option<Spanned<BgpFile>>,
     pub capacity: Option<Spanned<CapacityFile>>,
-    #[serde(default)]
-    pub vip: Vec<Spanned<VipFile>>,
+    /// Shared: a reparse keeps the VIPs whose text did not change, and the file it gives
+    /// shares them rather than copying their backends (see `reparse`).
+    #[serde(default, deserialize_with = "shared")]
+    pub vip: Vec<Arc<Spanned<VipFile>>>,
+}
+
+/// A list of `T`, each in an [`Arc`]: deserialized exactly as `Vec<T>` is.
+fn shared<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<Arc<T>>, D::Error> {
+    Ok(Vec::<T>::deserialize(deserializer)?
+        .into_iter()
+        .map(Arc::new)
+        .collect())
 }
 
 /// `[capacity]`: what the program's maps are sized for when `xlb run` loads it. Signed, so a

@@ -13,7 +13,7 @@
 //! parse's. A cut inside a multi-line string, array or inline table leaves the piece before it
 //! unterminated, so it fails to parse rather than being misread.
 
-use std::{collections::HashMap, ops::Range};
+use std::{collections::HashMap, ops::Range, sync::Arc};
 
 use serde::Deserialize;
 use toml::{
@@ -28,8 +28,9 @@ use super::file::{ConfigFile, VipFile};
 pub struct Reparse {
     /// The last text parsed; the ranges below are of it.
     text: String,
-    /// Each VIP piece's end and typed form, by its start.
-    vips: HashMap<usize, (usize, Spanned<VipFile>)>,
+    /// Each VIP piece's end and typed form, by its start: shared with the file parsed, so
+    /// reusing a VIP copies none of it.
+    vips: HashMap<usize, (usize, Arc<Spanned<VipFile>>)>,
     /// The VIP pieces the last parse parsed (the others it reused); `None` if it gave up.
     parsed: Option<usize>,
 }
@@ -67,7 +68,7 @@ impl Reparse {
                     Some((_, parsed)) => parsed,
                     None => {
                         parsed += 1;
-                        parse_vip(piece, range.start)?
+                        Arc::new(parse_vip(piece, range.start)?)
                     }
                 };
                 vips.push(parsed.clone());
@@ -205,7 +206,7 @@ fn moved_value(value: Spanned<DeValue<'_>>, offset: usize) -> Spanned<DeValue<'_
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::{path::Path, sync::Arc};
 
     use super::Reparse;
     use crate::config::{diagnostic::Source, syntax};
@@ -250,6 +251,19 @@ mod tests {
         // The comment before a `[[vip]]` ends the piece of the VIP before it.
         assert_eq!(same_as_full(&mut reparse, &config(12, 6, 10)), 3);
         assert_eq!(same_as_full(&mut reparse, &config(9, 6, 10)), 1);
+    }
+
+    /// Test that the VIPs a reparse reuses are shared with the file it gave before, not
+    /// copied, and that the VIP it parsed again is new.
+    #[test]
+    fn reused_vips_are_shared_not_copied() {
+        let mut reparse = Reparse::default();
+        let before = reparse.parse(&config(4, 2, 1)).expect("parses");
+        let after = reparse.parse(&config(4, 2, 5)).expect("parses");
+        let shared: Vec<bool> = (before.vip.iter().zip(&after.vip))
+            .map(|(before, after)| Arc::ptr_eq(before, after))
+            .collect();
+        assert_eq!(shared, [true, true, false, true]);
     }
 
     /// Test that a VIP that fails to parse, or a mistake outside the VIPs, gives the full
