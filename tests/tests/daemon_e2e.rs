@@ -59,9 +59,11 @@ fn busiest(lab: &DaemonLab, streams: &[Stream]) -> (usize, Vec<u64>) {
     (busiest, per_backend)
 }
 
-/// Stops backend `victim`'s server and waits until its failing checks take it out of the
-/// table.
-fn take_out(lab: &mut DaemonLab, victim: usize) {
+/// A started lab whose backend 1 had its server stopped and is out of the table: its failing
+/// checks took it out. Returns the lab and that backend.
+fn started_with_one_out(name: &str) -> (DaemonLab, usize) {
+    let mut lab = started(name);
+    let victim = 1;
     lab.stop_backend(victim)
         .unwrap_or_else(|err| panic!("stop b{victim}: {err:#}"));
     wait_until(
@@ -69,6 +71,7 @@ fn take_out(lab: &mut DaemonLab, victim: usize) {
         HEALTH_INTERVAL * FALL + SLACK,
         || Ok(!lab.in_table(victim)?),
     );
+    (lab, victim)
 }
 
 /// Test that a backend whose server stops leaves the table within interval×fall (plus slack),
@@ -359,9 +362,7 @@ fn sighup_with_a_bad_file_keeps_the_config() {
 #[test]
 fn reload_with_unchanged_health_rebuilds_nothing() {
     require_privileges!();
-    let mut lab = started("samehealth");
-    let victim = 1;
-    take_out(&mut lab, victim);
+    let (lab, victim) = started_with_one_out("samehealth");
     let generation = lab.generation().expect("generation");
     let good = std::fs::read_to_string(&lab.config_path).expect("config");
     lab.write_config(&format!("{good}\n# a comment: the tables stay\n"))
@@ -1027,9 +1028,7 @@ fn one_client_on_a_source_hash_raises_the_alert() {
 #[test]
 fn restart_readmits_a_backend_that_recovered_meanwhile() {
     require_privileges!();
-    let mut lab = started("readmit");
-    let victim = 1;
-    take_out(&mut lab, victim);
+    let (mut lab, victim) = started_with_one_out("readmit");
     lab.kill_daemon().expect("kill -9");
     lab.start_backend(victim).expect("start b1");
     lab.start_daemon().expect("xlb run again");
