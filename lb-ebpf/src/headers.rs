@@ -62,11 +62,18 @@ pub fn address<const N: usize>(field: &[u8; N]) -> [u8; N] {
 /// A bounds-checked pointer to a `T` at `offset` bytes into the frame.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
+    Ok(bytes_at(ctx, offset, size_of::<T>())?.cast())
+}
+
+/// A pointer `offset` bytes into the frame with `len` bytes after it checked inside the frame.
+/// The verifier needs `offset` and `len` to be constants on each path it walks.
+#[inline(always)]
+pub fn bytes_at(ctx: &XdpContext, offset: usize, len: usize) -> Result<*mut u8, Reason> {
     let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
+    if start + offset + len > ctx.data_end() {
         return Err(Reason::Truncated);
     }
-    Ok((start + offset) as *mut T)
+    Ok((start + offset) as *mut u8)
 }
 
 /// The length of the frame.

@@ -26,7 +26,7 @@ use network_types::{
 };
 
 use lb_ebpf::{
-    headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, VLAN_TAG_LEN, ptr_at},
+    headers::{ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, VLAN_TAG_LEN, bytes_at, ptr_at},
     wide::{load_u64, store_u32, store_u64},
 };
 
@@ -80,7 +80,9 @@ pub fn dsr(ctx: &XdpContext, backend: &Backend) -> Result<(), Reason> {
 
 /// Grows the frame's head by `grow` bytes and writes the Ethernet header (and VLAN tag) again
 /// in front: MAC addresses `macs(destination, source)` of the old ones, EtherType `ether_type`.
-/// Every pointer into the frame taken before is invalid afterwards.
+/// Returns where the new `grow` bytes of header go, `l2_len` bytes in, checked inside the
+/// frame: the caller writes all of them (the first 2 hold garbage until then). Every pointer
+/// into the frame taken before is invalid afterwards.
 #[inline(always)]
 pub fn grow_head(
     ctx: &XdpContext,
@@ -88,42 +90,51 @@ pub fn grow_head(
     grow: usize,
     macs: impl FnOnce(Mac, Mac) -> (Mac, Mac),
     ether_type: u16,
-) -> Result<(), Reason> {
+) -> Result<*mut u8, Reason> {
     // SAFETY: ctx.ctx is the live xdp_md of this run; every pointer below is re-derived and
     // re-checked after the head moved.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(grow as i32)) } != 0 {
         // No headroom left: cannot grow.
         return Err(Reason::EncapTooBig);
     }
-    // Moving the head leaves the bytes in place: the old header is read `grow` bytes in,
-    // after the call, so nothing of it is held (spilled to the stack) across the call. Its
-    // first 16 bytes: the MAC addresses, then a VLAN tag or the EtherType and 2 bytes more (a
-    // frame that reached here holds at least an Ethernet and an IP header).
-    let old: *const [u8; 16] = ptr_at(ctx, grow)?;
-    let frame: *mut [u8; EthHdr::LEN + VLAN_TAG_LEN] = ptr_at(ctx, 0)?;
-    let (old, frame) = (old.cast::<u8>(), frame.cast::<u8>());
-    // SAFETY: ptr_at checked both spans lie inside the frame; the EtherType's offset is even.
+    // One check covers the new Ethernet header and tag, the new header after them (`l2_len` is
+    // 14 or 18, a constant on each path the verifier walks) and the old header's first 16
+    // bytes, `grow` bytes in: a frame that reached here held at least an Ethernet and an IP
+    // header, so the grown one is longer.
+    let frame = bytes_at(ctx, 0, grow + EthHdr::LEN + VLAN_TAG_LEN)?;
+    // SAFETY: bytes_at checked all the bytes below lie inside the frame; the EtherType's offset
+    // is even.
     unsafe {
+        // Moving the head leaves the bytes in place: the old header is read `grow` bytes in,
+        // after the call, so nothing of it is held (spilled to the stack) across the call. Its
+        // first 16 bytes: the MAC addresses, then a VLAN tag or the EtherType and 2 bytes more.
+        let old = frame.add(grow);
         let (low, high) = (load_u64(old), load_u64(old.add(8)));
         let (dst, src) = macs(low & MAC_BITS, low >> 48 | (high & 0xffff_ffff) << 16);
         write_macs(frame, dst, src);
-        if l2_len != EthHdr::LEN {
-            store_u32(frame.add(12), (high >> 32) as u32);
-        }
+        // Bytes 12-15 again: a VLAN tag, or (no tag) what the EtherType and the caller's header
+        // overwrite next. Unconditional: one store, no branch.
+        store_u32(frame.add(12), (high >> 32) as u32);
         *frame.add(l2_len - 2).cast::<u16>() = ether_type.to_be();
+        Ok(frame.add(l2_len))
     }
-    Ok(())
+}
+
+/// The configured MTU (0: the default).
+#[inline(always)]
+fn mtu(config: &Config) -> usize {
+    let mtu = if config.mtu == 0 {
+        Config::DEFAULT_MTU
+    } else {
+        config.mtu
+    };
+    mtu as usize
 }
 
 /// The largest inner IP packet `ipip` may send to `backend`: the MTU less the outer header.
 #[inline(always)]
 pub fn inner_mtu(backend: &Backend, config: &Config) -> usize {
-    let mtu = if config.mtu == 0 {
-        Config::DEFAULT_MTU
-    } else {
-        config.mtu
-    } as usize;
-    mtu.saturating_sub(outer_len(backend))
+    mtu(config).saturating_sub(outer_len(backend))
 }
 
 #[inline(always)]
@@ -145,13 +156,17 @@ pub fn ipip(
 ) -> Result<(), Reason> {
     let v4 = backend.family == FAMILY_IPV4;
     let outer_len = outer_len(backend);
-    if packet.ip_len > inner_mtu(backend, config) {
+    // `ip_len > inner_mtu`, without the saturation's branch (neither side overflows).
+    if packet.ip_len + outer_len > mtu(config) {
         return Err(Reason::EncapTooBig);
     }
-    let inner_v4 = packet.family == FAMILY_IPV4;
-    let proto = u64::from(if inner_v4 { IPPROTO_IPIP } else { IPPROTO_IPV6 });
+    let proto = u64::from(if packet.family == FAMILY_IPV4 {
+        IPPROTO_IPIP
+    } else {
+        IPPROTO_IPV6
+    });
     let outer_type: u16 = if v4 { ETH_P_IP } else { ETH_P_IPV6 };
-    grow_head(
+    let ip = grow_head(
         ctx,
         packet.l2_len,
         outer_len,
@@ -160,9 +175,8 @@ pub fn ipip(
         outer_type,
     )?;
     if v4 {
-        let ip: *mut [u8; Ipv4Hdr::LEN] = ptr_at(ctx, packet.l2_len)?;
-        let ip = ip.cast::<u8>();
-        let tos = if inner_v4 { u64::from(packet.tos) } else { 0 };
+        // The TOS is an IPv4 packet's (0 for IPv6: see `Packet`).
+        let tos = u64::from(packet.tos);
         let total = u64::from(((packet.ip_len + outer_len) as u16).to_be());
         // Bytes 0-7: version and IHL, TOS, total length, id 0, no flags; 8-11: TTL, protocol,
         // checksum; then the addresses.
@@ -172,7 +186,7 @@ pub fn ipip(
         let [a, b, c, d, ..] = backend.addr;
         let target = u32::from_ne_bytes([a, b, c, d]);
         let check = ipv4_checksum(first + ttl_proto + u64::from(source) + u64::from(target));
-        // SAFETY: ptr_at checked the header lies inside the frame.
+        // SAFETY: grow_head checked the header lies inside the frame.
         unsafe {
             store_u64(ip, first);
             store_u64(
@@ -182,12 +196,9 @@ pub fn ipip(
             store_u32(ip.add(16), target);
         }
     } else {
-        let ip: *mut [u8; Ipv6Hdr::LEN] = ptr_at(ctx, packet.l2_len)?;
-        let ip = ip.cast::<u8>();
         let payload = u64::from((packet.ip_len as u16).to_be());
         // Version 6, traffic class and flow label 0, payload length, next header, hop limit 64.
         let first = 0x60 | payload << 32 | proto << 48 | 64 << 56;
-        // The hash sets only the last 4 bytes of the source.
         // SAFETY: both fields are 4-aligned (asserted at `quads`).
         let ([s0, s1, s2, _], [t0, t1, t2, t3]) = unsafe {
             (
@@ -198,7 +209,7 @@ pub fn ipip(
         // The hash sets only the source's last 4 bytes.
         let s3 = u32::from_ne_bytes(config.ipip_source_v6_low(hash));
         let pair = |low: u32, high: u32| u64::from(low) | u64::from(high) << 32;
-        // SAFETY: ptr_at checked the header lies inside the frame.
+        // SAFETY: grow_head checked the header lies inside the frame.
         unsafe {
             store_u64(ip, first);
             store_u64(ip.add(8), pair(s0, s1));
