@@ -59,19 +59,43 @@ fn syn_is_tunnelled_to_the_predicted_backend_in_every_family_pair() {
     }
 }
 
-/// Test that a VLAN-tagged packet is tunnelled with its tag kept in front of the outer header.
+/// An 802.1Q tag (VLAN 42) as a frame carries it, after the MAC addresses.
+const TAG: [u8; 4] = [0x81, 0x00, 0x00, 42];
+
+/// `frame` with [`TAG`] after its MAC addresses.
+fn tagged(frame: &[u8]) -> Vec<u8> {
+    let mut tagged = frame.to_vec();
+    tagged.splice(12..12, TAG);
+    tagged
+}
+
+/// Test that a VLAN-tagged packet keeps its tag in front of the outer header, for every pair
+/// of inner and outer family, and in front of the too-big answer it gets when the tunnel would
+/// take it over the MTU.
 #[test]
-fn vlan_tag_stays_in_front_of_the_tunnel() {
+fn vlan_tag_stays_in_front_of_the_tunnel_and_the_too_big_answer() {
     require_privileges!();
-    let (mut ebpf, config) = ipip_program("198.18.1.10", false, 1500);
-    let flow = Flow::new("198.18.0.1", "198.18.1.10", 40000, 80);
-    let id = predicted_backend(&config, &flow, 6);
-    let mut expected = tunnelled(&packets::tcp_syn(&flow), id, false);
-    expected.splice(12..12, [0x81, 0x00, 0x00, 42]);
-    assert_eq!(
-        run(&mut ebpf, &packets::tagged_tcp_syn(&flow, 42)),
-        (Some(Verdict::Tx), expected)
-    );
+    for (vip, client, v6_backends) in FAMILY_PAIRS {
+        let what = format!("{vip}, IPv6 backends: {v6_backends}");
+        let (mut ebpf, config) = ipip_program(vip, v6_backends, 1500);
+        let flow = Flow::new(client, vip, 40000, 80);
+        let ack = packets::tcp_ack(&flow, b"GET /");
+        let id = predicted_backend(&config, &flow, 6);
+        assert_eq!(
+            run(&mut ebpf, &tagged(&ack)),
+            (Some(Verdict::Tx), tagged(&tunnelled(&ack, id, v6_backends))),
+            "{what}"
+        );
+        let outer = if v6_backends { 40 } else { 20 };
+        let headers = if flow.dst.is_ipv4() { 40 } else { 60 };
+        let too_big = packets::tcp_ack(&flow, &vec![7u8; 1500 - outer - headers + 1]);
+        let answer = packets::too_big_answer(&too_big, (1500 - outer) as u16);
+        assert_eq!(
+            run(&mut ebpf, &tagged(&too_big)),
+            (Some(Verdict::Tx), tagged(&answer)),
+            "{what}: too big"
+        );
+    }
 }
 
 /// Test that a packet that would exceed the MTU once tunnelled is answered with exactly the
