@@ -356,7 +356,7 @@ fn ask_daemon(
 }
 
 /// Why an apply refuses `desired`, if the running program's `capacity` cannot hold it.
-fn shortfall_refusal(capacity: &Capacity, desired: &Desired) -> Option<String> {
+pub fn shortfall_refusal(capacity: &Capacity, desired: &Desired) -> Option<String> {
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
     (!short.is_empty()).then(|| format!("{}; nothing was changed", short.join("; ")))
 }
@@ -379,6 +379,31 @@ pub fn live_refusal(
         return Ok(None);
     }
     let found = effect::concentrated(maps, snapshot, capacity, desired, max_share, None)?;
+    Ok(concentration_refusal(&found, max_share))
+}
+
+/// [`live_refusal`]'s judgement of an apply already `planned` (of `desired`, the capacity
+/// checked by [`shortfall_refusal`] first): the tables it judges are those it would write.
+pub fn planned_refusal(
+    maps: &(impl crate::maps::Maps + ?Sized),
+    planned: &rollout::Planned,
+    capacity: &Capacity,
+    desired: &Desired,
+    max_share: f64,
+    options: &Options,
+) -> anyhow::Result<Option<String>> {
+    if options.accepts_concentration() {
+        return Ok(None);
+    }
+    let found = effect::concentrated_in(
+        maps,
+        planned.live(),
+        capacity,
+        desired,
+        planned.vips(),
+        max_share,
+        None,
+    )?;
     Ok(concentration_refusal(&found, max_share))
 }
 

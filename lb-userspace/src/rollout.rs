@@ -222,14 +222,59 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
 /// start from.
 pub fn apply_over(
     maps: &mut (impl Maps + ?Sized),
-    mut live: Snapshot,
+    live: Snapshot,
     desired: &Desired,
 ) -> anyhow::Result<(Applied, Snapshot)> {
-    live.config = crate::live::settings(maps)?;
     let capacity = Capacity::read(maps)?;
-    let compared = compare(&live, &capacity, desired, Scope::Changed);
-    let plan = plan(&live, &capacity, desired, &compared)?;
-    write_plan(maps, live, plan, desired, None)
+    Planned::over(maps, live, &capacity, desired)?.write(maps, desired)
+}
+
+/// An apply over the live state (as [`apply_over`] takes it), planned, every table it rebuilds
+/// built, and not yet written: the outage guards judge those tables
+/// ([`crate::diff::effect::concentrated_in`]) and then the same tables are written, not built
+/// again.
+pub struct Planned {
+    live: Snapshot,
+    plan: Plan,
+}
+
+impl Planned {
+    /// `desired` planned over `live`, on a program of `capacity`.
+    pub fn over(
+        maps: &mut (impl Maps + ?Sized),
+        mut live: Snapshot,
+        capacity: &Capacity,
+        desired: &Desired,
+    ) -> anyhow::Result<Planned> {
+        live.config = crate::live::settings(maps)?;
+        let compared = compare(&live, capacity, desired, Scope::Changed);
+        let plan = plan(&live, capacity, desired, &compared)?;
+        Ok(Planned { live, plan })
+    }
+
+    /// What the apply installs for each desired VIP, the rebuilt tables included.
+    pub fn vips(&self) -> &[AppliedVip] {
+        &self.plan.vips
+    }
+
+    /// The live state it was planned over.
+    pub fn live(&self) -> &Snapshot {
+        &self.live
+    }
+
+    /// Writes the plan of `desired` (the state it was planned for), as [`apply_over`] does.
+    pub fn write(
+        self,
+        maps: &mut (impl Maps + ?Sized),
+        desired: &Desired,
+    ) -> anyhow::Result<(Applied, Snapshot)> {
+        write_plan(maps, self.live, self.plan, desired, None)
+    }
+
+    /// The live state it was planned over, nothing written.
+    pub fn into_live(self) -> Snapshot {
+        self.live
+    }
 }
 
 /// How much of the traffic an apply gives its new tables.

@@ -28,6 +28,7 @@ pub use model::{
 };
 
 use diagnostic::Source;
+pub use audit::CheckedVips;
 pub use reparse::Reparse;
 
 use crate::diff::effect::KnownCounts;
@@ -123,12 +124,19 @@ pub fn load_overriding(path: &Path, env: &dyn Environment, overrides: &[String])
     check_bytes_overriding(&bytes, path, env, overrides)
 }
 
-/// [`load`], keeping in `reparse` what a parse of the file once changed can reuse (see
-/// [`parse_bytes_reusing`]).
-pub fn load_reusing(path: &Path, env: &dyn Environment, reparse: &mut Reparse) -> Checked {
+/// What the next check of a file, once changed, can take from the last: the VIPs parsed (see
+/// [`parse_bytes_reusing`]) and what was found for each (see [`check_parsed_reusing`]).
+#[derive(Debug, Default)]
+pub struct Recheck {
+    pub reparse: Reparse,
+    pub vips: CheckedVips,
+}
+
+/// [`load`], keeping in `recheck` what a check of the file once changed can reuse.
+pub fn load_reusing(path: &Path, env: &dyn Environment, recheck: &mut Recheck) -> Checked {
     let bytes = read_bytes(path).map_err(|err| unreadable_file(path, err))?;
-    let parsed = parse_bytes_reusing(&bytes, path, reparse)?;
-    check_parsed(parsed, env, &[], &KnownCounts::default())
+    let parsed = parse_bytes_reusing(&bytes, path, &mut recheck.reparse)?;
+    check_parsed_reusing(parsed, env, &[], &KnownCounts::default(), &mut recheck.vips)
 }
 
 /// The config `text`, read from `file`, parsed: every syntax error, or its [`Parsed`] form.
@@ -163,9 +171,33 @@ pub fn check_parsed(
     overrides: &[String],
     known: &KnownCounts,
 ) -> Checked {
+    check_parsed_with(parsed, env, overrides, known, None)
+}
+
+/// [`check_parsed`], taking from `last` what the last check found for each VIP the parse
+/// reused (a [`Reparse`] shares them) and keeping there what this one finds: the daemon's
+/// check of a change to one VIP among thousands checks that VIP. The findings are those of
+/// [`check_parsed`].
+pub fn check_parsed_reusing(
+    parsed: Parsed,
+    env: &dyn Environment,
+    overrides: &[String],
+    known: &KnownCounts,
+    last: &mut CheckedVips,
+) -> Checked {
+    check_parsed_with(parsed, env, overrides, known, Some(last))
+}
+
+fn check_parsed_with(
+    parsed: Parsed,
+    env: &dyn Environment,
+    overrides: &[String],
+    known: &KnownCounts,
+    last: Option<&mut CheckedVips>,
+) -> Checked {
     let Parsed { text, file } = parsed;
     let source = Source::new(&text.text, &text.path);
-    let (model, mut diagnostics, counts) = audit::check(&file, &source, env, known);
+    let (model, mut diagnostics, counts) = audit::check(&file, &source, env, known, last);
     for diagnostic in &mut diagnostics {
         if OVERRIDABLE.contains(&diagnostic.rule) && overrides.iter().any(|o| o == diagnostic.rule)
         {
