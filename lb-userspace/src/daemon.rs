@@ -32,7 +32,7 @@ use crate::{
     backend::{self, BackendAction},
     bgp::Announcer,
     capacity::Capacity,
-    config::{self, ConfigText, HostEnvironment, Model},
+    config::{self, ConfigText, HostEnvironment, Model, VipModel},
     control::{self, Identity, Incoming, Refusal, Request},
     diff::effect::KnownCounts,
     down, exit, flood,
@@ -41,7 +41,7 @@ use crate::{
     metrics,
     notify::Notifier,
     pins,
-    rollout::{self, Applied, Desired, Planned, describe_vip, live_address},
+    rollout::{self, Applied, Desired, DesiredVip, Planned, describe_vip, live_address},
     skew::{self, Detector},
 };
 
@@ -104,6 +104,11 @@ pub struct Daemon {
     /// Moves whenever a backend's health may have changed (a transition, a reload): the
     /// alarms judge each backend's health again only then.
     health_epoch: u64,
+    /// Counts the health transitions and restarts of the checks: a VIP's desired state is
+    /// built again only when this moved (or the VIP changed).
+    health_changes: u64,
+    /// Each VIP's desired state as the last desired state built it.
+    desired_vips: RefCell<Vec<VipWithHealth>>,
     /// The VIPs whose every backend fails its checks, as the last desired state found them
     /// (logged when that changes).
     failing_open: RefCell<BTreeSet<String>>,
@@ -230,6 +235,8 @@ impl Daemon {
             pin_path,
             tracker: Tracker::new(shared_probes.tracks.len()),
             health_epoch: 0,
+            health_changes: 0,
+            desired_vips: RefCell::default(),
             failing_open: RefCell::default(),
             checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
             target_index: target_index(&targets),
@@ -305,7 +312,7 @@ impl Daemon {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
                     self.reload(Trigger::Signal);
                 }
-                Some(probe) = self.probes.recv() => self.probed(ebpf, &probe).await,
+                Some(probe) = self.probes.recv() => { let t = Instant::now(); self.probed(ebpf, &probe).await; if t.elapsed() > Duration::from_millis(30) { info!("PROF probed {:?}", t.elapsed()); } },
                 Some(probe) = canary_probe(&mut self.canary) => self.canary_probed(ebpf, &probe),
                 Some((request, mut stream)) = self.requests.recv() => {
                     let down = matches!(request, Request::Down);
@@ -318,7 +325,7 @@ impl Daemon {
                         break Stopped::Down;
                     }
                 }
-                _ = ticker.tick() => self.tick(ebpf).await,
+                _ = ticker.tick() => { let t = Instant::now(); self.tick(ebpf).await; if t.elapsed() > Duration::from_millis(30) { info!("PROF tick {:?}", t.elapsed()); } },
                 _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)),
                     if settle_at.is_some() => self.settled(ebpf),
                 // Pinged from this loop, so a loop stuck in a map update or a probe stops the
@@ -470,6 +477,7 @@ impl Daemon {
             };
             changed = true;
             self.health_epoch += 1;
+            self.health_changes += 1;
             let up = transition.health == Health::Up;
             for &index in &track.targets {
                 let Some(target) = self.targets.get(index) else {
@@ -505,13 +513,19 @@ impl Daemon {
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
+        let t = Instant::now();
         self.reload(Trigger::Watch);
+        let t1 = t.elapsed();
         self.judge_canary(ebpf);
         self.restore_pins(ebpf);
         self.expire_drains(ebpf);
+        let t2 = t.elapsed();
         self.check_alerts(ebpf);
+        let t3 = t.elapsed();
         self.audit_if_due(ebpf);
+        let t4 = t.elapsed();
         self.announce();
+        if t.elapsed() > Duration::from_millis(30) { info!("PROF tick parts reload {t1:?} drains {t2:?} alerts {t3:?} audit {t4:?}"); }
     }
 
     /// The scheduled audit: every `audit.interval_seconds`, and at once when the live state
@@ -969,14 +983,19 @@ impl Daemon {
             self.checker =
                 Checker::start(self.shared_probes.probes.clone(), self.probe_sender.clone());
             self.tracker = Tracker::new(self.shared_probes.tracks.len());
+            self.health_changes += 1;
             self.target_index = target_index(&targets);
             if let Ok(mut extra) = self.shared.lock() {
                 extra.set_targets(self.shared_probes.rows(&targets));
             }
             self.targets = targets;
         }
-        self.detector = Detector::new(skew::Settings::from(&model.alerts));
-        self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
+        // The alarms keep their window and what fires unless their settings change: a reload
+        // does not raise every firing alert again (900 lines each at 1,000 VIPs).
+        if model.alerts != self.model.alerts {
+            self.detector = Detector::new(skew::Settings::from(&model.alerts));
+            self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
+        }
         let renamed = !same_names(&model, &self.model);
         if renamed && let Ok(mut extra) = self.shared.lock() {
             extra.set_vip_names(&model);
@@ -1077,23 +1096,31 @@ impl Daemon {
     /// counts as healthy. A VIP that starts or stops failing open is logged once, not at every
     /// apply (900 VIPs failing open would be 900 lines each time).
     fn desired_with_health(&self, model: &Model, hash: u64) -> Desired {
-        let mut desired = Desired::from_model(model, hash);
-        let mut failing_open = BTreeSet::new();
-        for (vip, wanted) in model.vips.iter().zip(&mut desired.vips) {
-            let targets = self.target_index.get(&vip.name);
-            let down: Vec<bool> = vip
-                .backends
-                .iter()
-                .map(|b| self.down_in(targets, b.address))
-                .collect();
-            let all_down = down.iter().all(|d| *d);
-            if all_down {
-                failing_open.insert(vip.name.clone());
-            }
-            for (backend, down) in wanted.backends.iter_mut().zip(down) {
-                backend.unhealthy = Some(down && !all_down);
-            }
-        }
+        // Each VIP's state is built again only if the VIP or any health changed since.
+        let mut kept = self.desired_vips.take().into_iter();
+        let misses = std::cell::Cell::new(0);
+        let built: Vec<VipWithHealth> = model
+            .vips
+            .iter()
+            .map(|vip| {
+                kept.next()
+                    .filter(|kept| {
+                        Arc::ptr_eq(&kept.vip, vip) && kept.health_changes == self.health_changes
+                    })
+                    .unwrap_or_else(|| { misses.set(misses.get() + 1); self.with_health(vip) })
+            })
+            .collect();
+        info!("PROF desired rebuilt {} (changes {})", misses.get(), self.health_changes);
+        let desired = Desired::of_vips(
+            model,
+            hash,
+            built.iter().map(|vip| vip.desired.clone()).collect(),
+        );
+        let failing_open: BTreeSet<String> = (built.iter())
+            .filter(|vip| vip.failing_open)
+            .map(|vip| vip.vip.name.clone())
+            .collect();
+        self.desired_vips.replace(built);
         let before = self.failing_open.replace(failing_open);
         for vip in self.failing_open.borrow().difference(&before) {
             warn!(%vip, "every backend is failing its health checks: failing open (all stay in the table)");
@@ -1102,6 +1129,27 @@ impl Daemon {
             info!(%vip, "a backend passes its health checks again: no longer failing open");
         }
         desired
+    }
+
+    /// `vip`'s desired state with its backends' health.
+    fn with_health(&self, vip: &Arc<VipModel>) -> VipWithHealth {
+        let mut desired = DesiredVip::of(vip);
+        let targets = self.target_index.get(&vip.name);
+        let down: Vec<bool> = vip
+            .backends
+            .iter()
+            .map(|b| self.down_in(targets, b.address))
+            .collect();
+        let failing_open = down.iter().all(|d| *d);
+        for (backend, down) in desired.backends.iter_mut().zip(down) {
+            backend.unhealthy = Some(down && !failing_open);
+        }
+        VipWithHealth {
+            vip: vip.clone(),
+            health_changes: self.health_changes,
+            failing_open,
+            desired,
+        }
     }
 
     /// Puts back any pin removed while the daemon runs (the program stays attached meanwhile:
@@ -1265,6 +1313,16 @@ fn failed(err: anyhow::Error) -> Refusal {
         code: exit::code_of(&err),
         message: format!("{err:#}"),
     }
+}
+
+/// A VIP's desired state with its backends' health, and what it was built from.
+struct VipWithHealth {
+    vip: Arc<VipModel>,
+    /// [`Daemon::health_changes`] when it was built.
+    health_changes: u64,
+    /// Every backend is down: all stay in the table.
+    failing_open: bool,
+    desired: DesiredVip,
 }
 
 /// A changed config file, read once and waiting for its second read.

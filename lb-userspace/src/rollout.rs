@@ -21,7 +21,7 @@ use lb_common::{
 
 use crate::{
     capacity::Capacity,
-    config::Model,
+    config::{Model, VipModel},
     diff::{self, Change, Changes, effect},
     live::Snapshot,
     maglev,
@@ -116,25 +116,34 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 impl Desired {
     /// The desired state of a validated config; `bytes` is the file it came from.
     pub fn from_model(model: &Model, config_hash: u64) -> Desired {
-        let vips = model
-            .vips
-            .iter()
-            .map(|vip| DesiredVip {
-                key: vip.key(),
-                flags: vip.flags(),
-                table_size: vip.table_size,
-                backends: vip
-                    .backends
-                    .iter()
-                    .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
-                    .collect(),
-            })
-            .collect();
+        let vips = model.vips.iter().map(|vip| DesiredVip::of(vip)).collect();
+        Desired::of_vips(model, config_hash, vips)
+    }
+
+    /// [`Self::from_model`] with `vips` for the model's VIPs (each [`DesiredVip::of`] its VIP,
+    /// its backends' state set or kept).
+    pub fn of_vips(model: &Model, config_hash: u64, vips: Vec<DesiredVip>) -> Desired {
         Desired {
             vips,
             config: model.global.kernel_config(),
             config_hash,
             max_share: model.alerts.max_share,
+        }
+    }
+}
+
+impl DesiredVip {
+    /// The desired state of a validated VIP, each backend keeping the state it has.
+    pub fn of(vip: &VipModel) -> DesiredVip {
+        DesiredVip {
+            key: vip.key(),
+            flags: vip.flags(),
+            table_size: vip.table_size,
+            backends: vip
+                .backends
+                .iter()
+                .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
+                .collect(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Findings about a config file, where they are, and how they are shown.
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -99,27 +100,34 @@ impl fmt::Display for Diagnostic {
 pub(crate) struct Source<'a> {
     pub text: &'a str,
     pub file: &'a Path,
-    /// Byte offset of the start of every line.
-    line_starts: Vec<usize>,
+    /// Byte offset of the start of every line, found when a position is first asked for (a
+    /// parse that finds nothing to report never needs them).
+    line_starts: OnceCell<Vec<usize>>,
 }
 
 impl<'a> Source<'a> {
     pub fn new(text: &'a str, file: &'a Path) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
-            .collect();
         Source {
             text,
             file,
-            line_starts,
+            line_starts: OnceCell::new(),
         }
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(at, _)| at + 1))
+                .collect()
+        })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
-        let start = self.line_starts[line];
+        let line_starts = self.line_starts();
+        let line = line_starts.partition_point(|&start| start <= offset) - 1;
+        let start = line_starts[line];
         // A span never starts inside a character, but be safe on odd offsets.
         let column = self
             .text
@@ -136,7 +144,7 @@ impl<'a> Source<'a> {
             return String::new();
         }
         let (line, _) = self.position(start);
-        let line_start = self.line_starts[line - 1];
+        let line_start = self.line_starts()[line - 1];
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |at| start + at);
