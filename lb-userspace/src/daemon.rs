@@ -71,8 +71,8 @@ pub struct Daemon {
     file: PathBuf,
     pin_path: PathBuf,
     model: Model,
-    /// The config file's bytes as last applied.
-    bytes: Vec<u8>,
+    /// The config file's bytes as last applied (the text its check kept, shared).
+    bytes: Arc<str>,
     /// [`config::hash`] of `bytes`, taken once when they were checked: hashing 10 MB costs
     /// milliseconds, and every apply records it.
     hash: u64,
@@ -247,7 +247,7 @@ impl Daemon {
             written: None,
             flood: flood::Detector::new(flood::Settings::from(&model.alerts)),
             model,
-            bytes: text.text.into_bytes(),
+            bytes: text.text,
             hash: text.hash,
             counts,
             recheck,
@@ -719,7 +719,7 @@ impl Daemon {
         let Some(bytes) = self.read_config() else {
             return self.record_reload(Some(metrics::ReloadFailure::Unreadable));
         };
-        if bytes == self.bytes {
+        if bytes == self.bytes.as_bytes() {
             if trigger == Trigger::Signal {
                 info!(file = %self.file.display(), "the config file is unchanged: nothing to apply");
             }
@@ -1019,7 +1019,7 @@ impl Daemon {
         // The samples ask each backend's health again: its targets may have changed.
         self.health_epoch += 1;
         // The checked text is these bytes: kept once, with the hash its check took.
-        self.bytes = text.text.into_bytes();
+        self.bytes = text.text;
         self.hash = text.hash;
         self.counts = counts;
         self.rejected = None;

@@ -414,7 +414,7 @@ fn loading_keeps_the_text_it_checked_and_its_hash() {
     let rejected = load(&bad, &env()).expect_err("XLB003");
     let text = rejected.text.expect("the text of a readable file");
     assert_eq!(
-        text.text,
+        *text.text,
         std::fs::read_to_string(&bad).expect("bad config")
     );
     assert_ne!(text.hash, loaded.text.hash);
