@@ -312,7 +312,7 @@ impl Daemon {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
                     self.reload(Trigger::Signal);
                 }
-                Some(probe) = self.probes.recv() => { let t = Instant::now(); self.probed(ebpf, &probe).await; if t.elapsed() > Duration::from_millis(30) { info!("PROF probed {:?}", t.elapsed()); } },
+                Some(probe) = self.probes.recv() => self.probed(ebpf, &probe).await,
                 Some(probe) = canary_probe(&mut self.canary) => self.canary_probed(ebpf, &probe),
                 Some((request, mut stream)) = self.requests.recv() => {
                     let down = matches!(request, Request::Down);
@@ -325,7 +325,7 @@ impl Daemon {
                         break Stopped::Down;
                     }
                 }
-                _ = ticker.tick() => { let t = Instant::now(); self.tick(ebpf).await; if t.elapsed() > Duration::from_millis(30) { info!("PROF tick {:?}", t.elapsed()); } },
+                _ = ticker.tick() => self.tick(ebpf).await,
                 _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)),
                     if settle_at.is_some() => self.settled(ebpf),
                 // Pinged from this loop, so a loop stuck in a map update or a probe stops the
@@ -513,19 +513,13 @@ impl Daemon {
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
-        let t = Instant::now();
         self.reload(Trigger::Watch);
-        let t1 = t.elapsed();
         self.judge_canary(ebpf);
         self.restore_pins(ebpf);
         self.expire_drains(ebpf);
-        let t2 = t.elapsed();
         self.check_alerts(ebpf);
-        let t3 = t.elapsed();
         self.audit_if_due(ebpf);
-        let t4 = t.elapsed();
         self.announce();
-        if t.elapsed() > Duration::from_millis(30) { info!("PROF tick parts reload {t1:?} drains {t2:?} alerts {t3:?} audit {t4:?}"); }
     }
 
     /// The scheduled audit: every `audit.interval_seconds`, and at once when the live state
@@ -795,11 +789,9 @@ impl Daemon {
         shown: &Path,
         options: &apply::Options,
     ) -> Result<ApplyReport, Refusal> {
-        let t0 = Instant::now();
         let mut report = ApplyReport::new(shown, &self.pin_path);
         report.daemon = Some(std::process::id());
         let checked = config::read_bytes(&self.file)
-            .inspect(|_| info!("PROF read {:?}", t0.elapsed()))
             .map_err(|err| config::unreadable_file(shown, err))
             .and_then(|bytes| Ok((self.check(&bytes, shown, &options.overrides)?, bytes)));
         let (loaded, bytes) = match checked {
@@ -812,12 +804,9 @@ impl Daemon {
         if !report.accept(&loaded.warnings, options) {
             return Ok(report);
         }
-        info!("PROF checked {:?}", t0.elapsed());
         let desired = self.desired_with_health(&loaded.model, loaded.text.hash);
-        info!("PROF desired {:?}", t0.elapsed());
         let capacity = Capacity::read(ebpf).map_err(failed)?;
         let live = Snapshot::read_unless_kept(ebpf, self.written.take()).map_err(failed)?;
-        info!("PROF snapshot {:?}", t0.elapsed());
         if let Some(shortfall) = apply::shortfall_refusal(&capacity, &desired) {
             self.written = Some(live);
             report.refused = Some(shortfall);
@@ -833,7 +822,6 @@ impl Daemon {
             loaded.model.alerts.max_share,
             options,
         );
-        info!("PROF guarded {:?}", t0.elapsed());
         match refusal {
             Ok(None) => {}
             refused => {
@@ -849,7 +837,6 @@ impl Daemon {
             loaded,
             Some((desired, planned)),
         )?));
-        info!("PROF committed {:?}", t0.elapsed());
         Ok(report)
     }
 
@@ -1098,7 +1085,6 @@ impl Daemon {
     fn desired_with_health(&self, model: &Model, hash: u64) -> Desired {
         // Each VIP's state is built again only if the VIP or any health changed since.
         let mut kept = self.desired_vips.take().into_iter();
-        let misses = std::cell::Cell::new(0);
         let built: Vec<VipWithHealth> = model
             .vips
             .iter()
@@ -1107,10 +1093,9 @@ impl Daemon {
                     .filter(|kept| {
                         Arc::ptr_eq(&kept.vip, vip) && kept.health_changes == self.health_changes
                     })
-                    .unwrap_or_else(|| { misses.set(misses.get() + 1); self.with_health(vip) })
+                    .unwrap_or_else(|| self.with_health(vip))
             })
             .collect();
-        info!("PROF desired rebuilt {} (changes {})", misses.get(), self.health_changes);
         let desired = Desired::of_vips(
             model,
             hash,
@@ -1301,7 +1286,7 @@ fn same_checks(a: &Model, b: &Model) -> bool {
             Arc::ptr_eq(a, b)
                 || a.name == b.name
                     && a.backends
-                    .iter()
+                        .iter()
                         .map(backend)
                         .eq(b.backends.iter().map(backend))
         })

@@ -30,8 +30,8 @@ pub use model::{
     HashMode, HealthCheck, Model, Protocol, Reload, VipModel,
 };
 
-use diagnostic::Source;
 pub use audit::CheckedVips;
+use diagnostic::Source;
 pub use reparse::Reparse;
 
 use crate::diff::effect::KnownCounts;

@@ -1,10 +1,10 @@
 //! The validated config: plain typed values with every default applied, in file order. Only a
 //! config without errors becomes a `Model`, so code that programs the kernel can trust it.
 
-use std::sync::Arc;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};

@@ -930,7 +930,12 @@ fn a_recheck_finds_what_a_full_check_finds() {
     let steps: Vec<(String, &str, Vec<String>, usize)> = vec![
         (base.clone(), "xlb.toml", vec![], 6),
         (base.clone(), "xlb.toml", vec![], 0),
-        (nth_replaced(&base, 3, "weight = 1", "weight = 2"), "xlb.toml", vec![], 1),
+        (
+            nth_replaced(&base, 3, "weight = 1", "weight = 2"),
+            "xlb.toml",
+            vec![],
+            1,
+        ),
         (base.clone(), "xlb.toml", vec![], 1),
         (ipip(&base, 4), "xlb.toml", vec![], 1),
         // VIP 1 now reports the missing source; VIP 4 no longer does, and then again.
@@ -941,9 +946,24 @@ fn a_recheck_finds_what_a_full_check_finds() {
         (base.replacen("# ab\n", "#\n#a\n", 1), "xlb.toml", vec![], 6),
         (base.clone(), "xlb.toml", vec![], 6),
         // A backend of VIP 2 becomes VIP 5's address (XLB006 on VIP 2).
-        (base.replacen("198.51.100.5", "198.51.101.2", 1), "xlb.toml", vec![], 6),
-        (base.replacen("\"web4\"", "\"web1\"", 1), "xlb.toml", vec![], 6),
-        (base.replacen("\"eth0\"", "\"lo\"", 1), "xlb.toml", vec![], 6),
+        (
+            base.replacen("198.51.100.5", "198.51.101.2", 1),
+            "xlb.toml",
+            vec![],
+            6,
+        ),
+        (
+            base.replacen("\"web4\"", "\"web1\"", 1),
+            "xlb.toml",
+            vec![],
+            6,
+        ),
+        (
+            base.replacen("\"eth0\"", "\"lo\"", 1),
+            "xlb.toml",
+            vec![],
+            6,
+        ),
         (base.clone(), "xlb.toml", vec![], 6),
         (base.clone(), "other.toml", vec![], 0),
         (base.clone(), "xlb.toml", vec!["XLB008".to_owned()], 0),
@@ -967,7 +987,10 @@ fn a_recheck_finds_what_a_full_check_finds() {
         );
         assert_eq!(diagnostics(&again), diagnostics(&full), "{text}");
         let snippets = |checked: &Checked| -> Vec<String> {
-            diagnostics(checked).iter().map(|d| d.snippet.clone()).collect()
+            diagnostics(checked)
+                .iter()
+                .map(|d| d.snippet.clone())
+                .collect()
         };
         assert_eq!(snippets(&again), snippets(&full), "{text}");
         assert!(!diagnostics(&full).is_empty());

@@ -419,7 +419,10 @@ impl KnownCounts {
 
     /// Room for `tables` tables.
     pub fn with_capacity(tables: usize) -> KnownCounts {
-        KnownCounts(HashMap::with_capacity_and_hasher(tables, Default::default()))
+        KnownCounts(HashMap::with_capacity_and_hasher(
+            tables,
+            Default::default(),
+        ))
     }
 
     /// How many tables are known.

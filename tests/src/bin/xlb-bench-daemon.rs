@@ -603,15 +603,6 @@ fn daemon(vips: u32, idle: Duration) -> anyhow::Result<(Vec<Row>, Value)> {
             note: "the xlb binary, process start to exit".into(),
         });
     }
-    if let Ok(keep) = std::env::var("XLB_BENCH_KEEP_LOG") {
-        std::fs::copy(&log, keep)?;
-    }
-    if let Ok(hold) = std::env::var("XLB_BENCH_HOLD") {
-        eprintln!("HOLD file={} pin={} log={} pid={pid}", file.display(), pin_path.display(), log.display());
-        while std::path::Path::new(&hold).exists() {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
     let stopped = lab.terminate(pid)?;
     let _ = Command::new(&xlb)
         .args(["down", "--pin-path"])

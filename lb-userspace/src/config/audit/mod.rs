@@ -13,11 +13,11 @@ mod vip;
 mod weights;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Component, Path};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lb_common::service::MAX_TABLE_SIZE;
@@ -40,8 +40,8 @@ use super::model::{
     MIN_NEW_FLOWS_RANGE, MTU_RANGE, Model, Protocol, Reload, SLOTS_PER_BACKEND, VipModel, value,
 };
 use super::rules::*;
-pub use reuse::CheckedVips;
 use reuse::CheckedVip;
+pub use reuse::CheckedVips;
 
 use crate::{
     capacity::Capacity,

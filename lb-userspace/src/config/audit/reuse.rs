@@ -43,7 +43,12 @@ pub(super) fn surroundings(file: &ConfigFile, thresholds: &AuditThresholds) -> u
     let mut text = format!("{:?}\n{thresholds:?}\n", file.global);
     for vip in &file.vip {
         let vip = vip.get_ref();
-        let _ = write!(text, "{} {};", vip.address.get_ref().0, vip.name.get_ref().0);
+        let _ = write!(
+            text,
+            "{} {};",
+            vip.address.get_ref().0,
+            vip.name.get_ref().0
+        );
     }
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }

@@ -80,10 +80,11 @@ impl Audit<'_> {
             let (model, counts) = match reused {
                 Some(checked) => {
                     let file = self.source.file;
-                    self.findings.extend(checked.findings.iter().map(|finding| Diagnostic {
-                        file: file.to_path_buf(),
-                        ..finding.clone()
-                    }));
+                    self.findings
+                        .extend(checked.findings.iter().map(|finding| Diagnostic {
+                            file: file.to_path_buf(),
+                            ..finding.clone()
+                        }));
                     for source in &checked.wanted_sources {
                         if !self.missing_sources.contains(source) {
                             self.missing_sources.push(source);
@@ -96,8 +97,8 @@ impl Audit<'_> {
                     results
                 }
                 None => {
-                    let (effect, counts) = (effects[i].take())
-                        .unwrap_or_else(|| Self::table_effect(vip, known));
+                    let (effect, counts) =
+                        (effects[i].take()).unwrap_or_else(|| Self::table_effect(vip, known));
                     let (findings, missing_before) =
                         (self.findings.len(), self.missing_sources.clone());
                     self.wanted_sources.clear();
@@ -112,18 +113,21 @@ impl Audit<'_> {
                         )
                         .map(Arc::new);
                     if let Some(last) = last.as_deref_mut() {
-                        last.keep(CheckedVip {
-                            file: spanned.clone(),
-                            surroundings,
-                            line: self.source.position(spanned.span().start).0,
-                            reported_before: (self.wanted_sources.iter())
-                                .map(|source| missing_before.contains(source))
-                                .collect(),
-                            wanted_sources: std::mem::take(&mut self.wanted_sources),
-                            findings: self.findings[findings..].to_vec(),
-                            model: model.clone(),
-                            counts: counts.clone(),
-                        }, true);
+                        last.keep(
+                            CheckedVip {
+                                file: spanned.clone(),
+                                surroundings,
+                                line: self.source.position(spanned.span().start).0,
+                                reported_before: (self.wanted_sources.iter())
+                                    .map(|source| missing_before.contains(source))
+                                    .collect(),
+                                wanted_sources: std::mem::take(&mut self.wanted_sources),
+                                findings: self.findings[findings..].to_vec(),
+                                model: model.clone(),
+                                counts: counts.clone(),
+                            },
+                            true,
+                        );
                     }
                     (model, counts)
                 }
