@@ -311,35 +311,36 @@ pub fn apply_file(
     Ok(report)
 }
 
-/// The report of the daemon owning the pin path `file` names (or `live` gives) when `file` is
-/// its own config: the daemon checks, guards and applies it, once. `None` if no daemon owns it,
-/// or another file is its config: then the file is checked here first, as without one.
+/// The report of the running daemon whose config is `file`: it checks, guards and applies it,
+/// once. That daemon is the one owning `live`'s pin path if given, else whichever running
+/// daemon says so, else the one owning the pin path `file` names. `None` if none: the file is
+/// then checked here first, as without a daemon.
 fn through_daemon(
     file: &Path,
     live: &pins::Live,
     options: &Options,
 ) -> anyhow::Result<Option<ApplyReport>> {
-    let Some(pin_path) = live
-        .pin_path
-        .clone()
-        .or_else(|| config::named_pin_path(file))
-    else {
-        return Ok(None);
+    let daemon = match &live.pin_path {
+        Some(pin_path) => daemon_for(pin_path, file),
+        None => control::Daemon::keeping(file)
+            .or_else(|| daemon_for(&config::named_pin_path(file)?, file)),
     };
-    // Anything amiss (no daemon, no permission, another file) is said by the path without.
-    let connect = || control::Daemon::connect(&pin_path).ok().flatten();
-    let Some(daemon) = connect() else {
-        return Ok(None);
-    };
-    let own = daemon
-        .ask::<control::Identity>(&control::Request::Identify)
-        .is_ok_and(|(_, identity)| control::same_file(file, &identity.config));
-    let Some(daemon) = connect().filter(|_| own) else {
+    let Some(daemon) = daemon else {
         return Ok(None);
     };
     let (pid, mut report) = ask_daemon(daemon, file, options)?;
     report.daemon = Some(pid);
     Ok(Some(report))
+}
+
+/// A new connection to the daemon owning `pin_path` if its config is `file`. Anything amiss
+/// (no daemon, no permission, another file) is said by the path without one.
+fn daemon_for(pin_path: &Path, file: &Path) -> Option<control::Daemon> {
+    let connect = || control::Daemon::connect(pin_path).ok().flatten();
+    let (_, identity) = connect()?
+        .ask::<control::Identity>(&control::Request::Identify)
+        .ok()?;
+    connect().filter(|_| control::same_file(file, &identity.config))
 }
 
 /// Asks `daemon` to apply `file` (its own config) with `options`: its report, as it made it.
@@ -356,7 +357,7 @@ fn ask_daemon(
 }
 
 /// Why an apply refuses `desired`, if the running program's `capacity` cannot hold it.
-fn shortfall_refusal(capacity: &Capacity, desired: &Desired) -> Option<String> {
+pub fn shortfall_refusal(capacity: &Capacity, desired: &Desired) -> Option<String> {
     let short = capacity.shortfalls(&Capacity::needed(&desired.vips));
     (!short.is_empty()).then(|| format!("{}; nothing was changed", short.join("; ")))
 }
@@ -379,6 +380,31 @@ pub fn live_refusal(
         return Ok(None);
     }
     let found = effect::concentrated(maps, snapshot, capacity, desired, max_share, None)?;
+    Ok(concentration_refusal(&found, max_share))
+}
+
+/// [`live_refusal`]'s judgement of an apply already `planned` (of `desired`, the capacity
+/// checked by [`shortfall_refusal`] first): the tables it judges are those it would write.
+pub fn planned_refusal(
+    maps: &(impl crate::maps::Maps + ?Sized),
+    planned: &rollout::Planned,
+    capacity: &Capacity,
+    desired: &Desired,
+    max_share: f64,
+    options: &Options,
+) -> anyhow::Result<Option<String>> {
+    if options.accepts_concentration() {
+        return Ok(None);
+    }
+    let found = effect::concentrated_in(
+        maps,
+        planned.live(),
+        capacity,
+        desired,
+        planned.vips(),
+        max_share,
+        None,
+    )?;
     Ok(concentration_refusal(&found, max_share))
 }
 

@@ -6,7 +6,8 @@
 //! [`rollout::apply`], so each change is all or nothing.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -31,7 +32,7 @@ use crate::{
     backend::{self, BackendAction},
     bgp::Announcer,
     capacity::Capacity,
-    config::{self, ConfigText, HostEnvironment, Model},
+    config::{self, ConfigText, HostEnvironment, Model, VipModel},
     control::{self, Identity, Incoming, Refusal, Request},
     diff::effect::KnownCounts,
     down, exit, flood,
@@ -40,7 +41,7 @@ use crate::{
     metrics,
     notify::Notifier,
     pins,
-    rollout::{self, Applied, Desired, describe_vip, live_address},
+    rollout::{self, Applied, Desired, DesiredVip, Planned, describe_vip, live_address},
     skew::{self, Detector},
 };
 
@@ -70,16 +71,19 @@ pub struct Daemon {
     file: PathBuf,
     pin_path: PathBuf,
     model: Model,
-    /// The config file's bytes as last applied.
-    bytes: Vec<u8>,
+    /// The config file's bytes as last applied (the text its check kept, shared).
+    bytes: Arc<str>,
     /// [`config::hash`] of `bytes`, taken once when they were checked: hashing 10 MB costs
     /// milliseconds, and every apply records it.
     hash: u64,
     /// The slot counts of the tables the running config was judged on: a reload builds only
     /// the tables of the VIPs its change touches to check them.
     counts: KnownCounts,
-    /// The parsed VIPs of the last file parsed: a reload parses only the VIPs that changed.
-    reparse: config::Reparse,
+    /// The VIPs of the last file checked, parsed and judged: a reload parses and checks only
+    /// the VIPs that changed.
+    recheck: config::Recheck,
+    /// A changed file waiting [`SETTLE`] for its second read.
+    settling: Option<Settling>,
     /// The bytes of the last file found invalid, so the watch does not re-check them every
     /// second (a SIGHUP does).
     rejected: Option<Vec<u8>>,
@@ -100,6 +104,14 @@ pub struct Daemon {
     /// Moves whenever a backend's health may have changed (a transition, a reload): the
     /// alarms judge each backend's health again only then.
     health_epoch: u64,
+    /// Counts the health transitions and restarts of the checks: a VIP's desired state is
+    /// built again only when this moved (or the VIP changed).
+    health_changes: u64,
+    /// Each VIP's desired state as the last desired state built it.
+    desired_vips: RefCell<Vec<VipWithHealth>>,
+    /// The VIPs whose every backend fails its checks, as the last desired state found them
+    /// (logged when that changes).
+    failing_open: RefCell<BTreeSet<String>>,
     /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
     probes: mpsc::Receiver<Probe>,
@@ -159,7 +171,7 @@ impl Signals {
 impl Daemon {
     /// Starts health checks, the metrics endpoint and the server of `control_socket` for
     /// `model`, already applied from `text` (whose tables were judged on `counts`, and whose
-    /// VIPs `reparse` parsed) in `first_apply`.
+    /// VIPs `recheck` parsed and judged) in `first_apply`.
     #[expect(
         clippy::too_many_arguments,
         reason = "each is one part of the state `xlb run` hands over"
@@ -169,7 +181,7 @@ impl Daemon {
         model: Model,
         text: ConfigText,
         counts: KnownCounts,
-        reparse: config::Reparse,
+        recheck: config::Recheck,
         keeper: pins::Keeper,
         control_socket: tokio::net::UnixListener,
         first_apply: Duration,
@@ -223,6 +235,9 @@ impl Daemon {
             pin_path,
             tracker: Tracker::new(shared_probes.tracks.len()),
             health_epoch: 0,
+            health_changes: 0,
+            desired_vips: RefCell::default(),
+            failing_open: RefCell::default(),
             checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
             target_index: target_index(&targets),
             shared_probes,
@@ -232,10 +247,11 @@ impl Daemon {
             written: None,
             flood: flood::Detector::new(flood::Settings::from(&model.alerts)),
             model,
-            bytes: text.text.into_bytes(),
+            bytes: text.text,
             hash: text.hash,
             counts,
-            reparse,
+            recheck,
+            settling: None,
             rejected: None,
             watch: watch::Watch::default(),
             keeper,
@@ -287,13 +303,14 @@ impl Daemon {
         };
         tokio::pin!(stop);
         let stopped = loop {
+            let settle_at = self.settling.as_ref().map(|settling| settling.at);
             tokio::select! {
                 _ = &mut stop => break Stopped::Signal,
                 _ = tokio::signal::ctrl_c() => break Stopped::Signal,
                 _ = terminate.recv() => break Stopped::Signal,
                 _ = hangup.recv() => {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
-                    self.reload(ebpf, Trigger::Signal).await;
+                    self.reload(Trigger::Signal);
                 }
                 Some(probe) = self.probes.recv() => self.probed(ebpf, &probe).await,
                 Some(probe) = canary_probe(&mut self.canary) => self.canary_probed(ebpf, &probe),
@@ -309,6 +326,8 @@ impl Daemon {
                     }
                 }
                 _ = ticker.tick() => self.tick(ebpf).await,
+                _ = tokio::time::sleep_until(settle_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if settle_at.is_some() => self.settled(ebpf),
                 // Pinged from this loop, so a loop stuck in a map update or a probe stops the
                 // pings and systemd restarts the daemon (which adopts the pinned data plane).
                 _ = watchdog.tick(), if notifier.ping_interval().is_some() => {
@@ -361,6 +380,8 @@ impl Daemon {
                     });
                 }
                 info!(file = %self.file.display(), "xlb apply: reloading");
+                // The operator's apply checks the file as it is now.
+                self.settling = None;
                 serde_json::to_value(self.apply_requested(ebpf, &shown, &options)?)
             }
             Request::Canary {
@@ -456,6 +477,7 @@ impl Daemon {
             };
             changed = true;
             self.health_epoch += 1;
+            self.health_changes += 1;
             let up = transition.health == Health::Up;
             for &index in &track.targets {
                 let Some(target) = self.targets.get(index) else {
@@ -478,15 +500,20 @@ impl Daemon {
 
     /// Whether `backend` of the VIP named `vip` is down by its health checks.
     fn down(&self, vip: &str, backend: IpAddr) -> bool {
-        self.target_index
-            .get(vip)
+        self.down_in(self.target_index.get(vip), backend)
+    }
+
+    /// Whether `backend` is down by its health checks, `targets` being its VIP's targets (one
+    /// lookup of the name per VIP, not per backend).
+    fn down_in(&self, targets: Option<&Targets>, backend: IpAddr) -> bool {
+        targets
             .and_then(|backends| backends.get(&backend))
             .and_then(|&i| self.shared_probes.track_of.get(i))
             .is_some_and(|&track| self.tracker.health(track) == Health::Down)
     }
 
     async fn tick(&mut self, ebpf: &mut Ebpf) {
-        self.reload(ebpf, Trigger::Watch).await;
+        self.reload(Trigger::Watch);
         self.judge_canary(ebpf);
         self.restore_pins(ebpf);
         self.expire_drains(ebpf);
@@ -675,24 +702,18 @@ impl Daemon {
     /// Validates the file and, if it is valid and differs from the running config, makes it
     /// live; an invalid file is logged and the running config stays in force. The bytes
     /// checked are the bytes applied (and hashed), and only once the file stopped changing:
-    /// a changed file is read again [`SETTLE`] later and applied only if both reads agree.
-    async fn reload(&mut self, ebpf: &mut Ebpf, trigger: Trigger) {
+    /// a changed file is read again [`SETTLE`] later ([`Self::settled`]) and applied only if
+    /// both reads agree. The loop goes on meanwhile: an `xlb apply` of the file does not wait.
+    fn reload(&mut self, trigger: Trigger) {
         // Taken before the read: a change after it moves the stamp again.
         let stamp = watch::Stamp::of(&self.file);
         if trigger == Trigger::Watch && self.watch.unchanged(stamp) {
             return;
         }
-        let file = self.file.clone();
-        let read = || {
-            config::read_bytes(&file).inspect_err(|err| {
-                error!(file = %file.display(), "cannot read the config ({err}); keeping the \
-                    running one");
-            })
-        };
-        let Ok(bytes) = read() else {
+        let Some(bytes) = self.read_config() else {
             return self.record_reload(Some(metrics::ReloadFailure::Unreadable));
         };
-        if bytes == self.bytes {
+        if bytes == self.bytes.as_bytes() {
             if trigger == Trigger::Signal {
                 info!(file = %self.file.display(), "the config file is unchanged: nothing to apply");
             }
@@ -701,14 +722,36 @@ impl Daemon {
         if trigger == Trigger::Watch && Some(&bytes) == self.rejected.as_ref() {
             return self.watch.saw(stamp);
         }
-        tokio::time::sleep(SETTLE).await;
-        match read() {
-            Ok(again) if again == bytes => {}
-            Ok(_) => {
+        // A tick while the same bytes settle does not put their second read off.
+        if self.settling.as_ref().is_some_and(|s| s.bytes == bytes) {
+            return;
+        }
+        self.settling = Some(Settling {
+            bytes,
+            stamp,
+            trigger,
+            at: tokio::time::Instant::now() + SETTLE,
+        });
+    }
+
+    /// The second read of a changed file, [`SETTLE`] after the first: applied if both agree.
+    fn settled(&mut self, ebpf: &mut Ebpf) {
+        let Some(Settling {
+            bytes,
+            stamp,
+            trigger,
+            at: _,
+        }) = self.settling.take()
+        else {
+            return;
+        };
+        match self.read_config() {
+            Some(again) if again == bytes => {}
+            Some(_) => {
                 return info!(file = %self.file.display(), "the config file is still being \
                     written: it is applied once two reads {SETTLE:?} apart agree");
             }
-            Err(_) => return,
+            None => return,
         }
         if trigger == Trigger::Watch {
             info!(file = %self.file.display(), "config file changed: reloading");
@@ -716,6 +759,16 @@ impl Daemon {
         // Applied or rejected, these bytes are dealt with.
         let _ = self.adopt(ebpf, bytes, &[]);
         self.watch.saw(stamp);
+    }
+
+    /// The config file's bytes, or `None` (logged) if it cannot be read.
+    fn read_config(&self) -> Option<Vec<u8>> {
+        config::read_bytes(&self.file)
+            .inspect_err(|err| {
+                error!(file = %self.file.display(), "cannot read the config ({err}); keeping \
+                    the running one");
+            })
+            .ok()
     }
 
     /// Counts a reload's outcome in the metrics: `None` if it made the file live.
@@ -753,26 +806,36 @@ impl Daemon {
         }
         let desired = self.desired_with_health(&loaded.model, loaded.text.hash);
         let capacity = Capacity::read(ebpf).map_err(failed)?;
-        let snapshot = Snapshot::read_unless_kept(ebpf, self.written.take()).map_err(failed)?;
-        let refusal = apply::live_refusal(
+        let live = Snapshot::read_unless_kept(ebpf, self.written.take()).map_err(failed)?;
+        if let Some(shortfall) = apply::shortfall_refusal(&capacity, &desired) {
+            self.written = Some(live);
+            report.refused = Some(shortfall);
+            return Ok(report);
+        }
+        // Planned once: the guard judges the tables the apply then writes.
+        let planned = Planned::over(ebpf, live, &capacity, &desired).map_err(failed)?;
+        let refusal = apply::planned_refusal(
             ebpf,
-            &snapshot,
+            &planned,
             &capacity,
             &desired,
             loaded.model.alerts.max_share,
             options,
         );
-        // Read at the live generation: the apply below starts from it.
-        self.written = Some(snapshot);
-        if let Some(refusal) = refusal.map_err(failed)? {
-            report.refused = Some(refusal);
-            return Ok(report);
+        match refusal {
+            Ok(None) => {}
+            refused => {
+                // Read at the live generation: the next apply starts from it.
+                self.written = Some(planned.into_live());
+                report.refused = refused.map_err(failed)?;
+                return Ok(report);
+            }
         }
         report.made(Made::of(&self.commit(
             ebpf,
             bytes,
             loaded,
-            Some(desired),
+            Some((desired, planned)),
         )?));
         Ok(report)
     }
@@ -818,30 +881,45 @@ impl Daemon {
         }
     }
 
-    /// Checks `bytes` (the config file's, named `file` in the findings), parsing only the VIPs
-    /// that changed and counting only the tables not counted before; logs how long that took.
+    /// Checks `bytes` (the config file's, named `file` in the findings), parsing and judging
+    /// only the VIPs that changed and counting only the tables not counted before; logs how
+    /// long that took.
     fn check(&mut self, bytes: &[u8], file: &Path, overrides: &[String]) -> config::Checked {
         let started = Instant::now();
-        let parsed = config::parse_bytes_reusing(bytes, file, &mut self.reparse);
+        let parsed = config::parse_bytes_reusing(bytes, file, &mut self.recheck.reparse);
         let parse_seconds = started.elapsed().as_secs_f64();
         let checked = parsed.and_then(|parsed| {
-            config::check_parsed(parsed, &HostEnvironment, overrides, &self.counts)
+            config::check_parsed_reusing(
+                parsed,
+                &HostEnvironment,
+                overrides,
+                &self.counts,
+                &mut self.recheck.vips,
+            )
         });
         let check_seconds = started.elapsed().as_secs_f64() - parse_seconds;
-        match self.reparse.parsed() {
+        let vips_judged = self.recheck.vips.judged();
+        match self.recheck.reparse.parsed() {
             Some(vips_parsed) => info!(
                 vips_parsed,
-                parse_seconds, check_seconds, "config checked: only the VIPs that changed parsed"
+                vips_judged,
+                parse_seconds,
+                check_seconds,
+                "config checked: only the VIPs that changed parsed"
             ),
-            None => info!(parse_seconds, check_seconds, "config checked: parsed whole"),
+            None => info!(
+                vips_judged,
+                parse_seconds, check_seconds, "config checked: parsed whole"
+            ),
         }
         checked
     }
 
     /// Makes `loaded` (checked from `bytes`, the config file's) the running config and applies
-    /// it; a change of pin path or interface is refused (those need a restart). `desired` is
-    /// its desired state if the caller computed it (for the outage guards) with the health
-    /// the daemon holds now: it is applied unless new checks restart that health.
+    /// it; a change of pin path or interface is refused (those need a restart). `prepared` is
+    /// its desired state and the apply of it planned, if the caller made them (for the outage
+    /// guards) with the health the daemon holds now: they are written unless new checks
+    /// restart that health.
     fn commit(
         &mut self,
         ebpf: &mut Ebpf,
@@ -852,7 +930,7 @@ impl Daemon {
             counts,
             text,
         }: config::Loaded,
-        desired: Option<Desired>,
+        prepared: Option<(Desired, Planned)>,
     ) -> Result<Applied, Refusal> {
         if model.global.pin_path != self.pin_path
             || model.global.interface != self.model.global.interface
@@ -879,10 +957,10 @@ impl Daemon {
         }
         // A reload that changes what no check reads (a weight) builds none of the targets.
         let targets = (!same_checks(&model, &self.model)).then(|| health::targets(&model));
-        let mut desired = desired;
+        let mut prepared = prepared;
         if let Some(targets) = targets.filter(|targets| *targets != self.targets) {
-            // The health `desired` was computed with is gone.
-            desired = None;
+            // The health the prepared apply was computed with is gone.
+            self.unprepare(&mut prepared);
             // New checks start from "up", as at start-up.
             let idle = Checker::start(Vec::new(), self.probe_sender.clone());
             std::mem::replace(&mut self.checker, idle).stop();
@@ -892,14 +970,19 @@ impl Daemon {
             self.checker =
                 Checker::start(self.shared_probes.probes.clone(), self.probe_sender.clone());
             self.tracker = Tracker::new(self.shared_probes.tracks.len());
+            self.health_changes += 1;
             self.target_index = target_index(&targets);
             if let Ok(mut extra) = self.shared.lock() {
                 extra.set_targets(self.shared_probes.rows(&targets));
             }
             self.targets = targets;
         }
-        self.detector = Detector::new(skew::Settings::from(&model.alerts));
-        self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
+        // The alarms keep their window and what fires unless their settings change: a reload
+        // does not raise every firing alert again (900 lines each at 1,000 VIPs).
+        if model.alerts != self.model.alerts {
+            self.detector = Detector::new(skew::Settings::from(&model.alerts));
+            self.flood = flood::Detector::new(flood::Settings::from(&model.alerts));
+        }
         let renamed = !same_names(&model, &self.model);
         if renamed && let Ok(mut extra) = self.shared.lock() {
             extra.set_vip_names(&model);
@@ -923,11 +1006,11 @@ impl Daemon {
         // The samples ask each backend's health again: its targets may have changed.
         self.health_epoch += 1;
         // The checked text is these bytes: kept once, with the hash its check took.
-        self.bytes = text.text.into_bytes();
+        self.bytes = text.text;
         self.hash = text.hash;
         self.counts = counts;
         self.rejected = None;
-        let applied = self.reconcile_with(ebpf, "reload", desired);
+        let applied = self.reconcile_with(ebpf, "reload", prepared);
         self.record_reload(applied.is_err().then_some(metrics::ReloadFailure::Apply));
         applied.map_err(|err| Refusal {
             code: exit::FAILED,
@@ -942,23 +1025,33 @@ impl Daemon {
         self.reconcile_with(ebpf, why, None)
     }
 
-    /// [`Self::reconcile`], applying `desired` where the caller already has that state (an
-    /// apply's outage guards computed it: computing it again takes as long).
+    /// [`Self::reconcile`], writing `prepared` (a desired state and the apply of it planned)
+    /// where the caller already has them (an apply's outage guards made them: making them
+    /// again takes as long).
     fn reconcile_with(
         &mut self,
         ebpf: &mut Ebpf,
         why: &str,
-        desired: Option<Desired>,
+        mut prepared: Option<(Desired, Planned)>,
     ) -> anyhow::Result<Applied> {
+        if self.canary.is_some() {
+            // Ending the canary writes the maps the plan was made over.
+            self.unprepare(&mut prepared);
+        }
         self.interrupt_canary(ebpf, why);
-        let desired = desired.unwrap_or_else(|| self.desired_with_health(&self.model, self.hash));
         let started = Instant::now();
-        let result = Snapshot::read_unless_kept(ebpf, self.written.take())
-            .and_then(|live| rollout::apply_over(ebpf, live, &desired))
-            .map(|(applied, left)| {
-                self.written = Some(left);
-                applied
-            });
+        let result = match prepared {
+            Some((desired, planned)) => planned.write(ebpf, &desired),
+            None => {
+                let desired = self.desired_with_health(&self.model, self.hash);
+                Snapshot::read_unless_kept(ebpf, self.written.take())
+                    .and_then(|live| rollout::apply_over(ebpf, live, &desired))
+            }
+        }
+        .map(|(applied, left)| {
+            self.written = Some(left);
+            applied
+        });
         match &result {
             Ok(applied) => {
                 let seconds = started.elapsed().as_secs_f64();
@@ -978,26 +1071,70 @@ impl Daemon {
         result
     }
 
+    /// Drops the prepared apply, keeping the live state it was planned over for the next.
+    fn unprepare(&mut self, prepared: &mut Option<(Desired, Planned)>) {
+        if let Some((_, planned)) = prepared.take() {
+            self.written = Some(planned.into_live());
+        }
+    }
+
     /// The desired state of `model` (from the file whose [`config::hash`] is `hash`) with the
     /// backends' health as the daemon's checks judge it. A backend the checks do not cover
-    /// counts as healthy.
+    /// counts as healthy. A VIP that starts or stops failing open is logged once, not at every
+    /// apply (900 VIPs failing open would be 900 lines each time).
     fn desired_with_health(&self, model: &Model, hash: u64) -> Desired {
-        let mut desired = Desired::from_model(model, hash);
-        for (vip, wanted) in model.vips.iter().zip(&mut desired.vips) {
-            let down: Vec<bool> = vip
-                .backends
-                .iter()
-                .map(|b| self.down(&vip.name, b.address))
-                .collect();
-            let all_down = down.iter().all(|d| *d);
-            if all_down {
-                warn!(vip = %vip.name, "every backend is failing its health checks: failing open (all stay in the table)");
-            }
-            for (backend, down) in wanted.backends.iter_mut().zip(down) {
-                backend.unhealthy = Some(down && !all_down);
-            }
+        // Each VIP's state is built again only if the VIP or any health changed since.
+        let mut kept = self.desired_vips.take().into_iter();
+        let built: Vec<VipWithHealth> = model
+            .vips
+            .iter()
+            .map(|vip| {
+                kept.next()
+                    .filter(|kept| {
+                        Arc::ptr_eq(&kept.vip, vip) && kept.health_changes == self.health_changes
+                    })
+                    .unwrap_or_else(|| self.with_health(vip))
+            })
+            .collect();
+        let desired = Desired::of_vips(
+            model,
+            hash,
+            built.iter().map(|vip| vip.desired.clone()).collect(),
+        );
+        let failing_open: BTreeSet<String> = (built.iter())
+            .filter(|vip| vip.failing_open)
+            .map(|vip| vip.vip.name.clone())
+            .collect();
+        self.desired_vips.replace(built);
+        let before = self.failing_open.replace(failing_open);
+        for vip in self.failing_open.borrow().difference(&before) {
+            warn!(%vip, "every backend is failing its health checks: failing open (all stay in the table)");
+        }
+        for vip in before.difference(&self.failing_open.borrow()) {
+            info!(%vip, "a backend passes its health checks again: no longer failing open");
         }
         desired
+    }
+
+    /// `vip`'s desired state with its backends' health.
+    fn with_health(&self, vip: &Arc<VipModel>) -> VipWithHealth {
+        let mut desired = DesiredVip::of(vip);
+        let targets = self.target_index.get(&vip.name);
+        let down: Vec<bool> = vip
+            .backends
+            .iter()
+            .map(|b| self.down_in(targets, b.address))
+            .collect();
+        let failing_open = down.iter().all(|d| *d);
+        for (backend, down) in desired.backends.iter_mut().zip(down) {
+            backend.unhealthy = Some(down && !failing_open);
+        }
+        VipWithHealth {
+            vip: vip.clone(),
+            health_changes: self.health_changes,
+            failing_open,
+            desired,
+        }
     }
 
     /// Puts back any pin removed while the daemon runs (the program stays attached meanwhile:
@@ -1114,7 +1251,10 @@ impl Daemon {
 
 /// Each target's index by VIP name and backend address: looked up by a borrowed name, as the
 /// alarms do for every backend each second.
-type TargetIndex = HashMap<String, HashMap<IpAddr, usize>>;
+type TargetIndex = HashMap<String, Targets>;
+
+/// A VIP's targets by backend address (foldhash: an apply looks up each of 100,000).
+type Targets = HashMap<IpAddr, usize, foldhash::fast::RandomState>;
 
 fn target_index(targets: &[Target]) -> TargetIndex {
     let mut index = TargetIndex::new();
@@ -1142,11 +1282,13 @@ fn same_checks(a: &Model, b: &Model) -> bool {
     }
     a.vips.len() == b.vips.len()
         && a.vips.iter().zip(&b.vips).all(|(a, b)| {
-            a.name == b.name
-                && a.backends
-                    .iter()
-                    .map(backend)
-                    .eq(b.backends.iter().map(backend))
+            // The same VIP, shared by the check that took it from the last one.
+            Arc::ptr_eq(a, b)
+                || a.name == b.name
+                    && a.backends
+                        .iter()
+                        .map(backend)
+                        .eq(b.backends.iter().map(backend))
         })
 }
 
@@ -1156,6 +1298,24 @@ fn failed(err: anyhow::Error) -> Refusal {
         code: exit::code_of(&err),
         message: format!("{err:#}"),
     }
+}
+
+/// A VIP's desired state with its backends' health, and what it was built from.
+struct VipWithHealth {
+    vip: Arc<VipModel>,
+    /// [`Daemon::health_changes`] when it was built.
+    health_changes: u64,
+    /// Every backend is down: all stay in the table.
+    failing_open: bool,
+    desired: DesiredVip,
+}
+
+/// A changed config file, read once and waiting for its second read.
+struct Settling {
+    bytes: Vec<u8>,
+    stamp: Option<watch::Stamp>,
+    trigger: Trigger,
+    at: tokio::time::Instant,
 }
 
 /// What asked for a reload.

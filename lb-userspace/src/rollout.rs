@@ -21,7 +21,7 @@ use lb_common::{
 
 use crate::{
     capacity::Capacity,
-    config::Model,
+    config::{Model, VipModel},
     diff::{self, Change, Changes, effect},
     live::Snapshot,
     maglev,
@@ -116,25 +116,34 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 impl Desired {
     /// The desired state of a validated config; `bytes` is the file it came from.
     pub fn from_model(model: &Model, config_hash: u64) -> Desired {
-        let vips = model
-            .vips
-            .iter()
-            .map(|vip| DesiredVip {
-                key: vip.key(),
-                flags: vip.flags(),
-                table_size: vip.table_size,
-                backends: vip
-                    .backends
-                    .iter()
-                    .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
-                    .collect(),
-            })
-            .collect();
+        let vips = model.vips.iter().map(|vip| DesiredVip::of(vip)).collect();
+        Desired::of_vips(model, config_hash, vips)
+    }
+
+    /// [`Self::from_model`] with `vips` for the model's VIPs (each [`DesiredVip::of`] its VIP,
+    /// its backends' state set or kept).
+    pub fn of_vips(model: &Model, config_hash: u64, vips: Vec<DesiredVip>) -> Desired {
         Desired {
             vips,
             config: model.global.kernel_config(),
             config_hash,
             max_share: model.alerts.max_share,
+        }
+    }
+}
+
+impl DesiredVip {
+    /// The desired state of a validated VIP, each backend keeping the state it has.
+    pub fn of(vip: &VipModel) -> DesiredVip {
+        DesiredVip {
+            key: vip.key(),
+            flags: vip.flags(),
+            table_size: vip.table_size,
+            backends: vip
+                .backends
+                .iter()
+                .map(|b| DesiredBackend::keeping_state(b.address, b.weight, b.mac))
+                .collect(),
         }
     }
 }
@@ -222,14 +231,59 @@ pub fn apply(maps: &mut (impl Maps + ?Sized), desired: &Desired) -> anyhow::Resu
 /// start from.
 pub fn apply_over(
     maps: &mut (impl Maps + ?Sized),
-    mut live: Snapshot,
+    live: Snapshot,
     desired: &Desired,
 ) -> anyhow::Result<(Applied, Snapshot)> {
-    live.config = crate::live::settings(maps)?;
     let capacity = Capacity::read(maps)?;
-    let compared = compare(&live, &capacity, desired, Scope::Changed);
-    let plan = plan(&live, &capacity, desired, &compared)?;
-    write_plan(maps, live, plan, desired, None)
+    Planned::over(maps, live, &capacity, desired)?.write(maps, desired)
+}
+
+/// An apply over the live state (as [`apply_over`] takes it), planned, every table it rebuilds
+/// built, and not yet written: the outage guards judge those tables
+/// ([`crate::diff::effect::concentrated_in`]) and then the same tables are written, not built
+/// again.
+pub struct Planned {
+    live: Snapshot,
+    plan: Plan,
+}
+
+impl Planned {
+    /// `desired` planned over `live`, on a program of `capacity`.
+    pub fn over(
+        maps: &mut (impl Maps + ?Sized),
+        mut live: Snapshot,
+        capacity: &Capacity,
+        desired: &Desired,
+    ) -> anyhow::Result<Planned> {
+        live.config = crate::live::settings(maps)?;
+        let compared = compare(&live, capacity, desired, Scope::Changed);
+        let plan = plan(&live, capacity, desired, &compared)?;
+        Ok(Planned { live, plan })
+    }
+
+    /// What the apply installs for each desired VIP, the rebuilt tables included.
+    pub fn vips(&self) -> &[AppliedVip] {
+        &self.plan.vips
+    }
+
+    /// The live state it was planned over.
+    pub fn live(&self) -> &Snapshot {
+        &self.live
+    }
+
+    /// Writes the plan of `desired` (the state it was planned for), as [`apply_over`] does.
+    pub fn write(
+        self,
+        maps: &mut (impl Maps + ?Sized),
+        desired: &Desired,
+    ) -> anyhow::Result<(Applied, Snapshot)> {
+        write_plan(maps, self.live, self.plan, desired, None)
+    }
+
+    /// The live state it was planned over, nothing written.
+    pub fn into_live(self) -> Snapshot {
+        self.live
+    }
 }
 
 /// How much of the traffic an apply gives its new tables.

@@ -68,14 +68,14 @@ pub async fn run(args: RunOptions) -> anyhow::Result<u8> {
 async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
     let signals = Signals::take()?;
     // One read: the model is built from, and the meta hash taken of, the same text. The
-    // daemon's reloads reparse only the VIPs that change.
-    let mut reparse = config::Reparse::default();
+    // daemon's reloads parse and check again only the VIPs that change.
+    let mut recheck = config::Recheck::default();
     let config::Loaded {
         model,
         warnings,
         text,
         counts,
-    } = match config::load_reusing(file, &HostEnvironment, &mut reparse) {
+    } = match config::load_reusing(file, &HostEnvironment, &mut recheck) {
         Ok(loaded) => loaded,
         Err(rejected) => {
             for diagnostic in &rejected.diagnostics {
@@ -220,7 +220,7 @@ async fn run_config(file: &Path, args: &RunOptions) -> anyhow::Result<u8> {
         model,
         text,
         counts,
-        reparse,
+        recheck,
         keeper,
         owner.listener()?,
         first_apply,

@@ -53,7 +53,7 @@ pub struct Status {
     pub applied_at: Option<String>,
     /// The same instant, seconds since the Unix epoch (0 for generation 0).
     pub applied_at_unix: u64,
-    /// FNV-1a 64 of the applied config file, 16 hex digits.
+    /// [`crate::config::hash`] (XXH3-64) of the applied config file, 16 hex digits.
     pub config_hash: String,
     pub capacity: CapacityStatus,
     /// Sorted by VIP key.

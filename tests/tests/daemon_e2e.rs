@@ -381,6 +381,50 @@ fn reload_with_unchanged_health_rebuilds_nothing() {
     assert!(!lab.in_table(victim).expect("stats"), "{log}");
 }
 
+/// Test that a reload which keeps the `[alerts]` settings keeps what fires: with one of three
+/// backends out by its checks and `min_healthy = 3`, few_healthy fires and the alert command
+/// runs once; a reload of an edit elsewhere (a comment) is applied and, for three more ticks,
+/// the command is not run again for an alert that never stopped.
+#[test]
+fn a_reload_does_not_raise_a_firing_alert_again() {
+    require_privileges!();
+    let mut drill = alert_lab("keepfire", |text| {
+        text.replace("min_new_flows = 20", "min_new_flows = 20\nmin_healthy = 3")
+    });
+    let firings = |drill: &AlertLab| {
+        std::fs::read_to_string(&drill.record)
+            .unwrap_or_default()
+            .split("---")
+            .filter(|alert| {
+                alert.contains("XLB_ALERT_FIRING=1") && alert.contains("XLB_ALERT_KIND=few_healthy")
+            })
+            .count()
+    };
+    drill
+        .lab
+        .stop_backend(1)
+        .unwrap_or_else(|err| panic!("stop b1: {err:#}"));
+    wait_until("few_healthy fires", HEALTH_INTERVAL * FALL + SLACK, || {
+        Ok(firings(&drill) > 0)
+    });
+    let lab = &drill.lab;
+    let reloads = lab.daemon_log().matches("applied (reload)").count();
+    let text = std::fs::read_to_string(&lab.config_path).expect("config");
+    lab.write_config(&format!("{text}\n# a comment: the alerts stay\n"))
+        .expect("write the commented config");
+    lab.signal_daemon(libc::SIGHUP).expect("SIGHUP");
+    wait_until("the commented config is applied", SLACK, || {
+        Ok(lab.daemon_log().matches("applied (reload)").count() > reloads)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        firings(&drill),
+        1,
+        "the reload raised few_healthy again: {}",
+        std::fs::read_to_string(&drill.record).unwrap_or_default()
+    );
+}
+
 /// Test that the daemon notices a changed config file by itself, without a signal: a valid
 /// changed file (one backend's weight 0) goes live (the generation goes up and that backend
 /// gets none of 100 new connections), and an invalid one (a TOML syntax error) is refused

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 use serde::Serialize;
@@ -99,27 +100,34 @@ impl fmt::Display for Diagnostic {
 pub(crate) struct Source<'a> {
     pub text: &'a str,
     pub file: &'a Path,
-    /// Byte offset of the start of every line.
-    line_starts: Vec<usize>,
+    /// Byte offset of the start of every line, found when a finding first needs a position:
+    /// a valid config of 400,000 lines needs none.
+    line_starts: OnceLock<Vec<usize>>,
 }
 
 impl<'a> Source<'a> {
     pub fn new(text: &'a str, file: &'a Path) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
-            .collect();
         Source {
             text,
             file,
-            line_starts,
+            line_starts: OnceLock::new(),
         }
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(memchr::memchr_iter(b'\n', self.text.as_bytes()).map(|at| at + 1))
+                .collect()
+        })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
-        let start = self.line_starts[line];
+        let starts = self.line_starts();
+        let line = starts.partition_point(|&start| start <= offset) - 1;
+        let start = starts[line];
         // A span never starts inside a character, but be safe on odd offsets.
         let column = self
             .text
@@ -136,7 +144,7 @@ impl<'a> Source<'a> {
             return String::new();
         }
         let (line, _) = self.position(start);
-        let line_start = self.line_starts[line - 1];
+        let line_start = self.line_starts()[line - 1];
         let line_end = self.text[start..]
             .find('\n')
             .map_or(self.text.len(), |at| start + at);

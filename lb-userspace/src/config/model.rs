@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -93,8 +94,9 @@ pub struct Model {
     pub bgp: Option<Bgp>,
     /// `[capacity]`, defaults when the table is absent: what `xlb run` sizes the maps for.
     pub capacity: Capacity,
-    /// In file order.
-    pub vips: Vec<VipModel>,
+    /// In file order; shared with the check that judged them, so that the daemon's next
+    /// check of a change to one VIP copies none of the others.
+    pub vips: Vec<Arc<VipModel>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

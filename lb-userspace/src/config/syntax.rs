@@ -5,6 +5,7 @@
 //! path is found by locating the span in the document's spanned tree.
 
 use std::ops::{Range, RangeInclusive};
+use std::sync::Arc;
 
 use serde::Deserialize as _;
 use toml::Spanned;
@@ -45,12 +46,14 @@ pub(crate) fn parse(source: &Source<'_>) -> Result<ConfigFile, Vec<Diagnostic>> 
 }
 
 /// [`parse`], reusing the VIPs `reparse` kept of the last text it parsed where that gives the
-/// same file; the diagnostics are always the full parse's.
+/// same file; the diagnostics are always the full parse's. `text` is the source's, shared for
+/// `reparse` to keep.
 pub(crate) fn parse_reusing(
     source: &Source<'_>,
+    text: &Arc<str>,
     reparse: &mut Reparse,
 ) -> Result<ConfigFile, Vec<Diagnostic>> {
-    match reparse.parse(source.text) {
+    match reparse.parse(text) {
         Some(file) => Ok(file),
         None => parse(source),
     }

@@ -414,7 +414,7 @@ fn loading_keeps_the_text_it_checked_and_its_hash() {
     let rejected = load(&bad, &env()).expect_err("XLB003");
     let text = rejected.text.expect("the text of a readable file");
     assert_eq!(
-        text.text,
+        *text.text,
         std::fs::read_to_string(&bad).expect("bad config")
     );
     assert_ne!(text.hash, loaded.text.hash);
@@ -892,4 +892,113 @@ fn the_pin_path_is_found_without_parsing_the_vips() {
     );
     assert_eq!(named(&format!("{pin}pin_path = 5\n{TWO_BACKENDS}")), None);
     assert_eq!(named_pin_path(&dir.path().join("missing.toml")), None);
+}
+
+/// `vips` VIPs of two backends each (a 101-slot table: one XLB008 warning per VIP), VIP 0
+/// opening with a comment line; `edit` changes the text before it is returned.
+fn recheck_config(vips: usize) -> String {
+    let mut text = String::from("[global]\ninterface = \"eth0\"\n\n");
+    for i in 0..vips {
+        text += &format!(
+            "[[vip]]\n# ab\nname = \"web{i}\"\naddress = \"198.51.100.{i}\"\nport = 80\n\
+             protocol = \"tcp\"\nforwarding = \"dsr\" \ntable_size = 101\n  [[vip.backend]]\n  \
+             address = \"198.51.101.{i}\"\n  mac = \"02:00:00:00:0{i}:01\"\n  weight = 1\n  \
+             [[vip.backend]]\n  address = \"198.51.102.{i}\"\n  mac = \"02:00:00:00:0{i}:02\"\n\n"
+        );
+    }
+    text
+}
+
+/// `text` with the `n`th (0-based) occurrence of `from` written as `to`.
+fn nth_replaced(text: &str, n: usize, from: &str, to: &str) -> String {
+    let (at, _) = text.match_indices(from).nth(n).expect("occurs");
+    format!("{}{to}{}", &text[..at], &text[at + from.len()..])
+}
+
+#[test]
+fn a_recheck_finds_what_a_full_check_finds() {
+    // Test that the daemon's check, which takes each VIP the reparse reused from the last
+    // check, gives what a check of the whole text gives (findings with their file, line and
+    // snippet, the model, the table counts) through edits that move lines, change which VIP
+    // reports a missing tunnel source first, make a backend a VIP's address, duplicate a name,
+    // change [global] or the file's name, and override a rule; and that it judges only the
+    // VIPs whose text, place or surroundings changed.
+    let base = recheck_config(6);
+    let ipip = |text: &str, n| nth_replaced(text, n, "\"dsr\" ", "\"ipip\"");
+    // Each step: the text, its name, the rules overridden and how many VIPs the check must
+    // judge after the step before.
+    let steps: Vec<(String, &str, Vec<String>, usize)> = vec![
+        (base.clone(), "xlb.toml", vec![], 6),
+        (base.clone(), "xlb.toml", vec![], 0),
+        (
+            nth_replaced(&base, 3, "weight = 1", "weight = 2"),
+            "xlb.toml",
+            vec![],
+            1,
+        ),
+        (base.clone(), "xlb.toml", vec![], 1),
+        (ipip(&base, 4), "xlb.toml", vec![], 1),
+        // VIP 1 now reports the missing source; VIP 4 no longer does, and then again.
+        (ipip(&ipip(&base, 4), 1), "xlb.toml", vec![], 2),
+        (ipip(&base, 4), "xlb.toml", vec![], 2),
+        (base.clone(), "xlb.toml", vec![], 1),
+        // One line more in VIP 0, the same length: every later VIP's findings move a line.
+        (base.replacen("# ab\n", "#\n#a\n", 1), "xlb.toml", vec![], 6),
+        (base.clone(), "xlb.toml", vec![], 6),
+        // A backend of VIP 2 becomes VIP 5's address (XLB006 on VIP 2).
+        (
+            base.replacen("198.51.100.5", "198.51.101.2", 1),
+            "xlb.toml",
+            vec![],
+            6,
+        ),
+        (
+            base.replacen("\"web4\"", "\"web1\"", 1),
+            "xlb.toml",
+            vec![],
+            6,
+        ),
+        (
+            base.replacen("\"eth0\"", "\"lo\"", 1),
+            "xlb.toml",
+            vec![],
+            6,
+        ),
+        (base.clone(), "xlb.toml", vec![], 6),
+        (base.clone(), "other.toml", vec![], 0),
+        (base.clone(), "xlb.toml", vec!["XLB008".to_owned()], 0),
+    ];
+    let mut recheck = Recheck::default();
+    for (text, name, overrides, judged) in steps {
+        let file = Path::new(name);
+        let full = check_parsed(
+            parse(&text, file).expect("TOML"),
+            &env(),
+            &overrides,
+            &KnownCounts::default(),
+        );
+        let parsed = parse_bytes_reusing(text.as_bytes(), file, &mut recheck.reparse);
+        let again = check_parsed_reusing(
+            parsed.expect("TOML"),
+            &env(),
+            &overrides,
+            &KnownCounts::default(),
+            &mut recheck.vips,
+        );
+        assert_eq!(diagnostics(&again), diagnostics(&full), "{text}");
+        let snippets = |checked: &Checked| -> Vec<String> {
+            diagnostics(checked)
+                .iter()
+                .map(|d| d.snippet.clone())
+                .collect()
+        };
+        assert_eq!(snippets(&again), snippets(&full), "{text}");
+        assert!(!diagnostics(&full).is_empty());
+        assert_eq!(
+            again.as_ref().ok().map(|l| (&l.model, &l.counts)),
+            full.as_ref().ok().map(|l| (&l.model, &l.counts)),
+            "{text}"
+        );
+        assert_eq!(recheck.vips.judged(), judged, "{text}");
+    }
 }

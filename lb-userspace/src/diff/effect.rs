@@ -394,7 +394,7 @@ pub fn slot_counts(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<u64>, Ma
 /// here is the one a build would give): a check that meets the same inputs again (the daemon's
 /// next reload, a live table its record vouches for) builds only the tables not found here.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KnownCounts(HashMap<TableInputs, Vec<u64>>);
+pub struct KnownCounts(HashMap<TableInputs, Vec<u64>, foldhash::fast::RandomState>);
 
 /// What decides a table's slot counts: its size, and each entry's address and weight.
 type TableInputs = (u32, Vec<(IpAddr, u32)>);
@@ -415,6 +415,14 @@ impl KnownCounts {
             Some(counts) => Ok(counts.clone()),
             None => slot_counts(backends, size),
         }
+    }
+
+    /// Room for `tables` tables.
+    pub fn with_capacity(tables: usize) -> KnownCounts {
+        KnownCounts(HashMap::with_capacity_and_hasher(
+            tables,
+            Default::default(),
+        ))
     }
 
     /// How many tables are known.

@@ -13,6 +13,12 @@ impl Audit<'_> {
     ) -> HealthCheck {
         let health = spanned.get_ref();
         let field = |name: &str| format!("vip[{i}].backend[{j}].health.{name}");
+        // The free-text checks every such field gets (see `text`): a path reaches requests and
+        // logs.
+        if let Some(path) = &health.path {
+            self.length(&field("path"), path, MAX_PATH_LEN);
+            self.printable(&field("path"), path);
+        }
         let check = *health.check.get_ref();
         match &health.port {
             Some(port) if *port.get_ref() == 0 => self.report(

@@ -7,6 +7,7 @@ mod bgp;
 mod capacity;
 mod global;
 mod health;
+mod reuse;
 mod text;
 mod vip;
 mod weights;
@@ -16,6 +17,7 @@ use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Component, Path};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lb_common::service::MAX_TABLE_SIZE;
@@ -38,6 +40,9 @@ use super::model::{
     MIN_NEW_FLOWS_RANGE, MTU_RANGE, Model, Protocol, Reload, SLOTS_PER_BACKEND, VipModel, value,
 };
 use super::rules::*;
+use reuse::CheckedVip;
+pub use reuse::CheckedVips;
+
 use crate::{
     capacity::Capacity,
     diff::effect::{self, Effect, Entry, KnownCounts, SameServer},
@@ -47,18 +52,22 @@ use crate::{
 /// Every finding about a config that parsed, and its model: each section is checked and
 /// converted, defaults applied, in one pass. The model is `None` only where a finding is an
 /// error (a value that has no model form). Tables are counted from `known` where it has them;
-/// the counts of this config's tables come back, for the next check.
+/// the counts of this config's tables come back, for the next check. With `last`, a VIP the
+/// last check already judged in the same place and surroundings is taken from there (see
+/// [`reuse`]), and every VIP's results are kept there for the next.
 pub(crate) fn check(
     file: &ConfigFile,
     source: &Source<'_>,
     env: &dyn Environment,
     known: &KnownCounts,
+    last: Option<&mut CheckedVips>,
 ) -> (Option<Model>, Vec<Diagnostic>, KnownCounts) {
     let mut audit = Audit {
         source,
         findings: Vec::new(),
         missing_sources: Vec::new(),
-        counted: KnownCounts::default(),
+        wanted_sources: Vec::new(),
+        counted: KnownCounts::with_capacity(file.vip.len()),
     };
     audit.lengths(file);
     audit.control_characters(file);
@@ -67,7 +76,7 @@ pub(crate) fn check(
     let alerts = audit.alerts(file.alerts.as_ref().map(Spanned::get_ref));
     let bgp = file.bgp.as_ref().map(|bgp| audit.bgp(bgp));
     let capacity = audit.capacity(file);
-    let vips = audit.vips(file, &thresholds, known);
+    let vips = audit.vips(file, &thresholds, known, last);
     let model = match (global, alerts, capacity, vips) {
         (Some(global), Some(alerts), Some(capacity), Some(vips)) => Some(Model {
             global,
@@ -172,6 +181,8 @@ struct Audit<'a> {
     /// Tunnel sources already reported missing: one finding per source is enough, as one line
     /// of [global] fixes them all.
     missing_sources: Vec<&'static str>,
+    /// Tunnel sources the VIP being checked lacks, reported or not.
+    wanted_sources: Vec<&'static str>,
     /// The slot counts of the tables judged.
     counted: KnownCounts,
 }

@@ -4,7 +4,8 @@
 use super::*;
 
 impl Audit<'_> {
-    /// Every free-text field within its length limit (names are limited where they parse).
+    /// Every free-text field outside the VIPs within its length limit (names are limited where
+    /// they parse; a health check's path is checked with the check).
     pub(super) fn lengths(&mut self, file: &ConfigFile) {
         let global = file.global.get_ref();
         let mut fields = vec![(
@@ -36,35 +37,29 @@ impl Audit<'_> {
             let command = alerts.get_ref().command.iter();
             fields.extend(command.map(|c| ("alerts.command".to_owned(), c, MAX_COMMAND_LEN)));
         }
-        for (i, vip) in file.vip.iter().enumerate() {
-            for (j, backend) in vip.get_ref().backend.iter().enumerate() {
-                let health = backend.get_ref().health.as_ref();
-                if let Some(path) = health.and_then(|h| h.get_ref().path.as_ref()) {
-                    fields.push((
-                        format!("vip[{i}].backend[{j}].health.path"),
-                        path,
-                        MAX_PATH_LEN,
-                    ));
-                }
-            }
-        }
         for (field, value, max) in fields {
-            let len = value.get_ref().len();
-            if len > max {
-                self.report(
-                    &SYNTAX,
-                    value.span(),
-                    field.clone(),
-                    format!("{field} is {len} bytes long, more than the {max} it may be"),
-                    format!("shorten {field} to at most {max} bytes"),
-                );
-            }
+            self.length(&field, value, max);
+        }
+    }
+
+    /// `value` of `field` at most `max` bytes long.
+    pub(super) fn length(&mut self, field: &str, value: &Spanned<String>, max: usize) {
+        let len = value.get_ref().len();
+        if len > max {
+            self.report(
+                &SYNTAX,
+                value.span(),
+                field.to_owned(),
+                format!("{field} is {len} bytes long, more than the {max} it may be"),
+                format!("shorten {field} to at most {max} bytes"),
+            );
         }
     }
 
     /// XLB024: a control character in any value that reaches a file (the BIRD include file,
     /// the BGP record, the pin path) or a command line, a request or a log: a line feed there
-    /// would start a line the config author never wrote.
+    /// would start a line the config author never wrote. (A health check's path is checked with
+    /// the check.)
     pub(super) fn control_characters(&mut self, file: &ConfigFile) {
         let global = file.global.get_ref();
         let mut values = vec![("global.interface".to_owned(), Some(&global.interface))];
@@ -81,30 +76,27 @@ impl Audit<'_> {
             values.push(("bgp.socket".to_owned(), bgp.socket.as_ref()));
             values.push(("bgp.reload_command".to_owned(), bgp.reload_command.as_ref()));
         }
-        for (i, vip) in file.vip.iter().enumerate() {
-            for (j, backend) in vip.get_ref().backend.iter().enumerate() {
-                let health = backend.get_ref().health.as_ref();
-                // Only paths given are named: a field name per backend is 100,000 of them.
-                if let Some(path) = health.and_then(|h| h.get_ref().path.as_ref()) {
-                    values.push((format!("vip[{i}].backend[{j}].health.path"), Some(path)));
-                }
+        for (field, value) in values {
+            if let Some(value) = value {
+                self.printable(&field, value);
             }
         }
-        for (field, value) in values {
-            let Some(value) = value else { continue };
-            let text = value.get_ref();
-            if let Some(c) = text.chars().find(|c| c.is_control()) {
-                self.report(
-                    &CONTROL_CHARACTER,
-                    value.span(),
-                    field.clone(),
-                    format!("{field} = {text:?} holds the control character {c:?}"),
-                    format!(
-                        "remove the control character: write {field} on one line of printable \
-                         characters (a multi-line command belongs in a script the setting runs)"
-                    ),
-                );
-            }
+    }
+
+    /// `value` of `field` without a control character (XLB024).
+    pub(super) fn printable(&mut self, field: &str, value: &Spanned<String>) {
+        let text = value.get_ref();
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            self.report(
+                &CONTROL_CHARACTER,
+                value.span(),
+                field.to_owned(),
+                format!("{field} = {text:?} holds the control character {c:?}"),
+                format!(
+                    "remove the control character: write {field} on one line of printable \
+                     characters (a multi-line command belongs in a script the setting runs)"
+                ),
+            );
         }
     }
 }

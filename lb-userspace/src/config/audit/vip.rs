@@ -3,14 +3,16 @@
 use super::*;
 
 impl Audit<'_> {
-    /// Every VIP: unique names and endpoints, then each VIP's own checks. The VIPs in file
-    /// order, or `None` if one has no model form.
+    /// Every VIP: unique names and endpoints, then each VIP's own checks (taken from `last`
+    /// where they hold, and kept there for the next check). The VIPs in file order, or `None`
+    /// if one has no model form.
     pub(super) fn vips(
         &mut self,
         file: &ConfigFile,
         thresholds: &AuditThresholds,
         known: &KnownCounts,
-    ) -> Option<Vec<VipModel>> {
+        mut last: Option<&mut CheckedVips>,
+    ) -> Option<Vec<Arc<VipModel>>> {
         let mut models = Vec::with_capacity(file.vip.len());
         let mut names: HashMap<&str, usize> = HashMap::new();
         let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
@@ -21,16 +23,23 @@ impl Audit<'_> {
             let vip = vip.get_ref();
             vip_addresses.insert(vip.address.get_ref().0, vip.name.get_ref().0.as_str());
         }
+        let surroundings = last
+            .as_ref()
+            .map_or(0, |_| reuse::surroundings(file, thresholds));
+        let mut kept = match last.as_deref_mut() {
+            Some(last) => last.candidates(file, self.source, surroundings),
+            None => Vec::new(),
+        };
         // Building every VIP's table is most of a config's check: only the tables `known`
-        // lacks are built, a thread per CPU.
-        let effects =
-            crate::parallel::map(&file.vip, |vip| Self::table_effect(vip.get_ref(), known));
-        for (i, (spanned, (effect, counts))) in file.vip.iter().zip(effects).enumerate() {
+        // lacks are built, a thread per CPU, for the VIPs checked again.
+        let again: Vec<(&Arc<Spanned<VipFile>>, bool)> = (file.vip.iter().enumerate())
+            .map(|(i, vip)| (vip, kept.get(i).is_none_or(Option::is_none)))
+            .collect();
+        let mut effects = crate::parallel::map(&again, |&(vip, again)| {
+            again.then(|| Self::table_effect(vip.get_ref(), known))
+        });
+        for (i, spanned) in file.vip.iter().enumerate() {
             let vip = spanned.get_ref();
-            if let Some(counts) = counts {
-                self.counted
-                    .insert(table_inputs(vip), maglev_size(vip), counts);
-            }
             let name = vip.name.get_ref().0.as_str();
             if let Some(&first) = names.get(name) {
                 self.report(
@@ -66,14 +75,68 @@ impl Audit<'_> {
             } else {
                 keys.insert(key, i);
             }
-            models.push(self.vip(
-                i,
-                spanned,
-                effect,
-                &vip_addresses,
-                file.global.get_ref(),
-                thresholds,
-            ));
+            let reused = (kept.get_mut(i).and_then(Option::take))
+                .filter(|checked| checked.holds_after(&self.missing_sources));
+            let (model, counts) = match reused {
+                Some(checked) => {
+                    let file = self.source.file;
+                    self.findings
+                        .extend(checked.findings.iter().map(|finding| Diagnostic {
+                            file: file.to_path_buf(),
+                            ..finding.clone()
+                        }));
+                    for source in &checked.wanted_sources {
+                        if !self.missing_sources.contains(source) {
+                            self.missing_sources.push(source);
+                        }
+                    }
+                    let results = (checked.model.clone(), checked.counts.clone());
+                    if let Some(last) = last.as_deref_mut() {
+                        last.keep(checked, false);
+                    }
+                    results
+                }
+                None => {
+                    let (effect, counts) =
+                        (effects[i].take()).unwrap_or_else(|| Self::table_effect(vip, known));
+                    let (findings, missing_before) =
+                        (self.findings.len(), self.missing_sources.clone());
+                    self.wanted_sources.clear();
+                    let model = self
+                        .vip(
+                            i,
+                            spanned,
+                            effect,
+                            &vip_addresses,
+                            file.global.get_ref(),
+                            thresholds,
+                        )
+                        .map(Arc::new);
+                    if let Some(last) = last.as_deref_mut() {
+                        last.keep(
+                            CheckedVip {
+                                file: spanned.clone(),
+                                surroundings,
+                                line: self.source.position(spanned.span().start).0,
+                                reported_before: (self.wanted_sources.iter())
+                                    .map(|source| missing_before.contains(source))
+                                    .collect(),
+                                wanted_sources: std::mem::take(&mut self.wanted_sources),
+                                findings: self.findings[findings..].to_vec(),
+                                model: model.clone(),
+                                counts: counts.clone(),
+                            },
+                            true,
+                        );
+                    }
+                    (model, counts)
+                }
+            };
+            if let Some(counts) = counts {
+                self.counted
+                    .insert(table_inputs(vip), maglev_size(vip), counts);
+            }
+            models.push(model);
         }
         models.into_iter().collect()
     }
@@ -395,6 +458,9 @@ impl Audit<'_> {
                         "2001:db8::2",
                     ),
                 };
+                if !configured && !self.wanted_sources.contains(&source) {
+                    self.wanted_sources.push(source);
+                }
                 if !configured && !self.missing_sources.contains(&source) {
                     self.missing_sources.push(source);
                     self.report(
