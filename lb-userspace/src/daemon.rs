@@ -1039,14 +1039,15 @@ impl Daemon {
             self.unprepare(&mut prepared);
         }
         self.interrupt_canary(ebpf, why);
+        let (desired, planned) = match prepared {
+            Some((desired, planned)) => (desired, Some(planned)),
+            None => (self.desired_with_health(&self.model, self.hash), None),
+        };
         let started = Instant::now();
-        let result = match prepared {
-            Some((desired, planned)) => planned.write(ebpf, &desired),
-            None => {
-                let desired = self.desired_with_health(&self.model, self.hash);
-                Snapshot::read_unless_kept(ebpf, self.written.take())
-                    .and_then(|live| rollout::apply_over(ebpf, live, &desired))
-            }
+        let result = match planned {
+            Some(planned) => planned.write(ebpf, &desired),
+            None => Snapshot::read_unless_kept(ebpf, self.written.take())
+                .and_then(|live| rollout::apply_over(ebpf, live, &desired)),
         }
         .map(|(applied, left)| {
             self.written = Some(left);
