@@ -2,7 +2,8 @@
 //! in the same run: Maglev table build time for 10, 100 and 1,000 backends at M = 65,537
 //! (equal weights and weights 1..10) beside the C reference `bench/maglev_populate.c`, which
 //! this run compiles and runs; and the time to apply 100 VIPs of 10 backends to a loaded
-//! program beside copying the same 100 tables into the slot map (no planning, no flips).
+//! program (each apply changes every VIP's table, so all 100 are built and flipped) beside
+//! copying 100 tables into the slot map (no planning, no flips).
 //! Median and min of 7 runs. Writes JSON.
 
 use std::{
@@ -70,45 +71,62 @@ fn bench() -> anyhow::Result<serde_json::Value> {
         table_slots: SIZE,
     };
     let mut ebpf = object::load_sized(object::XDP_OBJECT, PROGRAM_NAME, &capacity.map_sizes())?;
-    let vips: Vec<DesiredVip> = (0..100u16)
-        .map(|i| DesiredVip {
-            key: vip_key("198.18.1.10", 1000 + i, 6),
-            flags: 0,
-            table_size: SIZE,
-            backends: (0..10)
-                .map(|b| DesiredBackend {
-                    address: backend_address(u32::from(i) * 10 + b),
-                    weight: 1,
-                    mac: [0x02, 0, 0, 0, (i >> 8) as u8, b as u8],
-                    operator: None,
-                    unhealthy: None,
-                })
-                .collect(),
-        })
-        .collect();
-    let desired = Desired {
-        vips,
+    // Two states whose every VIP's table differs (its first backend weighs 1 or 2): each apply
+    // rebuilds and flips all 100 tables. Applying one state again would settle every VIP in
+    // place and time an apply that writes nothing.
+    let state = |first_weight: u32| Desired {
+        vips: (0..100u16)
+            .map(|i| DesiredVip {
+                key: vip_key("198.18.1.10", 1000 + i, 6),
+                flags: 0,
+                table_size: SIZE,
+                backends: (0..10)
+                    .map(|b| DesiredBackend {
+                        address: backend_address(u32::from(i) * 10 + b),
+                        weight: if b == 0 { first_weight } else { 1 },
+                        mac: [0x02, 0, 0, 0, (i >> 8) as u8, b as u8],
+                        operator: None,
+                        unhealthy: None,
+                    })
+                    .collect(),
+            })
+            .collect(),
         config: Config::default(),
         config_hash: 0,
         max_share: 0.9,
     };
-    let apply = time(|| rollout::apply(&mut ebpf, &desired).map(|_| ()))?;
+    let states = [state(1), state(2)];
+    let mut runs = 0;
+    let mut next = || {
+        runs += 1;
+        &states[runs % 2]
+    };
+    let rebuilt_all = |applied: &rollout::Applied| {
+        let rebuilt = applied.vips.iter().filter(|vip| vip.rebuilt).count();
+        ensure!(rebuilt == 100, "{rebuilt} of 100 tables rebuilt");
+        Ok(())
+    };
+    let apply = time(|| rebuilt_all(&rollout::apply(&mut ebpf, next())?))?;
     // As `xlb apply` does without --force: the concentration guard judges the planned tables.
     let guarded = time(|| {
-        rollout::apply_guarded(&mut ebpf, &desired, |maps, snapshot, capacity, planned| {
-            let found = effect::concentrated_in(
-                maps,
-                snapshot,
-                capacity,
-                &desired,
-                planned,
-                desired.max_share,
-                None,
-            )?;
-            Ok(found.first().map(|(key, _)| rollout::describe_vip(key)))
-        })?
-        .map_err(|vip| anyhow::anyhow!("the guard refused the apply: {vip} too concentrated"))?;
-        Ok(())
+        let desired = next();
+        let applied =
+            rollout::apply_guarded(&mut ebpf, desired, |maps, snapshot, capacity, planned| {
+                let found = effect::concentrated_in(
+                    maps,
+                    snapshot,
+                    capacity,
+                    desired,
+                    planned,
+                    desired.max_share,
+                    None,
+                )?;
+                Ok(found.first().map(|(key, _)| rollout::describe_vip(key)))
+            })?
+            .map_err(|vip| {
+                anyhow::anyhow!("the guard refused the apply: {vip} too concentrated")
+            })?;
+        rebuilt_all(&applied)
     })?;
     let tables: Vec<Vec<u32>> = (0..100).map(|i| vec![i; SIZE as usize]).collect();
     let copies: Vec<(u32, &[u32])> = (0..100)
