@@ -97,3 +97,21 @@ impl CheckedVip {
             .all(|(source, was)| reported.contains(source) == *was)
     }
 }
+
+impl Audit<'_> {
+    /// What `checked` found, found again: its findings (naming this check's file) and the
+    /// tunnel sources it reported missing.
+    pub(super) fn take_checked(&mut self, checked: &CheckedVip) {
+        let file = self.source.file;
+        self.findings
+            .extend(checked.findings.iter().map(|finding| Diagnostic {
+                file: file.to_path_buf(),
+                ..finding.clone()
+            }));
+        for source in &checked.wanted_sources {
+            if !self.missing_sources.contains(source) {
+                self.missing_sources.push(source);
+            }
+        }
+    }
+}

@@ -79,17 +79,7 @@ impl Audit<'_> {
                 .filter(|checked| checked.holds_after(&self.missing_sources));
             let (model, counts) = match reused {
                 Some(checked) => {
-                    let file = self.source.file;
-                    self.findings
-                        .extend(checked.findings.iter().map(|finding| Diagnostic {
-                            file: file.to_path_buf(),
-                            ..finding.clone()
-                        }));
-                    for source in &checked.wanted_sources {
-                        if !self.missing_sources.contains(source) {
-                            self.missing_sources.push(source);
-                        }
-                    }
+                    self.take_checked(&checked);
                     let results = (checked.model.clone(), checked.counts.clone());
                     if let Some(last) = last.as_deref_mut() {
                         last.keep(checked, false);
