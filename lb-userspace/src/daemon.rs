@@ -36,7 +36,7 @@ use crate::{
     control::{self, Identity, Incoming, Refusal, Request},
     diff::effect::KnownCounts,
     down, exit, flood,
-    health::{self, Checker, Health, Probe, Target, Tracker},
+    health::{self, Checker, Health, Probe, ProbeRuntime, Target, Tracker},
     live::{BackendState, Snapshot},
     metrics,
     notify::Notifier,
@@ -56,9 +56,10 @@ const TICK_JITTER: Duration = Duration::from_millis(50);
 /// How long apart the two reads of a changed config file are: a file being rewritten in place
 /// (truncated, half written, paused) is applied only once both reads agree.
 const SETTLE: Duration = Duration::from_millis(200);
-/// How long the loop lets a round of probe outcomes gather before counting them: the probes of
-/// a round start together and end within a few milliseconds, so the loop wakes once per
-/// round rather than once per probe (10,000 wake-ups a second at scale).
+/// How long the loop lets a round of probe outcomes gather before acting on them: the probes
+/// of a round start together and end within a few milliseconds, so the loop wakes once per
+/// round rather than once per probe (10,000 wake-ups a second at scale), and a round that
+/// changes many backends is one apply. The loop serves requests meanwhile.
 const GATHER: Duration = Duration::from_millis(10);
 /// Probe outcomes the channel holds: a whole round at 10,000 probes gathers without making
 /// the probes wait for room.
@@ -114,7 +115,12 @@ pub struct Daemon {
     failing_open: RefCell<BTreeSet<String>>,
     /// Runs one task per shared probe: its outcomes carry the probe's index.
     checker: Checker,
+    /// The thread the checker's tasks run on.
+    probe_runtime: ProbeRuntime,
     probes: mpsc::Receiver<Probe>,
+    /// A round of probe outcomes being gathered: until when, and whether one changed a
+    /// backend's health so far.
+    gathering: Option<(tokio::time::Instant, bool)>,
     probe_sender: mpsc::Sender<Probe>,
     detector: Detector,
     /// The alarms' counters and expected shares, the tables counted once per change.
@@ -187,6 +193,8 @@ impl Daemon {
         first_apply: Duration,
     ) -> anyhow::Result<Daemon> {
         let (probe_sender, probes) = mpsc::channel(QUEUED_PROBES);
+        let probe_runtime =
+            ProbeRuntime::start().context("starting the health checks' thread failed")?;
         let targets = health::targets(&model);
         let shared_probes = health::Probes::of(&targets);
         let shared: Shared = Arc::default();
@@ -238,7 +246,13 @@ impl Daemon {
             health_changes: 0,
             desired_vips: RefCell::default(),
             failing_open: RefCell::default(),
-            checker: Checker::start(shared_probes.probes.clone(), probe_sender.clone()),
+            checker: Checker::start(
+                probe_runtime.handle(),
+                shared_probes.probes.clone(),
+                probe_sender.clone(),
+            ),
+            probe_runtime,
+            gathering: None,
             target_index: target_index(&targets),
             shared_probes,
             targets,
@@ -304,6 +318,7 @@ impl Daemon {
         tokio::pin!(stop);
         let stopped = loop {
             let settle_at = self.settling.as_ref().map(|settling| settling.at);
+            let gathered_at = self.gathering.map(|(at, _)| at);
             tokio::select! {
                 _ = &mut stop => break Stopped::Signal,
                 _ = tokio::signal::ctrl_c() => break Stopped::Signal,
@@ -312,7 +327,9 @@ impl Daemon {
                     info!(file = %self.file.display(), "SIGHUP: reloading");
                     self.reload(Trigger::Signal);
                 }
-                Some(probe) = self.probes.recv() => self.probed(ebpf, &probe).await,
+                Some(probe) = self.probes.recv(), if gathered_at.is_none() => self.probed(&probe),
+                _ = tokio::time::sleep_until(gathered_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if gathered_at.is_some() => self.gathered(ebpf),
                 Some(probe) = canary_probe(&mut self.canary) => self.canary_probed(ebpf, &probe),
                 Some((request, mut stream)) = self.requests.recv() => {
                     let down = matches!(request, Request::Down);
@@ -427,8 +444,7 @@ impl Daemon {
             }
             Request::Down => {
                 // No health change may touch the maps between the withdrawal and the exit.
-                let idle = Checker::start(Vec::new(), self.probe_sender.clone());
-                std::mem::replace(&mut self.checker, idle).stop();
+                std::mem::replace(&mut self.checker, Checker::idle()).stop();
                 let announcer = self.announcer.take();
                 let report = down::take_down(&self.pin_path, || match announcer {
                     Some(mut announcer) => announcer
@@ -445,12 +461,20 @@ impl Daemon {
         value.map_err(|err| failed(err.into()))
     }
 
-    /// Counts `probe` and every probe queued behind it within [`GATHER`], then rebuilds the tables of
-    /// all the targets that changed health in one apply: a round of probes (they start
-    /// together) that takes down many backends is one apply, not one per backend.
-    async fn probed(&mut self, ebpf: &mut Ebpf, probe: &Probe) {
-        tokio::time::sleep(GATHER).await;
-        let mut changed = self.record_probe(probe);
+    /// Counts `probe`, the first of a round, and gathers the rest of the round for
+    /// [`GATHER`].
+    fn probed(&mut self, probe: &Probe) {
+        let changed = self.record_probe(probe);
+        self.gathering = Some((tokio::time::Instant::now() + GATHER, changed));
+    }
+
+    /// Counts the round's probes queued since its first, then rebuilds the tables of all the
+    /// targets that changed health in one apply: a round of probes that takes down many
+    /// backends is one apply, not one per backend.
+    fn gathered(&mut self, ebpf: &mut Ebpf) {
+        let Some((_, mut changed)) = self.gathering.take() else {
+            return;
+        };
         while let Ok(next) = self.probes.try_recv() {
             changed |= self.record_probe(&next);
         }
@@ -962,13 +986,16 @@ impl Daemon {
             // The health the prepared apply was computed with is gone.
             self.unprepare(&mut prepared);
             // New checks start from "up", as at start-up.
-            let idle = Checker::start(Vec::new(), self.probe_sender.clone());
-            std::mem::replace(&mut self.checker, idle).stop();
+            std::mem::replace(&mut self.checker, Checker::idle()).stop();
             // Probes the old checker queued carry the old target indices.
             while self.probes.try_recv().is_ok() {}
+            self.gathering = None;
             self.shared_probes = health::Probes::of(&targets);
-            self.checker =
-                Checker::start(self.shared_probes.probes.clone(), self.probe_sender.clone());
+            self.checker = Checker::start(
+                self.probe_runtime.handle(),
+                self.shared_probes.probes.clone(),
+                self.probe_sender.clone(),
+            );
             self.tracker = Tracker::new(self.shared_probes.tracks.len());
             self.health_changes += 1;
             self.target_index = target_index(&targets);

@@ -200,7 +200,7 @@ impl Daemon {
                 min_new_flows: model.alerts.min_new_flows,
             },
             concentrated,
-            checker: Checker::start(targets.clone(), sender),
+            checker: Checker::start(self.probe_runtime.handle(), targets.clone(), sender),
             tracker: Tracker::new(targets.len()),
             targets,
             probes,

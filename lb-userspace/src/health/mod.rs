@@ -224,6 +224,35 @@ impl Probes {
 /// Backend, (check kind, path, expected status), port, interval, timeout.
 type ProbeKey<'a> = (IpAddr, (u8, &'a str, u16), u16, Duration, Duration);
 
+/// The runtime the probes run on: a thread of their own. A round of probes starts together
+/// (10,000 connects at scale), and on the daemon's runtime those tasks would queue ahead of
+/// its loop, and so of an operator's `xlb apply`, for the length of the round.
+pub struct ProbeRuntime(Option<tokio::runtime::Runtime>);
+
+impl ProbeRuntime {
+    pub fn start() -> std::io::Result<ProbeRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("xlb-probes")
+            .enable_all()
+            .build()?;
+        Ok(ProbeRuntime(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("taken only on drop").handle()
+    }
+}
+
+impl Drop for ProbeRuntime {
+    fn drop(&mut self) {
+        // Dropped from the daemon's async context, where waiting for the tasks would panic.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// Owns one tokio task per target; dropping it (or `stop`) ends them all.
 pub struct Checker {
     tasks: JoinSet<()>,
@@ -235,15 +264,28 @@ pub struct Checker {
 
 impl Checker {
     /// Starts probing every target every `interval` (first probe at once), each probe bounded
-    /// by `timeout`; every probe's outcome goes to `probes`. A task ends when `probes` is
-    /// closed. Must be called inside a tokio runtime.
-    pub fn start(targets: Vec<Target>, probes: mpsc::Sender<Probe>) -> Checker {
+    /// by `timeout`, in tasks on `runtime`; every probe's outcome goes to `probes`. A task ends
+    /// when `probes` is closed.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        targets: Vec<Target>,
+        probes: mpsc::Sender<Probe>,
+    ) -> Checker {
         let stopped = Arc::new(RwLock::new(false));
         let mut tasks = JoinSet::new();
         for (index, target) in targets.into_iter().enumerate() {
-            tasks.spawn(run(index, target, probes.clone(), Arc::clone(&stopped)));
+            let task = run(index, target, probes.clone(), Arc::clone(&stopped));
+            tasks.spawn_on(task, runtime);
         }
         Checker { tasks, stopped }
+    }
+
+    /// A checker of no target.
+    pub fn idle() -> Checker {
+        Checker {
+            tasks: JoinSet::new(),
+            stopped: Arc::default(),
+        }
     }
 
     /// Ends every task; no probe is sent once this returns.
@@ -300,6 +342,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use tokio::net::TcpListener;
+    use tokio::runtime::Handle;
     use tokio::sync::mpsc::error::TryRecvError;
 
     use super::*;
@@ -447,14 +490,16 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn checker_probes_every_interval_until_stopped() {
-        // Test that each target is probed at once and then every interval (about 10 probes in
-        // a second at 100 ms), and that after stop() no probe arrives and the tasks are gone.
+        // Test that each target, probed on a runtime of its own, is probed at once and then
+        // every interval (about 10 probes in a second at 100 ms), and that after stop() no
+        // probe arrives and the tasks are gone; the runtime's drop does not panic here.
         let port = accepting_port().await;
         let interval = Duration::from_millis(100);
         let targets = vec![tcp_target(port, interval), tcp_target(port, interval)];
         let (sender, mut probes) = mpsc::channel(64);
         let started = Instant::now();
-        let checker = Checker::start(targets, sender);
+        let runtime = ProbeRuntime::start().expect("a probe runtime");
+        let checker = Checker::start(runtime.handle(), targets, sender);
 
         let first = tokio::time::timeout(Duration::from_millis(500), probes.recv())
             .await
@@ -488,6 +533,7 @@ mod tests {
             Ok(None),
             "expected no probe after stop and the channel closed by the ended tasks"
         );
+        drop(runtime);
     }
 
     #[tokio::test]
@@ -495,7 +541,11 @@ mod tests {
         // Test that a failed probe arrives with ok false and the probe's error.
         let (_held, port) = probe::tests::refusing_port();
         let (sender, mut probes) = mpsc::channel(8);
-        let _checker = Checker::start(vec![tcp_target(port, Duration::from_secs(1))], sender);
+        let _checker = Checker::start(
+            &Handle::current(),
+            vec![tcp_target(port, Duration::from_secs(1))],
+            sender,
+        );
         let probe = tokio::time::timeout(Duration::from_millis(500), probes.recv())
             .await
             .expect("no probe at once")
@@ -519,7 +569,11 @@ mod tests {
         // Test that dropping a Checker, like stop(), ends its tasks: their senders go away.
         let port = accepting_port().await;
         let (sender, mut probes) = mpsc::channel(8);
-        let checker = Checker::start(vec![tcp_target(port, Duration::from_millis(50))], sender);
+        let checker = Checker::start(
+            &Handle::current(),
+            vec![tcp_target(port, Duration::from_millis(50))],
+            sender,
+        );
         probes.recv().await.expect("a first probe");
         drop(checker);
         while probes.try_recv().is_ok() {}
