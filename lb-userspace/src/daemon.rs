@@ -918,7 +918,7 @@ impl Daemon {
                 &HostEnvironment,
                 overrides,
                 &self.counts,
-                &mut self.recheck.vips,
+                &mut self.recheck,
             )
         });
         let check_seconds = started.elapsed().as_secs_f64() - parse_seconds;

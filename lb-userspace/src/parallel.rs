@@ -1,11 +1,14 @@
 //! CPU-bound work over independent items (Maglev table builds): a scoped thread per CPU.
 
-use std::num::NonZeroUsize;
+use std::{num::NonZeroUsize, sync::OnceLock};
 
 /// `f` of every item, in item order, the items split into one run per available CPU. A
 /// panic in `f` is resumed in the caller.
 pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    // Asked once: the answer reads the cgroup's files, at every reload otherwise.
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, NonZeroUsize::get));
     if items.len() < 2 || threads < 2 {
         return items.iter().map(f).collect();
     }

@@ -191,6 +191,19 @@ impl<'a> Source<'a> {
             snippet,
         }
     }
+
+    /// `diagnostic`, found at a span of the same text elsewhere, placed at `span` of this
+    /// source: its file, line, column and snippet.
+    pub fn placed(&self, diagnostic: &Diagnostic, span: Range<usize>) -> Diagnostic {
+        let (line, column) = self.position(span.start);
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            snippet: self.snippet(diagnostic.severity, &span, &diagnostic.field),
+            ..diagnostic.clone()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod file;
 mod model;
 mod reparse;
 pub mod rules;
+mod shift;
 mod syntax;
 #[cfg(test)]
 pub(crate) mod test_texts;
@@ -142,7 +143,7 @@ pub struct Recheck {
 pub fn load_reusing(path: &Path, env: &dyn Environment, recheck: &mut Recheck) -> Checked {
     let bytes = read_bytes(path).map_err(|err| unreadable_file(path, err))?;
     let parsed = parse_bytes_reusing(&bytes, path, &mut recheck.reparse)?;
-    check_parsed_reusing(parsed, env, &[], &KnownCounts::default(), &mut recheck.vips)
+    check_parsed_reusing(parsed, env, &[], &KnownCounts::default(), recheck)
 }
 
 /// The config `text`, read from `file`, parsed: every syntax error, or its [`Parsed`] form.
@@ -181,16 +182,16 @@ pub fn check_parsed(
     check_parsed_with(parsed, env, overrides, known, None)
 }
 
-/// [`check_parsed`], taking from `last` what the last check found for each VIP the parse
-/// reused (a [`Reparse`] shares them) and keeping there what this one finds: the daemon's
-/// check of a change to one VIP among thousands checks that VIP. The findings are those of
-/// [`check_parsed`].
+/// [`check_parsed`] of a file `last`'s reparse parsed, taking from `last` what the last check
+/// found for each VIP the reparse took again and keeping there what this one finds: the
+/// daemon's check of a change to one VIP among thousands checks that VIP. The findings are
+/// those of [`check_parsed`].
 pub fn check_parsed_reusing(
     parsed: Parsed,
     env: &dyn Environment,
     overrides: &[String],
     known: &KnownCounts,
-    last: &mut CheckedVips,
+    last: &mut Recheck,
 ) -> Checked {
     check_parsed_with(parsed, env, overrides, known, Some(last))
 }
@@ -200,7 +201,7 @@ fn check_parsed_with(
     env: &dyn Environment,
     overrides: &[String],
     known: &KnownCounts,
-    last: Option<&mut CheckedVips>,
+    last: Option<&mut Recheck>,
 ) -> Checked {
     let Parsed { text, file } = parsed;
     let source = Source::new(&text.text, &text.path);

@@ -3,9 +3,10 @@
 //! The text is cut into pieces where a line opens a top-level `[[vip]]` table and where the
 //! VIPs give way to another top-level table. Each piece is parsed on its own and its spans are
 //! moved to where it sits in the file; each VIP's typed form is kept with its byte range and
-//! text, so a reload that edits one VIP in place parses that VIP's piece and the few small
-//! pieces outside the VIPs. (An edit that changes a VIP's length moves every later piece: those
-//! are parsed again.)
+//! text, so a reload that edits one VIP parses that VIP's piece and the few small pieces
+//! outside the VIPs. A VIP whose text is the one at the same place before, or at the same
+//! place counted from the last VIP (an edit that changes a VIP's length, or adds or removes
+//! one, moves every VIP after it), is taken again, its spans moved by what it moved.
 //!
 //! The result is the full parse's or nothing: a piece that fails to parse, a VIP piece that is
 //! not exactly one VIP, a key two pieces both define, or a `vip` key outside the VIP pieces
@@ -21,18 +22,31 @@ use toml::{
     de::{DeTable, DeValue, Deserializer},
 };
 
-use super::file::{ConfigFile, VipFile};
+use super::{
+    file::{ConfigFile, VipFile},
+    shift::{Shift, shifted},
+};
 
 /// The VIPs of the last text parsed, for the next parse to reuse.
 #[derive(Debug, Default)]
 pub struct Reparse {
     /// The last text parsed (shared with the file parsed from it); the ranges below are of it.
     text: Arc<str>,
-    /// Each VIP piece's end and typed form, by its start: shared with the file parsed, so
-    /// reusing a VIP copies none of it.
-    vips: HashMap<usize, (usize, Arc<Spanned<VipFile>>)>,
+    /// Each VIP piece's range and typed form, in file order: shared with the file parsed, so
+    /// reusing a VIP in place copies none of it.
+    vips: Vec<(Range<usize>, Arc<Spanned<VipFile>>)>,
+    /// For each VIP of the last parse, the VIP of the parse before it that it was taken from.
+    origins: Vec<Option<Origin>>,
     /// The VIP pieces the last parse parsed (the others it reused); `None` if it gave up.
     parsed: Option<usize>,
+}
+
+/// Where a VIP taken again was in the parse before: that parse's VIP (the same text), and how
+/// many bytes it moved (0: in place, the same `Arc`).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub from: Arc<Spanned<VipFile>>,
+    pub by: isize,
 }
 
 /// One `[[vip]]` table parsed alone.
@@ -49,30 +63,51 @@ struct Piece {
 }
 
 impl Reparse {
-    /// `text` parsed, with the typed VIPs of the last text parsed whose piece is where it was
-    /// and unchanged; `None` where only a parse of the whole text can tell (see the module).
+    /// `text` parsed, with the typed VIPs of the last text parsed whose piece is unchanged and
+    /// where it was, or where it was counted from the end; `None` where only a parse of the
+    /// whole text can tell (see the module).
     pub fn parse(&mut self, text: &Arc<str>) -> Option<ConfigFile> {
+        let pieces = pieces(text);
+        let count = pieces.iter().filter(|piece| piece.vip).count();
+        let by_start: HashMap<usize, usize> = (self.vips.iter().enumerate())
+            .map(|(j, (range, _))| (range.start, j))
+            .collect();
         let mut root = DeTable::new();
-        let mut vips = Vec::new();
-        // Each VIP reused moves from the old text's to the new one's.
-        let mut kept = HashMap::new();
+        let (mut vips, mut kept, mut origins) = (Vec::new(), Vec::new(), Vec::new());
         let mut parsed = 0;
         self.parsed = None;
-        for Piece { range, vip } in pieces(text) {
+        for Piece { range, vip } in pieces {
             let piece = &text[range.clone()];
             if vip {
-                let known = self.vips.remove(&range.start).filter(|(end, _)| {
-                    *end == range.end && self.text.get(range.clone()) == Some(piece)
-                });
-                let parsed = match known {
-                    Some((_, parsed)) => parsed,
+                let k = vips.len();
+                let from_end = (k + self.vips.len()).checked_sub(count);
+                let found = [by_start.get(&range.start).copied(), from_end]
+                    .into_iter()
+                    .flatten()
+                    .find(|&j| {
+                        self.vips
+                            .get(j)
+                            .is_some_and(|(old, _)| self.text.get(old.clone()) == Some(piece))
+                    });
+                let (vip, origin) = match found {
+                    Some(j) => {
+                        let (old, from) = &self.vips[j];
+                        let by = range.start as isize - old.start as isize;
+                        let vip = match by {
+                            0 => Arc::clone(from),
+                            _ => Arc::new(from.as_ref().clone().shift(by)),
+                        };
+                        let from = Arc::clone(from);
+                        (vip, Some(Origin { from, by }))
+                    }
                     None => {
                         parsed += 1;
-                        Arc::new(parse_vip(piece, range.start)?)
+                        (Arc::new(parse_vip(piece, range.start)?), None)
                     }
                 };
-                vips.push(parsed.clone());
-                kept.insert(range.start, (range.end, parsed));
+                vips.push(Arc::clone(&vip));
+                kept.push((range, vip));
+                origins.push(origin);
                 continue;
             }
             for (key, value) in moved_table(DeTable::parse(piece).ok()?.into_inner(), range.start) {
@@ -86,6 +121,7 @@ impl Reparse {
         file.vip = vips;
         self.text = Arc::clone(text);
         self.vips = kept;
+        self.origins = origins;
         self.parsed = Some(parsed);
         Some(file)
     }
@@ -94,6 +130,15 @@ impl Reparse {
     /// to a parse of the whole.
     pub fn parsed(&self) -> Option<usize> {
         self.parsed
+    }
+
+    /// For each VIP of the last parse, where it was taken from (`None`: parsed); empty if the
+    /// last parse left the text to a parse of the whole.
+    pub fn origins(&self) -> &[Option<Origin>] {
+        match self.parsed {
+            Some(_) => &self.origins,
+            None => &[],
+        }
     }
 }
 
@@ -188,7 +233,7 @@ fn parse_vip(piece: &str, offset: usize) -> Option<Spanned<VipFile>> {
 }
 
 fn moved(span: Range<usize>, offset: usize) -> Range<usize> {
-    span.start + offset..span.end + offset
+    shifted(span, offset as isize)
 }
 
 /// `table`, parsed from a piece `offset` bytes into the file, with the spans of the file.
@@ -257,19 +302,42 @@ mod tests {
         reparse.parsed().unwrap_or(usize::MAX)
     }
 
-    /// Test that a reparse after an edit that keeps a VIP's length parses that VIP alone, and
-    /// that one that changes it parses it and every VIP after it (their offsets moved), each
-    /// giving the file, spans and line numbers included, that a full parse gives.
+    /// Test that a reparse parses only the VIPs whose text changed, whether the edit keeps a
+    /// VIP's length or moves every VIP after it (a longer weight, a backend added, a VIP
+    /// removed or added), each giving the file, spans and line numbers included, that a full
+    /// parse gives.
     #[test]
     fn an_edited_vip_is_parsed_again_and_the_rest_reused() {
         let mut reparse = Reparse::default();
         assert_eq!(same_as_full(&mut reparse, &config(10, 3, 1)), 10);
         assert_eq!(same_as_full(&mut reparse, &config(10, 3, 2)), 1);
         assert_eq!(same_as_full(&mut reparse, &config(10, 3, 2)), 0);
-        assert_eq!(same_as_full(&mut reparse, &config(10, 6, 10)), 5);
+        // VIP 3 back to 1, VIP 6 one byte longer: the VIPs after it moved.
+        assert_eq!(same_as_full(&mut reparse, &config(10, 6, 10)), 2);
         // The comment before a `[[vip]]` ends the piece of the VIP before it.
         assert_eq!(same_as_full(&mut reparse, &config(12, 6, 10)), 3);
         assert_eq!(same_as_full(&mut reparse, &config(9, 6, 10)), 1);
+        let text = config(9, 6, 10);
+        let backend = "  [[vip.backend]]\n  address = \"10.0.2.2\"\n";
+        let added = text.replacen(
+            backend,
+            &format!("{backend}\n  [[vip.backend]]\n  address = \"10.0.2.3\"\n"),
+            1,
+        );
+        assert_eq!(same_as_full(&mut reparse, &added), 1);
+        // VIP 4 removed: VIP 3's piece now ends in VIP 5's comment; the rest moved back.
+        let (four, five) = (
+            added.find("# VIP 4").unwrap(),
+            added.find("# VIP 5").unwrap(),
+        );
+        let removed = format!("{}{}", &added[..four], &added[five..]);
+        assert_eq!(same_as_full(&mut reparse, &removed), 1);
+        // A VIP added before VIP 1: it and VIP 0 (ending in its comment) are parsed.
+        let one = removed.find("# VIP 1").unwrap();
+        let vip = "# VIP new\n[[vip]]\nname = \"new\"\naddress = \"198.51.100.99\"\nport = 80\n\
+                   protocol = \"tcp\"\n\n";
+        let inserted = format!("{}{vip}{}", &removed[..one], &removed[one..]);
+        assert_eq!(same_as_full(&mut reparse, &inserted), 2);
     }
 
     /// Test that the VIPs a reparse reuses are shared with the file it gave before, not

@@ -942,9 +942,30 @@ fn a_recheck_finds_what_a_full_check_finds() {
         (ipip(&ipip(&base, 4), 1), "xlb.toml", vec![], 2),
         (ipip(&base, 4), "xlb.toml", vec![], 2),
         (base.clone(), "xlb.toml", vec![], 1),
-        // One line more in VIP 0, the same length: every later VIP's findings move a line.
-        (base.replacen("# ab\n", "#\n#a\n", 1), "xlb.toml", vec![], 6),
-        (base.clone(), "xlb.toml", vec![], 6),
+        // One line more in VIP 0, the same length: every later VIP's findings move a line,
+        // and are placed anew rather than judged again.
+        (base.replacen("# ab\n", "#\n#a\n", 1), "xlb.toml", vec![], 1),
+        (base.clone(), "xlb.toml", vec![], 1),
+        // VIP 1 longer by a byte, then by a line (a backend added): every later VIP moves.
+        (
+            nth_replaced(&base, 1, "weight = 1", "weight = 10"),
+            "xlb.toml",
+            vec![],
+            1,
+        ),
+        (
+            nth_replaced(
+                &base,
+                2,
+                "  [[vip.backend]]\n",
+                "  [[vip.backend]]\n  address = \"198.51.103.1\"\n  mac = \"02:00:00:00:03:01\"\n  \
+                 [[vip.backend]]\n",
+            ),
+            "xlb.toml",
+            vec![],
+            1,
+        ),
+        (base.clone(), "xlb.toml", vec![], 1),
         // A backend of VIP 2 becomes VIP 5's address (XLB006 on VIP 2).
         (
             base.replacen("198.51.100.5", "198.51.101.2", 1),
@@ -969,7 +990,7 @@ fn a_recheck_finds_what_a_full_check_finds() {
         (base.clone(), "xlb.toml", vec!["XLB008".to_owned()], 0),
     ];
     let mut recheck = Recheck::default();
-    for (text, name, overrides, judged) in steps {
+    for (step, (text, name, overrides, judged)) in steps.into_iter().enumerate() {
         let file = Path::new(name);
         let full = check_parsed(
             parse(&text, file).expect("TOML"),
@@ -983,7 +1004,7 @@ fn a_recheck_finds_what_a_full_check_finds() {
             &env(),
             &overrides,
             &KnownCounts::default(),
-            &mut recheck.vips,
+            &mut recheck,
         );
         assert_eq!(diagnostics(&again), diagnostics(&full), "{text}");
         let snippets = |checked: &Checked| -> Vec<String> {
@@ -999,6 +1020,6 @@ fn a_recheck_finds_what_a_full_check_finds() {
             full.as_ref().ok().map(|l| (&l.model, &l.counts)),
             "{text}"
         );
-        assert_eq!(recheck.vips.judged(), judged, "{text}");
+        assert_eq!(recheck.vips.judged(), judged, "step {step}: {text}");
     }
 }

@@ -13,7 +13,12 @@
 //! - `ipip`: the tunnel endpoint is the entry's address; its MAC is the next hop's, which many
 //!   servers share, so a shared MAC means nothing there.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher as _, Hash, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use lb_common::{Backend, Vip, VipKey, address::to_kernel, service::VIP_FORWARD_IPIP};
 use serde::Serialize;
@@ -390,30 +395,71 @@ pub fn slot_counts(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<u64>, Ma
 }
 
 /// The slot counts ([`slot_counts`]) of tables already counted, by their exact inputs (size,
-/// and each entry's address and weight in the entries' order; not a digest, so a count found
+/// and each entry's address and weight in the entries' order; compared whole, so a count found
 /// here is the one a build would give): a check that meets the same inputs again (the daemon's
 /// next reload, a live table its record vouches for) builds only the tables not found here.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KnownCounts(HashMap<TableInputs, Vec<u64>, foldhash::fast::RandomState>);
 
-/// What decides a table's slot counts: its size, and each entry's address and weight.
-type TableInputs = (u32, Vec<(IpAddr, u32)>);
+/// What decides a table's slot counts: its size, and each entry's address and weight; shared,
+/// and hashed once (the daemon's check keeps each VIP's inputs and files 1,000 of them again
+/// at every reload).
+#[derive(Clone, Debug)]
+pub struct TableInputs {
+    hash: u64,
+    inputs: Arc<(u32, Vec<(IpAddr, u32)>)>,
+}
+
+impl TableInputs {
+    pub fn new(backends: Vec<(IpAddr, u32)>, size: u32) -> TableInputs {
+        let inputs = (size, backends);
+        TableInputs {
+            hash: foldhash::quality::FixedState::default().hash_one(&inputs),
+            inputs: Arc::new(inputs),
+        }
+    }
+
+    pub fn size(&self) -> u32 {
+        self.inputs.0
+    }
+
+    /// Each entry's address and weight.
+    pub fn backends(&self) -> &[(IpAddr, u32)] {
+        &self.inputs.1
+    }
+}
+
+impl PartialEq for TableInputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash
+            && (Arc::ptr_eq(&self.inputs, &other.inputs) || self.inputs == other.inputs)
+    }
+}
+
+impl Eq for TableInputs {}
+
+impl Hash for TableInputs {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 impl KnownCounts {
     /// Records that the table of `size` slots over `backends` gives each one `counts` slots.
     pub fn insert(&mut self, backends: Vec<(IpAddr, u32)>, size: u32, counts: Vec<u64>) {
-        self.0.insert((size, backends), counts);
+        self.insert_inputs(TableInputs::new(backends, size), counts);
     }
 
-    /// [`slot_counts`] of `backends` in a table of `size`: found here, or built.
-    pub fn slot_counts(
-        &self,
-        backends: &[(IpAddr, u32)],
-        size: u32,
-    ) -> Result<Vec<u64>, MaglevError> {
-        match self.0.get(&(size, backends.to_vec())) {
+    /// Records that the table of `inputs` gives each entry `counts` slots.
+    pub fn insert_inputs(&mut self, inputs: TableInputs, counts: Vec<u64>) {
+        self.0.insert(inputs, counts);
+    }
+
+    /// [`slot_counts`] of the table of `inputs`: found here, or built.
+    pub fn slot_counts(&self, inputs: &TableInputs) -> Result<Vec<u64>, MaglevError> {
+        match self.0.get(inputs) {
             Some(counts) => Ok(counts.clone()),
-            None => slot_counts(backends, size),
+            None => slot_counts(inputs.backends(), inputs.size()),
         }
     }
 

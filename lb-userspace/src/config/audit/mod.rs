@@ -23,6 +23,7 @@ use std::time::Duration;
 use lb_common::service::MAX_TABLE_SIZE;
 use toml::Spanned;
 
+use super::Recheck;
 use super::diagnostic::{Diagnostic, Rule, Source};
 use super::environment::Environment;
 use super::file::{
@@ -45,7 +46,7 @@ pub use reuse::CheckedVips;
 
 use crate::{
     capacity::Capacity,
-    diff::effect::{self, Effect, Entry, KnownCounts, SameServer},
+    diff::effect::{self, Effect, Entry, KnownCounts, SameServer, TableInputs},
     maglev::is_prime,
 };
 
@@ -60,11 +61,12 @@ pub(crate) fn check(
     source: &Source<'_>,
     env: &dyn Environment,
     known: &KnownCounts,
-    last: Option<&mut CheckedVips>,
+    last: Option<&mut Recheck>,
 ) -> (Option<Model>, Vec<Diagnostic>, KnownCounts) {
     let mut audit = Audit {
         source,
         findings: Vec::new(),
+        spans: Vec::new(),
         missing_sources: Vec::new(),
         wanted_sources: Vec::new(),
         counted: KnownCounts::with_capacity(file.vip.len()),
@@ -178,6 +180,9 @@ fn prime_at_least(n: u32) -> u32 {
 struct Audit<'a> {
     source: &'a Source<'a>,
     findings: Vec<Diagnostic>,
+    /// The span of each finding: a later check that takes a VIP's findings again, the VIP
+    /// moved, places them anew.
+    spans: Vec<Range<usize>>,
     /// Tunnel sources already reported missing: one finding per source is enough, as one line
     /// of [global] fixes them all.
     missing_sources: Vec<&'static str>,
@@ -203,8 +208,11 @@ impl Audit<'_> {
         message: String,
         fix: impl Into<String>,
     ) {
-        self.findings
-            .push(self.source.diagnostic(rule, span, field, message, fix));
+        self.findings.push(
+            self.source
+                .diagnostic(rule, span.clone(), field, message, fix),
+        );
+        self.spans.push(span);
     }
 
     /// An integer field in the model's type: `default` when absent, its value when inside

@@ -1,17 +1,16 @@
 //! What a check found for each VIP, kept so that the daemon's next check of its file takes it
-//! again for every VIP whose text the reparse reused, instead of checking that VIP again: a
-//! change to one VIP among 1,000 checks one.
+//! again for every VIP the reparse took again (the same text, in place or moved), instead of
+//! checking that VIP again: a change to one VIP among 1,000 checks one.
 //!
-//! A VIP's findings and model depend on its own text and place (its spans, its index, the line
-//! it starts on), on the surroundings its checks read (`[global]`, the `[audit]` thresholds,
-//! every VIP's address and name for XLB006) and, for the tunnel sources it lacks, on whether
-//! an earlier VIP already reported them missing (each is reported once per file). The reparse shares a reused VIP (the same `Arc`)
-//! only when its text is the same at the same offset; the rest is compared here. Which tables
-//! are counted from known slot counts never changes a finding.
-
-use std::fmt::Write as _;
+//! A VIP's findings and model depend on its own text (the reparse vouches for it), its index,
+//! the surroundings its checks read (`[global]`, the `[audit]` thresholds, every VIP's address
+//! and name for XLB006, which also fix every index) and, for the tunnel sources it lacks, on
+//! whether an earlier VIP already reported them missing (each is reported once per file). Its
+//! place only moves its findings: those of a VIP that moved are placed anew from their spans.
+//! Which tables are counted from known slot counts never changes a finding.
 
 use super::*;
+use crate::config::{reparse::Origin, shift::shifted};
 
 /// The per-VIP results of the last check, by position in the file.
 #[derive(Debug, Default)]
@@ -26,53 +25,57 @@ pub(super) struct CheckedVip {
     /// Shared with the parse it came from: the same pointer is the same text at the same offset.
     pub(super) file: Arc<Spanned<VipFile>>,
     pub(super) surroundings: u64,
-    /// The 1-based line the VIP starts on: its findings name lines.
+    /// The 1-based line the VIP starts on, if it has findings (they name lines); else 0.
     pub(super) line: usize,
     /// The tunnel sources the VIP lacks, and whether each was reported missing before it
     /// (its findings report those that were not).
     pub(super) wanted_sources: Vec<&'static str>,
     pub(super) reported_before: Vec<bool>,
     pub(super) findings: Vec<Diagnostic>,
+    /// The span of each finding.
+    pub(super) spans: Vec<Range<usize>>,
     pub(super) model: Option<Arc<VipModel>>,
-    /// Its table's slot counts, when a table gave them.
-    pub(super) counts: Option<Vec<u64>>,
+    /// Its table's inputs and slot counts, when a table gave them.
+    pub(super) counts: Option<(TableInputs, Vec<u64>)>,
 }
 
 /// What every VIP's check reads besides the VIP itself, as one number.
 pub(super) fn surroundings(file: &ConfigFile, thresholds: &AuditThresholds) -> u64 {
-    let mut text = format!("{:?}\n{thresholds:?}\n", file.global);
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(format!("{:?}\n{thresholds:?}\n", file.global).as_bytes());
     for vip in &file.vip {
         let vip = vip.get_ref();
-        let _ = write!(
-            text,
-            "{} {};",
-            vip.address.get_ref().0,
-            vip.name.get_ref().0
-        );
+        match vip.address.get_ref().0 {
+            IpAddr::V4(address) => hasher.update(&[[4].as_slice(), &address.octets()].concat()),
+            IpAddr::V6(address) => hasher.update(&[[6].as_slice(), &address.octets()].concat()),
+        }
+        let name = vip.name.get_ref().0.as_bytes();
+        // The length first: the names' bytes cannot run into the next VIP's.
+        hasher.update(&name.len().to_le_bytes());
+        hasher.update(name);
     }
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    hasher.digest()
 }
 
 impl CheckedVips {
-    /// The results kept for each VIP of `file` that hold for it if the tunnel sources it
-    /// lacks were reported missing before it as they were then (see
-    /// [`CheckedVip::holds_after`]), the others `None`; leaves nothing kept.
+    /// The results kept for each VIP of `file` that the reparse took again (`origins`) and
+    /// that hold for it if the tunnel sources it lacks were reported missing before it as they
+    /// were then (see [`CheckedVip::holds_after`]), with how many bytes the VIP moved; the
+    /// others `None`. Leaves nothing kept.
     pub(super) fn candidates(
         &mut self,
         file: &ConfigFile,
-        source: &Source<'_>,
+        origins: &[Option<Origin>],
         surroundings: u64,
-    ) -> Vec<Option<CheckedVip>> {
+    ) -> Vec<Option<(CheckedVip, isize)>> {
         self.judged = 0;
         let mut kept = std::mem::take(&mut self.vips).into_iter();
-        file.vip
-            .iter()
-            .map(|vip| {
-                kept.next().filter(|checked| {
-                    Arc::ptr_eq(&checked.file, vip)
-                        && checked.surroundings == surroundings
-                        && checked.line == source.position(vip.span().start).0
-                })
+        (0..file.vip.len())
+            .map(|i| {
+                let checked = kept.next()?;
+                let origin = origins.get(i)?.as_ref()?;
+                (Arc::ptr_eq(&checked.file, &origin.from) && checked.surroundings == surroundings)
+                    .then_some((checked, origin.by))
             })
             .collect()
     }
@@ -99,19 +102,44 @@ impl CheckedVip {
 }
 
 impl Audit<'_> {
-    /// What `checked` found, found again: its findings (naming this check's file) and the
-    /// tunnel sources it reported missing.
-    pub(super) fn take_checked(&mut self, checked: &CheckedVip) {
-        let file = self.source.file;
-        self.findings
-            .extend(checked.findings.iter().map(|finding| Diagnostic {
-                file: file.to_path_buf(),
-                ..finding.clone()
-            }));
+    /// What `checked` found, found again for `vip`, the same text `by` bytes further: its
+    /// findings (naming this check's file, placed anew if the VIP moved) and the tunnel
+    /// sources it reported missing. Gives the results to keep for the next check.
+    pub(super) fn take_checked(
+        &mut self,
+        checked: CheckedVip,
+        vip: &Arc<Spanned<VipFile>>,
+        by: isize,
+    ) -> CheckedVip {
+        let line = match checked.findings.is_empty() {
+            true => 0,
+            false => self.source.position(vip.span().start).0,
+        };
+        let spans: Vec<Range<usize>> = (checked.spans.iter())
+            .map(|span| shifted(span.clone(), by))
+            .collect();
+        let findings: Vec<Diagnostic> = (checked.findings.iter().zip(&spans))
+            .map(|(finding, span)| match by == 0 && line == checked.line {
+                true => Diagnostic {
+                    file: self.source.file.to_path_buf(),
+                    ..finding.clone()
+                },
+                false => self.source.placed(finding, span.clone()),
+            })
+            .collect();
+        self.findings.extend(findings.iter().cloned());
+        self.spans.extend(spans.iter().cloned());
         for source in &checked.wanted_sources {
             if !self.missing_sources.contains(source) {
                 self.missing_sources.push(source);
             }
+        }
+        CheckedVip {
+            file: Arc::clone(vip),
+            line,
+            findings,
+            spans,
+            ..checked
         }
     }
 }

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// A map hashed with foldhash: keyed by 1,000 VIPs' names and addresses at every check.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 impl Audit<'_> {
     /// Every VIP: unique names and endpoints, then each VIP's own checks (taken from `last`
     /// where they hold, and kept there for the next check). The VIPs in file order, or `None`
@@ -11,14 +14,22 @@ impl Audit<'_> {
         file: &ConfigFile,
         thresholds: &AuditThresholds,
         known: &KnownCounts,
-        mut last: Option<&mut CheckedVips>,
+        last: Option<&mut Recheck>,
     ) -> Option<Vec<Arc<VipModel>>> {
+        let (origins, mut last) = match last {
+            Some(Recheck { reparse, vips }) => (reparse.origins(), Some(vips)),
+            None => (&[][..], None),
+        };
         let mut models = Vec::with_capacity(file.vip.len());
-        let mut names: HashMap<&str, usize> = HashMap::new();
-        let mut keys: HashMap<(IpAddr, u16, Protocol), usize> = HashMap::new();
+        let count = file.vip.len();
+        let mut names: FastMap<&str, usize> =
+            FastMap::with_capacity_and_hasher(count, <_>::default());
+        let mut keys: FastMap<(IpAddr, u16, Protocol), usize> =
+            FastMap::with_capacity_and_hasher(count, <_>::default());
         // The first VIP of each address, by address: a lookup per backend, not a scan of
         // every VIP (100,000 backends and 1,000 VIPs).
-        let mut vip_addresses: HashMap<IpAddr, &str> = HashMap::with_capacity(file.vip.len());
+        let mut vip_addresses: FastMap<IpAddr, &str> =
+            FastMap::with_capacity_and_hasher(count, <_>::default());
         for vip in file.vip.iter().rev() {
             let vip = vip.get_ref();
             vip_addresses.insert(vip.address.get_ref().0, vip.name.get_ref().0.as_str());
@@ -27,17 +38,21 @@ impl Audit<'_> {
             .as_ref()
             .map_or(0, |_| reuse::surroundings(file, thresholds));
         let mut kept = match last.as_deref_mut() {
-            Some(last) => last.candidates(file, self.source, surroundings),
+            Some(last) => last.candidates(file, origins, surroundings),
             None => Vec::new(),
         };
         // Building every VIP's table is most of a config's check: only the tables `known`
         // lacks are built, a thread per CPU, for the VIPs checked again.
-        let again: Vec<(&Arc<Spanned<VipFile>>, bool)> = (file.vip.iter().enumerate())
-            .map(|(i, vip)| (vip, kept.get(i).is_none_or(Option::is_none)))
+        let again: Vec<usize> = (0..file.vip.len())
+            .filter(|&i| kept.get(i).is_none_or(Option::is_none))
             .collect();
-        let mut effects = crate::parallel::map(&again, |&(vip, again)| {
-            again.then(|| Self::table_effect(vip.get_ref(), known))
+        let mut effects: Vec<Option<_>> = (0..file.vip.len()).map(|_| None).collect();
+        let built = crate::parallel::map(&again, |&i| {
+            Self::table_effect(file.vip[i].get_ref(), known)
         });
+        for (i, effect) in again.into_iter().zip(built) {
+            effects[i] = Some(effect);
+        }
         for (i, spanned) in file.vip.iter().enumerate() {
             let vip = spanned.get_ref();
             let name = vip.name.get_ref().0.as_str();
@@ -76,10 +91,10 @@ impl Audit<'_> {
                 keys.insert(key, i);
             }
             let reused = (kept.get_mut(i).and_then(Option::take))
-                .filter(|checked| checked.holds_after(&self.missing_sources));
+                .filter(|(checked, _)| checked.holds_after(&self.missing_sources));
             let (model, counts) = match reused {
-                Some(checked) => {
-                    self.take_checked(&checked);
+                Some((checked, by)) => {
+                    let checked = self.take_checked(checked, spanned, by);
                     let results = (checked.model.clone(), checked.counts.clone());
                     if let Some(last) = last.as_deref_mut() {
                         last.keep(checked, false);
@@ -107,12 +122,16 @@ impl Audit<'_> {
                             CheckedVip {
                                 file: spanned.clone(),
                                 surroundings,
-                                line: self.source.position(spanned.span().start).0,
+                                line: match self.findings.len() > findings {
+                                    true => self.source.position(spanned.span().start).0,
+                                    false => 0,
+                                },
                                 reported_before: (self.wanted_sources.iter())
                                     .map(|source| missing_before.contains(source))
                                     .collect(),
                                 wanted_sources: std::mem::take(&mut self.wanted_sources),
                                 findings: self.findings[findings..].to_vec(),
+                                spans: self.spans[findings..].to_vec(),
                                 model: model.clone(),
                                 counts: counts.clone(),
                             },
@@ -122,9 +141,8 @@ impl Audit<'_> {
                     (model, counts)
                 }
             };
-            if let Some(counts) = counts {
-                self.counted
-                    .insert(table_inputs(vip), maglev_size(vip), counts);
+            if let Some((inputs, counts)) = counts {
+                self.counted.insert_inputs(inputs, counts);
             }
             models.push(model);
         }
@@ -136,7 +154,7 @@ impl Audit<'_> {
         i: usize,
         spanned: &Spanned<VipFile>,
         effect: Option<Effect>,
-        vip_addresses: &HashMap<IpAddr, &str>,
+        vip_addresses: &FastMap<IpAddr, &str>,
         global: &GlobalFile,
         thresholds: &AuditThresholds,
     ) -> Option<VipModel> {

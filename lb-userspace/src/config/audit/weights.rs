@@ -136,15 +136,16 @@ impl Audit<'_> {
     pub(super) fn table_effect(
         vip: &VipFile,
         known: &KnownCounts,
-    ) -> (Option<Effect>, Option<Vec<u64>>) {
+    ) -> (Option<Effect>, Option<(TableInputs, Vec<u64>)>) {
         let entries: Vec<Entry> = vip.backend.iter().map(|b| entry(b.get_ref())).collect();
-        let weighted = table_inputs(vip);
+        let inputs = TableInputs::new(table_inputs(vip), maglev_size(vip));
+        let weighted = inputs.backends();
         let mut taking = (0..weighted.len()).filter(|&j| weighted[j].1 > 0);
         let Some(first) = taking.next() else {
             return (None, None);
         };
-        let (counts, built) = match known.slot_counts(&weighted, maglev_size(vip)) {
-            Ok(counts) => (counts.clone(), Some(counts)),
+        let (counts, built) = match known.slot_counts(&inputs) {
+            Ok(counts) => (counts.clone(), Some((inputs, counts))),
             // One weighted backend owns every slot of any table.
             Err(_) if taking.next().is_none() => {
                 let mut counts = vec![0; weighted.len()];
