@@ -887,12 +887,9 @@ fn build_tables(builds: &[Build]) -> Vec<anyhow::Result<Vec<u32>>> {
 fn build_table(eligible: &[(u32, u32, IpAddr)], size: u32) -> anyhow::Result<Vec<u32>> {
     let backends: Vec<(IpAddr, u32)> = eligible.iter().map(|(_, w, a)| (*a, *w)).collect();
     Ok(match effect::weighted_table(&backends, size)? {
-        Some(effect::WeightedTable { mut table, members }) => {
-            for slot in &mut table {
-                *slot = eligible[members[*slot as usize]].0;
-            }
-            table
-        }
+        Some(built) => (built.table.iter())
+            .map(|&slot| eligible[built.members[slot as usize]].0)
+            .collect(),
         None => vec![NO_BACKEND; size as usize],
     })
 }

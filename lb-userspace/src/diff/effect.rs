@@ -15,9 +15,10 @@
 
 use std::{
     collections::HashMap,
+    collections::VecDeque,
     hash::{BuildHasher as _, Hash, Hasher},
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use lb_common::{Backend, Vip, VipKey, address::to_kernel, service::VIP_FORWARD_IPIP};
@@ -386,9 +387,9 @@ pub fn worse_concentration<'a>(
 /// slots by weight).
 pub fn slot_counts(backends: &[(IpAddr, u32)], size: u32) -> Result<Vec<u64>, MaglevError> {
     let mut counts = vec![0; backends.len()];
-    if let Some(WeightedTable { table, members }) = weighted_table(backends, size)? {
-        for member in table {
-            counts[members[member as usize]] += 1;
+    if let Some(built) = weighted_table(backends, size)? {
+        for &member in &built.table {
+            counts[built.members[member as usize]] += 1;
         }
     }
     Ok(counts)
@@ -490,14 +491,29 @@ pub struct WeightedTable {
 }
 
 /// [`table`] as the builder returns it; `None` when no backend weighs more than 0. Saves an
-/// apply a copy of every table.
+/// apply a copy of every table. A table built lately is taken again: an apply's check builds
+/// the table of the VIP it changes to judge it, and its plan then writes that same table.
 pub fn weighted_table(
     backends: &[(IpAddr, u32)],
     size: u32,
-) -> Result<Option<WeightedTable>, MaglevError> {
+) -> Result<Option<Arc<WeightedTable>>, MaglevError> {
+    /// The tables built last, newest last, by their inputs.
+    static RECENT: Mutex<VecDeque<(TableInputs, Arc<WeightedTable>)>> = Mutex::new(VecDeque::new());
+    /// Enough for an apply's check and plan of a few changed VIPs; 256 KiB each at 65,537
+    /// slots.
+    const RECENT_TABLES: usize = 8;
     let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if weighted.is_empty() {
         return Ok(None);
+    }
+    let inputs = TableInputs::new(backends.to_vec(), size);
+    let recent = |recent: &VecDeque<(TableInputs, Arc<WeightedTable>)>| {
+        (recent.iter())
+            .find(|(built, _)| *built == inputs)
+            .map(|(_, table)| Arc::clone(table))
+    };
+    if let Some(table) = RECENT.lock().ok().and_then(|held| recent(&held)) {
+        return Ok(Some(table));
     }
     let keys: Vec<[u8; 16]> = weighted
         .iter()
@@ -511,10 +527,17 @@ pub fn weighted_table(
             weight: backends[i].1,
         })
         .collect();
-    Ok(Some(WeightedTable {
+    let table = Arc::new(WeightedTable {
         table: maglev::build(&members, size)?,
         members: weighted,
-    }))
+    });
+    if let Ok(mut held) = RECENT.lock() {
+        if held.len() == RECENT_TABLES {
+            held.pop_front();
+        }
+        held.push_back((inputs, Arc::clone(&table)));
+    }
+    Ok(Some(table))
 }
 
 /// `part` of `whole` (0 when `whole` is 0).
@@ -552,6 +575,37 @@ mod tests {
         Entry {
             address: address.parse().unwrap(),
             mac: Some([2, 0, 0, 0, 0, mac]),
+        }
+    }
+
+    /// Test that a table built lately is taken again for the same inputs (the same table, not
+    /// built twice) and that other inputs (a weight, the size, the order) build their own,
+    /// each the builder's table.
+    #[test]
+    fn a_table_built_lately_is_taken_again_for_the_same_inputs() {
+        let address = |last: u8| IpAddr::from([198, 18, 7, last]);
+        let backends = vec![(address(1), 1), (address(2), 2), (address(3), 0)];
+        let first = weighted_table(&backends, 101).unwrap().unwrap();
+        let again = weighted_table(&backends, 101).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let built = |backends: &[(IpAddr, u32)], size| {
+            let keys: Vec<[u8; 16]> = (backends.iter().filter(|b| b.1 > 0))
+                .map(|b| to_kernel(b.0).0)
+                .collect();
+            let members: Vec<maglev::Backend> =
+                (keys.iter().zip(backends.iter().filter(|b| b.1 > 0)))
+                    .map(|(key, b)| maglev::Backend { key, weight: b.1 })
+                    .collect();
+            maglev::build(&members, size).unwrap()
+        };
+        assert_eq!(first.table, built(&backends, 101));
+        assert_eq!(first.members, [0, 1]);
+        let heavier = vec![(address(1), 2), (address(2), 2), (address(3), 0)];
+        let reordered = vec![(address(2), 2), (address(1), 1), (address(3), 0)];
+        for (other, size) in [(&heavier, 101), (&backends, 103), (&reordered, 101)] {
+            let table = weighted_table(other, size).unwrap().unwrap();
+            assert!(!Arc::ptr_eq(&first, &table));
+            assert_eq!(table.table, built(other, size), "{other:?} in {size}");
         }
     }
 
