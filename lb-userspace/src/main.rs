@@ -5,7 +5,6 @@ mod cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    cli::main().await
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

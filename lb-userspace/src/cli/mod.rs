@@ -22,6 +22,7 @@ mod validate;
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
+use anyhow::Context as _;
 use clap::Parser as _;
 use lb_userspace::exit;
 use serde::Serialize;
@@ -29,7 +30,7 @@ use serde::Serialize;
 use args::{Cli, Command, OutputFormat};
 
 /// Parses the command line, runs its verb and reports a failure in the verb's output format.
-pub async fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() && args::json_requested(std::env::args()) => {
@@ -55,7 +56,9 @@ pub async fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Run(args) => run::run(args).await,
+        // Only these two wait on sockets and timers: the other verbs start no runtime (its
+        // threads were most of a one-change `xlb apply`'s own start).
+        Command::Run(args) => async_verb(run::run(args)),
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Apply(args) => apply::run(args),
@@ -68,7 +71,7 @@ pub async fn main() -> ExitCode {
         Command::Down(args) => down::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Decap(args) => decap::run(args),
-        Command::Trace(args) => trace::run(args).await,
+        Command::Trace(args) => async_verb(trace::run(args)),
         Command::Doctor(args) => doctor::run(args),
         Command::Man(args) => man::run(&args),
         Command::Top(args) => top::run(&args),
@@ -77,6 +80,13 @@ pub async fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => fail(output, &format!("{err:#}"), exit::code_of(&err)),
     }
+}
+
+/// Runs `verb` to its end on a multi-threaded tokio runtime.
+fn async_verb(verb: impl Future<Output = anyhow::Result<u8>>) -> anyhow::Result<u8> {
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime failed")?
+        .block_on(verb)
 }
 
 /// Prints `report` in `format`; `text` renders it for people.
