@@ -108,8 +108,12 @@ pub struct Daemon {
     /// Counts the health transitions and restarts of the checks: a VIP's desired state is
     /// built again only when this moved (or the VIP changed).
     health_changes: u64,
-    /// Each VIP's desired state as the last desired state built it.
+    /// What each VIP's desired state was last built from.
     desired_vips: RefCell<Vec<VipWithHealth>>,
+    /// The desired state last built, shared with whoever asked for it: the next build moves
+    /// each VIP's state that still holds out of it (100,000 backends are not copied), once
+    /// that user let it go.
+    last_desired: RefCell<Option<Arc<Desired>>>,
     /// The VIPs whose every backend fails its checks, as the last desired state found them
     /// (logged when that changes).
     failing_open: RefCell<BTreeSet<String>>,
@@ -245,6 +249,7 @@ impl Daemon {
             health_epoch: 0,
             health_changes: 0,
             desired_vips: RefCell::default(),
+            last_desired: RefCell::default(),
             failing_open: RefCell::default(),
             checker: Checker::start(
                 probe_runtime.handle(),
@@ -954,7 +959,7 @@ impl Daemon {
             counts,
             text,
         }: config::Loaded,
-        prepared: Option<(Desired, Planned)>,
+        prepared: Option<(Arc<Desired>, Planned)>,
     ) -> Result<Applied, Refusal> {
         if model.global.pin_path != self.pin_path
             || model.global.interface != self.model.global.interface
@@ -1059,7 +1064,7 @@ impl Daemon {
         &mut self,
         ebpf: &mut Ebpf,
         why: &str,
-        mut prepared: Option<(Desired, Planned)>,
+        mut prepared: Option<(Arc<Desired>, Planned)>,
     ) -> anyhow::Result<Applied> {
         if self.canary.is_some() {
             // Ending the canary writes the maps the plan was made over.
@@ -1100,7 +1105,7 @@ impl Daemon {
     }
 
     /// Drops the prepared apply, keeping the live state it was planned over for the next.
-    fn unprepare(&mut self, prepared: &mut Option<(Desired, Planned)>) {
+    fn unprepare(&mut self, prepared: &mut Option<(Arc<Desired>, Planned)>) {
         if let Some((_, planned)) = prepared.take() {
             self.written = Some(planned.into_live());
         }
@@ -1110,30 +1115,34 @@ impl Daemon {
     /// backends' health as the daemon's checks judge it. A backend the checks do not cover
     /// counts as healthy. A VIP that starts or stops failing open is logged once, not at every
     /// apply (900 VIPs failing open would be 900 lines each time).
-    fn desired_with_health(&self, model: &Model, hash: u64) -> Desired {
-        // Each VIP's state is built again only if the VIP or any health changed since.
+    fn desired_with_health(&self, model: &Model, hash: u64) -> Arc<Desired> {
+        // Each VIP's state is built again only if the VIP or any health changed since; the
+        // others are moved out of the last desired state, or built again if it is still held.
         let mut kept = self.desired_vips.take().into_iter();
-        let built: Vec<VipWithHealth> = model
+        let mut previous = (self.last_desired.take())
+            .and_then(|last| Arc::try_unwrap(last).ok())
+            .map(|last| last.vips.into_iter());
+        let (built, vips): (Vec<VipWithHealth>, Vec<DesiredVip>) = model
             .vips
             .iter()
             .map(|vip| {
-                kept.next()
-                    .filter(|kept| {
-                        Arc::ptr_eq(&kept.vip, vip) && kept.health_changes == self.health_changes
-                    })
-                    .unwrap_or_else(|| self.with_health(vip))
+                let was = previous.as_mut().and_then(Iterator::next);
+                let holds = kept.next().filter(|kept| {
+                    Arc::ptr_eq(&kept.vip, vip) && kept.health_changes == self.health_changes
+                });
+                match (holds, was) {
+                    (Some(kept), Some(was)) => (kept, was),
+                    _ => self.with_health(vip),
+                }
             })
-            .collect();
-        let desired = Desired::of_vips(
-            model,
-            hash,
-            built.iter().map(|vip| vip.desired.clone()).collect(),
-        );
+            .unzip();
+        let desired = Arc::new(Desired::of_vips(model, hash, vips));
         let failing_open: BTreeSet<String> = (built.iter())
             .filter(|vip| vip.failing_open)
             .map(|vip| vip.vip.name.clone())
             .collect();
         self.desired_vips.replace(built);
+        self.last_desired.replace(Some(Arc::clone(&desired)));
         let before = self.failing_open.replace(failing_open);
         for vip in self.failing_open.borrow().difference(&before) {
             warn!(%vip, "every backend is failing its health checks: failing open (all stay in the table)");
@@ -1144,8 +1153,8 @@ impl Daemon {
         desired
     }
 
-    /// `vip`'s desired state with its backends' health.
-    fn with_health(&self, vip: &Arc<VipModel>) -> VipWithHealth {
+    /// `vip`'s desired state with its backends' health, and what it was built from.
+    fn with_health(&self, vip: &Arc<VipModel>) -> (VipWithHealth, DesiredVip) {
         let mut desired = DesiredVip::of(vip);
         let targets = self.target_index.get(&vip.name);
         let down: Vec<bool> = vip
@@ -1157,12 +1166,12 @@ impl Daemon {
         for (backend, down) in desired.backends.iter_mut().zip(down) {
             backend.unhealthy = Some(down && !failing_open);
         }
-        VipWithHealth {
+        let built = VipWithHealth {
             vip: vip.clone(),
             health_changes: self.health_changes,
             failing_open,
-            desired,
-        }
+        };
+        (built, desired)
     }
 
     /// Puts back any pin removed while the daemon runs (the program stays attached meanwhile:
@@ -1328,14 +1337,14 @@ fn failed(err: anyhow::Error) -> Refusal {
     }
 }
 
-/// A VIP's desired state with its backends' health, and what it was built from.
+/// What a VIP's desired state with its backends' health was built from (the state itself is
+/// in [`Daemon::last_desired`], at the same index).
 struct VipWithHealth {
     vip: Arc<VipModel>,
     /// [`Daemon::health_changes`] when it was built.
     health_changes: u64,
     /// Every backend is down: all stay in the table.
     failing_open: bool,
-    desired: DesiredVip,
 }
 
 /// A changed config file, read once and waiting for its second read.
