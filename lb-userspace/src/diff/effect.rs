@@ -220,11 +220,21 @@ pub fn live_entry(backend: &Backend) -> Entry {
 
 /// The backend entries live VIP `vip` names (ids it owns that hold a backend, in id order).
 pub fn live_entries(snapshot: &Snapshot, capacity: &Capacity, vip: &Vip) -> Vec<(u32, Backend)> {
+    live_entries_of(snapshot, capacity, vip)
+        .map(|(id, backend)| (id, *backend))
+        .collect()
+}
+
+/// [`live_entries`], read in place.
+pub fn live_entries_of<'a>(
+    snapshot: &'a Snapshot,
+    capacity: &Capacity,
+    vip: &Vip,
+) -> impl Iterator<Item = (u32, &'a Backend)> + 'a {
     capacity
         .backend_ids(vip.id)
-        .filter_map(|id| Some((id, *snapshot.backends.get(id as usize)?)))
-        .filter(|(_, backend)| *backend != Backend::default())
-        .collect()
+        .filter_map(|id| Some((id, snapshot.backends.get(id as usize)?)))
+        .filter(|(_, backend)| **backend != Backend::default())
 }
 
 /// The effect of a table of backend ids over `backends` (id and entry); a slot holding an id
