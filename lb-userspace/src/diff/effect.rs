@@ -509,9 +509,9 @@ pub fn weighted_table(
 ) -> Result<Option<Arc<WeightedTable>>, MaglevError> {
     /// The tables built last, newest last, by their inputs.
     static RECENT: Mutex<VecDeque<(TableInputs, Arc<WeightedTable>)>> = Mutex::new(VecDeque::new());
-    /// Enough for an apply's check and plan of a few changed VIPs; 256 KiB each at 65,537
-    /// slots.
-    const RECENT_TABLES: usize = 8;
+    /// Slots the tables kept may hold in all (4 MiB): enough for an apply's check and plan of
+    /// a few changed VIPs of 65,537 slots; a table larger than that is not kept.
+    const RECENT_SLOTS: usize = 1 << 20;
     let weighted: Vec<usize> = (0..backends.len()).filter(|&i| backends[i].1 > 0).collect();
     if weighted.is_empty() {
         return Ok(None);
@@ -541,11 +541,13 @@ pub fn weighted_table(
         table: maglev::build(&members, size)?,
         members: weighted,
     });
-    if let Ok(mut held) = RECENT.lock() {
-        if held.len() == RECENT_TABLES {
+    if let Ok(mut held) = RECENT.lock()
+        && table.table.len() <= RECENT_SLOTS
+    {
+        held.push_back((inputs, Arc::clone(&table)));
+        while held.iter().map(|(_, kept)| kept.table.len()).sum::<usize>() > RECENT_SLOTS {
             held.pop_front();
         }
-        held.push_back((inputs, Arc::clone(&table)));
     }
     Ok(Some(table))
 }
