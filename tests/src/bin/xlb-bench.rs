@@ -1,9 +1,10 @@
 //! Data-plane benchmark (run by `cargo xtask bench`): kernel-measured ns/packet of xlb's paths
 //! through BPF_PROG_TEST_RUN, each beside bare XDP_DROP and XDP_TX programs measured the same
-//! way in the same run, as min and median over several runs and as a ratio to bare XDP_TX.
-//! Every case proves the path it measured by its counter. `ipip`'s cost over `dsr` (both paths
-//! in one program, over several loaded copies) is printed beside its floor, a bare program that
-//! only grows the frame's head. Writes JSON.
+//! way in the same run, as min and median over several runs and as a ratio to bare XDP_TX; a
+//! fixture's figures are medians over several loaded copies of the program. Every case proves
+//! the path it measured by its counter. `ipip`'s cost over `dsr` (both paths in one program,
+//! over several loaded copies) is printed beside its floor, a bare program that only grows the
+//! frame's head. Writes JSON.
 
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ use lb_common::{
 use lb_userspace::{config::FlowAdmission, counters::Totals, object, steering, testrun};
 use serde_json::json;
 use xlb_tests::{
-    fixtures,
+    fixtures::{self, Setup},
     packets::{self, Flow},
     steering::{load, use_ipip, vip_key},
 };
@@ -144,6 +145,29 @@ struct Paired {
     net: f64,
 }
 
+impl Paired {
+    /// The same figures over program copies measured one by one (see [`INSTANCES`]): medians
+    /// of each copy's medians, the least of their minimums.
+    fn over(copies: &[Paired]) -> Paired {
+        let of = |figure: fn(&Paired) -> f64| Stats::of(copies.iter().map(figure).collect());
+        let case = Stats {
+            min: of(|copy| copy.case.min).min,
+            median: of(|copy| copy.case.median).median,
+        };
+        let baseline = Stats {
+            min: of(|copy| copy.baseline.min).min,
+            median: of(|copy| copy.baseline.median).median,
+        };
+        Paired {
+            ratio: of(|copy| copy.ratio).median,
+            ratio_of_mins: case.min / baseline.min,
+            net: of(|copy| copy.net).median,
+            case,
+            baseline,
+        }
+    }
+}
+
 fn measure(baseline: &Xdp, program: &Xdp, packet: &[u8], method: Method) -> anyhow::Result<Paired> {
     measure_slices(baseline, program, |program| slice(program, packet, method))
 }
@@ -180,6 +204,8 @@ struct Row {
     name: String,
     method: Method,
     paired: Paired,
+    /// Each program copy's net ns ([`Paired::net`]), when the row is the median over copies.
+    copy_nets: Vec<f64>,
     /// The target ratio to bare XDP_TX, judged on this row.
     target: Option<f64>,
     proof: String,
@@ -222,6 +248,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
                 name: name.into(),
                 method,
                 paired: measure(bare_tx, program, &syn4, method)?,
+                copy_nets: Vec::new(),
                 target: None,
                 proof: String::new(),
             });
@@ -244,30 +271,40 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             &[Method::Fresh]
         };
         let (name, reason) = (fixture.name, fixture.reason);
+        let copies = copies(fixture.setup);
+        let expected = |method: Method| RUNS as u64 * method.packets_per_run();
         for &method in methods {
-            let mut ebpf = fixture.setup.load().ebpf;
-            let paired = measure(
-                bare_tx,
-                object::xdp_program(&mut ebpf, PROGRAM_NAME)?,
-                &fixture.frame,
-                method,
-            )?;
-            let counted = Totals::read(&ebpf)?.reason(reason).packets;
-            let expected = RUNS as u64 * method.packets_per_run();
-            ensure!(
-                counted == expected,
-                "{name}: {counted} packets counted as {}, expected {expected}",
-                reason.name()
-            );
+            let mut measured = Vec::new();
+            for _ in 0..copies {
+                let mut ebpf = fixture.setup.load().ebpf;
+                measured.push(measure(
+                    bare_tx,
+                    object::xdp_program(&mut ebpf, PROGRAM_NAME)?,
+                    &fixture.frame,
+                    method,
+                )?);
+                let counted = Totals::read(&ebpf)?.reason(reason).packets;
+                ensure!(
+                    counted == expected(method),
+                    "{name}: {counted} packets counted as {}, expected {}",
+                    reason.name(),
+                    expected(method)
+                );
+            }
             // VIP paths are judged fresh, the others in the repeat loop (see the targets).
             let judged =
                 (reason == Reason::NotVip || reason == Reason::NotIp) == (method == Method::Repeat);
             rows.push(Row {
                 name: name.into(),
                 method,
-                paired,
+                paired: Paired::over(&measured),
+                copy_nets: measured.iter().map(|copy| copy.net).collect(),
                 target: bench.target.filter(|_| judged),
-                proof: format!("reason.{}={counted}", reason.name()),
+                proof: format!(
+                    "reason.{}={} per copy, copies={copies}",
+                    reason.name(),
+                    expected(method)
+                ),
             });
         }
     }
@@ -319,6 +356,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             "ratio_to_baseline_median": p.ratio,
             "ratio_of_mins": p.ratio_of_mins,
             "ns_above_baseline_median": p.net,
+            "ns_above_baseline_copies": row.copy_nets,
             "target_ratio": row.target,
             "target_met": row.target.map(|target| p.ratio <= target),
             "proof": row.proof,
@@ -381,6 +419,7 @@ fn admission_rows(bare_tx: &Xdp, only: &str) -> anyhow::Result<Vec<Row>> {
                 name,
                 method: Method::Fresh,
                 paired,
+                copy_nets: Vec::new(),
                 target: None,
                 proof,
             });
@@ -437,10 +476,17 @@ fn find<'a>(rows: &'a [Row], name: &str, method: Method) -> Option<&'a Row> {
         .find(|row| row.name == name && row.method == method)
 }
 
-/// Program instances `ipip_over_dsr` measures. One loaded copy of the same program can sit
-/// several ns above or below another for as long as it lives (where its code and maps landed),
-/// more than the difference measured: the figure is the median over instances.
+/// Program instances `ipip_over_dsr` and each fixture row measure. One loaded copy of the same
+/// program can sit several ns above or below another for as long as it lives (where its code
+/// and maps landed), more than the difference between two builds: the figure is the median over
+/// instances.
 const INSTANCES: usize = 8;
+
+/// Program copies a fixture row is measured over: [`INSTANCES`], but one of the large set-up,
+/// each copy of which writes ~260 MB of tables.
+fn copies(setup: Setup) -> usize {
+    if setup == Setup::Large { 1 } else { INSTANCES }
+}
 
 /// What `ipip` established costs over `dsr` established (fresh packets), beside its floor:
 /// `bare_adjust_head` over bare XDP_TX, the one helper call `ipip` makes and `dsr` does not.
