@@ -56,72 +56,45 @@ unspanned!(
     bool, u16, u32, String, Name, Ip, Mac, Protocol, Forwarding, HashMode, Check
 );
 
-// Destructured field by field: a field added to the file's types must be added here.
-impl Shift for VipFile {
-    fn shift(self, by: isize) -> Self {
-        let VipFile {
-            name,
-            address,
-            port,
-            protocol,
-            forwarding,
-            hash,
-            table_size,
-            source_hash_checked,
-            backend,
-        } = self;
-        VipFile {
-            name: name.shift(by),
-            address: address.shift(by),
-            port: port.shift(by),
-            protocol: protocol.shift(by),
-            forwarding: forwarding.shift(by),
-            hash: hash.shift(by),
-            table_size: table_size.shift(by),
-            source_hash_checked: source_hash_checked.shift(by),
-            backend: backend.shift(by),
-        }
-    }
+/// Moves every field of a struct of the file; naming the fields in a pattern and a
+/// literal, a field added to the type and not here does not compile.
+macro_rules! spanned_fields {
+    ($($t:ident { $($field:ident),* })*) => {
+        $(impl Shift for $t {
+            fn shift(self, by: isize) -> Self {
+                let $t { $($field),* } = self;
+                $t { $($field: $field.shift(by)),* }
+            }
+        })*
+    };
 }
 
-impl Shift for BackendFile {
-    fn shift(self, by: isize) -> Self {
-        let BackendFile {
-            address,
-            weight,
-            mac,
-            health,
-        } = self;
-        BackendFile {
-            address: address.shift(by),
-            weight: weight.shift(by),
-            mac: mac.shift(by),
-            health: health.shift(by),
-        }
+spanned_fields!(
+    VipFile {
+        name,
+        address,
+        port,
+        protocol,
+        forwarding,
+        hash,
+        table_size,
+        source_hash_checked,
+        backend
     }
-}
-
-impl Shift for HealthFile {
-    fn shift(self, by: isize) -> Self {
-        let HealthFile {
-            check,
-            port,
-            path,
-            expect_status,
-            interval_ms,
-            timeout_ms,
-            rise,
-            fall,
-        } = self;
-        HealthFile {
-            check: check.shift(by),
-            port: port.shift(by),
-            path: path.shift(by),
-            expect_status: expect_status.shift(by),
-            interval_ms: interval_ms.shift(by),
-            timeout_ms: timeout_ms.shift(by),
-            rise: rise.shift(by),
-            fall: fall.shift(by),
-        }
+    BackendFile {
+        address,
+        weight,
+        mac,
+        health
     }
-}
+    HealthFile {
+        check,
+        port,
+        path,
+        expect_status,
+        interval_ms,
+        timeout_ms,
+        rise,
+        fall
+    }
+);
