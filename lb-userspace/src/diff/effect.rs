@@ -14,8 +14,7 @@
 //!   servers share, so a shared MAC means nothing there.
 
 use std::{
-    collections::HashMap,
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     hash::{BuildHasher as _, Hash, Hasher},
     net::IpAddr,
     sync::{Arc, Mutex},

@@ -22,7 +22,8 @@ pub struct CheckedVips {
 
 #[derive(Debug)]
 pub(super) struct CheckedVip {
-    /// Shared with the parse it came from: the same pointer is the same text at the same offset.
+    /// The VIP as the parse gave it (shared): the next reparse names it as the origin of the
+    /// VIP it takes again, the same text in place or moved.
     pub(super) file: Arc<Spanned<VipFile>>,
     pub(super) surroundings: u64,
     /// The 1-based line the VIP starts on, if it has findings (they name lines); else 0.
@@ -45,9 +46,16 @@ pub(super) fn surroundings(file: &ConfigFile, thresholds: &AuditThresholds) -> u
     hasher.update(format!("{:?}\n{thresholds:?}\n", file.global).as_bytes());
     for vip in &file.vip {
         let vip = vip.get_ref();
+        // The family first: an IPv4 address's bytes cannot read as the start of an IPv6 one.
         match vip.address.get_ref().0 {
-            IpAddr::V4(address) => hasher.update(&[[4].as_slice(), &address.octets()].concat()),
-            IpAddr::V6(address) => hasher.update(&[[6].as_slice(), &address.octets()].concat()),
+            IpAddr::V4(address) => {
+                hasher.update(&[4]);
+                hasher.update(&address.octets());
+            }
+            IpAddr::V6(address) => {
+                hasher.update(&[6]);
+                hasher.update(&address.octets());
+            }
         }
         let name = vip.name.get_ref().0.as_bytes();
         // The length first: the names' bytes cannot run into the next VIP's.
