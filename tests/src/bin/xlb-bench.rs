@@ -1,7 +1,9 @@
 //! Data-plane benchmark (run by `cargo xtask bench`): kernel-measured ns/packet of xlb's paths
 //! through BPF_PROG_TEST_RUN, each beside bare XDP_DROP and XDP_TX programs measured the same
 //! way in the same run, as min and median over several runs and as a ratio to bare XDP_TX; a
-//! fixture's figures are medians over several loaded copies of the program. Every case proves
+//! fixture's figures are medians over several loaded copies of the program. Each path is
+//! measured hot (the repeat loop, fresh packets) and cold (caches and TLBs evicted before each
+//! packet, as real traffic finds them). Every case proves
 //! the path it measured by its counter. `ipip`'s cost over `dsr` (both paths in one program,
 //! over several loaded copies) is printed beside its floor, a bare program that only grows the
 //! frame's head. Writes JSON.
@@ -30,13 +32,20 @@ const REPEAT: u32 = 200_000;
 /// Separate calls per run for packets the program grows (encapsulation).
 const CALLS: u32 = 20_000;
 
+/// Separate calls per run of the cold method, each after an eviction (see [`Evictor`]).
+const COLD_CALLS: u32 = 200;
+
 /// How a case is measured. `Repeat` lets the kernel loop over one buffer: valid only when the
 /// program's output takes the same path again. `Fresh` starts every packet from its original
-/// bytes, one system call each.
+/// bytes, one system call each. `Cold` is `Fresh` with this core's caches and TLBs evicted
+/// before each packet, as the rest of a busy machine evicts them between two packets of real
+/// traffic: the program's code, its map entries and the page-table walks to them are fetched
+/// again, as under `cargo xtask bench --e2e`.
 #[derive(Clone, Copy, PartialEq)]
 enum Method {
     Repeat,
     Fresh,
+    Cold,
 }
 
 impl Method {
@@ -44,12 +53,14 @@ impl Method {
         match self {
             Method::Repeat => "repeat",
             Method::Fresh => "fresh",
+            Method::Cold => "cold",
         }
     }
     fn packets_per_run(self) -> u64 {
         u64::from(match self {
             Method::Repeat => REPEAT,
             Method::Fresh => CALLS,
+            Method::Cold => COLD_CALLS,
         })
     }
 }
@@ -78,6 +89,80 @@ fn slice(program: &Xdp, packet: &[u8], method: Method) -> anyhow::Result<f64> {
     match method {
         Method::Repeat => testrun::ns_per_packet(program, packet, REPEAT / SLICES),
         Method::Fresh => testrun::ns_per_fresh_packet(program, packet, CALLS / SLICES),
+        Method::Cold => {
+            let mut total = 0.0;
+            for _ in 0..COLD_CALLS / SLICES {
+                EVICTOR.with(Evictor::evict);
+                total += testrun::ns_per_fresh_packet(program, packet, 1)?;
+            }
+            Ok(total / f64::from(COLD_CALLS / SLICES))
+        }
+    }
+}
+
+thread_local! {
+    static EVICTOR: Evictor = Evictor::new();
+}
+
+/// Memory this core reads between two cold packets: every line of [`Evictor::LINES`] bytes,
+/// four times the 512 KiB L2 cache of this machine's cores (which holds their L1 caches' lines,
+/// code included), and one line in each of [`Evictor::PAGES`] 4 KiB pages, twice as many as a
+/// second-level TLB of theirs holds. Its own mapping, in 4 KiB pages (no transparent huge
+/// pages).
+struct Evictor {
+    memory: *mut u8,
+    round: std::cell::Cell<usize>,
+}
+
+impl Evictor {
+    const LINES: usize = 2 << 20;
+    const PAGES: usize = 4096;
+    const PAGE: usize = 4096;
+    const LEN: usize = Self::LINES + Self::PAGES * Self::PAGE;
+
+    fn new() -> Evictor {
+        // SAFETY: a fresh private anonymous mapping; the advice only concerns it.
+        let memory = unsafe {
+            let memory = libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert!(memory != libc::MAP_FAILED, "mapping the evictor's memory");
+            libc::madvise(memory, Self::LEN, libc::MADV_NOHUGEPAGE);
+            // Faulted in now, so that an eviction costs no page faults.
+            std::ptr::write_bytes(memory.cast::<u8>(), 1, Self::LEN);
+            memory.cast::<u8>()
+        };
+        Evictor {
+            memory,
+            round: std::cell::Cell::new(0),
+        }
+    }
+
+    fn evict(&self) {
+        let round = self.round.get();
+        self.round.set(round + 1);
+        let mut sum = 0u8;
+        // SAFETY: every offset is below LEN, inside the mapping, which lives as long as self.
+        unsafe {
+            for line in (0..Self::LINES).step_by(64) {
+                sum ^= self.memory.add(line).read_volatile();
+            }
+            // A different line of each page each round, so that the same cache sets do not
+            // take every read.
+            for page in 0..Self::PAGES {
+                let line = (page * 7 + round) % (Self::PAGE / 64) * 64;
+                sum ^= self
+                    .memory
+                    .add(Self::LINES + page * Self::PAGE + line)
+                    .read_volatile();
+            }
+        }
+        std::hint::black_box(sum);
     }
 }
 
@@ -236,7 +321,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
     let mut bare_tx = object::load(object::BASELINE_OBJECT, "bare_tx")?;
     let bare_tx = object::xdp_program(&mut bare_tx, "bare_tx")?;
     let mut rows = Vec::new();
-    for method in [Method::Repeat, Method::Fresh] {
+    for method in [Method::Repeat, Method::Fresh, Method::Cold] {
         for name in ["bare_drop", "bare_tx", "bare_adjust_head"] {
             // The repeat loop would grow one frame until its headroom ran out.
             if name == "bare_adjust_head" && method == Method::Repeat {
@@ -266,9 +351,9 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             continue;
         }
         let methods: &[Method] = if bench.repeat {
-            &[Method::Repeat, Method::Fresh]
+            &[Method::Repeat, Method::Fresh, Method::Cold]
         } else {
-            &[Method::Fresh]
+            &[Method::Fresh, Method::Cold]
         };
         let (name, reason) = (fixture.name, fixture.reason);
         let copies = copies(fixture.setup);
@@ -292,8 +377,12 @@ fn bench() -> anyhow::Result<serde_json::Value> {
                 );
             }
             // VIP paths are judged fresh, the others in the repeat loop (see the targets).
-            let judged =
-                (reason == Reason::NotVip || reason == Reason::NotIp) == (method == Method::Repeat);
+            let judged = method
+                == if reason == Reason::NotVip || reason == Reason::NotIp {
+                    Method::Repeat
+                } else {
+                    Method::Fresh
+                };
             rows.push(Row {
                 name: name.into(),
                 method,
@@ -445,7 +534,7 @@ fn scale_rows(rows: &[Row]) -> Vec<serde_json::Value> {
             "dsr_established_1000vips_100backends",
         ),
     ] {
-        for method in [Method::Repeat, Method::Fresh] {
+        for method in [Method::Repeat, Method::Fresh, Method::Cold] {
             let (Some(small), Some(large)) = (find(small, method), find(large, method)) else {
                 continue;
             };
