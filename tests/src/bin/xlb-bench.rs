@@ -3,10 +3,9 @@
 //! way in the same run, as min and median over several runs and as a ratio to bare XDP_TX; a
 //! fixture's figures are medians over several loaded copies of the program. Each path is
 //! measured hot (the repeat loop, fresh packets) and cold (caches and TLBs evicted before each
-//! packet, as real traffic finds them). Every case proves
-//! the path it measured by its counter. `ipip`'s cost over `dsr` (both paths in one program,
-//! over several loaded copies) is printed beside its floor, a bare program that only grows the
-//! frame's head. Writes JSON.
+//! packet, as real traffic finds them). Every case proves the path it measured by its counter.
+//! `ipip`'s cost over `dsr` (both paths in one program, over several loaded copies) is printed
+//! beside its floor, a bare program that only grows the frame's head. Writes JSON.
 
 use std::process::ExitCode;
 
@@ -49,6 +48,8 @@ enum Method {
 }
 
 impl Method {
+    const ALL: [Method; 3] = [Method::Repeat, Method::Fresh, Method::Cold];
+
     fn name(self) -> &'static str {
         match self {
             Method::Repeat => "repeat",
@@ -321,7 +322,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
     let mut bare_tx = object::load(object::BASELINE_OBJECT, "bare_tx")?;
     let bare_tx = object::xdp_program(&mut bare_tx, "bare_tx")?;
     let mut rows = Vec::new();
-    for method in [Method::Repeat, Method::Fresh, Method::Cold] {
+    for method in Method::ALL {
         for name in ["bare_drop", "bare_tx", "bare_adjust_head"] {
             // The repeat loop would grow one frame until its headroom ran out.
             if name == "bare_adjust_head" && method == Method::Repeat {
@@ -351,7 +352,7 @@ fn bench() -> anyhow::Result<serde_json::Value> {
             continue;
         }
         let methods: &[Method] = if bench.repeat {
-            &[Method::Repeat, Method::Fresh, Method::Cold]
+            &Method::ALL
         } else {
             &[Method::Fresh, Method::Cold]
         };
@@ -534,7 +535,7 @@ fn scale_rows(rows: &[Row]) -> Vec<serde_json::Value> {
             "dsr_established_1000vips_100backends",
         ),
     ] {
-        for method in [Method::Repeat, Method::Fresh, Method::Cold] {
+        for method in Method::ALL {
             let (Some(small), Some(large)) = (find(small, method), find(large, method)) else {
                 continue;
             };
